@@ -1,0 +1,262 @@
+//! The `api` connector's HTTP surface: routing, bearer auth, and message ingress.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{sse, ws, Feeds};
+use crate::auth::{check_bearer, AuthOutcome};
+use crate::context::{now_ms, Ingress};
+use crate::model::{Envelope, Kind, Origin, Platform, Segment, Sender, ENVELOPE_VERSION};
+
+/// Largest request body accepted, so one client cannot make the daemon buffer megabytes.
+const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Longest client-supplied message id.
+const MAX_ID_LEN: usize = 128;
+
+/// State shared by every request of one `api` account.
+pub(super) struct Shared {
+    /// Account id, the `<account>` of envelopes.
+    pub account: String,
+    /// Required bearer token, if any.
+    pub token: Option<String>,
+    /// Where posted messages go.
+    pub ingress: Ingress,
+    /// What consumers read.
+    pub feeds: Arc<Feeds>,
+    /// Ends event streams when the daemon stops.
+    pub shutdown: CancellationToken,
+}
+
+/// Serves until `shutdown`, then lets in-flight requests finish.
+pub(super) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/api/v1/groups/{group}/messages", post(post_message))
+        .route("/api/v1/groups/{group}/events", get(sse::group_events))
+        .route("/api/v1/ws", get(ws::upgrade))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            require_token,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(shared);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// A JSON error body with a status.
+pub(super) fn error_response(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// Refuses requests without the configured bearer token, with `401`.
+async fn require_token(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|value| value.as_bytes());
+    match check_bearer(shared.token.as_deref(), header) {
+        AuthOutcome::Allowed => next.run(request).await,
+        outcome => {
+            let reason = if outcome == AuthOutcome::Missing {
+                "missing"
+            } else {
+                "wrong"
+            };
+            warn!(message = "API request refused: bearer token.", account = %shared.account, reason);
+            metrics::counter!("qunbridge_auth_failures_total", "account" => shared.account.clone())
+                .increment(1);
+            let mut response =
+                error_response(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            response
+        }
+    }
+}
+
+/// Body of `POST /api/v1/groups/<group>/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostMessage {
+    /// Who says it.
+    sender: PostSender,
+    /// Plain text; used when `segments` is absent.
+    #[serde(default)]
+    text: Option<String>,
+    /// Structured content; takes precedence over `text`.
+    #[serde(default)]
+    segments: Option<Vec<Segment>>,
+    /// Client message id: posting the same id twice relays once (safe retries).
+    #[serde(default)]
+    id: Option<String>,
+}
+
+/// The sender of a posted message.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostSender {
+    /// Stable user id.
+    id: String,
+    /// Display name; the id when absent.
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// Turns a posted body into an envelope, or says what is wrong with it.
+fn envelope_from_post(
+    account: &str,
+    group: &str,
+    body: &[u8],
+    fallback_id: impl FnOnce() -> String,
+) -> Result<Envelope, String> {
+    let post: PostMessage =
+        serde_json::from_slice(body).map_err(|error| format!("invalid JSON body: {error}"))?;
+    if group.is_empty() {
+        return Err("the group in the path is empty".into());
+    }
+    if post.sender.id.trim().is_empty() {
+        return Err("`sender.id` must not be empty".into());
+    }
+    let segments = match (post.segments, post.text) {
+        (Some(segments), _) if !segments.is_empty() => segments,
+        (_, Some(text)) if !text.is_empty() => vec![Segment::Text { text }],
+        _ => return Err("a message needs a non-empty `text` or `segments`".into()),
+    };
+    let message_id = match post.id {
+        Some(id) if id.is_empty() || id.len() > MAX_ID_LEN => {
+            return Err(format!("`id` must be 1 to {MAX_ID_LEN} bytes"))
+        }
+        Some(id) => id,
+        None => fallback_id(),
+    };
+    let name = post
+        .sender
+        .name
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| post.sender.id.clone());
+    Ok(Envelope {
+        v: ENVELOPE_VERSION,
+        id: Envelope::make_id(account, group, &message_id),
+        origin: Origin {
+            platform: Platform::Api,
+            account: account.to_owned(),
+            group: group.to_owned(),
+            message_id,
+            group_name: None,
+        },
+        sender: Sender {
+            id: post.sender.id,
+            name,
+            is_bot: false,
+        },
+        ts_ms: now_ms(),
+        kind: Kind::Message,
+        segments,
+    })
+}
+
+/// A message id that does not repeat: the time plus 64 random bits.
+fn fresh_message_id() -> String {
+    format!("{:x}-{:016x}", now_ms(), rand::random::<u64>())
+}
+
+/// `POST /api/v1/groups/<group>/messages`: ingress, `202` once the broker has it.
+async fn post_message(
+    State(shared): State<Arc<Shared>>,
+    Path(group): Path<String>,
+    body: Bytes,
+) -> Response {
+    if shared.shutdown.is_cancelled() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "qunbridge is shutting down",
+        );
+    }
+    let envelope = match envelope_from_post(&shared.account, &group, &body, fresh_message_id) {
+        Ok(envelope) => envelope,
+        Err(problem) => {
+            debug!(message = "API message refused.", account = %shared.account, %problem);
+            metrics::counter!("qunbridge_messages_dropped_total", "reason" => "malformed")
+                .increment(1);
+            return error_response(StatusCode::BAD_REQUEST, &problem);
+        }
+    };
+    let id = envelope.id.clone();
+    match shared.ingress.publish(envelope).await {
+        Ok(()) => {
+            metrics::counter!(
+                "qunbridge_messages_received_total",
+                "account" => shared.account.clone(),
+                "platform" => "api"
+            )
+            .increment(1);
+            (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()
+        }
+        Err(error) => {
+            warn!(message = "API message not accepted by the broker.", account = %shared.account, %error);
+            error_response(StatusCode::SERVICE_UNAVAILABLE, &error.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_post_becomes_an_envelope() {
+        let env = envelope_from_post(
+            "hub",
+            "a",
+            br#"{"sender":{"id":"u1","name":"Ann"},"text":"hi"}"#,
+            || "m1".into(),
+        )
+        .expect("valid");
+        assert_eq!(env.id, "hub:a:m1");
+        assert_eq!(env.sender.name, "Ann");
+        assert_eq!(env.segments, vec![Segment::text("hi")]);
+    }
+
+    #[test]
+    fn bad_posts_say_why() {
+        let cases: [(&[u8], &str); 4] = [
+            (b"{", "invalid JSON"),
+            (br#"{"sender":{"id":""},"text":"x"}"#, "sender.id"),
+            (br#"{"sender":{"id":"u"}}"#, "non-empty `text`"),
+            (
+                br#"{"sender":{"id":"u"},"text":"x","extra":1}"#,
+                "unknown field",
+            ),
+        ];
+        for (body, expected) in cases {
+            let error = envelope_from_post("hub", "a", body, || "m".into()).expect_err("bad");
+            assert!(
+                error.contains(expected),
+                "{error} should mention {expected}"
+            );
+        }
+    }
+}

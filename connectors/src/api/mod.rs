@@ -1,0 +1,125 @@
+//! The `api` connector (ARCHITECTURE.md §10): a generic HTTP endpoint for scripts, other bots
+//! and the quickstart.
+//!
+//! - `POST /api/v1/groups/<group>/messages`: ingress into `<account>:<group>`, answered `202`
+//!   with the envelope id only after the broker acknowledged the publish.
+//! - `GET /api/v1/groups/<group>/events`: Server-Sent Events of what the relay sends to that
+//!   group, with `Last-Event-ID` replay from a bounded per-group buffer.
+//! - `GET /api/v1/ws`: a WebSocket with the same messages for every group as JSON frames.
+//!
+//! A bearer token, when configured, is required on every route.
+
+mod feed;
+mod http;
+mod sse;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::context::{now_ms, ConnectionState, ConnectorContext, EgressRequest, SendReceipt};
+use crate::error::ConnectorError;
+use crate::Connector;
+
+pub use feed::Feeds;
+
+/// Default number of messages kept per group for SSE replay.
+pub const DEFAULT_BUFFER: usize = 1000;
+
+/// Settings of one `api` account, resolved from the config.
+#[derive(Clone)]
+pub struct ApiSettings {
+    /// Address the HTTP endpoint listens on.
+    pub listen: SocketAddr,
+    /// Bearer token required on every request; `None` leaves the endpoint open (loopback use).
+    pub token: Option<String>,
+    /// Messages kept per group for consumers that reconnect with `Last-Event-ID`.
+    pub buffer: usize,
+}
+
+impl std::fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSettings")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("buffer", &self.buffer)
+            .finish()
+    }
+}
+
+/// The `api` connector.
+pub struct ApiConnector {
+    /// Its settings.
+    settings: ApiSettings,
+}
+
+impl ApiConnector {
+    /// A connector for one `api` account.
+    pub fn new(settings: ApiSettings) -> ApiConnector {
+        ApiConnector { settings }
+    }
+}
+
+impl Connector for ApiConnector {
+    async fn run(self, ctx: ConnectorContext) -> Result<(), ConnectorError> {
+        let ConnectorContext {
+            account,
+            platform: _,
+            ingress,
+            mut egress,
+            state,
+            shutdown,
+        } = ctx;
+        let listener = TcpListener::bind(self.settings.listen)
+            .await
+            .map_err(|source| ConnectorError::Bind {
+                addr: self.settings.listen.to_string(),
+                source,
+            })?;
+        info!(
+            message = "API endpoint listening.",
+            account = %account,
+            listen = %self.settings.listen
+        );
+        let feeds = Arc::new(Feeds::new(self.settings.buffer, now_ms()));
+        let shared = Arc::new(http::Shared {
+            account: account.clone(),
+            token: self.settings.token.clone(),
+            ingress,
+            feeds: feeds.clone(),
+            shutdown: shutdown.clone(),
+        });
+        let server = tokio::spawn(http::serve(listener, shared, shutdown.clone()));
+        state.set(ConnectionState::Up, None);
+
+        // Egress runs until the relay closes the queue, which it does after shutdown once
+        // nothing more is in flight.
+        while let Some(EgressRequest { outbound, reply }) = egress.recv().await {
+            let outcome = match serde_json::to_string(&outbound) {
+                Ok(json) => {
+                    let seq = feeds.push(&outbound.group, json);
+                    Ok(SendReceipt {
+                        message_ids: vec![seq.to_string()],
+                    })
+                }
+                Err(error) => Err(crate::SendError::Permanent(format!(
+                    "cannot encode outbound message: {error}"
+                ))),
+            };
+            // The relay stops waiting only on its own shutdown; nothing to do then.
+            let _ = reply.send(outcome);
+        }
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                warn!(message = "API server ended with an error.", account = %account, %error)
+            }
+            Err(error) => warn!(message = "API server task failed.", account = %account, %error),
+        }
+        state.set(ConnectionState::Stopped, None);
+        Ok(())
+    }
+}

@@ -1,0 +1,158 @@
+//! What the relay hands a connector when it starts it: the way in (an [`Ingress`] that
+//! resolves only once the broker has the envelope), the way out (a queue of
+//! [`EgressRequest`]s, each answered when the platform took the message), a place to report
+//! the account's state, and the shutdown signal.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{IngressError, SendError};
+use crate::model::{Envelope, Outbound, Platform};
+
+/// A boxed future, as returned by object-safe async methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where ingress envelopes go. The relay implements it by publishing on the `in/` topic; the
+/// future resolves only after the broker acknowledged the publish (QoS 1 PUBACK), so a
+/// connector can acknowledge its platform (HTTP 202, DingTalk ACK) only for what is safe.
+pub trait EnvelopeSink: Send + Sync + 'static {
+    /// Publishes one envelope and waits for the broker's acknowledgement.
+    fn publish(&self, envelope: Envelope) -> BoxFuture<'static, Result<(), IngressError>>;
+}
+
+/// A cheap-to-clone handle connectors use to hand inbound messages to the relay.
+#[derive(Clone)]
+pub struct Ingress {
+    /// The relay's publisher behind this account.
+    sink: Arc<dyn EnvelopeSink>,
+}
+
+impl Ingress {
+    /// Wraps a sink.
+    pub fn new(sink: Arc<dyn EnvelopeSink>) -> Ingress {
+        Ingress { sink }
+    }
+
+    /// Publishes an envelope; resolves once the broker has it.
+    ///
+    /// # Errors
+    /// [`IngressError`] when the broker did not acknowledge it (the caller must not
+    /// acknowledge its platform then).
+    pub async fn publish(&self, envelope: Envelope) -> Result<(), IngressError> {
+        self.sink.publish(envelope).await
+    }
+}
+
+/// One message for a connector to send, with the channel its outcome goes back on. The relay
+/// acknowledges the MQTT message only after the outcome arrives, so an unanswered request
+/// (crash, shutdown) is redelivered later.
+#[derive(Debug)]
+pub struct EgressRequest {
+    /// What to send, already rendered for this destination.
+    pub outbound: Outbound,
+    /// Where the connector reports the outcome.
+    pub reply: oneshot::Sender<Result<SendReceipt, SendError>>,
+}
+
+/// What a platform said after accepting a send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendReceipt {
+    /// Platform message ids of the copies sent (for recall and reply mapping); empty when the
+    /// platform returns none.
+    pub message_ids: Vec<String>,
+}
+
+/// The state of an account's connection to its platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionState {
+    /// Not connected yet.
+    Starting,
+    /// Connected and relaying.
+    Up,
+    /// Lost; reconnecting.
+    Down,
+    /// Refused by the platform (bad credentials); retried slowly.
+    AuthFailed,
+    /// Stopped on shutdown.
+    Stopped,
+}
+
+/// The account state plus when it last changed, as the relay shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountState {
+    /// Current state.
+    pub state: ConnectionState,
+    /// When it changed, milliseconds since the Unix epoch.
+    pub since_ms: u64,
+    /// Short reason for the last change, when there is one (never a secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl AccountState {
+    /// A state that begins now.
+    pub fn now(state: ConnectionState, reason: Option<String>) -> AccountState {
+        AccountState {
+            state,
+            since_ms: now_ms(),
+            reason,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, 0 if the clock is before it.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Lets a connector report its state; the relay watches the other end.
+#[derive(Debug, Clone)]
+pub struct StateReporter {
+    /// The watched value.
+    tx: Arc<watch::Sender<AccountState>>,
+}
+
+impl StateReporter {
+    /// A reporter starting in [`ConnectionState::Starting`], and the receiver that watches it.
+    pub fn new() -> (StateReporter, watch::Receiver<AccountState>) {
+        let (tx, rx) = watch::channel(AccountState::now(ConnectionState::Starting, None));
+        (StateReporter { tx: Arc::new(tx) }, rx)
+    }
+
+    /// Reports a state; repeating the current state (without a new reason) changes nothing.
+    pub fn set(&self, state: ConnectionState, reason: Option<String>) {
+        self.tx.send_if_modified(|current| {
+            if current.state == state && current.reason == reason {
+                return false;
+            }
+            *current = AccountState::now(state, reason);
+            true
+        });
+    }
+}
+
+/// Everything a connector gets from the relay.
+pub struct ConnectorContext {
+    /// The configured account id, used in logs, metric labels and envelope ids.
+    pub account: String,
+    /// The platform the account is on.
+    pub platform: Platform,
+    /// Where inbound messages go.
+    pub ingress: Ingress,
+    /// Messages to send. The relay closes it when no more will come (after shutdown).
+    pub egress: mpsc::Receiver<EgressRequest>,
+    /// Where the connector reports its connection state.
+    pub state: StateReporter,
+    /// Cancelled when the daemon stops: stop taking new input, finish what is in flight.
+    pub shutdown: CancellationToken,
+}

@@ -1,0 +1,43 @@
+//! Errors at the boundary between connectors and the relay.
+
+/// Why an inbound envelope could not be handed to the relay.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngressError {
+    /// The broker did not acknowledge the publish in time.
+    #[error("the broker did not acknowledge the message within {0} s")]
+    Timeout(u64),
+    /// The relay is shutting down or its broker client has stopped.
+    #[error("the relay is not accepting messages (shutting down or broker client stopped)")]
+    Closed,
+    /// The envelope could not be encoded (a bug, reported rather than panicking).
+    #[error("the envelope could not be encoded: {0}")]
+    Encode(String),
+}
+
+/// Why a connector could not send an outbound message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Worth trying again later (connection down, timeout, platform busy).
+    #[error("temporary send failure: {0}")]
+    Retryable(String),
+    /// Will never succeed (bad destination, content refused); the message is dropped and
+    /// counted with this reason.
+    #[error("send refused: {0}")]
+    Permanent(String),
+}
+
+/// Why a connector stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address from the config.
+        addr: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Any other I/O failure that ends the connector.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,40 @@
+//! qunbridge-connectors: the language connectors speak to the relay, and the connectors.
+//!
+//! # Layout
+//! - [`model`]: `Envelope` (inbound), `Outbound` (rendered for one destination), `Segment`.
+//! - [`context`]: what the relay hands a connector (`Ingress`, egress queue, state, shutdown).
+//! - [`Connector`]: the trait every platform connector implements.
+//! - [`backoff`]: the one backoff type for everything that reconnects.
+//! - [`auth`]: constant-time bearer checks for listeners.
+//! - [`api`]: the generic HTTP/SSE/WebSocket connector.
+//!
+//! This crate knows nothing of links, dedup, MQTT or policy: those belong to the relay, which
+//! depends on this crate and never the other way round.
+
+pub mod api;
+pub mod auth;
+pub mod backoff;
+pub mod context;
+pub mod error;
+pub mod model;
+
+use std::future::Future;
+
+pub use context::{
+    AccountState, ConnectionState, ConnectorContext, EgressRequest, EnvelopeSink, Ingress,
+    SendReceipt, StateReporter,
+};
+pub use error::{ConnectorError, IngressError, SendError};
+pub use model::{Envelope, Kind, Origin, Outbound, Platform, Segment, Sender};
+
+/// A platform connector: owns its sockets, turns platform events into envelopes on
+/// `ctx.ingress`, and sends what arrives on `ctx.egress`.
+///
+/// `run` returns `Ok(())` once `ctx.shutdown` is cancelled and the egress queue is closed and
+/// drained, or an error when the connector cannot go on at all (a listener that cannot bind).
+/// Connection losses are not errors: the connector reconnects with [`backoff::Backoff`] and
+/// reports them through `ctx.state`.
+pub trait Connector: Send + 'static {
+    /// Runs the connector until shutdown.
+    fn run(self, ctx: ConnectorContext) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+}

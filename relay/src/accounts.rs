@@ -1,0 +1,406 @@
+//! Running one account: its connector, its MQTT connection, and the two pumps between them.
+//!
+//! - Ingress: the connector's [`Ingress`] publishes on `in/<account>/<group>` and resolves on
+//!   the broker's PUBACK ([`MqttSink`]).
+//! - Egress: deliveries from `out/<account>/+` become [`EgressRequest`]s; the MQTT message is
+//!   acknowledged only after the connector reports the outcome, so a crash means redelivery.
+//!   Retryable failures are retried with backoff a bounded number of times, then dropped and
+//!   counted.
+//! - Status: the account's state goes to the retained `status/<account>` topic; the last will
+//!   sets it offline if the process dies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use qunbridge_connectors::api::ApiConnector;
+use qunbridge_connectors::backoff::Backoff;
+use qunbridge_connectors::context::{now_ms, BoxFuture};
+use qunbridge_connectors::{
+    AccountState, ConnectionState, Connector, ConnectorContext, ConnectorError, EgressRequest,
+    Envelope, EnvelopeSink, Ingress, IngressError, Outbound, Platform, SendError, StateReporter,
+};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::activity::Activity;
+use crate::broker::{BrokerClient, BrokerError, ClientOptions, Delivery, Endpoint, Topics};
+use crate::config::{Account, ConnectorSettings};
+use crate::core::pipeline::count_drop;
+
+/// How long ingress waits for the broker's PUBACK before telling the platform it failed.
+const INGRESS_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Send attempts for a retryable failure before the message is dropped.
+const SEND_ATTEMPTS: u32 = 5;
+
+/// Publishes an account's envelopes on its inbound topics.
+struct MqttSink {
+    /// The account's broker connection.
+    client: BrokerClient,
+    /// Topic names.
+    topics: Topics,
+    /// The account: envelopes must come from it.
+    account: String,
+    /// Counts publishes in flight, so shutdown waits for them.
+    activity: Arc<Activity>,
+}
+
+impl EnvelopeSink for MqttSink {
+    fn publish(&self, envelope: Envelope) -> BoxFuture<'static, Result<(), IngressError>> {
+        let client = self.client.clone();
+        let work = self.activity.start();
+        let account_ok = envelope.origin.account == self.account;
+        let topic = self
+            .topics
+            .inbound(&envelope.origin.account, &envelope.origin.group);
+        Box::pin(async move {
+            if !account_ok {
+                return Err(IngressError::Encode(
+                    "envelope names another account".into(),
+                ));
+            }
+            let payload =
+                serde_json::to_vec(&envelope).map_err(|e| IngressError::Encode(e.to_string()))?;
+            let confirmation = client
+                .publish(topic, payload, false)
+                .await
+                .map_err(|_| IngressError::Closed)?;
+            let outcome =
+                confirmation
+                    .wait(INGRESS_ACK_TIMEOUT)
+                    .await
+                    .map_err(|error| match error {
+                        BrokerError::Timeout(limit) => IngressError::Timeout(limit.as_secs()),
+                        _ => IngressError::Closed,
+                    });
+            drop(work);
+            outcome
+        })
+    }
+}
+
+/// A running account.
+pub struct RunningAccount {
+    /// Account id.
+    pub id: String,
+    /// Platform.
+    pub platform: Platform,
+    /// The account's broker connection.
+    pub client: BrokerClient,
+    /// The connector's reported state.
+    pub state: watch::Receiver<AccountState>,
+    /// The connector task.
+    connector: JoinHandle<Result<(), ConnectorError>>,
+    /// Set to the reason when the connector task ends.
+    exit: watch::Receiver<Option<String>>,
+    /// Egress pump task; dropping its queue sender closes the connector's egress.
+    pump: JoinHandle<()>,
+    /// Status publisher task.
+    status: JoinHandle<()>,
+    /// MQTT event loop task.
+    event_loop: JoinHandle<()>,
+}
+
+/// Everything an account needs from the daemon.
+pub struct AccountDeps<'a> {
+    /// Broker endpoint.
+    pub endpoint: &'a Endpoint,
+    /// Topic names.
+    pub topics: &'a Topics,
+    /// In-flight counter for shutdown.
+    pub activity: Arc<Activity>,
+    /// Cancelled to stop taking input (shutdown step 1).
+    pub intake: CancellationToken,
+    /// Cancelled to stop everything (shutdown step 2).
+    pub stop: CancellationToken,
+}
+
+/// The MQTT client id of an account's connection.
+pub fn client_id(account: &str) -> String {
+    format!("qunbridge-account-{account}")
+}
+
+/// The status payload of an account.
+fn status_payload(account: &str, platform: Platform, state: &AccountState) -> Vec<u8> {
+    let online = state.state == ConnectionState::Up;
+    json!({
+        "account": account,
+        "platform": platform,
+        "status": if online { "online" } else { "offline" },
+        "state": state.state,
+        "since_ms": state.since_ms,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Connects an account to the broker and starts its connector once its subscription is in
+/// place (so nothing sent to it is missed).
+///
+/// # Errors
+/// [`BrokerError`] when the MQTT client cannot be set up.
+pub async fn start(
+    account: &Account,
+    deps: AccountDeps<'_>,
+) -> Result<RunningAccount, BrokerError> {
+    let id = account.id.clone();
+    let status_topic = deps.topics.status(&id);
+    let offline = status_payload(
+        &id,
+        account.platform,
+        &AccountState::now(ConnectionState::Down, None),
+    );
+    let (client, deliveries, event_loop) = BrokerClient::start(
+        ClientOptions {
+            endpoint: deps.endpoint.clone(),
+            client_id: client_id(&id),
+            will: Some((status_topic.clone(), offline)),
+            subscriptions: vec![deps.topics.outbound_filter(&id)],
+        },
+        deps.stop.clone(),
+    )?;
+    client.wait_ready().await;
+
+    let (reporter, state) = StateReporter::new();
+    let (egress_tx, egress_rx) = mpsc::channel(64);
+    let ctx = ConnectorContext {
+        account: id.clone(),
+        platform: account.platform,
+        ingress: Ingress::new(Arc::new(MqttSink {
+            client: client.clone(),
+            topics: deps.topics.clone(),
+            account: id.clone(),
+            activity: deps.activity.clone(),
+        })),
+        egress: egress_rx,
+        state: reporter,
+        shutdown: deps.intake.clone(),
+    };
+    let (exit_tx, exit) = watch::channel(None);
+    let connector = match &account.connector {
+        ConnectorSettings::Api(settings) => ApiConnector::new(settings.clone()).run(ctx),
+    };
+    let connector = tokio::spawn(async move {
+        let outcome = connector.await;
+        let reason = match &outcome {
+            Ok(()) => "the connector ended".to_owned(),
+            Err(error) => error.to_string(),
+        };
+        let _ = exit_tx.send(Some(reason));
+        outcome
+    });
+    let pump = tokio::spawn(egress_pump(
+        id.clone(),
+        client.clone(),
+        deps.topics.clone(),
+        deliveries,
+        egress_tx,
+        deps.activity.clone(),
+        deps.stop.clone(),
+    ));
+    let status = tokio::spawn(publish_status(
+        id.clone(),
+        account.platform,
+        client.clone(),
+        status_topic,
+        state.clone(),
+        deps.stop.clone(),
+    ));
+    info!(message = "Account started.", account = %id, platform = %account.platform);
+    Ok(RunningAccount {
+        id,
+        platform: account.platform,
+        client,
+        state,
+        connector,
+        exit,
+        pump,
+        status,
+        event_loop,
+    })
+}
+
+impl RunningAccount {
+    /// Stops the account after the daemon's stop token was cancelled: waits for the pump and
+    /// connector, publishes the offline status and disconnects.
+    pub async fn finish(self, topics: &Topics) {
+        let _ = self.pump.await;
+        match self.connector.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => error!(message = "Connector failed.", account = %self.id, %error),
+            Err(error) => error!(message = "Connector task panicked.", account = %self.id, %error),
+        }
+        let _ = self.status.await;
+        let offline = status_payload(
+            &self.id,
+            self.platform,
+            &AccountState::now(ConnectionState::Stopped, None),
+        );
+        if let Ok(confirmation) = self
+            .client
+            .publish(topics.status(&self.id), offline, true)
+            .await
+        {
+            let _ = confirmation.wait(Duration::from_secs(2)).await;
+        }
+        self.client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.event_loop).await;
+    }
+
+    /// Resolves when the connector task ends, with the account and the reason.
+    pub async fn exited(&self) -> (String, String) {
+        let mut exit = self.exit.clone();
+        let reason = match exit.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => "the connector task vanished".to_owned(),
+        };
+        (self.id.clone(), reason)
+    }
+}
+
+/// Publishes the retained status whenever the connector's state changes.
+async fn publish_status(
+    account: String,
+    platform: Platform,
+    client: BrokerClient,
+    topic: String,
+    mut state: watch::Receiver<AccountState>,
+    stop: CancellationToken,
+) {
+    loop {
+        let current = state.borrow_and_update().clone();
+        metrics::gauge!("qunbridge_account_up", "account" => account.clone()).set(
+            if current.state == ConnectionState::Up {
+                1.0
+            } else {
+                0.0
+            },
+        );
+        let payload = status_payload(&account, platform, &current);
+        if client.publish(topic.clone(), payload, true).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = state.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Hands deliveries to the connector one at a time, in order, acknowledging each after its
+/// outcome.
+async fn egress_pump(
+    account: String,
+    client: BrokerClient,
+    topics: Topics,
+    mut deliveries: mpsc::Receiver<Delivery>,
+    egress: mpsc::Sender<EgressRequest>,
+    activity: Arc<Activity>,
+    stop: CancellationToken,
+) {
+    loop {
+        let delivery = tokio::select! {
+            _ = stop.cancelled() => break,
+            delivery = deliveries.recv() => match delivery {
+                Some(delivery) => delivery,
+                None => break,
+            },
+        };
+        let _work = activity.start();
+        let outbound = match decode(&topics, &account, &delivery) {
+            Ok(outbound) => outbound,
+            Err(problem) => {
+                warn!(message = "Dropping malformed outbound message.", account = %account, %problem);
+                count_drop("malformed");
+                client.ack(&delivery).await;
+                continue;
+            }
+        };
+        let settled = send_with_retries(&account, outbound, &egress, &stop).await;
+        if settled {
+            client.ack(&delivery).await;
+        }
+    }
+    debug!(message = "Egress pump ended.", account = %account);
+}
+
+/// Parses an outbound delivery and checks it is for this account.
+fn decode(topics: &Topics, account: &str, delivery: &Delivery) -> Result<Outbound, String> {
+    let topic = &delivery.publish.topic;
+    let (to_account, group) = topics
+        .parse_outbound(&topic)
+        .ok_or_else(|| format!("topic {topic} is not an outbound topic"))?;
+    if to_account != account {
+        return Err(format!("topic {topic} is for another account"));
+    }
+    let outbound: Outbound = serde_json::from_slice(&delivery.publish.payload)
+        .map_err(|error| format!("invalid outbound message: {error}"))?;
+    if outbound.group != group {
+        return Err(format!(
+            "outbound group {} does not match its topic",
+            outbound.group
+        ));
+    }
+    Ok(outbound)
+}
+
+/// Sends one message through the connector. Returns true when the message is settled (sent,
+/// or dropped and counted) and may be acknowledged; false when shutdown interrupted it (left
+/// for redelivery).
+async fn send_with_retries(
+    account: &str,
+    outbound: Outbound,
+    egress: &mpsc::Sender<EgressRequest>,
+    stop: &CancellationToken,
+) -> bool {
+    let mut backoff = Backoff::reconnect();
+    let started = now_ms();
+    for attempt in 1..=SEND_ATTEMPTS {
+        let (reply, outcome) = oneshot::channel();
+        let request = EgressRequest {
+            outbound: outbound.clone(),
+            reply,
+        };
+        if egress.send(request).await.is_err() {
+            warn!(message = "Connector is not taking messages; left for redelivery.", account = %account);
+            return false;
+        }
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => return false,
+            outcome = outcome => outcome,
+        };
+        match outcome {
+            Ok(Ok(receipt)) => {
+                let elapsed = now_ms().saturating_sub(outbound.ts_ms.min(started)) as f64 / 1000.0;
+                metrics::histogram!("qunbridge_relay_latency_seconds").record(elapsed);
+                debug!(message = "Sent.", account = %account, group = %outbound.group, ids = ?receipt.message_ids);
+                return true;
+            }
+            Ok(Err(SendError::Permanent(reason))) => {
+                warn!(message = "Send refused; message dropped.", account = %account, group = %outbound.group, link = %outbound.link, %reason);
+                count_drop("send_failed");
+                return true;
+            }
+            Ok(Err(SendError::Retryable(reason))) if attempt < SEND_ATTEMPTS => {
+                let delay = backoff.next().unwrap_or(Duration::from_secs(1));
+                warn!(message = "Send failed; retrying.", account = %account, group = %outbound.group, %reason, attempt, retry_in_ms = delay.as_millis() as u64);
+                tokio::select! {
+                    _ = stop.cancelled() => return false,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Ok(Err(SendError::Retryable(reason))) => {
+                warn!(message = "Send failed after retries; message dropped.", account = %account, group = %outbound.group, link = %outbound.link, %reason, attempts = SEND_ATTEMPTS);
+                count_drop("send_failed");
+                return true;
+            }
+            Err(_) => {
+                warn!(message = "Connector dropped a send without answering; left for redelivery.", account = %account);
+                return false;
+            }
+        }
+    }
+    true
+}

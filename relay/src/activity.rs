@@ -1,0 +1,74 @@
+//! Counts work in flight across the relay (core and egress), so shutdown can wait until what
+//! the process has taken in is done, within the grace period.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Shared in-flight counter.
+#[derive(Default)]
+pub struct Activity {
+    /// Deliveries taken from the broker and not yet acknowledged.
+    inflight: AtomicUsize,
+    /// Woken whenever the counter drops.
+    changed: Notify,
+}
+
+/// Held while one delivery is being handled; dropping it marks it done.
+pub struct WorkGuard {
+    /// The counter to decrement.
+    activity: Arc<Activity>,
+}
+
+impl Drop for WorkGuard {
+    fn drop(&mut self) {
+        self.activity.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.activity.changed.notify_waiters();
+    }
+}
+
+impl Activity {
+    /// A fresh counter.
+    pub fn new() -> Arc<Activity> {
+        Arc::new(Activity::default())
+    }
+
+    /// Marks one delivery as started.
+    pub fn start(self: &Arc<Self>) -> WorkGuard {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        WorkGuard {
+            activity: self.clone(),
+        }
+    }
+
+    /// Deliveries in flight now.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
+    }
+
+    /// Waits until nothing has been in flight for `quiet` (so messages still hopping from
+    /// core to egress are caught), or until `deadline`. Returns true when it went quiet.
+    pub async fn wait_idle(&self, quiet: Duration, deadline: Instant) -> bool {
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            if self.inflight() == 0 {
+                let since = *idle_since.get_or_insert(now);
+                if now.duration_since(since) >= quiet {
+                    return true;
+                }
+            } else {
+                idle_since = None;
+            }
+            let notified = self.changed.notified();
+            let tick = Duration::from_millis(20).min(deadline - now);
+            let _ = tokio::time::timeout(tick, notified).await;
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! The one MQTT client every part of qunbridge uses (rumqttc), for the embedded broker and
+//! external ones alike. It adds what rumqttc leaves to its users:
+//!
+//! - **Reconnect with backoff and jitter.** rumqttc reconnects as fast as it is polled.
+//! - **Publish confirmations.** rumqttc's `publish` returns once the request is queued; here
+//!   [`BrokerClient::publish`] returns a [`Confirmation`] that resolves on the broker's PUBACK.
+//!   rumqttc assigns packet ids inside its event loop, in request order, and reports each as
+//!   `Outgoing::Publish(pkid)`; requests are submitted one at a time under a lock, so the
+//!   n-th new `Outgoing::Publish` belongs to the n-th submitted request. Retransmissions
+//!   reuse a packet id still awaiting its PUBACK and are recognised as such.
+//! - **A lost session does not lose publishes.** When a broker answers a reconnect with
+//!   `session_present = false`, rumqttc drops its unacknowledged publishes; they are put back
+//!   and sent again (QoS 1 is at-least-once; duplicates are removed downstream by id).
+//! - **Safe manual acks.** Deliveries carry the connection generation they arrived on; an ack
+//!   for a delivery from an earlier connection is skipped (the broker redelivers it), because
+//!   its packet id may name a different message on the new connection.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use qunbridge_connectors::backoff::Backoff;
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions,
+    Outgoing, Packet, Publish, QoS, Request, TlsConfiguration, Transport,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{BrokerMode, Secret};
+
+/// Largest MQTT packet either way: envelopes carry whole messages (rumqttc's default is 10 KiB).
+pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
+/// Keep-alive interval.
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// Requests rumqttc buffers between the client handles and the event loop.
+const REQUEST_CAPACITY: usize = 1024;
+/// Outgoing QoS 1 publishes in flight per connection.
+const INFLIGHT: u16 = 200;
+/// Deliveries buffered between the event loop and the consumer. The broker's inflight window
+/// bounds unacknowledged deliveries well below this.
+const DELIVERY_CAPACITY: usize = 4096;
+
+/// Errors of the broker client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    /// The client has stopped (shutdown or fatal error).
+    #[error("the MQTT client has stopped")]
+    Stopped,
+    /// No PUBACK within the time allowed.
+    #[error("the broker did not acknowledge within {0:?}")]
+    Timeout(Duration),
+    /// TLS could not be set up.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Host to connect to.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Use TLS with the system's root certificates.
+    pub tls: bool,
+    /// User name, if any.
+    pub username: Option<String>,
+    /// Password, if any.
+    pub password: Option<Secret>,
+}
+
+impl Endpoint {
+    /// The endpoint for a broker config: the embedded broker's listen address, or the
+    /// external broker.
+    pub fn for_mode(mode: &BrokerMode) -> Endpoint {
+        match mode {
+            BrokerMode::Embedded { listen } => {
+                let host = if listen.ip().is_unspecified() {
+                    "127.0.0.1".to_owned()
+                } else {
+                    listen.ip().to_string()
+                };
+                Endpoint {
+                    host,
+                    port: listen.port(),
+                    tls: false,
+                    username: None,
+                    password: None,
+                }
+            }
+            BrokerMode::External(external) => Endpoint {
+                host: external.host.clone(),
+                port: external.port,
+                tls: external.tls,
+                username: external.username.clone(),
+                password: external.password.clone(),
+            },
+        }
+    }
+}
+
+/// One client's settings.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Broker endpoint.
+    pub endpoint: Endpoint,
+    /// MQTT client id; stable, so the persistent session survives reconnects and restarts.
+    pub client_id: String,
+    /// Last will: (topic, retained payload).
+    pub will: Option<(String, Vec<u8>)>,
+    /// Filters subscribed at QoS 1 whenever the broker has no session for us.
+    pub subscriptions: Vec<String>,
+}
+
+/// A message delivered by the broker; acknowledge it with [`BrokerClient::ack`] once its
+/// effect is done.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The MQTT publish as received.
+    pub publish: Publish,
+    /// Connection generation it arrived on.
+    generation: u64,
+}
+
+/// Resolves when the broker acknowledged a publish.
+#[derive(Debug)]
+pub struct Confirmation {
+    /// Fired by the event loop on PUBACK; dropped if the client stops.
+    rx: oneshot::Receiver<()>,
+}
+
+impl Confirmation {
+    /// Waits for the PUBACK.
+    ///
+    /// # Errors
+    /// [`BrokerError::Timeout`] after `limit`, [`BrokerError::Stopped`] if the client stopped.
+    pub async fn wait(self, limit: Duration) -> Result<(), BrokerError> {
+        match tokio::time::timeout(limit, self.rx).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(BrokerError::Stopped),
+            Err(_) => Err(BrokerError::Timeout(limit)),
+        }
+    }
+}
+
+/// Maps packet ids to waiting publishers.
+#[derive(Default)]
+struct AckTracker {
+    /// Publishers whose requests are queued but have no packet id yet, in request order.
+    queued: VecDeque<oneshot::Sender<()>>,
+    /// Publishers waiting for the PUBACK of a packet id.
+    awaiting: HashMap<u16, oneshot::Sender<()>>,
+    /// A publish held back by rumqttc after a packet id collision.
+    collided: Option<(u16, oneshot::Sender<()>)>,
+}
+
+impl AckTracker {
+    /// `Outgoing::Publish(pkid)`: a new publish got its id, or a retransmission.
+    fn sent(&mut self, pkid: u16) {
+        if pkid == 0 || self.awaiting.contains_key(&pkid) {
+            return;
+        }
+        if let Some((held, _)) = &self.collided {
+            if *held == pkid {
+                if let Some((_, tx)) = self.collided.take() {
+                    self.awaiting.insert(pkid, tx);
+                }
+                return;
+            }
+        }
+        match self.queued.pop_front() {
+            Some(tx) => {
+                self.awaiting.insert(pkid, tx);
+            }
+            None => debug!(message = "Publish with no waiting sender.", pkid),
+        }
+    }
+
+    /// `Outgoing::AwaitAck(pkid)`: rumqttc holds the next request until `pkid` is free.
+    fn collided(&mut self, pkid: u16) {
+        if let Some(tx) = self.queued.pop_front() {
+            self.collided = Some((pkid, tx));
+        }
+    }
+
+    /// `Incoming::PubAck(pkid)`.
+    fn acked(&mut self, pkid: u16) {
+        if let Some(tx) = self.awaiting.remove(&pkid) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The state shared by handles and the event loop task.
+struct Shared {
+    /// Packet id bookkeeping.
+    tracker: Mutex<AckTracker>,
+    /// Incremented on every CONNACK.
+    generation: AtomicU64,
+}
+
+/// A cloneable handle to one MQTT connection.
+#[derive(Clone)]
+pub struct BrokerClient {
+    /// rumqttc's request handle.
+    client: AsyncClient,
+    /// Shared with the event loop.
+    shared: Arc<Shared>,
+    /// Serialises "register a waiter, queue the request" so their orders match.
+    submit: Arc<tokio::sync::Mutex<()>>,
+    /// True while connected.
+    connected: watch::Receiver<bool>,
+    /// True once the subscriptions are in place (SUBACK, or a session that has them).
+    subscribed: watch::Receiver<bool>,
+    /// Client id, for logs.
+    client_id: Arc<str>,
+}
+
+impl BrokerClient {
+    /// Starts a client: returns its handle, the stream of deliveries, and the event loop task.
+    /// The task runs until [`BrokerClient::disconnect`] or `stop`.
+    ///
+    /// # Errors
+    /// [`BrokerError::Tls`] if TLS was asked for and cannot be set up.
+    pub fn start(
+        options: ClientOptions,
+        stop: CancellationToken,
+    ) -> Result<(BrokerClient, mpsc::Receiver<Delivery>, JoinHandle<()>), BrokerError> {
+        let mut mqtt = MqttOptions::new(
+            options.client_id.clone(),
+            options.endpoint.host.clone(),
+            options.endpoint.port,
+        );
+        mqtt.set_keep_alive(KEEP_ALIVE)
+            .set_clean_session(false)
+            .set_manual_acks(true)
+            .set_inflight(INFLIGHT)
+            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+        if let Some(user) = &options.endpoint.username {
+            let password = options
+                .endpoint
+                .password
+                .as_ref()
+                .map(|p| p.expose().to_owned())
+                .unwrap_or_default();
+            mqtt.set_credentials(user.clone(), password);
+        }
+        if let Some((topic, payload)) = &options.will {
+            mqtt.set_last_will(LastWill::new(
+                topic,
+                payload.clone(),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        }
+        if options.endpoint.tls {
+            mqtt.set_transport(Transport::Tls(tls_config()?));
+        }
+        let (client, mut eventloop) = AsyncClient::new(mqtt, REQUEST_CAPACITY);
+        let mut network = NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        network.set_connection_timeout(10);
+        eventloop.set_network_options(network);
+
+        let shared = Arc::new(Shared {
+            tracker: Mutex::new(AckTracker::default()),
+            generation: AtomicU64::new(0),
+        });
+        let (connected_tx, connected) = watch::channel(false);
+        let (subscribed_tx, subscribed) = watch::channel(false);
+        let (deliveries_tx, deliveries) = mpsc::channel(DELIVERY_CAPACITY);
+        let handle = BrokerClient {
+            client: client.clone(),
+            shared: shared.clone(),
+            submit: Arc::new(tokio::sync::Mutex::new(())),
+            connected,
+            subscribed,
+            client_id: options.client_id.clone().into(),
+        };
+        let task = tokio::spawn(run_event_loop(
+            eventloop,
+            client,
+            shared,
+            options,
+            connected_tx,
+            subscribed_tx,
+            deliveries_tx,
+            stop,
+        ));
+        Ok((handle, deliveries, task))
+    }
+
+    /// Publishes at QoS 1; the returned [`Confirmation`] resolves on the broker's PUBACK.
+    ///
+    /// # Errors
+    /// [`BrokerError::Stopped`] if the client no longer runs.
+    pub async fn publish(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> Result<Confirmation, BrokerError> {
+        let (tx, rx) = oneshot::channel();
+        let _order = self.submit.lock().await;
+        self.lock_tracker().queued.push_back(tx);
+        if self
+            .client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .await
+            .is_err()
+        {
+            // Nothing after ours can be queued while we hold the submit lock.
+            self.lock_tracker().queued.pop_back();
+            return Err(BrokerError::Stopped);
+        }
+        Ok(Confirmation { rx })
+    }
+
+    /// Acknowledges a delivery once its effect is done. A delivery from an earlier connection
+    /// is not acknowledged: the broker redelivers it, and the id-based dedup absorbs it.
+    pub async fn ack(&self, delivery: &Delivery) {
+        if delivery.publish.qos == QoS::AtMostOnce {
+            return;
+        }
+        if delivery.generation != self.shared.generation.load(Ordering::Acquire) {
+            debug!(
+                message = "Skipping ack of a delivery from an earlier connection.",
+                client = %self.client_id,
+                pkid = delivery.publish.pkid
+            );
+            return;
+        }
+        if self.client.ack(&delivery.publish).await.is_err() {
+            debug!(message = "Ack not sent: client stopped.", client = %self.client_id);
+        }
+    }
+
+    /// True while connected to the broker.
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    /// A receiver that follows the connection state.
+    pub fn connection_state(&self) -> watch::Receiver<bool> {
+        self.connected.clone()
+    }
+
+    /// Waits until connected with the subscriptions in place.
+    pub async fn wait_ready(&self) {
+        let mut subscribed = self.subscribed.clone();
+        let _ = subscribed.wait_for(|ready| *ready).await;
+    }
+
+    /// Sends DISCONNECT (no last will) and lets the event loop end.
+    pub async fn disconnect(&self) {
+        let _ = self.client.disconnect().await;
+    }
+
+    /// The tracker, recovering from a poisoned lock (its data stays consistent per call).
+    fn lock_tracker(&self) -> std::sync::MutexGuard<'_, AckTracker> {
+        self.shared
+            .tracker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// rustls with the system's root certificates and the ring provider.
+fn tls_config() -> Result<TlsConfiguration, BrokerError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(BrokerError::Tls(
+            "no system root certificates found (install ca-certificates)".into(),
+        ));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| BrokerError::Tls(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(TlsConfiguration::Rustls(Arc::new(config)))
+}
+
+/// Polls rumqttc until told to stop, reconnecting with backoff.
+async fn run_event_loop(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    shared: Arc<Shared>,
+    options: ClientOptions,
+    connected: watch::Sender<bool>,
+    subscribed: watch::Sender<bool>,
+    deliveries: mpsc::Sender<Delivery>,
+    stop: CancellationToken,
+) {
+    let client_id = options.client_id.as_str();
+    let mut backoff = Backoff::reconnect();
+    let mut disconnecting = false;
+    // Publishes rumqttc held when the connection dropped, in case the broker lost our session.
+    let mut unacked: Vec<Request> = Vec::new();
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => break,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                shared.generation.fetch_add(1, Ordering::AcqRel);
+                backoff.reset();
+                if !ack.session_present {
+                    if !unacked.is_empty() {
+                        warn!(
+                            message =
+                                "Broker lost the session; resending unacknowledged publishes.",
+                            client = client_id,
+                            count = unacked.len()
+                        );
+                        eventloop.pending.extend(unacked.drain(..));
+                    }
+                    let filters = options
+                        .subscriptions
+                        .iter()
+                        .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                    if !options.subscriptions.is_empty() {
+                        if let Err(error) = client.try_subscribe_many(filters) {
+                            warn!(message = "Could not queue subscriptions.", client = client_id, %error);
+                        }
+                    }
+                }
+                unacked.clear();
+                if ack.session_present || options.subscriptions.is_empty() {
+                    let _ = subscribed.send(true);
+                }
+                info!(
+                    message = "Connected to the MQTT broker.",
+                    client = client_id,
+                    session_present = ack.session_present
+                );
+                let _ = connected.send(true);
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let generation = shared.generation.load(Ordering::Acquire);
+                if deliveries
+                    .send(Delivery {
+                        publish,
+                        generation,
+                    })
+                    .await
+                    .is_err()
+                {
+                    debug!(message = "Delivery consumer gone.", client = client_id);
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => lock(&shared).acked(ack.pkid),
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                let _ = subscribed.send(true);
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => lock(&shared).sent(pkid),
+            Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => lock(&shared).collided(pkid),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => disconnecting = true,
+            Ok(_) => {}
+            Err(error) => {
+                let _ = connected.send(false);
+                if disconnecting || matches!(error, ConnectionError::RequestsDone) {
+                    break;
+                }
+                unacked = eventloop
+                    .pending
+                    .iter()
+                    .filter(|r| matches!(r, Request::Publish(_)))
+                    .cloned()
+                    .collect();
+                let delay = backoff.next().unwrap_or(KEEP_ALIVE);
+                warn!(
+                    message = "MQTT connection failed; retrying.",
+                    client = client_id,
+                    %error,
+                    retry_in_ms = delay.as_millis() as u64
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    let _ = connected.send(false);
+    debug!(message = "MQTT event loop ended.", client = client_id);
+}
+
+/// The tracker of a shared state.
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, AckTracker> {
+    shared
+        .tracker
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracker_matches_new_publishes_in_order_and_skips_retransmissions() {
+        let mut tracker = AckTracker::default();
+        let (a_tx, mut a_rx) = oneshot::channel();
+        let (b_tx, mut b_rx) = oneshot::channel();
+        let (c_tx, mut c_rx) = oneshot::channel();
+        tracker.queued.extend([a_tx, b_tx, c_tx]);
+        tracker.sent(1);
+        tracker.sent(2);
+        tracker.sent(1); // retransmission of 1 after a reconnect
+        tracker.collided(2); // c waits for pkid 2
+        tracker.acked(2);
+        assert!(b_rx.try_recv().is_ok());
+        tracker.sent(2); // c goes out with pkid 2
+        assert!(c_rx.try_recv().is_err(), "not acked yet");
+        tracker.acked(1);
+        assert!(a_rx.try_recv().is_ok());
+        tracker.acked(2);
+        assert!(c_rx.try_recv().is_ok());
+        assert!(tracker.queued.is_empty() && tracker.awaiting.is_empty());
+    }
+}

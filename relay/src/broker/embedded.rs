@@ -1,0 +1,94 @@
+//! The embedded broker: rumqttd on our own tokio runtime (its 0.20 `Router` + `Server` path),
+//! with small commit-log segments so an idle daemon does not hold ~100 MB. The relay talks to
+//! it over loopback through the same rumqttc client as to an external broker.
+//!
+//! rumqttd has no shutdown API: stopping aborts the listener task, and the router thread ends
+//! with the process. Its in-memory state does not survive a restart; operators who need
+//! queued messages to survive one use an external broker with persistence.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use rumqttd::protocol::v4::V4;
+use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+use super::client::MAX_PACKET_BYTES;
+
+/// Bytes per commit-log segment of each subscription filter.
+const SEGMENT_BYTES: usize = 1024 * 1024;
+/// Segments kept per filter.
+const SEGMENT_COUNT: usize = 10;
+/// QoS 1 messages the broker sends a client before waiting for its acks.
+const BROKER_INFLIGHT: usize = 100;
+
+/// Why the embedded broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    /// The listen address is taken or not ours.
+    #[error("embedded broker cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// A running embedded broker; dropping it stops the listener.
+pub struct EmbeddedBroker {
+    /// The listener task.
+    server: JoinHandle<()>,
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Starts rumqttd listening on `listen`.
+///
+/// # Errors
+/// [`EmbeddedError::Bind`] when the address cannot be bound (checked before rumqttd binds it,
+/// because rumqttd only logs that from inside its task).
+pub fn start(listen: SocketAddr) -> Result<EmbeddedBroker, EmbeddedError> {
+    // rumqttd binds inside its task and cannot report failure to us; check first.
+    std::net::TcpListener::bind(listen).map_err(|source| EmbeddedError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let router = RouterConfig {
+        max_connections: 10_000,
+        max_outgoing_packet_count: 200,
+        max_segment_size: SEGMENT_BYTES,
+        max_segment_count: SEGMENT_COUNT,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    };
+    let settings = ServerSettings {
+        name: "qunbridge-embedded".into(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 10_000,
+            max_payload_size: MAX_PACKET_BYTES,
+            max_inflight_count: BROKER_INFLIGHT,
+            auth: None::<HashMap<String, String>>,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    let router_tx = Router::new(0, router).spawn();
+    let mut server = Server::new(settings, router_tx, V4);
+    let task = tokio::spawn(async move {
+        if let Err(error) = server.start(LinkType::Remote).await {
+            error!(message = "Embedded broker stopped.", %listen, error = %error);
+        }
+    });
+    info!(message = "Embedded MQTT broker listening.", %listen);
+    Ok(EmbeddedBroker { server: task })
+}

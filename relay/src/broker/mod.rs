@@ -1,0 +1,9 @@
+//! The MQTT side of qunbridge: the embedded broker, the client every component uses, and the
+//! topic names.
+
+pub mod client;
+pub mod embedded;
+pub mod topics;
+
+pub use client::{BrokerClient, BrokerError, ClientOptions, Confirmation, Delivery, Endpoint};
+pub use topics::Topics;

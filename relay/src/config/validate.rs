@@ -1,0 +1,583 @@
+//! Checking a decoded config. Every check runs and adds to one list of problems, each naming
+//! the item, the key in backticks and the bad value (secrets shown as `<redacted>`), so an
+//! operator fixes everything in one pass.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use qunbridge_connectors::api::{ApiSettings, DEFAULT_BUFFER};
+use qunbridge_connectors::Platform;
+
+use super::load::Env;
+use super::raw::{RawAccount, RawConfig, RawLink};
+use super::{
+    Account, AdminConfig, BrokerConfig, BrokerMode, Config, ConnectorSettings, ExternalBroker,
+    GroupRef, Link, Secret, DEFAULT_ADMIN_LISTEN, DEFAULT_EMBEDDED_LISTEN, DEFAULT_FORMAT,
+    DEFAULT_TOPIC_PREFIX,
+};
+
+/// Placeholders a sender template may use.
+pub const PLACEHOLDERS: [&str; 6] = ["platform", "name", "id", "group", "account", "link"];
+
+/// Largest `buffer` of an `api` account, so one setting cannot exhaust memory.
+const MAX_API_BUFFER: u64 = 100_000;
+
+/// Checks everything; returns the config when it could be built (problems may still be
+/// non-empty, in which case the caller refuses it).
+pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Option<Config> {
+    let state_dir = state_dir(raw.state_dir.as_deref(), env, problems);
+    let broker = broker(&raw, problems);
+    let admin_listen = socket_addr(
+        "admin",
+        "listen",
+        raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN),
+        problems,
+    );
+
+    let mut accounts = BTreeMap::new();
+    let mut send_only = HashSet::new();
+    for (id, account) in &raw.accounts {
+        if let Some((built, is_send_only)) = check_account(id, account, problems) {
+            if is_send_only {
+                send_only.insert(id.clone());
+            }
+            accounts.insert(id.clone(), built);
+        } else if account_is_send_only(account) {
+            send_only.insert(id.clone());
+        }
+    }
+    let known: HashSet<&str> = raw.accounts.keys().map(String::as_str).collect();
+
+    let mut links = Vec::new();
+    let mut names = HashSet::new();
+    for (index, link) in raw.links.iter().enumerate() {
+        if let Some(built) = check_link(index, link, &known, &send_only, problems) {
+            if !names.insert(built.name.clone()) {
+                problems.push(format!(
+                    "link \"{}\": `name` = {:?}: another link has the same name",
+                    built.name, built.name
+                ));
+            }
+            links.push(built);
+        }
+    }
+
+    check_listeners(&broker, admin_listen, &raw, problems);
+
+    Some(Config {
+        state_dir: state_dir?,
+        broker: broker?,
+        admin: AdminConfig {
+            listen: admin_listen?,
+        },
+        accounts,
+        links,
+    })
+}
+
+/// `state_dir`: the key, else `$STATE_DIRECTORY` (systemd), else `./qunbridge-state`.
+fn state_dir(value: Option<&str>, env: &dyn Env, problems: &mut Vec<String>) -> Option<PathBuf> {
+    match value {
+        Some("") => {
+            problems.push("`state_dir` = \"\": must not be empty".into());
+            None
+        }
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => Some(
+            env.var("STATE_DIRECTORY")
+                // systemd may pass several directories separated by colons; the first is ours.
+                .and_then(|dirs| dirs.split(':').next().map(str::to_owned))
+                .filter(|d| !d.is_empty())
+                .map_or_else(|| PathBuf::from("./qunbridge-state"), PathBuf::from),
+        ),
+    }
+}
+
+/// Parses `IP:port`, naming the item and key when it is not one.
+fn socket_addr(
+    item: &str,
+    key: &str,
+    value: &str,
+    problems: &mut Vec<String>,
+) -> Option<SocketAddr> {
+    match value.parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.push(format!(
+                "{item}: `{key}` = {value:?}: not an IP:port address such as 127.0.0.1:8088"
+            ));
+            None
+        }
+    }
+}
+
+/// `[broker]`.
+fn broker(raw: &RawConfig, problems: &mut Vec<String>) -> Option<BrokerConfig> {
+    let prefix = raw
+        .broker
+        .topic_prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_TOPIC_PREFIX.to_owned());
+    let prefix_ok = !prefix.is_empty()
+        && !prefix.starts_with('/')
+        && !prefix.ends_with('/')
+        && !prefix.contains(['+', '#', '\0'])
+        && !prefix.contains("//");
+    if !prefix_ok {
+        problems.push(format!(
+            "broker: `topic_prefix` = {prefix:?}: must be non-empty topic levels without wildcards or leading/trailing `/`"
+        ));
+    }
+    let mode = match &raw.broker.url {
+        None => {
+            if raw.broker.username.is_some() || raw.broker.password.is_some() {
+                problems.push(
+                    "broker: `username`/`password` are set but `url` is not: the embedded broker takes no credentials"
+                        .into(),
+                );
+            }
+            let listen = raw
+                .broker
+                .embedded_listen
+                .as_deref()
+                .unwrap_or(DEFAULT_EMBEDDED_LISTEN);
+            socket_addr("broker", "embedded_listen", listen, problems)
+                .map(|listen| BrokerMode::Embedded { listen })
+        }
+        Some(url) => external_broker(url, raw, problems).map(BrokerMode::External),
+    };
+    Some(BrokerConfig {
+        mode: mode?,
+        topic_prefix: prefix,
+    })
+    .filter(|_| prefix_ok)
+}
+
+/// `broker.url` = `mqtt://[user[:pass]@]host[:port]` or `mqtts://…`.
+fn external_broker(
+    url: &str,
+    raw: &RawConfig,
+    problems: &mut Vec<String>,
+) -> Option<ExternalBroker> {
+    let parsed = match url::Url::parse(url) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            problems.push(format!("broker: `url` = {:?}: {error}", redact_url(url)));
+            return None;
+        }
+    };
+    let tls = match parsed.scheme() {
+        "mqtt" | "tcp" => false,
+        "mqtts" | "ssl" => true,
+        other => {
+            problems.push(format!(
+                "broker: `url` = {:?}: scheme `{other}` is not mqtt:// or mqtts://",
+                redact_url(url)
+            ));
+            return None;
+        }
+    };
+    let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) else {
+        problems.push(format!("broker: `url` = {:?}: no host", redact_url(url)));
+        return None;
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let url_user = Some(decode(parsed.username())).filter(|u| !u.is_empty());
+    let url_password = parsed.password().map(decode);
+    Some(ExternalBroker {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port: parsed.port().unwrap_or(if tls { 8883 } else { 1883 }),
+        tls,
+        username: raw.broker.username.clone().or(url_user),
+        password: raw
+            .broker
+            .password
+            .clone()
+            .or(url_password)
+            .map(Secret::new),
+    })
+}
+
+/// A URL with its password replaced, for messages.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("<redacted>"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// True for accounts that can only send (robot webhooks).
+fn account_is_send_only(account: &RawAccount) -> bool {
+    match account.platform.as_deref() {
+        Some("wecom") => true,
+        Some("dingtalk") => {
+            account.webhook.is_some() || account.protocol.as_deref() == Some("webhook")
+        }
+        _ => false,
+    }
+}
+
+/// The protocols each platform can be reached by; the first is the default.
+fn protocols(platform: Platform) -> &'static [&'static str] {
+    match platform {
+        Platform::Qq => &["onebot11", "onebot12"],
+        Platform::Wechat => &["onebot12", "onebot11"],
+        Platform::Dingtalk => &["stream", "webhook"],
+        Platform::Wecom => &["webhook"],
+        Platform::Api => &["api"],
+    }
+}
+
+/// The keys an account table may have for a protocol (besides `platform` and `protocol`).
+fn allowed_keys(protocol: &str) -> &'static [&'static str] {
+    match protocol {
+        "onebot11" | "onebot12" => &["url", "listen", "access_token"],
+        "stream" => &["client_id", "client_secret", "robot_code", "api_base"],
+        "webhook" => &["webhook", "secret", "keyword"],
+        "api" => &["listen", "token", "buffer"],
+        _ => &[],
+    }
+}
+
+/// Which keys of an account table are set.
+fn set_keys(account: &RawAccount) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut note = |set: bool, key: &'static str| {
+        if set {
+            keys.push(key);
+        }
+    };
+    note(account.url.is_some(), "url");
+    note(account.listen.is_some(), "listen");
+    note(account.access_token.is_some(), "access_token");
+    note(account.client_id.is_some(), "client_id");
+    note(account.client_secret.is_some(), "client_secret");
+    note(account.robot_code.is_some(), "robot_code");
+    note(account.api_base.is_some(), "api_base");
+    note(account.webhook.is_some(), "webhook");
+    note(account.secret.is_some(), "secret");
+    note(account.keyword.is_some(), "keyword");
+    note(account.token.is_some(), "token");
+    note(account.buffer.is_some(), "buffer");
+    keys
+}
+
+/// Checks one account; returns it and whether it is send-only.
+fn check_account(
+    id: &str,
+    account: &RawAccount,
+    problems: &mut Vec<String>,
+) -> Option<(Account, bool)> {
+    let item = format!("account \"{id}\"");
+    let before = problems.len();
+    let id_ok = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !id_ok {
+        problems.push(format!(
+            "{item}: the account id {id:?} must use only a-z, 0-9, `_` and `-`"
+        ));
+    }
+    let Some(platform_name) = account.platform.as_deref() else {
+        problems.push(format!(
+            "{item}: `platform` is missing (one of qq, wechat, dingtalk, wecom, api)"
+        ));
+        return None;
+    };
+    let Some(platform) = Platform::parse(platform_name) else {
+        problems.push(format!(
+            "{item}: `platform` = {platform_name:?}: unknown (one of qq, wechat, dingtalk, wecom, api)"
+        ));
+        return None;
+    };
+    let offered = protocols(platform);
+    let protocol = match account.protocol.as_deref() {
+        Some(protocol) if offered.contains(&protocol) => protocol,
+        Some(protocol) => {
+            problems.push(format!(
+                "{item}: `protocol` = {protocol:?}: platform `{platform}` takes one of {}",
+                offered.join(", ")
+            ));
+            return None;
+        }
+        None if platform == Platform::Dingtalk && account.webhook.is_some() => "webhook",
+        None => offered[0],
+    };
+    let allowed = allowed_keys(protocol);
+    for key in set_keys(account) {
+        if !allowed.contains(&key) {
+            problems.push(format!(
+                "{item}: `{key}` is not used by platform `{platform}` with protocol `{protocol}` (it takes {})",
+                allowed.join(", ")
+            ));
+        }
+    }
+    let send_only = protocol == "webhook";
+    let connector = match protocol {
+        "api" => check_api(&item, account, problems).map(ConnectorSettings::Api),
+        other => {
+            check_platform_keys(&item, other, account, problems);
+            problems.push(format!(
+                "{item}: `platform` = {platform_name:?} (protocol `{other}`): this build has no connector for it yet; only `api` accounts run"
+            ));
+            None
+        }
+    };
+    if problems.len() > before {
+        return None;
+    }
+    Some((
+        Account {
+            id: id.to_owned(),
+            platform,
+            connector: connector?,
+        },
+        send_only,
+    ))
+}
+
+/// Required and well-formed keys of the platform protocols whose connectors come later, so
+/// `qunbridge check` already catches their mistakes.
+fn check_platform_keys(
+    item: &str,
+    protocol: &str,
+    account: &RawAccount,
+    problems: &mut Vec<String>,
+) {
+    match protocol {
+        "onebot11" | "onebot12" => match (&account.url, &account.listen) {
+            (Some(_), Some(_)) => problems.push(format!(
+                "{item}: `url` and `listen` are both set: give `url` (forward WebSocket) or `listen` (reverse)"
+            )),
+            (None, None) => problems.push(format!(
+                "{item}: needs `url` (forward WebSocket) or `listen` (reverse WebSocket)"
+            )),
+            (Some(url), None) => check_url(item, "url", url, &["ws", "wss"], problems),
+            (None, Some(listen)) => {
+                socket_addr(item, "listen", listen, problems);
+            }
+        },
+        "stream" => {
+            for (key, value) in [("client_id", &account.client_id), ("client_secret", &account.client_secret)] {
+                if value.as_deref().is_none_or(str::is_empty) {
+                    problems.push(format!("{item}: `{key}` is missing"));
+                }
+            }
+            if let Some(base) = &account.api_base {
+                check_url(item, "api_base", base, &["http", "https"], problems);
+            }
+        }
+        "webhook" => match &account.webhook {
+            Some(hook) => check_url(item, "webhook", hook, &["http", "https"], problems),
+            None => problems.push(format!("{item}: `webhook` is missing")),
+        },
+        _ => {}
+    }
+}
+
+/// A URL with one of the given schemes.
+fn check_url(item: &str, key: &str, value: &str, schemes: &[&str], problems: &mut Vec<String>) {
+    let shown = redact_url(value);
+    match url::Url::parse(value) {
+        Ok(url) if schemes.contains(&url.scheme()) && url.host_str().is_some() => {}
+        Ok(_) => problems.push(format!(
+            "{item}: `{key}` = {shown:?}: must be a {} URL with a host",
+            schemes
+                .iter()
+                .map(|s| format!("{s}://"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )),
+        Err(error) => problems.push(format!("{item}: `{key}` = {shown:?}: {error}")),
+    }
+}
+
+/// An `api` account.
+fn check_api(item: &str, account: &RawAccount, problems: &mut Vec<String>) -> Option<ApiSettings> {
+    let Some(listen) = &account.listen else {
+        problems.push(format!(
+            "{item}: `listen` is missing (an address such as 127.0.0.1:8088)"
+        ));
+        return None;
+    };
+    let listen = socket_addr(item, "listen", listen, problems)?;
+    let buffer = match account.buffer {
+        None => DEFAULT_BUFFER,
+        Some(n) if (1..=MAX_API_BUFFER).contains(&n) => n as usize,
+        Some(n) => {
+            problems.push(format!(
+                "{item}: `buffer` = {n}: must be 1 to {MAX_API_BUFFER}"
+            ));
+            return None;
+        }
+    };
+    let token = match account.token.as_deref() {
+        Some("") => {
+            problems.push(format!(
+                "{item}: `token` = <redacted>: is empty; remove the key to run without a token"
+            ));
+            return None;
+        }
+        other => other.map(str::to_owned),
+    };
+    Some(ApiSettings {
+        listen,
+        token,
+        buffer,
+    })
+}
+
+/// Parses `account:group`.
+fn group_ref(item: &str, key: &str, value: &str, problems: &mut Vec<String>) -> Option<GroupRef> {
+    match value.split_once(':') {
+        Some((account, group)) if !account.is_empty() && !group.is_empty() => Some(GroupRef {
+            account: account.to_owned(),
+            group: group.to_owned(),
+        }),
+        _ => {
+            problems.push(format!(
+                "{item}: `{key}` has {value:?}: not of the form `account:group`"
+            ));
+            None
+        }
+    }
+}
+
+/// Checks a template's placeholders.
+fn check_format(item: &str, format: &str, problems: &mut Vec<String>) {
+    let mut rest = format;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            problems.push(format!("{item}: `format` = {format:?}: unclosed `{{`"));
+            return;
+        };
+        let name = &after[..close];
+        if !PLACEHOLDERS.contains(&name) {
+            problems.push(format!(
+                "{item}: `format` = {format:?}: unknown placeholder `{{{name}}}` (known: {})",
+                PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+            ));
+        }
+        rest = &after[close + 1..];
+    }
+}
+
+/// Checks one link.
+fn check_link(
+    index: usize,
+    link: &RawLink,
+    known: &HashSet<&str>,
+    send_only: &HashSet<String>,
+    problems: &mut Vec<String>,
+) -> Option<Link> {
+    let name = link
+        .name
+        .clone()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| format!("link-{}", index + 1));
+    let item = format!("link \"{name}\"");
+    let before = problems.len();
+    let format = link
+        .format
+        .clone()
+        .unwrap_or_else(|| DEFAULT_FORMAT.to_owned());
+    check_format(&item, &format, problems);
+
+    let mut seen = HashSet::new();
+    let mut members = |key: &str, values: &[String], problems: &mut Vec<String>| {
+        let mut refs = Vec::new();
+        for value in values {
+            let Some(group) = group_ref(&item, key, value, problems) else {
+                continue;
+            };
+            if !known.contains(group.account.as_str()) {
+                problems.push(format!(
+                    "{item}: `{key}` has {value:?}: unknown account `{}`",
+                    group.account
+                ));
+                continue;
+            }
+            if key == "groups" && send_only.contains(&group.account) {
+                problems.push(format!(
+                    "{item}: `groups` has {value:?}: account `{}` is send-only (a webhook); list it in `to`",
+                    group.account
+                ));
+                continue;
+            }
+            if !seen.insert(group.clone()) {
+                problems.push(format!("{item}: `{key}` has {value:?} twice"));
+                continue;
+            }
+            refs.push(group);
+        }
+        refs
+    };
+    let groups = members("groups", &link.groups, problems);
+    let to = members("to", &link.to, problems);
+    if link.groups.is_empty() || link.groups.len() + link.to.len() < 2 {
+        problems.push(format!(
+            "{item}: `groups` = {:?}: a link needs at least one group in `groups` and two members in `groups` and `to` together",
+            link.groups
+        ));
+    }
+    (problems.len() == before).then_some(Link {
+        name,
+        groups,
+        to,
+        format,
+    })
+}
+
+/// No two listeners on one address (an unspecified IP clashes with every IP on that port).
+fn check_listeners(
+    broker: &Option<BrokerConfig>,
+    admin: Option<SocketAddr>,
+    raw: &RawConfig,
+    problems: &mut Vec<String>,
+) {
+    let mut claims: Vec<(String, SocketAddr)> = Vec::new();
+    if let Some(BrokerConfig {
+        mode: BrokerMode::Embedded { listen },
+        ..
+    }) = broker
+    {
+        claims.push(("`broker.embedded_listen`".into(), *listen));
+    }
+    if let Some(admin) = admin {
+        claims.push(("`admin.listen`".into(), admin));
+    }
+    for (id, account) in &raw.accounts {
+        if let Some(addr) = account.listen.as_deref().and_then(|l| l.parse().ok()) {
+            claims.push((format!("`accounts.{id}.listen`"), addr));
+        }
+    }
+    let mut reported = HashMap::new();
+    for (i, (first, a)) in claims.iter().enumerate() {
+        for (second, b) in &claims[i + 1..] {
+            let clash = a.port() == b.port()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified());
+            if clash
+                && reported
+                    .insert((first.clone(), second.clone()), ())
+                    .is_none()
+            {
+                problems.push(format!(
+                    "listen address `{b}` is claimed by both {first} (`{a}`) and {second}"
+                ));
+            }
+        }
+    }
+}

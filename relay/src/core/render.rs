@@ -1,0 +1,139 @@
+//! Rendering: an inbound envelope becomes the outbound message for one destination, with the
+//! sender line from the link's template (`{platform}`, `{name}`, `{id}`, `{group}`,
+//! `{account}`, `{link}`).
+
+use qunbridge_connectors::model::{segments_to_text, ENVELOPE_VERSION};
+use qunbridge_connectors::{Envelope, Kind, Outbound, Segment};
+
+use super::route::Destination;
+
+/// Fills a sender template for an envelope.
+pub fn sender_line(template: &str, envelope: &Envelope, link: &str) -> String {
+    let mut out = String::with_capacity(template.len() + envelope.sender.name.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        match &after[..close] {
+            "platform" => out.push_str(envelope.origin.platform.display_name()),
+            "name" => out.push_str(&envelope.sender.name),
+            "id" => out.push_str(&envelope.sender.id),
+            "group" => out.push_str(
+                envelope
+                    .origin
+                    .group_name
+                    .as_deref()
+                    .unwrap_or(&envelope.origin.group),
+            ),
+            "account" => out.push_str(&envelope.origin.account),
+            "link" => out.push_str(link),
+            // Validation rejects unknown placeholders; keep the text if one slips through.
+            other => {
+                out.push('{');
+                out.push_str(other);
+                out.push('}');
+            }
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The outbound message of `envelope` for `destination`.
+pub fn render(envelope: &Envelope, destination: &Destination) -> Outbound {
+    let (prefix, text, segments) = match envelope.kind {
+        Kind::Recall => (String::new(), String::new(), Vec::new()),
+        Kind::Message => {
+            let prefix = sender_line(&destination.format, envelope, &destination.link);
+            let text = prefix.clone() + &segments_to_text(&envelope.segments);
+            let mut segments = Vec::with_capacity(envelope.segments.len() + 1);
+            if !prefix.is_empty() {
+                segments.push(Segment::text(prefix.clone()));
+            }
+            segments.extend(envelope.segments.iter().cloned());
+            (prefix, text, segments)
+        }
+    };
+    Outbound {
+        v: ENVELOPE_VERSION,
+        id: envelope.id.clone(),
+        link: destination.link.to_string(),
+        group: destination.target.group.clone(),
+        kind: envelope.kind,
+        origin: envelope.origin.clone(),
+        sender: envelope.sender.clone(),
+        ts_ms: envelope.ts_ms,
+        prefix,
+        text,
+        segments,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use qunbridge_connectors::{Origin, Platform, Sender};
+
+    use super::*;
+    use crate::config::GroupRef;
+
+    fn envelope() -> Envelope {
+        Envelope {
+            v: 1,
+            id: "qq-main:1:2".into(),
+            origin: Origin {
+                platform: Platform::Qq,
+                account: "qq-main".into(),
+                group: "1".into(),
+                message_id: "2".into(),
+                group_name: Some("Ops".into()),
+            },
+            sender: Sender {
+                id: "42".into(),
+                name: "Ann".into(),
+                is_bot: false,
+            },
+            ts_ms: 5,
+            kind: Kind::Message,
+            segments: vec![
+                Segment::text("hi "),
+                Segment::Mention {
+                    id: "7".into(),
+                    name: Some("Bob".into()),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn template_placeholders_are_filled() {
+        let line = sender_line(
+            "[{platform}/{group}] {name}({id}) via {account} {link} {x: ",
+            &envelope(),
+            "fans",
+        );
+        assert_eq!(line, "[QQ/Ops] Ann(42) via qq-main fans {x: ");
+    }
+
+    #[test]
+    fn rendered_text_and_segments_carry_the_sender_line() {
+        let destination = Destination {
+            target: GroupRef {
+                account: "hub".into(),
+                group: "b".into(),
+            },
+            platform: Platform::Api,
+            link: "fans".into(),
+            format: "[{platform}] {name}: ".into(),
+        };
+        let out = render(&envelope(), &destination);
+        assert_eq!(out.text, "[QQ] Ann: hi @Bob");
+        assert_eq!(out.group, "b");
+        assert_eq!(out.segments[0], Segment::text("[QQ] Ann: "));
+        assert_eq!(out.segments.len(), 3);
+    }
+}

@@ -1,0 +1,93 @@
+//! Routing: which destinations a message from one group goes to, precomputed from the links.
+//! A message never goes back to the group it came from (the same account and group, or the
+//! same group of the same platform reached through another account), a `to` member receives
+//! but never sends, and a destination reached through several links gets the message once
+//! (the first link in the file decides its format).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use qunbridge_connectors::Platform;
+
+use crate::config::{Config, GroupRef};
+
+/// One place a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// Account and group to send to.
+    pub target: GroupRef,
+    /// Platform of the destination account (decides rendering rules downstream).
+    pub platform: Platform,
+    /// Name of the link that routes there.
+    pub link: Arc<str>,
+    /// That link's sender template.
+    pub format: Arc<str>,
+}
+
+/// The routing table.
+#[derive(Debug, Default)]
+pub struct Routes {
+    /// Origin group → destinations, in link and member order.
+    table: HashMap<GroupRef, Vec<Destination>>,
+}
+
+impl Routes {
+    /// Builds the table from a validated config.
+    pub fn new(config: &Config) -> Routes {
+        let platform_of = |account: &str| config.account(account).map(|a| a.platform);
+        let mut table: HashMap<GroupRef, Vec<Destination>> = HashMap::new();
+        for link in &config.links {
+            let name: Arc<str> = link.name.as_str().into();
+            let format: Arc<str> = link.format.as_str().into();
+            for origin in &link.groups {
+                let Some(origin_platform) = platform_of(&origin.account) else {
+                    continue;
+                };
+                let list = table.entry(origin.clone()).or_default();
+                let mut present: HashSet<GroupRef> =
+                    list.iter().map(|d| d.target.clone()).collect();
+                for member in link.groups.iter().chain(&link.to) {
+                    let Some(platform) = platform_of(&member.account) else {
+                        continue;
+                    };
+                    let same_group = member == origin
+                        || (platform == origin_platform
+                            && platform != Platform::Api
+                            && member.group == origin.group);
+                    if same_group || !present.insert(member.clone()) {
+                        continue;
+                    }
+                    list.push(Destination {
+                        target: member.clone(),
+                        platform,
+                        link: name.clone(),
+                        format: format.clone(),
+                    });
+                }
+            }
+        }
+        Routes { table }
+    }
+
+    /// Destinations of a message said in `account:group`; empty when no link has the group.
+    pub fn destinations(&self, account: &str, group: &str) -> &[Destination] {
+        // A borrowed lookup would need a key type of its own; GroupRef is small.
+        self.table
+            .get(&GroupRef {
+                account: account.to_owned(),
+                group: group.to_owned(),
+            })
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Every (origin, destinations) pair, sorted, for `qunbridge check`.
+    pub fn all(&self) -> Vec<(&GroupRef, &[Destination])> {
+        let mut all: Vec<_> = self
+            .table
+            .iter()
+            .map(|(origin, dests)| (origin, dests.as_slice()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        all
+    }
+}

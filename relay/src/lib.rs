@@ -1,0 +1,242 @@
+//! qunbridge: a relay that links WeChat, QQ and DingTalk groups over an MQTT broker.
+//!
+//! # Layout
+//! - [`config`]: the TOML file, `${ENV}` and `<key>_file` secrets, validation of everything.
+//! - [`broker`]: the embedded rumqttd, the rumqttc client every part uses, topic names.
+//! - [`core`]: dedup, routing and rendering between inbound and outbound topics.
+//! - [`accounts`]: one connector per account, wired to its topics.
+//! - [`store`]: dedup keys (in memory for now, behind a trait).
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//!
+//! [`run`] wires them together and runs until the shutdown future resolves; `main.rs` is a
+//! thin CLI around it, and tests call it directly.
+
+pub mod accounts;
+pub mod activity;
+pub mod admin;
+pub mod broker;
+pub mod config;
+pub mod core;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::activity::Activity;
+use crate::admin::Health;
+use crate::broker::{BrokerClient, ClientOptions, Endpoint, Topics};
+use crate::config::{BrokerMode, Config};
+use crate::core::{Core, Routes};
+use crate::store::MemoryStore;
+
+/// Client id of the relay core's broker connection.
+pub const CORE_CLIENT_ID: &str = "qunbridge-core";
+/// After intake stops, how long nothing may be in flight before the relay counts as drained.
+const DRAIN_QUIET: Duration = Duration::from_millis(300);
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The state directory could not be created.
+    #[error("cannot create state_dir `{path}`: {source}")]
+    StateDir {
+        /// The configured path.
+        path: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The embedded broker could not start.
+    #[error(transparent)]
+    Broker(#[from] broker::embedded::EmbeddedError),
+    /// A broker client could not be set up.
+    #[error("MQTT client: {0}")]
+    Client(#[from] broker::BrokerError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// What wanted the address.
+        what: &'static str,
+        /// The address.
+        addr: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A connector stopped on its own.
+    #[error("account `{account}` stopped: {reason}")]
+    Connector {
+        /// The account.
+        account: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Options of a run that are not part of the config file.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// How long shutdown may take to finish in-flight messages.
+    pub grace: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves, then stops intake, finishes in-flight messages
+/// within the grace period and returns.
+///
+/// # Errors
+/// [`RunError`] when start-up fails or a connector stops on its own.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+    options: RunOptions,
+) -> Result<(), RunError> {
+    // Install the metrics recorder before anything counts.
+    let _ = admin::prometheus();
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| RunError::StateDir {
+        path: config.state_dir.display().to_string(),
+        source,
+    })?;
+    let _embedded = match &config.broker.mode {
+        BrokerMode::Embedded { listen } => Some(broker::embedded::start(*listen)?),
+        BrokerMode::External(external) => {
+            info!(message = "Using external MQTT broker.", host = %external.host, port = external.port, tls = external.tls);
+            None
+        }
+    };
+    let topics = Topics::new(&config.broker.topic_prefix);
+    let endpoint = Endpoint::for_mode(&config.broker.mode);
+    let activity = Activity::new();
+    let intake = CancellationToken::new();
+    let stop = CancellationToken::new();
+    let health = Arc::new(Health::default());
+
+    let admin_listener = TcpListener::bind(config.admin.listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            what: "admin",
+            addr: config.admin.listen.to_string(),
+            source,
+        })?;
+    info!(message = "Admin endpoint listening.", listen = %config.admin.listen);
+    let admin_task = tokio::spawn(admin::serve(admin_listener, health.clone(), stop.clone()));
+
+    tokio::pin!(shutdown);
+    let started = async {
+        // The core subscribes before any connector takes input, so nothing published is missed.
+        let (core_client, core_deliveries, core_loop) = BrokerClient::start(
+            ClientOptions {
+                endpoint: endpoint.clone(),
+                client_id: CORE_CLIENT_ID.to_owned(),
+                will: None,
+                subscriptions: vec![topics.inbound_filter()],
+            },
+            stop.clone(),
+        )?;
+        health.set_broker(core_client.connection_state());
+        core_client.wait_ready().await;
+        let core = Core {
+            topics: topics.clone(),
+            routes: Arc::new(Routes::new(&config)),
+            store: Arc::new(MemoryStore::new(store::memory::DEFAULT_CAPACITY)),
+            client: core_client.clone(),
+            activity: activity.clone(),
+        };
+        let core_task = tokio::spawn(core.run(core_deliveries, stop.clone()));
+
+        let mut running = Vec::new();
+        for account in config.accounts.values() {
+            let deps = accounts::AccountDeps {
+                endpoint: &endpoint,
+                topics: &topics,
+                activity: activity.clone(),
+                intake: intake.clone(),
+                stop: stop.clone(),
+            };
+            let account = accounts::start(account, deps).await?;
+            health.add_account(account.id.clone(), account.platform, account.state.clone());
+            running.push(account);
+        }
+        Ok::<_, RunError>((core_client, core_loop, core_task, running))
+    };
+    let started = tokio::select! {
+        started = started => started,
+        _ = &mut shutdown => {
+            info!(message = "Shutdown requested during start-up.");
+            stop.cancel();
+            let _ = admin_task.await;
+            return Ok(());
+        }
+    };
+    let (core_client, core_loop, core_task, running) = match started {
+        Ok(started) => started,
+        Err(error) => {
+            stop.cancel();
+            return Err(error);
+        }
+    };
+    health.set_running(true);
+    info!(
+        message = "qunbridge is running.",
+        accounts = running.len(),
+        links = config.links.len(),
+        version = env!("CARGO_PKG_VERSION")
+    );
+
+    // Run until asked to stop, or until a connector stops on its own (a listener that could
+    // not bind, for example): that is a failure the operator must see.
+    let failure = tokio::select! {
+        _ = &mut shutdown => None,
+        failed = first_connector_exit(&running) => Some(failed),
+    };
+
+    info!(message = "Stopping intake.");
+    intake.cancel();
+    health.set_running(false);
+    let deadline = tokio::time::Instant::now() + options.grace;
+    if activity.wait_idle(DRAIN_QUIET, deadline).await {
+        info!(message = "In-flight messages finished.");
+    } else {
+        warn!(
+            message = "Graceful shutdown did not finish within the grace period; unacknowledged messages stay with the broker.",
+            grace_ms = options.grace.as_millis() as u64,
+            inflight = activity.inflight()
+        );
+    }
+    stop.cancel();
+    for account in running {
+        account.finish(&topics).await;
+    }
+    let _ = core_task.await;
+    core_client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), core_loop).await;
+    let _ = admin_task.await;
+    info!(message = "qunbridge stopped.");
+    match failure {
+        Some((account, reason)) => {
+            error!(message = "Stopped because a connector failed.", %account, %reason);
+            Err(RunError::Connector { account, reason })
+        }
+        None => Ok(()),
+    }
+}
+
+/// Resolves when the first connector ends before shutdown, with its account and reason.
+async fn first_connector_exit(running: &[accounts::RunningAccount]) -> (String, String) {
+    let waits = running.iter().map(|account| Box::pin(account.exited()));
+    if running.is_empty() {
+        std::future::pending::<()>().await;
+    }
+    let (outcome, _, _) = futures_util::future::select_all(waits).await;
+    outcome
+}
