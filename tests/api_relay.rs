@@ -1,1 +1,297 @@
+//! End-to-end: messages through the `api` connector, the broker and the relay core, on the
+//! embedded rumqttd and on a real mosquitto started by the test. What is asserted is what a
+//! user of the `api` endpoint sees: the events that arrive, rendered, once, in order.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use qunbridge_tests::{free_port, post_message, Broker, Daemon, RawMqtt, SseClient};
+use serde_json::json;
+
+/// Runs a scenario once on the embedded broker and once on mosquitto.
+macro_rules! on_both_brokers {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$scenario(qunbridge_tests::Broker::embedded()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mosquitto() {
+                super::$scenario(qunbridge_tests::Broker::mosquitto().await).await;
+            }
+        }
+    };
+}
+
+/// A config with one `api` account holding groups `a` and `b`, linked.
+fn two_group_config(broker: &Broker, api: SocketAddr, extra_account_keys: &str) -> String {
+    format!(
+        r#"{broker}
+[accounts.hub]
+platform = "api"
+listen = "{api}"
+{extra_account_keys}
+
+[[links]]
+name = "demo"
+groups = ["hub:a", "hub:b"]
+format = "<{{link}}> {{name}}: "
+"#,
+        broker = broker.toml()
+    )
+}
+
+/// A free loopback address for an `api` listener.
+fn api_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+async fn post_reaches_the_other_group_only(broker: Broker) {
+    let api = api_addr();
+    let daemon = Daemon::start(&two_group_config(&broker, api, "")).await;
+    let mut a = SseClient::open(&format!("http://{api}/api/v1/groups/a/events"), None, None).await;
+    let mut b = SseClient::open(&format!("http://{api}/api/v1/groups/b/events"), None, None).await;
+
+    let (status, body) =
+        post_message(api, "a", json!({"sender": {"id": "u1", "name": "Ann"}, "text": "hi"}), None)
+            .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().expect("envelope id").to_owned();
+    assert!(id.starts_with("hub:a:"), "{id}");
+
+    let event = b
+        .next_within(Duration::from_secs(1))
+        .await
+        .expect("the message reaches group b within a second");
+    let message = event.json();
+    assert_eq!(event.event.as_deref(), Some("message"));
+    assert_eq!(message["text"], "<demo> Ann: hi");
+    assert_eq!(message["id"], id.as_str());
+    assert_eq!(message["sender"]["name"], "Ann");
+    assert_eq!(message["origin"]["group"], "a");
+
+    // A reply from b goes to a; it is the first thing a ever sees, so a's own message never
+    // came back to it.
+    let (status, _) =
+        post_message(api, "b", json!({"sender": {"id": "u2", "name": "Bob"}, "text": "yo"}), None)
+            .await;
+    assert_eq!(status, 202);
+    let first_on_a = a.next().await.json();
+    assert_eq!(first_on_a["text"], "<demo> Bob: yo");
+
+    daemon.stop().await.expect("clean stop");
+}
+on_both_brokers!(post_reaches_the_other_group_only);
+
+/// An inbound envelope as ingress would publish it.
+fn envelope(message_id: &str, text: &str) -> Vec<u8> {
+    json!({
+        "v": 1,
+        "id": format!("hub:a:{message_id}"),
+        "origin": {"platform": "api", "account": "hub", "group": "a", "message_id": message_id},
+        "sender": {"id": "u9", "name": "Raw"},
+        "ts_ms": 1_718_880_000_000u64,
+        "kind": "message",
+        "segments": [{"type": "text", "text": text}]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+async fn same_envelope_twice_is_relayed_once(broker: Broker) {
+    let api = api_addr();
+    let daemon = Daemon::start(&two_group_config(&broker, api, "")).await;
+    let mut b = SseClient::open(&format!("http://{api}/api/v1/groups/b/events"), None, None).await;
+    let raw = RawMqtt::connect(broker.port(), "test-publisher").await;
+    let topic = "qunbridge/v1/in/hub/a";
+
+    raw.publish(topic, envelope("m1", "once")).await;
+    raw.publish(topic, envelope("m1", "once")).await;
+    // Garbage in between must not stop the relay.
+    raw.publish(topic, b"{not json".to_vec()).await;
+    raw.publish(topic, envelope("m2", "marker")).await;
+
+    assert_eq!(b.next().await.json()["text"], "<demo> Raw: once");
+    assert_eq!(
+        b.next().await.json()["text"],
+        "<demo> Raw: marker",
+        "the duplicate was relayed"
+    );
+    assert!(b.next_within(Duration::from_millis(300)).await.is_none());
+
+    let metrics = daemon.metrics().await;
+    assert!(
+        metrics.contains("qunbridge_messages_dropped_total{reason=\"duplicate\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("qunbridge_messages_dropped_total{reason=\"malformed\"}"),
+        "{metrics}"
+    );
+    daemon.stop().await.expect("clean stop");
+}
+on_both_brokers!(same_envelope_twice_is_relayed_once);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_is_required_when_set() {
+    let broker = Broker::embedded();
+    let api = api_addr();
+    let daemon = Daemon::start(&two_group_config(&broker, api, "token = \"s3cret\"")).await;
+    let message = json!({"sender": {"id": "u1", "name": "Ann"}, "text": "hi"});
+
+    let (status, body) = post_message(api, "a", message.clone(), None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = post_message(api, "a", message.clone(), Some("guess")).await;
+    assert_eq!(status, 401);
+    let events = reqwest::get(format!("http://{api}/api/v1/groups/b/events"))
+        .await
+        .expect("answer");
+    assert_eq!(events.status(), 401, "event stream needs the token too");
+
+    let mut b = SseClient::open(
+        &format!("http://{api}/api/v1/groups/b/events"),
+        None,
+        Some("s3cret"),
+    )
+    .await;
+    let (status, _) = post_message(api, "a", message, Some("s3cret")).await;
+    assert_eq!(status, 202);
+    assert_eq!(b.next().await.json()["text"], "<demo> Ann: hi");
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_posts_are_refused_with_the_reason() {
+    let broker = Broker::embedded();
+    let api = api_addr();
+    let daemon = Daemon::start(&two_group_config(&broker, api, "")).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{api}/api/v1/groups/a/messages");
+    let garbage = client.post(&url).body(vec![0xff, 0xfe, b'{']).send().await.expect("answer");
+    assert_eq!(garbage.status(), 400);
+    let text = garbage.text().await.expect("body");
+    assert!(text.contains("invalid JSON"), "{text}");
+    let empty = client
+        .post(&url)
+        .json(&json!({"sender": {"id": "u1"}}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(empty.status(), 400);
+    let huge = client
+        .post(&url)
+        .json(&json!({"sender": {"id": "u1"}, "text": "x".repeat(600_000)}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(huge.status(), 413);
+
+    // The endpoint still works.
+    let mut b = SseClient::open(&format!("http://{api}/api/v1/groups/b/events"), None, None).await;
+    let (status, _) =
+        post_message(api, "a", json!({"sender": {"id": "u1"}, "text": "still here"}), None).await;
+    assert_eq!(status, 202);
+    assert_eq!(b.next().await.json()["text"], "<demo> u1: still here");
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_consumer_gets_what_it_missed() {
+    let broker = Broker::embedded();
+    let api = api_addr();
+    let daemon = Daemon::start(&two_group_config(&broker, api, "")).await;
+    let url = format!("http://{api}/api/v1/groups/b/events");
+    let mut b = SseClient::open(&url, None, None).await;
+    post_message(api, "a", json!({"sender": {"id": "u1"}, "text": "one"}), None).await;
+    let first = b.next().await;
+    drop(b);
+
+    for text in ["two", "three"] {
+        let (status, _) =
+            post_message(api, "a", json!({"sender": {"id": "u1"}, "text": text}), None).await;
+        assert_eq!(status, 202);
+    }
+    // Wait until both went through (a fresh consumer replays the whole buffer).
+    let mut probe = SseClient::open(&url, None, None).await;
+    for _ in 0..3 {
+        probe.next().await;
+    }
+
+    let mut resumed = SseClient::open(&url, first.id.as_deref(), None).await;
+    assert_eq!(resumed.next().await.json()["text"], "<demo> u1: two");
+    assert_eq!(resumed.next().await.json()["text"], "<demo> u1: three");
+    assert!(resumed.next_within(Duration::from_millis(200)).await.is_none());
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_losses_are_counted() {
+    let broker = Broker::embedded();
+    let api = api_addr();
+    let daemon = Daemon::start(&two_group_config(&broker, api, "buffer = 2")).await;
+    let url = format!("http://{api}/api/v1/groups/b/events");
+    let mut b = SseClient::open(&url, None, None).await;
+    post_message(api, "a", json!({"sender": {"id": "u1"}, "text": "m1"}), None).await;
+    let first = b.next().await;
+    drop(b);
+    // A live consumer that keeps up tells when everything went through.
+    let mut live = SseClient::open(&url, first.id.as_deref(), None).await;
+    for n in 2..=5 {
+        post_message(api, "a", json!({"sender": {"id": "u1"}, "text": format!("m{n}")}), None)
+            .await;
+    }
+    for n in 2..=5 {
+        assert_eq!(live.next().await.json()["text"], format!("<demo> u1: m{n}"));
+    }
+
+    // Resuming after m1 with a buffer of two: m2 and m3 are gone, and that is counted.
+    let mut resumed = SseClient::open(&url, first.id.as_deref(), None).await;
+    assert_eq!(resumed.next().await.json()["text"], "<demo> u1: m4");
+    let metrics = daemon.metrics().await;
+    let lagged = metrics
+        .lines()
+        .find(|l| l.starts_with("qunbridge_messages_dropped_total{reason=\"consumer_lagged\"}"))
+        .expect("consumer_lagged counted");
+    let count: f64 = lagged.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("value");
+    assert!(count >= 2.0, "{lagged}");
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_consumers_receive_every_group() {
+    let broker = Broker::embedded();
+    let api = api_addr();
+    let daemon = Daemon::start(&two_group_config(&broker, api, "")).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{api}/api/v1/ws"))
+        .await
+        .expect("WebSocket opens");
+    post_message(api, "a", json!({"sender": {"id": "u1", "name": "Ann"}, "text": "to b"}), None)
+        .await;
+    post_message(api, "b", json!({"sender": {"id": "u2", "name": "Bob"}, "text": "to a"}), None)
+        .await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let frame = tokio::time::timeout(qunbridge_tests::PATIENCE, socket.next())
+            .await
+            .expect("a frame in time")
+            .expect("socket open")
+            .expect("frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+            let message: serde_json::Value = serde_json::from_str(&text).expect("JSON frame");
+            seen.push((message["group"].to_string(), message["text"].to_string()));
+        }
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("\"a\"".to_owned(), "\"<demo> Bob: to a\"".to_owned()),
+            ("\"b\"".to_owned(), "\"<demo> Ann: to b\"".to_owned()),
+        ]
+    );
+    let _ = socket.close(None).await;
+    daemon.stop().await.expect("clean stop");
+}

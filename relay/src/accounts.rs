@@ -29,9 +29,12 @@ use crate::activity::Activity;
 use crate::broker::{BrokerClient, BrokerError, ClientOptions, Delivery, Endpoint, Topics};
 use crate::config::{Account, ConnectorSettings};
 use crate::core::pipeline::count_drop;
+use crate::store::DedupStore;
 
 /// How long ingress waits for the broker's PUBACK before telling the platform it failed.
 const INGRESS_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long egress remembers what it sent.
+const SEND_LOG_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Send attempts for a retryable failure before the message is dropped.
 const SEND_ATTEMPTS: u32 = 5;
 
@@ -111,6 +114,9 @@ pub struct AccountDeps<'a> {
     pub topics: &'a Topics,
     /// In-flight counter for shutdown.
     pub activity: Arc<Activity>,
+    /// What egress already sent, keyed by (inbound id, destination group), so a redelivered
+    /// outbound message is not sent twice.
+    pub send_log: Arc<dyn DedupStore>,
     /// Cancelled to stop taking input (shutdown step 1).
     pub intake: CancellationToken,
     /// Cancelled to stop everything (shutdown step 2).
@@ -197,6 +203,7 @@ pub async fn start(
         deps.topics.clone(),
         deliveries,
         egress_tx,
+        deps.send_log.clone(),
         deps.activity.clone(),
         deps.stop.clone(),
     ));
@@ -297,6 +304,7 @@ async fn egress_pump(
     topics: Topics,
     mut deliveries: mpsc::Receiver<Delivery>,
     egress: mpsc::Sender<EgressRequest>,
+    send_log: Arc<dyn DedupStore>,
     activity: Arc<Activity>,
     stop: CancellationToken,
 ) {
@@ -318,9 +326,22 @@ async fn egress_pump(
                 continue;
             }
         };
-        let settled = send_with_retries(&account, outbound, &egress, &stop).await;
-        if settled {
+        let key = format!("{}\u{1f}{}", outbound.id, outbound.group);
+        if send_log.contains(&key).await.unwrap_or(false) {
+            debug!(message = "Already sent; dropping the redelivered copy.", account = %account, id = %outbound.id);
+            count_drop("duplicate");
             client.ack(&delivery).await;
+            continue;
+        }
+        match send_with_retries(&account, outbound, &egress, &stop).await {
+            Settlement::Sent => {
+                if let Err(error) = send_log.insert_if_absent(&key, SEND_LOG_TTL).await {
+                    warn!(message = "Send log not updated.", account = %account, %error);
+                }
+                client.ack(&delivery).await;
+            }
+            Settlement::Dropped => client.ack(&delivery).await,
+            Settlement::Interrupted => break,
         }
     }
     debug!(message = "Egress pump ended.", account = %account);
@@ -346,15 +367,23 @@ fn decode(topics: &Topics, account: &str, delivery: &Delivery) -> Result<Outboun
     Ok(outbound)
 }
 
-/// Sends one message through the connector. Returns true when the message is settled (sent,
-/// or dropped and counted) and may be acknowledged; false when shutdown interrupted it (left
-/// for redelivery).
+/// How a send ended.
+enum Settlement {
+    /// The platform took it.
+    Sent,
+    /// Refused or out of retries: dropped and counted.
+    Dropped,
+    /// Shutdown or a vanished connector interrupted it: left for redelivery.
+    Interrupted,
+}
+
+/// Sends one message through the connector, retrying retryable failures with backoff.
 async fn send_with_retries(
     account: &str,
     outbound: Outbound,
     egress: &mpsc::Sender<EgressRequest>,
     stop: &CancellationToken,
-) -> bool {
+) -> Settlement {
     let mut backoff = Backoff::reconnect();
     let started = now_ms();
     for attempt in 1..=SEND_ATTEMPTS {
@@ -365,10 +394,10 @@ async fn send_with_retries(
         };
         if egress.send(request).await.is_err() {
             warn!(message = "Connector is not taking messages; left for redelivery.", account = %account);
-            return false;
+            return Settlement::Interrupted;
         }
         let outcome = tokio::select! {
-            _ = stop.cancelled() => return false,
+            _ = stop.cancelled() => return Settlement::Interrupted,
             outcome = outcome => outcome,
         };
         match outcome {
@@ -376,31 +405,31 @@ async fn send_with_retries(
                 let elapsed = now_ms().saturating_sub(outbound.ts_ms.min(started)) as f64 / 1000.0;
                 metrics::histogram!("qunbridge_relay_latency_seconds").record(elapsed);
                 debug!(message = "Sent.", account = %account, group = %outbound.group, ids = ?receipt.message_ids);
-                return true;
+                return Settlement::Sent;
             }
             Ok(Err(SendError::Permanent(reason))) => {
                 warn!(message = "Send refused; message dropped.", account = %account, group = %outbound.group, link = %outbound.link, %reason);
                 count_drop("send_failed");
-                return true;
+                return Settlement::Dropped;
             }
             Ok(Err(SendError::Retryable(reason))) if attempt < SEND_ATTEMPTS => {
                 let delay = backoff.next().unwrap_or(Duration::from_secs(1));
                 warn!(message = "Send failed; retrying.", account = %account, group = %outbound.group, %reason, attempt, retry_in_ms = delay.as_millis() as u64);
                 tokio::select! {
-                    _ = stop.cancelled() => return false,
+                    _ = stop.cancelled() => return Settlement::Interrupted,
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
             Ok(Err(SendError::Retryable(reason))) => {
                 warn!(message = "Send failed after retries; message dropped.", account = %account, group = %outbound.group, link = %outbound.link, %reason, attempts = SEND_ATTEMPTS);
                 count_drop("send_failed");
-                return true;
+                return Settlement::Dropped;
             }
             Err(_) => {
                 warn!(message = "Connector dropped a send without answering; left for redelivery.", account = %account);
-                return false;
+                return Settlement::Interrupted;
             }
         }
     }
-    true
+    Settlement::Dropped
 }

@@ -154,12 +154,15 @@ pub async fn run(
         };
         let core_task = tokio::spawn(core.run(core_deliveries, stop.clone()));
 
+        let send_log: Arc<dyn store::DedupStore> =
+            Arc::new(MemoryStore::new(store::memory::DEFAULT_CAPACITY));
         let mut running = Vec::new();
         for account in config.accounts.values() {
             let deps = accounts::AccountDeps {
                 endpoint: &endpoint,
                 topics: &topics,
                 activity: activity.clone(),
+                send_log: send_log.clone(),
                 intake: intake.clone(),
                 stop: stop.clone(),
             };

@@ -1,1 +1,410 @@
+//! Shared harness of the end-to-end tests: free ports, a real mosquitto started as a
+//! subprocess, the daemon itself (the library's `run`, exactly as `qunbridge run` calls it),
+//! and clients that read what users read (Server-Sent Events, WebSocket frames, raw MQTT).
 
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use qunbridge::config::{Config, ProcessEnv};
+use qunbridge::{run, RunError, RunOptions};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long a test waits for something that should take milliseconds.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Logs of the daemons under test, when `QUNBRIDGE_TEST_LOG` holds a filter such as `debug`.
+pub fn init_test_logging() {
+    if let Ok(filter) = std::env::var("QUNBRIDGE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub async fn wait_for_port(addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing listens on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A mosquitto broker run by the test on a free port; killed when dropped.
+pub struct Mosquitto {
+    /// The broker process.
+    child: Child,
+    /// Its port.
+    pub port: u16,
+    /// Its config and persistence directory.
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts mosquitto with the settings qunbridge requires (ARCHITECTURE.md §4).
+    pub async fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n\
+                 max_queued_messages 0\npersistence false\nlog_dest stderr\nlog_type error\n"
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let binary = mosquitto_binary();
+        let child = Command::new(&binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {binary:?} ({e}); install mosquitto (.ci/run does)")
+            });
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port))).await;
+        Mosquitto {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// mosquitto from PATH or where Debian puts it.
+fn mosquitto_binary() -> PathBuf {
+    for candidate in ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"] {
+        if Path::new(candidate).exists() {
+            return PathBuf::from(candidate);
+        }
+    }
+    PathBuf::from("mosquitto")
+}
+
+/// Which broker a scenario runs on.
+pub enum Broker {
+    /// The daemon's embedded rumqttd on this port.
+    Embedded(u16),
+    /// A mosquitto started by the test.
+    Mosquitto(Mosquitto),
+}
+
+impl Broker {
+    /// The embedded broker on a free port.
+    pub fn embedded() -> Broker {
+        Broker::Embedded(free_port())
+    }
+
+    /// A fresh mosquitto.
+    pub async fn mosquitto() -> Broker {
+        Broker::Mosquitto(Mosquitto::start().await)
+    }
+
+    /// The `[broker]` table for this broker.
+    pub fn toml(&self) -> String {
+        match self {
+            Broker::Embedded(port) => {
+                format!("[broker]\nembedded_listen = \"127.0.0.1:{port}\"\n")
+            }
+            Broker::Mosquitto(m) => format!("[broker]\nurl = \"mqtt://127.0.0.1:{}\"\n", m.port),
+        }
+    }
+
+    /// Port raw MQTT clients connect to.
+    pub fn port(&self) -> u16 {
+        match self {
+            Broker::Embedded(port) => *port,
+            Broker::Mosquitto(m) => m.port,
+        }
+    }
+}
+
+/// The daemon, running in this process through the library's `run`.
+pub struct Daemon {
+    /// Resolves `run`'s shutdown future.
+    stop: Option<oneshot::Sender<()>>,
+    /// The running daemon.
+    task: Option<JoinHandle<Result<(), RunError>>>,
+    /// Admin endpoint address.
+    pub admin: SocketAddr,
+    /// Its state directory and config file.
+    pub dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Writes `config` (with `state_dir` and `[admin]` filled in) and runs the daemon until
+    /// `/readyz` says ready.
+    pub async fn start(config: &str) -> Daemon {
+        init_test_logging();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let text = format!(
+            "state_dir = {:?}\n{config}\n[admin]\nlisten = \"{admin}\"\n",
+            dir.path().join("state")
+        );
+        let path = dir.path().join("qunbridge.toml");
+        std::fs::write(&path, text).expect("write config");
+        let config = Config::from_file(&path, &ProcessEnv).unwrap_or_else(|e| panic!("{e}"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(
+            config,
+            async {
+                let _ = stopped.await;
+            },
+            RunOptions {
+                grace: Duration::from_secs(5),
+            },
+        ));
+        let daemon = Daemon {
+            stop: Some(stop),
+            task: Some(task),
+            admin,
+            dir,
+        };
+        daemon.wait_ready().await;
+        daemon
+    }
+
+    /// Polls `/readyz` until it answers 200.
+    pub async fn wait_ready(&self) {
+        let url = format!("http://{}/readyz", self.admin);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Ok(response) = reqwest::get(&url).await {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "daemon not ready after {PATIENCE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The admin endpoint's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// Stops the daemon as SIGTERM would and returns what `run` returned.
+    pub async fn stop(mut self) -> Result<(), RunError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("daemon stops within its grace period")
+            .expect("daemon task did not panic")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SseEvent {
+    /// `id:` field.
+    pub id: Option<String>,
+    /// `event:` field.
+    pub event: Option<String>,
+    /// `data:` lines joined with newlines.
+    pub data: String,
+}
+
+impl SseEvent {
+    /// The data as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.data).expect("event data is JSON")
+    }
+}
+
+/// A client of an SSE endpoint, parsing the stream as a browser would.
+pub struct SseClient {
+    /// The response body.
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    /// Bytes not yet parsed into events.
+    buffer: String,
+}
+
+impl SseClient {
+    /// Opens an event stream, optionally resuming after `last_event_id`, with a bearer token.
+    pub async fn open(url: &str, last_event_id: Option<&str>, token: Option<&str>) -> SseClient {
+        let mut request = reqwest::Client::new()
+            .get(url)
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("event stream opens");
+        assert_eq!(response.status(), 200, "event stream status");
+        SseClient {
+            body: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (comments and keep-alives skipped), or `None` after `wait`.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(event) = self.take_event() {
+                return Some(event);
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.body.next()).await.ok()??;
+            let chunk = chunk.expect("event stream chunk");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// The next event, failing the test after [`PATIENCE`].
+    pub async fn next(&mut self) -> SseEvent {
+        self.next_within(PATIENCE)
+            .await
+            .expect("an event within the patience window")
+    }
+
+    /// Parses one complete event out of the buffer.
+    fn take_event(&mut self) -> Option<SseEvent> {
+        loop {
+            let normalized = self.buffer.replace("\r\n", "\n");
+            self.buffer = normalized;
+            let end = self.buffer.find("\n\n")?;
+            let block: String = self.buffer[..end].to_owned();
+            self.buffer.drain(..end + 2);
+            let mut event = SseEvent::default();
+            let mut data = Vec::new();
+            for line in block.lines() {
+                if line.starts_with(':') {
+                    continue;
+                }
+                let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                match field {
+                    "id" => event.id = Some(value.to_owned()),
+                    "event" => event.event = Some(value.to_owned()),
+                    "data" => data.push(value.to_owned()),
+                    _ => {}
+                }
+            }
+            if data.is_empty() && event.id.is_none() {
+                continue;
+            }
+            event.data = data.join("\n");
+            return Some(event);
+        }
+    }
+}
+
+/// Posts a message to an `api` group; returns the status and the JSON body.
+pub async fn post_message(
+    api: SocketAddr,
+    group: &str,
+    body: serde_json::Value,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{api}/api/v1/groups/{group}/messages"))
+        .json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("POST answered");
+    let status = response.status().as_u16();
+    let json = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+/// A raw MQTT client, for publishing envelopes as another process would.
+pub struct RawMqtt {
+    /// rumqttc handle.
+    pub client: rumqttc::AsyncClient,
+    /// Event loop driver.
+    task: JoinHandle<()>,
+}
+
+impl RawMqtt {
+    /// Connects to the broker on `port` and keeps polling.
+    pub async fn connect(port: u16, id: &str) -> RawMqtt {
+        let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
+        let (connected_tx, connected_rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut connected = Some(connected_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        if let Some(tx) = connected.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(PATIENCE, connected_rx)
+            .await
+            .expect("raw MQTT client connects")
+            .expect("event loop alive");
+        RawMqtt { client, task }
+    }
+
+    /// Publishes at QoS 1.
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("publish queued");
+    }
+}
+
+impl Drop for RawMqtt {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

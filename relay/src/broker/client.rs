@@ -11,12 +11,14 @@
 //! - **A lost session does not lose publishes.** When a broker answers a reconnect with
 //!   `session_present = false`, rumqttc drops its unacknowledged publishes; they are put back
 //!   and sent again (QoS 1 is at-least-once; duplicates are removed downstream by id).
-//! - **Safe manual acks.** Deliveries carry the connection generation they arrived on; an ack
-//!   for a delivery from an earlier connection is skipped (the broker redelivers it), because
-//!   its packet id may name a different message on the new connection.
+//! - **Safe manual acks, in order.** rumqttd disconnects a client that acknowledges out of
+//!   order, so [`BrokerClient::ack`] only marks a delivery done; PUBACKs go out in delivery
+//!   order as soon as every earlier delivery is done. Deliveries carry the connection
+//!   generation they arrived on; an ack for a delivery from an earlier connection is skipped
+//!   (the broker redelivers it), because its packet id may name a different message on the new
+//!   connection.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -124,6 +126,19 @@ pub struct Delivery {
     pub publish: Publish,
     /// Connection generation it arrived on.
     generation: u64,
+    /// Position among this client's deliveries, for in-order acks.
+    seq: u64,
+}
+
+/// Deliveries of the current connection awaiting their turn to be acknowledged.
+#[derive(Default)]
+struct AckOrder {
+    /// Generation the entries belong to.
+    generation: u64,
+    /// (delivery seq, packet id, done) in delivery order.
+    entries: VecDeque<(u64, u16, bool)>,
+    /// Sequence number of the next delivery.
+    next_seq: u64,
 }
 
 /// Resolves when the broker acknowledged a publish.
@@ -199,8 +214,8 @@ impl AckTracker {
 struct Shared {
     /// Packet id bookkeeping.
     tracker: Mutex<AckTracker>,
-    /// Incremented on every CONNACK.
-    generation: AtomicU64,
+    /// Incoming QoS 1 deliveries in the order their PUBACKs must go out.
+    ack_order: Mutex<AckOrder>,
 }
 
 /// A cloneable handle to one MQTT connection.
@@ -268,7 +283,7 @@ impl BrokerClient {
 
         let shared = Arc::new(Shared {
             tracker: Mutex::new(AckTracker::default()),
-            generation: AtomicU64::new(0),
+            ack_order: Mutex::new(AckOrder::default()),
         });
         let (connected_tx, connected) = watch::channel(false);
         let (subscribed_tx, subscribed) = watch::channel(false);
@@ -320,22 +335,47 @@ impl BrokerClient {
         Ok(Confirmation { rx })
     }
 
-    /// Acknowledges a delivery once its effect is done. A delivery from an earlier connection
-    /// is not acknowledged: the broker redelivers it, and the id-based dedup absorbs it.
+    /// Acknowledges a delivery once its effect is done. The PUBACK goes out when every
+    /// earlier delivery of the connection is acknowledged too. A delivery from an earlier
+    /// connection is not acknowledged: the broker redelivers it, and the id-based dedup
+    /// absorbs it.
     pub async fn ack(&self, delivery: &Delivery) {
         if delivery.publish.qos == QoS::AtMostOnce {
             return;
         }
-        if delivery.generation != self.shared.generation.load(Ordering::Acquire) {
-            debug!(
-                message = "Skipping ack of a delivery from an earlier connection.",
-                client = %self.client_id,
-                pkid = delivery.publish.pkid
-            );
-            return;
-        }
-        if self.client.ack(&delivery.publish).await.is_err() {
-            debug!(message = "Ack not sent: client stopped.", client = %self.client_id);
+        let ready: Vec<Publish> = {
+            let mut order = self
+                .shared
+                .ack_order
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if delivery.generation != order.generation {
+                debug!(
+                    message = "Skipping ack of a delivery from an earlier connection.",
+                    client = %self.client_id,
+                    pkid = delivery.publish.pkid
+                );
+                return;
+            }
+            if let Some(entry) = order.entries.iter_mut().find(|e| e.0 == delivery.seq) {
+                entry.2 = true;
+            }
+            let mut ready = Vec::new();
+            while order.entries.front().is_some_and(|e| e.2) {
+                if let Some((_, pkid, _)) = order.entries.pop_front() {
+                    // rumqttc's ack needs only the packet id and QoS of the publish.
+                    let mut publish = Publish::new("", QoS::AtLeastOnce, Vec::new());
+                    publish.pkid = pkid;
+                    ready.push(publish);
+                }
+            }
+            ready
+        };
+        for publish in ready {
+            if self.client.ack(&publish).await.is_err() {
+                debug!(message = "Ack not sent: client stopped.", client = %self.client_id);
+                return;
+            }
         }
     }
 
@@ -414,7 +454,12 @@ async fn run_event_loop(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                shared.generation.fetch_add(1, Ordering::AcqRel);
+                {
+                    // A new connection: earlier deliveries will be redelivered on it.
+                    let mut order = shared.ack_order.lock().unwrap_or_else(PoisonError::into_inner);
+                    order.generation += 1;
+                    order.entries.clear();
+                }
                 backoff.reset();
                 if !ack.session_present {
                     if !unacked.is_empty() {
@@ -448,15 +493,16 @@ async fn run_event_loop(
                 let _ = connected.send(true);
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let generation = shared.generation.load(Ordering::Acquire);
-                if deliveries
-                    .send(Delivery {
-                        publish,
-                        generation,
-                    })
-                    .await
-                    .is_err()
-                {
+                let (generation, seq) = {
+                    let mut order = shared.ack_order.lock().unwrap_or_else(PoisonError::into_inner);
+                    let seq = order.next_seq;
+                    order.next_seq += 1;
+                    if publish.qos != QoS::AtMostOnce {
+                        order.entries.push_back((seq, publish.pkid, false));
+                    }
+                    (order.generation, seq)
+                };
+                if deliveries.send(Delivery { publish, generation, seq }).await.is_err() {
                     debug!(message = "Delivery consumer gone.", client = client_id);
                 }
             }

@@ -113,9 +113,9 @@ impl Core {
                 return None;
             }
             Err(error) => {
-                // Not acknowledged: the broker redelivers it once the store works again.
-                warn!(message = "Dedup store failed; message left for redelivery.", %error);
-                return None;
+                // Relaying a possible duplicate beats stalling the connection: acks must go
+                // out in order, so an unacknowledged message would hold up every later one.
+                warn!(message = "Dedup store failed; relaying without the duplicate check.", %error, id = %envelope.id);
             }
         }
         let mut confirmations = Vec::with_capacity(destinations.len());
@@ -176,8 +176,8 @@ impl Core {
     }
 }
 
-/// Acknowledges inbound deliveries in the order they arrived, each once all its outbound
-/// publishes are confirmed.
+/// Acknowledges inbound deliveries once all their outbound publishes are confirmed (the
+/// broker client sends the PUBACKs in delivery order).
 async fn ack_in_order(
     client: BrokerClient,
     store: Arc<dyn DedupStore>,

@@ -93,6 +93,12 @@ impl DedupStore for MemoryStore {
         Box::pin(async move { Ok(fresh) })
     }
 
+    fn contains<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let now = Instant::now();
+        let held = self.lock().expiry.get(key).is_some_and(|at| *at > now);
+        Box::pin(async move { Ok(held) })
+    }
+
     fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         self.lock().expiry.remove(key);
         Box::pin(async { Ok(()) })
@@ -109,6 +115,7 @@ mod tests {
         let ttl = Duration::from_secs(60);
         assert!(store.insert_if_absent("a", ttl).await.expect("ok"));
         assert!(!store.insert_if_absent("a", ttl).await.expect("ok"));
+        assert!(store.contains("a").await.expect("ok"));
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(
             store.insert_if_absent("a", ttl).await.expect("ok"),

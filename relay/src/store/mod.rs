@@ -29,6 +29,9 @@ pub trait DedupStore: Send + Sync + 'static {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
+    /// True when `key` is held and not expired.
+    fn contains<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+
     /// Forgets `key`, so a message whose handling failed can be handled again when the
     /// broker redelivers it.
     fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
