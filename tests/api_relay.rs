@@ -55,9 +55,13 @@ async fn post_reaches_the_other_group_only(broker: Broker) {
     let mut a = SseClient::open(&format!("http://{api}/api/v1/groups/a/events"), None, None).await;
     let mut b = SseClient::open(&format!("http://{api}/api/v1/groups/b/events"), None, None).await;
 
-    let (status, body) =
-        post_message(api, "a", json!({"sender": {"id": "u1", "name": "Ann"}, "text": "hi"}), None)
-            .await;
+    let (status, body) = post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "u1", "name": "Ann"}, "text": "hi"}),
+        None,
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().expect("envelope id").to_owned();
     assert!(id.starts_with("hub:a:"), "{id}");
@@ -75,9 +79,13 @@ async fn post_reaches_the_other_group_only(broker: Broker) {
 
     // A reply from b goes to a; it is the first thing a ever sees, so a's own message never
     // came back to it.
-    let (status, _) =
-        post_message(api, "b", json!({"sender": {"id": "u2", "name": "Bob"}, "text": "yo"}), None)
-            .await;
+    let (status, _) = post_message(
+        api,
+        "b",
+        json!({"sender": {"id": "u2", "name": "Bob"}, "text": "yo"}),
+        None,
+    )
+    .await;
     assert_eq!(status, 202);
     let first_on_a = a.next().await.json();
     assert_eq!(first_on_a["text"], "<demo> Bob: yo");
@@ -170,7 +178,12 @@ async fn bad_posts_are_refused_with_the_reason() {
     let daemon = Daemon::start(&two_group_config(&broker, api, "")).await;
     let client = reqwest::Client::new();
     let url = format!("http://{api}/api/v1/groups/a/messages");
-    let garbage = client.post(&url).body(vec![0xff, 0xfe, b'{']).send().await.expect("answer");
+    let garbage = client
+        .post(&url)
+        .body(vec![0xff, 0xfe, b'{'])
+        .send()
+        .await
+        .expect("answer");
     assert_eq!(garbage.status(), 400);
     let text = garbage.text().await.expect("body");
     assert!(text.contains("invalid JSON"), "{text}");
@@ -191,8 +204,13 @@ async fn bad_posts_are_refused_with_the_reason() {
 
     // The endpoint still works.
     let mut b = SseClient::open(&format!("http://{api}/api/v1/groups/b/events"), None, None).await;
-    let (status, _) =
-        post_message(api, "a", json!({"sender": {"id": "u1"}, "text": "still here"}), None).await;
+    let (status, _) = post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "u1"}, "text": "still here"}),
+        None,
+    )
+    .await;
     assert_eq!(status, 202);
     assert_eq!(b.next().await.json()["text"], "<demo> u1: still here");
     daemon.stop().await.expect("clean stop");
@@ -205,13 +223,24 @@ async fn reconnecting_consumer_gets_what_it_missed() {
     let daemon = Daemon::start(&two_group_config(&broker, api, "")).await;
     let url = format!("http://{api}/api/v1/groups/b/events");
     let mut b = SseClient::open(&url, None, None).await;
-    post_message(api, "a", json!({"sender": {"id": "u1"}, "text": "one"}), None).await;
+    post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "u1"}, "text": "one"}),
+        None,
+    )
+    .await;
     let first = b.next().await;
     drop(b);
 
     for text in ["two", "three"] {
-        let (status, _) =
-            post_message(api, "a", json!({"sender": {"id": "u1"}, "text": text}), None).await;
+        let (status, _) = post_message(
+            api,
+            "a",
+            json!({"sender": {"id": "u1"}, "text": text}),
+            None,
+        )
+        .await;
         assert_eq!(status, 202);
     }
     // Wait until both went through (a fresh consumer replays the whole buffer).
@@ -223,7 +252,10 @@ async fn reconnecting_consumer_gets_what_it_missed() {
     let mut resumed = SseClient::open(&url, first.id.as_deref(), None).await;
     assert_eq!(resumed.next().await.json()["text"], "<demo> u1: two");
     assert_eq!(resumed.next().await.json()["text"], "<demo> u1: three");
-    assert!(resumed.next_within(Duration::from_millis(200)).await.is_none());
+    assert!(resumed
+        .next_within(Duration::from_millis(200))
+        .await
+        .is_none());
     daemon.stop().await.expect("clean stop");
 }
 
@@ -234,14 +266,25 @@ async fn slow_consumer_losses_are_counted() {
     let daemon = Daemon::start(&two_group_config(&broker, api, "buffer = 2")).await;
     let url = format!("http://{api}/api/v1/groups/b/events");
     let mut b = SseClient::open(&url, None, None).await;
-    post_message(api, "a", json!({"sender": {"id": "u1"}, "text": "m1"}), None).await;
+    post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "u1"}, "text": "m1"}),
+        None,
+    )
+    .await;
     let first = b.next().await;
     drop(b);
     // A live consumer that keeps up tells when everything went through.
     let mut live = SseClient::open(&url, first.id.as_deref(), None).await;
     for n in 2..=5 {
-        post_message(api, "a", json!({"sender": {"id": "u1"}, "text": format!("m{n}")}), None)
-            .await;
+        post_message(
+            api,
+            "a",
+            json!({"sender": {"id": "u1"}, "text": format!("m{n}")}),
+            None,
+        )
+        .await;
     }
     for n in 2..=5 {
         assert_eq!(live.next().await.json()["text"], format!("<demo> u1: m{n}"));
@@ -255,7 +298,11 @@ async fn slow_consumer_losses_are_counted() {
         .lines()
         .find(|l| l.starts_with("qunbridge_messages_dropped_total{reason=\"consumer_lagged\"}"))
         .expect("consumer_lagged counted");
-    let count: f64 = lagged.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("value");
+    let count: f64 = lagged
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("value");
     assert!(count >= 2.0, "{lagged}");
     daemon.stop().await.expect("clean stop");
 }
@@ -268,10 +315,20 @@ async fn websocket_consumers_receive_every_group() {
     let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{api}/api/v1/ws"))
         .await
         .expect("WebSocket opens");
-    post_message(api, "a", json!({"sender": {"id": "u1", "name": "Ann"}, "text": "to b"}), None)
-        .await;
-    post_message(api, "b", json!({"sender": {"id": "u2", "name": "Bob"}, "text": "to a"}), None)
-        .await;
+    post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "u1", "name": "Ann"}, "text": "to b"}),
+        None,
+    )
+    .await;
+    post_message(
+        api,
+        "b",
+        json!({"sender": {"id": "u2", "name": "Bob"}, "text": "to a"}),
+        None,
+    )
+    .await;
     let mut seen = Vec::new();
     while seen.len() < 2 {
         let frame = tokio::time::timeout(qunbridge_tests::PATIENCE, socket.next())

@@ -197,16 +197,16 @@ pub async fn start(
         let _ = exit_tx.send(Some(reason));
         outcome
     });
-    let pump = tokio::spawn(egress_pump(
-        id.clone(),
-        client.clone(),
-        deps.topics.clone(),
-        deliveries,
-        egress_tx,
-        deps.send_log.clone(),
-        deps.activity.clone(),
-        deps.stop.clone(),
-    ));
+    let pump = EgressPump {
+        account: id.clone(),
+        client: client.clone(),
+        topics: deps.topics.clone(),
+        egress: egress_tx,
+        send_log: deps.send_log.clone(),
+        activity: deps.activity.clone(),
+        stop: deps.stop.clone(),
+    };
+    let pump = tokio::spawn(pump.run(deliveries));
     let status = tokio::spawn(publish_status(
         id.clone(),
         account.platform,
@@ -296,62 +296,82 @@ async fn publish_status(
     }
 }
 
-/// Hands deliveries to the connector one at a time, in order, acknowledging each after its
-/// outcome.
-async fn egress_pump(
+/// Hands an account's deliveries to its connector one at a time, in order, acknowledging
+/// each after its outcome.
+struct EgressPump {
+    /// Account id, for logs.
     account: String,
+    /// The account's broker connection (for acks).
     client: BrokerClient,
+    /// Topic names.
     topics: Topics,
-    mut deliveries: mpsc::Receiver<Delivery>,
+    /// The connector's egress queue; dropping it tells the connector no more will come.
     egress: mpsc::Sender<EgressRequest>,
+    /// What was already sent.
     send_log: Arc<dyn DedupStore>,
+    /// In-flight counter for shutdown.
     activity: Arc<Activity>,
+    /// Stops the pump.
     stop: CancellationToken,
-) {
-    loop {
-        let delivery = tokio::select! {
-            _ = stop.cancelled() => break,
-            delivery = deliveries.recv() => match delivery {
-                Some(delivery) => delivery,
-                None => break,
-            },
-        };
-        let _work = activity.start();
-        let outbound = match decode(&topics, &account, &delivery) {
-            Ok(outbound) => outbound,
-            Err(problem) => {
-                warn!(message = "Dropping malformed outbound message.", account = %account, %problem);
-                count_drop("malformed");
+}
+
+impl EgressPump {
+    /// Runs until stopped or the delivery stream ends.
+    async fn run(self, mut deliveries: mpsc::Receiver<Delivery>) {
+        let EgressPump {
+            account,
+            client,
+            topics,
+            egress,
+            send_log,
+            activity,
+            stop,
+        } = self;
+        loop {
+            let delivery = tokio::select! {
+                _ = stop.cancelled() => break,
+                delivery = deliveries.recv() => match delivery {
+                    Some(delivery) => delivery,
+                    None => break,
+                },
+            };
+            let _work = activity.start();
+            let outbound = match decode(&topics, &account, &delivery) {
+                Ok(outbound) => outbound,
+                Err(problem) => {
+                    warn!(message = "Dropping malformed outbound message.", account = %account, %problem);
+                    count_drop("malformed");
+                    client.ack(&delivery).await;
+                    continue;
+                }
+            };
+            let key = format!("{}\u{1f}{}", outbound.id, outbound.group);
+            if send_log.contains(&key).await.unwrap_or(false) {
+                debug!(message = "Already sent; dropping the redelivered copy.", account = %account, id = %outbound.id);
+                count_drop("duplicate");
                 client.ack(&delivery).await;
                 continue;
             }
-        };
-        let key = format!("{}\u{1f}{}", outbound.id, outbound.group);
-        if send_log.contains(&key).await.unwrap_or(false) {
-            debug!(message = "Already sent; dropping the redelivered copy.", account = %account, id = %outbound.id);
-            count_drop("duplicate");
-            client.ack(&delivery).await;
-            continue;
-        }
-        match send_with_retries(&account, outbound, &egress, &stop).await {
-            Settlement::Sent => {
-                if let Err(error) = send_log.insert_if_absent(&key, SEND_LOG_TTL).await {
-                    warn!(message = "Send log not updated.", account = %account, %error);
+            match send_with_retries(&account, outbound, &egress, &stop).await {
+                Settlement::Sent => {
+                    if let Err(error) = send_log.insert_if_absent(&key, SEND_LOG_TTL).await {
+                        warn!(message = "Send log not updated.", account = %account, %error);
+                    }
+                    client.ack(&delivery).await;
                 }
-                client.ack(&delivery).await;
+                Settlement::Dropped => client.ack(&delivery).await,
+                Settlement::Interrupted => break,
             }
-            Settlement::Dropped => client.ack(&delivery).await,
-            Settlement::Interrupted => break,
         }
+        debug!(message = "Egress pump ended.", account = %account);
     }
-    debug!(message = "Egress pump ended.", account = %account);
 }
 
 /// Parses an outbound delivery and checks it is for this account.
 fn decode(topics: &Topics, account: &str, delivery: &Delivery) -> Result<Outbound, String> {
     let topic = &delivery.publish.topic;
     let (to_account, group) = topics
-        .parse_outbound(&topic)
+        .parse_outbound(topic)
         .ok_or_else(|| format!("topic {topic} is not an outbound topic"))?;
     if to_account != account {
         return Err(format!("topic {topic} is for another account"));

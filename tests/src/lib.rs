@@ -112,7 +112,7 @@ pub enum Broker {
     /// The daemon's embedded rumqttd on this port.
     Embedded(u16),
     /// A mosquitto started by the test.
-    Mosquitto(Mosquitto),
+    Mosquitto(Box<Mosquitto>),
 }
 
 impl Broker {
@@ -123,7 +123,7 @@ impl Broker {
 
     /// A fresh mosquitto.
     pub async fn mosquitto() -> Broker {
-        Broker::Mosquitto(Mosquitto::start().await)
+        Broker::Mosquitto(Box::new(Mosquitto::start().await))
     }
 
     /// The `[broker]` table for this broker.
@@ -293,7 +293,9 @@ impl SseClient {
             if let Some(event) = self.take_event() {
                 return Some(event);
             }
-            let chunk = tokio::time::timeout_at(deadline, self.body.next()).await.ok()??;
+            let chunk = tokio::time::timeout_at(deadline, self.body.next())
+                .await
+                .ok()??;
             let chunk = chunk.expect("event stream chunk");
             self.buffer.push_str(&String::from_utf8_lossy(&chunk));
         }

@@ -301,8 +301,10 @@ impl BrokerClient {
             client,
             shared,
             options,
-            connected_tx,
-            subscribed_tx,
+            StateSignals {
+                connected: connected_tx,
+                subscribed: subscribed_tx,
+            },
             deliveries_tx,
             stop,
         ));
@@ -432,16 +434,27 @@ fn tls_config() -> Result<TlsConfiguration, BrokerError> {
 }
 
 /// Polls rumqttc until told to stop, reconnecting with backoff.
+/// What the event loop tells the handles about the connection.
+struct StateSignals {
+    /// Connected or not.
+    connected: watch::Sender<bool>,
+    /// Subscriptions in place.
+    subscribed: watch::Sender<bool>,
+}
+
 async fn run_event_loop(
     mut eventloop: EventLoop,
     client: AsyncClient,
     shared: Arc<Shared>,
     options: ClientOptions,
-    connected: watch::Sender<bool>,
-    subscribed: watch::Sender<bool>,
+    signals: StateSignals,
     deliveries: mpsc::Sender<Delivery>,
     stop: CancellationToken,
 ) {
+    let StateSignals {
+        connected,
+        subscribed,
+    } = signals;
     let client_id = options.client_id.as_str();
     let mut backoff = Backoff::reconnect();
     let mut disconnecting = false;
@@ -456,7 +469,10 @@ async fn run_event_loop(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 {
                     // A new connection: earlier deliveries will be redelivered on it.
-                    let mut order = shared.ack_order.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut order = shared
+                        .ack_order
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
                     order.generation += 1;
                     order.entries.clear();
                 }
@@ -494,7 +510,10 @@ async fn run_event_loop(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let (generation, seq) = {
-                    let mut order = shared.ack_order.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut order = shared
+                        .ack_order
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
                     let seq = order.next_seq;
                     order.next_seq += 1;
                     if publish.qos != QoS::AtMostOnce {
@@ -502,7 +521,15 @@ async fn run_event_loop(
                     }
                     (order.generation, seq)
                 };
-                if deliveries.send(Delivery { publish, generation, seq }).await.is_err() {
+                if deliveries
+                    .send(Delivery {
+                        publish,
+                        generation,
+                        seq,
+                    })
+                    .await
+                    .is_err()
+                {
                     debug!(message = "Delivery consumer gone.", client = client_id);
                 }
             }

@@ -100,21 +100,17 @@ fn join(path: &str, key: &str) -> String {
 /// Replaces `${NAME}` in every string with the variable's value (`$$` is a literal `$`).
 fn interpolate(value: &mut Value, path: &str, env: &dyn Env, problems: &mut Vec<String>) {
     match value {
-        Value::String(text) => {
-            if text.contains('$') {
-                match expand(text, env) {
-                    Ok(expanded) => *text = expanded,
-                    Err(problem) => {
-                        let shown = if is_secret_path(path) {
-                            "<redacted>".to_owned()
-                        } else {
-                            format!("{text:?}")
-                        };
-                        problems.push(format!("`{path}` = {shown}: {problem}"));
-                    }
-                }
+        Value::String(text) if text.contains('$') => match expand(text, env) {
+            Ok(expanded) => *text = expanded,
+            Err(problem) => {
+                let shown = if is_secret_path(path) {
+                    "<redacted>".to_owned()
+                } else {
+                    format!("{text:?}")
+                };
+                problems.push(format!("`{path}` = {shown}: {problem}"));
             }
-        }
+        },
         Value::Array(items) => {
             for (index, item) in items.iter_mut().enumerate() {
                 interpolate(item, &format!("{path}[{index}]"), env, problems);

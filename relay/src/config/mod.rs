@@ -194,3 +194,108 @@ impl Config {
         self.accounts.get(id)
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// Loads a config text with the given environment.
+    pub(crate) fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q.toml");
+        std::fs::write(&path, text).expect("write");
+        let env: HashMap<&str, &str> = env.iter().copied().collect();
+        Config::from_file(&path, &env)
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_once() {
+        let error = load(
+            r#"
+            [broker]
+            embedded_listen = "127.0.0.1:99999"
+            topic_prefix = "a/#"
+            [admin]
+            listen = "0.0.0.0:8088"
+            [accounts.hub]
+            platform = "api"
+            listen = "127.0.0.1:8088"
+            token = "${NOPE}"
+            [accounts.ding-hook]
+            platform = "dingtalk"
+            webhook = "https://oapi.dingtalk.com/robot/send?access_token=x"
+            [accounts.Bad]
+            platform = "telegram"
+            [[links]]
+            name = "broken"
+            groups = ["hub:a", "nobody:b", "hub-c", "ding-hook:x", "hub:a"]
+            format = "{nme}"
+            [[links]]
+            groups = ["hub:z"]
+            "#,
+            &[],
+        )
+        .expect_err("invalid");
+        let expected = [
+            "`accounts.hub.token` = <redacted>: environment variable `NOPE` is not set",
+            "broker: `embedded_listen` = \"127.0.0.1:99999\"",
+            "broker: `topic_prefix` = \"a/#\"",
+            "account \"Bad\": the account id \"Bad\"",
+            "account \"Bad\": `platform` = \"telegram\": unknown",
+            "link \"broken\": `format` = \"{nme}\": unknown placeholder `{nme}`",
+            "link \"broken\": `groups` has \"nobody:b\": unknown account `nobody`",
+            "link \"broken\": `groups` has \"hub-c\": not of the form `account:group`",
+            "link \"broken\": `groups` has \"ding-hook:x\": account `ding-hook` is send-only",
+            "link \"broken\": `groups` has \"hub:a\" twice",
+            "link \"link-2\": `groups` = [\"hub:z\"]: a link needs",
+            "listen address `127.0.0.1:8088` is claimed by both `admin.listen` (`0.0.0.0:8088`) and `accounts.hub.listen`",
+        ];
+        for line in expected {
+            assert!(
+                error.problems.iter().any(|p| p.contains(line)),
+                "missing {line:?} in {:#?}",
+                error.problems
+            );
+        }
+    }
+
+    #[test]
+    fn a_valid_config_resolves_secrets_defaults_and_external_brokers() {
+        let config = load(
+            r#"
+            [broker]
+            url = "mqtts://relay:p%40ss@mqtt.example.org"
+            [accounts.hub]
+            platform = "api"
+            listen = "127.0.0.1:18088"
+            token = "${API_TOKEN}"
+            [[links]]
+            groups = ["hub:a", "hub:b"]
+            "#,
+            &[
+                ("API_TOKEN", "t0k"),
+                ("STATE_DIRECTORY", "/var/lib/qunbridge:/other"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(config.state_dir, PathBuf::from("/var/lib/qunbridge"));
+        assert_eq!(config.admin.listen.to_string(), DEFAULT_ADMIN_LISTEN);
+        assert_eq!(config.broker.topic_prefix, DEFAULT_TOPIC_PREFIX);
+        let BrokerMode::External(external) = &config.broker.mode else {
+            panic!("external broker expected");
+        };
+        assert_eq!(
+            (external.host.as_str(), external.port, external.tls),
+            ("mqtt.example.org", 8883, true)
+        );
+        assert_eq!(external.username.as_deref(), Some("relay"));
+        assert_eq!(external.password.as_ref().map(Secret::expose), Some("p@ss"));
+        assert_eq!(format!("{:?}", external.password), "Some(<redacted>)");
+        let ConnectorSettings::Api(api) = &config.accounts["hub"].connector;
+        assert_eq!(api.token.as_deref(), Some("t0k"));
+        assert_eq!(config.links[0].name, "link-1");
+        assert_eq!(config.links[0].format, DEFAULT_FORMAT);
+    }
+}

@@ -91,3 +91,53 @@ impl Routes {
         all
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::load;
+
+    fn targets(routes: &Routes, account: &str, group: &str) -> Vec<String> {
+        routes
+            .destinations(account, group)
+            .iter()
+            .map(|d| format!("{}@{}", d.target, d.link))
+            .collect()
+    }
+
+    #[test]
+    fn never_back_to_the_origin_receivers_never_send_and_each_destination_once() {
+        let config = load(
+            r#"
+            [accounts.hub]
+            platform = "api"
+            listen = "127.0.0.1:18081"
+            [accounts.ops]
+            platform = "api"
+            listen = "127.0.0.1:18082"
+            [[links]]
+            name = "one"
+            groups = ["hub:a", "hub:b"]
+            to = ["ops:log"]
+            [[links]]
+            name = "two"
+            groups = ["hub:a", "ops:c"]
+            to = ["ops:log"]
+            "#,
+            &[],
+        )
+        .expect("valid");
+        let routes = Routes::new(&config);
+        assert_eq!(
+            targets(&routes, "hub", "a"),
+            ["hub:b@one", "ops:log@one", "ops:c@two"]
+        );
+        assert_eq!(targets(&routes, "hub", "b"), ["hub:a@one", "ops:log@one"]);
+        assert_eq!(targets(&routes, "ops", "c"), ["hub:a@two", "ops:log@two"]);
+        assert!(
+            targets(&routes, "ops", "log").is_empty(),
+            "`to` members never send"
+        );
+        assert!(targets(&routes, "hub", "zzz").is_empty());
+    }
+}

@@ -1,0 +1,253 @@
+//! The `qunbridge` binary as an operator uses it: `check` on good and bad configs, `run` on
+//! the README's quickstart config with a relay seen through the `api` endpoint, and a clean
+//! exit on SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+/// The binary under test.
+fn qunbridge() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_qunbridge"))
+}
+
+/// The repository root.
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+#[test]
+fn check_reports_every_mistake_with_key_and_value_and_exits_64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+[broker]
+embedded_listen = "127.0.0.1:99999"
+
+[accounts.hub]
+platform = "api"
+listen = "127.0.0.1:8088"
+
+[[links]]
+name = "broken"
+groups = ["hub:a", "nobody:b", "hub-c"]
+"#,
+    )
+    .expect("write config");
+    let output = qunbridge()
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "`embedded_listen` = \"127.0.0.1:99999\"",
+        "link \"broken\": `groups` has \"nobody:b\": unknown account `nobody`",
+        "link \"broken\": `groups` has \"hub-c\": not of the form `account:group`",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("3 configuration error(s)"), "{stderr}");
+}
+
+#[test]
+fn check_prints_the_resolved_links_of_the_quickstart() {
+    let output = qunbridge()
+        .arg("check")
+        .arg("-c")
+        .arg(repo().join("deploy/examples/quickstart.toml"))
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("hub:a -> hub:b [demo]"), "{stdout}");
+    assert!(stdout.contains("hub:b -> hub:a [demo]"), "{stdout}");
+}
+
+#[test]
+fn secrets_never_appear_in_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("secret.toml");
+    std::fs::write(
+        &path,
+        r#"
+[broker]
+url = "ftp://user:hunter2@example.org"
+
+[accounts.hub]
+platform = "api"
+listen = "nowhere"
+token = "tok-hunter3"
+"#,
+    )
+    .expect("write config");
+    let output = qunbridge()
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("scheme `ftp`"), "{stderr}");
+    assert!(stderr.contains("`listen` = \"nowhere\""), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2") && !stderr.contains("hunter3"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn version_is_printed() {
+    let output = qunbridge().arg("--version").output().expect("runs");
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("qunbridge {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// Kills the daemon if a test fails before stopping it.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The quickstart of the README, as written: the daemon on the embedded broker with
+/// `deploy/examples/quickstart.toml`, a POST to group `a`, the event on group `b`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_relays_and_stops_cleanly_on_sigterm() {
+    let workdir = tempfile::tempdir().expect("tempdir");
+    let child = qunbridge()
+        .arg("run")
+        .arg("-c")
+        .arg(repo().join("deploy/examples/quickstart.toml"))
+        .current_dir(workdir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("daemon starts");
+    let mut daemon = Running(child);
+
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let ready = client.get("http://127.0.0.1:9464/readyz").send().await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "quickstart daemon not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        workdir.path().join("qunbridge-state").is_dir(),
+        "state_dir created"
+    );
+
+    let open = |group: &str| {
+        client
+            .get(format!(
+                "http://127.0.0.1:8088/api/v1/groups/{group}/events"
+            ))
+            .send()
+    };
+    let mut on_a = open("a").await.expect("stream a").bytes_stream();
+    let mut on_b = open("b").await.expect("stream b").bytes_stream();
+    let posted = client
+        .post("http://127.0.0.1:8088/api/v1/groups/a/messages")
+        .json(&serde_json::json!({"sender": {"id": "u1", "name": "Ann"}, "text": "hi"}))
+        .send()
+        .await
+        .expect("POST answered");
+    assert_eq!(posted.status(), 202);
+
+    let mut seen = String::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !seen.contains("\n\n") {
+        let chunk = tokio::time::timeout_at(until, on_b.next())
+            .await
+            .expect("event on b within a second")
+            .expect("stream open")
+            .expect("chunk");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains(r#""text":"[API] Ann: hi""#), "{seen}");
+    let on_a_chunk = tokio::time::timeout(Duration::from_millis(300), on_a.next()).await;
+    assert!(on_a_chunk.is_err(), "nothing on a: {on_a_chunk:?}");
+
+    let pid = daemon.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = daemon.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "daemon did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
+}
+
+#[test]
+fn a_taken_port_is_a_clear_failure() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("taken.toml");
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free")
+        .port();
+    std::fs::write(
+        &path,
+        format!(
+            "state_dir = {:?}\n[broker]\nembedded_listen = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{free}\"\n",
+            dir.path().join("state")
+        ),
+    )
+    .expect("write config");
+    let output = qunbridge()
+        .arg("run")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "embedded broker cannot listen on 127.0.0.1:{port}"
+        )),
+        "{stderr}"
+    );
+}
