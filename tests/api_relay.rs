@@ -352,3 +352,38 @@ async fn websocket_consumers_receive_every_group() {
     let _ = socket.close(None).await;
     daemon.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delivers_every_accepted_message() {
+    let broker = Broker::embedded();
+    let api = api_addr();
+    let daemon = Daemon::start(&two_group_config(&broker, api, "")).await;
+    let mut b = SseClient::open(&format!("http://{api}/api/v1/groups/b/events"), None, None).await;
+    let posts = (0..30).map(|n| {
+        post_message(
+            api,
+            "a",
+            json!({"sender": {"id": "u1", "name": "Ann"}, "text": format!("m{n}")}),
+            None,
+        )
+    });
+    let answers = futures_util::future::join_all(posts).await;
+    assert!(
+        answers.iter().all(|(status, _)| *status == 202),
+        "{answers:?}"
+    );
+    // Stop at once: what was accepted is still in flight and must be finished.
+    let stopping = tokio::spawn(daemon.stop());
+    let mut texts = Vec::new();
+    while let Some(event) = b.next_within(qunbridge_tests::PATIENCE).await {
+        texts.push(event.json()["text"].as_str().expect("text").to_owned());
+        if texts.len() == 30 {
+            break;
+        }
+    }
+    texts.sort();
+    let mut expected: Vec<String> = (0..30).map(|n| format!("<demo> Ann: m{n}")).collect();
+    expected.sort();
+    assert_eq!(texts, expected);
+    stopping.await.expect("stop task").expect("clean stop");
+}

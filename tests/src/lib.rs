@@ -27,6 +27,26 @@ pub fn init_test_logging() {
     }
 }
 
+/// The `qunbridge` binary built for these tests (`cargo test --workspace` builds it for the
+/// relay crate's own tests), next to the test executable's `deps/` folder.
+pub fn qunbridge_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let binary = dir.join("qunbridge");
+    if !binary.exists() {
+        let status =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "-p", "qunbridge", "--bin", "qunbridge"])
+                .status()
+                .expect("cargo runs");
+        assert!(status.success(), "building the qunbridge binary failed");
+    }
+    binary
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -60,13 +80,33 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts mosquitto with the settings qunbridge requires (ARCHITECTURE.md §4).
     pub async fn start() -> Mosquitto {
+        Mosquitto::start_with_user(None).await
+    }
+
+    /// Starts mosquitto; with `Some((user, password))` only that user may connect.
+    pub async fn start_with_user(user: Option<(&str, &str)>) -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
+        let auth = match user {
+            None => "allow_anonymous true\n".to_owned(),
+            Some((name, password)) => {
+                let file = dir.path().join("passwd");
+                let made = std::process::Command::new("mosquitto_passwd")
+                    .arg("-b")
+                    .arg("-c")
+                    .arg(&file)
+                    .args([name, password])
+                    .status()
+                    .expect("mosquitto_passwd runs");
+                assert!(made.success(), "mosquitto_passwd failed");
+                format!("allow_anonymous false\npassword_file {}\n", file.display())
+            }
+        };
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n\
+                "listener {port} 127.0.0.1\n{auth}set_tcp_nodelay true\n\
                  max_queued_messages 0\npersistence false\nlog_dest stderr\nlog_type error\n"
             ),
         )
@@ -359,12 +399,14 @@ pub async fn post_message(
     (status, json)
 }
 
-/// A raw MQTT client, for publishing envelopes as another process would.
+/// A raw MQTT client, for publishing and watching topics as another process would.
 pub struct RawMqtt {
     /// rumqttc handle.
     pub client: rumqttc::AsyncClient,
     /// Event loop driver.
     task: JoinHandle<()>,
+    /// Messages received on subscribed topics: (topic, payload).
+    pub received: tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
 }
 
 impl RawMqtt {
@@ -375,6 +417,7 @@ impl RawMqtt {
         options.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
         let (connected_tx, connected_rx) = oneshot::channel();
+        let (received_tx, received) = tokio::sync::mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             let mut connected = Some(connected_tx);
             loop {
@@ -383,6 +426,9 @@ impl RawMqtt {
                         if let Some(tx) = connected.take() {
                             let _ = tx.send(());
                         }
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(publish))) => {
+                        let _ = received_tx.send((publish.topic.clone(), publish.payload.to_vec()));
                     }
                     Ok(_) => {}
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -393,7 +439,36 @@ impl RawMqtt {
             .await
             .expect("raw MQTT client connects")
             .expect("event loop alive");
-        RawMqtt { client, task }
+        RawMqtt {
+            client,
+            task,
+            received,
+        }
+    }
+
+    /// Subscribes at QoS 1.
+    pub async fn subscribe(&self, filter: &str) {
+        self.client
+            .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+            .await
+            .expect("subscribe queued");
+    }
+
+    /// The next message received whose payload satisfies `wanted`, within [`PATIENCE`].
+    pub async fn next_matching(
+        &mut self,
+        wanted: impl Fn(&str, &[u8]) -> bool,
+    ) -> (String, Vec<u8>) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.received.recv())
+                .await
+                .expect("a matching MQTT message in time")
+                .expect("client alive");
+            if wanted(&next.0, &next.1) {
+                return next;
+            }
+        }
     }
 
     /// Publishes at QoS 1.

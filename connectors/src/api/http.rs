@@ -35,8 +35,11 @@ pub(super) struct Shared {
     pub ingress: Ingress,
     /// What consumers read.
     pub feeds: Arc<Feeds>,
-    /// Ends event streams when the daemon stops.
+    /// Cancelled when the daemon stops taking input: new messages are refused.
     pub shutdown: CancellationToken,
+    /// Cancelled once egress has drained, which ends event streams (so consumers receive
+    /// what was still in flight at shutdown).
+    pub streams_end: CancellationToken,
 }
 
 /// Serves until `shutdown`, then lets in-flight requests finish.

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::context::{now_ms, ConnectionState, ConnectorContext, EgressRequest, SendReceipt};
@@ -85,12 +86,14 @@ impl Connector for ApiConnector {
             listen = %self.settings.listen
         );
         let feeds = Arc::new(Feeds::new(self.settings.buffer, now_ms()));
+        let streams_end = CancellationToken::new();
         let shared = Arc::new(http::Shared {
             account: account.clone(),
             token: self.settings.token.clone(),
             ingress,
             feeds: feeds.clone(),
             shutdown: shutdown.clone(),
+            streams_end: streams_end.clone(),
         });
         let server = tokio::spawn(http::serve(listener, shared, shutdown.clone()));
         state.set(ConnectionState::Up, None);
@@ -112,6 +115,7 @@ impl Connector for ApiConnector {
             // The relay stops waiting only on its own shutdown; nothing to do then.
             let _ = reply.send(outcome);
         }
+        streams_end.cancel();
         match server.await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {

@@ -82,7 +82,7 @@ fn events(state: StreamState) -> impl Stream<Item = Result<Event, Infallible>> {
         }
         loop {
             let received = tokio::select! {
-                _ = state.shared.shutdown.cancelled() => return None,
+                _ = state.shared.streams_end.cancelled() => return None,
                 received = state.live.recv() => received,
             };
             match received {

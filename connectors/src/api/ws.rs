@@ -43,7 +43,7 @@ async fn stream_to(mut socket: WebSocket, shared: Arc<Shared>, only: Option<Stri
     let mut live = shared.feeds.subscribe_all();
     loop {
         tokio::select! {
-            _ = shared.shutdown.cancelled() => {
+            _ = shared.streams_end.cancelled() => {
                 let _ = socket.send(Message::Close(None)).await;
                 return;
             }
