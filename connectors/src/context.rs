@@ -56,8 +56,51 @@ impl Ingress {
 pub struct EgressRequest {
     /// What to send, already rendered for this destination.
     pub outbound: Outbound,
+    /// Messages of the destination group this one relates to, as the relay's message map
+    /// knows them (reply target, copies to recall).
+    pub related: RelatedMessages,
     /// Where the connector reports the outcome.
     pub reply: oneshot::Sender<Result<SendReceipt, SendError>>,
+}
+
+/// What the relay's message map knows about messages of the destination group that an
+/// outbound message refers to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelatedMessages {
+    /// For a reply: the destination's own id of the message replied to, for a native reply.
+    pub reply_to: Option<String>,
+    /// For a reply whose target has no copy in the destination: a short excerpt of it
+    /// (`Ann: first words…`) to quote instead.
+    pub quote: Option<String>,
+    /// For a recall: the destination ids of the copies to take back.
+    pub recall: Vec<String>,
+}
+
+/// The bot accounts of this deployment as the platforms know them (`(platform, user id)`),
+/// so ingress can drop what another configured account said: that is a relayed copy, and
+/// relaying it again would loop.
+#[derive(Debug, Clone, Default)]
+pub struct BotRegistry {
+    /// Known bot user ids per platform.
+    ids: Arc<std::sync::RwLock<std::collections::HashSet<(Platform, String)>>>,
+}
+
+impl BotRegistry {
+    /// Records a bot account's user id once a connector has learned it.
+    pub fn register(&self, platform: Platform, user_id: &str) {
+        self.ids
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((platform, user_id.to_owned()));
+    }
+
+    /// True when `user_id` on `platform` is one of the configured bot accounts.
+    pub fn is_bot(&self, platform: Platform, user_id: &str) -> bool {
+        self.ids
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&(platform, user_id.to_owned()))
+    }
 }
 
 /// What a platform said after accepting a send.
@@ -155,4 +198,9 @@ pub struct ConnectorContext {
     pub state: StateReporter,
     /// Cancelled when the daemon stops: stop taking new input, finish what is in flight.
     pub shutdown: CancellationToken,
+    /// Every configured bot account's platform user id, shared by all connectors.
+    pub bots: BotRegistry,
+    /// Listeners shared between accounts (one OneBot reverse WebSocket address may serve
+    /// several accounts, told apart by `X-Self-ID`).
+    pub listeners: crate::reverse_ws::SharedListeners,
 }

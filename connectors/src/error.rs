@@ -20,6 +20,10 @@ pub enum SendError {
     /// Worth trying again later (connection down, timeout, platform busy).
     #[error("temporary send failure: {0}")]
     Retryable(String),
+    /// The platform throttled this account or destination (DingTalk 130101, WeCom 45009,
+    /// OneBot risk control): wait this long, then try again. Not counted as a failed attempt.
+    #[error("throttled by the platform; retry in {0:?}")]
+    Throttled(std::time::Duration),
     /// Will never succeed (bad destination, content refused); the message is dropped and
     /// counted with this reason.
     #[error("send refused: {0}")]

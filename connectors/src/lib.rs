@@ -7,6 +7,14 @@
 //! - [`backoff`]: the one backoff type for everything that reconnects.
 //! - [`auth`]: constant-time bearer checks for listeners.
 //! - [`api`]: the generic HTTP/SSE/WebSocket connector.
+//! - [`dingtalk`]: DingTalk groups: Stream in and OpenAPI out, or a custom robot webhook.
+//! - [`onebot11`]: QQ (and some WeChat) groups through OneBot v11 implementations.
+//! - [`onebot12`]: WeChat (and some QQ) groups through OneBot v12 implementations
+//!   (ComWeChatClient and others).
+//! - [`onebot_ws`]: what both OneBot versions share on a WebSocket (echo map, sessions,
+//!   forward and reverse transports).
+//! - [`reverse_ws`]: WebSocket listeners that implementations connect to, shared by accounts.
+//! - [`wecom`]: WeCom (企业微信) group robots: send-only webhook.
 //!
 //! This crate knows nothing of links, dedup, MQTT or policy: those belong to the relay, which
 //! depends on this crate and never the other way round.
@@ -15,14 +23,20 @@ pub mod api;
 pub mod auth;
 pub mod backoff;
 pub mod context;
+pub mod dingtalk;
 pub mod error;
 pub mod model;
+pub mod onebot11;
+pub mod onebot12;
+pub mod onebot_ws;
+pub mod reverse_ws;
+pub mod wecom;
 
 use std::future::Future;
 
 pub use context::{
-    AccountState, ConnectionState, ConnectorContext, EgressRequest, EnvelopeSink, Ingress,
-    SendReceipt, StateReporter,
+    AccountState, BotRegistry, ConnectionState, ConnectorContext, EgressRequest, EnvelopeSink,
+    Ingress, RelatedMessages, SendReceipt, StateReporter,
 };
 pub use error::{ConnectorError, IngressError, SendError};
 pub use model::{Envelope, Kind, Origin, Outbound, Platform, Segment, Sender};

@@ -9,18 +9,22 @@
 //! - Status: the account's state goes to the retained `status/<account>` topic; the last will
 //!   sets it offline if the process dies.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use qunbridge_connectors::api::ApiConnector;
-use qunbridge_connectors::backoff::Backoff;
-use qunbridge_connectors::context::{now_ms, BoxFuture};
+use qunbridge_connectors::context::BoxFuture;
+use qunbridge_connectors::dingtalk::{StreamConnector, WebhookConnector};
+use qunbridge_connectors::onebot11::OneBot11Connector;
+use qunbridge_connectors::onebot12::OneBot12Connector;
+use qunbridge_connectors::reverse_ws::SharedListeners;
+use qunbridge_connectors::wecom::WecomConnector;
 use qunbridge_connectors::{
-    AccountState, ConnectionState, Connector, ConnectorContext, ConnectorError, EgressRequest,
-    Envelope, EnvelopeSink, Ingress, IngressError, Outbound, Platform, SendError, StateReporter,
+    AccountState, BotRegistry, ConnectionState, Connector, ConnectorContext, ConnectorError,
+    Envelope, EnvelopeSink, Ingress, IngressError, Outbound, Platform, StateReporter,
 };
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -29,14 +33,13 @@ use crate::activity::Activity;
 use crate::broker::{BrokerClient, BrokerError, ClientOptions, Delivery, Endpoint, Topics};
 use crate::config::{Account, ConnectorSettings};
 use crate::core::pipeline::count_drop;
-use crate::store::DedupStore;
+use crate::egress::pacing::Pacer;
+use crate::egress::queue::log_key;
+use crate::egress::{AccountEgress, Ack, Dispatcher, Queued};
+use crate::store::{DedupStore, MessageMap};
 
 /// How long ingress waits for the broker's PUBACK before telling the platform it failed.
 const INGRESS_ACK_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long egress remembers what it sent.
-const SEND_LOG_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Send attempts for a retryable failure before the message is dropped.
-const SEND_ATTEMPTS: u32 = 5;
 
 /// Publishes an account's envelopes on its inbound topics.
 struct MqttSink {
@@ -117,6 +120,12 @@ pub struct AccountDeps<'a> {
     /// What egress already sent, keyed by (inbound id, destination group), so a redelivered
     /// outbound message is not sent twice.
     pub send_log: Arc<dyn DedupStore>,
+    /// Origin messages and their copies, for recall and reply sync.
+    pub message_map: Arc<MessageMap>,
+    /// Every account's platform user id, shared by all connectors.
+    pub bots: BotRegistry,
+    /// Listeners shared between accounts.
+    pub listeners: SharedListeners,
     /// Cancelled to stop taking input (shutdown step 1).
     pub intake: CancellationToken,
     /// Cancelled to stop everything (shutdown step 2).
@@ -183,10 +192,27 @@ pub async fn start(
         egress: egress_rx,
         state: reporter,
         shutdown: deps.intake.clone(),
+        bots: deps.bots.clone(),
+        listeners: deps.listeners.clone(),
     };
     let (exit_tx, exit) = watch::channel(None);
-    let connector = match &account.connector {
-        ConnectorSettings::Api(settings) => ApiConnector::new(settings.clone()).run(ctx),
+    let connector: BoxFuture<'static, Result<(), ConnectorError>> = match &account.connector {
+        ConnectorSettings::Api(settings) => Box::pin(ApiConnector::new(settings.clone()).run(ctx)),
+        ConnectorSettings::OneBot11(settings) => {
+            Box::pin(OneBot11Connector::new(settings.clone()).run(ctx))
+        }
+        ConnectorSettings::OneBot12(settings) => {
+            Box::pin(OneBot12Connector::new(settings.clone()).run(ctx))
+        }
+        ConnectorSettings::WecomWebhook(settings) => {
+            Box::pin(WecomConnector::new(settings.clone()).run(ctx))
+        }
+        ConnectorSettings::DingtalkStream(settings) => {
+            Box::pin(StreamConnector::new(settings.clone()).run(ctx))
+        }
+        ConnectorSettings::DingtalkWebhook(settings) => {
+            Box::pin(WebhookConnector::new(settings.clone()).run(ctx))
+        }
     };
     let connector = tokio::spawn(async move {
         let outcome = connector.await;
@@ -197,16 +223,31 @@ pub async fn start(
         let _ = exit_tx.send(Some(reason));
         outcome
     });
+    let dispatcher = Dispatcher::new(
+        AccountEgress {
+            account: id.clone(),
+            platform: account.platform,
+            policy: account.egress.clone(),
+            connector: egress_tx,
+            account_pacer: account
+                .egress
+                .per_account
+                .map(|limit| Mutex::new(Pacer::new(limit))),
+            send_log: deps.send_log.clone(),
+            message_map: deps.message_map.clone(),
+            stop: deps.stop.clone(),
+        },
+        deps.activity.clone(),
+    );
     let pump = EgressPump {
         account: id.clone(),
         client: client.clone(),
         topics: deps.topics.clone(),
-        egress: egress_tx,
         send_log: deps.send_log.clone(),
         activity: deps.activity.clone(),
         stop: deps.stop.clone(),
     };
-    let pump = tokio::spawn(pump.run(deliveries));
+    let pump = tokio::spawn(pump.run(deliveries, dispatcher));
     let status = tokio::spawn(publish_status(
         id.clone(),
         account.platform,
@@ -296,8 +337,8 @@ async fn publish_status(
     }
 }
 
-/// Hands an account's deliveries to its connector one at a time, in order, acknowledging
-/// each after its outcome.
+/// Takes an account's deliveries off the broker and queues them per destination; each is
+/// acknowledged once its destination worker settled it.
 struct EgressPump {
     /// Account id, for logs.
     account: String,
@@ -305,8 +346,6 @@ struct EgressPump {
     client: BrokerClient,
     /// Topic names.
     topics: Topics,
-    /// The connector's egress queue; dropping it tells the connector no more will come.
-    egress: mpsc::Sender<EgressRequest>,
     /// What was already sent.
     send_log: Arc<dyn DedupStore>,
     /// In-flight counter for shutdown.
@@ -316,13 +355,12 @@ struct EgressPump {
 }
 
 impl EgressPump {
-    /// Runs until stopped or the delivery stream ends.
-    async fn run(self, mut deliveries: mpsc::Receiver<Delivery>) {
+    /// Runs until stopped or the delivery stream ends, then lets the workers finish.
+    async fn run(self, mut deliveries: mpsc::Receiver<Delivery>, mut dispatcher: Dispatcher) {
         let EgressPump {
             account,
             client,
             topics,
-            egress,
             send_log,
             activity,
             stop,
@@ -335,7 +373,7 @@ impl EgressPump {
                     None => break,
                 },
             };
-            let _work = activity.start();
+            let work = activity.start();
             let outbound = match decode(&topics, &account, &delivery) {
                 Ok(outbound) => outbound,
                 Err(problem) => {
@@ -345,24 +383,25 @@ impl EgressPump {
                     continue;
                 }
             };
-            let key = format!("{}\u{1f}{}", outbound.id, outbound.group);
-            if send_log.contains(&key).await.unwrap_or(false) {
+            if send_log
+                .contains(&log_key(&outbound))
+                .await
+                .unwrap_or(false)
+            {
                 debug!(message = "Already sent; dropping the redelivered copy.", account = %account, id = %outbound.id);
                 count_drop("duplicate");
                 client.ack(&delivery).await;
                 continue;
             }
-            match send_with_retries(&account, outbound, &egress, &stop).await {
-                Settlement::Sent => {
-                    if let Err(error) = send_log.insert_if_absent(&key, SEND_LOG_TTL).await {
-                        warn!(message = "Send log not updated.", account = %account, %error);
-                    }
-                    client.ack(&delivery).await;
-                }
-                Settlement::Dropped => client.ack(&delivery).await,
-                Settlement::Interrupted => break,
-            }
+            let acker = client.clone();
+            let ack: Ack = Box::new(move || Box::pin(async move { acker.ack(&delivery).await }));
+            dispatcher.dispatch(Queued {
+                outbound,
+                ack,
+                work,
+            });
         }
+        dispatcher.finish().await;
         debug!(message = "Egress pump ended.", account = %account);
     }
 }
@@ -385,71 +424,4 @@ fn decode(topics: &Topics, account: &str, delivery: &Delivery) -> Result<Outboun
         ));
     }
     Ok(outbound)
-}
-
-/// How a send ended.
-enum Settlement {
-    /// The platform took it.
-    Sent,
-    /// Refused or out of retries: dropped and counted.
-    Dropped,
-    /// Shutdown or a vanished connector interrupted it: left for redelivery.
-    Interrupted,
-}
-
-/// Sends one message through the connector, retrying retryable failures with backoff.
-async fn send_with_retries(
-    account: &str,
-    outbound: Outbound,
-    egress: &mpsc::Sender<EgressRequest>,
-    stop: &CancellationToken,
-) -> Settlement {
-    let mut backoff = Backoff::reconnect();
-    let started = now_ms();
-    for attempt in 1..=SEND_ATTEMPTS {
-        let (reply, outcome) = oneshot::channel();
-        let request = EgressRequest {
-            outbound: outbound.clone(),
-            reply,
-        };
-        if egress.send(request).await.is_err() {
-            warn!(message = "Connector is not taking messages; left for redelivery.", account = %account);
-            return Settlement::Interrupted;
-        }
-        let outcome = tokio::select! {
-            _ = stop.cancelled() => return Settlement::Interrupted,
-            outcome = outcome => outcome,
-        };
-        match outcome {
-            Ok(Ok(receipt)) => {
-                let elapsed = now_ms().saturating_sub(outbound.ts_ms.min(started)) as f64 / 1000.0;
-                metrics::histogram!("qunbridge_relay_latency_seconds").record(elapsed);
-                debug!(message = "Sent.", account = %account, group = %outbound.group, ids = ?receipt.message_ids);
-                return Settlement::Sent;
-            }
-            Ok(Err(SendError::Permanent(reason))) => {
-                warn!(message = "Send refused; message dropped.", account = %account, group = %outbound.group, link = %outbound.link, %reason);
-                count_drop("send_failed");
-                return Settlement::Dropped;
-            }
-            Ok(Err(SendError::Retryable(reason))) if attempt < SEND_ATTEMPTS => {
-                let delay = backoff.next().unwrap_or(Duration::from_secs(1));
-                warn!(message = "Send failed; retrying.", account = %account, group = %outbound.group, %reason, attempt, retry_in_ms = delay.as_millis() as u64);
-                tokio::select! {
-                    _ = stop.cancelled() => return Settlement::Interrupted,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-            Ok(Err(SendError::Retryable(reason))) => {
-                warn!(message = "Send failed after retries; message dropped.", account = %account, group = %outbound.group, link = %outbound.link, %reason, attempts = SEND_ATTEMPTS);
-                count_drop("send_failed");
-                return Settlement::Dropped;
-            }
-            Err(_) => {
-                warn!(message = "Connector dropped a send without answering; left for redelivery.", account = %account);
-                return Settlement::Interrupted;
-            }
-        }
-    }
-    Settlement::Dropped
 }

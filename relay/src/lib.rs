@@ -5,6 +5,7 @@
 //! - [`broker`]: the embedded rumqttd, the rumqttc client every part uses, topic names.
 //! - [`core`]: dedup, routing and rendering between inbound and outbound topics.
 //! - [`accounts`]: one connector per account, wired to its topics.
+//! - [`egress`]: per-destination queues, pacing, coalescing, splitting.
 //! - [`store`]: dedup keys (in memory for now, behind a trait).
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //!
@@ -17,6 +18,7 @@ pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod core;
+pub mod egress;
 pub mod store;
 
 use std::future::Future;
@@ -156,6 +158,9 @@ pub async fn run(
 
         let send_log: Arc<dyn store::DedupStore> =
             Arc::new(MemoryStore::new(store::memory::DEFAULT_CAPACITY));
+        let message_map = Arc::new(store::MessageMap::new(store::message_map::DEFAULT_CAPACITY));
+        let bots = qunbridge_connectors::BotRegistry::default();
+        let listeners = qunbridge_connectors::reverse_ws::SharedListeners::default();
         let mut running = Vec::new();
         for account in config.accounts.values() {
             let deps = accounts::AccountDeps {
@@ -163,6 +168,9 @@ pub async fn run(
                 topics: &topics,
                 activity: activity.clone(),
                 send_log: send_log.clone(),
+                message_map: message_map.clone(),
+                bots: bots.clone(),
+                listeners: listeners.clone(),
                 intake: intake.clone(),
                 stop: stop.clone(),
             };

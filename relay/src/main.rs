@@ -145,7 +145,60 @@ fn check(path: &Path) -> ExitCode {
             .collect();
         println!("  {origin} -> {}", targets.join(", "));
     }
+    println!("destinations:");
+    let mut shown = std::collections::BTreeSet::new();
+    for (_, destinations) in routes.all() {
+        for destination in destinations {
+            if !shown.insert((destination.target.clone(), destination.link.to_string())) {
+                continue;
+            }
+            println!(
+                "  {} ({}) via link {:?}",
+                destination.target, destination.platform, destination.link
+            );
+            if let Some(account) = config.account(&destination.target.account) {
+                println!(
+                    "    pacing: {}",
+                    describe_policy(&account.egress, &destination.target.group)
+                );
+            }
+            if destination.filter.rules.is_empty() {
+                println!("    filters: none (links pass as sent)");
+            } else {
+                println!("    filters (first match wins):");
+                for (index, rule) in destination.filter.rules.iter().enumerate() {
+                    println!("      {}. {rule}", index + 1);
+                }
+            }
+        }
+    }
     ExitCode::SUCCESS
+}
+
+/// Pacing and length limits of a destination, for `check`.
+fn describe_policy(policy: &qunbridge::egress::EgressPolicy, group: &str) -> String {
+    let limit = |limit: Option<qunbridge::egress::pacing::Limit>| match limit {
+        Some(limit) => format!("{} burst {}", limit.rate, limit.burst),
+        None => "unlimited".to_owned(),
+    };
+    let length = match &policy.length {
+        Some(length) => format!(
+            "at most {} {} a message, {} parts",
+            length.max,
+            match length.unit {
+                qunbridge::core::split::Unit::Chars => "characters",
+                qunbridge::core::split::Unit::Bytes => "bytes",
+            },
+            length.max_parts
+        ),
+        None => "no length limit".to_owned(),
+    };
+    format!(
+        "per group {}, per account {}, {length}, max_delay {}",
+        limit(policy.group_limit(group)),
+        limit(policy.per_account),
+        humantime::format_duration(policy.max_delay)
+    )
 }
 
 /// `qunbridge run`.

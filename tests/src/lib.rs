@@ -2,6 +2,14 @@
 //! subprocess, the daemon itself (the library's `run`, exactly as `qunbridge run` calls it),
 //! and clients that read what users read (Server-Sent Events, WebSocket frames, raw MQTT).
 
+pub mod dingtalk_peer;
+
+pub mod onebot11_peer;
+
+pub mod onebot12_peer;
+
+pub mod wecom_peer;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

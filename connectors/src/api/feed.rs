@@ -104,7 +104,8 @@ impl Feeds {
         event.seq
     }
 
-    /// Subscribes to one group, replaying what came after `last_seen` (or the whole buffer).
+    /// Subscribes to one group. A consumer resuming with `last_seen` first gets what came
+    /// after it from the buffer; a new consumer gets live events only.
     pub fn subscribe_group(&self, group: &str, last_seen: Option<u64>) -> Subscription {
         let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
         let feed = groups.entry(group.to_owned()).or_insert_with(|| GroupFeed {
@@ -112,13 +113,15 @@ impl Feeds {
             recent: VecDeque::new(),
             live: broadcast::channel(self.capacity).0,
         });
-        let after = last_seen.unwrap_or(0);
-        let replay: Vec<_> = feed
-            .recent
-            .iter()
-            .filter(|event| event.seq > after)
-            .cloned()
-            .collect();
+        let replay: Vec<_> = match last_seen {
+            Some(after) => feed
+                .recent
+                .iter()
+                .filter(|event| event.seq > after)
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
         let first_kept = feed.recent.front().map_or(feed.next_seq, |e| e.seq);
         let missed = match last_seen {
             Some(seen) if seen + 1 < first_kept => first_kept - seen - 1,

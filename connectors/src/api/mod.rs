@@ -73,6 +73,7 @@ impl Connector for ApiConnector {
             mut egress,
             state,
             shutdown,
+            ..
         } = ctx;
         let listener = TcpListener::bind(self.settings.listen)
             .await
@@ -100,7 +101,10 @@ impl Connector for ApiConnector {
 
         // Egress runs until the relay closes the queue, which it does after shutdown once
         // nothing more is in flight.
-        while let Some(EgressRequest { outbound, reply }) = egress.recv().await {
+        while let Some(EgressRequest {
+            outbound, reply, ..
+        }) = egress.recv().await
+        {
             let outcome = match serde_json::to_string(&outbound) {
                 Ok(json) => {
                     let seq = feeds.push(&outbound.group, json);

@@ -3,6 +3,7 @@
 //! valid; secrets are wrapped in [`Secret`] so they never reach logs.
 
 mod load;
+mod policy;
 mod raw;
 mod validate;
 
@@ -11,9 +12,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use qunbridge_connectors::api::ApiSettings;
+use qunbridge_connectors::dingtalk::{StreamSettings, WebhookSettings};
+use qunbridge_connectors::onebot11::{OneBot11Settings, Transport as OneBot11Transport};
+use qunbridge_connectors::onebot12::{OneBot12Settings, Transport as OneBot12Transport};
+use qunbridge_connectors::wecom::WecomSettings;
 use qunbridge_connectors::Platform;
 
+use crate::core::filter::Rule;
+use crate::egress::EgressPolicy;
+
 pub use load::{Env, ProcessEnv};
+pub use policy::FilterConfig;
 
 /// Default embedded broker address.
 pub const DEFAULT_EMBEDDED_LISTEN: &str = "127.0.0.1:1884";
@@ -59,6 +68,8 @@ pub struct Config {
     pub accounts: BTreeMap<String, Account>,
     /// Links in file order.
     pub links: Vec<Link>,
+    /// Filter rules per destination platform and account.
+    pub filters: FilterConfig,
 }
 
 /// `[broker]`.
@@ -113,6 +124,8 @@ pub struct Account {
     pub platform: Platform,
     /// How to run its connector.
     pub connector: ConnectorSettings,
+    /// How its messages are paced and sized (platform defaults, `[limits."<id>"]`).
+    pub egress: EgressPolicy,
 }
 
 /// Connector settings per protocol.
@@ -120,6 +133,16 @@ pub struct Account {
 pub enum ConnectorSettings {
     /// The `api` HTTP endpoint.
     Api(ApiSettings),
+    /// DingTalk enterprise app robot: Stream in, OpenAPI out.
+    DingtalkStream(StreamSettings),
+    /// DingTalk custom robot webhook: send-only.
+    DingtalkWebhook(WebhookSettings),
+    /// OneBot v11 over forward or reverse WebSocket.
+    OneBot11(OneBot11Settings),
+    /// OneBot v12 over forward or reverse WebSocket (ComWeChatClient and others).
+    OneBot12(OneBot12Settings),
+    /// WeCom group robot webhook: send-only.
+    WecomWebhook(WecomSettings),
 }
 
 impl ConnectorSettings {
@@ -134,6 +157,76 @@ impl ConnectorSettings {
                 } else {
                     ", no token"
                 }
+            ),
+            ConnectorSettings::DingtalkStream(stream) => format!(
+                "dingtalk stream, client_id {}, robot_code {}, api_base {}",
+                stream.client_id, stream.robot_code, stream.api_base
+            ),
+            ConnectorSettings::DingtalkWebhook(hook) => format!(
+                "dingtalk webhook to {}, {}{}",
+                hook.host(),
+                if hook.secret.is_some() {
+                    "signed"
+                } else {
+                    "unsigned"
+                },
+                if hook.keyword.is_some() {
+                    ", keyword set"
+                } else {
+                    ""
+                }
+            ),
+            ConnectorSettings::OneBot11(onebot) => {
+                let transport = match &onebot.transport {
+                    OneBot11Transport::Forward { url } => {
+                        format!("forward WebSocket {}", url.split('?').next().unwrap_or(url))
+                    }
+                    OneBot11Transport::Reverse { listen } => {
+                        format!("reverse WebSocket on {listen}")
+                    }
+                };
+                let token = if onebot.access_token.is_some() {
+                    ", token set"
+                } else {
+                    ", no token"
+                };
+                let self_id = onebot
+                    .self_id
+                    .as_ref()
+                    .map(|id| format!(", self_id {id}"))
+                    .unwrap_or_default();
+                format!("onebot11, {transport}{token}{self_id}")
+            }
+            ConnectorSettings::OneBot12(onebot) => {
+                let transport = match &onebot.transport {
+                    OneBot12Transport::Forward { url } => {
+                        format!("forward WebSocket {}", url.split('?').next().unwrap_or(url))
+                    }
+                    OneBot12Transport::Reverse { listen } => {
+                        format!("reverse WebSocket on {listen}")
+                    }
+                };
+                let token = if onebot.access_token.is_some() {
+                    ", token set"
+                } else {
+                    ", no token"
+                };
+                let self_id = onebot
+                    .self_id
+                    .as_ref()
+                    .map(|id| format!(", self_id {id}"))
+                    .unwrap_or_default();
+                let images = if onebot.send_images {
+                    ", pictures sent as pictures"
+                } else {
+                    ""
+                };
+                format!("onebot12, {transport}{token}{self_id}{images}")
+            }
+            ConnectorSettings::WecomWebhook(hook) => format!(
+                "wecom robot webhook to {}, {}",
+                hook.host(),
+                if hook.markdown { "markdown" } else { "text" }
             ),
         }
     }
@@ -165,6 +258,8 @@ pub struct Link {
     pub to: Vec<GroupRef>,
     /// Sender template.
     pub format: String,
+    /// Filter rules of this link, applied before the account's and platform's.
+    pub filters: Vec<Rule>,
 }
 
 /// A configuration that could not be used: every problem, each naming item, key and value.
@@ -262,6 +357,47 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn onebot_accounts_may_share_a_reverse_listener_only_with_self_ids() {
+        let shared = |a: &str, b: &str| {
+            format!(
+                "[accounts.qa]\nplatform = \"qq\"\nlisten = \"127.0.0.1:16701\"\n{a}\n\
+                 [accounts.qb]\nplatform = \"wechat\"\nprotocol = \"onebot11\"\nlisten = \"127.0.0.1:16701\"\n{b}\n"
+            )
+        };
+        let ok = load(&shared("self_id = \"1\"", "self_id = \"wxid_2\""), &[]).expect("valid");
+        assert_eq!(ok.accounts.len(), 2);
+        let error = load(&shared("self_id = \"1\"", ""), &[]).expect_err("missing self_id");
+        assert!(
+            error
+                .problems
+                .iter()
+                .any(|p| p.contains("account \"qb\": `self_id` is missing")),
+            "{error}"
+        );
+        let error =
+            load(&shared("self_id = \"1\"", "self_id = \"1\""), &[]).expect_err("same self_id");
+        assert!(
+            error
+                .problems
+                .iter()
+                .any(|p| p.contains("`self_id` = \"1\": another account")),
+            "{error}"
+        );
+        let error = load(
+            "[accounts.qa]\nplatform = \"qq\"\nurl = \"ws://127.0.0.1:3001\"\nlisten = \"127.0.0.1:16702\"\n",
+            &[],
+        )
+        .expect_err("both transports");
+        assert!(
+            error
+                .problems
+                .iter()
+                .any(|p| p.contains("`url` and `listen` are both set")),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn a_valid_config_resolves_secrets_defaults_and_external_brokers() {
         let config = load(
             r#"
@@ -293,9 +429,95 @@ pub(crate) mod tests {
         assert_eq!(external.username.as_deref(), Some("relay"));
         assert_eq!(external.password.as_ref().map(Secret::expose), Some("p@ss"));
         assert_eq!(format!("{:?}", external.password), "Some(<redacted>)");
-        let ConnectorSettings::Api(api) = &config.accounts["hub"].connector;
+        let ConnectorSettings::Api(api) = &config.accounts["hub"].connector else {
+            panic!("api settings expected");
+        };
         assert_eq!(api.token.as_deref(), Some("t0k"));
         assert_eq!(config.links[0].name, "link-1");
         assert_eq!(config.links[0].format, DEFAULT_FORMAT);
+    }
+
+    #[test]
+    fn wechat_onebot12_and_wecom_robot_accounts_resolve() {
+        let config = load(
+            r#"
+            [accounts.wx]
+            platform = "wechat"
+            url = "ws://127.0.0.1:8000/?access_token=t"
+            send_images = true
+            [accounts.wx-rev]
+            platform = "wechat"
+            listen = "127.0.0.1:16703"
+            [accounts.hook]
+            platform = "wecom"
+            webhook = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=693a91f6-7xxx"
+            markdown = true
+            [[links]]
+            groups = ["wx:20993411775@chatroom", "wx-rev:1@chatroom"]
+            to = ["hook:ops"]
+            "#,
+            &[],
+        )
+        .expect("valid");
+        let ConnectorSettings::OneBot12(wx) = &config.accounts["wx"].connector else {
+            panic!("onebot12 expected for wechat by default");
+        };
+        assert!(wx.send_images);
+        assert!(!config.accounts["wx"]
+            .connector
+            .describe()
+            .contains("access_token"));
+        let ConnectorSettings::OneBot12(rev) = &config.accounts["wx-rev"].connector else {
+            panic!("onebot12 expected");
+        };
+        assert!(!rev.send_images, "off by default");
+        let hook = &config.accounts["hook"].connector;
+        let ConnectorSettings::WecomWebhook(settings) = hook else {
+            panic!("wecom webhook expected");
+        };
+        assert!(settings.markdown);
+        let shown = format!("{} {hook:?}", hook.describe());
+        assert!(
+            !shown.contains("693a91f6"),
+            "the key is never shown: {shown}"
+        );
+
+        let error = load(
+            r#"
+            [accounts.hook]
+            platform = "wecom"
+            webhook = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?nokey=s3cret"
+            secret = "x"
+            [accounts.wx]
+            platform = "wechat"
+            listen = "127.0.0.1:16704"
+            markdown = true
+            [accounts.wx2]
+            platform = "wechat"
+            listen = "127.0.0.1:16704"
+            self_id = "a"
+            [accounts.qq]
+            platform = "qq"
+            url = "ws://127.0.0.1:3001"
+            send_images = false
+            "#,
+            &[],
+        )
+        .expect_err("invalid");
+        let expected = [
+            "account \"hook\": `webhook` = \"https://qyapi.weixin.qq.com/cgi-bin/webhook/send?<redacted>\": has no `key`",
+            "account \"hook\": `secret` is not used by platform `wecom` with protocol `webhook`",
+            "account \"wx\": `markdown` is not used by platform `wechat` with protocol `onebot12`",
+            "account \"qq\": `send_images` is not used by platform `qq` with protocol `onebot11`",
+            "listen address `127.0.0.1:16704` is claimed by both `accounts.wx.listen`",
+        ];
+        for line in expected {
+            assert!(
+                error.problems.iter().any(|p| p.contains(line)),
+                "missing {line:?} in {:#?}",
+                error.problems
+            );
+        }
+        assert!(!format!("{error}").contains("s3cret"), "{error}");
     }
 }

@@ -24,6 +24,86 @@ pub struct RawConfig {
     /// `[[links]]`, in file order.
     #[serde(default)]
     pub links: Vec<RawLink>,
+    /// `[limits."<account>"]`: pacing and length overrides per account.
+    #[serde(default)]
+    pub limits: BTreeMap<String, RawLimits>,
+    /// `[filters.<platform or account>]`: link filtering rules.
+    #[serde(default)]
+    pub filters: BTreeMap<String, RawFilter>,
+}
+
+/// `[limits."<account>"]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLimits {
+    /// Rate per destination group (`1/1.5s`, `20/min`, `off`).
+    #[serde(default)]
+    pub per_group: Option<String>,
+    /// Sends per group allowed back to back.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Rate for the whole account.
+    #[serde(default)]
+    pub per_account: Option<String>,
+    /// Sends of the account allowed back to back.
+    #[serde(default)]
+    pub per_account_burst: Option<u32>,
+    /// Age past which a queued message is dropped (`10m`).
+    #[serde(default)]
+    pub max_delay: Option<String>,
+    /// Longest message (bytes or characters, as the platform counts).
+    #[serde(default)]
+    pub max_length: Option<u64>,
+    /// Most parts a long message is split into.
+    #[serde(default)]
+    pub max_parts: Option<u64>,
+    /// Per-group overrides: `[limits."<account>".groups."<group>"]`.
+    #[serde(default)]
+    pub groups: BTreeMap<String, RawGroupLimits>,
+}
+
+/// `[limits."<account>".groups."<group>"]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawGroupLimits {
+    /// Rate for this group.
+    #[serde(default)]
+    pub per_group: Option<String>,
+    /// Sends allowed back to back.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// A set of filter rules (`[filters.*]`, or `filters` of a link).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawFilter {
+    /// Domains whose links always pass (suffix match).
+    #[serde(default)]
+    pub allow_domains: Vec<String>,
+    /// Domains whose links are stripped (suffix match).
+    #[serde(default)]
+    pub deny_domains: Vec<String>,
+    /// Ordered rules.
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+/// One rule: `{ match = "url", action = "defang" }`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRule {
+    /// `url`, `qq_group_invite`, `wechat_share_code`, `short_link`, `domain` or `regex`.
+    #[serde(default, rename = "match")]
+    pub matcher: Option<String>,
+    /// `allow`, `strip`, `replace`, `defang` or `drop`.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// For `domain`.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// For `regex`.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// For `replace`: the text put in place of the match.
+    #[serde(default)]
+    pub with: Option<String>,
 }
 
 /// `[broker]`.
@@ -99,6 +179,16 @@ pub struct RawAccount {
     /// `api` messages kept per group for SSE replay.
     #[serde(default)]
     pub buffer: Option<u64>,
+    /// OneBot: the bot's user id (tells accounts on a shared reverse listener apart).
+    #[serde(default)]
+    pub self_id: Option<String>,
+    /// OneBot v12: send pictures as pictures (`upload_file` by URL, then an `image`
+    /// segment, each its own WeChat message) instead of their URLs in the text. Off by default.
+    #[serde(default)]
+    pub send_images: Option<bool>,
+    /// WeCom robot: send `markdown` messages (up to 4096 bytes) instead of `text` (2048).
+    #[serde(default)]
+    pub markdown: Option<bool>,
 }
 
 /// `[[links]]`.
@@ -116,4 +206,7 @@ pub struct RawLink {
     /// Sender template.
     #[serde(default)]
     pub format: Option<String>,
+    /// Filter rules applied to this link's messages before any others.
+    #[serde(default)]
+    pub filters: Option<RawFilter>,
 }

@@ -7,9 +7,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use qunbridge_connectors::api::{ApiSettings, DEFAULT_BUFFER};
+use qunbridge_connectors::dingtalk::{StreamSettings, WebhookSettings, DEFAULT_API_BASE};
+use qunbridge_connectors::onebot11::{OneBot11Settings, Transport as OneBot11Transport};
+use qunbridge_connectors::onebot12::OneBot12Settings;
+use qunbridge_connectors::wecom::WecomSettings;
 use qunbridge_connectors::Platform;
 
 use super::load::Env;
+use super::policy::{self, FilterConfig};
 use super::raw::{RawAccount, RawConfig, RawLink};
 use super::{
     Account, AdminConfig, BrokerConfig, BrokerMode, Config, ConnectorSettings, ExternalBroker,
@@ -65,6 +70,32 @@ pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Op
 
     check_listeners(&broker, admin_listen, &raw, problems);
 
+    for (name, limits) in &raw.limits {
+        let item = format!("limits {name:?}");
+        match accounts.get_mut(name) {
+            Some(account) => policy::apply_limits(&item, &mut account.egress, limits, problems),
+            None if known.contains(name.as_str()) => {}
+            None => problems.push(format!("{item}: no account is called `{name}`")),
+        }
+    }
+    let mut filters = FilterConfig::default();
+    for (name, raw_filter) in &raw.filters {
+        let item = format!("filters {name:?}");
+        if let Some(platform) = Platform::parse(name) {
+            let rules =
+                policy::filter_rules(&item, raw_filter, &format!("platform {platform}"), problems);
+            filters.platforms.insert(platform, rules);
+        } else if known.contains(name.as_str()) {
+            let rules =
+                policy::filter_rules(&item, raw_filter, &format!("account {name:?}"), problems);
+            filters.accounts.insert(name.clone(), rules);
+        } else {
+            problems.push(format!(
+                "{item}: `{name}` is neither a platform (qq, wechat, dingtalk, wecom, api) nor an account"
+            ));
+        }
+    }
+
     Some(Config {
         state_dir: state_dir?,
         broker: broker?,
@@ -73,6 +104,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Op
         },
         accounts,
         links,
+        filters,
     })
 }
 
@@ -240,10 +272,12 @@ fn protocols(platform: Platform) -> &'static [&'static str] {
 }
 
 /// The keys an account table may have for a protocol (besides `platform` and `protocol`).
-fn allowed_keys(protocol: &str) -> &'static [&'static str] {
+fn allowed_keys(platform: Platform, protocol: &str) -> &'static [&'static str] {
     match protocol {
-        "onebot11" | "onebot12" => &["url", "listen", "access_token"],
+        "onebot11" => &["url", "listen", "access_token", "self_id"],
+        "onebot12" => &["url", "listen", "access_token", "self_id", "send_images"],
         "stream" => &["client_id", "client_secret", "robot_code", "api_base"],
+        "webhook" if platform == Platform::Wecom => &["webhook", "markdown"],
         "webhook" => &["webhook", "secret", "keyword"],
         "api" => &["listen", "token", "buffer"],
         _ => &[],
@@ -270,6 +304,9 @@ fn set_keys(account: &RawAccount) -> Vec<&'static str> {
     note(account.keyword.is_some(), "keyword");
     note(account.token.is_some(), "token");
     note(account.buffer.is_some(), "buffer");
+    note(account.self_id.is_some(), "self_id");
+    note(account.send_images.is_some(), "send_images");
+    note(account.markdown.is_some(), "markdown");
     keys
 }
 
@@ -315,7 +352,7 @@ fn check_account(
         None if platform == Platform::Dingtalk && account.webhook.is_some() => "webhook",
         None => offered[0],
     };
-    let allowed = allowed_keys(protocol);
+    let allowed = allowed_keys(platform, protocol);
     for key in set_keys(account) {
         if !allowed.contains(&key) {
             problems.push(format!(
@@ -327,6 +364,17 @@ fn check_account(
     let send_only = protocol == "webhook";
     let connector = match protocol {
         "api" => check_api(&item, account, problems).map(ConnectorSettings::Api),
+        "onebot11" => check_onebot11(&item, account, problems).map(ConnectorSettings::OneBot11),
+        "onebot12" => check_onebot12(&item, account, problems).map(ConnectorSettings::OneBot12),
+        "webhook" if platform == Platform::Wecom => {
+            check_wecom_webhook(&item, account, problems).map(ConnectorSettings::WecomWebhook)
+        }
+        "stream" => {
+            check_dingtalk_stream(&item, account, problems).map(ConnectorSettings::DingtalkStream)
+        }
+        "webhook" if platform == Platform::Dingtalk => {
+            check_dingtalk_webhook(&item, account, problems).map(ConnectorSettings::DingtalkWebhook)
+        }
         other => {
             check_platform_keys(&item, other, account, problems);
             problems.push(format!(
@@ -343,9 +391,199 @@ fn check_account(
             id: id.to_owned(),
             platform,
             connector: connector?,
+            egress: {
+                let mut egress = policy::default_policy(platform, protocol);
+                // WeCom markdown messages may be twice as long as text ones.
+                if platform == Platform::Wecom && account.markdown == Some(true) {
+                    if let Some(length) = egress.length.as_mut() {
+                        length.max = 4096;
+                    }
+                }
+                egress
+            },
         },
         send_only,
     ))
+}
+
+/// A OneBot v11 account (QQ, or WeChat through a v11 implementation).
+fn check_onebot11(
+    item: &str,
+    account: &RawAccount,
+    problems: &mut Vec<String>,
+) -> Option<OneBot11Settings> {
+    let before = problems.len();
+    check_platform_keys(item, "onebot11", account, problems);
+    if problems.len() > before {
+        return None;
+    }
+    let transport = match (&account.url, &account.listen) {
+        (Some(url), None) => OneBot11Transport::Forward { url: url.clone() },
+        (None, Some(listen)) => OneBot11Transport::Reverse {
+            listen: socket_addr(item, "listen", listen, problems)?,
+        },
+        _ => return None,
+    };
+    if let Some(id) = &account.self_id {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            problems.push(format!(
+                "{item}: `self_id` = {id:?}: must be the bot's user id"
+            ));
+            return None;
+        }
+    }
+    let access_token = match account.access_token.as_deref() {
+        Some("") | None => None,
+        Some(token) => Some(token.to_owned()),
+    };
+    Some(OneBot11Settings {
+        transport,
+        access_token,
+        self_id: account.self_id.clone(),
+    })
+}
+
+/// A OneBot v12 account (WeChat through ComWeChatClient and others, or QQ through a v12
+/// implementation): the same transport keys as v11, plus `send_images`.
+fn check_onebot12(
+    item: &str,
+    account: &RawAccount,
+    problems: &mut Vec<String>,
+) -> Option<OneBot12Settings> {
+    let common = check_onebot11(item, account, problems)?;
+    Some(OneBot12Settings {
+        transport: common.transport,
+        access_token: common.access_token,
+        self_id: common.self_id,
+        send_images: account.send_images.unwrap_or(false),
+    })
+}
+
+/// A WeCom group robot account (send-only). The webhook's `key` query is the robot's only
+/// credential, so messages show the URL without it.
+fn check_wecom_webhook(
+    item: &str,
+    account: &RawAccount,
+    problems: &mut Vec<String>,
+) -> Option<WecomSettings> {
+    let Some(hook) = account.webhook.as_deref() else {
+        problems.push(format!(
+            "{item}: `webhook` is missing (https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…)"
+        ));
+        return None;
+    };
+    let shown = match hook.split_once('?') {
+        Some((base, _)) => format!("{base}?<redacted>"),
+        None => hook.to_owned(),
+    };
+    match url::Url::parse(hook) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+            let has_key = url
+                .query_pairs()
+                .any(|(name, value)| name == "key" && !value.trim().is_empty());
+            if !has_key {
+                problems.push(format!(
+                    "{item}: `webhook` = {shown:?}: has no `key` query parameter (copy the robot's whole webhook URL)"
+                ));
+                return None;
+            }
+        }
+        Ok(_) => {
+            problems.push(format!(
+                "{item}: `webhook` = {shown:?}: must be a http:// or https:// URL with a host"
+            ));
+            return None;
+        }
+        Err(error) => {
+            problems.push(format!("{item}: `webhook` = {shown:?}: {error}"));
+            return None;
+        }
+    }
+    Some(WecomSettings {
+        webhook: hook.to_owned(),
+        markdown: account.markdown.unwrap_or(false),
+    })
+}
+
+/// A DingTalk Stream account (enterprise app robot).
+fn check_dingtalk_stream(
+    item: &str,
+    account: &RawAccount,
+    problems: &mut Vec<String>,
+) -> Option<StreamSettings> {
+    let before = problems.len();
+    check_platform_keys(item, "stream", account, problems);
+    if let Some(code) = account.robot_code.as_deref() {
+        if code.trim().is_empty() {
+            problems.push(format!(
+                "{item}: `robot_code` = {code:?}: is empty; remove the key to use `client_id`"
+            ));
+        }
+    }
+    if problems.len() > before {
+        return None;
+    }
+    let client_id = account.client_id.clone()?;
+    Some(StreamSettings {
+        robot_code: account
+            .robot_code
+            .clone()
+            .unwrap_or_else(|| client_id.clone()),
+        client_secret: account.client_secret.clone()?,
+        api_base: account
+            .api_base
+            .as_deref()
+            .unwrap_or(DEFAULT_API_BASE)
+            .trim_end_matches('/')
+            .to_owned(),
+        client_id,
+    })
+}
+
+/// A DingTalk custom robot webhook account (send-only). The webhook's query holds the
+/// robot's access token, so messages show the URL without it.
+fn check_dingtalk_webhook(
+    item: &str,
+    account: &RawAccount,
+    problems: &mut Vec<String>,
+) -> Option<WebhookSettings> {
+    let before = problems.len();
+    let Some(hook) = account.webhook.as_deref() else {
+        problems.push(format!("{item}: `webhook` is missing"));
+        return None;
+    };
+    let shown = match hook.split_once('?') {
+        Some((base, _)) => format!("{base}?<redacted>"),
+        None => hook.to_owned(),
+    };
+    match url::Url::parse(hook) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {}
+        Ok(_) => problems.push(format!(
+            "{item}: `webhook` = {shown:?}: must be a http:// or https:// URL with a host"
+        )),
+        Err(error) => problems.push(format!("{item}: `webhook` = {shown:?}: {error}")),
+    }
+    if account
+        .secret
+        .as_deref()
+        .is_some_and(|s| s.trim().is_empty())
+    {
+        problems.push(format!(
+            "{item}: `secret` = <redacted>: is empty; remove the key for a robot without signing"
+        ));
+    }
+    if let Some(keyword) = account.keyword.as_deref() {
+        if keyword.trim().is_empty() {
+            problems.push(format!(
+                "{item}: `keyword` = {keyword:?}: is empty; remove the key for a robot without keywords"
+            ));
+        }
+    }
+    (problems.len() == before).then(|| WebhookSettings {
+        webhook: hook.to_owned(),
+        secret: account.secret.clone(),
+        keyword: account.keyword.clone(),
+    })
 }
 
 /// Required and well-formed keys of the platform protocols whose connectors come later, so
@@ -533,11 +771,17 @@ fn check_link(
             link.groups
         ));
     }
+    let filters = link
+        .filters
+        .as_ref()
+        .map(|raw| policy::filter_rules(&item, raw, &format!("link {name:?}"), problems))
+        .unwrap_or_default();
     (problems.len() == before).then_some(Link {
         name,
         groups,
         to,
         format,
+        filters,
     })
 }
 
@@ -559,9 +803,42 @@ fn check_listeners(
     if let Some(admin) = admin {
         claims.push(("`admin.listen`".into(), admin));
     }
+    // OneBot reverse listeners may be shared by accounts told apart by `self_id`.
+    let mut shared: BTreeMap<SocketAddr, Vec<(&String, Option<&String>)>> = BTreeMap::new();
     for (id, account) in &raw.accounts {
         if let Some(addr) = account.listen.as_deref().and_then(|l| l.parse().ok()) {
-            claims.push((format!("`accounts.{id}.listen`"), addr));
+            // OneBot v12 implementations send no `X-Self-ID`: only v11 accounts can share.
+            let onebot = match account.platform.as_deref() {
+                Some("qq") => account.protocol.as_deref().unwrap_or("onebot11") == "onebot11",
+                Some("wechat") => account.protocol.as_deref() == Some("onebot11"),
+                _ => false,
+            };
+            match shared.get_mut(&addr) {
+                Some(sharing) if onebot => sharing.push((id, account.self_id.as_ref())),
+                _ => {
+                    if onebot {
+                        shared.insert(addr, vec![(id, account.self_id.as_ref())]);
+                    }
+                    claims.push((format!("`accounts.{id}.listen`"), addr));
+                }
+            }
+        }
+    }
+    for (addr, sharing) in &shared {
+        if sharing.len() < 2 {
+            continue;
+        }
+        let mut ids = HashSet::new();
+        for (account, self_id) in sharing {
+            match self_id {
+                None => problems.push(format!(
+                    "account \"{account}\": `self_id` is missing: accounts sharing the reverse WebSocket `{addr}` are told apart by it"
+                )),
+                Some(self_id) if !ids.insert(*self_id) => problems.push(format!(
+                    "account \"{account}\": `self_id` = {self_id:?}: another account on `{addr}` has the same"
+                )),
+                Some(_) => {}
+            }
         }
     }
     let mut reported = HashMap::new();

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::render::render;
+use super::render::{filter, render};
 use super::route::Routes;
 use crate::activity::{Activity, WorkGuard};
 use crate::broker::{BrokerClient, Confirmation, Delivery, Topics};
@@ -120,7 +120,17 @@ impl Core {
         }
         let mut confirmations = Vec::with_capacity(destinations.len());
         for destination in destinations {
-            let outbound = render(&envelope, destination);
+            let mut outbound = render(&envelope, destination);
+            if let Some(rule) = filter(&mut outbound, destination) {
+                warn!(
+                    message = "Message dropped by a link filter for this destination.",
+                    link = %destination.link,
+                    destination = %destination.target,
+                    rule
+                );
+                count_drop("filtered");
+                continue;
+            }
             let payload = match serde_json::to_vec(&outbound) {
                 Ok(payload) => payload,
                 Err(error) => {

@@ -74,6 +74,44 @@ pub fn render(envelope: &Envelope, destination: &Destination) -> Outbound {
     }
 }
 
+/// Applies the destination's link filtering to the rendered text and to every text segment
+/// (the prefix included). Returns the name of the rule that dropped the message, if one did.
+pub fn filter(outbound: &mut Outbound, destination: &Destination) -> Option<&'static str> {
+    if destination.filter.is_empty() || outbound.kind != Kind::Message {
+        return None;
+    }
+    let platform = destination.platform.as_str();
+    let count = |hits: &[(&'static str, &'static str)]| {
+        for (rule, action) in hits {
+            metrics::counter!(
+                "qunbridge_links_filtered_total",
+                "platform" => platform,
+                "rule" => *rule,
+                "action" => *action
+            )
+            .increment(1);
+        }
+    };
+    let filtered = destination.filter.apply(&outbound.text);
+    count(&filtered.hits);
+    if filtered.dropped.is_some() {
+        return filtered.dropped;
+    }
+    outbound.text = filtered.text;
+    for segment in &mut outbound.segments {
+        let text = match segment {
+            Segment::Text { text } | Segment::Unsupported { hint: text } => text,
+            _ => continue,
+        };
+        let filtered = destination.filter.apply(text);
+        if filtered.dropped.is_some() {
+            return filtered.dropped;
+        }
+        *text = filtered.text;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use qunbridge_connectors::{Origin, Platform, Sender};
@@ -129,6 +167,7 @@ mod tests {
             platform: Platform::Api,
             link: "fans".into(),
             format: "[{platform}] {name}: ".into(),
+            filter: Default::default(),
         };
         let out = render(&envelope(), &destination);
         assert_eq!(out.text, "[QQ] Ann: hi @Bob");

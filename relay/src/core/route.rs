@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use qunbridge_connectors::Platform;
 
+use super::filter::FilterRules;
 use crate::config::{Config, GroupRef};
 
 /// One place a message goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Destination {
     /// Account and group to send to.
     pub target: GroupRef,
@@ -22,6 +23,8 @@ pub struct Destination {
     pub link: Arc<str>,
     /// That link's sender template.
     pub format: Arc<str>,
+    /// Link filtering for this destination (link, account, platform rules and defaults).
+    pub filter: Arc<FilterRules>,
 }
 
 /// The routing table.
@@ -57,11 +60,15 @@ impl Routes {
                     if same_group || !present.insert(member.clone()) {
                         continue;
                     }
+                    let filter = config
+                        .filters
+                        .effective(platform, &member.account, &link.filters);
                     list.push(Destination {
                         target: member.clone(),
                         platform,
                         link: name.clone(),
                         format: format.clone(),
+                        filter: Arc::new(filter),
                     });
                 }
             }

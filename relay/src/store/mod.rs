@@ -3,12 +3,14 @@
 //! will implement.
 
 pub mod memory;
+pub mod message_map;
 
 use std::time::Duration;
 
 use qunbridge_connectors::context::BoxFuture;
 
 pub use memory::MemoryStore;
+pub use message_map::MessageMap;
 
 /// Errors of a store backend.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -1,0 +1,207 @@
+//! DingTalk (钉钉) connectors (PROTOCOLS.md §3, ARCHITECTURE.md §10):
+//!
+//! - [`StreamConnector`] (`protocol = "stream"`, an enterprise app robot): bot messages come
+//!   in over DingTalk Stream ([`stream`]), and messages go out through the OpenAPI group send
+//!   ([`openapi`]). In groups, DingTalk delivers only messages that @-mention the bot.
+//! - [`WebhookConnector`] (`protocol = "webhook"`, a custom robot): send-only, a signed POST
+//!   per message ([`webhook`], [`sign`]).
+//!
+//! Both keep their secrets (app secret, access token, webhook token, signing secret) out of
+//! logs, metrics and `Debug` output.
+
+mod frames;
+mod openapi;
+mod recent;
+mod sign;
+mod stream;
+mod text;
+mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::context::{ConnectionState, ConnectorContext, EgressRequest};
+use crate::error::ConnectorError;
+use crate::Connector;
+
+pub use frames::BOT_MESSAGE_TOPIC;
+pub use openapi::MAX_MSG_PARAM_BYTES;
+pub use sign::{signature, signed_url};
+pub use webhook::{ERR_SECURITY, ERR_TOO_FAST, FIRST_PAUSE, MAX_PAUSE};
+
+/// The OpenAPI base URL of the mainland tenant.
+pub const DEFAULT_API_BASE: &str = "https://api.dingtalk.com";
+/// How qunbridge introduces itself (`name-sdk-lang/version`, the Stream `ua` convention).
+pub const USER_AGENT: &str = concat!("qunbridge-stream-rust/", env!("CARGO_PKG_VERSION"));
+/// How long connecting to a DingTalk HTTP endpoint may take.
+const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one DingTalk HTTP request may take in all.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings of a Stream account (enterprise app robot), resolved from the config.
+#[derive(Clone)]
+pub struct StreamSettings {
+    /// The app's Client ID (AppKey): names the app to the gateway and the token endpoint.
+    pub client_id: String,
+    /// The app's Client Secret (AppSecret); a secret.
+    pub client_secret: String,
+    /// The robot's code for OpenAPI sends and downloads; the Client ID for app robots.
+    pub robot_code: String,
+    /// OpenAPI base URL without a trailing `/` (another tenant's host, or a test peer).
+    pub api_base: String,
+}
+
+impl std::fmt::Debug for StreamSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSettings")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("robot_code", &self.robot_code)
+            .field("api_base", &self.api_base)
+            .finish()
+    }
+}
+
+/// Settings of a custom robot webhook account (send-only), resolved from the config.
+#[derive(Clone)]
+pub struct WebhookSettings {
+    /// The robot's URL; its `access_token` query is a secret.
+    pub webhook: String,
+    /// The `SEC…` signing secret, when the robot uses signing; a secret.
+    pub secret: Option<String>,
+    /// A keyword of the robot's security settings, put in front of messages lacking it.
+    pub keyword: Option<String>,
+}
+
+impl WebhookSettings {
+    /// The webhook's host, the only part of its URL that may be shown.
+    pub fn host(&self) -> String {
+        reqwest::Url::parse(&self.webhook)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "<invalid URL>".into())
+    }
+}
+
+impl std::fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("webhook_host", &self.host())
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("keyword", &self.keyword)
+            .finish()
+    }
+}
+
+/// The HTTP client of the DingTalk connectors: rustls, bounded timeouts, and no redirects
+/// (a redirect would carry the webhook token or the access token to another host).
+fn http_client() -> Result<reqwest::Client, ConnectorError> {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(HTTP_CONNECT_TIMEOUT)
+        .timeout(HTTP_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|error| {
+            ConnectorError::Io(std::io::Error::other(format!(
+                "cannot build the HTTP client: {}",
+                openapi::describe(error)
+            )))
+        })
+}
+
+/// The enterprise app robot connector: Stream in, OpenAPI out.
+pub struct StreamConnector {
+    /// Its settings.
+    settings: StreamSettings,
+}
+
+impl StreamConnector {
+    /// A connector for one Stream account.
+    pub fn new(settings: StreamSettings) -> StreamConnector {
+        StreamConnector { settings }
+    }
+}
+
+impl Connector for StreamConnector {
+    async fn run(self, ctx: ConnectorContext) -> Result<(), ConnectorError> {
+        let ConnectorContext {
+            account,
+            ingress,
+            mut egress,
+            state,
+            shutdown,
+            ..
+        } = ctx;
+        let api = Arc::new(openapi::OpenApi::new(
+            http_client()?,
+            account.clone(),
+            self.settings.clone(),
+        ));
+        info!(message = "DingTalk Stream account starting.", account = %account, client_id = %self.settings.client_id, api_base = %self.settings.api_base);
+        let ingress_task = tokio::spawn(
+            stream::StreamIngress::new(
+                account.clone(),
+                api.clone(),
+                ingress,
+                state.clone(),
+                shutdown,
+            )
+            .run(),
+        );
+        // Egress runs until the relay closes the queue, which it does after shutdown once
+        // nothing more is in flight; ingress stops on shutdown by itself.
+        while let Some(request) = egress.recv().await {
+            let EgressRequest {
+                outbound, reply, ..
+            } = request;
+            let outcome = api.send_outbound(&outbound).await;
+            // The relay stops waiting only on its own shutdown; nothing to do then.
+            let _ = reply.send(outcome);
+        }
+        if let Err(error) = ingress_task.await {
+            warn!(message = "DingTalk Stream ingress task failed.", account = %account, %error);
+        }
+        state.set(ConnectionState::Stopped, None);
+        Ok(())
+    }
+}
+
+/// The custom robot connector: send-only, one signed webhook POST per message.
+pub struct WebhookConnector {
+    /// Its settings.
+    settings: WebhookSettings,
+}
+
+impl WebhookConnector {
+    /// A connector for one webhook account.
+    pub fn new(settings: WebhookSettings) -> WebhookConnector {
+        WebhookConnector { settings }
+    }
+}
+
+impl Connector for WebhookConnector {
+    async fn run(self, ctx: ConnectorContext) -> Result<(), ConnectorError> {
+        let ConnectorContext {
+            account,
+            mut egress,
+            state,
+            ..
+        } = ctx;
+        info!(message = "DingTalk custom robot account ready.", account = %account, host = %self.settings.host(), signed = self.settings.secret.is_some());
+        let mut webhook = webhook::Webhook::new(account, self.settings, http_client()?);
+        // Nothing to connect: the robot is usable as soon as it is configured.
+        state.set(ConnectionState::Up, None);
+        while let Some(request) = egress.recv().await {
+            let EgressRequest {
+                outbound, reply, ..
+            } = request;
+            let outcome = webhook.send(&outbound).await;
+            let _ = reply.send(outcome);
+        }
+        state.set(ConnectionState::Stopped, None);
+        Ok(())
+    }
+}

@@ -1,0 +1,451 @@
+//! DingTalk Stream ingress (PROTOCOLS.md §3.1–§3.5): register a connection for a single-use
+//! ticket, open the WebSocket the gateway names, answer SYSTEM `ping`s, move to a fresh
+//! connection on SYSTEM `disconnect`, and turn bot messages from groups into envelopes.
+//!
+//! A bot message is acknowledged only after the broker acknowledged its envelope; when the
+//! publish fails no ACK is sent, so the platform may deliver it again. Ids of relayed messages
+//! are remembered (bounded) so a frame delivered twice is acknowledged twice but published
+//! once. A malformed frame is logged and counted and the connection goes on. Any drop leads
+//! to a new ticket and connection after [`Backoff`]; refused credentials are reported as
+//! `AuthFailed` and retried on the slow schedule.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::frames::{self, BotMessage, DownFrame, FrameType, Piece, BOT_MESSAGE_TOPIC};
+use super::openapi::OpenApi;
+use super::recent::RecentIds;
+use crate::backoff::Backoff;
+use crate::context::{now_ms, ConnectionState, Ingress, StateReporter};
+use crate::model::{Envelope, Kind, Origin, Platform, Segment, Sender, ENVELOPE_VERSION};
+
+/// Largest WebSocket message accepted from the gateway (frames are small JSON objects).
+const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// How long opening the WebSocket may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often the client pings the gateway (WebSocket control ping).
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// Silence after which the connection is taken as dead and replaced.
+const SILENCE_LIMIT: Duration = Duration::from_secs(75);
+/// A connection that lived this long counts as healthy: the backoff starts over.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// How long resolving one picture's download URL may take before a placeholder is used.
+const DOWNLOAD_URL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Message ids remembered for redelivery dedup.
+const RECENT_IDS: usize = 4096;
+
+/// The WebSocket to the gateway.
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Counts a frame that could not be used.
+fn count_malformed() {
+    metrics::counter!("qunbridge_messages_dropped_total", "reason" => "malformed").increment(1);
+}
+
+/// Counts a message deliberately not relayed.
+fn count_dropped(reason: &'static str) {
+    metrics::counter!("qunbridge_messages_dropped_total", "reason" => reason).increment(1);
+}
+
+/// How a connection ended.
+enum SessionEnd {
+    /// The daemon is stopping.
+    Shutdown,
+    /// The gateway announced a disconnect: open a fresh connection right away.
+    Renew,
+    /// The connection broke; reconnect after the backoff.
+    Lost(String),
+}
+
+/// What handling one frame asks of the session.
+#[derive(Default)]
+struct Step {
+    /// A frame to send back (ACK or pong).
+    reply: Option<String>,
+    /// True when the gateway asked for a fresh connection.
+    renew: bool,
+}
+
+impl Step {
+    /// Sends `reply`.
+    fn reply(reply: String) -> Step {
+        Step {
+            reply: Some(reply),
+            renew: false,
+        }
+    }
+}
+
+/// The ingress side of one Stream account.
+pub struct StreamIngress {
+    /// Account id: logs, labels, envelope ids.
+    account: String,
+    /// Tickets and picture URLs.
+    api: Arc<OpenApi>,
+    /// Where envelopes go.
+    ingress: Ingress,
+    /// Where the connection state is reported.
+    state: StateReporter,
+    /// Stop taking input.
+    shutdown: CancellationToken,
+    /// Ids already relayed.
+    recent: RecentIds,
+}
+
+impl StreamIngress {
+    /// Ingress for one account.
+    pub fn new(
+        account: String,
+        api: Arc<OpenApi>,
+        ingress: Ingress,
+        state: StateReporter,
+        shutdown: CancellationToken,
+    ) -> StreamIngress {
+        StreamIngress {
+            account,
+            api,
+            ingress,
+            state,
+            shutdown,
+            recent: RecentIds::new(RECENT_IDS),
+        }
+    }
+
+    /// Sleeps `delay` unless shutdown comes first; false on shutdown.
+    async fn wait(&self, delay: Duration) -> bool {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    /// Connects, relays and reconnects until shutdown.
+    pub async fn run(mut self) {
+        let mut backoff = Backoff::reconnect();
+        let mut slow = Backoff::slow();
+        let mut connected_before = false;
+        loop {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            let opened = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                opened = self.api.open_connection() => opened,
+            };
+            let ticket = match opened {
+                Ok(ticket) => {
+                    slow.reset();
+                    ticket
+                }
+                Err(error) if error.is_credential_refusal() => {
+                    let delay = slow.next().unwrap_or(Duration::from_secs(600));
+                    error!(message = "DingTalk refused the app credentials; check `client_id` and `client_secret`.", account = %self.account, %error, retry_in_s = delay.as_secs());
+                    self.state
+                        .set(ConnectionState::AuthFailed, Some(error.to_string()));
+                    if !self.wait(delay).await {
+                        break;
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                    warn!(message = "DingTalk Stream registration failed; retrying.", account = %self.account, %error, retry_in_ms = delay.as_millis() as u64);
+                    self.state
+                        .set(ConnectionState::Down, Some(error.to_string()));
+                    if !self.wait(delay).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let socket = match self.connect(&ticket).await {
+                Ok(Some(socket)) => socket,
+                Ok(None) => break,
+                Err(reason) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                    warn!(message = "DingTalk Stream connection failed; retrying.", account = %self.account, %reason, retry_in_ms = delay.as_millis() as u64);
+                    self.state.set(ConnectionState::Down, Some(reason));
+                    if !self.wait(delay).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            if connected_before {
+                metrics::counter!("qunbridge_reconnects_total", "account" => self.account.clone())
+                    .increment(1);
+            }
+            connected_before = true;
+            info!(message = "DingTalk Stream connected.", account = %self.account);
+            self.state.set(ConnectionState::Up, None);
+            let since = Instant::now();
+            match self.session(socket).await {
+                SessionEnd::Shutdown => break,
+                SessionEnd::Renew => {
+                    info!(message = "DingTalk gateway asked for a new connection; reconnecting with a fresh ticket.", account = %self.account);
+                    backoff.reset();
+                }
+                SessionEnd::Lost(reason) => {
+                    if since.elapsed() >= HEALTHY_AFTER {
+                        backoff.reset();
+                    }
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                    warn!(message = "DingTalk Stream connection lost; reconnecting.", account = %self.account, %reason, retry_in_ms = delay.as_millis() as u64);
+                    self.state.set(ConnectionState::Down, Some(reason));
+                    if !self.wait(delay).await {
+                        break;
+                    }
+                }
+            }
+        }
+        debug!(message = "DingTalk Stream ingress stopped.", account = %self.account);
+    }
+
+    /// Opens the WebSocket for a ticket; `Ok(None)` on shutdown.
+    async fn connect(&self, ticket: &super::openapi::Ticket) -> Result<Option<Socket>, String> {
+        let url = ticket.connect_url()?;
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE_BYTES))
+            .max_frame_size(Some(MAX_MESSAGE_BYTES));
+        let connecting = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio_tungstenite::connect_async_with_config(url, Some(config), true),
+        );
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Ok(None),
+            outcome = connecting => match outcome {
+                Ok(Ok((socket, _))) => Ok(Some(socket)),
+                // The error text names neither the ticket nor the query.
+                Ok(Err(error)) => Err(format!("WebSocket to the gateway failed: {error}")),
+                Err(_) => Err(format!("WebSocket to the gateway not open after {CONNECT_TIMEOUT:?}")),
+            },
+        }
+    }
+
+    /// Reads and answers frames until the connection ends.
+    async fn session(&mut self, socket: Socket) -> SessionEnd {
+        let (mut sink, mut stream) = socket.split();
+        let mut keepalive = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heard = Instant::now();
+        loop {
+            let incoming = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(None))).await;
+                    return SessionEnd::Shutdown;
+                }
+                _ = keepalive.tick() => {
+                    if heard.elapsed() > SILENCE_LIMIT {
+                        return SessionEnd::Lost(format!("nothing from the gateway for {SILENCE_LIMIT:?}"));
+                    }
+                    if let Err(error) = sink.send(Message::Ping(Vec::new().into())).await {
+                        return SessionEnd::Lost(format!("ping failed: {error}"));
+                    }
+                    continue;
+                }
+                incoming = stream.next() => incoming,
+            };
+            heard = Instant::now();
+            let step = match incoming {
+                None => return SessionEnd::Lost("the gateway closed the connection".into()),
+                Some(Err(error)) => return SessionEnd::Lost(format!("read failed: {error}")),
+                Some(Ok(Message::Text(text))) => self.handle(text.as_str()).await,
+                Some(Ok(Message::Close(_))) => {
+                    return SessionEnd::Lost("the gateway closed the connection".into())
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    warn!(message = "Dropping a binary frame from the DingTalk gateway.", account = %self.account);
+                    count_malformed();
+                    Step::default()
+                }
+                Some(Ok(_)) => Step::default(),
+            };
+            if let Some(reply) = step.reply {
+                if let Err(error) = sink.send(Message::text(reply)).await {
+                    return SessionEnd::Lost(format!("write failed: {error}"));
+                }
+            }
+            if step.renew {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(None)))
+                        .await;
+                return SessionEnd::Renew;
+            }
+        }
+    }
+
+    /// Handles one text frame.
+    async fn handle(&mut self, text: &str) -> Step {
+        let frame = match frames::parse_frame(text) {
+            Ok(frame) => frame,
+            Err(error) => {
+                warn!(message = "Dropping a malformed frame from the DingTalk gateway.", account = %self.account, %error);
+                count_malformed();
+                return Step::default();
+            }
+        };
+        match frame.kind {
+            FrameType::System => match frame.topic.as_str() {
+                "ping" => Step::reply(frames::pong(&frame)),
+                "disconnect" => {
+                    let reason = frames::data_object(&frame.data)
+                        .ok()
+                        .and_then(|d| d.get("reason").and_then(|r| r.as_str()).map(str::to_owned))
+                        .unwrap_or_default();
+                    info!(message = "DingTalk gateway announced a disconnect.", account = %self.account, %reason);
+                    Step {
+                        reply: None,
+                        renew: true,
+                    }
+                }
+                other => {
+                    debug!(message = "DingTalk system frame ignored.", account = %self.account, topic = %other);
+                    Step::default()
+                }
+            },
+            FrameType::Event => {
+                debug!(message = "DingTalk event acknowledged and ignored.", account = %self.account, topic = %frame.topic);
+                Step::reply(frames::event_ok(&frame.message_id))
+            }
+            FrameType::Callback if frame.topic == BOT_MESSAGE_TOPIC => {
+                self.bot_message(&frame).await
+            }
+            FrameType::Callback => {
+                debug!(message = "DingTalk callback on an unhandled topic.", account = %self.account, topic = %frame.topic);
+                Step::reply(frames::callback_unsupported(&frame.message_id))
+            }
+        }
+    }
+
+    /// Relays one bot message; the ACK goes back only once the broker has it.
+    async fn bot_message(&mut self, frame: &DownFrame) -> Step {
+        let message = match frames::parse_bot_message(&frame.data) {
+            Ok(message) => message,
+            Err(error) => {
+                warn!(message = "Dropping a malformed DingTalk bot message.", account = %self.account, %error);
+                count_malformed();
+                return Step::reply(frames::callback_bad_request(
+                    &frame.message_id,
+                    "malformed bot message",
+                ));
+            }
+        };
+        let frame_key = format!("frame:{}", frame.message_id);
+        let message_key = message.msg_id.clone().unwrap_or_else(|| frame_key.clone());
+        if self.recent.contains(&message_key) || self.recent.contains(&frame_key) {
+            debug!(message = "DingTalk message delivered again; acknowledged, not relayed twice.", account = %self.account);
+            count_dropped("duplicate");
+            return Step::reply(frames::callback_ok(&frame.message_id));
+        }
+        if !message.is_group() {
+            debug!(message = "DingTalk message outside a group chat; not relayed.", account = %self.account);
+            count_dropped("not_group");
+            return Step::reply(frames::callback_ok(&frame.message_id));
+        }
+        let segments = self.segments(&message).await;
+        if segments.is_empty() {
+            debug!(message = "Empty DingTalk message; not relayed.", account = %self.account);
+            count_dropped("empty");
+            return Step::reply(frames::callback_ok(&frame.message_id));
+        }
+        let envelope = self.envelope(frame, message, &message_key, segments);
+        match self.ingress.publish(envelope).await {
+            Ok(()) => {
+                self.recent.insert(&message_key);
+                self.recent.insert(&frame_key);
+                metrics::counter!(
+                    "qunbridge_messages_received_total",
+                    "account" => self.account.clone(),
+                    "platform" => Platform::Dingtalk.as_str()
+                )
+                .increment(1);
+                Step::reply(frames::callback_ok(&frame.message_id))
+            }
+            Err(error) => {
+                // No ACK: the platform may deliver it again, and then it is tried again.
+                warn!(message = "DingTalk message not accepted by the broker; not acknowledged.", account = %self.account, %error);
+                Step::default()
+            }
+        }
+    }
+
+    /// The segments of a bot message, with pictures resolved to download URLs (or shown as
+    /// a picture placeholder when that fails).
+    async fn segments(&self, message: &BotMessage) -> Vec<Segment> {
+        let mut segments = Vec::with_capacity(message.pieces.len());
+        for piece in &message.pieces {
+            match piece {
+                Piece::Text(text) if text.is_empty() => {}
+                Piece::Text(text) => segments.push(Segment::text(text.clone())),
+                Piece::Picture(code) => {
+                    let resolved =
+                        tokio::time::timeout(DOWNLOAD_URL_TIMEOUT, self.api.download_url(code))
+                            .await;
+                    let url = match resolved {
+                        Ok(Ok(url)) => Some(url),
+                        Ok(Err(error)) => {
+                            warn!(message = "DingTalk picture URL not resolved; relaying a placeholder.", account = %self.account, %error);
+                            None
+                        }
+                        Err(_) => {
+                            warn!(message = "DingTalk picture URL not resolved in time; relaying a placeholder.", account = %self.account);
+                            None
+                        }
+                    };
+                    segments.push(Segment::Image { url, name: None });
+                }
+                Piece::Unsupported(hint) => {
+                    segments.push(Segment::Unsupported { hint: hint.clone() })
+                }
+            }
+        }
+        segments
+    }
+
+    /// The envelope of a group bot message.
+    fn envelope(
+        &self,
+        frame: &DownFrame,
+        message: BotMessage,
+        message_id: &str,
+        segments: Vec<Segment>,
+    ) -> Envelope {
+        let message_id = message_id
+            .strip_prefix("frame:")
+            .unwrap_or(message_id)
+            .to_owned();
+        let name = message
+            .sender_nick
+            .clone()
+            .unwrap_or_else(|| message.sender_id.clone());
+        Envelope {
+            v: ENVELOPE_VERSION,
+            id: Envelope::make_id(&self.account, &message.conversation_id, &message_id),
+            origin: Origin {
+                platform: Platform::Dingtalk,
+                account: self.account.clone(),
+                group: message.conversation_id,
+                message_id,
+                group_name: message.conversation_title,
+            },
+            sender: Sender {
+                id: message.sender_id,
+                name,
+                is_bot: false,
+            },
+            ts_ms: message.create_at.or(frame.time_ms).unwrap_or_else(now_ms),
+            kind: Kind::Message,
+            segments,
+        }
+    }
+}

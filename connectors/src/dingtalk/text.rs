@@ -1,0 +1,216 @@
+//! Text handling shared by both DingTalk send paths: splitting a long message into parts that
+//! fit a byte budget (measured as the JSON string the platform receives, on UTF-8 character
+//! boundaries, preferring line breaks), the custom robot keyword, and remembering which parts
+//! of a message already went out so a retry after a failure in the middle resumes instead of
+//! repeating them.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+
+/// Bytes a character takes inside a JSON string as serde_json writes it.
+pub fn json_cost(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Splits `text` into parts whose cost (sum of `cost` per character) is at most `budget`.
+///
+/// A part ends at the last line break that leaves it at least half full (the break itself is
+/// dropped), otherwise at the last character that fits. Text within the budget comes back as
+/// one part; an empty text as one empty part.
+pub fn split(text: &str, budget: usize, cost: impl Fn(char) -> usize) -> Vec<String> {
+    let budget = budget.max(8);
+    let mut parts = Vec::new();
+    let mut rest = text;
+    loop {
+        let mut used = 0;
+        let mut cut = 0;
+        let mut last_break = None;
+        let mut fits_whole = true;
+        for (at, c) in rest.char_indices() {
+            let width = cost(c);
+            if used + width > budget {
+                fits_whole = false;
+                break;
+            }
+            used += width;
+            cut = at + c.len_utf8();
+            if c == '\n' {
+                last_break = Some(at);
+            }
+        }
+        if fits_whole {
+            parts.push(rest.to_owned());
+            return parts;
+        }
+        if cut == 0 {
+            // One character wider than the budget cannot happen with budget >= 8, but never
+            // loop forever: take it alone.
+            cut = rest.chars().next().map_or(rest.len(), char::len_utf8);
+        }
+        let (end, next) = match last_break {
+            Some(at) if at > 0 && at >= cut / 2 => (at, at + 1),
+            _ => (cut, cut),
+        };
+        parts.push(rest[..end].to_owned());
+        rest = &rest[next..];
+        if rest.is_empty() {
+            return parts;
+        }
+    }
+}
+
+/// The text with the robot's keyword in front, unless it already contains it.
+pub fn with_keyword<'a>(text: &'a str, keyword: Option<&str>) -> Cow<'a, str> {
+    match keyword {
+        Some(keyword) if !keyword.is_empty() && !text.contains(keyword) => {
+            Cow::Owned(format!("{keyword} {text}"))
+        }
+        _ => Cow::Borrowed(text),
+    }
+}
+
+/// How far a multi-part message got before a failure.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// Parts the platform accepted, in order.
+    pub parts: usize,
+    /// Platform message ids of those parts (when the platform returns any).
+    pub ids: Vec<String>,
+}
+
+/// Remembers, for a bounded number of messages, how many parts were already sent, so the
+/// relay's retry of a message that failed in the middle sends only the rest.
+#[derive(Debug)]
+pub struct Progress {
+    /// (message key, progress), oldest first.
+    entries: VecDeque<(String, Sent)>,
+    /// Most messages remembered; the oldest is forgotten first.
+    capacity: usize,
+}
+
+impl Progress {
+    /// An empty memory for at most `capacity` messages.
+    pub fn new(capacity: usize) -> Progress {
+        Progress {
+            entries: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The key of one message for one destination: its inbound id, group and text length
+    /// (so a different rendering is not mistaken for the same message).
+    pub fn key(id: &str, group: &str, text: &str) -> String {
+        format!("{id}\u{1f}{group}\u{1f}{}", text.len())
+    }
+
+    /// Takes what was sent of `key` before (nothing when it is new).
+    pub fn take(&mut self, key: &str) -> Sent {
+        match self.entries.iter().position(|(k, _)| k == key) {
+            Some(at) => self
+                .entries
+                .remove(at)
+                .map(|(_, sent)| sent)
+                .unwrap_or_default(),
+            None => Sent::default(),
+        }
+    }
+
+    /// Records what was sent of `key` so far, for the next attempt.
+    pub fn keep(&mut self, key: String, sent: Sent) {
+        if sent.parts == 0 {
+            return;
+        }
+        while self.entries.len() >= self.capacity {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((key, sent));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(c: char) -> usize {
+        c.len_utf8()
+    }
+
+    #[test]
+    fn short_text_is_one_part() {
+        assert_eq!(split("hello", 100, bytes), vec!["hello"]);
+        assert_eq!(split("", 100, bytes), vec![""]);
+    }
+
+    #[test]
+    fn long_text_splits_on_line_breaks_within_the_budget() {
+        let text = format!("{}\n{}\n{}", "a".repeat(40), "b".repeat(40), "c".repeat(40));
+        let parts = split(&text, 90, bytes);
+        assert_eq!(
+            parts,
+            vec![
+                format!("{}\n{}", "a".repeat(40), "b".repeat(40)),
+                "c".repeat(40)
+            ]
+        );
+    }
+
+    #[test]
+    fn without_line_breaks_it_cuts_on_character_boundaries() {
+        let text = "钉".repeat(10); // 3 bytes each
+        let parts = split(&text, 10, bytes);
+        assert!(parts.iter().all(|p| p.len() <= 10), "{parts:?}");
+        assert_eq!(parts.concat(), text);
+        assert_eq!(parts[0], "钉".repeat(3));
+    }
+
+    #[test]
+    fn json_escapes_count_against_the_budget() {
+        let text = "\"".repeat(10);
+        let parts = split(&text, 10, json_cost);
+        assert_eq!(parts.len(), 2);
+        for part in &parts {
+            let encoded = serde_json::to_string(part).expect("encodes");
+            assert!(encoded.len() - 2 <= 10, "{encoded}");
+        }
+        assert_eq!(json_cost('\u{1}'), 6);
+        assert_eq!(json_cost('é'), 2);
+    }
+
+    #[test]
+    fn keyword_is_added_only_when_missing() {
+        assert_eq!(with_keyword("hi", Some("告警")), "告警 hi");
+        assert_eq!(with_keyword("告警: hi", Some("告警")), "告警: hi");
+        assert_eq!(with_keyword("hi", None), "hi");
+    }
+
+    #[test]
+    fn progress_resumes_and_stays_bounded() {
+        let mut progress = Progress::new(2);
+        let key = Progress::key("a:1:m", "g", "text");
+        assert_eq!(progress.take(&key), Sent::default());
+        progress.keep(
+            key.clone(),
+            Sent {
+                parts: 1,
+                ids: vec!["x".into()],
+            },
+        );
+        assert_eq!(progress.take(&key).parts, 1);
+        assert_eq!(progress.take(&key).parts, 0, "taking forgets it");
+        for n in 0..3 {
+            progress.keep(
+                format!("k{n}"),
+                Sent {
+                    parts: 1,
+                    ids: Vec::new(),
+                },
+            );
+        }
+        assert_eq!(progress.take("k0").parts, 0, "the oldest was evicted");
+        assert_eq!(progress.take("k2").parts, 1);
+    }
+}

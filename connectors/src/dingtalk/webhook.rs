@@ -1,0 +1,268 @@
+//! Sending through a DingTalk custom robot webhook (PROTOCOLS.md §3.7): a signed POST of a
+//! text message, with the robot's keyword ensured, and the `errcode` of the answer checked
+//! (DingTalk answers HTTP 200 for refusals too).
+//!
+//! - `130101` (sending too fast): the robot is paused and [`SendError::Throttled`] tells the
+//!   relay to wait. The first pause is 60 s, or the `Retry-After` seconds when the answer
+//!   carries that header; each further 130101 in a row doubles it, up to 10 minutes; a
+//!   success resets it. Sends asked for during a pause are answered `Throttled` without
+//!   touching the network.
+//! - `310000` (security settings: keyword, signature or IP whitelist): a configuration
+//!   problem. One error log names the likely cause and the message is refused for good
+//!   ([`SendError::Permanent`]), so it is never retried in a loop.
+//! - Any other non-zero `errcode`: refused for good, with the platform's `errmsg`.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use tracing::{debug, error, warn};
+
+use super::openapi::{clip, describe, read_limited, retry_after};
+use super::sign::signed_url;
+use super::text::{self, Progress, Sent};
+use super::WebhookSettings;
+use crate::context::{now_ms, SendReceipt};
+use crate::error::SendError;
+use crate::model::{Kind, Outbound};
+
+/// The errcode of "send too fast, exceed 20 times per minute".
+pub const ERR_TOO_FAST: i64 = 130_101;
+/// The errcode of a refusal by the robot's security settings.
+pub const ERR_SECURITY: i64 = 310_000;
+/// First pause after a 130101 when the answer suggests none.
+pub const FIRST_PAUSE: Duration = Duration::from_secs(60);
+/// Longest pause (DingTalk is reported to block an over-eager robot for 10 minutes).
+pub const MAX_PAUSE: Duration = Duration::from_secs(600);
+/// Most bytes of text per webhook message (as a JSON string). No limit is documented; this is
+/// the OpenAPI's limit, a conservative choice.
+const MAX_TEXT_BYTES: usize = 15_000;
+/// Largest answer read from the webhook.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Messages whose partial progress is remembered for resuming a split send.
+const PROGRESS_CAPACITY: usize = 64;
+
+/// The pause of a robot that answered 130101.
+#[derive(Debug, Default)]
+pub struct Pause {
+    /// 130101 answers in a row; the exponent of the doubling.
+    strikes: u32,
+    /// When the robot may send again.
+    until: Option<Instant>,
+}
+
+impl Pause {
+    /// Time left in the current pause, if any.
+    pub fn remaining(&self) -> Option<Duration> {
+        let left = self.until?.checked_duration_since(Instant::now())?;
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// Starts the next pause: `first` (or [`FIRST_PAUSE`]) doubled for every 130101 before
+    /// it in a row, at most [`MAX_PAUSE`].
+    pub fn strike(&mut self, first: Option<Duration>) -> Duration {
+        let base = first.unwrap_or(FIRST_PAUSE);
+        let pause = base
+            .saturating_mul(2u32.saturating_pow(self.strikes.min(16)))
+            .min(MAX_PAUSE);
+        self.strikes = self.strikes.saturating_add(1);
+        self.until = Some(Instant::now() + pause);
+        pause
+    }
+
+    /// Ends the pause after a success.
+    pub fn clear(&mut self) {
+        self.strikes = 0;
+        self.until = None;
+    }
+}
+
+/// What a 310000 answer most likely means, from its `errmsg`.
+pub fn security_hint(errmsg: &str) -> &'static str {
+    let lower = errmsg.to_lowercase();
+    if lower.contains("keyword") || errmsg.contains("关键词") {
+        "the message lacks the robot's keyword: set `keyword` to one of the keywords in the robot's security settings"
+    } else if lower.contains("sign") || errmsg.contains("签名") {
+        "the signature was refused: set `secret` to the robot's SEC… signing secret and check this host's clock"
+    } else if lower.contains("ip") || errmsg.contains("白名单") {
+        "this host's IP address is not in the robot's IP whitelist"
+    } else {
+        "the robot's security settings refused the message: check its keyword, signing secret and IP whitelist against `keyword` and `secret`"
+    }
+}
+
+/// The sender of one webhook account.
+pub struct Webhook {
+    /// Account id, for logs.
+    account: String,
+    /// URL, signing secret and keyword.
+    settings: WebhookSettings,
+    /// Shared HTTP client (rustls, timeouts, no redirects).
+    http: reqwest::Client,
+    /// The robot's 130101 pause.
+    pause: Pause,
+    /// Parts of split messages already sent.
+    progress: Progress,
+}
+
+impl Webhook {
+    /// A sender for one account.
+    pub fn new(account: String, settings: WebhookSettings, http: reqwest::Client) -> Webhook {
+        Webhook {
+            account,
+            settings,
+            http,
+            pause: Pause::default(),
+            progress: Progress::new(PROGRESS_CAPACITY),
+        }
+    }
+
+    /// Sends an outbound message (split when very long; a retry resumes after the parts
+    /// already sent).
+    ///
+    /// # Errors
+    /// [`SendError`] as described in the module documentation.
+    pub async fn send(&mut self, outbound: &Outbound) -> Result<SendReceipt, SendError> {
+        if outbound.kind == Kind::Recall {
+            debug!(message = "A custom robot cannot recall; skipped.", account = %self.account);
+            return Ok(SendReceipt::default());
+        }
+        if let Some(left) = self.pause.remaining() {
+            return Err(SendError::Throttled(left));
+        }
+        if outbound.text.trim().is_empty() {
+            return Err(SendError::Permanent("the message is empty".into()));
+        }
+        let keyword = self.settings.keyword.clone();
+        let keyword_cost: usize = keyword
+            .as_deref()
+            .map_or(0, |k| k.chars().map(text::json_cost).sum::<usize>() + 1);
+        let parts = text::split(
+            &outbound.text,
+            MAX_TEXT_BYTES.saturating_sub(keyword_cost),
+            text::json_cost,
+        );
+        let key = Progress::key(&outbound.id, &outbound.group, &outbound.text);
+        let mut sent = self.progress.take(&key);
+        for part in parts.iter().skip(sent.parts) {
+            let content = text::with_keyword(part, keyword.as_deref());
+            match self.post(&content).await {
+                Ok(()) => sent.parts += 1,
+                Err(error) => {
+                    if !matches!(error, SendError::Permanent(_)) {
+                        self.progress.keep(key, sent);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        let Sent { ids, .. } = sent;
+        Ok(SendReceipt { message_ids: ids })
+    }
+
+    /// POSTs one text message and reads the verdict.
+    async fn post(&mut self, content: &str) -> Result<(), SendError> {
+        let url = match &self.settings.secret {
+            Some(secret) => signed_url(&self.settings.webhook, secret, now_ms()),
+            None => self.settings.webhook.clone(),
+        };
+        let body = json!({ "msgtype": "text", "text": { "content": content } });
+        let response = self
+            .http
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|error| {
+                SendError::Retryable(format!("DingTalk robot unreachable: {}", describe(error)))
+            })?;
+        let status = response.status();
+        let suggested = retry_after(response.headers());
+        let body = read_limited(response, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|error| SendError::Retryable(error.to_string()))?;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(self.throttled(suggested, "HTTP 429"));
+        }
+        if status.is_server_error() {
+            return Err(SendError::Retryable(format!(
+                "DingTalk robot answered HTTP {status}"
+            )));
+        }
+        if !status.is_success() {
+            return Err(SendError::Permanent(format!(
+                "DingTalk robot answered HTTP {status}: {}",
+                clip(&String::from_utf8_lossy(&body))
+            )));
+        }
+        let answer: Value = serde_json::from_slice(&body).map_err(|_| {
+            SendError::Retryable("DingTalk robot answered with something other than JSON".into())
+        })?;
+        let errcode = match answer.get("errcode") {
+            None | Some(Value::Null) => 0,
+            Some(Value::Number(n)) => n.as_i64().unwrap_or(-1),
+            Some(Value::String(s)) => s.trim().parse().unwrap_or(-1),
+            Some(_) => -1,
+        };
+        let errmsg = clip(
+            answer
+                .get("errmsg")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        );
+        match errcode {
+            0 => {
+                self.pause.clear();
+                Ok(())
+            }
+            ERR_TOO_FAST => Err(self.throttled(suggested, &errmsg)),
+            ERR_SECURITY => {
+                let hint = security_hint(&errmsg);
+                error!(message = "DingTalk robot refused the message: a configuration problem, not retried.", account = %self.account, errcode, %errmsg, %hint);
+                Err(SendError::Permanent(format!(
+                    "DingTalk robot security settings refused the message (310000 {errmsg}): {hint}"
+                )))
+            }
+            other => Err(SendError::Permanent(format!(
+                "DingTalk robot refused the message ({other} {errmsg})"
+            ))),
+        }
+    }
+
+    /// Pauses the robot after a "too fast" answer.
+    fn throttled(&mut self, suggested: Option<Duration>, what: &str) -> SendError {
+        let pause = self.pause.strike(suggested);
+        warn!(message = "DingTalk robot is sending too fast; pausing it.", account = %self.account, answer = %what, pause_s = pause.as_secs_f64());
+        SendError::Throttled(pause)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn pauses_double_up_to_ten_minutes_and_reset() {
+        let mut pause = Pause::default();
+        assert_eq!(pause.remaining(), None);
+        let seen: Vec<u64> = (0..6).map(|_| pause.strike(None).as_secs()).collect();
+        assert_eq!(seen, vec![60, 120, 240, 480, 600, 600]);
+        assert!(pause.remaining().is_some());
+        tokio::time::advance(MAX_PAUSE + Duration::from_secs(1)).await;
+        assert_eq!(pause.remaining(), None);
+        pause.clear();
+        assert_eq!(pause.strike(Some(Duration::from_secs(2))).as_secs(), 2);
+        assert_eq!(pause.strike(Some(Duration::from_secs(2))).as_secs(), 4);
+    }
+
+    #[test]
+    fn security_refusals_name_their_cause() {
+        assert!(security_hint("keywords not in content").contains("`keyword`"));
+        assert!(security_hint("sign not match, more: [https://x]").contains("`secret`"));
+        assert!(
+            security_hint("description:ip 不在白名单中;solution:请将ip加入白名单").contains("IP")
+        );
+        assert!(security_hint("?").contains("keyword"));
+    }
+}

@@ -1,0 +1,257 @@
+//! OneBot v11 actions: building the requests a bridge sends (`send_group_msg`, `delete_msg`,
+//! `get_login_info`), rendering an outbound message as an array-format message, matching
+//! responses to requests by `echo`, and reading a response's outcome.
+
+use serde_json::{json, Value};
+
+use crate::context::RelatedMessages;
+use crate::model::{Outbound, Platform, Segment};
+
+pub use crate::onebot_ws::{request, Pending};
+
+/// A group or message id in the JSON type implementations expect: a number when it is one
+/// (QQ), else a string (WeChat ids such as `…@chatroom`).
+pub fn id_value(id: &str) -> Value {
+    match id.parse::<i64>() {
+        Ok(n) => Value::from(n),
+        Err(_) => Value::String(id.to_owned()),
+    }
+}
+
+/// The outcome of an action.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// `status` ok (or async): the `data`.
+    Ok(Value),
+    /// `status` failed: retcode and the implementation's message.
+    Failed {
+        /// `retcode`.
+        retcode: i64,
+        /// `msg`/`message`/`wording`, whichever is present.
+        message: String,
+    },
+}
+
+/// Reads a response object.
+pub fn outcome(body: &Value) -> Outcome {
+    let status = body.get("status").and_then(Value::as_str).unwrap_or("");
+    let retcode = body.get("retcode").and_then(Value::as_i64).unwrap_or(-1);
+    if status == "ok" || status == "async" || (status.is_empty() && retcode == 0) {
+        return Outcome::Ok(body.get("data").cloned().unwrap_or(Value::Null));
+    }
+    let message = ["wording", "msg", "message"]
+        .iter()
+        .find_map(|key| {
+            body.get(*key)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or("no message")
+        .to_owned();
+    Outcome::Failed { retcode, message }
+}
+
+/// Appends text to a message array, merging with a preceding text segment.
+fn push_text(message: &mut Vec<Value>, text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    if let Some(last) = message.last_mut() {
+        if last["type"] == "text" {
+            if let Some(existing) = last["data"]["text"].as_str() {
+                let merged = format!("{existing}{text}");
+                last["data"]["text"] = Value::String(merged);
+                return;
+            }
+        }
+    }
+    message.push(json!({ "type": "text", "data": { "text": text } }));
+}
+
+/// Renders an outbound message as a v11 array message for `destination`.
+///
+/// Mentions become `@name` text (a user id of another group means nothing here, and pinging
+/// everyone from a relay is never wanted); pictures go by URL; QQ faces stay faces between
+/// QQ groups; a reply becomes a native reply when the message map knows the destination's
+/// copy, else a short quote.
+pub fn render_message(
+    outbound: &Outbound,
+    related: &RelatedMessages,
+    destination: Platform,
+) -> Vec<Value> {
+    let mut message = Vec::new();
+    if let Some(target) = &related.reply_to {
+        message.push(json!({ "type": "reply", "data": { "id": target } }));
+    }
+    let has_reply = outbound
+        .segments
+        .iter()
+        .any(|s| matches!(s, Segment::Reply { .. }));
+    let quote = related
+        .quote
+        .as_ref()
+        .filter(|_| related.reply_to.is_none() && has_reply);
+    let mut prefix_pending = !outbound.prefix.is_empty();
+    for segment in &outbound.segments {
+        match segment {
+            Segment::Text { text } => {
+                push_text(&mut message, text);
+                if prefix_pending {
+                    prefix_pending = false;
+                    if let Some(quote) = quote {
+                        push_text(&mut message, &format!("「{quote}」\n"));
+                    }
+                }
+            }
+            Segment::Mention { id, name } => {
+                push_text(
+                    &mut message,
+                    &format!("@{} ", name.as_deref().unwrap_or(id)),
+                );
+            }
+            Segment::MentionAll => push_text(&mut message, "@全体成员 "),
+            Segment::Image { url: Some(url), .. }
+                if url.starts_with("http://") || url.starts_with("https://") =>
+            {
+                message.push(json!({ "type": "image", "data": { "file": url } }));
+            }
+            Segment::Image { .. } => push_text(&mut message, "[图片]"),
+            Segment::Face { id, name } => {
+                if outbound.origin.platform == destination && destination == Platform::Qq {
+                    message.push(json!({ "type": "face", "data": { "id": id } }));
+                } else {
+                    push_text(&mut message, name.as_deref().unwrap_or("[表情]"));
+                }
+            }
+            Segment::Unsupported { hint } => push_text(&mut message, hint),
+            Segment::Reply { .. } | Segment::Unknown => {}
+        }
+    }
+    if message.is_empty() || (message.len() == 1 && related.reply_to.is_some()) {
+        push_text(&mut message, " ");
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, Origin, Sender};
+
+    fn outbound(segments: Vec<Segment>, origin: Platform) -> Outbound {
+        Outbound {
+            v: 1,
+            id: "x".into(),
+            link: "l".into(),
+            group: "735021844".into(),
+            kind: Kind::Message,
+            origin: Origin {
+                platform: origin,
+                account: "a".into(),
+                group: "g".into(),
+                message_id: "1".into(),
+                group_name: None,
+            },
+            sender: Sender {
+                id: "u".into(),
+                name: "Ann".into(),
+                is_bot: false,
+            },
+            ts_ms: 0,
+            prefix: "[微信] Ann: ".into(),
+            text: String::new(),
+            segments,
+        }
+    }
+
+    #[test]
+    fn outbound_segments_become_a_v11_array() {
+        let out = outbound(
+            vec![
+                Segment::text("[微信] Ann: "),
+                Segment::Reply {
+                    message_id: "9".into(),
+                },
+                Segment::text("look "),
+                Segment::Mention {
+                    id: "wxid_1".into(),
+                    name: Some("Bob".into()),
+                },
+                Segment::Image {
+                    url: Some("https://x/y.png".into()),
+                    name: None,
+                },
+                Segment::Face {
+                    id: "178".into(),
+                    name: Some("[斜眼笑]".into()),
+                },
+            ],
+            Platform::Wechat,
+        );
+        let message = render_message(&out, &RelatedMessages::default(), Platform::Qq);
+        assert_eq!(
+            Value::Array(message),
+            json!([
+                {"type": "text", "data": {"text": "[微信] Ann: look @Bob "}},
+                {"type": "image", "data": {"file": "https://x/y.png"}},
+                {"type": "text", "data": {"text": "[斜眼笑]"}}
+            ])
+        );
+    }
+
+    #[test]
+    fn replies_are_native_when_mapped_else_quoted() {
+        let out = outbound(
+            vec![
+                Segment::text("[微信] Ann: "),
+                Segment::Reply {
+                    message_id: "9".into(),
+                },
+                Segment::text("yes"),
+            ],
+            Platform::Wechat,
+        );
+        let native = RelatedMessages {
+            reply_to: Some("-55".into()),
+            ..Default::default()
+        };
+        let message = render_message(&out, &native, Platform::Qq);
+        assert_eq!(message[0], json!({"type": "reply", "data": {"id": "-55"}}));
+        let quoted = RelatedMessages {
+            quote: Some("Bob: hi".into()),
+            ..Default::default()
+        };
+        let message = render_message(&out, &quoted, Platform::Qq);
+        assert_eq!(
+            message,
+            vec![json!({"type": "text", "data": {"text": "[微信] Ann: 「Bob: hi」\nyes"}})]
+        );
+    }
+
+    #[test]
+    fn outcomes_and_ids() {
+        assert_eq!(
+            outcome(&json!({"status":"ok","retcode":0,"data":{"message_id":5}})),
+            Outcome::Ok(json!({"message_id":5}))
+        );
+        assert_eq!(
+            outcome(
+                &json!({"status":"failed","retcode":1200,"message":"Timeout: NTEvent sendMsg"})
+            ),
+            Outcome::Failed {
+                retcode: 1200,
+                message: "Timeout: NTEvent sendMsg".into()
+            }
+        );
+        assert_eq!(id_value("-735021844"), json!(-735021844));
+        assert_eq!(
+            id_value("20993411775@chatroom"),
+            json!("20993411775@chatroom")
+        );
+        let pending = Pending::default();
+        let (echo, mut rx) = pending.register();
+        assert!(pending.resolve(&echo, json!(1)));
+        assert_eq!(rx.try_recv().ok(), Some(json!(1)));
+        assert!(!pending.resolve(&echo, json!(2)), "resolved once");
+    }
+}

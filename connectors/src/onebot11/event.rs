@@ -1,0 +1,424 @@
+//! Decoding OneBot v11 frames: telling events from action responses on a Universal socket,
+//! and turning group messages and recall notices into envelopes. Implementations bend the
+//! spec (numbers where strings are due, negative message ids, string or array messages), so
+//! every field is read tolerantly; a frame that still makes no sense is reported, never a
+//! panic.
+
+use serde_json::{Map, Value};
+
+use super::cq::{self, RawSegment};
+use crate::model::{Envelope, Kind, Origin, Platform, Segment, Sender, ENVELOPE_VERSION};
+
+/// What a frame turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// A group message or recall, ready to publish.
+    Envelope(Box<Envelope>),
+    /// The bot's own message (`message_sent`, `user_id == self_id`, another configured bot):
+    /// never relayed.
+    OwnMessage,
+    /// `meta_event` `lifecycle`: the bot's id.
+    Lifecycle {
+        /// `self_id` of the bot.
+        self_id: Option<String>,
+    },
+    /// `meta_event` `heartbeat`, with its interval in milliseconds.
+    Heartbeat {
+        /// Milliseconds until the next heartbeat.
+        interval_ms: Option<u64>,
+        /// `self_id` of the bot.
+        self_id: Option<String>,
+    },
+    /// The answer to an action we sent.
+    Response {
+        /// The `echo` we sent, as a string.
+        echo: String,
+        /// The whole response object.
+        body: Value,
+    },
+    /// An event the relay does not use (private messages, other notices, requests).
+    Ignored,
+}
+
+/// Why a frame could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Not UTF-8 JSON, or not a JSON object.
+    #[error("not a JSON object: {0}")]
+    NotJson(String),
+    /// Neither an event nor a response.
+    #[error("neither an event nor an action response")]
+    Unknown,
+    /// An event without a field it needs.
+    #[error("{0} is missing or malformed")]
+    Field(&'static str),
+}
+
+/// Context for decoding: who we are.
+pub struct DecodeContext<'a> {
+    /// Account id of the connector.
+    pub account: &'a str,
+    /// Platform the account is on (QQ, or WeChat through a v11 implementation).
+    pub platform: Platform,
+    /// The bot's own user id, once known.
+    pub self_id: Option<&'a str>,
+    /// True for other configured bot accounts on this platform.
+    pub is_other_bot: &'a dyn Fn(&str) -> bool,
+}
+
+/// An id that may be sent as a number or a string; `None` for anything else.
+pub fn id_of(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A string field, empty when absent or not a string.
+fn text_of<'a>(object: &'a Map<String, Value>, key: &str) -> &'a str {
+    object.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Decodes one text frame.
+///
+/// # Errors
+/// [`FrameError`] when the frame cannot be understood.
+pub fn decode(text: &str, cx: &DecodeContext<'_>) -> Result<Frame, FrameError> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|error| FrameError::NotJson(error.to_string()))?;
+    let Value::Object(object) = value else {
+        return Err(FrameError::NotJson("not an object".into()));
+    };
+    if object.contains_key("post_type") {
+        return decode_event(&object, cx);
+    }
+    if object.contains_key("retcode") || object.contains_key("status") {
+        let echo = match object.get("echo") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        };
+        return Ok(Frame::Response {
+            echo,
+            body: Value::Object(object),
+        });
+    }
+    Err(FrameError::Unknown)
+}
+
+/// Decodes an event object.
+fn decode_event(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<Frame, FrameError> {
+    let self_id = id_of(object.get("self_id"));
+    match text_of(object, "post_type") {
+        "message_sent" => Ok(Frame::OwnMessage),
+        "message" if text_of(object, "message_type") == "group" => group_message(object, cx),
+        "notice" if text_of(object, "notice_type") == "group_recall" => group_recall(object, cx),
+        "meta_event" => match text_of(object, "meta_event_type") {
+            "lifecycle" => Ok(Frame::Lifecycle { self_id }),
+            "heartbeat" => Ok(Frame::Heartbeat {
+                interval_ms: object.get("interval").and_then(Value::as_u64),
+                self_id,
+            }),
+            _ => Ok(Frame::Ignored),
+        },
+        _ => Ok(Frame::Ignored),
+    }
+}
+
+/// Event time in milliseconds (`time` is Unix seconds); now when absent.
+fn time_ms(object: &Map<String, Value>) -> u64 {
+    object
+        .get("time")
+        .and_then(Value::as_u64)
+        .map(|s| s.saturating_mul(1000))
+        .unwrap_or_else(crate::context::now_ms)
+}
+
+/// A group message event.
+fn group_message(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<Frame, FrameError> {
+    let group = id_of(object.get("group_id")).ok_or(FrameError::Field("group_id"))?;
+    let user = id_of(object.get("user_id")).ok_or(FrameError::Field("user_id"))?;
+    let message_id = id_of(object.get("message_id")).ok_or(FrameError::Field("message_id"))?;
+    let event_self = id_of(object.get("self_id"));
+    let own_id = cx.self_id.map(str::to_owned).or(event_self);
+    if own_id.as_deref() == Some(user.as_str()) || (cx.is_other_bot)(&user) {
+        return Ok(Frame::OwnMessage);
+    }
+    let sender = object.get("sender").and_then(Value::as_object);
+    let anonymous = object
+        .get("anonymous")
+        .and_then(Value::as_object)
+        .map(|a| text_of(a, "name").to_owned())
+        .filter(|n| !n.is_empty());
+    let name = anonymous
+        .or_else(|| {
+            sender
+                .map(|s| text_of(s, "card").trim().to_owned())
+                .filter(|n| !n.is_empty())
+        })
+        .or_else(|| {
+            sender
+                .map(|s| text_of(s, "nickname").trim().to_owned())
+                .filter(|n| !n.is_empty())
+        })
+        .unwrap_or_else(|| user.clone());
+    let raw = match object.get("message") {
+        Some(Value::Array(items)) => items.iter().filter_map(raw_segment).collect(),
+        Some(Value::String(text)) => cq::parse(text),
+        Some(Value::Object(_)) => object
+            .get("message")
+            .and_then(raw_segment)
+            .into_iter()
+            .collect(),
+        _ => match object.get("raw_message") {
+            Some(Value::String(text)) => cq::parse(text),
+            _ => return Err(FrameError::Field("message")),
+        },
+    };
+    let segments: Vec<Segment> = raw.iter().map(to_segment).collect();
+    Ok(Frame::Envelope(Box::new(Envelope {
+        v: ENVELOPE_VERSION,
+        id: Envelope::make_id(cx.account, &group, &message_id),
+        origin: Origin {
+            platform: cx.platform,
+            account: cx.account.to_owned(),
+            group,
+            message_id,
+            group_name: None,
+        },
+        sender: Sender {
+            id: user,
+            name,
+            is_bot: false,
+        },
+        ts_ms: time_ms(object),
+        kind: Kind::Message,
+        segments,
+    })))
+}
+
+/// A `group_recall` notice.
+fn group_recall(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<Frame, FrameError> {
+    let group = id_of(object.get("group_id")).ok_or(FrameError::Field("group_id"))?;
+    let message_id = id_of(object.get("message_id")).ok_or(FrameError::Field("message_id"))?;
+    let user = id_of(object.get("user_id")).unwrap_or_default();
+    let operator = id_of(object.get("operator_id")).unwrap_or_else(|| user.clone());
+    Ok(Frame::Envelope(Box::new(Envelope {
+        v: ENVELOPE_VERSION,
+        id: Envelope::make_id(cx.account, &group, &format!("recall:{message_id}")),
+        origin: Origin {
+            platform: cx.platform,
+            account: cx.account.to_owned(),
+            group,
+            message_id,
+            group_name: None,
+        },
+        sender: Sender {
+            name: operator.clone(),
+            id: operator,
+            is_bot: false,
+        },
+        ts_ms: time_ms(object),
+        kind: Kind::Recall,
+        segments: Vec::new(),
+    })))
+}
+
+/// An array-format segment object.
+fn raw_segment(value: &Value) -> Option<RawSegment> {
+    let object = value.as_object()?;
+    let kind = object.get("type")?.as_str()?.to_owned();
+    let data = object
+        .get("data")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    Some(RawSegment { kind, data })
+}
+
+/// A data value as text (strings as they are, numbers written out).
+fn data_text(data: &Map<String, Value>, key: &str) -> Option<String> {
+    match data.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Maps a v11 segment to the model.
+fn to_segment(raw: &RawSegment) -> Segment {
+    let data = &raw.data;
+    let placeholder = |hint: &str| Segment::Unsupported { hint: hint.into() };
+    match raw.kind.as_str() {
+        "text" => Segment::Text {
+            text: data_text(data, "text").unwrap_or_default(),
+        },
+        "at" => match data_text(data, "qq") {
+            Some(qq) if qq == "all" => Segment::MentionAll,
+            Some(qq) => Segment::Mention {
+                id: qq,
+                name: data_text(data, "name").filter(|n| !n.is_empty()),
+            },
+            None => placeholder("@?"),
+        },
+        "face" => Segment::Face {
+            id: data_text(data, "id").unwrap_or_default(),
+            name: None,
+        },
+        "image" => {
+            let file = data_text(data, "file");
+            let url = data_text(data, "url")
+                .filter(|u| !u.is_empty())
+                .or_else(|| {
+                    file.clone()
+                        .filter(|f| f.starts_with("http://") || f.starts_with("https://"))
+                });
+            Segment::Image { url, name: file }
+        }
+        "reply" => match data_text(data, "id") {
+            Some(id) => Segment::Reply { message_id: id },
+            None => placeholder("[回复]"),
+        },
+        "record" => placeholder("[语音]"),
+        "video" => placeholder("[视频]"),
+        "file" => placeholder("[文件]"),
+        "forward" | "node" => placeholder("[合并转发]"),
+        "json" | "xml" => placeholder("[卡片消息]"),
+        "share" => {
+            let title = data_text(data, "title").unwrap_or_default();
+            let url = data_text(data, "url").unwrap_or_default();
+            Segment::Unsupported {
+                hint: format!("[分享] {title} {url}").trim_end().to_owned(),
+            }
+        }
+        "poke" | "shake" => placeholder("[戳一戳]"),
+        "dice" => placeholder("[骰子]"),
+        "rps" => placeholder("[猜拳]"),
+        "location" => placeholder("[位置]"),
+        "music" => placeholder("[音乐]"),
+        "contact" => placeholder("[名片]"),
+        "anonymous" => Segment::Text {
+            text: String::new(),
+        },
+        other => Segment::Unsupported {
+            hint: format!("[{other}]"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cx<'a>(self_id: Option<&'a str>, other: &'a dyn Fn(&str) -> bool) -> DecodeContext<'a> {
+        DecodeContext {
+            account: "qq-main",
+            platform: Platform::Qq,
+            self_id,
+            is_other_bot: other,
+        }
+    }
+
+    const ARRAY_EVENT: &str = r#"{
+      "time": 1718880000, "self_id": 2854196310, "post_type": "message",
+      "message_type": "group", "sub_type": "normal", "message_id": -1730113492,
+      "group_id": 735021844, "user_id": 1437420188, "anonymous": null,
+      "message": [
+        { "type": "reply", "data": { "id": "-1730113400" } },
+        { "type": "at",    "data": { "qq": 2854196310 } },
+        { "type": "text",  "data": { "text": " see [docs], a&b" } },
+        { "type": "face",  "data": { "id": "178" } },
+        { "type": "image", "data": { "file": "9F3C1A.jpg", "url": "https://img.example.invalid/d?id=9F3C1A&s=1" } },
+        { "type": "hologram", "data": {} }
+      ],
+      "font": 0,
+      "sender": { "user_id": 1437420188, "nickname": "Alice", "card": "Alice | Ops", "role": "member" }
+    }"#;
+
+    #[test]
+    fn array_and_string_formats_give_the_same_envelope() {
+        let none = |_: &str| false;
+        let Ok(Frame::Envelope(array)) = decode(ARRAY_EVENT, &cx(None, &none)) else {
+            panic!("array event decodes");
+        };
+        assert_eq!(array.id, "qq-main:735021844:-1730113492");
+        assert_eq!(array.sender.name, "Alice | Ops");
+        assert_eq!(array.ts_ms, 1_718_880_000_000);
+        assert_eq!(
+            array.segments[1],
+            Segment::Mention {
+                id: "2854196310".into(),
+                name: None
+            }
+        );
+        assert_eq!(
+            array.segments[5],
+            Segment::Unsupported {
+                hint: "[hologram]".into()
+            }
+        );
+
+        let mut as_string: Value = serde_json::from_str(ARRAY_EVENT).expect("json");
+        as_string["message"] = Value::String("[CQ:reply,id=-1730113400][CQ:at,qq=2854196310] see &#91;docs&#93;, a&amp;b[CQ:face,id=178][CQ:image,file=9F3C1A.jpg,url=https://img.example.invalid/d?id=9F3C1A&amp;s=1][CQ:hologram]".into());
+        as_string["sender"]["card"] = Value::String(String::new());
+        let Ok(Frame::Envelope(string)) = decode(&as_string.to_string(), &cx(None, &none)) else {
+            panic!("string event decodes");
+        };
+        assert_eq!(string.segments, array.segments);
+        assert_eq!(
+            string.sender.name, "Alice",
+            "nickname when the card is empty"
+        );
+    }
+
+    #[test]
+    fn own_messages_are_recognised_every_way() {
+        let none = |_: &str| false;
+        let sent = ARRAY_EVENT.replace(
+            "\"post_type\": \"message\"",
+            "\"post_type\": \"message_sent\"",
+        );
+        assert_eq!(decode(&sent, &cx(None, &none)), Ok(Frame::OwnMessage));
+        assert_eq!(
+            decode(ARRAY_EVENT, &cx(Some("1437420188"), &none)),
+            Ok(Frame::OwnMessage)
+        );
+        let other = |id: &str| id == "1437420188";
+        assert_eq!(
+            decode(ARRAY_EVENT, &cx(None, &other)),
+            Ok(Frame::OwnMessage)
+        );
+    }
+
+    #[test]
+    fn recalls_responses_and_garbage() {
+        let none = |_: &str| false;
+        let recall = r#"{"time":1718880100,"self_id":1,"post_type":"notice","notice_type":"group_recall","group_id":735021844,"user_id":5,"operator_id":6,"message_id":-1730113492}"#;
+        let Ok(Frame::Envelope(recall)) = decode(recall, &cx(None, &none)) else {
+            panic!("recall decodes");
+        };
+        assert_eq!(recall.kind, Kind::Recall);
+        assert_eq!(recall.origin.message_id, "-1730113492");
+        let response = decode(
+            r#"{"status":"ok","retcode":0,"data":{"message_id":5},"echo":7}"#,
+            &cx(None, &none),
+        );
+        assert!(matches!(response, Ok(Frame::Response { echo, .. }) if echo == "7"));
+        assert!(matches!(
+            decode("[1,2]", &cx(None, &none)),
+            Err(FrameError::NotJson(_))
+        ));
+        assert!(matches!(
+            decode("{\"x\":1}", &cx(None, &none)),
+            Err(FrameError::Unknown)
+        ));
+        let no_group = r#"{"post_type":"message","message_type":"group","user_id":1,"message_id":2,"message":[]}"#;
+        assert_eq!(
+            decode(no_group, &cx(None, &none)),
+            Err(FrameError::Field("group_id"))
+        );
+        let huge = r#"{"post_type":"message","message_type":"group","group_id":1e400,"user_id":1,"message_id":2,"message":[]}"#;
+        assert!(decode(huge, &cx(None, &none)).is_err());
+    }
+}

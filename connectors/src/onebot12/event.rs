@@ -1,0 +1,646 @@
+//! Decoding OneBot v12 frames (PROTOCOLS.md §2): telling events (`type` + `detail_type`) from
+//! action responses (`status`/`retcode` + `echo`), and turning `message.group` events and
+//! `notice.group_message_delete` into envelopes. A v12 message event carries no sender name
+//! and references pictures by `file_id`, so a group message comes out as an [`Incoming`]:
+//! an envelope that is complete except for the names and URLs listed in its [`Fill`]s, which
+//! the resolver looks up before publishing. Fields are read tolerantly (numbers where strings
+//! are due, `message` as a string); a frame that still makes no sense is reported, never a
+//! panic.
+
+use serde_json::{Map, Value};
+
+use crate::model::{Envelope, Kind, Origin, Platform, Segment, Sender, ENVELOPE_VERSION};
+
+/// What a frame turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// A group message, to be completed (names, picture URLs) and published.
+    Message(Box<Incoming>),
+    /// A deleted group message, ready to publish as a recall.
+    Recall(Box<Envelope>),
+    /// The bot's own message, or another configured bot's: never relayed.
+    OwnMessage,
+    /// `meta.connect`: who the implementation is.
+    Connect {
+        /// `version.impl`, such as `ComWechat`.
+        implementation: String,
+        /// `version.version`.
+        version: String,
+    },
+    /// `meta.status_update`: the bots on this connection and whether they are online.
+    StatusUpdate {
+        /// `status.good`.
+        good: Option<bool>,
+        /// `status.bots`.
+        bots: Vec<BotStatus>,
+    },
+    /// `meta.heartbeat`, with its interval in milliseconds.
+    Heartbeat {
+        /// Milliseconds until the next heartbeat.
+        interval_ms: Option<u64>,
+    },
+    /// The answer to an action we sent.
+    Response {
+        /// The `echo` we sent, as a string.
+        echo: String,
+        /// The whole response object.
+        body: Value,
+    },
+    /// An event the relay does not use (private messages, other notices, requests).
+    Ignored,
+}
+
+/// One bot of a `status_update`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BotStatus {
+    /// `self.user_id`.
+    pub user_id: String,
+    /// `online`.
+    pub online: bool,
+}
+
+/// A decoded frame, plus the bot's id when the event named it in `self`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// What the frame is.
+    pub frame: Frame,
+    /// `self.user_id` of a non-meta event: the bot this connection speaks for.
+    pub self_id: Option<String>,
+}
+
+/// A group message whose envelope still lacks what only an action can tell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incoming {
+    /// The envelope, with the sender's id as its name until the name is known.
+    pub envelope: Envelope,
+    /// True when the event itself carried a usable sender name (an implementation
+    /// extension), so no lookup is needed.
+    pub name_known: bool,
+    /// Segments to complete, by index into `envelope.segments`.
+    pub fills: Vec<Fill>,
+}
+
+/// A part of a message that needs a lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fill {
+    /// A mention whose display name is looked up with `get_group_member_info`.
+    MentionName {
+        /// Index of the segment.
+        index: usize,
+        /// The member mentioned.
+        user_id: String,
+    },
+    /// A picture whose URL is asked for with `get_file`.
+    ImageFile {
+        /// Index of the segment.
+        index: usize,
+        /// The implementation's file id.
+        file_id: String,
+    },
+}
+
+/// Why a frame could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Not UTF-8 JSON, or not a JSON object.
+    #[error("not a JSON object: {0}")]
+    NotJson(String),
+    /// Neither an event nor a response.
+    #[error("neither an event nor an action response")]
+    Unknown,
+    /// An event without a field it needs.
+    #[error("{0} is missing or malformed")]
+    Field(&'static str),
+}
+
+/// Context for decoding: who we are.
+pub struct DecodeContext<'a> {
+    /// Account id of the connector.
+    pub account: &'a str,
+    /// Platform the account is on (WeChat, or QQ through a v12 implementation).
+    pub platform: Platform,
+    /// The bot's own user id, once known.
+    pub self_id: Option<&'a str>,
+    /// True for other configured bot accounts on this platform.
+    pub is_other_bot: &'a dyn Fn(&str) -> bool,
+}
+
+/// An id that may be sent as a string or a number; `None` for anything else or empty.
+pub fn id_of(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A string field, empty when absent or not a string.
+fn text_of<'a>(object: &'a Map<String, Value>, key: &str) -> &'a str {
+    object.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Decodes one text frame.
+///
+/// # Errors
+/// [`FrameError`] when the frame cannot be understood.
+pub fn decode(text: &str, cx: &DecodeContext<'_>) -> Result<Decoded, FrameError> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|error| FrameError::NotJson(error.to_string()))?;
+    let Value::Object(object) = value else {
+        return Err(FrameError::NotJson("not an object".into()));
+    };
+    if object.get("type").is_some_and(Value::is_string) {
+        let self_id = object
+            .get("self")
+            .and_then(Value::as_object)
+            .and_then(|s| id_of(s.get("user_id")));
+        let frame = decode_event(&object, self_id.as_deref(), cx)?;
+        return Ok(Decoded { frame, self_id });
+    }
+    if object.contains_key("retcode") || object.contains_key("status") {
+        let echo = match object.get("echo") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        };
+        return Ok(Decoded {
+            frame: Frame::Response {
+                echo,
+                body: Value::Object(object),
+            },
+            self_id: None,
+        });
+    }
+    Err(FrameError::Unknown)
+}
+
+/// Decodes an event object.
+fn decode_event(
+    object: &Map<String, Value>,
+    event_self: Option<&str>,
+    cx: &DecodeContext<'_>,
+) -> Result<Frame, FrameError> {
+    let detail = text_of(object, "detail_type");
+    match text_of(object, "type") {
+        "message" if detail == "group" => group_message(object, event_self, cx),
+        "notice" if detail == "group_message_delete" => group_message_delete(object, cx),
+        "meta" => Ok(match detail {
+            "connect" => {
+                let version = object.get("version").and_then(Value::as_object);
+                let field = |key: &str| {
+                    version
+                        .map(|v| text_of(v, key).to_owned())
+                        .unwrap_or_default()
+                };
+                Frame::Connect {
+                    implementation: field("impl"),
+                    version: field("version"),
+                }
+            }
+            "heartbeat" => Frame::Heartbeat {
+                interval_ms: object.get("interval").and_then(|v| {
+                    v.as_u64().or_else(|| {
+                        v.as_f64()
+                            .filter(|f| f.is_finite() && *f > 0.0)
+                            .map(|f| f as u64)
+                    })
+                }),
+            },
+            "status_update" => status_update(object),
+            _ => Frame::Ignored,
+        }),
+        _ => Ok(Frame::Ignored),
+    }
+}
+
+/// `meta.status_update`.
+fn status_update(object: &Map<String, Value>) -> Frame {
+    let status = object.get("status").and_then(Value::as_object);
+    let good = status.and_then(|s| s.get("good")).and_then(Value::as_bool);
+    let bots = status
+        .and_then(|s| s.get("bots"))
+        .and_then(Value::as_array)
+        .map(|bots| {
+            bots.iter()
+                .filter_map(|bot| {
+                    let bot = bot.as_object()?;
+                    let user_id = bot
+                        .get("self")
+                        .and_then(Value::as_object)
+                        .and_then(|s| id_of(s.get("user_id")))?;
+                    Some(BotStatus {
+                        user_id,
+                        online: bot.get("online").and_then(Value::as_bool).unwrap_or(true),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Frame::StatusUpdate { good, bots }
+}
+
+/// Event time in milliseconds (`time` is Unix seconds with a fraction); now when absent.
+fn time_ms(object: &Map<String, Value>) -> u64 {
+    object
+        .get("time")
+        .and_then(Value::as_f64)
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e11)
+        .map(|s| (s * 1000.0) as u64)
+        .unwrap_or_else(crate::context::now_ms)
+}
+
+/// A sender name some implementations add as an extension field (`qq.nickname`, …).
+fn name_hint(object: &Map<String, Value>) -> Option<String> {
+    object
+        .iter()
+        .filter(|(key, _)| {
+            key.ends_with(".nickname")
+                || key.ends_with(".user_displayname")
+                || key.ends_with(".card")
+        })
+        .filter_map(|(_, value)| value.as_str())
+        .map(str::trim)
+        .find(|name| !name.is_empty())
+        .map(str::to_owned)
+}
+
+/// A `message.group` event.
+fn group_message(
+    object: &Map<String, Value>,
+    event_self: Option<&str>,
+    cx: &DecodeContext<'_>,
+) -> Result<Frame, FrameError> {
+    let group = id_of(object.get("group_id")).ok_or(FrameError::Field("group_id"))?;
+    let user = id_of(object.get("user_id")).ok_or(FrameError::Field("user_id"))?;
+    let message_id = id_of(object.get("message_id")).ok_or(FrameError::Field("message_id"))?;
+    let user_is = |id: Option<&str>| id == Some(user.as_str());
+    if user_is(cx.self_id) || user_is(event_self) || (cx.is_other_bot)(&user) {
+        return Ok(Frame::OwnMessage);
+    }
+    let raw: Vec<(String, Map<String, Value>)> = match object.get("message") {
+        Some(Value::Array(items)) => items.iter().filter_map(raw_segment).collect(),
+        Some(Value::Object(_)) => object
+            .get("message")
+            .and_then(raw_segment)
+            .into_iter()
+            .collect(),
+        Some(Value::String(text)) => vec![text_raw(text)],
+        _ => match object.get("alt_message") {
+            Some(Value::String(text)) => vec![text_raw(text)],
+            _ => return Err(FrameError::Field("message")),
+        },
+    };
+    let mut fills = Vec::new();
+    let segments: Vec<Segment> = raw
+        .iter()
+        .enumerate()
+        .map(|(index, (kind, data))| to_segment(index, kind, data, &mut fills))
+        .collect();
+    let hint = name_hint(object);
+    Ok(Frame::Message(Box::new(Incoming {
+        name_known: hint.is_some(),
+        envelope: Envelope {
+            v: ENVELOPE_VERSION,
+            id: Envelope::make_id(cx.account, &group, &message_id),
+            origin: Origin {
+                platform: cx.platform,
+                account: cx.account.to_owned(),
+                group,
+                message_id,
+                group_name: None,
+            },
+            sender: Sender {
+                name: hint.unwrap_or_else(|| user.clone()),
+                id: user,
+                is_bot: false,
+            },
+            ts_ms: time_ms(object),
+            kind: Kind::Message,
+            segments,
+        },
+        fills,
+    })))
+}
+
+/// A `notice.group_message_delete` (ComWeChat sends `sub_type: "delete"` and an empty
+/// `operator_id`): a recall of that message. Its id differs from the message's own, so the
+/// relay's dedup never mistakes one for the other.
+fn group_message_delete(
+    object: &Map<String, Value>,
+    cx: &DecodeContext<'_>,
+) -> Result<Frame, FrameError> {
+    let group = id_of(object.get("group_id")).ok_or(FrameError::Field("group_id"))?;
+    let message_id = id_of(object.get("message_id")).ok_or(FrameError::Field("message_id"))?;
+    let user = id_of(object.get("user_id")).unwrap_or_default();
+    let operator = id_of(object.get("operator_id")).unwrap_or_else(|| user.clone());
+    Ok(Frame::Recall(Box::new(Envelope {
+        v: ENVELOPE_VERSION,
+        id: Envelope::make_id(cx.account, &group, &format!("recall:{message_id}")),
+        origin: Origin {
+            platform: cx.platform,
+            account: cx.account.to_owned(),
+            group,
+            message_id,
+            group_name: None,
+        },
+        sender: Sender {
+            name: operator.clone(),
+            id: operator,
+            is_bot: false,
+        },
+        ts_ms: time_ms(object),
+        kind: Kind::Recall,
+        segments: Vec::new(),
+    })))
+}
+
+/// A segment object as (type, data).
+fn raw_segment(value: &Value) -> Option<(String, Map<String, Value>)> {
+    let object = value.as_object()?;
+    let kind = object.get("type")?.as_str()?.to_owned();
+    let data = object
+        .get("data")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    Some((kind, data))
+}
+
+/// A text segment from a plain string.
+fn text_raw(text: &str) -> (String, Map<String, Value>) {
+    let mut data = Map::new();
+    data.insert("text".into(), Value::String(text.to_owned()));
+    ("text".into(), data)
+}
+
+/// A data value as text (strings as they are, numbers written out).
+fn data_text(data: &Map<String, Value>, key: &str) -> Option<String> {
+    match data.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `[label] detail` without a dangling space when the detail is empty.
+fn labelled(label: &str, detail: &str) -> String {
+    let detail = detail.trim();
+    if detail.is_empty() {
+        label.to_owned()
+    } else {
+        format!("{label} {detail}")
+    }
+}
+
+/// Maps a v12 segment to the model, noting what needs a lookup.
+fn to_segment(
+    index: usize,
+    kind: &str,
+    data: &Map<String, Value>,
+    fills: &mut Vec<Fill>,
+) -> Segment {
+    let placeholder = |hint: &str| Segment::Unsupported { hint: hint.into() };
+    let text = |key: &str| data_text(data, key).unwrap_or_default();
+    match kind {
+        "text" => Segment::Text { text: text("text") },
+        "mention" => match data_text(data, "user_id").filter(|id| !id.trim().is_empty()) {
+            Some(user_id) => {
+                let name = data_text(data, "user_name").filter(|n| !n.trim().is_empty());
+                if name.is_none() {
+                    fills.push(Fill::MentionName {
+                        index,
+                        user_id: user_id.clone(),
+                    });
+                }
+                Segment::Mention { id: user_id, name }
+            }
+            None => placeholder("@?"),
+        },
+        "mention_all" => Segment::MentionAll,
+        "image" => {
+            let file_id = data_text(data, "file_id").filter(|f| !f.trim().is_empty());
+            let url = data_text(data, "url")
+                .filter(|u| u.starts_with("http://") || u.starts_with("https://"));
+            if url.is_none() {
+                if let Some(file_id) = &file_id {
+                    fills.push(Fill::ImageFile {
+                        index,
+                        file_id: file_id.clone(),
+                    });
+                }
+            }
+            Segment::Image {
+                url,
+                name: data_text(data, "name")
+                    .filter(|n| !n.is_empty())
+                    .or(file_id),
+            }
+        }
+        "reply" => match data_text(data, "message_id").filter(|id| !id.is_empty()) {
+            Some(message_id) => Segment::Reply { message_id },
+            None => placeholder("[回复]"),
+        },
+        // An article card: title and URL as text, so link filtering sees the URL.
+        "wx.link" => Segment::Text {
+            text: labelled(
+                "[链接]",
+                &format!("{} {}", text("title").trim(), text("url").trim()),
+            ),
+        },
+        "wx.app" => placeholder(&labelled("[小程序]", &text("title"))),
+        "wx.emoji" => placeholder("[动画表情]"),
+        "voice" => placeholder("[语音]"),
+        "audio" => placeholder("[音频]"),
+        "video" => placeholder("[视频]"),
+        "file" => placeholder(&labelled("[文件]", &text("name"))),
+        "location" => placeholder(&labelled("[位置]", &text("title"))),
+        other => Segment::Unsupported {
+            hint: format!("[{other}]"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cx<'a>(self_id: Option<&'a str>, other: &'a dyn Fn(&str) -> bool) -> DecodeContext<'a> {
+        DecodeContext {
+            account: "wx",
+            platform: Platform::Wechat,
+            self_id,
+            is_other_bot: other,
+        }
+    }
+
+    /// The documented example (PROTOCOLS.md §2.2) plus the WeChat extension segments.
+    const GROUP_EVENT: &str = r#"{
+      "id": "5b1f0d3e-8a7c-4c1e-9a44-0f2d6b9e1c70",
+      "time": 1718880000.412,
+      "type": "message", "detail_type": "group", "sub_type": "",
+      "self": { "platform": "wechat", "user_id": "wxid_botself01" },
+      "message_id": "8312456690012345",
+      "message": [
+        { "type": "mention", "data": { "user_id": "wxid_botself01" } },
+        { "type": "text", "data": { "text": " weekly sync at 3pm" } },
+        { "type": "image", "data": { "file_id": "c0a8e1f2" } },
+        { "type": "wx.link", "data": { "title": "Notes", "des": "d", "url": "https://example.org/n" } },
+        { "type": "wx.app", "data": { "appid": "wx1", "title": "Game", "url": "x" } },
+        { "type": "wx.emoji", "data": { "file_id": "e1" } },
+        { "type": "reply", "data": { "message_id": "77", "user_id": "u" } },
+        { "type": "mention_all", "data": {} },
+        { "type": "hologram", "data": {} }
+      ],
+      "alt_message": "@bot weekly sync at 3pm[图片]",
+      "group_id": "20993411775@chatroom",
+      "user_id": "wxid_k2m9p1q7r3"
+    }"#;
+
+    #[test]
+    fn a_group_message_becomes_an_incoming_envelope() {
+        let none = |_: &str| false;
+        let decoded = decode(GROUP_EVENT, &cx(None, &none)).expect("decodes");
+        assert_eq!(decoded.self_id.as_deref(), Some("wxid_botself01"));
+        let Frame::Message(incoming) = decoded.frame else {
+            panic!("a message");
+        };
+        let envelope = &incoming.envelope;
+        assert_eq!(envelope.id, "wx:20993411775@chatroom:8312456690012345");
+        assert_eq!(envelope.ts_ms, 1_718_880_000_412);
+        assert_eq!(
+            envelope.sender.name, "wxid_k2m9p1q7r3",
+            "the id until looked up"
+        );
+        assert!(!incoming.name_known);
+        assert_eq!(
+            envelope.segments,
+            vec![
+                Segment::Mention {
+                    id: "wxid_botself01".into(),
+                    name: None
+                },
+                Segment::text(" weekly sync at 3pm"),
+                Segment::Image {
+                    url: None,
+                    name: Some("c0a8e1f2".into())
+                },
+                Segment::text("[链接] Notes https://example.org/n"),
+                Segment::Unsupported {
+                    hint: "[小程序] Game".into()
+                },
+                Segment::Unsupported {
+                    hint: "[动画表情]".into()
+                },
+                Segment::Reply {
+                    message_id: "77".into()
+                },
+                Segment::MentionAll,
+                Segment::Unsupported {
+                    hint: "[hologram]".into()
+                },
+            ]
+        );
+        assert_eq!(
+            incoming.fills,
+            vec![
+                Fill::MentionName {
+                    index: 0,
+                    user_id: "wxid_botself01".into()
+                },
+                Fill::ImageFile {
+                    index: 2,
+                    file_id: "c0a8e1f2".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn own_and_other_bots_messages_are_recognised() {
+        let none = |_: &str| false;
+        let mine = GROUP_EVENT.replace(
+            "\"user_id\": \"wxid_k2m9p1q7r3\"",
+            "\"user_id\": \"wxid_botself01\"",
+        );
+        assert_eq!(
+            decode(&mine, &cx(None, &none)).map(|d| d.frame),
+            Ok(Frame::OwnMessage)
+        );
+        assert_eq!(
+            decode(GROUP_EVENT, &cx(Some("wxid_k2m9p1q7r3"), &none)).map(|d| d.frame),
+            Ok(Frame::OwnMessage)
+        );
+        let other = |id: &str| id == "wxid_k2m9p1q7r3";
+        assert_eq!(
+            decode(GROUP_EVENT, &cx(None, &other)).map(|d| d.frame),
+            Ok(Frame::OwnMessage)
+        );
+    }
+
+    #[test]
+    fn meta_events_notices_responses_and_garbage() {
+        let none = |_: &str| false;
+        let frame = |text: &str| decode(text, &cx(None, &none)).map(|d| d.frame);
+        assert_eq!(
+            frame(
+                r#"{"id":"","time":1718880000.0,"type":"meta","detail_type":"connect","sub_type":"","version":{"impl":"ComWechat","version":"v1.0","onebot_version":"12"}}"#
+            ),
+            Ok(Frame::Connect {
+                implementation: "ComWechat".into(),
+                version: "v1.0".into()
+            })
+        );
+        assert_eq!(
+            frame(
+                r#"{"id":"9","time":1.5,"type":"meta","detail_type":"status_update","sub_type":"","status":{"good":true,"bots":[{"self":{"platform":"wechat","user_id":"wxid_botself01"},"online":false}]}}"#
+            ),
+            Ok(Frame::StatusUpdate {
+                good: Some(true),
+                bots: vec![BotStatus {
+                    user_id: "wxid_botself01".into(),
+                    online: false
+                }]
+            })
+        );
+        assert_eq!(
+            frame(r#"{"type":"meta","detail_type":"heartbeat","interval":5000}"#),
+            Ok(Frame::Heartbeat {
+                interval_ms: Some(5000)
+            })
+        );
+        let Ok(Frame::Recall(recall)) = frame(
+            r#"{"id":"r","time":1718880100.0,"type":"notice","detail_type":"group_message_delete","sub_type":"delete","self":{"platform":"wechat","user_id":"b"},"group_id":"g@chatroom","message_id":"55","user_id":"u1","operator_id":""}"#,
+        ) else {
+            panic!("a recall");
+        };
+        assert_eq!(recall.kind, Kind::Recall);
+        assert_eq!(recall.origin.message_id, "55");
+        assert_eq!(
+            recall.sender.id, "u1",
+            "an empty operator_id falls back to the author"
+        );
+        assert_ne!(recall.id, Envelope::make_id("wx", "g@chatroom", "55"));
+        let response =
+            frame(r#"{"status":"ok","retcode":0,"data":true,"message":"","echo":"qb-1"}"#);
+        assert!(matches!(response, Ok(Frame::Response { echo, .. }) if echo == "qb-1"));
+        assert_eq!(
+            frame(r#"{"type":"request","detail_type":"friend"}"#),
+            Ok(Frame::Ignored)
+        );
+        assert!(matches!(frame("[1]"), Err(FrameError::NotJson(_))));
+        assert!(matches!(frame("{\"x\":1}"), Err(FrameError::Unknown)));
+        assert_eq!(
+            frame(
+                r#"{"type":"message","detail_type":"group","user_id":"u","message_id":"1","message":[]}"#
+            ),
+            Err(FrameError::Field("group_id"))
+        );
+        let string_message = r#"{"type":"message","detail_type":"group","group_id":"g","user_id":"u","message_id":1,"message":"plain","qq.nickname":"Ann"}"#;
+        let Ok(Frame::Message(incoming)) = frame(string_message) else {
+            panic!("a message");
+        };
+        assert_eq!(incoming.envelope.segments, vec![Segment::text("plain")]);
+        assert_eq!(incoming.envelope.sender.name, "Ann");
+        assert!(incoming.name_known);
+    }
+}

@@ -1,0 +1,144 @@
+//! WeCom (企业微信) groups through the group robot webhook (PROTOCOLS.md §4.1,
+//! ARCHITECTURE.md §10): send-only, `platform = "wecom"` with `webhook`. A robot cannot
+//! receive, so the account is only ever a destination (`to` in a link), and it cannot
+//! recall what it sent.
+//!
+//! - [`webhook`]: the POST per message part, `errcode` checks, the 45009 pause.
+//! - [`split`]: long text cut into parts within WeCom's byte limits (2048 for text, 4096
+//!   for markdown) on character boundaries.
+//!
+//! The webhook URL's `key` is the robot's credential: settings print only the host.
+
+pub mod split;
+pub mod webhook;
+
+use std::time::Duration;
+
+use tracing::info;
+
+use crate::context::{ConnectionState, ConnectorContext, EgressRequest};
+use crate::error::ConnectorError;
+use crate::Connector;
+
+pub use webhook::{
+    ERR_FREQ_OUT_OF_LIMIT, FIRST_PAUSE, MAX_MARKDOWN_BYTES, MAX_PAUSE, MAX_TEXT_BYTES,
+};
+
+/// How qunbridge introduces itself to WeCom.
+const USER_AGENT: &str = concat!("qunbridge/", env!("CARGO_PKG_VERSION"));
+/// How long connecting to the webhook may take.
+const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one webhook request may take in all.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings of a WeCom robot account, resolved from the config.
+#[derive(Clone)]
+pub struct WecomSettings {
+    /// `https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…`; the `key` is a secret.
+    pub webhook: String,
+    /// Send `markdown` messages (WeCom's markdown subset, up to 4096 bytes) instead of
+    /// `text` (up to 2048 bytes).
+    pub markdown: bool,
+}
+
+impl WecomSettings {
+    /// The webhook's host, the only part of its URL that may be shown.
+    pub fn host(&self) -> String {
+        reqwest::Url::parse(&self.webhook)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "<invalid URL>".into())
+    }
+
+    /// The `key` query parameter, when there is one (to keep it out of error texts).
+    pub fn key(&self) -> Option<String> {
+        let url = reqwest::Url::parse(&self.webhook).ok()?;
+        let key = url
+            .query_pairs()
+            .find(|(name, _)| name == "key")
+            .map(|(_, value)| value.into_owned());
+        key
+    }
+}
+
+impl std::fmt::Debug for WecomSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WecomSettings")
+            .field("webhook_host", &self.host())
+            .field("markdown", &self.markdown)
+            .finish()
+    }
+}
+
+/// The HTTP client of a robot: rustls, bounded timeouts, and no redirects (a redirect would
+/// carry the key to another host).
+fn http_client() -> Result<reqwest::Client, ConnectorError> {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(HTTP_CONNECT_TIMEOUT)
+        .timeout(HTTP_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|error| {
+            ConnectorError::Io(std::io::Error::other(format!(
+                "cannot build the HTTP client: {}",
+                error.without_url()
+            )))
+        })
+}
+
+/// The WeCom group robot connector: send-only, one POST per message part.
+pub struct WecomConnector {
+    /// Its settings.
+    settings: WecomSettings,
+}
+
+impl WecomConnector {
+    /// A connector for one robot account.
+    pub fn new(settings: WecomSettings) -> WecomConnector {
+        WecomConnector { settings }
+    }
+}
+
+impl Connector for WecomConnector {
+    async fn run(self, ctx: ConnectorContext) -> Result<(), ConnectorError> {
+        let ConnectorContext {
+            account,
+            mut egress,
+            state,
+            ..
+        } = ctx;
+        info!(message = "WeCom group robot account ready.", account = %account, host = %self.settings.host(), markdown = self.settings.markdown);
+        let mut robot = webhook::Robot::new(account, self.settings, http_client()?);
+        // Nothing to connect: the robot is usable as soon as it is configured.
+        state.set(ConnectionState::Up, None);
+        // Egress runs until the relay closes the queue, which it does after shutdown once
+        // nothing more is in flight.
+        while let Some(request) = egress.recv().await {
+            let EgressRequest {
+                outbound, reply, ..
+            } = request;
+            let outcome = robot.send(&outbound).await;
+            let _ = reply.send(outcome);
+        }
+        state.set(ConnectionState::Stopped, None);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_never_show_the_key() {
+        let settings = WecomSettings {
+            webhook: "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=693a91f6-7xxx".into(),
+            markdown: true,
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("693a91f6"), "{shown}");
+        assert!(shown.contains("qyapi.weixin.qq.com"), "{shown}");
+        assert_eq!(settings.key().as_deref(), Some("693a91f6-7xxx"));
+    }
+}

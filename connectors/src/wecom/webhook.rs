@@ -1,0 +1,554 @@
+//! Sending through a WeCom (企业微信) group robot webhook (PROTOCOLS.md §4.1): a POST of a
+//! `text` (or `markdown`) message per part, the text split to fit the byte limit, and the
+//! `errcode` of every answer checked (WeCom answers HTTP 200 for refusals too).
+//!
+//! - `45009` (`api freq out of limit`, more than 20 messages a minute): the robot is paused
+//!   and [`SendError::Throttled`] tells the relay to wait and try again without losing the
+//!   message. The first pause is 60 s, or the answer's `Retry-After` seconds when it carries
+//!   that header; each further 45009 in a row doubles it, up to 10 minutes; a success resets
+//!   it. Sends asked for during a pause are answered `Throttled` without touching the network.
+//! - A message split into parts that fails in the middle is resumed on the relay's retry:
+//!   the parts already accepted are not sent again.
+//! - Network errors, HTTP 5xx, `errcode` `-1` (system busy) and answers that are not JSON are
+//!   retryable; any other non-zero `errcode` is refused for good, with WeCom's `errmsg`.
+//!
+//! The webhook's `key` is the robot's only credential: it never reaches logs, errors or
+//! metrics (reqwest errors are stripped of their URL, and an `errmsg` that quoted the key
+//! would have it replaced).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::split::split;
+use super::WecomSettings;
+use crate::context::SendReceipt;
+use crate::error::SendError;
+use crate::model::{Kind, Outbound};
+
+/// The errcode of "api freq out of limit".
+pub const ERR_FREQ_OUT_OF_LIMIT: i64 = 45_009;
+/// The errcode of "system busy": worth another try.
+const ERR_SYSTEM_BUSY: i64 = -1;
+/// Most bytes of a `text` message's content.
+pub const MAX_TEXT_BYTES: usize = 2048;
+/// Most bytes of a `markdown` message's content.
+pub const MAX_MARKDOWN_BYTES: usize = 4096;
+/// First pause after a 45009 when the answer suggests none.
+pub const FIRST_PAUSE: Duration = Duration::from_secs(60);
+/// Longest pause.
+pub const MAX_PAUSE: Duration = Duration::from_secs(600);
+/// Largest answer read from the webhook.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Characters of a refusal's text kept in errors.
+const MAX_ERROR_TEXT: usize = 200;
+/// Messages whose partial progress is remembered for resuming a split send.
+const PROGRESS_CAPACITY: usize = 64;
+
+/// The pause of a robot that answered 45009.
+#[derive(Debug, Default)]
+pub struct Pause {
+    /// 45009 answers in a row; the exponent of the doubling.
+    strikes: u32,
+    /// When the robot may send again.
+    until: Option<Instant>,
+}
+
+impl Pause {
+    /// Time left in the current pause, if any.
+    pub fn remaining(&self) -> Option<Duration> {
+        let left = self.until?.checked_duration_since(Instant::now())?;
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// Starts the next pause: `first` (or [`FIRST_PAUSE`]) doubled for every 45009 before
+    /// it in a row, at most [`MAX_PAUSE`].
+    pub fn strike(&mut self, first: Option<Duration>) -> Duration {
+        let base = first.unwrap_or(FIRST_PAUSE);
+        let pause = base
+            .saturating_mul(2u32.saturating_pow(self.strikes.min(16)))
+            .min(MAX_PAUSE);
+        self.strikes = self.strikes.saturating_add(1);
+        self.until = Some(Instant::now() + pause);
+        pause
+    }
+
+    /// Ends the pause after a success.
+    pub fn clear(&mut self) {
+        self.strikes = 0;
+        self.until = None;
+    }
+}
+
+/// Parts already accepted of messages whose send failed in the middle, for a bounded number
+/// of messages (the oldest are forgotten first).
+#[derive(Debug, Default)]
+struct Progress {
+    /// (message key, parts accepted), oldest first.
+    entries: VecDeque<(String, usize)>,
+}
+
+impl Progress {
+    /// The key of one message for one destination: inbound id, group, text length.
+    fn key(outbound: &Outbound) -> String {
+        format!(
+            "{}\u{1f}{}\u{1f}{}",
+            outbound.id,
+            outbound.group,
+            outbound.text.len()
+        )
+    }
+
+    /// Takes the parts already accepted of `key` (0 for a new message).
+    fn take(&mut self, key: &str) -> usize {
+        match self.entries.iter().position(|(k, _)| k == key) {
+            Some(at) => self.entries.remove(at).map_or(0, |(_, sent)| sent),
+            None => 0,
+        }
+    }
+
+    /// Remembers the parts accepted of `key`, for the next attempt.
+    fn keep(&mut self, key: String, sent: usize) {
+        if sent == 0 {
+            return;
+        }
+        while self.entries.len() >= PROGRESS_CAPACITY {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((key, sent));
+    }
+}
+
+/// The `Retry-After` header in seconds, clamped to 1 s … 10 min.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds.clamp(1, 600)))
+}
+
+/// A reqwest error as text, without the URL (its query holds the key), with its causes.
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Reads at most `limit` bytes of a response body.
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(describe)? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("answer larger than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The sender of one robot.
+pub struct Robot {
+    /// Account id, for logs.
+    account: String,
+    /// Webhook URL and message type.
+    settings: WecomSettings,
+    /// Shared HTTP client (rustls, timeouts, no redirects).
+    http: reqwest::Client,
+    /// The robot's 45009 pause.
+    pause: Pause,
+    /// Parts of split messages already accepted.
+    progress: Progress,
+}
+
+impl Robot {
+    /// A sender for one account.
+    pub fn new(account: String, settings: WecomSettings, http: reqwest::Client) -> Robot {
+        Robot {
+            account,
+            settings,
+            http,
+            pause: Pause::default(),
+            progress: Progress::default(),
+        }
+    }
+
+    /// Sends an outbound message, split into parts within the byte limit; a retry after a
+    /// failure in the middle resumes after the parts already accepted.
+    ///
+    /// # Errors
+    /// [`SendError`] as described in the module documentation.
+    pub async fn send(&mut self, outbound: &Outbound) -> Result<SendReceipt, SendError> {
+        if outbound.kind == Kind::Recall {
+            debug!(message = "A WeCom robot cannot recall; skipped.", account = %self.account);
+            return Ok(SendReceipt::default());
+        }
+        if let Some(left) = self.pause.remaining() {
+            return Err(SendError::Throttled(left));
+        }
+        if outbound.text.trim().is_empty() {
+            return Err(SendError::Permanent("the message is empty".into()));
+        }
+        let (msgtype, limit) = if self.settings.markdown {
+            ("markdown", MAX_MARKDOWN_BYTES)
+        } else {
+            ("text", MAX_TEXT_BYTES)
+        };
+        let parts = split(&outbound.text, limit);
+        let key = Progress::key(outbound);
+        let mut sent = self.progress.take(&key);
+        for part in parts.iter().skip(sent) {
+            // WeCom refuses empty content; a part of nothing but line breaks is skipped.
+            if part.trim().is_empty() {
+                sent += 1;
+                continue;
+            }
+            match self.post(msgtype, part).await {
+                Ok(()) => sent += 1,
+                Err(error) => {
+                    if !matches!(error, SendError::Permanent(_)) {
+                        self.progress.keep(key, sent);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        if parts.len() > 1 {
+            debug!(message = "Long message sent in parts.", account = %self.account, parts = parts.len());
+        }
+        // The webhook returns no message id: nothing can be recalled later.
+        Ok(SendReceipt::default())
+    }
+
+    /// POSTs one message and reads the verdict.
+    async fn post(&mut self, msgtype: &str, content: &str) -> Result<(), SendError> {
+        let body = json!({ "msgtype": msgtype, msgtype: { "content": content } });
+        let response = self
+            .http
+            .post(&self.settings.webhook)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|error| {
+                SendError::Retryable(format!("WeCom robot unreachable: {}", describe(error)))
+            })?;
+        let status = response.status();
+        let suggested = retry_after(response.headers());
+        let body = read_limited(response, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|error| SendError::Retryable(format!("WeCom robot answer: {error}")))?;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(self.throttled(suggested, "HTTP 429"));
+        }
+        if status.is_server_error() {
+            return Err(SendError::Retryable(format!(
+                "WeCom robot answered HTTP {status}"
+            )));
+        }
+        if !status.is_success() {
+            return Err(SendError::Permanent(format!(
+                "WeCom robot answered HTTP {status}: {}",
+                self.clean(&String::from_utf8_lossy(&body))
+            )));
+        }
+        let answer: Value = serde_json::from_slice(&body).map_err(|_| {
+            SendError::Retryable("WeCom robot answered with something other than JSON".into())
+        })?;
+        let errcode = match answer.get("errcode") {
+            None | Some(Value::Null) => 0,
+            Some(Value::Number(n)) => n.as_i64().unwrap_or(i64::MIN),
+            Some(Value::String(s)) => s.trim().parse().unwrap_or(i64::MIN),
+            Some(_) => i64::MIN,
+        };
+        let errmsg = self.clean(
+            answer
+                .get("errmsg")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        );
+        match errcode {
+            0 => {
+                self.pause.clear();
+                Ok(())
+            }
+            ERR_FREQ_OUT_OF_LIMIT => Err(self.throttled(suggested, &errmsg)),
+            ERR_SYSTEM_BUSY => Err(SendError::Retryable(format!(
+                "WeCom robot busy ({errcode} {errmsg})"
+            ))),
+            other => Err(SendError::Permanent(format!(
+                "WeCom robot refused the message ({other} {errmsg})"
+            ))),
+        }
+    }
+
+    /// Pauses the robot after a frequency refusal.
+    fn throttled(&mut self, suggested: Option<Duration>, what: &str) -> SendError {
+        let pause = self.pause.strike(suggested);
+        warn!(message = "WeCom robot is sending too fast (45009); pausing it.", account = %self.account, answer = %what, pause_s = pause.as_secs_f64());
+        SendError::Throttled(pause)
+    }
+
+    /// Platform text for errors: clipped, and never the webhook key.
+    fn clean(&self, text: &str) -> String {
+        let mut text = match self.settings.key() {
+            Some(key) if !key.is_empty() => text.replace(&key, "<redacted>"),
+            _ => text.to_owned(),
+        };
+        if text.chars().count() > MAX_ERROR_TEXT {
+            text = text.chars().take(MAX_ERROR_TEXT).collect::<String>() + "…";
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::State;
+    use axum::http::StatusCode as HttpStatus;
+    use axum::response::IntoResponse;
+
+    use super::*;
+    use crate::model::{Origin, Platform, Sender};
+
+    /// What the scripted robot answers: HTTP status, errcode, `Retry-After`.
+    type Answer = (u16, i64, Option<u64>);
+
+    /// A robot on a real local port: records every content, answers from a script (then 0).
+    struct ScriptedRobot {
+        /// Contents received with the errcode they got.
+        seen: Mutex<Vec<(String, i64)>>,
+        /// Answers for the next requests.
+        script: Mutex<VecDeque<Answer>>,
+    }
+
+    async fn scripted(script: Vec<Answer>) -> (Arc<ScriptedRobot>, String) {
+        async fn send(
+            State(robot): State<Arc<ScriptedRobot>>,
+            axum::Json(body): axum::Json<Value>,
+        ) -> axum::response::Response {
+            let (status, errcode, retry) = robot
+                .script
+                .lock()
+                .expect("lock")
+                .pop_front()
+                .unwrap_or((200, 0, None));
+            let content = body["text"]["content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            robot.seen.lock().expect("lock").push((content, errcode));
+            let mut headers = axum::http::HeaderMap::new();
+            if let Some(seconds) = retry {
+                headers.insert("retry-after", seconds.into());
+            }
+            let status = HttpStatus::from_u16(status).unwrap_or(HttpStatus::OK);
+            (
+                status,
+                headers,
+                axum::Json(json!({"errcode": errcode, "errmsg": "scripted"})),
+            )
+                .into_response()
+        }
+        let robot = Arc::new(ScriptedRobot {
+            seen: Mutex::new(Vec::new()),
+            script: Mutex::new(script.into()),
+        });
+        let app = axum::Router::new()
+            .route("/cgi-bin/webhook/send", axum::routing::post(send))
+            .with_state(robot.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!(
+            "http://{}/cgi-bin/webhook/send?key=k3y",
+            listener.local_addr().expect("addr")
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (robot, url)
+    }
+
+    fn robot_for(url: &str) -> Robot {
+        Robot::new(
+            "w".into(),
+            WecomSettings {
+                webhook: url.into(),
+                markdown: false,
+            },
+            reqwest::Client::new(),
+        )
+    }
+
+    fn outbound(text: &str) -> Outbound {
+        Outbound {
+            v: 1,
+            id: "hub:a:1".into(),
+            link: "ops".into(),
+            group: "ops".into(),
+            kind: Kind::Message,
+            origin: Origin {
+                platform: Platform::Api,
+                account: "hub".into(),
+                group: "a".into(),
+                message_id: "1".into(),
+                group_name: None,
+            },
+            sender: Sender {
+                id: "u".into(),
+                name: "Ann".into(),
+                is_bot: false,
+            },
+            ts_ms: 0,
+            prefix: String::new(),
+            text: text.into(),
+            segments: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_split_message_resumes_after_the_parts_already_accepted() {
+        // 4500 bytes: three parts. The second is refused with 45009 and `Retry-After: 1`.
+        let (server, url) = scripted(vec![(200, 0, None), (200, 45009, Some(1))]).await;
+        let mut robot = robot_for(&url);
+        let text = "一".repeat(1500);
+        let message = outbound(&text);
+        assert_eq!(
+            robot.send(&message).await,
+            Err(SendError::Throttled(Duration::from_secs(1)))
+        );
+        // During the pause nothing is posted.
+        assert!(matches!(
+            robot.send(&message).await,
+            Err(SendError::Throttled(_))
+        ));
+        assert_eq!(server.seen.lock().expect("lock").len(), 2);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(robot.send(&message).await, Ok(SendReceipt::default()));
+        let seen = server.seen.lock().expect("lock").clone();
+        let codes: Vec<i64> = seen.iter().map(|(_, code)| *code).collect();
+        assert_eq!(
+            codes,
+            vec![0, 45009, 0, 0],
+            "the first part is not sent twice"
+        );
+        assert_eq!(seen[1].0, seen[2].0, "the refused part is the one retried");
+        let accepted: String = seen
+            .iter()
+            .filter(|(_, code)| *code == 0)
+            .map(|(content, _)| content.as_str())
+            .collect();
+        assert_eq!(accepted, text);
+        assert!(seen
+            .iter()
+            .all(|(content, _)| content.len() <= MAX_TEXT_BYTES));
+        assert_eq!(robot.pause.strikes, 0, "a success resets the pause");
+    }
+
+    #[tokio::test]
+    async fn answers_map_to_send_errors() {
+        let (_server, url) = scripted(vec![
+            (502, 0, None),
+            (200, -1, None),
+            (200, 93000, None),
+            (404, 0, None),
+            (429, 0, Some(2)),
+        ])
+        .await;
+        let mut robot = robot_for(&url);
+        let message = outbound("hi");
+        assert!(matches!(
+            robot.send(&message).await,
+            Err(SendError::Retryable(_))
+        ));
+        assert!(matches!(
+            robot.send(&message).await,
+            Err(SendError::Retryable(_))
+        ));
+        let refused = robot.send(&message).await;
+        assert!(
+            matches!(&refused, Err(SendError::Permanent(reason)) if reason.contains("93000")),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            robot.send(&message).await,
+            Err(SendError::Permanent(_))
+        ));
+        assert_eq!(
+            robot.send(&message).await,
+            Err(SendError::Throttled(Duration::from_secs(2)))
+        );
+        let unreachable = robot_for("http://127.0.0.1:9/cgi-bin/webhook/send?key=k3y")
+            .send(&message)
+            .await;
+        assert!(
+            matches!(&unreachable, Err(SendError::Retryable(reason)) if !reason.contains("k3y")),
+            "unreachable is retryable and never shows the key: {unreachable:?}"
+        );
+        assert!(matches!(
+            robot_for(&url).send(&outbound("  ")).await,
+            Err(SendError::Permanent(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pauses_start_at_a_minute_double_up_to_ten_and_reset() {
+        let mut pause = Pause::default();
+        assert_eq!(pause.remaining(), None);
+        let seen: Vec<u64> = (0..6).map(|_| pause.strike(None).as_secs()).collect();
+        assert_eq!(seen, vec![60, 120, 240, 480, 600, 600]);
+        assert!(pause.remaining().is_some());
+        tokio::time::advance(MAX_PAUSE + Duration::from_secs(1)).await;
+        assert_eq!(pause.remaining(), None);
+        pause.clear();
+        assert_eq!(pause.strike(Some(Duration::from_secs(1))).as_secs(), 1);
+        assert_eq!(pause.strike(Some(Duration::from_secs(1))).as_secs(), 2);
+    }
+
+    #[test]
+    fn progress_is_bounded_and_taken_once() {
+        let mut progress = Progress::default();
+        for n in 0..(PROGRESS_CAPACITY + 10) {
+            progress.keep(format!("k{n}"), 1);
+        }
+        assert_eq!(progress.entries.len(), PROGRESS_CAPACITY);
+        assert_eq!(progress.take("k0"), 0, "the oldest were forgotten");
+        let newest = format!("k{}", PROGRESS_CAPACITY + 9);
+        assert_eq!(progress.take(&newest), 1);
+        assert_eq!(progress.take(&newest), 0);
+    }
+
+    #[test]
+    fn refusal_texts_never_carry_the_key() {
+        let robot = Robot::new(
+            "w".into(),
+            WecomSettings {
+                webhook: "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=693a91f6-7xxx"
+                    .into(),
+                markdown: false,
+            },
+            reqwest::Client::new(),
+        );
+        assert_eq!(
+            robot.clean("invalid webhook url key=693a91f6-7xxx, hint: [1]"),
+            "invalid webhook url key=<redacted>, hint: [1]"
+        );
+        assert!(robot.clean(&"x".repeat(500)).chars().count() <= MAX_ERROR_TEXT + 1);
+    }
+}

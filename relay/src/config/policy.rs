@@ -1,0 +1,332 @@
+//! Pacing, length and link-filtering settings: the defaults per destination platform
+//! (ARCHITECTURE.md §6 and §7) and the `[limits.*]`, `[filters.*]` and per-link `filters`
+//! overrides, checked with the same "item, key, value" messages as the rest of the config.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use qunbridge_connectors::Platform;
+use regex::Regex;
+
+use super::raw::{RawFilter, RawLimits};
+use crate::core::filter::{default_rules, Action, FilterRules, Matcher, Rule};
+use crate::core::split::{LengthLimit, Unit};
+use crate::egress::pacing::{Limit, Rate};
+use crate::egress::{EgressPolicy, DEFAULT_MAX_DELAY};
+
+/// Default most parts of a split message.
+pub const DEFAULT_MAX_PARTS: usize = 5;
+/// Longest `max_delay`, so a typo cannot keep messages for days.
+const MAX_MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Filter rules configured per destination platform and per account.
+#[derive(Debug, Clone, Default)]
+pub struct FilterConfig {
+    /// `[filters.<platform>]`.
+    pub platforms: HashMap<Platform, Vec<Rule>>,
+    /// `[filters.<account>]`.
+    pub accounts: HashMap<String, Vec<Rule>>,
+}
+
+impl FilterConfig {
+    /// The ordered rules for a destination: the link's, then the account's, then the
+    /// platform's, then the platform defaults. The first rule that matches decides.
+    pub fn effective(&self, platform: Platform, account: &str, link_rules: &[Rule]) -> FilterRules {
+        let mut rules = link_rules.to_vec();
+        rules.extend(self.accounts.get(account).into_iter().flatten().cloned());
+        rules.extend(self.platforms.get(&platform).into_iter().flatten().cloned());
+        rules.extend(default_rules(platform));
+        FilterRules { rules }
+    }
+}
+
+/// A limit of `count` per `per` with `burst`.
+fn limit(count: u32, per: Duration, burst: u32) -> Option<Limit> {
+    Some(Limit {
+        rate: Rate { count, per },
+        burst,
+    })
+}
+
+/// The defaults of ARCHITECTURE.md §6 for an account's platform and protocol.
+pub fn default_policy(platform: Platform, protocol: &str) -> EgressPolicy {
+    let minute = Duration::from_secs(60);
+    let personal = limit(1, Duration::from_millis(1500), 3);
+    let (per_group, per_account, length) = match (platform, protocol) {
+        (Platform::Api, _) => (None, None, None),
+        (Platform::Qq, _) => (personal, limit(20, minute, 5), Some((4500, Unit::Chars))),
+        (Platform::Wechat, _) => (personal, limit(20, minute, 5), Some((2000, Unit::Chars))),
+        (Platform::Dingtalk, "webhook") => {
+            (None, limit(20, minute, 5), Some((14_000, Unit::Bytes)))
+        }
+        (Platform::Dingtalk, _) => (limit(20, minute, 5), None, Some((14_000, Unit::Bytes))),
+        (Platform::Wecom, _) => (None, limit(20, minute, 5), Some((2048, Unit::Bytes))),
+    };
+    EgressPolicy {
+        per_group,
+        groups: Default::default(),
+        per_account,
+        max_delay: DEFAULT_MAX_DELAY,
+        length: length.map(|(max, unit)| LengthLimit {
+            max,
+            unit,
+            max_parts: DEFAULT_MAX_PARTS,
+        }),
+    }
+}
+
+/// Parses a rate key (`off` disables it).
+fn rate(item: &str, key: &str, value: &str, problems: &mut Vec<String>) -> Option<Option<Rate>> {
+    if value.trim().eq_ignore_ascii_case("off") {
+        return Some(None);
+    }
+    match Rate::parse(value) {
+        Ok(rate) => Some(Some(rate)),
+        Err(error) => {
+            problems.push(format!("{item}: `{key}` = {value:?}: {error}"));
+            None
+        }
+    }
+}
+
+/// A burst value (at least 1).
+fn burst(
+    item: &str,
+    key: &str,
+    value: Option<u32>,
+    default: u32,
+    problems: &mut Vec<String>,
+) -> u32 {
+    match value {
+        Some(0) => {
+            problems.push(format!("{item}: `{key}` = 0: must be at least 1"));
+            default
+        }
+        Some(n) => n,
+        None => default,
+    }
+}
+
+/// Applies `[limits."<account>"]` to an account's policy.
+pub fn apply_limits(
+    item: &str,
+    policy: &mut EgressPolicy,
+    raw: &RawLimits,
+    problems: &mut Vec<String>,
+) {
+    let group_burst = policy.per_group.map_or(1, |l| l.burst);
+    if let Some(value) = &raw.per_group {
+        if let Some(rate) = rate(item, "per_group", value, problems) {
+            policy.per_group = rate.map(|rate| Limit {
+                rate,
+                burst: group_burst,
+            });
+        }
+    }
+    if let Some(group) = policy.per_group.as_mut() {
+        group.burst = burst(item, "burst", raw.burst, group.burst, problems);
+    } else if raw.burst.is_some() && raw.per_group.is_none() {
+        problems.push(format!(
+            "{item}: `burst` is set but the account has no `per_group` rate"
+        ));
+    }
+    let account_burst = policy.per_account.map_or(1, |l| l.burst);
+    if let Some(value) = &raw.per_account {
+        if let Some(rate) = rate(item, "per_account", value, problems) {
+            policy.per_account = rate.map(|rate| Limit {
+                rate,
+                burst: account_burst,
+            });
+        }
+    }
+    if let Some(account) = policy.per_account.as_mut() {
+        account.burst = burst(
+            item,
+            "per_account_burst",
+            raw.per_account_burst,
+            account.burst,
+            problems,
+        );
+    }
+    if let Some(value) = &raw.max_delay {
+        match humantime::parse_duration(value) {
+            Ok(delay) if !delay.is_zero() && delay <= MAX_MAX_DELAY => policy.max_delay = delay,
+            Ok(_) => problems.push(format!(
+                "{item}: `max_delay` = {value:?}: must be above zero and at most 7 days"
+            )),
+            Err(error) => problems.push(format!(
+                "{item}: `max_delay` = {value:?}: {error} (write e.g. 10m or 90s)"
+            )),
+        }
+    }
+    if raw.max_length.is_some() || raw.max_parts.is_some() {
+        match policy.length.as_mut() {
+            Some(length) => {
+                if let Some(max) = raw.max_length {
+                    if max < 32 {
+                        problems.push(format!("{item}: `max_length` = {max}: must be at least 32"));
+                    } else {
+                        length.max = max as usize;
+                    }
+                }
+                if let Some(parts) = raw.max_parts {
+                    if parts == 0 || parts > 100 {
+                        problems.push(format!("{item}: `max_parts` = {parts}: must be 1 to 100"));
+                    } else {
+                        length.max_parts = parts as usize;
+                    }
+                }
+            }
+            None => problems.push(format!(
+                "{item}: `max_length`/`max_parts` are set but this platform has no length limit"
+            )),
+        }
+    }
+    for (group, overrides) in &raw.groups {
+        let group_item = format!("{item} group {group:?}");
+        let base = policy.group_limit(group);
+        let mut group_limit = base;
+        if let Some(value) = &overrides.per_group {
+            if let Some(rate) = rate(&group_item, "per_group", value, problems) {
+                group_limit = rate.map(|rate| Limit {
+                    rate,
+                    burst: base.map_or(1, |l| l.burst),
+                });
+            }
+        }
+        if let Some(limit) = group_limit.as_mut() {
+            limit.burst = burst(&group_item, "burst", overrides.burst, limit.burst, problems);
+        }
+        policy.groups.insert(group.clone(), group_limit);
+    }
+}
+
+/// Parses a set of filter rules; `source` names where they come from.
+pub fn filter_rules(
+    item: &str,
+    raw: &RawFilter,
+    source: &str,
+    problems: &mut Vec<String>,
+) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    let rule = |matcher, action| Rule {
+        matcher,
+        action,
+        source: source.to_owned(),
+    };
+    let check_domains = |key: &str, domains: &[String], problems: &mut Vec<String>| {
+        for domain in domains {
+            let valid = !domain.is_empty()
+                && domain.contains('.')
+                && domain
+                    .trim_start_matches('.')
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            if !valid {
+                problems.push(format!(
+                    "{item}: `{key}` has {domain:?}: not a domain such as example.org"
+                ));
+            }
+        }
+    };
+    if !raw.allow_domains.is_empty() {
+        check_domains("allow_domains", &raw.allow_domains, problems);
+        rules.push(rule(
+            Matcher::Domain(raw.allow_domains.clone()),
+            Action::Allow,
+        ));
+    }
+    if !raw.deny_domains.is_empty() {
+        check_domains("deny_domains", &raw.deny_domains, problems);
+        rules.push(rule(
+            Matcher::Domain(raw.deny_domains.clone()),
+            Action::Strip,
+        ));
+    }
+    for (index, raw_rule) in raw.rules.iter().enumerate() {
+        let key = format!("rules[{index}]");
+        let matcher = match raw_rule.matcher.as_deref() {
+            Some("url") => Some(Matcher::Url),
+            Some("short_link") => Some(Matcher::ShortLink),
+            Some("qq_group_invite") => Some(Matcher::QqGroupInvite),
+            Some("wechat_share_code") => Some(Matcher::WechatShareCode),
+            Some("domain") if !raw_rule.domains.is_empty() => {
+                check_domains(&format!("{key}.domains"), &raw_rule.domains, problems);
+                Some(Matcher::Domain(raw_rule.domains.clone()))
+            }
+            Some("domain") => {
+                problems.push(format!(
+                    "{item}: `{key}.domains` is missing for `match` = \"domain\""
+                ));
+                None
+            }
+            Some("regex") => match raw_rule.pattern.as_deref() {
+                Some(pattern) => match Regex::new(pattern) {
+                    Ok(regex) if !regex.is_match("") => Some(Matcher::Regex(regex)),
+                    Ok(_) => {
+                        problems.push(format!(
+                            "{item}: `{key}.pattern` = {pattern:?}: matches the empty text"
+                        ));
+                        None
+                    }
+                    Err(error) => {
+                        problems.push(format!("{item}: `{key}.pattern` = {pattern:?}: {error}"));
+                        None
+                    }
+                },
+                None => {
+                    problems.push(format!(
+                        "{item}: `{key}.pattern` is missing for `match` = \"regex\""
+                    ));
+                    None
+                }
+            },
+            Some(other) => {
+                problems.push(format!(
+                    "{item}: `{key}.match` = {other:?}: one of url, short_link, qq_group_invite, wechat_share_code, domain, regex"
+                ));
+                None
+            }
+            None => {
+                problems.push(format!("{item}: `{key}.match` is missing"));
+                None
+            }
+        };
+        let action = match (raw_rule.action.as_deref(), &raw_rule.with) {
+            (Some("allow"), _) => Some(Action::Allow),
+            (Some("strip"), _) => Some(Action::Strip),
+            (Some("defang"), _) => Some(Action::Defang),
+            (Some("drop"), _) => Some(Action::Drop),
+            (Some("replace"), Some(with)) => {
+                if crate::core::filter::detect::urls(with).is_empty() {
+                    Some(Action::Replace(with.clone()))
+                } else {
+                    problems.push(format!(
+                        "{item}: `{key}.with` = {with:?}: a replacement must not contain a link"
+                    ));
+                    None
+                }
+            }
+            (Some("replace"), None) => {
+                problems.push(format!(
+                    "{item}: `{key}.with` is missing for `action` = \"replace\""
+                ));
+                None
+            }
+            (Some(other), _) => {
+                problems.push(format!(
+                    "{item}: `{key}.action` = {other:?}: one of allow, strip, replace, defang, drop"
+                ));
+                None
+            }
+            (None, _) => {
+                problems.push(format!("{item}: `{key}.action` is missing"));
+                None
+            }
+        };
+        if let (Some(matcher), Some(action)) = (matcher, action) {
+            rules.push(rule(matcher, action));
+        }
+    }
+    rules
+}

@@ -1,0 +1,141 @@
+//! Egress: how an account's outbound messages leave. One ordered queue and one worker per
+//! destination group, so a destination waiting for its limiter never delays another; pacing
+//! per group and per account ([`pacing`]); while a destination waits, what queues up for it is
+//! merged into one message up to the platform's length limit ([`queue`]); messages longer
+//! than the limit are split; only messages older than `max_delay` are dropped.
+
+pub mod pacing;
+pub mod queue;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use qunbridge_connectors::context::BoxFuture;
+use qunbridge_connectors::{EgressRequest, Outbound, Platform};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use self::pacing::{Limit, Pacer};
+use crate::activity::{Activity, WorkGuard};
+use crate::core::split::LengthLimit;
+use crate::store::{DedupStore, MessageMap};
+
+/// Default `max_delay`: older messages are dropped instead of sent.
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(600);
+
+/// How one account's messages are paced and sized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressPolicy {
+    /// Limit per destination group (`None`: unlimited).
+    pub per_group: Option<Limit>,
+    /// Per-group overrides (`None` inside: unlimited for that group).
+    pub groups: BTreeMap<String, Option<Limit>>,
+    /// Limit for the whole account.
+    pub per_account: Option<Limit>,
+    /// Messages older than this (since the platform said them) are dropped.
+    pub max_delay: Duration,
+    /// Longest message and most parts (`None`: no limit).
+    pub length: Option<LengthLimit>,
+}
+
+impl EgressPolicy {
+    /// No pacing and no length limit (the `api` connector).
+    pub fn unlimited() -> EgressPolicy {
+        EgressPolicy {
+            per_group: None,
+            groups: BTreeMap::new(),
+            per_account: None,
+            max_delay: DEFAULT_MAX_DELAY,
+            length: None,
+        }
+    }
+
+    /// The limit of one destination group.
+    pub fn group_limit(&self, group: &str) -> Option<Limit> {
+        self.groups.get(group).copied().unwrap_or(self.per_group)
+    }
+}
+
+/// Called once a queued message is settled (sent, or dropped and counted), to acknowledge the
+/// MQTT delivery it came in. Never called for a message interrupted by shutdown.
+pub type Ack = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// An outbound message waiting in a destination queue.
+pub struct Queued {
+    /// The message.
+    pub outbound: Outbound,
+    /// Acknowledges it once settled.
+    pub ack: Ack,
+    /// Keeps it counted as in flight for shutdown.
+    pub work: WorkGuard,
+}
+
+/// What an account's destination workers share.
+pub struct AccountEgress {
+    /// Account id, for logs and metric labels.
+    pub account: String,
+    /// Its platform.
+    pub platform: Platform,
+    /// Its pacing and length limits.
+    pub policy: EgressPolicy,
+    /// The connector's egress queue.
+    pub connector: mpsc::Sender<EgressRequest>,
+    /// The account-wide pacer, shared by every destination.
+    pub account_pacer: Option<Mutex<Pacer>>,
+    /// What was already sent, keyed by (inbound id, group).
+    pub send_log: Arc<dyn DedupStore>,
+    /// Origin messages and their copies.
+    pub message_map: Arc<MessageMap>,
+    /// Stops the workers (shutdown after the grace period).
+    pub stop: CancellationToken,
+}
+
+/// Spreads an account's messages over per-destination workers.
+pub struct Dispatcher {
+    /// Shared by the workers.
+    shared: Arc<AccountEgress>,
+    /// Each destination's queue.
+    workers: HashMap<String, mpsc::UnboundedSender<Queued>>,
+    /// The worker tasks.
+    tasks: JoinSet<()>,
+    /// In-flight counter (for queue depth reporting).
+    _activity: Arc<Activity>,
+}
+
+impl Dispatcher {
+    /// A dispatcher for one account.
+    pub fn new(shared: AccountEgress, activity: Arc<Activity>) -> Dispatcher {
+        Dispatcher {
+            shared: Arc::new(shared),
+            workers: HashMap::new(),
+            tasks: JoinSet::new(),
+            _activity: activity,
+        }
+    }
+
+    /// Queues a message for its destination, starting the destination's worker if needed.
+    pub fn dispatch(&mut self, queued: Queued) {
+        let group = queued.outbound.group.clone();
+        let sender = self.workers.entry(group.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.tasks
+                .spawn(queue::run_destination(group, rx, self.shared.clone()));
+            tx
+        });
+        if let Err(returned) = sender.send(queued) {
+            // The worker ended (stop): the message stays unacknowledged for redelivery.
+            drop(returned);
+        }
+        metrics::gauge!("qunbridge_queue_depth", "account" => self.shared.account.clone())
+            .increment(1.0);
+    }
+
+    /// Closes every queue and waits for the workers (they stop on the stop token, or once
+    /// their queues are empty).
+    pub async fn finish(mut self) {
+        self.workers.clear();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

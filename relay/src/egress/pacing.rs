@@ -1,0 +1,420 @@
+//! Egress pacing: how fast one destination group, and one bot account, may send.
+//!
+//! Platforms count their quotas in rolling windows ("20 in any minute"), so a rate `N/W` must
+//! never be exceeded in any window of length `W`, bursts included. A token bucket alone does
+//! not guarantee that (its burst sits on top of the rate), so a [`Pacer`] combines two
+//! limits and a send must pass both:
+//!
+//! - governor's GCRA with one cell every `W/N` and the configured burst: sends are spread out
+//!   and at most `burst` go back to back;
+//! - a sliding-window log: at most `max(N, burst)` sends in any window of
+//!   `W × max(1, burst/N)` (for `N ≥ burst` that is exactly "at most N in any W").
+//!
+//! Time is tokio's, so tests run under paused time.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use tokio::time::Instant;
+
+/// A rate written as `N/s`, `N/min`, `N/h` or `N/<duration>` (`5/10s`, `1/1.5s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Sends allowed per window.
+    pub count: u32,
+    /// The window.
+    pub per: Duration,
+}
+
+/// Why a rate could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RateError {
+    /// Not `N/<window>`.
+    #[error("not a rate such as 20/min, 1/1.5s or 5/10s")]
+    Syntax,
+    /// `N` is zero.
+    #[error("the count must be at least 1 (write \"off\" for no limit)")]
+    Zero,
+    /// The window is zero or unreadable.
+    #[error("the window must be a duration above zero such as s, min, 10s or 1.5s")]
+    Window,
+}
+
+impl Rate {
+    /// Parses a rate.
+    ///
+    /// # Errors
+    /// [`RateError`] saying what is wrong.
+    pub fn parse(text: &str) -> Result<Rate, RateError> {
+        let (count, window) = text.trim().split_once('/').ok_or(RateError::Syntax)?;
+        let count: u32 = count.trim().parse().map_err(|_| RateError::Syntax)?;
+        if count == 0 {
+            return Err(RateError::Zero);
+        }
+        let per = parse_window(window.trim()).ok_or(RateError::Window)?;
+        if per.is_zero() {
+            return Err(RateError::Window);
+        }
+        Ok(Rate { count, per })
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.per.as_millis() {
+            1_000 => write!(f, "{}/s", self.count),
+            60_000 => write!(f, "{}/min", self.count),
+            3_600_000 => write!(f, "{}/h", self.count),
+            _ => write!(f, "{}/{}s", self.count, self.per.as_secs_f64()),
+        }
+    }
+}
+
+/// `s`, `min`, `h` (one unit) or a number with a unit (`10s`, `1.5s`, `2min`, `500ms`).
+fn parse_window(text: &str) -> Option<Duration> {
+    let unit_secs = |unit: &str| -> Option<f64> {
+        match unit {
+            "ms" => Some(0.001),
+            "s" | "sec" | "second" => Some(1.0),
+            "m" | "min" | "minute" => Some(60.0),
+            "h" | "hour" => Some(3600.0),
+            _ => None,
+        }
+    };
+    if let Some(secs) = unit_secs(text) {
+        return Some(Duration::from_secs_f64(secs));
+    }
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let secs = number * unit_secs(unit.trim())?;
+    (secs.is_finite() && secs > 0.0 && secs < 1e9).then(|| Duration::from_secs_f64(secs))
+}
+
+/// A limit: the rate and how many may go back to back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    /// Long-run rate, never exceeded in any rolling window.
+    pub rate: Rate,
+    /// Sends allowed back to back.
+    pub burst: u32,
+}
+
+/// governor clock on tokio's (pausable) time.
+#[derive(Debug, Clone)]
+struct TokioClock {
+    /// Time zero of this clock.
+    origin: Instant,
+}
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.origin)
+    }
+}
+
+/// The GCRA limiter type.
+type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
+
+/// Paces one destination or account.
+pub struct Pacer {
+    /// The limit it enforces.
+    limit: Limit,
+    /// Smoothness and burst.
+    gcra: Gcra,
+    /// A GCRA cell taken but not used (another limit said wait): used before taking a new
+    /// one, so waiting on one limit never wastes the other's capacity.
+    prepaid: bool,
+    /// The rolling-window cap: sends allowed per `window`.
+    cap: usize,
+    /// The rolling window.
+    window: Duration,
+    /// When the last `cap` sends went out.
+    sent: VecDeque<Instant>,
+    /// The GCRA clock.
+    clock: TokioClock,
+}
+
+impl std::fmt::Debug for Pacer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pacer").field("limit", &self.limit).finish()
+    }
+}
+
+impl Pacer {
+    /// A pacer for a limit.
+    pub fn new(limit: Limit) -> Pacer {
+        let count = limit.rate.count.max(1);
+        let burst = limit.burst.max(1);
+        let period = (limit.rate.per / count).max(Duration::from_nanos(1));
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+        let clock = TokioClock {
+            origin: Instant::now(),
+        };
+        let cap = count.max(burst);
+        let window = limit.rate.per.mul_f64(f64::from(cap) / f64::from(count));
+        Pacer {
+            limit,
+            gcra: RateLimiter::direct_with_clock(quota, clock.clone()),
+            prepaid: false,
+            cap: cap as usize,
+            window,
+            sent: VecDeque::new(),
+            clock,
+        }
+    }
+
+    /// The limit enforced.
+    pub fn limit(&self) -> Limit {
+        self.limit
+    }
+
+    /// How long until the rolling window has room (zero: now). Uses up nothing.
+    pub fn window_wait(&mut self) -> Duration {
+        let now = Instant::now();
+        while self
+            .sent
+            .front()
+            .is_some_and(|at| now.saturating_duration_since(*at) >= self.window)
+        {
+            self.sent.pop_front();
+        }
+        if self.sent.len() < self.cap {
+            return Duration::ZERO;
+        }
+        self.sent
+            .front()
+            .map(|oldest| (*oldest + self.window).saturating_duration_since(now))
+            .unwrap_or_default()
+    }
+
+    /// Takes a GCRA cell, or says how long until one is free.
+    ///
+    /// # Errors
+    /// The wait, when no cell is free now.
+    pub fn take_cell(&mut self) -> Result<(), Duration> {
+        if std::mem::take(&mut self.prepaid) {
+            return Ok(());
+        }
+        self.gcra.check().map_err(|not_until| {
+            not_until
+                .wait_time_from(self.clock.now())
+                .max(Duration::from_millis(1))
+        })
+    }
+
+    /// Gives back a cell taken with [`Pacer::take_cell`] that was not used.
+    pub fn refund_cell(&mut self) {
+        self.prepaid = true;
+    }
+
+    /// Records a send in the rolling window.
+    pub fn record(&mut self) {
+        self.sent.push_back(Instant::now());
+        while self.sent.len() > self.cap {
+            self.sent.pop_front();
+        }
+    }
+}
+
+/// The account pacer, recovering from a poisoned lock.
+fn lock(pacer: &std::sync::Mutex<Pacer>) -> std::sync::MutexGuard<'_, Pacer> {
+    pacer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Waits until both the destination's and the account's limits allow a send, and records
+/// it in both. `None` limits are not enforced. Returns true when it had to wait.
+pub async fn acquire(group: Option<&mut Pacer>, account: Option<&std::sync::Mutex<Pacer>>) -> bool {
+    let mut group = group;
+    let mut waited = false;
+    loop {
+        let mut wait = group.as_mut().map_or(Duration::ZERO, |g| g.window_wait());
+        if let Some(account) = account {
+            wait = wait.max(lock(account).window_wait());
+        }
+        if wait.is_zero() {
+            let group_cell = match group.as_mut() {
+                Some(g) => g.take_cell(),
+                None => Ok(()),
+            };
+            match group_cell {
+                Err(until) => wait = until,
+                Ok(()) => {
+                    let account_cell = match account {
+                        Some(account) => {
+                            let mut account = lock(account);
+                            let window = account.window_wait();
+                            if window.is_zero() {
+                                account.take_cell().map(|()| account.record())
+                            } else {
+                                Err(window)
+                            }
+                        }
+                        None => Ok(()),
+                    };
+                    match account_cell {
+                        Ok(()) => {
+                            if let Some(g) = group.as_mut() {
+                                g.record();
+                            }
+                            return waited;
+                        }
+                        Err(until) => {
+                            if let Some(g) = group.as_mut() {
+                                g.refund_cell();
+                            }
+                            wait = until;
+                        }
+                    }
+                }
+            }
+        }
+        waited = true;
+        tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse() {
+        let rate = |t: &str| Rate::parse(t);
+        assert_eq!(
+            rate("20/min"),
+            Ok(Rate {
+                count: 20,
+                per: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(
+            rate("1/1.5s"),
+            Ok(Rate {
+                count: 1,
+                per: Duration::from_millis(1500)
+            })
+        );
+        assert_eq!(
+            rate("5/10s"),
+            Ok(Rate {
+                count: 5,
+                per: Duration::from_secs(10)
+            })
+        );
+        assert_eq!(
+            rate("3/s"),
+            Ok(Rate {
+                count: 3,
+                per: Duration::from_secs(1)
+            })
+        );
+        assert_eq!(
+            rate("2/500ms"),
+            Ok(Rate {
+                count: 2,
+                per: Duration::from_millis(500)
+            })
+        );
+        assert_eq!(rate("0/min"), Err(RateError::Zero));
+        assert_eq!(rate("5"), Err(RateError::Syntax));
+        assert_eq!(rate("5/fortnight"), Err(RateError::Window));
+        assert_eq!(rate("5/0s"), Err(RateError::Window));
+    }
+
+    /// Send times of `n` sends paced by a limit, under paused time.
+    async fn send_times(limit: Limit, n: usize) -> Vec<Duration> {
+        let start = Instant::now();
+        let mut pacer = Pacer::new(limit);
+        let mut times = Vec::new();
+        for _ in 0..n {
+            acquire(Some(&mut pacer), None).await;
+            times.push(Instant::now() - start);
+        }
+        times
+    }
+
+    /// The most sends in any window of `window` length.
+    fn most_in_any_window(times: &[Duration], window: Duration) -> usize {
+        times
+            .iter()
+            .map(|start| {
+                times
+                    .iter()
+                    .filter(|t| **t >= *start && **t < *start + window)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bursts_never_exceed_the_rate_in_any_rolling_window() {
+        let minute = Duration::from_secs(60);
+        let limit = Limit {
+            rate: Rate {
+                count: 20,
+                per: minute,
+            },
+            burst: 20,
+        };
+        let times = send_times(limit, 60).await;
+        assert_eq!(most_in_any_window(&times, minute), 20);
+        assert!(
+            times[19] < Duration::from_secs(1),
+            "the burst goes at once: {:?}",
+            times[19]
+        );
+
+        let qq = Limit {
+            rate: Rate {
+                count: 1,
+                per: Duration::from_millis(1500),
+            },
+            burst: 3,
+        };
+        let times = send_times(qq, 12).await;
+        assert!(times[2] < Duration::from_millis(10), "burst of 3");
+        assert!(
+            most_in_any_window(&times, Duration::from_millis(4500)) <= 3,
+            "{times:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_account_limit_paces_every_destination_together() {
+        let account = std::sync::Mutex::new(Pacer::new(Limit {
+            rate: Rate {
+                count: 5,
+                per: Duration::from_secs(60),
+            },
+            burst: 5,
+        }));
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..12 {
+            // A different destination each time: only the account limit applies.
+            let mut group = Pacer::new(Limit {
+                rate: Rate {
+                    count: 100,
+                    per: Duration::from_secs(1),
+                },
+                burst: 100,
+            });
+            acquire(Some(&mut group), Some(&account)).await;
+            times.push(Instant::now() - start);
+        }
+        assert_eq!(most_in_any_window(&times, Duration::from_secs(60)), 5);
+    }
+}

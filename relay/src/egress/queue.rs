@@ -1,0 +1,659 @@
+//! One destination's ordered queue and its worker: wait for the pacers, then send what is at
+//! the front. While the destination waits, what queues up behind is merged into one message
+//! (each part keeps its sender line) up to the platform's length limit; a message longer than
+//! the limit is split into parts that queue up in its place. Only messages older than
+//! `max_delay` are dropped, each counted and logged. A platform that throttles the
+//! destination pauses it; other failures are retried with backoff a few times, then dropped
+//! and counted.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use qunbridge_connectors::backoff::Backoff;
+use qunbridge_connectors::context::now_ms;
+use qunbridge_connectors::model::Segment;
+use qunbridge_connectors::{
+    EgressRequest, Kind, Outbound, RelatedMessages, SendError, SendReceipt,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::pacing::{acquire, Pacer};
+use super::{AccountEgress, Ack, Queued};
+use crate::activity::WorkGuard;
+use crate::core::filter::detect;
+use crate::core::pipeline::count_drop;
+use crate::core::split::{measure, split};
+
+/// How long egress remembers what it sent.
+pub const SEND_LOG_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Send attempts for a retryable failure before the message is dropped.
+const SEND_ATTEMPTS: u32 = 5;
+/// Between merged messages.
+const MERGE_SEPARATOR: &str = "\n";
+
+/// A queue entry: a whole message, or one part of a split one.
+struct Pending {
+    /// What to send.
+    outbound: Outbound,
+    /// The message as it arrived (for the message map and send log).
+    original: Arc<Outbound>,
+    /// Acknowledgement, on the last part only.
+    ack: Option<Ack>,
+    /// Keeps the message counted as in flight.
+    _work: Option<Arc<WorkGuard>>,
+    /// True for a part cut from a longer message (already split: never split again).
+    is_part: bool,
+    /// When it entered this queue; `max_delay` counts from here, so a platform clock that is
+    /// off never makes a fresh message look old.
+    queued_at: Instant,
+}
+
+/// What one send carries: one or more queue entries.
+struct Unit {
+    /// The message to send.
+    outbound: Outbound,
+    /// What the message map knows (only for a single, unmerged message).
+    related: RelatedMessages,
+    /// The entries it settles.
+    members: Vec<Pending>,
+}
+
+/// How a send ended.
+enum Settlement {
+    /// The platform took it.
+    Sent(SendReceipt),
+    /// Refused or out of retries: dropped and counted.
+    Dropped,
+    /// Shutdown or a vanished connector: left for redelivery.
+    Interrupted,
+}
+
+/// Runs one destination until its queue closes or the account stops.
+pub async fn run_destination(
+    group: String,
+    mut inbox: mpsc::UnboundedReceiver<Queued>,
+    shared: Arc<AccountEgress>,
+) {
+    let mut queue: VecDeque<Pending> = VecDeque::new();
+    let mut pacer = shared.policy.group_limit(&group).map(Pacer::new);
+    // The last send was paused by the platform: what queued meanwhile may be merged.
+    let mut throttled = false;
+    let take = |queued: Queued| {
+        let original = Arc::new(queued.outbound.clone());
+        Pending {
+            outbound: queued.outbound,
+            original,
+            ack: Some(queued.ack),
+            _work: Some(Arc::new(queued.work)),
+            is_part: false,
+            queued_at: Instant::now(),
+        }
+    };
+    loop {
+        if queue.is_empty() {
+            tokio::select! {
+                _ = shared.stop.cancelled() => return,
+                queued = inbox.recv() => match queued {
+                    Some(queued) => queue.push_back(take(queued)),
+                    None => return,
+                },
+            }
+        }
+        while let Ok(queued) = inbox.try_recv() {
+            queue.push_back(take(queued));
+        }
+        expire(&mut queue, &shared, &group).await;
+        if queue.is_empty() {
+            continue;
+        }
+        // Wait for the pacers, but wake up to drop the oldest message when it expires.
+        let expiry = queue
+            .iter()
+            .map(|p| p.queued_at)
+            .min()
+            .map(|at| at + shared.policy.max_delay)
+            .unwrap_or_else(Instant::now);
+        let waited = tokio::select! {
+            _ = shared.stop.cancelled() => return,
+            _ = tokio::time::sleep_until(expiry + Duration::from_millis(1)) => continue,
+            waited = acquire(pacer.as_mut(), shared.account_pacer.as_ref()) => waited,
+        };
+        // Messages are merged only when the destination had to wait (for its limiter, or a
+        // platform pause): a destination keeping up sends each message as it was.
+        let merge = waited || throttled;
+        // What arrived while waiting is merged into this send.
+        while let Ok(queued) = inbox.try_recv() {
+            queue.push_back(take(queued));
+        }
+        expire(&mut queue, &shared, &group).await;
+        let Some(unit) = take_unit(&mut queue, &shared, merge) else {
+            continue;
+        };
+        let (settled, was_throttled) = send(&shared, &unit).await;
+        throttled = was_throttled;
+        metrics::gauge!("qunbridge_queue_depth", "account" => shared.account.clone())
+            .decrement(unit.members.iter().filter(|m| m.ack.is_some()).count() as f64);
+        match settled {
+            Settlement::Sent(receipt) => {
+                for member in unit.members {
+                    shared.message_map.record(
+                        &member.original,
+                        &shared.account,
+                        &receipt.message_ids,
+                    );
+                    if let Some(ack) = member.ack {
+                        let key = log_key(&member.original);
+                        if let Err(error) =
+                            shared.send_log.insert_if_absent(&key, SEND_LOG_TTL).await
+                        {
+                            warn!(message = "Send log not updated.", account = %shared.account, %error);
+                        }
+                        ack().await;
+                    }
+                }
+            }
+            Settlement::Dropped => {
+                for member in unit.members {
+                    if let Some(ack) = member.ack {
+                        ack().await;
+                    }
+                }
+            }
+            Settlement::Interrupted => return,
+        }
+    }
+}
+
+/// The send-log key of a message: (inbound id, destination group).
+pub fn log_key(outbound: &Outbound) -> String {
+    format!("{}\u{1f}{}", outbound.id, outbound.group)
+}
+
+/// Drops (and acknowledges) the messages that waited longer than `max_delay`.
+async fn expire(queue: &mut VecDeque<Pending>, shared: &AccountEgress, group: &str) {
+    let now = Instant::now();
+    let mut kept = VecDeque::with_capacity(queue.len());
+    for pending in queue.drain(..) {
+        let waited = now.saturating_duration_since(pending.queued_at);
+        if waited > shared.policy.max_delay {
+            warn!(
+                message = "Message older than max_delay dropped.",
+                account = %shared.account,
+                group = %group,
+                link = %pending.original.link,
+                waited_ms = waited.as_millis() as u64
+            );
+            if let Some(ack) = pending.ack {
+                count_drop("expired");
+                metrics::gauge!("qunbridge_queue_depth", "account" => shared.account.clone())
+                    .decrement(1.0);
+                ack().await;
+            }
+        } else {
+            kept.push_back(pending);
+        }
+    }
+    *queue = kept;
+}
+
+/// Takes the next send from the front of the queue: a recall alone; a message with what can
+/// be merged behind it; or the first part of a message too long to send whole.
+fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool) -> Option<Unit> {
+    let first = queue.pop_front()?;
+    if first.outbound.kind == Kind::Recall {
+        let related = shared.message_map.related(&first.outbound, &shared.account);
+        return Some(Unit {
+            outbound: first.outbound.clone(),
+            related,
+            members: vec![first],
+        });
+    }
+    let Some(limit) = shared.policy.length else {
+        return Some(single(first, shared));
+    };
+    let length = measure(&first.outbound.text, limit.unit);
+    if length > limit.max && !first.is_part {
+        let protected: Vec<_> = detect::urls(&first.outbound.text)
+            .into_iter()
+            .map(|u| u.range)
+            .collect();
+        let split = split(&first.outbound.text, limit, &protected);
+        if split.truncated {
+            warn!(message = "Message longer than the destination allows; the rest was cut off.", account = %shared.account, group = %first.outbound.group, link = %first.outbound.link, parts = split.parts.len());
+            count_drop("too_long");
+        }
+        let count = split.parts.len();
+        let Pending {
+            original,
+            ack,
+            _work,
+            queued_at,
+            ..
+        } = first;
+        // Queue the parts in the message's place; the last one carries the ack.
+        let mut ack = ack;
+        for (index, part) in split.parts.into_iter().enumerate().rev() {
+            queue.push_front(Pending {
+                outbound: text_only(&original, part),
+                original: original.clone(),
+                ack: if index + 1 == count { ack.take() } else { None },
+                _work: _work.clone(),
+                is_part: true,
+                queued_at,
+            });
+        }
+        let first = queue.pop_front()?;
+        return Some(Unit {
+            outbound: first.outbound.clone(),
+            related: RelatedMessages::default(),
+            members: vec![first],
+        });
+    }
+    if !merge {
+        return Some(single(first, shared));
+    }
+    // Merge what follows, while it fits.
+    let mut total = length;
+    let separator = measure(MERGE_SEPARATOR, limit.unit);
+    let mut members = vec![first];
+    while let Some(next) = queue.front() {
+        if next.outbound.kind != Kind::Message {
+            break;
+        }
+        let next_length = measure(&next.outbound.text, limit.unit);
+        if total + separator + next_length > limit.max {
+            break;
+        }
+        total += separator + next_length;
+        if let Some(next) = queue.pop_front() {
+            members.push(next);
+        }
+    }
+    if members.len() == 1 {
+        return members.pop().map(|only| single(only, shared));
+    }
+    let text = members
+        .iter()
+        .map(|m| m.outbound.text.as_str())
+        .collect::<Vec<_>>()
+        .join(MERGE_SEPARATOR);
+    debug!(message = "Coalesced queued messages.", account = %shared.account, group = %members[0].outbound.group, count = members.len());
+    metrics::counter!("qunbridge_messages_coalesced_total", "account" => shared.account.clone())
+        .increment(members.len() as u64);
+    Some(Unit {
+        outbound: text_only(&members[0].original, text),
+        related: RelatedMessages::default(),
+        members,
+    })
+}
+
+/// A unit of one message, with what the message map knows for it.
+fn single(pending: Pending, shared: &AccountEgress) -> Unit {
+    let related = if pending.is_part {
+        RelatedMessages::default()
+    } else {
+        shared
+            .message_map
+            .related(&pending.outbound, &shared.account)
+    };
+    Unit {
+        outbound: pending.outbound.clone(),
+        related,
+        members: vec![pending],
+    }
+}
+
+/// A copy of `outbound` carrying only `text` (for parts and merged messages).
+fn text_only(outbound: &Outbound, text: String) -> Outbound {
+    Outbound {
+        prefix: String::new(),
+        segments: vec![Segment::Text { text: text.clone() }],
+        text,
+        ..outbound.clone()
+    }
+}
+
+/// Sends a unit through the connector, pausing when throttled and retrying retryable
+/// failures with backoff. Also says whether the platform paused the destination.
+async fn send(shared: &AccountEgress, unit: &Unit) -> (Settlement, bool) {
+    let mut throttled = false;
+    let settlement = send_until_settled(shared, unit, &mut throttled).await;
+    (settlement, throttled)
+}
+
+/// The loop of [`send`].
+async fn send_until_settled(
+    shared: &AccountEgress,
+    unit: &Unit,
+    throttled: &mut bool,
+) -> Settlement {
+    let account = shared.account.as_str();
+    let outbound = &unit.outbound;
+    let mut backoff = Backoff::reconnect();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (reply, outcome) = oneshot::channel();
+        let request = EgressRequest {
+            outbound: outbound.clone(),
+            related: unit.related.clone(),
+            reply,
+        };
+        if shared.connector.send(request).await.is_err() {
+            warn!(message = "Connector is not taking messages; left for redelivery.", account = %account);
+            return Settlement::Interrupted;
+        }
+        let outcome = tokio::select! {
+            _ = shared.stop.cancelled() => return Settlement::Interrupted,
+            outcome = outcome => outcome,
+        };
+        let delay = match outcome {
+            Ok(Ok(receipt)) => {
+                let oldest = unit
+                    .members
+                    .iter()
+                    .map(|m| m.original.ts_ms)
+                    .min()
+                    .unwrap_or(0);
+                let latency = now_ms().saturating_sub(oldest) as f64 / 1000.0;
+                metrics::histogram!("qunbridge_relay_latency_seconds").record(latency);
+                debug!(message = "Sent.", account = %account, group = %outbound.group, ids = ?receipt.message_ids);
+                return Settlement::Sent(receipt);
+            }
+            Ok(Err(SendError::Permanent(reason))) => {
+                warn!(message = "Send refused; message dropped.", account = %account, group = %outbound.group, link = %outbound.link, %reason);
+                count_drop("send_failed");
+                return Settlement::Dropped;
+            }
+            Ok(Err(SendError::Throttled(pause))) => {
+                // The platform's own pacing, not a failure: wait it out without using up an
+                // attempt. What queues up meanwhile is merged into the next send.
+                attempt -= 1;
+                *throttled = true;
+                metrics::counter!("qunbridge_rate_limited_total", "account" => account.to_owned())
+                    .increment(1);
+                warn!(message = "Throttled by the platform; pausing this destination.", account = %account, group = %outbound.group, pause_ms = pause.as_millis() as u64);
+                pause
+            }
+            Ok(Err(SendError::Retryable(reason))) if attempt < SEND_ATTEMPTS => {
+                let delay = backoff.next().unwrap_or(Duration::from_secs(1));
+                warn!(message = "Send failed; retrying.", account = %account, group = %outbound.group, %reason, attempt, retry_in_ms = delay.as_millis() as u64);
+                delay
+            }
+            Ok(Err(SendError::Retryable(reason))) => {
+                warn!(message = "Send failed after retries; message dropped.", account = %account, group = %outbound.group, link = %outbound.link, %reason, attempts = SEND_ATTEMPTS);
+                count_drop("send_failed");
+                return Settlement::Dropped;
+            }
+            Err(_) => {
+                warn!(message = "Connector dropped a send without answering; left for redelivery.", account = %account);
+                return Settlement::Interrupted;
+            }
+        };
+        tokio::select! {
+            _ = shared.stop.cancelled() => return Settlement::Interrupted,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use qunbridge_connectors::{Origin, Platform, Sender};
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::activity::Activity;
+    use crate::core::split::{LengthLimit, Unit as LengthUnit};
+    use crate::egress::pacing::{Limit, Rate};
+    use crate::egress::{Dispatcher, EgressPolicy};
+    use crate::store::{MemoryStore, MessageMap};
+
+    /// What the scripted platform received: (time since start, group, text).
+    type Received = Arc<Mutex<Vec<(Duration, String, String)>>>;
+
+    /// A platform that accepts every send at once and records it.
+    fn platform(start: Instant) -> (mpsc::Sender<EgressRequest>, Received) {
+        let (tx, mut rx) = mpsc::channel::<EgressRequest>(16);
+        let received: Received = Arc::default();
+        let record = received.clone();
+        tokio::spawn(async move {
+            let mut id = 0;
+            while let Some(request) = rx.recv().await {
+                id += 1;
+                record.lock().expect("lock").push((
+                    Instant::now() - start,
+                    request.outbound.group.clone(),
+                    request.outbound.text.clone(),
+                ));
+                let _ = request.reply.send(Ok(SendReceipt {
+                    message_ids: vec![id.to_string()],
+                }));
+            }
+        });
+        (tx, received)
+    }
+
+    fn policy(per_group: Option<Limit>, max_length: usize) -> EgressPolicy {
+        EgressPolicy {
+            per_group,
+            groups: Default::default(),
+            per_account: None,
+            max_delay: Duration::from_secs(600),
+            length: Some(LengthLimit {
+                max: max_length,
+                unit: LengthUnit::Chars,
+                max_parts: 5,
+            }),
+        }
+    }
+
+    fn dispatcher(policy: EgressPolicy, connector: mpsc::Sender<EgressRequest>) -> Dispatcher {
+        Dispatcher::new(
+            AccountEgress {
+                account: "qq".into(),
+                platform: Platform::Qq,
+                policy,
+                connector,
+                account_pacer: None,
+                send_log: Arc::new(MemoryStore::new(1000)),
+                message_map: Arc::new(MessageMap::new(1000)),
+                stop: tokio_util::sync::CancellationToken::new(),
+            },
+            Activity::new(),
+        )
+    }
+
+    fn message(group: &str, n: usize, text: &str) -> Outbound {
+        Outbound {
+            v: 1,
+            id: format!("wx:w:{n}"),
+            link: "fans".into(),
+            group: group.into(),
+            kind: Kind::Message,
+            origin: Origin {
+                platform: Platform::Wechat,
+                account: "wx".into(),
+                group: "w".into(),
+                message_id: n.to_string(),
+                group_name: None,
+            },
+            sender: Sender {
+                id: "u".into(),
+                name: "Ann".into(),
+                is_bot: false,
+            },
+            ts_ms: now_ms(),
+            prefix: "[微信] Ann: ".into(),
+            text: format!("[微信] Ann: {text}"),
+            segments: vec![Segment::text(format!("[微信] Ann: {text}"))],
+        }
+    }
+
+    fn queued(outbound: Outbound, acked: &Arc<AtomicUsize>, activity: &Arc<Activity>) -> Queued {
+        let acked = acked.clone();
+        Queued {
+            outbound,
+            ack: Box::new(move || {
+                acked.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async {})
+            }),
+            work: activity.start(),
+        }
+    }
+
+    /// The most sends to `group` in any window of `window`.
+    fn most_in_any_window(received: &[(Duration, String, String)], window: Duration) -> usize {
+        received
+            .iter()
+            .map(|(start, _, _)| {
+                received
+                    .iter()
+                    .filter(|(t, _, _)| *t >= *start && *t < *start + window)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_30_to_a_5_per_minute_destination_is_coalesced_within_the_limit() {
+        let start = Instant::now();
+        let (connector, received) = platform(start);
+        let minute = Duration::from_secs(60);
+        let five_per_minute = Limit {
+            rate: Rate {
+                count: 5,
+                per: minute,
+            },
+            burst: 5,
+        };
+        let mut dispatcher = dispatcher(policy(Some(five_per_minute), 4500), connector);
+        let acked = Arc::new(AtomicUsize::new(0));
+        let activity = Activity::new();
+        for n in 0..30 {
+            dispatcher.dispatch(queued(message("g", n, &format!("m{n}")), &acked, &activity));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        let received = received.lock().expect("lock").clone();
+        assert!(most_in_any_window(&received, minute) <= 5, "{received:?}");
+        assert!(received.len() < 30, "coalesced: {} sends", received.len());
+        // Every message's text is there, in order, each with its sender line.
+        let all: String = received
+            .iter()
+            .map(|(_, _, text)| text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let expected: Vec<String> = (0..30).map(|n| format!("[微信] Ann: m{n}")).collect();
+        assert_eq!(all, expected.join("\n"));
+        assert_eq!(acked.load(Ordering::SeqCst), 30, "nothing dropped");
+        dispatcher.finish().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_destination_never_delays_another() {
+        let start = Instant::now();
+        let (connector, received) = platform(start);
+        let slow = Limit {
+            rate: Rate {
+                count: 1,
+                per: Duration::from_secs(60),
+            },
+            burst: 1,
+        };
+        let mut policy = policy(Some(slow), 4500);
+        policy.groups.insert("fast".into(), None);
+        let mut dispatcher = dispatcher(policy, connector);
+        let acked = Arc::new(AtomicUsize::new(0));
+        let activity = Activity::new();
+        for n in 0..3 {
+            dispatcher.dispatch(queued(message("slow", n, "x"), &acked, &activity));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        dispatcher.dispatch(queued(message("fast", 9, "quick"), &acked, &activity));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let received = received.lock().expect("lock").clone();
+        let fast = received
+            .iter()
+            .find(|(_, group, _)| group == "fast")
+            .expect("fast destination sent");
+        assert!(fast.0 < Duration::from_millis(100), "{fast:?}");
+        assert_eq!(
+            received
+                .iter()
+                .filter(|(_, group, _)| group == "slow")
+                .count(),
+            1
+        );
+        dispatcher.finish().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_messages_are_split_into_marked_parts() {
+        let start = Instant::now();
+        let (connector, received) = platform(start);
+        let mut dispatcher = dispatcher(policy(None, 40), connector);
+        let acked = Arc::new(AtomicUsize::new(0));
+        let activity = Activity::new();
+        let long = "一二三四五六七八九十。".repeat(8);
+        dispatcher.dispatch(queued(message("g", 1, &long), &acked, &activity));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let received = received.lock().expect("lock").clone();
+        assert!(received.len() >= 3, "{received:?}");
+        for (_, _, text) in &received {
+            assert!(text.chars().count() <= 40, "{text}");
+        }
+        assert!(
+            received[0].2.ends_with(&format!("(1/{})", received.len())),
+            "{received:?}"
+        );
+        assert_eq!(
+            acked.load(Ordering::SeqCst),
+            1,
+            "acknowledged once, after the last part"
+        );
+        dispatcher.finish().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_messages_waiting_longer_than_max_delay_are_dropped() {
+        let start = Instant::now();
+        let (connector, received) = platform(start);
+        let slow = Limit {
+            rate: Rate {
+                count: 1,
+                per: Duration::from_secs(3600),
+            },
+            burst: 1,
+        };
+        let mut dispatcher = dispatcher(policy(Some(slow), 4500), connector);
+        let acked = Arc::new(AtomicUsize::new(0));
+        let activity = Activity::new();
+        dispatcher.dispatch(queued(message("g", 1, "first"), &acked, &activity));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        dispatcher.dispatch(queued(message("g", 2, "waits too long"), &acked, &activity));
+        tokio::time::sleep(Duration::from_secs(9 * 60)).await;
+        assert_eq!(
+            acked.load(Ordering::SeqCst),
+            1,
+            "still queued before max_delay"
+        );
+        tokio::time::sleep(Duration::from_secs(2 * 60)).await;
+        assert_eq!(
+            acked.load(Ordering::SeqCst),
+            2,
+            "dropped (and acknowledged) after max_delay"
+        );
+        let received = received.lock().expect("lock").clone();
+        assert_eq!(received.len(), 1, "{received:?}");
+        assert!(received[0].2.ends_with("first"));
+        dispatcher.finish().await;
+    }
+}

@@ -1,0 +1,596 @@
+//! End-to-end: DingTalk accounts against a scripted DingTalk peer over real HTTP and
+//! WebSockets (tests/src/dingtalk_peer.rs), with the daemon, a real broker and an `api`
+//! account as the other side of the link. What is asserted is what users see: the text that
+//! arrives in the `api` group, and the requests DingTalk receives (group sends, webhook
+//! posts with their signatures, ACK frames).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use qunbridge_tests::dingtalk_peer::{
+    picture_message, text_message, DingTalkPeer, Robot, CLIENT_ID, CLIENT_SECRET, MAX_MSG_PARAM,
+};
+use qunbridge_tests::{free_port, post_message, Broker, Daemon, SseClient, PATIENCE};
+use serde_json::{json, Value};
+
+/// Runs a scenario once on the embedded broker and once on mosquitto.
+macro_rules! on_both_brokers {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$scenario(qunbridge_tests::Broker::embedded()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mosquitto() {
+                super::$scenario(qunbridge_tests::Broker::mosquitto().await).await;
+            }
+        }
+    };
+}
+
+/// The DingTalk group (a conversation id with the `+ / =` that topics must encode).
+const GROUP: &str = "cidQ7x+R2m/0Lw9==";
+/// The signed custom robot's access token.
+const HOOK_TOKEN: &str = "hook-token-1";
+/// Its signing secret.
+const HOOK_SECRET: &str = "SECc0ffee+/=9a8b7c6d5e4f";
+/// Its keyword.
+const KEYWORD: &str = "qunbridge";
+
+/// The robots the peer knows: the signed one with a keyword, and one whose account is
+/// configured with the wrong secret in some tests.
+fn robots() -> Vec<Robot> {
+    vec![
+        Robot {
+            access_token: HOOK_TOKEN.into(),
+            secret: Some(HOOK_SECRET.into()),
+            keyword: Some(KEYWORD.into()),
+        },
+        Robot {
+            access_token: "badsign-token".into(),
+            secret: Some("SECthe-real-one".into()),
+            keyword: None,
+        },
+    ]
+}
+
+/// A free loopback address for the `api` listener.
+fn api_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// A config with an `api` group `a` linked to the DingTalk group (Stream + OpenAPI) and the
+/// signed custom robot as a send-only destination; `extra` adds accounts or `to` members.
+fn config(
+    broker: &Broker,
+    api: SocketAddr,
+    peer: &DingTalkPeer,
+    secret: &str,
+    extra_to: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"{broker}
+[accounts.hub]
+platform = "api"
+listen = "{api}"
+
+[accounts.ding]
+platform = "dingtalk"
+client_id = "{CLIENT_ID}"
+client_secret = "{secret}"
+api_base = "{api_base}"
+
+[accounts.ding-hook]
+platform = "dingtalk"
+webhook = "{hook}"
+secret = "{HOOK_SECRET}"
+keyword = "{KEYWORD}"
+{extra}
+
+[[links]]
+name = "ops"
+groups = ["hub:a", "ding:{GROUP}"]
+to = ["ding-hook:ops"{extra_to}]
+format = "[{{platform}}] {{name}}: "
+"#,
+        broker = broker.toml(),
+        api_base = peer.api_base(),
+        hook = peer.webhook_url(HOOK_TOKEN),
+    )
+}
+
+/// The peer and a daemon on `broker` with the standard config.
+async fn start(broker: &Broker) -> (DingTalkPeer, Daemon, SocketAddr) {
+    let peer = DingTalkPeer::start(robots()).await;
+    let api = api_addr();
+    let daemon = Daemon::start(&config(broker, api, &peer, CLIENT_SECRET, "", "")).await;
+    (peer, daemon, api)
+}
+
+/// The value of one counter line (name with labels) in Prometheus text; 0 when absent.
+fn counter(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Posts `text` as Ann into `api` group `a`.
+async fn say(api: SocketAddr, text: &str) {
+    let (status, body) = post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "u1", "name": "Ann"}, "text": text}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+/// The events group `a` of the `api` account receives.
+async fn watch_a(api: SocketAddr) -> SseClient {
+    SseClient::open(&format!("http://{api}/api/v1/groups/a/events"), None, None).await
+}
+
+async fn at_bot_message_reaches_the_api_group(broker: Broker) {
+    let (peer, daemon, api) = start(&broker).await;
+    let connection = peer.next_connection().await;
+    let opens = peer.opens();
+    assert_eq!(opens.len(), 1, "one registration for one connection");
+    assert_eq!(opens[0].accept.as_deref(), Some("application/json"));
+    assert_eq!(opens[0].body["clientId"], CLIENT_ID);
+    assert_eq!(
+        opens[0].body["subscriptions"][0],
+        json!({"type": "CALLBACK", "topic": "/v1.0/im/bot/messages/get"})
+    );
+    let mut a = watch_a(api).await;
+
+    let frame = connection.callback(&text_message(
+        GROUP,
+        "msgA1==",
+        "张三",
+        " relay this please",
+    ));
+    let message = a.next().await.json();
+    assert_eq!(message["text"], "[钉钉] 张三: relay this please");
+    assert_eq!(message["origin"]["platform"], "dingtalk");
+    assert_eq!(message["origin"]["group"], GROUP);
+    assert_eq!(message["sender"]["name"], "张三");
+    let ack = &peer.wait_replies(&frame, 1).await[0];
+    assert_eq!(ack["code"], 200, "{ack}");
+
+    let frame = connection.callback(&picture_message(GROUP, "msgA2==", "张三", "dc-cat"));
+    let message = a.next().await.json();
+    assert_eq!(
+        message["text"],
+        format!(
+            "[钉钉] 张三: [图片] {}",
+            DingTalkPeer::download_url_for("dc-cat")
+        )
+    );
+    let (token, body) = peer.downloads().pop().expect("a download request");
+    assert_eq!(
+        body,
+        json!({"robotCode": CLIENT_ID, "downloadCode": "dc-cat"})
+    );
+    assert_eq!(token, peer.tokens().first().cloned());
+    assert_eq!(peer.wait_replies(&frame, 1).await[0]["code"], 200);
+
+    // A picture whose download code DingTalk refuses still arrives, as a placeholder.
+    connection.callback(&picture_message(GROUP, "msgA3==", "李四", "expired-code"));
+    assert_eq!(a.next().await.json()["text"], "[钉钉] 李四: [图片]");
+    daemon.stop().await.expect("clean stop");
+}
+on_both_brokers!(at_bot_message_reaches_the_api_group);
+
+async fn api_message_reaches_dingtalk_through_openapi_and_the_signed_webhook(broker: Broker) {
+    let (peer, daemon, api) = start(&broker).await;
+    say(api, "hi ding").await;
+
+    let send = peer.wait_group_send(|c| c.contains("hi ding")).await;
+    assert_eq!(send.body["robotCode"], CLIENT_ID);
+    assert_eq!(send.body["openConversationId"], GROUP);
+    assert_eq!(send.body["msgKey"], "sampleText");
+    assert_eq!(send.content().as_deref(), Some("[API] Ann: hi ding"));
+    assert_eq!(
+        send.token,
+        peer.tokens().first().cloned(),
+        "the access token header"
+    );
+
+    let post = peer.wait_webhook_post(0, |c| c.contains("hi ding")).await;
+    assert_eq!(post.access_token, HOOK_TOKEN);
+    assert!(post.sign_valid);
+    assert_eq!(post.content, format!("{KEYWORD} [API] Ann: hi ding"));
+
+    // The token is cached: a second message uses it again.
+    say(api, "second").await;
+    let send = peer.wait_group_send(|c| c.contains("second")).await;
+    assert_eq!(peer.tokens().len(), 1);
+    assert_eq!(send.token, peer.tokens().first().cloned());
+
+    // A token DingTalk no longer accepts is replaced once and the message still goes out.
+    peer.revoke_tokens();
+    say(api, "after revocation").await;
+    let send = peer
+        .wait_group_send(|c| c.contains("after revocation"))
+        .await;
+    let tokens = peer.tokens();
+    assert_eq!(tokens.len(), 2, "one refresh");
+    assert_eq!(send.token.as_deref(), Some(tokens[1].as_str()));
+    let attempts = peer
+        .group_sends()
+        .into_iter()
+        .filter(|s| s.content().is_some_and(|c| c.contains("after revocation")))
+        .count();
+    assert_eq!(attempts, 2, "refused once, then sent with the new token");
+
+    // Text longer than one msgParam goes out in parts, split at a line break.
+    let long = format!("{}\n{}", "钉".repeat(3_000), "x".repeat(9_000));
+    say(api, &long).await;
+    let first = peer
+        .wait_group_send(|c| c.starts_with("[API] Ann: 钉"))
+        .await;
+    let second = peer.wait_group_send(|c| c.starts_with('x')).await;
+    for part in [&first, &second] {
+        let param = part.body["msgParam"].as_str().expect("msgParam string");
+        assert!(param.len() <= MAX_MSG_PARAM, "{} bytes", param.len());
+    }
+    // The relay splits at the line break and marks each part; the parts give back the text.
+    let first = first.content().expect("1");
+    let second = second.content().expect("2");
+    assert!(
+        first.ends_with(" (1/2)") && second.ends_with(" (2/2)"),
+        "parts are marked"
+    );
+    let rejoined = format!(
+        "{}\n{}",
+        first.trim_end_matches(" (1/2)"),
+        second.trim_end_matches(" (2/2)")
+    );
+    assert!(
+        rejoined == format!("[API] Ann: {long}"),
+        "the parts do not give back the text"
+    );
+    assert!(
+        peer.webhook_posts().iter().all(|p| p.sign_valid),
+        "every webhook request was signed correctly"
+    );
+    daemon.stop().await.expect("clean stop");
+}
+on_both_brokers!(api_message_reaches_dingtalk_through_openapi_and_the_signed_webhook);
+
+async fn redelivered_frames_are_acknowledged_and_relayed_once(broker: Broker) {
+    let (peer, daemon, api) = start(&broker).await;
+    let connection = peer.next_connection().await;
+    let mut a = watch_a(api).await;
+
+    let message = text_message(GROUP, "msgDup==", "王五", " once");
+    connection.callback_with_id("frame-dup-1", &message);
+    connection.callback_with_id("frame-dup-1", &message);
+    connection.callback_with_id("frame-dup-2", &message);
+    // A one-to-one chat is acknowledged but not relayed.
+    let mut direct = text_message("cidPrivate==", "msgP1==", "王五", "private");
+    direct["conversationType"] = json!("1");
+    let direct_frame = connection.callback(&direct);
+    let marker = connection.callback(&text_message(GROUP, "msgMark==", "王五", " marker"));
+
+    assert_eq!(a.next().await.json()["text"], "[钉钉] 王五: once");
+    assert_eq!(
+        a.next().await.json()["text"],
+        "[钉钉] 王五: marker",
+        "a redelivered or private message was relayed"
+    );
+    assert!(a.next_within(Duration::from_millis(500)).await.is_none());
+    for (frame, count) in [("frame-dup-1", 2), ("frame-dup-2", 1)] {
+        let acks = peer.wait_replies(frame, count).await;
+        assert!(acks.iter().all(|ack| ack["code"] == 200), "{acks:?}");
+    }
+    assert_eq!(peer.wait_replies(&direct_frame, 1).await[0]["code"], 200);
+    assert_eq!(peer.wait_replies(&marker, 1).await[0]["code"], 200);
+    daemon.stop().await.expect("clean stop");
+}
+on_both_brokers!(redelivered_frames_are_acknowledged_and_relayed_once);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_disconnect_and_dropped_sockets() {
+    let broker = Broker::embedded();
+    let (peer, daemon, api) = start(&broker).await;
+    let mut a = watch_a(api).await;
+    let first = peer.next_connection().await;
+
+    let (ping, data) = first.ping("4b1e-90af");
+    let pong = &peer.wait_replies(&ping, 1).await[0];
+    assert_eq!(pong["code"], 200);
+    assert_eq!(
+        pong["data"],
+        data.as_str(),
+        "the ping data is echoed verbatim"
+    );
+
+    // SYSTEM disconnect: a fresh registration and ticket, and relaying goes on.
+    first.system_disconnect();
+    let second = peer.next_connection().await;
+    assert_ne!(second.ticket, first.ticket);
+    assert_eq!(peer.opens().len(), 2);
+    second.callback(&text_message(GROUP, "msgR1==", "赵六", " after disconnect"));
+    assert_eq!(
+        a.next().await.json()["text"],
+        "[钉钉] 赵六: after disconnect"
+    );
+
+    // A dropped socket: the same, after the backoff.
+    second.drop_socket();
+    let third = peer.next_connection().await;
+    assert!(third.ticket != first.ticket && third.ticket != second.ticket);
+    assert_eq!(peer.opens().len(), 3);
+    let frame = third.callback(&text_message(GROUP, "msgR2==", "赵六", " after drop"));
+    assert_eq!(a.next().await.json()["text"], "[钉钉] 赵六: after drop");
+    assert_eq!(peer.wait_replies(&frame, 1).await[0]["code"], 200);
+    assert_eq!(peer.refused_handshakes(), 0, "no ticket was used twice");
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_are_counted_and_the_connection_keeps_working() {
+    let broker = Broker::embedded();
+    let (peer, daemon, api) = start(&broker).await;
+    let mut a = watch_a(api).await;
+    let connection = peer.next_connection().await;
+    let before = counter(
+        &daemon.metrics().await,
+        "qunbridge_messages_dropped_total{reason=\"malformed\"}",
+    );
+
+    connection.send_text("this is not json");
+    connection.send_text(r#"{"type":"CALLBACK","headers":{"topic":"/v1.0/im/bot/messages/get"}}"#);
+    connection.send_binary(&[0xde, 0xad]);
+    let bad_data = connection.fresh_id();
+    connection.send_frame(
+        "CALLBACK",
+        "/v1.0/im/bot/messages/get",
+        &bad_data,
+        Value::String("{not json".into()),
+    );
+    connection.callback(&text_message(GROUP, "msgOk==", "孙七", " still works"));
+
+    assert_eq!(a.next().await.json()["text"], "[钉钉] 孙七: still works");
+    let refused = &peer.wait_replies(&bad_data, 1).await[0];
+    assert_eq!(
+        refused["code"], 400,
+        "an unreadable callback is answered, not redelivered"
+    );
+    assert_eq!(peer.connections(), 1, "the connection was kept");
+    let after = counter(
+        &daemon.metrics().await,
+        "qunbridge_messages_dropped_total{reason=\"malformed\"}",
+    );
+    assert!(
+        after >= before + 4.0,
+        "malformed before {before}, after {after}"
+    );
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_130101_pauses_the_robot_and_the_message_arrives_after_it() {
+    let broker = Broker::embedded();
+    let (peer, daemon, api) = start(&broker).await;
+    // The pause starts at the answer's Retry-After (1 s here) instead of the default 60 s.
+    peer.script_webhook(
+        HOOK_TOKEN,
+        130101,
+        "send too fast, exceed 20 times per minute",
+        Some(1),
+    );
+    say(api, "slow down").await;
+
+    let refused = peer
+        .wait_webhook_post(130101, |c| c.contains("slow down"))
+        .await;
+    let delivered = peer.wait_webhook_post(0, |c| c.contains("slow down")).await;
+    let waited = delivered.at.duration_since(refused.at);
+    assert!(
+        waited >= Duration::from_millis(900),
+        "retried after {waited:?}, before the pause ended"
+    );
+    assert_eq!(delivered.content, format!("{KEYWORD} [API] Ann: slow down"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let posts: Vec<_> = peer
+        .webhook_posts()
+        .into_iter()
+        .filter(|p| p.content.contains("slow down"))
+        .collect();
+    assert_eq!(posts.len(), 2, "one refused, one delivered: {posts:?}");
+    let metrics = daemon.metrics().await;
+    assert!(
+        counter(
+            &metrics,
+            "qunbridge_rate_limited_total{account=\"ding-hook\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_310000_drops_the_message_once_and_the_next_one_is_still_sent() {
+    let broker = Broker::embedded();
+    let peer = DingTalkPeer::start(robots()).await;
+    let api = api_addr();
+    // A second robot configured with the wrong signing secret: DingTalk says "sign not match".
+    let extra = format!(
+        "\n[accounts.ding-badsign]\nplatform = \"dingtalk\"\nwebhook = \"{}\"\nsecret = \"SECnot-the-right-one\"\n",
+        peer.webhook_url("badsign-token")
+    );
+    let daemon = Daemon::start(&config(
+        &broker,
+        api,
+        &peer,
+        CLIENT_SECRET,
+        ", \"ding-badsign:alerts\"",
+        &extra,
+    ))
+    .await;
+    let failed = "qunbridge_messages_dropped_total{reason=\"send_failed\"}";
+    let before = counter(&daemon.metrics().await, failed);
+
+    peer.script_webhook(HOOK_TOKEN, 310000, "keywords not in content", None);
+    say(api, "first").await;
+    peer.wait_webhook_post(310000, |c| c.contains("first"))
+        .await;
+    let bad_sign = peer
+        .wait_webhook_post(310000, |c| c == "[API] Ann: first")
+        .await;
+    assert_eq!(bad_sign.access_token, "badsign-token");
+    assert!(!bad_sign.sign_valid);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let now = counter(&daemon.metrics().await, failed);
+        if now >= before + 2.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "send_failed stayed at {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    say(api, "second").await;
+    let delivered = peer.wait_webhook_post(0, |c| c.contains("second")).await;
+    assert_eq!(delivered.content, format!("{KEYWORD} [API] Ann: second"));
+    peer.wait_webhook_post(310000, |c| c == "[API] Ann: second")
+        .await;
+    // Let any retry loop show itself.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (token, text, expected) in [
+        (HOOK_TOKEN, "first", 1),
+        (HOOK_TOKEN, "second", 1),
+        ("badsign-token", "first", 1),
+        ("badsign-token", "second", 1),
+    ] {
+        let attempts = peer
+            .webhook_posts()
+            .iter()
+            .filter(|p| p.access_token == token && p.content.contains(text))
+            .count();
+        assert_eq!(attempts, expected, "{token} got {text:?} {attempts} times");
+    }
+    let after = counter(&daemon.metrics().await, failed);
+    assert!(
+        after >= before + 3.0,
+        "send_failed before {before}, after {after}"
+    );
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_are_reported_as_auth_failed() {
+    let broker = Broker::embedded();
+    let peer = DingTalkPeer::start(robots()).await;
+    let api = api_addr();
+    let daemon = Daemon::start(&config(&broker, api, &peer, "wrong-secret", "", "")).await;
+    let url = format!("http://{}/readyz", daemon.admin);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let body: Value = reqwest::get(&url)
+            .await
+            .expect("readyz answers")
+            .json()
+            .await
+            .expect("readyz JSON");
+        let state = body["accounts"]
+            .as_array()
+            .and_then(|accounts| accounts.iter().find(|a| a["account"] == "ding"))
+            .map(|a| a["state"].clone());
+        if state == Some(json!("auth_failed")) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "state stayed {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(peer
+        .connection_within(Duration::from_millis(200))
+        .await
+        .is_none());
+    assert_eq!(
+        peer.opens().len(),
+        1,
+        "refused credentials are retried slowly"
+    );
+    daemon.stop().await.expect("clean stop");
+}
+
+#[test]
+fn dingtalk_config_mistakes_are_reported_without_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("q.toml");
+    std::fs::write(
+        &path,
+        r#"
+[accounts.ding]
+platform = "dingtalk"
+client_id = "dingabc"
+robot_code = ""
+api_base = "ftp://api.example"
+
+[accounts.hook]
+platform = "dingtalk"
+webhook = "ftp://oapi.example/robot/send?access_token=TOPSECRET"
+secret = ""
+keyword = " "
+
+[accounts.good]
+platform = "dingtalk"
+webhook = "https://oapi.dingtalk.com/robot/send?access_token=TOPSECRET"
+secret = "SECabc"
+
+[accounts.hub]
+platform = "api"
+listen = "127.0.0.1:1"
+
+[[links]]
+groups = ["hub:a", "ding:cid=="]
+to = ["good:ops"]
+"#,
+    )
+    .expect("write");
+    let env: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    let error = qunbridge::config::Config::from_file(&path, &env).expect_err("invalid");
+    let expected = [
+        "account \"ding\": `client_secret` is missing",
+        "account \"ding\": `robot_code` = \"\": is empty",
+        "account \"ding\": `api_base` = \"ftp://api.example\"",
+        "account \"hook\": `webhook` = \"ftp://oapi.example/robot/send?<redacted>\"",
+        "account \"hook\": `secret` = <redacted>: is empty",
+        "account \"hook\": `keyword` = \" \": is empty",
+    ];
+    for line in expected {
+        assert!(
+            error.problems.iter().any(|p| p.contains(line)),
+            "missing {line:?} in {:#?}",
+            error.problems
+        );
+    }
+    assert!(
+        !error.to_string().contains("TOPSECRET"),
+        "the webhook token leaked: {error}"
+    );
+    assert!(
+        !error.problems.iter().any(|p| p.contains("\"good\"")),
+        "a valid webhook account was refused: {error}"
+    );
+}

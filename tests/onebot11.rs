@@ -1,0 +1,527 @@
+//! End-to-end: QQ groups through OneBot v11, with a scripted implementation over real
+//! WebSockets in both transports, the real broker and the real relay. Asserted: what arrives
+//! in the linked `api` group, and the exact actions qunbridge calls on the implementation.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use qunbridge_tests::onebot11_peer::{group_message, OneBot11Peer};
+use qunbridge_tests::{free_port, post_message, Broker, Daemon, SseClient};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The bot's QQ number in every scenario.
+const BOT: i64 = 2854196310;
+
+/// A config linking QQ groups 735021844 and 111 (one account) with `api` group `a`.
+fn config(broker: &Broker, qq: &str, api: SocketAddr) -> String {
+    format!(
+        r#"{broker}
+[accounts.qq]
+platform = "qq"
+{qq}
+
+[accounts.hub]
+platform = "api"
+listen = "{api}"
+
+[[links]]
+name = "fans"
+groups = ["qq:735021844", "qq:111", "hub:a"]
+"#,
+        broker = broker.toml()
+    )
+}
+
+fn api_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// The first `send_group_msg` to `group`.
+async fn next_send_to(peer: &OneBot11Peer, group: i64) -> serde_json::Value {
+    loop {
+        let action = peer.next_action("send_group_msg").await;
+        if action["params"]["group_id"] == group {
+            return action;
+        }
+    }
+}
+
+/// QQ → api in array and CQ-string format, and api → QQ as `send_group_msg`.
+async fn relays_both_ways(peer: &OneBot11Peer, api: SocketAddr) {
+    let mut a = SseClient::open(&format!("http://{api}/api/v1/groups/a/events"), None, None).await;
+    peer.push_event(group_message(
+        735021844,
+        1437420188,
+        -1730113492,
+        "Alice | Ops",
+        "Alice",
+        json!([
+            {"type": "at", "data": {"qq": 2854196310u64}},
+            {"type": "text", "data": {"text": " see [docs], a&b"}},
+            {"type": "image", "data": {"file": "9F3C1A.jpg", "url": "https://img.example.invalid/d?id=9F3C1A&s=1"}},
+            {"type": "record", "data": {"file": "v.amr"}}
+        ]),
+    ));
+    let first = a.next().await.json();
+    assert_eq!(
+        first["text"],
+        "[QQ] Alice | Ops: @2854196310 see [docs], a&b[图片] https://img.example.invalid/d?id=9F3C1A&s=1[语音]"
+    );
+    assert_eq!(first["origin"]["message_id"], "-1730113492");
+
+    // CQ-string format, ids as strings, an empty card: the nickname is used.
+    let mut cq = group_message(735021844, 42, 7, "", "Bob", json!(null));
+    cq["message"] = json!("[CQ:face,id=178]x&#91;1&#93; &amp; [CQ:at,qq=all]");
+    cq["group_id"] = json!("735021844");
+    peer.push_event(cq);
+    assert_eq!(
+        a.next().await.json()["text"],
+        "[QQ] Bob: [表情178]x[1] & @全体成员"
+    );
+
+    let (status, _) = post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "u1", "name": "Ann"}, "text": "hi"}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let mut targets = Vec::new();
+    while targets.len() < 2 {
+        let action = peer.next_action("send_group_msg").await;
+        // The QQ messages above were relayed to group 111 as well; skip those.
+        if action["params"]["message"][0]["data"]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("[QQ]"))
+        {
+            continue;
+        }
+        assert_eq!(
+            action["params"]["message"],
+            json!([{"type": "text", "data": {"text": "[API] Ann: hi"}}])
+        );
+        assert!(
+            action["params"]["group_id"].is_i64(),
+            "numeric group_id: {action}"
+        );
+        targets.push(action["params"]["group_id"].as_i64().expect("number"));
+    }
+    targets.sort();
+    assert_eq!(targets, vec![111, 735021844]);
+}
+
+async fn forward_transport_relays_both_ways(broker: Broker) {
+    let (peer, url) = OneBot11Peer::serve(BOT, Some("s3cret"), 0).await;
+    let api = api_addr();
+    let qq = format!("url = \"{url}\"\naccess_token = \"s3cret\"");
+    let daemon = Daemon::start(&config(&broker, &qq, api)).await;
+    peer.wait_connections(1).await;
+    relays_both_ways(&peer, api).await;
+    daemon.stop().await.expect("clean stop");
+}
+
+mod forward_transport_relays_both_ways {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded() {
+        super::forward_transport_relays_both_ways(qunbridge_tests::Broker::embedded()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mosquitto() {
+        super::forward_transport_relays_both_ways(qunbridge_tests::Broker::mosquitto().await).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverse_transport_relays_both_ways_and_checks_the_token() {
+    let broker = Broker::embedded();
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let api = api_addr();
+    let qq = format!("listen = \"{listen}\"\naccess_token = \"s3cret\"");
+    let daemon = Daemon::start(&config(&broker, &qq, api)).await;
+
+    let wrong = OneBot11Peer::reverse(BOT, Some("guess"), 0);
+    assert_eq!(
+        wrong.connect(listen).await,
+        Err(403),
+        "wrong token refused before the upgrade"
+    );
+    let missing = OneBot11Peer::reverse(BOT, None, 0);
+    assert_eq!(
+        missing.connect(listen).await,
+        Err(401),
+        "empty `Bearer ` counts as no token"
+    );
+
+    let peer = OneBot11Peer::reverse(BOT, Some("s3cret"), 0);
+    peer.connect(listen).await.expect("accepted");
+    relays_both_ways(&peer, api).await;
+
+    // The implementation drops the socket and reconnects, as NapCat does.
+    peer.drop_connection();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    peer.connect(listen).await.expect("accepted again");
+    let mut a = SseClient::open(&format!("http://{api}/api/v1/groups/a/events"), None, None).await;
+    peer.push_event(group_message(
+        111,
+        5,
+        1,
+        "Cat",
+        "c",
+        json!([{"type": "text", "data": {"text": "back"}}]),
+    ));
+    assert_eq!(a.next().await.json()["text"], "[QQ] Cat: back");
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_messages_are_never_relayed() {
+    let broker = Broker::embedded();
+    let (peer, url) = OneBot11Peer::serve(BOT, None, 0).await;
+    let api = api_addr();
+    let daemon = Daemon::start(&config(&broker, &format!("url = \"{url}\""), api)).await;
+    peer.wait_connections(1).await;
+    let mut a = SseClient::open(&format!("http://{api}/api/v1/groups/a/events"), None, None).await;
+
+    let text = |t: &str| json!([{"type": "text", "data": {"text": t}}]);
+    let mut sent = group_message(735021844, BOT, 1, "", "bot", text("echo 1"));
+    sent["post_type"] = json!("message_sent");
+    peer.push_event(sent);
+    peer.push_event(group_message(735021844, BOT, 2, "", "bot", text("echo 2")));
+    peer.push_event(group_message(735021844, 42, 3, "", "Bob", text("real")));
+    assert_eq!(a.next().await.json()["text"], "[QQ] Bob: real");
+    assert!(a.next_within(Duration::from_millis(300)).await.is_none());
+    let metrics = daemon.metrics().await;
+    assert!(
+        metrics.contains("qunbridge_messages_dropped_total{reason=\"own_message\"}"),
+        "{metrics}"
+    );
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recall_and_reply_follow_the_relayed_copies() {
+    let broker = Broker::embedded();
+    let (peer, url) = OneBot11Peer::serve(BOT, None, 0).await;
+    let api = api_addr();
+    let daemon = Daemon::start(&config(&broker, &format!("url = \"{url}\""), api)).await;
+    peer.wait_connections(1).await;
+    let mut a = SseClient::open(&format!("http://{api}/api/v1/groups/a/events"), None, None).await;
+
+    peer.push_event(group_message(
+        735021844,
+        42,
+        -100,
+        "",
+        "Bob",
+        json!([{"type": "text", "data": {"text": "original"}}]),
+    ));
+    let copy = next_send_to(&peer, 111).await;
+    assert_eq!(
+        copy["params"]["message"][0]["data"]["text"],
+        "[QQ] Bob: original"
+    );
+    assert_eq!(a.next().await.json()["text"], "[QQ] Bob: original");
+    // The peer gave the copy in group 111 message id 9001.
+
+    // A reply to the original becomes a native reply to the copy in 111.
+    peer.push_event(group_message(
+        735021844,
+        43,
+        -101,
+        "",
+        "Cat",
+        json!([{"type": "reply", "data": {"id": "-100"}}, {"type": "text", "data": {"text": "agreed"}}]),
+    ));
+    let reply = next_send_to(&peer, 111).await;
+    assert_eq!(
+        reply["params"]["message"][0],
+        json!({"type": "reply", "data": {"id": "9001"}})
+    );
+    assert_eq!(
+        reply["params"]["message"][1]["data"]["text"],
+        "[QQ] Cat: agreed"
+    );
+    a.next().await;
+
+    // Recalling the original in 735021844 recalls the copy in 111 and tells the api group.
+    peer.push_event(
+        json!({"time": 1718880100, "self_id": BOT, "post_type": "notice",
+        "notice_type": "group_recall", "group_id": 735021844, "user_id": 42,
+        "operator_id": 42, "message_id": -100}),
+    );
+    let delete = peer.next_action("delete_msg").await;
+    assert_eq!(delete["params"]["message_id"], 9001);
+    let recall = a.next().await.json();
+    assert_eq!(recall["kind"], "recall");
+    assert_eq!(recall["origin"]["message_id"], "-100");
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_is_reconnected_without_a_restart() {
+    let broker = Broker::embedded();
+    let (peer, url) = OneBot11Peer::serve(BOT, None, 0).await;
+    let api = api_addr();
+    let daemon = Daemon::start(&config(&broker, &format!("url = \"{url}\""), api)).await;
+    peer.wait_connections(1).await;
+    peer.drop_connection();
+    peer.wait_connections(2).await;
+    let mut a = SseClient::open(&format!("http://{api}/api/v1/groups/a/events"), None, None).await;
+    peer.push_event(group_message(
+        111,
+        5,
+        1,
+        "",
+        "Dee",
+        json!([{"type": "text", "data": {"text": "again"}}]),
+    ));
+    assert_eq!(a.next().await.json()["text"], "[QQ] Dee: again");
+    let metrics = daemon.metrics().await;
+    assert!(
+        metrics.contains("qunbridge_reconnects_total{account=\"qq\"}"),
+        "{metrics}"
+    );
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_heartbeats_make_qunbridge_reconnect() {
+    let broker = Broker::embedded();
+    let (peer, url) = OneBot11Peer::serve(BOT, None, 200).await;
+    let api = api_addr();
+    let daemon = Daemon::start(&config(&broker, &format!("url = \"{url}\""), api)).await;
+    peer.wait_connections(1).await;
+    // Let qunbridge learn the interval, then go silent while keeping the socket open.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    peer.stop_heartbeats();
+    peer.wait_connections(2).await;
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_reported_and_not_retried_in_a_tight_loop() {
+    let broker = Broker::embedded();
+    let (peer, url) = OneBot11Peer::serve(BOT, Some("right"), 0).await;
+    let api = api_addr();
+    let qq = format!("url = \"{url}\"\naccess_token = \"wrong\"");
+    let daemon = Daemon::start(&config(&broker, &qq, api)).await;
+    let deadline = tokio::time::Instant::now() + qunbridge_tests::PATIENCE;
+    while peer.auth_refusals.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no connection attempt"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        peer.auth_refusals.load(Ordering::SeqCst),
+        1,
+        "retried on the slow schedule"
+    );
+    assert_eq!(peer.connections.load(Ordering::SeqCst), 0);
+    let ready: serde_json::Value = reqwest::get(format!("http://{}/readyz", daemon.admin))
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    let qq_state = ready["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .find(|a| a["account"] == "qq")
+        .expect("qq listed")["state"]
+        .clone();
+    assert_eq!(qq_state, "auth_failed");
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_are_counted_and_the_connection_keeps_working() {
+    let broker = Broker::embedded();
+    let (peer, url) = OneBot11Peer::serve(BOT, None, 0).await;
+    let api = api_addr();
+    let daemon = Daemon::start(&config(&broker, &format!("url = \"{url}\""), api)).await;
+    peer.wait_connections(1).await;
+    let mut a = SseClient::open(&format!("http://{api}/api/v1/groups/a/events"), None, None).await;
+    peer.push(Message::Text("{not json".into()));
+    peer.push(Message::Binary(vec![0xff, 0xfe, 0x00].into()));
+    peer.push_event(
+        json!({"post_type": "message", "message_type": "group", "user_id": 1, "message_id": 2}),
+    );
+    peer.push_event(json!({"hello": "world"}));
+    peer.push_event(json!({"post_type": "request", "request_type": "friend"}));
+    peer.push_event(group_message(
+        111,
+        5,
+        1,
+        "",
+        "Eve",
+        json!([{"type": "mystery", "data": {}}, {"type": "text", "data": {"text": "ok"}}]),
+    ));
+    assert_eq!(a.next().await.json()["text"], "[QQ] Eve: [mystery]ok");
+    assert_eq!(
+        peer.connections.load(Ordering::SeqCst),
+        1,
+        "same connection"
+    );
+    let metrics = daemon.metrics().await;
+    let malformed = metrics
+        .lines()
+        .find(|l| l.starts_with("qunbridge_messages_dropped_total{reason=\"malformed\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("malformed counted");
+    assert!(malformed >= 4.0, "{malformed}");
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sends_are_retried_then_dropped_and_counted() {
+    let broker = Broker::embedded();
+    let (peer, url) = OneBot11Peer::serve(BOT, None, 0).await;
+    let api = api_addr();
+    let daemon = Daemon::start(&config(&broker, &format!("url = \"{url}\""), api)).await;
+    peer.wait_connections(1).await;
+
+    // Risk control (NapCat 1200) twice, then it goes through: three identical attempts.
+    peer.fail_next_sends(2, 1200);
+    let (status, _) = post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "u1"}, "text": "persist"}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let mut attempts = Vec::new();
+    while attempts.len() < 4 {
+        attempts.push(peer.next_action("send_group_msg").await);
+    }
+    // Each destination has its own queue: the two failures hit whichever sends came first,
+    // and each failed send was tried again, identically, until both groups had the message.
+    let mut groups: Vec<i64> = attempts
+        .iter()
+        .map(|a| a["params"]["group_id"].as_i64().expect("numeric group id"))
+        .collect();
+    groups.sort();
+    groups.dedup();
+    assert_eq!(groups, vec![111, 735021844]);
+    assert!(attempts.iter().all(|a| a["params"]["message"]
+        == json!([{"type": "text", "data": {"text": "[API] u1: persist"}}])));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        peer.count_actions("send_group_msg"),
+        0,
+        "two failures, two retries, no more"
+    );
+
+    // An unknown-action style refusal (1404) is permanent: dropped at once, counted.
+    peer.fail_next_sends(1, 1404);
+    post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "u1"}, "text": "doomed"}),
+        None,
+    )
+    .await;
+    let mut after = Vec::new();
+    while after.len() < 2 {
+        after.push(peer.next_action("send_group_msg").await);
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        peer.count_actions("send_group_msg"),
+        0,
+        "no retry after a permanent failure"
+    );
+    let metrics = daemon.metrics().await;
+    assert!(
+        metrics.contains("qunbridge_messages_dropped_total{reason=\"send_failed\"}"),
+        "{metrics}"
+    );
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_reverse_listener_serves_several_accounts_by_self_id() {
+    let broker = Broker::embedded();
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let api = api_addr();
+    let config = format!(
+        r#"{broker}
+[accounts.qa]
+platform = "qq"
+listen = "{listen}"
+self_id = "1001"
+access_token = "ta"
+
+[accounts.qb]
+platform = "qq"
+listen = "{listen}"
+self_id = "1002"
+access_token = "tb"
+
+[accounts.hub]
+platform = "api"
+listen = "{api}"
+
+[[links]]
+groups = ["qa:735021844", "hub:a"]
+
+[[links]]
+groups = ["qb:222", "hub:b"]
+"#,
+        broker = broker.toml()
+    );
+    let daemon = Daemon::start(&config).await;
+    let bot_a = OneBot11Peer::reverse(1001, Some("ta"), 0);
+    let bot_b = OneBot11Peer::reverse(1002, Some("tb"), 0);
+    // Each account checks its own token.
+    assert_eq!(
+        OneBot11Peer::reverse(1002, Some("ta"), 0)
+            .connect(listen)
+            .await,
+        Err(403)
+    );
+    assert_eq!(
+        OneBot11Peer::reverse(1003, Some("ta"), 0)
+            .connect(listen)
+            .await,
+        Err(403)
+    );
+    bot_a.connect(listen).await.expect("bot a accepted");
+    bot_b.connect(listen).await.expect("bot b accepted");
+
+    let mut a = SseClient::open(&format!("http://{api}/api/v1/groups/a/events"), None, None).await;
+    let mut b = SseClient::open(&format!("http://{api}/api/v1/groups/b/events"), None, None).await;
+    let text = |t: &str| json!([{"type": "text", "data": {"text": t}}]);
+    // Bot b is in bot a's group too: what it says there is a relayed copy, never relayed again.
+    bot_a.push_event(group_message(735021844, 1002, 1, "", "bot b", text("copy")));
+    bot_a.push_event(group_message(735021844, 42, 2, "", "Ann", text("for a")));
+    bot_b.push_event(group_message(222, 43, 3, "", "Bob", text("for b")));
+    let on_a = a.next().await.json();
+    assert_eq!(on_a["text"], "[QQ] Ann: for a");
+    assert_eq!(on_a["origin"]["account"], "qa");
+    let on_b = b.next().await.json();
+    assert_eq!(on_b["text"], "[QQ] Bob: for b");
+    assert_eq!(on_b["origin"]["account"], "qb");
+
+    // Sends go to the socket of the right bot.
+    post_message(
+        api,
+        "b",
+        json!({"sender": {"id": "u1", "name": "Ann"}, "text": "to qb"}),
+        None,
+    )
+    .await;
+    let send = bot_b.next_action("send_group_msg").await;
+    assert_eq!(send["params"]["group_id"], 222);
+    assert_eq!(bot_a.count_actions("send_group_msg"), 0);
+    daemon.stop().await.expect("clean stop");
+}

@@ -1,0 +1,344 @@
+//! A scripted OneBot v11 implementation (as NapCat, Lagrange.OneBot or go-cqhttp behave),
+//! speaking the exact wire protocol of PROTOCOLS.md §1 over real WebSockets: in forward mode
+//! it is the WebSocket server qunbridge connects to, in reverse mode the client that connects
+//! to qunbridge. It sends the lifecycle event and heartbeats, pushes the events a test asks
+//! for, records every action qunbridge calls and answers it (or fails it on request).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Notify};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::PATIENCE;
+
+/// The peer's shared state, driven by the test.
+pub struct OneBot11Peer {
+    /// The bot's QQ number.
+    pub self_id: i64,
+    /// Token the peer requires (forward) or presents (reverse).
+    token: Option<String>,
+    /// Frames to the current connection.
+    current: Mutex<Option<mpsc::UnboundedSender<Message>>>,
+    /// Action requests received, in order.
+    actions: Mutex<VecDeque<Value>>,
+    /// Woken when an action arrives or a connection opens.
+    changed: Notify,
+    /// Connections accepted or made.
+    pub connections: AtomicUsize,
+    /// Handshakes refused for a bad token (forward mode).
+    pub auth_refusals: AtomicUsize,
+    /// Heartbeat interval in ms; 0 = none.
+    heartbeat_ms: u64,
+    /// Heartbeats stopped by the test (a "zombie" implementation).
+    heartbeats_stopped: Arc<AtomicBool>,
+    /// The next N `send_group_msg` calls fail with `fail_retcode`.
+    fail_sends: AtomicU32,
+    /// Retcode of failed sends.
+    fail_retcode: AtomicI64,
+    /// Next message id handed out for sends.
+    next_message_id: AtomicI64,
+}
+
+impl OneBot11Peer {
+    /// A peer for bot `self_id`.
+    fn new(self_id: i64, token: Option<&str>, heartbeat_ms: u64) -> Arc<OneBot11Peer> {
+        Arc::new(OneBot11Peer {
+            self_id,
+            token: token.map(str::to_owned),
+            current: Mutex::new(None),
+            actions: Mutex::new(VecDeque::new()),
+            changed: Notify::new(),
+            connections: AtomicUsize::new(0),
+            auth_refusals: AtomicUsize::new(0),
+            heartbeat_ms,
+            heartbeats_stopped: Arc::new(AtomicBool::new(false)),
+            fail_sends: AtomicU32::new(0),
+            fail_retcode: AtomicI64::new(0),
+            next_message_id: AtomicI64::new(9001),
+        })
+    }
+
+    /// Forward mode: a WebSocket server qunbridge connects to. Returns the peer and its URL.
+    pub async fn serve(
+        self_id: i64,
+        token: Option<&str>,
+        heartbeat_ms: u64,
+    ) -> (Arc<OneBot11Peer>, String) {
+        let peer = OneBot11Peer::new(self_id, token, heartbeat_ms);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
+        let url = format!("ws://{}/", listener.local_addr().expect("addr"));
+        let serving = peer.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let peer = serving.clone();
+                tokio::spawn(async move {
+                    let expected = peer.token.clone();
+                    // tungstenite's callback type returns its (large) HTTP error response by value.
+                    #[allow(clippy::result_large_err)]
+                    let check = |request: &Request,
+                                 response: Response|
+                     -> Result<Response, ErrorResponse> {
+                        let presented = request
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .map(|v| v.trim_start_matches("Bearer ").to_owned());
+                        match (&expected, presented) {
+                            (None, _) => Ok(response),
+                            (Some(want), Some(got)) if *want == got => Ok(response),
+                            (Some(_), None) => Err(refusal(StatusCode::UNAUTHORIZED)),
+                            (Some(_), Some(_)) => Err(refusal(StatusCode::FORBIDDEN)),
+                        }
+                    };
+                    match tokio_tungstenite::accept_hdr_async(stream, check).await {
+                        Ok(ws) => peer.run_connection(ws).await,
+                        Err(_) => {
+                            peer.auth_refusals.fetch_add(1, Ordering::SeqCst);
+                            peer.changed.notify_waiters();
+                        }
+                    }
+                });
+            }
+        });
+        (peer, url)
+    }
+
+    /// Reverse mode: a peer that connects to qunbridge's listener as a Universal client, with
+    /// header names in lower case as NapCat sends them.
+    pub fn reverse(self_id: i64, token: Option<&str>, heartbeat_ms: u64) -> Arc<OneBot11Peer> {
+        OneBot11Peer::new(self_id, token, heartbeat_ms)
+    }
+
+    /// Reverse mode: connects once; returns the HTTP status when the handshake is refused.
+    pub async fn connect(self: &Arc<Self>, addr: SocketAddr) -> Result<(), u16> {
+        let mut request = format!("ws://{addr}/")
+            .into_client_request()
+            .expect("request");
+        let headers = request.headers_mut();
+        headers.insert("x-self-id", HeaderValue::from(self.self_id));
+        headers.insert("x-client-role", HeaderValue::from_static("universal"));
+        headers.insert("user-agent", HeaderValue::from_static("OneBot/11"));
+        // NapCat sends `Bearer ` with an empty token when none is configured.
+        let bearer = format!("Bearer {}", self.token.as_deref().unwrap_or(""));
+        headers.insert(
+            "authorization",
+            HeaderValue::from_str(&bearer).expect("header"),
+        );
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => {
+                let before = self.connections.load(Ordering::SeqCst);
+                let peer = self.clone();
+                tokio::spawn(async move { peer.run_connection(ws).await });
+                self.wait_connections(before + 1).await;
+                Ok(())
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(error) => panic!("reverse connect failed: {error}"),
+        }
+    }
+
+    /// Serves one connection: lifecycle, heartbeats, answers to actions.
+    async fn run_connection<S>(self: Arc<Self>, ws: WebSocketStream<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sink, mut stream) = ws.split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        *self.current.lock().expect("lock") = Some(tx.clone());
+        let _ = tx.send(Message::Text(
+            json!({"time": 1718880000, "self_id": self.self_id, "post_type": "meta_event",
+                   "meta_event_type": "lifecycle", "sub_type": "connect"})
+            .to_string()
+            .into(),
+        ));
+        self.connections.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        if self.heartbeat_ms > 0 {
+            let tx = tx.clone();
+            let (self_id, interval, stopped) = (
+                self.self_id,
+                self.heartbeat_ms,
+                self.heartbeats_stopped.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(interval)).await;
+                    if stopped.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let beat = json!({"time": 1718880015, "self_id": self_id, "post_type": "meta_event",
+                        "meta_event_type": "heartbeat", "interval": interval,
+                        "status": {"online": true, "good": true}});
+                    if tx.send(Message::Text(beat.to_string().into())).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        loop {
+            tokio::select! {
+                outgoing = rx.recv() => match outgoing {
+                    Some(Message::Close(_)) | None => break,
+                    Some(message) => if sink.send(message).await.is_err() { break },
+                },
+                incoming = stream.next() => match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        let request: Value = serde_json::from_str(&text).expect("actions are JSON");
+                        let answer = self.answer(&request);
+                        self.actions.lock().expect("lock").push_back(request);
+                        self.changed.notify_waiters();
+                        if sink.send(Message::Text(answer.to_string().into())).await.is_err() { break }
+                    }
+                    Some(Ok(_)) => {}
+                    _ => break,
+                },
+            }
+        }
+    }
+
+    /// The response to an action.
+    fn answer(&self, request: &Value) -> Value {
+        let echo = request["echo"].clone();
+        match request["action"].as_str() {
+            Some("send_group_msg") => {
+                let failing = self
+                    .fail_sends
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if failing {
+                    let retcode = self.fail_retcode.load(Ordering::SeqCst);
+                    json!({"status": "failed", "retcode": retcode, "data": null,
+                           "message": "Timeout: NTEvent serviceAndMethod:NodeIKernelMsgService/sendMsg",
+                           "wording": "Timeout: NTEvent sendMsg", "echo": echo})
+                } else {
+                    let id = self.next_message_id.fetch_add(1, Ordering::SeqCst);
+                    json!({"status": "ok", "retcode": 0, "data": {"message_id": id}, "echo": echo})
+                }
+            }
+            Some("get_login_info") => json!({"status": "ok", "retcode": 0,
+                "data": {"user_id": self.self_id, "nickname": "bot"}, "echo": echo}),
+            Some("delete_msg") => json!({"status": "ok", "retcode": 0, "data": null, "echo": echo}),
+            _ => {
+                json!({"status": "failed", "retcode": 1404, "data": null, "message": "unknown action", "echo": echo})
+            }
+        }
+    }
+
+    /// Sends a frame (event or garbage) on the current connection.
+    pub fn push(&self, message: Message) {
+        let current = self.current.lock().expect("lock");
+        current
+            .as_ref()
+            .expect("a live connection")
+            .send(message)
+            .expect("connection task alive");
+    }
+
+    /// Sends a JSON event on the current connection.
+    pub fn push_event(&self, event: Value) {
+        self.push(Message::Text(event.to_string().into()));
+    }
+
+    /// Closes the current connection abruptly, as a crashing implementation would.
+    pub fn drop_connection(&self) {
+        if let Some(tx) = self.current.lock().expect("lock").take() {
+            let _ = tx.send(Message::Close(None));
+        }
+    }
+
+    /// Stops heartbeats while keeping the socket open.
+    pub fn stop_heartbeats(&self) {
+        self.heartbeats_stopped.store(true, Ordering::SeqCst);
+    }
+
+    /// Makes the next `count` sends fail with `retcode`.
+    pub fn fail_next_sends(&self, count: u32, retcode: i64) {
+        self.fail_retcode.store(retcode, Ordering::SeqCst);
+        self.fail_sends.store(count, Ordering::SeqCst);
+    }
+
+    /// Waits until at least `count` connections were made.
+    pub async fn wait_connections(&self, count: usize) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let notified = self.changed.notified();
+            if self.connections.load(Ordering::SeqCst) >= count {
+                return;
+            }
+            assert!(
+                tokio::time::timeout_at(deadline, notified).await.is_ok(),
+                "expected {count} connections, saw {}",
+                self.connections.load(Ordering::SeqCst)
+            );
+        }
+    }
+
+    /// The next action called with this name (earlier other actions are skipped).
+    pub async fn next_action(&self, name: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let notified = self.changed.notified();
+            {
+                let mut actions = self.actions.lock().expect("lock");
+                while let Some(action) = actions.pop_front() {
+                    if action["action"] == name {
+                        return action;
+                    }
+                }
+            }
+            assert!(
+                tokio::time::timeout_at(deadline, notified).await.is_ok(),
+                "no `{name}` action within {PATIENCE:?}"
+            );
+        }
+    }
+
+    /// Actions with this name received so far and not yet taken.
+    pub fn count_actions(&self, name: &str) -> usize {
+        self.actions
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|a| a["action"] == name)
+            .count()
+    }
+}
+
+/// A handshake refusal.
+fn refusal(status: StatusCode) -> ErrorResponse {
+    let mut response = ErrorResponse::new(None);
+    *response.status_mut() = status;
+    response
+}
+
+/// A group message event in array format.
+pub fn group_message(
+    group_id: i64,
+    user_id: i64,
+    message_id: i64,
+    card: &str,
+    nickname: &str,
+    message: Value,
+) -> Value {
+    json!({
+        "time": 1718880000, "self_id": 2854196310u64, "post_type": "message",
+        "message_type": "group", "sub_type": "normal", "message_id": message_id,
+        "group_id": group_id, "user_id": user_id, "anonymous": null,
+        "message": message, "raw_message": "", "font": 0,
+        "sender": {"user_id": user_id, "nickname": nickname, "card": card, "role": "member"}
+    })
+}
