@@ -594,3 +594,34 @@ to = ["good:ops"]
         "a valid webhook account was refused: {error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_bot_message_reaches_a_linked_qq_group() {
+    let broker = Broker::embedded();
+    let peer = DingTalkPeer::start(robots()).await;
+    let (qq, qq_url) =
+        qunbridge_tests::onebot11_peer::OneBot11Peer::serve(2854196310, None, 0).await;
+    let api = api_addr();
+    let extra = format!("\n[accounts.qq]\nplatform = \"qq\"\nurl = \"{qq_url}\"\n");
+    let config = config(
+        &broker,
+        api,
+        &peer,
+        CLIENT_SECRET,
+        ", \"qq:735021844\"",
+        &extra,
+    );
+    let daemon = Daemon::start(&config).await;
+    let connection = peer.next_connection().await;
+    qq.wait_connections(1).await;
+
+    let frame = connection.callback(&text_message(GROUP, "msgQ1==", "张三", " 周会改到三点"));
+    let send = qq.next_action("send_group_msg").await;
+    assert_eq!(send["params"]["group_id"], 735021844);
+    assert_eq!(
+        send["params"]["message"],
+        json!([{"type": "text", "data": {"text": "[钉钉] 张三: 周会改到三点"}}])
+    );
+    assert_eq!(peer.wait_replies(&frame, 1).await[0]["code"], 200);
+    daemon.stop().await.expect("clean stop");
+}

@@ -147,6 +147,17 @@ fn to_chars(offsets: &[usize], range: &Range<usize>) -> Range<usize> {
     index(range.start)..index(range.end)
 }
 
+/// False when a text cannot hold a link, an invite number or a share code, so matching can
+/// be skipped: links need a dot, invites digits, share codes a currency sign or 口令/暗号.
+pub fn may_contain_candidates(text: &str) -> bool {
+    text.chars().any(|c| {
+        matches!(
+            c,
+            '.' | '。' | '．' | '｡' | '0'..='9' | '０'..='９' | '￥' | '$' | '€' | '₴' | '¢' | '₳' | '₤' | '₰' | '¥' | '令' | '号'
+        )
+    })
+}
+
 /// A URL found in text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundUrl {

@@ -164,11 +164,23 @@ impl FilterRules {
                 hits: Vec::new(),
             };
         }
+        let has_regex = self
+            .rules
+            .iter()
+            .any(|r| matches!(r.matcher, Matcher::Regex(_)));
+        if !has_regex && !detect::may_contain_candidates(text) {
+            return Filtered {
+                text: text.to_owned(),
+                dropped: None,
+                hits: Vec::new(),
+            };
+        }
         // A replacement or defanged link can bring neighbours together into a new match
         // ("exa" + "mple.com"); a few passes reach a text that filtering leaves unchanged.
         let mut result = self.pass(text);
         for _ in 0..3 {
-            if result.dropped.is_some() {
+            let changed = result.hits.iter().any(|(_, action)| *action != "allow");
+            if result.dropped.is_some() || !changed {
                 break;
             }
             let again = self.pass(&result.text);
@@ -190,7 +202,22 @@ impl FilterRules {
     /// One pass over a text.
     fn pass(&self, text: &str) -> Filtered {
         let normalized = Normalized::new(text);
-        let mut candidates: Vec<Candidate> = detect::urls(&normalized.url_view)
+        // Only run the detectors some rule needs.
+        let wants = |f: fn(&Matcher) -> bool| self.rules.iter().any(|r| f(&r.matcher));
+        let want_urls = wants(|m| {
+            matches!(
+                m,
+                Matcher::Url | Matcher::Domain(_) | Matcher::ShortLink | Matcher::QqGroupInvite
+            )
+        });
+        let want_invites = wants(|m| matches!(m, Matcher::QqGroupInvite));
+        let want_codes = wants(|m| matches!(m, Matcher::WechatShareCode));
+        let urls = if want_urls {
+            detect::urls(&normalized.url_view)
+        } else {
+            Vec::new()
+        };
+        let mut candidates: Vec<Candidate> = urls
             .into_iter()
             .map(|url| Candidate {
                 range: normalized.chars_of_url_view(&url.range),
@@ -200,26 +227,28 @@ impl FilterRules {
             })
             .collect();
         let norm = normalized.text.as_str();
-        candidates.extend(
+        let invites = if want_invites {
             detect::invite_numbers(norm)
-                .into_iter()
-                .map(|range| Candidate {
-                    range: normalized.chars_of_text(&range),
-                    host: None,
-                    invite_number: true,
-                    share_code: false,
-                }),
-        );
-        candidates.extend(
+        } else {
+            Vec::new()
+        };
+        candidates.extend(invites.into_iter().map(|range| Candidate {
+            range: normalized.chars_of_text(&range),
+            host: None,
+            invite_number: true,
+            share_code: false,
+        }));
+        let codes = if want_codes {
             detect::share_codes(norm)
-                .into_iter()
-                .map(|range| Candidate {
-                    range: normalized.chars_of_text(&range),
-                    host: None,
-                    invite_number: false,
-                    share_code: true,
-                }),
-        );
+        } else {
+            Vec::new()
+        };
+        candidates.extend(codes.into_iter().map(|range| Candidate {
+            range: normalized.chars_of_text(&range),
+            host: None,
+            invite_number: false,
+            share_code: true,
+        }));
 
         // (character range, rule index) of every occurrence claimed by a rule.
         let mut claimed: Vec<(Range<usize>, usize)> = Vec::new();
