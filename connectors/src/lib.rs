@@ -6,6 +6,7 @@
 //! - [`Connector`]: the trait every platform connector implements.
 //! - [`backoff`]: the one backoff type for everything that reconnects.
 //! - [`auth`]: constant-time bearer checks for listeners.
+//! - [`http`]: HTTP client settings, robot pauses and resumable multi-part sends.
 //! - [`api`]: the generic HTTP/SSE/WebSocket connector.
 //! - [`dingtalk`]: DingTalk groups: Stream in and OpenAPI out, or a custom robot webhook.
 //! - [`onebot11`]: QQ (and some WeChat) groups through OneBot v11 implementations.
@@ -25,6 +26,7 @@ pub mod backoff;
 pub mod context;
 pub mod dingtalk;
 pub mod error;
+pub mod http;
 pub mod model;
 pub mod onebot11;
 pub mod onebot12;

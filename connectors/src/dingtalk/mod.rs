@@ -26,10 +26,11 @@ use crate::context::{ConnectionState, ConnectorContext, EgressRequest};
 use crate::error::ConnectorError;
 use crate::Connector;
 
+pub use crate::http::{FIRST_PAUSE, MAX_PAUSE};
 pub use frames::BOT_MESSAGE_TOPIC;
 pub use openapi::MAX_MSG_PARAM_BYTES;
 pub use sign::{signature, signed_url};
-pub use webhook::{ERR_SECURITY, ERR_TOO_FAST, FIRST_PAUSE, MAX_PAUSE};
+pub use webhook::{ERR_SECURITY, ERR_TOO_FAST};
 
 /// The OpenAPI base URL of the mainland tenant.
 pub const DEFAULT_API_BASE: &str = "https://api.dingtalk.com";
@@ -95,23 +96,6 @@ impl std::fmt::Debug for WebhookSettings {
     }
 }
 
-/// The HTTP client of the DingTalk connectors: rustls, bounded timeouts, and no redirects
-/// (a redirect would carry the webhook token or the access token to another host).
-fn http_client() -> Result<reqwest::Client, ConnectorError> {
-    reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        .connect_timeout(HTTP_CONNECT_TIMEOUT)
-        .timeout(HTTP_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|error| {
-            ConnectorError::Io(std::io::Error::other(format!(
-                "cannot build the HTTP client: {}",
-                openapi::describe(error)
-            )))
-        })
-}
-
 /// The enterprise app robot connector: Stream in, OpenAPI out.
 pub struct StreamConnector {
     /// Its settings.
@@ -136,7 +120,7 @@ impl Connector for StreamConnector {
             ..
         } = ctx;
         let api = Arc::new(openapi::OpenApi::new(
-            http_client()?,
+            crate::http::client(USER_AGENT, HTTP_CONNECT_TIMEOUT, HTTP_TIMEOUT)?,
             account.clone(),
             self.settings.clone(),
         ));
@@ -191,7 +175,11 @@ impl Connector for WebhookConnector {
             ..
         } = ctx;
         info!(message = "DingTalk custom robot account ready.", account = %account, host = %self.settings.host(), signed = self.settings.secret.is_some());
-        let mut webhook = webhook::Webhook::new(account, self.settings, http_client()?);
+        let mut webhook = webhook::Webhook::new(
+            account,
+            self.settings,
+            crate::http::client(USER_AGENT, HTTP_CONNECT_TIMEOUT, HTTP_TIMEOUT)?,
+        );
         // Nothing to connect: the robot is usable as soon as it is configured.
         state.set(ConnectionState::Up, None);
         while let Some(request) = egress.recv().await {

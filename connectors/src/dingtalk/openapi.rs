@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER};
+use reqwest::header::{HeaderMap, ACCEPT};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
@@ -17,10 +17,11 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::frames::BOT_MESSAGE_TOPIC;
-use super::text::{self, Progress, Sent};
+use super::text::{self, Sent};
 use super::{StreamSettings, USER_AGENT};
 use crate::context::SendReceipt;
 use crate::error::SendError;
+use crate::http::{describe, retry_after, BodyError, Progress};
 use crate::model::{Kind, Outbound};
 
 /// Largest `msgParam` of a group send, in bytes (PROTOCOLS.md §3.8).
@@ -139,20 +140,6 @@ impl ApiError {
     }
 }
 
-/// A reqwest error as text, without the URL and with its causes (a bare "error sending
-/// request" says nothing).
-pub fn describe(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// Text cut to [`MAX_ERROR_TEXT`] characters.
 pub fn clip(text: &str) -> String {
     if text.chars().count() <= MAX_ERROR_TEXT {
@@ -163,40 +150,17 @@ pub fn clip(text: &str) -> String {
     clipped
 }
 
-/// The `Retry-After` header in seconds, clamped to 1 s … 10 min.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds.clamp(1, 600)))
-}
-
 /// Reads at most `limit` bytes of a response body.
 ///
 /// # Errors
 /// [`ApiError::Network`] when the body breaks off, [`ApiError::Unexpected`] when it is larger.
-pub async fn read_limited(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, ApiError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
+pub async fn read_limited(response: reqwest::Response, limit: usize) -> Result<Vec<u8>, ApiError> {
+    crate::http::read_limited(response, limit)
         .await
-        .map_err(|error| ApiError::Network(describe(error)))?
-    {
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::Unexpected(format!(
-                "answer larger than {limit} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        .map_err(|error| match error {
+            BodyError::Broken(text) => ApiError::Network(text),
+            BodyError::TooLarge(_) => ApiError::Unexpected(error.to_string()),
+        })
 }
 
 /// Turns an OpenAPI answer into its JSON body or the error it reports.
@@ -313,7 +277,7 @@ pub struct OpenApi {
     /// The current access token; the lock also makes concurrent refreshes wait for one.
     token: Mutex<Option<CachedToken>>,
     /// Parts of split messages already sent, for resuming a retried message.
-    progress: Mutex<Progress>,
+    progress: Mutex<Progress<Sent>>,
 }
 
 impl OpenApi {
@@ -526,7 +490,7 @@ impl OpenApi {
             MAX_MSG_PARAM_BYTES - MSG_PARAM_OVERHEAD,
             text::json_cost,
         );
-        let key = Progress::key(&outbound.id, &outbound.group, &outbound.text);
+        let key = crate::http::progress_key(&outbound.id, &outbound.group, &outbound.text);
         let mut sent = self.progress.lock().await.take(&key);
         for part in parts.iter().skip(sent.parts) {
             match self.send_group_text(&outbound.group, part).await {
@@ -557,7 +521,7 @@ mod tests {
     fn headers(retry: Option<&str>) -> HeaderMap {
         let mut headers = HeaderMap::new();
         if let Some(retry) = retry {
-            headers.insert(RETRY_AFTER, retry.parse().expect("header"));
+            headers.insert(reqwest::header::RETRY_AFTER, retry.parse().expect("header"));
         }
         headers
     }

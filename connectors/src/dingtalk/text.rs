@@ -5,7 +5,6 @@
 //! repeating them.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 
 /// Bytes a character takes inside a JSON string as serde_json writes it.
 pub fn json_cost(c: char) -> usize {
@@ -82,55 +81,6 @@ pub struct Sent {
     pub ids: Vec<String>,
 }
 
-/// Remembers, for a bounded number of messages, how many parts were already sent, so the
-/// relay's retry of a message that failed in the middle sends only the rest.
-#[derive(Debug)]
-pub struct Progress {
-    /// (message key, progress), oldest first.
-    entries: VecDeque<(String, Sent)>,
-    /// Most messages remembered; the oldest is forgotten first.
-    capacity: usize,
-}
-
-impl Progress {
-    /// An empty memory for at most `capacity` messages.
-    pub fn new(capacity: usize) -> Progress {
-        Progress {
-            entries: VecDeque::new(),
-            capacity: capacity.max(1),
-        }
-    }
-
-    /// The key of one message for one destination: its inbound id, group and text length
-    /// (so a different rendering is not mistaken for the same message).
-    pub fn key(id: &str, group: &str, text: &str) -> String {
-        format!("{id}\u{1f}{group}\u{1f}{}", text.len())
-    }
-
-    /// Takes what was sent of `key` before (nothing when it is new).
-    pub fn take(&mut self, key: &str) -> Sent {
-        match self.entries.iter().position(|(k, _)| k == key) {
-            Some(at) => self
-                .entries
-                .remove(at)
-                .map(|(_, sent)| sent)
-                .unwrap_or_default(),
-            None => Sent::default(),
-        }
-    }
-
-    /// Records what was sent of `key` so far, for the next attempt.
-    pub fn keep(&mut self, key: String, sent: Sent) {
-        if sent.parts == 0 {
-            return;
-        }
-        while self.entries.len() >= self.capacity {
-            self.entries.pop_front();
-        }
-        self.entries.push_back((key, sent));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,32 +135,5 @@ mod tests {
         assert_eq!(with_keyword("hi", Some("告警")), "告警 hi");
         assert_eq!(with_keyword("告警: hi", Some("告警")), "告警: hi");
         assert_eq!(with_keyword("hi", None), "hi");
-    }
-
-    #[test]
-    fn progress_resumes_and_stays_bounded() {
-        let mut progress = Progress::new(2);
-        let key = Progress::key("a:1:m", "g", "text");
-        assert_eq!(progress.take(&key), Sent::default());
-        progress.keep(
-            key.clone(),
-            Sent {
-                parts: 1,
-                ids: vec!["x".into()],
-            },
-        );
-        assert_eq!(progress.take(&key).parts, 1);
-        assert_eq!(progress.take(&key).parts, 0, "taking forgets it");
-        for n in 0..3 {
-            progress.keep(
-                format!("k{n}"),
-                Sent {
-                    parts: 1,
-                    ids: Vec::new(),
-                },
-            );
-        }
-        assert_eq!(progress.take("k0").parts, 0, "the oldest was evicted");
-        assert_eq!(progress.take("k2").parts, 1);
     }
 }

@@ -16,25 +16,21 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
-use super::openapi::{clip, describe, read_limited, retry_after};
+use super::openapi::clip;
 use super::sign::signed_url;
-use super::text::{self, Progress, Sent};
+use super::text::{self, Sent};
 use super::WebhookSettings;
 use crate::context::{now_ms, SendReceipt};
 use crate::error::SendError;
+use crate::http::{describe, read_limited, retry_after, Pause, Progress};
 use crate::model::{Kind, Outbound};
 
 /// The errcode of "send too fast, exceed 20 times per minute".
 pub const ERR_TOO_FAST: i64 = 130_101;
 /// The errcode of a refusal by the robot's security settings.
 pub const ERR_SECURITY: i64 = 310_000;
-/// First pause after a 130101 when the answer suggests none.
-pub const FIRST_PAUSE: Duration = Duration::from_secs(60);
-/// Longest pause (DingTalk is reported to block an over-eager robot for 10 minutes).
-pub const MAX_PAUSE: Duration = Duration::from_secs(600);
 /// Most bytes of text per webhook message (as a JSON string). No limit is documented; this is
 /// the OpenAPI's limit, a conservative choice.
 const MAX_TEXT_BYTES: usize = 15_000;
@@ -42,41 +38,6 @@ const MAX_TEXT_BYTES: usize = 15_000;
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Messages whose partial progress is remembered for resuming a split send.
 const PROGRESS_CAPACITY: usize = 64;
-
-/// The pause of a robot that answered 130101.
-#[derive(Debug, Default)]
-pub struct Pause {
-    /// 130101 answers in a row; the exponent of the doubling.
-    strikes: u32,
-    /// When the robot may send again.
-    until: Option<Instant>,
-}
-
-impl Pause {
-    /// Time left in the current pause, if any.
-    pub fn remaining(&self) -> Option<Duration> {
-        let left = self.until?.checked_duration_since(Instant::now())?;
-        (!left.is_zero()).then_some(left)
-    }
-
-    /// Starts the next pause: `first` (or [`FIRST_PAUSE`]) doubled for every 130101 before
-    /// it in a row, at most [`MAX_PAUSE`].
-    pub fn strike(&mut self, first: Option<Duration>) -> Duration {
-        let base = first.unwrap_or(FIRST_PAUSE);
-        let pause = base
-            .saturating_mul(2u32.saturating_pow(self.strikes.min(16)))
-            .min(MAX_PAUSE);
-        self.strikes = self.strikes.saturating_add(1);
-        self.until = Some(Instant::now() + pause);
-        pause
-    }
-
-    /// Ends the pause after a success.
-    pub fn clear(&mut self) {
-        self.strikes = 0;
-        self.until = None;
-    }
-}
 
 /// What a 310000 answer most likely means, from its `errmsg`.
 pub fn security_hint(errmsg: &str) -> &'static str {
@@ -103,7 +64,7 @@ pub struct Webhook {
     /// The robot's 130101 pause.
     pause: Pause,
     /// Parts of split messages already sent.
-    progress: Progress,
+    progress: Progress<Sent>,
 }
 
 impl Webhook {
@@ -143,7 +104,7 @@ impl Webhook {
             MAX_TEXT_BYTES.saturating_sub(keyword_cost),
             text::json_cost,
         );
-        let key = Progress::key(&outbound.id, &outbound.group, &outbound.text);
+        let key = crate::http::progress_key(&outbound.id, &outbound.group, &outbound.text);
         let mut sent = self.progress.take(&key);
         for part in parts.iter().skip(sent.parts) {
             let content = text::with_keyword(part, keyword.as_deref());
@@ -241,20 +202,6 @@ impl Webhook {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn pauses_double_up_to_ten_minutes_and_reset() {
-        let mut pause = Pause::default();
-        assert_eq!(pause.remaining(), None);
-        let seen: Vec<u64> = (0..6).map(|_| pause.strike(None).as_secs()).collect();
-        assert_eq!(seen, vec![60, 120, 240, 480, 600, 600]);
-        assert!(pause.remaining().is_some());
-        tokio::time::advance(MAX_PAUSE + Duration::from_secs(1)).await;
-        assert_eq!(pause.remaining(), None);
-        pause.clear();
-        assert_eq!(pause.strike(Some(Duration::from_secs(2))).as_secs(), 2);
-        assert_eq!(pause.strike(Some(Duration::from_secs(2))).as_secs(), 4);
-    }
 
     #[test]
     fn security_refusals_name_their_cause() {

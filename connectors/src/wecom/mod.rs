@@ -20,9 +20,8 @@ use crate::context::{ConnectionState, ConnectorContext, EgressRequest};
 use crate::error::ConnectorError;
 use crate::Connector;
 
-pub use webhook::{
-    ERR_FREQ_OUT_OF_LIMIT, FIRST_PAUSE, MAX_MARKDOWN_BYTES, MAX_PAUSE, MAX_TEXT_BYTES,
-};
+pub use crate::http::{FIRST_PAUSE, MAX_PAUSE};
+pub use webhook::{ERR_FREQ_OUT_OF_LIMIT, MAX_MARKDOWN_BYTES, MAX_TEXT_BYTES};
 
 /// How qunbridge introduces itself to WeCom.
 const USER_AGENT: &str = concat!("qunbridge/", env!("CARGO_PKG_VERSION"));
@@ -70,23 +69,6 @@ impl std::fmt::Debug for WecomSettings {
     }
 }
 
-/// The HTTP client of a robot: rustls, bounded timeouts, and no redirects (a redirect would
-/// carry the key to another host).
-fn http_client() -> Result<reqwest::Client, ConnectorError> {
-    reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        .connect_timeout(HTTP_CONNECT_TIMEOUT)
-        .timeout(HTTP_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|error| {
-            ConnectorError::Io(std::io::Error::other(format!(
-                "cannot build the HTTP client: {}",
-                error.without_url()
-            )))
-        })
-}
-
 /// The WeCom group robot connector: send-only, one POST per message part.
 pub struct WecomConnector {
     /// Its settings.
@@ -109,7 +91,11 @@ impl Connector for WecomConnector {
             ..
         } = ctx;
         info!(message = "WeCom group robot account ready.", account = %account, host = %self.settings.host(), markdown = self.settings.markdown);
-        let mut robot = webhook::Robot::new(account, self.settings, http_client()?);
+        let mut robot = webhook::Robot::new(
+            account,
+            self.settings,
+            crate::http::client(USER_AGENT, HTTP_CONNECT_TIMEOUT, HTTP_TIMEOUT)?,
+        );
         // Nothing to connect: the robot is usable as soon as it is configured.
         state.set(ConnectionState::Up, None);
         // Egress runs until the relay closes the queue, which it does after shutdown once

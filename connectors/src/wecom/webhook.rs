@@ -16,19 +16,17 @@
 //! metrics (reqwest errors are stripped of their URL, and an `errmsg` that quoted the key
 //! would have it replaced).
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::split::split;
 use super::WecomSettings;
 use crate::context::SendReceipt;
 use crate::error::SendError;
+use crate::http::{describe, read_limited, retry_after, Pause, Progress};
 use crate::model::{Kind, Outbound};
 
 /// The errcode of "api freq out of limit".
@@ -39,127 +37,12 @@ const ERR_SYSTEM_BUSY: i64 = -1;
 pub const MAX_TEXT_BYTES: usize = 2048;
 /// Most bytes of a `markdown` message's content.
 pub const MAX_MARKDOWN_BYTES: usize = 4096;
-/// First pause after a 45009 when the answer suggests none.
-pub const FIRST_PAUSE: Duration = Duration::from_secs(60);
-/// Longest pause.
-pub const MAX_PAUSE: Duration = Duration::from_secs(600);
 /// Largest answer read from the webhook.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Characters of a refusal's text kept in errors.
 const MAX_ERROR_TEXT: usize = 200;
 /// Messages whose partial progress is remembered for resuming a split send.
 const PROGRESS_CAPACITY: usize = 64;
-
-/// The pause of a robot that answered 45009.
-#[derive(Debug, Default)]
-pub struct Pause {
-    /// 45009 answers in a row; the exponent of the doubling.
-    strikes: u32,
-    /// When the robot may send again.
-    until: Option<Instant>,
-}
-
-impl Pause {
-    /// Time left in the current pause, if any.
-    pub fn remaining(&self) -> Option<Duration> {
-        let left = self.until?.checked_duration_since(Instant::now())?;
-        (!left.is_zero()).then_some(left)
-    }
-
-    /// Starts the next pause: `first` (or [`FIRST_PAUSE`]) doubled for every 45009 before
-    /// it in a row, at most [`MAX_PAUSE`].
-    pub fn strike(&mut self, first: Option<Duration>) -> Duration {
-        let base = first.unwrap_or(FIRST_PAUSE);
-        let pause = base
-            .saturating_mul(2u32.saturating_pow(self.strikes.min(16)))
-            .min(MAX_PAUSE);
-        self.strikes = self.strikes.saturating_add(1);
-        self.until = Some(Instant::now() + pause);
-        pause
-    }
-
-    /// Ends the pause after a success.
-    pub fn clear(&mut self) {
-        self.strikes = 0;
-        self.until = None;
-    }
-}
-
-/// Parts already accepted of messages whose send failed in the middle, for a bounded number
-/// of messages (the oldest are forgotten first).
-#[derive(Debug, Default)]
-struct Progress {
-    /// (message key, parts accepted), oldest first.
-    entries: VecDeque<(String, usize)>,
-}
-
-impl Progress {
-    /// The key of one message for one destination: inbound id, group, text length.
-    fn key(outbound: &Outbound) -> String {
-        format!(
-            "{}\u{1f}{}\u{1f}{}",
-            outbound.id,
-            outbound.group,
-            outbound.text.len()
-        )
-    }
-
-    /// Takes the parts already accepted of `key` (0 for a new message).
-    fn take(&mut self, key: &str) -> usize {
-        match self.entries.iter().position(|(k, _)| k == key) {
-            Some(at) => self.entries.remove(at).map_or(0, |(_, sent)| sent),
-            None => 0,
-        }
-    }
-
-    /// Remembers the parts accepted of `key`, for the next attempt.
-    fn keep(&mut self, key: String, sent: usize) {
-        if sent == 0 {
-            return;
-        }
-        while self.entries.len() >= PROGRESS_CAPACITY {
-            self.entries.pop_front();
-        }
-        self.entries.push_back((key, sent));
-    }
-}
-
-/// The `Retry-After` header in seconds, clamped to 1 s … 10 min.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds.clamp(1, 600)))
-}
-
-/// A reqwest error as text, without the URL (its query holds the key), with its causes.
-fn describe(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// Reads at most `limit` bytes of a response body.
-async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(describe)? {
-        if body.len() + chunk.len() > limit {
-            return Err(format!("answer larger than {limit} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
 
 /// The sender of one robot.
 pub struct Robot {
@@ -172,7 +55,7 @@ pub struct Robot {
     /// The robot's 45009 pause.
     pause: Pause,
     /// Parts of split messages already accepted.
-    progress: Progress,
+    progress: Progress<usize>,
 }
 
 impl Robot {
@@ -183,7 +66,7 @@ impl Robot {
             settings,
             http,
             pause: Pause::default(),
-            progress: Progress::default(),
+            progress: Progress::new(PROGRESS_CAPACITY),
         }
     }
 
@@ -209,7 +92,7 @@ impl Robot {
             ("text", MAX_TEXT_BYTES)
         };
         let parts = split(&outbound.text, limit);
-        let key = Progress::key(outbound);
+        let key = crate::http::progress_key(&outbound.id, &outbound.group, &outbound.text);
         let mut sent = self.progress.take(&key);
         for part in parts.iter().skip(sent) {
             // WeCom refuses empty content; a part of nothing but line breaks is skipped.
@@ -317,6 +200,8 @@ impl Robot {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
     use std::sync::{Arc, Mutex};
 
     use axum::extract::State;
@@ -458,7 +343,7 @@ mod tests {
         assert!(seen
             .iter()
             .all(|(content, _)| content.len() <= MAX_TEXT_BYTES));
-        assert_eq!(robot.pause.strikes, 0, "a success resets the pause");
+        assert_eq!(robot.pause.remaining(), None, "a success ends the pause");
     }
 
     #[tokio::test]
@@ -505,33 +390,6 @@ mod tests {
             robot_for(&url).send(&outbound("  ")).await,
             Err(SendError::Permanent(_))
         ));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn pauses_start_at_a_minute_double_up_to_ten_and_reset() {
-        let mut pause = Pause::default();
-        assert_eq!(pause.remaining(), None);
-        let seen: Vec<u64> = (0..6).map(|_| pause.strike(None).as_secs()).collect();
-        assert_eq!(seen, vec![60, 120, 240, 480, 600, 600]);
-        assert!(pause.remaining().is_some());
-        tokio::time::advance(MAX_PAUSE + Duration::from_secs(1)).await;
-        assert_eq!(pause.remaining(), None);
-        pause.clear();
-        assert_eq!(pause.strike(Some(Duration::from_secs(1))).as_secs(), 1);
-        assert_eq!(pause.strike(Some(Duration::from_secs(1))).as_secs(), 2);
-    }
-
-    #[test]
-    fn progress_is_bounded_and_taken_once() {
-        let mut progress = Progress::default();
-        for n in 0..(PROGRESS_CAPACITY + 10) {
-            progress.keep(format!("k{n}"), 1);
-        }
-        assert_eq!(progress.entries.len(), PROGRESS_CAPACITY);
-        assert_eq!(progress.take("k0"), 0, "the oldest were forgotten");
-        let newest = format!("k{}", PROGRESS_CAPACITY + 9);
-        assert_eq!(progress.take(&newest), 1);
-        assert_eq!(progress.take(&newest), 0);
     }
 
     #[test]
