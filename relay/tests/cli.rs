@@ -251,3 +251,58 @@ fn a_taken_port_is_a_clear_failure() {
         "{stderr}"
     );
 }
+
+#[test]
+fn check_prints_the_effective_rules_and_limits_of_every_destination() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("rules.toml");
+    std::fs::write(
+        &path,
+        r#"
+[accounts.qq-main]
+platform = "qq"
+url = "ws://127.0.0.1:3001"
+
+[accounts.wx]
+platform = "wechat"
+protocol = "onebot11"
+url = "ws://127.0.0.1:3002"
+
+[limits."qq-main"]
+per_group = "1/3s"
+burst = 2
+
+[filters.wechat]
+allow_domains = ["example.org"]
+
+[[links]]
+name = "fans"
+groups = ["qq-main:111", "wx:5@chatroom"]
+filters = { rules = [{ match = "wechat_share_code", action = "replace", with = "[口令]" }] }
+"#,
+    )
+    .expect("write config");
+    let output = qunbridge()
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "qq-main:111 (qq) via link \"fans\"",
+        "pacing: per group 1/3s burst 2, per account 20/min burst 5, at most 4500 characters a message, 5 parts",
+        "1. wechat_share_code -> replace with \"[口令]\" (link \"fans\")",
+        "2. url -> defang (default for qq)",
+        "wx:5@chatroom (wechat) via link \"fans\"",
+        "2. domain [\"example.org\"] -> allow (platform wechat)",
+        "3. qq_group_invite -> replace with \"[群邀请]\" (default for wechat)",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+    }
+}

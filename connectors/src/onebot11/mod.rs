@@ -15,7 +15,6 @@ pub mod session;
 pub mod transport;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -24,7 +23,6 @@ use tracing::{debug, warn};
 
 use self::action::Outcome;
 use self::session::{AccountLink, CallError, Sessions};
-use crate::backoff::Backoff;
 use crate::context::{ConnectorContext, EgressRequest, Ingress, SendReceipt};
 use crate::error::{ConnectorError, SendError};
 use crate::model::{Envelope, Kind};
@@ -203,30 +201,8 @@ async fn publish_in_order(
     intake: CancellationToken,
 ) {
     while let Some(envelope) = events.recv().await {
-        let mut backoff = Backoff::reconnect();
-        loop {
-            match ingress.publish(envelope.clone()).await {
-                Ok(()) => {
-                    metrics::counter!(
-                        "qunbridge_messages_received_total",
-                        "account" => account.clone(),
-                        "platform" => envelope.origin.platform.as_str()
-                    )
-                    .increment(1);
-                    break;
-                }
-                Err(error) => {
-                    let delay = backoff.next().unwrap_or(Duration::from_secs(1));
-                    warn!(message = "Publishing an inbound message failed; retrying.", account = %account, %error, retry_in_ms = delay.as_millis() as u64);
-                    tokio::select! {
-                        _ = intake.cancelled() => {
-                            metrics::counter!("qunbridge_messages_dropped_total", "reason" => "shutdown").increment(1);
-                            break;
-                        }
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
+        ingress
+            .publish_until_accepted(&account, envelope, &intake)
+            .await;
     }
 }

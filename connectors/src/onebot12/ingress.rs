@@ -3,14 +3,11 @@
 //! relay. OneBot cannot redeliver, so a failed publish is retried with backoff until it
 //! succeeds or the daemon stops taking input.
 
-use std::time::Duration;
-
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::resolve::IngressItem;
-use crate::backoff::Backoff;
 use crate::context::Ingress;
 
 /// Publishes items until the channel closes (every session of the account ended).
@@ -33,30 +30,8 @@ pub async fn publish_in_order(
                 }
             },
         };
-        let mut backoff = Backoff::reconnect();
-        loop {
-            match ingress.publish(envelope.clone()).await {
-                Ok(()) => {
-                    metrics::counter!(
-                        "qunbridge_messages_received_total",
-                        "account" => account.clone(),
-                        "platform" => envelope.origin.platform.as_str()
-                    )
-                    .increment(1);
-                    break;
-                }
-                Err(error) => {
-                    let delay = backoff.next().unwrap_or(Duration::from_secs(1));
-                    warn!(message = "Publishing an inbound message failed; retrying.", account = %account, %error, retry_in_ms = delay.as_millis() as u64);
-                    tokio::select! {
-                        _ = intake.cancelled() => {
-                            metrics::counter!("qunbridge_messages_dropped_total", "reason" => "shutdown").increment(1);
-                            break;
-                        }
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
+        ingress
+            .publish_until_accepted(&account, envelope, &intake)
+            .await;
     }
 }
