@@ -216,3 +216,83 @@ async fn a_burst_is_paced_and_coalesced_in_order() {
     }
     daemon.stop().await.expect("clean stop");
 }
+
+/// One QQ account, two groups: group 111 limited to one message a minute, group 222 not.
+async fn a_slow_group_does_not_stall_the_accounts_other_groups(broker: Broker) {
+    let (qq, qq_url) = OneBot11Peer::serve(1001, None, 0).await;
+    let api = api_addr();
+    let config = format!(
+        r#"{broker}
+[accounts.qq]
+platform = "qq"
+url = "{qq_url}"
+
+[accounts.hub]
+platform = "api"
+listen = "{api}"
+
+[limits.qq.groups."111"]
+per_group = "1/min"
+burst = 1
+
+[limits.qq.groups."222"]
+per_group = "off"
+
+[[links]]
+groups = ["hub:a", "qq:111"]
+
+[[links]]
+groups = ["hub:b", "qq:222"]
+"#,
+        broker = broker.toml()
+    );
+    let daemon = Daemon::start(&config).await;
+    qq.wait_connections(1).await;
+    // More messages for the slow group than a default broker window (mosquitto: 20) holds.
+    for n in 1..=30 {
+        post_message(
+            api,
+            "a",
+            json!({"sender": {"id": "u1"}, "text": format!("slow {n}")}),
+            None,
+        )
+        .await;
+    }
+    let first = qq.next_action("send_group_msg").await;
+    assert_eq!(first["params"]["group_id"], 111);
+    let started = Instant::now();
+    post_message(
+        api,
+        "b",
+        json!({"sender": {"id": "u2"}, "text": "fast"}),
+        None,
+    )
+    .await;
+    let fast = qq.next_action("send_group_msg").await;
+    assert_eq!(fast["params"]["group_id"], 222, "{fast}");
+    assert_eq!(sent_text(&fast), "[API] u2: fast");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    daemon.stop().await.expect("clean stop");
+}
+
+mod a_slow_group_does_not_stall_the_accounts_other_groups {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded() {
+        super::a_slow_group_does_not_stall_the_accounts_other_groups(
+            qunbridge_tests::Broker::embedded(),
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mosquitto() {
+        super::a_slow_group_does_not_stall_the_accounts_other_groups(
+            qunbridge_tests::Broker::mosquitto().await,
+        )
+        .await;
+    }
+}

@@ -115,7 +115,7 @@ impl Mosquitto {
             &conf,
             format!(
                 "listener {port} 127.0.0.1\n{auth}set_tcp_nodelay true\n\
-                 max_queued_messages 0\npersistence false\nlog_dest stderr\nlog_type error\n"
+                 max_queued_messages 0\nmax_inflight_messages 0\npersistence false\nlog_dest stderr\nlog_type error\n"
             ),
         )
         .expect("write mosquitto.conf");

@@ -20,8 +20,11 @@ use super::client::MAX_PACKET_BYTES;
 const SEGMENT_BYTES: usize = 1024 * 1024;
 /// Segments kept per filter.
 const SEGMENT_COUNT: usize = 10;
-/// QoS 1 messages the broker sends a client before waiting for its acks.
-const BROKER_INFLIGHT: usize = 100;
+/// QoS 1 messages the broker sends a client before waiting for its acks. Egress acknowledges
+/// a message only once its destination sent it, and acknowledgements go out in delivery order,
+/// so a destination waiting for its rate limit holds back acks of the same account: a small
+/// window would let one slow destination stall the others.
+const BROKER_INFLIGHT: usize = 10_000;
 
 /// Why the embedded broker could not start.
 #[derive(Debug, thiserror::Error)]
