@@ -8,6 +8,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::egress::QueueDepths;
+
 /// Shared in-flight counter.
 #[derive(Default)]
 pub struct Activity {
@@ -15,6 +17,9 @@ pub struct Activity {
     inflight: AtomicUsize,
     /// Woken whenever the counter drops.
     changed: Notify,
+    /// Messages waiting per destination; egress updates them, the admin status reads them.
+    /// They live here because this is what `run` already shares with every account's egress.
+    queue_depths: Arc<QueueDepths>,
 }
 
 /// Held while one delivery is being handled; dropping it marks it done.
@@ -42,6 +47,11 @@ impl Activity {
         WorkGuard {
             activity: self.clone(),
         }
+    }
+
+    /// Messages waiting per destination.
+    pub fn queue_depths(&self) -> &Arc<QueueDepths> {
+        &self.queue_depths
     }
 
     /// Deliveries in flight now.

@@ -1,32 +1,89 @@
 //! The admin HTTP endpoint (loopback by default): `/healthz` (the process answers),
 //! `/readyz` (broker connected and the relay core running; accounts that are down are listed,
-//! not hidden) and `/metrics` (Prometheus text).
+//! not hidden), `/metrics` (Prometheus text) and `/api/v1/status` (the JSON behind
+//! `qunbridge status`: accounts, links, queue depths per destination, counts, broker state,
+//! version and uptime).
+//!
+//! The status counts are read back from the Prometheus recorder's own rendering, so they are
+//! exactly what `/metrics` shows. Group ids appear in the status JSON (the operator's own
+//! view), never in metric labels.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use qunbridge_connectors::{AccountState, ConnectionState, Platform};
-use serde_json::json;
+use serde::Serialize;
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::config::Link;
+use crate::egress::QueueDepths;
+
 /// What the admin endpoint reports on.
-#[derive(Default)]
 pub struct Health {
+    /// When the process started serving (for the uptime).
+    started: Instant,
     /// True once start-up finished and until shutdown begins.
     running: AtomicBool,
     /// The core's broker connection state, once it exists.
     broker: Mutex<Option<watch::Receiver<bool>>>,
     /// Accounts and their connector states.
     accounts: Mutex<Vec<(String, Platform, watch::Receiver<AccountState>)>>,
+    /// The configured links, as shown in the status.
+    links: Mutex<Vec<LinkSummary>>,
+    /// Messages waiting per destination, once egress exists.
+    queue_depths: Mutex<Option<Arc<QueueDepths>>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            started: Instant::now(),
+            running: AtomicBool::new(false),
+            broker: Mutex::new(None),
+            accounts: Mutex::new(Vec::new()),
+            links: Mutex::new(Vec::new()),
+            queue_depths: Mutex::new(None),
+        }
+    }
+}
+
+/// A link as the status view shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkSummary {
+    /// The link's name.
+    pub name: String,
+    /// Members that send and receive (`account:group`).
+    pub groups: Vec<String>,
+    /// Members that only receive.
+    pub to: Vec<String>,
+    /// The sender template.
+    pub format: String,
+    /// How many filter rules the link itself has.
+    pub filters: usize,
+}
+
+impl From<&Link> for LinkSummary {
+    fn from(link: &Link) -> Self {
+        LinkSummary {
+            name: link.name.clone(),
+            groups: link.groups.iter().map(ToString::to_string).collect(),
+            to: link.to.iter().map(ToString::to_string).collect(),
+            format: link.format.clone(),
+            filters: link.filters.len(),
+        }
+    }
 }
 
 impl Health {
@@ -48,6 +105,19 @@ impl Health {
             .push((id, platform, state));
     }
 
+    /// Records the configured links.
+    pub fn set_links(&self, links: Vec<LinkSummary>) {
+        *self.links.lock().unwrap_or_else(PoisonError::into_inner) = links;
+    }
+
+    /// Records where egress keeps its queue depths.
+    pub fn set_queue_depths(&self, depths: Arc<QueueDepths>) {
+        *self
+            .queue_depths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(depths);
+    }
+
     /// Marks the relay as running (or stopping).
     pub fn set_running(&self, running: bool) {
         self.running.store(running, Ordering::Release);
@@ -61,20 +131,261 @@ impl Health {
             .as_ref()
             .is_some_and(|rx| *rx.borrow())
     }
+
+    /// Every account with its platform and current state.
+    fn account_states(&self) -> Vec<(String, Platform, AccountState)> {
+        self.accounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, platform, state)| (id.clone(), *platform, state.borrow().clone()))
+            .collect()
+    }
+
+    /// The `/api/v1/status` document; `metrics` is the recorder's rendering (empty when the
+    /// recorder is unavailable).
+    pub fn status(&self, metrics: &str) -> Value {
+        let broker = self.broker_connected();
+        let running = self.running.load(Ordering::Acquire);
+        let queues = self
+            .queue_depths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|depths| depths.snapshot())
+            .unwrap_or_default();
+        let accounts: Vec<Value> = self
+            .account_states()
+            .into_iter()
+            .map(|(id, platform, state)| {
+                let queued: u64 = queues
+                    .iter()
+                    .filter(|q| q.account == id)
+                    .map(|q| q.depth)
+                    .sum();
+                json!({
+                    "account": id,
+                    "platform": platform,
+                    "state": state.state,
+                    "since_ms": state.since_ms,
+                    "reason": state.reason,
+                    "queued": queued,
+                })
+            })
+            .collect();
+        let links = self
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "ready": broker && running,
+            "core_running": running,
+            "broker": { "connected": broker },
+            "accounts": accounts,
+            "links": links,
+            "queues": queues,
+            "counts": counts(&parse_samples(metrics)),
+        })
+    }
 }
+
+/// One sample line of the Prometheus text format.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    /// Metric name.
+    name: String,
+    /// Label pairs, in order.
+    labels: Vec<(String, String)>,
+    /// The value.
+    value: f64,
+}
+
+impl Sample {
+    /// The value of one label, or `""`.
+    fn label(&self, name: &str) -> &str {
+        self.labels
+            .iter()
+            .find(|(key, _)| key == name)
+            .map_or("", |(_, value)| value.as_str())
+    }
+}
+
+/// The samples of a Prometheus text rendering; comments and lines it cannot read are skipped.
+fn parse_samples(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(parse_sample)
+        .collect()
+}
+
+/// One `name{label="value",…} value` line.
+fn parse_sample(line: &str) -> Option<Sample> {
+    let line = line.trim();
+    let (series, value) = line.rsplit_once(' ')?;
+    let value: f64 = value.parse().ok()?;
+    let (name, labels) = match series.split_once('{') {
+        Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}')?)?),
+        None => (series, Vec::new()),
+    };
+    Some(Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    })
+}
+
+/// `key="value",…` with the format's escapes (`\\`, `\"`, `\n`).
+fn parse_labels(text: &str) -> Option<Vec<(String, String)>> {
+    let mut labels = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            let (index, c) = chars.next()?;
+            match c {
+                '\\' => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                '"' => break index,
+                other => value.push(other),
+            }
+        };
+        labels.push((key.trim().to_owned(), value));
+        rest = after[end + 1..].trim_start_matches(',');
+    }
+    Some(labels)
+}
+
+/// Counts by outcome (received, relayed, dropped by reason, …) from the recorder's samples.
+fn counts(samples: &[Sample]) -> Value {
+    let sum = |name: &str, key: &dyn Fn(&Sample) -> String| {
+        let mut by: BTreeMap<String, u64> = BTreeMap::new();
+        let mut total = 0u64;
+        for sample in samples.iter().filter(|s| s.name == name) {
+            let value = sample.value.max(0.0) as u64;
+            *by.entry(key(sample)).or_default() += value;
+            total += value;
+        }
+        (total, by)
+    };
+    let (received, received_by) = sum("qunbridge_messages_received_total", &|s| {
+        s.label("account").to_owned()
+    });
+    let (relayed, relayed_by) = sum("qunbridge_messages_relayed_total", &|s| {
+        format!("{}->{}", s.label("from"), s.label("to"))
+    });
+    let (dropped, dropped_by) = sum("qunbridge_messages_dropped_total", &|s| {
+        s.label("reason").to_owned()
+    });
+    let (_, coalesced_by) = sum("qunbridge_messages_coalesced_total", &|s| {
+        s.label("account").to_owned()
+    });
+    let (_, rate_limited_by) = sum("qunbridge_rate_limited_total", &|s| {
+        s.label("account").to_owned()
+    });
+    let (_, reconnects_by) = sum("qunbridge_reconnects_total", &|s| {
+        s.label("account").to_owned()
+    });
+    json!({
+        "received": { "total": received, "by_account": received_by },
+        "relayed": { "total": relayed, "by_route": relayed_by },
+        "dropped": { "total": dropped, "by_reason": dropped_by },
+        "coalesced": { "by_account": coalesced_by },
+        "rate_limited": { "by_account": rate_limited_by },
+        "reconnects": { "by_account": reconnects_by },
+    })
+}
+
+/// Buckets of `qunbridge_relay_latency_seconds` (a histogram, not a summary, so rates and
+/// quantiles can be aggregated): from a fast local hop to a message held back by pacing.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0,
+];
 
 /// The process-wide Prometheus recorder (the `metrics` facade has one global recorder).
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(handle) => Some(handle),
-            Err(error) => {
-                warn!(message = "Metrics recorder not installed.", %error);
-                None
+        .get_or_init(|| {
+            match PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("qunbridge_relay_latency_seconds".to_owned()),
+                    LATENCY_BUCKETS,
+                )
+                .and_then(PrometheusBuilder::install_recorder)
+            {
+                Ok(handle) => {
+                    describe();
+                    Some(handle)
+                }
+                Err(error) => {
+                    warn!(message = "Metrics recorder not installed.", %error);
+                    None
+                }
             }
         })
         .as_ref()
+}
+
+/// Help text for every metric, so the scrape carries `# HELP` lines (`promtool check metrics`
+/// asks for them).
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "qunbridge_messages_received_total",
+        "Messages taken in from a platform, by account and platform."
+    );
+    describe_counter!(
+        "qunbridge_messages_relayed_total",
+        "Messages routed to a destination, by origin and destination platform."
+    );
+    describe_counter!(
+        "qunbridge_messages_dropped_total",
+        "Messages not relayed, by reason."
+    );
+    describe_counter!(
+        "qunbridge_links_filtered_total",
+        "Links in messages that a filter rule acted on, by platform, rule and action."
+    );
+    describe_counter!(
+        "qunbridge_messages_coalesced_total",
+        "Queued messages merged into one send, by account."
+    );
+    describe_histogram!(
+        "qunbridge_relay_latency_seconds",
+        Unit::Seconds,
+        "Time from ingress to the destination platform accepting the message."
+    );
+    describe_gauge!(
+        "qunbridge_queue_depth",
+        "Messages waiting in an account's destination queues."
+    );
+    describe_counter!(
+        "qunbridge_rate_limited_total",
+        "Sends the platform throttled, by account."
+    );
+    describe_gauge!(
+        "qunbridge_account_up",
+        "1 while the account is connected to its platform, else 0."
+    );
+    describe_counter!(
+        "qunbridge_reconnects_total",
+        "Reconnections to the platform, by account."
+    );
+    describe_gauge!(
+        "qunbridge_broker_connected",
+        "1 while the relay core is connected to the MQTT broker, else 0."
+    );
+    describe_counter!(
+        "qunbridge_auth_failures_total",
+        "Requests or connections refused for bad credentials, by account."
+    );
 }
 
 /// Serves the admin endpoint on a bound listener until `stop`.
@@ -83,6 +394,7 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, stop: Cancellatio
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
         .with_state(health);
     if let Err(error) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -127,8 +439,22 @@ async fn readyz(State(health): State<Arc<Health>>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// `/metrics`.
-async fn metrics() -> Response {
+/// `/api/v1/status`.
+async fn status(State(health): State<Arc<Health>>) -> Response {
+    let rendered = prometheus()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
+    Json(health.status(&rendered)).into_response()
+}
+
+/// `/metrics`. The broker gauge is refreshed on every scrape, so it is current even when
+/// nobody polls `/readyz`.
+async fn metrics(State(health): State<Arc<Health>>) -> Response {
+    metrics::gauge!("qunbridge_broker_connected").set(if health.broker_connected() {
+        1.0
+    } else {
+        0.0
+    });
     match prometheus() {
         Some(handle) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -140,5 +466,63 @@ async fn metrics() -> Response {
             "metrics recorder unavailable\n",
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_samples_with_escaped_labels_and_skips_comments() {
+        let text = "# HELP x y\n# TYPE qunbridge_messages_dropped_total counter\n\
+qunbridge_messages_dropped_total{reason=\"duplicate\"} 3\n\
+qunbridge_odd{a=\"q\\\"u,o\\\\te\",b=\"2\"} 1.5\n\
+qunbridge_broker_connected 1\n\
+garbage line\n";
+        let samples = parse_samples(text);
+        assert_eq!(samples.len(), 3, "{samples:?}");
+        assert_eq!(samples[0].label("reason"), "duplicate");
+        assert_eq!(samples[0].value, 3.0);
+        assert_eq!(samples[1].label("a"), "q\"u,o\\te");
+        assert_eq!(samples[1].label("b"), "2");
+        assert_eq!(samples[2].name, "qunbridge_broker_connected");
+        assert!(samples[2].labels.is_empty());
+    }
+
+    #[test]
+    fn counts_group_by_outcome_and_reason() {
+        let text = "qunbridge_messages_received_total{account=\"hub\",platform=\"api\"} 4\n\
+qunbridge_messages_received_total{account=\"qq\",platform=\"qq\"} 1\n\
+qunbridge_messages_relayed_total{from=\"api\",to=\"qq\"} 2\n\
+qunbridge_messages_dropped_total{reason=\"duplicate\"} 1\n\
+qunbridge_messages_dropped_total{reason=\"filtered\"} 2\n";
+        let counts = counts(&parse_samples(text));
+        assert_eq!(counts["received"]["total"], 5);
+        assert_eq!(counts["received"]["by_account"]["hub"], 4);
+        assert_eq!(counts["relayed"]["by_route"]["api->qq"], 2);
+        assert_eq!(counts["dropped"]["total"], 3);
+        assert_eq!(counts["dropped"]["by_reason"]["filtered"], 2);
+    }
+
+    #[test]
+    fn status_lists_links_queues_and_broker_state() {
+        let health = Health::default();
+        let depths = Arc::new(QueueDepths::default());
+        health.set_queue_depths(depths);
+        health.set_links(vec![LinkSummary {
+            name: "demo".to_owned(),
+            groups: vec!["hub:a".to_owned(), "hub:b".to_owned()],
+            to: Vec::new(),
+            format: "{name}: ".to_owned(),
+            filters: 0,
+        }]);
+        let status = health.status("");
+        assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(status["broker"]["connected"], false);
+        assert_eq!(status["ready"], false);
+        assert_eq!(status["links"][0]["groups"][1], "hub:b");
+        assert_eq!(status["queues"], json!([]));
+        assert_eq!(status["counts"]["received"]["total"], 0);
     }
 }

@@ -7,7 +7,8 @@
 //! - [`accounts`]: one connector per account, wired to its topics.
 //! - [`egress`]: per-destination queues, pacing, coalescing, splitting.
 //! - [`store`]: dedup keys (in memory for now, behind a trait).
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/api/v1/status`.
+//! - [`status`]: `qunbridge status`, the client of `/api/v1/status`.
 //!
 //! [`run`] wires them together and runs until the shutdown future resolves; `main.rs` is a
 //! thin CLI around it, and tests call it directly.
@@ -19,6 +20,7 @@ pub mod broker;
 pub mod config;
 pub mod core;
 pub mod egress;
+pub mod status;
 pub mod store;
 
 use std::future::Future;
@@ -78,17 +80,50 @@ pub enum RunError {
     },
 }
 
+/// A point in the daemon's life that a service manager wants to hear about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Start-up finished: every account started and the core runs.
+    Ready,
+    /// Shutdown began: intake stops, in-flight messages finish.
+    Stopping,
+}
+
+/// Called at each [`Lifecycle`] point; `main.rs` tells systemd (`READY=1`, `STOPPING=1`).
+pub type LifecycleHook = Arc<dyn Fn(Lifecycle) + Send + Sync>;
+
 /// Options of a run that are not part of the config file.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// How long shutdown may take to finish in-flight messages.
     pub grace: Duration,
+    /// Told when start-up finished and when shutdown begins (`None`: nobody is told).
+    pub on_lifecycle: Option<LifecycleHook>,
+}
+
+impl RunOptions {
+    /// Tells the hook, if there is one.
+    fn tell(&self, point: Lifecycle) {
+        if let Some(hook) = &self.on_lifecycle {
+            hook(point);
+        }
+    }
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("grace", &self.grace)
+            .field("on_lifecycle", &self.on_lifecycle.as_ref().map(|_| "hook"))
+            .finish()
+    }
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             grace: Duration::from_secs(10),
+            on_lifecycle: None,
         }
     }
 }
@@ -122,6 +157,8 @@ pub async fn run(
     let intake = CancellationToken::new();
     let stop = CancellationToken::new();
     let health = Arc::new(Health::default());
+    health.set_links(config.links.iter().map(admin::LinkSummary::from).collect());
+    health.set_queue_depths(activity.queue_depths().clone());
 
     let admin_listener = TcpListener::bind(config.admin.listen)
         .await
@@ -184,6 +221,7 @@ pub async fn run(
         started = started => started,
         _ = &mut shutdown => {
             info!(message = "Shutdown requested during start-up.");
+            options.tell(Lifecycle::Stopping);
             stop.cancel();
             let _ = admin_task.await;
             return Ok(());
@@ -203,6 +241,7 @@ pub async fn run(
         links = config.links.len(),
         version = env!("CARGO_PKG_VERSION")
     );
+    options.tell(Lifecycle::Ready);
 
     // Run until asked to stop, or until a connector stops on its own (a listener that could
     // not bind, for example): that is a failure the operator must see.
@@ -212,6 +251,7 @@ pub async fn run(
     };
 
     info!(message = "Stopping intake.");
+    options.tell(Lifecycle::Stopping);
     intake.cancel();
     health.set_running(false);
     let deadline = tokio::time::Instant::now() + options.grace;

@@ -1,7 +1,10 @@
 //! The `qunbridge` binary: parses the command line, sets up logging and signals, and calls the
 //! library. `run -c FILE` runs the daemon, `check -c FILE` validates a config and prints the
-//! resolved links. Exit codes: 0 on success, 64 on a bad config or usage, 1 on a failure at
-//! run time.
+//! resolved links, `status` shows a running daemon's state through its admin endpoint. Exit
+//! codes: 0 on success, 64 on a bad config or usage, 1 on a failure at run time (or, for
+//! `status`, a daemon that cannot be reached). Under systemd (`Type=notify`) `run` sends
+//! `READY=1` once started, `WATCHDOG=1` at half of `WATCHDOG_USEC`, and `STOPPING=1` when
+//! shutdown begins.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,7 +13,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use qunbridge::config::{Config, ProcessEnv};
 use qunbridge::core::Routes;
-use qunbridge::{run, RunOptions};
+use qunbridge::{run, Lifecycle, RunOptions};
+use sd_notify::NotifyState;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -62,6 +66,23 @@ enum Command {
         #[arg(short, long, env = "QUNBRIDGE_CONFIG")]
         config: PathBuf,
     },
+    /// Show a running daemon's accounts, links, queue depths and counts (exit 1 when it
+    /// cannot be reached).
+    Status {
+        /// Config file whose `admin.listen` is the address to ask.
+        #[arg(short, long, env = "QUNBRIDGE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Admin endpoint address (`host:port`); default: the config's `admin.listen`, else
+        /// 127.0.0.1:9464.
+        #[arg(long)]
+        admin: Option<String>,
+        /// Redraw every 2 seconds until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        /// Print the raw JSON of `/api/v1/status`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +94,69 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config, grace_secs } => run_daemon(&config, Duration::from_secs(grace_secs)),
+        Command::Status {
+            config,
+            admin,
+            watch,
+            json,
+        } => status(config.as_deref(), admin, watch, json),
+    }
+}
+
+/// `qunbridge status`.
+fn status(config: Option<&Path>, admin: Option<String>, watch: bool, json: bool) -> ExitCode {
+    let admin = match (admin, config) {
+        (Some(admin), _) => admin,
+        (None, Some(path)) => match load(path) {
+            // A daemon listening on every address still answers on loopback.
+            Ok(config) => {
+                let mut listen = config.admin.listen;
+                if listen.ip().is_unspecified() {
+                    listen.set_ip(match listen {
+                        std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                        std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                    });
+                }
+                listen.to_string()
+            }
+            Err(code) => return code,
+        },
+        (None, None) => qunbridge::status::DEFAULT_ADMIN.to_owned(),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("qunbridge: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout();
+    let outcome = runtime.block_on(async {
+        if watch {
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            qunbridge::status::watch(
+                &admin,
+                json,
+                qunbridge::status::WATCH_INTERVAL,
+                stop,
+                &mut stdout,
+            )
+            .await
+        } else {
+            qunbridge::status::show(&admin, json, &mut stdout).await
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("qunbridge: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -218,7 +302,20 @@ fn run_daemon(path: &Path, grace: Duration) -> ExitCode {
         }
     };
     info!(message = "Starting qunbridge.", version = env!("CARGO_PKG_VERSION"), config = %path.display());
-    let outcome = runtime.block_on(run(config, shutdown_signal(), RunOptions { grace }));
+    let options = RunOptions {
+        grace,
+        on_lifecycle: Some(std::sync::Arc::new(notify_systemd)),
+    };
+    let outcome = runtime.block_on(async {
+        let watchdog = sd_notify::watchdog_enabled().map(|every| tokio::spawn(watchdog(every)));
+        let hangups = tokio::spawn(ignore_hangups());
+        let outcome = run(config, shutdown_signal(), options).await;
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
+        hangups.abort();
+        outcome
+    });
     // rumqttd's router thread has no shutdown; do not wait for it.
     runtime.shutdown_timeout(Duration::from_secs(1));
     match outcome {
@@ -227,6 +324,50 @@ fn run_daemon(path: &Path, grace: Duration) -> ExitCode {
             error!(message = "qunbridge failed.", %error);
             eprintln!("qunbridge: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Tells systemd (`Type=notify`) about start-up and shutdown; does nothing when the process
+/// was not started with `NOTIFY_SOCKET`.
+fn notify_systemd(point: Lifecycle) {
+    let state: &[NotifyState] = match point {
+        Lifecycle::Ready => &[NotifyState::Ready, NotifyState::Status("running")],
+        Lifecycle::Stopping => &[
+            NotifyState::Stopping,
+            NotifyState::Status("finishing in-flight messages"),
+        ],
+    };
+    if let Err(error) = sd_notify::notify(state) {
+        warn!(message = "Cannot notify systemd.", ?point, %error);
+    }
+}
+
+/// Sends `WATCHDOG=1` at half the interval systemd asked for (`WATCHDOG_USEC`), from a task
+/// on the daemon's runtime, so a runtime that stops scheduling work gets the service
+/// restarted.
+async fn watchdog(interval: Duration) {
+    let mut ticks = tokio::time::interval(interval / 2);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = sd_notify::notify(&[NotifyState::Watchdog]) {
+            warn!(message = "Cannot send the systemd watchdog ping.", %error);
+        }
+    }
+}
+
+/// Takes SIGHUP (`systemctl reload`) so it does not end the process; reloading the config
+/// is not implemented yet, so each one is logged and the running config stays.
+async fn ignore_hangups() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            warn!(message = "SIGHUP received; reloading the config is not supported yet, the running config stays (restart to apply changes).");
         }
     }
 }

@@ -306,3 +306,102 @@ filters = { rules = [{ match = "wechat_share_code", action = "replace", with = "
         assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
     }
 }
+
+/// Runs the daemon with secrets in its config and debug logging, uses them, and checks that
+/// no secret appears in what it logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_logs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = |_: ()| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
+    };
+    let (broker, admin, api, onebot) = (port(()), port(()), port(()), port(()));
+    let path = dir.path().join("secret.toml");
+    std::fs::write(dir.path().join("qq-token"), "qq-SECRET-token\n").expect("write");
+    std::fs::write(
+        &path,
+        format!(
+            r#"state_dir = {state:?}
+[broker]
+embedded_listen = "127.0.0.1:{broker}"
+[admin]
+listen = "127.0.0.1:{admin}"
+[accounts.hub]
+platform = "api"
+listen = "127.0.0.1:{api}"
+token = "api-SECRET-token"
+[accounts.qq]
+platform = "qq"
+url = "ws://127.0.0.1:{onebot}/?access_token=url-SECRET-token"
+access_token_file = "qq-token"
+[accounts.hook]
+platform = "dingtalk"
+webhook = "http://127.0.0.1:{onebot}/robot/send?access_token=hook-SECRET-token"
+secret = "SEChook-SECRET-sign"
+[[links]]
+groups = ["hub:a", "qq:1"]
+to = ["hook:ops"]
+"#,
+            state = dir.path().join("state")
+        ),
+    )
+    .expect("write config");
+    let child = qunbridge()
+        .arg("run")
+        .arg("-c")
+        .arg(&path)
+        .args(["--grace-secs", "1"])
+        .env("QUNBRIDGE_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("daemon starts");
+    let mut daemon = Running(child);
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !client
+        .get(format!("http://127.0.0.1:{admin}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let post = |token: &'static str| {
+        client
+            .post(format!("http://127.0.0.1:{api}/api/v1/groups/a/messages"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"sender": {"id": "u1"}, "text": "hi"}))
+            .send()
+    };
+    assert_eq!(post("wrong-guess").await.expect("answer").status(), 401);
+    assert_eq!(
+        post("api-SECRET-token").await.expect("answer").status(),
+        202
+    );
+    // Let the connectors try (and fail) to reach the OneBot and webhook peers a few times.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pid = daemon.0.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let mut stderr = String::new();
+    use std::io::Read;
+    daemon
+        .0
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read logs");
+    assert!(stderr.contains("Starting qunbridge"), "logs were captured");
+    assert!(
+        !stderr.contains("SECRET"),
+        "a secret reached the logs:\n{stderr}"
+    );
+}

@@ -227,6 +227,7 @@ impl Daemon {
             },
             RunOptions {
                 grace: Duration::from_secs(5),
+                ..Default::default()
             },
         ));
         let daemon = Daemon {

@@ -131,9 +131,14 @@ impl Connector for OneBot11Connector {
             let EgressRequest {
                 outbound,
                 related,
-                reply,
+                mut reply,
             } = request;
-            let Some(session) = link.sessions.wait_for_actions(&sockets_stop).await else {
+            let session = tokio::select! {
+                session = link.sessions.wait_for_actions(&sockets_stop) => session,
+                // The relay stopped waiting (shutdown): the message stays with the broker.
+                _ = reply.closed() => None,
+            };
+            let Some(session) = session else {
                 // Dropping `reply` leaves the message with the broker for redelivery.
                 continue;
             };

@@ -2,13 +2,15 @@
 //! destination group, so a destination waiting for its limiter never delays another; pacing
 //! per group and per account ([`pacing`]); while a destination waits, what queues up for it is
 //! merged into one message up to the platform's length limit ([`queue`]); messages longer
-//! than the limit are split; only messages older than `max_delay` are dropped.
+//! than the limit are split; only messages older than `max_delay` are dropped. How many
+//! messages wait per destination is kept in [`QueueDepths`] for the admin status view (the
+//! `qunbridge_queue_depth` gauge carries only the account, never the group).
 
 pub mod pacing;
 pub mod queue;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use qunbridge_connectors::context::BoxFuture;
@@ -62,6 +64,84 @@ impl EgressPolicy {
 /// MQTT delivery it came in. Never called for a message interrupted by shutdown.
 pub type Ack = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// Messages waiting per destination (account, group), for `/api/v1/status`. Destinations
+/// stay listed at depth 0 once they have been used.
+#[derive(Debug, Default)]
+pub struct QueueDepths {
+    /// Depth per (account, group).
+    by_destination: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+/// One destination's queue depth.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QueueDepth {
+    /// The account that sends.
+    pub account: String,
+    /// The destination group.
+    pub group: String,
+    /// Messages waiting (whole messages, not parts).
+    pub depth: u64,
+}
+
+impl QueueDepths {
+    /// Every destination seen so far and its depth, ordered by account and group.
+    pub fn snapshot(&self) -> Vec<QueueDepth> {
+        self.by_destination
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|((account, group), depth)| QueueDepth {
+                account: account.clone(),
+                group: group.clone(),
+                depth: *depth,
+            })
+            .collect()
+    }
+
+    /// Adds `added` and takes away `removed` messages at one destination.
+    fn change(&self, account: &str, group: &str, added: u64, removed: u64) {
+        let mut depths = self
+            .by_destination
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let depth = depths
+            .entry((account.to_owned(), group.to_owned()))
+            .or_default();
+        *depth = depth.saturating_add(added).saturating_sub(removed);
+    }
+}
+
+/// One destination's entry in [`QueueDepths`] together with the account's
+/// `qunbridge_queue_depth` gauge, so both always move together.
+#[derive(Clone)]
+pub(crate) struct DepthGauge {
+    /// The shared depths.
+    depths: Arc<QueueDepths>,
+    /// The account that sends.
+    account: String,
+    /// The destination group.
+    group: String,
+}
+
+impl DepthGauge {
+    /// `count` more messages wait.
+    pub(crate) fn add(&self, count: u64) {
+        self.depths.change(&self.account, &self.group, count, 0);
+        metrics::gauge!("qunbridge_queue_depth", "account" => self.account.clone())
+            .increment(count as f64);
+    }
+
+    /// `count` messages left the queue (sent or dropped).
+    pub(crate) fn sub(&self, count: u64) {
+        if count == 0 {
+            return;
+        }
+        self.depths.change(&self.account, &self.group, 0, count);
+        metrics::gauge!("qunbridge_queue_depth", "account" => self.account.clone())
+            .decrement(count as f64);
+    }
+}
+
 /// An outbound message waiting in a destination queue.
 pub struct Queued {
     /// The message.
@@ -100,8 +180,8 @@ pub struct Dispatcher {
     workers: HashMap<String, mpsc::UnboundedSender<Queued>>,
     /// The worker tasks.
     tasks: JoinSet<()>,
-    /// In-flight counter (for queue depth reporting).
-    _activity: Arc<Activity>,
+    /// In-flight counter; also holds the per-destination queue depths.
+    activity: Arc<Activity>,
 }
 
 impl Dispatcher {
@@ -111,25 +191,35 @@ impl Dispatcher {
             shared: Arc::new(shared),
             workers: HashMap::new(),
             tasks: JoinSet::new(),
-            _activity: activity,
+            activity,
         }
     }
 
     /// Queues a message for its destination, starting the destination's worker if needed.
     pub fn dispatch(&mut self, queued: Queued) {
         let group = queued.outbound.group.clone();
+        let depth = DepthGauge {
+            depths: self.activity.queue_depths().clone(),
+            account: self.shared.account.clone(),
+            group: group.clone(),
+        };
         let sender = self.workers.entry(group.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            self.tasks
-                .spawn(queue::run_destination(group, rx, self.shared.clone()));
+            self.tasks.spawn(queue::run_destination(
+                group,
+                rx,
+                self.shared.clone(),
+                depth.clone(),
+            ));
             tx
         });
+        // Counted before the send: the worker may take it off the queue at once.
+        depth.add(1);
         if let Err(returned) = sender.send(queued) {
             // The worker ended (stop): the message stays unacknowledged for redelivery.
             drop(returned);
+            depth.sub(1);
         }
-        metrics::gauge!("qunbridge_queue_depth", "account" => self.shared.account.clone())
-            .increment(1.0);
     }
 
     /// Closes every queue and waits for the workers (they stop on the stop token, or once

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::pacing::{acquire, Pacer};
-use super::{AccountEgress, Ack, Queued};
+use super::{AccountEgress, Ack, DepthGauge, Queued};
 use crate::activity::WorkGuard;
 use crate::core::filter::detect;
 use crate::core::pipeline::count_drop;
@@ -72,10 +72,11 @@ enum Settlement {
 }
 
 /// Runs one destination until its queue closes or the account stops.
-pub async fn run_destination(
+pub(crate) async fn run_destination(
     group: String,
     mut inbox: mpsc::UnboundedReceiver<Queued>,
     shared: Arc<AccountEgress>,
+    depth: DepthGauge,
 ) {
     let mut queue: VecDeque<Pending> = VecDeque::new();
     let mut pacer = shared.policy.group_limit(&group).map(Pacer::new);
@@ -105,7 +106,7 @@ pub async fn run_destination(
         while let Ok(queued) = inbox.try_recv() {
             queue.push_back(take(queued));
         }
-        expire(&mut queue, &shared, &group).await;
+        expire(&mut queue, &shared, &group, &depth).await;
         if queue.is_empty() {
             continue;
         }
@@ -128,14 +129,13 @@ pub async fn run_destination(
         while let Ok(queued) = inbox.try_recv() {
             queue.push_back(take(queued));
         }
-        expire(&mut queue, &shared, &group).await;
+        expire(&mut queue, &shared, &group, &depth).await;
         let Some(unit) = take_unit(&mut queue, &shared, merge) else {
             continue;
         };
         let (settled, was_throttled) = send(&shared, &unit).await;
         throttled = was_throttled;
-        metrics::gauge!("qunbridge_queue_depth", "account" => shared.account.clone())
-            .decrement(unit.members.iter().filter(|m| m.ack.is_some()).count() as f64);
+        depth.sub(unit.members.iter().filter(|m| m.ack.is_some()).count() as u64);
         match settled {
             Settlement::Sent(receipt) => {
                 for member in unit.members {
@@ -173,7 +173,12 @@ pub fn log_key(outbound: &Outbound) -> String {
 }
 
 /// Drops (and acknowledges) the messages that waited longer than `max_delay`.
-async fn expire(queue: &mut VecDeque<Pending>, shared: &AccountEgress, group: &str) {
+async fn expire(
+    queue: &mut VecDeque<Pending>,
+    shared: &AccountEgress,
+    group: &str,
+    depth: &DepthGauge,
+) {
     let now = Instant::now();
     let mut kept = VecDeque::with_capacity(queue.len());
     for pending in queue.drain(..) {
@@ -188,8 +193,7 @@ async fn expire(queue: &mut VecDeque<Pending>, shared: &AccountEgress, group: &s
             );
             if let Some(ack) = pending.ack {
                 count_drop("expired");
-                metrics::gauge!("qunbridge_queue_depth", "account" => shared.account.clone())
-                    .decrement(1.0);
+                depth.sub(1);
                 ack().await;
             }
         } else {
