@@ -9,7 +9,7 @@
 //! - Status: the account's state goes to the retained `status/<account>` topic; the last will
 //!   sets it offline if the process dies.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use qunbridge_connectors::api::ApiConnector;
@@ -33,9 +33,8 @@ use crate::activity::Activity;
 use crate::broker::{BrokerClient, BrokerError, ClientOptions, Delivery, Endpoint, Topics};
 use crate::config::{Account, ConnectorSettings};
 use crate::core::pipeline::count_drop;
-use crate::egress::pacing::Pacer;
 use crate::egress::queue::log_key;
-use crate::egress::{AccountEgress, Ack, Dispatcher, Queued};
+use crate::egress::{AccountEgress, Ack, Dispatcher, LivePolicy, Queued};
 use crate::store::{DedupStore, MessageMap};
 
 /// How long ingress waits for the broker's PUBACK before telling the platform it failed.
@@ -97,6 +96,8 @@ pub struct RunningAccount {
     pub client: BrokerClient,
     /// The connector's reported state.
     pub state: watch::Receiver<AccountState>,
+    /// Its pacing and length limits (replaced on reload).
+    pub policy: Arc<LivePolicy>,
     /// The connector task.
     connector: JoinHandle<Result<(), ConnectorError>>,
     /// Set to the reason when the connector task ends.
@@ -223,16 +224,13 @@ pub async fn start(
         let _ = exit_tx.send(Some(reason));
         outcome
     });
+    let policy = Arc::new(LivePolicy::new(account.egress.clone()));
     let dispatcher = Dispatcher::new(
         AccountEgress {
             account: id.clone(),
             platform: account.platform,
-            policy: account.egress.clone(),
+            policy: policy.clone(),
             connector: egress_tx,
-            account_pacer: account
-                .egress
-                .per_account
-                .map(|limit| Mutex::new(Pacer::new(limit))),
             send_log: deps.send_log.clone(),
             message_map: deps.message_map.clone(),
             stop: deps.stop.clone(),
@@ -262,6 +260,7 @@ pub async fn start(
         platform: account.platform,
         client,
         state,
+        policy,
         connector,
         exit,
         pump,

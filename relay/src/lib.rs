@@ -35,7 +35,7 @@ use crate::activity::Activity;
 use crate::admin::Health;
 use crate::broker::{BrokerClient, ClientOptions, Endpoint, Topics};
 use crate::config::{BrokerMode, Config};
-use crate::core::{Core, Routes};
+use crate::core::{Core, Routes, SharedRoutes};
 use crate::store::MemoryStore;
 
 /// Client id of the relay core's broker connection.
@@ -93,12 +93,21 @@ pub enum Lifecycle {
 pub type LifecycleHook = Arc<dyn Fn(Lifecycle) + Send + Sync>;
 
 /// Options of a run that are not part of the config file.
-#[derive(Clone)]
 pub struct RunOptions {
     /// How long shutdown may take to finish in-flight messages.
     pub grace: Duration,
     /// Told when start-up finished and when shutdown begins (`None`: nobody is told).
     pub on_lifecycle: Option<LifecycleHook>,
+    /// Reload requests (SIGHUP) and the file to read again (`None`: no reload).
+    pub reload: Option<Reload>,
+}
+
+/// Where reload requests come from.
+pub struct Reload {
+    /// The config file, read again on each request.
+    pub path: std::path::PathBuf,
+    /// One message per request.
+    pub requests: tokio::sync::mpsc::Receiver<()>,
 }
 
 impl RunOptions {
@@ -115,6 +124,10 @@ impl std::fmt::Debug for RunOptions {
         f.debug_struct("RunOptions")
             .field("grace", &self.grace)
             .field("on_lifecycle", &self.on_lifecycle.as_ref().map(|_| "hook"))
+            .field(
+                "reload",
+                &self.reload.as_ref().map(|r| r.path.display().to_string()),
+            )
             .finish()
     }
 }
@@ -124,6 +137,7 @@ impl Default for RunOptions {
         RunOptions {
             grace: Duration::from_secs(10),
             on_lifecycle: None,
+            reload: None,
         }
     }
 }
@@ -171,6 +185,7 @@ pub async fn run(
     let admin_task = tokio::spawn(admin::serve(admin_listener, health.clone(), stop.clone()));
 
     tokio::pin!(shutdown);
+    let routes = SharedRoutes::new(Routes::new(&config));
     let started = async {
         // The core subscribes before any connector takes input, so nothing published is missed.
         let (core_client, core_deliveries, core_loop) = BrokerClient::start(
@@ -186,7 +201,7 @@ pub async fn run(
         core_client.wait_ready().await;
         let core = Core {
             topics: topics.clone(),
-            routes: Arc::new(Routes::new(&config)),
+            routes: routes.clone(),
             store: Arc::new(MemoryStore::new(store::memory::DEFAULT_CAPACITY)),
             client: core_client.clone(),
             activity: activity.clone(),
@@ -245,9 +260,25 @@ pub async fn run(
 
     // Run until asked to stop, or until a connector stops on its own (a listener that could
     // not bind, for example): that is a failure the operator must see.
-    let failure = tokio::select! {
-        _ = &mut shutdown => None,
-        failed = first_connector_exit(&running) => Some(failed),
+    let mut options = options;
+    let mut reload = options.reload.take();
+    let failure = loop {
+        let requested = async {
+            match reload.as_mut() {
+                Some(reload) => reload.requests.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => break None,
+            failed = first_connector_exit(&running) => break Some(failed),
+            request = requested => match (request, reload.as_ref()) {
+                (Some(()), Some(source)) => {
+                    apply_reload(&source.path, &config, &routes, &running, &health);
+                }
+                _ => reload = None,
+            },
+        }
     };
 
     info!(message = "Stopping intake.");
@@ -280,6 +311,63 @@ pub async fn run(
         }
         None => Ok(()),
     }
+}
+
+/// Reads the config file again and puts its links, formats, filters and limits in force
+/// without touching connections or queued messages. A file with errors changes nothing: every
+/// error is logged and the failed reload counted. Changes that need a restart (broker, admin,
+/// state directory, accounts added, removed or changed) are logged and left for it.
+fn apply_reload(
+    path: &std::path::Path,
+    running_config: &Config,
+    routes: &SharedRoutes,
+    running: &[accounts::RunningAccount],
+    health: &Health,
+) {
+    let count = |outcome: &'static str| {
+        metrics::counter!("qunbridge_config_reloads_total", "outcome" => outcome).increment(1);
+    };
+    let config = match Config::from_file(path, &config::ProcessEnv) {
+        Ok(config) => config,
+        Err(error) => {
+            for problem in &error.problems {
+                error!(message = "Reload refused: the config has an error; the running config stays.", %problem);
+            }
+            count("failed");
+            return;
+        }
+    };
+    let running_ids: Vec<&String> = running_config.accounts.keys().collect();
+    let new_ids: Vec<&String> = config.accounts.keys().collect();
+    let changed_accounts = running_ids != new_ids
+        || running_config.accounts.iter().any(|(id, account)| {
+            config.accounts.get(id).is_none_or(|new| {
+                new.platform != account.platform
+                    || new.connector.describe() != account.connector.describe()
+            })
+        });
+    if changed_accounts {
+        warn!(message = "Reload: accounts were added, removed or changed; those changes take effect after a restart.");
+    }
+    if config.broker.topic_prefix != running_config.broker.topic_prefix
+        || config.admin.listen != running_config.admin.listen
+        || config.state_dir != running_config.state_dir
+        || format!("{:?}", config.broker.mode) != format!("{:?}", running_config.broker.mode)
+    {
+        warn!(message = "Reload: broker, admin or state_dir changes take effect after a restart.");
+    }
+    routes.replace(Routes::new(&config));
+    for account in running {
+        if let Some(new) = config.accounts.get(&account.id) {
+            account.policy.replace(new.egress.clone());
+        }
+    }
+    health.set_links(config.links.iter().map(admin::LinkSummary::from).collect());
+    count("ok");
+    info!(
+        message = "Config reloaded: links, formats, filters and limits are in force.",
+        links = config.links.len()
+    );
 }
 
 /// Resolves when the first connector ends before shutdown, with its account and reason.

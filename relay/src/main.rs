@@ -302,13 +302,18 @@ fn run_daemon(path: &Path, grace: Duration) -> ExitCode {
         }
     };
     info!(message = "Starting qunbridge.", version = env!("CARGO_PKG_VERSION"), config = %path.display());
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
     let options = RunOptions {
         grace,
         on_lifecycle: Some(std::sync::Arc::new(notify_systemd)),
+        reload: Some(qunbridge::Reload {
+            path: path.to_path_buf(),
+            requests: reload_rx,
+        }),
     };
     let outcome = runtime.block_on(async {
         let watchdog = sd_notify::watchdog_enabled().map(|every| tokio::spawn(watchdog(every)));
-        let hangups = tokio::spawn(ignore_hangups());
+        let hangups = tokio::spawn(forward_hangups(reload_tx));
         let outcome = run(config, shutdown_signal(), options).await;
         if let Some(watchdog) = watchdog {
             watchdog.abort();
@@ -357,9 +362,8 @@ async fn watchdog(interval: Duration) {
     }
 }
 
-/// Takes SIGHUP (`systemctl reload`) so it does not end the process; reloading the config
-/// is not implemented yet, so each one is logged and the running config stays.
-async fn ignore_hangups() {
+/// Turns every SIGHUP into a reload request (a request already waiting absorbs the next).
+async fn forward_hangups(requests: tokio::sync::mpsc::Sender<()>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -367,9 +371,12 @@ async fn ignore_hangups() {
             return;
         };
         while hangups.recv().await.is_some() {
-            warn!(message = "SIGHUP received; reloading the config is not supported yet, the running config stays (restart to apply changes).");
+            info!(message = "SIGHUP received; reloading the config.");
+            let _ = requests.try_send(());
         }
     }
+    #[cfg(not(unix))]
+    drop(requests);
 }
 
 /// Resolves on the first SIGINT or SIGTERM; a second one exits at once.

@@ -8,4 +8,4 @@ pub mod route;
 pub mod split;
 
 pub use pipeline::Core;
-pub use route::Routes;
+pub use route::{Routes, SharedRoutes};

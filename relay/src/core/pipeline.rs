@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::render::{filter, render};
-use super::route::Routes;
+use super::route::SharedRoutes;
 use crate::activity::{Activity, WorkGuard};
 use crate::broker::{BrokerClient, Confirmation, Delivery, Topics};
 use crate::store::DedupStore;
@@ -32,7 +32,7 @@ pub struct Core {
     /// Topic names.
     pub topics: Topics,
     /// Where messages go.
-    pub routes: Arc<Routes>,
+    pub routes: SharedRoutes,
     /// Dedup keys.
     pub store: Arc<dyn DedupStore>,
     /// The core's broker connection (subscribed to every inbound topic).
@@ -95,9 +95,9 @@ impl Core {
                 return None;
             }
         };
-        let destinations = self
-            .routes
-            .destinations(&envelope.origin.account, &envelope.origin.group);
+        // The routes in force when the message arrived (a reload swaps them whole).
+        let routes = self.routes.current();
+        let destinations = routes.destinations(&envelope.origin.account, &envelope.origin.group);
         if destinations.is_empty() {
             debug!(message = "No link for this group.", account = %envelope.origin.account, group = %envelope.origin.group);
             count_drop("unrouted");

@@ -27,6 +27,38 @@ pub struct Destination {
     pub filter: Arc<FilterRules>,
 }
 
+/// The routing table in force, swapped whole on reload.
+#[derive(Debug, Clone)]
+pub struct SharedRoutes {
+    /// The current table.
+    current: Arc<std::sync::RwLock<Arc<Routes>>>,
+}
+
+impl SharedRoutes {
+    /// Routes in force from now on.
+    pub fn new(routes: Routes) -> SharedRoutes {
+        SharedRoutes {
+            current: Arc::new(std::sync::RwLock::new(Arc::new(routes))),
+        }
+    }
+
+    /// The table in force.
+    pub fn current(&self) -> Arc<Routes> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts a new table in force; messages already being routed finish with the old one.
+    pub fn replace(&self, routes: Routes) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(routes);
+    }
+}
+
 /// The routing table.
 #[derive(Debug, Default)]
 pub struct Routes {

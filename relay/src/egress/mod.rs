@@ -10,7 +10,7 @@ pub mod pacing;
 pub mod queue;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use qunbridge_connectors::context::BoxFuture;
@@ -152,18 +152,68 @@ pub struct Queued {
     pub work: WorkGuard,
 }
 
+/// An account's pacing and length limits as they are now: a reload replaces them, and every
+/// destination worker picks the new ones up before its next send, without losing its queue.
+pub struct LivePolicy {
+    /// The limits.
+    policy: RwLock<Arc<EgressPolicy>>,
+    /// The account-wide pacer, shared by every destination (rebuilt when its limit changes).
+    account_pacer: RwLock<Option<Arc<Mutex<Pacer>>>>,
+}
+
+impl LivePolicy {
+    /// Limits in force from now on.
+    pub fn new(policy: EgressPolicy) -> LivePolicy {
+        let pacer = policy
+            .per_account
+            .map(|limit| Arc::new(Mutex::new(Pacer::new(limit))));
+        LivePolicy {
+            policy: RwLock::new(Arc::new(policy)),
+            account_pacer: RwLock::new(pacer),
+        }
+    }
+
+    /// The limits in force.
+    pub fn current(&self) -> Arc<EgressPolicy> {
+        self.policy
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The account-wide pacer, if the account has a limit.
+    pub fn account_pacer(&self) -> Option<Arc<Mutex<Pacer>>> {
+        self.account_pacer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts new limits in force; the account pacer starts over only if its limit changed.
+    pub fn replace(&self, policy: EgressPolicy) {
+        let mut current = self.policy.write().unwrap_or_else(PoisonError::into_inner);
+        if current.per_account != policy.per_account {
+            *self
+                .account_pacer
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = policy
+                .per_account
+                .map(|limit| Arc::new(Mutex::new(Pacer::new(limit))));
+        }
+        *current = Arc::new(policy);
+    }
+}
+
 /// What an account's destination workers share.
 pub struct AccountEgress {
     /// Account id, for logs and metric labels.
     pub account: String,
     /// Its platform.
     pub platform: Platform,
-    /// Its pacing and length limits.
-    pub policy: EgressPolicy,
+    /// Its pacing and length limits, replaced on reload.
+    pub policy: Arc<LivePolicy>,
     /// The connector's egress queue.
     pub connector: mpsc::Sender<EgressRequest>,
-    /// The account-wide pacer, shared by every destination.
-    pub account_pacer: Option<Mutex<Pacer>>,
     /// What was already sent, keyed by (inbound id, group).
     pub send_log: Arc<dyn DedupStore>,
     /// Origin messages and their copies.
@@ -227,5 +277,39 @@ impl Dispatcher {
     pub async fn finish(mut self) {
         self.workers.clear();
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pacing::Rate;
+    use super::*;
+
+    #[test]
+    fn a_reload_replaces_limits_and_restarts_the_account_pacer_only_when_it_changed() {
+        let limit = |count| Limit {
+            rate: Rate {
+                count,
+                per: Duration::from_secs(60),
+            },
+            burst: 1,
+        };
+        let mut policy = EgressPolicy::unlimited();
+        policy.per_account = Some(limit(20));
+        let live = LivePolicy::new(policy.clone());
+        let pacer = live.account_pacer().expect("account limit");
+        policy.per_group = Some(limit(5));
+        live.replace(policy.clone());
+        assert_eq!(live.current().per_group, Some(limit(5)));
+        assert!(
+            Arc::ptr_eq(&pacer, &live.account_pacer().expect("kept")),
+            "same limit: same pacer"
+        );
+        policy.per_account = Some(limit(10));
+        live.replace(policy);
+        assert!(
+            !Arc::ptr_eq(&pacer, &live.account_pacer().expect("new")),
+            "new limit: new pacer"
+        );
     }
 }

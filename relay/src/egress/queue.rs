@@ -79,7 +79,7 @@ pub(crate) async fn run_destination(
     depth: DepthGauge,
 ) {
     let mut queue: VecDeque<Pending> = VecDeque::new();
-    let mut pacer = shared.policy.group_limit(&group).map(Pacer::new);
+    let mut pacer = shared.policy.current().group_limit(&group).map(Pacer::new);
     // The last send was paused by the platform: what queued meanwhile may be merged.
     let mut throttled = false;
     let take = |queued: Queued| {
@@ -110,17 +110,24 @@ pub(crate) async fn run_destination(
         if queue.is_empty() {
             continue;
         }
+        // A reload may have changed this destination's limit.
+        let policy = shared.policy.current();
+        let limit = policy.group_limit(&group);
+        if pacer.as_ref().map(Pacer::limit) != limit {
+            pacer = limit.map(Pacer::new);
+        }
+        let account_pacer = shared.policy.account_pacer();
         // Wait for the pacers, but wake up to drop the oldest message when it expires.
         let expiry = queue
             .iter()
             .map(|p| p.queued_at)
             .min()
-            .map(|at| at + shared.policy.max_delay)
+            .map(|at| at + policy.max_delay)
             .unwrap_or_else(Instant::now);
         let waited = tokio::select! {
             _ = shared.stop.cancelled() => return,
             _ = tokio::time::sleep_until(expiry + Duration::from_millis(1)) => continue,
-            waited = acquire(pacer.as_mut(), shared.account_pacer.as_ref()) => waited,
+            waited = acquire(pacer.as_mut(), account_pacer.as_deref()) => waited,
         };
         // Messages are merged only when the destination had to wait (for its limiter, or a
         // platform pause): a destination keeping up sends each message as it was.
@@ -183,7 +190,7 @@ async fn expire(
     let mut kept = VecDeque::with_capacity(queue.len());
     for pending in queue.drain(..) {
         let waited = now.saturating_duration_since(pending.queued_at);
-        if waited > shared.policy.max_delay {
+        if waited > shared.policy.current().max_delay {
             warn!(
                 message = "Message older than max_delay dropped.",
                 account = %shared.account,
@@ -215,7 +222,7 @@ fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool)
             members: vec![first],
         });
     }
-    let Some(limit) = shared.policy.length else {
+    let Some(limit) = shared.policy.current().length else {
         return Some(single(first, shared));
     };
     let length = measure(&first.outbound.text, limit.unit);
@@ -463,9 +470,8 @@ mod tests {
             AccountEgress {
                 account: "qq".into(),
                 platform: Platform::Qq,
-                policy,
+                policy: Arc::new(crate::egress::LivePolicy::new(policy)),
                 connector,
-                account_pacer: None,
                 send_log: Arc::new(MemoryStore::new(1000)),
                 message_map: Arc::new(MessageMap::new(1000)),
                 stop: tokio_util::sync::CancellationToken::new(),

@@ -1,0 +1,183 @@
+//! SIGHUP reload against the real `qunbridge run` process: new links and formats are in force
+//! without a restart (the same process keeps serving), and a broken file changes nothing and
+//! is counted as a failed reload.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+/// Kills the daemon if a test fails before stopping it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free loopback port.
+fn port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Writes the config with the given links.
+fn write_config(path: &Path, state: &Path, ports: (u16, u16, u16), links: &str) {
+    let (broker, admin, api) = ports;
+    std::fs::write(
+        path,
+        format!(
+            "state_dir = {state:?}\n[broker]\nembedded_listen = \"127.0.0.1:{broker}\"\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [accounts.hub]\nplatform = \"api\"\nlisten = \"127.0.0.1:{api}\"\n{links}"
+        ),
+    )
+    .expect("write config");
+}
+
+/// The first SSE event's data on `group` after `send` ran.
+async fn next_event(api: u16, group: &str) -> impl futures_util::Stream<Item = String> {
+    let response = reqwest::get(format!(
+        "http://127.0.0.1:{api}/api/v1/groups/{group}/events"
+    ))
+    .await
+    .expect("stream opens");
+    response
+        .bytes_stream()
+        .map(|chunk| String::from_utf8_lossy(&chunk.expect("chunk")).into_owned())
+}
+
+/// Waits for an SSE chunk containing `needle`.
+async fn expect_text(
+    stream: &mut (impl futures_util::Stream<Item = String> + Unpin),
+    needle: &str,
+) {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains(needle) {
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("{needle:?} never arrived; saw {seen:?}"))
+            .expect("stream open");
+        seen.push_str(&chunk);
+    }
+}
+
+/// Posts a message to `group`.
+async fn post(api: u16, group: &str, text: &str) {
+    let status = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{api}/api/v1/groups/{group}/messages"
+        ))
+        .json(&serde_json::json!({"sender": {"id": "u1", "name": "Ann"}, "text": text}))
+        .send()
+        .await
+        .expect("POST answered")
+        .status();
+    assert_eq!(status, 202);
+}
+
+fn hangup(daemon: &Running) {
+    let pid = daemon.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill")
+        .success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_swaps_links_and_formats_and_a_broken_file_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("qunbridge.toml");
+    let state = dir.path().join("state");
+    let ports = (port(), port(), port());
+    let (_, admin, api) = ports;
+    write_config(
+        &path,
+        &state,
+        ports,
+        "[[links]]\ngroups = [\"hub:a\", \"hub:b\"]\nformat = \"old {name}: \"\n",
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_qunbridge"))
+        .args(["run", "--grace-secs", "1", "-c"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daemon starts");
+    let mut daemon = Running(child);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut b = Box::pin(next_event(api, "b").await);
+    post(api, "a", "one").await;
+    expect_text(&mut b, "old Ann: one").await;
+
+    // New links and format: a now goes to c, with a new sender line.
+    write_config(
+        &path,
+        &state,
+        ports,
+        "[[links]]\ngroups = [\"hub:a\", \"hub:c\"]\nformat = \"new {name}: \"\n",
+    );
+    hangup(&daemon);
+    let mut c = Box::pin(next_event(api, "c").await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let metrics_url = format!("http://127.0.0.1:{admin}/metrics");
+    loop {
+        let metrics = reqwest::get(&metrics_url)
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if metrics.contains("qunbridge_config_reloads_total{outcome=\"ok\"} 1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reload not counted:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    post(api, "a", "two").await;
+    expect_text(&mut c, "new Ann: two").await;
+
+    // A broken file: the running config stays, the failure is counted.
+    std::fs::write(&path, "[[links]]\ngroups = [\"nobody:x\"]\n").expect("write broken config");
+    hangup(&daemon);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = reqwest::get(&metrics_url)
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if metrics.contains("qunbridge_config_reloads_total{outcome=\"failed\"} 1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "failed reload not counted:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    post(api, "a", "three").await;
+    expect_text(&mut c, "new Ann: three").await;
+    assert!(
+        daemon.0.try_wait().expect("wait").is_none(),
+        "still the same process"
+    );
+}
