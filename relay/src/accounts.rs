@@ -98,6 +98,12 @@ pub struct RunningAccount {
     pub state: watch::Receiver<AccountState>,
     /// Its pacing and length limits (replaced on reload).
     pub policy: Arc<LivePolicy>,
+    /// Stops its intake alone (a reload removing it).
+    intake: CancellationToken,
+    /// Stops it alone.
+    stop: CancellationToken,
+    /// Ends its MQTT connection, after `finish` said goodbye on it.
+    connection: CancellationToken,
     /// The connector task.
     connector: JoinHandle<Result<(), ConnectorError>>,
     /// Set to the reason when the connector task ends.
@@ -161,6 +167,10 @@ pub async fn start(
     account: &Account,
     deps: AccountDeps<'_>,
 ) -> Result<RunningAccount, BrokerError> {
+    // The account's own tokens: cancelled with the daemon's, or alone when a reload removes it.
+    let intake = deps.intake.child_token();
+    let stop = deps.stop.child_token();
+    let connection = CancellationToken::new();
     let id = account.id.clone();
     let status_topic = deps.topics.status(&id);
     let offline = status_payload(
@@ -175,7 +185,9 @@ pub async fn start(
             will: Some((status_topic.clone(), offline)),
             subscriptions: vec![deps.topics.outbound_filter(&id)],
         },
-        deps.stop.clone(),
+        // The connection outlives `stop`: `finish` still publishes the offline status on it,
+        // then disconnects, and only then ends it.
+        connection.clone(),
     )?;
     client.wait_ready().await;
 
@@ -192,7 +204,7 @@ pub async fn start(
         })),
         egress: egress_rx,
         state: reporter,
-        shutdown: deps.intake.clone(),
+        shutdown: intake.clone(),
         bots: deps.bots.clone(),
         listeners: deps.listeners.clone(),
     };
@@ -233,7 +245,7 @@ pub async fn start(
             connector: egress_tx,
             send_log: deps.send_log.clone(),
             message_map: deps.message_map.clone(),
-            stop: deps.stop.clone(),
+            stop: stop.clone(),
         },
         deps.activity.clone(),
     );
@@ -243,7 +255,7 @@ pub async fn start(
         topics: deps.topics.clone(),
         send_log: deps.send_log.clone(),
         activity: deps.activity.clone(),
-        stop: deps.stop.clone(),
+        stop: stop.clone(),
     };
     let pump = tokio::spawn(pump.run(deliveries, dispatcher));
     let status = tokio::spawn(publish_status(
@@ -252,7 +264,7 @@ pub async fn start(
         client.clone(),
         status_topic,
         state.clone(),
-        deps.stop.clone(),
+        stop.clone(),
     ));
     info!(message = "Account started.", account = %id, platform = %account.platform);
     Ok(RunningAccount {
@@ -261,6 +273,9 @@ pub async fn start(
         client,
         state,
         policy,
+        intake,
+        stop,
+        connection,
         connector,
         exit,
         pump,
@@ -270,7 +285,16 @@ pub async fn start(
 }
 
 impl RunningAccount {
-    /// Stops the account after the daemon's stop token was cancelled: waits for the pump and
+    /// Stops this account alone (a reload removed or changed it). Messages still queued for
+    /// it stay unacknowledged with the broker.
+    pub async fn remove(self, topics: &Topics) {
+        info!(message = "Stopping account (removed or changed by a reload).", account = %self.id);
+        self.intake.cancel();
+        self.stop.cancel();
+        self.finish(topics).await;
+    }
+
+    /// Stops the account after its stop token was cancelled: waits for the pump and
     /// connector, publishes the offline status and disconnects.
     pub async fn finish(self, topics: &Topics) {
         let _ = self.pump.await;
@@ -294,6 +318,7 @@ impl RunningAccount {
         }
         self.client.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.event_loop).await;
+        self.connection.cancel();
     }
 
     /// Resolves when the connector task ends, with the account and the reason.

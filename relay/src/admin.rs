@@ -105,6 +105,14 @@ impl Health {
             .push((id, platform, state));
     }
 
+    /// Forgets an account (a reload removed it).
+    pub fn remove_account(&self, id: &str) {
+        self.accounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(account, _, _)| account != id);
+    }
+
     /// Records the configured links.
     pub fn set_links(&self, links: Vec<LinkSummary>) {
         *self.links.lock().unwrap_or_else(PoisonError::into_inner) = links;

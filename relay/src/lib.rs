@@ -186,6 +186,17 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     let routes = SharedRoutes::new(Routes::new(&config));
+    let shared = SharedDeps {
+        endpoint: endpoint.clone(),
+        topics: topics.clone(),
+        activity: activity.clone(),
+        send_log: Arc::new(MemoryStore::new(store::memory::DEFAULT_CAPACITY)),
+        message_map: Arc::new(store::MessageMap::new(store::message_map::DEFAULT_CAPACITY)),
+        bots: qunbridge_connectors::BotRegistry::default(),
+        listeners: qunbridge_connectors::reverse_ws::SharedListeners::default(),
+        intake: intake.clone(),
+        stop: stop.clone(),
+    };
     let started = async {
         // The core subscribes before any connector takes input, so nothing published is missed.
         let (core_client, core_deliveries, core_loop) = BrokerClient::start(
@@ -208,25 +219,9 @@ pub async fn run(
         };
         let core_task = tokio::spawn(core.run(core_deliveries, stop.clone()));
 
-        let send_log: Arc<dyn store::DedupStore> =
-            Arc::new(MemoryStore::new(store::memory::DEFAULT_CAPACITY));
-        let message_map = Arc::new(store::MessageMap::new(store::message_map::DEFAULT_CAPACITY));
-        let bots = qunbridge_connectors::BotRegistry::default();
-        let listeners = qunbridge_connectors::reverse_ws::SharedListeners::default();
         let mut running = Vec::new();
         for account in config.accounts.values() {
-            let deps = accounts::AccountDeps {
-                endpoint: &endpoint,
-                topics: &topics,
-                activity: activity.clone(),
-                send_log: send_log.clone(),
-                message_map: message_map.clone(),
-                bots: bots.clone(),
-                listeners: listeners.clone(),
-                intake: intake.clone(),
-                stop: stop.clone(),
-            };
-            let account = accounts::start(account, deps).await?;
+            let account = accounts::start(account, shared.deps()).await?;
             health.add_account(account.id.clone(), account.platform, account.state.clone());
             running.push(account);
         }
@@ -262,6 +257,8 @@ pub async fn run(
     // not bind, for example): that is a failure the operator must see.
     let mut options = options;
     let mut reload = options.reload.take();
+    let mut running = running;
+    let mut current = config;
     let failure = loop {
         let requested = async {
             match reload.as_mut() {
@@ -269,15 +266,18 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let request = tokio::select! {
             _ = &mut shutdown => break None,
             failed = first_connector_exit(&running) => break Some(failed),
-            request = requested => match (request, reload.as_ref()) {
-                (Some(()), Some(source)) => {
-                    apply_reload(&source.path, &config, &routes, &running, &health);
-                }
-                _ => reload = None,
-            },
+            request = requested => request,
+        };
+        let Some(source) = reload.as_ref().filter(|_| request.is_some()) else {
+            reload = None;
+            continue;
+        };
+        if let Some(new) = apply_reload(&source.path, &current, &routes, &running, &health) {
+            restart_changed_accounts(&current, &new, &mut running, &shared, &health).await;
+            current = new;
         }
     };
 
@@ -313,17 +313,56 @@ pub async fn run(
     }
 }
 
+/// What every account needs from the daemon, kept for accounts a reload adds.
+struct SharedDeps {
+    /// Broker endpoint.
+    endpoint: Endpoint,
+    /// Topic names.
+    topics: Topics,
+    /// In-flight counter.
+    activity: Arc<Activity>,
+    /// What egress already sent.
+    send_log: Arc<dyn store::DedupStore>,
+    /// Origin messages and their copies.
+    message_map: Arc<store::MessageMap>,
+    /// Every account's platform user id.
+    bots: qunbridge_connectors::BotRegistry,
+    /// Listeners shared between accounts.
+    listeners: qunbridge_connectors::reverse_ws::SharedListeners,
+    /// The daemon's intake token.
+    intake: CancellationToken,
+    /// The daemon's stop token.
+    stop: CancellationToken,
+}
+
+impl SharedDeps {
+    /// The dependencies of one account.
+    fn deps(&self) -> accounts::AccountDeps<'_> {
+        accounts::AccountDeps {
+            endpoint: &self.endpoint,
+            topics: &self.topics,
+            activity: self.activity.clone(),
+            send_log: self.send_log.clone(),
+            message_map: self.message_map.clone(),
+            bots: self.bots.clone(),
+            listeners: self.listeners.clone(),
+            intake: self.intake.clone(),
+            stop: self.stop.clone(),
+        }
+    }
+}
+
 /// Reads the config file again and puts its links, formats, filters and limits in force
 /// without touching connections or queued messages. A file with errors changes nothing: every
-/// error is logged and the failed reload counted. Changes that need a restart (broker, admin,
-/// state directory, accounts added, removed or changed) are logged and left for it.
+/// error is logged and the failed reload counted. Returns the new config when it was applied.
+/// Changes to `[broker]`, `[admin]` or `state_dir` are logged and left for a restart.
 fn apply_reload(
     path: &std::path::Path,
     running_config: &Config,
     routes: &SharedRoutes,
     running: &[accounts::RunningAccount],
     health: &Health,
-) {
+) -> Option<Config> {
     let count = |outcome: &'static str| {
         metrics::counter!("qunbridge_config_reloads_total", "outcome" => outcome).increment(1);
     };
@@ -334,21 +373,9 @@ fn apply_reload(
                 error!(message = "Reload refused: the config has an error; the running config stays.", %problem);
             }
             count("failed");
-            return;
+            return None;
         }
     };
-    let running_ids: Vec<&String> = running_config.accounts.keys().collect();
-    let new_ids: Vec<&String> = config.accounts.keys().collect();
-    let changed_accounts = running_ids != new_ids
-        || running_config.accounts.iter().any(|(id, account)| {
-            config.accounts.get(id).is_none_or(|new| {
-                new.platform != account.platform
-                    || new.connector.describe() != account.connector.describe()
-            })
-        });
-    if changed_accounts {
-        warn!(message = "Reload: accounts were added, removed or changed; those changes take effect after a restart.");
-    }
     if config.broker.topic_prefix != running_config.broker.topic_prefix
         || config.admin.listen != running_config.admin.listen
         || config.state_dir != running_config.state_dir
@@ -368,6 +395,48 @@ fn apply_reload(
         message = "Config reloaded: links, formats, filters and limits are in force.",
         links = config.links.len()
     );
+    Some(config)
+}
+
+/// Stops the accounts a reload removed or changed and starts the ones it added or changed;
+/// the other accounts keep their connections and queues.
+async fn restart_changed_accounts(
+    old: &Config,
+    new: &Config,
+    running: &mut Vec<accounts::RunningAccount>,
+    shared: &SharedDeps,
+    health: &Health,
+) {
+    let same = |id: &str| match (old.accounts.get(id), new.accounts.get(id)) {
+        (Some(a), Some(b)) => {
+            // Secrets count: a new token restarts the account.
+            a.platform == b.platform && a.connector == b.connector
+        }
+        _ => false,
+    };
+    let (keep, stop): (Vec<_>, Vec<_>) = std::mem::take(running)
+        .into_iter()
+        .partition(|account| same(&account.id));
+    *running = keep;
+    for account in stop {
+        health.remove_account(&account.id);
+        account.remove(&shared.topics).await;
+    }
+    for account in new.accounts.values() {
+        if running.iter().any(|r| r.id == account.id) {
+            continue;
+        }
+        match accounts::start(account, shared.deps()).await {
+            Ok(started) => {
+                info!(message = "Account started by a reload.", account = %started.id);
+                health.add_account(started.id.clone(), started.platform, started.state.clone());
+                running.push(started);
+            }
+            Err(error) => {
+                error!(message = "Account added by a reload could not start.", account = %account.id, %error)
+            }
+        }
+    }
 }
 
 /// Resolves when the first connector ends before shutdown, with its account and reason.

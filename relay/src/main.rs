@@ -343,9 +343,13 @@ fn notify_systemd(point: Lifecycle) {
             NotifyState::Status("finishing in-flight messages"),
         ],
     };
-    if let Err(error) = sd_notify::notify(state) {
-        warn!(message = "Cannot notify systemd.", ?point, %error);
-    }
+    // The send is a blocking syscall: a notify socket nobody reads must never stall the relay,
+    // so it happens on a thread of its own.
+    std::thread::spawn(move || {
+        if let Err(error) = sd_notify::notify(state) {
+            warn!(message = "Cannot notify systemd.", ?point, %error);
+        }
+    });
 }
 
 /// Sends `WATCHDOG=1` at half the interval systemd asked for (`WATCHDOG_USEC`), from a task
@@ -356,7 +360,10 @@ async fn watchdog(interval: Duration) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if let Err(error) = sd_notify::notify(&[NotifyState::Watchdog]) {
+        // A blocking syscall: it runs on the blocking pool, and a ping still stuck (nobody
+        // reads the socket) delays the next one instead of a runtime worker.
+        let ping = tokio::task::spawn_blocking(|| sd_notify::notify(&[NotifyState::Watchdog]));
+        if let Ok(Err(error)) = ping.await {
             warn!(message = "Cannot send the systemd watchdog ping.", %error);
         }
     }

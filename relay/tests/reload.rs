@@ -181,3 +181,83 @@ async fn sighup_swaps_links_and_formats_and_a_broken_file_changes_nothing() {
         "still the same process"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_starts_added_accounts_and_stops_removed_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("qunbridge.toml");
+    let state = dir.path().join("state");
+    let ports = (port(), port(), port());
+    let (_, admin, api) = ports;
+    let extra = port();
+    write_config(
+        &path,
+        &state,
+        ports,
+        "[[links]]\ngroups = [\"hub:a\", \"hub:b\"]\n",
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_qunbridge"))
+        .args(["run", "--grace-secs", "1", "-c"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daemon starts");
+    let daemon = Running(child);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Add an account and link it.
+    write_config(
+        &path,
+        &state,
+        ports,
+        &format!(
+            "[accounts.side]\nplatform = \"api\"\nlisten = \"127.0.0.1:{extra}\"\n\
+             [[links]]\ngroups = [\"hub:a\", \"hub:b\", \"side:x\"]\n"
+        ),
+    );
+    hangup(&daemon);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", extra))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "added account never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut b = Box::pin(next_event(api, "b").await);
+    post(extra, "x", "from the new account").await;
+    expect_text(&mut b, "[API] Ann: from the new account").await;
+
+    // Remove it again: its endpoint closes, the others keep working.
+    write_config(
+        &path,
+        &state,
+        ports,
+        "[[links]]\ngroups = [\"hub:a\", \"hub:b\"]\n",
+    );
+    hangup(&daemon);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", extra))
+        .await
+        .is_ok()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "removed account still listens"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    post(api, "a", "still here").await;
+    expect_text(&mut b, "[API] Ann: still here").await;
+}

@@ -31,7 +31,7 @@ pub use feed::Feeds;
 pub const DEFAULT_BUFFER: usize = 1000;
 
 /// Settings of one `api` account, resolved from the config.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ApiSettings {
     /// Address the HTTP endpoint listens on.
     pub listen: SocketAddr,

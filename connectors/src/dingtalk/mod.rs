@@ -42,7 +42,7 @@ const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings of a Stream account (enterprise app robot), resolved from the config.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct StreamSettings {
     /// The app's Client ID (AppKey): names the app to the gateway and the token endpoint.
     pub client_id: String,
@@ -66,7 +66,7 @@ impl std::fmt::Debug for StreamSettings {
 }
 
 /// Settings of a custom robot webhook account (send-only), resolved from the config.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookSettings {
     /// The robot's URL; its `access_token` query is a secret.
     pub webhook: String,

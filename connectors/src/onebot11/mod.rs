@@ -37,7 +37,7 @@ const PERMANENT_RETCODES: [i64; 2] = [1400, 1404];
 pub use crate::onebot_ws::Transport;
 
 /// Settings of one OneBot v11 account.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct OneBot11Settings {
     /// Forward or reverse WebSocket.
     pub transport: Transport,

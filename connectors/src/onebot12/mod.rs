@@ -39,7 +39,7 @@ pub use crate::onebot_ws::Transport;
 const EVENT_QUEUE: usize = 512;
 
 /// Settings of one OneBot v12 account.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct OneBot12Settings {
     /// Forward or reverse WebSocket.
     pub transport: Transport,

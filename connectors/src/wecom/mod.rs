@@ -31,7 +31,7 @@ const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings of a WeCom robot account, resolved from the config.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct WecomSettings {
     /// `https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…`; the `key` is a secret.
     pub webhook: String,

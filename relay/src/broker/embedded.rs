@@ -2,8 +2,8 @@
 //! with small commit-log segments so an idle daemon does not hold ~100 MB. The relay talks to
 //! it over loopback through the same rumqttc client as to an external broker.
 //!
-//! rumqttd has no shutdown API: stopping aborts the listener task, and the router thread ends
-//! with the process. Its in-memory state does not survive a restart; operators who need
+//! rumqttd has no shutdown API: stopping drops the runtime its listener and connections run
+//! on, and the router thread ends with the process. Its in-memory state does not survive a restart; operators who need
 //! queued messages to survive one use an external broker with persistence.
 
 use std::collections::HashMap;
@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 
 use rumqttd::protocol::v4::V4;
 use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
-use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 use super::client::MAX_PACKET_BYTES;
@@ -39,15 +38,17 @@ pub enum EmbeddedError {
     },
 }
 
-/// A running embedded broker; dropping it stops the listener.
+/// A running embedded broker; dropping it stops the listener and its connections.
 pub struct EmbeddedBroker {
-    /// The listener task.
-    server: JoinHandle<()>,
+    /// Tells the broker's thread to stop.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
-        self.server.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
@@ -87,11 +88,35 @@ pub fn start(listen: SocketAddr) -> Result<EmbeddedBroker, EmbeddedError> {
     };
     let router_tx = Router::new(0, router).spawn();
     let mut server = Server::new(settings, router_tx, V4);
-    let task = tokio::spawn(async move {
-        if let Err(error) = server.start(LinkType::Remote).await {
-            error!(message = "Embedded broker stopped.", %listen, error = %error);
-        }
-    });
+    // rumqttd's connection tasks make blocking calls into its router; they get a thread and a
+    // runtime of their own (as rumqttd's own `Broker::start` does), so they can never stall the
+    // relay's runtime.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| EmbeddedError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("qunbridge-broker".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                tokio::select! {
+                    _ = stopped => {}
+                    outcome = server.start(LinkType::Remote) => {
+                        if let Err(error) = outcome {
+                            error!(message = "Embedded broker stopped.", %listen, error = %error);
+                        }
+                    }
+                }
+            });
+        })
+        .map_err(|source| EmbeddedError::Bind {
+            addr: listen,
+            source,
+        })?;
     info!(message = "Embedded MQTT broker listening.", %listen);
-    Ok(EmbeddedBroker { server: task })
+    Ok(EmbeddedBroker { stop: Some(stop) })
 }

@@ -129,7 +129,7 @@ pub struct Account {
 }
 
 /// Connector settings per protocol.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectorSettings {
     /// The `api` HTTP endpoint.
     Api(ApiSettings),
