@@ -525,3 +525,44 @@ groups = ["qb:222", "hub:b"]
     assert_eq!(bot_a.count_actions("send_group_msg"), 0);
     daemon.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reroutes_the_next_message_without_touching_the_connection() {
+    let broker = Broker::embedded();
+    let (peer, url) = OneBot11Peer::serve(BOT, None, 0).await;
+    let api = api_addr();
+    let config = |to: &str| {
+        format!(
+            "{broker}\n[accounts.qqr]\nplatform = \"qq\"\nurl = \"{url}\"\n\
+             [accounts.hub]\nplatform = \"api\"\nlisten = \"{api}\"\n\
+             [[links]]\ngroups = [\"qqr:111\", \"hub:{to}\"]\n",
+            broker = broker.toml()
+        )
+    };
+    let daemon = Daemon::start(&config("a")).await;
+    peer.wait_connections(1).await;
+    let text = |t: &str| json!([{"type": "text", "data": {"text": t}}]);
+    let mut a = SseClient::open(&format!("http://{api}/api/v1/groups/a/events"), None, None).await;
+    peer.push_event(group_message(111, 5, 1, "", "Eve", text("before")));
+    assert_eq!(a.next().await.json()["text"], "[QQ] Eve: before");
+
+    daemon.reload(&config("b")).await;
+    let mut b = SseClient::open(&format!("http://{api}/api/v1/groups/b/events"), None, None).await;
+    peer.push_event(group_message(111, 5, 2, "", "Eve", text("after")));
+    assert_eq!(b.next().await.json()["text"], "[QQ] Eve: after");
+    assert!(
+        a.next_within(Duration::from_millis(300)).await.is_none(),
+        "no longer routed to a"
+    );
+    assert_eq!(
+        peer.connections.load(Ordering::SeqCst),
+        1,
+        "the QQ connection was untouched"
+    );
+    let metrics = daemon.metrics().await;
+    assert!(
+        !metrics.contains("qunbridge_reconnects_total{account=\"qqr\"}"),
+        "{metrics}"
+    );
+    daemon.stop().await.expect("clean stop");
+}

@@ -203,6 +203,8 @@ pub struct Daemon {
     pub admin: SocketAddr,
     /// Its state directory and config file.
     pub dir: tempfile::TempDir,
+    /// Asks the daemon to read its config file again (as SIGHUP does).
+    reload: tokio::sync::mpsc::Sender<()>,
 }
 
 impl Daemon {
@@ -220,6 +222,7 @@ impl Daemon {
         std::fs::write(&path, text).expect("write config");
         let config = Config::from_file(&path, &ProcessEnv).unwrap_or_else(|e| panic!("{e}"));
         let (stop, stopped) = oneshot::channel::<()>();
+        let (reload, requests) = tokio::sync::mpsc::channel(1);
         let task = tokio::spawn(run(
             config,
             async {
@@ -227,6 +230,10 @@ impl Daemon {
             },
             RunOptions {
                 grace: Duration::from_secs(5),
+                reload: Some(qunbridge::Reload {
+                    path: path.clone(),
+                    requests,
+                }),
                 ..Default::default()
             },
         ));
@@ -235,9 +242,39 @@ impl Daemon {
             task: Some(task),
             admin,
             dir,
+            reload,
         };
         daemon.wait_ready().await;
         daemon
+    }
+
+    /// Rewrites the config file (as `start` does) and asks the daemon to reload it; returns
+    /// once `/metrics` counts one more successful reload.
+    pub async fn reload(&self, config: &str) {
+        let text = format!(
+            "state_dir = {:?}\n{config}\n[admin]\nlisten = \"{}\"\n",
+            self.dir.path().join("state"),
+            self.admin
+        );
+        std::fs::write(self.dir.path().join("qunbridge.toml"), text).expect("write config");
+        let count = |metrics: &str| {
+            metrics
+                .lines()
+                .find(|l| l.starts_with("qunbridge_config_reloads_total{outcome=\"ok\"}"))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let before = count(&self.metrics().await);
+        self.reload
+            .send(())
+            .await
+            .expect("daemon takes reload requests");
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while count(&self.metrics().await) <= before {
+            assert!(tokio::time::Instant::now() < deadline, "reload not applied");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Polls `/readyz` until it answers 200.
