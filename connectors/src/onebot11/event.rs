@@ -7,7 +7,9 @@
 use serde_json::{Map, Value};
 
 use super::cq::{self, RawSegment};
-use crate::model::{Envelope, Kind, Origin, Platform, Segment, Sender, ENVELOPE_VERSION};
+use crate::model::{Envelope, Kind, Origin, Segment, Sender, ENVELOPE_VERSION};
+pub use crate::onebot_ws::frame::{id_of, DecodeContext, FrameError};
+use crate::onebot_ws::frame::{parse_object, text_of};
 
 /// What a frame turned out to be.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,56 +42,12 @@ pub enum Frame {
     Ignored,
 }
 
-/// Why a frame could not be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FrameError {
-    /// Not UTF-8 JSON, or not a JSON object.
-    #[error("not a JSON object: {0}")]
-    NotJson(String),
-    /// Neither an event nor a response.
-    #[error("neither an event nor an action response")]
-    Unknown,
-    /// An event without a field it needs.
-    #[error("{0} is missing or malformed")]
-    Field(&'static str),
-}
-
-/// Context for decoding: who we are.
-pub struct DecodeContext<'a> {
-    /// Account id of the connector.
-    pub account: &'a str,
-    /// Platform the account is on (QQ, or WeChat through a v11 implementation).
-    pub platform: Platform,
-    /// The bot's own user id, once known.
-    pub self_id: Option<&'a str>,
-    /// True for other configured bot accounts on this platform.
-    pub is_other_bot: &'a dyn Fn(&str) -> bool,
-}
-
-/// An id that may be sent as a number or a string; `None` for anything else.
-pub fn id_of(value: Option<&Value>) -> Option<String> {
-    match value? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// A string field, empty when absent or not a string.
-fn text_of<'a>(object: &'a Map<String, Value>, key: &str) -> &'a str {
-    object.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
 /// Decodes one text frame.
 ///
 /// # Errors
 /// [`FrameError`] when the frame cannot be understood.
 pub fn decode(text: &str, cx: &DecodeContext<'_>) -> Result<Frame, FrameError> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|error| FrameError::NotJson(error.to_string()))?;
-    let Value::Object(object) = value else {
-        return Err(FrameError::NotJson("not an object".into()));
-    };
+    let object = parse_object(text)?;
     if object.contains_key("post_type") {
         return decode_event(&object, cx);
     }
@@ -310,6 +268,7 @@ fn to_segment(raw: &RawSegment) -> Segment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Platform;
 
     fn cx<'a>(self_id: Option<&'a str>, other: &'a dyn Fn(&str) -> bool) -> DecodeContext<'a> {
         DecodeContext {

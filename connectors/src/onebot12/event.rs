@@ -9,7 +9,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::model::{Envelope, Kind, Origin, Platform, Segment, Sender, ENVELOPE_VERSION};
+use crate::model::{Envelope, Kind, Origin, Segment, Sender, ENVELOPE_VERSION};
+pub use crate::onebot_ws::frame::{id_of, DecodeContext, FrameError};
+use crate::onebot_ws::frame::{parse_object, text_of};
 
 /// What a frame turned out to be.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,56 +101,12 @@ pub enum Fill {
     },
 }
 
-/// Why a frame could not be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FrameError {
-    /// Not UTF-8 JSON, or not a JSON object.
-    #[error("not a JSON object: {0}")]
-    NotJson(String),
-    /// Neither an event nor a response.
-    #[error("neither an event nor an action response")]
-    Unknown,
-    /// An event without a field it needs.
-    #[error("{0} is missing or malformed")]
-    Field(&'static str),
-}
-
-/// Context for decoding: who we are.
-pub struct DecodeContext<'a> {
-    /// Account id of the connector.
-    pub account: &'a str,
-    /// Platform the account is on (WeChat, or QQ through a v12 implementation).
-    pub platform: Platform,
-    /// The bot's own user id, once known.
-    pub self_id: Option<&'a str>,
-    /// True for other configured bot accounts on this platform.
-    pub is_other_bot: &'a dyn Fn(&str) -> bool,
-}
-
-/// An id that may be sent as a string or a number; `None` for anything else or empty.
-pub fn id_of(value: Option<&Value>) -> Option<String> {
-    match value? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// A string field, empty when absent or not a string.
-fn text_of<'a>(object: &'a Map<String, Value>, key: &str) -> &'a str {
-    object.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
 /// Decodes one text frame.
 ///
 /// # Errors
 /// [`FrameError`] when the frame cannot be understood.
 pub fn decode(text: &str, cx: &DecodeContext<'_>) -> Result<Decoded, FrameError> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|error| FrameError::NotJson(error.to_string()))?;
-    let Value::Object(object) = value else {
-        return Err(FrameError::NotJson("not an object".into()));
-    };
+    let object = parse_object(text)?;
     if object.get("type").is_some_and(Value::is_string) {
         let self_id = object
             .get("self")
@@ -463,6 +421,7 @@ fn to_segment(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Platform;
 
     fn cx<'a>(self_id: Option<&'a str>, other: &'a dyn Fn(&str) -> bool) -> DecodeContext<'a> {
         DecodeContext {

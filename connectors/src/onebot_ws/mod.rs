@@ -3,14 +3,16 @@
 //! the implementation the same two ways, and keep the same bookkeeping per account:
 //!
 //! - [`echo`]: requests awaiting their response, matched by `echo`.
+//! - [`frame`]: the decoding context, frame errors and tolerant id/text readers.
 //! - [`session`]: one live socket as egress uses it ([`Session::call`]), the live sockets of an
 //!   account ([`Sessions`]), and the writer task with its pings.
 //! - [`transport`]: the forward connection (with reconnect, backoff and the slow schedule for
 //!   token refusals) and registration on a shared reverse listener.
 //!
-//! Frame decoding, events and rendering differ per version and live in `onebot11`/`onebot12`.
+//! Event decoding and rendering differ per version and live in `onebot11`/`onebot12`.
 
 pub mod echo;
+pub mod frame;
 pub mod session;
 pub mod transport;
 
