@@ -239,4 +239,6 @@ pub struct ConnectorContext {
     /// Listeners shared between accounts (one OneBot reverse WebSocket address may serve
     /// several accounts, told apart by `X-Self-ID`).
     pub listeners: crate::reverse_ws::SharedListeners,
+    /// The durable log the `api` connector keeps its feeds in (`None`: memory only).
+    pub feed_log: Option<Arc<dyn crate::api::FeedLog>>,
 }

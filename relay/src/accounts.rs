@@ -33,9 +33,8 @@ use crate::activity::Activity;
 use crate::broker::{BrokerClient, BrokerError, ClientOptions, Delivery, Endpoint, Topics};
 use crate::config::{Account, ConnectorSettings};
 use crate::core::pipeline::count_drop;
-use crate::egress::queue::log_key;
 use crate::egress::{AccountEgress, Ack, Dispatcher, LivePolicy, Queued};
-use crate::store::{DedupStore, MessageMap};
+use crate::store::{keys, RelayStore};
 
 /// How long ingress waits for the broker's PUBACK before telling the platform it failed.
 const INGRESS_ACK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -124,11 +123,11 @@ pub struct AccountDeps<'a> {
     pub topics: &'a Topics,
     /// In-flight counter for shutdown.
     pub activity: Arc<Activity>,
-    /// What egress already sent, keyed by (inbound id, destination group), so a redelivered
-    /// outbound message is not sent twice.
-    pub send_log: Arc<dyn DedupStore>,
-    /// Origin messages and their copies, for recall and reply sync.
-    pub message_map: Arc<MessageMap>,
+    /// The send log (so a redelivered outbound message is not sent twice), the message map
+    /// (recall and reply sync) and the echo fingerprints.
+    pub store: Arc<dyn RelayStore>,
+    /// Where `api` accounts keep their feeds across restarts.
+    pub feed_log: Option<Arc<dyn qunbridge_connectors::api::FeedLog>>,
     /// Every account's platform user id, shared by all connectors.
     pub bots: BotRegistry,
     /// Listeners shared between accounts.
@@ -207,6 +206,7 @@ pub async fn start(
         shutdown: intake.clone(),
         bots: deps.bots.clone(),
         listeners: deps.listeners.clone(),
+        feed_log: deps.feed_log.clone(),
     };
     let (exit_tx, exit) = watch::channel(None);
     let connector: BoxFuture<'static, Result<(), ConnectorError>> = match &account.connector {
@@ -243,8 +243,7 @@ pub async fn start(
             platform: account.platform,
             policy: policy.clone(),
             connector: egress_tx,
-            send_log: deps.send_log.clone(),
-            message_map: deps.message_map.clone(),
+            store: deps.store.clone(),
             stop: stop.clone(),
         },
         deps.activity.clone(),
@@ -253,7 +252,7 @@ pub async fn start(
         account: id.clone(),
         client: client.clone(),
         topics: deps.topics.clone(),
-        send_log: deps.send_log.clone(),
+        store: deps.store.clone(),
         activity: deps.activity.clone(),
         stop: stop.clone(),
     };
@@ -370,8 +369,8 @@ struct EgressPump {
     client: BrokerClient,
     /// Topic names.
     topics: Topics,
-    /// What was already sent.
-    send_log: Arc<dyn DedupStore>,
+    /// The send log.
+    store: Arc<dyn RelayStore>,
     /// In-flight counter for shutdown.
     activity: Arc<Activity>,
     /// Stops the pump.
@@ -385,7 +384,7 @@ impl EgressPump {
             account,
             client,
             topics,
-            send_log,
+            store,
             activity,
             stop,
         } = self;
@@ -407,8 +406,8 @@ impl EgressPump {
                     continue;
                 }
             };
-            if send_log
-                .contains(&log_key(&outbound))
+            if store
+                .holds_any(&[keys::sent(&outbound, &account)])
                 .await
                 .unwrap_or(false)
             {

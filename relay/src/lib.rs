@@ -36,7 +36,7 @@ use crate::admin::Health;
 use crate::broker::{BrokerClient, ClientOptions, Endpoint, Topics};
 use crate::config::{BrokerMode, Config};
 use crate::core::{Core, Routes, SharedRoutes};
-use crate::store::MemoryStore;
+use crate::store::PersistentStore;
 
 /// Client id of the relay core's broker connection.
 pub const CORE_CLIENT_ID: &str = "qunbridge-core";
@@ -54,6 +54,9 @@ pub enum RunError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The state store could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     /// The embedded broker could not start.
     #[error(transparent)]
     Broker(#[from] broker::embedded::EmbeddedError),
@@ -100,6 +103,8 @@ pub struct RunOptions {
     pub on_lifecycle: Option<LifecycleHook>,
     /// Reload requests (SIGHUP) and the file to read again (`None`: no reload).
     pub reload: Option<Reload>,
+    /// Move the state store aside before opening it (`qunbridge run --reset-state`).
+    pub reset_state: bool,
 }
 
 /// Where reload requests come from.
@@ -128,6 +133,7 @@ impl std::fmt::Debug for RunOptions {
                 "reload",
                 &self.reload.as_ref().map(|r| r.path.display().to_string()),
             )
+            .field("reset_state", &self.reset_state)
             .finish()
     }
 }
@@ -138,6 +144,7 @@ impl Default for RunOptions {
             grace: Duration::from_secs(10),
             on_lifecycle: None,
             reload: None,
+            reset_state: false,
         }
     }
 }
@@ -158,6 +165,19 @@ pub async fn run(
         path: config.state_dir.display().to_string(),
         source,
     })?;
+    if options.reset_state {
+        match PersistentStore::reset(&config.state_dir) {
+            Ok(Some(aside)) => warn!(message = "State store moved aside; starting with an empty store.", kept_at = %aside.display()),
+            Ok(None) => info!(message = "No state store to reset."),
+            Err(source) => {
+                return Err(RunError::StateDir {
+                    path: config.state_dir.display().to_string(),
+                    source,
+                })
+            }
+        }
+    }
+    let persistent = Arc::new(PersistentStore::open(&config.state_dir)?);
     let _embedded = match &config.broker.mode {
         BrokerMode::Embedded { listen } => Some(broker::embedded::start(*listen)?),
         BrokerMode::External(external) => {
@@ -190,8 +210,8 @@ pub async fn run(
         endpoint: endpoint.clone(),
         topics: topics.clone(),
         activity: activity.clone(),
-        send_log: Arc::new(MemoryStore::new(store::memory::DEFAULT_CAPACITY)),
-        message_map: Arc::new(store::MessageMap::new(store::message_map::DEFAULT_CAPACITY)),
+        store: persistent.clone(),
+        feed_log: Some(persistent.clone()),
         bots: qunbridge_connectors::BotRegistry::default(),
         listeners: qunbridge_connectors::reverse_ws::SharedListeners::default(),
         intake: intake.clone(),
@@ -213,7 +233,7 @@ pub async fn run(
         let core = Core {
             topics: topics.clone(),
             routes: routes.clone(),
-            store: Arc::new(MemoryStore::new(store::memory::DEFAULT_CAPACITY)),
+            store: persistent.clone(),
             client: core_client.clone(),
             activity: activity.clone(),
         };
@@ -321,10 +341,10 @@ struct SharedDeps {
     topics: Topics,
     /// In-flight counter.
     activity: Arc<Activity>,
-    /// What egress already sent.
-    send_log: Arc<dyn store::DedupStore>,
-    /// Origin messages and their copies.
-    message_map: Arc<store::MessageMap>,
+    /// Dedup keys, send log, message map, echo fingerprints.
+    store: Arc<dyn store::RelayStore>,
+    /// The `api` feeds' durable log.
+    feed_log: Option<Arc<dyn qunbridge_connectors::api::FeedLog>>,
     /// Every account's platform user id.
     bots: qunbridge_connectors::BotRegistry,
     /// Listeners shared between accounts.
@@ -342,8 +362,8 @@ impl SharedDeps {
             endpoint: &self.endpoint,
             topics: &self.topics,
             activity: self.activity.clone(),
-            send_log: self.send_log.clone(),
-            message_map: self.message_map.clone(),
+            store: self.store.clone(),
+            feed_log: self.feed_log.clone(),
             bots: self.bots.clone(),
             listeners: self.listeners.clone(),
             intake: self.intake.clone(),

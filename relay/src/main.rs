@@ -59,6 +59,11 @@ enum Command {
         /// Seconds that shutdown may take to finish in-flight messages.
         #[arg(long, default_value_t = 10)]
         grace_secs: u64,
+        /// Move the state store (`state_dir/state.redb`) aside to `state.redb.<time>.bak`
+        /// and start with an empty one: after a corrupt store was reported, or to forget
+        /// dedup keys and the message map on purpose.
+        #[arg(long)]
+        reset_state: bool,
     },
     /// Validate a config file and print the resolved links, or every error (exit 64).
     Check {
@@ -93,7 +98,11 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config, grace_secs } => run_daemon(&config, Duration::from_secs(grace_secs)),
+        Command::Run {
+            config,
+            grace_secs,
+            reset_state,
+        } => run_daemon(&config, Duration::from_secs(grace_secs), reset_state),
         Command::Status {
             config,
             admin,
@@ -286,7 +295,7 @@ fn describe_policy(policy: &qunbridge::egress::EgressPolicy, group: &str) -> Str
 }
 
 /// `qunbridge run`.
-fn run_daemon(path: &Path, grace: Duration) -> ExitCode {
+fn run_daemon(path: &Path, grace: Duration, reset_state: bool) -> ExitCode {
     let config = match load(path) {
         Ok(config) => config,
         Err(code) => return code,
@@ -310,6 +319,7 @@ fn run_daemon(path: &Path, grace: Duration) -> ExitCode {
             path: path.to_path_buf(),
             requests: reload_rx,
         }),
+        reset_state,
     };
     let outcome = runtime.block_on(async {
         let watchdog = sd_notify::watchdog_enabled().map(|every| tokio::spawn(watchdog(every)));

@@ -201,8 +201,8 @@ pub struct Daemon {
     task: Option<JoinHandle<Result<(), RunError>>>,
     /// Admin endpoint address.
     pub admin: SocketAddr,
-    /// Its state directory and config file.
-    pub dir: tempfile::TempDir,
+    /// Its state directory and config file (taken by [`Daemon::restart`]).
+    dir: Option<tempfile::TempDir>,
     /// Asks the daemon to read its config file again (as SIGHUP does).
     reload: tokio::sync::mpsc::Sender<()>,
 }
@@ -211,8 +211,20 @@ impl Daemon {
     /// Writes `config` (with `state_dir` and `[admin]` filled in) and runs the daemon until
     /// `/readyz` says ready.
     pub async fn start(config: &str) -> Daemon {
+        Daemon::start_in(tempfile::tempdir().expect("tempdir"), config).await
+    }
+
+    /// Stops the daemon as SIGTERM would and starts a new one on the same state directory
+    /// (a restart: what the store kept is all the new one knows).
+    pub async fn restart(mut self, config: &str) -> Daemon {
+        let dir = self.dir.take().expect("state directory");
+        self.shut_down().await.expect("clean stop");
+        Daemon::start_in(dir, config).await
+    }
+
+    /// [`Daemon::start`] in an existing directory.
+    pub async fn start_in(dir: tempfile::TempDir, config: &str) -> Daemon {
         init_test_logging();
-        let dir = tempfile::tempdir().expect("tempdir");
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let text = format!(
             "state_dir = {:?}\n{config}\n[admin]\nlisten = \"{admin}\"\n",
@@ -241,7 +253,7 @@ impl Daemon {
             stop: Some(stop),
             task: Some(task),
             admin,
-            dir,
+            dir: Some(dir),
             reload,
         };
         daemon.wait_ready().await;
@@ -251,12 +263,13 @@ impl Daemon {
     /// Rewrites the config file (as `start` does) and asks the daemon to reload it; returns
     /// once `/metrics` counts one more successful reload.
     pub async fn reload(&self, config: &str) {
+        let dir = self.dir.as_ref().expect("state directory").path();
         let text = format!(
             "state_dir = {:?}\n{config}\n[admin]\nlisten = \"{}\"\n",
-            self.dir.path().join("state"),
+            dir.join("state"),
             self.admin
         );
-        std::fs::write(self.dir.path().join("qunbridge.toml"), text).expect("write config");
+        std::fs::write(dir.join("qunbridge.toml"), text).expect("write config");
         let count = |metrics: &str| {
             metrics
                 .lines()
@@ -307,6 +320,11 @@ impl Daemon {
 
     /// Stops the daemon as SIGTERM would and returns what `run` returned.
     pub async fn stop(mut self) -> Result<(), RunError> {
+        self.shut_down().await
+    }
+
+    /// The body of [`Daemon::stop`].
+    async fn shut_down(&mut self) -> Result<(), RunError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -1,12 +1,16 @@
 //! What the relay sent to the `api` account's groups, kept for consumers: a bounded buffer
 //! per group (for SSE replay with `Last-Event-ID`) and live broadcast channels (per group for
 //! SSE, one for all groups for the WebSocket). A consumer too slow for the buffer loses the
-//! oldest messages, and every loss is counted and logged.
+//! oldest messages, and every loss is counted and logged. With a [`FeedLog`] the buffer of a
+//! group is loaded from it on first use, so replay works across daemon restarts.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::broadcast;
+use tracing::warn;
+
+use super::feed_log::FeedLog;
 
 /// One message as consumers receive it.
 #[derive(Debug)]
@@ -47,13 +51,15 @@ pub struct Feeds {
     all: broadcast::Sender<Arc<FeedEvent>>,
     /// Events kept per group, and the capacity of each live channel.
     capacity: usize,
-    /// Distinguishes this process's event ids from an earlier run's, so a consumer that
-    /// reconnects after a restart is not mistaken for one that is up to date.
+    /// Distinguishes this feed's event ids from another's (an earlier run without a durable
+    /// log, or a reset store), so a consumer is never mistaken for one that is up to date.
     epoch: u64,
+    /// The durable log and the account it belongs to, when the relay has one.
+    log: Option<(String, Arc<dyn FeedLog>)>,
 }
 
 impl Feeds {
-    /// Empty feeds keeping `capacity` events per group (at least 1).
+    /// Empty in-memory feeds keeping `capacity` events per group (at least 1).
     pub fn new(capacity: usize, epoch: u64) -> Feeds {
         let capacity = capacity.max(1);
         let (all, _) = broadcast::channel(capacity);
@@ -62,7 +68,61 @@ impl Feeds {
             all,
             capacity,
             epoch,
+            log: None,
         }
+    }
+
+    /// Feeds of `account` backed by a durable log (its epoch is the feeds' epoch).
+    pub fn durable(capacity: usize, account: &str, log: Arc<dyn FeedLog>) -> Feeds {
+        let mut feeds = Feeds::new(capacity, log.epoch());
+        feeds.log = Some((account.to_owned(), log));
+        feeds
+    }
+
+    /// The durable log, if any, and the account it is kept under.
+    pub fn log(&self) -> Option<(&str, &Arc<dyn FeedLog>)> {
+        self.log.as_ref().map(|(account, log)| (account.as_str(), log))
+    }
+
+    /// Events kept per group.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// A group's feed, created (and loaded from the durable log) on first use.
+    fn group<'a>(
+        &self,
+        groups: &'a mut HashMap<String, GroupFeed>,
+        group: &str,
+    ) -> &'a mut GroupFeed {
+        groups.entry(group.to_owned()).or_insert_with(|| {
+            let mut feed = GroupFeed {
+                next_seq: 1,
+                recent: VecDeque::new(),
+                live: broadcast::channel(self.capacity).0,
+            };
+            if let Some((account, log)) = &self.log {
+                match log.recent(account, group, self.capacity) {
+                    Ok((events, next_seq)) => {
+                        feed.next_seq = next_seq;
+                        feed.recent = events
+                            .into_iter()
+                            .map(|(seq, json)| {
+                                Arc::new(FeedEvent {
+                                    seq,
+                                    group: group.to_owned(),
+                                    json,
+                                })
+                            })
+                            .collect();
+                    }
+                    Err(error) => {
+                        warn!(message = "Cannot load a group's feed from the store; replay starts empty.", account = %account, %error);
+                    }
+                }
+            }
+            feed
+        })
     }
 
     /// The SSE id of an event: `<epoch>-<seq>`.
@@ -81,23 +141,25 @@ impl Feeds {
     }
 
     /// Appends a message to a group's feed and fans it out; returns its sequence number.
-    pub fn push(&self, group: &str, json: String) -> u64 {
+    /// `seq` is the number the durable log gave it (`None`: the next in memory).
+    pub fn push(&self, group: &str, json: String, seq: Option<u64>) -> u64 {
         let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
-        let feed = groups.entry(group.to_owned()).or_insert_with(|| GroupFeed {
-            next_seq: 1,
-            recent: VecDeque::with_capacity(self.capacity.min(64)),
-            live: broadcast::channel(self.capacity).0,
-        });
+        let feed = self.group(&mut groups, group);
+        let seq = seq.unwrap_or(feed.next_seq);
         let event = Arc::new(FeedEvent {
-            seq: feed.next_seq,
+            seq,
             group: group.to_owned(),
             json,
         });
-        feed.next_seq += 1;
-        if feed.recent.len() == self.capacity {
-            feed.recent.pop_front();
+        feed.next_seq = feed.next_seq.max(seq + 1);
+        // A group first touched by this push was loaded from the log, this event included.
+        let loaded = feed.recent.back().is_some_and(|last| last.seq >= seq);
+        if !loaded {
+            if feed.recent.len() == self.capacity {
+                feed.recent.pop_front();
+            }
+            feed.recent.push_back(event.clone());
         }
-        feed.recent.push_back(event.clone());
         // Sending fails only when nobody listens, which is fine: the buffer keeps it.
         let _ = feed.live.send(event.clone());
         let _ = self.all.send(event.clone());
@@ -108,11 +170,7 @@ impl Feeds {
     /// after it from the buffer; a new consumer gets live events only.
     pub fn subscribe_group(&self, group: &str, last_seen: Option<u64>) -> Subscription {
         let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
-        let feed = groups.entry(group.to_owned()).or_insert_with(|| GroupFeed {
-            next_seq: 1,
-            recent: VecDeque::new(),
-            live: broadcast::channel(self.capacity).0,
-        });
+        let feed = self.group(&mut groups, group);
         let replay: Vec<_> = match last_seen {
             Some(after) => feed
                 .recent
@@ -148,7 +206,7 @@ mod tests {
     fn replay_after_last_event_id_and_count_what_left_the_buffer() {
         let feeds = Feeds::new(3, 7);
         for n in 1..=5 {
-            feeds.push("a", format!("m{n}"));
+            feeds.push("a", format!("m{n}"), None);
         }
         let sub = feeds.subscribe_group("a", Some(1));
         let texts: Vec<_> = sub.replay.iter().map(|e| e.json.as_str()).collect();

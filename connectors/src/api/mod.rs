@@ -10,6 +10,7 @@
 //! A bearer token, when configured, is required on every route.
 
 mod feed;
+pub mod feed_log;
 mod http;
 mod sse;
 mod ws;
@@ -26,6 +27,7 @@ use crate::error::ConnectorError;
 use crate::Connector;
 
 pub use feed::Feeds;
+pub use feed_log::{Appended, FeedLog, FeedLogError};
 
 /// Default number of messages kept per group for SSE replay.
 pub const DEFAULT_BUFFER: usize = 1000;
@@ -73,6 +75,7 @@ impl Connector for ApiConnector {
             mut egress,
             state,
             shutdown,
+            feed_log,
             ..
         } = ctx;
         let listener = TcpListener::bind(self.settings.listen)
@@ -86,7 +89,10 @@ impl Connector for ApiConnector {
             account = %account,
             listen = %self.settings.listen
         );
-        let feeds = Arc::new(Feeds::new(self.settings.buffer, now_ms()));
+        let feeds = Arc::new(match feed_log {
+            Some(log) => Feeds::durable(self.settings.buffer, &account, log),
+            None => Feeds::new(self.settings.buffer, now_ms()),
+        });
         let streams_end = CancellationToken::new();
         let shared = Arc::new(http::Shared {
             account: account.clone(),
@@ -106,12 +112,7 @@ impl Connector for ApiConnector {
         }) = egress.recv().await
         {
             let outcome = match serde_json::to_string(&outbound) {
-                Ok(json) => {
-                    let seq = feeds.push(&outbound.group, json);
-                    Ok(SendReceipt {
-                        message_ids: vec![seq.to_string()],
-                    })
-                }
+                Ok(json) => deliver(&feeds, &outbound, json).await,
                 Err(error) => Err(crate::SendError::Permanent(format!(
                     "cannot encode outbound message: {error}"
                 ))),
@@ -130,4 +131,37 @@ impl Connector for ApiConnector {
         state.set(ConnectionState::Stopped, None);
         Ok(())
     }
+}
+
+/// Puts one message in its group's feed: first on disk when there is a durable log (a
+/// redelivered message already there is not added again), then in memory for consumers.
+async fn deliver(
+    feeds: &Feeds,
+    outbound: &crate::Outbound,
+    json: String,
+) -> Result<SendReceipt, crate::SendError> {
+    let seq = match feeds.log() {
+        Some((account, log)) => {
+            let key = format!("{}\u{1f}{}", outbound.id, outbound.group);
+            let appended = log
+                .append(
+                    account.to_owned(),
+                    outbound.group.clone(),
+                    key,
+                    json.clone(),
+                    feeds.capacity(),
+                )
+                .await
+                .map_err(|error| crate::SendError::Retryable(error.to_string()))?;
+            if appended.fresh {
+                feeds.push(&outbound.group, json, Some(appended.seq))
+            } else {
+                appended.seq
+            }
+        }
+        None => feeds.push(&outbound.group, json, None),
+    };
+    Ok(SendReceipt {
+        message_ids: vec![seq.to_string()],
+    })
 }

@@ -3,9 +3,11 @@
 //! broker has acknowledged all of them acknowledge the inbound message (so a crash in between
 //! means redelivery, never loss).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use qunbridge_connectors::Envelope;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -15,11 +17,9 @@ use super::render::{filter, render};
 use super::route::SharedRoutes;
 use crate::activity::{Activity, WorkGuard};
 use crate::broker::{BrokerClient, Confirmation, Delivery, Topics};
-use crate::store::DedupStore;
+use crate::store::{keys, RelayStore, WriteBatch, DEDUP_TTL};
 
-/// How long an envelope id is remembered for redelivery dedup.
-pub const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Deliveries whose outbound publishes are awaiting PUBACKs at once.
+/// Deliveries whose outbound publishes (and dedup writes) are in flight at once.
 const ACK_QUEUE: usize = 1024;
 
 /// Counts a dropped message by reason.
@@ -27,14 +27,20 @@ pub fn count_drop(reason: &'static str) {
     metrics::counter!("qunbridge_messages_dropped_total", "reason" => reason).increment(1);
 }
 
+/// Dedup keys of messages being relayed now (published, not yet acknowledged). A copy that
+/// arrives meanwhile (a broker redelivery after a reconnect, or a second bot's report) is a
+/// duplicate even though the store does not hold its keys yet: they are written only once
+/// the outbound publishes are confirmed, so a crash in between loses nothing.
+type InProgress = Arc<Mutex<HashSet<String>>>;
+
 /// The relay core.
 pub struct Core {
     /// Topic names.
     pub topics: Topics,
     /// Where messages go.
     pub routes: SharedRoutes,
-    /// Dedup keys.
-    pub store: Arc<dyn DedupStore>,
+    /// Dedup keys and echo fingerprints.
+    pub store: Arc<dyn RelayStore>,
     /// The core's broker connection (subscribed to every inbound topic).
     pub client: BrokerClient,
     /// In-flight counter for shutdown.
@@ -43,12 +49,12 @@ pub struct Core {
 
 /// A delivery whose outbound publishes are in flight.
 struct PendingAck {
-    /// The inbound message, acknowledged once `confirmations` resolve.
+    /// The inbound message, acknowledged once `confirmations` resolve and `keys` are stored.
     delivery: Delivery,
     /// One per destination.
     confirmations: Vec<Confirmation>,
-    /// Dedup key, forgotten again if publishing failed.
-    key: String,
+    /// Dedup keys to store once published, and to take out of the in-progress set then.
+    keys: Vec<String>,
     /// Keeps the delivery counted as in flight.
     _work: WorkGuard,
 }
@@ -57,9 +63,11 @@ impl Core {
     /// Runs until the delivery stream ends or `stop` is cancelled.
     pub async fn run(self, mut deliveries: mpsc::Receiver<Delivery>, stop: CancellationToken) {
         let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
+        let in_progress = InProgress::default();
         let acker = tokio::spawn(ack_in_order(
             self.client.clone(),
             self.store.clone(),
+            in_progress.clone(),
             ack_rx,
             stop.clone(),
         ));
@@ -72,7 +80,7 @@ impl Core {
                 },
             };
             let work = self.activity.start();
-            if let Some(pending) = self.handle(delivery, work).await {
+            if let Some(pending) = self.handle(delivery, work, &in_progress).await {
                 if ack_tx.send(pending).await.is_err() {
                     break;
                 }
@@ -82,9 +90,14 @@ impl Core {
         let _ = acker.await;
     }
 
-    /// Handles one delivery; returns what still awaits PUBACKs, or `None` when it was settled
-    /// (dropped and acknowledged).
-    async fn handle(&self, delivery: Delivery, work: WorkGuard) -> Option<PendingAck> {
+    /// Handles one delivery; returns what still awaits PUBACKs (or an earlier copy's), or
+    /// `None` when it was settled (dropped and acknowledged).
+    async fn handle(
+        &self,
+        delivery: Delivery,
+        work: WorkGuard,
+        in_progress: &InProgress,
+    ) -> Option<PendingAck> {
         let topic = delivery.publish.topic.clone();
         let envelope = match self.decode(&topic, &delivery.publish.payload) {
             Ok(envelope) => envelope,
@@ -104,20 +117,67 @@ impl Core {
             self.client.ack(&delivery).await;
             return None;
         }
-        match self.store.insert_if_absent(&envelope.id, DEDUP_TTL).await {
-            Ok(true) => {}
-            Ok(false) => {
-                debug!(message = "Dropping duplicate.", id = %envelope.id);
-                count_drop("duplicate");
+        // Redelivery (same envelope id) and the same message from a second bot account in
+        // the group (same content key).
+        let mut seen_keys = vec![keys::envelope(&envelope.id)];
+        seen_keys.extend(keys::content(&envelope));
+        let copy_of_current = {
+            let current = in_progress.lock().unwrap_or_else(PoisonError::into_inner);
+            seen_keys.iter().any(|key| current.contains(key))
+        };
+        if copy_of_current {
+            debug!(message = "Dropping a copy of a message being relayed.", id = %envelope.id);
+            count_drop("duplicate");
+            // Acknowledged only after the message it copies, in order.
+            return Some(PendingAck {
+                delivery,
+                confirmations: Vec::new(),
+                keys: Vec::new(),
+                _work: work,
+            });
+        }
+        let echo = keys::echo_of(&envelope);
+        let mut checks = seen_keys.clone();
+        checks.extend(echo.iter().cloned());
+        match self.store.holds_any(&checks).await {
+            Ok(true) => {
+                let is_echo = match &echo {
+                    Some(echo) => self
+                        .store
+                        .holds_any(std::slice::from_ref(echo))
+                        .await
+                        .unwrap_or(false),
+                    None => false,
+                };
+                if is_echo {
+                    debug!(message = "Dropping an echo of what the relay sent to this group.", id = %envelope.id);
+                    count_drop("echo");
+                } else {
+                    debug!(message = "Dropping duplicate.", id = %envelope.id);
+                    count_drop("duplicate");
+                }
                 self.client.ack(&delivery).await;
                 return None;
             }
+            Ok(false) => {}
             Err(error) => {
                 // Relaying a possible duplicate beats stalling the connection: acks must go
                 // out in order, so an unacknowledged message would hold up every later one.
                 warn!(message = "Dedup store failed; relaying without the duplicate check.", %error, id = %envelope.id);
             }
         }
+        // The envelope id and this message's own content key (the first).
+        let own_keys: Vec<String> = seen_keys.into_iter().take(2).collect();
+        in_progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(own_keys.iter().cloned());
+        let forget = || {
+            let mut current = in_progress.lock().unwrap_or_else(PoisonError::into_inner);
+            for key in &own_keys {
+                current.remove(key);
+            }
+        };
         let mut confirmations = Vec::with_capacity(destinations.len());
         for destination in destinations {
             let mut outbound = render(&envelope, destination);
@@ -146,7 +206,7 @@ impl Core {
                 Ok(confirmation) => confirmations.push(confirmation),
                 Err(error) => {
                     warn!(message = "Cannot publish outbound message.", %error);
-                    let _ = self.store.remove(&envelope.id).await;
+                    forget();
                     return None;
                 }
             }
@@ -160,7 +220,7 @@ impl Core {
         Some(PendingAck {
             delivery,
             confirmations,
-            key: envelope.id,
+            keys: own_keys,
             _work: work,
         })
     }
@@ -186,33 +246,67 @@ impl Core {
     }
 }
 
-/// Acknowledges inbound deliveries once all their outbound publishes are confirmed (the
-/// broker client sends the PUBACKs in delivery order).
+/// Acknowledges inbound deliveries once all their outbound publishes are confirmed and their
+/// dedup keys are stored (the broker client sends the PUBACKs in delivery order). Up to
+/// [`ACK_QUEUE`] deliveries are in flight at once, so their store writes share commits.
 async fn ack_in_order(
     client: BrokerClient,
-    store: Arc<dyn DedupStore>,
+    store: Arc<dyn RelayStore>,
+    in_progress: InProgress,
     mut pending: mpsc::Receiver<PendingAck>,
     stop: CancellationToken,
 ) {
-    while let Some(item) = pending.recv().await {
-        let mut all_confirmed = true;
-        for confirmation in item.confirmations {
-            // rumqttc retransmits until the broker acknowledges, so waiting is bounded only by
-            // shutdown.
-            let outcome = tokio::select! {
-                _ = stop.cancelled() => Err(crate::broker::BrokerError::Stopped),
-                outcome = confirmation.wait(Duration::from_secs(24 * 3600)) => outcome,
-            };
-            if let Err(error) = outcome {
-                debug!(message = "Outbound publish not confirmed; inbound left for redelivery.", %error);
-                all_confirmed = false;
-                break;
+    let mut inflight = FuturesOrdered::new();
+    let mut intake_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            Some((item, settled)) = inflight.next(), if !inflight.is_empty() => {
+                let item: PendingAck = item;
+                if settled {
+                    client.ack(&item.delivery).await;
+                }
+                let mut current = in_progress.lock().unwrap_or_else(PoisonError::into_inner);
+                for key in &item.keys {
+                    current.remove(key);
+                }
             }
-        }
-        if all_confirmed {
-            client.ack(&item.delivery).await;
-        } else {
-            let _ = store.remove(&item.key).await;
+            item = pending.recv(), if intake_open && inflight.len() < ACK_QUEUE => match item {
+                Some(item) => inflight.push_back(settle(item, store.clone(), stop.clone())),
+                None => intake_open = false,
+            },
+            else => break,
         }
     }
+}
+
+/// Waits for a delivery's PUBACKs, then stores its dedup keys. Returns it with `true` when
+/// it may be acknowledged.
+async fn settle(
+    mut item: PendingAck,
+    store: Arc<dyn RelayStore>,
+    stop: CancellationToken,
+) -> (PendingAck, bool) {
+    for confirmation in std::mem::take(&mut item.confirmations) {
+        // rumqttc retransmits until the broker acknowledges, so waiting is bounded only by
+        // shutdown.
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => Err(crate::broker::BrokerError::Stopped),
+            outcome = confirmation.wait(Duration::from_secs(24 * 3600)) => outcome,
+        };
+        if let Err(error) = outcome {
+            debug!(message = "Outbound publish not confirmed; inbound left for redelivery.", %error);
+            return (item, false);
+        }
+    }
+    let batch = WriteBatch {
+        keys: item.keys.iter().map(|key| (key.clone(), DEDUP_TTL)).collect(),
+        copies: Vec::new(),
+    };
+    if let Err(error) = store.write(batch).await {
+        // The outbound messages are with the broker; egress's send log still stops a
+        // redelivered copy from being sent twice.
+        warn!(message = "Dedup keys not stored.", %error);
+    }
+    (item, true)
 }

@@ -81,6 +81,13 @@ impl Routes {
                 let list = table.entry(origin.clone()).or_default();
                 let mut present: HashSet<GroupRef> =
                     list.iter().map(|d| d.target.clone()).collect();
+                // One chat group reached by two bot accounts gets one copy, through the first
+                // account listed (`api` groups are per account, not shared).
+                let mut chats: HashSet<(Platform, String)> = list
+                    .iter()
+                    .filter(|d| d.platform != Platform::Api)
+                    .map(|d| (d.platform, d.target.group.clone()))
+                    .collect();
                 for member in link.groups.iter().chain(&link.to) {
                     let Some(platform) = platform_of(&member.account) else {
                         continue;
@@ -90,6 +97,11 @@ impl Routes {
                             && platform != Platform::Api
                             && member.group == origin.group);
                     if same_group || !present.insert(member.clone()) {
+                        continue;
+                    }
+                    if platform != Platform::Api
+                        && !chats.insert((platform, member.group.clone()))
+                    {
                         continue;
                     }
                     let filter = config

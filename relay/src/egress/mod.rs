@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use self::pacing::{Limit, Pacer};
 use crate::activity::{Activity, WorkGuard};
 use crate::core::split::LengthLimit;
-use crate::store::{DedupStore, MessageMap};
+use crate::store::RelayStore;
 
 /// Default `max_delay`: older messages are dropped instead of sent.
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(600);
@@ -214,10 +214,8 @@ pub struct AccountEgress {
     pub policy: Arc<LivePolicy>,
     /// The connector's egress queue.
     pub connector: mpsc::Sender<EgressRequest>,
-    /// What was already sent, keyed by (inbound id, group).
-    pub send_log: Arc<dyn DedupStore>,
-    /// Origin messages and their copies.
-    pub message_map: Arc<MessageMap>,
+    /// The send log, the message map and the echo fingerprints.
+    pub store: Arc<dyn RelayStore>,
     /// Stops the workers (shutdown after the grace period).
     pub stop: CancellationToken,
 }

@@ -6,7 +6,7 @@
 //! destination pauses it; other failures are retried with backoff a few times, then dropped
 //! and counted.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,9 +26,11 @@ use crate::activity::WorkGuard;
 use crate::core::filter::detect;
 use crate::core::pipeline::count_drop;
 use crate::core::split::{measure, split};
+use crate::store::{keys, message_map, WriteBatch, ECHO_TTL, SEND_LOG_TTL};
 
-/// How long egress remembers what it sent.
-pub const SEND_LOG_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Send-log keys a destination worker remembers itself, for a redelivered copy queued behind
+/// a message whose send-log write is still being committed.
+const RECENT_SENT: usize = 4096;
 /// Send attempts for a retryable failure before the message is dropped.
 const SEND_ATTEMPTS: u32 = 5;
 /// Between merged messages.
@@ -57,6 +59,8 @@ struct Unit {
     outbound: Outbound,
     /// What the message map knows (only for a single, unmerged message).
     related: RelatedMessages,
+    /// True when `related` is still to be looked up in the message map.
+    wants_related: bool,
     /// The entries it settles.
     members: Vec<Pending>,
 }
@@ -82,6 +86,7 @@ pub(crate) async fn run_destination(
     let mut pacer = shared.policy.current().group_limit(&group).map(Pacer::new);
     // The last send was paused by the platform: what queued meanwhile may be merged.
     let mut throttled = false;
+    let mut recent = RecentSent::default();
     let take = |queued: Queued| {
         let original = Arc::new(queued.outbound.clone());
         Pending {
@@ -137,30 +142,30 @@ pub(crate) async fn run_destination(
             queue.push_back(take(queued));
         }
         expire(&mut queue, &shared, &group, &depth).await;
-        let Some(unit) = take_unit(&mut queue, &shared, merge) else {
+        skip_already_sent(&mut queue, &shared, &recent, &depth).await;
+        let Some(mut unit) = take_unit(&mut queue, &shared, merge) else {
             continue;
         };
+        if unit.wants_related {
+            unit.related = match message_map::related(&*shared.store, &unit.outbound, &shared.account).await {
+                Ok(related) => related,
+                Err(error) => {
+                    warn!(message = "Message map not readable; sending without reply or recall sync.", account = %shared.account, %error);
+                    RelatedMessages::default()
+                }
+            };
+        }
         let (settled, was_throttled) = send(&shared, &unit).await;
         throttled = was_throttled;
         depth.sub(unit.members.iter().filter(|m| m.ack.is_some()).count() as u64);
         match settled {
             Settlement::Sent(receipt) => {
-                for member in unit.members {
-                    shared.message_map.record(
-                        &member.original,
-                        &shared.account,
-                        &receipt.message_ids,
-                    );
-                    if let Some(ack) = member.ack {
-                        let key = log_key(&member.original);
-                        if let Err(error) =
-                            shared.send_log.insert_if_absent(&key, SEND_LOG_TTL).await
-                        {
-                            warn!(message = "Send log not updated.", account = %shared.account, %error);
-                        }
-                        ack().await;
+                for member in &unit.members {
+                    if member.ack.is_some() {
+                        recent.insert(keys::sent(&member.original, &shared.account));
                     }
                 }
+                record_and_ack(&shared, unit, receipt);
             }
             Settlement::Dropped => {
                 for member in unit.members {
@@ -174,9 +179,100 @@ pub(crate) async fn run_destination(
     }
 }
 
-/// The send-log key of a message: (inbound id, destination group).
-pub fn log_key(outbound: &Outbound) -> String {
-    format!("{}\u{1f}{}", outbound.id, outbound.group)
+/// Send-log keys this worker sent lately, oldest first, bounded.
+#[derive(Default)]
+struct RecentSent {
+    /// The keys.
+    keys: HashSet<String>,
+    /// Their order, for eviction.
+    order: VecDeque<String>,
+}
+
+impl RecentSent {
+    /// Remembers a key, forgetting the oldest beyond [`RECENT_SENT`].
+    fn insert(&mut self, key: String) {
+        if self.keys.insert(key.clone()) {
+            self.order.push_back(key);
+        }
+        while self.order.len() > RECENT_SENT {
+            if let Some(old) = self.order.pop_front() {
+                self.keys.remove(&old);
+            }
+        }
+    }
+}
+
+/// Drops (and acknowledges) whole messages at the front of the queue that were already sent:
+/// copies the broker redelivered after a reconnect while the original was still queued.
+async fn skip_already_sent(
+    queue: &mut VecDeque<Pending>,
+    shared: &AccountEgress,
+    recent: &RecentSent,
+    depth: &DepthGauge,
+) {
+    while let Some(front) = queue.front() {
+        if front.is_part || front.ack.is_none() {
+            return;
+        }
+        let key = keys::sent(&front.original, &shared.account);
+        let sent = recent.keys.contains(&key)
+            || shared
+                .store
+                .holds_any(std::slice::from_ref(&key))
+                .await
+                .unwrap_or(false);
+        if !sent {
+            return;
+        }
+        let Some(copy) = queue.pop_front() else {
+            return;
+        };
+        debug!(message = "Already sent; dropping the redelivered copy.", account = %shared.account, id = %copy.original.id);
+        count_drop("duplicate");
+        depth.sub(1);
+        if let Some(ack) = copy.ack {
+            ack().await;
+        }
+    }
+}
+
+/// Records a sent unit (send log, message map, echo fingerprint) and then acknowledges its
+/// messages, in a task of its own so the destination can go on sending meanwhile (the store
+/// commits many such records together). A crash before the commit means the broker
+/// redelivers the messages: for a platform without idempotent sends that is the one window
+/// in which a message can reach a group twice.
+fn record_and_ack(shared: &AccountEgress, unit: Unit, receipt: SendReceipt) {
+    let mut batch = WriteBatch::default();
+    for member in &unit.members {
+        if member.ack.is_some() {
+            batch
+                .keys
+                .push((keys::sent(&member.original, &shared.account), SEND_LOG_TTL));
+        }
+        if let Some(record) =
+            message_map::record(&member.original, &shared.account, &receipt.message_ids)
+        {
+            batch.copies.push(record);
+        }
+    }
+    if unit.outbound.kind == Kind::Message {
+        if let Some(echo) = keys::echo(shared.platform, &unit.outbound.group, &unit.outbound.text)
+        {
+            batch.keys.push((echo, ECHO_TTL));
+        }
+    }
+    let store = shared.store.clone();
+    let account = shared.account.clone();
+    tokio::spawn(async move {
+        if let Err(error) = store.write(batch).await {
+            warn!(message = "Send log not updated.", account = %account, %error);
+        }
+        for member in unit.members {
+            if let Some(ack) = member.ack {
+                ack().await;
+            }
+        }
+    });
 }
 
 /// Drops (and acknowledges) the messages that waited longer than `max_delay`.
@@ -215,15 +311,15 @@ async fn expire(
 fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool) -> Option<Unit> {
     let first = queue.pop_front()?;
     if first.outbound.kind == Kind::Recall {
-        let related = shared.message_map.related(&first.outbound, &shared.account);
         return Some(Unit {
             outbound: first.outbound.clone(),
-            related,
+            related: RelatedMessages::default(),
+            wants_related: true,
             members: vec![first],
         });
     }
     let Some(limit) = shared.policy.current().length else {
-        return Some(single(first, shared));
+        return Some(single(first));
     };
     let length = measure(&first.outbound.text, limit.unit);
     if length > limit.max && !first.is_part {
@@ -260,11 +356,12 @@ fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool)
         return Some(Unit {
             outbound: first.outbound.clone(),
             related: RelatedMessages::default(),
+            wants_related: false,
             members: vec![first],
         });
     }
     if !merge {
-        return Some(single(first, shared));
+        return Some(single(first));
     }
     // Merge what follows, while it fits.
     let mut total = length;
@@ -284,7 +381,7 @@ fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool)
         }
     }
     if members.len() == 1 {
-        return members.pop().map(|only| single(only, shared));
+        return members.pop().map(single);
     }
     let text = members
         .iter()
@@ -297,22 +394,17 @@ fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool)
     Some(Unit {
         outbound: text_only(&members[0].original, text),
         related: RelatedMessages::default(),
+        wants_related: false,
         members,
     })
 }
 
-/// A unit of one message, with what the message map knows for it.
-fn single(pending: Pending, shared: &AccountEgress) -> Unit {
-    let related = if pending.is_part {
-        RelatedMessages::default()
-    } else {
-        shared
-            .message_map
-            .related(&pending.outbound, &shared.account)
-    };
+/// A unit of one message; a whole message looks up what the message map knows for it.
+fn single(pending: Pending) -> Unit {
     Unit {
         outbound: pending.outbound.clone(),
-        related,
+        related: RelatedMessages::default(),
+        wants_related: !pending.is_part,
         members: vec![pending],
     }
 }
@@ -424,7 +516,7 @@ mod tests {
     use crate::core::split::{LengthLimit, Unit as LengthUnit};
     use crate::egress::pacing::{Limit, Rate};
     use crate::egress::{Dispatcher, EgressPolicy};
-    use crate::store::{MemoryStore, MessageMap};
+    use crate::store::MemoryStore;
 
     /// What the scripted platform received: (time since start, group, text).
     type Received = Arc<Mutex<Vec<(Duration, String, String)>>>;
@@ -472,8 +564,7 @@ mod tests {
                 platform: Platform::Qq,
                 policy: Arc::new(crate::egress::LivePolicy::new(policy)),
                 connector,
-                send_log: Arc::new(MemoryStore::new(1000)),
-                message_map: Arc::new(MessageMap::new(1000)),
+                store: Arc::new(MemoryStore::new(1000)),
                 stop: tokio_util::sync::CancellationToken::new(),
             },
             Activity::new(),

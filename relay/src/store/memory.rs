@@ -1,48 +1,53 @@
-//! An in-memory dedup store: a hash map of key → expiry plus an expiry-ordered queue, bounded
-//! in size (the oldest keys go first when it is full). Lost on restart.
+//! An in-memory [`RelayStore`]: the same behaviour as the persistent store (TTLs, bounded
+//! size, the message map), lost on restart, and on tokio's clock so paused-time tests can
+//! move past expiries. Used by unit tests of the core and egress.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
 
 use qunbridge_connectors::context::BoxFuture;
 use tokio::time::Instant;
 
-use super::{DedupStore, StoreError};
+use super::{OriginEntry, RelayStore, StoreError, WriteBatch};
 
-/// Keys kept at most, so a flood of unique ids cannot exhaust memory.
+/// Keys (and origins) kept at most, so a flood of unique ids cannot exhaust memory.
 pub const DEFAULT_CAPACITY: usize = 1_000_000;
 
-/// The keys and their expiry order.
+/// The store's state.
 #[derive(Default)]
-struct Keys {
+struct State {
     /// Key → when it expires.
-    expiry: HashMap<String, Instant>,
-    /// (expiry, key) in insertion order; TTLs are equal per caller so this is close to
-    /// expiry order, and stale entries are skipped when popped.
-    order: VecDeque<(Instant, String)>,
+    keys: HashMap<String, Instant>,
+    /// Keys in insertion order, for eviction at capacity.
+    key_order: VecDeque<String>,
+    /// Origin key → entry.
+    origins: HashMap<String, OriginEntry>,
+    /// Origin keys in insertion order, for eviction at capacity.
+    origin_order: VecDeque<String>,
+    /// Copy key → origin key.
+    copies: HashMap<String, String>,
 }
 
 /// The store.
 pub struct MemoryStore {
     /// Guarded state; a std mutex because it is never held across an await.
-    keys: Mutex<Keys>,
-    /// Most keys kept.
+    state: Mutex<State>,
+    /// Most keys, and most origins, kept.
     capacity: usize,
 }
 
 impl MemoryStore {
-    /// A store holding at most `capacity` keys.
+    /// A store holding at most `capacity` keys and `capacity` origins.
     pub fn new(capacity: usize) -> MemoryStore {
         MemoryStore {
-            keys: Mutex::new(Keys::default()),
+            state: Mutex::new(State::default()),
             capacity: capacity.max(1),
         }
     }
 
-    /// Keys currently held (expired ones may linger until the next insert).
+    /// Keys currently held (expired ones may linger until evicted).
     pub fn len(&self) -> usize {
-        self.lock().expiry.len()
+        self.lock().keys.len()
     }
 
     /// True when no key is held.
@@ -51,80 +56,122 @@ impl MemoryStore {
     }
 
     /// The state, recovering from a poisoned lock.
-    fn lock(&self) -> std::sync::MutexGuard<'_, Keys> {
-        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The synchronous body of [`DedupStore::insert_if_absent`].
-    fn insert(&self, key: &str, ttl: Duration) -> bool {
+    /// The synchronous body of [`RelayStore::write`].
+    fn apply(&self, batch: WriteBatch) {
         let now = Instant::now();
-        let mut keys = self.lock();
-        // Drop expired keys from the front, and the oldest when over capacity.
-        while let Some((at, _)) = keys.order.front() {
-            let over = keys.expiry.len() >= self.capacity;
-            if *at > now && !over {
-                break;
+        let mut state = self.lock();
+        for (key, ttl) in batch.keys {
+            while state.keys.len() >= self.capacity {
+                match state.key_order.pop_front() {
+                    Some(old) => {
+                        state.keys.remove(&old);
+                    }
+                    None => break,
+                }
             }
-            if let Some((at, old)) = keys.order.pop_front() {
-                if keys.expiry.get(&old) == Some(&at) {
-                    keys.expiry.remove(&old);
+            if state.keys.insert(key.clone(), now + ttl).is_none() {
+                state.key_order.push_back(key);
+            }
+        }
+        for record in batch.copies {
+            if !state.origins.contains_key(&record.origin_key) {
+                while state.origins.len() >= self.capacity {
+                    let Some(old) = state.origin_order.pop_front() else {
+                        break;
+                    };
+                    if let Some(entry) = state.origins.remove(&old) {
+                        for copy in entry.copies {
+                            state.copies.remove(&super::keys::origin(
+                                &copy.account,
+                                &copy.group,
+                                &copy.id,
+                            ));
+                        }
+                    }
+                }
+                let mut entry = record.origin.clone();
+                entry.copies.clear();
+                state.origins.insert(record.origin_key.clone(), entry);
+                state.origin_order.push_back(record.origin_key.clone());
+            }
+            for copy in record.copies {
+                state.copies.insert(
+                    super::keys::origin(&copy.account, &copy.group, &copy.id),
+                    record.origin_key.clone(),
+                );
+                if let Some(entry) = state.origins.get_mut(&record.origin_key) {
+                    if !entry.copies.contains(&copy) {
+                        entry.copies.push(copy);
+                    }
                 }
             }
         }
-        if let Some(expires) = keys.expiry.get(key) {
-            if *expires > now {
-                return false;
-            }
-        }
-        let expires = now + ttl;
-        keys.expiry.insert(key.to_owned(), expires);
-        keys.order.push_back((expires, key.to_owned()));
-        true
     }
 }
 
-impl DedupStore for MemoryStore {
-    fn insert_if_absent<'a>(
-        &'a self,
-        key: &'a str,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        let fresh = self.insert(key, ttl);
-        Box::pin(async move { Ok(fresh) })
-    }
-
-    fn contains<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+impl RelayStore for MemoryStore {
+    fn holds_any<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<bool, StoreError>> {
         let now = Instant::now();
-        let held = self.lock().expiry.get(key).is_some_and(|at| *at > now);
+        let state = self.lock();
+        let held = keys
+            .iter()
+            .any(|key| state.keys.get(key).is_some_and(|at| *at > now));
         Box::pin(async move { Ok(held) })
     }
 
-    fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.lock().expiry.remove(key);
+    fn write(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.apply(batch);
         Box::pin(async { Ok(()) })
+    }
+
+    fn origin<'a>(
+        &'a self,
+        origin_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<OriginEntry>, StoreError>> {
+        let entry = self.lock().origins.get(origin_key).cloned();
+        Box::pin(async move { Ok(entry) })
+    }
+
+    fn origin_of_copy<'a>(
+        &'a self,
+        copy_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let origin = self.lock().copies.get(copy_key).cloned();
+        Box::pin(async move { Ok(origin) })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    fn keys(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
 
     #[tokio::test(start_paused = true)]
     async fn keys_expire_and_capacity_is_bounded() {
         let store = MemoryStore::new(2);
         let ttl = Duration::from_secs(60);
-        assert!(store.insert_if_absent("a", ttl).await.expect("ok"));
-        assert!(!store.insert_if_absent("a", ttl).await.expect("ok"));
-        assert!(store.contains("a").await.expect("ok"));
+        let put = |names: &[&str]| WriteBatch {
+            keys: names.iter().map(|n| ((*n).to_owned(), ttl)).collect(),
+            copies: Vec::new(),
+        };
+        store.write(put(&["a"])).await.expect("ok");
+        assert!(store.holds_any(&keys(&["x", "a"])).await.expect("ok"));
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(
-            store.insert_if_absent("a", ttl).await.expect("ok"),
+            !store.holds_any(&keys(&["a"])).await.expect("ok"),
             "expired"
         );
-        assert!(store.insert_if_absent("b", ttl).await.expect("ok"));
-        assert!(store.insert_if_absent("c", ttl).await.expect("ok"));
+        store.write(put(&["b", "c"])).await.expect("ok");
         assert_eq!(store.len(), 2, "oldest key evicted at capacity");
-        store.remove("c").await.expect("ok");
-        assert!(store.insert_if_absent("c", ttl).await.expect("ok"));
+        assert!(store.holds_any(&keys(&["c"])).await.expect("ok"));
     }
 }

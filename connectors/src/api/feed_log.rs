@@ -1,0 +1,48 @@
+//! Where the `api` connector keeps what it delivered, so that a consumer resuming with
+//! `Last-Event-ID` after a daemon restart gets exactly what it missed. The relay implements
+//! [`FeedLog`] on its crash-safe store; without one the feed lives in memory only.
+
+use crate::context::BoxFuture;
+
+/// Why the feed log failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("feed log: {0}")]
+pub struct FeedLogError(pub String);
+
+/// The outcome of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The event's sequence number in its group.
+    pub seq: u64,
+    /// False when the same message (same `key`) was appended before: nothing new was written
+    /// and `seq` is the earlier event's.
+    pub fresh: bool,
+}
+
+/// A durable, bounded, per-group log of delivered events.
+pub trait FeedLog: Send + Sync + 'static {
+    /// A number that stays the same for the life of the log, so event ids from before a
+    /// restart stay valid after it.
+    fn epoch(&self) -> u64;
+
+    /// The newest `limit` events of `account`/`group`, oldest first, and the sequence number
+    /// the next event will get.
+    fn recent(
+        &self,
+        account: &str,
+        group: &str,
+        limit: usize,
+    ) -> Result<(Vec<(u64, String)>, u64), FeedLogError>;
+
+    /// Appends an event unless one with the same `key` (the outbound id and destination) is
+    /// already there; keeps at most `keep` events of the group. Resolves once the event is on
+    /// disk, so a message is acknowledged to the broker only when a consumer can get it.
+    fn append(
+        &self,
+        account: String,
+        group: String,
+        key: String,
+        json: String,
+        keep: usize,
+    ) -> BoxFuture<'_, Result<Appended, FeedLogError>>;
+}

@@ -1,0 +1,200 @@
+//! How store keys are made. One key space, split by a one-letter namespace, with parts joined
+//! by U+001F (which no platform id or envelope id contains):
+//!
+//! - `i` envelope id (redelivery dedup, §5),
+//! - `c` content of a message as any bot in the group saw it (cross-bot dedup, §5),
+//! - `e` fingerprint of what egress sent to a group (echo guard, §5),
+//! - `s` send log: (inbound id, destination account, destination group),
+//! - `m` message-map origins and copies: (account, group, message id).
+
+use std::hash::{Hash, Hasher};
+
+use qunbridge_connectors::model::Segment;
+use qunbridge_connectors::{Envelope, Outbound, Platform};
+
+/// Separator between key parts.
+const SEP: char = '\u{1f}';
+
+/// The redelivery key of an envelope.
+pub fn envelope(id: &str) -> String {
+    format!("i{SEP}{id}")
+}
+
+/// The send-log key of an outbound message at one destination account.
+pub fn sent(outbound: &Outbound, account: &str) -> String {
+    format!("s{SEP}{}{SEP}{account}{SEP}{}", outbound.id, outbound.group)
+}
+
+/// A message-map key: an origin message, or a copy, by account, group and platform id.
+pub fn origin(account: &str, group: &str, message_id: &str) -> String {
+    format!("m{SEP}{account}{SEP}{group}{SEP}{message_id}")
+}
+
+/// The cross-bot dedup keys of an inbound message: the same message reported by two bot
+/// accounts in one group (each with its own message id) gives the same key, from the
+/// platform, group, sender, timestamp in seconds and normalized content. A platform clock can
+/// put the two reports on either side of a second boundary, so the neighbouring seconds'
+/// keys are returned too; the first is the message's own. Empty for recalls.
+pub fn content(envelope: &Envelope) -> Vec<String> {
+    if envelope.kind != qunbridge_connectors::Kind::Message {
+        return Vec::new();
+    }
+    let digest = digest(&normalized_segments(&envelope.segments));
+    let second = envelope.ts_ms / 1000;
+    [second, second.saturating_sub(1), second.saturating_add(1)]
+        .iter()
+        .map(|s| {
+            format!(
+                "c{SEP}{}{SEP}{}{SEP}{}{SEP}{s}{SEP}{digest:016x}",
+                envelope.origin.platform.as_str(),
+                envelope.origin.group,
+                envelope.sender.id
+            )
+        })
+        .collect()
+}
+
+/// The echo-guard key of text said in (or sent to) a group of a platform. Returns `None` for
+/// text with nothing but whitespace (an image alone, say): too little to tell an echo by.
+pub fn echo(platform: Platform, group: &str, text: &str) -> Option<String> {
+    let normalized = normalize(text);
+    if normalized.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "e{SEP}{}{SEP}{group}{SEP}{:016x}",
+        platform.as_str(),
+        digest(&normalized)
+    ))
+}
+
+/// The echo-guard key of an inbound message: its text segments, as egress would have sent
+/// them.
+pub fn echo_of(envelope: &Envelope) -> Option<String> {
+    if envelope.kind != qunbridge_connectors::Kind::Message {
+        return None;
+    }
+    let text: String = envelope
+        .segments
+        .iter()
+        .filter_map(|segment| match segment {
+            Segment::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    echo(envelope.origin.platform, &envelope.origin.group, &text)
+}
+
+/// Whitespace collapsed to single spaces and trimmed.
+fn normalize(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The content of a message for the cross-bot key: text normalized, other segments by kind
+/// and their stable fields (image URLs differ between bot implementations, names do not).
+fn normalized_segments(segments: &[Segment]) -> String {
+    let mut out = String::new();
+    let mut text = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Text { text: t } => text.push_str(t),
+            other => {
+                out.push_str(&normalize(&text));
+                text.clear();
+                match other {
+                    Segment::Mention { id, .. } => {
+                        out.push_str("\u{1}@");
+                        out.push_str(id);
+                    }
+                    Segment::Face { id, .. } => {
+                        out.push_str("\u{1}face:");
+                        out.push_str(id);
+                    }
+                    Segment::Image { .. } => out.push_str("\u{1}image"),
+                    _ => out.push_str("\u{1}other"),
+                }
+            }
+        }
+    }
+    out.push_str(&normalize(&text));
+    out
+}
+
+/// A stable 64-bit digest (FNV-1a: the same in every process and version, unlike std's
+/// randomly seeded hasher).
+fn digest(text: &str) -> u64 {
+    let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// FNV-1a, 64 bit.
+struct Fnv1a(u64);
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use qunbridge_connectors::{Kind, Origin, Sender};
+
+    use super::*;
+
+    fn said(account: &str, message_id: &str, ts_ms: u64, text: &str) -> Envelope {
+        Envelope {
+            v: 1,
+            id: format!("{account}:735:{message_id}"),
+            origin: Origin {
+                platform: Platform::Qq,
+                account: account.into(),
+                group: "735".into(),
+                message_id: message_id.into(),
+                group_name: None,
+            },
+            sender: Sender {
+                id: "1437".into(),
+                name: "Ann".into(),
+                is_bot: false,
+            },
+            ts_ms,
+            kind: Kind::Message,
+            segments: vec![Segment::text(text)],
+        }
+    }
+
+    #[test]
+    fn two_bots_reporting_one_message_share_a_content_key() {
+        let a = content(&said("qq-a", "100", 1_718_880_000_400, "see  docs "));
+        let b = content(&said("qq-b", "-7", 1_718_880_000_900, "see docs"));
+        assert_eq!(a[0], b[0], "same second, same normalized text");
+        // Reported on either side of a second boundary: b's own key is among a's neighbours.
+        let c = content(&said("qq-b", "-7", 1_718_880_001_100, "see docs"));
+        assert!(a.contains(&c[0]));
+        let other = content(&said("qq-b", "-8", 1_718_880_000_900, "see the docs"));
+        assert!(!a.contains(&other[0]), "different text, different key");
+    }
+
+    #[test]
+    fn echo_keys_ignore_whitespace_and_need_text() {
+        assert_eq!(
+            echo(Platform::Qq, "735", "[QQ] Ann:  hello\n"),
+            echo_of(&said("qq-b", "1", 0, "[QQ] Ann: hello"))
+        );
+        assert_eq!(echo(Platform::Qq, "735", " \n"), None);
+        assert_ne!(
+            echo(Platform::Qq, "735", "hi"),
+            echo(Platform::Qq, "736", "hi"),
+            "per group"
+        );
+    }
+}

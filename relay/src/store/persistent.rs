@@ -1,0 +1,810 @@
+//! The daemon's store: one redb file, `state.redb` under `state_dir`, crash-safe (every
+//! write is committed with fsync before the caller hears back).
+//!
+//! Writes go to one writer thread that commits whatever has queued up as one transaction
+//! (group commit): a burst of messages costs one fsync, not one each. Reads use their own
+//! read transactions on the caller's thread (redb readers never wait for the writer).
+//!
+//! Sizes are bounded: every key, message-map origin and api feed key has an expiry, kept in
+//! an expiry index that the writer sweeps (at most once a minute, and only after writes, so
+//! an idle daemon does no work); each table also has a most-entries cap, enforced by
+//! evicting the entries that expire first. The api feeds keep a fixed number of events per
+//! group.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use qunbridge_connectors::api::{Appended, FeedLog, FeedLogError};
+use qunbridge_connectors::context::BoxFuture;
+use redb::{
+    Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
+};
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use super::{CopyRecord, OriginEntry, RelayStore, StoreError, WriteBatch, DEDUP_TTL, MAP_TTL};
+
+/// The store's file name under `state_dir`.
+pub const FILE_NAME: &str = "state.redb";
+/// Most keys (dedup, send log, echo) held.
+pub const MAX_KEYS: u64 = 2_000_000;
+/// Most message-map origins held.
+pub const MAX_ORIGINS: u64 = 500_000;
+/// Most api feed idempotency keys held.
+const MAX_FEED_KEYS: u64 = 1_000_000;
+/// redb's page cache: small, the working set is the recent keys.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// Most write jobs committed in one transaction.
+const BATCH: usize = 1024;
+/// Write jobs queued at most before writers wait (backpressure, bounded memory).
+const QUEUE: usize = 8192;
+/// Sweeps run at most this often.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How long opening waits for a store another handle is still closing.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+/// Entries removed per sweep at most, so a sweep never holds up writes for long.
+const SWEEP_MAX: usize = 20_000;
+
+/// Key → expiry (ms since the epoch): dedup, send log and echo keys.
+const KEYS: TableDefinition<&str, u64> = TableDefinition::new("keys");
+/// Origin key → JSON [`OriginEntry`].
+const ORIGINS: TableDefinition<&str, &[u8]> = TableDefinition::new("origins");
+/// Copy key → origin key.
+const COPIES: TableDefinition<&str, &str> = TableDefinition::new("copies");
+/// (expiry ms, table letter + key) → (); what to sweep, oldest first.
+const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
+/// (account␟group, seq) → event JSON: the api feeds.
+const FEED: TableDefinition<(&str, u64), &str> = TableDefinition::new("feed");
+/// Feed idempotency key → (seq, expiry ms).
+const FEED_KEYS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("feed_keys");
+/// Named counters: `epoch`, `seq␟account␟group` (last feed seq).
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Expiry-index prefixes naming the table an entry belongs to.
+const IN_KEYS: char = 'k';
+/// See [`IN_KEYS`].
+const IN_ORIGINS: char = 'o';
+/// See [`IN_KEYS`].
+const IN_FEED_KEYS: char = 'f';
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A redb error as a store error.
+fn backend(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+/// Work for the writer thread.
+enum Job {
+    /// A batch of keys and message-map copies.
+    Write {
+        /// What to write.
+        batch: WriteBatch,
+        /// Answered after the commit.
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// An api feed event.
+    Append {
+        /// `account␟group`.
+        feed: String,
+        /// Idempotency key.
+        key: String,
+        /// The event.
+        json: String,
+        /// Events kept per group.
+        keep: usize,
+        /// Answered after the commit.
+        reply: oneshot::Sender<Result<Appended, StoreError>>,
+    },
+}
+
+/// A job's outcome, held until the commit decides it.
+enum Done {
+    /// A write's reply.
+    Write(oneshot::Sender<Result<(), StoreError>>),
+    /// An append's reply and result.
+    Append(oneshot::Sender<Result<Appended, StoreError>>, Appended),
+}
+
+/// The store. Cheap to share behind an `Arc`; the writer thread ends when the last handle
+/// is dropped.
+pub struct PersistentStore {
+    /// The database (readers use it directly).
+    db: Arc<Database>,
+    /// To the writer thread; taken on drop so the thread ends.
+    jobs: Option<std_mpsc::SyncSender<Job>>,
+    /// The writer thread, joined on drop so the file is closed when the store is gone.
+    writer: Option<std::thread::JoinHandle<()>>,
+    /// Set once at creation, kept for the store's life: the api feeds' event-id epoch.
+    epoch: u64,
+    /// The file, for messages.
+    path: PathBuf,
+}
+
+impl PersistentStore {
+    /// Opens (or creates) `state.redb` in `dir`.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] when another process has it open, [`StoreError::Unreadable`]
+    /// when it is corrupt or not a store.
+    pub fn open(dir: &Path) -> Result<PersistentStore, StoreError> {
+        let path = dir.join(FILE_NAME);
+        let shown = path.display().to_string();
+        let unreadable = |reason: String| StoreError::Unreadable {
+            path: shown.clone(),
+            reason,
+        };
+        // A store that is still being closed (a restart in the same process, or a previous
+        // process still exiting under a supervisor) gets a moment to let go.
+        let deadline = Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match Database::builder().set_cache_size(CACHE_BYTES).create(&path) {
+                Ok(db) => break db,
+                Err(DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(DatabaseError::DatabaseAlreadyOpen) => {
+                    return Err(StoreError::Locked {
+                        path: shown.clone(),
+                    })
+                }
+                Err(other) => return Err(unreadable(other.to_string())),
+            }
+        };
+        let db = Arc::new(db);
+        let epoch = init(&db).map_err(|error| unreadable(error.to_string()))?;
+        let (jobs, rx) = std_mpsc::sync_channel(QUEUE);
+        let writer_db = db.clone();
+        let writer = std::thread::Builder::new()
+            .name("qunbridge-store".into())
+            .spawn(move || write_loop(&writer_db, &rx))
+            .map_err(backend)?;
+        info!(message = "State store opened.", path = %shown);
+        Ok(PersistentStore {
+            db,
+            jobs: Some(jobs),
+            writer: Some(writer),
+            epoch,
+            path,
+        })
+    }
+
+    /// Moves `state.redb` in `dir` aside (to `state.redb.<unix seconds>.bak`) so the next
+    /// start begins with an empty store. Returns where it went, or `None` when there was none.
+    ///
+    /// # Errors
+    /// The I/O error of the rename.
+    pub fn reset(dir: &Path) -> std::io::Result<Option<PathBuf>> {
+        let path = dir.join(FILE_NAME);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let seconds = now_ms() / 1000;
+        let mut aside = dir.join(format!("{FILE_NAME}.{seconds}.bak"));
+        let mut n = 1;
+        while aside.exists() {
+            aside = dir.join(format!("{FILE_NAME}.{seconds}-{n}.bak"));
+            n += 1;
+        }
+        std::fs::rename(&path, &aside)?;
+        Ok(Some(aside))
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Queues a job for the writer; fails when the writer has stopped.
+    fn submit(&self, job: Job) -> Result<(), StoreError> {
+        match &self.jobs {
+            Some(jobs) => jobs.send(job).map_err(|_| StoreError::Stopped),
+            None => Err(StoreError::Stopped),
+        }
+    }
+
+    /// Entries per table, for tests and `qunbridge status`-style checks.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the store cannot be read.
+    pub fn counts(&self) -> Result<StoreCounts, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let len = |result: Result<u64, redb::StorageError>| result.map_err(backend);
+        Ok(StoreCounts {
+            keys: len(txn.open_table(KEYS).map_err(backend)?.len())?,
+            origins: len(txn.open_table(ORIGINS).map_err(backend)?.len())?,
+            copies: len(txn.open_table(COPIES).map_err(backend)?.len())?,
+            feed_events: len(txn.open_table(FEED).map_err(backend)?.len())?,
+        })
+    }
+}
+
+impl Drop for PersistentStore {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer once it has committed what was queued.
+        self.jobs = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// How many entries the store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreCounts {
+    /// Dedup, send-log and echo keys.
+    pub keys: u64,
+    /// Message-map origins.
+    pub origins: u64,
+    /// Message-map copies.
+    pub copies: u64,
+    /// api feed events.
+    pub feed_events: u64,
+}
+
+/// Creates the tables and the epoch on first use; returns the epoch.
+fn init(db: &Database) -> Result<u64, redb::Error> {
+    let txn = db.begin_write()?;
+    let epoch = {
+        txn.open_table(KEYS)?;
+        txn.open_table(ORIGINS)?;
+        txn.open_table(COPIES)?;
+        txn.open_table(EXPIRY)?;
+        txn.open_table(FEED)?;
+        txn.open_table(FEED_KEYS)?;
+        let mut meta = txn.open_table(META)?;
+        let existing = meta.get("epoch")?.map(|v| v.value());
+        match existing {
+            Some(epoch) => epoch,
+            None => {
+                let epoch = now_ms();
+                meta.insert("epoch", epoch)?;
+                epoch
+            }
+        }
+    };
+    txn.commit()?;
+    Ok(epoch)
+}
+
+/// The writer thread: takes what has queued, applies it in one transaction, commits, answers.
+fn write_loop(db: &Database, jobs: &std_mpsc::Receiver<Job>) {
+    let mut last_sweep = Instant::now();
+    let mut written_since_sweep = false;
+    loop {
+        // Idle: block until work comes; a due sweep waits for the next write.
+        let Ok(first) = jobs.recv() else {
+            debug!(message = "State store writer stopped.");
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let sweep = written_since_sweep && last_sweep.elapsed() >= SWEEP_EVERY;
+        match commit(db, batch, sweep) {
+            Ok(()) => {
+                written_since_sweep = true;
+                if sweep {
+                    last_sweep = Instant::now();
+                    written_since_sweep = false;
+                }
+            }
+            Err(error) => {
+                metrics::counter!("qunbridge_store_errors_total").increment(1);
+                warn!(message = "State store commit failed.", %error);
+            }
+        }
+    }
+}
+
+/// Applies and commits one group of jobs; every job's reply is sent after the commit, with
+/// the commit's outcome.
+fn commit(db: &Database, jobs: Vec<Job>, sweep: bool) -> Result<(), StoreError> {
+    let mut done = Vec::with_capacity(jobs.len());
+    let outcome = (|| -> Result<(), StoreError> {
+        let txn = db.begin_write().map_err(backend)?;
+        let now = now_ms();
+        for job in jobs {
+            match job {
+                Job::Write { batch, reply } => {
+                    apply_write(&txn, batch, now).map_err(backend)?;
+                    done.push(Done::Write(reply));
+                }
+                Job::Append {
+                    feed,
+                    key,
+                    json,
+                    keep,
+                    reply,
+                } => {
+                    let appended = apply_append(&txn, &feed, &key, &json, keep, now).map_err(backend)?;
+                    done.push(Done::Append(reply, appended));
+                }
+            }
+        }
+        if sweep {
+            let removed = sweep_expired(&txn, now).map_err(backend)?;
+            if removed > 0 {
+                debug!(message = "State store swept.", removed);
+            }
+        }
+        txn.commit().map_err(backend)
+    })();
+    for item in done {
+        match item {
+            Done::Write(reply) => {
+                let _ = reply.send(outcome.clone());
+            }
+            Done::Append(reply, appended) => {
+                let _ = reply.send(outcome.clone().map(|()| appended));
+            }
+        }
+    }
+    // Jobs not reached when the transaction failed drop their replies: callers see Stopped.
+    outcome
+}
+
+/// Milliseconds from now until `ttl` passes.
+fn expiry(now: u64, ttl: Duration) -> u64 {
+    now.saturating_add(ttl.as_millis() as u64)
+}
+
+/// The expiry-index name of an entry.
+fn indexed(table: char, key: &str) -> String {
+    let mut name = String::with_capacity(key.len() + 1);
+    name.push(table);
+    name.push_str(key);
+    name
+}
+
+/// Writes keys and message-map copies.
+fn apply_write(txn: &WriteTransaction, batch: WriteBatch, now: u64) -> Result<(), redb::Error> {
+    let mut index = txn.open_table(EXPIRY)?;
+    if !batch.keys.is_empty() {
+        let mut keys = txn.open_table(KEYS)?;
+        for (key, ttl) in &batch.keys {
+            let until = expiry(now, *ttl);
+            let previous = keys.insert(key.as_str(), until)?.map(|v| v.value());
+            if let Some(previous) = previous {
+                index.remove((previous, indexed(IN_KEYS, key).as_str()))?;
+            }
+            index.insert((until, indexed(IN_KEYS, key).as_str()), ())?;
+        }
+    }
+    if !batch.copies.is_empty() {
+        let mut origins = txn.open_table(ORIGINS)?;
+        let mut copies = txn.open_table(COPIES)?;
+        for record in batch.copies {
+            add_copies(&mut origins, &mut copies, &mut index, record, now)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds one origin's copies to the map.
+fn add_copies(
+    origins: &mut redb::Table<&str, &[u8]>,
+    copies: &mut redb::Table<&str, &str>,
+    index: &mut redb::Table<(u64, &str), ()>,
+    record: CopyRecord,
+    now: u64,
+) -> Result<(), redb::Error> {
+    let existing = origins
+        .get(record.origin_key.as_str())?
+        .and_then(|v| serde_json::from_slice::<StoredOrigin>(v.value()).ok());
+    let mut stored = match existing {
+        Some(stored) => stored,
+        None => {
+            let until = expiry(now, MAP_TTL);
+            index.insert((until, indexed(IN_ORIGINS, &record.origin_key).as_str()), ())?;
+            let mut entry = record.origin;
+            entry.copies.clear();
+            StoredOrigin {
+                entry,
+                expires_ms: until,
+            }
+        }
+    };
+    for copy in record.copies {
+        let copy_key = super::keys::origin(&copy.account, &copy.group, &copy.id);
+        copies.insert(copy_key.as_str(), record.origin_key.as_str())?;
+        if !stored.entry.copies.contains(&copy) {
+            stored.entry.copies.push(copy);
+        }
+    }
+    let bytes = serde_json::to_vec(&stored).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+    origins.insert(record.origin_key.as_str(), bytes.as_slice())?;
+    Ok(())
+}
+
+/// An origin entry as stored, with its expiry.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredOrigin {
+    /// The entry.
+    entry: OriginEntry,
+    /// When it expires (ms since the epoch).
+    expires_ms: u64,
+}
+
+/// Appends an api feed event unless its key is already there.
+fn apply_append(
+    txn: &WriteTransaction,
+    feed: &str,
+    key: &str,
+    json: &str,
+    keep: usize,
+    now: u64,
+) -> Result<Appended, redb::Error> {
+    let mut feed_keys = txn.open_table(FEED_KEYS)?;
+    let earlier = feed_keys.get(key)?.map(|v| v.value());
+    if let Some((seq, until)) = earlier {
+        if until > now {
+            return Ok(Appended { seq, fresh: false });
+        }
+    }
+    let mut meta = txn.open_table(META)?;
+    let counter = format!("seq\u{1f}{feed}");
+    let seq = meta.get(counter.as_str())?.map_or(0, |v| v.value()) + 1;
+    meta.insert(counter.as_str(), seq)?;
+    let mut events = txn.open_table(FEED)?;
+    events.insert((feed, seq), json)?;
+    let keep = keep.max(1) as u64;
+    if seq > keep {
+        // Events before the kept window go; normally exactly one.
+        let first_kept = seq - keep + 1;
+        let old: Vec<u64> = events
+            .range((feed, 0)..(feed, first_kept))?
+            .filter_map(|entry| entry.ok().map(|(k, _)| k.value().1))
+            .collect();
+        for old_seq in old {
+            events.remove((feed, old_seq))?;
+        }
+    }
+    let until = expiry(now, DEDUP_TTL);
+    feed_keys.insert(key, (seq, until))?;
+    let mut index = txn.open_table(EXPIRY)?;
+    index.insert((until, indexed(IN_FEED_KEYS, key).as_str()), ())?;
+    Ok(Appended { seq, fresh: true })
+}
+
+/// Removes what has expired, then the soonest-expiring entries of any table over its cap.
+/// Returns how many entries went.
+fn sweep_expired(txn: &WriteTransaction, now: u64) -> Result<usize, redb::Error> {
+    let mut index = txn.open_table(EXPIRY)?;
+    let mut keys = txn.open_table(KEYS)?;
+    let mut origins = txn.open_table(ORIGINS)?;
+    let mut copies = txn.open_table(COPIES)?;
+    let mut feed_keys = txn.open_table(FEED_KEYS)?;
+    let mut over_keys = keys.len()?.saturating_sub(MAX_KEYS);
+    let mut over_origins = origins.len()?.saturating_sub(MAX_ORIGINS);
+    let mut over_feed = feed_keys.len()?.saturating_sub(MAX_FEED_KEYS);
+    let mut removed = 0;
+    let mut doomed: Vec<(u64, String)> = Vec::new();
+    for entry in index.range::<(u64, &str)>(..)? {
+        let (key, _) = entry?;
+        let (until, name) = key.value();
+        let expired = until <= now;
+        let table = name.chars().next();
+        let over = match table {
+            Some(IN_KEYS) => over_keys > 0,
+            Some(IN_ORIGINS) => over_origins > 0,
+            Some(IN_FEED_KEYS) => over_feed > 0,
+            _ => true,
+        };
+        if !expired && over_keys == 0 && over_origins == 0 && over_feed == 0 {
+            break;
+        }
+        if expired || over {
+            match table {
+                Some(IN_KEYS) => over_keys = over_keys.saturating_sub(1),
+                Some(IN_ORIGINS) => over_origins = over_origins.saturating_sub(1),
+                Some(IN_FEED_KEYS) => over_feed = over_feed.saturating_sub(1),
+                _ => {}
+            }
+            doomed.push((until, name.to_owned()));
+        }
+        if doomed.len() >= SWEEP_MAX {
+            break;
+        }
+    }
+    for (until, name) in doomed {
+        index.remove((until, name.as_str()))?;
+        let key = name.get(1..).unwrap_or_default();
+        match name.chars().next() {
+            Some(IN_KEYS) => {
+                // Only if the key was not renewed with a later expiry.
+                let current = keys.get(key)?.map(|v| v.value());
+                if current == Some(until) {
+                    keys.remove(key)?;
+                }
+            }
+            Some(IN_ORIGINS) => {
+                let stored = origins
+                    .remove(key)?
+                    .and_then(|v| serde_json::from_slice::<StoredOrigin>(v.value()).ok());
+                if let Some(stored) = stored {
+                    for copy in stored.entry.copies {
+                        copies.remove(
+                            super::keys::origin(&copy.account, &copy.group, &copy.id).as_str(),
+                        )?;
+                    }
+                }
+            }
+            Some(IN_FEED_KEYS) => {
+                let current = feed_keys.get(key)?.map(|v| v.value().1);
+                if current == Some(until) {
+                    feed_keys.remove(key)?;
+                }
+            }
+            _ => {}
+        }
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+impl RelayStore for PersistentStore {
+    fn holds_any<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let held = (|| {
+            let txn = self.db.begin_read().map_err(backend)?;
+            let table = txn.open_table(KEYS).map_err(backend)?;
+            let now = now_ms();
+            for key in keys {
+                if let Some(until) = table.get(key.as_str()).map_err(backend)? {
+                    if until.value() > now {
+                        return Ok(true);
+                    }
+                }
+            }
+            Ok(false)
+        })();
+        Box::pin(async move { held })
+    }
+
+    fn write(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let (reply, outcome) = oneshot::channel();
+            self.submit(Job::Write { batch, reply })?;
+            outcome.await.map_err(|_| StoreError::Stopped)?
+        })
+    }
+
+    fn origin<'a>(
+        &'a self,
+        origin_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<OriginEntry>, StoreError>> {
+        let entry = (|| {
+            let txn = self.db.begin_read().map_err(backend)?;
+            let table = txn.open_table(ORIGINS).map_err(backend)?;
+            let value = table.get(origin_key).map_err(backend)?;
+            Ok(value.and_then(|v| {
+                serde_json::from_slice::<StoredOrigin>(v.value())
+                    .ok()
+                    .filter(|stored| stored.expires_ms > now_ms())
+                    .map(|stored| stored.entry)
+            }))
+        })();
+        Box::pin(async move { entry })
+    }
+
+    fn origin_of_copy<'a>(
+        &'a self,
+        copy_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let origin = (|| {
+            let txn = self.db.begin_read().map_err(backend)?;
+            let table = txn.open_table(COPIES).map_err(backend)?;
+            let value = table.get(copy_key).map_err(backend)?;
+            Ok(value.map(|v| v.value().to_owned()))
+        })();
+        Box::pin(async move { origin })
+    }
+}
+
+impl FeedLog for PersistentStore {
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn recent(
+        &self,
+        account: &str,
+        group: &str,
+        limit: usize,
+    ) -> Result<(Vec<(u64, String)>, u64), FeedLogError> {
+        let feed = format!("{account}\u{1f}{group}");
+        let read = || -> Result<(Vec<(u64, String)>, u64), redb::Error> {
+            let txn = self.db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            let last = meta
+                .get(format!("seq\u{1f}{feed}").as_str())?
+                .map_or(0, |v| v.value());
+            let events = txn.open_table(FEED)?;
+            let first = last.saturating_sub(limit as u64) + 1;
+            let mut out = Vec::new();
+            for entry in events.range((feed.as_str(), first)..=(feed.as_str(), last))? {
+                let (key, value) = entry?;
+                out.push((key.value().1, value.value().to_owned()));
+            }
+            Ok((out, last + 1))
+        };
+        read().map_err(|error| FeedLogError(error.to_string()))
+    }
+
+    fn append(
+        &self,
+        account: String,
+        group: String,
+        key: String,
+        json: String,
+        keep: usize,
+    ) -> BoxFuture<'_, Result<Appended, FeedLogError>> {
+        Box::pin(async move {
+            let (reply, outcome) = oneshot::channel();
+            self.submit(Job::Append {
+                feed: format!("{account}\u{1f}{group}"),
+                key,
+                json,
+                keep,
+                reply,
+            })
+            .map_err(|error| FeedLogError(error.to_string()))?;
+            outcome
+                .await
+                .map_err(|_| FeedLogError(StoreError::Stopped.to_string()))?
+                .map_err(|error| FeedLogError(error.to_string()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Copy;
+
+    fn batch(keys: &[&str], ttl: Duration) -> WriteBatch {
+        WriteBatch {
+            keys: keys.iter().map(|k| ((*k).to_owned(), ttl)).collect(),
+            copies: Vec::new(),
+        }
+    }
+
+    fn owned(keys: &[&str]) -> Vec<String> {
+        keys.iter().map(|k| (*k).to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn what_was_written_survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let epoch;
+        {
+            let store = PersistentStore::open(dir.path()).expect("open");
+            epoch = store.epoch();
+            store
+                .write(batch(&["a", "b"], Duration::from_secs(3600)))
+                .await
+                .expect("write");
+            store
+                .write(WriteBatch {
+                    keys: Vec::new(),
+                    copies: vec![CopyRecord {
+                        origin_key: "m-origin".into(),
+                        origin: OriginEntry {
+                            account: "qq".into(),
+                            group: "1".into(),
+                            message_id: "100".into(),
+                            excerpt: "Ann: hi".into(),
+                            copies: Vec::new(),
+                        },
+                        copies: vec![Copy {
+                            account: "wx".into(),
+                            group: "w".into(),
+                            id: "w-7".into(),
+                        }],
+                    }],
+                })
+                .await
+                .expect("write");
+            let first = store
+                .append("api".into(), "g".into(), "k1".into(), "e1".into(), 2)
+                .await
+                .expect("append");
+            assert_eq!(first, Appended { seq: 1, fresh: true });
+        }
+        let store = PersistentStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.epoch(), epoch, "the feed epoch is kept");
+        assert!(store.holds_any(&owned(&["b"])).await.expect("read"));
+        assert!(!store.holds_any(&owned(&["c"])).await.expect("read"));
+        let entry = store.origin("m-origin").await.expect("read").expect("entry");
+        assert_eq!(entry.copies[0].id, "w-7");
+        assert_eq!(
+            store
+                .origin_of_copy(&crate::store::keys::origin("wx", "w", "w-7"))
+                .await
+                .expect("read")
+                .as_deref(),
+            Some("m-origin")
+        );
+        // The same feed key again is not a new event; the feed keeps 2 events.
+        let again = store
+            .append("api".into(), "g".into(), "k1".into(), "e1".into(), 2)
+            .await
+            .expect("append");
+        assert_eq!(again, Appended { seq: 1, fresh: false });
+        for n in 2..=4 {
+            store
+                .append("api".into(), "g".into(), format!("k{n}"), format!("e{n}"), 2)
+                .await
+                .expect("append");
+        }
+        let (events, next) = store.recent("api", "g", 10).expect("recent");
+        assert_eq!(events, vec![(3, "e3".to_owned()), (4, "e4".to_owned())]);
+        assert_eq!(next, 5);
+    }
+
+    #[tokio::test]
+    async fn expired_keys_are_not_held_and_are_swept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = PersistentStore::open(dir.path()).expect("open");
+        store
+            .write(batch(&["short"], Duration::from_millis(1)))
+            .await
+            .expect("write");
+        store
+            .write(batch(&["long"], Duration::from_secs(3600)))
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(!store.holds_any(&owned(&["short"])).await.expect("read"));
+        let txn = store.db.begin_write().expect("txn");
+        let removed = sweep_expired(&txn, now_ms()).expect("sweep");
+        txn.commit().expect("commit");
+        assert_eq!(removed, 1, "only the expired key goes");
+        assert_eq!(store.counts().expect("counts").keys, 1);
+        assert!(store.holds_any(&owned(&["long"])).await.expect("read"));
+    }
+
+    #[test]
+    fn a_corrupt_file_is_reported_and_reset_moves_it_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, vec![0x5a; 8192]).expect("write garbage");
+        let error = match PersistentStore::open(dir.path()) {
+            Ok(_) => panic!("a garbage file must not open"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.contains(&path.display().to_string()), "{error}");
+        assert!(error.contains("--reset-state"), "{error}");
+        let aside = PersistentStore::reset(dir.path())
+            .expect("rename")
+            .expect("moved");
+        assert_eq!(std::fs::read(&aside).expect("kept").len(), 8192);
+        assert!(PersistentStore::open(dir.path()).is_ok(), "starts empty");
+    }
+
+    #[test]
+    fn a_second_process_cannot_open_the_same_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = PersistentStore::open(dir.path()).expect("open");
+        match PersistentStore::open(dir.path()) {
+            Err(StoreError::Locked { .. }) => {}
+            Err(other) => panic!("expected Locked, got {other}"),
+            Ok(_) => panic!("opened twice"),
+        }
+    }
+}
