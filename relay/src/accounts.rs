@@ -360,6 +360,9 @@ async fn publish_status(
     }
 }
 
+/// Messages of one account waiting in its destination queues at most.
+const MAX_QUEUED: usize = 10_000;
+
 /// Takes an account's deliveries off the broker and queues them per destination; each is
 /// acknowledged once its destination worker settled it.
 struct EgressPump {
@@ -388,6 +391,7 @@ impl EgressPump {
             activity,
             stop,
         } = self;
+        let queued = Arc::new(tokio::sync::Semaphore::new(MAX_QUEUED));
         loop {
             let delivery = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -416,8 +420,23 @@ impl EgressPump {
                 client.ack(&delivery).await;
                 continue;
             }
+            // At most MAX_QUEUED messages of the account wait in its destination queues; then
+            // the pump stops reading and the broker holds the rest (memory stays bounded even
+            // with a broker that has no inflight limit).
+            let permit = tokio::select! {
+                _ = stop.cancelled() => break,
+                permit = queued.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
             let acker = client.clone();
-            let ack: Ack = Box::new(move || Box::pin(async move { acker.ack(&delivery).await }));
+            let ack: Ack = Box::new(move || {
+                Box::pin(async move {
+                    acker.ack(&delivery).await;
+                    drop(permit);
+                })
+            });
             dispatcher.dispatch(Queued {
                 outbound,
                 ack,

@@ -405,3 +405,75 @@ to = ["hook:ops"]
         "a secret reached the logs:\n{stderr}"
     );
 }
+
+#[test]
+fn a_corrupt_state_store_is_reported_and_reset_state_moves_it_aside() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let store = state.join("state.redb");
+    std::fs::write(&store, b"not a redb file, a half-written one".repeat(200)).expect("garbage");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free")
+            .port()
+    };
+    let path = dir.path().join("qunbridge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "state_dir = {state:?}\n[broker]\nembedded_listen = \"127.0.0.1:{}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n",
+            free(),
+            free()
+        ),
+    )
+    .expect("write config");
+    let output = qunbridge()
+        .arg("run")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("the state store `{}` cannot be opened", store.display()))
+            && stderr.contains("qunbridge run --reset-state"),
+        "{stderr}"
+    );
+
+    // --reset-state keeps the old file next to the new store and starts.
+    let mut child = qunbridge()
+        .arg("run")
+        .arg("-c")
+        .arg(&path)
+        .arg("--reset-state")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let kept = loop {
+        let kept: Vec<_> = std::fs::read_dir(&state)
+            .expect("state dir")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(".bak"))
+            .collect();
+        if !kept.is_empty() && store.exists() {
+            break kept;
+        }
+        assert!(std::time::Instant::now() < deadline, "store not reset");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(kept.len(), 1);
+    assert!(
+        std::fs::read(&kept[0])
+            .expect("kept")
+            .starts_with(b"not a redb file"),
+        "the old store is kept, not deleted"
+    );
+}

@@ -10,6 +10,8 @@ pub mod onebot12_peer;
 
 pub mod wecom_peer;
 
+pub mod process;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -81,6 +83,8 @@ pub struct Mosquitto {
     child: Child,
     /// Its port.
     pub port: u16,
+    /// Its config file.
+    conf: PathBuf,
     /// Its config and persistence directory.
     _dir: tempfile::TempDir,
 }
@@ -93,6 +97,30 @@ impl Mosquitto {
 
     /// Starts mosquitto; with `Some((user, password))` only that user may connect.
     pub async fn start_with_user(user: Option<(&str, &str)>) -> Mosquitto {
+        Mosquitto::start_configured(user, false).await
+    }
+
+    /// Starts mosquitto with persistence on: sessions and queued QoS 1 messages are saved when
+    /// it stops and loaded when [`Mosquitto::restart`] starts it again.
+    pub async fn start_persistent() -> Mosquitto {
+        Mosquitto::start_configured(None, true).await
+    }
+
+    /// Stops the broker as an operator would (SIGTERM, it saves its state) and starts it
+    /// again on the same port with the same config.
+    pub async fn restart(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let _ = self.child.wait().await;
+        self.child = spawn_mosquitto(&self.conf);
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], self.port))).await;
+    }
+
+    /// The body of the constructors.
+    async fn start_configured(user: Option<(&str, &str)>, persistent: bool) -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
@@ -115,25 +143,26 @@ impl Mosquitto {
             &conf,
             format!(
                 "listener {port} 127.0.0.1\n{auth}set_tcp_nodelay true\n\
-                 max_queued_messages 0\nmax_inflight_messages 0\npersistence false\nlog_dest stderr\nlog_type error\n"
+                 max_queued_messages 0\nmax_inflight_messages 0\n{persistence}log_dest stderr\nlog_type error\n",
+                persistence = if persistent {
+                    format!(
+                        // As root mosquitto would switch to its own user, who cannot
+                        // write in the test's directory; as anyone else this is ignored.
+                        "persistence true\npersistence_location {}/\nuser root\n",
+                        dir.path().display()
+                    )
+                } else {
+                    "persistence false\n".to_owned()
+                }
             ),
         )
         .expect("write mosquitto.conf");
-        let binary = mosquitto_binary();
-        let child = Command::new(&binary)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start {binary:?} ({e}); install mosquitto (.ci/run does)")
-            });
+        let child = spawn_mosquitto(&conf);
         wait_for_port(SocketAddr::from(([127, 0, 0, 1], port))).await;
         Mosquitto {
             child,
             port,
+            conf,
             _dir: dir,
         }
     }
@@ -143,6 +172,19 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+/// Starts mosquitto on a config file.
+fn spawn_mosquitto(conf: &Path) -> Child {
+    let binary = mosquitto_binary();
+    Command::new(&binary)
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {binary:?} ({e}); install mosquitto (.ci/run does)"))
 }
 
 /// mosquitto from PATH or where Debian puts it.
@@ -371,6 +413,24 @@ pub struct SseClient {
 }
 
 impl SseClient {
+    /// Opens an event stream, or `None` when nothing answers 200 (the daemon is down).
+    pub async fn try_open(url: &str, last_event_id: Option<&str>) -> Option<SseClient> {
+        let mut request = reqwest::Client::new()
+            .get(url)
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        Some(SseClient {
+            body: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        })
+    }
+
     /// Opens an event stream, optionally resuming after `last_event_id`, with a bearer token.
     pub async fn open(url: &str, last_event_id: Option<&str>, token: Option<&str>) -> SseClient {
         let mut request = reqwest::Client::new()
@@ -400,7 +460,8 @@ impl SseClient {
             let chunk = tokio::time::timeout_at(deadline, self.body.next())
                 .await
                 .ok()??;
-            let chunk = chunk.expect("event stream chunk");
+            // A broken stream (the daemon went away) ends like a closed one.
+            let chunk = chunk.ok()?;
             self.buffer.push_str(&String::from_utf8_lossy(&chunk));
         }
     }

@@ -49,6 +49,8 @@ pub struct OneBot11Peer {
     fail_retcode: AtomicI64,
     /// Next message id handed out for sends.
     next_message_id: AtomicI64,
+    /// Sends left to answer before the connection is dropped (0: never).
+    drop_after_sends: AtomicU32,
 }
 
 impl OneBot11Peer {
@@ -67,6 +69,7 @@ impl OneBot11Peer {
             fail_sends: AtomicU32::new(0),
             fail_retcode: AtomicI64::new(0),
             next_message_id: AtomicI64::new(9001),
+            drop_after_sends: AtomicU32::new(0),
         })
     }
 
@@ -199,9 +202,16 @@ impl OneBot11Peer {
                     Some(Ok(Message::Text(text))) => {
                         let request: Value = serde_json::from_str(&text).expect("actions are JSON");
                         let answer = self.answer(&request);
+                        let is_send = request["action"] == "send_group_msg";
                         self.actions.lock().expect("lock").push_back(request);
                         self.changed.notify_waiters();
                         if sink.send(Message::Text(answer.to_string().into())).await.is_err() { break }
+                        // Crash right after answering: whatever else the relay already wrote
+                        // on this socket is never read.
+                        if is_send && self.drop_after_sends.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) == Ok(1) {
+                            *self.current.lock().expect("lock") = None;
+                            break;
+                        }
                     }
                     Some(Ok(_)) => {}
                     _ => break,
@@ -265,6 +275,11 @@ impl OneBot11Peer {
         self.heartbeats_stopped.store(true, Ordering::SeqCst);
     }
 
+    /// Drops the connection abruptly right after answering the `count`-th next send.
+    pub fn drop_after_sends(&self, count: u32) {
+        self.drop_after_sends.store(count, Ordering::SeqCst);
+    }
+
     /// Makes the next `count` sends fail with `retcode`.
     pub fn fail_next_sends(&self, count: u32, retcode: i64) {
         self.fail_retcode.store(retcode, Ordering::SeqCst);
@@ -305,6 +320,33 @@ impl OneBot11Peer {
                 "no `{name}` action within {PATIENCE:?}"
             );
         }
+    }
+
+    /// The text of every `send_group_msg` received so far and not yet taken, in order.
+    pub fn sent_texts(&self) -> Vec<String> {
+        self.actions
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|a| a["action"] == "send_group_msg")
+            .map(|a| {
+                let message = &a["params"]["message"];
+                match message.as_str() {
+                    Some(text) => text.to_owned(),
+                    None => message
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| s["data"]["text"].as_str())
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Connections made so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Actions with this name received so far and not yet taken.

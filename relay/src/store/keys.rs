@@ -34,9 +34,13 @@ pub fn origin(account: &str, group: &str, message_id: &str) -> String {
 /// accounts in one group (each with its own message id) gives the same key, from the
 /// platform, group, sender, timestamp in seconds and normalized content. A platform clock can
 /// put the two reports on either side of a second boundary, so the neighbouring seconds'
-/// keys are returned too; the first is the message's own. Empty for recalls.
+/// keys are returned too; the first is the message's own. Empty for recalls and `api`
+/// groups.
 pub fn content(envelope: &Envelope) -> Vec<String> {
-    if envelope.kind != qunbridge_connectors::Kind::Message {
+    // An `api` group belongs to one account: no second bot can report the same message.
+    if envelope.kind != qunbridge_connectors::Kind::Message
+        || envelope.origin.platform == Platform::Api
+    {
         return Vec::new();
     }
     let digest = digest(&normalized_segments(&envelope.segments));

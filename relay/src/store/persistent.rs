@@ -637,6 +637,9 @@ impl FeedLog for PersistentStore {
             let events = txn.open_table(FEED)?;
             let first = last.saturating_sub(limit as u64) + 1;
             let mut out = Vec::new();
+            if last == 0 || limit == 0 {
+                return Ok((out, last + 1));
+            }
             for entry in events.range((feed.as_str(), first)..=(feed.as_str(), last))? {
                 let (key, value) = entry?;
                 out.push((key.value().1, value.value().to_owned()));

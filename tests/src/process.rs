@@ -1,0 +1,111 @@
+//! The daemon as a separate process (`qunbridge run`), for what only a process can show: a
+//! `kill -9` in the middle of a stream and a restart on the same state directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{free_port, qunbridge_binary, PATIENCE};
+
+/// A `qunbridge run` process; killed when dropped.
+pub struct DaemonProcess {
+    /// The process, while it runs.
+    child: Option<Child>,
+    /// Its config file (the state directory is next to it).
+    config: PathBuf,
+    /// Its admin endpoint.
+    pub admin: SocketAddr,
+}
+
+impl DaemonProcess {
+    /// Writes `config` (with `state_dir` and `[admin]` filled in) into `dir`, starts the
+    /// daemon and waits until `/readyz` says ready.
+    pub async fn start(dir: &std::path::Path, config: &str) -> DaemonProcess {
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let path = dir.join("qunbridge.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "state_dir = {:?}\n{config}\n[admin]\nlisten = \"{admin}\"\n",
+                dir.join("state")
+            ),
+        )
+        .expect("write config");
+        let mut process = DaemonProcess {
+            child: None,
+            config: path,
+            admin,
+        };
+        process.spawn().await;
+        process
+    }
+
+    /// Starts the process on the config file and waits until it is ready.
+    async fn spawn(&mut self) {
+        let log = std::env::var("QUNBRIDGE_TEST_LOG").ok();
+        let child = Command::new(qunbridge_binary())
+            .arg("run")
+            .arg("-c")
+            .arg(&self.config)
+            .env("QUNBRIDGE_LOG", log.as_deref().unwrap_or("warn"))
+            .stdout(Stdio::null())
+            .stderr(if log.is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("daemon starts");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let ready = reqwest::get(format!("http://{}/readyz", self.admin)).await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "daemon not ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `kill -9`: no shutdown, no flushing, nothing but what is already on disk and with the
+    /// broker.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the daemon again on the same config and state directory.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// The admin endpoint's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// Stops the daemon as systemd would (SIGTERM) and returns its exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().ok()
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
