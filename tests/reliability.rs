@@ -130,7 +130,10 @@ async fn restart_keeps_recall_reply_and_feed(broker: Broker) {
     let second = resumed.next().await.json();
     assert_eq!(second["kind"], "recall", "{second}");
     assert!(
-        resumed.next_within(Duration::from_millis(300)).await.is_none(),
+        resumed
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_none(),
         "nothing else"
     );
     daemon.stop().await.expect("clean stop");
@@ -236,10 +239,12 @@ async fn one_message_seen_by_two_bots_is_relayed_once_and_sent_back_once() {
     assert_eq!(status, 202);
     let sent = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let total = first.count_actions("send_group_msg") + second.count_actions("send_group_msg");
+            let total =
+                first.count_actions("send_group_msg") + second.count_actions("send_group_msg");
             if total > 0 {
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                return first.count_actions("send_group_msg") + second.count_actions("send_group_msg");
+                return first.count_actions("send_group_msg")
+                    + second.count_actions("send_group_msg");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -281,7 +286,10 @@ async fn the_relays_own_message_reported_as_someone_elses_is_not_relayed_back() 
     assert_eq!(next["text"], "[QQ] Ann: real one");
     let metrics = daemon.metrics().await;
     assert_eq!(
-        counter(&metrics, "qunbridge_messages_dropped_total{reason=\"echo\"}"),
+        counter(
+            &metrics,
+            "qunbridge_messages_dropped_total{reason=\"echo\"}"
+        ),
         1.0,
         "{metrics}"
     );

@@ -167,7 +167,9 @@ pub async fn run(
     })?;
     if options.reset_state {
         match PersistentStore::reset(&config.state_dir) {
-            Ok(Some(aside)) => warn!(message = "State store moved aside; starting with an empty store.", kept_at = %aside.display()),
+            Ok(Some(aside)) => {
+                warn!(message = "State store moved aside; starting with an empty store.", kept_at = %aside.display())
+            }
             Ok(None) => info!(message = "No state store to reset."),
             Err(source) => {
                 return Err(RunError::StateDir {

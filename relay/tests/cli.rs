@@ -438,8 +438,10 @@ fn a_corrupt_state_store_is_reported_and_reset_state_moves_it_aside() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains(&format!("the state store `{}` cannot be opened", store.display()))
-            && stderr.contains("qunbridge run --reset-state"),
+        stderr.contains(&format!(
+            "the state store `{}` cannot be opened",
+            store.display()
+        )) && stderr.contains("qunbridge run --reset-state"),
         "{stderr}"
     );
 

@@ -81,7 +81,9 @@ impl Feeds {
 
     /// The durable log, if any, and the account it is kept under.
     pub fn log(&self) -> Option<(&str, &Arc<dyn FeedLog>)> {
-        self.log.as_ref().map(|(account, log)| (account.as_str(), log))
+        self.log
+            .as_ref()
+            .map(|(account, log)| (account.as_str(), log))
     }
 
     /// Events kept per group.

@@ -300,7 +300,11 @@ async fn settle(
         }
     }
     let batch = WriteBatch {
-        keys: item.keys.iter().map(|key| (key.clone(), DEDUP_TTL)).collect(),
+        keys: item
+            .keys
+            .iter()
+            .map(|key| (key.clone(), DEDUP_TTL))
+            .collect(),
         copies: Vec::new(),
     };
     if let Err(error) = store.write(batch).await {

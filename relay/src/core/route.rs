@@ -99,8 +99,7 @@ impl Routes {
                     if same_group || !present.insert(member.clone()) {
                         continue;
                     }
-                    if platform != Platform::Api
-                        && !chats.insert((platform, member.group.clone()))
+                    if platform != Platform::Api && !chats.insert((platform, member.group.clone()))
                     {
                         continue;
                     }

@@ -147,7 +147,13 @@ pub(crate) async fn run_destination(
             continue;
         };
         if unit.wants_related {
-            unit.related = match message_map::related(&*shared.store, &unit.outbound, &shared.account).await {
+            unit.related = match message_map::related(
+                &*shared.store,
+                &unit.outbound,
+                &shared.account,
+            )
+            .await
+            {
                 Ok(related) => related,
                 Err(error) => {
                     warn!(message = "Message map not readable; sending without reply or recall sync.", account = %shared.account, %error);
@@ -256,8 +262,7 @@ fn record_and_ack(shared: &AccountEgress, unit: Unit, receipt: SendReceipt) {
         }
     }
     if unit.outbound.kind == Kind::Message {
-        if let Some(echo) = keys::echo(shared.platform, &unit.outbound.group, &unit.outbound.text)
-        {
+        if let Some(echo) = keys::echo(shared.platform, &unit.outbound.group, &unit.outbound.text) {
             batch.keys.push((echo, ECHO_TTL));
         }
     }

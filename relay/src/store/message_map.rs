@@ -181,7 +181,10 @@ mod tests {
         sent(&map, &to_hub, "hub", &["3".into()]).await;
 
         let recall = outbound("qq", "1", "100", "w", vec![], Kind::Recall);
-        assert_eq!(rel(&map, &recall, "wx").await.recall, vec!["w-7".to_owned()]);
+        assert_eq!(
+            rel(&map, &recall, "wx").await.recall,
+            vec!["w-7".to_owned()]
+        );
 
         // A reply in qq:1 to message 100, going to wx:w: native reply to w-7.
         let reply = outbound(
@@ -194,7 +197,10 @@ mod tests {
             }],
             Kind::Message,
         );
-        assert_eq!(rel(&map, &reply, "wx").await.reply_to.as_deref(), Some("w-7"));
+        assert_eq!(
+            rel(&map, &reply, "wx").await.reply_to.as_deref(),
+            Some("w-7")
+        );
         // A reply in wx:w to the copy w-7, going back to qq:1: the original message 100.
         let back = outbound(
             "wx",
@@ -206,7 +212,10 @@ mod tests {
             }],
             Kind::Message,
         );
-        assert_eq!(rel(&map, &back, "qq").await.reply_to.as_deref(), Some("100"));
+        assert_eq!(
+            rel(&map, &back, "qq").await.reply_to.as_deref(),
+            Some("100")
+        );
         // Going to a group without a copy: a quote.
         let elsewhere = outbound(
             "qq",

@@ -146,7 +146,10 @@ impl PersistentStore {
         // process still exiting under a supervisor) gets a moment to let go.
         let deadline = Instant::now() + LOCK_WAIT;
         let db = loop {
-            match Database::builder().set_cache_size(CACHE_BYTES).create(&path) {
+            match Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(&path)
+            {
                 Ok(db) => break db,
                 Err(DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50));
@@ -329,7 +332,8 @@ fn commit(db: &Database, jobs: Vec<Job>, sweep: bool) -> Result<(), StoreError> 
                     keep,
                     reply,
                 } => {
-                    let appended = apply_append(&txn, &feed, &key, &json, keep, now).map_err(backend)?;
+                    let appended =
+                        apply_append(&txn, &feed, &key, &json, keep, now).map_err(backend)?;
                     done.push(Done::Append(reply, appended));
                 }
             }
@@ -408,7 +412,10 @@ fn add_copies(
         Some(stored) => stored,
         None => {
             let until = expiry(now, MAP_TTL);
-            index.insert((until, indexed(IN_ORIGINS, &record.origin_key).as_str()), ())?;
+            index.insert(
+                (until, indexed(IN_ORIGINS, &record.origin_key).as_str()),
+                (),
+            )?;
             let mut entry = record.origin;
             entry.copies.clear();
             StoredOrigin {
@@ -727,13 +734,23 @@ mod tests {
                 .append("api".into(), "g".into(), "k1".into(), "e1".into(), 2)
                 .await
                 .expect("append");
-            assert_eq!(first, Appended { seq: 1, fresh: true });
+            assert_eq!(
+                first,
+                Appended {
+                    seq: 1,
+                    fresh: true
+                }
+            );
         }
         let store = PersistentStore::open(dir.path()).expect("reopen");
         assert_eq!(store.epoch(), epoch, "the feed epoch is kept");
         assert!(store.holds_any(&owned(&["b"])).await.expect("read"));
         assert!(!store.holds_any(&owned(&["c"])).await.expect("read"));
-        let entry = store.origin("m-origin").await.expect("read").expect("entry");
+        let entry = store
+            .origin("m-origin")
+            .await
+            .expect("read")
+            .expect("entry");
         assert_eq!(entry.copies[0].id, "w-7");
         assert_eq!(
             store
@@ -748,10 +765,22 @@ mod tests {
             .append("api".into(), "g".into(), "k1".into(), "e1".into(), 2)
             .await
             .expect("append");
-        assert_eq!(again, Appended { seq: 1, fresh: false });
+        assert_eq!(
+            again,
+            Appended {
+                seq: 1,
+                fresh: false
+            }
+        );
         for n in 2..=4 {
             store
-                .append("api".into(), "g".into(), format!("k{n}"), format!("e{n}"), 2)
+                .append(
+                    "api".into(),
+                    "g".into(),
+                    format!("k{n}"),
+                    format!("e{n}"),
+                    2,
+                )
                 .await
                 .expect("append");
         }
