@@ -14,7 +14,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -27,11 +29,52 @@ pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// How long a peer may take to complete the WebSocket handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// WebSocket limits for platform sockets (both directions of the project use them).
+/// WebSocket limits for platform sockets: every socket a connector opens or accepts (OneBot
+/// forward and reverse, DingTalk Stream) uses them.
 pub fn socket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES))
+}
+
+/// Reports a failed read from a platform socket and returns a short reason for the account
+/// state. tokio-tungstenite ends the stream after any read error, so the connection is lost
+/// either way (the peer reconnects, or the connector does); what was lost is counted:
+/// a frame over [`MAX_MESSAGE_BYTES`] as `messages_dropped_total{reason="oversized"}`, a text
+/// frame that is not UTF-8 as `reason="malformed"`.
+pub fn read_failure(account: &str, error: &WsError) -> &'static str {
+    match error {
+        WsError::Capacity(detail) => {
+            warn!(message = "Dropping a WebSocket frame over the size limit; the connection ends.", account = %account, %detail, limit = MAX_MESSAGE_BYTES);
+            metrics::counter!("qunbridge_messages_dropped_total", "reason" => "oversized")
+                .increment(1);
+            "frame over the size limit"
+        }
+        WsError::Utf8(_) => {
+            warn!(message = "Dropping a text frame that is not UTF-8; the connection ends.", account = %account);
+            metrics::counter!("qunbridge_messages_dropped_total", "reason" => "malformed")
+                .increment(1);
+            "text frame that is not UTF-8"
+        }
+        other => {
+            debug!(message = "WebSocket read failed.", account = %account, error = %other);
+            "read error"
+        }
+    }
+}
+
+/// The close frame to send after a read failure that is the peer's fault (1009 for a frame
+/// over the limit, 1007 for text that is not UTF-8), so a well-behaved peer learns why.
+pub fn close_after(error: &WsError) -> Option<CloseFrame> {
+    let (code, reason) = match error {
+        WsError::Capacity(_) => (CloseCode::Size, "frame over the size limit"),
+        WsError::Utf8(_) => (CloseCode::Invalid, "text frame that is not UTF-8"),
+        _ => return None,
+    };
+    Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    })
 }
 
 /// What a peer said it is in `X-Client-Role`.
@@ -334,4 +377,32 @@ async fn handshake(
             peer,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+
+    use super::*;
+
+    #[test]
+    fn read_failures_that_are_the_peers_fault_are_answered_with_a_close_code() {
+        let oversized = WsError::Capacity(CapacityError::MessageTooLong {
+            size: MAX_MESSAGE_BYTES + 1,
+            max_size: MAX_MESSAGE_BYTES,
+        });
+        assert_eq!(
+            close_after(&oversized).map(|c| c.code),
+            Some(CloseCode::Size)
+        );
+        assert_eq!(read_failure("a", &oversized), "frame over the size limit");
+        let not_utf8 = WsError::Utf8("bad".into());
+        assert_eq!(
+            close_after(&not_utf8).map(|c| c.code),
+            Some(CloseCode::Invalid)
+        );
+        assert_eq!(read_failure("a", &not_utf8), "text frame that is not UTF-8");
+        assert!(close_after(&WsError::ConnectionClosed).is_none());
+        assert_eq!(read_failure("a", &WsError::AlreadyClosed), "read error");
+    }
 }

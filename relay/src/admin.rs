@@ -394,6 +394,10 @@ fn describe() {
         "qunbridge_auth_failures_total",
         "Requests or connections refused for bad credentials, by account."
     );
+    describe_counter!(
+        "qunbridge_unknown_input_total",
+        "Platform events or message segments of a type qunbridge does not know, by platform and kind."
+    );
 }
 
 /// Serves the admin endpoint on a bound listener until `stop`.

@@ -34,7 +34,7 @@ use tracing::{error, info, warn};
 use crate::activity::Activity;
 use crate::admin::Health;
 use crate::broker::{BrokerClient, ClientOptions, Endpoint, Topics};
-use crate::config::{BrokerMode, Config};
+use crate::config::{BrokerMode, Config, StoreConfig};
 use crate::core::{Core, Routes, SharedRoutes};
 use crate::store::PersistentStore;
 
@@ -179,7 +179,20 @@ pub async fn run(
             }
         }
     }
-    let persistent = Arc::new(PersistentStore::open(&config.state_dir)?);
+    let (relay_store, feed_log): (
+        Arc<dyn store::RelayStore>,
+        Arc<dyn qunbridge_connectors::api::FeedLog>,
+    ) = match &config.store {
+        StoreConfig::Embedded => {
+            let persistent = Arc::new(PersistentStore::open(&config.state_dir)?);
+            (persistent.clone(), persistent)
+        }
+        StoreConfig::Redis { url, prefix } => {
+            let shared = Arc::new(store::RedisStore::connect(url.expose(), prefix).await?);
+            info!(message = "Using the shared Redis store.", prefix = %prefix);
+            (shared.clone(), shared)
+        }
+    };
     let _embedded = match &config.broker.mode {
         BrokerMode::Embedded { listen } => Some(broker::embedded::start(*listen)?),
         BrokerMode::External(external) => {
@@ -212,8 +225,8 @@ pub async fn run(
         endpoint: endpoint.clone(),
         topics: topics.clone(),
         activity: activity.clone(),
-        store: persistent.clone(),
-        feed_log: Some(persistent.clone()),
+        store: relay_store.clone(),
+        feed_log: Some(feed_log),
         bots: qunbridge_connectors::BotRegistry::default(),
         listeners: qunbridge_connectors::reverse_ws::SharedListeners::default(),
         intake: intake.clone(),
@@ -235,7 +248,7 @@ pub async fn run(
         let core = Core {
             topics: topics.clone(),
             routes: routes.clone(),
-            store: persistent.clone(),
+            store: relay_store.clone(),
             client: core_client.clone(),
             activity: activity.clone(),
         };
@@ -377,7 +390,8 @@ impl SharedDeps {
 /// Reads the config file again and puts its links, formats, filters and limits in force
 /// without touching connections or queued messages. A file with errors changes nothing: every
 /// error is logged and the failed reload counted. Returns the new config when it was applied.
-/// Changes to `[broker]`, `[admin]` or `state_dir` are logged and left for a restart.
+/// Changes to `[broker]`, `[admin]`, `[store]` or `state_dir` are logged and left for a
+/// restart.
 fn apply_reload(
     path: &std::path::Path,
     running_config: &Config,
@@ -401,9 +415,10 @@ fn apply_reload(
     if config.broker.topic_prefix != running_config.broker.topic_prefix
         || config.admin.listen != running_config.admin.listen
         || config.state_dir != running_config.state_dir
+        || config.store != running_config.store
         || format!("{:?}", config.broker.mode) != format!("{:?}", running_config.broker.mode)
     {
-        warn!(message = "Reload: broker, admin or state_dir changes take effect after a restart.");
+        warn!(message = "Reload: broker, admin, state_dir or store changes take effect after a restart.");
     }
     routes.replace(Routes::new(&config));
     for account in running {

@@ -216,6 +216,15 @@ fn check(path: &Path) -> ExitCode {
     println!("topic prefix: {}", config.broker.topic_prefix);
     println!("admin: {}", config.admin.listen);
     println!("state_dir: {}", config.state_dir.display());
+    match &config.store {
+        qunbridge::config::StoreConfig::Embedded => println!(
+            "store: embedded ({})",
+            config.state_dir.join(qunbridge::store::persistent::FILE_NAME).display()
+        ),
+        qunbridge::config::StoreConfig::Redis { prefix, .. } => {
+            println!("store: redis (keys prefixed {prefix:?})")
+        }
+    }
     println!("accounts:");
     for account in config.accounts.values() {
         println!(

@@ -174,6 +174,43 @@ impl Drop for Mosquitto {
     }
 }
 
+/// A redis-server run by the test on a free port, keeping nothing on disk; killed when
+/// dropped.
+pub struct Redis {
+    /// The server process.
+    child: Child,
+    /// Its port.
+    pub port: u16,
+}
+
+impl Redis {
+    /// Starts redis-server and waits until it accepts connections.
+    pub async fn start() -> Redis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server ({e}); install redis-server (.ci/run does)"));
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port))).await;
+        Redis { child, port }
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
 /// Starts mosquitto on a config file.
 fn spawn_mosquitto(conf: &Path) -> Child {
     let binary = mosquitto_binary();
@@ -184,7 +221,9 @@ fn spawn_mosquitto(conf: &Path) -> Child {
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {binary:?} ({e}); install mosquitto (.ci/run does)"))
+        .unwrap_or_else(|e| {
+            panic!("cannot start {binary:?} ({e}); install mosquitto (.ci/run does)")
+        })
 }
 
 /// mosquitto from PATH or where Debian puts it.

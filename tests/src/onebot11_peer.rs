@@ -118,6 +118,28 @@ impl OneBot11Peer {
         (peer, url)
     }
 
+    /// Forward mode without a token and with TCP_NODELAY on every accepted socket, as
+    /// NapCat's (Node `ws`) server has it: for the benchmark, where Nagle's algorithm on the
+    /// peer's side would hold events back for a delayed ACK. Returns the peer and its URL.
+    pub async fn serve_nodelay(self_id: i64, heartbeat_ms: u64) -> (Arc<OneBot11Peer>, String) {
+        let peer = OneBot11Peer::new(self_id, None, heartbeat_ms);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
+        let url = format!("ws://{}/", listener.local_addr().expect("addr"));
+        let serving = peer.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                let peer = serving.clone();
+                tokio::spawn(async move {
+                    if let Ok(ws) = tokio_tungstenite::accept_async(stream).await {
+                        peer.run_connection(ws).await;
+                    }
+                });
+            }
+        });
+        (peer, url)
+    }
+
     /// Reverse mode: a peer that connects to qunbridge's listener as a Universal client, with
     /// header names in lower case as NapCat sends them.
     pub fn reverse(self_id: i64, token: Option<&str>, heartbeat_ms: u64) -> Arc<OneBot11Peer> {
@@ -319,6 +341,27 @@ impl OneBot11Peer {
                 tokio::time::timeout_at(deadline, notified).await.is_ok(),
                 "no `{name}` action within {PATIENCE:?}"
             );
+        }
+    }
+
+    /// Takes every action called with this name received so far (earlier other actions are
+    /// skipped), waiting up to `wait` for at least one; empty when none came. Unlike
+    /// [`OneBot11Peer::next_action`] it never panics, for long-running consumers such as the
+    /// benchmark's receivers.
+    pub async fn take_actions_within(&self, name: &str, wait: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.changed.notified();
+            {
+                let mut actions = self.actions.lock().expect("lock");
+                let taken: Vec<Value> = actions.drain(..).filter(|a| a["action"] == name).collect();
+                if !taken.is_empty() {
+                    return taken;
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Vec::new();
+            }
         }
     }
 

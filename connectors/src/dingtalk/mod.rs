@@ -9,7 +9,9 @@
 //! Both keep their secrets (app secret, access token, webhook token, signing secret) out of
 //! logs, metrics and `Debug` output.
 
-mod frames;
+/// The Stream wire format; public so the fuzz target `dingtalk_stream_frame` (`fuzz/`) can
+/// feed its parsers directly.
+pub mod frames;
 mod openapi;
 mod recent;
 mod sign;

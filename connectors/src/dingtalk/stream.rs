@@ -15,7 +15,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
@@ -27,9 +26,8 @@ use super::recent::RecentIds;
 use crate::backoff::Backoff;
 use crate::context::{now_ms, ConnectionState, Ingress, StateReporter};
 use crate::model::{Envelope, Kind, Origin, Platform, Segment, Sender, ENVELOPE_VERSION};
+use crate::reverse_ws::{close_after, read_failure, socket_config};
 
-/// Largest WebSocket message accepted from the gateway (frames are small JSON objects).
-const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// How long opening the WebSocket may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the client pings the gateway (WebSocket control ping).
@@ -213,12 +211,10 @@ impl StreamIngress {
     /// Opens the WebSocket for a ticket; `Ok(None)` on shutdown.
     async fn connect(&self, ticket: &super::openapi::Ticket) -> Result<Option<Socket>, String> {
         let url = ticket.connect_url()?;
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_MESSAGE_BYTES))
-            .max_frame_size(Some(MAX_MESSAGE_BYTES));
+        // The same frame and message limits as every platform socket (frames are small JSON).
         let connecting = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            tokio_tungstenite::connect_async_with_config(url, Some(config), true),
+            tokio_tungstenite::connect_async_with_config(url, Some(socket_config()), true),
         );
         tokio::select! {
             _ = self.shutdown.cancelled() => Ok(None),
@@ -258,7 +254,17 @@ impl StreamIngress {
             heard = Instant::now();
             let step = match incoming {
                 None => return SessionEnd::Lost("the gateway closed the connection".into()),
-                Some(Err(error)) => return SessionEnd::Lost(format!("read failed: {error}")),
+                Some(Err(error)) => {
+                    read_failure(&self.account, &error);
+                    if let Some(close) = close_after(&error) {
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            sink.send(Message::Close(Some(close))),
+                        )
+                        .await;
+                    }
+                    return SessionEnd::Lost(format!("read failed: {error}"));
+                }
                 Some(Ok(Message::Text(text))) => self.handle(text.as_str()).await,
                 Some(Ok(Message::Close(_))) => {
                     return SessionEnd::Lost("the gateway closed the connection".into())

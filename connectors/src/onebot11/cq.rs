@@ -133,4 +133,111 @@ mod tests {
         assert_eq!(segments.len(), 1);
         assert_eq!(segments[0].data["text"], "hi [CQ:at,qq=1");
     }
+
+    /// What a CQ string means once written out: text runs (adjacent ones merged, empty ones
+    /// dropped, which the format cannot tell apart) and codes with their data. A `text` code
+    /// counts as its `text` value. The fuzz target `onebot11_frame` compares the same way.
+    fn meaning(segments: &[RawSegment]) -> Vec<(Option<String>, Map<String, Value>)> {
+        let mut out: Vec<(Option<String>, Map<String, Value>)> = Vec::new();
+        for segment in segments {
+            if segment.kind != "text" {
+                out.push((Some(segment.kind.clone()), segment.data.clone()));
+                continue;
+            }
+            let text = match segment.data.get("text") {
+                Some(Value::String(text)) => text.as_str(),
+                _ => "",
+            };
+            if text.is_empty() {
+                continue;
+            }
+            match out.last_mut() {
+                Some((None, data)) => {
+                    if let Some(Value::String(last)) = data.get_mut("text") {
+                        last.push_str(text);
+                    }
+                }
+                _ => {
+                    let mut data = Map::new();
+                    data.insert("text".into(), Value::String(text.to_owned()));
+                    out.push((None, data));
+                }
+            }
+        }
+        out
+    }
+
+    /// Text made of the characters the escaping is about, escape-like sequences and words.
+    fn tricky_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop::collection::vec(
+            prop_oneof![
+                Just("&".to_owned()),
+                Just("[".to_owned()),
+                Just("]".to_owned()),
+                Just(",".to_owned()),
+                Just("=".to_owned()),
+                Just("&amp;".to_owned()),
+                Just("&#91;".to_owned()),
+                Just("&#93;".to_owned()),
+                Just("&#44;".to_owned()),
+                Just("[CQ:".to_owned()),
+                "[a-z 群\\n]{0,4}",
+                "\\PC{0,3}",
+            ],
+            0..8,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    /// A segment as the encoder is given it: text, or a code with a plain type and keys and
+    /// values full of characters that need escaping.
+    fn segment() -> impl proptest::strategy::Strategy<Value = RawSegment> {
+        use proptest::prelude::*;
+        prop_oneof![
+            tricky_text().prop_map(|text| {
+                let mut data = Map::new();
+                data.insert("text".into(), Value::String(text));
+                RawSegment {
+                    kind: "text".into(),
+                    data,
+                }
+            }),
+            (
+                "[a-z][a-z_.]{0,7}".prop_filter("not text", |k| k != "text"),
+                prop::collection::btree_map("[a-z_]{1,6}", tricky_text(), 0..4),
+            )
+                .prop_map(|(kind, data)| RawSegment {
+                    kind,
+                    data: data
+                        .into_iter()
+                        .map(|(k, v)| (k, Value::String(v)))
+                        .collect(),
+                }),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn encoding_then_parsing_gives_the_segments_back(
+            segments in proptest::collection::vec(segment(), 0..6)
+        ) {
+            let encoded = encode(&segments);
+            proptest::prop_assert_eq!(meaning(&parse(&encoded)), meaning(&segments), "{}", encoded);
+        }
+
+        #[test]
+        fn any_string_parses_and_survives_a_round_trip(text in "\\PC{0,64}|.{0,64}") {
+            let parsed = parse(&text);
+            let again = parse(&encode(&parsed));
+            proptest::prop_assert_eq!(meaning(&again), meaning(&parsed));
+            let _ = unescape(&text);
+        }
+
+        #[test]
+        fn escaped_text_unescapes_to_itself(text in tricky_text()) {
+            proptest::prop_assert_eq!(unescape(&escape_text(&text)), text.clone());
+            proptest::prop_assert_eq!(unescape(&escape_value(&text)), text);
+        }
+    }
 }

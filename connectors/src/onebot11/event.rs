@@ -7,9 +7,9 @@
 use serde_json::{Map, Value};
 
 use super::cq::{self, RawSegment};
-use crate::model::{Envelope, Kind, Origin, Segment, Sender, ENVELOPE_VERSION};
+use crate::model::{Envelope, Kind, Origin, Platform, Segment, Sender, ENVELOPE_VERSION};
 pub use crate::onebot_ws::frame::{id_of, DecodeContext, FrameError};
-use crate::onebot_ws::frame::{parse_object, text_of};
+use crate::onebot_ws::frame::{note_unknown, parse_object, text_of};
 
 /// What a frame turned out to be.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,10 +65,18 @@ pub fn decode(text: &str, cx: &DecodeContext<'_>) -> Result<Frame, FrameError> {
     Err(FrameError::Unknown)
 }
 
+/// `post_type`s of OneBot v11 (PROTOCOLS.md §1.5); any other is counted as unknown.
+const POST_TYPES: [&str; 5] = ["message", "message_sent", "notice", "request", "meta_event"];
+
 /// Decodes an event object.
 fn decode_event(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<Frame, FrameError> {
     let self_id = id_of(object.get("self_id"));
-    match text_of(object, "post_type") {
+    let post_type = text_of(object, "post_type");
+    if !POST_TYPES.contains(&post_type) {
+        note_unknown(cx.platform, "event", post_type);
+        return Ok(Frame::Ignored);
+    }
+    match post_type {
         "message_sent" => Ok(Frame::OwnMessage),
         "message" if text_of(object, "message_type") == "group" => group_message(object, cx),
         "notice" if text_of(object, "notice_type") == "group_recall" => group_recall(object, cx),
@@ -122,7 +130,16 @@ fn group_message(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<
         })
         .unwrap_or_else(|| user.clone());
     let raw = match object.get("message") {
-        Some(Value::Array(items)) => items.iter().filter_map(raw_segment).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|item| {
+                let raw = raw_segment(item);
+                if raw.is_none() {
+                    note_unknown(cx.platform, "segment", "<not a segment object>");
+                }
+                raw
+            })
+            .collect(),
         Some(Value::String(text)) => cq::parse(text),
         Some(Value::Object(_)) => object
             .get("message")
@@ -134,7 +151,7 @@ fn group_message(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<
             _ => return Err(FrameError::Field("message")),
         },
     };
-    let segments: Vec<Segment> = raw.iter().map(to_segment).collect();
+    let segments: Vec<Segment> = raw.iter().map(|r| to_segment(r, cx.platform)).collect();
     Ok(Frame::Envelope(Box::new(Envelope {
         v: ENVELOPE_VERSION,
         id: Envelope::make_id(cx.account, &group, &message_id),
@@ -204,8 +221,8 @@ fn data_text(data: &Map<String, Value>, key: &str) -> Option<String> {
     }
 }
 
-/// Maps a v11 segment to the model.
-fn to_segment(raw: &RawSegment) -> Segment {
+/// Maps a v11 segment to the model; an unknown type becomes a placeholder and is counted.
+fn to_segment(raw: &RawSegment, platform: Platform) -> Segment {
     let data = &raw.data;
     let placeholder = |hint: &str| Segment::Unsupported { hint: hint.into() };
     match raw.kind.as_str() {
@@ -259,16 +276,18 @@ fn to_segment(raw: &RawSegment) -> Segment {
         "anonymous" => Segment::Text {
             text: String::new(),
         },
-        other => Segment::Unsupported {
-            hint: format!("[{other}]"),
-        },
+        other => {
+            note_unknown(platform, "segment", other);
+            Segment::Unsupported {
+                hint: format!("[{other}]"),
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Platform;
 
     fn cx<'a>(self_id: Option<&'a str>, other: &'a dyn Fn(&str) -> bool) -> DecodeContext<'a> {
         DecodeContext {
@@ -379,5 +398,108 @@ mod tests {
         );
         let huge = r#"{"post_type":"message","message_type":"group","group_id":1e400,"user_id":1,"message_id":2,"message":[]}"#;
         assert!(decode(huge, &cx(None, &none)).is_err());
+    }
+
+    #[test]
+    fn bad_input_is_an_error_or_ignored_never_a_panic() {
+        let none = |_: &str| false;
+        let beyond_u64 = r#"{"post_type":"message","message_type":"group","group_id":18446744073709551616,"user_id":1,"message_id":2,"message":[]}"#;
+        assert_eq!(
+            decode(beyond_u64, &cx(None, &none)),
+            Err(FrameError::Field("group_id"))
+        );
+        let below_i64 = r#"{"post_type":"message","message_type":"group","group_id":1,"user_id":1,"message_id":-9223372036854775809,"message":[]}"#;
+        assert_eq!(
+            decode(below_i64, &cx(None, &none)),
+            Err(FrameError::Field("message_id"))
+        );
+        let deep = "[".repeat(10_000);
+        assert!(matches!(
+            decode(&deep, &cx(None, &none)),
+            Err(FrameError::NotJson(_))
+        ));
+        let deep_closed = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(matches!(
+            decode(&deep_closed, &cx(None, &none)),
+            Err(FrameError::NotJson(_))
+        ));
+        let truncated = &ARRAY_EVENT[..ARRAY_EVENT.len() / 2];
+        assert!(matches!(
+            decode(truncated, &cx(None, &none)),
+            Err(FrameError::NotJson(_))
+        ));
+        let unknown = r#"{"post_type":"hologram","self_id":1}"#;
+        assert_eq!(decode(unknown, &cx(None, &none)), Ok(Frame::Ignored));
+        let not_segments = r#"{"post_type":"message","message_type":"group","group_id":1,"user_id":2,"message_id":3,"message":[7,{"data":{}},{"type":"text","data":{"text":"ok"}}]}"#;
+        let Ok(Frame::Envelope(envelope)) = decode(not_segments, &cx(None, &none)) else {
+            panic!("the usable segment is kept");
+        };
+        assert_eq!(envelope.segments, vec![Segment::text("ok")]);
+    }
+
+    /// Event-shaped JSON: the fields the decoder reads, each maybe absent or of any type.
+    fn event() -> impl proptest::strategy::Strategy<Value = Value> {
+        use crate::onebot_ws::frame::arb;
+        use proptest::prelude::*;
+        const POST: &[&str] = &["message", "message_sent", "notice", "meta_event", "request"];
+        const SEGMENTS: &[&str] = &[
+            "text", "at", "face", "image", "reply", "share", "record", "json", "node",
+        ];
+        const KEYS: &[&str] = &["text", "qq", "id", "file", "url", "name", "title"];
+        let message = prop_oneof![
+            prop::collection::vec(arb::segment(SEGMENTS, KEYS), 0..5).prop_map(Value::Array),
+            "\\PC{0,40}".prop_map(Value::from),
+            arb::value(),
+        ];
+        arb::object(vec![
+            ("post_type", arb::name(POST).prop_map(Value::from).boxed()),
+            (
+                "message_type",
+                arb::name(&["group", "private"])
+                    .prop_map(Value::from)
+                    .boxed(),
+            ),
+            (
+                "notice_type",
+                arb::name(&["group_recall"]).prop_map(Value::from).boxed(),
+            ),
+            (
+                "meta_event_type",
+                arb::name(&["lifecycle", "heartbeat"])
+                    .prop_map(Value::from)
+                    .boxed(),
+            ),
+            ("group_id", arb::leaf().boxed()),
+            ("user_id", arb::leaf().boxed()),
+            ("message_id", arb::leaf().boxed()),
+            ("self_id", arb::leaf().boxed()),
+            ("operator_id", arb::leaf().boxed()),
+            ("time", arb::leaf().boxed()),
+            ("interval", arb::leaf().boxed()),
+            ("message", message.boxed()),
+            ("raw_message", arb::leaf().boxed()),
+            ("sender", arb::value().boxed()),
+            ("anonymous", arb::value().boxed()),
+            ("retcode", arb::leaf().boxed()),
+            ("echo", arb::value().boxed()),
+        ])
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_decodes_without_panicking(text in "\\PC{0,200}|.{0,200}") {
+            let none = |_: &str| false;
+            let _ = decode(&text, &cx(Some("1"), &none));
+        }
+
+        #[test]
+        fn any_event_shaped_json_decodes_without_panicking(event in event()) {
+            let none = |_: &str| false;
+            let text = event.to_string();
+            if let Ok(Frame::Envelope(envelope)) = decode(&text, &cx(None, &none)) {
+                proptest::prop_assert!(!envelope.origin.group.is_empty());
+                proptest::prop_assert!(!envelope.origin.message_id.is_empty());
+            }
+        }
     }
 }

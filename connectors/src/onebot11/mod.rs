@@ -85,6 +85,7 @@ impl Connector for OneBot11Connector {
             shutdown,
             bots,
             listeners,
+            ..
         } = ctx;
         if let Some(id) = &self.settings.self_id {
             bots.register(platform, id);

@@ -19,8 +19,9 @@ use super::action::{self, Pending};
 use super::event::{self, DecodeContext, Frame};
 use crate::context::{BotRegistry, ConnectionState, StateReporter};
 use crate::model::{Envelope, Platform};
+use crate::onebot_ws::frame::binary_text;
 use crate::onebot_ws::{spawn_writer, WRITE_QUEUE};
-use crate::reverse_ws::ClientRole;
+use crate::reverse_ws::{close_after, read_failure, ClientRole};
 
 pub use crate::onebot_ws::{CallError, Session, Sessions, ACTION_TIMEOUT};
 
@@ -119,8 +120,8 @@ pub async fn run<S>(
         last_traffic = Instant::now();
         let text = match frame {
             Some(Ok(Message::Text(text))) => text.to_string(),
-            Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
-                Ok(text) => text,
+            Some(Ok(Message::Binary(bytes))) => match binary_text(&bytes) {
+                Ok(text) => text.to_owned(),
                 Err(_) => {
                     malformed(&link.account, "binary frame that is not UTF-8");
                     continue;
@@ -129,8 +130,10 @@ pub async fn run<S>(
             Some(Ok(Message::Close(_))) | None => break "closed by the peer",
             Some(Ok(_)) => continue,
             Some(Err(error)) => {
-                debug!(message = "WebSocket read failed.", account = %link.account, %error);
-                break "read error";
+                if let Some(close) = close_after(&error) {
+                    let _ = tx.try_send(Message::Close(Some(close)));
+                }
+                break read_failure(&link.account, &error);
             }
         };
         let decoded = {

@@ -9,9 +9,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::model::{Envelope, Kind, Origin, Segment, Sender, ENVELOPE_VERSION};
+use crate::model::{Envelope, Kind, Origin, Platform, Segment, Sender, ENVELOPE_VERSION};
 pub use crate::onebot_ws::frame::{id_of, DecodeContext, FrameError};
-use crate::onebot_ws::frame::{parse_object, text_of};
+use crate::onebot_ws::frame::{note_unknown, parse_object, text_of};
 
 /// What a frame turned out to be.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,6 +132,9 @@ pub fn decode(text: &str, cx: &DecodeContext<'_>) -> Result<Decoded, FrameError>
     Err(FrameError::Unknown)
 }
 
+/// Event `type`s of OneBot v12 (PROTOCOLS.md §2.1); any other is counted as unknown.
+const EVENT_TYPES: [&str; 4] = ["message", "notice", "request", "meta"];
+
 /// Decodes an event object.
 fn decode_event(
     object: &Map<String, Value>,
@@ -139,7 +142,12 @@ fn decode_event(
     cx: &DecodeContext<'_>,
 ) -> Result<Frame, FrameError> {
     let detail = text_of(object, "detail_type");
-    match text_of(object, "type") {
+    let event_type = text_of(object, "type");
+    if !EVENT_TYPES.contains(&event_type) {
+        note_unknown(cx.platform, "event", event_type);
+        return Ok(Frame::Ignored);
+    }
+    match event_type {
         "message" if detail == "group" => group_message(object, event_self, cx),
         "notice" if detail == "group_message_delete" => group_message_delete(object, cx),
         "meta" => Ok(match detail {
@@ -236,7 +244,16 @@ fn group_message(
         return Ok(Frame::OwnMessage);
     }
     let raw: Vec<(String, Map<String, Value>)> = match object.get("message") {
-        Some(Value::Array(items)) => items.iter().filter_map(raw_segment).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|item| {
+                let raw = raw_segment(item);
+                if raw.is_none() {
+                    note_unknown(cx.platform, "segment", "<not a segment object>");
+                }
+                raw
+            })
+            .collect(),
         Some(Value::Object(_)) => object
             .get("message")
             .and_then(raw_segment)
@@ -252,7 +269,7 @@ fn group_message(
     let segments: Vec<Segment> = raw
         .iter()
         .enumerate()
-        .map(|(index, (kind, data))| to_segment(index, kind, data, &mut fills))
+        .map(|(index, (kind, data))| to_segment(index, kind, data, cx.platform, &mut fills))
         .collect();
     let hint = name_hint(object);
     Ok(Frame::Message(Box::new(Incoming {
@@ -350,11 +367,13 @@ fn labelled(label: &str, detail: &str) -> String {
     }
 }
 
-/// Maps a v12 segment to the model, noting what needs a lookup.
+/// Maps a v12 segment to the model, noting what needs a lookup; an unknown type becomes a
+/// placeholder and is counted.
 fn to_segment(
     index: usize,
     kind: &str,
     data: &Map<String, Value>,
+    platform: Platform,
     fills: &mut Vec<Fill>,
 ) -> Segment {
     let placeholder = |hint: &str| Segment::Unsupported { hint: hint.into() };
@@ -412,16 +431,18 @@ fn to_segment(
         "video" => placeholder("[视频]"),
         "file" => placeholder(&labelled("[文件]", &text("name"))),
         "location" => placeholder(&labelled("[位置]", &text("title"))),
-        other => Segment::Unsupported {
-            hint: format!("[{other}]"),
-        },
+        other => {
+            note_unknown(platform, "segment", other);
+            Segment::Unsupported {
+                hint: format!("[{other}]"),
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Platform;
 
     fn cx<'a>(self_id: Option<&'a str>, other: &'a dyn Fn(&str) -> bool) -> DecodeContext<'a> {
         DecodeContext {
@@ -601,5 +622,135 @@ mod tests {
         assert_eq!(incoming.envelope.segments, vec![Segment::text("plain")]);
         assert_eq!(incoming.envelope.sender.name, "Ann");
         assert!(incoming.name_known);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_or_ignored_never_a_panic() {
+        let none = |_: &str| false;
+        let frame = |text: &str| decode(text, &cx(None, &none)).map(|d| d.frame);
+        assert_eq!(
+            frame(r#"{"type":"hologram","detail_type":"x"}"#),
+            Ok(Frame::Ignored)
+        );
+        assert!(matches!(
+            frame(
+                r#"{"type":"message","detail_type":"group","group_id":"g","user_id":1e400,"message_id":"1","message":[]}"#
+            ),
+            Err(FrameError::NotJson(_))
+        ));
+        assert_eq!(
+            frame(
+                r#"{"type":"message","detail_type":"group","group_id":"g","user_id":18446744073709551616,"message_id":"1","message":[]}"#
+            ),
+            Err(FrameError::Field("user_id"))
+        );
+        assert!(matches!(
+            frame(&"[".repeat(10_000)),
+            Err(FrameError::NotJson(_))
+        ));
+        assert!(matches!(
+            frame(&GROUP_EVENT[..GROUP_EVENT.len() - 3]),
+            Err(FrameError::NotJson(_))
+        ));
+        let huge_interval = r#"{"type":"meta","detail_type":"heartbeat","interval":1e308}"#;
+        assert!(matches!(frame(huge_interval), Ok(Frame::Heartbeat { .. })));
+    }
+
+    /// Event-shaped JSON: the fields the decoder reads, each maybe absent or of any type.
+    fn event() -> impl proptest::strategy::Strategy<Value = Value> {
+        use crate::onebot_ws::frame::arb;
+        use proptest::prelude::*;
+        const TYPES: &[&str] = &["message", "notice", "meta", "request"];
+        const DETAILS: &[&str] = &[
+            "group",
+            "private",
+            "group_message_delete",
+            "connect",
+            "heartbeat",
+            "status_update",
+        ];
+        const SEGMENTS: &[&str] = &[
+            "text",
+            "mention",
+            "mention_all",
+            "image",
+            "reply",
+            "wx.link",
+            "wx.app",
+            "file",
+            "location",
+        ];
+        const KEYS: &[&str] = &[
+            "text",
+            "user_id",
+            "user_name",
+            "file_id",
+            "url",
+            "name",
+            "title",
+        ];
+        let message = prop_oneof![
+            prop::collection::vec(arb::segment(SEGMENTS, KEYS), 0..5).prop_map(Value::Array),
+            arb::value(),
+        ];
+        let self_ = (arb::leaf(), arb::leaf())
+            .prop_map(
+                |(platform, user_id)| serde_json::json!({"platform": platform, "user_id": user_id}),
+            )
+            .boxed();
+        let status = (
+            arb::leaf(),
+            prop::collection::vec((self_.clone(), arb::leaf()), 0..3),
+        )
+            .prop_map(|(good, bots)| {
+                let bots: Vec<Value> = bots
+                    .into_iter()
+                    .map(|(me, online)| serde_json::json!({"self": me, "online": online}))
+                    .collect();
+                serde_json::json!({"good": good, "bots": bots})
+            });
+        arb::object(vec![
+            ("type", arb::name(TYPES).prop_map(Value::from).boxed()),
+            (
+                "detail_type",
+                arb::name(DETAILS).prop_map(Value::from).boxed(),
+            ),
+            ("self", prop_oneof![self_, arb::value()].boxed()),
+            ("group_id", arb::leaf().boxed()),
+            ("user_id", arb::leaf().boxed()),
+            ("message_id", arb::leaf().boxed()),
+            ("operator_id", arb::leaf().boxed()),
+            ("time", arb::leaf().boxed()),
+            ("interval", arb::leaf().boxed()),
+            ("message", message.boxed()),
+            ("alt_message", arb::leaf().boxed()),
+            ("wx.nickname", arb::leaf().boxed()),
+            ("status", prop_oneof![status, arb::value()].boxed()),
+            ("version", arb::value().boxed()),
+            ("retcode", arb::leaf().boxed()),
+            ("echo", arb::value().boxed()),
+        ])
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_decodes_without_panicking(text in "\\PC{0,200}|.{0,200}") {
+            let none = |_: &str| false;
+            let _ = decode(&text, &cx(Some("b"), &none));
+        }
+
+        #[test]
+        fn any_event_shaped_json_decodes_without_panicking(event in event()) {
+            let none = |_: &str| false;
+            if let Ok(Decoded { frame: Frame::Message(incoming), .. }) =
+                decode(&event.to_string(), &cx(None, &none))
+            {
+                let count = incoming.envelope.segments.len();
+                for fill in &incoming.fills {
+                    let (Fill::MentionName { index, .. } | Fill::ImageFile { index, .. }) = fill;
+                    proptest::prop_assert!(*index < count, "{:?} beyond {}", fill, count);
+                }
+            }
+        }
     }
 }

@@ -90,6 +90,7 @@ impl Connector for OneBot12Connector {
             shutdown,
             bots,
             listeners,
+            ..
         } = ctx;
         if let Some(id) = &self.settings.self_id {
             bots.register(platform, id);

@@ -22,8 +22,9 @@ use super::event::{self, DecodeContext, Frame};
 use super::resolve::{IngressItem, Resolver};
 use crate::context::{BotRegistry, ConnectionState, StateReporter};
 use crate::model::Platform;
+use crate::onebot_ws::frame::binary_text;
 use crate::onebot_ws::{spawn_writer, Pending, Session, Sessions, WRITE_QUEUE};
-use crate::reverse_ws::ClientRole;
+use crate::reverse_ws::{close_after, read_failure, ClientRole};
 
 /// With no heartbeat from the implementation, how long silence (no frame, no pong) may last.
 const SILENCE_LIMIT: Duration = Duration::from_secs(90);
@@ -152,8 +153,8 @@ pub async fn run<S>(
             Some(Ok(Message::Text(text))) => text.to_string(),
             // MessagePack frames are optional in v12 and not supported; UTF-8 JSON in a
             // binary frame is tolerated.
-            Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
-                Ok(text) => text,
+            Some(Ok(Message::Binary(bytes))) => match binary_text(&bytes) {
+                Ok(text) => text.to_owned(),
                 Err(_) => {
                     malformed(
                         &link.account,
@@ -165,8 +166,10 @@ pub async fn run<S>(
             Some(Ok(Message::Close(_))) | None => break "closed by the peer",
             Some(Ok(_)) => continue,
             Some(Err(error)) => {
-                debug!(message = "WebSocket read failed.", account = %link.account, %error);
-                break "read error";
+                if let Some(close) = close_after(&error) {
+                    let _ = tx.try_send(Message::Close(Some(close)));
+                }
+                break read_failure(&link.account, &error);
             }
         };
         let decoded = {

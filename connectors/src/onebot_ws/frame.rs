@@ -1,6 +1,7 @@
 //! What both OneBot versions' frame decoders share: the error type, the decoding context
-//! (who the bot is), and tolerant readers for ids and text fields that implementations send as
-//! numbers or strings.
+//! (who the bot is), tolerant readers for ids and text fields that implementations send as
+//! numbers or strings, how a binary frame becomes text, and the counter of input the decoders
+//! do not know (event and segment types), which is relayed or ignored but never fatal.
 
 use serde_json::{Map, Value};
 
@@ -46,6 +47,32 @@ pub fn text_of<'a>(object: &'a Map<String, Value>, key: &str) -> &'a str {
     object.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
+/// The text of a binary frame, which the sessions decode like a text frame when it is UTF-8.
+///
+/// # Errors
+/// [`FrameError::NotJson`] when the bytes are not UTF-8 (MessagePack is not supported).
+pub fn binary_text(bytes: &[u8]) -> Result<&str, FrameError> {
+    std::str::from_utf8(bytes)
+        .map_err(|_| FrameError::NotJson("binary frame that is not UTF-8".into()))
+}
+
+/// Longest type name written to the log for an unknown event or segment type.
+const MAX_LOGGED_TYPE: usize = 32;
+
+/// Counts (`qunbridge_unknown_input_total{platform,kind}`) and logs at debug level an event or
+/// segment type the decoder does not know; `kind` is `event` or `segment`. Unknown events are
+/// ignored and unknown segments relayed as a placeholder: neither ends the connection.
+pub fn note_unknown(platform: Platform, kind: &'static str, type_name: &str) {
+    let shown: String = type_name
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_LOGGED_TYPE)
+        .collect();
+    tracing::debug!(message = "Unknown input type.", platform = platform.as_str(), kind, type_name = %shown);
+    metrics::counter!("qunbridge_unknown_input_total", "platform" => platform.as_str(), "kind" => kind)
+        .increment(1);
+}
+
 /// A text frame as a JSON object.
 ///
 /// # Errors
@@ -55,5 +82,110 @@ pub fn parse_object(text: &str) -> Result<Map<String, Value>, FrameError> {
         Ok(Value::Object(object)) => Ok(object),
         Ok(_) => Err(FrameError::NotJson("not an object".into())),
         Err(error) => Err(FrameError::NotJson(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_frames_are_text_when_utf8() {
+        assert_eq!(
+            binary_text("{\"a\":\"群\"}".as_bytes()),
+            Ok("{\"a\":\"群\"}")
+        );
+        assert!(matches!(
+            binary_text(&[0xff, 0xfe, b'{']),
+            Err(FrameError::NotJson(_))
+        ));
+        assert!(matches!(
+            binary_text(&"群".as_bytes()[..2]),
+            Err(FrameError::NotJson(_))
+        ));
+    }
+}
+
+/// proptest strategies for JSON shaped like platform frames, shared by the decoders' tests.
+#[cfg(test)]
+pub(crate) mod arb {
+    use proptest::prelude::*;
+    use serde_json::{Map, Number, Value};
+
+    /// A scalar as implementations send ids and fields: numbers of every range (beyond i64
+    /// and u64 too), strings (numeric, empty, odd), booleans and null.
+    pub fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            Just(Value::from(1.8446744073709552e19)),
+            Just(Value::from(-1e300)),
+            "[0-9-]{0,20}".prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::from),
+            Just(Value::from(" ")),
+        ]
+    }
+
+    /// Any JSON value a few levels deep.
+    pub fn value() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z_.]{0,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// One of `known` or, now and then, something else.
+    pub fn name(known: &'static [&'static str]) -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(known).prop_map(str::to_owned),
+            1 => "\\PC{0,10}",
+        ]
+    }
+
+    /// A JSON object with `fields` (each maybe absent) and some arbitrary extra keys.
+    pub fn object(
+        fields: Vec<(&'static str, BoxedStrategy<Value>)>,
+    ) -> impl Strategy<Value = Value> {
+        let present = fields
+            .into_iter()
+            .map(|(key, strategy)| {
+                prop::option::weighted(0.85, strategy).prop_map(move |v| (key, v))
+            })
+            .collect::<Vec<_>>();
+        (
+            present,
+            prop::collection::btree_map("[a-z_.]{1,10}", value(), 0..3),
+        )
+            .prop_map(|(fields, extra)| {
+                let mut object: Map<String, Value> = extra.into_iter().collect();
+                for (key, value) in fields {
+                    if let Some(value) = value {
+                        object.insert(key.to_owned(), value);
+                    }
+                }
+                Value::Object(object)
+            })
+    }
+
+    /// A message segment `{type, data}` with a type from `known` (or another), its data keys
+    /// drawn from `keys`; now and then not a segment at all.
+    pub fn segment(
+        known: &'static [&'static str],
+        keys: &'static [&'static str],
+    ) -> impl Strategy<Value = Value> {
+        let data = prop::collection::btree_map(prop::sample::select(keys), leaf(), 0..4)
+            .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()));
+        prop_oneof![
+            8 => (name(known), prop_oneof![4 => data, 1 => value()]).prop_map(|(kind, data)| {
+                serde_json::json!({ "type": kind, "data": data })
+            }),
+            1 => value(),
+        ]
     }
 }

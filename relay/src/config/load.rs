@@ -38,18 +38,37 @@ impl Env for std::collections::HashMap<&str, &str> {
     }
 }
 
+/// Largest secret file (`<key>_file`) read: a token or password, never more.
+const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
 /// Reads and decodes a config file. Returns the raw config (as far as it could be decoded)
 /// and every problem met on the way.
 pub fn read(path: &Path, env: &dyn Env) -> (RawConfig, Vec<String>) {
+    match read_tree(path) {
+        Ok(tree) => {
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            finish(tree, &credentials_base(&dir, env), env)
+        }
+        Err(problem) => (RawConfig::default(), vec![problem]),
+    }
+}
+
+/// Decodes config text held in memory exactly as [`read`] decodes a file whose directory is
+/// `dir` (where relative `<key>_file` paths are looked up unless `$CREDENTIALS_DIRECTORY` is
+/// set).
+pub fn read_text(text: &str, dir: &Path, env: &dyn Env) -> (RawConfig, Vec<String>) {
+    let source = config::File::from_str(text, config::FileFormat::Toml);
+    match tree_of(source) {
+        Ok(tree) => finish(tree, &credentials_base(dir, env), env),
+        Err(error) => (RawConfig::default(), vec![format!("config text: {error}")]),
+    }
+}
+
+/// Interpolation, secret files and decoding of a parsed tree.
+fn finish(mut tree: Value, base: &Path, env: &dyn Env) -> (RawConfig, Vec<String>) {
     let mut problems = Vec::new();
-    let tree = match read_tree(path) {
-        Ok(tree) => tree,
-        Err(problem) => return (RawConfig::default(), vec![problem]),
-    };
-    let mut tree = tree;
     interpolate(&mut tree, "", env, &mut problems);
-    let base = credentials_base(path, env);
-    resolve_secret_files(&mut tree, "", &base, &mut problems);
+    resolve_secret_files(&mut tree, "", base, &mut problems);
     let raw = decode(tree, &mut problems);
     (raw, problems)
 }
@@ -63,11 +82,18 @@ fn read_tree(path: &Path) -> Result<Value, String> {
         ));
     }
     let source = config::File::from(path.to_path_buf()).format(config::FileFormat::Toml);
+    tree_of(source).map_err(|error| format!("config file `{}`: {error}", path.display()))
+}
+
+/// A TOML source as a JSON tree.
+fn tree_of<S>(source: S) -> Result<Value, config::ConfigError>
+where
+    S: config::Source + Send + Sync + 'static,
+{
     config::Config::builder()
         .add_source(source)
         .build()
         .and_then(|cfg| cfg.try_deserialize::<Value>())
-        .map_err(|error| format!("config file `{}`: {error}", path.display()))
 }
 
 /// Decodes the tree into [`RawConfig`], noting unknown keys and type errors.
@@ -166,15 +192,34 @@ fn expand(text: &str, env: &dyn Env) -> Result<String, String> {
 }
 
 /// Where a relative `<key>_file` path is looked up: `$CREDENTIALS_DIRECTORY` under systemd,
-/// else the config file's directory.
-fn credentials_base(config_path: &Path, env: &dyn Env) -> PathBuf {
+/// else the config file's directory `config_dir`.
+fn credentials_base(config_dir: &Path, env: &dyn Env) -> PathBuf {
     if let Some(dir) = env.var("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
-    config_path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    config_dir.to_path_buf()
+}
+
+/// The contents of a secret file: a regular file (never a FIFO or device, which could block
+/// or never end) of at most [`MAX_SECRET_FILE_BYTES`], in UTF-8.
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let metadata = std::fs::metadata(path).map_err(|error| error.to_string())?;
+    if !metadata.is_file() {
+        return Err("not a regular file".into());
+    }
+    if metadata.len() > MAX_SECRET_FILE_BYTES {
+        return Err(format!("larger than {MAX_SECRET_FILE_BYTES} bytes"));
+    }
+    let file = std::fs::File::open(path).map_err(|error| error.to_string())?;
+    let mut contents = String::new();
+    file.take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_string(&mut contents)
+        .map_err(|error| error.to_string())?;
+    if contents.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(format!("larger than {MAX_SECRET_FILE_BYTES} bytes"));
+    }
+    Ok(contents)
 }
 
 /// Replaces every `<secret>_file = PATH` with `<secret> = <file contents>`.
@@ -219,7 +264,7 @@ fn resolve_in_table(
             continue;
         }
         let full = base.join(&file);
-        match std::fs::read_to_string(&full) {
+        match read_secret_file(&full) {
             Ok(contents) => {
                 let secret_value = contents.trim_end_matches(['\r', '\n']).to_owned();
                 if secret_value.is_empty() {
@@ -292,5 +337,35 @@ mod tests {
             );
         }
         assert_eq!(raw.accounts["hub"].token.as_deref(), Some("from-file"));
+        let text = std::fs::read_to_string(&path).expect("read back");
+        let (from_text, text_problems) = read_text(&text, dir.path(), &env);
+        assert_eq!(text_problems, problems, "text and file read alike");
+        assert_eq!(
+            from_text.accounts["hub"].token.as_deref(),
+            Some("from-file")
+        );
+    }
+
+    #[test]
+    fn secret_files_must_be_small_regular_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("a-dir")).expect("mkdir");
+        let big = "x".repeat(MAX_SECRET_FILE_BYTES as usize + 1);
+        std::fs::write(dir.path().join("big"), big).expect("write");
+        let env: HashMap<&str, &str> = HashMap::new();
+        for (file, why) in [
+            ("a-dir", "not a regular file"),
+            ("/dev/zero", "not a regular file"),
+            ("big", "larger than"),
+        ] {
+            let text = format!(
+                "[accounts.hub]\nplatform = \"api\"\nlisten = \"127.0.0.1:1\"\ntoken_file = {file:?}\n"
+            );
+            let (_, problems) = read_text(&text, dir.path(), &env);
+            assert!(
+                problems.iter().any(|p| p.contains(why)),
+                "{file}: {problems:?}"
+            );
+        }
     }
 }

@@ -64,6 +64,8 @@ pub struct Config {
     pub broker: BrokerConfig,
     /// Admin HTTP endpoint.
     pub admin: AdminConfig,
+    /// Where the relay's state lives.
+    pub store: StoreConfig,
     /// Accounts by id.
     pub accounts: BTreeMap<String, Account>,
     /// Links in file order.
@@ -106,6 +108,20 @@ pub struct ExternalBroker {
     pub username: Option<String>,
     /// Password, if the broker wants one.
     pub password: Option<Secret>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// The embedded store (redb) under `state_dir`.
+    Embedded,
+    /// A Redis shared by every process of a scaled-out deployment.
+    Redis {
+        /// Its URL (may hold a password: never printed).
+        url: Secret,
+        /// Prefix of every key.
+        prefix: String,
+    },
 }
 
 /// `[admin]`.
@@ -277,6 +293,21 @@ impl Config {
     /// [`ConfigError`] listing every problem found.
     pub fn from_file(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
         let (raw, mut problems) = load::read(path, env);
+        let validated = validate::validate(raw, env, &mut problems);
+        match validated {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(ConfigError { problems }),
+        }
+    }
+
+    /// Reads, interpolates and validates config text held in memory, exactly as
+    /// [`Config::from_file`] does a file in directory `dir` (where relative `<key>_file` paths
+    /// are looked up). Public so the config fuzz target (`fuzz/`) can call it without files.
+    ///
+    /// # Errors
+    /// [`ConfigError`] listing every problem found.
+    pub fn from_toml(text: &str, dir: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        let (raw, mut problems) = load::read_text(text, dir, env);
         let validated = validate::validate(raw, env, &mut problems);
         match validated {
             Some(config) if problems.is_empty() => Ok(config),

@@ -18,6 +18,9 @@ pub struct RawConfig {
     /// `[admin]`.
     #[serde(default)]
     pub admin: RawAdmin,
+    /// `[store]`: where dedup keys, the send log and the message map live.
+    #[serde(default)]
+    pub store: RawStore,
     /// `[accounts.<id>]`, ordered by id for stable output.
     #[serde(default)]
     pub accounts: BTreeMap<String, RawAccount>,
@@ -124,6 +127,18 @@ pub struct RawBroker {
     /// External broker password (overrides the URL's); a secret.
     #[serde(default)]
     pub password: Option<String>,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawStore {
+    /// `redis://[:password@]host:port[/db]`: share the state with other qunbridge processes
+    /// (scale-out); absent: the embedded store under `state_dir`.
+    #[serde(default)]
+    pub redis: Option<String>,
+    /// Prefix of every Redis key (several deployments on one Redis).
+    #[serde(default)]
+    pub redis_prefix: Option<String>,
 }
 
 /// `[admin]`.

@@ -18,7 +18,7 @@ use super::policy::{self, FilterConfig};
 use super::raw::{RawAccount, RawConfig, RawLink};
 use super::{
     Account, AdminConfig, BrokerConfig, BrokerMode, Config, ConnectorSettings, ExternalBroker,
-    GroupRef, Link, Secret, DEFAULT_ADMIN_LISTEN, DEFAULT_EMBEDDED_LISTEN, DEFAULT_FORMAT,
+    GroupRef, Link, Secret, StoreConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_EMBEDDED_LISTEN, DEFAULT_FORMAT,
     DEFAULT_TOPIC_PREFIX,
 };
 
@@ -33,6 +33,7 @@ const MAX_API_BUFFER: u64 = 100_000;
 pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Option<Config> {
     let state_dir = state_dir(raw.state_dir.as_deref(), env, problems);
     let broker = broker(&raw, problems);
+    let store = store(&raw, problems);
     let admin_listen = socket_addr(
         "admin",
         "listen",
@@ -102,6 +103,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Op
         admin: AdminConfig {
             listen: admin_listen?,
         },
+        store: store?,
         accounts,
         links,
         filters,
@@ -184,6 +186,41 @@ fn broker(raw: &RawConfig, problems: &mut Vec<String>) -> Option<BrokerConfig> {
         topic_prefix: prefix,
     })
     .filter(|_| prefix_ok)
+}
+
+/// `[store]`: embedded unless `redis` names a server.
+fn store(raw: &RawConfig, problems: &mut Vec<String>) -> Option<StoreConfig> {
+    let Some(url) = &raw.store.redis else {
+        if raw.store.redis_prefix.is_some() {
+            problems.push("store: `redis_prefix` is set but `redis` is not".into());
+            return None;
+        }
+        return Some(StoreConfig::Embedded);
+    };
+    match url::Url::parse(url) {
+        Ok(parsed) if parsed.scheme() == "redis" && parsed.host_str().is_some() => {}
+        Ok(parsed) => {
+            problems.push(format!(
+                "store: `redis` = {:?}: must be redis://[:password@]host[:port][/db] (scheme `{}`)",
+                redact_url(url),
+                parsed.scheme()
+            ));
+            return None;
+        }
+        Err(error) => {
+            problems.push(format!("store: `redis` = {:?}: {error}", redact_url(url)));
+            return None;
+        }
+    }
+    let prefix = raw
+        .store
+        .redis_prefix
+        .clone()
+        .unwrap_or_else(|| crate::store::redis::DEFAULT_PREFIX.to_owned());
+    Some(StoreConfig::Redis {
+        url: Secret::new(url.clone()),
+        prefix,
+    })
 }
 
 /// `broker.url` = `mqtt://[user[:pass]@]host[:port]` or `mqtts://…`.

@@ -43,7 +43,10 @@ pub fn content(envelope: &Envelope) -> Vec<String> {
     {
         return Vec::new();
     }
-    let digest = digest(&normalized_segments(&envelope.segments));
+    let Some(normalized) = normalized_segments(&envelope.segments) else {
+        return Vec::new();
+    };
+    let digest = digest(&normalized);
     let second = envelope.ts_ms / 1000;
     [second, second.saturating_sub(1), second.saturating_add(1)]
         .iter()
@@ -96,9 +99,13 @@ fn normalize(text: &str) -> String {
 
 /// The content of a message for the cross-bot key: text normalized, other segments by kind
 /// and their stable fields (image URLs differ between bot implementations, names do not).
-fn normalized_segments(segments: &[Segment]) -> String {
+/// `None` when nothing in it tells one message from another (a picture without a file name,
+/// say): two such pictures from one sender in one second must both be relayed, so such a
+/// message gets no cross-bot key.
+fn normalized_segments(segments: &[Segment]) -> Option<String> {
     let mut out = String::new();
     let mut text = String::new();
+    let mut distinct = false;
     for segment in segments {
         match segment {
             Segment::Text { text: t } => text.push_str(t),
@@ -109,10 +116,19 @@ fn normalized_segments(segments: &[Segment]) -> String {
                     Segment::Mention { id, .. } => {
                         out.push_str("\u{1}@");
                         out.push_str(id);
+                        distinct = true;
                     }
                     Segment::Face { id, .. } => {
                         out.push_str("\u{1}face:");
                         out.push_str(id);
+                        distinct = true;
+                    }
+                    Segment::Image {
+                        name: Some(name), ..
+                    } => {
+                        out.push_str("\u{1}image:");
+                        out.push_str(name);
+                        distinct = true;
                     }
                     Segment::Image { .. } => out.push_str("\u{1}image"),
                     _ => out.push_str("\u{1}other"),
@@ -121,7 +137,15 @@ fn normalized_segments(segments: &[Segment]) -> String {
         }
     }
     out.push_str(&normalize(&text));
-    out
+    distinct |= has_text(segments);
+    distinct.then_some(out)
+}
+
+/// True when some text segment has more than whitespace.
+fn has_text(segments: &[Segment]) -> bool {
+    segments
+        .iter()
+        .any(|s| matches!(s, Segment::Text { text } if !text.trim().is_empty()))
 }
 
 /// A stable 64-bit digest (FNV-1a: the same in every process and version, unlike std's
@@ -186,6 +210,21 @@ mod tests {
         assert!(a.contains(&c[0]));
         let other = content(&said("qq-b", "-8", 1_718_880_000_900, "see the docs"));
         assert!(!a.contains(&other[0]), "different text, different key");
+    }
+
+    #[test]
+    fn pictures_without_a_name_get_no_cross_bot_key() {
+        let mut picture = said("qq-a", "1", 1_718_880_000_000, "");
+        picture.segments = vec![Segment::Image {
+            url: Some("https://x/1".into()),
+            name: None,
+        }];
+        assert!(content(&picture).is_empty(), "two such pictures must both pass");
+        picture.segments = vec![Segment::Image {
+            url: None,
+            name: Some("9F3C1A.jpg".into()),
+        }];
+        assert_eq!(content(&picture).len(), 3, "a named picture is told apart");
     }
 
     #[test]

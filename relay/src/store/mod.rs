@@ -3,13 +3,15 @@
 //! (origin message ↔ relayed copies) behind recall and reply sync.
 //!
 //! [`RelayStore`] is the seam: [`PersistentStore`] (redb under `state_dir`, crash-safe, the
-//! daemon's store) and [`MemoryStore`] (for unit tests) implement it; [`message_map`] holds
+//! daemon's store), [`RedisStore`] (shared by the processes of a scaled-out deployment) and
+//! [`MemoryStore`] (for unit tests) implement it; [`message_map`] holds
 //! the recall/reply logic on top of it, and [`keys`] how the keys are made.
 
 pub mod keys;
 pub mod memory;
 pub mod message_map;
 pub mod persistent;
+pub mod redis;
 
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
 pub use persistent::PersistentStore;
+pub use redis::RedisStore;
 
 /// How long an envelope id (and a cross-bot content key) is remembered for redelivery dedup.
 pub const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -128,4 +131,18 @@ pub trait RelayStore: Send + Sync + 'static {
         &'a self,
         copy_key: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+
+    /// Claims `keys` for `holder` (an envelope id) for `ttl`: true when no other holder has
+    /// any of them. Cores sharing one store use it so that two reports of one message handled
+    /// at the same time by two cores are relayed once; a redelivery of the holder itself may
+    /// claim again. One process has nothing to race with: by default every claim is granted.
+    fn claim<'a>(
+        &'a self,
+        keys: &'a [String],
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let _ = (keys, holder, ttl);
+        Box::pin(async { Ok(true) })
+    }
 }

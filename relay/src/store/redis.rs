@@ -1,0 +1,299 @@
+//! The shared store for scale-out (ARCHITECTURE.md §9): the same state as
+//! [`super::PersistentStore`] in Redis, so that every relay-core process sees every dedup key
+//! and every connector process the send log and the message map.
+//!
+//! Layout, under a prefix (default `qunbridge:`): `k:<key>` dedup/send-log/echo keys (`SET …
+//! PX ttl`), `claim:<key>` short claims that tell two cores racing on one message apart
+//! (`SET NX PX` in a script), `mi:<origin>` the origin entry (JSON, `SET NX PX`), `mo:<origin>`
+//! its copies (a set), `mc:<copy>` copy → origin, and for the `api` feeds `feed:<account␟group>`
+//! (a sorted set by sequence number, trimmed to the kept count), `seq:<feed>` and `fk:<key>`
+//! (idempotency). Every key has the same time to live as in the embedded store; a batch is one
+//! `MULTI`/`EXEC`, so it is applied whole or not at all.
+
+use std::time::Duration;
+
+use ::redis::aio::ConnectionManager;
+use ::redis::{AsyncCommands, Script};
+use qunbridge_connectors::api::{Appended, FeedLog, FeedLogError};
+use qunbridge_connectors::context::BoxFuture;
+
+use super::{Copy, OriginEntry, RelayStore, StoreError, WriteBatch, DEDUP_TTL, MAP_TTL};
+
+/// Default key prefix.
+pub const DEFAULT_PREFIX: &str = "qunbridge:";
+
+/// Claims are set when absent or already held by the same message (a redelivery of the
+/// claimant itself, possibly to another core).
+const CLAIM_SCRIPT: &str = r"
+for i, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if holder and holder ~= ARGV[1] then return 0 end
+end
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+end
+return 1
+";
+
+/// Appends a feed event unless its idempotency key is there; trims the feed.
+const APPEND_SCRIPT: &str = r"
+local earlier = redis.call('GET', KEYS[1])
+if earlier then return {tonumber(earlier), 0} end
+local seq = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[3], seq, seq .. ':' .. ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[2]) + 1))
+redis.call('SET', KEYS[1], seq, 'PX', ARGV[3])
+return {seq, 1}
+";
+
+/// A Redis error as a store error (the URL, which may hold a password, is never part of it).
+fn backend(error: ::redis::RedisError) -> StoreError {
+    StoreError::Backend(format!("redis: {error}"))
+}
+
+/// Milliseconds of a duration, at least 1 (Redis refuses `PX 0`).
+fn millis(ttl: Duration) -> u64 {
+    (ttl.as_millis() as u64).max(1)
+}
+
+/// The store.
+pub struct RedisStore {
+    /// Reconnecting, multiplexed connection for the async paths.
+    connection: ConnectionManager,
+    /// For the one synchronous read ([`FeedLog::recent`]).
+    client: ::redis::Client,
+    /// Key prefix.
+    prefix: String,
+    /// The feeds' epoch, kept in Redis.
+    epoch: u64,
+    /// The claim script.
+    claim: Script,
+    /// The append script.
+    append: Script,
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://[:password@]host:port[/db]`).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when Redis cannot be reached.
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
+        let client = ::redis::Client::open(url).map_err(backend)?;
+        let mut connection = client.get_connection_manager().await.map_err(backend)?;
+        let epoch_key = format!("{prefix}epoch");
+        let now = qunbridge_connectors::context::now_ms();
+        let _: bool = connection
+            .set_nx(&epoch_key, now)
+            .await
+            .map_err(backend)?;
+        let epoch: u64 = connection.get(&epoch_key).await.map_err(backend)?;
+        Ok(RedisStore {
+            connection,
+            client,
+            prefix: prefix.to_owned(),
+            epoch,
+            claim: Script::new(CLAIM_SCRIPT),
+            append: Script::new(APPEND_SCRIPT),
+        })
+    }
+
+    /// A prefixed key.
+    fn key(&self, space: &str, key: &str) -> String {
+        format!("{}{space}:{key}", self.prefix)
+    }
+}
+
+impl RelayStore for RedisStore {
+    fn holds_any<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            if keys.is_empty() {
+                return Ok(false);
+            }
+            let names: Vec<String> = keys.iter().map(|k| self.key("k", k)).collect();
+            let mut connection = self.connection.clone();
+            let found: u64 = connection.exists(names).await.map_err(backend)?;
+            Ok(found > 0)
+        })
+    }
+
+    fn write(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let mut pipe = ::redis::pipe();
+            pipe.atomic();
+            for (key, ttl) in &batch.keys {
+                pipe.cmd("SET")
+                    .arg(self.key("k", key))
+                    .arg(1)
+                    .arg("PX")
+                    .arg(millis(*ttl))
+                    .ignore();
+            }
+            let map_ttl = millis(MAP_TTL);
+            for record in &batch.copies {
+                let mut origin = record.origin.clone();
+                origin.copies.clear();
+                let origin_json = serde_json::to_string(&origin)
+                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+                pipe.cmd("SET")
+                    .arg(self.key("mi", &record.origin_key))
+                    .arg(origin_json)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(map_ttl)
+                    .ignore();
+                let copies_key = self.key("mo", &record.origin_key);
+                for copy in &record.copies {
+                    let copy_json = serde_json::to_string(copy)
+                        .map_err(|e| StoreError::Backend(e.to_string()))?;
+                    pipe.sadd(&copies_key, copy_json).ignore();
+                    let copy_key = super::keys::origin(&copy.account, &copy.group, &copy.id);
+                    pipe.cmd("SET")
+                        .arg(self.key("mc", &copy_key))
+                        .arg(&record.origin_key)
+                        .arg("PX")
+                        .arg(map_ttl)
+                        .ignore();
+                }
+                pipe.cmd("PEXPIRE").arg(&copies_key).arg(map_ttl).ignore();
+            }
+            let mut connection = self.connection.clone();
+            pipe.query_async::<()>(&mut connection)
+                .await
+                .map_err(backend)
+        })
+    }
+
+    fn origin<'a>(
+        &'a self,
+        origin_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<OriginEntry>, StoreError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let (origin, copies): (Option<String>, Vec<String>) = ::redis::pipe()
+                .get(self.key("mi", origin_key))
+                .smembers(self.key("mo", origin_key))
+                .query_async(&mut connection)
+                .await
+                .map_err(backend)?;
+            let Some(mut entry) =
+                origin.and_then(|json| serde_json::from_str::<OriginEntry>(&json).ok())
+            else {
+                return Ok(None);
+            };
+            let mut copies: Vec<Copy> = copies
+                .iter()
+                .filter_map(|json| serde_json::from_str(json).ok())
+                .collect();
+            copies.sort_by(|a, b| (&a.account, &a.group, &a.id).cmp(&(&b.account, &b.group, &b.id)));
+            entry.copies = copies;
+            Ok(Some(entry))
+        })
+    }
+
+    fn origin_of_copy<'a>(
+        &'a self,
+        copy_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            connection
+                .get(self.key("mc", copy_key))
+                .await
+                .map_err(backend)
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        keys: &'a [String],
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            if keys.is_empty() {
+                return Ok(true);
+            }
+            let mut invocation = self.claim.prepare_invoke();
+            for key in keys {
+                invocation.key(self.key("claim", key));
+            }
+            invocation.arg(holder).arg(millis(ttl));
+            let mut connection = self.connection.clone();
+            let granted: i64 = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(backend)?;
+            Ok(granted == 1)
+        })
+    }
+}
+
+impl FeedLog for RedisStore {
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn recent(
+        &self,
+        account: &str,
+        group: &str,
+        limit: usize,
+    ) -> Result<(Vec<(u64, String)>, u64), FeedLogError> {
+        let feed = format!("{account}\u{1f}{group}");
+        let read = || -> Result<(Vec<(u64, String)>, u64), ::redis::RedisError> {
+            let mut connection = self.client.get_connection()?;
+            let last: Option<u64> =
+                ::redis::Commands::get(&mut connection, self.key("seq", &feed))?;
+            if limit == 0 {
+                return Ok((Vec::new(), last.unwrap_or(0) + 1));
+            }
+            let members: Vec<String> = ::redis::Commands::zrange(
+                &mut connection,
+                self.key("feed", &feed),
+                -(limit as isize),
+                -1,
+            )?;
+            let events = members
+                .into_iter()
+                .filter_map(|member| {
+                    let (seq, json) = member.split_once(':')?;
+                    Some((seq.parse().ok()?, json.to_owned()))
+                })
+                .collect();
+            Ok((events, last.unwrap_or(0) + 1))
+        };
+        read().map_err(|error| FeedLogError(format!("redis: {error}")))
+    }
+
+    fn append(
+        &self,
+        account: String,
+        group: String,
+        key: String,
+        json: String,
+        keep: usize,
+    ) -> BoxFuture<'_, Result<Appended, FeedLogError>> {
+        Box::pin(async move {
+            let feed = format!("{account}\u{1f}{group}");
+            let mut connection = self.connection.clone();
+            let (seq, fresh): (u64, i64) = self
+                .append
+                .key(self.key("fk", &key))
+                .key(self.key("seq", &feed))
+                .key(self.key("feed", &feed))
+                .arg(json)
+                .arg(keep.max(1))
+                .arg(millis(DEDUP_TTL))
+                .invoke_async(&mut connection)
+                .await
+                .map_err(|error| FeedLogError(format!("redis: {error}")))?;
+            Ok(Appended {
+                seq,
+                fresh: fresh == 1,
+            })
+        })
+    }
+}
