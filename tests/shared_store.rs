@@ -34,9 +34,15 @@ async fn keys_map_feeds_and_claims_behave_as_the_relay_expects() {
         })
         .await
         .expect("write");
-    assert!(store.holds_any(&owned(&["nope", "short"])).await.expect("read"));
+    assert!(store
+        .holds_any(&owned(&["nope", "short"]))
+        .await
+        .expect("read"));
     tokio::time::sleep(Duration::from_millis(120)).await;
-    assert!(!store.holds_any(&owned(&["short"])).await.expect("read"), "expired");
+    assert!(
+        !store.holds_any(&owned(&["short"])).await.expect("read"),
+        "expired"
+    );
     assert!(store.holds_any(&owned(&["long"])).await.expect("read"));
 
     // The message map: two copies recorded in two batches come back together.
@@ -65,7 +71,11 @@ async fn keys_map_feeds_and_claims_behave_as_the_relay_expects() {
             .await
             .expect("write");
     }
-    let entry = store.origin(&origin_key).await.expect("read").expect("entry");
+    let entry = store
+        .origin(&origin_key)
+        .await
+        .expect("read")
+        .expect("entry");
     assert_eq!(entry.excerpt, "Ann: hi");
     let ids: Vec<&str> = entry.copies.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, vec!["3", "w-7"]);
@@ -79,24 +89,51 @@ async fn keys_map_feeds_and_claims_behave_as_the_relay_expects() {
 
     // Claims: a second holder is refused; the holder itself may claim again.
     let claimed = owned(&["c:content-key"]);
-    assert!(store.claim(&claimed, "env-1", Duration::from_secs(5)).await.expect("claim"));
-    assert!(!store.claim(&claimed, "env-2", Duration::from_secs(5)).await.expect("claim"));
-    assert!(store.claim(&claimed, "env-1", Duration::from_secs(5)).await.expect("claim"));
+    assert!(store
+        .claim(&claimed, "env-1", Duration::from_secs(5))
+        .await
+        .expect("claim"));
+    assert!(!store
+        .claim(&claimed, "env-2", Duration::from_secs(5))
+        .await
+        .expect("claim"));
+    assert!(store
+        .claim(&claimed, "env-1", Duration::from_secs(5))
+        .await
+        .expect("claim"));
 
     // Feeds: idempotent appends, trimmed, readable after a reconnect with the same epoch.
     let first = store
         .append("api".into(), "g".into(), "k1".into(), "e1".into(), 2)
         .await
         .expect("append");
-    assert_eq!(first, Appended { seq: 1, fresh: true });
+    assert_eq!(
+        first,
+        Appended {
+            seq: 1,
+            fresh: true
+        }
+    );
     let again = store
         .append("api".into(), "g".into(), "k1".into(), "e1".into(), 2)
         .await
         .expect("append");
-    assert_eq!(again, Appended { seq: 1, fresh: false });
+    assert_eq!(
+        again,
+        Appended {
+            seq: 1,
+            fresh: false
+        }
+    );
     for n in 2..=4 {
         store
-            .append("api".into(), "g".into(), format!("k{n}"), format!("{{\"n\":{n}}}"), 2)
+            .append(
+                "api".into(),
+                "g".into(),
+                format!("k{n}"),
+                format!("{{\"n\":{n}}}"),
+                2,
+            )
             .await
             .expect("append");
     }

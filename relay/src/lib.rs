@@ -418,7 +418,10 @@ fn apply_reload(
         || config.store != running_config.store
         || format!("{:?}", config.broker.mode) != format!("{:?}", running_config.broker.mode)
     {
-        warn!(message = "Reload: broker, admin, state_dir or store changes take effect after a restart.");
+        warn!(
+            message =
+                "Reload: broker, admin, state_dir or store changes take effect after a restart."
+        );
     }
     routes.replace(Routes::new(&config));
     for account in running {

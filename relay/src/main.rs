@@ -219,7 +219,10 @@ fn check(path: &Path) -> ExitCode {
     match &config.store {
         qunbridge::config::StoreConfig::Embedded => println!(
             "store: embedded ({})",
-            config.state_dir.join(qunbridge::store::persistent::FILE_NAME).display()
+            config
+                .state_dir
+                .join(qunbridge::store::persistent::FILE_NAME)
+                .display()
         ),
         qunbridge::config::StoreConfig::Redis { prefix, .. } => {
             println!("store: redis (keys prefixed {prefix:?})")

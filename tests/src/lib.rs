@@ -194,7 +194,9 @@ impl Redis {
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start redis-server ({e}); install redis-server (.ci/run does)"));
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}); install redis-server (.ci/run does)")
+            });
         wait_for_port(SocketAddr::from(([127, 0, 0, 1], port))).await;
         Redis { child, port }
     }

@@ -18,8 +18,8 @@ use super::policy::{self, FilterConfig};
 use super::raw::{RawAccount, RawConfig, RawLink};
 use super::{
     Account, AdminConfig, BrokerConfig, BrokerMode, Config, ConnectorSettings, ExternalBroker,
-    GroupRef, Link, Secret, StoreConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_EMBEDDED_LISTEN, DEFAULT_FORMAT,
-    DEFAULT_TOPIC_PREFIX,
+    GroupRef, Link, Secret, StoreConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_EMBEDDED_LISTEN,
+    DEFAULT_FORMAT, DEFAULT_TOPIC_PREFIX,
 };
 
 /// Placeholders a sender template may use.

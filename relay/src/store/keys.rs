@@ -219,7 +219,10 @@ mod tests {
             url: Some("https://x/1".into()),
             name: None,
         }];
-        assert!(content(&picture).is_empty(), "two such pictures must both pass");
+        assert!(
+            content(&picture).is_empty(),
+            "two such pictures must both pass"
+        );
         picture.segments = vec![Segment::Image {
             url: None,
             name: Some("9F3C1A.jpg".into()),

@@ -82,10 +82,7 @@ impl RedisStore {
         let mut connection = client.get_connection_manager().await.map_err(backend)?;
         let epoch_key = format!("{prefix}epoch");
         let now = qunbridge_connectors::context::now_ms();
-        let _: bool = connection
-            .set_nx(&epoch_key, now)
-            .await
-            .map_err(backend)?;
+        let _: bool = connection.set_nx(&epoch_key, now).await.map_err(backend)?;
         let epoch: u64 = connection.get(&epoch_key).await.map_err(backend)?;
         Ok(RedisStore {
             connection,
@@ -187,7 +184,8 @@ impl RelayStore for RedisStore {
                 .iter()
                 .filter_map(|json| serde_json::from_str(json).ok())
                 .collect();
-            copies.sort_by(|a, b| (&a.account, &a.group, &a.id).cmp(&(&b.account, &b.group, &b.id)));
+            copies
+                .sort_by(|a, b| (&a.account, &a.group, &a.id).cmp(&(&b.account, &b.group, &b.id)));
             entry.copies = copies;
             Ok(Some(entry))
         })
