@@ -183,6 +183,7 @@ pub async fn start(
             client_id: client_id(&id),
             will: Some((status_topic.clone(), offline)),
             subscriptions: vec![deps.topics.outbound_filter(&id)],
+            always_subscribe: false,
         },
         // The connection outlives `stop`: `finish` still publishes the offline status on it,
         // then disconnects, and only then ends it.

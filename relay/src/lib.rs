@@ -17,6 +17,7 @@ pub mod accounts;
 pub mod activity;
 pub mod admin;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod egress;
@@ -34,7 +35,7 @@ use tracing::{error, info, warn};
 use crate::activity::Activity;
 use crate::admin::Health;
 use crate::broker::{BrokerClient, ClientOptions, Endpoint, Topics};
-use crate::config::{BrokerMode, Config, StoreConfig};
+use crate::config::{BrokerMode, Config, Role, StoreConfig};
 use crate::core::{Core, Routes, SharedRoutes};
 use crate::store::PersistentStore;
 
@@ -54,6 +55,12 @@ pub enum RunError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// `--accounts` names an account the config does not have.
+    #[error("--accounts: no account is called `{0}` in the config")]
+    UnknownAccount(String),
+    /// An account runs in another process.
+    #[error(transparent)]
+    Lock(#[from] cluster::LockError),
     /// The state store could not be opened.
     #[error(transparent)]
     Store(#[from] store::StoreError),
@@ -105,6 +112,12 @@ pub struct RunOptions {
     pub reload: Option<Reload>,
     /// Move the state store aside before opening it (`qunbridge run --reset-state`).
     pub reset_state: bool,
+    /// What to run, over the config's `roles` (`qunbridge run --role`).
+    pub role: Option<Role>,
+    /// Run only these accounts' connectors (`qunbridge run --accounts a,b`).
+    pub accounts: Option<Vec<String>>,
+    /// This process's name, over the config's `instance` (`qunbridge run --instance`).
+    pub instance: Option<String>,
 }
 
 /// Where reload requests come from.
@@ -134,6 +147,9 @@ impl std::fmt::Debug for RunOptions {
                 &self.reload.as_ref().map(|r| r.path.display().to_string()),
             )
             .field("reset_state", &self.reset_state)
+            .field("role", &self.role)
+            .field("accounts", &self.accounts)
+            .field("instance", &self.instance)
             .finish()
     }
 }
@@ -145,6 +161,9 @@ impl Default for RunOptions {
             on_lifecycle: None,
             reload: None,
             reset_state: false,
+            role: None,
+            accounts: None,
+            instance: None,
         }
     }
 }
@@ -177,6 +196,24 @@ pub async fn run(
                     source,
                 })
             }
+        }
+    }
+    let role = options.role.unwrap_or(config.role);
+    let instance = options
+        .instance
+        .clone()
+        .unwrap_or_else(|| config.instance.clone());
+    // A process of a scaled-out deployment (anything but `all`) has a name on the broker.
+    let multi = role != Role::All;
+    let mut config = config;
+    if let Some(subset) = &options.accounts {
+        if let Some(unknown) = subset.iter().find(|id| !config.accounts.contains_key(*id)) {
+            return Err(RunError::UnknownAccount(unknown.clone()));
+        }
+    }
+    if role == Role::Connectors {
+        if let Some(subset) = &options.accounts {
+            config.accounts.retain(|id, _| subset.contains(id));
         }
     }
     let (relay_store, feed_log): (
@@ -232,35 +269,75 @@ pub async fn run(
         intake: intake.clone(),
         stop: stop.clone(),
     };
+    let inbound_filter = if multi {
+        cluster::shared_inbound_filter(&topics)
+    } else {
+        topics.inbound_filter()
+    };
     let started = async {
-        // The core subscribes before any connector takes input, so nothing published is missed.
-        let (core_client, core_deliveries, core_loop) = BrokerClient::start(
-            ClientOptions {
-                endpoint: endpoint.clone(),
-                client_id: CORE_CLIENT_ID.to_owned(),
-                will: None,
-                subscriptions: vec![topics.inbound_filter()],
-            },
-            stop.clone(),
-        )?;
-        health.set_broker(core_client.connection_state());
-        core_client.wait_ready().await;
-        let core = Core {
-            topics: topics.clone(),
-            routes: routes.clone(),
-            store: relay_store.clone(),
-            client: core_client.clone(),
-            activity: activity.clone(),
+        let presence = if multi {
+            let presence =
+                cluster::Presence::start(&endpoint, &topics, &instance, role, stop.clone()).await?;
+            health.set_broker(presence.connection_state());
+            info!(message = "Running as one process of a scaled-out deployment.", instance = %instance, role = role.as_str());
+            Some(presence)
+        } else {
+            None
         };
-        let core_task = tokio::spawn(core.run(core_deliveries, stop.clone()));
+        // The core subscribes before any connector takes input, so nothing published is missed.
+        let core = if role.runs_core() {
+            let (core_client, core_deliveries, core_loop) = BrokerClient::start(
+                ClientOptions {
+                    endpoint: endpoint.clone(),
+                    client_id: cluster::core_client_id(multi.then_some(instance.as_str())),
+                    will: None,
+                    subscriptions: vec![inbound_filter.clone()],
+                    // A core that left its shared group on a clean stop joins it again.
+                    always_subscribe: multi,
+                },
+                stop.clone(),
+            )?;
+            health.set_broker(core_client.connection_state());
+            core_client.wait_ready().await;
+            let core = Core {
+                topics: topics.clone(),
+                routes: routes.clone(),
+                store: relay_store.clone(),
+                client: core_client.clone(),
+                activity: activity.clone(),
+            };
+            let core_task = tokio::spawn(core.run(core_deliveries, stop.clone()));
+            if let (Role::Core, Some(presence)) = (role, &presence) {
+                tokio::spawn(cluster::take_over_dead_cores(
+                    instance.clone(),
+                    presence.view(),
+                    cluster::TakeoverDeps {
+                        endpoint: endpoint.clone(),
+                        topics: topics.clone(),
+                        routes: routes.clone(),
+                        store: relay_store.clone(),
+                        activity: activity.clone(),
+                    },
+                    stop.clone(),
+                ));
+            }
+            Some((core_client, core_loop, core_task))
+        } else {
+            None
+        };
 
         let mut running = Vec::new();
-        for account in config.accounts.values() {
-            let account = accounts::start(account, shared.deps()).await?;
-            health.add_account(account.id.clone(), account.platform, account.state.clone());
-            running.push(account);
+        if role.runs_connectors() {
+            for account in config.accounts.values() {
+                if let Some(presence) = &presence {
+                    presence.lock_account(&account.id).await?;
+                }
+                let account = accounts::start(account, shared.deps()).await?;
+                health.add_account(account.id.clone(), account.platform, account.state.clone());
+                running.push(account);
+            }
         }
-        Ok::<_, RunError>((core_client, core_loop, core_task, running))
+        Ok::<_, RunError>((presence, core, running))
     };
     let started = tokio::select! {
         started = started => started,
@@ -272,7 +349,7 @@ pub async fn run(
             return Ok(());
         }
     };
-    let (core_client, core_loop, core_task, running) = match started {
+    let (presence, core, running) = match started {
         Ok(started) => started,
         Err(error) => {
             stop.cancel();
@@ -310,8 +387,15 @@ pub async fn run(
             reload = None;
             continue;
         };
-        if let Some(new) = apply_reload(&source.path, &current, &routes, &running, &health) {
-            restart_changed_accounts(&current, &new, &mut running, &shared, &health).await;
+        if let Some(mut new) = apply_reload(&source.path, &current, &routes, &running, &health) {
+            if role == Role::Connectors {
+                if let Some(subset) = &options.accounts {
+                    new.accounts.retain(|id, _| subset.contains(id));
+                }
+            }
+            if role.runs_connectors() {
+                restart_changed_accounts(&current, &new, &mut running, &shared, &health).await;
+            }
             current = new;
         }
     };
@@ -334,9 +418,18 @@ pub async fn run(
     for account in running {
         account.finish(&topics).await;
     }
-    let _ = core_task.await;
-    core_client.disconnect().await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), core_loop).await;
+    if let Some((core_client, core_loop, core_task)) = core {
+        let _ = core_task.await;
+        if multi {
+            // Leave the shared group, or the broker keeps routing messages to this session.
+            core_client.unsubscribe(&inbound_filter).await;
+        }
+        core_client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), core_loop).await;
+    }
+    if let Some(presence) = presence {
+        presence.finish().await;
+    }
     let _ = admin_task.await;
     info!(message = "qunbridge stopped.");
     match failure {

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use qunbridge::config::{Config, ProcessEnv};
+use qunbridge::config::{Config, ProcessEnv, Role};
 use qunbridge::core::Routes;
 use qunbridge::{run, Lifecycle, RunOptions};
 use sd_notify::NotifyState;
@@ -64,6 +64,17 @@ enum Command {
         /// dedup keys and the message map on purpose.
         #[arg(long)]
         reset_state: bool,
+        /// What this process runs (over the config's `roles`): everything, only the
+        /// accounts' connectors, or only the relay core (scale-out; see the README).
+        #[arg(long, value_parser = ["all", "connectors", "core"])]
+        role: Option<String>,
+        /// With `--role connectors`: run only these accounts (comma-separated ids).
+        #[arg(long, value_delimiter = ',')]
+        accounts: Option<Vec<String>>,
+        /// This process's name among the processes of one deployment (over the config's
+        /// `instance`).
+        #[arg(long)]
+        instance: Option<String>,
     },
     /// Validate a config file and print the resolved links, or every error (exit 64).
     Check {
@@ -102,7 +113,20 @@ fn main() -> ExitCode {
             config,
             grace_secs,
             reset_state,
-        } => run_daemon(&config, Duration::from_secs(grace_secs), reset_state),
+            role,
+            accounts,
+            instance,
+        } => run_daemon(
+            &config,
+            Duration::from_secs(grace_secs),
+            RunOptions {
+                reset_state,
+                role: role.as_deref().and_then(Role::parse),
+                accounts,
+                instance,
+                ..RunOptions::default()
+            },
+        ),
         Command::Status {
             config,
             admin,
@@ -215,6 +239,11 @@ fn check(path: &Path) -> ExitCode {
     }
     println!("topic prefix: {}", config.broker.topic_prefix);
     println!("admin: {}", config.admin.listen);
+    println!(
+        "process: roles {}, instance {}",
+        config.role.as_str(),
+        config.instance
+    );
     println!("state_dir: {}", config.state_dir.display());
     match &config.store {
         qunbridge::config::StoreConfig::Embedded => println!(
@@ -307,7 +336,7 @@ fn describe_policy(policy: &qunbridge::egress::EgressPolicy, group: &str) -> Str
 }
 
 /// `qunbridge run`.
-fn run_daemon(path: &Path, grace: Duration, reset_state: bool) -> ExitCode {
+fn run_daemon(path: &Path, grace: Duration, chosen: RunOptions) -> ExitCode {
     let config = match load(path) {
         Ok(config) => config,
         Err(code) => return code,
@@ -331,7 +360,7 @@ fn run_daemon(path: &Path, grace: Duration, reset_state: bool) -> ExitCode {
             path: path.to_path_buf(),
             requests: reload_rx,
         }),
-        reset_state,
+        ..chosen
     };
     let outcome = runtime.block_on(async {
         let watchdog = sd_notify::watchdog_enabled().map(|every| tokio::spawn(watchdog(every)));

@@ -12,6 +12,8 @@ pub mod wecom_peer;
 
 pub mod process;
 
+pub mod stream;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

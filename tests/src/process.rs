@@ -16,12 +16,19 @@ pub struct DaemonProcess {
     config: PathBuf,
     /// Its admin endpoint.
     pub admin: SocketAddr,
+    /// Extra arguments of `qunbridge run`.
+    args: Vec<String>,
 }
 
 impl DaemonProcess {
     /// Writes `config` (with `state_dir` and `[admin]` filled in) into `dir`, starts the
     /// daemon and waits until `/readyz` says ready.
     pub async fn start(dir: &std::path::Path, config: &str) -> DaemonProcess {
+        DaemonProcess::start_with(dir, config, &[]).await
+    }
+
+    /// [`DaemonProcess::start`] with extra arguments of `qunbridge run` (`--role core`, …).
+    pub async fn start_with(dir: &std::path::Path, config: &str, args: &[&str]) -> DaemonProcess {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let path = dir.join("qunbridge.toml");
         std::fs::write(
@@ -36,6 +43,7 @@ impl DaemonProcess {
             child: None,
             config: path,
             admin,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         process.spawn().await;
         process
@@ -48,6 +56,7 @@ impl DaemonProcess {
             .arg("run")
             .arg("-c")
             .arg(&self.config)
+            .args(&self.args)
             .env("QUNBRIDGE_LOG", log.as_deref().unwrap_or("warn"))
             .stdout(Stdio::null())
             .stderr(if log.is_some() {

@@ -116,6 +116,10 @@ pub struct ClientOptions {
     pub will: Option<(String, Vec<u8>)>,
     /// Filters subscribed at QoS 1 whenever the broker has no session for us.
     pub subscriptions: Vec<String>,
+    /// Subscribe on every connection, even to a session the broker kept: for a client that
+    /// may have left its subscriptions on an earlier run (a relay core leaving its shared
+    /// group on a clean stop).
+    pub always_subscribe: bool,
 }
 
 /// A message delivered by the broker; acknowledge it with [`BrokerClient::ack`] once its
@@ -381,6 +385,14 @@ impl BrokerClient {
         }
     }
 
+    /// Drops a subscription (a relay core leaving its shared group on a clean stop, so the
+    /// broker stops handing it messages).
+    pub async fn unsubscribe(&self, filter: &str) {
+        if self.client.unsubscribe(filter).await.is_err() {
+            debug!(message = "Unsubscribe not sent: client stopped.", client = %self.client_id);
+        }
+    }
+
     /// True while connected to the broker.
     pub fn is_connected(&self) -> bool {
         *self.connected.borrow()
@@ -477,16 +489,16 @@ async fn run_event_loop(
                     order.entries.clear();
                 }
                 backoff.reset();
-                if !ack.session_present {
-                    if !unacked.is_empty() {
-                        warn!(
-                            message =
-                                "Broker lost the session; resending unacknowledged publishes.",
-                            client = client_id,
-                            count = unacked.len()
-                        );
-                        eventloop.pending.extend(unacked.drain(..));
-                    }
+                let subscribe = !ack.session_present || options.always_subscribe;
+                if !ack.session_present && !unacked.is_empty() {
+                    warn!(
+                        message = "Broker lost the session; resending unacknowledged publishes.",
+                        client = client_id,
+                        count = unacked.len()
+                    );
+                    eventloop.pending.extend(unacked.drain(..));
+                }
+                if subscribe {
                     let filters = options
                         .subscriptions
                         .iter()
@@ -498,7 +510,7 @@ async fn run_event_loop(
                     }
                 }
                 unacked.clear();
-                if ack.session_present || options.subscriptions.is_empty() {
+                if !subscribe || options.subscriptions.is_empty() {
                     let _ = subscribed.send(true);
                 }
                 info!(

@@ -30,7 +30,12 @@ pub struct Topics {
 }
 
 impl Topics {
-    /// Topics under a prefix.
+    /// The first topic levels, such as `qunbridge/v1`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Topic names under `prefix`.
     pub fn new(prefix: &str) -> Topics {
         Topics {
             prefix: prefix.to_owned(),

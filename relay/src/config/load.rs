@@ -9,12 +9,14 @@ use serde_json::{Map, Value};
 use super::raw::RawConfig;
 
 /// Keys whose values are secrets: they may be given as `<key>_file`, and are never printed.
-pub const SECRET_KEYS: [&str; 5] = [
+pub const SECRET_KEYS: [&str; 6] = [
     "access_token",
     "client_secret",
     "secret",
     "token",
     "password",
+    // `[store] redis`: a URL that usually holds a password.
+    "redis",
 ];
 
 /// Where environment variables come from; a trait so tests need not touch the process env.

@@ -66,6 +66,10 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Where the relay's state lives.
     pub store: StoreConfig,
+    /// What this process runs.
+    pub role: Role,
+    /// This process's name among the processes of one deployment.
+    pub instance: String,
     /// Accounts by id.
     pub accounts: BTreeMap<String, Account>,
     /// Links in file order.
@@ -108,6 +112,52 @@ pub struct ExternalBroker {
     pub username: Option<String>,
     /// Password, if the broker wants one.
     pub password: Option<Secret>,
+}
+
+/// Default `instance`.
+pub const DEFAULT_INSTANCE: &str = "main";
+
+/// What one qunbridge process runs (ARCHITECTURE.md §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Connectors and the relay core: the single-process setup.
+    All,
+    /// Only the accounts' connectors (ingress and egress).
+    Connectors,
+    /// Only the relay core (dedup, routing, rendering), sharing the inbound topics with the
+    /// other cores.
+    Core,
+}
+
+impl Role {
+    /// Parses `all`, `connectors` or `core`.
+    pub fn parse(name: &str) -> Option<Role> {
+        match name {
+            "all" => Some(Role::All),
+            "connectors" => Some(Role::Connectors),
+            "core" => Some(Role::Core),
+            _ => None,
+        }
+    }
+
+    /// True when the process runs the relay core.
+    pub fn runs_core(self) -> bool {
+        matches!(self, Role::All | Role::Core)
+    }
+
+    /// True when the process runs connectors.
+    pub fn runs_connectors(self) -> bool {
+        matches!(self, Role::All | Role::Connectors)
+    }
+
+    /// The name, as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Connectors => "connectors",
+            Role::Core => "core",
+        }
+    }
 }
 
 /// `[store]`.

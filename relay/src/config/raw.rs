@@ -12,6 +12,12 @@ pub struct RawConfig {
     /// Where persistent state lives.
     #[serde(default)]
     pub state_dir: Option<String>,
+    /// What this process runs: `["connectors", "core"]` (the default, `all`), or one of them.
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
+    /// This process's name among the processes of one deployment (client ids, locks).
+    #[serde(default)]
+    pub instance: Option<String>,
     /// `[broker]`.
     #[serde(default)]
     pub broker: RawBroker,

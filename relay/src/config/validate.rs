@@ -18,8 +18,8 @@ use super::policy::{self, FilterConfig};
 use super::raw::{RawAccount, RawConfig, RawLink};
 use super::{
     Account, AdminConfig, BrokerConfig, BrokerMode, Config, ConnectorSettings, ExternalBroker,
-    GroupRef, Link, Secret, StoreConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_EMBEDDED_LISTEN,
-    DEFAULT_FORMAT, DEFAULT_TOPIC_PREFIX,
+    GroupRef, Link, Role, Secret, StoreConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_EMBEDDED_LISTEN,
+    DEFAULT_FORMAT, DEFAULT_INSTANCE, DEFAULT_TOPIC_PREFIX,
 };
 
 /// Placeholders a sender template may use.
@@ -34,6 +34,20 @@ pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Op
     let state_dir = state_dir(raw.state_dir.as_deref(), env, problems);
     let broker = broker(&raw, problems);
     let store = store(&raw, problems);
+    let role = roles(raw.roles.as_deref(), problems);
+    let instance = raw
+        .instance
+        .clone()
+        .unwrap_or_else(|| DEFAULT_INSTANCE.to_owned());
+    if instance.is_empty()
+        || !instance
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    {
+        problems.push(format!(
+            "`instance` = {instance:?}: must be a-z, 0-9, _ and - (it names MQTT clients and topics)"
+        ));
+    }
     let admin_listen = socket_addr(
         "admin",
         "listen",
@@ -104,6 +118,8 @@ pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Op
             listen: admin_listen?,
         },
         store: store?,
+        role: role?,
+        instance,
         accounts,
         links,
         filters,
@@ -188,6 +204,38 @@ fn broker(raw: &RawConfig, problems: &mut Vec<String>) -> Option<BrokerConfig> {
     .filter(|_| prefix_ok)
 }
 
+/// `roles`: `["connectors", "core"]` (or `["all"]`, the default), `["connectors"]` or
+/// `["core"]`.
+fn roles(names: Option<&[String]>, problems: &mut Vec<String>) -> Option<Role> {
+    let Some(names) = names else {
+        return Some(Role::All);
+    };
+    let mut connectors = false;
+    let mut core = false;
+    for name in names {
+        match Role::parse(name) {
+            Some(Role::All) => (connectors, core) = (true, true),
+            Some(Role::Connectors) => connectors = true,
+            Some(Role::Core) => core = true,
+            None => {
+                problems.push(format!(
+                    "`roles` = {names:?}: `{name}` is not one of all, connectors, core"
+                ));
+                return None;
+            }
+        }
+    }
+    match (connectors, core) {
+        (true, true) => Some(Role::All),
+        (true, false) => Some(Role::Connectors),
+        (false, true) => Some(Role::Core),
+        (false, false) => {
+            problems.push("`roles` = []: name at least one of connectors, core".into());
+            None
+        }
+    }
+}
+
 /// `[store]`: embedded unless `redis` names a server.
 fn store(raw: &RawConfig, problems: &mut Vec<String>) -> Option<StoreConfig> {
     let Some(url) = &raw.store.redis else {
@@ -197,6 +245,10 @@ fn store(raw: &RawConfig, problems: &mut Vec<String>) -> Option<StoreConfig> {
         }
         return Some(StoreConfig::Embedded);
     };
+    if url.contains("${") {
+        // The interpolation problem is reported already.
+        return None;
+    }
     match url::Url::parse(url) {
         Ok(parsed) if parsed.scheme() == "redis" && parsed.host_str().is_some() => {}
         Ok(parsed) => {

@@ -1,0 +1,125 @@
+//! Scale-out (ARCHITECTURE.md §9) on one machine: a mosquitto and a Redis started by the
+//! test, two relay-core processes sharing the inbound topics, one connector process. A stream
+//! of messages posted to an `api` group reaches the linked group exactly once each, also when
+//! one core is killed with SIGKILL in the middle (the other takes its session over). A second
+//! connector process for the same account is refused.
+
+use std::net::SocketAddr;
+
+use qunbridge_tests::process::DaemonProcess;
+use qunbridge_tests::stream::{assert_exactly_once, post_until_accepted, settle, Consumer};
+use qunbridge_tests::{free_port, qunbridge_binary, Mosquitto, Redis};
+use rand::Rng;
+
+/// Messages in the stream (`FAULT_MESSAGES` overrides, as for the fault tests).
+fn stream_length() -> usize {
+    std::env::var("FAULT_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+fn local() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// The deployment's config: every process reads the same file.
+fn config(mosquitto: &Mosquitto, redis: &Redis, src: SocketAddr, dst: SocketAddr) -> String {
+    format!(
+        r#"[broker]
+url = "mqtt://127.0.0.1:{port}"
+
+[store]
+redis = "{redis}"
+
+[accounts.src]
+platform = "api"
+listen = "{src}"
+
+[accounts.dst]
+platform = "api"
+listen = "{dst}"
+
+[[links]]
+name = "stream"
+groups = ["src:g", "dst:g"]
+"#,
+        port = mosquitto.port,
+        redis = redis.url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cores_one_killed_mid_stream_deliver_every_message_once() {
+    let count = stream_length();
+    let mosquitto = Mosquitto::start().await;
+    let redis = Redis::start().await;
+    let (src, dst) = (local(), local());
+    let text = config(&mosquitto, &redis, src, dst);
+    let dirs: Vec<tempfile::TempDir> = (0..4)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let mut first_core = DaemonProcess::start_with(
+        dirs[0].path(),
+        &text,
+        &["--role", "core", "--instance", "core-a"],
+    )
+    .await;
+    let mut second_core = DaemonProcess::start_with(
+        dirs[1].path(),
+        &text,
+        &["--role", "core", "--instance", "core-b"],
+    )
+    .await;
+    let mut connectors = DaemonProcess::start_with(
+        dirs[2].path(),
+        &text,
+        &["--role", "connectors", "--instance", "conn-1"],
+    )
+    .await;
+
+    // A second connector process for the same accounts is refused.
+    std::fs::write(
+        dirs[3].path().join("q.toml"),
+        format!(
+            "state_dir = {:?}\n{text}\n[admin]\nlisten = \"{}\"\n",
+            dirs[3].path().join("state"),
+            local()
+        ),
+    )
+    .expect("config");
+    let refused = std::process::Command::new(qunbridge_binary())
+        .args(["run", "-c"])
+        .arg(dirs[3].path().join("q.toml"))
+        .args([
+            "--role",
+            "connectors",
+            "--instance",
+            "conn-2",
+            "--accounts",
+            "dst",
+        ])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("account `dst` already runs in qunbridge instance `conn-1`"),
+        "{stderr}"
+    );
+
+    let consumer = Consumer::start(dst).await;
+    let kill_at = rand::rng().random_range(count / 4..count * 3 / 4).max(1);
+    let client = reqwest::Client::new();
+    for n in 1..=count {
+        post_until_accepted(&client, src, n).await;
+        if n == kill_at {
+            first_core.kill();
+        }
+    }
+    let seen = settle(|| consumer.seen(), count).await;
+    println!("core-a killed after message {kill_at}");
+    assert_exactly_once("api dst:g", &seen, count);
+    connectors.stop();
+    second_core.stop();
+}
