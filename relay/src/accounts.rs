@@ -113,6 +113,10 @@ pub struct RunningAccount {
     status: JoinHandle<()>,
     /// MQTT event loop task.
     event_loop: JoinHandle<()>,
+    /// The ingress connection.
+    ingress_client: BrokerClient,
+    /// Its event loop task.
+    ingress_loop: JoinHandle<()>,
 }
 
 /// Everything an account needs from the daemon.
@@ -189,7 +193,21 @@ pub async fn start(
         // then disconnects, and only then ends it.
         connection.clone(),
     )?;
+    // Ingress publishes on a connection of its own: a broker may hold back the PUBACKs of a
+    // connection with many unacknowledged deliveries (rumqttd does), and a backlog of
+    // outbound messages must not stall what the account receives.
+    let (ingress_client, _, ingress_loop) = BrokerClient::start(
+        ClientOptions {
+            endpoint: deps.endpoint.clone(),
+            client_id: format!("{}-in", client_id(&id)),
+            will: None,
+            subscriptions: Vec::new(),
+            always_subscribe: false,
+        },
+        connection.clone(),
+    )?;
     client.wait_ready().await;
+    ingress_client.wait_ready().await;
 
     let (reporter, state) = StateReporter::new();
     let (egress_tx, egress_rx) = mpsc::channel(64);
@@ -197,7 +215,7 @@ pub async fn start(
         account: id.clone(),
         platform: account.platform,
         ingress: Ingress::new(Arc::new(MqttSink {
-            client: client.clone(),
+            client: ingress_client.clone(),
             topics: deps.topics.clone(),
             account: id.clone(),
             activity: deps.activity.clone(),
@@ -281,6 +299,8 @@ pub async fn start(
         pump,
         status,
         event_loop,
+        ingress_client,
+        ingress_loop,
     })
 }
 
@@ -317,7 +337,9 @@ impl RunningAccount {
             let _ = confirmation.wait(Duration::from_secs(2)).await;
         }
         self.client.disconnect().await;
+        self.ingress_client.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.event_loop).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.ingress_loop).await;
         self.connection.cancel();
     }
 
@@ -361,9 +383,6 @@ async fn publish_status(
     }
 }
 
-/// Messages of one account waiting in its destination queues at most.
-const MAX_QUEUED: usize = 10_000;
-
 /// Takes an account's deliveries off the broker and queues them per destination; each is
 /// acknowledged once its destination worker settled it.
 struct EgressPump {
@@ -383,7 +402,11 @@ struct EgressPump {
 
 impl EgressPump {
     /// Runs until stopped or the delivery stream ends, then lets the workers finish.
-    async fn run(self, mut deliveries: mpsc::Receiver<Delivery>, mut dispatcher: Dispatcher) {
+    async fn run(
+        self,
+        mut deliveries: mpsc::UnboundedReceiver<Delivery>,
+        mut dispatcher: Dispatcher,
+    ) {
         let EgressPump {
             account,
             client,
@@ -392,7 +415,6 @@ impl EgressPump {
             activity,
             stop,
         } = self;
-        let queued = Arc::new(tokio::sync::Semaphore::new(MAX_QUEUED));
         loop {
             let delivery = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -421,23 +443,8 @@ impl EgressPump {
                 client.ack(&delivery).await;
                 continue;
             }
-            // At most MAX_QUEUED messages of the account wait in its destination queues; then
-            // the pump stops reading and the broker holds the rest (memory stays bounded even
-            // with a broker that has no inflight limit).
-            let permit = tokio::select! {
-                _ = stop.cancelled() => break,
-                permit = queued.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
             let acker = client.clone();
-            let ack: Ack = Box::new(move || {
-                Box::pin(async move {
-                    acker.ack(&delivery).await;
-                    drop(permit);
-                })
-            });
+            let ack: Ack = Box::new(move || Box::pin(async move { acker.ack(&delivery).await }));
             dispatcher.dispatch(Queued {
                 outbound,
                 ack,

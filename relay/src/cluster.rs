@@ -351,6 +351,7 @@ fn run_takeover(
     let activity = deps.activity.clone();
     async move {
         warn!(message = "A relay core is offline; taking its session over.", core = %name);
+        let endpoint_for_publisher = endpoint.clone();
         let started = BrokerClient::start(
             ClientOptions {
                 endpoint,
@@ -368,16 +369,36 @@ fn run_takeover(
                 return;
             }
         };
+        let publisher = BrokerClient::start(
+            ClientOptions {
+                endpoint: endpoint_for_publisher,
+                client_id: format!("{}-takeover-out", core_client_id(Some(&name))),
+                will: None,
+                subscriptions: Vec::new(),
+                always_subscribe: false,
+            },
+            token.clone(),
+        );
+        let (publisher, _, publisher_loop) = match publisher {
+            Ok(started) => started,
+            Err(error) => {
+                warn!(message = "Cannot take a core's session over.", core = %name, %error);
+                return;
+            }
+        };
         let core = Core {
             topics,
             routes,
             store,
             client: client.clone(),
+            publisher: publisher.clone(),
             activity,
         };
         core.run(deliveries, token.clone()).await;
         // The owner is back (or we stop): leave without a last word, it reconnects as itself.
         client.disconnect().await;
+        publisher.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), event_loop).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), publisher_loop).await;
     }
 }

@@ -297,13 +297,28 @@ pub async fn run(
                 },
                 stop.clone(),
             )?;
+            let (publisher, _, publisher_loop) = BrokerClient::start(
+                ClientOptions {
+                    endpoint: endpoint.clone(),
+                    client_id: format!(
+                        "{}-out",
+                        cluster::core_client_id(multi.then_some(instance.as_str()))
+                    ),
+                    will: None,
+                    subscriptions: Vec::new(),
+                    always_subscribe: false,
+                },
+                stop.clone(),
+            )?;
             health.set_broker(core_client.connection_state());
             core_client.wait_ready().await;
+            publisher.wait_ready().await;
             let core = Core {
                 topics: topics.clone(),
                 routes: routes.clone(),
                 store: relay_store.clone(),
                 client: core_client.clone(),
+                publisher: publisher.clone(),
                 activity: activity.clone(),
             };
             let core_task = tokio::spawn(core.run(core_deliveries, stop.clone()));
@@ -321,7 +336,7 @@ pub async fn run(
                     stop.clone(),
                 ));
             }
-            Some((core_client, core_loop, core_task))
+            Some((core_client, core_loop, core_task, publisher, publisher_loop))
         } else {
             None
         };
@@ -418,14 +433,16 @@ pub async fn run(
     for account in running {
         account.finish(&topics).await;
     }
-    if let Some((core_client, core_loop, core_task)) = core {
+    if let Some((core_client, core_loop, core_task, publisher, publisher_loop)) = core {
         let _ = core_task.await;
         if multi {
             // Leave the shared group, or the broker keeps routing messages to this session.
             core_client.unsubscribe(&inbound_filter).await;
         }
         core_client.disconnect().await;
+        publisher.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), core_loop).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), publisher_loop).await;
     }
     if let Some(presence) = presence {
         presence.finish().await;

@@ -42,9 +42,6 @@ const KEEP_ALIVE: Duration = Duration::from_secs(30);
 const REQUEST_CAPACITY: usize = 1024;
 /// Outgoing QoS 1 publishes in flight per connection.
 const INFLIGHT: u16 = 200;
-/// Deliveries buffered between the event loop and the consumer. The broker's inflight window
-/// bounds unacknowledged deliveries well below this.
-const DELIVERY_CAPACITY: usize = 4096;
 
 /// Errors of the broker client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -248,7 +245,14 @@ impl BrokerClient {
     pub fn start(
         options: ClientOptions,
         stop: CancellationToken,
-    ) -> Result<(BrokerClient, mpsc::Receiver<Delivery>, JoinHandle<()>), BrokerError> {
+    ) -> Result<
+        (
+            BrokerClient,
+            mpsc::UnboundedReceiver<Delivery>,
+            JoinHandle<()>,
+        ),
+        BrokerError,
+    > {
         let mut mqtt = MqttOptions::new(
             options.client_id.clone(),
             options.endpoint.host.clone(),
@@ -291,7 +295,11 @@ impl BrokerClient {
         });
         let (connected_tx, connected) = watch::channel(false);
         let (subscribed_tx, subscribed) = watch::channel(false);
-        let (deliveries_tx, deliveries) = mpsc::channel(DELIVERY_CAPACITY);
+        // Unbounded on purpose: the event loop also carries our acks and PUBACKs, so it must
+        // never wait for a slow consumer (that would stop the acks that make room). What can
+        // queue here is bounded by the broker's inflight window for this client (10 000 for
+        // the embedded broker; `max_inflight_messages` on mosquitto).
+        let (deliveries_tx, deliveries) = mpsc::unbounded_channel();
         let handle = BrokerClient {
             client: client.clone(),
             shared: shared.clone(),
@@ -460,7 +468,7 @@ async fn run_event_loop(
     shared: Arc<Shared>,
     options: ClientOptions,
     signals: StateSignals,
-    deliveries: mpsc::Sender<Delivery>,
+    deliveries: mpsc::UnboundedSender<Delivery>,
     stop: CancellationToken,
 ) {
     let StateSignals {
@@ -539,7 +547,6 @@ async fn run_event_loop(
                         generation,
                         seq,
                     })
-                    .await
                     .is_err()
                 {
                     debug!(message = "Delivery consumer gone.", client = client_id);

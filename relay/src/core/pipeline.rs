@@ -41,8 +41,13 @@ pub struct Core {
     pub routes: SharedRoutes,
     /// Dedup keys and echo fingerprints.
     pub store: Arc<dyn RelayStore>,
-    /// The core's broker connection (subscribed to every inbound topic).
+    /// The core's broker connection that receives (subscribed to every inbound topic) and
+    /// acknowledges.
     pub client: BrokerClient,
+    /// The connection outbound messages are published on. A connection of its own: a broker
+    /// may hold back the PUBACKs of a connection with many unacknowledged deliveries (rumqttd
+    /// does), and the core acknowledges a delivery only after those PUBACKs.
+    pub publisher: BrokerClient,
     /// In-flight counter for shutdown.
     pub activity: Arc<Activity>,
 }
@@ -61,7 +66,11 @@ struct PendingAck {
 
 impl Core {
     /// Runs until the delivery stream ends or `stop` is cancelled.
-    pub async fn run(self, mut deliveries: mpsc::Receiver<Delivery>, stop: CancellationToken) {
+    pub async fn run(
+        self,
+        mut deliveries: mpsc::UnboundedReceiver<Delivery>,
+        stop: CancellationToken,
+    ) {
         let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
         let in_progress = InProgress::default();
         let acker = tokio::spawn(ack_in_order(
@@ -202,7 +211,7 @@ impl Core {
             let topic = self
                 .topics
                 .outbound(&destination.target.account, &destination.target.group);
-            match self.client.publish(topic, payload, false).await {
+            match self.publisher.publish(topic, payload, false).await {
                 Ok(confirmation) => confirmations.push(confirmation),
                 Err(error) => {
                     warn!(message = "Cannot publish outbound message.", %error);

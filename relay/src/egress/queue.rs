@@ -287,28 +287,31 @@ async fn expire(
     group: &str,
     depth: &DepthGauge,
 ) {
+    // Entries are queued in arrival order (parts of a split message take its place, with its
+    // time), so the oldest are at the front: look no further than the first fresh one.
     let now = Instant::now();
-    let mut kept = VecDeque::with_capacity(queue.len());
-    for pending in queue.drain(..) {
-        let waited = now.saturating_duration_since(pending.queued_at);
-        if waited > shared.policy.current().max_delay {
-            warn!(
-                message = "Message older than max_delay dropped.",
-                account = %shared.account,
-                group = %group,
-                link = %pending.original.link,
-                waited_ms = waited.as_millis() as u64
-            );
-            if let Some(ack) = pending.ack {
-                count_drop("expired");
-                depth.sub(1);
-                ack().await;
-            }
-        } else {
-            kept.push_back(pending);
+    let max_delay = shared.policy.current().max_delay;
+    while let Some(front) = queue.front() {
+        let waited = now.saturating_duration_since(front.queued_at);
+        if waited <= max_delay {
+            return;
+        }
+        let Some(pending) = queue.pop_front() else {
+            return;
+        };
+        warn!(
+            message = "Message older than max_delay dropped.",
+            account = %shared.account,
+            group = %group,
+            link = %pending.original.link,
+            waited_ms = waited.as_millis() as u64
+        );
+        if let Some(ack) = pending.ack {
+            count_drop("expired");
+            depth.sub(1);
+            ack().await;
         }
     }
-    *queue = kept;
 }
 
 /// Takes the next send from the front of the queue: a recall alone; a message with what can
