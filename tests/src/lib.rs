@@ -145,7 +145,7 @@ impl Mosquitto {
             &conf,
             format!(
                 "listener {port} 127.0.0.1\n{auth}set_tcp_nodelay true\n\
-                 max_queued_messages 0\nmax_inflight_messages 0\n{persistence}log_dest stderr\nlog_type error\n",
+                 max_queued_messages 0\nmax_inflight_messages 10000\n{persistence}log_dest stderr\nlog_type error\n",
                 persistence = if persistent {
                     format!(
                         // As root mosquitto would switch to its own user, who cannot
