@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
-use qunbridge::broker::{BrokerClient, ClientOptions, Confirmation, Delivery, Endpoint};
+use qunbridge::broker::{BrokerClient, ClientOptions, Confirmation, Endpoint};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -26,6 +26,11 @@ use crate::drivers::{Pace, Sent, FILLER};
 const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Publishes the publisher keeps unconfirmed at once (rumqttc's inflight window in qunbridge).
 const WINDOW: usize = 200;
+/// Messages the baseline publisher lets be on their way (published, not yet received) at
+/// once: about 1 MB, far below what the broker holds for a lagging subscriber (rumqttd keeps
+/// 10 MB per filter in the embedded broker's settings and silently drops older messages), so
+/// the baseline measures the path, not the broker's overflow.
+const END_TO_END_WINDOW: usize = 2000;
 
 /// The three baseline clients on one broker.
 pub struct Baseline {
@@ -39,38 +44,33 @@ pub struct Baseline {
     tasks: Vec<JoinHandle<()>>,
     /// Every client, for the DISCONNECT at the end.
     clients: Vec<BrokerClient>,
+    /// What the subscriber received, for the end-to-end window.
+    collector: Arc<Collector>,
 }
 
-/// Connects a client.
-fn client(
-    port: u16,
-    id: &str,
-    subscriptions: Vec<String>,
-    stop: &CancellationToken,
-) -> Result<
-    (
-        BrokerClient,
-        tokio::sync::mpsc::Receiver<Delivery>,
-        JoinHandle<()>,
-    ),
-    String,
-> {
-    BrokerClient::start(
-        ClientOptions {
-            endpoint: Endpoint {
-                host: "127.0.0.1".into(),
-                port,
-                tls: false,
-                username: None,
-                password: None,
+/// Connects a client: `(client, deliveries, event loop)`. A macro rather than a function, so
+/// the deliveries' channel type is whatever [`BrokerClient::start`] returns.
+macro_rules! client {
+    ($port:expr, $id:expr, $subscriptions:expr, $stop:expr $(,)?) => {{
+        let id: &str = $id;
+        BrokerClient::start(
+            ClientOptions {
+                endpoint: Endpoint {
+                    host: "127.0.0.1".into(),
+                    port: $port,
+                    tls: false,
+                    username: None,
+                    password: None,
+                },
+                client_id: id.into(),
+                will: None,
+                subscriptions: $subscriptions,
+                always_subscribe: false,
             },
-            client_id: id.into(),
-            will: None,
-            subscriptions,
-        },
-        stop.clone(),
-    )
-    .map_err(|e| format!("MQTT client {id}: {e}"))
+            $stop.clone(),
+        )
+        .map_err(|e| format!("MQTT client {id}: {e}"))
+    }};
 }
 
 impl Baseline {
@@ -84,13 +84,13 @@ impl Baseline {
         let topic_a = format!("bench/{run}/a");
         let topic_b = format!("bench/{run}/b");
         let stop = CancellationToken::new();
-        let (subscriber, mut received, sub_loop) = client(
+        let (subscriber, mut received, sub_loop) = client!(
             port,
             &format!("bench-sub-{run}"),
             vec![topic_b.clone()],
             &stop,
         )?;
-        let (relay, mut relayed, relay_loop) = client(
+        let (relay, mut relayed, relay_loop) = client!(
             port,
             &format!("bench-relay-{run}"),
             vec![topic_a.clone()],
@@ -101,9 +101,9 @@ impl Baseline {
         // unacknowledged, so a client that acknowledges a delivery only after its own publish
         // was acknowledged deadlocks on one connection once 100 are outstanding.
         let (relay_out, _none, relay_out_loop) =
-            client(port, &format!("bench-relay-out-{run}"), Vec::new(), &stop)?;
+            client!(port, &format!("bench-relay-out-{run}"), Vec::new(), &stop)?;
         let (publisher, _none_either, pub_loop) =
-            client(port, &format!("bench-pub-{run}"), Vec::new(), &stop)?;
+            client!(port, &format!("bench-pub-{run}"), Vec::new(), &stop)?;
         for c in [&subscriber, &relay, &relay_out, &publisher] {
             tokio::time::timeout(Duration::from_secs(10), c.wait_ready())
                 .await
@@ -111,9 +111,10 @@ impl Baseline {
         }
         let mut tasks = vec![sub_loop, relay_loop, relay_out_loop, pub_loop];
         let sub = subscriber.clone();
+        let recorder = collector.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(delivery) = received.recv().await {
-                collector.record(&delivery.publish.payload);
+                recorder.record(&delivery.publish.payload);
                 sub.ack(&delivery).await;
             }
         }));
@@ -147,13 +148,22 @@ impl Baseline {
             stop,
             tasks,
             clients: vec![subscriber, relay, relay_out, publisher],
+            collector,
         })
     }
 
     /// Publishes `count` messages of `phase`, paced by `pace` (back to back: up to
     /// [`WINDOW`] unconfirmed at once).
     pub async fn publish(&self, phase: u32, count: usize, pace: Pace) -> Sent {
-        publish_all(&self.publisher, &self.topic_a, phase, count, pace).await
+        publish_all(
+            &self.publisher,
+            &self.topic_a,
+            phase,
+            count,
+            pace,
+            Some(&self.collector),
+        )
+        .await
     }
 
     /// Disconnects every client.
@@ -170,13 +180,15 @@ impl Baseline {
 }
 
 /// Publishes `count` envelopes of `phase` to `topic`, paced by `pace` (back to back: up to
-/// [`WINDOW`] unconfirmed at once).
+/// [`WINDOW`] unconfirmed at once, and with `received`, at most [`END_TO_END_WINDOW`] not yet
+/// received).
 async fn publish_all(
     publisher: &BrokerClient,
     topic: &str,
     phase: u32,
     count: usize,
     pace: Pace,
+    received: Option<&Collector>,
 ) -> Sent {
     let start = Instant::now();
     let start_ns = now_ns();
@@ -201,6 +213,22 @@ async fn publish_all(
     for index in 0..count {
         if let Pace::Rate(rate) = pace {
             tokio::time::sleep_until(start + Duration::from_secs_f64(index as f64 / rate)).await;
+        }
+        if let Some(received) = received {
+            // Wait for the window, unless nothing arrives any more (then stop sending).
+            let (mut seen, mut since) = (received.received(), Instant::now());
+            while index.saturating_sub(received.received()) >= END_TO_END_WINDOW {
+                if received.received() != seen {
+                    (seen, since) = (received.received(), Instant::now());
+                } else if since.elapsed() > ACK_WAIT {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+            if index.saturating_sub(received.received()) >= END_TO_END_WINDOW {
+                first_error.get_or_insert_with(|| "nothing arrived for 30 s".to_owned());
+                break;
+            }
         }
         let payload = envelope(phase, index, &marker(phase, index as u64, now_ns()));
         match publisher.publish(topic.to_owned(), payload, false).await {
@@ -235,7 +263,7 @@ async fn publish_all(
 pub async fn publish_backlog(port: u16, phase: u32, count: usize) -> Result<Sent, String> {
     let stop = CancellationToken::new();
     let id = format!("bench-backlog-{}-{phase}", std::process::id());
-    let (publisher, _none, event_loop) = client(port, &id, Vec::new(), &stop)?;
+    let (publisher, _none, event_loop) = client!(port, &id, Vec::new(), &stop)?;
     tokio::time::timeout(Duration::from_secs(10), publisher.wait_ready())
         .await
         .map_err(|_| format!("backlog publisher not connected to 127.0.0.1:{port}"))?;
@@ -245,6 +273,7 @@ pub async fn publish_backlog(port: u16, phase: u32, count: usize) -> Result<Sent
         phase,
         count,
         Pace::Saturate,
+        None,
     )
     .await;
     publisher.disconnect().await;

@@ -111,6 +111,26 @@ impl Daemon {
         }
     }
 
+    /// What the daemon counted as dropped so far (`qunbridge_messages_dropped_total` by
+    /// reason, non-zero ones), as `reason=count, …`; empty when none.
+    pub async fn drops(&self) -> String {
+        let url = format!("http://{}/metrics", self.admin);
+        let Ok(response) = reqwest::get(&url).await else {
+            return "metrics unavailable".into();
+        };
+        let text = response.text().await.unwrap_or_default();
+        text.lines()
+            .filter_map(|line| line.strip_prefix("qunbridge_messages_dropped_total{"))
+            .filter_map(|rest| {
+                let (labels, value) = rest.rsplit_once(' ')?;
+                let value: f64 = value.parse().ok()?;
+                let reason = labels.split("reason=\"").nth(1)?.split('"').next()?;
+                (value > 0.0).then(|| format!("{reason}={value}"))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -5,7 +5,7 @@
 //! [`Collector`](crate::collector::Collector).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,9 @@ use crate::collector::{marker, now_ns, Collector};
 /// nothing to do, as for most chat).
 pub const FILLER: &str =
     " 今天的周会改到下午三点，请大家准时参加 / the weekly meeting moves to 3 pm.";
+
+/// A POST that takes longer fails; senders stop when nothing was accepted for this long.
+const GIVE_UP: Duration = Duration::from_secs(30);
 
 /// How messages are sent: as fast as the receiver of each send allows, or on a schedule.
 #[derive(Debug, Clone, Copy)]
@@ -70,14 +73,17 @@ pub async fn post_messages(
     let url = Arc::new(format!("http://{api}/api/v1/groups/{group}/messages"));
     let start = Instant::now();
     let start_ns = now_ns();
+    // When nothing was accepted for this long, the senders give up (the daemon is stuck).
+    let last_accepted = Arc::new(AtomicU64::new(start_ns));
     let mut workers = Vec::new();
     for _ in 0..connections.max(1) {
-        let (next, url) = (next.clone(), url.clone());
+        let (next, url, last_accepted) = (next.clone(), url.clone(), last_accepted.clone());
         workers.push(tokio::spawn(async move {
             let mut sent = Sent::default();
             let client = match reqwest::Client::builder()
                 .tcp_nodelay(true)
                 .pool_max_idle_per_host(1)
+                .timeout(GIVE_UP)
                 .build()
             {
                 Ok(client) => client,
@@ -94,6 +100,13 @@ pub async fn post_messages(
                 if let Some(due) = pace.due(start, index) {
                     tokio::time::sleep_until(due).await;
                 }
+                let idle = now_ns().saturating_sub(last_accepted.load(Ordering::Relaxed));
+                if idle > GIVE_UP.as_nanos() as u64 {
+                    sent.first_error.get_or_insert_with(|| {
+                        format!("nothing accepted for {GIVE_UP:?}; stopped sending")
+                    });
+                    return sent;
+                }
                 let text = format!("{}{FILLER}", marker(phase, index as u64, now_ns()));
                 let body = json!({"sender": {"id": "u1", "name": "Ann"}, "text": text});
                 let outcome = client
@@ -103,7 +116,10 @@ pub async fn post_messages(
                     .send()
                     .await;
                 match outcome {
-                    Ok(response) if response.status() == 202 => sent.accepted += 1,
+                    Ok(response) if response.status() == 202 => {
+                        sent.accepted += 1;
+                        last_accepted.fetch_max(now_ns(), Ordering::Relaxed);
+                    }
                     Ok(response) => {
                         sent.failed += 1;
                         sent.first_error

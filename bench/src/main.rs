@@ -193,7 +193,26 @@ fn build_daemon() -> Result<PathBuf, String> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("building the daemon: cargo build --release -p qunbridge --bin qunbridge");
-    let status = std::process::Command::new(&cargo)
+    let mut build = std::process::Command::new(&cargo);
+    // `cargo run` hands this program its package's variables; a build script that watches
+    // one of them would make the nested build (and the next ordinary one) rebuild it.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&name.as_ref())
+        {
+            build.env_remove(name.as_ref());
+        }
+    }
+    let status = build
         .args([
             "build",
             "--release",

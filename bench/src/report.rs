@@ -188,6 +188,9 @@ fn fmt_throughput(t: Option<&Throughput>) -> String {
             t.first_error.as_deref().unwrap_or("?")
         );
     }
+    if !t.daemon_drops.is_empty() {
+        let _ = write!(text, "; daemon counted drops: {}", t.daemon_drops);
+    }
     text.push(')');
     text
 }

@@ -110,6 +110,8 @@ pub struct Throughput {
     pub cpu_us_per_message: Option<f64>,
     /// The first send failure.
     pub first_error: Option<String>,
+    /// What the daemon counted as dropped by the end of the phase (`reason=count, …`).
+    pub daemon_drops: String,
 }
 
 impl Throughput {
@@ -230,6 +232,7 @@ fn throughput(sent: &Sent, outcome: &Outcome, cpu_ticks: Option<u64>) -> Through
         },
         cpu_us_per_message,
         first_error: sent.first_error.clone(),
+        daemon_drops: String::new(),
     }
 }
 
@@ -443,7 +446,9 @@ async fn api_scenario(
         perf.stop().await;
     }
     report.api_messages += outcome.received;
-    report.api = Some(throughput(&sent, &outcome, Some(ticks)));
+    let mut result = throughput(&sent, &outcome, Some(ticks));
+    result.daemon_drops = daemon.drops().await;
+    report.api = Some(result);
 
     for rate in RATES {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -504,7 +509,9 @@ async fn backlog_scenario(
     let sent = publish_backlog(port, phase, settings.backlog_messages).await?;
     let outcome = collector.wait(sent.accepted, STALL).await;
     let ticks = daemon.cpu_ticks()?.saturating_sub(before);
-    report.backlog = Some(throughput(&sent, &outcome, Some(ticks)));
+    let mut result = throughput(&sent, &outcome, Some(ticks));
+    result.daemon_drops = daemon.drops().await;
+    report.backlog = Some(result);
     ws.abort();
     daemon.stop().await?;
     Ok(())
@@ -577,7 +584,9 @@ async fn onebot_scenario(
     if let Some(perf) = perf {
         perf.stop().await;
     }
-    report.onebot = Some(throughput(&sent, &outcome, Some(ticks)));
+    let mut result = throughput(&sent, &outcome, Some(ticks));
+    result.daemon_drops = daemon.drops().await;
+    report.onebot = Some(result);
 
     for rate in RATES {
         tokio::time::sleep(Duration::from_secs(1)).await;
