@@ -164,14 +164,16 @@ impl Collector {
         self.lock().received
     }
 
-    /// Waits until `target` messages arrived, or nothing new arrived for `stall`; then returns
-    /// the outcome.
-    pub async fn wait(&self, target: usize, stall: Duration) -> Outcome {
+    /// Waits until `target` messages arrived, nothing new arrived for `stall`, or `limit`
+    /// passed (a daemon that trickles messages through a reconnect loop); then returns the
+    /// outcome.
+    pub async fn wait(&self, target: usize, stall: Duration, limit: Duration) -> Outcome {
         let mut last_count = self.received();
         let mut last_progress = Instant::now();
+        let deadline = Instant::now() + limit;
         loop {
             let count = self.received();
-            if count >= target {
+            if count >= target || Instant::now() >= deadline {
                 break;
             }
             if count != last_count {

@@ -90,7 +90,7 @@ impl Daemon {
     /// Polls `/readyz` until it answers 200.
     async fn wait_ready(&mut self) -> Result<(), String> {
         let url = format!("http://{}/readyz", self.admin);
-        let client = reqwest::Client::new();
+        let client = admin_client()?;
         let deadline = Instant::now() + READY_WAIT;
         loop {
             if let Ok(response) = client.get(&url).send().await {
@@ -115,7 +115,11 @@ impl Daemon {
     /// reason, non-zero ones), as `reason=count, …`; empty when none.
     pub async fn drops(&self) -> String {
         let url = format!("http://{}/metrics", self.admin);
-        let Ok(response) = reqwest::get(&url).await else {
+        let answer = match admin_client() {
+            Ok(client) => client.get(&url).send().await,
+            Err(error) => return format!("metrics unavailable: {error}"),
+        };
+        let Ok(response) = answer else {
             return "metrics unavailable".into();
         };
         let text = response.text().await.unwrap_or_default();
@@ -225,6 +229,14 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
+}
+
+/// An HTTP client for the admin endpoint, which answers at once or not at all.
+fn admin_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
 }
 
 /// A `kB` field of `/proc/<pid>/status`.

@@ -406,7 +406,7 @@ pub fn render(run: &Run<'_>) -> String {
         "(d) RSS, 2 `api` accounts, after all their messages (peak)",
         each(&|r| {
             format!(
-                "{} after {} messages (peak {})",
+                "{} after {} messages posted (peak {})",
                 fmt_mb(r.api_rss_after_kib),
                 thousands(r.api_messages as f64),
                 fmt_mb(r.api_peak_rss_kib)

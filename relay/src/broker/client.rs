@@ -497,6 +497,7 @@ async fn run_event_loop(
                     order.entries.clear();
                 }
                 backoff.reset();
+                drop_stale_acks(&mut eventloop.pending);
                 let subscribe = !ack.session_present || options.always_subscribe;
                 if !ack.session_present && !unacked.is_empty() {
                     warn!(
@@ -589,12 +590,45 @@ async fn run_event_loop(
     debug!(message = "MQTT event loop ended.", client = client_id);
 }
 
+/// Takes acknowledgements out of the requests rumqttc replays after a reconnect. They name
+/// packet ids of the connection that ended; the broker redelivers those messages (acked again
+/// when their new delivery is done), and an ack it does not expect makes rumqttd drop the
+/// connection ("out of order ack"). Replayed on every reconnect, one such ack once kept a
+/// client reconnecting every half second for as long as it ran.
+fn drop_stale_acks(pending: &mut VecDeque<Request>) {
+    let before = pending.len();
+    pending.retain(|request| !matches!(request, Request::PubAck(_) | Request::PubRec(_)));
+    if pending.len() != before {
+        debug!(
+            message = "Dropped acknowledgements of an earlier connection.",
+            count = before - pending.len()
+        );
+    }
+}
+
 /// The tracker of a shared state.
 fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, AckTracker> {
     shared
         .tracker
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod stale_ack_tests {
+    use super::*;
+
+    #[test]
+    fn acks_of_an_ended_connection_are_not_replayed_but_publishes_are() {
+        let mut pending = VecDeque::from(vec![
+            Request::PubAck(rumqttc::PubAck::new(100)),
+            Request::Publish(Publish::new("t", QoS::AtLeastOnce, vec![1])),
+            Request::PubAck(rumqttc::PubAck::new(27)),
+        ]);
+        drop_stale_acks(&mut pending);
+        assert_eq!(pending.len(), 1);
+        assert!(matches!(pending[0], Request::Publish(_)));
+    }
 }
 
 #[cfg(test)]
