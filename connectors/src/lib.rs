@@ -15,6 +15,7 @@
 //! - [`onebot_ws`]: what both OneBot versions share on a WebSocket (echo map, sessions,
 //!   forward and reverse transports).
 //! - [`reverse_ws`]: WebSocket listeners that implementations connect to, shared by accounts.
+//! - [`secret`]: [`Secret`], a value that never reaches a log.
 //! - [`wecom`]: WeCom (企业微信) group robots: send-only webhook.
 //!
 //! This crate knows nothing of links, dedup, MQTT or policy: those belong to the relay, which
@@ -32,6 +33,7 @@ pub mod onebot11;
 pub mod onebot12;
 pub mod onebot_ws;
 pub mod reverse_ws;
+pub mod secret;
 pub mod wecom;
 
 use std::future::Future;
@@ -42,6 +44,7 @@ pub use context::{
 };
 pub use error::{ConnectorError, IngressError, SendError};
 pub use model::{Envelope, Kind, Origin, Outbound, Platform, Segment, Sender};
+pub use secret::Secret;
 
 /// A platform connector: owns its sockets, turns platform events into envelopes on
 /// `ctx.ingress`, and sends what arrives on `ctx.egress`.

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::context::{now_ms, ConnectionState, ConnectorContext, EgressRequest, SendReceipt};
 use crate::error::ConnectorError;
-use crate::Connector;
+use crate::{Connector, Secret};
 
 pub use feed::Feeds;
 pub use feed_log::{Appended, FeedLog, FeedLogError};
@@ -33,24 +33,14 @@ pub use feed_log::{Appended, FeedLog, FeedLogError};
 pub const DEFAULT_BUFFER: usize = 1000;
 
 /// Settings of one `api` account, resolved from the config.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiSettings {
     /// Address the HTTP endpoint listens on.
     pub listen: SocketAddr,
     /// Bearer token required on every request; `None` leaves the endpoint open (loopback use).
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Messages kept per group for consumers that reconnect with `Last-Event-ID`.
     pub buffer: usize,
-}
-
-impl std::fmt::Debug for ApiSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiSettings")
-            .field("listen", &self.listen)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("buffer", &self.buffer)
-            .finish()
-    }
 }
 
 /// The `api` connector.
@@ -96,7 +86,11 @@ impl Connector for ApiConnector {
         let streams_end = CancellationToken::new();
         let shared = Arc::new(http::Shared {
             account: account.clone(),
-            token: self.settings.token.clone(),
+            token: self
+                .settings
+                .token
+                .as_ref()
+                .map(|token| token.expose().to_owned()),
             ingress,
             feeds: feeds.clone(),
             shutdown: shutdown.clone(),

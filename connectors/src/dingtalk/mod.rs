@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::context::{ConnectionState, ConnectorContext, EgressRequest};
 use crate::error::ConnectorError;
-use crate::Connector;
+use crate::{Connector, Secret};
 
 pub use crate::http::{FIRST_PAUSE, MAX_PAUSE};
 pub use frames::BOT_MESSAGE_TOPIC;
@@ -44,36 +44,25 @@ const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings of a Stream account (enterprise app robot), resolved from the config.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSettings {
     /// The app's Client ID (AppKey): names the app to the gateway and the token endpoint.
     pub client_id: String,
     /// The app's Client Secret (AppSecret); a secret.
-    pub client_secret: String,
+    pub client_secret: Secret,
     /// The robot's code for OpenAPI sends and downloads; the Client ID for app robots.
     pub robot_code: String,
     /// OpenAPI base URL without a trailing `/` (another tenant's host, or a test peer).
     pub api_base: String,
 }
 
-impl std::fmt::Debug for StreamSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamSettings")
-            .field("client_id", &self.client_id)
-            .field("client_secret", &"<redacted>")
-            .field("robot_code", &self.robot_code)
-            .field("api_base", &self.api_base)
-            .finish()
-    }
-}
-
 /// Settings of a custom robot webhook account (send-only), resolved from the config.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookSettings {
     /// The robot's URL; its `access_token` query is a secret.
-    pub webhook: String,
+    pub webhook: Secret,
     /// The `SEC…` signing secret, when the robot uses signing; a secret.
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// A keyword of the robot's security settings, put in front of messages lacking it.
     pub keyword: Option<String>,
 }
@@ -81,20 +70,10 @@ pub struct WebhookSettings {
 impl WebhookSettings {
     /// The webhook's host, the only part of its URL that may be shown.
     pub fn host(&self) -> String {
-        reqwest::Url::parse(&self.webhook)
+        reqwest::Url::parse(self.webhook.expose())
             .ok()
             .and_then(|url| url.host_str().map(str::to_owned))
             .unwrap_or_else(|| "<invalid URL>".into())
-    }
-}
-
-impl std::fmt::Debug for WebhookSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookSettings")
-            .field("webhook_host", &self.host())
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .field("keyword", &self.keyword)
-            .finish()
     }
 }
 

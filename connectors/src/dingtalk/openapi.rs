@@ -319,7 +319,7 @@ impl OpenApi {
     pub async fn open_connection(&self) -> Result<Ticket, ApiError> {
         let body = json!({
             "clientId": self.settings.client_id,
-            "clientSecret": self.settings.client_secret,
+            "clientSecret": self.settings.client_secret.expose(),
             "subscriptions": [ { "type": "CALLBACK", "topic": BOT_MESSAGE_TOPIC } ],
             "ua": USER_AGENT,
         });
@@ -345,7 +345,7 @@ impl OpenApi {
     async fn fetch_token(&self) -> Result<CachedToken, ApiError> {
         let body = json!({
             "appKey": self.settings.client_id,
-            "appSecret": self.settings.client_secret,
+            "appSecret": self.settings.client_secret.expose(),
         });
         let answer = match self.post("/v1.0/oauth2/accessToken", &body, None).await {
             Ok(answer) => answer,

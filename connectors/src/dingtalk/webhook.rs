@@ -125,8 +125,8 @@ impl Webhook {
     /// POSTs one text message and reads the verdict.
     async fn post(&mut self, content: &str) -> Result<(), SendError> {
         let url = match &self.settings.secret {
-            Some(secret) => signed_url(&self.settings.webhook, secret, now_ms()),
-            None => self.settings.webhook.clone(),
+            Some(secret) => signed_url(self.settings.webhook.expose(), secret.expose(), now_ms()),
+            None => self.settings.webhook.expose().to_owned(),
         };
         let body = json!({ "msgtype": "text", "text": { "content": content } });
         let response = self

@@ -26,7 +26,7 @@ use self::session::{AccountLink, CallError, Sessions};
 use crate::context::{ConnectorContext, EgressRequest, Ingress, SendReceipt};
 use crate::error::{ConnectorError, SendError};
 use crate::model::{Envelope, Kind};
-use crate::Connector;
+use crate::{Connector, Secret};
 
 /// Group events buffered between the socket reader and ingress.
 const EVENT_QUEUE: usize = 512;
@@ -37,28 +37,15 @@ const PERMANENT_RETCODES: [i64; 2] = [1400, 1404];
 pub use crate::onebot_ws::Transport;
 
 /// Settings of one OneBot v11 account.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OneBot11Settings {
     /// Forward or reverse WebSocket.
     pub transport: Transport,
     /// Access token, sent (forward) or required (reverse).
-    pub access_token: Option<String>,
+    pub access_token: Option<Secret>,
     /// The bot's user id, when configured (needed to tell accounts apart on a shared reverse
     /// listener; otherwise learned at run time).
     pub self_id: Option<String>,
-}
-
-impl std::fmt::Debug for OneBot11Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OneBot11Settings")
-            .field("transport", &self.transport)
-            .field(
-                "access_token",
-                &self.access_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("self_id", &self.self_id)
-            .finish()
-    }
 }
 
 /// The OneBot v11 connector.
@@ -112,7 +99,10 @@ impl Connector for OneBot11Connector {
         let transport = match &self.settings.transport {
             Transport::Forward { url } => tokio::spawn(transport::forward(
                 url.clone(),
-                self.settings.access_token.clone(),
+                self.settings
+                    .access_token
+                    .as_ref()
+                    .map(|token| token.expose().to_owned()),
                 link.clone(),
                 sockets_stop.clone(),
             )),
@@ -120,7 +110,10 @@ impl Connector for OneBot11Connector {
                 let accepting = transport::reverse(
                     *listen,
                     &listeners,
-                    self.settings.access_token.clone(),
+                    self.settings
+                        .access_token
+                        .as_ref()
+                        .map(|token| token.expose().to_owned()),
                     link.clone(),
                     sockets_stop.clone(),
                 )?;

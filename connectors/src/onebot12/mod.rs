@@ -31,7 +31,7 @@ use self::session::AccountLink;
 use crate::context::{ConnectorContext, EgressRequest};
 use crate::error::ConnectorError;
 use crate::onebot_ws::Sessions;
-use crate::Connector;
+use crate::{Connector, Secret};
 
 pub use crate::onebot_ws::Transport;
 
@@ -39,31 +39,17 @@ pub use crate::onebot_ws::Transport;
 const EVENT_QUEUE: usize = 512;
 
 /// Settings of one OneBot v12 account.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OneBot12Settings {
     /// Forward or reverse WebSocket.
     pub transport: Transport,
     /// Access token, sent (forward) or required (reverse).
-    pub access_token: Option<String>,
+    pub access_token: Option<Secret>,
     /// The bot's user id, when configured (otherwise learned from `status_update`).
     pub self_id: Option<String>,
     /// Send a message's pictures as pictures (`upload_file` by URL, then an `image`
     /// segment, each a WeChat message of its own) instead of their URLs in the text.
     pub send_images: bool,
-}
-
-impl std::fmt::Debug for OneBot12Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OneBot12Settings")
-            .field("transport", &self.transport)
-            .field(
-                "access_token",
-                &self.access_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("self_id", &self.self_id)
-            .field("send_images", &self.send_images)
-            .finish()
-    }
 }
 
 /// The OneBot v12 connector.
@@ -118,7 +104,10 @@ impl Connector for OneBot12Connector {
         let transport = match &self.settings.transport {
             Transport::Forward { url } => tokio::spawn(transport::forward(
                 url.clone(),
-                self.settings.access_token.clone(),
+                self.settings
+                    .access_token
+                    .as_ref()
+                    .map(|token| token.expose().to_owned()),
                 link.clone(),
                 sockets_stop.clone(),
             )),
@@ -126,7 +115,10 @@ impl Connector for OneBot12Connector {
                 let accepting = transport::reverse(
                     *listen,
                     &listeners,
-                    self.settings.access_token.clone(),
+                    self.settings
+                        .access_token
+                        .as_ref()
+                        .map(|token| token.expose().to_owned()),
                     link.clone(),
                     sockets_stop.clone(),
                 )?;

@@ -18,7 +18,7 @@ use tracing::info;
 
 use crate::context::{ConnectionState, ConnectorContext, EgressRequest};
 use crate::error::ConnectorError;
-use crate::Connector;
+use crate::{Connector, Secret};
 
 pub use crate::http::{FIRST_PAUSE, MAX_PAUSE};
 pub use webhook::{ERR_FREQ_OUT_OF_LIMIT, MAX_MARKDOWN_BYTES, MAX_TEXT_BYTES};
@@ -31,10 +31,10 @@ const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings of a WeCom robot account, resolved from the config.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WecomSettings {
     /// `https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…`; the `key` is a secret.
-    pub webhook: String,
+    pub webhook: Secret,
     /// Send `markdown` messages (WeCom's markdown subset, up to 4096 bytes) instead of
     /// `text` (up to 2048 bytes).
     pub markdown: bool,
@@ -43,7 +43,7 @@ pub struct WecomSettings {
 impl WecomSettings {
     /// The webhook's host, the only part of its URL that may be shown.
     pub fn host(&self) -> String {
-        reqwest::Url::parse(&self.webhook)
+        reqwest::Url::parse(self.webhook.expose())
             .ok()
             .and_then(|url| url.host_str().map(str::to_owned))
             .unwrap_or_else(|| "<invalid URL>".into())
@@ -51,21 +51,12 @@ impl WecomSettings {
 
     /// The `key` query parameter, when there is one (to keep it out of error texts).
     pub fn key(&self) -> Option<String> {
-        let url = reqwest::Url::parse(&self.webhook).ok()?;
+        let url = reqwest::Url::parse(self.webhook.expose()).ok()?;
         let key = url
             .query_pairs()
             .find(|(name, _)| name == "key")
             .map(|(_, value)| value.into_owned());
         key
-    }
-}
-
-impl std::fmt::Debug for WecomSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WecomSettings")
-            .field("webhook_host", &self.host())
-            .field("markdown", &self.markdown)
-            .finish()
     }
 }
 
@@ -124,7 +115,7 @@ mod tests {
         };
         let shown = format!("{settings:?}");
         assert!(!shown.contains("693a91f6"), "{shown}");
-        assert!(shown.contains("qyapi.weixin.qq.com"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
         assert_eq!(settings.key().as_deref(), Some("693a91f6-7xxx"));
     }
 }

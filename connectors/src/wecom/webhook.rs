@@ -122,7 +122,7 @@ impl Robot {
         let body = json!({ "msgtype": msgtype, msgtype: { "content": content } });
         let response = self
             .http
-            .post(&self.settings.webhook)
+            .post(self.settings.webhook.expose())
             .json(&body)
             .send()
             .await

@@ -17,6 +17,7 @@ use qunbridge_connectors::onebot11::{OneBot11Settings, Transport as OneBot11Tran
 use qunbridge_connectors::onebot12::{OneBot12Settings, Transport as OneBot12Transport};
 use qunbridge_connectors::wecom::WecomSettings;
 use qunbridge_connectors::Platform;
+pub use qunbridge_connectors::Secret;
 
 use crate::core::filter::Rule;
 use crate::egress::EgressPolicy;
@@ -32,28 +33,6 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_TOPIC_PREFIX: &str = "qunbridge/v1";
 /// Default sender template.
 pub const DEFAULT_FORMAT: &str = "[{platform}] {name}: ";
-
-/// A secret value: usable, never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The value, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
 
 /// The whole configuration.
 #[derive(Debug, Clone)]
@@ -513,7 +492,7 @@ pub(crate) mod tests {
         let ConnectorSettings::Api(api) = &config.accounts["hub"].connector else {
             panic!("api settings expected");
         };
-        assert_eq!(api.token.as_deref(), Some("t0k"));
+        assert_eq!(api.token.as_ref().map(Secret::expose), Some("t0k"));
         assert_eq!(config.links[0].name, "link-1");
         assert_eq!(config.links[0].format, DEFAULT_FORMAT);
     }

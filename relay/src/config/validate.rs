@@ -527,7 +527,7 @@ fn check_onebot11(
     };
     Some(OneBot11Settings {
         transport,
-        access_token,
+        access_token: access_token.map(Secret::new),
         self_id: account.self_id.clone(),
     })
 }
@@ -589,7 +589,7 @@ fn check_wecom_webhook(
         }
     }
     Some(WecomSettings {
-        webhook: hook.to_owned(),
+        webhook: Secret::new(hook),
         markdown: account.markdown.unwrap_or(false),
     })
 }
@@ -618,7 +618,7 @@ fn check_dingtalk_stream(
             .robot_code
             .clone()
             .unwrap_or_else(|| client_id.clone()),
-        client_secret: account.client_secret.clone()?,
+        client_secret: Secret::new(account.client_secret.clone()?),
         api_base: account
             .api_base
             .as_deref()
@@ -669,8 +669,8 @@ fn check_dingtalk_webhook(
         }
     }
     (problems.len() == before).then(|| WebhookSettings {
-        webhook: hook.to_owned(),
-        secret: account.secret.clone(),
+        webhook: Secret::new(hook),
+        secret: account.secret.clone().map(Secret::new),
         keyword: account.keyword.clone(),
     })
 }
@@ -761,7 +761,7 @@ fn check_api(item: &str, account: &RawAccount, problems: &mut Vec<String>) -> Op
     };
     Some(ApiSettings {
         listen,
-        token,
+        token: token.map(Secret::new),
         buffer,
     })
 }
