@@ -1,10 +1,10 @@
 //! What the relay hands a connector when it starts it: the way in (an [`Ingress`] that
 //! resolves only once the broker has the envelope), the way out (a queue of
 //! [`EgressRequest`]s, each answered when the platform took the message), a place to report
-//! the account's state, and the shutdown signal.
+//! the account's state, and the intake token that tells it to stop taking input. Only what
+//! every connector needs is here; what one connector alone needs (the `api` feed log, the
+//! OneBot reverse listeners) goes to its constructor.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{IngressError, SendError};
 use crate::model::{Envelope, Outbound, Platform};
 
-/// A boxed future, as returned by object-safe async methods.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed future, as object-safe async methods return it (the relay's stores and sinks use
+/// it too, so it is re-exported here beside the traits that need it).
+pub use futures_util::future::BoxFuture;
 
 /// Where ingress envelopes go. The relay implements it by publishing on the `in/` topic; the
 /// future resolves only after the broker acknowledged the publish (QoS 1 PUBACK), so a
@@ -50,7 +51,7 @@ impl Ingress {
 
     /// Publishes an envelope for a platform that cannot redeliver (OneBot): a failed publish
     /// is retried with backoff until the broker has it, or until `intake` is cancelled (then
-    /// the message is counted as dropped for `shutdown`). Counts what was received.
+    /// the message is counted as dropped with reason `shutdown`). Counts what was received.
     pub async fn publish_until_accepted(
         &self,
         account: &str,
@@ -232,13 +233,9 @@ pub struct ConnectorContext {
     pub egress: mpsc::Receiver<EgressRequest>,
     /// Where the connector reports its connection state.
     pub state: StateReporter,
-    /// Cancelled when the daemon stops: stop taking new input, finish what is in flight.
-    pub shutdown: CancellationToken,
+    /// Cancelled when the daemon stops taking input: accept nothing new, finish what is in
+    /// flight (egress keeps running until the relay closes `egress`).
+    pub intake: CancellationToken,
     /// Every configured bot account's platform user id, shared by all connectors.
     pub bots: BotRegistry,
-    /// Listeners shared between accounts (one OneBot reverse WebSocket address may serve
-    /// several accounts, told apart by `X-Self-ID`).
-    pub listeners: crate::reverse_ws::SharedListeners,
-    /// The durable log the `api` connector keeps its feeds in (`None`: memory only).
-    pub feed_log: Option<Arc<dyn crate::api::FeedLog>>,
 }

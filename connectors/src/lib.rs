@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - [`model`]: `Envelope` (inbound), `Outbound` (rendered for one destination), `Segment`.
-//! - [`context`]: what the relay hands a connector (`Ingress`, egress queue, state, shutdown).
+//! - [`context`]: what the relay hands a connector (`Ingress`, egress queue, state, intake).
 //! - [`Connector`]: the trait every platform connector implements.
 //! - [`backoff`]: the one backoff type for everything that reconnects.
 //! - [`auth`]: constant-time bearer checks for listeners.
@@ -49,7 +49,7 @@ pub use secret::Secret;
 /// A platform connector: owns its sockets, turns platform events into envelopes on
 /// `ctx.ingress`, and sends what arrives on `ctx.egress`.
 ///
-/// `run` returns `Ok(())` once `ctx.shutdown` is cancelled and the egress queue is closed and
+/// `run` returns `Ok(())` once `ctx.intake` is cancelled and the egress queue is closed and
 /// drained, or an error when the connector cannot go on at all (a listener that cannot bind).
 /// Connection losses are not errors: the connector reconnects with [`backoff::Backoff`] and
 /// reports them through `ctx.state`.

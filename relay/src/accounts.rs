@@ -222,19 +222,19 @@ pub async fn start(
         })),
         egress: egress_rx,
         state: reporter,
-        shutdown: intake.clone(),
+        intake: intake.clone(),
         bots: deps.bots.clone(),
-        listeners: deps.listeners.clone(),
-        feed_log: deps.feed_log.clone(),
     };
     let (exit_tx, exit) = watch::channel(None);
     let connector: BoxFuture<'static, Result<(), ConnectorError>> = match &account.connector {
-        ConnectorSettings::Api(settings) => Box::pin(ApiConnector::new(settings.clone()).run(ctx)),
+        ConnectorSettings::Api(settings) => {
+            Box::pin(ApiConnector::new(settings.clone(), deps.feed_log.clone()).run(ctx))
+        }
         ConnectorSettings::OneBot11(settings) => {
-            Box::pin(OneBot11Connector::new(settings.clone()).run(ctx))
+            Box::pin(OneBot11Connector::new(settings.clone(), deps.listeners.clone()).run(ctx))
         }
         ConnectorSettings::OneBot12(settings) => {
-            Box::pin(OneBot12Connector::new(settings.clone()).run(ctx))
+            Box::pin(OneBot12Connector::new(settings.clone(), deps.listeners.clone()).run(ctx))
         }
         ConnectorSettings::WecomWebhook(settings) => {
             Box::pin(WecomConnector::new(settings.clone()).run(ctx))

@@ -2,7 +2,7 @@
 //! `Last-Event-ID` after a daemon restart gets exactly what it missed. The relay implements
 //! [`FeedLog`] on its crash-safe store; without one the feed lives in memory only.
 
-use crate::context::BoxFuture;
+use futures_util::future::BoxFuture;
 
 /// Why the feed log failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -37,17 +37,17 @@ pub(super) struct Shared {
     /// What consumers read.
     pub feeds: Arc<Feeds>,
     /// Cancelled when the daemon stops taking input: new messages are refused.
-    pub shutdown: CancellationToken,
+    pub intake: CancellationToken,
     /// Cancelled once egress has drained, which ends event streams (so consumers receive
     /// what was still in flight at shutdown).
     pub streams_end: CancellationToken,
 }
 
-/// Serves until `shutdown`, then lets in-flight requests finish.
+/// Serves until `intake` stops, then lets in-flight requests finish.
 pub(super) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
-    shutdown: CancellationToken,
+    intake: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/api/v1/groups/{group}/messages", post(post_message))
@@ -64,7 +64,7 @@ pub(super) async fn serve(
         let _ = tcp.set_nodelay(true);
     });
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .with_graceful_shutdown(async move { intake.cancelled().await })
         .await
 }
 
@@ -197,7 +197,7 @@ async fn post_message(
     Path(group): Path<String>,
     body: Bytes,
 ) -> Response {
-    if shared.shutdown.is_cancelled() {
+    if shared.intake.is_cancelled() {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "qunbridge is shutting down",

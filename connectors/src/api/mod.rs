@@ -47,12 +47,16 @@ pub struct ApiSettings {
 pub struct ApiConnector {
     /// Its settings.
     settings: ApiSettings,
+    /// The durable log the feeds live in, so consumers resume across restarts (`None`:
+    /// memory only).
+    feed_log: Option<Arc<dyn FeedLog>>,
 }
 
 impl ApiConnector {
-    /// A connector for one `api` account.
-    pub fn new(settings: ApiSettings) -> ApiConnector {
-        ApiConnector { settings }
+    /// A connector for one `api` account whose feeds are kept in `feed_log` (`None`: in
+    /// memory only).
+    pub fn new(settings: ApiSettings, feed_log: Option<Arc<dyn FeedLog>>) -> ApiConnector {
+        ApiConnector { settings, feed_log }
     }
 }
 
@@ -64,8 +68,7 @@ impl Connector for ApiConnector {
             ingress,
             mut egress,
             state,
-            shutdown,
-            feed_log,
+            intake,
             ..
         } = ctx;
         let listener = TcpListener::bind(self.settings.listen)
@@ -79,7 +82,7 @@ impl Connector for ApiConnector {
             account = %account,
             listen = %self.settings.listen
         );
-        let feeds = Arc::new(match feed_log {
+        let feeds = Arc::new(match self.feed_log {
             Some(log) => Feeds::durable(self.settings.buffer, &account, log),
             None => Feeds::new(self.settings.buffer, now_ms()),
         });
@@ -93,10 +96,10 @@ impl Connector for ApiConnector {
                 .map(|token| token.expose().to_owned()),
             ingress,
             feeds: feeds.clone(),
-            shutdown: shutdown.clone(),
+            intake: intake.clone(),
             streams_end: streams_end.clone(),
         });
-        let server = tokio::spawn(http::serve(listener, shared, shutdown.clone()));
+        let server = tokio::spawn(http::serve(listener, shared, intake.clone()));
         state.set(ConnectionState::Up, None);
 
         // Egress runs until the relay closes the queue, which it does after shutdown once

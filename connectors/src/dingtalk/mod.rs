@@ -97,7 +97,7 @@ impl Connector for StreamConnector {
             ingress,
             mut egress,
             state,
-            shutdown,
+            intake,
             ..
         } = ctx;
         let api = Arc::new(openapi::OpenApi::new(
@@ -112,7 +112,7 @@ impl Connector for StreamConnector {
                 api.clone(),
                 ingress,
                 state.clone(),
-                shutdown,
+                intake,
             )
             .run(),
         );

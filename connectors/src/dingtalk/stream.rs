@@ -93,8 +93,8 @@ pub struct StreamIngress {
     ingress: Ingress,
     /// Where the connection state is reported.
     state: StateReporter,
-    /// Stop taking input.
-    shutdown: CancellationToken,
+    /// Cancelled when the daemon stops taking input.
+    intake: CancellationToken,
     /// Ids already relayed.
     recent: RecentIds,
 }
@@ -106,22 +106,22 @@ impl StreamIngress {
         api: Arc<OpenApi>,
         ingress: Ingress,
         state: StateReporter,
-        shutdown: CancellationToken,
+        intake: CancellationToken,
     ) -> StreamIngress {
         StreamIngress {
             account,
             api,
             ingress,
             state,
-            shutdown,
+            intake,
             recent: RecentIds::new(RECENT_IDS),
         }
     }
 
-    /// Sleeps `delay` unless shutdown comes first; false on shutdown.
+    /// Sleeps `delay` unless intake stops first; false when it does.
     async fn wait(&self, delay: Duration) -> bool {
         tokio::select! {
-            _ = self.shutdown.cancelled() => false,
+            _ = self.intake.cancelled() => false,
             _ = tokio::time::sleep(delay) => true,
         }
     }
@@ -132,11 +132,11 @@ impl StreamIngress {
         let mut slow = Backoff::slow();
         let mut connected_before = false;
         loop {
-            if self.shutdown.is_cancelled() {
+            if self.intake.is_cancelled() {
                 break;
             }
             let opened = tokio::select! {
-                _ = self.shutdown.cancelled() => break,
+                _ = self.intake.cancelled() => break,
                 opened = self.api.open_connection() => opened,
             };
             let ticket = match opened {
@@ -217,7 +217,7 @@ impl StreamIngress {
             tokio_tungstenite::connect_async_with_config(url, Some(socket_config()), true),
         );
         tokio::select! {
-            _ = self.shutdown.cancelled() => Ok(None),
+            _ = self.intake.cancelled() => Ok(None),
             outcome = connecting => match outcome {
                 Ok(Ok((socket, _))) => Ok(Some(socket)),
                 // The error text names neither the ticket nor the query.
@@ -236,7 +236,7 @@ impl StreamIngress {
         loop {
             let incoming = tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => {
+                _ = self.intake.cancelled() => {
                     let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(None))).await;
                     return SessionEnd::Shutdown;
                 }

@@ -7,7 +7,10 @@ use serde_json::{json, Value};
 use crate::context::RelatedMessages;
 use crate::model::{Outbound, Platform, Segment};
 
-pub use crate::onebot_ws::{request, Pending};
+pub use crate::onebot_ws::outcome::Outcome;
+use crate::onebot_ws::outcome::{self, Dialect};
+#[cfg(test)]
+use crate::onebot_ws::Pending;
 
 /// A group or message id in the JSON type implementations expect: a number when it is one
 /// (QQ), else a string (WeChat ids such as `…@chatroom`).
@@ -18,37 +21,16 @@ pub fn id_value(id: &str) -> Value {
     }
 }
 
-/// The outcome of an action.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// `status` ok (or async): the `data`.
-    Ok(Value),
-    /// `status` failed: retcode and the implementation's message.
-    Failed {
-        /// `retcode`.
-        retcode: i64,
-        /// `msg`/`message`/`wording`, whichever is present.
-        message: String,
-    },
-}
+/// How v11 implementations word responses: `async` is success too (queued actions), and
+/// `wording` (NapCat, Lagrange) explains a failure better than `msg`.
+const DIALECT: Dialect = Dialect {
+    ok_statuses: &["ok", "async"],
+    message_fields: &["wording", "msg", "message"],
+};
 
 /// Reads a response object.
 pub fn outcome(body: &Value) -> Outcome {
-    let status = body.get("status").and_then(Value::as_str).unwrap_or("");
-    let retcode = body.get("retcode").and_then(Value::as_i64).unwrap_or(-1);
-    if status == "ok" || status == "async" || (status.is_empty() && retcode == 0) {
-        return Outcome::Ok(body.get("data").cloned().unwrap_or(Value::Null));
-    }
-    let message = ["wording", "msg", "message"]
-        .iter()
-        .find_map(|key| {
-            body.get(*key)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or("no message")
-        .to_owned();
-    Outcome::Failed { retcode, message }
+    outcome::read(body, &DIALECT)
 }
 
 /// Appends text to a message array, merging with a preceding text segment.

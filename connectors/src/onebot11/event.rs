@@ -8,8 +8,11 @@ use serde_json::{Map, Value};
 
 use super::cq::{self, RawSegment};
 use crate::model::{Envelope, Kind, Origin, Platform, Segment, Sender, ENVELOPE_VERSION};
+use crate::onebot_ws::frame::{
+    array_segments, data_text, note_unknown, parse_object, raw_segment, recall_envelope, response,
+    text_of,
+};
 pub use crate::onebot_ws::frame::{id_of, DecodeContext, FrameError};
-use crate::onebot_ws::frame::{note_unknown, parse_object, text_of};
 
 /// What a frame turned out to be.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,18 +54,10 @@ pub fn decode(text: &str, cx: &DecodeContext<'_>) -> Result<Frame, FrameError> {
     if object.contains_key("post_type") {
         return decode_event(&object, cx);
     }
-    if object.contains_key("retcode") || object.contains_key("status") {
-        let echo = match object.get("echo") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => String::new(),
-            Some(other) => other.to_string(),
-        };
-        return Ok(Frame::Response {
-            echo,
-            body: Value::Object(object),
-        });
+    match response(object) {
+        Some((echo, body)) => Ok(Frame::Response { echo, body }),
+        None => Err(FrameError::Unknown),
     }
-    Err(FrameError::Unknown)
 }
 
 /// `post_type`s of OneBot v11 (PROTOCOLS.md §1.5); any other is counted as unknown.
@@ -130,20 +125,15 @@ fn group_message(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<
         })
         .unwrap_or_else(|| user.clone());
     let raw = match object.get("message") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(|item| {
-                let raw = raw_segment(item);
-                if raw.is_none() {
-                    note_unknown(cx.platform, "segment", "<not a segment object>");
-                }
-                raw
-            })
+        Some(Value::Array(items)) => array_segments(items, cx.platform)
+            .into_iter()
+            .map(|(kind, data)| RawSegment { kind, data })
             .collect(),
         Some(Value::String(text)) => cq::parse(text),
         Some(Value::Object(_)) => object
             .get("message")
             .and_then(raw_segment)
+            .map(|(kind, data)| RawSegment { kind, data })
             .into_iter()
             .collect(),
         _ => match object.get("raw_message") {
@@ -175,50 +165,8 @@ fn group_message(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<
 
 /// A `group_recall` notice.
 fn group_recall(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<Frame, FrameError> {
-    let group = id_of(object.get("group_id")).ok_or(FrameError::Field("group_id"))?;
-    let message_id = id_of(object.get("message_id")).ok_or(FrameError::Field("message_id"))?;
-    let user = id_of(object.get("user_id")).unwrap_or_default();
-    let operator = id_of(object.get("operator_id")).unwrap_or_else(|| user.clone());
-    Ok(Frame::Envelope(Box::new(Envelope {
-        v: ENVELOPE_VERSION,
-        id: Envelope::make_id(cx.account, &group, &format!("recall:{message_id}")),
-        origin: Origin {
-            platform: cx.platform,
-            account: cx.account.to_owned(),
-            group,
-            message_id,
-            group_name: None,
-        },
-        sender: Sender {
-            name: operator.clone(),
-            id: operator,
-            is_bot: false,
-        },
-        ts_ms: time_ms(object),
-        kind: Kind::Recall,
-        segments: Vec::new(),
-    })))
-}
-
-/// An array-format segment object.
-fn raw_segment(value: &Value) -> Option<RawSegment> {
-    let object = value.as_object()?;
-    let kind = object.get("type")?.as_str()?.to_owned();
-    let data = object
-        .get("data")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    Some(RawSegment { kind, data })
-}
-
-/// A data value as text (strings as they are, numbers written out).
-fn data_text(data: &Map<String, Value>, key: &str) -> Option<String> {
-    match data.get(key)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    let envelope = recall_envelope(object, cx, time_ms(object))?;
+    Ok(Frame::Envelope(Box::new(envelope)))
 }
 
 /// Maps a v11 segment to the model; an unknown type becomes a placeholder and is counted.

@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 use crate::context::RelatedMessages;
 use crate::error::SendError;
 use crate::model::{Outbound, Segment};
+pub use crate::onebot_ws::outcome::Outcome;
+use crate::onebot_ws::outcome::{self, Dialect};
 
 /// Retcode of an action the implementation does not support.
 pub const UNSUPPORTED_ACTION: i64 = 10002;
@@ -23,37 +25,16 @@ pub const UNSUPPORTED_PARAM: i64 = 10004;
 /// How long to leave an implementation alone that said it is tired (36xxx).
 pub const TIRED_PAUSE: Duration = Duration::from_secs(60);
 
-/// The outcome of an action.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// `status` ok: the `data`.
-    Ok(Value),
-    /// `status` failed: retcode and the implementation's message.
-    Failed {
-        /// `retcode`.
-        retcode: i64,
-        /// `message` (or `msg`/`wording` from implementations that borrow v11 habits).
-        message: String,
-    },
-}
+/// How v12 implementations word responses: only `ok` is success, and `message` is the
+/// spec's field (`msg`/`wording` come from implementations that borrow v11 habits).
+const DIALECT: Dialect = Dialect {
+    ok_statuses: &["ok"],
+    message_fields: &["message", "msg", "wording"],
+};
 
 /// Reads a response object.
 pub fn outcome(body: &Value) -> Outcome {
-    let status = body.get("status").and_then(Value::as_str).unwrap_or("");
-    let retcode = body.get("retcode").and_then(Value::as_i64).unwrap_or(-1);
-    if status == "ok" || (status.is_empty() && retcode == 0) {
-        return Outcome::Ok(body.get("data").cloned().unwrap_or(Value::Null));
-    }
-    let message = ["message", "msg", "wording"]
-        .iter()
-        .find_map(|key| {
-            body.get(*key)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or("no message")
-        .to_owned();
-    Outcome::Failed { retcode, message }
+    outcome::read(body, &DIALECT)
 }
 
 /// What a failed send means for the relay, by retcode class (OneBot v12 spec):

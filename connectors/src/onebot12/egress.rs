@@ -17,9 +17,9 @@ use super::action::{self, ImageRef, Outcome, Rendered, UNSUPPORTED_ACTION};
 use crate::context::{RelatedMessages, SendReceipt};
 use crate::error::SendError;
 use crate::model::{Kind, Outbound};
-use crate::onebot_ws::Session;
+use crate::onebot_ws::{recall, ActionSender, Session};
 
-/// The egress side of one account.
+/// The egress side of one v12 account.
 pub struct Egress {
     /// Account id, for logs.
     account: String,
@@ -36,23 +36,6 @@ impl Egress {
             account,
             send_images,
             told_no_ids: false,
-        }
-    }
-
-    /// Sends (or recalls) one outbound message on `session`.
-    ///
-    /// # Errors
-    /// [`SendError`] as mapped by [`action::send_error`]; a lost connection or an unanswered
-    /// action is retryable.
-    pub async fn send(
-        &mut self,
-        session: &Session,
-        outbound: &Outbound,
-        related: &RelatedMessages,
-    ) -> Result<SendReceipt, SendError> {
-        match outbound.kind {
-            Kind::Message => self.message(session, outbound, related).await,
-            Kind::Recall => self.recall(session, outbound, related).await,
         }
     }
 
@@ -138,30 +121,18 @@ impl Egress {
         outbound: &Outbound,
         related: &RelatedMessages,
     ) -> Result<SendReceipt, SendError> {
-        if related.recall.is_empty() {
-            debug!(message = "Nothing to recall: no copy with a known id here (ComWeChatClient returns none).", account = %self.account, group = %outbound.group);
-            return Ok(SendReceipt::default());
-        }
-        let mut result = Ok(SendReceipt::default());
-        for id in &related.recall {
+        recall::each_copy(&self.account, outbound, related, |id| async move {
             let params = json!({ "message_id": id });
-            let outcome = match call_raw(session, "delete_message", params).await {
-                Ok(Outcome::Ok(_)) => Ok(()),
-                Ok(Outcome::Failed { retcode, .. }) if retcode == UNSUPPORTED_ACTION => {
+            match call_raw(session, "delete_message", params).await? {
+                Outcome::Ok(_) => Ok(()),
+                Outcome::Failed { retcode, .. } if retcode == UNSUPPORTED_ACTION => {
                     debug!(message = "The implementation cannot recall (delete_message unsupported).", account = %self.account, group = %outbound.group);
                     Ok(())
                 }
-                Ok(Outcome::Failed { retcode, message }) => {
-                    Err(action::send_error(retcode, &message))
-                }
-                Err(error) => Err(error),
-            };
-            if let Err(error) = &outcome {
-                warn!(message = "Recall of a relayed copy failed.", account = %self.account, group = %outbound.group, %error);
+                Outcome::Failed { retcode, message } => Err(action::send_error(retcode, &message)),
             }
-            result = result.and(outcome.map(|()| SendReceipt::default()));
-        }
-        result
+        })
+        .await
     }
 }
 
@@ -179,5 +150,19 @@ async fn call(session: &Session, name: &str, params: Value) -> Result<Value, Sen
     match call_raw(session, name, params).await? {
         Outcome::Ok(data) => Ok(data),
         Outcome::Failed { retcode, message } => Err(action::send_error(retcode, &message)),
+    }
+}
+
+impl ActionSender for Egress {
+    async fn send(
+        &mut self,
+        session: &Session,
+        outbound: &Outbound,
+        related: &RelatedMessages,
+    ) -> Result<SendReceipt, SendError> {
+        match outbound.kind {
+            Kind::Message => self.message(session, outbound, related).await,
+            Kind::Recall => self.recall(session, outbound, related).await,
+        }
     }
 }

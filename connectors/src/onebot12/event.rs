@@ -10,8 +10,12 @@
 use serde_json::{Map, Value};
 
 use crate::model::{Envelope, Kind, Origin, Platform, Segment, Sender, ENVELOPE_VERSION};
+use crate::onebot_ws::frame::{
+    array_segments, data_text, note_unknown, parse_object, raw_segment, recall_envelope, response,
+    text_of,
+};
 pub use crate::onebot_ws::frame::{id_of, DecodeContext, FrameError};
-use crate::onebot_ws::frame::{note_unknown, parse_object, text_of};
+pub use crate::onebot_ws::BotStatus;
 
 /// What a frame turned out to be.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,15 +54,6 @@ pub enum Frame {
     },
     /// An event the relay does not use (private messages, other notices, requests).
     Ignored,
-}
-
-/// One bot of a `status_update`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BotStatus {
-    /// `self.user_id`.
-    pub user_id: String,
-    /// `online`.
-    pub online: bool,
 }
 
 /// A decoded frame, plus the bot's id when the event named it in `self`.
@@ -115,21 +110,13 @@ pub fn decode(text: &str, cx: &DecodeContext<'_>) -> Result<Decoded, FrameError>
         let frame = decode_event(&object, self_id.as_deref(), cx)?;
         return Ok(Decoded { frame, self_id });
     }
-    if object.contains_key("retcode") || object.contains_key("status") {
-        let echo = match object.get("echo") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => String::new(),
-            Some(other) => other.to_string(),
-        };
-        return Ok(Decoded {
-            frame: Frame::Response {
-                echo,
-                body: Value::Object(object),
-            },
+    match response(object) {
+        Some((echo, body)) => Ok(Decoded {
+            frame: Frame::Response { echo, body },
             self_id: None,
-        });
+        }),
+        None => Err(FrameError::Unknown),
     }
-    Err(FrameError::Unknown)
 }
 
 /// Event `type`s of OneBot v12 (PROTOCOLS.md §2.1); any other is counted as unknown.
@@ -244,16 +231,7 @@ fn group_message(
         return Ok(Frame::OwnMessage);
     }
     let raw: Vec<(String, Map<String, Value>)> = match object.get("message") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(|item| {
-                let raw = raw_segment(item);
-                if raw.is_none() {
-                    note_unknown(cx.platform, "segment", "<not a segment object>");
-                }
-                raw
-            })
-            .collect(),
+        Some(Value::Array(items)) => array_segments(items, cx.platform),
         Some(Value::Object(_)) => object
             .get("message")
             .and_then(raw_segment)
@@ -298,47 +276,13 @@ fn group_message(
 }
 
 /// A `notice.group_message_delete` (ComWeChat sends `sub_type: "delete"` and an empty
-/// `operator_id`): a recall of that message. Its id differs from the message's own, so the
-/// relay's dedup never mistakes one for the other.
+/// `operator_id`): a recall of that message.
 fn group_message_delete(
     object: &Map<String, Value>,
     cx: &DecodeContext<'_>,
 ) -> Result<Frame, FrameError> {
-    let group = id_of(object.get("group_id")).ok_or(FrameError::Field("group_id"))?;
-    let message_id = id_of(object.get("message_id")).ok_or(FrameError::Field("message_id"))?;
-    let user = id_of(object.get("user_id")).unwrap_or_default();
-    let operator = id_of(object.get("operator_id")).unwrap_or_else(|| user.clone());
-    Ok(Frame::Recall(Box::new(Envelope {
-        v: ENVELOPE_VERSION,
-        id: Envelope::make_id(cx.account, &group, &format!("recall:{message_id}")),
-        origin: Origin {
-            platform: cx.platform,
-            account: cx.account.to_owned(),
-            group,
-            message_id,
-            group_name: None,
-        },
-        sender: Sender {
-            name: operator.clone(),
-            id: operator,
-            is_bot: false,
-        },
-        ts_ms: time_ms(object),
-        kind: Kind::Recall,
-        segments: Vec::new(),
-    })))
-}
-
-/// A segment object as (type, data).
-fn raw_segment(value: &Value) -> Option<(String, Map<String, Value>)> {
-    let object = value.as_object()?;
-    let kind = object.get("type")?.as_str()?.to_owned();
-    let data = object
-        .get("data")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    Some((kind, data))
+    let envelope = recall_envelope(object, cx, time_ms(object))?;
+    Ok(Frame::Recall(Box::new(envelope)))
 }
 
 /// A text segment from a plain string.
@@ -346,15 +290,6 @@ fn text_raw(text: &str) -> (String, Map<String, Value>) {
     let mut data = Map::new();
     data.insert("text".into(), Value::String(text.to_owned()));
     ("text".into(), data)
-}
-
-/// A data value as text (strings as they are, numbers written out).
-fn data_text(data: &Map<String, Value>, key: &str) -> Option<String> {
-    match data.get(key)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 /// `[label] detail` without a dangling space when the detail is empty.

@@ -1,37 +1,98 @@
-//! Publishing an account's OneBot v12 group events in arrival order: each item is awaited
-//! (a message being completed finishes within the resolver's wait) and then handed to the
-//! relay. OneBot cannot redeliver, so a failed publish is retried with backoff until it
-//! succeeds or the daemon stops taking input.
+//! The receiving half of OneBot v12 as the shared session runs it: which [`Event`] each
+//! decoded frame is, and how a group message is readied for ingress. A v12 message event
+//! carries no sender name and references pictures by `file_id`, so it is handed to the
+//! [`Resolver`] the moment it arrives and published, in arrival order, once its lookups
+//! answered or their wait ran out; a recall is ready at once.
 
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use std::sync::Arc;
+
+use serde_json::Value;
 use tracing::warn;
 
-use super::resolve::IngressItem;
-use crate::context::Ingress;
+use super::action;
+use super::event::{self, Frame, Incoming};
+use super::resolve::{IngressItem, Resolver};
+use crate::model::Envelope;
+use crate::onebot_ws::frame::{DecodeContext, FrameError};
+use crate::onebot_ws::{Decoded, Event, Outcome, Session, Version};
 
-/// Publishes items until the channel closes (every session of the account ended).
-pub async fn publish_in_order(
-    account: String,
-    ingress: Ingress,
-    mut items: mpsc::Receiver<IngressItem>,
-    intake: CancellationToken,
-) {
-    while let Some(item) = items.recv().await {
-        let envelope = match item {
-            IngressItem::Ready(envelope) => *envelope,
+/// OneBot v12 for the shared session, with the account's resolver (its name cache outlives
+/// connections).
+pub struct OneBot12 {
+    /// Completes messages (names, picture URLs).
+    resolver: Arc<Resolver>,
+}
+
+impl OneBot12 {
+    /// The receiving half of one account.
+    pub fn new(account: String) -> OneBot12 {
+        OneBot12 {
+            resolver: Arc::new(Resolver::new(account)),
+        }
+    }
+}
+
+/// A group message or recall as decoded, before ingress admits it.
+pub enum Inbound {
+    /// A message still to be completed.
+    Message(Box<Incoming>),
+    /// A deleted message, ready to publish as a recall.
+    Recall(Box<Envelope>),
+}
+
+impl Version for OneBot12 {
+    type Inbound = Inbound;
+    type Queued = IngressItem;
+    const WHO_AM_I: &'static str = "get_self_info";
+    const BINARY_PROBLEM: &'static str =
+        "binary frame that is not UTF-8 JSON (MessagePack is not supported)";
+
+    fn decode(&self, text: &str, cx: &DecodeContext<'_>) -> Result<Decoded<Inbound>, FrameError> {
+        let decoded = event::decode(text, cx)?;
+        let event = match decoded.frame {
+            Frame::Message(incoming) => Event::Inbound(Inbound::Message(incoming)),
+            Frame::Recall(envelope) => Event::Inbound(Inbound::Recall(envelope)),
+            Frame::OwnMessage => Event::OwnMessage,
+            Frame::Connect {
+                implementation,
+                version,
+            } => Event::Connected {
+                implementation: Some((implementation, version)),
+            },
+            Frame::StatusUpdate { good, bots } => Event::Status { good, bots },
+            Frame::Heartbeat { interval_ms } => Event::Heartbeat { interval_ms },
+            Frame::Response { echo, body } => Event::Response { echo, body },
+            Frame::Ignored => Event::Ignored,
+        };
+        Ok(Decoded {
+            event,
+            self_id: decoded.self_id,
+        })
+    }
+
+    fn outcome(body: &Value) -> Outcome {
+        action::outcome(body)
+    }
+
+    fn admit(&self, inbound: Inbound, lookups: impl FnOnce() -> Option<Session>) -> IngressItem {
+        match inbound {
+            Inbound::Message(incoming) => self.resolver.complete(*incoming, lookups()),
+            Inbound::Recall(envelope) => IngressItem::Ready(envelope),
+        }
+    }
+
+    async fn ready(account: &str, queued: IngressItem) -> Option<Envelope> {
+        match queued {
+            IngressItem::Ready(envelope) => Some(*envelope),
             IngressItem::Resolving(task) => match task.await {
-                Ok(envelope) => envelope,
+                Ok(envelope) => Some(envelope),
                 Err(error) => {
                     warn!(message = "Completing an inbound message failed; dropped.", account = %account, %error);
                     metrics::counter!("qunbridge_messages_dropped_total", "reason" => "malformed")
                         .increment(1);
-                    continue;
+                    None
                 }
             },
-        };
-        ingress
-            .publish_until_accepted(&account, envelope, &intake)
-            .await;
+        }
     }
 }

@@ -1,11 +1,13 @@
 //! What both OneBot versions' frame decoders share: the error type, the decoding context
 //! (who the bot is), tolerant readers for ids and text fields that implementations send as
-//! numbers or strings, how a binary frame becomes text, and the counter of input the decoders
-//! do not know (event and segment types), which is relayed or ignored but never fatal.
+//! numbers or strings, how a binary frame becomes text, the counter of input the decoders
+//! do not know (event and segment types), which is relayed or ignored but never fatal, and
+//! the pieces both wire formats spell alike (segment objects, action responses, recall
+//! notices).
 
 use serde_json::{Map, Value};
 
-use crate::model::Platform;
+use crate::model::{Envelope, Kind, Origin, Platform, Sender, ENVELOPE_VERSION};
 
 /// Why a frame could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +85,94 @@ pub fn parse_object(text: &str) -> Result<Map<String, Value>, FrameError> {
         Ok(_) => Err(FrameError::NotJson("not an object".into())),
         Err(error) => Err(FrameError::NotJson(error.to_string())),
     }
+}
+
+/// A data value as text (strings as they are, numbers written out).
+pub fn data_text(data: &Map<String, Value>, key: &str) -> Option<String> {
+    match data.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A segment object as its `type` and `data` (empty when absent); `None` when the value is
+/// not a segment object at all.
+pub fn raw_segment(value: &Value) -> Option<(String, Map<String, Value>)> {
+    let object = value.as_object()?;
+    let kind = object.get("type")?.as_str()?.to_owned();
+    let data = object
+        .get("data")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    Some((kind, data))
+}
+
+/// The segment objects of an array-format message; items that are not segments are counted
+/// as unknown input and skipped, so one odd item never costs the whole message.
+pub fn array_segments(items: &[Value], platform: Platform) -> Vec<(String, Map<String, Value>)> {
+    items
+        .iter()
+        .filter_map(|item| {
+            let raw = raw_segment(item);
+            if raw.is_none() {
+                note_unknown(platform, "segment", "<not a segment object>");
+            }
+            raw
+        })
+        .collect()
+}
+
+/// An action response: its `echo` as a string (empty when absent) and the whole object, or
+/// `None` when the object is no response (neither `retcode` nor `status`).
+pub fn response(object: Map<String, Value>) -> Option<(String, Value)> {
+    if !(object.contains_key("retcode") || object.contains_key("status")) {
+        return None;
+    }
+    let echo = match object.get("echo") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    Some((echo, Value::Object(object)))
+}
+
+/// The envelope of a group recall notice (v11 `group_recall`, v12 `group_message_delete`):
+/// the same fields in both versions. Its id differs from the recalled message's own, so the
+/// relay's dedup never mistakes one for the other; the operator (else the author) is the
+/// sender. `ts_ms` is the event time, which the versions encode differently.
+///
+/// # Errors
+/// [`FrameError::Field`] when the group or message id is missing.
+pub fn recall_envelope(
+    object: &Map<String, Value>,
+    cx: &DecodeContext<'_>,
+    ts_ms: u64,
+) -> Result<Envelope, FrameError> {
+    let group = id_of(object.get("group_id")).ok_or(FrameError::Field("group_id"))?;
+    let message_id = id_of(object.get("message_id")).ok_or(FrameError::Field("message_id"))?;
+    let user = id_of(object.get("user_id")).unwrap_or_default();
+    let operator = id_of(object.get("operator_id")).unwrap_or_else(|| user.clone());
+    Ok(Envelope {
+        v: ENVELOPE_VERSION,
+        id: Envelope::make_id(cx.account, &group, &format!("recall:{message_id}")),
+        origin: Origin {
+            platform: cx.platform,
+            account: cx.account.to_owned(),
+            group,
+            message_id,
+            group_name: None,
+        },
+        sender: Sender {
+            name: operator.clone(),
+            id: operator,
+            is_bot: false,
+        },
+        ts_ms,
+        kind: Kind::Recall,
+        segments: Vec::new(),
+    })
 }
 
 #[cfg(test)]

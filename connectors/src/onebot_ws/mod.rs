@@ -1,26 +1,46 @@
 //! What the OneBot v11 and v12 connectors share on a WebSocket. Both versions frame actions
 //! the same way (`{action, params, echo}` answered by `{status, retcode, data, echo}`), reach
-//! the implementation the same two ways, and keep the same bookkeeping per account:
+//! the implementation the same two ways, keep the same bookkeeping per account and run the
+//! same loop per socket; only decoding, rendering and sending differ, and those come in
+//! through the traits in [`version`]:
 //!
-//! - [`echo`]: requests awaiting their response, matched by `echo`.
-//! - [`frame`]: the decoding context, frame errors and tolerant id/text readers.
+//! - [`connector`]: the connector run loop (transport, ordered ingress, egress queue).
+//! - [`connection`]: one live socket: reads, binary frames, heartbeat watchdog, teardown and
+//!   the account's state.
+//! - [`link`]: what the sockets of one account share (who the bot is, sessions, queues).
 //! - [`session`]: one live socket as egress uses it ([`Session::call`]), the live sockets of an
 //!   account ([`Sessions`]), and the writer task with its pings.
 //! - [`transport`]: the forward connection (with reconnect, backoff and the slow schedule for
 //!   token refusals) and registration on a shared reverse listener.
+//! - [`ingress`]: publishing inbound messages in arrival order.
+//! - [`echo`]: requests awaiting their response, matched by `echo`.
+//! - [`outcome`]: reading an action response.
+//! - [`recall`]: deleting the known copies of a recalled message.
+//! - [`frame`]: the decoding context, frame errors and the readers both decoders use.
+//! - [`version`]: what a version supplies ([`Version`], [`ActionSender`]).
 //!
-//! Event decoding and rendering differ per version and live in `onebot11`/`onebot12`.
+//! Event decoding and rendering live in `onebot11`/`onebot12`.
 
+pub mod connection;
+pub mod connector;
 pub mod echo;
 pub mod frame;
+pub mod ingress;
+pub mod link;
+pub mod outcome;
+pub mod recall;
 pub mod session;
 pub mod transport;
+pub mod version;
 
 use std::net::SocketAddr;
 
+pub use connector::Reach;
 pub use echo::{request, Pending};
+pub use outcome::Outcome;
 pub use session::{spawn_writer, CallError, Session, Sessions, ACTION_TIMEOUT, WRITE_QUEUE};
 pub use transport::{connect, forward, redact, reverse, ConnectFailure, WsClientStream};
+pub use version::{ActionSender, BotStatus, Decoded, Event, Version};
 
 /// How qunbridge reaches a OneBot implementation.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,11 +2,12 @@
 //! implementation, with reconnect, exponential backoff and jitter; a 401/403 refusal is
 //! reported as `auth_failed` and retried on the slow schedule, never in a tight loop) and
 //! reverse (the implementation connects to a listener shared by the accounts on that
-//! address; see [`crate::reverse_ws`]). What runs on a socket is the caller's business: both
-//! functions hand each socket to a closure.
+//! address; see [`crate::reverse_ws`]). [`forward`] and [`reverse`] hand each socket to a
+//! closure; [`forward_sessions`] and [`reverse_sessions`] run an account's sessions on them.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -16,10 +17,15 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::connection;
+use super::link::AccountLink;
+use super::version::Version;
 use crate::backoff::Backoff;
 use crate::context::{ConnectionState, StateReporter};
 use crate::error::ConnectorError;
-use crate::reverse_ws::{socket_config, IncomingSocket, ReverseTarget, SharedListeners};
+use crate::reverse_ws::{
+    socket_config, ClientRole, IncomingSocket, ReverseTarget, SharedListeners,
+};
 
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -190,6 +196,59 @@ where
         }
         while tasks.join_next().await.is_some() {}
     })
+}
+
+/// Keeps a forward connection of an account up until `stop`, running a session on each
+/// socket.
+pub async fn forward_sessions<V: Version>(
+    url: String,
+    token: Option<String>,
+    link: Arc<AccountLink<V>>,
+    stop: CancellationToken,
+) {
+    let (account, state) = (link.account.clone(), link.state.clone());
+    let sessions_stop = stop.clone();
+    forward(url, token, account, state, stop, move |ws| {
+        connection::run(
+            ws,
+            ClientRole::Universal,
+            link.clone(),
+            sessions_stop.clone(),
+        )
+    })
+    .await;
+}
+
+/// Registers an account on its reverse listener; the returned future runs a session on every
+/// socket the implementation opens until `stop`. A socket's `X-Self-ID` (v11
+/// implementations send it; v12 ones do not, so a v12 account has a listen address of its
+/// own) names the bot.
+///
+/// # Errors
+/// [`ConnectorError::Bind`] when the listen address cannot be bound.
+pub fn reverse_sessions<V: Version>(
+    listen: SocketAddr,
+    listeners: &SharedListeners,
+    token: Option<String>,
+    link: Arc<AccountLink<V>>,
+    stop: CancellationToken,
+) -> Result<impl Future<Output = ()> + Send + 'static, ConnectorError> {
+    let (account, self_id) = (link.account.clone(), link.self_id());
+    let sessions_stop = stop.clone();
+    reverse(
+        listen,
+        listeners,
+        account,
+        self_id,
+        token,
+        stop,
+        move |socket| {
+            if let Some(id) = &socket.self_id {
+                link.learn_self_id(id);
+            }
+            connection::run(socket.ws, socket.role, link.clone(), sessions_stop.clone())
+        },
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,63 @@
+//! The receiving half of OneBot v11 as the shared session runs it: which [`Event`] each
+//! decoded frame is, and that a v11 message is complete on arrival (the event carries the
+//! sender's name and picture URLs), so it queues for ingress as it is.
+
+use serde_json::Value;
+
+use super::action;
+use super::event::{self, Frame};
+use crate::model::Envelope;
+use crate::onebot_ws::frame::{DecodeContext, FrameError};
+use crate::onebot_ws::{Decoded, Event, Outcome, Session, Version};
+
+/// OneBot v11 for the shared session; it keeps no state of its own.
+pub struct OneBot11;
+
+impl Version for OneBot11 {
+    type Inbound = Box<Envelope>;
+    type Queued = Box<Envelope>;
+    const WHO_AM_I: &'static str = "get_login_info";
+    const BINARY_PROBLEM: &'static str = "binary frame that is not UTF-8";
+
+    fn decode(
+        &self,
+        text: &str,
+        cx: &DecodeContext<'_>,
+    ) -> Result<Decoded<Box<Envelope>>, FrameError> {
+        Ok(match event::decode(text, cx)? {
+            Frame::Envelope(envelope) => Decoded::anonymous(Event::Inbound(envelope)),
+            Frame::OwnMessage => Decoded::anonymous(Event::OwnMessage),
+            Frame::Lifecycle { self_id } => Decoded {
+                event: Event::Connected {
+                    implementation: None,
+                },
+                self_id,
+            },
+            Frame::Heartbeat {
+                interval_ms,
+                self_id,
+            } => Decoded {
+                event: Event::Heartbeat { interval_ms },
+                self_id,
+            },
+            Frame::Response { echo, body } => Decoded::anonymous(Event::Response { echo, body }),
+            Frame::Ignored => Decoded::anonymous(Event::Ignored),
+        })
+    }
+
+    fn outcome(body: &Value) -> Outcome {
+        action::outcome(body)
+    }
+
+    fn admit(
+        &self,
+        inbound: Box<Envelope>,
+        _lookups: impl FnOnce() -> Option<Session>,
+    ) -> Box<Envelope> {
+        inbound
+    }
+
+    async fn ready(_account: &str, queued: Box<Envelope>) -> Option<Envelope> {
+        Some(*queued)
+    }
+}

@@ -1,0 +1,269 @@
+//! One live OneBot WebSocket, whichever side opened it and whichever version it speaks:
+//! reads frames (inbound messages go to ingress in order, responses to their waiting action),
+//! writes actions and pings through the writer task, learns which bot it speaks for, and
+//! declares the link dead when heartbeats stop (about three missed intervals) or, for
+//! implementations that send none, when nothing at all (not even a pong to our pings) came
+//! for a while. Decoding is the [`Version`]'s business.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::echo::Pending;
+use super::frame::{binary_text, id_of, DecodeContext, FrameError};
+use super::link::AccountLink;
+use super::outcome::Outcome;
+use super::session::{spawn_writer, Session, WRITE_QUEUE};
+use super::version::{Decoded, Event, Version};
+use crate::context::ConnectionState;
+use crate::reverse_ws::{close_after, read_failure, ClientRole};
+
+/// With no heartbeat from the implementation, how long silence (no frame, no pong) may last.
+const SILENCE_LIMIT: Duration = Duration::from_secs(90);
+/// Heartbeat intervals a link may miss before it is declared dead.
+const MISSED_HEARTBEATS: u32 = 3;
+/// How long teardown waits for the writer to send its close frame.
+const WRITER_GRACE: Duration = Duration::from_secs(2);
+/// The reason a connection ends when qunbridge itself closes it.
+const STOPPING: &str = "stopping";
+
+/// Runs one connection until it closes, dies, or `stop`.
+pub async fn run<S, V>(
+    ws: WebSocketStream<S>,
+    role: ClientRole,
+    link: Arc<AccountLink<V>>,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    V: Version,
+{
+    let (sink, mut stream) = ws.split();
+    let (tx, rx) = mpsc::channel::<Message>(WRITE_QUEUE);
+    let writer = spawn_writer(sink, rx);
+    let pending = Arc::new(Pending::default());
+    let session = link.sessions.open(tx.clone(), pending.clone(), role);
+    link.state.set(ConnectionState::Up, None);
+    metrics::gauge!("qunbridge_account_up", "account" => link.account.clone()).set(1.0);
+
+    if link.self_id().is_none() && role != ClientRole::Event {
+        ask_who_am_i(link.clone(), session.clone());
+    }
+    // Follow-up actions for a message go out on this connection when it takes actions, else
+    // on the account's newest that does.
+    let lookups = (role != ClientRole::Event).then(|| session.clone());
+
+    let mut watchdog = Watchdog::new();
+    let reason = loop {
+        let frame = tokio::select! {
+            _ = stop.cancelled() => break STOPPING,
+            _ = tokio::time::sleep_until(watchdog.deadline()) => break "heartbeats stopped",
+            frame = stream.next() => frame,
+        };
+        watchdog.traffic();
+        let text = match frame {
+            Some(Ok(Message::Text(text))) => text.to_string(),
+            Some(Ok(Message::Binary(bytes))) => match binary_text(&bytes) {
+                Ok(text) => text.to_owned(),
+                Err(_) => {
+                    malformed(&link.account, V::BINARY_PROBLEM);
+                    continue;
+                }
+            },
+            Some(Ok(Message::Close(_))) | None => break "closed by the peer",
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => {
+                if let Some(close) = close_after(&error) {
+                    let _ = tx.try_send(Message::Close(Some(close)));
+                }
+                break read_failure(&link.account, &error);
+            }
+        };
+        let decoded = match decode(&link, &text) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                malformed(&link.account, &error.to_string());
+                continue;
+            }
+        };
+        if let Some(id) = &decoded.self_id {
+            link.learn_self_id(id);
+        }
+        let queued = match decoded.event {
+            Event::Inbound(inbound) => {
+                watchdog.heartbeat();
+                if link.intake.is_cancelled() {
+                    metrics::counter!("qunbridge_messages_dropped_total", "reason" => "shutdown")
+                        .increment(1);
+                    continue;
+                }
+                link.version.admit(inbound, || {
+                    lookups.clone().or_else(|| link.sessions.for_actions())
+                })
+            }
+            Event::OwnMessage => {
+                watchdog.heartbeat();
+                metrics::counter!("qunbridge_messages_dropped_total", "reason" => "own_message")
+                    .increment(1);
+                continue;
+            }
+            Event::Connected { implementation } => {
+                if let Some((implementation, version)) = implementation {
+                    info!(message = "OneBot implementation connected.", account = %link.account, implementation = %implementation, version = %version);
+                }
+                continue;
+            }
+            Event::Heartbeat { interval_ms } => {
+                watchdog.heartbeat();
+                watchdog.expect_every(interval_ms);
+                continue;
+            }
+            Event::Status { good, bots } => {
+                watchdog.heartbeat();
+                if good == Some(false) {
+                    warn!(message = "The implementation reports itself not good.", account = %link.account);
+                }
+                link.bot_status(&bots);
+                continue;
+            }
+            Event::Response { echo, body } => {
+                if !pending.resolve(&echo, body) {
+                    debug!(message = "Response for no waiting action.", account = %link.account, %echo);
+                }
+                continue;
+            }
+            Event::Ignored => {
+                watchdog.heartbeat();
+                continue;
+            }
+        };
+        if link.events.send(queued).await.is_err() {
+            break "ingress stopped";
+        }
+    };
+    // Every clone of the session holds the writer open; let go of ours before waiting on it.
+    drop(lookups);
+    finish(&link, session, &pending, tx, writer, reason).await;
+}
+
+/// Decodes a frame with what the link knows about the bots.
+fn decode<V: Version>(
+    link: &AccountLink<V>,
+    text: &str,
+) -> Result<Decoded<V::Inbound>, FrameError> {
+    let self_id = link.self_id();
+    let is_other_bot =
+        |id: &str| link.bots.is_bot(link.platform, id) && Some(id) != self_id.as_deref();
+    let cx = DecodeContext {
+        account: &link.account,
+        platform: link.platform,
+        self_id: self_id.as_deref(),
+        is_other_bot: &is_other_bot,
+    };
+    link.version.decode(text, &cx)
+}
+
+/// Asks the implementation, in the background, which bot this connection speaks for.
+fn ask_who_am_i<V: Version>(link: Arc<AccountLink<V>>, session: Session) {
+    tokio::spawn(async move {
+        if let Ok(body) = session.call(V::WHO_AM_I, serde_json::json!({})).await {
+            if let Outcome::Ok(data) = V::outcome(&body) {
+                if let Some(id) = id_of(data.get("user_id")) {
+                    link.learn_self_id(&id);
+                }
+            }
+        }
+    });
+}
+
+/// When a connection counts as dead: a few missed heartbeats once the implementation has
+/// told its interval, else a long silence.
+struct Watchdog {
+    /// The implementation's heartbeat interval, once a heartbeat told it.
+    interval: Option<Duration>,
+    /// When the last sign of life (heartbeat or event) came.
+    last_heartbeat: Instant,
+    /// When the last frame of any kind came.
+    last_traffic: Instant,
+}
+
+impl Watchdog {
+    /// A watchdog for a connection that just opened.
+    fn new() -> Watchdog {
+        let now = Instant::now();
+        Watchdog {
+            interval: None,
+            last_heartbeat: now,
+            last_traffic: now,
+        }
+    }
+
+    /// When the connection is declared dead unless something arrives.
+    fn deadline(&self) -> Instant {
+        match self.interval {
+            Some(interval) => self.last_heartbeat + interval * MISSED_HEARTBEATS,
+            None => self.last_traffic + SILENCE_LIMIT,
+        }
+    }
+
+    /// A frame (or pong) arrived.
+    fn traffic(&mut self) {
+        self.last_traffic = Instant::now();
+    }
+
+    /// A heartbeat or an event arrived.
+    fn heartbeat(&mut self) {
+        self.last_heartbeat = Instant::now();
+    }
+
+    /// A heartbeat told its interval; zero or none keeps the current expectation.
+    fn expect_every(&mut self, interval_ms: Option<u64>) {
+        if let Some(ms) = interval_ms.filter(|ms| *ms > 0) {
+            self.interval = Some(Duration::from_millis(ms));
+        }
+    }
+}
+
+/// Tears a connection down and reports the account's state.
+async fn finish<V: Version>(
+    link: &AccountLink<V>,
+    session: Session,
+    pending: &Pending,
+    tx: mpsc::Sender<Message>,
+    writer: JoinHandle<()>,
+    reason: &str,
+) {
+    link.sessions.close(session.id);
+    pending.fail_all();
+    drop(session);
+    drop(tx);
+    let _ = tokio::time::timeout(WRITER_GRACE, writer).await;
+    if !link.sessions.any() {
+        if reason == STOPPING {
+            link.state.set(ConnectionState::Stopped, None);
+        } else {
+            link.state
+                .set(ConnectionState::Down, Some(reason.to_owned()));
+        }
+        metrics::gauge!("qunbridge_account_up", "account" => link.account.clone()).set(0.0);
+    }
+    if reason == STOPPING {
+        debug!(message = "OneBot connection closed for shutdown.", account = %link.account);
+    } else {
+        warn!(message = "OneBot connection lost.", account = %link.account, reason);
+    }
+}
+
+/// Logs and counts a frame that could not be used; the connection goes on.
+fn malformed(account: &str, problem: &str) {
+    warn!(message = "Ignoring malformed OneBot frame.", account = %account, problem);
+    metrics::counter!("qunbridge_messages_dropped_total", "reason" => "malformed").increment(1);
+}

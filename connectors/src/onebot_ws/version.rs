@@ -1,0 +1,135 @@
+//! What tells the two OneBot versions apart inside the shared session and connector: how a
+//! frame is decoded into the few things a session acts on ([`Event`]), how an inbound message
+//! becomes something ingress can publish in order, which action names the bot, and how
+//! messages are sent. `onebot11` and `onebot12` each implement [`Version`] and
+//! [`ActionSender`]; everything else runs the same for both.
+
+use std::future::Future;
+
+use serde_json::Value;
+
+use super::frame::{DecodeContext, FrameError};
+use super::outcome::Outcome;
+use super::session::Session;
+use crate::context::{RelatedMessages, SendReceipt};
+use crate::error::SendError;
+use crate::model::{Envelope, Outbound};
+
+/// One bot named by a v12 `status_update` (v11 has no such event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BotStatus {
+    /// `self.user_id`.
+    pub user_id: String,
+    /// `online`: false when the implementation's bot is logged out.
+    pub online: bool,
+}
+
+/// What a frame means to the session loop, whichever version it came in.
+pub enum Event<M> {
+    /// A group message or recall for ingress. It shows the link is alive, and is dropped
+    /// (counted) once intake has stopped.
+    Inbound(M),
+    /// The bot's own message, or another configured bot's: never relayed, but alive.
+    OwnMessage,
+    /// The implementation (re)connected (v11 `lifecycle`, v12 `meta.connect`): logged, not
+    /// counted as a heartbeat (some implementations send it once and then go quiet).
+    Connected {
+        /// Name and version of the implementation, when it says (v12 only).
+        implementation: Option<(String, String)>,
+    },
+    /// A heartbeat, with its interval in milliseconds when the implementation tells it: the
+    /// watchdog then expects the next within a few intervals.
+    Heartbeat {
+        /// Milliseconds until the next heartbeat.
+        interval_ms: Option<u64>,
+    },
+    /// The implementation's view of its bots (v12 `status_update`): it counts as a heartbeat,
+    /// can name the bot, and reports it logged out or back.
+    Status {
+        /// `status.good`: false when the implementation itself is unwell.
+        good: Option<bool>,
+        /// The bots on this connection.
+        bots: Vec<BotStatus>,
+    },
+    /// The answer to one of our actions, matched by `echo`.
+    Response {
+        /// The `echo` we sent, as a string.
+        echo: String,
+        /// The whole response object.
+        body: Value,
+    },
+    /// An event the relay does not use; still a sign of life.
+    Ignored,
+}
+
+/// A decoded frame plus the bot's id when the frame named it (v11 `self_id`, v12 `self`).
+pub struct Decoded<M> {
+    /// What the frame means.
+    pub event: Event<M>,
+    /// The bot this connection speaks for, when the frame says.
+    pub self_id: Option<String>,
+}
+
+impl<M> Decoded<M> {
+    /// A frame that names no bot.
+    pub fn anonymous(event: Event<M>) -> Decoded<M> {
+        Decoded {
+            event,
+            self_id: None,
+        }
+    }
+}
+
+/// The version-specific half of receiving: decoding and readying messages for ingress.
+pub trait Version: Send + Sync + 'static {
+    /// A decoded group message or recall, before ingress admits it.
+    type Inbound: Send;
+    /// What waits in the ordered ingress queue (v12 messages may still be looking up names).
+    type Queued: Send + 'static;
+    /// The action that asks which bot this connection speaks for (`get_login_info` in v11,
+    /// `get_self_info` in v12).
+    const WHO_AM_I: &'static str;
+    /// Logged when a binary frame is not UTF-8 text.
+    const BINARY_PROBLEM: &'static str;
+
+    /// Decodes one text frame.
+    ///
+    /// # Errors
+    /// [`FrameError`] when the frame cannot be understood (logged and counted; the
+    /// connection goes on).
+    fn decode(
+        &self,
+        text: &str,
+        cx: &DecodeContext<'_>,
+    ) -> Result<Decoded<Self::Inbound>, FrameError>;
+
+    /// Reads an action response the way this version words them.
+    fn outcome(body: &Value) -> Outcome;
+
+    /// Queues an inbound message for ingress; `lookups` gives the session to ask
+    /// follow-up actions on, if the version needs any.
+    fn admit(
+        &self,
+        inbound: Self::Inbound,
+        lookups: impl FnOnce() -> Option<Session>,
+    ) -> Self::Queued;
+
+    /// The envelope to publish, once ready (waits for lookups in flight); `None` when the
+    /// message was lost on the way (logged and counted by the version).
+    fn ready(account: &str, queued: Self::Queued) -> impl Future<Output = Option<Envelope>> + Send;
+}
+
+/// The version-specific half of sending: rendering and calling the send and recall actions.
+pub trait ActionSender: Send + 'static {
+    /// Sends (or recalls) one outbound message on `session`.
+    ///
+    /// # Errors
+    /// [`SendError`]: retryable for a lost connection or an unanswered action, else as the
+    /// version maps the implementation's retcode.
+    fn send(
+        &mut self,
+        session: &Session,
+        outbound: &Outbound,
+        related: &RelatedMessages,
+    ) -> impl Future<Output = Result<SendReceipt, SendError>> + Send;
+}
