@@ -16,32 +16,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{sse, ws, Feeds};
+use super::shared::Shared;
+use super::{sse, ws};
 use crate::auth::{check_bearer, AuthOutcome};
-use crate::context::{now_ms, Ingress};
+use crate::context::now_ms;
 use crate::model::{Envelope, Kind, Origin, Platform, Segment, Sender, ENVELOPE_VERSION};
 
 /// Largest request body accepted, so one client cannot make the daemon buffer megabytes.
 const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Longest client-supplied message id.
 const MAX_ID_LEN: usize = 128;
-
-/// State shared by every request of one `api` account.
-pub(super) struct Shared {
-    /// Account id, the `<account>` of envelopes.
-    pub account: String,
-    /// Required bearer token, if any.
-    pub token: Option<String>,
-    /// Where posted messages go.
-    pub ingress: Ingress,
-    /// What consumers read.
-    pub feeds: Arc<Feeds>,
-    /// Cancelled when the daemon stops taking input: new messages are refused.
-    pub intake: CancellationToken,
-    /// Cancelled once egress has drained, which ends event streams (so consumers receive
-    /// what was still in flight at shutdown).
-    pub streams_end: CancellationToken,
-}
 
 /// Serves until `intake` stops, then lets in-flight requests finish.
 pub(super) async fn serve(

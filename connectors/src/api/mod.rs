@@ -12,6 +12,7 @@
 mod feed;
 pub mod feed_log;
 mod http;
+mod shared;
 mod sse;
 mod ws;
 
@@ -87,7 +88,7 @@ impl Connector for ApiConnector {
             None => Feeds::new(self.settings.buffer, now_ms()),
         });
         let streams_end = CancellationToken::new();
-        let shared = Arc::new(http::Shared {
+        let shared = Arc::new(shared::Shared {
             account: account.clone(),
             token: self
                 .settings

@@ -16,7 +16,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tracing::warn;
 
 use super::feed::FeedEvent;
-use super::http::Shared;
+use super::shared::Shared;
 
 /// Counts and logs messages a consumer will never see.
 pub(super) fn report_lagged(account: &str, group: Option<&str>, lost: u64) {

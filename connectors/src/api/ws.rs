@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::debug;
 
-use super::http::Shared;
+use super::shared::Shared;
 use super::sse::report_lagged;
 
 /// Largest frame accepted from a consumer; they have nothing to send but pings.

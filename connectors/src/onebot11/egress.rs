@@ -8,10 +8,10 @@ use serde_json::{json, Value};
 
 use super::action::{self, Outcome};
 use super::event;
-use crate::context::{RelatedMessages, SendReceipt};
+use crate::context::SendReceipt;
 use crate::error::SendError;
-use crate::model::{Kind, Outbound, Platform};
-use crate::onebot_ws::{recall, ActionSender, CallError, Session};
+use crate::model::Platform;
+use crate::onebot_ws::{recall, ActionSender, CallError, Outgoing};
 
 /// Retcodes that mean the request itself is wrong (bad request, unknown action): retrying
 /// will not help.
@@ -33,30 +33,23 @@ impl Egress {
 }
 
 impl ActionSender for Egress {
-    async fn send(
-        &mut self,
-        session: &Session,
-        outbound: &Outbound,
-        related: &RelatedMessages,
-    ) -> Result<SendReceipt, SendError> {
-        match outbound.kind {
-            Kind::Message => {
-                let message = action::render_message(outbound, related, self.platform);
-                let params = json!({
-                    "group_id": action::id_value(&outbound.group),
-                    "message": message,
-                    "auto_escape": false,
-                });
-                send_outcome(session.call("send_group_msg", params).await)
-            }
-            Kind::Recall => {
-                recall::each_copy(&self.account, outbound, related, |id| async move {
-                    let params = json!({ "message_id": action::id_value(&id) });
-                    send_outcome(session.call("delete_msg", params).await).map(|_| ())
-                })
-                .await
-            }
-        }
+    async fn message(&mut self, out: Outgoing<'_>) -> Result<SendReceipt, SendError> {
+        let message = action::render_message(out.outbound, out.related, self.platform);
+        let params = json!({
+            "group_id": action::id_value(&out.outbound.group),
+            "message": message,
+            "auto_escape": false,
+        });
+        send_outcome(out.session.call("send_group_msg", params).await)
+    }
+
+    async fn recall(&mut self, out: Outgoing<'_>) -> Result<SendReceipt, SendError> {
+        let session = out.session;
+        recall::each_copy(&self.account, out.outbound, out.related, |id| async move {
+            let params = json!({ "message_id": action::id_value(&id) });
+            send_outcome(session.call("delete_msg", params).await).map(|_| ())
+        })
+        .await
     }
 }
 

@@ -7,10 +7,10 @@
 use serde_json::{Map, Value};
 
 use super::cq::{self, RawSegment};
-use crate::model::{Envelope, Kind, Origin, Platform, Segment, Sender, ENVELOPE_VERSION};
+use crate::model::{Envelope, Kind, Platform, Segment, Sender, ENVELOPE_VERSION};
 use crate::onebot_ws::frame::{
     array_segments, data_text, note_unknown, parse_object, raw_segment, recall_envelope, response,
-    text_of,
+    text_of, unknown_segment,
 };
 pub use crate::onebot_ws::frame::{id_of, DecodeContext, FrameError};
 
@@ -145,13 +145,7 @@ fn group_message(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<
     Ok(Frame::Envelope(Box::new(Envelope {
         v: ENVELOPE_VERSION,
         id: Envelope::make_id(cx.account, &group, &message_id),
-        origin: Origin {
-            platform: cx.platform,
-            account: cx.account.to_owned(),
-            group,
-            message_id,
-            group_name: None,
-        },
+        origin: cx.origin(group, message_id),
         sender: Sender {
             id: user,
             name,
@@ -224,12 +218,7 @@ fn to_segment(raw: &RawSegment, platform: Platform) -> Segment {
         "anonymous" => Segment::Text {
             text: String::new(),
         },
-        other => {
-            note_unknown(platform, "segment", other);
-            Segment::Unsupported {
-                hint: format!("[{other}]"),
-            }
-        }
+        other => unknown_segment(platform, other),
     }
 }
 

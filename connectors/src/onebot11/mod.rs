@@ -15,11 +15,11 @@ pub mod egress;
 pub mod event;
 pub mod ingress;
 
-use crate::context::ConnectorContext;
-use crate::error::ConnectorError;
-use crate::onebot_ws::{connector, Reach};
-use crate::reverse_ws::SharedListeners;
-use crate::{Connector, Secret};
+use self::egress::Egress;
+use self::ingress::OneBot11;
+use crate::model::Platform;
+use crate::onebot_ws::{OneBotConnector, Reach, VersionSettings};
+use crate::Secret;
 
 pub use crate::onebot_ws::Transport;
 
@@ -35,35 +35,22 @@ pub struct OneBot11Settings {
     pub self_id: Option<String>,
 }
 
-/// The OneBot v11 connector.
-pub struct OneBot11Connector {
-    /// Its settings.
-    settings: OneBot11Settings,
-    /// The reverse listeners of the daemon: accounts on one address share it, told apart by
-    /// `X-Self-ID`.
-    listeners: SharedListeners,
-}
+/// The OneBot v11 connector: the shared OneBot connector with v11 settings.
+pub type OneBot11Connector = OneBotConnector<OneBot11Settings>;
 
-impl OneBot11Connector {
-    /// A connector for one account; `listeners` is the daemon's set of shared reverse
-    /// listeners (unused by a forward transport).
-    pub fn new(settings: OneBot11Settings, listeners: SharedListeners) -> OneBot11Connector {
-        OneBot11Connector {
-            settings,
-            listeners,
-        }
+impl VersionSettings for OneBot11Settings {
+    type Version = OneBot11;
+    type Sender = Egress;
+
+    fn reach(&self) -> Reach<'_> {
+        Reach::new(
+            &self.transport,
+            self.access_token.as_ref(),
+            self.self_id.as_deref(),
+        )
     }
-}
 
-impl Connector for OneBot11Connector {
-    async fn run(self, ctx: ConnectorContext) -> Result<(), ConnectorError> {
-        let reach = Reach {
-            transport: &self.settings.transport,
-            access_token: self.settings.access_token.as_ref(),
-            self_id: self.settings.self_id.as_deref(),
-            listeners: &self.listeners,
-        };
-        let sender = egress::Egress::new(ctx.account.clone(), ctx.platform);
-        connector::run(reach, ingress::OneBot11, sender, ctx).await
+    fn halves(&self, account: &str, platform: Platform) -> (OneBot11, Egress) {
+        (OneBot11, Egress::new(account.to_owned(), platform))
     }
 }

@@ -14,10 +14,9 @@ use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
 use super::action::{self, ImageRef, Outcome, Rendered, UNSUPPORTED_ACTION};
-use crate::context::{RelatedMessages, SendReceipt};
+use crate::context::SendReceipt;
 use crate::error::SendError;
-use crate::model::{Kind, Outbound};
-use crate::onebot_ws::{recall, ActionSender, Session};
+use crate::onebot_ws::{recall, ActionSender, Outgoing, Session};
 
 /// The egress side of one v12 account.
 pub struct Egress {
@@ -39,13 +38,58 @@ impl Egress {
         }
     }
 
+    /// Uploads a picture by URL; its `file_id`.
+    async fn upload(&self, session: &Session, image: &ImageRef) -> Result<String, String> {
+        let params = json!({ "type": "url", "name": image.name, "url": image.url });
+        let data = call(session, "upload_file", params)
+            .await
+            .map_err(|error| error.to_string())?;
+        data.get("file_id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| "upload_file answered without a file_id".to_owned())
+    }
+
+    /// The ids a send returned, noting once when the implementation returns none.
+    fn ids_of(&mut self, data: &Value, group: &str) -> Vec<String> {
+        let ids = action::message_ids(data);
+        if ids.is_empty() {
+            if !self.told_no_ids {
+                self.told_no_ids = true;
+                info!(message = "The implementation returns no message ids (as ComWeChatClient does): copies sent here cannot be recalled.", account = %self.account);
+            }
+            debug!(message = "Sent without a message id; recall of this copy is impossible.", account = %self.account, %group);
+        }
+        ids
+    }
+}
+
+/// Calls an action; a lost connection or a missing answer is retryable.
+async fn call_raw(session: &Session, name: &str, params: Value) -> Result<Outcome, SendError> {
+    let body = session
+        .call(name, params)
+        .await
+        .map_err(|error| SendError::Retryable(format!("{name}: {error}")))?;
+    Ok(action::outcome(&body))
+}
+
+/// Calls an action and maps a failure to a send error; the `data` on success.
+async fn call(session: &Session, name: &str, params: Value) -> Result<Value, SendError> {
+    match call_raw(session, name, params).await? {
+        Outcome::Ok(data) => Ok(data),
+        Outcome::Failed { retcode, message } => Err(action::send_error(retcode, &message)),
+    }
+}
+
+impl ActionSender for Egress {
     /// A relayed message: the text, then the pictures when enabled.
-    async fn message(
-        &mut self,
-        session: &Session,
-        outbound: &Outbound,
-        related: &RelatedMessages,
-    ) -> Result<SendReceipt, SendError> {
+    async fn message(&mut self, out: Outgoing<'_>) -> Result<SendReceipt, SendError> {
+        let Outgoing {
+            session,
+            outbound,
+            related,
+        } = out;
         let Rendered { mut text, images } = action::render(outbound, related, self.send_images);
         let mut uploaded = Vec::new();
         for image in &images {
@@ -88,81 +132,25 @@ impl Egress {
         Ok(SendReceipt { message_ids: ids })
     }
 
-    /// Uploads a picture by URL; its `file_id`.
-    async fn upload(&self, session: &Session, image: &ImageRef) -> Result<String, String> {
-        let params = json!({ "type": "url", "name": image.name, "url": image.url });
-        let data = call(session, "upload_file", params)
-            .await
-            .map_err(|error| error.to_string())?;
-        data.get("file_id")
-            .and_then(Value::as_str)
-            .filter(|id| !id.is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| "upload_file answered without a file_id".to_owned())
-    }
-
-    /// The ids a send returned, noting once when the implementation returns none.
-    fn ids_of(&mut self, data: &Value, group: &str) -> Vec<String> {
-        let ids = action::message_ids(data);
-        if ids.is_empty() {
-            if !self.told_no_ids {
-                self.told_no_ids = true;
-                info!(message = "The implementation returns no message ids (as ComWeChatClient does): copies sent here cannot be recalled.", account = %self.account);
-            }
-            debug!(message = "Sent without a message id; recall of this copy is impossible.", account = %self.account, %group);
-        }
-        ids
-    }
-
     /// A recall: `delete_message` for every copy whose id is known.
-    async fn recall(
-        &self,
-        session: &Session,
-        outbound: &Outbound,
-        related: &RelatedMessages,
-    ) -> Result<SendReceipt, SendError> {
-        recall::each_copy(&self.account, outbound, related, |id| async move {
+    async fn recall(&mut self, out: Outgoing<'_>) -> Result<SendReceipt, SendError> {
+        let Outgoing {
+            session,
+            outbound,
+            related,
+        } = out;
+        let account = self.account.as_str();
+        recall::each_copy(account, outbound, related, |id| async move {
             let params = json!({ "message_id": id });
             match call_raw(session, "delete_message", params).await? {
                 Outcome::Ok(_) => Ok(()),
                 Outcome::Failed { retcode, .. } if retcode == UNSUPPORTED_ACTION => {
-                    debug!(message = "The implementation cannot recall (delete_message unsupported).", account = %self.account, group = %outbound.group);
+                    debug!(message = "The implementation cannot recall (delete_message unsupported).", account = %account, group = %outbound.group);
                     Ok(())
                 }
                 Outcome::Failed { retcode, message } => Err(action::send_error(retcode, &message)),
             }
         })
         .await
-    }
-}
-
-/// Calls an action; a lost connection or a missing answer is retryable.
-async fn call_raw(session: &Session, name: &str, params: Value) -> Result<Outcome, SendError> {
-    let body = session
-        .call(name, params)
-        .await
-        .map_err(|error| SendError::Retryable(format!("{name}: {error}")))?;
-    Ok(action::outcome(&body))
-}
-
-/// Calls an action and maps a failure to a send error; the `data` on success.
-async fn call(session: &Session, name: &str, params: Value) -> Result<Value, SendError> {
-    match call_raw(session, name, params).await? {
-        Outcome::Ok(data) => Ok(data),
-        Outcome::Failed { retcode, message } => Err(action::send_error(retcode, &message)),
-    }
-}
-
-impl ActionSender for Egress {
-    async fn send(
-        &mut self,
-        session: &Session,
-        outbound: &Outbound,
-        related: &RelatedMessages,
-    ) -> Result<SendReceipt, SendError> {
-        match outbound.kind {
-            Kind::Message => self.message(session, outbound, related).await,
-            Kind::Recall => self.recall(session, outbound, related).await,
-        }
     }
 }

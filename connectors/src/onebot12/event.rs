@@ -9,10 +9,10 @@
 
 use serde_json::{Map, Value};
 
-use crate::model::{Envelope, Kind, Origin, Platform, Segment, Sender, ENVELOPE_VERSION};
+use crate::model::{Envelope, Kind, Platform, Segment, Sender, ENVELOPE_VERSION};
 use crate::onebot_ws::frame::{
     array_segments, data_text, note_unknown, parse_object, raw_segment, recall_envelope, response,
-    text_of,
+    text_of, unknown_segment,
 };
 pub use crate::onebot_ws::frame::{id_of, DecodeContext, FrameError};
 pub use crate::onebot_ws::BotStatus;
@@ -255,13 +255,7 @@ fn group_message(
         envelope: Envelope {
             v: ENVELOPE_VERSION,
             id: Envelope::make_id(cx.account, &group, &message_id),
-            origin: Origin {
-                platform: cx.platform,
-                account: cx.account.to_owned(),
-                group,
-                message_id,
-                group_name: None,
-            },
+            origin: cx.origin(group, message_id),
             sender: Sender {
                 name: hint.unwrap_or_else(|| user.clone()),
                 id: user,
@@ -366,12 +360,7 @@ fn to_segment(
         "video" => placeholder("[视频]"),
         "file" => placeholder(&labelled("[文件]", &text("name"))),
         "location" => placeholder(&labelled("[位置]", &text("title"))),
-        other => {
-            note_unknown(platform, "segment", other);
-            Segment::Unsupported {
-                hint: format!("[{other}]"),
-            }
-        }
+        other => unknown_segment(platform, other),
     }
 }
 

@@ -19,11 +19,11 @@ pub mod ingress;
 pub mod names;
 pub mod resolve;
 
-use crate::context::ConnectorContext;
-use crate::error::ConnectorError;
-use crate::onebot_ws::{connector, Reach};
-use crate::reverse_ws::SharedListeners;
-use crate::{Connector, Secret};
+use self::egress::Egress;
+use self::ingress::OneBot12;
+use crate::model::Platform;
+use crate::onebot_ws::{OneBotConnector, Reach, VersionSettings};
+use crate::Secret;
 
 pub use crate::onebot_ws::Transport;
 
@@ -41,36 +41,25 @@ pub struct OneBot12Settings {
     pub send_images: bool,
 }
 
-/// The OneBot v12 connector.
-pub struct OneBot12Connector {
-    /// Its settings.
-    settings: OneBot12Settings,
-    /// The reverse listeners of the daemon (a v12 account needs an address of its own, as
-    /// v12 implementations send no `X-Self-ID`, but binding goes through the same registry).
-    listeners: SharedListeners,
-}
+/// The OneBot v12 connector: the shared OneBot connector with v12 settings.
+pub type OneBot12Connector = OneBotConnector<OneBot12Settings>;
 
-impl OneBot12Connector {
-    /// A connector for one account; `listeners` is the daemon's set of reverse listeners
-    /// (unused by a forward transport).
-    pub fn new(settings: OneBot12Settings, listeners: SharedListeners) -> OneBot12Connector {
-        OneBot12Connector {
-            settings,
-            listeners,
-        }
+impl VersionSettings for OneBot12Settings {
+    type Version = OneBot12;
+    type Sender = Egress;
+
+    fn reach(&self) -> Reach<'_> {
+        Reach::new(
+            &self.transport,
+            self.access_token.as_ref(),
+            self.self_id.as_deref(),
+        )
     }
-}
 
-impl Connector for OneBot12Connector {
-    async fn run(self, ctx: ConnectorContext) -> Result<(), ConnectorError> {
-        let reach = Reach {
-            transport: &self.settings.transport,
-            access_token: self.settings.access_token.as_ref(),
-            self_id: self.settings.self_id.as_deref(),
-            listeners: &self.listeners,
-        };
-        let version = ingress::OneBot12::new(ctx.account.clone());
-        let sender = egress::Egress::new(ctx.account.clone(), self.settings.send_images);
-        connector::run(reach, version, sender, ctx).await
+    fn halves(&self, account: &str, _platform: Platform) -> (OneBot12, Egress) {
+        (
+            OneBot12::new(account.to_owned()),
+            Egress::new(account.to_owned(), self.send_images),
+        )
     }
 }

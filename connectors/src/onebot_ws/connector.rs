@@ -12,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 use super::ingress::publish_in_order;
 use super::link::AccountLink;
 use super::session::Sessions;
-use super::transport::{forward_sessions, reverse_sessions};
-use super::version::{ActionSender, Version};
-use super::Transport;
+use super::transport::{forward_sessions, reverse_sessions, Transport};
+use super::version::{ActionSender, Outgoing, Version};
 use crate::context::{ConnectorContext, EgressRequest};
 use crate::error::ConnectorError;
+use crate::model::{Kind, Platform};
 use crate::reverse_ws::SharedListeners;
-use crate::Secret;
+use crate::{Connector, Secret};
 
 /// Inbound messages buffered between the socket readers and ingress.
 const EVENT_QUEUE: usize = 512;
@@ -31,8 +31,63 @@ pub struct Reach<'a> {
     pub access_token: Option<&'a Secret>,
     /// The bot's user id when configured; otherwise learned at run time.
     pub self_id: Option<&'a str>,
-    /// The reverse listeners shared between accounts (only used for a reverse transport).
-    pub listeners: &'a SharedListeners,
+}
+
+impl<'a> Reach<'a> {
+    /// How to reach an implementation, from an account's settings.
+    pub fn new(
+        transport: &'a Transport,
+        access_token: Option<&'a Secret>,
+        self_id: Option<&'a str>,
+    ) -> Reach<'a> {
+        Reach {
+            transport,
+            access_token,
+            self_id,
+        }
+    }
+}
+
+/// What a version's settings give the shared connector: how to reach the implementation,
+/// and the version's receiving and sending halves for one account.
+pub trait VersionSettings: Send + Sync + 'static {
+    /// The receiving half.
+    type Version: Version;
+    /// The sending half.
+    type Sender: ActionSender;
+
+    /// How to reach the implementation.
+    fn reach(&self) -> Reach<'_>;
+
+    /// The two halves for one account on `platform`.
+    fn halves(&self, account: &str, platform: Platform) -> (Self::Version, Self::Sender);
+}
+
+/// A OneBot connector of either version, told apart by its settings type.
+pub struct OneBotConnector<S> {
+    /// The account's settings.
+    settings: S,
+    /// The daemon's reverse listeners: accounts on one address share it (told apart by
+    /// `X-Self-ID`); unused by a forward transport.
+    listeners: SharedListeners,
+}
+
+impl<S: VersionSettings> OneBotConnector<S> {
+    /// A connector for one account; `listeners` is the daemon's set of shared reverse
+    /// listeners.
+    pub fn new(settings: S, listeners: SharedListeners) -> OneBotConnector<S> {
+        OneBotConnector {
+            settings,
+            listeners,
+        }
+    }
+}
+
+impl<S: VersionSettings> Connector for OneBotConnector<S> {
+    async fn run(self, ctx: ConnectorContext) -> Result<(), ConnectorError> {
+        let (version, sender) = self.settings.halves(&ctx.account, ctx.platform);
+        run(self.settings.reach(), &self.listeners, version, sender, ctx).await
+    }
 }
 
 /// Runs a OneBot account until the relay closes its egress queue.
@@ -41,6 +96,7 @@ pub struct Reach<'a> {
 /// [`ConnectorError::Bind`] when a reverse listen address cannot be bound.
 pub async fn run<V: Version, A: ActionSender>(
     reach: Reach<'_>,
+    listeners: &SharedListeners,
     version: V,
     mut sender: A,
     ctx: ConnectorContext,
@@ -88,7 +144,7 @@ pub async fn run<V: Version, A: ActionSender>(
         Transport::Reverse { listen } => {
             let accepting = reverse_sessions(
                 *listen,
-                reach.listeners,
+                listeners,
                 token,
                 link.clone(),
                 sockets_stop.clone(),
@@ -112,7 +168,15 @@ pub async fn run<V: Version, A: ActionSender>(
             // Dropping `reply` leaves the message with the broker for redelivery.
             continue;
         };
-        let outcome = sender.send(&session, &outbound, &related).await;
+        let out = Outgoing {
+            session: &session,
+            outbound: &outbound,
+            related: &related,
+        };
+        let outcome = match outbound.kind {
+            Kind::Message => sender.message(out).await,
+            Kind::Recall => sender.recall(out).await,
+        };
         let _ = reply.send(outcome);
     }
     sockets_stop.cancel();

@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::model::{Envelope, Kind, Origin, Platform, Sender, ENVELOPE_VERSION};
+use crate::model::{Envelope, Kind, Origin, Platform, Segment, Sender, ENVELOPE_VERSION};
 
 /// Why a frame could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +33,29 @@ pub struct DecodeContext<'a> {
     pub self_id: Option<&'a str>,
     /// True for other configured bot accounts on this platform.
     pub is_other_bot: &'a dyn Fn(&str) -> bool,
+}
+
+impl DecodeContext<'_> {
+    /// Where a message of `group` came from: this account, on its platform (the group's name
+    /// is not in OneBot events).
+    pub fn origin(&self, group: String, message_id: String) -> Origin {
+        Origin {
+            platform: self.platform,
+            account: self.account.to_owned(),
+            group,
+            message_id,
+            group_name: None,
+        }
+    }
+}
+
+/// A segment type the decoder does not know: counted (see [`note_unknown`]) and relayed as
+/// its type name in brackets, so readers see that something was there.
+pub fn unknown_segment(platform: Platform, type_name: &str) -> Segment {
+    note_unknown(platform, "segment", type_name);
+    Segment::Unsupported {
+        hint: format!("[{type_name}]"),
+    }
 }
 
 /// An id that may be sent as a number or a string; `None` for anything else or empty.
@@ -157,13 +180,7 @@ pub fn recall_envelope(
     Ok(Envelope {
         v: ENVELOPE_VERSION,
         id: Envelope::make_id(cx.account, &group, &format!("recall:{message_id}")),
-        origin: Origin {
-            platform: cx.platform,
-            account: cx.account.to_owned(),
-            group,
-            message_id,
-            group_name: None,
-        },
+        origin: cx.origin(group, message_id),
         sender: Sender {
             name: operator.clone(),
             id: operator,

@@ -33,26 +33,9 @@ pub mod session;
 pub mod transport;
 pub mod version;
 
-use std::net::SocketAddr;
-
-pub use connector::Reach;
+pub use connector::{OneBotConnector, Reach, VersionSettings};
 pub use echo::{request, Pending};
 pub use outcome::Outcome;
 pub use session::{spawn_writer, CallError, Session, Sessions, ACTION_TIMEOUT, WRITE_QUEUE};
-pub use transport::{connect, forward, redact, reverse, ConnectFailure, WsClientStream};
-pub use version::{ActionSender, BotStatus, Decoded, Event, Version};
-
-/// How qunbridge reaches a OneBot implementation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transport {
-    /// qunbridge connects to the implementation's WebSocket server.
-    Forward {
-        /// `ws://` or `wss://` URL.
-        url: String,
-    },
-    /// The implementation connects to qunbridge.
-    Reverse {
-        /// Listen address (may be shared with other accounts).
-        listen: SocketAddr,
-    },
-}
+pub use transport::{connect, forward, redact, reverse, ConnectFailure, Transport, WsClientStream};
+pub use version::{ActionSender, BotStatus, Decoded, Event, Outgoing, Version};

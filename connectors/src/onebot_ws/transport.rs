@@ -27,6 +27,21 @@ use crate::reverse_ws::{
     socket_config, ClientRole, IncomingSocket, ReverseTarget, SharedListeners,
 };
 
+/// How qunbridge reaches a OneBot implementation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// qunbridge connects to the implementation's WebSocket server.
+    Forward {
+        /// `ws://` or `wss://` URL.
+        url: String,
+    },
+    /// The implementation connects to qunbridge.
+    Reverse {
+        /// Listen address (may be shared with other accounts).
+        listen: SocketAddr,
+    },
+}
+
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that lived this long counts as healthy: the backoff starts over.

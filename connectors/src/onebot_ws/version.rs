@@ -119,17 +119,30 @@ pub trait Version: Send + Sync + 'static {
     fn ready(account: &str, queued: Self::Queued) -> impl Future<Output = Option<Envelope>> + Send;
 }
 
+/// One message to send, with everything a version needs to send it.
+#[derive(Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// The connection to call the actions on.
+    pub session: &'a Session,
+    /// What to send, rendered for this destination.
+    pub outbound: &'a Outbound,
+    /// What the relay's message map knows (reply target, quote, copies to recall).
+    pub related: &'a RelatedMessages,
+}
+
 /// The version-specific half of sending: rendering and calling the send and recall actions.
+/// Both answer [`SendError`]: retryable for a lost connection or an unanswered action, else
+/// as the version maps the implementation's retcode.
 pub trait ActionSender: Send + 'static {
-    /// Sends (or recalls) one outbound message on `session`.
-    ///
-    /// # Errors
-    /// [`SendError`]: retryable for a lost connection or an unanswered action, else as the
-    /// version maps the implementation's retcode.
-    fn send(
+    /// Sends a relayed message.
+    fn message(
         &mut self,
-        session: &Session,
-        outbound: &Outbound,
-        related: &RelatedMessages,
+        out: Outgoing<'_>,
+    ) -> impl Future<Output = Result<SendReceipt, SendError>> + Send;
+
+    /// Takes back the relayed copies of a recalled message.
+    fn recall(
+        &mut self,
+        out: Outgoing<'_>,
     ) -> impl Future<Output = Result<SendReceipt, SendError>> + Send;
 }
