@@ -12,8 +12,10 @@
 //! - [`onebot11`]: QQ (and some WeChat) groups through OneBot v11 implementations.
 //! - [`onebot12`]: WeChat (and some QQ) groups through OneBot v12 implementations
 //!   (ComWeChatClient and others).
-//! - [`onebot_ws`]: what both OneBot versions share on a WebSocket (echo map, sessions,
-//!   forward and reverse transports).
+//! - [`onebot_ws`]: what both OneBot versions share on a WebSocket: the connector run loop,
+//!   the session per socket (heartbeat watchdog, reads, teardown, state), forward and
+//!   reverse transports, ordered ingress, recall, response outcomes; `onebot11` and
+//!   `onebot12` plug in their decoding and rendering through its traits.
 //! - [`reverse_ws`]: WebSocket listeners that implementations connect to, shared by accounts.
 //! - [`secret`]: [`Secret`], a value that never reaches a log.
 //! - [`wecom`]: WeCom (企业微信) group robots: send-only webhook.

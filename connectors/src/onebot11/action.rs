@@ -1,6 +1,6 @@
-//! OneBot v11 actions: building the requests a bridge sends (`send_group_msg`, `delete_msg`,
-//! `get_login_info`), rendering an outbound message as an array-format message, matching
-//! responses to requests by `echo`, and reading a response's outcome.
+//! OneBot v11 actions: ids in the JSON type implementations expect, rendering an outbound
+//! message as an array-format message for `send_group_msg`, and reading a response's
+//! outcome the way v11 implementations word it.
 
 use serde_json::{json, Value};
 

@@ -25,8 +25,8 @@ impl Version for OneBot11 {
         cx: &DecodeContext<'_>,
     ) -> Result<Decoded<Box<Envelope>>, FrameError> {
         Ok(match event::decode(text, cx)? {
-            Frame::Envelope(envelope) => Decoded::anonymous(Event::Inbound(envelope)),
-            Frame::OwnMessage => Decoded::anonymous(Event::OwnMessage),
+            Frame::Envelope(envelope) => Decoded::of(Event::Inbound(envelope)),
+            Frame::OwnMessage => Decoded::of(Event::OwnMessage),
             Frame::Lifecycle { self_id } => Decoded {
                 event: Event::Connected {
                     implementation: None,
@@ -40,8 +40,8 @@ impl Version for OneBot11 {
                 event: Event::Heartbeat { interval_ms },
                 self_id,
             },
-            Frame::Response { echo, body } => Decoded::anonymous(Event::Response { echo, body }),
-            Frame::Ignored => Decoded::anonymous(Event::Ignored),
+            Frame::Response { echo, body } => Decoded::of(Event::Response { echo, body }),
+            Frame::Ignored => Decoded::of(Event::Ignored),
         })
     }
 

@@ -267,3 +267,46 @@ fn malformed(account: &str, problem: &str) {
     warn!(message = "Ignoring malformed OneBot frame.", account = %account, problem);
     metrics::counter!("qunbridge_messages_dropped_total", "reason" => "malformed").increment(1);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_waits_for_silence_until_told_an_interval() {
+        let mut watchdog = Watchdog::new();
+        let opened = Instant::now();
+        assert_eq!(watchdog.deadline(), opened + SILENCE_LIMIT);
+
+        tokio::time::advance(Duration::from_secs(10)).await;
+        watchdog.traffic();
+        assert_eq!(watchdog.deadline(), Instant::now() + SILENCE_LIMIT);
+
+        watchdog.expect_every(Some(0));
+        assert_eq!(
+            watchdog.deadline(),
+            Instant::now() + SILENCE_LIMIT,
+            "0 is no interval"
+        );
+        watchdog.heartbeat();
+        watchdog.expect_every(Some(5_000));
+        assert_eq!(
+            watchdog.deadline(),
+            Instant::now() + Duration::from_secs(5) * MISSED_HEARTBEATS
+        );
+
+        // Traffic alone (pongs) no longer keeps a link with heartbeats alive.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        watchdog.traffic();
+        assert_eq!(
+            watchdog.deadline(),
+            Instant::now() - Duration::from_secs(10) + Duration::from_secs(15)
+        );
+        watchdog.expect_every(None);
+        assert_eq!(
+            watchdog.deadline(),
+            Instant::now() + Duration::from_secs(5),
+            "the last interval stays"
+        );
+    }
+}

@@ -48,3 +48,41 @@ pub fn read(body: &Value, dialect: &Dialect) -> Outcome {
         .to_owned();
     Outcome::Failed { retcode, message }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn each_dialect_decides_what_success_is_and_which_message_tells_why() {
+        let lenient = Dialect {
+            ok_statuses: &["ok", "async"],
+            message_fields: &["wording", "msg"],
+        };
+        let strict = Dialect {
+            ok_statuses: &["ok"],
+            message_fields: &["msg", "wording"],
+        };
+        let queued = json!({"status": "async", "retcode": 1, "msg": "m", "wording": "w"});
+        assert_eq!(read(&queued, &lenient), Outcome::Ok(Value::Null));
+        assert_eq!(
+            read(&queued, &strict),
+            Outcome::Failed {
+                retcode: 1,
+                message: "m".into()
+            }
+        );
+        assert_eq!(
+            read(&json!({"retcode": 0, "data": 7}), &strict),
+            Outcome::Ok(json!(7))
+        );
+        assert_eq!(
+            read(&json!({"status": "failed"}), &lenient),
+            Outcome::Failed {
+                retcode: -1,
+                message: "no message".into()
+            }
+        );
+    }
+}

@@ -39,3 +39,65 @@ where
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, Origin, Platform, Sender};
+
+    fn recall_of(group: &str) -> Outbound {
+        Outbound {
+            v: 1,
+            id: "x".into(),
+            link: "l".into(),
+            group: group.into(),
+            kind: Kind::Recall,
+            origin: Origin {
+                platform: Platform::Qq,
+                account: "a".into(),
+                group: "g".into(),
+                message_id: "1".into(),
+                group_name: None,
+            },
+            sender: Sender {
+                id: "u".into(),
+                name: "Ann".into(),
+                is_bot: false,
+            },
+            ts_ms: 0,
+            prefix: String::new(),
+            text: String::new(),
+            segments: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_copy_is_tried_and_one_failure_fails_the_recall() {
+        let outbound = recall_of("735021844");
+        let nothing_known = RelatedMessages::default();
+        let untouched = each_copy("a", &outbound, &nothing_known, |_| async {
+            Err(SendError::Permanent("must not be called".into()))
+        })
+        .await;
+        assert_eq!(untouched, Ok(SendReceipt::default()));
+
+        let related = RelatedMessages {
+            recall: vec!["1".into(), "2".into(), "3".into()],
+            ..Default::default()
+        };
+        let mut tried = Vec::new();
+        let outcome = each_copy("a", &outbound, &related, |id| {
+            tried.push(id.clone());
+            async move {
+                if id == "2" {
+                    Err(SendError::Retryable("gone".into()))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        assert_eq!(tried, ["1", "2", "3"]);
+        assert_eq!(outcome, Err(SendError::Retryable("gone".into())));
+    }
+}

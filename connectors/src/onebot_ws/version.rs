@@ -72,7 +72,7 @@ pub struct Decoded<M> {
 
 impl<M> Decoded<M> {
     /// A frame that names no bot.
-    pub fn anonymous(event: Event<M>) -> Decoded<M> {
+    pub fn of(event: Event<M>) -> Decoded<M> {
         Decoded {
             event,
             self_id: None,
