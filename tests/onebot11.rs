@@ -546,7 +546,21 @@ groups = ["qb:222", "hub:b"]
     .await;
     let send = bot_b.next_action("send_group_msg").await;
     assert_eq!(send["params"]["group_id"], 222);
-    assert_eq!(bot_a.count_actions("send_group_msg"), 0);
+    // Bot a's first send is a marker posted afterwards: "to qb" never went to its socket.
+    post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "u1", "name": "Ann"}, "text": "marker"}),
+        None,
+    )
+    .await;
+    let first_on_bot_a = bot_a.next_action("send_group_msg").await;
+    assert_eq!(first_on_bot_a["params"]["group_id"], 735021844);
+    assert_eq!(
+        first_on_bot_a["params"]["message"],
+        json!([{"type": "text", "data": {"text": "[API] Ann: marker"}}]),
+        "only the marker reached bot a"
+    );
     daemon.stop().await.expect("clean stop");
 }
 
