@@ -15,8 +15,8 @@ use qunbridge_connectors::reverse_ws::MAX_MESSAGE_BYTES;
 use qunbridge_tests::dingtalk_peer::{
     bot_message, text_message, DingTalkPeer, CLIENT_ID, CLIENT_SECRET,
 };
-use qunbridge_tests::onebot11_peer::{group_message, OneBot11Peer};
 use qunbridge_tests::metrics::counter;
+use qunbridge_tests::onebot11_peer::{group_message, OneBot11Peer};
 use qunbridge_tests::{free_port, Broker, Daemon, SseClient};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;

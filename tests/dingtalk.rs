@@ -482,7 +482,11 @@ async fn webhook_310000_drops_the_message_once_and_the_next_one_is_still_sent() 
     }
     // "first" twice, "second" and the marker once each (the robot with the wrong secret).
     let after = daemon.counter(failed).await;
-    assert_eq!(after - before, 4.0, "send_failed before {before}, after {after}");
+    assert_eq!(
+        after - before,
+        4.0,
+        "send_failed before {before}, after {after}"
+    );
     daemon.stop().await.expect("clean stop");
 }
 

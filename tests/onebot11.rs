@@ -80,7 +80,11 @@ async fn send_marker(peer: &OneBot11Peer, api: SocketAddr, text: &str) {
             json!([{"type": "text", "data": {"text": format!("[API] u1: {text}")}}]),
             "nothing but the marker {text:?} was sent"
         );
-        groups.push(send["params"]["group_id"].as_i64().expect("numeric group id"));
+        groups.push(
+            send["params"]["group_id"]
+                .as_i64()
+                .expect("numeric group id"),
+        );
     }
     groups.sort();
     assert_eq!(groups, vec![111, 735021844]);
@@ -323,7 +327,10 @@ async fn a_dropped_connection_is_reconnected_without_a_restart() {
     let reconnects = daemon
         .counter("qunbridge_reconnects_total{account=\"qq-dropped\"}")
         .await;
-    assert!(reconnects >= 1.0, "reconnects of this test's account: {reconnects}");
+    assert!(
+        reconnects >= 1.0,
+        "reconnects of this test's account: {reconnects}"
+    );
     daemon.stop().await.expect("clean stop");
 }
 

@@ -525,7 +525,10 @@ async fn silent_heartbeats_and_dropped_connections_make_qunbridge_reconnect() {
     let reconnects = daemon
         .counter("qunbridge_reconnects_total{account=\"wx-reconnects\"}")
         .await;
-    assert!(reconnects >= 2.0, "reconnects of this test's account: {reconnects}");
+    assert!(
+        reconnects >= 2.0,
+        "reconnects of this test's account: {reconnects}"
+    );
     daemon.stop().await.expect("clean stop");
 }
 

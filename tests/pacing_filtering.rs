@@ -41,7 +41,10 @@ async fn start_alone(extra: &str) -> (Daemon, OneBot11Peer2, SocketAddr, DingTal
 }
 
 /// The body of [`start`] and [`start_alone`].
-async fn start_daemon(extra: &str, alone: bool) -> (Daemon, OneBot11Peer2, SocketAddr, DingTalkPeer) {
+async fn start_daemon(
+    extra: &str,
+    alone: bool,
+) -> (Daemon, OneBot11Peer2, SocketAddr, DingTalkPeer) {
     let broker = Broker::embedded();
     let (qq, qq_url) = OneBot11Peer::serve(1001, None, 0).await;
     let (wx, wx_url) = OneBot11Peer::serve(2002, None, 0).await;

@@ -202,8 +202,7 @@ async fn two_bots(broker: &Broker) -> (Arc<OneBot11Peer>, Arc<OneBot11Peer>, Soc
     let (first, first_url) = OneBot11Peer::serve(BOT, None, 0).await;
     let (second, second_url) = OneBot11Peer::serve(SECOND_BOT, None, 0).await;
     let api = api_addr();
-    let daemon =
-        Daemon::start_alone(&two_bots_config(broker, &first_url, &second_url, api)).await;
+    let daemon = Daemon::start_alone(&two_bots_config(broker, &first_url, &second_url, api)).await;
     first.wait_connections(1).await;
     second.wait_connections(1).await;
     (first, second, api, daemon)

@@ -71,7 +71,12 @@ async fn posts_before_marker(robot: &WecomPeer, api: SocketAddr) -> Vec<Post> {
             .iter()
             .position(|p| p.errcode == 0 && p.content() == expected)
         {
-            assert_eq!(at + 1, posts.len(), "nothing after the marker: {:?}", &posts[at..]);
+            assert_eq!(
+                at + 1,
+                posts.len(),
+                "nothing after the marker: {:?}",
+                &posts[at..]
+            );
             posts.truncate(at);
             return posts;
         }

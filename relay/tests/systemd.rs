@@ -120,7 +120,8 @@ fn scrape(admin: u16) -> String {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", admin)) else {
         return String::new();
     };
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{admin}\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{admin}\r\nConnection: close\r\n\r\n");
     let mut response = String::new();
     if stream.write_all(request.as_bytes()).is_ok() {
         let _ = stream.read_to_string(&mut response);
@@ -217,7 +218,10 @@ groups = ["hub:a", "hub:b"]
             daemon.0.try_wait().expect("wait").is_none(),
             "SIGHUP ended the daemon"
         );
-        assert!(Instant::now() < deadline, "the SIGHUP reload was never counted");
+        assert!(
+            Instant::now() < deadline,
+            "the SIGHUP reload was never counted"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
