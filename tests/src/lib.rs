@@ -446,6 +446,16 @@ impl Drop for Daemon {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        // A daemon dropped without `stop` (a failed test) keeps its turn until it has shut
+        // down, so the drops it counts on the way out never land in another daemon's turn.
+        if let (Some(task), Some(turn)) = (self.task.take(), self.turn.take()) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = task.await;
+                    drop(turn);
+                });
+            }
+        }
     }
 }
 
