@@ -4,8 +4,8 @@
 //! over the size limit, which tungstenite cannot skip, the connection came back and the daemon
 //! kept running), and what was dropped must show in `/metrics`.
 //!
-//! The tests share the process-wide metrics recorder, so they run one at a time and compare
-//! counters before and after.
+//! The tests share the process-wide metrics recorder, so each runs its daemon alone
+//! ([`Daemon::start_alone`]) and compares counters before and after.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -15,14 +15,11 @@ use qunbridge_connectors::reverse_ws::MAX_MESSAGE_BYTES;
 use qunbridge_tests::dingtalk_peer::{
     bot_message, text_message, DingTalkPeer, CLIENT_ID, CLIENT_SECRET,
 };
+use qunbridge_tests::metrics::counter;
 use qunbridge_tests::onebot11_peer::{group_message, OneBot11Peer};
 use qunbridge_tests::{free_port, Broker, Daemon, SseClient};
 use serde_json::{json, Value};
-use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
-
-/// One test at a time: the counters are process-wide.
-static SERIAL: Mutex<()> = Mutex::const_new(());
 
 /// The bot's QQ number.
 const BOT: i64 = 2854196310;
@@ -42,20 +39,6 @@ fn unknown(platform: &str, kind: &str) -> String {
 /// A free loopback address.
 fn local_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
-
-/// The value of one series (name with labels) in Prometheus text; 0 when absent.
-fn counter(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
 }
 
 /// Counter values before a step, to compare with after it.
@@ -106,7 +89,6 @@ fn qq_text(message_id: i64, text: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onebot11_reverse_peer_bad_input_is_counted_and_the_connection_kept() {
-    let _serial = SERIAL.lock().await;
     let broker = Broker::embedded();
     let listen = local_addr();
     let api = local_addr();
@@ -126,7 +108,7 @@ groups = ["qq:111", "hub:a"]
 "#,
         broker = broker.toml()
     );
-    let daemon = Daemon::start(&config).await;
+    let daemon = Daemon::start_alone(&config).await;
     let peer = OneBot11Peer::reverse(BOT, None, 0);
     peer.connect(listen).await.expect("accepted");
     let mut a = SseClient::open(&format!("http://{api}/api/v1/groups/a/events"), None, None).await;
@@ -243,7 +225,6 @@ groups = ["qq:111", "hub:a"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dingtalk_stream_bad_input_is_counted_and_the_connection_kept() {
-    let _serial = SERIAL.lock().await;
     let broker = Broker::embedded();
     let peer = DingTalkPeer::start(Vec::new()).await;
     let api = local_addr();
@@ -266,7 +247,7 @@ groups = ["hub:a", "ding:{DING_GROUP}"]
         broker = broker.toml(),
         api_base = peer.api_base(),
     );
-    let daemon = Daemon::start(&config).await;
+    let daemon = Daemon::start_alone(&config).await;
     let mut a = SseClient::open(&format!("http://{api}/api/v1/groups/a/events"), None, None).await;
     let connection = peer.next_connection().await;
     let segment_series = unknown("dingtalk", "segment");

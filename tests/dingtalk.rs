@@ -110,18 +110,13 @@ async fn start(broker: &Broker) -> (DingTalkPeer, Daemon, SocketAddr) {
     (peer, daemon, api)
 }
 
-/// The value of one counter line (name with labels) in Prometheus text; 0 when absent.
-fn counter(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
+/// [`start`] with the daemon run alone in this test binary ([`Daemon::start_alone`]), for a
+/// test that reads a metric series without an account label.
+async fn start_alone(broker: &Broker) -> (DingTalkPeer, Daemon, SocketAddr) {
+    let peer = DingTalkPeer::start(robots()).await;
+    let api = api_addr();
+    let daemon = Daemon::start_alone(&config(broker, api, &peer, CLIENT_SECRET, "", "")).await;
+    (peer, daemon, api)
 }
 
 /// Posts `text` as Ann into `api` group `a`.
@@ -290,7 +285,9 @@ async fn redelivered_frames_are_acknowledged_and_relayed_once(broker: Broker) {
         "[钉钉] 王五: marker",
         "a redelivered or private message was relayed"
     );
-    assert!(a.next_within(Duration::from_millis(500)).await.is_none());
+    // Nothing came after the marker either: a second marker is the next event.
+    connection.callback(&text_message(GROUP, "msgMark2==", "王五", " marker 2"));
+    assert_eq!(a.next().await.json()["text"], "[钉钉] 王五: marker 2");
     for (frame, count) in [("frame-dup-1", 2), ("frame-dup-2", 1)] {
         let acks = peer.wait_replies(frame, count).await;
         assert!(acks.iter().all(|ack| ack["code"] == 200), "{acks:?}");
@@ -343,13 +340,11 @@ async fn ping_disconnect_and_dropped_sockets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_are_counted_and_the_connection_keeps_working() {
     let broker = Broker::embedded();
-    let (peer, daemon, api) = start(&broker).await;
+    let (peer, daemon, api) = start_alone(&broker).await;
     let mut a = watch_a(api).await;
     let connection = peer.next_connection().await;
-    let before = counter(
-        &daemon.metrics().await,
-        "qunbridge_messages_dropped_total{reason=\"malformed\"}",
-    );
+    let malformed = "qunbridge_messages_dropped_total{reason=\"malformed\"}";
+    let before = daemon.counter(malformed).await;
 
     connection.send_text("this is not json");
     connection.send_text(r#"{"type":"CALLBACK","headers":{"topic":"/v1.0/im/bot/messages/get"}}"#);
@@ -370,10 +365,7 @@ async fn malformed_frames_are_counted_and_the_connection_keeps_working() {
         "an unreadable callback is answered, not redelivered"
     );
     assert_eq!(peer.connections(), 1, "the connection was kept");
-    let after = counter(
-        &daemon.metrics().await,
-        "qunbridge_messages_dropped_total{reason=\"malformed\"}",
-    );
+    let after = daemon.counter(malformed).await;
     assert!(
         after >= before + 4.0,
         "malformed before {before}, after {after}"
@@ -384,7 +376,9 @@ async fn malformed_frames_are_counted_and_the_connection_keeps_working() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_130101_pauses_the_robot_and_the_message_arrives_after_it() {
     let broker = Broker::embedded();
-    let (peer, daemon, api) = start(&broker).await;
+    let (peer, daemon, api) = start_alone(&broker).await;
+    let rate_limited = "qunbridge_rate_limited_total{account=\"ding-hook\"}";
+    let rate_limited_before = daemon.counter(rate_limited).await;
     // The pause starts at the answer's Retry-After (1 s here) instead of the default 60 s.
     peer.script_webhook(
         HOOK_TOKEN,
@@ -404,21 +398,17 @@ async fn webhook_130101_pauses_the_robot_and_the_message_arrives_after_it() {
         "retried after {waited:?}, before the pause ended"
     );
     assert_eq!(delivered.content, format!("{KEYWORD} [API] Ann: slow down"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The robot's queue is ordered: a third attempt would be posted before this marker.
+    say(api, "marker").await;
+    peer.wait_webhook_post(0, |c| c.contains("marker")).await;
     let posts: Vec<_> = peer
         .webhook_posts()
         .into_iter()
         .filter(|p| p.content.contains("slow down"))
         .collect();
     assert_eq!(posts.len(), 2, "one refused, one delivered: {posts:?}");
-    let metrics = daemon.metrics().await;
-    assert!(
-        counter(
-            &metrics,
-            "qunbridge_rate_limited_total{account=\"ding-hook\"}"
-        ) >= 1.0,
-        "{metrics}"
-    );
+    let paused = daemon.counter(rate_limited).await - rate_limited_before;
+    assert!(paused >= 1.0, "rate limits of the robot counted: {paused}");
     daemon.stop().await.expect("clean stop");
 }
 
@@ -432,7 +422,7 @@ async fn webhook_310000_drops_the_message_once_and_the_next_one_is_still_sent() 
         "\n[accounts.ding-badsign]\nplatform = \"dingtalk\"\nwebhook = \"{}\"\nsecret = \"SECnot-the-right-one\"\n",
         peer.webhook_url("badsign-token")
     );
-    let daemon = Daemon::start(&config(
+    let daemon = Daemon::start_alone(&config(
         &broker,
         api,
         &peer,
@@ -442,7 +432,7 @@ async fn webhook_310000_drops_the_message_once_and_the_next_one_is_still_sent() 
     ))
     .await;
     let failed = "qunbridge_messages_dropped_total{reason=\"send_failed\"}";
-    let before = counter(&daemon.metrics().await, failed);
+    let before = daemon.counter(failed).await;
 
     peer.script_webhook(HOOK_TOKEN, 310000, "keywords not in content", None);
     say(api, "first").await;
@@ -455,7 +445,7 @@ async fn webhook_310000_drops_the_message_once_and_the_next_one_is_still_sent() 
     assert!(!bad_sign.sign_valid);
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let now = counter(&daemon.metrics().await, failed);
+        let now = daemon.counter(failed).await;
         if now >= before + 2.0 {
             break;
         }
@@ -471,8 +461,12 @@ async fn webhook_310000_drops_the_message_once_and_the_next_one_is_still_sent() 
     assert_eq!(delivered.content, format!("{KEYWORD} [API] Ann: second"));
     peer.wait_webhook_post(310000, |c| c == "[API] Ann: second")
         .await;
-    // Let any retry loop show itself.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Each robot's queue is ordered: a retry of "first" or "second" would be posted before
+    // this marker.
+    say(api, "marker").await;
+    peer.wait_webhook_post(0, |c| c.contains("marker")).await;
+    peer.wait_webhook_post(310000, |c| c == "[API] Ann: marker")
+        .await;
     for (token, text, expected) in [
         (HOOK_TOKEN, "first", 1),
         (HOOK_TOKEN, "second", 1),
@@ -486,9 +480,11 @@ async fn webhook_310000_drops_the_message_once_and_the_next_one_is_still_sent() 
             .count();
         assert_eq!(attempts, expected, "{token} got {text:?} {attempts} times");
     }
-    let after = counter(&daemon.metrics().await, failed);
-    assert!(
-        after >= before + 3.0,
+    // "first" twice, "second" and the marker once each (the robot with the wrong secret).
+    let after = daemon.counter(failed).await;
+    assert_eq!(
+        after - before,
+        4.0,
         "send_failed before {before}, after {after}"
     );
     daemon.stop().await.expect("clean stop");

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use qunbridge_tests::onebot11_peer::OneBot11Peer;
 use qunbridge_tests::process::DaemonProcess;
 use qunbridge_tests::stream::{
-    assert_exactly_once_in_order, number_in, post_until_accepted, settle, Consumer,
+    assert_exactly_once_in_order, number_in, post_marker, post_until_accepted, settle, Consumer,
 };
 use qunbridge_tests::{free_port, Mosquitto};
 use rand::Rng;
@@ -100,6 +100,7 @@ async fn kill_9_mid_stream_then_restart_loses_and_doubles_nothing() {
             daemon.restart().await;
         }
     }
+    post_marker(&client, src, count).await;
     let seen = settle(|| consumer.seen(), count).await;
     println!("killed after message {kill_at}");
     assert_exactly_once_in_order("api dst:g", &seen, count);
@@ -127,6 +128,7 @@ async fn broker_restart_mid_stream_loses_and_doubles_nothing() {
             mosquitto.restart().await;
         }
     }
+    post_marker(&client, src, count).await;
     let seen = settle(|| consumer.seen(), count).await;
     let qq = settle(|| qq_numbers(&peer), count).await;
     println!("broker restarted after message {restart_at}");
@@ -152,6 +154,7 @@ async fn a_peer_dropping_its_socket_mid_stream_loses_and_doubles_nothing() {
     for n in 1..=count {
         post_until_accepted(&client, src, n).await;
     }
+    post_marker(&client, src, count).await;
     let seen = settle(|| consumer.seen(), count).await;
     let qq = settle(|| qq_numbers(&peer), count).await;
     println!("peer dropped its socket after send {drop_at}");

@@ -16,9 +16,15 @@ const BOT: i64 = 2854196310;
 
 /// A config linking QQ groups 735021844 and 111 (one account) with `api` group `a`.
 fn config(broker: &Broker, qq: &str, api: SocketAddr) -> String {
+    config_for_account("qq", broker, qq, api)
+}
+
+/// [`config`] with the QQ account named `account`, for a test that asserts on a metric
+/// series labelled with its account: no sibling test of this binary uses that name.
+fn config_for_account(account: &str, broker: &Broker, qq: &str, api: SocketAddr) -> String {
     format!(
         r#"{broker}
-[accounts.qq]
+[accounts.{account}]
 platform = "qq"
 {qq}
 
@@ -28,10 +34,16 @@ listen = "{api}"
 
 [[links]]
 name = "fans"
-groups = ["qq:735021844", "qq:111", "hub:a"]
+groups = ["{account}:735021844", "{account}:111", "hub:a"]
 "#,
         broker = broker.toml()
     )
+}
+
+/// The series of messages dropped for `reason`; it has no account label, so only a daemon
+/// started with [`Daemon::start_alone`] can read its own drops in it.
+fn dropped(reason: &str) -> String {
+    format!("qunbridge_messages_dropped_total{{reason=\"{reason}\"}}")
 }
 
 fn api_addr() -> SocketAddr {
@@ -46,6 +58,36 @@ async fn next_send_to(peer: &OneBot11Peer, group: i64) -> serde_json::Value {
             return action;
         }
     }
+}
+
+/// Posts `text` to `api` group `a` and asserts that the next `send_group_msg` to each QQ group
+/// is that text. Each group's queue is ordered, so a further attempt of an earlier message
+/// would reach the peer before the marker does: this closes a "nothing more was sent" check.
+async fn send_marker(peer: &OneBot11Peer, api: SocketAddr, text: &str) {
+    let (status, _) = post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "u1"}, "text": text}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let mut groups = Vec::new();
+    for _ in 0..2 {
+        let send = peer.next_action("send_group_msg").await;
+        assert_eq!(
+            send["params"]["message"],
+            json!([{"type": "text", "data": {"text": format!("[API] u1: {text}")}}]),
+            "nothing but the marker {text:?} was sent"
+        );
+        groups.push(
+            send["params"]["group_id"]
+                .as_i64()
+                .expect("numeric group id"),
+        );
+    }
+    groups.sort();
+    assert_eq!(groups, vec![111, 735021844]);
 }
 
 /// QQ → api in array and CQ-string format, and api → QQ as `send_group_msg`.
@@ -182,9 +224,10 @@ async fn own_messages_are_never_relayed() {
     let broker = Broker::embedded();
     let (peer, url) = OneBot11Peer::serve(BOT, None, 0).await;
     let api = api_addr();
-    let daemon = Daemon::start(&config(&broker, &format!("url = \"{url}\""), api)).await;
+    let daemon = Daemon::start_alone(&config(&broker, &format!("url = \"{url}\""), api)).await;
     peer.wait_connections(1).await;
     let mut a = SseClient::open(&format!("http://{api}/api/v1/groups/a/events"), None, None).await;
+    let own_before = daemon.counter(&dropped("own_message")).await;
 
     let text = |t: &str| json!([{"type": "text", "data": {"text": t}}]);
     let mut sent = group_message(735021844, BOT, 1, "", "bot", text("echo 1"));
@@ -193,12 +236,12 @@ async fn own_messages_are_never_relayed() {
     peer.push_event(group_message(735021844, BOT, 2, "", "bot", text("echo 2")));
     peer.push_event(group_message(735021844, 42, 3, "", "Bob", text("real")));
     assert_eq!(a.next().await.json()["text"], "[QQ] Bob: real");
-    assert!(a.next_within(Duration::from_millis(300)).await.is_none());
-    let metrics = daemon.metrics().await;
-    assert!(
-        metrics.contains("qunbridge_messages_dropped_total{reason=\"own_message\"}"),
-        "{metrics}"
-    );
+    // The bot's own messages came before this one: had they been relayed, they would be
+    // ahead of it in `a`.
+    peer.push_event(group_message(735021844, 42, 4, "", "Bob", text("marker")));
+    assert_eq!(a.next().await.json()["text"], "[QQ] Bob: marker");
+    let own = daemon.counter(&dropped("own_message")).await - own_before;
+    assert!(own >= 1.0, "own messages dropped: {own}");
     daemon.stop().await.expect("clean stop");
 }
 
@@ -266,7 +309,8 @@ async fn a_dropped_connection_is_reconnected_without_a_restart() {
     let broker = Broker::embedded();
     let (peer, url) = OneBot11Peer::serve(BOT, None, 0).await;
     let api = api_addr();
-    let daemon = Daemon::start(&config(&broker, &format!("url = \"{url}\""), api)).await;
+    let qq = format!("url = \"{url}\"");
+    let daemon = Daemon::start(&config_for_account("qq-dropped", &broker, &qq, api)).await;
     peer.wait_connections(1).await;
     peer.drop_connection();
     peer.wait_connections(2).await;
@@ -280,10 +324,12 @@ async fn a_dropped_connection_is_reconnected_without_a_restart() {
         json!([{"type": "text", "data": {"text": "again"}}]),
     ));
     assert_eq!(a.next().await.json()["text"], "[QQ] Dee: again");
-    let metrics = daemon.metrics().await;
+    let reconnects = daemon
+        .counter("qunbridge_reconnects_total{account=\"qq-dropped\"}")
+        .await;
     assert!(
-        metrics.contains("qunbridge_reconnects_total{account=\"qq\"}"),
-        "{metrics}"
+        reconnects >= 1.0,
+        "reconnects of this test's account: {reconnects}"
     );
     daemon.stop().await.expect("clean stop");
 }
@@ -346,8 +392,9 @@ async fn malformed_frames_are_counted_and_the_connection_keeps_working() {
     let broker = Broker::embedded();
     let (peer, url) = OneBot11Peer::serve(BOT, None, 0).await;
     let api = api_addr();
-    let daemon = Daemon::start(&config(&broker, &format!("url = \"{url}\""), api)).await;
+    let daemon = Daemon::start_alone(&config(&broker, &format!("url = \"{url}\""), api)).await;
     peer.wait_connections(1).await;
+    let malformed_before = daemon.counter(&dropped("malformed")).await;
     let mut a = SseClient::open(&format!("http://{api}/api/v1/groups/a/events"), None, None).await;
     peer.push(Message::Text("{not json".into()));
     peer.push(Message::Binary(vec![0xff, 0xfe, 0x00].into()));
@@ -370,14 +417,8 @@ async fn malformed_frames_are_counted_and_the_connection_keeps_working() {
         1,
         "same connection"
     );
-    let metrics = daemon.metrics().await;
-    let malformed = metrics
-        .lines()
-        .find(|l| l.starts_with("qunbridge_messages_dropped_total{reason=\"malformed\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .expect("malformed counted");
-    assert!(malformed >= 4.0, "{malformed}");
+    let malformed = daemon.counter(&dropped("malformed")).await - malformed_before;
+    assert!(malformed >= 4.0, "malformed frames counted: {malformed}");
     daemon.stop().await.expect("clean stop");
 }
 
@@ -386,8 +427,9 @@ async fn failed_sends_are_retried_then_dropped_and_counted() {
     let broker = Broker::embedded();
     let (peer, url) = OneBot11Peer::serve(BOT, None, 0).await;
     let api = api_addr();
-    let daemon = Daemon::start(&config(&broker, &format!("url = \"{url}\""), api)).await;
+    let daemon = Daemon::start_alone(&config(&broker, &format!("url = \"{url}\""), api)).await;
     peer.wait_connections(1).await;
+    let failed_before = daemon.counter(&dropped("send_failed")).await;
 
     // Risk control (NapCat 1200) twice, then it goes through: three identical attempts.
     peer.fail_next_sends(2, 1200);
@@ -414,12 +456,8 @@ async fn failed_sends_are_retried_then_dropped_and_counted() {
     assert_eq!(groups, vec![111, 735021844]);
     assert!(attempts.iter().all(|a| a["params"]["message"]
         == json!([{"type": "text", "data": {"text": "[API] u1: persist"}}])));
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(
-        peer.count_actions("send_group_msg"),
-        0,
-        "two failures, two retries, no more"
-    );
+    // Two failures, two retries, no more.
+    send_marker(&peer, api, "marker 1").await;
 
     // An unknown-action style refusal (1404) is permanent: dropped at once, counted.
     peer.fail_next_sends(1, 1404);
@@ -434,17 +472,10 @@ async fn failed_sends_are_retried_then_dropped_and_counted() {
     while after.len() < 2 {
         after.push(peer.next_action("send_group_msg").await);
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(
-        peer.count_actions("send_group_msg"),
-        0,
-        "no retry after a permanent failure"
-    );
-    let metrics = daemon.metrics().await;
-    assert!(
-        metrics.contains("qunbridge_messages_dropped_total{reason=\"send_failed\"}"),
-        "{metrics}"
-    );
+    // No retry after a permanent failure.
+    send_marker(&peer, api, "marker 2").await;
+    let failed = daemon.counter(&dropped("send_failed")).await - failed_before;
+    assert_eq!(failed, 1.0, "the one permanent failure is counted, once");
     daemon.stop().await.expect("clean stop");
 }
 
@@ -522,7 +553,21 @@ groups = ["qb:222", "hub:b"]
     .await;
     let send = bot_b.next_action("send_group_msg").await;
     assert_eq!(send["params"]["group_id"], 222);
-    assert_eq!(bot_a.count_actions("send_group_msg"), 0);
+    // Bot a's first send is a marker posted afterwards: "to qb" never went to its socket.
+    post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "u1", "name": "Ann"}, "text": "marker"}),
+        None,
+    )
+    .await;
+    let first_on_bot_a = bot_a.next_action("send_group_msg").await;
+    assert_eq!(first_on_bot_a["params"]["group_id"], 735021844);
+    assert_eq!(
+        first_on_bot_a["params"]["message"],
+        json!([{"type": "text", "data": {"text": "[API] Ann: marker"}}]),
+        "only the marker reached bot a"
+    );
     daemon.stop().await.expect("clean stop");
 }
 
@@ -535,11 +580,18 @@ async fn a_reload_reroutes_the_next_message_without_touching_the_connection() {
         format!(
             "{broker}\n[accounts.qqr]\nplatform = \"qq\"\nurl = \"{url}\"\n\
              [accounts.hub]\nplatform = \"api\"\nlisten = \"{api}\"\n\
-             [[links]]\ngroups = [\"qqr:111\", \"hub:{to}\"]\n",
-            broker = broker.toml()
+             [[links]]\ngroups = [\"qqr:111\", \"hub:{to}\"]\n{marker_link}",
+            broker = broker.toml(),
+            // Once QQ no longer goes to `a`, `m` does: its messages close the check that
+            // nothing else reaches `a`.
+            marker_link = if to == "a" {
+                ""
+            } else {
+                "[[links]]\ngroups = [\"hub:m\", \"hub:a\"]\n"
+            }
         )
     };
-    let daemon = Daemon::start(&config("a")).await;
+    let daemon = Daemon::start_alone(&config("a")).await;
     peer.wait_connections(1).await;
     let text = |t: &str| json!([{"type": "text", "data": {"text": t}}]);
     let mut a = SseClient::open(&format!("http://{api}/api/v1/groups/a/events"), None, None).await;
@@ -550,8 +602,18 @@ async fn a_reload_reroutes_the_next_message_without_touching_the_connection() {
     let mut b = SseClient::open(&format!("http://{api}/api/v1/groups/b/events"), None, None).await;
     peer.push_event(group_message(111, 5, 2, "", "Eve", text("after")));
     assert_eq!(b.next().await.json()["text"], "[QQ] Eve: after");
-    assert!(
-        a.next_within(Duration::from_millis(300)).await.is_none(),
+    // "after" was routed before the marker was posted: sent to `a`, it would come first.
+    let (status, _) = post_message(
+        api,
+        "m",
+        json!({"sender": {"id": "u1"}, "text": "marker"}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        a.next().await.json()["text"],
+        "[API] u1: marker",
         "no longer routed to a"
     );
     assert_eq!(

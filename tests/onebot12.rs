@@ -35,9 +35,22 @@ fn api_addr() -> SocketAddr {
 
 /// The `[accounts.wx]` table and the `api` account, linked with `extra_groups`.
 fn config(broker: &Broker, wx: &str, extra: &str, api: SocketAddr, groups: &str) -> String {
+    config_for_account("wx", broker, wx, extra, api, groups)
+}
+
+/// [`config`] with the WeChat account named `account`, for a test that asserts on a metric
+/// series labelled with its account: no sibling test of this binary uses that name.
+fn config_for_account(
+    account: &str,
+    broker: &Broker,
+    wx: &str,
+    extra: &str,
+    api: SocketAddr,
+    groups: &str,
+) -> String {
     format!(
         r#"{broker}
-[accounts.wx]
+[accounts.{account}]
 platform = "wechat"
 {wx}
 
@@ -47,7 +60,7 @@ listen = "{api}"
 {extra}
 [[links]]
 name = "fans"
-groups = ["wx:{GROUP}", "hub:a"{groups}]
+groups = ["{account}:{GROUP}", "hub:a"{groups}]
 "#,
         broker = broker.toml()
     )
@@ -70,23 +83,21 @@ async fn post_from_ann(api: SocketAddr, text: &str) {
     assert_eq!(status, 202);
 }
 
-/// A counter's value in the metrics text, 0 when absent.
-fn counter(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+/// The series of messages dropped for `reason`; it has no account label, so only a daemon
+/// started with [`Daemon::start_alone`] can read its own drops in it.
+fn dropped(reason: &str) -> String {
+    format!("qunbridge_messages_dropped_total{{reason=\"{reason}\"}}")
 }
 
-/// Asserts that no more `send_message` comes for a while.
-async fn assert_no_more_sends(peer: &OneBot12Peer) {
-    tokio::time::sleep(Duration::from_millis(500)).await;
+/// Asserts that no more `send_message` came: a marker posted into the `api` group now is the
+/// next one (the group's queue is ordered, so anything else would reach the peer first).
+async fn assert_no_more_sends(peer: &OneBot12Peer, api: SocketAddr) {
+    post_from_ann(api, "marker").await;
+    let send = peer.next_action("send_message").await;
     assert_eq!(
-        peer.count_actions("send_message"),
-        0,
-        "exactly one send_message"
+        send["params"],
+        one_text_send("[API] Ann: marker"),
+        "exactly one send_message before the marker"
     );
 }
 
@@ -194,7 +205,7 @@ async fn wechat_relays_to_qq_and_api_and_back(broker: Broker) {
     post_from_ann(api, "收到，三点见").await;
     let send = wx.next_action("send_message").await;
     assert_eq!(send["params"], one_text_send("[API] Ann: 收到，三点见"));
-    assert_no_more_sends(&wx).await;
+    assert_no_more_sends(&wx, api).await;
     daemon.stop().await.expect("clean stop");
 }
 
@@ -254,7 +265,7 @@ async fn comwechat_and_spec_peers_work_over_reverse_websocket() {
     post_from_ann(api, "hi").await;
     let send = comwechat.next_action("send_message").await;
     assert_eq!(send["params"], one_text_send("[API] Ann: hi"));
-    assert_no_more_sends(&comwechat).await;
+    assert_no_more_sends(&comwechat, api).await;
 
     // A spec-following implementation offers `12.walle-q`: the listener echoes it.
     comwechat.drop_connection();
@@ -323,7 +334,7 @@ async fn own_and_other_bots_messages_are_dropped() {
     let extra = format!(
         "\n[accounts.wx2]\nplatform = \"wechat\"\nurl = \"{other_url}\"\nself_id = \"wxid_bot2\"\n"
     );
-    let daemon = Daemon::start(&config(
+    let daemon = Daemon::start_alone(&config(
         &broker,
         &format!("url = \"{url}\""),
         &extra,
@@ -334,6 +345,7 @@ async fn own_and_other_bots_messages_are_dropped() {
     wx.wait_connections(1).await;
     other.wait_connections(1).await;
     let mut a = api_events(api).await;
+    let own_before = daemon.counter(&dropped("own_message")).await;
 
     wx.push_event(group_message(BOT, GROUP, BOT, "1", text("我自己说的")));
     wx.push_event(group_message(
@@ -345,7 +357,9 @@ async fn own_and_other_bots_messages_are_dropped() {
     ));
     wx.push_event(group_message(BOT, GROUP, ALICE, "3", text("真人")));
     assert_eq!(a.next().await.json()["text"], "[微信] 小明: 真人");
-    assert!(a.next_within(Duration::from_millis(300)).await.is_none());
+    // Relayed, the bots' messages would have come before this one.
+    wx.push_event(group_message(BOT, GROUP, ALICE, "4", text("标记")));
+    assert_eq!(a.next().await.json()["text"], "[微信] 小明: 标记");
     let looked_up: Vec<Value> = wx
         .calls("get_group_member_info")
         .iter()
@@ -356,14 +370,8 @@ async fn own_and_other_bots_messages_are_dropped() {
         vec![json!(ALICE)],
         "dropped messages cost no lookup"
     );
-    let metrics = daemon.metrics().await;
-    assert!(
-        counter(
-            &metrics,
-            "qunbridge_messages_dropped_total{reason=\"own_message\"}"
-        ) >= 2.0,
-        "{metrics}"
-    );
+    let own = daemon.counter(&dropped("own_message")).await - own_before;
+    assert!(own >= 2.0, "own and other bots' messages dropped: {own}");
     daemon.stop().await.expect("clean stop");
 }
 
@@ -375,7 +383,7 @@ async fn deletions_become_recalls_and_comwechat_copies_are_left_alone() {
     let (qq, qq_url) = OneBot11Peer::serve(QQ_BOT, None, 0).await;
     let api = api_addr();
     let qq_account = format!("\n[accounts.qq]\nplatform = \"qq\"\nurl = \"{qq_url}\"\n");
-    let daemon = Daemon::start(&config(
+    let daemon = Daemon::start_alone(&config(
         &broker,
         &format!("url = \"{wx_url}\""),
         &qq_account,
@@ -386,6 +394,7 @@ async fn deletions_become_recalls_and_comwechat_copies_are_left_alone() {
     wx.wait_connections(1).await;
     qq.wait_connections(1).await;
     let mut a = api_events(api).await;
+    let failed_before = daemon.counter(&dropped("send_failed")).await;
 
     // A WeChat message and its deletion: a recall event in `api`, the QQ copy recalled.
     wx.push_event(group_message(BOT, GROUP, ALICE, "m-1", text("发错了")));
@@ -430,19 +439,19 @@ async fn deletions_become_recalls_and_comwechat_copies_are_left_alone() {
     let recall = a.next().await.json();
     assert_eq!(recall["kind"], "recall");
     assert_eq!(recall["origin"]["message_id"], "-100");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The recall was routed before the marker: WeChat's ordered queue would have called
+    // `delete_message` before sending the marker.
+    post_from_ann(api, "marker").await;
+    let marker = wx.next_action("send_message").await;
+    assert_eq!(marker["params"], one_text_send("[API] Ann: marker"));
     assert!(
         wx.calls("delete_message").is_empty(),
         "nothing to call for id-less copies"
     );
-    let metrics = daemon.metrics().await;
     assert_eq!(
-        counter(
-            &metrics,
-            "qunbridge_messages_dropped_total{reason=\"send_failed\"}"
-        ),
+        daemon.counter(&dropped("send_failed")).await - failed_before,
         0.0,
-        "{metrics}"
+        "no send failed"
     );
     daemon.stop().await.expect("clean stop");
 }
@@ -453,9 +462,11 @@ async fn malformed_frames_are_counted_and_the_connection_keeps_working() {
     let (wx, url) = OneBot12Peer::serve(BOT, Behaviour::comwechat(None)).await;
     wx.set_member(ALICE, "小明", "");
     let api = api_addr();
-    let daemon = Daemon::start(&config(&broker, &format!("url = \"{url}\""), "", api, "")).await;
+    let daemon =
+        Daemon::start_alone(&config(&broker, &format!("url = \"{url}\""), "", api, "")).await;
     wx.wait_connections(1).await;
     let mut a = api_events(api).await;
+    let malformed_before = daemon.counter(&dropped("malformed")).await;
     wx.push(Message::Text("{not json".into()));
     wx.push(Message::Binary(vec![0x82, 0xa4, 0xff, 0xfe].into()));
     wx.push_event(json!({"type": "message", "detail_type": "group", "user_id": ALICE, "message_id": "1", "message": []}));
@@ -473,12 +484,8 @@ async fn malformed_frames_are_counted_and_the_connection_keeps_working() {
         "[微信] 小明: [mystery][动画表情]ok"
     );
     assert_eq!(wx.connections.load(Ordering::SeqCst), 1, "same connection");
-    let metrics = daemon.metrics().await;
-    let malformed = counter(
-        &metrics,
-        "qunbridge_messages_dropped_total{reason=\"malformed\"}",
-    );
-    assert!(malformed >= 4.0, "{malformed}");
+    let malformed = daemon.counter(&dropped("malformed")).await - malformed_before;
+    assert!(malformed >= 4.0, "malformed frames counted: {malformed}");
     daemon.stop().await.expect("clean stop");
 }
 
@@ -495,7 +502,16 @@ async fn silent_heartbeats_and_dropped_connections_make_qunbridge_reconnect() {
     .await;
     wx.set_member(ALICE, "小明", "");
     let api = api_addr();
-    let daemon = Daemon::start(&config(&broker, &format!("url = \"{url}\""), "", api, "")).await;
+    let wx_lines = format!("url = \"{url}\"");
+    let daemon = Daemon::start(&config_for_account(
+        "wx-reconnects",
+        &broker,
+        &wx_lines,
+        "",
+        api,
+        "",
+    ))
+    .await;
     wx.wait_connections(1).await;
     wx.drop_connection();
     wx.wait_connections(2).await;
@@ -506,10 +522,12 @@ async fn silent_heartbeats_and_dropped_connections_make_qunbridge_reconnect() {
     let mut a = api_events(api).await;
     wx.push_event(group_message(BOT, GROUP, ALICE, "1", text("又连上了")));
     assert_eq!(a.next().await.json()["text"], "[微信] 小明: 又连上了");
-    let metrics = daemon.metrics().await;
+    let reconnects = daemon
+        .counter("qunbridge_reconnects_total{account=\"wx-reconnects\"}")
+        .await;
     assert!(
-        counter(&metrics, "qunbridge_reconnects_total{account=\"wx\"}") >= 2.0,
-        "{metrics}"
+        reconnects >= 2.0,
+        "reconnects of this test's account: {reconnects}"
     );
     daemon.stop().await.expect("clean stop");
 }
@@ -581,7 +599,7 @@ async fn pictures_are_uploaded_by_url_and_sent_separately_when_enabled() {
         json!({"detail_type": "group", "group_id": GROUP,
                "message": [{"type": "image", "data": {"file_id": "up-1"}}]})
     );
-    assert_no_more_sends(&wx).await;
+    assert_no_more_sends(&wx, api).await;
     daemon.stop().await.expect("clean stop");
 }
 

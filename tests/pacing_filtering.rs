@@ -31,6 +31,20 @@ fn sent_text(action: &serde_json::Value) -> String {
 /// QQ group 111, a WeChat group of a v11 implementation, an `api` group and a DingTalk
 /// custom robot, all in one link.
 async fn start(extra: &str) -> (Daemon, OneBot11Peer2, SocketAddr, DingTalkPeer) {
+    start_daemon(extra, false).await
+}
+
+/// [`start`] with the daemon run alone in this test binary ([`Daemon::start_alone`]), for a
+/// test that reads a metric series without an account label.
+async fn start_alone(extra: &str) -> (Daemon, OneBot11Peer2, SocketAddr, DingTalkPeer) {
+    start_daemon(extra, true).await
+}
+
+/// The body of [`start`] and [`start_alone`].
+async fn start_daemon(
+    extra: &str,
+    alone: bool,
+) -> (Daemon, OneBot11Peer2, SocketAddr, DingTalkPeer) {
     let broker = Broker::embedded();
     let (qq, qq_url) = OneBot11Peer::serve(1001, None, 0).await;
     let (wx, wx_url) = OneBot11Peer::serve(2002, None, 0).await;
@@ -70,7 +84,11 @@ to = ["ding-hook:ops"]
         broker = broker.toml(),
         hook = ding.webhook_url(HOOK),
     );
-    let daemon = Daemon::start(&config).await;
+    let daemon = if alone {
+        Daemon::start_alone(&config).await
+    } else {
+        Daemon::start(&config).await
+    };
     qq.wait_connections(1).await;
     wx.wait_connections(1).await;
     let _keep_broker = broker;
@@ -94,7 +112,9 @@ allow_domains = ["example.org"]
 [filters.qq]
 allow_domains = ["docs.example.org"]
 "#;
-    let (daemon, peers, api, ding) = start(extra).await;
+    let (daemon, peers, api, ding) = start_alone(extra).await;
+    let invites_replaced = "qunbridge_links_filtered_total{platform=\"wechat\",rule=\"qq_group_invite\",action=\"replace\"}";
+    let invites_before = daemon.counter(invites_replaced).await;
     let mut a = SseClient::open(&format!("http://{api}/api/v1/groups/a/events"), None, None).await;
 
     let said = "进QQ群 123456789 或 https://qm.qq.com/q/Ab 看 https://docs.example.org/x 和 https://evil.test/y";
@@ -134,11 +154,8 @@ allow_domains = ["docs.example.org"]
         sent_text(&to_qq),
         "[API] Bo: see https://docs.example.org/a and evil[.]test/b"
     );
-    let metrics = daemon.metrics().await;
-    assert!(
-        metrics.contains("qunbridge_links_filtered_total{platform=\"wechat\",rule=\"qq_group_invite\",action=\"replace\"}"),
-        "{metrics}"
-    );
+    let replaced = daemon.counter(invites_replaced).await - invites_before;
+    assert!(replaced >= 1.0, "invites replaced for WeChat: {replaced}");
     daemon.stop().await.expect("clean stop");
 }
 

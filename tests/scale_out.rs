@@ -7,7 +7,9 @@
 use std::net::SocketAddr;
 
 use qunbridge_tests::process::DaemonProcess;
-use qunbridge_tests::stream::{assert_exactly_once, post_until_accepted, settle, Consumer};
+use qunbridge_tests::stream::{
+    assert_exactly_once, post_marker, post_until_accepted, settle, Consumer,
+};
 use qunbridge_tests::{free_port, qunbridge_binary, Mosquitto, Redis};
 use rand::Rng;
 
@@ -117,6 +119,7 @@ async fn two_cores_one_killed_mid_stream_deliver_every_message_once() {
             first_core.kill();
         }
     }
+    post_marker(&client, src, count).await;
     let seen = settle(|| consumer.seen(), count).await;
     println!("core-a killed after message {kill_at}");
     assert_exactly_once("api dst:g", &seen, count);

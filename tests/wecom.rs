@@ -14,15 +14,15 @@ use serde_json::json;
 /// The robot's webhook key (its only credential).
 const KEY: &str = "693a91f6-7xxx-4f2c-9d1e-000000000001";
 
-/// An `api` group `a` linked to the robot.
-fn config(broker: &Broker, api: SocketAddr, webhook: &str, extra: &str) -> String {
+/// An `api` group `a` linked to the robot, whose account is named `account`.
+fn config(broker: &Broker, api: SocketAddr, account: &str, webhook: &str, extra: &str) -> String {
     format!(
         r#"{broker}
 [accounts.hub]
 platform = "api"
 listen = "{api}"
 
-[accounts.robot]
+[accounts.{account}]
 platform = "wecom"
 webhook = "{webhook}"
 {extra}
@@ -30,7 +30,7 @@ webhook = "{webhook}"
 [[links]]
 name = "ops"
 groups = ["hub:a"]
-to = ["robot:ops"]
+to = ["{account}:ops"]
 "#,
         broker = broker.toml()
     )
@@ -40,8 +40,52 @@ to = ["robot:ops"]
 async fn start(extra: &str) -> (std::sync::Arc<WecomPeer>, Daemon, SocketAddr) {
     let (robot, webhook) = WecomPeer::serve(KEY).await;
     let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let daemon = Daemon::start(&config(&Broker::embedded(), api, &webhook, extra)).await;
-    (robot, daemon, api)
+    let config = config(&Broker::embedded(), api, "robot", &webhook, extra);
+    (robot, Daemon::start(&config).await, api)
+}
+
+/// [`start`] with the robot's account named `account` (for a series labelled with it) and the
+/// daemon run alone in this test binary (for a series without an account label).
+async fn start_alone(
+    account: &str,
+    extra: &str,
+) -> (std::sync::Arc<WecomPeer>, Daemon, SocketAddr) {
+    let (robot, webhook) = WecomPeer::serve(KEY).await;
+    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = config(&Broker::embedded(), api, account, &webhook, extra);
+    (robot, Daemon::start_alone(&config).await, api)
+}
+
+/// Posts a marker and waits until the robot accepted it; returns every request that came
+/// before it. The robot's queue is ordered, so a retry or another part of an earlier message
+/// would have come before the marker: this closes a "nothing more was posted" check.
+async fn posts_before_marker(robot: &WecomPeer, api: SocketAddr) -> Vec<Post> {
+    // Told apart from earlier markers by the number of requests so far.
+    let marker = format!("marker {}", robot.posts().len());
+    post_from_ann(api, &marker).await;
+    let expected = format!("[API] Ann: {marker}");
+    let deadline = tokio::time::Instant::now() + qunbridge_tests::PATIENCE;
+    loop {
+        let mut posts = robot.posts();
+        if let Some(at) = posts
+            .iter()
+            .position(|p| p.errcode == 0 && p.content() == expected)
+        {
+            assert_eq!(
+                at + 1,
+                posts.len(),
+                "nothing after the marker: {:?}",
+                &posts[at..]
+            );
+            posts.truncate(at);
+            return posts;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the marker was never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Posts `text` from Ann into the `api` group.
@@ -131,7 +175,7 @@ async fn a_long_chinese_message_arrives_in_parts_within_2048_bytes() {
     let expected = format!("[API] Ann: {text}");
     let needed = expected.len().div_ceil(2048);
     robot.wait_accepted(needed).await;
-    let posts = robot.settle(Duration::from_millis(500)).await;
+    let posts = posts_before_marker(&robot, api).await;
     assert!(posts.iter().all(|p| p.errcode == 0), "every part accepted");
     assert!(posts.iter().all(|p| p.msgtype() == "text"));
     assert_parts_make(&posts, &expected, 2048);
@@ -140,7 +184,7 @@ async fn a_long_chinese_message_arrives_in_parts_within_2048_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errcode_45009_delays_the_message_but_loses_and_repeats_nothing() {
-    let (robot, daemon, api) = start("").await;
+    let (robot, daemon, api) = start_alone("robot-45009", "").await;
     // The first part goes through; the second is refused for frequency, with a short
     // `Retry-After` so the test need not wait out the default minute.
     robot.answer_next(0, "ok", None);
@@ -150,7 +194,7 @@ async fn errcode_45009_delays_the_message_but_loses_and_repeats_nothing() {
     let expected = format!("[API] Ann: {text}");
     let needed = expected.len().div_ceil(2048);
     robot.wait_accepted(needed).await;
-    let posts = robot.settle(Duration::from_millis(500)).await;
+    let posts = posts_before_marker(&robot, api).await;
     let refused: Vec<&Post> = posts.iter().filter(|p| p.errcode == 45009).collect();
     assert_eq!(refused.len(), 1);
     let accepted: Vec<Post> = posts.iter().filter(|p| p.errcode == 0).cloned().collect();
@@ -171,14 +215,15 @@ async fn errcode_45009_delays_the_message_but_loses_and_repeats_nothing() {
 
     // A message after the pause goes straight through.
     post_from_ann(api, "部署完成").await;
-    let after = robot.wait_accepted(accepted.len() + 1).await;
+    // (after the marker)
+    let after = robot.wait_accepted(accepted.len() + 2).await;
     assert_eq!(
         after.last().map(Post::content).as_deref(),
         Some("[API] Ann: 部署完成")
     );
     let metrics = daemon.metrics().await;
     assert!(
-        metrics.contains("qunbridge_rate_limited_total{account=\"robot\"}"),
+        metrics.contains("qunbridge_rate_limited_total{account=\"robot-45009\"}"),
         "{metrics}"
     );
     assert!(!metrics.contains(KEY), "the key never reaches metrics");
@@ -187,7 +232,9 @@ async fn errcode_45009_delays_the_message_but_loses_and_repeats_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn markdown_robots_and_refusals() {
-    let (robot, daemon, api) = start("markdown = true").await;
+    let (robot, daemon, api) = start_alone("robot", "markdown = true").await;
+    let failed = "qunbridge_messages_dropped_total{reason=\"send_failed\"}";
+    let failed_before = daemon.counter(failed).await;
     post_from_ann(api, "**上线** 完成").await;
     let posts = robot.wait_accepted(1).await;
     assert_eq!(
@@ -200,7 +247,7 @@ async fn markdown_robots_and_refusals() {
     post_from_ann(api, &text).await;
     let expected = format!("[API] Ann: {text}");
     robot.wait_accepted(1 + expected.len().div_ceil(4096)).await;
-    let posts = robot.settle(Duration::from_millis(500)).await;
+    let posts = posts_before_marker(&robot, api).await;
     assert_parts_make(&posts[1..], &expected, 4096);
 
     // Any other errcode is a refusal for good: dropped and counted, never retried.
@@ -208,13 +255,14 @@ async fn markdown_robots_and_refusals() {
     robot.answer_next(93000, "invalid webhook url", None);
     post_from_ann(api, "不会重试").await;
     robot.wait_posts(before + 1).await;
-    let posts = robot.settle(Duration::from_millis(1500)).await;
+    let posts = posts_before_marker(&robot, api).await;
     assert_eq!(posts.len(), before + 1, "not retried");
     assert_eq!(posts[before].errcode, 93000);
     let metrics = daemon.metrics().await;
-    assert!(
-        metrics.contains("qunbridge_messages_dropped_total{reason=\"send_failed\"}"),
-        "{metrics}"
+    assert_eq!(
+        qunbridge_tests::metrics::counter(&metrics, failed) - failed_before,
+        1.0,
+        "the refusal is counted once"
     );
     let status = reqwest::get(format!("http://{}/api/v1/status", daemon.admin))
         .await

@@ -7,6 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use qunbridge_tests::free_port;
+use qunbridge_tests::process::KillOnDrop;
 
 /// The binary under test.
 fn qunbridge() -> Command {
@@ -123,16 +125,6 @@ fn version_is_printed() {
     );
 }
 
-/// Kills the daemon if a test fails before stopping it.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The quickstart of the README, as written: the daemon on the embedded broker with
 /// `deploy/examples/quickstart.toml`, a POST to group `a`, the event on group `b`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,7 +139,7 @@ async fn quickstart_relays_and_stops_cleanly_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("daemon starts");
-    let mut daemon = Running(child);
+    let mut daemon = KillOnDrop(child);
 
     let client = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -195,15 +187,32 @@ async fn quickstart_relays_and_stops_cleanly_on_sigterm() {
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(seen.contains(r#""text":"[API] Ann: hi""#), "{seen}");
-    let on_a_chunk = tokio::time::timeout(Duration::from_millis(300), on_a.next()).await;
-    assert!(on_a_chunk.is_err(), "nothing on a: {on_a_chunk:?}");
+    // Nothing on a but a marker posted to b afterwards: "hi" would have come before it.
+    let posted = client
+        .post("http://127.0.0.1:8088/api/v1/groups/b/messages")
+        .json(&serde_json::json!({"sender": {"id": "u2", "name": "Bob"}, "text": "marker"}))
+        .send()
+        .await
+        .expect("POST answered");
+    assert_eq!(posted.status(), 202);
+    let mut on_a_seen = String::new();
+    while !on_a_seen.contains("\n\n") {
+        let chunk = tokio::time::timeout_at(
+            tokio::time::Instant::now() + qunbridge_tests::PATIENCE,
+            on_a.next(),
+        )
+        .await
+        .expect("the marker reaches a")
+        .expect("stream open")
+        .expect("chunk");
+        on_a_seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        on_a_seen.contains(r#""text":"[API] Bob: marker""#) && !on_a_seen.contains("Ann: hi"),
+        "only the marker on a: {on_a_seen}"
+    );
 
-    let pid = daemon.0.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
+    daemon.signal("TERM");
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let status = loop {
         if let Some(status) = daemon.0.try_wait().expect("wait") {
@@ -224,10 +233,7 @@ fn a_taken_port_is_a_clear_failure() {
     let port = taken.local_addr().expect("addr").port();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("taken.toml");
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free")
-        .port();
+    let free = free_port();
     std::fs::write(
         &path,
         format!(
@@ -312,13 +318,7 @@ filters = { rules = [{ match = "wechat_share_code", action = "replace", with = "
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_the_logs() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = |_: ()| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port()
-    };
-    let (broker, admin, api, onebot) = (port(()), port(()), port(()), port(()));
+    let (broker, admin, api, onebot) = (free_port(), free_port(), free_port(), free_port());
     let path = dir.path().join("secret.toml");
     std::fs::write(dir.path().join("qq-token"), "qq-SECRET-token\n").expect("write");
     std::fs::write(
@@ -359,7 +359,7 @@ to = ["hook:ops"]
         .stderr(Stdio::piped())
         .spawn()
         .expect("daemon starts");
-    let mut daemon = Running(child);
+    let mut daemon = KillOnDrop(child);
     let client = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while !client
@@ -385,11 +385,7 @@ to = ["hook:ops"]
     );
     // Let the connectors try (and fail) to reach the OneBot and webhook peers a few times.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let pid = daemon.0.id().to_string();
-    Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
+    daemon.signal("TERM");
     let mut stderr = String::new();
     use std::io::Read;
     daemon
@@ -413,19 +409,13 @@ fn a_corrupt_state_store_is_reported_and_reset_state_moves_it_aside() {
     std::fs::create_dir_all(&state).expect("state dir");
     let store = state.join("state.redb");
     std::fs::write(&store, b"not a redb file, a half-written one".repeat(200)).expect("garbage");
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free")
-            .port()
-    };
     let path = dir.path().join("qunbridge.toml");
     std::fs::write(
         &path,
         format!(
             "state_dir = {state:?}\n[broker]\nembedded_listen = \"127.0.0.1:{}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n",
-            free(),
-            free()
+            free_port(),
+            free_port()
         ),
     )
     .expect("write config");
@@ -446,7 +436,7 @@ fn a_corrupt_state_store_is_reported_and_reset_state_moves_it_aside() {
     );
 
     // --reset-state keeps the old file next to the new store and starts.
-    let mut child = qunbridge()
+    let daemon = qunbridge()
         .arg("run")
         .arg("-c")
         .arg(&path)
@@ -455,6 +445,7 @@ fn a_corrupt_state_store_is_reported_and_reset_state_moves_it_aside() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("runs");
+    let daemon = KillOnDrop(daemon);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let kept = loop {
         let kept: Vec<_> = std::fs::read_dir(&state)
@@ -469,8 +460,7 @@ fn a_corrupt_state_store_is_reported_and_reset_state_moves_it_aside() {
         assert!(std::time::Instant::now() < deadline, "store not reset");
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(daemon);
     assert_eq!(kept.len(), 1);
     assert!(
         std::fs::read(&kept[0])

@@ -3,28 +3,14 @@
 //! is counted as a failed reload.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-
-/// Kills the daemon if a test fails before stopping it.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A free loopback port.
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
+// The shared fixtures under the names this file's tests use: a free loopback port, and the
+// daemon process killed if a test fails before stopping it.
+use qunbridge_tests::free_port as port;
+use qunbridge_tests::process::KillOnDrop as Running;
 
 /// Writes the config with the given links.
 fn write_config(path: &Path, state: &Path, ports: (u16, u16, u16), links: &str) {
@@ -82,13 +68,9 @@ async fn post(api: u16, group: &str, text: &str) {
     assert_eq!(status, 202);
 }
 
+/// Asks the daemon to reload its config, as `systemctl reload` does.
 fn hangup(daemon: &Running) {
-    let pid = daemon.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .expect("kill")
-        .success());
+    daemon.signal("HUP");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,32 +3,16 @@
 //! JSON and as a table; the latency is a histogram; `/metrics` passes `promtool check metrics` when promtool is installed;
 //! an address where nothing listens exits 1 with a clear message.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use qunbridge_tests::free_port;
+use qunbridge_tests::process::KillOnDrop;
+
 /// The binary under test.
 fn qunbridge() -> Command {
     Command::new(env!("CARGO_BIN_EXE_qunbridge"))
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Kills the daemon if a test fails before stopping it.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Runs `qunbridge status` with `args`.
@@ -79,7 +63,7 @@ groups = ["hub:a", "hub:b"]
         .stderr(Stdio::null())
         .spawn()
         .expect("daemon starts");
-    let _daemon = Running(child);
+    let _daemon = KillOnDrop(child);
 
     let client = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);

@@ -4,11 +4,15 @@
 //! `Type=notify` protocol: `READY=1` after start-up, `WATCHDOG=1` when `WATCHDOG_USEC` is set,
 //! `STOPPING=1` on SIGTERM, and survives SIGHUP (`systemctl reload`).
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use qunbridge_tests::free_port;
+use qunbridge_tests::process::KillOnDrop;
 
 /// The unit file under test.
 fn unit() -> PathBuf {
@@ -110,22 +114,19 @@ fn unit_verifies_cleanly() {
     assert!(said.trim().is_empty(), "verify not clean:\n{said}");
 }
 
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Kills the daemon if a test fails before stopping it.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// The admin endpoint's `/metrics` text, read without an async runtime (this test is
+/// synchronous: it reads the notify socket with blocking calls).
+fn scrape(admin: u16) -> String {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", admin)) else {
+        return String::new();
+    };
+    let request =
+        format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{admin}\r\nConnection: close\r\n\r\n");
+    let mut response = String::new();
+    if stream.write_all(request.as_bytes()).is_ok() {
+        let _ = stream.read_to_string(&mut response);
     }
+    response
 }
 
 /// Waits for a notification datagram containing `expected`; returns everything received.
@@ -152,6 +153,7 @@ fn run_notifies_ready_watchdog_and_stopping() {
         .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
     let config = dir.path().join("qunbridge.toml");
+    let admin = free_port();
     std::fs::write(
         &config,
         format!(
@@ -174,7 +176,7 @@ groups = ["hub:a", "hub:b"]
 "#,
             state = dir.path().join("state").display(),
             mqtt = free_port(),
-            admin = free_port(),
+            admin = admin,
             api = free_port(),
         ),
     )
@@ -191,8 +193,7 @@ groups = ["hub:a", "hub:b"]
         .stderr(Stdio::null())
         .spawn()
         .expect("daemon starts");
-    let pid = child.id();
-    let mut daemon = Running(child);
+    let mut daemon = KillOnDrop(child);
 
     let mut seen = Vec::new();
     wait_for(&socket, "READY=1", &mut seen);
@@ -207,22 +208,28 @@ groups = ["hub:a", "hub:b"]
     );
 
     // `systemctl reload` (SIGHUP) must not end the daemon.
-    let hangup = Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(hangup.success());
-    std::thread::sleep(Duration::from_millis(300));
+    daemon.signal("HUP");
+    // The reload it asked for is done before the daemon is asked to stop: a daemon that the
+    // SIGHUP ended would neither count it nor say STOPPING=1 and exit 0 below.
+    let reloaded = "qunbridge_config_reloads_total{outcome=\"ok\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !scrape(admin).contains(reloaded) {
+        assert!(
+            daemon.0.try_wait().expect("wait").is_none(),
+            "SIGHUP ended the daemon"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the SIGHUP reload was never counted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         daemon.0.try_wait().expect("wait").is_none(),
         "SIGHUP ended the daemon"
     );
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
+    daemon.signal("TERM");
     wait_for(&socket, "STOPPING=1", &mut seen);
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {

@@ -4,6 +4,8 @@
 
 pub mod dingtalk_peer;
 
+pub mod metrics;
+
 pub mod onebot11_peer;
 
 pub mod onebot12_peer;
@@ -290,25 +292,38 @@ pub struct Daemon {
     dir: Option<tempfile::TempDir>,
     /// Asks the daemon to read its config file again (as SIGHUP does).
     reload: tokio::sync::mpsc::Sender<()>,
+    /// Whether other in-process daemons may run meanwhile: decides whether a change of a
+    /// process-wide metric series is this daemon's own (see [`metrics`]).
+    turn: Option<metrics::Turn>,
 }
 
 impl Daemon {
     /// Writes `config` (with `state_dir` and `[admin]` filled in) and runs the daemon until
-    /// `/readyz` says ready.
+    /// `/readyz` says ready, alongside the other daemons of this test binary.
     pub async fn start(config: &str) -> Daemon {
-        Daemon::start_in(tempfile::tempdir().expect("tempdir"), config).await
+        let turn = metrics::Turn::shared().await;
+        Daemon::start_in(tempfile::tempdir().expect("tempdir"), config, turn).await
+    }
+
+    /// [`Daemon::start`], but first waits until no other daemon of this test binary runs and
+    /// keeps it so while this one lives: a metric series without an account label then only
+    /// changes because of this test.
+    pub async fn start_alone(config: &str) -> Daemon {
+        let turn = metrics::Turn::alone().await;
+        Daemon::start_in(tempfile::tempdir().expect("tempdir"), config, turn).await
     }
 
     /// Stops the daemon as SIGTERM would and starts a new one on the same state directory
     /// (a restart: what the store kept is all the new one knows).
     pub async fn restart(mut self, config: &str) -> Daemon {
         let dir = self.dir.take().expect("state directory");
+        let turn = self.turn.take().expect("a daemon's turn");
         self.shut_down().await.expect("clean stop");
-        Daemon::start_in(dir, config).await
+        Daemon::start_in(dir, config, turn).await
     }
 
-    /// [`Daemon::start`] in an existing directory.
-    pub async fn start_in(dir: tempfile::TempDir, config: &str) -> Daemon {
+    /// [`Daemon::start`] in an existing directory, in a turn already taken.
+    async fn start_in(dir: tempfile::TempDir, config: &str, turn: metrics::Turn) -> Daemon {
         init_test_logging();
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let text = format!(
@@ -340,14 +355,21 @@ impl Daemon {
             admin,
             dir: Some(dir),
             reload,
+            turn: Some(turn),
         };
         daemon.wait_ready().await;
         daemon
     }
 
     /// Rewrites the config file (as `start` does) and asks the daemon to reload it; returns
-    /// once `/metrics` counts one more successful reload.
+    /// once `/metrics` counts one more successful reload. The reload counter has no label
+    /// naming the daemon, so only a daemon started with [`Daemon::start_alone`] can tell its
+    /// own reload from a sibling's.
     pub async fn reload(&self, config: &str) {
+        assert!(
+            matches!(self.turn, Some(metrics::Turn::Alone(_))),
+            "Daemon::reload needs a daemon started with Daemon::start_alone"
+        );
         let dir = self.dir.as_ref().expect("state directory").path();
         let text = format!(
             "state_dir = {:?}\n{config}\n[admin]\nlisten = \"{}\"\n",
@@ -355,21 +377,14 @@ impl Daemon {
             self.admin
         );
         std::fs::write(dir.join("qunbridge.toml"), text).expect("write config");
-        let count = |metrics: &str| {
-            metrics
-                .lines()
-                .find(|l| l.starts_with("qunbridge_config_reloads_total{outcome=\"ok\"}"))
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        let before = count(&self.metrics().await);
+        let reloads = "qunbridge_config_reloads_total{outcome=\"ok\"}";
+        let before = self.counter(reloads).await;
         self.reload
             .send(())
             .await
             .expect("daemon takes reload requests");
         let deadline = tokio::time::Instant::now() + PATIENCE;
-        while count(&self.metrics().await) <= before {
+        while self.counter(reloads).await <= before {
             assert!(tokio::time::Instant::now() < deadline, "reload not applied");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -403,6 +418,11 @@ impl Daemon {
             .expect("metrics text")
     }
 
+    /// The value of one series (name with all its labels) now; 0 when never touched.
+    pub async fn counter(&self, series: &str) -> f64 {
+        metrics::counter(&self.metrics().await, series)
+    }
+
     /// Stops the daemon as SIGTERM would and returns what `run` returned.
     pub async fn stop(mut self) -> Result<(), RunError> {
         self.shut_down().await
@@ -425,6 +445,16 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        // A daemon dropped without `stop` (a failed test) keeps its turn until it has shut
+        // down, so the drops it counts on the way out never land in another daemon's turn.
+        if let (Some(task), Some(turn)) = (self.task.take(), self.turn.take()) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = task.await;
+                    drop(turn);
+                });
+            }
         }
     }
 }

@@ -118,3 +118,31 @@ impl Drop for DaemonProcess {
         self.kill();
     }
 }
+
+/// A child process (a `qunbridge` run by a test) that is killed and reaped when dropped, so a
+/// failing test leaves no daemon behind holding its ports.
+pub struct KillOnDrop(pub Child);
+
+impl KillOnDrop {
+    /// Its process id, for sending it signals.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Sends it a signal by name (`HUP`, `TERM`) with `kill`, as an operator or systemd would.
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{name} failed");
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -100,15 +100,22 @@ pub fn number_in(text: &str) -> Option<usize> {
         .ok()
 }
 
-/// Waits until `seen` holds `count` numbers (and a little longer, for any duplicate still on
-/// its way), or 60 s.
+/// Posts the marker that closes a stream of `count` messages: number `count + 1`, posted
+/// after every message of the stream was accepted. Each destination's queue is ordered, so
+/// a message lost on the way or sent twice shows before the marker arrives.
+pub async fn post_marker(client: &reqwest::Client, api: SocketAddr, count: usize) {
+    post_until_accepted(client, api, count + 1).await;
+}
+
+/// Waits until `seen` holds the marker of a stream of `count` messages ([`post_marker`]), or
+/// 60 s; returns the numbers that came, without the marker.
 pub async fn settle(seen: impl Fn() -> Vec<usize>, count: usize) -> Vec<usize> {
+    let marker = count + 1;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while seen().len() < count && tokio::time::Instant::now() < deadline {
+    while !seen().contains(&marker) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    seen()
+    seen().into_iter().filter(|&n| n != marker).collect()
 }
 
 /// Fails unless `seen` is exactly 1..=count; the message says how many were lost, doubled
