@@ -522,11 +522,12 @@ fn apply_reload(
             return None;
         }
     };
-    if config.broker.topic_prefix != running_config.broker.topic_prefix
+    // Compared by value: a `Debug` string shows secrets as `<redacted>`, so a new broker
+    // password would look like no change.
+    if config.broker != running_config.broker
         || config.admin.listen != running_config.admin.listen
         || config.state_dir != running_config.state_dir
         || config.store != running_config.store
-        || format!("{:?}", config.broker.mode) != format!("{:?}", running_config.broker.mode)
     {
         warn!(
             message =
