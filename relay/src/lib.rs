@@ -21,7 +21,6 @@ pub mod accounts;
 pub mod activity;
 pub mod admin;
 pub mod broker;
-pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod egress;
@@ -31,141 +30,16 @@ pub mod store;
 mod run;
 
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
 
 use tracing::{error, info};
 
-use crate::config::{BrokerMode, Config, Role};
+use crate::config::{BrokerMode, Config};
+use crate::run::daemon::Daemon;
 use crate::run::placement::Placement;
-use crate::run::Daemon;
 
-/// Client id of the relay core's broker connection.
-pub const CORE_CLIENT_ID: &str = "qunbridge-core";
-
-/// Why the daemon could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The state directory could not be created.
-    #[error("cannot create state_dir `{path}`: {source}")]
-    StateDir {
-        /// The configured path.
-        path: String,
-        /// What the OS said.
-        source: std::io::Error,
-    },
-    /// `--accounts` names an account the config does not have.
-    #[error("--accounts: no account is called `{0}` in the config")]
-    UnknownAccount(String),
-    /// An account runs in another process.
-    #[error(transparent)]
-    Lock(#[from] cluster::LockError),
-    /// The state store could not be opened.
-    #[error(transparent)]
-    Store(#[from] store::StoreError),
-    /// The embedded broker could not start.
-    #[error(transparent)]
-    Broker(#[from] broker::embedded::EmbeddedError),
-    /// A broker client could not be set up.
-    #[error("MQTT client: {0}")]
-    Client(#[from] broker::BrokerError),
-    /// A listener could not be bound.
-    #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind {
-        /// What wanted the address.
-        what: &'static str,
-        /// The address.
-        addr: String,
-        /// What the OS said.
-        source: std::io::Error,
-    },
-    /// A connector stopped on its own.
-    #[error("account `{account}` stopped: {reason}")]
-    Connector {
-        /// The account.
-        account: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// A point in the daemon's life that a service manager wants to hear about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lifecycle {
-    /// Start-up finished: every account started and the core runs.
-    Ready,
-    /// Shutdown began: intake stops, in-flight messages finish.
-    Stopping,
-}
-
-/// Called at each [`Lifecycle`] point; `main.rs` tells systemd (`READY=1`, `STOPPING=1`).
-pub type LifecycleHook = Arc<dyn Fn(Lifecycle) + Send + Sync>;
-
-/// Options of a run that are not part of the config file.
-pub struct RunOptions {
-    /// How long shutdown may take to finish in-flight messages.
-    pub grace: Duration,
-    /// Told when start-up finished and when shutdown begins (`None`: nobody is told).
-    pub on_lifecycle: Option<LifecycleHook>,
-    /// Reload requests (SIGHUP) and the file to read again (`None`: no reload).
-    pub reload: Option<Reload>,
-    /// Move the state store aside before opening it (`qunbridge run --reset-state`).
-    pub reset_state: bool,
-    /// What to run, over the config's `roles` (`qunbridge run --role`).
-    pub role: Option<Role>,
-    /// Run only these accounts' connectors (`qunbridge run --accounts a,b`).
-    pub accounts: Option<Vec<String>>,
-    /// This process's name, over the config's `instance` (`qunbridge run --instance`).
-    pub instance: Option<String>,
-}
-
-/// Where reload requests come from.
-pub struct Reload {
-    /// The config file, read again on each request.
-    pub path: std::path::PathBuf,
-    /// One message per request.
-    pub requests: tokio::sync::mpsc::Receiver<()>,
-}
-
-impl RunOptions {
-    /// Tells the hook, if there is one.
-    fn tell(&self, point: Lifecycle) {
-        if let Some(hook) = &self.on_lifecycle {
-            hook(point);
-        }
-    }
-}
-
-impl std::fmt::Debug for RunOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunOptions")
-            .field("grace", &self.grace)
-            .field("on_lifecycle", &self.on_lifecycle.as_ref().map(|_| "hook"))
-            .field(
-                "reload",
-                &self.reload.as_ref().map(|r| r.path.display().to_string()),
-            )
-            .field("reset_state", &self.reset_state)
-            .field("role", &self.role)
-            .field("accounts", &self.accounts)
-            .field("instance", &self.instance)
-            .finish()
-    }
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            grace: Duration::from_secs(10),
-            on_lifecycle: None,
-            reload: None,
-            reset_state: false,
-            role: None,
-            accounts: None,
-            instance: None,
-        }
-    }
-}
+pub use crate::run::cluster;
+pub use crate::run::error::RunError;
+pub use crate::run::options::{Lifecycle, LifecycleHook, Reload, RunOptions};
 
 /// Runs the daemon until `shutdown` resolves, then stops intake, finishes in-flight messages
 /// within the grace period and returns. The phases, in order: open the store, start the

@@ -1,6 +1,6 @@
 //! SIGHUP reload against the real `qunbridge run` process: new links and formats are in force
-//! without a restart (the same process keeps serving), and a broken file changes nothing and
-//! is counted as a failed reload.
+//! without a restart (the same process keeps serving), a broken file changes nothing and is
+//! counted as a failed reload, and a new broker password is reported as needing a restart.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

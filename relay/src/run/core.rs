@@ -1,6 +1,7 @@
-//! A relay core with its two broker connections, from connecting to a graceful teardown: the
-//! one way both the process's own core ([`run`](fn@crate::run)) and a core taking a dead core's session
-//! over ([`crate::cluster`]) start and stop.
+//! A relay core on one broker session, from connecting to a graceful teardown: the one way
+//! both the process's own core (started by [`super::startup`]) and a core taking a dead core's
+//! session over ([`super::cluster`]) start and stop, and the client ids and filter that name
+//! those sessions.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,12 +12,28 @@ use tokio_util::sync::CancellationToken;
 
 use crate::activity::Activity;
 use crate::broker::{BrokerClient, BrokerError, ClientOptions, Delivery, Endpoint, Topics};
-use crate::cluster;
 use crate::core::{Core, SharedRoutes};
 use crate::store::RelayStore;
 
+/// Client id of the single-process relay core's broker connection.
+pub const CORE_CLIENT_ID: &str = "qunbridge-core";
+/// Shared-subscription group of the relay cores.
+pub const CORE_GROUP: &str = "qunbridge-core";
 /// How long a stopping core waits for each connection's event loop to end after DISCONNECT.
 const EVENT_LOOP_GRACE: Duration = Duration::from_secs(2);
+
+/// The MQTT client id of the relay core of `instance` (`None`: the single-process core).
+pub fn core_client_id(instance: Option<&str>) -> String {
+    match instance {
+        Some(instance) => format!("qunbridge-core-{instance}"),
+        None => CORE_CLIENT_ID.to_owned(),
+    }
+}
+
+/// What the core of a multi-process deployment subscribes to.
+pub fn shared_inbound_filter(topics: &Topics) -> String {
+    format!("$share/{CORE_GROUP}/{}", topics.inbound_filter())
+}
 
 /// What every relay core of this process shares, whichever session it runs on.
 #[derive(Clone)]
@@ -37,7 +54,7 @@ pub struct CoreDeps {
 pub struct CoreSession {
     /// Client id of the receiving connection; it names the persistent session.
     pub client_id: String,
-    /// Client id of the publishing connection.
+    /// Client id of the publishing connection, a session of its own (see [`Core::publisher`]).
     pub publisher_id: String,
     /// The inbound filter the receiving connection subscribes to (shared in a scaled-out
     /// deployment).
@@ -55,13 +72,13 @@ impl CoreSession {
     /// The session of this process's own core: `qunbridge-core`, or in a scaled-out
     /// deployment `qunbridge-core-<instance>` in the shared group.
     pub fn own(topics: &Topics, instance: Option<&str>) -> CoreSession {
-        let client_id = cluster::core_client_id(instance);
+        let client_id = core_client_id(instance);
         let scaled_out = instance.is_some();
         CoreSession {
             publisher_id: format!("{client_id}-out"),
             client_id,
             inbound_filter: if scaled_out {
-                cluster::shared_inbound_filter(topics)
+                shared_inbound_filter(topics)
             } else {
                 topics.inbound_filter()
             },
@@ -72,11 +89,11 @@ impl CoreSession {
 
     /// The session of the dead core `dead`, taken over under its client id.
     pub fn takeover(topics: &Topics, dead: &str) -> CoreSession {
-        let client_id = cluster::core_client_id(Some(dead));
+        let client_id = core_client_id(Some(dead));
         CoreSession {
             publisher_id: format!("{client_id}-takeover-out"),
             client_id,
-            inbound_filter: cluster::shared_inbound_filter(topics),
+            inbound_filter: shared_inbound_filter(topics),
             always_subscribe: true,
             leave_on_finish: false,
         }

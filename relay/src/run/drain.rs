@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::Daemon;
-use crate::{Lifecycle, RunOptions};
+use super::daemon::Daemon;
+use super::options::{Lifecycle, RunOptions};
 
 /// After intake stops, how long nothing may be in flight before the relay counts as drained.
 const DRAIN_QUIET: Duration = Duration::from_millis(300);

@@ -1,8 +1,9 @@
 //! Which part of a deployment this process runs: its role, its name on the broker, and the
 //! accounts it keeps when `--accounts` narrows a connectors process (ARCHITECTURE.md §9).
 
+use super::error::RunError;
+use super::options::RunOptions;
 use crate::config::{Config, Role};
-use crate::{RunError, RunOptions};
 
 /// What this process runs, from the config and the command line over it.
 pub struct Placement {

@@ -6,13 +6,12 @@ use std::future::Future;
 
 use tracing::{error, info, warn};
 
+use super::daemon::Daemon;
+use super::options::Reload;
 use crate::accounts::{self, RunningAccount};
 use crate::admin::{self, Health};
 use crate::config::{self, Config};
 use crate::core::{Routes, SharedRoutes};
-use crate::Reload;
-
-use super::Daemon;
 
 /// A connector that stopped on its own: its account and why.
 pub type ConnectorExit = (String, String);

@@ -5,12 +5,12 @@
 use tracing::info;
 
 use crate::accounts::{self, RunningAccount};
-use crate::cluster::{self, Presence};
 use crate::config::{Config, Role};
-use crate::RunError;
 
+use super::cluster::{self, Presence};
 use super::core::{CoreConnections, CoreSession, RunningCore};
-use super::Daemon;
+use super::daemon::Daemon;
+use super::error::RunError;
 
 /// What start-up started, stopped again by [`Started::finish`].
 pub struct Started {

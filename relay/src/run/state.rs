@@ -6,9 +6,9 @@ use std::sync::Arc;
 use qunbridge_connectors::api::FeedLog;
 use tracing::{info, warn};
 
+use super::error::RunError;
 use crate::config::{Config, StoreConfig};
 use crate::store::{PersistentStore, RedisStore, RelayStore};
-use crate::RunError;
 
 /// The opened store, under the two interfaces its users need.
 pub struct Stores {

@@ -26,27 +26,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::core::{CoreConnections, CoreDeps, CoreSession};
 use crate::broker::{BrokerClient, BrokerError, ClientOptions, Endpoint, Topics};
 use crate::config::Role;
-use crate::run::core::{CoreConnections, CoreDeps, CoreSession};
 
-/// Shared-subscription group of the relay cores.
-pub const CORE_GROUP: &str = "qunbridge-core";
 /// How long retained announcements get to arrive before a process decides anything.
 const SETTLE: Duration = Duration::from_millis(500);
-
-/// The MQTT client id of the relay core of `instance` (`None`: the single-process core).
-pub fn core_client_id(instance: Option<&str>) -> String {
-    match instance {
-        Some(instance) => format!("qunbridge-core-{instance}"),
-        None => crate::CORE_CLIENT_ID.to_owned(),
-    }
-}
-
-/// What the core of a multi-process deployment subscribes to.
-pub fn shared_inbound_filter(topics: &Topics) -> String {
-    format!("$share/{CORE_GROUP}/{}", topics.inbound_filter())
-}
 
 /// What one process announced.
 #[derive(Debug, Clone, PartialEq, Eq)]
