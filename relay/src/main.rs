@@ -1,10 +1,10 @@
 //! The `qunbridge` binary: parses the command line, sets up logging and signals, and calls the
-//! library. `run -c FILE` runs the daemon, `check -c FILE` validates a config and prints the
-//! resolved links, `status` shows a running daemon's state through its admin endpoint. Exit
-//! codes: 0 on success, 64 on a bad config or usage, 1 on a failure at run time (or, for
-//! `status`, a daemon that cannot be reached). Under systemd (`Type=notify`) `run` sends
-//! `READY=1` once started, `WATCHDOG=1` at half of `WATCHDOG_USEC`, and `STOPPING=1` when
-//! shutdown begins.
+//! library. `run -c FILE` runs the daemon, `check -c FILE` validates a config and prints what
+//! it resolves to (broker, store, accounts, links, routes, pacing and filters), `status` shows
+//! a running daemon's state through its admin endpoint. Exit codes: 0 on success, 64 on a bad
+//! config or usage, 1 on a failure at run time (or, for `status`, a daemon that cannot be
+//! reached). Under systemd (`Type=notify`) `run` sends `READY=1` once started, `WATCHDOG=1` at
+//! half of `WATCHDOG_USEC`, and `STOPPING=1` when shutdown begins.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,7 +21,8 @@ use tracing_subscriber::EnvFilter;
 /// `EX_USAGE` from sysexits.h: bad config or command line.
 const EXIT_USAGE: u8 = 64;
 
-/// qunbridge links WeChat, QQ and DingTalk groups over an MQTT broker.
+/// qunbridge links WeChat, QQ, DingTalk and WeCom groups, and HTTP clients of its `api`
+/// connector, over an MQTT broker.
 #[derive(Debug, Parser)]
 #[command(name = "qunbridge", version, about)]
 struct Cli {

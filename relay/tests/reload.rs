@@ -1,6 +1,6 @@
 //! SIGHUP reload against the real `qunbridge run` process: new links and formats are in force
-//! without a restart (the same process keeps serving), and a broken file changes nothing and
-//! is counted as a failed reload.
+//! without a restart (the same process keeps serving), a broken file changes nothing and is
+//! counted as a failed reload, and a new broker password is reported as needing a restart.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -242,4 +242,155 @@ async fn sighup_starts_added_accounts_and_stops_removed_ones() {
     }
     post(api, "a", "still here").await;
     expect_text(&mut b, "[API] Ann: still here").await;
+}
+
+/// A mosquitto that lets only `user` with `password` connect, on a free port; the guard kills
+/// it and the directory holds its config and password file.
+fn start_mosquitto_with_user(dir: &Path, user: &str, password: &str) -> (Running, u16) {
+    let port = port();
+    let passwords = dir.join("passwd");
+    let made = Command::new("mosquitto_passwd")
+        .arg("-b")
+        .arg("-c")
+        .arg(&passwords)
+        .args([user, password])
+        .status()
+        .expect("mosquitto_passwd runs");
+    assert!(made.success(), "mosquitto_passwd failed");
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
+             max_queued_messages 0\nmax_inflight_messages 10000\npersistence false\n\
+             log_dest stderr\nlog_type error\n",
+            passwords.display()
+        ),
+    )
+    .expect("write mosquitto.conf");
+    let binary = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+        .into_iter()
+        .find(|candidate| Path::new(candidate).exists())
+        .unwrap_or("mosquitto");
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto starts (install mosquitto; .ci/run does)");
+    let broker = Running(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mosquitto never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (broker, port)
+}
+
+/// Collects a child's stderr lines as they come, for assertions on what it logged.
+fn collect_lines(
+    stream: impl std::io::Read + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::BufRead;
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stream).lines() {
+            let Ok(line) = line else { return };
+            sink.lock().expect("log lines").push(line);
+        }
+    });
+    lines
+}
+
+/// How many collected lines contain `needle`.
+fn count_lines(lines: &std::sync::Mutex<Vec<String>>, needle: &str) -> usize {
+    lines
+        .lock()
+        .expect("log lines")
+        .iter()
+        .filter(|line| line.contains(needle))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_only_a_new_broker_password_warns_that_a_restart_is_needed() {
+    const APPLIED: &str = "Config reloaded";
+    const RESTART: &str = "take effect after a restart";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, broker_port) = start_mosquitto_with_user(dir.path(), "relay", "old-secret");
+    let path = dir.path().join("qunbridge.toml");
+    let state = dir.path().join("state");
+    let (admin, api) = (port(), port());
+    let write = |password: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "state_dir = {state:?}\n[broker]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\n\
+                 username = \"relay\"\npassword = \"{password}\"\n\
+                 [admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+                 [accounts.hub]\nplatform = \"api\"\nlisten = \"127.0.0.1:{api}\"\n\
+                 [[links]]\ngroups = [\"hub:a\", \"hub:b\"]\n"
+            ),
+        )
+        .expect("write config");
+    };
+    write("old-secret");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qunbridge"))
+        .args(["run", "--grace-secs", "1", "-c"])
+        .arg(&path)
+        .env("QUNBRIDGE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("daemon starts");
+    let logs = collect_lines(child.stderr.take().expect("stderr piped"));
+    let daemon = Running(child);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let wait_applied = |count: usize| {
+        let logs = logs.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while count_lines(&logs, APPLIED) < count {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "reload {count} not applied; logged:\n{}",
+                    logs.lock().expect("log lines").join("\n")
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // The same file again: nothing needs a restart (the warning line is logged before the
+    // reload's "applied" line, so once that is there the warning would be too).
+    hangup(&daemon);
+    wait_applied(1).await;
+    assert_eq!(
+        count_lines(&logs, RESTART),
+        0,
+        "an unchanged broker is no change"
+    );
+
+    // Only the password changes: the running connection keeps the old one until a restart.
+    write("new-secret");
+    hangup(&daemon);
+    wait_applied(2).await;
+    assert_eq!(
+        count_lines(&logs, RESTART),
+        1,
+        "a new broker password must be reported as needing a restart; logged:\n{}",
+        logs.lock().expect("log lines").join("\n")
+    );
 }

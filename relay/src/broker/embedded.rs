@@ -3,8 +3,9 @@
 //! it over loopback through the same rumqttc client as to an external broker.
 //!
 //! rumqttd has no shutdown API: stopping drops the runtime its listener and connections run
-//! on, and the router thread ends with the process. Its in-memory state does not survive a restart; operators who need
-//! queued messages to survive one use an external broker with persistence.
+//! on, and the router thread ends with the process. Its in-memory state does not survive a
+//! restart; operators who need queued messages to survive one use an external broker with
+//! persistence.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,7 +29,8 @@ const BROKER_INFLIGHT: usize = 10_000;
 /// Why the embedded broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
-    /// The listen address is taken or not ours.
+    /// The listen address is taken or not ours, or the broker's runtime or thread could not
+    /// be created.
     #[error("embedded broker cannot listen on {addr}: {source}")]
     Bind {
         /// The configured address.

@@ -1,12 +1,13 @@
 //! Topic names (ARCHITECTURE.md §3): `<prefix>/in/<account>/<group>`,
-//! `<prefix>/out/<account>/<group>` and the retained `<prefix>/status/<account>`. Group ids are
-//! percent-encoded because DingTalk conversation ids contain `+ / =` and MQTT gives `/ + #`
-//! meaning.
+//! `<prefix>/out/<account>/<group>` and the retained `<prefix>/status/<account>` (the
+//! `process/` and `lock/` topics of a scaled-out deployment belong to [`crate::cluster`]).
+//! Group ids are percent-encoded because DingTalk conversation ids contain `+ / =` and MQTT
+//! gives `/ + #` meaning.
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 
-/// Bytes encoded in a topic level: controls, the MQTT separators and wildcards, `%` itself
-/// (non-ASCII is encoded too, so every level is plain printable ASCII).
+/// Bytes encoded in a topic level: controls, space, the MQTT separators and wildcards, `%`
+/// itself (non-ASCII is encoded too, so every level is plain printable ASCII).
 const LEVEL: &AsciiSet = &CONTROLS.add(b'/').add(b'+').add(b'#').add(b'%').add(b' ');
 
 /// Encodes one topic level.

@@ -58,7 +58,7 @@ pub struct Config {
 }
 
 /// `[broker]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerConfig {
     /// Embedded or external.
     pub mode: BrokerMode,
@@ -67,7 +67,7 @@ pub struct BrokerConfig {
 }
 
 /// Which broker carries the traffic.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerMode {
     /// rumqttd inside the process, listening here.
     Embedded {
@@ -79,7 +79,7 @@ pub enum BrokerMode {
 }
 
 /// How to reach an external broker.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalBroker {
     /// Host name or address.
     pub host: String,

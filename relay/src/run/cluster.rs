@@ -26,30 +26,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::activity::Activity;
+use super::core::{CoreConnections, CoreDeps, CoreSession};
 use crate::broker::{BrokerClient, BrokerError, ClientOptions, Endpoint, Topics};
 use crate::config::Role;
-use crate::core::pipeline::Core;
-use crate::core::route::SharedRoutes;
-use crate::store::RelayStore;
 
-/// Shared-subscription group of the relay cores.
-pub const CORE_GROUP: &str = "qunbridge-core";
 /// How long retained announcements get to arrive before a process decides anything.
 const SETTLE: Duration = Duration::from_millis(500);
-
-/// The MQTT client id of the relay core of `instance` (`None`: the single-process core).
-pub fn core_client_id(instance: Option<&str>) -> String {
-    match instance {
-        Some(instance) => format!("qunbridge-core-{instance}"),
-        None => crate::CORE_CLIENT_ID.to_owned(),
-    }
-}
-
-/// What the core of a multi-process deployment subscribes to.
-pub fn shared_inbound_filter(topics: &Topics) -> String {
-    format!("$share/{CORE_GROUP}/{}", topics.inbound_filter())
-}
 
 /// What one process announced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,26 +250,12 @@ fn apply(view: &mut View, prefix: &str, topic: &str, payload: Option<&Value>) {
     }
 }
 
-/// What a takeover core needs.
-pub struct TakeoverDeps {
-    /// Broker endpoint.
-    pub endpoint: Endpoint,
-    /// Topic names.
-    pub topics: Topics,
-    /// Routes.
-    pub routes: SharedRoutes,
-    /// The shared store.
-    pub store: Arc<dyn RelayStore>,
-    /// In-flight counter.
-    pub activity: Arc<Activity>,
-}
-
 /// Watches the other cores and takes over the session of each one that is offline while
 /// this core is the first online core by name. Runs until `stop`.
 pub async fn take_over_dead_cores(
     instance: String,
     mut view: watch::Receiver<View>,
-    deps: TakeoverDeps,
+    deps: CoreDeps,
     stop: CancellationToken,
 ) {
     let running: Arc<Mutex<HashMap<String, CancellationToken>>> = Arc::default();
@@ -338,67 +306,22 @@ pub async fn take_over_dead_cores(
     }
 }
 
-/// Runs a core on the session of the dead core `name` until `token` is cancelled.
+/// Runs a core on the session of the dead core `name` until `token` is cancelled, then
+/// leaves without a last word: its owner reconnects as itself.
 fn run_takeover(
     name: String,
-    deps: &TakeoverDeps,
+    deps: &CoreDeps,
     token: CancellationToken,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let endpoint = deps.endpoint.clone();
-    let topics = deps.topics.clone();
-    let routes = deps.routes.clone();
-    let store = deps.store.clone();
-    let activity = deps.activity.clone();
+    let deps = deps.clone();
     async move {
         warn!(message = "A relay core is offline; taking its session over.", core = %name);
-        let endpoint_for_publisher = endpoint.clone();
-        let started = BrokerClient::start(
-            ClientOptions {
-                endpoint,
-                client_id: core_client_id(Some(&name)),
-                will: None,
-                subscriptions: vec![shared_inbound_filter(&topics)],
-                always_subscribe: true,
-            },
-            token.clone(),
-        );
-        let (client, deliveries, event_loop) = match started {
-            Ok(started) => started,
+        let session = CoreSession::takeover(&deps.topics, &name);
+        match CoreConnections::open(&deps.endpoint, session, &token) {
+            Ok(connections) => connections.relay(&deps, token).finish().await,
             Err(error) => {
-                warn!(message = "Cannot take a core's session over.", core = %name, %error);
-                return;
+                warn!(message = "Cannot take a core's session over.", core = %name, %error)
             }
-        };
-        let publisher = BrokerClient::start(
-            ClientOptions {
-                endpoint: endpoint_for_publisher,
-                client_id: format!("{}-takeover-out", core_client_id(Some(&name))),
-                will: None,
-                subscriptions: Vec::new(),
-                always_subscribe: false,
-            },
-            token.clone(),
-        );
-        let (publisher, _, publisher_loop) = match publisher {
-            Ok(started) => started,
-            Err(error) => {
-                warn!(message = "Cannot take a core's session over.", core = %name, %error);
-                return;
-            }
-        };
-        let core = Core {
-            topics,
-            routes,
-            store,
-            client: client.clone(),
-            publisher: publisher.clone(),
-            activity,
-        };
-        core.run(deliveries, token.clone()).await;
-        // The owner is back (or we stop): leave without a last word, it reconnects as itself.
-        client.disconnect().await;
-        publisher.disconnect().await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), event_loop).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), publisher_loop).await;
+        }
     }
 }

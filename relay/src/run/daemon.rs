@@ -1,0 +1,122 @@
+//! What the phases of one run share: the broker endpoint and topics, the store, the tokens
+//! that stop intake and then everything, the health the admin endpoint reports, the routes a
+//! reload swaps, and the admin endpoint itself.
+
+use std::sync::Arc;
+
+use qunbridge_connectors::api::FeedLog;
+use qunbridge_connectors::reverse_ws::SharedListeners;
+use qunbridge_connectors::BotRegistry;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::activity::Activity;
+use crate::admin::{self, Health};
+use crate::broker::{Endpoint, Topics};
+use crate::config::Config;
+use crate::core::{Routes, SharedRoutes};
+
+use super::core::CoreDeps;
+use super::error::RunError;
+use super::placement::Placement;
+use super::state::Stores;
+
+/// What the phases of one run share, built once from the config read at start-up.
+pub struct Daemon {
+    /// What this process runs.
+    pub placement: Placement,
+    /// The broker every connection goes to (a reload does not change it).
+    pub endpoint: Endpoint,
+    /// Topic names under the configured prefix.
+    pub topics: Topics,
+    /// Messages in flight, which the drain waits for.
+    pub activity: Arc<Activity>,
+    /// Dedup keys, send log, message map, echo fingerprints.
+    pub store: Arc<dyn crate::store::RelayStore>,
+    /// The `api` feeds' durable log, handed to every account (and to those a reload adds).
+    pub feed_log: Arc<dyn FeedLog>,
+    /// Every account's platform user id, shared by all connectors.
+    pub bots: BotRegistry,
+    /// Reverse WebSocket listeners that several accounts share.
+    pub listeners: SharedListeners,
+    /// Cancelled first on shutdown: connectors stop taking input.
+    pub intake: CancellationToken,
+    /// Cancelled once drained: everything stops.
+    pub stop: CancellationToken,
+    /// What `/healthz`, `/readyz`, `/metrics` and `/api/v1/status` report.
+    pub health: Arc<Health>,
+    /// Where messages go; a reload swaps them.
+    pub routes: SharedRoutes,
+}
+
+impl Daemon {
+    /// The shared state of a run over `config` and the opened store.
+    pub fn new(config: &Config, placement: Placement, stores: Stores) -> Daemon {
+        let activity = Activity::new();
+        let health = Arc::new(Health::default());
+        health.set_links(config.links.iter().map(admin::LinkSummary::from).collect());
+        health.set_queue_depths(activity.queue_depths().clone());
+        Daemon {
+            placement,
+            endpoint: Endpoint::for_mode(&config.broker.mode),
+            topics: Topics::new(&config.broker.topic_prefix),
+            activity,
+            store: stores.relay,
+            feed_log: stores.feed_log,
+            bots: BotRegistry::default(),
+            listeners: SharedListeners::default(),
+            intake: CancellationToken::new(),
+            stop: CancellationToken::new(),
+            health,
+            routes: SharedRoutes::new(Routes::new(config)),
+        }
+    }
+
+    /// Binds the admin endpoint and serves it until [`Daemon::stop`] is cancelled.
+    ///
+    /// # Errors
+    /// [`RunError::Bind`] when `admin.listen` cannot be bound.
+    pub async fn serve_admin(&self, config: &Config) -> Result<JoinHandle<()>, RunError> {
+        let listener = TcpListener::bind(config.admin.listen)
+            .await
+            .map_err(|source| RunError::Bind {
+                what: "admin",
+                addr: config.admin.listen.to_string(),
+                source,
+            })?;
+        info!(message = "Admin endpoint listening.", listen = %config.admin.listen);
+        Ok(tokio::spawn(admin::serve(
+            listener,
+            self.health.clone(),
+            self.stop.clone(),
+        )))
+    }
+
+    /// What a relay core of this process needs, for its own core and for takeovers.
+    pub fn core_deps(&self) -> CoreDeps {
+        CoreDeps {
+            endpoint: self.endpoint.clone(),
+            topics: self.topics.clone(),
+            routes: self.routes.clone(),
+            store: self.store.clone(),
+            activity: self.activity.clone(),
+        }
+    }
+
+    /// What one account needs, for the accounts started at start-up and by a reload.
+    pub fn account_deps(&self) -> crate::accounts::AccountDeps<'_> {
+        crate::accounts::AccountDeps {
+            endpoint: &self.endpoint,
+            topics: &self.topics,
+            activity: self.activity.clone(),
+            store: self.store.clone(),
+            feed_log: Some(self.feed_log.clone()),
+            bots: self.bots.clone(),
+            listeners: self.listeners.clone(),
+            intake: self.intake.clone(),
+            stop: self.stop.clone(),
+        }
+    }
+}
