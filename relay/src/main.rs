@@ -21,7 +21,7 @@ use tracing_subscriber::EnvFilter;
 /// `EX_USAGE` from sysexits.h: bad config or command line.
 const EXIT_USAGE: u8 = 64;
 
-/// qunbridge links WeChat, QQ and DingTalk groups over an MQTT broker.
+/// qunbridge links QQ, WeChat, DingTalk, WeCom and `api` (HTTP) groups over an MQTT broker.
 #[derive(Debug, Parser)]
 #[command(name = "qunbridge", version, about)]
 struct Cli {
@@ -65,7 +65,7 @@ enum Command {
         #[arg(long)]
         reset_state: bool,
         /// What this process runs (over the config's `roles`): everything, only the
-        /// accounts' connectors, or only the relay core (scale-out; see the README).
+        /// accounts' connectors, or only the relay core (scale-out; see docs/operations.md).
         #[arg(long, value_parser = ["all", "connectors", "core"])]
         role: Option<String>,
         /// With `--role connectors`: run only these accounts (comma-separated ids).
