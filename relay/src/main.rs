@@ -25,7 +25,7 @@ const EXIT_USAGE: u8 = 64;
 #[derive(Debug, Parser)]
 #[command(name = "qunbridge", version, about)]
 struct Cli {
-    /// Log format; the filter comes from `QUNBRIDGE_LOG` (default `info`).
+    /// Log format; the filter comes from `QUNBRIDGE_LOG` (default `info,rumqttd=warn`).
     #[arg(
         long,
         global = true,
