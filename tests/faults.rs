@@ -6,14 +6,14 @@
 //! OneBot implementation drops its socket.
 //!
 //! `FAULT_MESSAGES` sets the stream length (default 1000). To repeat a scenario, run the test
-//! in a loop (see README, "Delivery guarantees").
+//! in a loop (see docs/operations.md, "Delivery guarantees and the state store").
 //!
 //! Destinations: an `api` group read over SSE by a consumer that reconnects with
 //! `Last-Event-ID` whenever the stream breaks, and in (b) and (c) a QQ group through OneBot
 //! v11. Under `kill -9` only the `api` destination is checked for exactly-once: a OneBot send
 //! has no idempotency key, so a crash after the implementation answered and before the send
 //! log was committed (about a millisecond) makes the redelivered message go out again; the
-//! README says so.
+//! docs/operations.md says so.
 
 use std::net::SocketAddr;
 

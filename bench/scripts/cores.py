@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Throughput of one relay-core process against two (README, "Scaling out").
+"""Throughput of one relay-core process against two (docs/operations.md, "Scaling out").
 
 Starts a mosquitto and a Redis on free ports, N `qunbridge run --role core` processes and one
 `--role connectors` process (two `api` accounts, src:g -> dst:g), posts MESSAGES messages over

@@ -21,12 +21,11 @@ use tracing_subscriber::EnvFilter;
 /// `EX_USAGE` from sysexits.h: bad config or command line.
 const EXIT_USAGE: u8 = 64;
 
-/// qunbridge links WeChat, QQ, DingTalk and WeCom groups, and HTTP clients of its `api`
-/// connector, over an MQTT broker.
+/// qunbridge links QQ, WeChat, DingTalk, WeCom and `api` (HTTP) groups over an MQTT broker.
 #[derive(Debug, Parser)]
 #[command(name = "qunbridge", version, about)]
 struct Cli {
-    /// Log format; the filter comes from `QUNBRIDGE_LOG` (default `info`).
+    /// Log format; the filter comes from `QUNBRIDGE_LOG` (default `info,rumqttd=warn`).
     #[arg(
         long,
         global = true,
@@ -66,7 +65,7 @@ enum Command {
         #[arg(long)]
         reset_state: bool,
         /// What this process runs (over the config's `roles`): everything, only the
-        /// accounts' connectors, or only the relay core (scale-out; see the README).
+        /// accounts' connectors, or only the relay core (scale-out; see docs/operations.md).
         #[arg(long, value_parser = ["all", "connectors", "core"])]
         role: Option<String>,
         /// With `--role connectors`: run only these accounts (comma-separated ids).

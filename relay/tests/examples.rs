@@ -2,7 +2,8 @@
 //! `qunbridge check` (exit 0), with a placeholder value for each `${ENV}` it uses, and there is
 //! one example per platform; the Prometheus config and alert rules pass `promtool check` and
 //! the rules' unit tests pass `promtool test rules` (skipped, with a note, without promtool);
-//! the Grafana dashboard is JSON and, like the alerts, uses only metrics the README lists.
+//! the Grafana dashboard is JSON and, like the alerts, uses only metrics that docs/operations.md
+//! lists.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -124,12 +125,13 @@ fn prometheus_config_and_alert_rules_pass_promtool() {
 
 #[test]
 fn dashboard_and_alerts_use_only_documented_metrics() {
-    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
-    let metrics_section = readme
+    let operations =
+        std::fs::read_to_string(repo().join("docs/operations.md")).expect("docs/operations.md");
+    let metrics_section = operations
         .split("## Metrics")
         .nth(1)
         .and_then(|rest| rest.split("\n## ").next())
-        .expect("README has a Metrics section");
+        .expect("docs/operations.md has a Metrics section");
     let documented = metric_names(metrics_section);
     let dashboard =
         std::fs::read_to_string(repo().join("deploy/grafana/qunbridge.json")).expect("dashboard");
