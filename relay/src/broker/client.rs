@@ -297,8 +297,9 @@ impl BrokerClient {
         let (subscribed_tx, subscribed) = watch::channel(false);
         // Unbounded on purpose: the event loop also carries our acks and PUBACKs, so it must
         // never wait for a slow consumer (that would stop the acks that make room). What can
-        // queue here is bounded by the broker's inflight window for this client (10 000 for
-        // the embedded broker; `max_inflight_messages` on mosquitto).
+        // queue here is bounded by the broker's inflight window for this client (100
+        // unacknowledged deliveries on the embedded rumqttd, a fixed limit of rumqttd 0.20;
+        // `max_inflight_messages` on mosquitto).
         let (deliveries_tx, deliveries) = mpsc::unbounded_channel();
         let handle = BrokerClient {
             client: client.clone(),

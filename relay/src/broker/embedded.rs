@@ -20,10 +20,10 @@ use super::client::MAX_PACKET_BYTES;
 const SEGMENT_BYTES: usize = 1024 * 1024;
 /// Segments kept per filter.
 const SEGMENT_COUNT: usize = 10;
-/// QoS 1 messages the broker sends a client before waiting for its acks. Egress acknowledges
-/// a message only once its destination sent it, and acknowledgements go out in delivery order,
-/// so a destination waiting for its rate limit holds back acks of the same account: a small
-/// window would let one slow destination stall the others.
+/// rumqttd's `max_inflight_count`: how many packets it reads from one connection in one batch.
+/// It does NOT widen the delivery window: rumqttd 0.20 hard-codes 100 unacknowledged QoS 1
+/// deliveries per connection, so a destination that holds more than 100 messages of its
+/// account unacknowledged (waiting for its rate limit) stalls the account's other groups.
 const BROKER_INFLIGHT: usize = 10_000;
 
 /// Why the embedded broker could not start.
