@@ -6,6 +6,9 @@
 //! - [`core`]: dedup, routing and rendering between inbound and outbound topics.
 //! - [`accounts`]: one connector per account, wired to its topics.
 //! - [`egress`]: per-destination queues, pacing, coalescing, splitting.
+//! - [`policy`]: links, pacing, length and filter rules as plain data (config builds them,
+//!   core and egress follow them).
+//! - [`metrics`]: every metric name, its help text, and the drop counter.
 //! - [`store`]: dedup keys (in memory for now, behind a trait).
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/api/v1/status`.
 //! - [`status`]: `qunbridge status`, the client of `/api/v1/status`.
@@ -21,6 +24,8 @@ pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod egress;
+pub mod metrics;
+pub mod policy;
 pub mod status;
 pub mod store;
 
@@ -257,7 +262,7 @@ pub async fn run(
     let admin_task = tokio::spawn(admin::serve(admin_listener, health.clone(), stop.clone()));
 
     tokio::pin!(shutdown);
-    let routes = SharedRoutes::new(Routes::new(&config));
+    let routes = SharedRoutes::new(routes_of(&config));
     let shared = SharedDeps {
         endpoint: endpoint.clone(),
         topics: topics.clone(),
@@ -497,6 +502,17 @@ impl SharedDeps {
     }
 }
 
+/// The routing table of a validated config. The core builds routes from plain data (links,
+/// account platforms, filter rules) so it never depends on the config; this is where the two
+/// meet.
+pub fn routes_of(config: &Config) -> Routes {
+    Routes::new(
+        &config.links,
+        |account| config.account(account).map(|a| a.platform),
+        |platform, account, link_rules| config.filters.effective(platform, account, link_rules),
+    )
+}
+
 /// Reads the config file again and puts its links, formats, filters and limits in force
 /// without touching connections or queued messages. A file with errors changes nothing: every
 /// error is logged and the failed reload counted. Returns the new config when it was applied.
@@ -510,7 +526,7 @@ fn apply_reload(
     health: &Health,
 ) -> Option<Config> {
     let count = |outcome: &'static str| {
-        metrics::counter!("qunbridge_config_reloads_total", "outcome" => outcome).increment(1);
+        ::metrics::counter!(crate::metrics::CONFIG_RELOADS, "outcome" => outcome).increment(1);
     };
     let config = match Config::from_file(path, &config::ProcessEnv) {
         Ok(config) => config,
@@ -533,7 +549,7 @@ fn apply_reload(
                 "Reload: broker, admin, state_dir or store changes take effect after a restart."
         );
     }
-    routes.replace(Routes::new(&config));
+    routes.replace(routes_of(&config));
     for account in running {
         if let Some(new) = config.accounts.get(&account.id) {
             account.policy.replace(new.egress.clone());

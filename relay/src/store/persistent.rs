@@ -305,7 +305,7 @@ fn write_loop(db: &Database, jobs: &std_mpsc::Receiver<Job>) {
                 }
             }
             Err(error) => {
-                metrics::counter!("qunbridge_store_errors_total").increment(1);
+                metrics::counter!(crate::metrics::STORE_ERRORS).increment(1);
                 warn!(message = "State store commit failed.", %error);
             }
         }
