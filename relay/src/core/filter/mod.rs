@@ -7,8 +7,6 @@
 
 use std::ops::Range;
 
-use qunbridge_connectors::Platform;
-
 use crate::policy::detect::{self, host_matches, Normalized, INVITE_HOSTS, SHORTENERS};
 use crate::policy::{Action, FilterRules, Matcher};
 
@@ -211,6 +209,7 @@ fn matches_candidate(matcher: &Matcher, candidate: &Candidate) -> bool {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use qunbridge_connectors::Platform;
     use regex::Regex;
 
     use super::*;
