@@ -12,8 +12,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use qunbridge_connectors::api::ApiConnector;
-use qunbridge_connectors::context::BoxFuture;
 use qunbridge_connectors::dingtalk::{StreamConnector, WebhookConnector};
 use qunbridge_connectors::onebot11::OneBot11Connector;
 use qunbridge_connectors::onebot12::OneBot12Connector;

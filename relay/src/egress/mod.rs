@@ -16,7 +16,7 @@ pub mod split;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use qunbridge_connectors::context::BoxFuture;
+use futures_util::future::BoxFuture;
 use qunbridge_connectors::{EgressRequest, Outbound, Platform};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
