@@ -127,7 +127,8 @@ fn cut(
         usable.then_some((kept, at + width))
     });
     let (mut end, mut next) = chosen.unwrap_or((fits, fits));
-    // Never inside a protected range that starts after this piece does: end before it.
+    // Never inside a protected range (a URL): end before it, unless it starts where this
+    // piece starts (it is longer than a piece, so it has to be cut).
     if let Some(range) = protected
         .iter()
         .find(|r| r.start < start + end && start + end < r.end)
