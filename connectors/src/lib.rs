@@ -18,6 +18,8 @@
 //!   `onebot12` plug in their decoding and rendering through its traits.
 //! - [`reverse_ws`]: WebSocket listeners that implementations connect to, shared by accounts.
 //! - [`secret`]: [`Secret`], a value that never reaches a log.
+//! - [`split`]: the one text splitter of the workspace (relay length limits, DingTalk, WeCom).
+//! - [`metrics`]: names of the metrics connectors emit (the relay re-exports them).
 //! - [`wecom`]: WeCom (企业微信) group robots: send-only webhook.
 //!
 //! This crate knows nothing of links, dedup, MQTT or policy: those belong to the relay, which
@@ -30,12 +32,14 @@ pub mod context;
 pub mod dingtalk;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod onebot11;
 pub mod onebot12;
 pub mod onebot_ws;
 pub mod reverse_ws;
 pub mod secret;
+pub mod split;
 pub mod wecom;
 
 use std::future::Future;

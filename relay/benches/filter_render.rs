@@ -7,10 +7,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use qunbridge::config::GroupRef;
-use qunbridge::core::filter::{default_rules, FilterRules};
 use qunbridge::core::render::{filter, render};
 use qunbridge::core::route::Destination;
+use qunbridge::policy::GroupRef;
+use qunbridge::policy::{default_rules, FilterRules};
 use qunbridge_connectors::{Envelope, Kind, Origin, Platform, Segment, Sender};
 
 /// A typical group message: ~300 bytes of mixed Chinese and ASCII with two links.

@@ -12,8 +12,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use qunbridge_connectors::api::ApiConnector;
-use qunbridge_connectors::context::BoxFuture;
 use qunbridge_connectors::dingtalk::{StreamConnector, WebhookConnector};
 use qunbridge_connectors::onebot11::OneBot11Connector;
 use qunbridge_connectors::onebot12::OneBot12Connector;
@@ -32,8 +32,8 @@ use tracing::{debug, error, info, warn};
 use crate::activity::Activity;
 use crate::broker::{BrokerClient, BrokerError, ClientOptions, Delivery, Endpoint, Topics};
 use crate::config::{Account, ConnectorSettings};
-use crate::core::pipeline::count_drop;
 use crate::egress::{AccountEgress, Ack, Dispatcher, LivePolicy, Queued};
+use crate::metrics::{count_drop, ACCOUNT_UP};
 use crate::store::{keys, RelayStore};
 
 /// How long ingress waits for the broker's PUBACK before telling the platform it failed.
@@ -365,7 +365,7 @@ async fn publish_status(
 ) {
     loop {
         let current = state.borrow_and_update().clone();
-        metrics::gauge!("qunbridge_account_up", "account" => account.clone()).set(
+        metrics::gauge!(ACCOUNT_UP, "account" => account.clone()).set(
             if current.state == ConnectionState::Up {
                 1.0
             } else {

@@ -1,14 +1,14 @@
 //! Counts work in flight across the relay (core and egress), so shutdown can wait until what
-//! the process has taken in is done, within the grace period.
+//! the process has taken in is done, within the grace period; and how many messages wait per
+//! destination ([`QueueDepths`]), which egress updates and the admin status reads.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
-
-use crate::egress::QueueDepths;
 
 /// Shared in-flight counter.
 #[derive(Default)]
@@ -80,5 +80,52 @@ impl Activity {
             let tick = Duration::from_millis(20).min(deadline - now);
             let _ = tokio::time::timeout(tick, notified).await;
         }
+    }
+}
+
+/// Messages waiting per destination (account, group), for `/api/v1/status`. Destinations
+/// stay listed at depth 0 once they have been used.
+#[derive(Debug, Default)]
+pub struct QueueDepths {
+    /// Depth per (account, group).
+    by_destination: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+/// One destination's queue depth.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QueueDepth {
+    /// The account that sends.
+    pub account: String,
+    /// The destination group.
+    pub group: String,
+    /// Messages waiting (whole messages, not parts).
+    pub depth: u64,
+}
+
+impl QueueDepths {
+    /// Every destination seen so far and its depth, ordered by account and group.
+    pub fn snapshot(&self) -> Vec<QueueDepth> {
+        self.by_destination
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|((account, group), depth)| QueueDepth {
+                account: account.clone(),
+                group: group.clone(),
+                depth: *depth,
+            })
+            .collect()
+    }
+
+    /// Adds `added` and takes away `removed` messages at one destination.
+    pub(crate) fn change(&self, account: &str, group: &str, added: u64, removed: u64) {
+        let mut depths = self
+            .by_destination
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let depth = depths
+            .entry((account.to_owned(), group.to_owned()))
+            .or_default();
+        *depth = depth.saturating_add(added).saturating_sub(removed);
     }
 }

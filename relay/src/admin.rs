@@ -27,8 +27,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::config::Link;
-use crate::egress::QueueDepths;
+use crate::activity::QueueDepths;
+use crate::metrics::{
+    BROKER_CONNECTED, MESSAGES_COALESCED, MESSAGES_DROPPED, MESSAGES_RECEIVED, MESSAGES_RELAYED,
+    RATE_LIMITED, RECONNECTS, RELAY_LATENCY,
+};
+use crate::policy::Link;
 
 /// What the admin endpoint reports on.
 pub struct Health {
@@ -282,24 +286,14 @@ fn counts(samples: &[Sample]) -> Value {
         }
         (total, by)
     };
-    let (received, received_by) = sum("qunbridge_messages_received_total", &|s| {
-        s.label("account").to_owned()
-    });
-    let (relayed, relayed_by) = sum("qunbridge_messages_relayed_total", &|s| {
+    let (received, received_by) = sum(MESSAGES_RECEIVED, &|s| s.label("account").to_owned());
+    let (relayed, relayed_by) = sum(MESSAGES_RELAYED, &|s| {
         format!("{}->{}", s.label("from"), s.label("to"))
     });
-    let (dropped, dropped_by) = sum("qunbridge_messages_dropped_total", &|s| {
-        s.label("reason").to_owned()
-    });
-    let (_, coalesced_by) = sum("qunbridge_messages_coalesced_total", &|s| {
-        s.label("account").to_owned()
-    });
-    let (_, rate_limited_by) = sum("qunbridge_rate_limited_total", &|s| {
-        s.label("account").to_owned()
-    });
-    let (_, reconnects_by) = sum("qunbridge_reconnects_total", &|s| {
-        s.label("account").to_owned()
-    });
+    let (dropped, dropped_by) = sum(MESSAGES_DROPPED, &|s| s.label("reason").to_owned());
+    let (_, coalesced_by) = sum(MESSAGES_COALESCED, &|s| s.label("account").to_owned());
+    let (_, rate_limited_by) = sum(RATE_LIMITED, &|s| s.label("account").to_owned());
+    let (_, reconnects_by) = sum(RECONNECTS, &|s| s.label("account").to_owned());
     json!({
         "received": { "total": received, "by_account": received_by },
         "relayed": { "total": relayed, "by_route": relayed_by },
@@ -322,14 +316,11 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             match PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("qunbridge_relay_latency_seconds".to_owned()),
-                    LATENCY_BUCKETS,
-                )
+                .set_buckets_for_metric(Matcher::Full(RELAY_LATENCY.to_owned()), LATENCY_BUCKETS)
                 .and_then(PrometheusBuilder::install_recorder)
             {
                 Ok(handle) => {
-                    describe();
+                    crate::metrics::describe_all();
                     Some(handle)
                 }
                 Err(error) => {
@@ -339,65 +330,6 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
             }
         })
         .as_ref()
-}
-
-/// Help text for every metric, so the scrape carries `# HELP` lines (`promtool check metrics`
-/// asks for them).
-fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(
-        "qunbridge_messages_received_total",
-        "Messages taken in from a platform, by account and platform."
-    );
-    describe_counter!(
-        "qunbridge_messages_relayed_total",
-        "Messages routed to a destination, by origin and destination platform."
-    );
-    describe_counter!(
-        "qunbridge_messages_dropped_total",
-        "Messages not relayed, by reason."
-    );
-    describe_counter!(
-        "qunbridge_links_filtered_total",
-        "Links in messages that a filter rule acted on, by platform, rule and action."
-    );
-    describe_counter!(
-        "qunbridge_messages_coalesced_total",
-        "Queued messages merged into one send, by account."
-    );
-    describe_histogram!(
-        "qunbridge_relay_latency_seconds",
-        Unit::Seconds,
-        "Time from ingress to the destination platform accepting the message."
-    );
-    describe_gauge!(
-        "qunbridge_queue_depth",
-        "Messages waiting in an account's destination queues."
-    );
-    describe_counter!(
-        "qunbridge_rate_limited_total",
-        "Sends the platform throttled, by account."
-    );
-    describe_gauge!(
-        "qunbridge_account_up",
-        "1 while the account is connected to its platform, else 0."
-    );
-    describe_counter!(
-        "qunbridge_reconnects_total",
-        "Reconnections to the platform, by account."
-    );
-    describe_gauge!(
-        "qunbridge_broker_connected",
-        "1 while the relay core is connected to the MQTT broker, else 0."
-    );
-    describe_counter!(
-        "qunbridge_auth_failures_total",
-        "Requests or connections refused for bad credentials, by account."
-    );
-    describe_counter!(
-        "qunbridge_unknown_input_total",
-        "Platform events or message segments of a type qunbridge does not know, by platform and kind."
-    );
 }
 
 /// Serves the admin endpoint on a bound listener until `stop`.
@@ -420,7 +352,7 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, stop: Cancellatio
 async fn readyz(State(health): State<Arc<Health>>) -> Response {
     let broker = health.broker_connected();
     let running = health.running.load(Ordering::Acquire);
-    metrics::gauge!("qunbridge_broker_connected").set(if broker { 1.0 } else { 0.0 });
+    metrics::gauge!(BROKER_CONNECTED).set(if broker { 1.0 } else { 0.0 });
     let accounts: Vec<_> = health
         .accounts
         .lock()
@@ -462,11 +394,7 @@ async fn status(State(health): State<Arc<Health>>) -> Response {
 /// `/metrics`. The broker gauge is refreshed on every scrape, so it is current even when
 /// nobody polls `/readyz`.
 async fn metrics(State(health): State<Arc<Health>>) -> Response {
-    metrics::gauge!("qunbridge_broker_connected").set(if health.broker_connected() {
-        1.0
-    } else {
-        0.0
-    });
+    metrics::gauge!(BROKER_CONNECTED).set(if health.broker_connected() { 1.0 } else { 0.0 });
     match prometheus() {
         Some(handle) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

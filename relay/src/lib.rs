@@ -13,6 +13,9 @@
 //! - [`cluster`]: the processes of one deployment: presence, account locks, core takeovers.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/api/v1/status`.
 //! - [`status`]: `qunbridge status`, the client of `/api/v1/status`.
+//! - [`policy`]: links, pacing, length and filter rules as plain data (config builds them,
+//!   core and egress follow them).
+//! - [`metrics`]: every metric name, its help text, and the drop counter.
 //!
 //! [`run()`] wires them together, one phase per file of `run/`, and runs until the shutdown
 //! future resolves; `main.rs` is a thin CLI around it, and tests call it directly.
@@ -24,6 +27,8 @@ pub mod broker;
 pub mod config;
 pub mod core;
 pub mod egress;
+pub mod metrics;
+pub mod policy;
 pub mod status;
 pub mod store;
 
@@ -38,6 +43,7 @@ use crate::run::daemon::Daemon;
 use crate::run::placement::Placement;
 
 pub use crate::run::cluster;
+pub use crate::run::daemon::routes_of;
 pub use crate::run::error::RunError;
 pub use crate::run::options::{Lifecycle, LifecycleHook, Reload, RunOptions};
 

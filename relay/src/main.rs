@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use qunbridge::config::{Config, ProcessEnv, Role};
-use qunbridge::core::Routes;
 use qunbridge::{run, Lifecycle, RunOptions};
 use sd_notify::NotifyState;
 use tracing::{error, info, warn};
@@ -271,7 +270,7 @@ fn check(path: &Path) -> ExitCode {
         println!("  {} (format {:?})", link.name, link.format);
     }
     println!("routes:");
-    let routes = Routes::new(&config);
+    let routes = qunbridge::routes_of(&config);
     for (origin, destinations) in routes.all() {
         let targets: Vec<String> = destinations
             .iter()
@@ -310,8 +309,8 @@ fn check(path: &Path) -> ExitCode {
 }
 
 /// Pacing and length limits of a destination, for `check`.
-fn describe_policy(policy: &qunbridge::egress::EgressPolicy, group: &str) -> String {
-    let limit = |limit: Option<qunbridge::egress::pacing::Limit>| match limit {
+fn describe_policy(policy: &qunbridge::policy::EgressPolicy, group: &str) -> String {
+    let limit = |limit: Option<qunbridge::policy::Limit>| match limit {
         Some(limit) => format!("{} burst {}", limit.rate, limit.burst),
         None => "unlimited".to_owned(),
     };
@@ -320,8 +319,10 @@ fn describe_policy(policy: &qunbridge::egress::EgressPolicy, group: &str) -> Str
             "at most {} {} a message, {} parts",
             length.max,
             match length.unit {
-                qunbridge::core::split::Unit::Chars => "characters",
-                qunbridge::core::split::Unit::Bytes => "bytes",
+                qunbridge::policy::Unit::Chars => "characters",
+                qunbridge::policy::Unit::Bytes | qunbridge::policy::Unit::JsonStringBytes => {
+                    "bytes"
+                }
             },
             length.max_parts
         ),

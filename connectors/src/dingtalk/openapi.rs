@@ -485,11 +485,7 @@ impl OpenApi {
         if outbound.text.trim().is_empty() {
             return Err(SendError::Permanent("the message is empty".into()));
         }
-        let parts = text::split(
-            &outbound.text,
-            MAX_MSG_PARAM_BYTES - MSG_PARAM_OVERHEAD,
-            text::json_cost,
-        );
+        let parts = text::split(&outbound.text, MAX_MSG_PARAM_BYTES - MSG_PARAM_OVERHEAD);
         let key = crate::http::progress_key(&outbound.id, &outbound.group, &outbound.text);
         let mut sent = self.progress.lock().await.take(&key);
         for part in parts.iter().skip(sent.parts) {

@@ -46,12 +46,12 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Counts a frame that could not be used.
 fn count_malformed() {
-    metrics::counter!("qunbridge_messages_dropped_total", "reason" => "malformed").increment(1);
+    metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => "malformed").increment(1);
 }
 
 /// Counts a message deliberately not relayed.
 fn count_dropped(reason: &'static str) {
-    metrics::counter!("qunbridge_messages_dropped_total", "reason" => reason).increment(1);
+    metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => reason).increment(1);
 }
 
 /// How a connection ended.
@@ -179,7 +179,7 @@ impl StreamIngress {
                 }
             };
             if connected_before {
-                metrics::counter!("qunbridge_reconnects_total", "account" => self.account.clone())
+                metrics::counter!(crate::metrics::RECONNECTS, "account" => self.account.clone())
                     .increment(1);
             }
             connected_before = true;
@@ -370,7 +370,7 @@ impl StreamIngress {
                 self.recent.insert(&message_key);
                 self.recent.insert(&frame_key);
                 metrics::counter!(
-                    "qunbridge_messages_received_total",
+                    crate::metrics::MESSAGES_RECEIVED,
                     "account" => self.account.clone(),
                     "platform" => Platform::Dingtalk.as_str()
                 )

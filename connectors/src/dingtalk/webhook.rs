@@ -96,14 +96,8 @@ impl Webhook {
             return Err(SendError::Permanent("the message is empty".into()));
         }
         let keyword = self.settings.keyword.clone();
-        let keyword_cost: usize = keyword
-            .as_deref()
-            .map_or(0, |k| k.chars().map(text::json_cost).sum::<usize>() + 1);
-        let parts = text::split(
-            &outbound.text,
-            MAX_TEXT_BYTES.saturating_sub(keyword_cost),
-            text::json_cost,
-        );
+        let keyword_cost: usize = keyword.as_deref().map_or(0, |k| text::cost(k) + 1);
+        let parts = text::split(&outbound.text, MAX_TEXT_BYTES.saturating_sub(keyword_cost));
         let key = crate::http::progress_key(&outbound.id, &outbound.group, &outbound.text);
         let mut sent = self.progress.take(&key);
         for part in parts.iter().skip(sent.parts) {

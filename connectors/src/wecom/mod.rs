@@ -3,13 +3,12 @@
 //! receive, so the account is only ever a destination (`to` in a link), and it cannot
 //! recall what it sent.
 //!
-//! - [`webhook`]: the POST per message part, `errcode` checks, the 45009 pause.
-//! - [`split`]: long text cut into parts within WeCom's byte limits (2048 for text, 4096
-//!   for markdown) on character boundaries.
+//! - [`webhook`]: the POST per message part, `errcode` checks, the 45009 pause; long text is
+//!   cut into parts within WeCom's byte limits (2048 for text, 4096 for markdown) by the
+//!   workspace's splitter ([`crate::split`]).
 //!
 //! The webhook URL's `key` is the robot's credential: settings print only the host.
 
-pub mod split;
 pub mod webhook;
 
 use std::time::Duration;

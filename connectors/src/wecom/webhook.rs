@@ -22,12 +22,12 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
-use super::split::split;
 use super::WecomSettings;
 use crate::context::SendReceipt;
 use crate::error::SendError;
 use crate::http::{describe, read_limited, retry_after, Pause, Progress};
 use crate::model::{Kind, Outbound};
+use crate::split::{self, Cuts, Unit};
 
 /// The errcode of "api freq out of limit".
 pub const ERR_FREQ_OUT_OF_LIMIT: i64 = 45_009;
@@ -41,6 +41,15 @@ pub const MAX_MARKDOWN_BYTES: usize = 4096;
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Characters of a refusal's text kept in errors.
 const MAX_ERROR_TEXT: usize = 200;
+/// How WeCom content is cut (with the workspace's one splitter): by UTF-8 bytes, at the last
+/// line break that leaves a part at least half full (the break stays at the end of that part,
+/// so the parts join back into the text), otherwise between characters.
+const CUTS: Cuts = Cuts {
+    unit: Unit::Bytes,
+    at_spaces: false,
+    half_full: true,
+    drop_break: false,
+};
 /// Messages whose partial progress is remembered for resuming a split send.
 const PROGRESS_CAPACITY: usize = 64;
 
@@ -91,7 +100,7 @@ impl Robot {
         } else {
             ("text", MAX_TEXT_BYTES)
         };
-        let parts = split(&outbound.text, limit);
+        let parts = split::pieces(&outbound.text, limit, CUTS, &[]);
         let key = crate::http::progress_key(&outbound.id, &outbound.group, &outbound.text);
         let mut sent = self.progress.take(&key);
         for part in parts.iter().skip(sent) {

@@ -19,9 +19,9 @@ use qunbridge_connectors::wecom::WecomSettings;
 use qunbridge_connectors::Platform;
 pub use qunbridge_connectors::Secret;
 
-use crate::core::filter::Rule;
-use crate::egress::EgressPolicy;
+use crate::policy::EgressPolicy;
 
+pub use crate::policy::{GroupRef, Link};
 pub use load::{Env, ProcessEnv};
 pub use policy::FilterConfig;
 
@@ -275,36 +275,6 @@ impl ConnectorSettings {
             ),
         }
     }
-}
-
-/// A group of one account: the unit links join.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct GroupRef {
-    /// Account id.
-    pub account: String,
-    /// Platform group id (or a label for webhook accounts).
-    pub group: String,
-}
-
-impl std::fmt::Display for GroupRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.account, self.group)
-    }
-}
-
-/// A link: a message in any of `groups` goes to every other member and to `to`.
-#[derive(Debug, Clone)]
-pub struct Link {
-    /// Name for logs and `{link}`.
-    pub name: String,
-    /// Members that send and receive.
-    pub groups: Vec<GroupRef>,
-    /// Members that only receive.
-    pub to: Vec<GroupRef>,
-    /// Sender template.
-    pub format: String,
-    /// Filter rules of this link, applied before the account's and platform's.
-    pub filters: Vec<Rule>,
 }
 
 /// A configuration that could not be used: every problem, each naming item, key and value.

@@ -9,10 +9,10 @@ use qunbridge_connectors::Platform;
 use regex::Regex;
 
 use super::raw::{RawFilter, RawLimits};
-use crate::core::filter::{default_rules, Action, FilterRules, Matcher, Rule};
-use crate::core::split::{LengthLimit, Unit};
-use crate::egress::pacing::{Limit, Rate};
-use crate::egress::{EgressPolicy, DEFAULT_MAX_DELAY};
+use crate::policy::{
+    default_rules, detect, Action, EgressPolicy, FilterRules, LengthLimit, Limit, Matcher, Rate,
+    Rule, Unit, DEFAULT_MAX_DELAY,
+};
 
 /// Default most parts of a split message.
 pub const DEFAULT_MAX_PARTS: usize = 5;
@@ -298,7 +298,7 @@ pub fn filter_rules(
             (Some("defang"), _) => Some(Action::Defang),
             (Some("drop"), _) => Some(Action::Drop),
             (Some("replace"), Some(with)) => {
-                if crate::core::filter::detect::urls(with).is_empty() {
+                if detect::urls(with).is_empty() {
                     Some(Action::Replace(with.clone()))
                 } else {
                     problems.push(format!(

@@ -1,11 +1,12 @@
-//! The relay core: dedup, routing, rendering and link filtering between the inbound and
-//! outbound topics, and the length-limit splitter egress uses.
+//! The relay core: dedup and the echo guard ([`dedup`]), routing ([`route`]), rendering
+//! ([`render`]) and link filtering ([`filter`]) between the inbound and outbound topics,
+//! driven by [`pipeline`].
 
+pub mod dedup;
 pub mod filter;
 pub mod pipeline;
 pub mod render;
 pub mod route;
-pub mod split;
 
 pub use pipeline::Core;
 pub use route::{Routes, SharedRoutes};

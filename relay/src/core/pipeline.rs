@@ -3,8 +3,7 @@
 //! broker has acknowledged all of them acknowledge the inbound message (so a crash in between
 //! means redelivery, never loss).
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
@@ -13,25 +12,16 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::dedup::{Dedup, Verdict};
 use super::render::{filter, render};
-use super::route::SharedRoutes;
+use super::route::{Destination, SharedRoutes};
 use crate::activity::{Activity, WorkGuard};
 use crate::broker::{BrokerClient, Confirmation, Delivery, Topics};
-use crate::store::{keys, RelayStore, WriteBatch, DEDUP_TTL};
+use crate::metrics::{count_drop, MESSAGES_RELAYED};
+use crate::store::RelayStore;
 
 /// Deliveries whose outbound publishes (and dedup writes) are in flight at once.
 const ACK_QUEUE: usize = 1024;
-
-/// Counts a dropped message by reason.
-pub fn count_drop(reason: &'static str) {
-    metrics::counter!("qunbridge_messages_dropped_total", "reason" => reason).increment(1);
-}
-
-/// Dedup keys of messages being relayed now (published, not yet acknowledged). A copy that
-/// arrives meanwhile (a broker redelivery after a reconnect, or a second bot's report) is a
-/// duplicate even though the store does not hold its keys yet: they are written only once
-/// the outbound publishes are confirmed, so a crash in between loses nothing.
-type InProgress = Arc<Mutex<HashSet<String>>>;
 
 /// The relay core.
 pub struct Core {
@@ -58,7 +48,7 @@ struct PendingAck {
     delivery: Delivery,
     /// One per destination.
     confirmations: Vec<Confirmation>,
-    /// Dedup keys to store once published, and to take out of the in-progress set then.
+    /// Dedup keys to store once published, and to release from the in-progress set then.
     keys: Vec<String>,
     /// Keeps the delivery counted as in flight.
     _work: WorkGuard,
@@ -72,11 +62,10 @@ impl Core {
         stop: CancellationToken,
     ) {
         let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
-        let in_progress = InProgress::default();
+        let dedup = Dedup::new(self.store.clone());
         let acker = tokio::spawn(ack_in_order(
             self.client.clone(),
-            self.store.clone(),
-            in_progress.clone(),
+            dedup.clone(),
             ack_rx,
             stop.clone(),
         ));
@@ -89,7 +78,7 @@ impl Core {
                 },
             };
             let work = self.activity.start();
-            if let Some(pending) = self.handle(delivery, work, &in_progress).await {
+            if let Some(pending) = self.handle(delivery, work, &dedup).await {
                 if ack_tx.send(pending).await.is_err() {
                     break;
                 }
@@ -99,22 +88,21 @@ impl Core {
         let _ = acker.await;
     }
 
-    /// Handles one delivery; returns what still awaits PUBACKs (or an earlier copy's), or
-    /// `None` when it was settled (dropped and acknowledged).
+    /// Handles one delivery: decode, route, dedup, then publish a rendered copy per
+    /// destination. Returns what still awaits PUBACKs (or an earlier copy's), or `None` when
+    /// it was settled (dropped and acknowledged).
     async fn handle(
         &self,
         delivery: Delivery,
         work: WorkGuard,
-        in_progress: &InProgress,
+        dedup: &Dedup,
     ) -> Option<PendingAck> {
         let topic = delivery.publish.topic.clone();
         let envelope = match self.decode(&topic, &delivery.publish.payload) {
             Ok(envelope) => envelope,
             Err(problem) => {
                 warn!(message = "Dropping malformed inbound message.", %topic, %problem);
-                count_drop("malformed");
-                self.client.ack(&delivery).await;
-                return None;
+                return self.drop_now(&delivery, "malformed").await;
             }
         };
         // The routes in force when the message arrived (a reload swaps them whole).
@@ -122,74 +110,52 @@ impl Core {
         let destinations = routes.destinations(&envelope.origin.account, &envelope.origin.group);
         if destinations.is_empty() {
             debug!(message = "No link for this group.", account = %envelope.origin.account, group = %envelope.origin.group);
-            count_drop("unrouted");
-            self.client.ack(&delivery).await;
+            return self.drop_now(&delivery, "unrouted").await;
+        }
+        let keys = match dedup.check(&envelope).await {
+            Verdict::Fresh(keys) => keys,
+            Verdict::Seen(reason) => return self.drop_now(&delivery, reason).await,
+            Verdict::CopyOfCurrent => {
+                count_drop("duplicate");
+                // Acknowledged only after the message it copies, in order.
+                return Some(PendingAck {
+                    delivery,
+                    confirmations: Vec::new(),
+                    keys: Vec::new(),
+                    _work: work,
+                });
+            }
+        };
+        let Some(confirmations) = self.publish_all(&envelope, destinations).await else {
+            dedup.release(&keys);
             return None;
-        }
-        // Redelivery (same envelope id) and the same message from a second bot account in
-        // the group (same content key).
-        let mut seen_keys = vec![keys::envelope(&envelope.id)];
-        seen_keys.extend(keys::content(&envelope));
-        let copy_of_current = {
-            let current = in_progress.lock().unwrap_or_else(PoisonError::into_inner);
-            seen_keys.iter().any(|key| current.contains(key))
         };
-        if copy_of_current {
-            debug!(message = "Dropping a copy of a message being relayed.", id = %envelope.id);
-            count_drop("duplicate");
-            // Acknowledged only after the message it copies, in order.
-            return Some(PendingAck {
-                delivery,
-                confirmations: Vec::new(),
-                keys: Vec::new(),
-                _work: work,
-            });
-        }
-        let echo = keys::echo_of(&envelope);
-        let mut checks = seen_keys.clone();
-        checks.extend(echo.iter().cloned());
-        match self.store.holds_any(&checks).await {
-            Ok(true) => {
-                let is_echo = match &echo {
-                    Some(echo) => self
-                        .store
-                        .holds_any(std::slice::from_ref(echo))
-                        .await
-                        .unwrap_or(false),
-                    None => false,
-                };
-                if is_echo {
-                    debug!(message = "Dropping an echo of what the relay sent to this group.", id = %envelope.id);
-                    count_drop("echo");
-                } else {
-                    debug!(message = "Dropping duplicate.", id = %envelope.id);
-                    count_drop("duplicate");
-                }
-                self.client.ack(&delivery).await;
-                return None;
-            }
-            Ok(false) => {}
-            Err(error) => {
-                // Relaying a possible duplicate beats stalling the connection: acks must go
-                // out in order, so an unacknowledged message would hold up every later one.
-                warn!(message = "Dedup store failed; relaying without the duplicate check.", %error, id = %envelope.id);
-            }
-        }
-        // The envelope id and this message's own content key (the first).
-        let own_keys: Vec<String> = seen_keys.into_iter().take(2).collect();
-        in_progress
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(own_keys.iter().cloned());
-        let forget = || {
-            let mut current = in_progress.lock().unwrap_or_else(PoisonError::into_inner);
-            for key in &own_keys {
-                current.remove(key);
-            }
-        };
+        Some(PendingAck {
+            delivery,
+            confirmations,
+            keys,
+            _work: work,
+        })
+    }
+
+    /// Counts a dropped delivery and acknowledges it at once.
+    async fn drop_now(&self, delivery: &Delivery, reason: &'static str) -> Option<PendingAck> {
+        count_drop(reason);
+        self.client.ack(delivery).await;
+        None
+    }
+
+    /// Renders, filters and publishes the message for every destination; returns the
+    /// publishes' confirmations, or `None` when a publish failed (the delivery is then left
+    /// unacknowledged for redelivery).
+    async fn publish_all(
+        &self,
+        envelope: &Envelope,
+        destinations: &[Destination],
+    ) -> Option<Vec<Confirmation>> {
         let mut confirmations = Vec::with_capacity(destinations.len());
         for destination in destinations {
-            let mut outbound = render(&envelope, destination);
+            let mut outbound = render(envelope, destination);
             if let Some(rule) = filter(&mut outbound, destination) {
                 warn!(
                     message = "Message dropped by a link filter for this destination.",
@@ -215,23 +181,17 @@ impl Core {
                 Ok(confirmation) => confirmations.push(confirmation),
                 Err(error) => {
                     warn!(message = "Cannot publish outbound message.", %error);
-                    forget();
                     return None;
                 }
             }
             metrics::counter!(
-                "qunbridge_messages_relayed_total",
+                MESSAGES_RELAYED,
                 "from" => envelope.origin.platform.as_str(),
                 "to" => destination.platform.as_str()
             )
             .increment(1);
         }
-        Some(PendingAck {
-            delivery,
-            confirmations,
-            keys: own_keys,
-            _work: work,
-        })
+        Some(confirmations)
     }
 
     /// Parses and checks an inbound message against its topic.
@@ -260,8 +220,7 @@ impl Core {
 /// [`ACK_QUEUE`] deliveries are in flight at once, so their store writes share commits.
 async fn ack_in_order(
     client: BrokerClient,
-    store: Arc<dyn RelayStore>,
-    in_progress: InProgress,
+    dedup: Dedup,
     mut pending: mpsc::Receiver<PendingAck>,
     stop: CancellationToken,
 ) {
@@ -275,13 +234,10 @@ async fn ack_in_order(
                 if settled {
                     client.ack(&item.delivery).await;
                 }
-                let mut current = in_progress.lock().unwrap_or_else(PoisonError::into_inner);
-                for key in &item.keys {
-                    current.remove(key);
-                }
+                dedup.release(&item.keys);
             }
             item = pending.recv(), if intake_open && inflight.len() < ACK_QUEUE => match item {
-                Some(item) => inflight.push_back(settle(item, store.clone(), stop.clone())),
+                Some(item) => inflight.push_back(settle(item, dedup.clone(), stop.clone())),
                 None => intake_open = false,
             },
             else => break,
@@ -291,11 +247,7 @@ async fn ack_in_order(
 
 /// Waits for a delivery's PUBACKs, then stores its dedup keys. Returns it with `true` when
 /// it may be acknowledged.
-async fn settle(
-    mut item: PendingAck,
-    store: Arc<dyn RelayStore>,
-    stop: CancellationToken,
-) -> (PendingAck, bool) {
+async fn settle(mut item: PendingAck, dedup: Dedup, stop: CancellationToken) -> (PendingAck, bool) {
     for confirmation in std::mem::take(&mut item.confirmations) {
         // rumqttc retransmits until the broker acknowledges, so waiting is bounded only by
         // shutdown.
@@ -308,18 +260,6 @@ async fn settle(
             return (item, false);
         }
     }
-    let batch = WriteBatch {
-        keys: item
-            .keys
-            .iter()
-            .map(|key| (key.clone(), DEDUP_TTL))
-            .collect(),
-        copies: Vec::new(),
-    };
-    if let Err(error) = store.write(batch).await {
-        // The outbound messages are with the broker; egress's send log still stops a
-        // redelivered copy from being sent twice.
-        warn!(message = "Dedup keys not stored.", %error);
-    }
+    dedup.remember(&item.keys).await;
     (item, true)
 }

@@ -84,7 +84,7 @@ pub fn filter(outbound: &mut Outbound, destination: &Destination) -> Option<&'st
     let count = |hits: &[(&'static str, &'static str)]| {
         for (rule, action) in hits {
             metrics::counter!(
-                "qunbridge_links_filtered_total",
+                crate::metrics::LINKS_FILTERED,
                 "platform" => platform,
                 "rule" => *rule,
                 "action" => *action
@@ -117,7 +117,7 @@ mod tests {
     use qunbridge_connectors::{Origin, Platform, Sender};
 
     use super::*;
-    use crate::config::GroupRef;
+    use crate::policy::GroupRef;
 
     fn envelope() -> Envelope {
         Envelope {

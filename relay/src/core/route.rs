@@ -9,8 +9,7 @@ use std::sync::Arc;
 
 use qunbridge_connectors::Platform;
 
-use super::filter::FilterRules;
-use crate::config::{Config, GroupRef};
+use crate::policy::{FilterRules, GroupRef, Link, Rule};
 
 /// One place a message goes.
 #[derive(Debug, Clone)]
@@ -67,11 +66,17 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// Builds the table from a validated config.
-    pub fn new(config: &Config) -> Routes {
-        let platform_of = |account: &str| config.account(account).map(|a| a.platform);
+    /// Builds the table from validated links. `platform_of` names an account's platform
+    /// (`None`: no such account, its members are skipped); `filter_rules` gives the ordered
+    /// filter rules of a destination (platform, account) after a link's own rules. Routing
+    /// takes these as plain data and functions so the core never depends on the config.
+    pub fn new(
+        links: &[Link],
+        platform_of: impl Fn(&str) -> Option<Platform>,
+        filter_rules: impl Fn(Platform, &str, &[Rule]) -> FilterRules,
+    ) -> Routes {
         let mut table: HashMap<GroupRef, Vec<Destination>> = HashMap::new();
-        for link in &config.links {
+        for link in links {
             let name: Arc<str> = link.name.as_str().into();
             let format: Arc<str> = link.format.as_str().into();
             for origin in &link.groups {
@@ -103,9 +108,7 @@ impl Routes {
                     {
                         continue;
                     }
-                    let filter = config
-                        .filters
-                        .effective(platform, &member.account, &link.filters);
+                    let filter = filter_rules(platform, &member.account, &link.filters);
                     list.push(Destination {
                         target: member.clone(),
                         platform,
@@ -145,7 +148,6 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::tests::load;
 
     fn targets(routes: &Routes, account: &str, group: &str) -> Vec<String> {
         routes
@@ -155,29 +157,39 @@ mod tests {
             .collect()
     }
 
+    fn members(list: &[&str]) -> Vec<GroupRef> {
+        list.iter()
+            .map(|member| {
+                let (account, group) = member.split_once(':').expect("account:group");
+                GroupRef {
+                    account: account.into(),
+                    group: group.into(),
+                }
+            })
+            .collect()
+    }
+
+    fn link(name: &str, groups: &[&str], to: &[&str]) -> Link {
+        Link {
+            name: name.into(),
+            groups: members(groups),
+            to: members(to),
+            format: "{sender}: ".into(),
+            filters: Vec::new(),
+        }
+    }
+
     #[test]
     fn never_back_to_the_origin_receivers_never_send_and_each_destination_once() {
-        let config = load(
-            r#"
-            [accounts.hub]
-            platform = "api"
-            listen = "127.0.0.1:18081"
-            [accounts.ops]
-            platform = "api"
-            listen = "127.0.0.1:18082"
-            [[links]]
-            name = "one"
-            groups = ["hub:a", "hub:b"]
-            to = ["ops:log"]
-            [[links]]
-            name = "two"
-            groups = ["hub:a", "ops:c"]
-            to = ["ops:log"]
-            "#,
-            &[],
-        )
-        .expect("valid");
-        let routes = Routes::new(&config);
+        let links = [
+            link("one", &["hub:a", "hub:b"], &["ops:log"]),
+            link("two", &["hub:a", "ops:c"], &["ops:log"]),
+        ];
+        let routes = Routes::new(
+            &links,
+            |account| ["hub", "ops"].contains(&account).then_some(Platform::Api),
+            |_, _, _| FilterRules::default(),
+        );
         assert_eq!(
             targets(&routes, "hub", "a"),
             ["hub:b@one", "ops:log@one", "ops:c@two"]
@@ -189,5 +201,21 @@ mod tests {
             "`to` members never send"
         );
         assert!(targets(&routes, "hub", "zzz").is_empty());
+    }
+
+    #[test]
+    fn one_chat_group_reached_by_two_bots_gets_one_copy_and_never_its_own_message() {
+        let links = [link("fans", &["qq1:100", "qq2:100", "wx:w"], &[])];
+        let routes = Routes::new(
+            &links,
+            |account| match account {
+                "qq1" | "qq2" => Some(Platform::Qq),
+                "wx" => Some(Platform::Wechat),
+                _ => None,
+            },
+            |_, _, _| FilterRules::default(),
+        );
+        assert_eq!(targets(&routes, "wx", "w"), ["qq1:100@fans"]);
+        assert_eq!(targets(&routes, "qq2", "100"), ["wx:w@fans"]);
     }
 }

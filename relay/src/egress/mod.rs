@@ -1,115 +1,36 @@
 //! Egress: how an account's outbound messages leave. One ordered queue and one worker per
-//! destination group, so a destination waiting for its limiter never delays another; pacing
-//! per group and per account ([`pacing`]); while a destination waits, what queues up for it is
-//! merged into one message up to the platform's length limit ([`queue`]); messages longer
-//! than the limit are split; only messages older than `max_delay` are dropped. How many
+//! destination group ([`queue`]), so a destination waiting for its limiter never delays
+//! another; pacing per group and per account ([`pacing`]); while a destination waits, what
+//! queues up for it is merged into one message up to the platform's length limit
+//! ([`coalesce`]); messages longer than the limit are split ([`split`]); one send with its
+//! retries and settlement ([`send`]); only messages older than `max_delay` are dropped. How many
 //! messages wait per destination is kept in [`QueueDepths`] for the admin status view (the
 //! `qunbridge_queue_depth` gauge carries only the account, never the group).
 
+pub mod coalesce;
 pub mod pacing;
 pub mod queue;
+pub mod send;
+pub mod split;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
 
-use qunbridge_connectors::context::BoxFuture;
+use futures_util::future::BoxFuture;
 use qunbridge_connectors::{EgressRequest, Outbound, Platform};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use self::pacing::{Limit, Pacer};
-use crate::activity::{Activity, WorkGuard};
-use crate::core::split::LengthLimit;
+use self::pacing::Pacer;
+use crate::activity::{Activity, QueueDepths, WorkGuard};
+use crate::metrics::QUEUE_DEPTH;
+use crate::policy::EgressPolicy;
 use crate::store::RelayStore;
-
-/// Default `max_delay`: older messages are dropped instead of sent.
-pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(600);
-
-/// How one account's messages are paced and sized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EgressPolicy {
-    /// Limit per destination group (`None`: unlimited).
-    pub per_group: Option<Limit>,
-    /// Per-group overrides (`None` inside: unlimited for that group).
-    pub groups: BTreeMap<String, Option<Limit>>,
-    /// Limit for the whole account.
-    pub per_account: Option<Limit>,
-    /// Messages older than this (since the platform said them) are dropped.
-    pub max_delay: Duration,
-    /// Longest message and most parts (`None`: no limit).
-    pub length: Option<LengthLimit>,
-}
-
-impl EgressPolicy {
-    /// No pacing and no length limit (the `api` connector).
-    pub fn unlimited() -> EgressPolicy {
-        EgressPolicy {
-            per_group: None,
-            groups: BTreeMap::new(),
-            per_account: None,
-            max_delay: DEFAULT_MAX_DELAY,
-            length: None,
-        }
-    }
-
-    /// The limit of one destination group.
-    pub fn group_limit(&self, group: &str) -> Option<Limit> {
-        self.groups.get(group).copied().unwrap_or(self.per_group)
-    }
-}
 
 /// Called once a queued message is settled (sent, or dropped and counted), to acknowledge the
 /// MQTT delivery it came in. Never called for a message interrupted by shutdown.
 pub type Ack = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send + Sync>;
-
-/// Messages waiting per destination (account, group), for `/api/v1/status`. Destinations
-/// stay listed at depth 0 once they have been used.
-#[derive(Debug, Default)]
-pub struct QueueDepths {
-    /// Depth per (account, group).
-    by_destination: Mutex<BTreeMap<(String, String), u64>>,
-}
-
-/// One destination's queue depth.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct QueueDepth {
-    /// The account that sends.
-    pub account: String,
-    /// The destination group.
-    pub group: String,
-    /// Messages waiting (whole messages, not parts).
-    pub depth: u64,
-}
-
-impl QueueDepths {
-    /// Every destination seen so far and its depth, ordered by account and group.
-    pub fn snapshot(&self) -> Vec<QueueDepth> {
-        self.by_destination
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|((account, group), depth)| QueueDepth {
-                account: account.clone(),
-                group: group.clone(),
-                depth: *depth,
-            })
-            .collect()
-    }
-
-    /// Adds `added` and takes away `removed` messages at one destination.
-    fn change(&self, account: &str, group: &str, added: u64, removed: u64) {
-        let mut depths = self
-            .by_destination
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let depth = depths
-            .entry((account.to_owned(), group.to_owned()))
-            .or_default();
-        *depth = depth.saturating_add(added).saturating_sub(removed);
-    }
-}
 
 /// One destination's entry in [`QueueDepths`] together with the account's
 /// `qunbridge_queue_depth` gauge, so both always move together.
@@ -127,8 +48,7 @@ impl DepthGauge {
     /// `count` more messages wait.
     pub(crate) fn add(&self, count: u64) {
         self.depths.change(&self.account, &self.group, count, 0);
-        metrics::gauge!("qunbridge_queue_depth", "account" => self.account.clone())
-            .increment(count as f64);
+        metrics::gauge!(QUEUE_DEPTH, "account" => self.account.clone()).increment(count as f64);
     }
 
     /// `count` messages left the queue (sent or dropped).
@@ -137,8 +57,7 @@ impl DepthGauge {
             return;
         }
         self.depths.change(&self.account, &self.group, 0, count);
-        metrics::gauge!("qunbridge_queue_depth", "account" => self.account.clone())
-            .decrement(count as f64);
+        metrics::gauge!(QUEUE_DEPTH, "account" => self.account.clone()).decrement(count as f64);
     }
 }
 
@@ -280,8 +199,10 @@ impl Dispatcher {
 
 #[cfg(test)]
 mod tests {
-    use super::pacing::Rate;
+    use std::time::Duration;
+
     use super::*;
+    use crate::policy::{Limit, Rate};
 
     #[test]
     fn a_reload_replaces_limits_and_restarts_the_account_pacer_only_when_it_changed() {

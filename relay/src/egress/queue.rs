@@ -1,40 +1,34 @@
 //! One destination's ordered queue and its worker: wait for the pacers, then send what is at
 //! the front. While the destination waits, what queues up behind is merged into one message
-//! (each part keeps its sender line) up to the platform's length limit; a message longer than
-//! the limit is split into parts that queue up in its place. Only messages older than
-//! `max_delay` are dropped, each counted and logged. A platform that throttles the
-//! destination pauses it; other failures are retried with backoff a few times, then dropped
-//! and counted.
+//! ([`super::coalesce`]) up to the platform's length limit; a message longer than the limit
+//! is split into parts ([`super::split`]) that queue up in its place. Only messages older
+//! than `max_delay` are dropped, each counted and logged. Each send and its retries are
+//! [`super::send`]'s; after a send the worker records the send log, the message map and the
+//! echo fingerprint, then acknowledges.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use qunbridge_connectors::backoff::Backoff;
-use qunbridge_connectors::context::now_ms;
 use qunbridge_connectors::model::Segment;
-use qunbridge_connectors::{
-    EgressRequest, Kind, Outbound, RelatedMessages, SendError, SendReceipt,
-};
-use tokio::sync::{mpsc, oneshot};
+use qunbridge_connectors::split::measure;
+use qunbridge_connectors::{Kind, Outbound, RelatedMessages, SendReceipt};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::coalesce;
 use super::pacing::{acquire, Pacer};
+use super::send::{send, Settlement};
+use super::split::split_message;
 use super::{AccountEgress, Ack, DepthGauge, Queued};
 use crate::activity::WorkGuard;
-use crate::core::filter::detect;
-use crate::core::pipeline::count_drop;
-use crate::core::split::{measure, split};
+use crate::metrics::count_drop;
 use crate::store::{keys, message_map, WriteBatch, ECHO_TTL, SEND_LOG_TTL};
 
 /// Send-log keys a destination worker remembers itself, for a redelivered copy queued behind
 /// a message whose send-log write is still being committed.
 const RECENT_SENT: usize = 4096;
-/// Send attempts for a retryable failure before the message is dropped.
-const SEND_ATTEMPTS: u32 = 5;
-/// Between merged messages.
-const MERGE_SEPARATOR: &str = "\n";
 
 /// A queue entry: a whole message, or one part of a split one.
 struct Pending {
@@ -63,16 +57,6 @@ struct Unit {
     wants_related: bool,
     /// The entries it settles.
     members: Vec<Pending>,
-}
-
-/// How a send ended.
-enum Settlement {
-    /// The platform took it.
-    Sent(SendReceipt),
-    /// Refused or out of retries: dropped and counted.
-    Dropped,
-    /// Shutdown or a vanished connector: left for redelivery.
-    Interrupted,
 }
 
 /// Runs one destination until its queue closes or the account stops.
@@ -161,7 +145,14 @@ pub(crate) async fn run_destination(
                 }
             };
         }
-        let (settled, was_throttled) = send(&shared, &unit).await;
+        let oldest_ts_ms = unit
+            .members
+            .iter()
+            .map(|m| m.original.ts_ms)
+            .min()
+            .unwrap_or(0);
+        let (settled, was_throttled) =
+            send(&shared, &unit.outbound, &unit.related, oldest_ts_ms).await;
         throttled = was_throttled;
         depth.sub(unit.members.iter().filter(|m| m.ack.is_some()).count() as u64);
         match settled {
@@ -331,11 +322,7 @@ fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool)
     };
     let length = measure(&first.outbound.text, limit.unit);
     if length > limit.max && !first.is_part {
-        let protected: Vec<_> = detect::urls(&first.outbound.text)
-            .into_iter()
-            .map(|u| u.range)
-            .collect();
-        let split = split(&first.outbound.text, limit, &protected);
+        let split = split_message(&first.outbound.text, limit);
         if split.truncated {
             warn!(message = "Message longer than the destination allows; the rest was cut off.", account = %shared.account, group = %first.outbound.group, link = %first.outbound.link, parts = split.parts.len());
             count_drop("too_long");
@@ -372,33 +359,14 @@ fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool)
         return Some(single(first));
     }
     // Merge what follows, while it fits.
-    let mut total = length;
-    let separator = measure(MERGE_SEPARATOR, limit.unit);
+    let behind = coalesce::mergeable(length, queue.iter().map(|p| &p.outbound), limit);
+    if behind == 0 {
+        return Some(single(first));
+    }
     let mut members = vec![first];
-    while let Some(next) = queue.front() {
-        if next.outbound.kind != Kind::Message {
-            break;
-        }
-        let next_length = measure(&next.outbound.text, limit.unit);
-        if total + separator + next_length > limit.max {
-            break;
-        }
-        total += separator + next_length;
-        if let Some(next) = queue.pop_front() {
-            members.push(next);
-        }
-    }
-    if members.len() == 1 {
-        return members.pop().map(single);
-    }
-    let text = members
-        .iter()
-        .map(|m| m.outbound.text.as_str())
-        .collect::<Vec<_>>()
-        .join(MERGE_SEPARATOR);
-    debug!(message = "Coalesced queued messages.", account = %shared.account, group = %members[0].outbound.group, count = members.len());
-    metrics::counter!("qunbridge_messages_coalesced_total", "account" => shared.account.clone())
-        .increment(members.len() as u64);
+    members.extend(queue.drain(..behind));
+    let text = coalesce::merge(members.iter().map(|m| m.outbound.text.as_str()));
+    coalesce::count(&shared.account, &members[0].outbound.group, members.len());
     Some(Unit {
         outbound: text_only(&members[0].original, text),
         related: RelatedMessages::default(),
@@ -427,90 +395,6 @@ fn text_only(outbound: &Outbound, text: String) -> Outbound {
     }
 }
 
-/// Sends a unit through the connector, pausing when throttled and retrying retryable
-/// failures with backoff. Also says whether the platform paused the destination.
-async fn send(shared: &AccountEgress, unit: &Unit) -> (Settlement, bool) {
-    let mut throttled = false;
-    let settlement = send_until_settled(shared, unit, &mut throttled).await;
-    (settlement, throttled)
-}
-
-/// The loop of [`send`].
-async fn send_until_settled(
-    shared: &AccountEgress,
-    unit: &Unit,
-    throttled: &mut bool,
-) -> Settlement {
-    let account = shared.account.as_str();
-    let outbound = &unit.outbound;
-    let mut backoff = Backoff::reconnect();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let (reply, outcome) = oneshot::channel();
-        let request = EgressRequest {
-            outbound: outbound.clone(),
-            related: unit.related.clone(),
-            reply,
-        };
-        if shared.connector.send(request).await.is_err() {
-            warn!(message = "Connector is not taking messages; left for redelivery.", account = %account);
-            return Settlement::Interrupted;
-        }
-        let outcome = tokio::select! {
-            _ = shared.stop.cancelled() => return Settlement::Interrupted,
-            outcome = outcome => outcome,
-        };
-        let delay = match outcome {
-            Ok(Ok(receipt)) => {
-                let oldest = unit
-                    .members
-                    .iter()
-                    .map(|m| m.original.ts_ms)
-                    .min()
-                    .unwrap_or(0);
-                let latency = now_ms().saturating_sub(oldest) as f64 / 1000.0;
-                metrics::histogram!("qunbridge_relay_latency_seconds").record(latency);
-                debug!(message = "Sent.", account = %account, group = %outbound.group, ids = ?receipt.message_ids);
-                return Settlement::Sent(receipt);
-            }
-            Ok(Err(SendError::Permanent(reason))) => {
-                warn!(message = "Send refused; message dropped.", account = %account, group = %outbound.group, link = %outbound.link, %reason);
-                count_drop("send_failed");
-                return Settlement::Dropped;
-            }
-            Ok(Err(SendError::Throttled(pause))) => {
-                // The platform's own pacing, not a failure: wait it out without using up an
-                // attempt. What queues up meanwhile is merged into the next send.
-                attempt -= 1;
-                *throttled = true;
-                metrics::counter!("qunbridge_rate_limited_total", "account" => account.to_owned())
-                    .increment(1);
-                warn!(message = "Throttled by the platform; pausing this destination.", account = %account, group = %outbound.group, pause_ms = pause.as_millis() as u64);
-                pause
-            }
-            Ok(Err(SendError::Retryable(reason))) if attempt < SEND_ATTEMPTS => {
-                let delay = backoff.next().unwrap_or(Duration::from_secs(1));
-                warn!(message = "Send failed; retrying.", account = %account, group = %outbound.group, %reason, attempt, retry_in_ms = delay.as_millis() as u64);
-                delay
-            }
-            Ok(Err(SendError::Retryable(reason))) => {
-                warn!(message = "Send failed after retries; message dropped.", account = %account, group = %outbound.group, link = %outbound.link, %reason, attempts = SEND_ATTEMPTS);
-                count_drop("send_failed");
-                return Settlement::Dropped;
-            }
-            Err(_) => {
-                warn!(message = "Connector dropped a send without answering; left for redelivery.", account = %account);
-                return Settlement::Interrupted;
-            }
-        };
-        tokio::select! {
-            _ = shared.stop.cancelled() => return Settlement::Interrupted,
-            _ = tokio::time::sleep(delay) => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -521,9 +405,11 @@ mod tests {
 
     use super::*;
     use crate::activity::Activity;
-    use crate::core::split::{LengthLimit, Unit as LengthUnit};
-    use crate::egress::pacing::{Limit, Rate};
-    use crate::egress::{Dispatcher, EgressPolicy};
+    use qunbridge_connectors::context::now_ms;
+    use qunbridge_connectors::EgressRequest;
+
+    use crate::egress::Dispatcher;
+    use crate::policy::{EgressPolicy, LengthLimit, Limit, Rate, Unit as LengthUnit};
     use crate::store::MemoryStore;
 
     /// What the scripted platform received: (time since start, group, text).

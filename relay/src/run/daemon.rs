@@ -70,7 +70,7 @@ impl Daemon {
             intake: CancellationToken::new(),
             stop: CancellationToken::new(),
             health,
-            routes: SharedRoutes::new(Routes::new(config)),
+            routes: SharedRoutes::new(routes_of(config)),
         }
     }
 
@@ -119,4 +119,15 @@ impl Daemon {
             stop: self.stop.clone(),
         }
     }
+}
+
+/// The routing table of a validated config. The core builds routes from plain data (links,
+/// account platforms, filter rules) so it never depends on the config; this is where the two
+/// meet.
+pub fn routes_of(config: &Config) -> Routes {
+    Routes::new(
+        &config.links,
+        |account| config.account(account).map(|a| a.platform),
+        |platform, account, link_rules| config.filters.effective(platform, account, link_rules),
+    )
 }

@@ -6,12 +6,12 @@ use std::future::Future;
 
 use tracing::{error, info, warn};
 
-use super::daemon::Daemon;
+use super::daemon::{routes_of, Daemon};
 use super::options::Reload;
 use crate::accounts::{self, RunningAccount};
 use crate::admin::{self, Health};
 use crate::config::{self, Config};
-use crate::core::{Routes, SharedRoutes};
+use crate::core::SharedRoutes;
 
 /// A connector that stopped on its own: its account and why.
 pub type ConnectorExit = (String, String);
@@ -74,7 +74,7 @@ fn apply_reload(
     health: &Health,
 ) -> Option<Config> {
     let count = |outcome: &'static str| {
-        metrics::counter!("qunbridge_config_reloads_total", "outcome" => outcome).increment(1);
+        ::metrics::counter!(crate::metrics::CONFIG_RELOADS, "outcome" => outcome).increment(1);
     };
     let config = match Config::from_file(path, &config::ProcessEnv) {
         Ok(config) => config,
@@ -98,7 +98,7 @@ fn apply_reload(
                 "Reload: broker, admin, state_dir or store changes take effect after a restart."
         );
     }
-    routes.replace(Routes::new(&config));
+    routes.replace(routes_of(&config));
     for account in running {
         if let Some(new) = config.accounts.get(&account.id) {
             account.policy.replace(new.egress.clone());

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 
-use qunbridge_connectors::context::BoxFuture;
+use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::{OriginEntry, RelayStore, StoreError, WriteBatch};

@@ -15,7 +15,7 @@ pub mod redis;
 
 use std::time::Duration;
 
-use qunbridge_connectors::context::BoxFuture;
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;

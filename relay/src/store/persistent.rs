@@ -16,8 +16,8 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::BoxFuture;
 use qunbridge_connectors::api::{Appended, FeedLog, FeedLogError};
-use qunbridge_connectors::context::BoxFuture;
 use redb::{
     Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition, WriteTransaction,
@@ -305,7 +305,7 @@ fn write_loop(db: &Database, jobs: &std_mpsc::Receiver<Job>) {
                 }
             }
             Err(error) => {
-                metrics::counter!("qunbridge_store_errors_total").increment(1);
+                metrics::counter!(crate::metrics::STORE_ERRORS).increment(1);
                 warn!(message = "State store commit failed.", %error);
             }
         }

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use ::redis::aio::ConnectionManager;
 use ::redis::{AsyncCommands, Script};
+use futures_util::future::BoxFuture;
 use qunbridge_connectors::api::{Appended, FeedLog, FeedLogError};
-use qunbridge_connectors::context::BoxFuture;
 
 use super::{Copy, OriginEntry, RelayStore, StoreError, WriteBatch, DEDUP_TTL, MAP_TTL};
 

@@ -1,94 +1,41 @@
-//! Length limits: splitting a message that is too long for its destination into parts,
-//! measured in bytes (WeCom, DingTalk) or characters (QQ, WeChat). Cuts go at a line break,
-//! else at a space, else at a character boundary, and never inside a URL (unless the URL alone
-//! is longer than a part). Each part gets a `(1/3)`-style marker; past the configured number of
-//! parts the rest is cut off with a marker.
+//! Length limits at egress: splitting a message that is too long for its destination into
+//! parts, measured in bytes (WeCom, DingTalk) or characters (QQ, WeChat). The cutting itself
+//! is the workspace's one splitter ([`qunbridge_connectors::split`]): cuts go at a line
+//! break, else at a space, else at a character boundary, and never inside a URL (unless the
+//! URL alone is longer than a part). What this file adds is the relay's policy on top: each
+//! part gets a `(1/3)`-style marker, and past the configured number of parts the rest is cut
+//! off with a marker.
 
 use std::ops::Range;
 
-/// How a platform measures length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
-    /// Unicode scalar values (QQ, WeChat).
-    Chars,
-    /// UTF-8 bytes (WeCom, DingTalk).
-    Bytes,
-}
+use qunbridge_connectors::split::{measure, pieces, Cuts, LengthLimit, Unit};
 
-/// A destination's length limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LengthLimit {
-    /// Longest message, in `unit`.
-    pub max: usize,
-    /// What `max` counts.
-    pub unit: Unit,
-    /// Most parts one message becomes.
-    pub max_parts: usize,
-}
+use crate::policy::detect;
 
 /// Marker added to the last part when the rest was cut off.
 pub const TRUNCATED: &str = "…(已截断)";
 
-/// Length of `text` in `unit`.
-pub fn measure(text: &str, unit: Unit) -> usize {
-    match unit {
-        Unit::Chars => text.chars().count(),
-        Unit::Bytes => text.len(),
+/// How chat messages are cut: at the last line break, else at the last space, so lines and
+/// words stay whole; the separator stays with the earlier piece, so pieces join back.
+fn chat_cuts(unit: Unit) -> Cuts {
+    Cuts {
+        unit,
+        at_spaces: true,
+        half_full: false,
+        drop_break: false,
     }
 }
 
-/// The byte offset where the longest prefix of `text[from..]` within `budget` ends.
-fn furthest(text: &str, from: usize, budget: usize, unit: Unit) -> usize {
-    match unit {
-        Unit::Bytes => {
-            let mut end = (from + budget).min(text.len());
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            end
-        }
-        Unit::Chars => text[from..]
-            .char_indices()
-            .nth(budget)
-            .map_or(text.len(), |(i, _)| from + i),
-    }
-}
-
-/// Splits `text` into pieces of at most `budget` (in `unit`) whose concatenation is `text`.
-/// `protected` are byte ranges (URLs) not to cut inside when avoidable.
-pub fn split_raw<'a>(
+/// Splits `text` into pieces of at most `budget` (in `unit`) whose concatenation is `text`,
+/// with the workspace's one splitter. `protected` are byte ranges (URLs) not to cut inside
+/// when avoidable.
+fn split_raw<'a>(
     text: &'a str,
     budget: usize,
     unit: Unit,
     protected: &[Range<usize>],
 ) -> Vec<&'a str> {
-    let budget = budget.max(1);
-    let mut pieces = Vec::new();
-    let mut start = 0;
-    while start < text.len() {
-        let hard = furthest(text, start, budget, unit);
-        if hard >= text.len() {
-            pieces.push(&text[start..]);
-            break;
-        }
-        let window = &text[start..hard];
-        // Prefer a line break, then a space (the separator stays with the earlier piece).
-        let mut cut = window
-            .rfind('\n')
-            .or_else(|| window.rfind([' ', '\t', '\u{3000}']))
-            .map(|i| start + i + window[i..].chars().next().map_or(1, char::len_utf8))
-            .filter(|c| *c > start)
-            .unwrap_or(hard);
-        if let Some(url) = protected.iter().find(|r| r.start < cut && cut < r.end) {
-            cut = if url.start > start { url.start } else { hard };
-        }
-        if cut <= start {
-            cut = hard.max(start + text[start..].chars().next().map_or(1, char::len_utf8));
-        }
-        pieces.push(&text[start..cut]);
-        start = cut;
-    }
-    pieces
+    pieces(text, budget, chat_cuts(unit), protected)
 }
 
 /// The `(i/n)` marker of a part.
@@ -105,7 +52,13 @@ pub struct Split {
     pub truncated: bool,
 }
 
-/// Splits a message for a destination's limit.
+/// Splits a message text for a destination's limit, never inside a URL it contains.
+pub fn split_message(text: &str, limit: LengthLimit) -> Split {
+    let protected: Vec<_> = detect::urls(text).into_iter().map(|u| u.range).collect();
+    split(text, limit, &protected)
+}
+
+/// Splits a message for a destination's limit; `protected` are byte ranges not to cut inside.
 pub fn split(text: &str, limit: LengthLimit, protected: &[Range<usize>]) -> Split {
     if measure(text, limit.unit) <= limit.max {
         return Split {
@@ -182,20 +135,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-
-    #[test]
-    fn cuts_at_lines_then_words_and_never_inside_urls_or_characters() {
-        let pieces = split_raw("第一行\n第二行很长很长", 5, Unit::Chars, &[]);
-        assert_eq!(pieces, vec!["第一行\n", "第二行很长", "很长"]);
-        let text = "see https://example.org/a/very/long/path ok";
-        let url = 4..text.find(" ok").expect("url end");
-        let pieces = split_raw(text, 20, Unit::Bytes, &[url]);
-        assert_eq!(pieces[0], "see ");
-        assert_eq!(pieces.concat(), text);
-        let pieces = split_raw("长文本长文本", 7, Unit::Bytes, &[]);
-        assert!(pieces.iter().all(|p| p.len() <= 7), "{pieces:?}");
-        assert_eq!(pieces.concat(), "长文本长文本");
-    }
 
     #[test]
     fn parts_carry_markers_and_the_rest_is_truncated_past_max_parts() {

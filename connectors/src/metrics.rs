@@ -1,0 +1,18 @@
+//! Names of the metrics connectors emit. They are a contract (dashboards and alert rules
+//! query them), so each is written once, here; the relay re-exports them next to its own
+//! names and their help texts, because this crate cannot depend on the relay.
+
+/// Counter: messages taken in from a platform, by `account` and `platform`.
+pub const MESSAGES_RECEIVED: &str = "qunbridge_messages_received_total";
+/// Counter: messages not relayed, by `reason` (connectors drop what they cannot decode or
+/// keep; the relay drops duplicates, echoes, expired and filtered messages).
+pub const MESSAGES_DROPPED: &str = "qunbridge_messages_dropped_total";
+/// Counter: reconnections to a platform, by `account`.
+pub const RECONNECTS: &str = "qunbridge_reconnects_total";
+/// Gauge: 1 while an account is connected to its platform, else 0, by `account`.
+pub const ACCOUNT_UP: &str = "qunbridge_account_up";
+/// Counter: requests or connections refused for bad credentials, by `account`.
+pub const AUTH_FAILURES: &str = "qunbridge_auth_failures_total";
+/// Counter: platform events or segments of a type qunbridge does not know, by `platform`
+/// and `kind`.
+pub const UNKNOWN_INPUT: &str = "qunbridge_unknown_input_total";

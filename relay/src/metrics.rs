@@ -1,0 +1,92 @@
+//! Every metric the relay emits, in one place: the names (a contract that dashboards and alert
+//! rules query), their `# HELP` texts, and the drop counter every stage uses. The names
+//! connectors emit are defined in [`qunbridge_connectors::metrics`] (that crate cannot
+//! depend on this one) and re-exported here, so relay code names every metric through this
+//! module.
+
+pub use qunbridge_connectors::metrics::{
+    ACCOUNT_UP, AUTH_FAILURES, MESSAGES_DROPPED, MESSAGES_RECEIVED, RECONNECTS, UNKNOWN_INPUT,
+};
+
+/// Counter: messages routed to a destination, by `from` and `to` platform.
+pub const MESSAGES_RELAYED: &str = "qunbridge_messages_relayed_total";
+/// Counter: links in messages a filter rule acted on, by `platform`, `rule` and `action`.
+pub const LINKS_FILTERED: &str = "qunbridge_links_filtered_total";
+/// Counter: queued messages merged into one send, by `account`.
+pub const MESSAGES_COALESCED: &str = "qunbridge_messages_coalesced_total";
+/// Histogram: seconds from ingress to the destination platform accepting the message.
+pub const RELAY_LATENCY: &str = "qunbridge_relay_latency_seconds";
+/// Gauge: messages waiting in an account's destination queues, by `account`.
+pub const QUEUE_DEPTH: &str = "qunbridge_queue_depth";
+/// Counter: sends the platform throttled, by `account`.
+pub const RATE_LIMITED: &str = "qunbridge_rate_limited_total";
+/// Gauge: 1 while the relay core is connected to the MQTT broker, else 0.
+pub const BROKER_CONNECTED: &str = "qunbridge_broker_connected";
+/// Counter: writes to the persistent state store that failed.
+pub const STORE_ERRORS: &str = "qunbridge_store_errors_total";
+/// Counter: configuration reloads, by `outcome` (`ok` or `failed`).
+pub const CONFIG_RELOADS: &str = "qunbridge_config_reloads_total";
+
+/// Counts a message that was not relayed, by `reason` (a fixed word such as `duplicate`,
+/// `expired` or `filtered`, so the label set stays small).
+pub fn count_drop(reason: &'static str) {
+    metrics::counter!(MESSAGES_DROPPED, "reason" => reason).increment(1);
+}
+
+/// Registers the help text of every metric, so the scrape carries `# HELP` lines
+/// (`promtool check metrics` asks for them). Call once the recorder is installed.
+pub fn describe_all() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        MESSAGES_RECEIVED,
+        "Messages taken in from a platform, by account and platform."
+    );
+    describe_counter!(
+        MESSAGES_RELAYED,
+        "Messages routed to a destination, by origin and destination platform."
+    );
+    describe_counter!(MESSAGES_DROPPED, "Messages not relayed, by reason.");
+    describe_counter!(
+        LINKS_FILTERED,
+        "Links in messages that a filter rule acted on, by platform, rule and action."
+    );
+    describe_counter!(
+        MESSAGES_COALESCED,
+        "Queued messages merged into one send, by account."
+    );
+    describe_histogram!(
+        RELAY_LATENCY,
+        Unit::Seconds,
+        "Time from ingress to the destination platform accepting the message."
+    );
+    describe_gauge!(
+        QUEUE_DEPTH,
+        "Messages waiting in an account's destination queues."
+    );
+    describe_counter!(RATE_LIMITED, "Sends the platform throttled, by account.");
+    describe_gauge!(
+        ACCOUNT_UP,
+        "1 while the account is connected to its platform, else 0."
+    );
+    describe_counter!(RECONNECTS, "Reconnections to the platform, by account.");
+    describe_gauge!(
+        BROKER_CONNECTED,
+        "1 while the relay core is connected to the MQTT broker, else 0."
+    );
+    describe_counter!(
+        AUTH_FAILURES,
+        "Requests or connections refused for bad credentials, by account."
+    );
+    describe_counter!(
+        UNKNOWN_INPUT,
+        "Platform events or message segments of a type qunbridge does not know, by platform and kind."
+    );
+    describe_counter!(
+        STORE_ERRORS,
+        "Writes to the persistent state store that failed (the relay goes on; redelivery may repeat a message)."
+    );
+    describe_counter!(
+        CONFIG_RELOADS,
+        "Configuration reloads, by outcome: ok (applied) or failed (the running configuration is kept)."
+    );
+}

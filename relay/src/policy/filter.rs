@@ -1,0 +1,126 @@
+//! Link-filter rules as plain data: what a rule matches ([`Matcher`]), what it does to a match
+//! ([`Action`]), where it was configured, a destination's ordered rules ([`FilterRules`]) and
+//! the defaults per destination platform. Config parses them and the core's filter engine
+//! applies them; they live here, below both, so neither has to import the other.
+
+use qunbridge_connectors::Platform;
+use regex::Regex;
+
+/// What a rule matches.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// Any URL.
+    Url,
+    /// URLs whose host is one of these domains or below them.
+    Domain(Vec<String>),
+    /// URLs of known shorteners.
+    ShortLink,
+    /// QQ group invite links and "QQ群 123456789" numbers.
+    QqGroupInvite,
+    /// 口令-style share tokens.
+    WechatShareCode,
+    /// A custom pattern.
+    Regex(Regex),
+}
+
+impl Matcher {
+    /// The name used in config, `check` output and the `rule` metric label.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Matcher::Url => "url",
+            Matcher::Domain(_) => "domain",
+            Matcher::ShortLink => "short_link",
+            Matcher::QqGroupInvite => "qq_group_invite",
+            Matcher::WechatShareCode => "wechat_share_code",
+            Matcher::Regex(_) => "regex",
+        }
+    }
+}
+
+/// What happens to a match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Keep it as written (and stop looking at later rules for it).
+    Allow,
+    /// Remove it.
+    Strip,
+    /// Put this text in its place.
+    Replace(String),
+    /// Make it unclickable (`example[.]com`).
+    Defang,
+    /// Do not relay the message to this destination at all.
+    Drop,
+}
+
+impl Action {
+    /// The name used in config, `check` output and the `action` metric label.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Strip => "strip",
+            Action::Replace(_) => "replace",
+            Action::Defang => "defang",
+            Action::Drop => "drop",
+        }
+    }
+}
+
+/// One rule, with where it was configured (for `qunbridge check`).
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// What it matches.
+    pub matcher: Matcher,
+    /// What it does.
+    pub action: Action,
+    /// Where it comes from: `link "fans"`, `account "qq-main"`, `platform qq`, `default`.
+    pub source: String,
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.matcher {
+            Matcher::Domain(domains) => write!(f, "domain {:?}", domains)?,
+            Matcher::Regex(regex) => write!(f, "regex {:?}", regex.as_str())?,
+            other => f.write_str(other.name())?,
+        }
+        match &self.action {
+            Action::Replace(with) => write!(f, " -> replace with {with:?}")?,
+            other => write!(f, " -> {}", other.name())?,
+        }
+        write!(f, " ({})", self.source)
+    }
+}
+
+/// The rules of one destination, in order.
+#[derive(Debug, Clone, Default)]
+pub struct FilterRules {
+    /// Ordered rules; the first that matches an occurrence decides.
+    pub rules: Vec<Rule>,
+}
+
+impl FilterRules {
+    /// True when there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+/// The defaults of ARCHITECTURE.md §7 for a destination platform: to WeChat, QQ group invites
+/// and short links are replaced and other URLs defanged; to QQ, URLs are defanged; to
+/// DingTalk, WeCom and the `api`, links pass.
+pub fn default_rules(platform: Platform) -> Vec<Rule> {
+    let rule = |matcher, action| Rule {
+        matcher,
+        action,
+        source: format!("default for {platform}"),
+    };
+    match platform {
+        Platform::Wechat => vec![
+            rule(Matcher::QqGroupInvite, Action::Replace("[群邀请]".into())),
+            rule(Matcher::ShortLink, Action::Replace("[短链接]".into())),
+            rule(Matcher::Url, Action::Defang),
+        ],
+        Platform::Qq => vec![rule(Matcher::Url, Action::Defang)],
+        Platform::Dingtalk | Platform::Wecom | Platform::Api => Vec::new(),
+    }
+}
