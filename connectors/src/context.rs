@@ -63,7 +63,7 @@ impl Ingress {
             match self.publish(envelope.clone()).await {
                 Ok(()) => {
                     metrics::counter!(
-                        "qunbridge_messages_received_total",
+                        crate::metrics::MESSAGES_RECEIVED,
                         "account" => account.to_owned(),
                         "platform" => envelope.origin.platform.as_str()
                     )
@@ -75,7 +75,7 @@ impl Ingress {
                     tracing::warn!(message = "Publishing an inbound message failed; retrying.", account = %account, %error, retry_in_ms = delay.as_millis() as u64);
                     tokio::select! {
                         _ = intake.cancelled() => {
-                            metrics::counter!("qunbridge_messages_dropped_total", "reason" => "shutdown").increment(1);
+                            crate::metrics::count_drop("shutdown");
                             return;
                         }
                         _ = tokio::time::sleep(delay) => {}

@@ -17,6 +17,7 @@
 //!   reverse transports, ordered ingress, recall, response outcomes; `onebot11` and
 //!   `onebot12` plug in their decoding and rendering through its traits.
 //! - [`reverse_ws`]: WebSocket listeners that implementations connect to, shared by accounts.
+//! - `robot`: what the send-only webhook robots (DingTalk, WeCom) share.
 //! - [`secret`]: [`Secret`], a value that never reaches a log.
 //! - [`split`]: the one text splitter of the workspace (relay length limits, DingTalk, WeCom).
 //! - [`metrics`]: names of the metrics connectors emit (the relay re-exports them).
@@ -38,6 +39,7 @@ pub mod onebot11;
 pub mod onebot12;
 pub mod onebot_ws;
 pub mod reverse_ws;
+mod robot;
 pub mod secret;
 pub mod split;
 pub mod wecom;

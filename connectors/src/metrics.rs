@@ -1,6 +1,7 @@
 //! Names of the metrics connectors emit. They are a contract (dashboards and alert rules
 //! query them), so each is written once, here; the relay re-exports them next to its own
-//! names and their help texts, because this crate cannot depend on the relay.
+//! names and their help texts, because this crate cannot depend on the relay. The drop
+//! counter lives here for the same reason: every stage of both crates counts drops alike.
 
 /// Counter: messages taken in from a platform, by `account` and `platform`.
 pub const MESSAGES_RECEIVED: &str = "qunbridge_messages_received_total";
@@ -16,3 +17,15 @@ pub const AUTH_FAILURES: &str = "qunbridge_auth_failures_total";
 /// Counter: platform events or segments of a type qunbridge does not know, by `platform`
 /// and `kind`.
 pub const UNKNOWN_INPUT: &str = "qunbridge_unknown_input_total";
+
+/// Counts a message that was not relayed, by `reason` (a fixed word such as `malformed`,
+/// `duplicate` or `expired`, so the label set stays small).
+pub fn count_drop(reason: &'static str) {
+    count_drops(reason, 1);
+}
+
+/// Counts `count` messages that were not relayed for one `reason` (a consumer that lagged
+/// loses several at once).
+pub fn count_drops(reason: &'static str, count: u64) {
+    metrics::counter!(MESSAGES_DROPPED, "reason" => reason).increment(count);
+}

@@ -46,14 +46,12 @@ pub fn read_failure(account: &str, error: &WsError) -> &'static str {
     match error {
         WsError::Capacity(detail) => {
             warn!(message = "Dropping a WebSocket frame over the size limit; the connection ends.", account = %account, %detail, limit = MAX_MESSAGE_BYTES);
-            metrics::counter!("qunbridge_messages_dropped_total", "reason" => "oversized")
-                .increment(1);
+            crate::metrics::count_drop("oversized");
             "frame over the size limit"
         }
         WsError::Utf8(_) => {
             warn!(message = "Dropping a text frame that is not UTF-8; the connection ends.", account = %account);
-            metrics::counter!("qunbridge_messages_dropped_total", "reason" => "malformed")
-                .increment(1);
+            crate::metrics::count_drop("malformed");
             "text frame that is not UTF-8"
         }
         other => {
@@ -327,7 +325,7 @@ async fn handshake(
                     (StatusCode::FORBIDDEN, "wrong")
                 };
                 warn!(message = "Reverse WebSocket refused: access token.", account = %target.account, %peer, reason);
-                metrics::counter!("qunbridge_auth_failures_total", "account" => target.account.clone())
+                metrics::counter!(crate::metrics::AUTH_FAILURES, "account" => target.account.clone())
                     .increment(1);
                 return Err(refuse(status, "a valid access token is required"));
             }

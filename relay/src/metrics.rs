@@ -5,7 +5,8 @@
 //! module.
 
 pub use qunbridge_connectors::metrics::{
-    ACCOUNT_UP, AUTH_FAILURES, MESSAGES_DROPPED, MESSAGES_RECEIVED, RECONNECTS, UNKNOWN_INPUT,
+    count_drop, count_drops, ACCOUNT_UP, AUTH_FAILURES, MESSAGES_DROPPED, MESSAGES_RECEIVED,
+    RECONNECTS, UNKNOWN_INPUT,
 };
 
 /// Counter: messages routed to a destination, by `from` and `to` platform.
@@ -26,12 +27,6 @@ pub const BROKER_CONNECTED: &str = "qunbridge_broker_connected";
 pub const STORE_ERRORS: &str = "qunbridge_store_errors_total";
 /// Counter: configuration reloads, by `outcome` (`ok` or `failed`).
 pub const CONFIG_RELOADS: &str = "qunbridge_config_reloads_total";
-
-/// Counts a message that was not relayed, by `reason` (a fixed word such as `duplicate`,
-/// `expired` or `filtered`, so the label set stays small).
-pub fn count_drop(reason: &'static str) {
-    metrics::counter!(MESSAGES_DROPPED, "reason" => reason).increment(1);
-}
 
 /// Registers the help text of every metric, so the scrape carries `# HELP` lines
 /// (`promtool check metrics` asks for them). Call once the recorder is installed.

@@ -76,7 +76,7 @@ async fn require_token(
                 "wrong"
             };
             warn!(message = "API request refused: bearer token.", account = %shared.account, reason);
-            metrics::counter!("qunbridge_auth_failures_total", "account" => shared.account.clone())
+            metrics::counter!(crate::metrics::AUTH_FAILURES, "account" => shared.account.clone())
                 .increment(1);
             let mut response =
                 error_response(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
@@ -191,8 +191,7 @@ async fn post_message(
         Ok(envelope) => envelope,
         Err(problem) => {
             debug!(message = "API message refused.", account = %shared.account, %problem);
-            metrics::counter!("qunbridge_messages_dropped_total", "reason" => "malformed")
-                .increment(1);
+            crate::metrics::count_drop("malformed");
             return error_response(StatusCode::BAD_REQUEST, &problem);
         }
     };
@@ -200,7 +199,7 @@ async fn post_message(
     match shared.ingress.publish(envelope).await {
         Ok(()) => {
             metrics::counter!(
-                "qunbridge_messages_received_total",
+                crate::metrics::MESSAGES_RECEIVED,
                 "account" => shared.account.clone(),
                 "platform" => "api"
             )

@@ -29,8 +29,7 @@ pub(super) fn report_lagged(account: &str, group: Option<&str>, lost: u64) {
         group = group.unwrap_or("*"),
         lost
     );
-    metrics::counter!("qunbridge_messages_dropped_total", "reason" => "consumer_lagged")
-        .increment(lost);
+    crate::metrics::count_drops("consumer_lagged", lost);
 }
 
 /// Handler of the SSE route.

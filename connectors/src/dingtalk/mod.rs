@@ -24,8 +24,10 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::context::{ConnectionState, ConnectorContext, EgressRequest};
-use crate::error::ConnectorError;
+use crate::context::{ConnectionState, ConnectorContext, EgressRequest, SendReceipt};
+use crate::error::{ConnectorError, SendError};
+use crate::model::Outbound;
+use crate::robot::{self, RobotSender};
 use crate::{Connector, Secret};
 
 pub use crate::http::{FIRST_PAUSE, MAX_PAUSE};
@@ -149,28 +151,19 @@ impl WebhookConnector {
 
 impl Connector for WebhookConnector {
     async fn run(self, ctx: ConnectorContext) -> Result<(), ConnectorError> {
-        let ConnectorContext {
-            account,
-            mut egress,
-            state,
-            ..
-        } = ctx;
-        info!(message = "DingTalk custom robot account ready.", account = %account, host = %self.settings.host(), signed = self.settings.secret.is_some());
-        let mut webhook = webhook::Webhook::new(
-            account,
+        info!(message = "DingTalk custom robot account ready.", account = %ctx.account, host = %self.settings.host(), signed = self.settings.secret.is_some());
+        let webhook = webhook::Webhook::new(
+            ctx.account.clone(),
             self.settings,
             crate::http::client(USER_AGENT, HTTP_CONNECT_TIMEOUT, HTTP_TIMEOUT)?,
         );
-        // Nothing to connect: the robot is usable as soon as it is configured.
-        state.set(ConnectionState::Up, None);
-        while let Some(request) = egress.recv().await {
-            let EgressRequest {
-                outbound, reply, ..
-            } = request;
-            let outcome = webhook.send(&outbound).await;
-            let _ = reply.send(outcome);
-        }
-        state.set(ConnectionState::Stopped, None);
+        robot::serve(ctx, webhook).await;
         Ok(())
+    }
+}
+
+impl RobotSender for webhook::Webhook {
+    async fn send(&mut self, outbound: &Outbound) -> Result<SendReceipt, SendError> {
+        webhook::Webhook::send(self, outbound).await
     }
 }

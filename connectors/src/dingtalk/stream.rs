@@ -46,12 +46,7 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Counts a frame that could not be used.
 fn count_malformed() {
-    metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => "malformed").increment(1);
-}
-
-/// Counts a message deliberately not relayed.
-fn count_dropped(reason: &'static str) {
-    metrics::counter!(crate::metrics::MESSAGES_DROPPED, "reason" => reason).increment(1);
+    crate::metrics::count_drop("malformed");
 }
 
 /// How a connection ended.
@@ -350,18 +345,18 @@ impl StreamIngress {
         let message_key = message.msg_id.clone().unwrap_or_else(|| frame_key.clone());
         if self.recent.contains(&message_key) || self.recent.contains(&frame_key) {
             debug!(message = "DingTalk message delivered again; acknowledged, not relayed twice.", account = %self.account);
-            count_dropped("duplicate");
+            crate::metrics::count_drop("duplicate");
             return Step::reply(frames::callback_ok(&frame.message_id));
         }
         if !message.is_group() {
             debug!(message = "DingTalk message outside a group chat; not relayed.", account = %self.account);
-            count_dropped("not_group");
+            crate::metrics::count_drop("not_group");
             return Step::reply(frames::callback_ok(&frame.message_id));
         }
         let segments = self.segments(&message).await;
         if segments.is_empty() {
             debug!(message = "Empty DingTalk message; not relayed.", account = %self.account);
-            count_dropped("empty");
+            crate::metrics::count_drop("empty");
             return Step::reply(frames::callback_ok(&frame.message_id));
         }
         let envelope = self.envelope(frame, message, &message_key, segments);

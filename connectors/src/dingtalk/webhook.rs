@@ -14,9 +14,8 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
-use serde_json::{json, Value};
-use tracing::{debug, error, warn};
+use serde_json::json;
+use tracing::{error, warn};
 
 use super::openapi::clip;
 use super::sign::signed_url;
@@ -24,8 +23,9 @@ use super::text::{self, Sent};
 use super::WebhookSettings;
 use crate::context::{now_ms, SendReceipt};
 use crate::error::SendError;
-use crate::http::{describe, read_limited, retry_after, Pause, Progress};
-use crate::model::{Kind, Outbound};
+use crate::http::{Pause, Progress};
+use crate::model::Outbound;
+use crate::robot::{self, Verdict};
 
 /// The errcode of "send too fast, exceed 20 times per minute".
 pub const ERR_TOO_FAST: i64 = 130_101;
@@ -34,8 +34,8 @@ pub const ERR_SECURITY: i64 = 310_000;
 /// Most bytes of text per webhook message (as a JSON string). No limit is documented; this is
 /// the OpenAPI's limit, a conservative choice.
 const MAX_TEXT_BYTES: usize = 15_000;
-/// Largest answer read from the webhook.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// How errors name this robot.
+const ROBOT: &str = "DingTalk robot";
 /// Messages whose partial progress is remembered for resuming a split send.
 const PROGRESS_CAPACITY: usize = 64;
 
@@ -85,15 +85,10 @@ impl Webhook {
     /// # Errors
     /// [`SendError`] as described in the module documentation.
     pub async fn send(&mut self, outbound: &Outbound) -> Result<SendReceipt, SendError> {
-        if outbound.kind == Kind::Recall {
-            debug!(message = "A custom robot cannot recall; skipped.", account = %self.account);
-            return Ok(SendReceipt::default());
-        }
-        if let Some(left) = self.pause.remaining() {
-            return Err(SendError::Throttled(left));
-        }
-        if outbound.text.trim().is_empty() {
-            return Err(SendError::Permanent("the message is empty".into()));
+        if let Some(answer) =
+            robot::answer_without_sending(ROBOT, &self.account, outbound, &self.pause)
+        {
+            return answer;
         }
         let keyword = self.settings.keyword.clone();
         let keyword_cost: usize = keyword.as_deref().map_or(0, |k| text::cost(k) + 1);
@@ -123,49 +118,17 @@ impl Webhook {
             None => self.settings.webhook.expose().to_owned(),
         };
         let body = json!({ "msgtype": "text", "text": { "content": content } });
-        let response = self
-            .http
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|error| {
-                SendError::Retryable(format!("DingTalk robot unreachable: {}", describe(error)))
-            })?;
-        let status = response.status();
-        let suggested = retry_after(response.headers());
-        let body = read_limited(response, MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|error| SendError::Retryable(error.to_string()))?;
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(self.throttled(suggested, "HTTP 429"));
-        }
-        if status.is_server_error() {
-            return Err(SendError::Retryable(format!(
-                "DingTalk robot answered HTTP {status}"
-            )));
-        }
-        if !status.is_success() {
-            return Err(SendError::Permanent(format!(
-                "DingTalk robot answered HTTP {status}: {}",
-                clip(&String::from_utf8_lossy(&body))
-            )));
-        }
-        let answer: Value = serde_json::from_slice(&body).map_err(|_| {
-            SendError::Retryable("DingTalk robot answered with something other than JSON".into())
-        })?;
-        let errcode = match answer.get("errcode") {
-            None | Some(Value::Null) => 0,
-            Some(Value::Number(n)) => n.as_i64().unwrap_or(-1),
-            Some(Value::String(s)) => s.trim().parse().unwrap_or(-1),
-            Some(_) => -1,
+        let verdict = robot::post(&self.http, &url, &body, ROBOT, clip).await?;
+        let (errcode, errmsg, suggested) = match verdict {
+            Verdict::TooManyRequests(suggested) => {
+                return Err(self.throttled(suggested, "HTTP 429"))
+            }
+            Verdict::Code {
+                errcode,
+                errmsg,
+                suggested,
+            } => (errcode.unwrap_or(-1), errmsg, suggested),
         };
-        let errmsg = clip(
-            answer
-                .get("errmsg")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
-        );
         match errcode {
             0 => {
                 self.pause.clear();

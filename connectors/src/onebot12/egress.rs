@@ -124,8 +124,7 @@ impl ActionSender for Egress {
                 // The text went out: retrying would repeat it, so the picture is given up.
                 Err(error) => {
                     warn!(message = "A picture could not be sent; the text went out.", account = %self.account, group = %outbound.group, %error);
-                    metrics::counter!("qunbridge_messages_dropped_total", "reason" => "image_failed")
-                        .increment(1);
+                    crate::metrics::count_drop("image_failed");
                 }
             }
         }

@@ -88,8 +88,7 @@ impl Version for OneBot12 {
                 Ok(envelope) => Some(envelope),
                 Err(error) => {
                     warn!(message = "Completing an inbound message failed; dropped.", account = %account, %error);
-                    metrics::counter!("qunbridge_messages_dropped_total", "reason" => "malformed")
-                        .increment(1);
+                    crate::metrics::count_drop("malformed");
                     None
                 }
             },

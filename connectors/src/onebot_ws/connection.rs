@@ -52,7 +52,7 @@ pub async fn run<S, V>(
     let pending = Arc::new(Pending::default());
     let session = link.sessions.open(tx.clone(), pending.clone(), role);
     link.state.set(ConnectionState::Up, None);
-    metrics::gauge!("qunbridge_account_up", "account" => link.account.clone()).set(1.0);
+    metrics::gauge!(crate::metrics::ACCOUNT_UP, "account" => link.account.clone()).set(1.0);
 
     if link.self_id().is_none() && role != ClientRole::Event {
         ask_who_am_i(link.clone(), session.clone());
@@ -101,8 +101,7 @@ pub async fn run<S, V>(
             Event::Inbound(inbound) => {
                 watchdog.heartbeat();
                 if link.intake.is_cancelled() {
-                    metrics::counter!("qunbridge_messages_dropped_total", "reason" => "shutdown")
-                        .increment(1);
+                    crate::metrics::count_drop("shutdown");
                     continue;
                 }
                 link.version.admit(inbound, || {
@@ -111,8 +110,7 @@ pub async fn run<S, V>(
             }
             Event::OwnMessage => {
                 watchdog.heartbeat();
-                metrics::counter!("qunbridge_messages_dropped_total", "reason" => "own_message")
-                    .increment(1);
+                crate::metrics::count_drop("own_message");
                 continue;
             }
             Event::Connected { implementation } => {
@@ -253,7 +251,7 @@ async fn finish<V: Version>(
             link.state
                 .set(ConnectionState::Down, Some(reason.to_owned()));
         }
-        metrics::gauge!("qunbridge_account_up", "account" => link.account.clone()).set(0.0);
+        metrics::gauge!(crate::metrics::ACCOUNT_UP, "account" => link.account.clone()).set(0.0);
     }
     if reason == STOPPING {
         debug!(message = "OneBot connection closed for shutdown.", account = %link.account);
@@ -265,7 +263,7 @@ async fn finish<V: Version>(
 /// Logs and counts a frame that could not be used; the connection goes on.
 fn malformed(account: &str, problem: &str) {
     warn!(message = "Ignoring malformed OneBot frame.", account = %account, problem);
-    metrics::counter!("qunbridge_messages_dropped_total", "reason" => "malformed").increment(1);
+    crate::metrics::count_drop("malformed");
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ pub fn note_unknown(platform: Platform, kind: &'static str, type_name: &str) {
         .take(MAX_LOGGED_TYPE)
         .collect();
     tracing::debug!(message = "Unknown input type.", platform = platform.as_str(), kind, type_name = %shown);
-    metrics::counter!("qunbridge_unknown_input_total", "platform" => platform.as_str(), "kind" => kind)
+    metrics::counter!(crate::metrics::UNKNOWN_INPUT, "platform" => platform.as_str(), "kind" => kind)
         .increment(1);
 }
 

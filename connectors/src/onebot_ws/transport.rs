@@ -124,7 +124,7 @@ pub async fn forward<F, Fut>(
             return;
         }
         if !first {
-            metrics::counter!("qunbridge_reconnects_total", "account" => account.clone())
+            metrics::counter!(crate::metrics::RECONNECTS, "account" => account.clone())
                 .increment(1);
         }
         first = false;
@@ -146,7 +146,7 @@ pub async fn forward<F, Fut>(
             Err(ConnectFailure::Auth(status)) => {
                 let delay = slow.next().unwrap_or(Duration::from_secs(60));
                 warn!(message = "The OneBot implementation refused the access token; check `access_token`.", account = %account, status = status.as_u16(), retry_in_s = delay.as_secs());
-                metrics::counter!("qunbridge_auth_failures_total", "account" => account.clone())
+                metrics::counter!(crate::metrics::AUTH_FAILURES, "account" => account.clone())
                     .increment(1);
                 state.set(ConnectionState::AuthFailed, Some(format!("HTTP {status}")));
                 delay

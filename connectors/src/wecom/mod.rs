@@ -15,8 +15,10 @@ use std::time::Duration;
 
 use tracing::info;
 
-use crate::context::{ConnectionState, ConnectorContext, EgressRequest};
-use crate::error::ConnectorError;
+use crate::context::{ConnectorContext, SendReceipt};
+use crate::error::{ConnectorError, SendError};
+use crate::model::Outbound;
+use crate::robot::{self, RobotSender};
 use crate::{Connector, Secret};
 
 pub use crate::http::{FIRST_PAUSE, MAX_PAUSE};
@@ -74,31 +76,20 @@ impl WecomConnector {
 
 impl Connector for WecomConnector {
     async fn run(self, ctx: ConnectorContext) -> Result<(), ConnectorError> {
-        let ConnectorContext {
-            account,
-            mut egress,
-            state,
-            ..
-        } = ctx;
-        info!(message = "WeCom group robot account ready.", account = %account, host = %self.settings.host(), markdown = self.settings.markdown);
-        let mut robot = webhook::Robot::new(
-            account,
+        info!(message = "WeCom group robot account ready.", account = %ctx.account, host = %self.settings.host(), markdown = self.settings.markdown);
+        let robot = webhook::Robot::new(
+            ctx.account.clone(),
             self.settings,
             crate::http::client(USER_AGENT, HTTP_CONNECT_TIMEOUT, HTTP_TIMEOUT)?,
         );
-        // Nothing to connect: the robot is usable as soon as it is configured.
-        state.set(ConnectionState::Up, None);
-        // Egress runs until the relay closes the queue, which it does after shutdown once
-        // nothing more is in flight.
-        while let Some(request) = egress.recv().await {
-            let EgressRequest {
-                outbound, reply, ..
-            } = request;
-            let outcome = robot.send(&outbound).await;
-            let _ = reply.send(outcome);
-        }
-        state.set(ConnectionState::Stopped, None);
+        robot::serve(ctx, robot).await;
         Ok(())
+    }
+}
+
+impl RobotSender for webhook::Robot {
+    async fn send(&mut self, outbound: &Outbound) -> Result<SendReceipt, SendError> {
+        webhook::Robot::send(self, outbound).await
     }
 }
 

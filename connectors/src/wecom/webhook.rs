@@ -18,15 +18,15 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 use tracing::{debug, warn};
 
 use super::WecomSettings;
 use crate::context::SendReceipt;
 use crate::error::SendError;
-use crate::http::{describe, read_limited, retry_after, Pause, Progress};
-use crate::model::{Kind, Outbound};
+use crate::http::{Pause, Progress};
+use crate::model::Outbound;
+use crate::robot::{self, Verdict};
 use crate::split::{self, Cuts, Unit};
 
 /// The errcode of "api freq out of limit".
@@ -37,8 +37,8 @@ const ERR_SYSTEM_BUSY: i64 = -1;
 pub const MAX_TEXT_BYTES: usize = 2048;
 /// Most bytes of a `markdown` message's content.
 pub const MAX_MARKDOWN_BYTES: usize = 4096;
-/// Largest answer read from the webhook.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// How errors name this robot.
+const ROBOT: &str = "WeCom robot";
 /// Characters of a refusal's text kept in errors.
 const MAX_ERROR_TEXT: usize = 200;
 /// How WeCom content is cut (with the workspace's one splitter): by UTF-8 bytes, at the last
@@ -85,15 +85,10 @@ impl Robot {
     /// # Errors
     /// [`SendError`] as described in the module documentation.
     pub async fn send(&mut self, outbound: &Outbound) -> Result<SendReceipt, SendError> {
-        if outbound.kind == Kind::Recall {
-            debug!(message = "A WeCom robot cannot recall; skipped.", account = %self.account);
-            return Ok(SendReceipt::default());
-        }
-        if let Some(left) = self.pause.remaining() {
-            return Err(SendError::Throttled(left));
-        }
-        if outbound.text.trim().is_empty() {
-            return Err(SendError::Permanent("the message is empty".into()));
+        if let Some(answer) =
+            robot::answer_without_sending(ROBOT, &self.account, outbound, &self.pause)
+        {
+            return answer;
         }
         let (msgtype, limit) = if self.settings.markdown {
             ("markdown", MAX_MARKDOWN_BYTES)
@@ -129,49 +124,24 @@ impl Robot {
     /// POSTs one message and reads the verdict.
     async fn post(&mut self, msgtype: &str, content: &str) -> Result<(), SendError> {
         let body = json!({ "msgtype": msgtype, msgtype: { "content": content } });
-        let response = self
-            .http
-            .post(self.settings.webhook.expose())
-            .json(&body)
-            .send()
-            .await
-            .map_err(|error| {
-                SendError::Retryable(format!("WeCom robot unreachable: {}", describe(error)))
-            })?;
-        let status = response.status();
-        let suggested = retry_after(response.headers());
-        let body = read_limited(response, MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|error| SendError::Retryable(format!("WeCom robot answer: {error}")))?;
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(self.throttled(suggested, "HTTP 429"));
-        }
-        if status.is_server_error() {
-            return Err(SendError::Retryable(format!(
-                "WeCom robot answered HTTP {status}"
-            )));
-        }
-        if !status.is_success() {
-            return Err(SendError::Permanent(format!(
-                "WeCom robot answered HTTP {status}: {}",
-                self.clean(&String::from_utf8_lossy(&body))
-            )));
-        }
-        let answer: Value = serde_json::from_slice(&body).map_err(|_| {
-            SendError::Retryable("WeCom robot answered with something other than JSON".into())
-        })?;
-        let errcode = match answer.get("errcode") {
-            None | Some(Value::Null) => 0,
-            Some(Value::Number(n)) => n.as_i64().unwrap_or(i64::MIN),
-            Some(Value::String(s)) => s.trim().parse().unwrap_or(i64::MIN),
-            Some(_) => i64::MIN,
+        let verdict = robot::post(
+            &self.http,
+            self.settings.webhook.expose(),
+            &body,
+            ROBOT,
+            |text| self.clean(text),
+        )
+        .await?;
+        let (errcode, errmsg, suggested) = match verdict {
+            Verdict::TooManyRequests(suggested) => {
+                return Err(self.throttled(suggested, "HTTP 429"))
+            }
+            Verdict::Code {
+                errcode,
+                errmsg,
+                suggested,
+            } => (errcode.unwrap_or(i64::MIN), errmsg, suggested),
         };
-        let errmsg = self.clean(
-            answer
-                .get("errmsg")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
-        );
         match errcode {
             0 => {
                 self.pause.clear();
@@ -218,7 +188,8 @@ mod tests {
     use axum::response::IntoResponse;
 
     use super::*;
-    use crate::model::{Origin, Platform, Sender};
+    use crate::model::{Kind, Origin, Platform, Sender};
+    use serde_json::Value;
 
     /// What the scripted robot answers: HTTP status, errcode, `Retry-After`.
     type Answer = (u16, i64, Option<u64>);

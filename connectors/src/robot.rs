@@ -1,0 +1,144 @@
+//! What the two send-only webhook robots share (the DingTalk custom robot, PROTOCOLS.md §3.7,
+//! and the WeCom group robot, §4.1): the connector loop of an account that has nothing to
+//! connect, the answers given without a request (a recall, a send during a pause, an empty
+//! message), and reading one POST's verdict. Both platforms answer HTTP 200 with an
+//! `{"errcode", "errmsg"}` body for refusals too, so the verdict is the `errcode`; what each
+//! code means stays with its platform.
+
+use std::future::Future;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tracing::debug;
+
+use crate::context::{ConnectionState, ConnectorContext, EgressRequest, SendReceipt};
+use crate::error::SendError;
+use crate::http::{describe, read_limited, retry_after, Pause};
+use crate::model::{Kind, Outbound};
+
+/// Largest answer read from a robot webhook.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// One robot account's sender, as the shared loop drives it.
+pub(crate) trait RobotSender: Send {
+    /// Sends one outbound message (all its parts) and says how it went.
+    fn send(
+        &mut self,
+        outbound: &Outbound,
+    ) -> impl Future<Output = Result<SendReceipt, SendError>> + Send;
+}
+
+/// Runs a send-only robot account: it is usable as soon as it is configured, and sends what
+/// the relay hands it until the relay closes the queue (after shutdown, once nothing more is
+/// in flight).
+pub(crate) async fn serve(ctx: ConnectorContext, mut sender: impl RobotSender) {
+    let ConnectorContext {
+        mut egress, state, ..
+    } = ctx;
+    state.set(ConnectionState::Up, None);
+    while let Some(request) = egress.recv().await {
+        let EgressRequest {
+            outbound, reply, ..
+        } = request;
+        let outcome = sender.send(&outbound).await;
+        // The relay stops waiting only on its own shutdown; nothing to do then.
+        let _ = reply.send(outcome);
+    }
+    state.set(ConnectionState::Stopped, None);
+}
+
+/// The answer to a send that needs no request, if it needs none: a robot cannot recall (the
+/// recall is skipped as done), a paused robot is throttled without touching the network, and
+/// an empty message is refused for good.
+pub(crate) fn answer_without_sending(
+    robot: &str,
+    account: &str,
+    outbound: &Outbound,
+    pause: &Pause,
+) -> Option<Result<SendReceipt, SendError>> {
+    if outbound.kind == Kind::Recall {
+        debug!(message = "A robot cannot recall; skipped.", robot, account = %account);
+        return Some(Ok(SendReceipt::default()));
+    }
+    if let Some(left) = pause.remaining() {
+        return Some(Err(SendError::Throttled(left)));
+    }
+    if outbound.text.trim().is_empty() {
+        return Some(Err(SendError::Permanent("the message is empty".into())));
+    }
+    None
+}
+
+/// What a robot said to one POST that reached it and answered with JSON.
+pub(crate) enum Verdict {
+    /// HTTP 429: throttled, with the `Retry-After` it suggested.
+    TooManyRequests(Option<std::time::Duration>),
+    /// The body's `errcode` (0 when absent; `None` when it is not a number) and `errmsg`
+    /// (already cleaned by the caller's `clean`), with the `Retry-After` it suggested.
+    Code {
+        /// The platform's code; each platform says what its codes mean.
+        errcode: Option<i64>,
+        /// The platform's text, clipped and cleaned of secrets.
+        errmsg: String,
+        /// A `Retry-After` header, for the platform's "too fast" code.
+        suggested: Option<std::time::Duration>,
+    },
+}
+
+/// POSTs `body` to a robot webhook and reads its verdict. Network errors, HTTP 5xx and an
+/// answer that is not JSON are retryable; another HTTP error is refused for good. `robot`
+/// names the robot in error texts ("WeCom robot"); `clean` clips platform text and removes
+/// anything secret from it.
+///
+/// # Errors
+/// [`SendError`] for every outcome that is not an `errcode` answer or a 429.
+pub(crate) async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    robot: &str,
+    clean: impl Fn(&str) -> String,
+) -> Result<Verdict, SendError> {
+    let response = http.post(url).json(body).send().await.map_err(|error| {
+        SendError::Retryable(format!("{robot} unreachable: {}", describe(error)))
+    })?;
+    let status = response.status();
+    let suggested = retry_after(response.headers());
+    let body = read_limited(response, MAX_RESPONSE_BYTES)
+        .await
+        .map_err(|error| SendError::Retryable(format!("{robot} answer: {error}")))?;
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Ok(Verdict::TooManyRequests(suggested));
+    }
+    if status.is_server_error() {
+        return Err(SendError::Retryable(format!(
+            "{robot} answered HTTP {status}"
+        )));
+    }
+    if !status.is_success() {
+        return Err(SendError::Permanent(format!(
+            "{robot} answered HTTP {status}: {}",
+            clean(&String::from_utf8_lossy(&body))
+        )));
+    }
+    let answer: Value = serde_json::from_slice(&body).map_err(|_| {
+        SendError::Retryable(format!("{robot} answered with something other than JSON"))
+    })?;
+    let errcode = match answer.get("errcode") {
+        None | Some(Value::Null) => Some(0),
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        Some(_) => None,
+    };
+    let errmsg = clean(
+        answer
+            .get("errmsg")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+    );
+    Ok(Verdict::Code {
+        errcode,
+        errmsg,
+        suggested,
+    })
+}
