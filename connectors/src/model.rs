@@ -268,6 +268,37 @@ pub struct Outbound {
 }
 
 #[cfg(test)]
+impl Outbound {
+    /// An outbound message of `kind` from Ann on `origin`, bound for `group`, with no text:
+    /// the base that unit tests fill in with what they check.
+    pub(crate) fn sample(kind: Kind, origin: Platform, group: &str) -> Outbound {
+        Outbound {
+            v: 1,
+            id: "x".into(),
+            link: "l".into(),
+            group: group.into(),
+            kind,
+            origin: Origin {
+                platform: origin,
+                account: "a".into(),
+                group: "g".into(),
+                message_id: "1".into(),
+                group_name: None,
+            },
+            sender: Sender {
+                id: "u".into(),
+                name: "Ann".into(),
+                is_bot: false,
+            },
+            ts_ms: 0,
+            prefix: String::new(),
+            text: String::new(),
+            segments: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

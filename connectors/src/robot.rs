@@ -9,15 +9,72 @@ use std::future::Future;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::context::{ConnectionState, ConnectorContext, EgressRequest, SendReceipt};
 use crate::error::SendError;
-use crate::http::{describe, read_limited, retry_after, Pause};
+use crate::http::{describe, read_limited, retry_after, Pause, Progress};
 use crate::model::{Kind, Outbound};
 
 /// Largest answer read from a robot webhook.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Messages whose partial progress is remembered for resuming a split send.
+const PROGRESS_CAPACITY: usize = 64;
+
+/// What every robot sender keeps besides its settings.
+pub(crate) struct RobotState<P> {
+    /// How errors and logs name the robot ("WeCom robot").
+    pub robot: &'static str,
+    /// Account id, for logs.
+    pub account: String,
+    /// Shared HTTP client (rustls, timeouts, no redirects).
+    pub http: reqwest::Client,
+    /// The pause the platform's "too fast" answer imposed.
+    pub pause: Pause,
+    /// Parts of split messages already accepted, so a retry resumes after them.
+    pub progress: Progress<P>,
+}
+
+impl<P: Default + PartialEq> RobotState<P> {
+    /// The state of a robot that has sent nothing yet.
+    pub fn new(robot: &'static str, account: String, http: reqwest::Client) -> RobotState<P> {
+        RobotState {
+            robot,
+            account,
+            http,
+            pause: Pause::default(),
+            progress: Progress::new(PROGRESS_CAPACITY),
+        }
+    }
+
+    /// The answer to a send that needs no request, if it needs none: a robot cannot recall
+    /// (the recall is skipped as done), a paused robot is throttled without touching the
+    /// network, and an empty message is refused for good.
+    pub fn answer_without_sending(
+        &self,
+        outbound: &Outbound,
+    ) -> Option<Result<SendReceipt, SendError>> {
+        if outbound.kind == Kind::Recall {
+            debug!(message = "A robot cannot recall; skipped.", robot = self.robot, account = %self.account);
+            return Some(Ok(SendReceipt::default()));
+        }
+        if let Some(left) = self.pause.remaining() {
+            return Some(Err(SendError::Throttled(left)));
+        }
+        if outbound.text.trim().is_empty() {
+            return Some(Err(SendError::Permanent("the message is empty".into())));
+        }
+        None
+    }
+
+    /// Pauses the robot after a "too fast" answer (`what`: the code and text, or HTTP 429)
+    /// and tells the relay to wait.
+    pub fn throttled(&mut self, suggested: Option<std::time::Duration>, what: &str) -> SendError {
+        let pause = self.pause.strike(suggested);
+        warn!(message = "Robot is sending too fast; pausing it.", robot = self.robot, account = %self.account, answer = %what, pause_s = pause.as_secs_f64());
+        SendError::Throttled(pause)
+    }
+}
 
 /// One robot account's sender, as the shared loop drives it.
 pub(crate) trait RobotSender: Send {
@@ -45,28 +102,6 @@ pub(crate) async fn serve(ctx: ConnectorContext, mut sender: impl RobotSender) {
         let _ = reply.send(outcome);
     }
     state.set(ConnectionState::Stopped, None);
-}
-
-/// The answer to a send that needs no request, if it needs none: a robot cannot recall (the
-/// recall is skipped as done), a paused robot is throttled without touching the network, and
-/// an empty message is refused for good.
-pub(crate) fn answer_without_sending(
-    robot: &str,
-    account: &str,
-    outbound: &Outbound,
-    pause: &Pause,
-) -> Option<Result<SendReceipt, SendError>> {
-    if outbound.kind == Kind::Recall {
-        debug!(message = "A robot cannot recall; skipped.", robot, account = %account);
-        return Some(Ok(SendReceipt::default()));
-    }
-    if let Some(left) = pause.remaining() {
-        return Some(Err(SendError::Throttled(left)));
-    }
-    if outbound.text.trim().is_empty() {
-        return Some(Err(SendError::Permanent("the message is empty".into())));
-    }
-    None
 }
 
 /// What a robot said to one POST that reached it and answered with JSON.

@@ -12,10 +12,8 @@
 //!   ([`SendError::Permanent`]), so it is never retried in a loop.
 //! - Any other non-zero `errcode`: refused for good, with the platform's `errmsg`.
 
-use std::time::Duration;
-
 use serde_json::json;
-use tracing::{error, warn};
+use tracing::error;
 
 use super::openapi::clip;
 use super::sign::signed_url;
@@ -23,9 +21,8 @@ use super::text::{self, Sent};
 use super::WebhookSettings;
 use crate::context::{now_ms, SendReceipt};
 use crate::error::SendError;
-use crate::http::{Pause, Progress};
 use crate::model::Outbound;
-use crate::robot::{self, Verdict};
+use crate::robot::{self, RobotState, Verdict};
 
 /// The errcode of "send too fast, exceed 20 times per minute".
 pub const ERR_TOO_FAST: i64 = 130_101;
@@ -36,8 +33,6 @@ pub const ERR_SECURITY: i64 = 310_000;
 const MAX_TEXT_BYTES: usize = 15_000;
 /// How errors name this robot.
 const ROBOT: &str = "DingTalk robot";
-/// Messages whose partial progress is remembered for resuming a split send.
-const PROGRESS_CAPACITY: usize = 64;
 
 /// What a 310000 answer most likely means, from its `errmsg`.
 pub fn security_hint(errmsg: &str) -> &'static str {
@@ -55,27 +50,18 @@ pub fn security_hint(errmsg: &str) -> &'static str {
 
 /// The sender of one webhook account.
 pub struct Webhook {
-    /// Account id, for logs.
-    account: String,
+    /// Account, HTTP client, pause and progress, as every robot keeps them.
+    state: RobotState<Sent>,
     /// URL, signing secret and keyword.
     settings: WebhookSettings,
-    /// Shared HTTP client (rustls, timeouts, no redirects).
-    http: reqwest::Client,
-    /// The robot's 130101 pause.
-    pause: Pause,
-    /// Parts of split messages already sent.
-    progress: Progress<Sent>,
 }
 
 impl Webhook {
     /// A sender for one account.
     pub fn new(account: String, settings: WebhookSettings, http: reqwest::Client) -> Webhook {
         Webhook {
-            account,
+            state: RobotState::new(ROBOT, account, http),
             settings,
-            http,
-            pause: Pause::default(),
-            progress: Progress::new(PROGRESS_CAPACITY),
         }
     }
 
@@ -85,23 +71,21 @@ impl Webhook {
     /// # Errors
     /// [`SendError`] as described in the module documentation.
     pub async fn send(&mut self, outbound: &Outbound) -> Result<SendReceipt, SendError> {
-        if let Some(answer) =
-            robot::answer_without_sending(ROBOT, &self.account, outbound, &self.pause)
-        {
+        if let Some(answer) = self.state.answer_without_sending(outbound) {
             return answer;
         }
         let keyword = self.settings.keyword.clone();
         let keyword_cost: usize = keyword.as_deref().map_or(0, |k| text::cost(k) + 1);
         let parts = text::split(&outbound.text, MAX_TEXT_BYTES.saturating_sub(keyword_cost));
         let key = crate::http::progress_key(&outbound.id, &outbound.group, &outbound.text);
-        let mut sent = self.progress.take(&key);
+        let mut sent = self.state.progress.take(&key);
         for part in parts.iter().skip(sent.parts) {
             let content = text::with_keyword(part, keyword.as_deref());
             match self.post(&content).await {
                 Ok(()) => sent.parts += 1,
                 Err(error) => {
                     if !matches!(error, SendError::Permanent(_)) {
-                        self.progress.keep(key, sent);
+                        self.state.progress.keep(key, sent);
                     }
                     return Err(error);
                 }
@@ -118,10 +102,10 @@ impl Webhook {
             None => self.settings.webhook.expose().to_owned(),
         };
         let body = json!({ "msgtype": "text", "text": { "content": content } });
-        let verdict = robot::post(&self.http, &url, &body, ROBOT, clip).await?;
+        let verdict = robot::post(&self.state.http, &url, &body, ROBOT, clip).await?;
         let (errcode, errmsg, suggested) = match verdict {
             Verdict::TooManyRequests(suggested) => {
-                return Err(self.throttled(suggested, "HTTP 429"))
+                return Err(self.state.throttled(suggested, "HTTP 429"))
             }
             Verdict::Code {
                 errcode,
@@ -131,13 +115,13 @@ impl Webhook {
         };
         match errcode {
             0 => {
-                self.pause.clear();
+                self.state.pause.clear();
                 Ok(())
             }
-            ERR_TOO_FAST => Err(self.throttled(suggested, &errmsg)),
+            ERR_TOO_FAST => Err(self.state.throttled(suggested, &errmsg)),
             ERR_SECURITY => {
                 let hint = security_hint(&errmsg);
-                error!(message = "DingTalk robot refused the message: a configuration problem, not retried.", account = %self.account, errcode, %errmsg, %hint);
+                error!(message = "DingTalk robot refused the message: a configuration problem, not retried.", account = %self.state.account, errcode, %errmsg, %hint);
                 Err(SendError::Permanent(format!(
                     "DingTalk robot security settings refused the message (310000 {errmsg}): {hint}"
                 )))
@@ -146,13 +130,6 @@ impl Webhook {
                 "DingTalk robot refused the message ({other} {errmsg})"
             ))),
         }
-    }
-
-    /// Pauses the robot after a "too fast" answer.
-    fn throttled(&mut self, suggested: Option<Duration>, what: &str) -> SendError {
-        let pause = self.pause.strike(suggested);
-        warn!(message = "DingTalk robot is sending too fast; pausing it.", account = %self.account, answer = %what, pause_s = pause.as_secs_f64());
-        SendError::Throttled(pause)
     }
 }
 

@@ -118,31 +118,13 @@ pub fn render_message(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Kind, Origin, Sender};
+    use crate::model::Kind;
 
     fn outbound(segments: Vec<Segment>, origin: Platform) -> Outbound {
         Outbound {
-            v: 1,
-            id: "x".into(),
-            link: "l".into(),
-            group: "735021844".into(),
-            kind: Kind::Message,
-            origin: Origin {
-                platform: origin,
-                account: "a".into(),
-                group: "g".into(),
-                message_id: "1".into(),
-                group_name: None,
-            },
-            sender: Sender {
-                id: "u".into(),
-                name: "Ann".into(),
-                is_bot: false,
-            },
-            ts_ms: 0,
             prefix: "[微信] Ann: ".into(),
-            text: String::new(),
             segments,
+            ..Outbound::sample(Kind::Message, origin, "735021844")
         }
     }
 

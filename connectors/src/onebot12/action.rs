@@ -165,33 +165,16 @@ pub fn render(outbound: &Outbound, related: &RelatedMessages, send_images: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{segments_to_text, Kind, Origin, Platform, Sender};
+    use crate::model::{segments_to_text, Kind, Platform};
 
     fn outbound(segments: Vec<Segment>) -> Outbound {
         let mut all = vec![Segment::text("[QQ] Ann: ")];
         all.extend(segments);
         Outbound {
-            v: 1,
-            id: "x".into(),
-            link: "l".into(),
-            group: "20993411775@chatroom".into(),
-            kind: Kind::Message,
-            origin: Origin {
-                platform: Platform::Qq,
-                account: "qq".into(),
-                group: "1".into(),
-                message_id: "5".into(),
-                group_name: None,
-            },
-            sender: Sender {
-                id: "1".into(),
-                name: "Ann".into(),
-                is_bot: false,
-            },
-            ts_ms: 0,
             prefix: "[QQ] Ann: ".into(),
             text: segments_to_text(&all),
             segments: all,
+            ..Outbound::sample(Kind::Message, Platform::Qq, "20993411775@chatroom")
         }
     }
 

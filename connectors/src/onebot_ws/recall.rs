@@ -43,32 +43,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Kind, Origin, Platform, Sender};
+    use crate::model::{Kind, Platform};
 
     fn recall_of(group: &str) -> Outbound {
-        Outbound {
-            v: 1,
-            id: "x".into(),
-            link: "l".into(),
-            group: group.into(),
-            kind: Kind::Recall,
-            origin: Origin {
-                platform: Platform::Qq,
-                account: "a".into(),
-                group: "g".into(),
-                message_id: "1".into(),
-                group_name: None,
-            },
-            sender: Sender {
-                id: "u".into(),
-                name: "Ann".into(),
-                is_bot: false,
-            },
-            ts_ms: 0,
-            prefix: String::new(),
-            text: String::new(),
-            segments: Vec::new(),
-        }
+        Outbound::sample(Kind::Recall, Platform::Qq, group)
     }
 
     #[tokio::test]

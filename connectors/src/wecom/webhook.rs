@@ -16,17 +16,14 @@
 //! metrics (reqwest errors are stripped of their URL, and an `errmsg` that quoted the key
 //! would have it replaced).
 
-use std::time::Duration;
-
 use serde_json::json;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::WecomSettings;
 use crate::context::SendReceipt;
 use crate::error::SendError;
-use crate::http::{Pause, Progress};
 use crate::model::Outbound;
-use crate::robot::{self, Verdict};
+use crate::robot::{self, RobotState, Verdict};
 use crate::split::{self, Cuts, Unit};
 
 /// The errcode of "api freq out of limit".
@@ -50,32 +47,21 @@ const CUTS: Cuts = Cuts {
     half_full: true,
     drop_break: false,
 };
-/// Messages whose partial progress is remembered for resuming a split send.
-const PROGRESS_CAPACITY: usize = 64;
 
 /// The sender of one robot.
 pub struct Robot {
-    /// Account id, for logs.
-    account: String,
+    /// Account, HTTP client, pause and progress, as every robot keeps them.
+    state: RobotState<usize>,
     /// Webhook URL and message type.
     settings: WecomSettings,
-    /// Shared HTTP client (rustls, timeouts, no redirects).
-    http: reqwest::Client,
-    /// The robot's 45009 pause.
-    pause: Pause,
-    /// Parts of split messages already accepted.
-    progress: Progress<usize>,
 }
 
 impl Robot {
     /// A sender for one account.
     pub fn new(account: String, settings: WecomSettings, http: reqwest::Client) -> Robot {
         Robot {
-            account,
+            state: RobotState::new(ROBOT, account, http),
             settings,
-            http,
-            pause: Pause::default(),
-            progress: Progress::new(PROGRESS_CAPACITY),
         }
     }
 
@@ -85,9 +71,7 @@ impl Robot {
     /// # Errors
     /// [`SendError`] as described in the module documentation.
     pub async fn send(&mut self, outbound: &Outbound) -> Result<SendReceipt, SendError> {
-        if let Some(answer) =
-            robot::answer_without_sending(ROBOT, &self.account, outbound, &self.pause)
-        {
+        if let Some(answer) = self.state.answer_without_sending(outbound) {
             return answer;
         }
         let (msgtype, limit) = if self.settings.markdown {
@@ -97,7 +81,7 @@ impl Robot {
         };
         let parts = split::pieces(&outbound.text, limit, CUTS, &[]);
         let key = crate::http::progress_key(&outbound.id, &outbound.group, &outbound.text);
-        let mut sent = self.progress.take(&key);
+        let mut sent = self.state.progress.take(&key);
         for part in parts.iter().skip(sent) {
             // WeCom refuses empty content; a part of nothing but line breaks is skipped.
             if part.trim().is_empty() {
@@ -108,14 +92,14 @@ impl Robot {
                 Ok(()) => sent += 1,
                 Err(error) => {
                     if !matches!(error, SendError::Permanent(_)) {
-                        self.progress.keep(key, sent);
+                        self.state.progress.keep(key, sent);
                     }
                     return Err(error);
                 }
             }
         }
         if parts.len() > 1 {
-            debug!(message = "Long message sent in parts.", account = %self.account, parts = parts.len());
+            debug!(message = "Long message sent in parts.", account = %self.state.account, parts = parts.len());
         }
         // The webhook returns no message id: nothing can be recalled later.
         Ok(SendReceipt::default())
@@ -125,7 +109,7 @@ impl Robot {
     async fn post(&mut self, msgtype: &str, content: &str) -> Result<(), SendError> {
         let body = json!({ "msgtype": msgtype, msgtype: { "content": content } });
         let verdict = robot::post(
-            &self.http,
+            &self.state.http,
             self.settings.webhook.expose(),
             &body,
             ROBOT,
@@ -134,7 +118,7 @@ impl Robot {
         .await?;
         let (errcode, errmsg, suggested) = match verdict {
             Verdict::TooManyRequests(suggested) => {
-                return Err(self.throttled(suggested, "HTTP 429"))
+                return Err(self.state.throttled(suggested, "HTTP 429"))
             }
             Verdict::Code {
                 errcode,
@@ -144,10 +128,10 @@ impl Robot {
         };
         match errcode {
             0 => {
-                self.pause.clear();
+                self.state.pause.clear();
                 Ok(())
             }
-            ERR_FREQ_OUT_OF_LIMIT => Err(self.throttled(suggested, &errmsg)),
+            ERR_FREQ_OUT_OF_LIMIT => Err(self.state.throttled(suggested, &errmsg)),
             ERR_SYSTEM_BUSY => Err(SendError::Retryable(format!(
                 "WeCom robot busy ({errcode} {errmsg})"
             ))),
@@ -155,13 +139,6 @@ impl Robot {
                 "WeCom robot refused the message ({other} {errmsg})"
             ))),
         }
-    }
-
-    /// Pauses the robot after a frequency refusal.
-    fn throttled(&mut self, suggested: Option<Duration>, what: &str) -> SendError {
-        let pause = self.pause.strike(suggested);
-        warn!(message = "WeCom robot is sending too fast (45009); pausing it.", account = %self.account, answer = %what, pause_s = pause.as_secs_f64());
-        SendError::Throttled(pause)
     }
 
     /// Platform text for errors: clipped, and never the webhook key.
@@ -182,13 +159,14 @@ mod tests {
     use std::collections::VecDeque;
 
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     use axum::extract::State;
     use axum::http::StatusCode as HttpStatus;
     use axum::response::IntoResponse;
 
     use super::*;
-    use crate::model::{Kind, Origin, Platform, Sender};
+    use crate::model::{Kind, Platform};
     use serde_json::Value;
 
     /// What the scripted robot answers: HTTP status, errcode, `Retry-After`.
@@ -263,27 +241,10 @@ mod tests {
 
     fn outbound(text: &str) -> Outbound {
         Outbound {
-            v: 1,
             id: "hub:a:1".into(),
             link: "ops".into(),
-            group: "ops".into(),
-            kind: Kind::Message,
-            origin: Origin {
-                platform: Platform::Api,
-                account: "hub".into(),
-                group: "a".into(),
-                message_id: "1".into(),
-                group_name: None,
-            },
-            sender: Sender {
-                id: "u".into(),
-                name: "Ann".into(),
-                is_bot: false,
-            },
-            ts_ms: 0,
-            prefix: String::new(),
             text: text.into(),
-            segments: Vec::new(),
+            ..Outbound::sample(Kind::Message, Platform::Api, "ops")
         }
     }
 
@@ -323,7 +284,11 @@ mod tests {
         assert!(seen
             .iter()
             .all(|(content, _)| content.len() <= MAX_TEXT_BYTES));
-        assert_eq!(robot.pause.remaining(), None, "a success ends the pause");
+        assert_eq!(
+            robot.state.pause.remaining(),
+            None,
+            "a success ends the pause"
+        );
     }
 
     #[tokio::test]
