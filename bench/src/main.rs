@@ -14,6 +14,8 @@
 //! file is kept). Run it with `cargo run --release -p qunbridge-bench -- --out
 //! docs/BENCHMARKS.md` (`--quick` for a short smoke run).
 
+#![deny(missing_docs)]
+
 mod baseline;
 mod collector;
 mod daemon;

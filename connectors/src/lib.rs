@@ -26,6 +26,8 @@
 //! This crate knows nothing of links, dedup, MQTT or policy: those belong to the relay, which
 //! depends on this crate and never the other way round.
 
+#![deny(missing_docs)]
+
 pub mod api;
 pub mod auth;
 pub mod backoff;

@@ -20,6 +20,8 @@
 //! [`run()`] wires them together, one phase per file of `run/`, and runs until the shutdown
 //! future resolves; `main.rs` is a thin CLI around it, and tests call it directly.
 
+#![deny(missing_docs)]
+
 pub mod accounts;
 pub mod activity;
 pub mod admin;

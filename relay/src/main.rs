@@ -6,6 +6,8 @@
 //! reached). Under systemd (`Type=notify`) `run` sends `READY=1` once started, `WATCHDOG=1` at
 //! half of `WATCHDOG_USEC`, and `STOPPING=1` when shutdown begins.
 
+#![deny(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;

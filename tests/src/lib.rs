@@ -2,6 +2,8 @@
 //! subprocess, the daemon itself (the library's `run`, exactly as `qunbridge run` calls it),
 //! and clients that read what users read (Server-Sent Events, WebSocket frames, raw MQTT).
 
+#![deny(missing_docs)]
+
 pub mod dingtalk_peer;
 
 pub mod metrics;
