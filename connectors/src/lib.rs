@@ -14,6 +14,8 @@
 //!   (ComWeChatClient and others).
 //! - [`onebot_ws`]: what both OneBot versions share on a WebSocket (echo map, sessions,
 //!   forward and reverse transports).
+//! - [`protocol`]: the closed list of protocols and what each asks of the config (keys,
+//!   checks, defaults, description); each protocol's part lives in `<connector>/settings.rs`.
 //! - [`reverse_ws`]: WebSocket listeners that implementations connect to, shared by accounts.
 //! - [`secret`]: [`Secret`], a value that never reaches a log.
 //! - [`wecom`]: WeCom (企业微信) group robots: send-only webhook.
@@ -32,6 +34,7 @@ pub mod model;
 pub mod onebot11;
 pub mod onebot12;
 pub mod onebot_ws;
+pub mod protocol;
 pub mod reverse_ws;
 pub mod secret;
 pub mod wecom;

@@ -12,6 +12,7 @@ pub mod action;
 pub mod cq;
 pub mod event;
 pub mod session;
+pub mod settings;
 pub mod transport;
 
 use std::sync::{Arc, Mutex};

@@ -19,6 +19,7 @@ pub mod ingress;
 pub mod names;
 pub mod resolve;
 pub mod session;
+pub mod settings;
 pub mod transport;
 
 use std::sync::{Arc, Mutex};

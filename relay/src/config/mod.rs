@@ -11,11 +11,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use qunbridge_connectors::api::ApiSettings;
-use qunbridge_connectors::dingtalk::{StreamSettings, WebhookSettings};
-use qunbridge_connectors::onebot11::{OneBot11Settings, Transport as OneBot11Transport};
-use qunbridge_connectors::onebot12::{OneBot12Settings, Transport as OneBot12Transport};
-use qunbridge_connectors::wecom::WecomSettings;
+pub use qunbridge_connectors::protocol::ConnectorSettings;
 use qunbridge_connectors::Platform;
 pub use qunbridge_connectors::Secret;
 
@@ -171,110 +167,6 @@ pub struct Account {
     pub connector: ConnectorSettings,
     /// How its messages are paced and sized (platform defaults, `[limits."<id>"]`).
     pub egress: EgressPolicy,
-}
-
-/// Connector settings per protocol.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnectorSettings {
-    /// The `api` HTTP endpoint.
-    Api(ApiSettings),
-    /// DingTalk enterprise app robot: Stream in, OpenAPI out.
-    DingtalkStream(StreamSettings),
-    /// DingTalk custom robot webhook: send-only.
-    DingtalkWebhook(WebhookSettings),
-    /// OneBot v11 over forward or reverse WebSocket.
-    OneBot11(OneBot11Settings),
-    /// OneBot v12 over forward or reverse WebSocket (ComWeChatClient and others).
-    OneBot12(OneBot12Settings),
-    /// WeCom group robot webhook: send-only.
-    WecomWebhook(WecomSettings),
-}
-
-impl ConnectorSettings {
-    /// A short description for `qunbridge check`.
-    pub fn describe(&self) -> String {
-        match self {
-            ConnectorSettings::Api(api) => format!(
-                "api, listen {}{}",
-                api.listen,
-                if api.token.is_some() {
-                    ", token set"
-                } else {
-                    ", no token"
-                }
-            ),
-            ConnectorSettings::DingtalkStream(stream) => format!(
-                "dingtalk stream, client_id {}, robot_code {}, api_base {}",
-                stream.client_id, stream.robot_code, stream.api_base
-            ),
-            ConnectorSettings::DingtalkWebhook(hook) => format!(
-                "dingtalk webhook to {}, {}{}",
-                hook.host(),
-                if hook.secret.is_some() {
-                    "signed"
-                } else {
-                    "unsigned"
-                },
-                if hook.keyword.is_some() {
-                    ", keyword set"
-                } else {
-                    ""
-                }
-            ),
-            ConnectorSettings::OneBot11(onebot) => {
-                let transport = match &onebot.transport {
-                    OneBot11Transport::Forward { url } => {
-                        format!("forward WebSocket {}", url.split('?').next().unwrap_or(url))
-                    }
-                    OneBot11Transport::Reverse { listen } => {
-                        format!("reverse WebSocket on {listen}")
-                    }
-                };
-                let token = if onebot.access_token.is_some() {
-                    ", token set"
-                } else {
-                    ", no token"
-                };
-                let self_id = onebot
-                    .self_id
-                    .as_ref()
-                    .map(|id| format!(", self_id {id}"))
-                    .unwrap_or_default();
-                format!("onebot11, {transport}{token}{self_id}")
-            }
-            ConnectorSettings::OneBot12(onebot) => {
-                let transport = match &onebot.transport {
-                    OneBot12Transport::Forward { url } => {
-                        format!("forward WebSocket {}", url.split('?').next().unwrap_or(url))
-                    }
-                    OneBot12Transport::Reverse { listen } => {
-                        format!("reverse WebSocket on {listen}")
-                    }
-                };
-                let token = if onebot.access_token.is_some() {
-                    ", token set"
-                } else {
-                    ", no token"
-                };
-                let self_id = onebot
-                    .self_id
-                    .as_ref()
-                    .map(|id| format!(", self_id {id}"))
-                    .unwrap_or_default();
-                let images = if onebot.send_images {
-                    ", pictures sent as pictures"
-                } else {
-                    ""
-                };
-                format!("onebot12, {transport}{token}{self_id}{images}")
-            }
-            ConnectorSettings::WecomWebhook(hook) => format!(
-                "wecom robot webhook to {}, {}",
-                hook.host(),
-                if hook.markdown { "markdown" } else { "text" }
-            ),
-        }
-    }
 }
 
 /// A group of one account: the unit links join.

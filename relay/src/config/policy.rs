@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use qunbridge_connectors::protocol::{EgressDefaults, LengthUnit, PacingDefault};
 use qunbridge_connectors::Platform;
 use regex::Regex;
 
@@ -40,36 +41,31 @@ impl FilterConfig {
     }
 }
 
-/// A limit of `count` per `per` with `burst`.
-fn limit(count: u32, per: Duration, burst: u32) -> Option<Limit> {
-    Some(Limit {
-        rate: Rate { count, per },
-        burst,
-    })
+/// A limit the connectors declare as a default.
+fn limit(default: PacingDefault) -> Limit {
+    Limit {
+        rate: Rate {
+            count: default.count,
+            per: default.per,
+        },
+        burst: default.burst,
+    }
 }
 
-/// The defaults of ARCHITECTURE.md §6 for an account's platform and protocol.
-pub fn default_policy(platform: Platform, protocol: &str) -> EgressPolicy {
-    let minute = Duration::from_secs(60);
-    let personal = limit(1, Duration::from_millis(1500), 3);
-    let (per_group, per_account, length) = match (platform, protocol) {
-        (Platform::Api, _) => (None, None, None),
-        (Platform::Qq, _) => (personal, limit(20, minute, 5), Some((4500, Unit::Chars))),
-        (Platform::Wechat, _) => (personal, limit(20, minute, 5), Some((2000, Unit::Chars))),
-        (Platform::Dingtalk, "webhook") => {
-            (None, limit(20, minute, 5), Some((14_000, Unit::Bytes)))
-        }
-        (Platform::Dingtalk, _) => (limit(20, minute, 5), None, Some((14_000, Unit::Bytes))),
-        (Platform::Wecom, _) => (None, limit(20, minute, 5), Some((2048, Unit::Bytes))),
-    };
+/// The starting policy of an account: the defaults its protocol declares for its platform
+/// (ARCHITECTURE.md §6), before `[limits."<id>"]`.
+pub fn default_policy(defaults: EgressDefaults) -> EgressPolicy {
     EgressPolicy {
-        per_group,
+        per_group: defaults.per_group.map(limit),
         groups: Default::default(),
-        per_account,
+        per_account: defaults.per_account.map(limit),
         max_delay: DEFAULT_MAX_DELAY,
-        length: length.map(|(max, unit)| LengthLimit {
-            max,
-            unit,
+        length: defaults.length.map(|length| LengthLimit {
+            max: length.max,
+            unit: match length.unit {
+                LengthUnit::Chars => Unit::Chars,
+                LengthUnit::Bytes => Unit::Bytes,
+            },
             max_parts: DEFAULT_MAX_PARTS,
         }),
     }
