@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::raw::RawConfig;
+use super::suggest::nearest_key;
 
 /// Keys whose values are secrets: they may be given as `<key>_file`, and are never printed.
 pub const SECRET_KEYS: [&str; 6] = [
@@ -101,7 +102,11 @@ where
 /// Decodes the tree into [`RawConfig`], noting unknown keys and type errors.
 fn decode(tree: Value, problems: &mut Vec<String>) -> RawConfig {
     let mut unknown = Vec::new();
-    let mut note_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let mut note_unknown = |path: serde_ignored::Path<'_>| {
+        let mut segments = segments(&path);
+        let key = segments.pop().unwrap_or_default();
+        unknown.push((path.to_string(), nearest_key(&segments, &key)));
+    };
     let deserializer = serde_ignored::Deserializer::new(tree, &mut note_unknown);
     let raw = match serde_path_to_error::deserialize::<_, RawConfig>(deserializer) {
         Ok(raw) => raw,
@@ -110,10 +115,35 @@ fn decode(tree: Value, problems: &mut Vec<String>) -> RawConfig {
             RawConfig::default()
         }
     };
-    for key in unknown {
-        problems.push(format!("`{key}`: unknown key"));
+    for (key, nearest) in unknown {
+        match nearest {
+            Some(nearest) => {
+                problems.push(format!("`{key}`: unknown key; did you mean `{nearest}`?"))
+            }
+            None => problems.push(format!("`{key}`: unknown key")),
+        }
     }
     raw
+}
+
+/// The map keys and list indexes of a decoding path, outermost first.
+fn segments(path: &serde_ignored::Path<'_>) -> Vec<String> {
+    match path {
+        serde_ignored::Path::Root => Vec::new(),
+        serde_ignored::Path::Seq { parent, index } => {
+            let mut segments = segments(parent);
+            segments.push(index.to_string());
+            segments
+        }
+        serde_ignored::Path::Map { parent, key } => {
+            let mut segments = segments(parent);
+            segments.push(key.clone());
+            segments
+        }
+        serde_ignored::Path::Some { parent }
+        | serde_ignored::Path::NewtypeStruct { parent }
+        | serde_ignored::Path::NewtypeVariant { parent } => segments(parent),
+    }
 }
 
 /// Joins a key path for messages: `accounts.hub.token`, `links[0].name`.
@@ -332,6 +362,18 @@ mod tests {
         let env: HashMap<&str, &str> = HashMap::new();
         let (raw, problems) = read(&path, &env);
         assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems.contains(&"`broker.urll`: unknown key; did you mean `url`?".to_owned()),
+            "{problems:?}"
+        );
+        assert!(
+            problems.contains(&"`links.0.fromat`: unknown key; did you mean `format`?".to_owned()),
+            "{problems:?}"
+        );
+        assert!(
+            problems.contains(&"`colour`: unknown key".to_owned()),
+            "{problems:?}"
+        );
         for key in ["colour", "broker.urll", "links.0.fromat"] {
             assert!(
                 problems.iter().any(|p| p.contains(key)),

@@ -5,6 +5,7 @@
 mod load;
 mod policy;
 mod raw;
+mod suggest;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -471,5 +472,89 @@ pub(crate) mod tests {
             );
         }
         assert!(!format!("{error}").contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_key_names_its_nearest_known_key() {
+        let error = load(
+            "[accounts.qq]\nplatform = \"qq\"\nurl = \"ws://127.0.0.1:3001\"\nacess_token = \"t\"\n",
+            &[],
+        )
+        .expect_err("unknown key");
+        assert_eq!(
+            error.problems,
+            ["`accounts.qq.acess_token`: unknown key; did you mean `access_token`?"]
+        );
+    }
+
+    #[test]
+    fn each_protocol_starts_from_its_platform_defaults() {
+        let config = load(
+            r#"
+            [accounts.qq]
+            platform = "qq"
+            url = "ws://127.0.0.1:3001"
+            [accounts.wx]
+            platform = "wechat"
+            url = "ws://127.0.0.1:3002"
+            [accounts.app]
+            platform = "dingtalk"
+            client_id = "id"
+            client_secret = "s"
+            [accounts.ding-hook]
+            platform = "dingtalk"
+            webhook = "https://oapi.dingtalk.com/robot/send?access_token=x"
+            [accounts.text]
+            platform = "wecom"
+            webhook = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k"
+            [accounts.md]
+            platform = "wecom"
+            webhook = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k"
+            markdown = true
+            [accounts.hub]
+            platform = "api"
+            listen = "127.0.0.1:18089"
+            "#,
+            &[],
+        )
+        .expect("valid");
+        // (per group, per account, length) as `count/ms burst` and `max unit`.
+        let shown = |id: &str| {
+            let egress = &config.accounts[id].egress;
+            let limit = |l: Option<crate::egress::pacing::Limit>| {
+                l.map(|l| format!("{}/{}ms {}", l.rate.count, l.rate.per.as_millis(), l.burst))
+            };
+            (
+                limit(egress.per_group),
+                limit(egress.per_account),
+                egress
+                    .length
+                    .map(|l| format!("{} {:?} {}", l.max, l.unit, l.max_parts)),
+            )
+        };
+        let some = |s: &str| Some(s.to_owned());
+        let personal = (some("1/1500ms 3"), some("20/60000ms 5"));
+        assert_eq!(
+            shown("qq"),
+            (personal.0.clone(), personal.1.clone(), some("4500 Chars 5"))
+        );
+        assert_eq!(shown("wx"), (personal.0, personal.1, some("2000 Chars 5")));
+        assert_eq!(
+            shown("app"),
+            (some("20/60000ms 5"), None, some("14000 Bytes 5"))
+        );
+        assert_eq!(
+            shown("ding-hook"),
+            (None, some("20/60000ms 5"), some("14000 Bytes 5"))
+        );
+        assert_eq!(
+            shown("text"),
+            (None, some("20/60000ms 5"), some("2048 Bytes 5"))
+        );
+        assert_eq!(
+            shown("md"),
+            (None, some("20/60000ms 5"), some("4096 Bytes 5"))
+        );
+        assert_eq!(shown("hub"), (None, None, None));
     }
 }
