@@ -83,6 +83,10 @@ impl AccountTable {
         "markdown",
     ];
 
+    /// The keys whose values are secrets: the config accepts them as `<key>_file` too, and
+    /// never prints their values.
+    pub const SECRET_KEYS: [&'static str; 4] = ["access_token", "client_secret", "secret", "token"];
+
     /// The keys this table sets, besides `platform` and `protocol`. The destructuring is
     /// exhaustive: a new field does not compile until it is listed here.
     pub fn set_keys(&self) -> Vec<&'static str> {
@@ -143,6 +147,13 @@ mod tests {
             ..AccountTable::default()
         };
         assert_eq!(table.set_keys(), ["url", "markdown"]);
+    }
+
+    #[test]
+    fn secret_keys_are_account_keys() {
+        for key in AccountTable::SECRET_KEYS {
+            assert!(AccountTable::KEYS.contains(&key), "{key}");
+        }
     }
 
     #[test]

@@ -4,21 +4,25 @@
 
 use std::path::{Path, PathBuf};
 
+use qunbridge_connectors::protocol::AccountTable;
 use serde_json::{Map, Value};
 
 use super::raw::RawConfig;
 use super::suggest::nearest_key;
 
-/// Keys whose values are secrets: they may be given as `<key>_file`, and are never printed.
-pub const SECRET_KEYS: [&str; 6] = [
-    "access_token",
-    "client_secret",
-    "secret",
-    "token",
-    "password",
-    // `[store] redis`: a URL that usually holds a password.
+/// Keys of the relay's own tables whose values are secrets (the accounts' secret keys are
+/// their protocols': [`AccountTable::SECRET_KEYS`]).
+const RELAY_SECRET_KEYS: [&str; 2] = [
+    "password", // `[store] redis`: a URL that usually holds a password.
     "redis",
 ];
+
+/// Keys whose values are secrets: they may be given as `<key>_file`, and are never printed.
+pub fn secret_keys() -> impl Iterator<Item = &'static str> {
+    AccountTable::SECRET_KEYS
+        .into_iter()
+        .chain(RELAY_SECRET_KEYS)
+}
 
 /// Where environment variables come from; a trait so tests need not touch the process env.
 pub trait Env {
@@ -186,7 +190,7 @@ fn interpolate(value: &mut Value, path: &str, env: &dyn Env, problems: &mut Vec<
 /// True when the last key of a path names a secret.
 fn is_secret_path(path: &str) -> bool {
     let last = path.rsplit('.').next().unwrap_or(path);
-    SECRET_KEYS.contains(&last)
+    secret_keys().any(|key| key == last)
 }
 
 /// Expands one string.
@@ -279,7 +283,7 @@ fn resolve_in_table(
     base: &Path,
     problems: &mut Vec<String>,
 ) {
-    for secret in SECRET_KEYS {
+    for secret in secret_keys() {
         let file_key = format!("{secret}_file");
         let Some(file_value) = map.remove(&file_key) else {
             continue;

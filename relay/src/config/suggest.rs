@@ -5,7 +5,7 @@
 use qunbridge_connectors::protocol::AccountTable;
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
-use super::load::SECRET_KEYS;
+use super::load::secret_keys;
 use super::raw::{
     RawAdmin, RawBroker, RawConfig, RawFilter, RawGroupLimits, RawLimits, RawLink, RawRule,
     RawStore,
@@ -18,7 +18,7 @@ pub fn nearest_key(parent: &[String], unknown: &str) -> Option<String> {
     // A secret may also be given as `<key>_file`.
     let file_keys = fields
         .iter()
-        .filter(|key| SECRET_KEYS.contains(key))
+        .filter(|key| secret_keys().any(|secret| secret == **key))
         .map(|key| format!("{key}_file"));
     let candidates = fields.iter().map(|key| (*key).to_owned()).chain(file_keys);
     // Up to a third of the word may be mistyped, at least one edit (`urll`, `brust`).
