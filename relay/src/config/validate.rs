@@ -306,18 +306,18 @@ fn external_broker(
 }
 
 /// True for accounts that can only send (robot webhooks), judged from the table alone so
-/// links are checked even when the account itself has problems: its protocol, or the one it
-/// would get without a valid `protocol`.
+/// links are checked even when the account itself has problems: the protocol it names, or
+/// the one its keys imply, is send-only.
 fn account_is_send_only(account: &AccountTable) -> bool {
     let Some(platform) = account.platform.as_deref().and_then(Platform::parse) else {
         return false;
     };
-    let protocol = account
+    let named = account
         .protocol
         .as_deref()
-        .and_then(|name| Protocol::named(platform, name))
-        .unwrap_or_else(|| Protocol::implied(platform, account));
-    protocol.spec().send_only
+        .and_then(|name| Protocol::named(platform, name));
+    let implied = Protocol::implied(platform, account);
+    named.is_some_and(|p| p.spec().send_only) || implied.spec().send_only
 }
 
 /// The protocol an account table declares (or gets by default), when it is a valid one.
