@@ -6,6 +6,12 @@
 //! Each protocol's facts live beside its connector (`<connector>/settings.rs`); this file only
 //! names them. Every `match` over [`Protocol`] and [`ConnectorSettings`] here is exhaustive, so
 //! adding a variant makes the compiler list every place the new protocol must be described.
+//!
+//! Adding a protocol: a folder `connectors/src/<name>/` with its settings, connector and
+//! `settings.rs` (`SPEC`, `from_table`, `describe`, `egress_defaults`); `pub mod <name>;` in
+//! `lib.rs`; a variant in `protocols!` below and in [`ConnectorSettings`]; then `cargo build`
+//! and fill in each match it reports. A key no protocol read before is a new
+//! [`AccountTable`] field (the compiler then points at [`AccountTable::set_keys`]).
 
 mod checks;
 mod defaults;
@@ -30,9 +36,25 @@ pub use defaults::{
 };
 pub use table::AccountTable;
 
-/// How qunbridge talks to a platform: one variant per connector configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
+/// Declares [`Protocol`] and `Protocol::ALL` from one list, so a new variant cannot be
+/// missing from `ALL` (and so from the protocols a platform offers).
+macro_rules! protocols {
+    ($($(#[$doc:meta])* $variant:ident,)*) => {
+        /// How qunbridge talks to a platform: one variant per connector configuration.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Protocol {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Protocol {
+            /// Every protocol, in declaration order: the order in which the non-default
+            /// protocols of a platform are listed.
+            pub const ALL: &'static [Protocol] = &[$(Protocol::$variant,)*];
+        }
+    };
+}
+
+protocols! {
     /// The generic `api` HTTP endpoint of qunbridge itself.
     Api,
     /// DingTalk enterprise app robot: Stream in, OpenAPI out.
@@ -71,16 +93,6 @@ pub struct ProtocolSpec {
 }
 
 impl Protocol {
-    /// Every protocol; the order in which non-default protocols of a platform are listed.
-    pub const ALL: [Protocol; 6] = [
-        Protocol::Api,
-        Protocol::DingtalkStream,
-        Protocol::DingtalkWebhook,
-        Protocol::OneBot11,
-        Protocol::OneBot12,
-        Protocol::WecomWebhook,
-    ];
-
     /// Its fixed facts.
     pub fn spec(self) -> &'static ProtocolSpec {
         match self {
@@ -114,7 +126,8 @@ impl Protocol {
     pub fn offered(platform: Platform) -> Vec<Protocol> {
         let default = Protocol::default_for(platform);
         let others = Protocol::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|p| *p != default && p.spec().platforms.contains(&platform));
         std::iter::once(default).chain(others).collect()
     }
@@ -320,7 +333,7 @@ mod tests {
 
     #[test]
     fn every_key_a_protocol_reads_is_an_account_key() {
-        for protocol in Protocol::ALL {
+        for protocol in Protocol::ALL.iter().copied() {
             for key in protocol.spec().keys {
                 assert!(AccountTable::KEYS.contains(key), "{protocol}: {key}");
             }
