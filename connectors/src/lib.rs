@@ -16,6 +16,8 @@
 //!   the session per socket (heartbeat watchdog, reads, teardown, state), forward and
 //!   reverse transports, ordered ingress, recall, response outcomes; `onebot11` and
 //!   `onebot12` plug in their decoding and rendering through its traits.
+//! - [`protocol`]: the closed list of protocols and what each asks of the config (keys,
+//!   checks, defaults, description); each protocol's part lives in `<connector>/settings.rs`.
 //! - [`reverse_ws`]: WebSocket listeners that implementations connect to, shared by accounts.
 //! - `robot`: what the send-only webhook robots (DingTalk, WeCom) share.
 //! - [`secret`]: [`Secret`], a value that never reaches a log.
@@ -40,6 +42,7 @@ pub mod model;
 pub mod onebot11;
 pub mod onebot12;
 pub mod onebot_ws;
+pub mod protocol;
 pub mod reverse_ws;
 mod robot;
 pub mod secret;

@@ -13,15 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use qunbridge_connectors::api::ApiConnector;
-use qunbridge_connectors::dingtalk::{StreamConnector, WebhookConnector};
-use qunbridge_connectors::onebot11::OneBot11Connector;
-use qunbridge_connectors::onebot12::OneBot12Connector;
+use qunbridge_connectors::protocol::SharedResources;
 use qunbridge_connectors::reverse_ws::SharedListeners;
-use qunbridge_connectors::wecom::WecomConnector;
 use qunbridge_connectors::{
-    AccountState, BotRegistry, ConnectionState, Connector, ConnectorContext, ConnectorError,
-    Envelope, EnvelopeSink, Ingress, IngressError, Outbound, Platform, StateReporter,
+    AccountState, BotRegistry, ConnectionState, ConnectorContext, ConnectorError, Envelope,
+    EnvelopeSink, Ingress, IngressError, Outbound, Platform, StateReporter,
 };
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -31,7 +27,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::activity::Activity;
 use crate::broker::{BrokerClient, BrokerError, ClientOptions, Delivery, Endpoint, Topics};
-use crate::config::{Account, ConnectorSettings};
+use crate::config::Account;
 use crate::egress::{AccountEgress, Ack, Dispatcher, LivePolicy, Queued};
 use crate::metrics::{count_drop, ACCOUNT_UP};
 use crate::store::{keys, RelayStore};
@@ -226,26 +222,13 @@ pub async fn start(
         bots: deps.bots.clone(),
     };
     let (exit_tx, exit) = watch::channel(None);
-    let connector: BoxFuture<'static, Result<(), ConnectorError>> = match &account.connector {
-        ConnectorSettings::Api(settings) => {
-            Box::pin(ApiConnector::new(settings.clone(), deps.feed_log.clone()).run(ctx))
-        }
-        ConnectorSettings::OneBot11(settings) => {
-            Box::pin(OneBot11Connector::new(settings.clone(), deps.listeners.clone()).run(ctx))
-        }
-        ConnectorSettings::OneBot12(settings) => {
-            Box::pin(OneBot12Connector::new(settings.clone(), deps.listeners.clone()).run(ctx))
-        }
-        ConnectorSettings::WecomWebhook(settings) => {
-            Box::pin(WecomConnector::new(settings.clone()).run(ctx))
-        }
-        ConnectorSettings::DingtalkStream(settings) => {
-            Box::pin(StreamConnector::new(settings.clone()).run(ctx))
-        }
-        ConnectorSettings::DingtalkWebhook(settings) => {
-            Box::pin(WebhookConnector::new(settings.clone()).run(ctx))
-        }
-    };
+    let connector = account.connector.clone().run(
+        ctx,
+        SharedResources {
+            feed_log: deps.feed_log.clone(),
+            listeners: deps.listeners.clone(),
+        },
+    );
     let connector = tokio::spawn(async move {
         let outcome = connector.await;
         let reason = match &outcome {

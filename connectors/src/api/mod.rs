@@ -12,6 +12,7 @@
 mod feed;
 pub mod feed_log;
 mod http;
+pub mod settings;
 mod shared;
 mod sse;
 mod ws;

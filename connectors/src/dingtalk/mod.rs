@@ -14,6 +14,7 @@
 pub mod frames;
 mod openapi;
 mod recent;
+pub mod settings;
 mod sign;
 mod stream;
 mod text;

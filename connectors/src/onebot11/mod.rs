@@ -14,6 +14,7 @@ pub mod cq;
 pub mod egress;
 pub mod event;
 pub mod ingress;
+pub mod settings;
 
 use self::egress::Egress;
 use self::ingress::OneBot11;

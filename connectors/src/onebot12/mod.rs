@@ -18,6 +18,7 @@ pub mod event;
 pub mod ingress;
 pub mod names;
 pub mod resolve;
+pub mod settings;
 
 use self::egress::Egress;
 use self::ingress::OneBot12;

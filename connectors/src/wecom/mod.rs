@@ -9,6 +9,7 @@
 //!
 //! The webhook URL's `key` is the robot's credential: settings print only the host.
 
+pub mod settings;
 pub mod webhook;
 
 use std::time::Duration;

@@ -4,20 +4,25 @@
 
 use std::path::{Path, PathBuf};
 
+use qunbridge_connectors::protocol::AccountTable;
 use serde_json::{Map, Value};
 
 use super::raw::RawConfig;
+use super::suggest::nearest_key;
 
-/// Keys whose values are secrets: they may be given as `<key>_file`, and are never printed.
-pub const SECRET_KEYS: [&str; 6] = [
-    "access_token",
-    "client_secret",
-    "secret",
-    "token",
-    "password",
-    // `[store] redis`: a URL that usually holds a password.
+/// Keys of the relay's own tables whose values are secrets (the accounts' secret keys are
+/// their protocols': [`AccountTable::SECRET_KEYS`]).
+const RELAY_SECRET_KEYS: [&str; 2] = [
+    "password", // `[store] redis`: a URL that usually holds a password.
     "redis",
 ];
+
+/// Keys whose values are secrets: they may be given as `<key>_file`, and are never printed.
+pub fn secret_keys() -> impl Iterator<Item = &'static str> {
+    AccountTable::SECRET_KEYS
+        .into_iter()
+        .chain(RELAY_SECRET_KEYS)
+}
 
 /// Where environment variables come from; a trait so tests need not touch the process env.
 pub trait Env {
@@ -101,7 +106,11 @@ where
 /// Decodes the tree into [`RawConfig`], noting unknown keys and type errors.
 fn decode(tree: Value, problems: &mut Vec<String>) -> RawConfig {
     let mut unknown = Vec::new();
-    let mut note_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let mut note_unknown = |path: serde_ignored::Path<'_>| {
+        let mut segments = segments(&path);
+        let key = segments.pop().unwrap_or_default();
+        unknown.push((path.to_string(), nearest_key(&segments, &key)));
+    };
     let deserializer = serde_ignored::Deserializer::new(tree, &mut note_unknown);
     let raw = match serde_path_to_error::deserialize::<_, RawConfig>(deserializer) {
         Ok(raw) => raw,
@@ -110,10 +119,35 @@ fn decode(tree: Value, problems: &mut Vec<String>) -> RawConfig {
             RawConfig::default()
         }
     };
-    for key in unknown {
-        problems.push(format!("`{key}`: unknown key"));
+    for (key, nearest) in unknown {
+        match nearest {
+            Some(nearest) => {
+                problems.push(format!("`{key}`: unknown key; did you mean `{nearest}`?"))
+            }
+            None => problems.push(format!("`{key}`: unknown key")),
+        }
     }
     raw
+}
+
+/// The map keys and list indexes of a decoding path, outermost first.
+fn segments(path: &serde_ignored::Path<'_>) -> Vec<String> {
+    match path {
+        serde_ignored::Path::Root => Vec::new(),
+        serde_ignored::Path::Seq { parent, index } => {
+            let mut segments = segments(parent);
+            segments.push(index.to_string());
+            segments
+        }
+        serde_ignored::Path::Map { parent, key } => {
+            let mut segments = segments(parent);
+            segments.push(key.clone());
+            segments
+        }
+        serde_ignored::Path::Some { parent }
+        | serde_ignored::Path::NewtypeStruct { parent }
+        | serde_ignored::Path::NewtypeVariant { parent } => segments(parent),
+    }
 }
 
 /// Joins a key path for messages: `accounts.hub.token`, `links[0].name`.
@@ -156,7 +190,7 @@ fn interpolate(value: &mut Value, path: &str, env: &dyn Env, problems: &mut Vec<
 /// True when the last key of a path names a secret.
 fn is_secret_path(path: &str) -> bool {
     let last = path.rsplit('.').next().unwrap_or(path);
-    SECRET_KEYS.contains(&last)
+    secret_keys().any(|key| key == last)
 }
 
 /// Expands one string.
@@ -249,7 +283,7 @@ fn resolve_in_table(
     base: &Path,
     problems: &mut Vec<String>,
 ) {
-    for secret in SECRET_KEYS {
+    for secret in secret_keys() {
         let file_key = format!("{secret}_file");
         let Some(file_value) = map.remove(&file_key) else {
             continue;
@@ -332,6 +366,18 @@ mod tests {
         let env: HashMap<&str, &str> = HashMap::new();
         let (raw, problems) = read(&path, &env);
         assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems.contains(&"`broker.urll`: unknown key; did you mean `url`?".to_owned()),
+            "{problems:?}"
+        );
+        assert!(
+            problems.contains(&"`links.0.fromat`: unknown key; did you mean `format`?".to_owned()),
+            "{problems:?}"
+        );
+        assert!(
+            problems.contains(&"`colour`: unknown key".to_owned()),
+            "{problems:?}"
+        );
         for key in ["colour", "broker.urll", "links.0.fromat"] {
             assert!(
                 problems.iter().any(|p| p.contains(key)),

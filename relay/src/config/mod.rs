@@ -5,17 +5,14 @@
 mod load;
 mod policy;
 mod raw;
+mod suggest;
 mod validate;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use qunbridge_connectors::api::ApiSettings;
-use qunbridge_connectors::dingtalk::{StreamSettings, WebhookSettings};
-use qunbridge_connectors::onebot11::{OneBot11Settings, Transport as OneBot11Transport};
-use qunbridge_connectors::onebot12::{OneBot12Settings, Transport as OneBot12Transport};
-use qunbridge_connectors::wecom::WecomSettings;
+pub use qunbridge_connectors::protocol::ConnectorSettings;
 use qunbridge_connectors::Platform;
 pub use qunbridge_connectors::Secret;
 
@@ -171,110 +168,6 @@ pub struct Account {
     pub connector: ConnectorSettings,
     /// How its messages are paced and sized (platform defaults, `[limits."<id>"]`).
     pub egress: EgressPolicy,
-}
-
-/// Connector settings per protocol.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnectorSettings {
-    /// The `api` HTTP endpoint.
-    Api(ApiSettings),
-    /// DingTalk enterprise app robot: Stream in, OpenAPI out.
-    DingtalkStream(StreamSettings),
-    /// DingTalk custom robot webhook: send-only.
-    DingtalkWebhook(WebhookSettings),
-    /// OneBot v11 over forward or reverse WebSocket.
-    OneBot11(OneBot11Settings),
-    /// OneBot v12 over forward or reverse WebSocket (ComWeChatClient and others).
-    OneBot12(OneBot12Settings),
-    /// WeCom group robot webhook: send-only.
-    WecomWebhook(WecomSettings),
-}
-
-impl ConnectorSettings {
-    /// A short description for `qunbridge check`.
-    pub fn describe(&self) -> String {
-        match self {
-            ConnectorSettings::Api(api) => format!(
-                "api, listen {}{}",
-                api.listen,
-                if api.token.is_some() {
-                    ", token set"
-                } else {
-                    ", no token"
-                }
-            ),
-            ConnectorSettings::DingtalkStream(stream) => format!(
-                "dingtalk stream, client_id {}, robot_code {}, api_base {}",
-                stream.client_id, stream.robot_code, stream.api_base
-            ),
-            ConnectorSettings::DingtalkWebhook(hook) => format!(
-                "dingtalk webhook to {}, {}{}",
-                hook.host(),
-                if hook.secret.is_some() {
-                    "signed"
-                } else {
-                    "unsigned"
-                },
-                if hook.keyword.is_some() {
-                    ", keyword set"
-                } else {
-                    ""
-                }
-            ),
-            ConnectorSettings::OneBot11(onebot) => {
-                let transport = match &onebot.transport {
-                    OneBot11Transport::Forward { url } => {
-                        format!("forward WebSocket {}", url.split('?').next().unwrap_or(url))
-                    }
-                    OneBot11Transport::Reverse { listen } => {
-                        format!("reverse WebSocket on {listen}")
-                    }
-                };
-                let token = if onebot.access_token.is_some() {
-                    ", token set"
-                } else {
-                    ", no token"
-                };
-                let self_id = onebot
-                    .self_id
-                    .as_ref()
-                    .map(|id| format!(", self_id {id}"))
-                    .unwrap_or_default();
-                format!("onebot11, {transport}{token}{self_id}")
-            }
-            ConnectorSettings::OneBot12(onebot) => {
-                let transport = match &onebot.transport {
-                    OneBot12Transport::Forward { url } => {
-                        format!("forward WebSocket {}", url.split('?').next().unwrap_or(url))
-                    }
-                    OneBot12Transport::Reverse { listen } => {
-                        format!("reverse WebSocket on {listen}")
-                    }
-                };
-                let token = if onebot.access_token.is_some() {
-                    ", token set"
-                } else {
-                    ", no token"
-                };
-                let self_id = onebot
-                    .self_id
-                    .as_ref()
-                    .map(|id| format!(", self_id {id}"))
-                    .unwrap_or_default();
-                let images = if onebot.send_images {
-                    ", pictures sent as pictures"
-                } else {
-                    ""
-                };
-                format!("onebot12, {transport}{token}{self_id}{images}")
-            }
-            ConnectorSettings::WecomWebhook(hook) => format!(
-                "wecom robot webhook to {}, {}",
-                hook.host(),
-                if hook.markdown { "markdown" } else { "text" }
-            ),
-        }
-    }
 }
 
 /// A configuration that could not be used: every problem, each naming item, key and value.
@@ -549,5 +442,89 @@ pub(crate) mod tests {
             );
         }
         assert!(!format!("{error}").contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_key_names_its_nearest_known_key() {
+        let error = load(
+            "[accounts.qq]\nplatform = \"qq\"\nurl = \"ws://127.0.0.1:3001\"\nacess_token = \"t\"\n",
+            &[],
+        )
+        .expect_err("unknown key");
+        assert_eq!(
+            error.problems,
+            ["`accounts.qq.acess_token`: unknown key; did you mean `access_token`?"]
+        );
+    }
+
+    #[test]
+    fn each_protocol_starts_from_its_platform_defaults() {
+        let config = load(
+            r#"
+            [accounts.qq]
+            platform = "qq"
+            url = "ws://127.0.0.1:3001"
+            [accounts.wx]
+            platform = "wechat"
+            url = "ws://127.0.0.1:3002"
+            [accounts.app]
+            platform = "dingtalk"
+            client_id = "id"
+            client_secret = "s"
+            [accounts.ding-hook]
+            platform = "dingtalk"
+            webhook = "https://oapi.dingtalk.com/robot/send?access_token=x"
+            [accounts.text]
+            platform = "wecom"
+            webhook = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k"
+            [accounts.md]
+            platform = "wecom"
+            webhook = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k"
+            markdown = true
+            [accounts.hub]
+            platform = "api"
+            listen = "127.0.0.1:18089"
+            "#,
+            &[],
+        )
+        .expect("valid");
+        // (per group, per account, length) as `count/ms burst` and `max unit`.
+        let shown = |id: &str| {
+            let egress = &config.accounts[id].egress;
+            let limit = |l: Option<crate::policy::Limit>| {
+                l.map(|l| format!("{}/{}ms {}", l.rate.count, l.rate.per.as_millis(), l.burst))
+            };
+            (
+                limit(egress.per_group),
+                limit(egress.per_account),
+                egress
+                    .length
+                    .map(|l| format!("{} {:?} {}", l.max, l.unit, l.max_parts)),
+            )
+        };
+        let some = |s: &str| Some(s.to_owned());
+        let personal = (some("1/1500ms 3"), some("20/60000ms 5"));
+        assert_eq!(
+            shown("qq"),
+            (personal.0.clone(), personal.1.clone(), some("4500 Chars 5"))
+        );
+        assert_eq!(shown("wx"), (personal.0, personal.1, some("2000 Chars 5")));
+        assert_eq!(
+            shown("app"),
+            (some("20/60000ms 5"), None, some("14000 Bytes 5"))
+        );
+        assert_eq!(
+            shown("ding-hook"),
+            (None, some("20/60000ms 5"), some("14000 Bytes 5"))
+        );
+        assert_eq!(
+            shown("text"),
+            (None, some("20/60000ms 5"), some("2048 Bytes 5"))
+        );
+        assert_eq!(
+            shown("md"),
+            (None, some("20/60000ms 5"), some("4096 Bytes 5"))
+        );
+        assert_eq!(shown("hub"), (None, None, None));
     }
 }

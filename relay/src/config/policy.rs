@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use qunbridge_connectors::protocol::{EgressDefaults, LengthUnit, PacingDefault};
 use qunbridge_connectors::Platform;
 use regex::Regex;
 
@@ -40,36 +41,31 @@ impl FilterConfig {
     }
 }
 
-/// A limit of `count` per `per` with `burst`.
-fn limit(count: u32, per: Duration, burst: u32) -> Option<Limit> {
-    Some(Limit {
-        rate: Rate { count, per },
-        burst,
-    })
+/// A limit the connectors declare as a default.
+fn limit(default: PacingDefault) -> Limit {
+    Limit {
+        rate: Rate {
+            count: default.count,
+            per: default.per,
+        },
+        burst: default.burst,
+    }
 }
 
-/// The defaults of ARCHITECTURE.md §6 for an account's platform and protocol.
-pub fn default_policy(platform: Platform, protocol: &str) -> EgressPolicy {
-    let minute = Duration::from_secs(60);
-    let personal = limit(1, Duration::from_millis(1500), 3);
-    let (per_group, per_account, length) = match (platform, protocol) {
-        (Platform::Api, _) => (None, None, None),
-        (Platform::Qq, _) => (personal, limit(20, minute, 5), Some((4500, Unit::Chars))),
-        (Platform::Wechat, _) => (personal, limit(20, minute, 5), Some((2000, Unit::Chars))),
-        (Platform::Dingtalk, "webhook") => {
-            (None, limit(20, minute, 5), Some((14_000, Unit::Bytes)))
-        }
-        (Platform::Dingtalk, _) => (limit(20, minute, 5), None, Some((14_000, Unit::Bytes))),
-        (Platform::Wecom, _) => (None, limit(20, minute, 5), Some((2048, Unit::Bytes))),
-    };
+/// The starting policy of an account: the defaults its protocol declares for its platform
+/// (ARCHITECTURE.md §6), before `[limits."<id>"]`.
+pub fn default_policy(defaults: EgressDefaults) -> EgressPolicy {
     EgressPolicy {
-        per_group,
+        per_group: defaults.per_group.map(limit),
         groups: Default::default(),
-        per_account,
+        per_account: defaults.per_account.map(limit),
         max_delay: DEFAULT_MAX_DELAY,
-        length: length.map(|(max, unit)| LengthLimit {
-            max,
-            unit,
+        length: defaults.length.map(|length| LengthLimit {
+            max: length.max,
+            unit: match length.unit {
+                LengthUnit::Chars => Unit::Chars,
+                LengthUnit::Bytes => Unit::Bytes,
+            },
             max_parts: DEFAULT_MAX_PARTS,
         }),
     }
@@ -107,6 +103,13 @@ fn burst(
     }
 }
 
+/// The burst a rate set without one gets: the burst it replaces, but never more than the
+/// rate's own count, so `per_account = "1/min"` alone means one message a minute rather
+/// than the platform's default burst going back to back. An explicit burst key overrides it.
+fn burst_within(replaced: u32, rate: Rate) -> u32 {
+    replaced.min(rate.count).max(1)
+}
+
 /// Applies `[limits."<account>"]` to an account's policy.
 pub fn apply_limits(
     item: &str,
@@ -119,7 +122,7 @@ pub fn apply_limits(
         if let Some(rate) = rate(item, "per_group", value, problems) {
             policy.per_group = rate.map(|rate| Limit {
                 rate,
-                burst: group_burst,
+                burst: burst_within(group_burst, rate),
             });
         }
     }
@@ -135,7 +138,7 @@ pub fn apply_limits(
         if let Some(rate) = rate(item, "per_account", value, problems) {
             policy.per_account = rate.map(|rate| Limit {
                 rate,
-                burst: account_burst,
+                burst: burst_within(account_burst, rate),
             });
         }
     }
@@ -190,7 +193,7 @@ pub fn apply_limits(
             if let Some(rate) = rate(&group_item, "per_group", value, problems) {
                 group_limit = rate.map(|rate| Limit {
                     rate,
-                    burst: base.map_or(1, |l| l.burst),
+                    burst: burst_within(base.map_or(1, |l| l.burst), rate),
                 });
             }
         }
@@ -329,4 +332,61 @@ pub fn filter_rules(
         }
     }
     rules
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::tests::load;
+    use crate::egress::pacing::{acquire, Pacer};
+
+    /// A QQ account (defaults: 1/1.5s per group with burst 3, 20/min per account with burst
+    /// 5) with the given `[limits.qq]` lines.
+    fn qq_with(limits: &str) -> crate::policy::EgressPolicy {
+        let config = load(
+            &format!(
+                "[accounts.qq]\nplatform = \"qq\"\nurl = \"ws://127.0.0.1:3001\"\n[limits.qq]\n{limits}\n"
+            ),
+            &[],
+        )
+        .expect("valid");
+        config.accounts["qq"].egress.clone()
+    }
+
+    #[test]
+    fn a_rate_without_a_burst_gets_no_burst_above_its_count() {
+        let account = qq_with("per_account = \"1/min\"").per_account.expect("set");
+        assert_eq!((account.rate.count, account.burst), (1, 1));
+        let group = qq_with("per_group = \"2/min\"").per_group.expect("set");
+        assert_eq!((group.rate.count, group.burst), (2, 2));
+        // A rate above the default burst keeps the default burst.
+        let account = qq_with("per_account = \"30/min\"")
+            .per_account
+            .expect("set");
+        assert_eq!(account.burst, 5);
+        // An explicit burst wins, even above the count.
+        let account = qq_with("per_account = \"1/min\"\nper_account_burst = 4")
+            .per_account
+            .expect("set");
+        assert_eq!(account.burst, 4);
+        let group = qq_with("[limits.qq.groups.\"7\"]\nper_group = \"1/min\"").group_limit("7");
+        assert_eq!(group.map(|l| l.burst), Some(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_a_minute_alone_lets_one_message_through_per_minute() {
+        let limit = qq_with("per_account = \"1/min\"").per_account.expect("set");
+        let account = std::sync::Mutex::new(Pacer::new(limit));
+        let start = tokio::time::Instant::now();
+        let mut sent_at = Vec::new();
+        for _ in 0..3 {
+            acquire(None, Some(&account)).await;
+            sent_at.push(start.elapsed());
+        }
+        assert_eq!(sent_at[0], Duration::ZERO);
+        for pair in sent_at.windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_secs(60), "{sent_at:?}");
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use qunbridge_connectors::protocol::AccountTable;
 use serde::Deserialize;
 
 /// The whole file.
@@ -27,9 +28,10 @@ pub struct RawConfig {
     /// `[store]`: where dedup keys, the send log and the message map live.
     #[serde(default)]
     pub store: RawStore,
-    /// `[accounts.<id>]`, ordered by id for stable output.
+    /// `[accounts.<id>]`, ordered by id for stable output; their keys are the protocols'
+    /// (`qunbridge_connectors::protocol`).
     #[serde(default)]
-    pub accounts: BTreeMap<String, RawAccount>,
+    pub accounts: BTreeMap<String, AccountTable>,
     /// `[[links]]`, in file order.
     #[serde(default)]
     pub links: Vec<RawLink>,
@@ -153,63 +155,6 @@ pub struct RawAdmin {
     /// Where the admin HTTP endpoint listens.
     #[serde(default)]
     pub listen: Option<String>,
-}
-
-/// `[accounts.<id>]`: the union of every platform's keys; validation checks which apply.
-#[derive(Debug, Default, Deserialize)]
-pub struct RawAccount {
-    /// `qq`, `wechat`, `dingtalk`, `wecom` or `api`.
-    #[serde(default)]
-    pub platform: Option<String>,
-    /// How qunbridge talks to the platform; defaults per platform.
-    #[serde(default)]
-    pub protocol: Option<String>,
-    /// Forward WebSocket URL (qunbridge connects).
-    #[serde(default)]
-    pub url: Option<String>,
-    /// Listen address (reverse WebSocket, `api` endpoint).
-    #[serde(default)]
-    pub listen: Option<String>,
-    /// OneBot access token; a secret.
-    #[serde(default)]
-    pub access_token: Option<String>,
-    /// DingTalk app key.
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// DingTalk app secret; a secret.
-    #[serde(default)]
-    pub client_secret: Option<String>,
-    /// DingTalk robot code (default: `client_id`).
-    #[serde(default)]
-    pub robot_code: Option<String>,
-    /// DingTalk OpenAPI base URL (international tenant, tests).
-    #[serde(default)]
-    pub api_base: Option<String>,
-    /// Robot webhook URL (send-only accounts).
-    #[serde(default)]
-    pub webhook: Option<String>,
-    /// DingTalk custom robot signing secret; a secret.
-    #[serde(default)]
-    pub secret: Option<String>,
-    /// DingTalk custom robot keyword added to every message.
-    #[serde(default)]
-    pub keyword: Option<String>,
-    /// `api` bearer token; a secret.
-    #[serde(default)]
-    pub token: Option<String>,
-    /// `api` messages kept per group for SSE replay.
-    #[serde(default)]
-    pub buffer: Option<u64>,
-    /// OneBot: the bot's user id (tells accounts on a shared reverse listener apart).
-    #[serde(default)]
-    pub self_id: Option<String>,
-    /// OneBot v12: send pictures as pictures (`upload_file` by URL, then an `image`
-    /// segment, each its own WeChat message) instead of their URLs in the text. Off by default.
-    #[serde(default)]
-    pub send_images: Option<bool>,
-    /// WeCom robot: send `markdown` messages (up to 4096 bytes) instead of `text` (2048).
-    #[serde(default)]
-    pub markdown: Option<bool>,
 }
 
 /// `[[links]]`.

@@ -6,27 +6,22 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use qunbridge_connectors::api::{ApiSettings, DEFAULT_BUFFER};
-use qunbridge_connectors::dingtalk::{StreamSettings, WebhookSettings, DEFAULT_API_BASE};
-use qunbridge_connectors::onebot11::{OneBot11Settings, Transport as OneBot11Transport};
-use qunbridge_connectors::onebot12::OneBot12Settings;
-use qunbridge_connectors::wecom::WecomSettings;
+use qunbridge_connectors::protocol::{
+    check_account_table, redact_url, socket_addr, AccountTable, Protocol,
+};
 use qunbridge_connectors::Platform;
 
 use super::load::Env;
 use super::policy::{self, FilterConfig};
-use super::raw::{RawAccount, RawConfig, RawLink};
+use super::raw::{RawConfig, RawLink};
 use super::{
-    Account, AdminConfig, BrokerConfig, BrokerMode, Config, ConnectorSettings, ExternalBroker,
-    GroupRef, Link, Role, Secret, StoreConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_EMBEDDED_LISTEN,
-    DEFAULT_FORMAT, DEFAULT_INSTANCE, DEFAULT_TOPIC_PREFIX,
+    Account, AdminConfig, BrokerConfig, BrokerMode, Config, ExternalBroker, GroupRef, Link, Role,
+    Secret, StoreConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_EMBEDDED_LISTEN, DEFAULT_FORMAT,
+    DEFAULT_INSTANCE, DEFAULT_TOPIC_PREFIX,
 };
 
 /// Placeholders a sender template may use.
 pub const PLACEHOLDERS: [&str; 6] = ["platform", "name", "id", "group", "account", "link"];
-
-/// Largest `buffer` of an `api` account, so one setting cannot exhaust memory.
-const MAX_API_BUFFER: u64 = 100_000;
 
 /// Checks everything; returns the config when it could be built (problems may still be
 /// non-empty, in which case the caller refuses it).
@@ -106,7 +101,8 @@ pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Op
             filters.accounts.insert(name.clone(), rules);
         } else {
             problems.push(format!(
-                "{item}: `{name}` is neither a platform (qq, wechat, dingtalk, wecom, api) nor an account"
+                "{item}: `{name}` is neither a platform ({}) nor an account",
+                platform_names()
             ));
         }
     }
@@ -141,24 +137,6 @@ fn state_dir(value: Option<&str>, env: &dyn Env, problems: &mut Vec<String>) -> 
                 .filter(|d| !d.is_empty())
                 .map_or_else(|| PathBuf::from("./qunbridge-state"), PathBuf::from),
         ),
-    }
-}
-
-/// Parses `IP:port`, naming the item and key when it is not one.
-fn socket_addr(
-    item: &str,
-    key: &str,
-    value: &str,
-    problems: &mut Vec<String>,
-) -> Option<SocketAddr> {
-    match value.parse::<SocketAddr>() {
-        Ok(addr) => Some(addr),
-        Err(_) => {
-            problems.push(format!(
-                "{item}: `{key}` = {value:?}: not an IP:port address such as 127.0.0.1:8088"
-            ));
-            None
-        }
     }
 }
 
@@ -327,82 +305,40 @@ fn external_broker(
     })
 }
 
-/// A URL with its password replaced, for messages.
-fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("<redacted>"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// True for accounts that can only send (robot webhooks).
-fn account_is_send_only(account: &RawAccount) -> bool {
-    match account.platform.as_deref() {
-        Some("wecom") => true,
-        Some("dingtalk") => {
-            account.webhook.is_some() || account.protocol.as_deref() == Some("webhook")
-        }
-        _ => false,
-    }
-}
-
-/// The protocols each platform can be reached by; the first is the default.
-fn protocols(platform: Platform) -> &'static [&'static str] {
-    match platform {
-        Platform::Qq => &["onebot11", "onebot12"],
-        Platform::Wechat => &["onebot12", "onebot11"],
-        Platform::Dingtalk => &["stream", "webhook"],
-        Platform::Wecom => &["webhook"],
-        Platform::Api => &["api"],
-    }
-}
-
-/// The keys an account table may have for a protocol (besides `platform` and `protocol`).
-fn allowed_keys(platform: Platform, protocol: &str) -> &'static [&'static str] {
-    match protocol {
-        "onebot11" => &["url", "listen", "access_token", "self_id"],
-        "onebot12" => &["url", "listen", "access_token", "self_id", "send_images"],
-        "stream" => &["client_id", "client_secret", "robot_code", "api_base"],
-        "webhook" if platform == Platform::Wecom => &["webhook", "markdown"],
-        "webhook" => &["webhook", "secret", "keyword"],
-        "api" => &["listen", "token", "buffer"],
-        _ => &[],
-    }
-}
-
-/// Which keys of an account table are set.
-fn set_keys(account: &RawAccount) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    let mut note = |set: bool, key: &'static str| {
-        if set {
-            keys.push(key);
-        }
+/// True for accounts that can only send (robot webhooks), judged from the table alone so
+/// links are checked even when the account itself has problems: the protocol it names, or
+/// the one its keys imply, is send-only.
+fn account_is_send_only(account: &AccountTable) -> bool {
+    let Some(platform) = account.platform.as_deref().and_then(Platform::parse) else {
+        return false;
     };
-    note(account.url.is_some(), "url");
-    note(account.listen.is_some(), "listen");
-    note(account.access_token.is_some(), "access_token");
-    note(account.client_id.is_some(), "client_id");
-    note(account.client_secret.is_some(), "client_secret");
-    note(account.robot_code.is_some(), "robot_code");
-    note(account.api_base.is_some(), "api_base");
-    note(account.webhook.is_some(), "webhook");
-    note(account.secret.is_some(), "secret");
-    note(account.keyword.is_some(), "keyword");
-    note(account.token.is_some(), "token");
-    note(account.buffer.is_some(), "buffer");
-    note(account.self_id.is_some(), "self_id");
-    note(account.send_images.is_some(), "send_images");
-    note(account.markdown.is_some(), "markdown");
-    keys
+    let named = account
+        .protocol
+        .as_deref()
+        .and_then(|name| Protocol::named(platform, name));
+    let implied = Protocol::implied(platform, account);
+    named.is_some_and(|p| p.spec().send_only) || implied.spec().send_only
 }
 
-/// Checks one account; returns it and whether it is send-only.
+/// The protocol an account table declares (or gets by default), when it is a valid one.
+fn declared_protocol(account: &AccountTable) -> Option<Protocol> {
+    let platform = Platform::parse(account.platform.as_deref()?)?;
+    match account.protocol.as_deref() {
+        Some(name) => Protocol::named(platform, name),
+        None => Some(Protocol::implied(platform, account)),
+    }
+}
+
+/// The platforms as a config lists them, for messages.
+fn platform_names() -> String {
+    Platform::ALL.map(Platform::as_str).join(", ")
+}
+
+/// Checks one account; returns it and whether it is send-only. What the table holds is
+/// checked by its protocol (`qunbridge_connectors::protocol`).
 fn check_account(
     id: &str,
-    account: &RawAccount,
+    account: &AccountTable,
     problems: &mut Vec<String>,
 ) -> Option<(Account, bool)> {
     let item = format!("account \"{id}\"");
@@ -418,352 +354,34 @@ fn check_account(
     }
     let Some(platform_name) = account.platform.as_deref() else {
         problems.push(format!(
-            "{item}: `platform` is missing (one of qq, wechat, dingtalk, wecom, api)"
+            "{item}: `platform` is missing (one of {})",
+            platform_names()
         ));
         return None;
     };
     let Some(platform) = Platform::parse(platform_name) else {
         problems.push(format!(
-            "{item}: `platform` = {platform_name:?}: unknown (one of qq, wechat, dingtalk, wecom, api)"
+            "{item}: `platform` = {platform_name:?}: unknown (one of {})",
+            platform_names()
         ));
         return None;
     };
-    let offered = protocols(platform);
-    let protocol = match account.protocol.as_deref() {
-        Some(protocol) if offered.contains(&protocol) => protocol,
-        Some(protocol) => {
-            problems.push(format!(
-                "{item}: `protocol` = {protocol:?}: platform `{platform}` takes one of {}",
-                offered.join(", ")
-            ));
-            return None;
-        }
-        None if platform == Platform::Dingtalk && account.webhook.is_some() => "webhook",
-        None => offered[0],
-    };
-    let allowed = allowed_keys(platform, protocol);
-    for key in set_keys(account) {
-        if !allowed.contains(&key) {
-            problems.push(format!(
-                "{item}: `{key}` is not used by platform `{platform}` with protocol `{protocol}` (it takes {})",
-                allowed.join(", ")
-            ));
-        }
-    }
-    let send_only = protocol == "webhook";
-    let connector = match protocol {
-        "api" => check_api(&item, account, problems).map(ConnectorSettings::Api),
-        "onebot11" => check_onebot11(&item, account, problems).map(ConnectorSettings::OneBot11),
-        "onebot12" => check_onebot12(&item, account, problems).map(ConnectorSettings::OneBot12),
-        "webhook" if platform == Platform::Wecom => {
-            check_wecom_webhook(&item, account, problems).map(ConnectorSettings::WecomWebhook)
-        }
-        "stream" => {
-            check_dingtalk_stream(&item, account, problems).map(ConnectorSettings::DingtalkStream)
-        }
-        "webhook" if platform == Platform::Dingtalk => {
-            check_dingtalk_webhook(&item, account, problems).map(ConnectorSettings::DingtalkWebhook)
-        }
-        other => {
-            check_platform_keys(&item, other, account, problems);
-            problems.push(format!(
-                "{item}: `platform` = {platform_name:?} (protocol `{other}`): this build has no connector for it yet; only `api` accounts run"
-            ));
-            None
-        }
-    };
+    let connector = check_account_table(&item, platform, account, problems);
     if problems.len() > before {
         return None;
     }
+    let connector = connector?;
+    let send_only = connector.protocol().spec().send_only;
+    let egress = policy::default_policy(connector.egress_defaults(platform));
     Some((
         Account {
             id: id.to_owned(),
             platform,
-            connector: connector?,
-            egress: {
-                let mut egress = policy::default_policy(platform, protocol);
-                // WeCom markdown messages may be twice as long as text ones.
-                if platform == Platform::Wecom && account.markdown == Some(true) {
-                    if let Some(length) = egress.length.as_mut() {
-                        length.max = 4096;
-                    }
-                }
-                egress
-            },
+            connector,
+            egress,
         },
         send_only,
     ))
-}
-
-/// A OneBot v11 account (QQ, or WeChat through a v11 implementation).
-fn check_onebot11(
-    item: &str,
-    account: &RawAccount,
-    problems: &mut Vec<String>,
-) -> Option<OneBot11Settings> {
-    let before = problems.len();
-    check_platform_keys(item, "onebot11", account, problems);
-    if problems.len() > before {
-        return None;
-    }
-    let transport = match (&account.url, &account.listen) {
-        (Some(url), None) => OneBot11Transport::Forward { url: url.clone() },
-        (None, Some(listen)) => OneBot11Transport::Reverse {
-            listen: socket_addr(item, "listen", listen, problems)?,
-        },
-        _ => return None,
-    };
-    if let Some(id) = &account.self_id {
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic()) {
-            problems.push(format!(
-                "{item}: `self_id` = {id:?}: must be the bot's user id"
-            ));
-            return None;
-        }
-    }
-    let access_token = match account.access_token.as_deref() {
-        Some("") | None => None,
-        Some(token) => Some(token.to_owned()),
-    };
-    Some(OneBot11Settings {
-        transport,
-        access_token: access_token.map(Secret::new),
-        self_id: account.self_id.clone(),
-    })
-}
-
-/// A OneBot v12 account (WeChat through ComWeChatClient and others, or QQ through a v12
-/// implementation): the same transport keys as v11, plus `send_images`.
-fn check_onebot12(
-    item: &str,
-    account: &RawAccount,
-    problems: &mut Vec<String>,
-) -> Option<OneBot12Settings> {
-    let common = check_onebot11(item, account, problems)?;
-    Some(OneBot12Settings {
-        transport: common.transport,
-        access_token: common.access_token,
-        self_id: common.self_id,
-        send_images: account.send_images.unwrap_or(false),
-    })
-}
-
-/// A WeCom group robot account (send-only). The webhook's `key` query is the robot's only
-/// credential, so messages show the URL without it.
-fn check_wecom_webhook(
-    item: &str,
-    account: &RawAccount,
-    problems: &mut Vec<String>,
-) -> Option<WecomSettings> {
-    let Some(hook) = account.webhook.as_deref() else {
-        problems.push(format!(
-            "{item}: `webhook` is missing (https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…)"
-        ));
-        return None;
-    };
-    let shown = match hook.split_once('?') {
-        Some((base, _)) => format!("{base}?<redacted>"),
-        None => hook.to_owned(),
-    };
-    match url::Url::parse(hook) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
-            let has_key = url
-                .query_pairs()
-                .any(|(name, value)| name == "key" && !value.trim().is_empty());
-            if !has_key {
-                problems.push(format!(
-                    "{item}: `webhook` = {shown:?}: has no `key` query parameter (copy the robot's whole webhook URL)"
-                ));
-                return None;
-            }
-        }
-        Ok(_) => {
-            problems.push(format!(
-                "{item}: `webhook` = {shown:?}: must be a http:// or https:// URL with a host"
-            ));
-            return None;
-        }
-        Err(error) => {
-            problems.push(format!("{item}: `webhook` = {shown:?}: {error}"));
-            return None;
-        }
-    }
-    Some(WecomSettings {
-        webhook: Secret::new(hook),
-        markdown: account.markdown.unwrap_or(false),
-    })
-}
-
-/// A DingTalk Stream account (enterprise app robot).
-fn check_dingtalk_stream(
-    item: &str,
-    account: &RawAccount,
-    problems: &mut Vec<String>,
-) -> Option<StreamSettings> {
-    let before = problems.len();
-    check_platform_keys(item, "stream", account, problems);
-    if let Some(code) = account.robot_code.as_deref() {
-        if code.trim().is_empty() {
-            problems.push(format!(
-                "{item}: `robot_code` = {code:?}: is empty; remove the key to use `client_id`"
-            ));
-        }
-    }
-    if problems.len() > before {
-        return None;
-    }
-    let client_id = account.client_id.clone()?;
-    Some(StreamSettings {
-        robot_code: account
-            .robot_code
-            .clone()
-            .unwrap_or_else(|| client_id.clone()),
-        client_secret: Secret::new(account.client_secret.clone()?),
-        api_base: account
-            .api_base
-            .as_deref()
-            .unwrap_or(DEFAULT_API_BASE)
-            .trim_end_matches('/')
-            .to_owned(),
-        client_id,
-    })
-}
-
-/// A DingTalk custom robot webhook account (send-only). The webhook's query holds the
-/// robot's access token, so messages show the URL without it.
-fn check_dingtalk_webhook(
-    item: &str,
-    account: &RawAccount,
-    problems: &mut Vec<String>,
-) -> Option<WebhookSettings> {
-    let before = problems.len();
-    let Some(hook) = account.webhook.as_deref() else {
-        problems.push(format!("{item}: `webhook` is missing"));
-        return None;
-    };
-    let shown = match hook.split_once('?') {
-        Some((base, _)) => format!("{base}?<redacted>"),
-        None => hook.to_owned(),
-    };
-    match url::Url::parse(hook) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {}
-        Ok(_) => problems.push(format!(
-            "{item}: `webhook` = {shown:?}: must be a http:// or https:// URL with a host"
-        )),
-        Err(error) => problems.push(format!("{item}: `webhook` = {shown:?}: {error}")),
-    }
-    if account
-        .secret
-        .as_deref()
-        .is_some_and(|s| s.trim().is_empty())
-    {
-        problems.push(format!(
-            "{item}: `secret` = <redacted>: is empty; remove the key for a robot without signing"
-        ));
-    }
-    if let Some(keyword) = account.keyword.as_deref() {
-        if keyword.trim().is_empty() {
-            problems.push(format!(
-                "{item}: `keyword` = {keyword:?}: is empty; remove the key for a robot without keywords"
-            ));
-        }
-    }
-    (problems.len() == before).then(|| WebhookSettings {
-        webhook: Secret::new(hook),
-        secret: account.secret.clone().map(Secret::new),
-        keyword: account.keyword.clone(),
-    })
-}
-
-/// Required and well-formed keys of the platform protocols whose connectors come later, so
-/// `qunbridge check` already catches their mistakes.
-fn check_platform_keys(
-    item: &str,
-    protocol: &str,
-    account: &RawAccount,
-    problems: &mut Vec<String>,
-) {
-    match protocol {
-        "onebot11" | "onebot12" => match (&account.url, &account.listen) {
-            (Some(_), Some(_)) => problems.push(format!(
-                "{item}: `url` and `listen` are both set: give `url` (forward WebSocket) or `listen` (reverse)"
-            )),
-            (None, None) => problems.push(format!(
-                "{item}: needs `url` (forward WebSocket) or `listen` (reverse WebSocket)"
-            )),
-            (Some(url), None) => check_url(item, "url", url, &["ws", "wss"], problems),
-            (None, Some(listen)) => {
-                socket_addr(item, "listen", listen, problems);
-            }
-        },
-        "stream" => {
-            for (key, value) in [("client_id", &account.client_id), ("client_secret", &account.client_secret)] {
-                if value.as_deref().is_none_or(str::is_empty) {
-                    problems.push(format!("{item}: `{key}` is missing"));
-                }
-            }
-            if let Some(base) = &account.api_base {
-                check_url(item, "api_base", base, &["http", "https"], problems);
-            }
-        }
-        "webhook" => match &account.webhook {
-            Some(hook) => check_url(item, "webhook", hook, &["http", "https"], problems),
-            None => problems.push(format!("{item}: `webhook` is missing")),
-        },
-        _ => {}
-    }
-}
-
-/// A URL with one of the given schemes.
-fn check_url(item: &str, key: &str, value: &str, schemes: &[&str], problems: &mut Vec<String>) {
-    let shown = redact_url(value);
-    match url::Url::parse(value) {
-        Ok(url) if schemes.contains(&url.scheme()) && url.host_str().is_some() => {}
-        Ok(_) => problems.push(format!(
-            "{item}: `{key}` = {shown:?}: must be a {} URL with a host",
-            schemes
-                .iter()
-                .map(|s| format!("{s}://"))
-                .collect::<Vec<_>>()
-                .join(" or ")
-        )),
-        Err(error) => problems.push(format!("{item}: `{key}` = {shown:?}: {error}")),
-    }
-}
-
-/// An `api` account.
-fn check_api(item: &str, account: &RawAccount, problems: &mut Vec<String>) -> Option<ApiSettings> {
-    let Some(listen) = &account.listen else {
-        problems.push(format!(
-            "{item}: `listen` is missing (an address such as 127.0.0.1:8088)"
-        ));
-        return None;
-    };
-    let listen = socket_addr(item, "listen", listen, problems)?;
-    let buffer = match account.buffer {
-        None => DEFAULT_BUFFER,
-        Some(n) if (1..=MAX_API_BUFFER).contains(&n) => n as usize,
-        Some(n) => {
-            problems.push(format!(
-                "{item}: `buffer` = {n}: must be 1 to {MAX_API_BUFFER}"
-            ));
-            return None;
-        }
-    };
-    let token = match account.token.as_deref() {
-        Some("") => {
-            problems.push(format!(
-                "{item}: `token` = <redacted>: is empty; remove the key to run without a token"
-            ));
-            return None;
-        }
-        other => other.map(str::to_owned),
-    };
-    Some(ApiSettings {
-        listen,
-        token: token.map(Secret::new),
-        buffer,
-    })
 }
 
 /// Parses `account:group`.
@@ -896,16 +514,12 @@ fn check_listeners(
     let mut shared: BTreeMap<SocketAddr, Vec<(&String, Option<&String>)>> = BTreeMap::new();
     for (id, account) in &raw.accounts {
         if let Some(addr) = account.listen.as_deref().and_then(|l| l.parse().ok()) {
-            // OneBot v12 implementations send no `X-Self-ID`: only v11 accounts can share.
-            let onebot = match account.platform.as_deref() {
-                Some("qq") => account.protocol.as_deref().unwrap_or("onebot11") == "onebot11",
-                Some("wechat") => account.protocol.as_deref() == Some("onebot11"),
-                _ => false,
-            };
+            let shares =
+                declared_protocol(account).is_some_and(|p| p.spec().shares_reverse_listener);
             match shared.get_mut(&addr) {
-                Some(sharing) if onebot => sharing.push((id, account.self_id.as_ref())),
+                Some(sharing) if shares => sharing.push((id, account.self_id.as_ref())),
                 _ => {
-                    if onebot {
+                    if shares {
                         shared.insert(addr, vec![(id, account.self_id.as_ref())]);
                     }
                     claims.push((format!("`accounts.{id}.listen`"), addr));

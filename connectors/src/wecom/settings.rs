@@ -1,0 +1,94 @@
+//! What the WeCom robot webhook protocol asks of the config: its keys, the checks of its
+//! account table, its description and its limits (20 a minute, 2048 bytes of text or 4096 of
+//! markdown).
+
+use crate::model::Platform;
+use crate::protocol::{
+    url_without_query, AccountTable, EgressDefaults, LengthDefault, LengthUnit, ProtocolSpec,
+    TWENTY_A_MINUTE,
+};
+use crate::Secret;
+
+use super::{WecomSettings, MAX_MARKDOWN_BYTES, MAX_TEXT_BYTES};
+
+/// The WeCom group robot webhook.
+pub const SPEC: ProtocolSpec = ProtocolSpec {
+    name: "webhook",
+    description: "WeCom group robot webhook (send-only)",
+    platforms: &[Platform::Wecom],
+    keys: &["webhook", "markdown"],
+    implied_by: None,
+    send_only: true,
+    shares_reverse_listener: false,
+};
+
+impl WecomSettings {
+    /// Checks a WeCom robot account table, adding every problem to `problems`. The
+    /// webhook's `key` query is the robot's only credential, so messages show the URL
+    /// without it.
+    pub fn from_table(
+        item: &str,
+        table: &AccountTable,
+        problems: &mut Vec<String>,
+    ) -> Option<WecomSettings> {
+        let Some(hook) = table.webhook.as_deref() else {
+            problems.push(format!(
+                "{item}: `webhook` is missing (https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…)"
+            ));
+            return None;
+        };
+        let shown = url_without_query(hook);
+        match reqwest::Url::parse(hook) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+                let has_key = url
+                    .query_pairs()
+                    .any(|(name, value)| name == "key" && !value.trim().is_empty());
+                if !has_key {
+                    problems.push(format!(
+                        "{item}: `webhook` = {shown:?}: has no `key` query parameter (copy the robot's whole webhook URL)"
+                    ));
+                    return None;
+                }
+            }
+            Ok(_) => {
+                problems.push(format!(
+                    "{item}: `webhook` = {shown:?}: must be a http:// or https:// URL with a host"
+                ));
+                return None;
+            }
+            Err(error) => {
+                problems.push(format!("{item}: `webhook` = {shown:?}: {error}"));
+                return None;
+            }
+        }
+        Some(WecomSettings {
+            webhook: Secret::new(hook),
+            markdown: table.markdown.unwrap_or(false),
+        })
+    }
+
+    /// A short description for `qunbridge check`; the key is never shown.
+    pub fn describe(&self) -> String {
+        format!(
+            "wecom robot webhook to {}, {}",
+            self.host(),
+            if self.markdown { "markdown" } else { "text" }
+        )
+    }
+
+    /// 20 messages a minute per robot; markdown messages may be twice as long as text ones.
+    pub fn egress_defaults(&self) -> EgressDefaults {
+        EgressDefaults {
+            per_group: None,
+            per_account: Some(TWENTY_A_MINUTE),
+            length: Some(LengthDefault {
+                max: if self.markdown {
+                    MAX_MARKDOWN_BYTES
+                } else {
+                    MAX_TEXT_BYTES
+                },
+                unit: LengthUnit::Bytes,
+            }),
+        }
+    }
+}
