@@ -2,7 +2,10 @@
 //! description and its (absent) limits.
 
 use crate::model::Platform;
-use crate::protocol::{socket_addr, AccountTable, EgressDefaults, ProtocolSpec};
+use crate::protocol::checks::socket_addr;
+use crate::protocol::defaults::EgressDefaults;
+use crate::protocol::spec::ProtocolSpec;
+use crate::protocol::table::AccountTable;
 use crate::Secret;
 
 use super::{ApiSettings, DEFAULT_BUFFER};

@@ -3,10 +3,10 @@
 //! enterprise app robot) paces per group; `webhook` (a custom robot, send-only) per robot.
 
 use crate::model::Platform;
-use crate::protocol::{
-    check_url, url_without_query, AccountTable, EgressDefaults, LengthDefault, LengthUnit,
-    ProtocolSpec, TWENTY_A_MINUTE,
-};
+use crate::protocol::checks::{check_url, url_without_query};
+use crate::protocol::defaults::{EgressDefaults, LengthDefault, LengthUnit, TWENTY_A_MINUTE};
+use crate::protocol::spec::ProtocolSpec;
+use crate::protocol::table::AccountTable;
 use crate::Secret;
 
 use super::{StreamSettings, WebhookSettings, DEFAULT_API_BASE};

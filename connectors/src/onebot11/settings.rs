@@ -4,7 +4,10 @@
 
 use crate::model::Platform;
 use crate::onebot_ws::Transport;
-use crate::protocol::{check_url, socket_addr, AccountTable, EgressDefaults, ProtocolSpec};
+use crate::protocol::checks::{check_url, socket_addr};
+use crate::protocol::defaults::EgressDefaults;
+use crate::protocol::spec::ProtocolSpec;
+use crate::protocol::table::AccountTable;
 use crate::Secret;
 
 use super::OneBot11Settings;

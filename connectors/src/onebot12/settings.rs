@@ -4,7 +4,9 @@
 use crate::model::Platform;
 use crate::onebot11::settings::describe_connection;
 use crate::onebot11::OneBot11Settings;
-use crate::protocol::{AccountTable, EgressDefaults, ProtocolSpec};
+use crate::protocol::defaults::EgressDefaults;
+use crate::protocol::spec::ProtocolSpec;
+use crate::protocol::table::AccountTable;
 
 use super::OneBot12Settings;
 

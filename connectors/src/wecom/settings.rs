@@ -3,10 +3,10 @@
 //! markdown).
 
 use crate::model::Platform;
-use crate::protocol::{
-    url_without_query, AccountTable, EgressDefaults, LengthDefault, LengthUnit, ProtocolSpec,
-    TWENTY_A_MINUTE,
-};
+use crate::protocol::checks::url_without_query;
+use crate::protocol::defaults::{EgressDefaults, LengthDefault, LengthUnit, TWENTY_A_MINUTE};
+use crate::protocol::spec::ProtocolSpec;
+use crate::protocol::table::AccountTable;
 use crate::Secret;
 
 use super::{WecomSettings, MAX_MARKDOWN_BYTES, MAX_TEXT_BYTES};

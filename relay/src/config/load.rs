@@ -4,25 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use qunbridge_connectors::protocol::AccountTable;
 use serde_json::{Map, Value};
 
-use super::raw::RawConfig;
+use super::raw::{secret_keys, RawConfig};
 use super::suggest::nearest_key;
-
-/// Keys of the relay's own tables whose values are secrets (the accounts' secret keys are
-/// their protocols': [`AccountTable::SECRET_KEYS`]).
-const RELAY_SECRET_KEYS: [&str; 2] = [
-    "password", // `[store] redis`: a URL that usually holds a password.
-    "redis",
-];
-
-/// Keys whose values are secrets: they may be given as `<key>_file`, and are never printed.
-pub fn secret_keys() -> impl Iterator<Item = &'static str> {
-    AccountTable::SECRET_KEYS
-        .into_iter()
-        .chain(RELAY_SECRET_KEYS)
-}
 
 /// Where environment variables come from; a trait so tests need not touch the process env.
 pub trait Env {

@@ -7,6 +7,20 @@ use std::collections::BTreeMap;
 use qunbridge_connectors::protocol::AccountTable;
 use serde::Deserialize;
 
+/// Keys of the relay's own tables whose values are secrets (the accounts' secret keys are
+/// their protocols': [`AccountTable::SECRET_KEYS`]).
+const RELAY_SECRET_KEYS: [&str; 2] = [
+    "password", // `[store] redis`: a URL that usually holds a password.
+    "redis",
+];
+
+/// Keys whose values are secrets: they may be given as `<key>_file`, and are never printed.
+pub fn secret_keys() -> impl Iterator<Item = &'static str> {
+    AccountTable::SECRET_KEYS
+        .into_iter()
+        .chain(RELAY_SECRET_KEYS)
+}
+
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 pub struct RawConfig {

@@ -5,10 +5,9 @@
 use qunbridge_connectors::protocol::AccountTable;
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
-use super::load::secret_keys;
 use super::raw::{
-    RawAdmin, RawBroker, RawConfig, RawFilter, RawGroupLimits, RawLimits, RawLink, RawRule,
-    RawStore,
+    secret_keys, RawAdmin, RawBroker, RawConfig, RawFilter, RawGroupLimits, RawLimits, RawLink,
+    RawRule, RawStore,
 };
 
 /// The known key nearest to `unknown` in the table at `parent` (the path's segments, map
