@@ -399,12 +399,9 @@ impl EgressPump {
             stop,
         } = self;
         loop {
-            let delivery = tokio::select! {
-                _ = stop.cancelled() => break,
-                delivery = deliveries.recv() => match delivery {
-                    Some(delivery) => delivery,
-                    None => break,
-                },
+            let Some(delivery) = crate::broker::client::next_delivery(&mut deliveries, &stop).await
+            else {
+                break;
             };
             let work = activity.start();
             let outbound = match decode(&topics, &account, &delivery) {

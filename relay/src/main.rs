@@ -157,15 +157,9 @@ fn status(config: Option<&Path>, admin: Option<String>, watch: bool, json: bool)
         },
         (None, None) => qunbridge::status::DEFAULT_ADMIN.to_owned(),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match async_runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("qunbridge: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let mut stdout = std::io::stdout();
     let outcome = runtime.block_on(async {
@@ -344,15 +338,9 @@ fn run_daemon(path: &Path, grace: Duration, chosen: RunOptions) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match async_runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("qunbridge: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     info!(message = "Starting qunbridge.", version = env!("CARGO_PKG_VERSION"), config = %path.display());
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
@@ -475,4 +463,15 @@ async fn first_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Builds the async runtime from `builder` (one thread for `status`, all cores for `run`); a
+/// failure is said on stderr and exits 1.
+fn async_runtime(
+    mut builder: tokio::runtime::Builder,
+) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|error| {
+        eprintln!("qunbridge: cannot start the async runtime: {error}");
+        ExitCode::FAILURE
+    })
 }

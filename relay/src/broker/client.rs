@@ -131,6 +131,18 @@ pub struct Delivery {
     seq: u64,
 }
 
+/// The next delivery of a client, or `None` once `stop` is cancelled or the client is gone:
+/// the one way every consumer (core, account egress) waits for its next message.
+pub async fn next_delivery(
+    deliveries: &mut mpsc::UnboundedReceiver<Delivery>,
+    stop: &CancellationToken,
+) -> Option<Delivery> {
+    tokio::select! {
+        _ = stop.cancelled() => None,
+        delivery = deliveries.recv() => delivery,
+    }
+}
+
 /// Deliveries of the current connection awaiting their turn to be acknowledged.
 #[derive(Default)]
 struct AckOrder {

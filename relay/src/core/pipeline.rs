@@ -70,12 +70,9 @@ impl Core {
             stop.clone(),
         ));
         loop {
-            let delivery = tokio::select! {
-                _ = stop.cancelled() => break,
-                delivery = deliveries.recv() => match delivery {
-                    Some(delivery) => delivery,
-                    None => break,
-                },
+            let Some(delivery) = crate::broker::client::next_delivery(&mut deliveries, &stop).await
+            else {
+                break;
             };
             let work = self.activity.start();
             if let Some(pending) = self.handle(delivery, work, &dedup).await {
