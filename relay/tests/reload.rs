@@ -244,53 +244,6 @@ async fn sighup_starts_added_accounts_and_stops_removed_ones() {
     expect_text(&mut b, "[API] Ann: still here").await;
 }
 
-/// A mosquitto that lets only `user` with `password` connect, on a free port; the guard kills
-/// it and the directory holds its config and password file.
-fn start_mosquitto_with_user(dir: &Path, user: &str, password: &str) -> (Running, u16) {
-    let port = port();
-    let passwords = dir.join("passwd");
-    let made = Command::new("mosquitto_passwd")
-        .arg("-b")
-        .arg("-c")
-        .arg(&passwords)
-        .args([user, password])
-        .status()
-        .expect("mosquitto_passwd runs");
-    assert!(made.success(), "mosquitto_passwd failed");
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
-             max_queued_messages 0\nmax_inflight_messages 10000\npersistence false\n\
-             log_dest stderr\nlog_type error\n",
-            passwords.display()
-        ),
-    )
-    .expect("write mosquitto.conf");
-    let binary = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
-        .into_iter()
-        .find(|candidate| Path::new(candidate).exists())
-        .unwrap_or("mosquitto");
-    let child = Command::new(binary)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto starts (install mosquitto; .ci/run does)");
-    let broker = Running(child);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "mosquitto never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (broker, port)
-}
-
 /// Collects a child's stderr lines as they come, for assertions on what it logged.
 fn collect_lines(
     stream: impl std::io::Read + Send + 'static,
@@ -322,7 +275,8 @@ async fn sighup_with_only_a_new_broker_password_warns_that_a_restart_is_needed()
     const APPLIED: &str = "Config reloaded";
     const RESTART: &str = "take effect after a restart";
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_broker, broker_port) = start_mosquitto_with_user(dir.path(), "relay", "old-secret");
+    let broker = qunbridge_tests::Mosquitto::start_with_user(Some(("relay", "old-secret"))).await;
+    let broker_port = broker.port;
     let path = dir.path().join("qunbridge.toml");
     let state = dir.path().join("state");
     let (admin, api) = (port(), port());
