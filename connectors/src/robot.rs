@@ -104,76 +104,79 @@ pub(crate) async fn serve(ctx: ConnectorContext, mut sender: impl RobotSender) {
     state.set(ConnectionState::Stopped, None);
 }
 
-/// What a robot said to one POST that reached it and answered with JSON.
-pub(crate) enum Verdict {
-    /// HTTP 429: throttled, with the `Retry-After` it suggested.
-    TooManyRequests(Option<std::time::Duration>),
-    /// The body's `errcode` (0 when absent; `None` when it is not a number) and `errmsg`
-    /// (already cleaned by the caller's `clean`), with the `Retry-After` it suggested.
-    Code {
-        /// The platform's code; each platform says what its codes mean.
-        errcode: Option<i64>,
-        /// The platform's text, clipped and cleaned of secrets.
-        errmsg: String,
-        /// A `Retry-After` header, for the platform's "too fast" code.
-        suggested: Option<std::time::Duration>,
-    },
+/// What a robot answered to one POST that it accepted as a request: the body's `errcode` (0
+/// when absent; `None` when it is not a number), its `errmsg` (cleaned by the caller's
+/// `clean`) and a `Retry-After`, for the platform's "too fast" code.
+pub(crate) struct Answer {
+    /// The platform's code; each platform says what its codes mean.
+    pub errcode: Option<i64>,
+    /// The platform's text, clipped and cleaned of secrets.
+    pub errmsg: String,
+    /// A `Retry-After` header.
+    pub suggested: Option<std::time::Duration>,
 }
 
-/// POSTs `body` to a robot webhook and reads its verdict. Network errors, HTTP 5xx and an
-/// answer that is not JSON are retryable; another HTTP error is refused for good. `robot`
-/// names the robot in error texts ("WeCom robot"); `clean` clips platform text and removes
-/// anything secret from it.
-///
-/// # Errors
-/// [`SendError`] for every outcome that is not an `errcode` answer or a 429.
-pub(crate) async fn post(
-    http: &reqwest::Client,
-    url: &str,
-    body: &Value,
-    robot: &str,
-    clean: impl Fn(&str) -> String,
-) -> Result<Verdict, SendError> {
-    let response = http.post(url).json(body).send().await.map_err(|error| {
-        SendError::Retryable(format!("{robot} unreachable: {}", describe(error)))
-    })?;
-    let status = response.status();
-    let suggested = retry_after(response.headers());
-    let body = read_limited(response, MAX_RESPONSE_BYTES)
-        .await
-        .map_err(|error| SendError::Retryable(format!("{robot} answer: {error}")))?;
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        return Ok(Verdict::TooManyRequests(suggested));
+impl<P: Default + PartialEq> RobotState<P> {
+    /// POSTs `body` to the robot's webhook and reads its answer. HTTP 429 pauses the robot;
+    /// network errors, HTTP 5xx and an answer that is not JSON are retryable; another HTTP
+    /// error is refused for good. `clean` clips platform text and removes anything secret.
+    ///
+    /// # Errors
+    /// [`SendError`] for every outcome that is not an `errcode` answer.
+    pub async fn post(
+        &mut self,
+        url: &str,
+        body: &Value,
+        clean: impl Fn(&str) -> String,
+    ) -> Result<Answer, SendError> {
+        let robot = self.robot;
+        let response = self
+            .http
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|error| {
+                SendError::Retryable(format!("{robot} unreachable: {}", describe(error)))
+            })?;
+        let status = response.status();
+        let suggested = retry_after(response.headers());
+        let body = read_limited(response, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|error| SendError::Retryable(format!("{robot} answer: {error}")))?;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(self.throttled(suggested, "HTTP 429"));
+        }
+        if status.is_server_error() {
+            return Err(SendError::Retryable(format!(
+                "{robot} answered HTTP {status}"
+            )));
+        }
+        if !status.is_success() {
+            return Err(SendError::Permanent(format!(
+                "{robot} answered HTTP {status}: {}",
+                clean(&String::from_utf8_lossy(&body))
+            )));
+        }
+        let answer: Value = serde_json::from_slice(&body).map_err(|_| {
+            SendError::Retryable(format!("{robot} answered with something other than JSON"))
+        })?;
+        let errcode = match answer.get("errcode") {
+            None | Some(Value::Null) => Some(0),
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            Some(_) => None,
+        };
+        let errmsg = clean(
+            answer
+                .get("errmsg")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        );
+        Ok(Answer {
+            errcode,
+            errmsg,
+            suggested,
+        })
     }
-    if status.is_server_error() {
-        return Err(SendError::Retryable(format!(
-            "{robot} answered HTTP {status}"
-        )));
-    }
-    if !status.is_success() {
-        return Err(SendError::Permanent(format!(
-            "{robot} answered HTTP {status}: {}",
-            clean(&String::from_utf8_lossy(&body))
-        )));
-    }
-    let answer: Value = serde_json::from_slice(&body).map_err(|_| {
-        SendError::Retryable(format!("{robot} answered with something other than JSON"))
-    })?;
-    let errcode = match answer.get("errcode") {
-        None | Some(Value::Null) => Some(0),
-        Some(Value::Number(n)) => n.as_i64(),
-        Some(Value::String(s)) => s.trim().parse().ok(),
-        Some(_) => None,
-    };
-    let errmsg = clean(
-        answer
-            .get("errmsg")
-            .and_then(Value::as_str)
-            .unwrap_or_default(),
-    );
-    Ok(Verdict::Code {
-        errcode,
-        errmsg,
-        suggested,
-    })
 }

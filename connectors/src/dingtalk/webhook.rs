@@ -22,7 +22,7 @@ use super::WebhookSettings;
 use crate::context::{now_ms, SendReceipt};
 use crate::error::SendError;
 use crate::model::Outbound;
-use crate::robot::{self, RobotState, Verdict};
+use crate::robot::RobotState;
 
 /// The errcode of "send too fast, exceed 20 times per minute".
 pub const ERR_TOO_FAST: i64 = 130_101;
@@ -102,23 +102,14 @@ impl Webhook {
             None => self.settings.webhook.expose().to_owned(),
         };
         let body = json!({ "msgtype": "text", "text": { "content": content } });
-        let verdict = robot::post(&self.state.http, &url, &body, ROBOT, clip).await?;
-        let (errcode, errmsg, suggested) = match verdict {
-            Verdict::TooManyRequests(suggested) => {
-                return Err(self.state.throttled(suggested, "HTTP 429"))
-            }
-            Verdict::Code {
-                errcode,
-                errmsg,
-                suggested,
-            } => (errcode.unwrap_or(-1), errmsg, suggested),
-        };
+        let answer = self.state.post(&url, &body, clip).await?;
+        let (errcode, errmsg) = (answer.errcode.unwrap_or(-1), answer.errmsg);
         match errcode {
             0 => {
                 self.state.pause.clear();
                 Ok(())
             }
-            ERR_TOO_FAST => Err(self.state.throttled(suggested, &errmsg)),
+            ERR_TOO_FAST => Err(self.state.throttled(answer.suggested, &errmsg)),
             ERR_SECURITY => {
                 let hint = security_hint(&errmsg);
                 error!(message = "DingTalk robot refused the message: a configuration problem, not retried.", account = %self.state.account, errcode, %errmsg, %hint);

@@ -23,7 +23,7 @@ use super::WecomSettings;
 use crate::context::SendReceipt;
 use crate::error::SendError;
 use crate::model::Outbound;
-use crate::robot::{self, RobotState, Verdict};
+use crate::robot::RobotState;
 use crate::split::{self, Cuts, Unit};
 
 /// The errcode of "api freq out of limit".
@@ -108,30 +108,20 @@ impl Robot {
     /// POSTs one message and reads the verdict.
     async fn post(&mut self, msgtype: &str, content: &str) -> Result<(), SendError> {
         let body = json!({ "msgtype": msgtype, msgtype: { "content": content } });
-        let verdict = robot::post(
-            &self.state.http,
-            self.settings.webhook.expose(),
-            &body,
-            ROBOT,
-            |text| self.clean(text),
-        )
-        .await?;
-        let (errcode, errmsg, suggested) = match verdict {
-            Verdict::TooManyRequests(suggested) => {
-                return Err(self.state.throttled(suggested, "HTTP 429"))
-            }
-            Verdict::Code {
-                errcode,
-                errmsg,
-                suggested,
-            } => (errcode.unwrap_or(i64::MIN), errmsg, suggested),
-        };
+        let key = self.settings.key();
+        let answer = self
+            .state
+            .post(self.settings.webhook.expose(), &body, |text| {
+                clean(text, key.as_deref())
+            })
+            .await?;
+        let (errcode, errmsg) = (answer.errcode.unwrap_or(i64::MIN), answer.errmsg);
         match errcode {
             0 => {
                 self.state.pause.clear();
                 Ok(())
             }
-            ERR_FREQ_OUT_OF_LIMIT => Err(self.state.throttled(suggested, &errmsg)),
+            ERR_FREQ_OUT_OF_LIMIT => Err(self.state.throttled(answer.suggested, &errmsg)),
             ERR_SYSTEM_BUSY => Err(SendError::Retryable(format!(
                 "WeCom robot busy ({errcode} {errmsg})"
             ))),
@@ -140,18 +130,19 @@ impl Robot {
             ))),
         }
     }
+}
 
-    /// Platform text for errors: clipped, and never the webhook key.
-    fn clean(&self, text: &str) -> String {
-        let mut text = match self.settings.key() {
-            Some(key) if !key.is_empty() => text.replace(&key, "<redacted>"),
-            _ => text.to_owned(),
-        };
-        if text.chars().count() > MAX_ERROR_TEXT {
-            text = text.chars().take(MAX_ERROR_TEXT).collect::<String>() + "…";
-        }
-        text
+/// Platform text for errors: clipped to [`MAX_ERROR_TEXT`] characters, with the webhook
+/// `key` (when the robot has one) replaced by `<redacted>`.
+fn clean(text: &str, key: Option<&str>) -> String {
+    let mut text = match key {
+        Some(key) if !key.is_empty() => text.replace(key, "<redacted>"),
+        _ => text.to_owned(),
+    };
+    if text.chars().count() > MAX_ERROR_TEXT {
+        text = text.chars().take(MAX_ERROR_TEXT).collect::<String>() + "…";
     }
+    text
 }
 
 #[cfg(test)]
@@ -349,9 +340,12 @@ mod tests {
             reqwest::Client::new(),
         );
         assert_eq!(
-            robot.clean("invalid webhook url key=693a91f6-7xxx, hint: [1]"),
+            clean(
+                "invalid webhook url key=693a91f6-7xxx, hint: [1]",
+                robot.settings.key().as_deref()
+            ),
             "invalid webhook url key=<redacted>, hint: [1]"
         );
-        assert!(robot.clean(&"x".repeat(500)).chars().count() <= MAX_ERROR_TEXT + 1);
+        assert!(clean(&"x".repeat(500), None).chars().count() <= MAX_ERROR_TEXT + 1);
     }
 }
