@@ -63,12 +63,22 @@ pub fn qunbridge_binary() -> PathBuf {
     binary
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, and that no other test of this process was handed:
+/// the kernel may offer a just-released ephemeral port again, and two daemons (or a daemon's
+/// admin and api listeners) given the same port fail to start.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("an ephemeral port");
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Waits until something accepts TCP connections on `addr`.
