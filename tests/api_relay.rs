@@ -144,6 +144,43 @@ async fn same_envelope_twice_is_relayed_once(broker: Broker) {
 }
 on_both_brokers!(same_envelope_twice_is_relayed_once);
 
+/// What the embedded state store did, as an operator's dashboard reads it: a relayed message
+/// is committed (feed append, dedup key, send log), each commit is counted once and timed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_messages_are_committed_and_each_commit_is_counted_and_timed() {
+    const COMMITS: &str = "qunbridge_store_commits_total";
+    const TIMED: &str = "qunbridge_store_commit_seconds_count";
+    let broker = Broker::embedded();
+    let api = api_addr();
+    let daemon = Daemon::start_alone(&two_group_config(&broker, api, "")).await;
+    let mut b = SseClient::open(&format!("http://{api}/api/v1/groups/b/events"), None, None).await;
+    let before = daemon.metrics().await;
+    for n in 0..5 {
+        let body = json!({"sender": {"id": "u1", "name": "Ann"}, "text": format!("m{n}")});
+        let (status, answer) = post_message(api, "a", body, None).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    for n in 0..5 {
+        assert_eq!(b.next().await.json()["text"], format!("<demo> Ann: m{n}"));
+    }
+    daemon.stop().await.expect("clean stop");
+    let commits = |text: &str| qunbridge_tests::metrics::counter(text, COMMITS);
+    let timed = |text: &str| qunbridge_tests::metrics::counter(text, TIMED);
+    // The daemon is stopped: its store has closed and its writer committed what it had.
+    let after = qunbridge::admin::prometheus()
+        .expect("the metrics recorder")
+        .render();
+    assert!(
+        commits(&after) > commits(&before),
+        "no commit counted for 5 relayed messages"
+    );
+    assert_eq!(
+        commits(&after) - commits(&before),
+        timed(&after) - timed(&before),
+        "every commit is timed once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_is_required_when_set() {
     let broker = Broker::embedded();

@@ -30,7 +30,7 @@ use tracing::warn;
 use crate::activity::QueueDepths;
 use crate::metrics::{
     BROKER_CONNECTED, MESSAGES_COALESCED, MESSAGES_DROPPED, MESSAGES_RECEIVED, MESSAGES_RELAYED,
-    RATE_LIMITED, RECONNECTS, RELAY_LATENCY,
+    RATE_LIMITED, RECONNECTS, RELAY_LATENCY, STORE_COMMIT_SECONDS,
 };
 use crate::policy::Link;
 
@@ -310,6 +310,16 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0,
 ];
 
+/// Buckets of `qunbridge_store_commit_seconds`: an fsync'd commit takes from a few hundred
+/// microseconds (fast disk, small batch) to tens of milliseconds (busy or slow disk).
+const COMMIT_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+/// How often the exporter folds recorded samples into its histograms and summaries: without
+/// it, every sample of every histogram stays in memory until the next scrape, and a daemon
+/// nobody scrapes grows without bound.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide Prometheus recorder (the `metrics` facade has one global recorder).
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -317,6 +327,12 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .get_or_init(|| {
             match PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(RELAY_LATENCY.to_owned()), LATENCY_BUCKETS)
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full(STORE_COMMIT_SECONDS.to_owned()),
+                        COMMIT_BUCKETS,
+                    )
+                })
                 .and_then(PrometheusBuilder::install_recorder)
             {
                 Ok(handle) => {
@@ -340,11 +356,29 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, stop: Cancellatio
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .with_state(health);
+    let upkeep = tokio::spawn(run_upkeep(stop.clone()));
     if let Err(error) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
     {
         warn!(message = "Admin endpoint failed.", %error);
+    }
+    upkeep.abort();
+}
+
+/// Runs the exporter's upkeep every [`UPKEEP_EVERY`] until `stop` (the recorder installed by
+/// [`prometheus`] leaves it to its owner).
+async fn run_upkeep(stop: CancellationToken) {
+    let Some(handle) = prometheus() else {
+        return;
+    };
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => handle.run_upkeep(),
+        }
     }
 }
 

@@ -25,6 +25,11 @@ pub const RATE_LIMITED: &str = "qunbridge_rate_limited_total";
 pub const BROKER_CONNECTED: &str = "qunbridge_broker_connected";
 /// Counter: writes to the persistent state store that failed.
 pub const STORE_ERRORS: &str = "qunbridge_store_errors_total";
+/// Counter: transactions the embedded state store committed (each one fsync, carrying every
+/// write that was queued when it began).
+pub const STORE_COMMITS: &str = "qunbridge_store_commits_total";
+/// Histogram: seconds one state-store commit took, fsync included.
+pub const STORE_COMMIT_SECONDS: &str = "qunbridge_store_commit_seconds";
 /// Counter: configuration reloads, by `outcome` (`ok` or `failed`).
 pub const CONFIG_RELOADS: &str = "qunbridge_config_reloads_total";
 
@@ -83,5 +88,14 @@ pub fn describe_all() {
     describe_counter!(
         CONFIG_RELOADS,
         "Configuration reloads, by outcome: ok (applied) or failed (the running configuration is kept)."
+    );
+    describe_counter!(
+        STORE_COMMITS,
+        "Transactions the embedded state store committed; writes queued together share one."
+    );
+    describe_histogram!(
+        STORE_COMMIT_SECONDS,
+        Unit::Seconds,
+        "Seconds one embedded state-store commit took, fsync included."
     );
 }

@@ -296,7 +296,12 @@ fn write_loop(db: &Database, jobs: &std_mpsc::Receiver<Job>) {
             }
         }
         let sweep = written_since_sweep && last_sweep.elapsed() >= SWEEP_EVERY;
-        match commit(db, batch, sweep) {
+        let started = Instant::now();
+        let outcome = commit(db, batch, sweep);
+        metrics::counter!(crate::metrics::STORE_COMMITS).increment(1);
+        metrics::histogram!(crate::metrics::STORE_COMMIT_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        match outcome {
             Ok(()) => {
                 written_since_sweep = true;
                 if sweep {
