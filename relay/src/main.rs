@@ -13,11 +13,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use qunbridge::broker::lost::BrokerLosses;
 use qunbridge::config::{Config, ProcessEnv, Role};
 use qunbridge::{run, Lifecycle, RunOptions};
 use sd_notify::NotifyState;
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// `EX_USAGE` from sysexits.h: bad config or command line.
 const EXIT_USAGE: u8 = 64;
@@ -196,14 +199,18 @@ fn init_tracing(format: LogFormat) -> Result<(), String> {
         }
         Err(_) => EnvFilter::new("info,rumqttd=warn"),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let installed = match format {
-        LogFormat::Plain => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines = match format {
+        LogFormat::Plain => lines.with_filter(filter).boxed(),
+        LogFormat::Json => lines.json().flatten_event(true).with_filter(filter).boxed(),
     };
-    installed.map_err(|e| e.to_string())
+    // The broker-loss layer filters for itself: a loss is counted and logged as an error
+    // whatever QUNBRIDGE_LOG lets through.
+    tracing_subscriber::registry()
+        .with(lines)
+        .with(BrokerLosses::layer())
+        .try_init()
+        .map_err(|e| e.to_string())
 }
 
 /// Loads a config, printing every problem on failure.

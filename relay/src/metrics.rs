@@ -25,6 +25,9 @@ pub const RATE_LIMITED: &str = "qunbridge_rate_limited_total";
 pub const BROKER_CONNECTED: &str = "qunbridge_broker_connected";
 /// Counter: writes to the persistent state store that failed.
 pub const STORE_ERRORS: &str = "qunbridge_store_errors_total";
+/// Counter: messages the embedded broker skipped past for a reader that fell further behind
+/// than its log holds (acknowledged to their publisher, never delivered).
+pub const BROKER_MESSAGES_LOST: &str = "qunbridge_broker_messages_lost_total";
 /// Counter: transactions the embedded state store committed (each one fsync, carrying every
 /// write that was queued when it began).
 pub const STORE_COMMITS: &str = "qunbridge_store_commits_total";
@@ -97,5 +100,9 @@ pub fn describe_all() {
         STORE_COMMIT_SECONDS,
         Unit::Seconds,
         "Seconds one embedded state-store commit took, fsync included."
+    );
+    describe_counter!(
+        BROKER_MESSAGES_LOST,
+        "Messages the embedded broker skipped for a reader that fell behind its log (lost)."
     );
 }

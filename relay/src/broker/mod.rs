@@ -1,8 +1,9 @@
-//! The MQTT side of qunbridge: the embedded broker, the client every component uses, and the
-//! topic names.
+//! The MQTT side of qunbridge: the embedded broker (and the layer that reports what it
+//! loses), the client every component uses, and the topic names.
 
 pub mod client;
 pub mod embedded;
+pub mod lost;
 pub mod topics;
 
 pub use client::{BrokerClient, BrokerError, ClientOptions, Confirmation, Delivery, Endpoint};
