@@ -68,6 +68,18 @@ async fn post(api: u16, group: &str, text: &str) {
     assert_eq!(status, 202);
 }
 
+/// Waits until the daemon's admin endpoint on `admin` says ready (15 s at most).
+async fn wait_ready(admin: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Asks the daemon to reload its config, as `systemctl reload` does.
 fn hangup(daemon: &Running) {
     daemon.signal("HUP");
@@ -94,14 +106,7 @@ async fn sighup_swaps_links_and_formats_and_a_broken_file_changes_nothing() {
         .spawn()
         .expect("daemon starts");
     let mut daemon = Running(child);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(tokio::time::Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(admin).await;
     let mut b = Box::pin(next_event(api, "b").await);
     post(api, "a", "one").await;
     expect_text(&mut b, "old Ann: one").await;
@@ -186,14 +191,7 @@ async fn sighup_starts_added_accounts_and_stops_removed_ones() {
         .spawn()
         .expect("daemon starts");
     let daemon = Running(child);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(tokio::time::Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(admin).await;
 
     // Add an account and link it.
     write_config(
@@ -304,14 +302,7 @@ async fn sighup_with_only_a_new_broker_password_warns_that_a_restart_is_needed()
         .expect("daemon starts");
     let logs = collect_lines(child.stderr.take().expect("stderr piped"));
     let daemon = Running(child);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(tokio::time::Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(admin).await;
     let wait_applied = |count: usize| {
         let logs = logs.clone();
         async move {
