@@ -19,12 +19,19 @@ use crate::model::{Envelope, Outbound, Platform};
 /// it too, so it is re-exported here beside the traits that need it).
 pub use futures_util::future::BoxFuture;
 
-/// Where ingress envelopes go. The relay implements it by publishing on the `in/` topic; the
-/// future resolves only after the broker acknowledged the publish (QoS 1 PUBACK), so a
-/// connector can acknowledge its platform (HTTP 202, DingTalk ACK) only for what is safe.
+/// A publish already handed to the broker client: resolves once the broker acknowledged it.
+pub type Confirmed = BoxFuture<'static, Result<(), IngressError>>;
+
+/// Where ingress envelopes go. The relay implements it by publishing on the `in/` topic. A
+/// submit first reserves room for the envelope (flow control: it waits a bounded time and
+/// then fails with [`IngressError::Busy`]), then hands it to the broker client; submits
+/// awaited one after another reach the broker in that order. The returned [`Confirmed`]
+/// resolves only after the broker acknowledged the publish (QoS 1 PUBACK), so a connector
+/// can acknowledge its platform (HTTP 202, DingTalk ACK) only for what is safe, and can keep
+/// several publishes in flight without losing their order.
 pub trait EnvelopeSink: Send + Sync + 'static {
-    /// Publishes one envelope and waits for the broker's acknowledgement.
-    fn publish(&self, envelope: Envelope) -> BoxFuture<'static, Result<(), IngressError>>;
+    /// Reserves room for one envelope and queues its publish; the result resolves on PUBACK.
+    fn submit(&self, envelope: Envelope) -> BoxFuture<'_, Result<Confirmed, IngressError>>;
 }
 
 /// A cheap-to-clone handle connectors use to hand inbound messages to the relay.
@@ -46,7 +53,18 @@ impl Ingress {
     /// [`IngressError`] when the broker did not acknowledge it (the caller must not
     /// acknowledge its platform then).
     pub async fn publish(&self, envelope: Envelope) -> Result<(), IngressError> {
-        self.sink.publish(envelope).await
+        self.sink.submit(envelope).await?.await
+    }
+
+    /// Queues an envelope's publish (after waiting for room, see [`EnvelopeSink`]) and returns
+    /// what resolves on the broker's acknowledgement: a connector that awaits its submits in
+    /// order and its confirmations later keeps a window of publishes in flight, in order.
+    ///
+    /// # Errors
+    /// [`IngressError::Busy`] when there was no room in time, [`IngressError::Closed`] when
+    /// the relay stopped.
+    pub async fn submit(&self, envelope: Envelope) -> Result<Confirmed, IngressError> {
+        self.sink.submit(envelope).await
     }
 
     /// Publishes an envelope for a platform that cannot redeliver (OneBot): a failed publish

@@ -12,6 +12,14 @@ pub enum IngressError {
     /// The envelope could not be encoded (a bug, reported rather than panicking).
     #[error("the envelope could not be encoded: {0}")]
     Encode(String),
+    /// qunbridge holds as much as it can keep right now (flow control): the message was not
+    /// taken. The platform should offer it again after the given seconds (`api`: 503 with
+    /// `Retry-After`; DingTalk Stream: no ACK, so it redelivers).
+    #[error("qunbridge is at capacity; retry in {retry_after_secs} s")]
+    Busy {
+        /// When to offer it again.
+        retry_after_secs: u64,
+    },
 }
 
 /// Why a connector could not send an outbound message.

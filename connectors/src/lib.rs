@@ -52,7 +52,7 @@ pub mod wecom;
 use std::future::Future;
 
 pub use context::{
-    AccountState, BotRegistry, ConnectionState, ConnectorContext, EgressRequest, EnvelopeSink,
+    AccountState, BotRegistry, ConnectionState, ConnectorContext, Confirmed, EgressRequest, EnvelopeSink,
     Ingress, RelatedMessages, SendReceipt, StateReporter,
 };
 pub use error::{ConnectorError, IngressError, SendError};

@@ -18,6 +18,16 @@ pub const AUTH_FAILURES: &str = "qunbridge_auth_failures_total";
 /// and `kind`.
 pub const UNKNOWN_INPUT: &str = "qunbridge_unknown_input_total";
 
+/// Counter: inbound messages not taken because qunbridge held as much as it can keep (flow
+/// control), by `account` and `reason` (`busy`); the platform offers them again.
+pub const INGRESS_REJECTED: &str = "qunbridge_ingress_rejected_total";
+
+/// Counts an inbound message refused by flow control (the platform offers it again).
+pub fn count_rejected(account: &str, reason: &'static str) {
+    metrics::counter!(INGRESS_REJECTED, "account" => account.to_owned(), "reason" => reason)
+        .increment(1);
+}
+
 /// Counts a message that was not relayed, by `reason` (a fixed word such as `malformed`,
 /// `duplicate` or `expired`, so the label set stays small).
 pub fn count_drop(reason: &'static str) {

@@ -16,8 +16,8 @@ use futures_util::future::BoxFuture;
 use qunbridge_connectors::protocol::SharedResources;
 use qunbridge_connectors::reverse_ws::SharedListeners;
 use qunbridge_connectors::{
-    AccountState, BotRegistry, ConnectionState, ConnectorContext, ConnectorError, Envelope,
-    EnvelopeSink, Ingress, IngressError, Outbound, Platform, StateReporter,
+    AccountState, BotRegistry, ConnectionState, Confirmed, ConnectorContext, ConnectorError,
+    Envelope, EnvelopeSink, Ingress, IngressError, Outbound, Platform, StateReporter,
 };
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -26,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::activity::Activity;
-use crate::broker::{BrokerClient, BrokerError, ClientOptions, Delivery, Endpoint, Topics};
+use crate::broker::{
+    BrokerClient, BrokerError, ClientOptions, Delivery, Endpoint, Flow, Hops, Topics,
+};
 use crate::config::Account;
 use crate::egress::{AccountEgress, Ack, Dispatcher, LivePolicy, Queued};
 use crate::metrics::{count_drop, ACCOUNT_UP};
@@ -34,6 +36,11 @@ use crate::store::{keys, RelayStore};
 
 /// How long ingress waits for the broker's PUBACK before telling the platform it failed.
 const INGRESS_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long ingress waits for room on the broker (flow control) before refusing a message
+/// (`api`: 503; DingTalk Stream: no ACK; OneBot: retried, while its event queue fills).
+const INGRESS_ROOM_WAIT: Duration = Duration::from_secs(2);
+/// What a refusal for lack of room tells the platform to wait (`Retry-After`).
+const RETRY_AFTER_SECS: u64 = 1;
 
 /// Publishes an account's envelopes on its inbound topics.
 struct MqttSink {
@@ -48,35 +55,42 @@ struct MqttSink {
 }
 
 impl EnvelopeSink for MqttSink {
-    fn publish(&self, envelope: Envelope) -> BoxFuture<'static, Result<(), IngressError>> {
-        let client = self.client.clone();
-        let work = self.activity.start();
-        let account_ok = envelope.origin.account == self.account;
-        let topic = self
-            .topics
-            .inbound(&envelope.origin.account, &envelope.origin.group);
+    fn submit(&self, envelope: Envelope) -> BoxFuture<'_, Result<Confirmed, IngressError>> {
         Box::pin(async move {
-            if !account_ok {
+            if envelope.origin.account != self.account {
                 return Err(IngressError::Encode(
                     "envelope names another account".into(),
                 ));
             }
+            let topic = self
+                .topics
+                .inbound(&envelope.origin.account, &envelope.origin.group);
             let payload =
                 serde_json::to_vec(&envelope).map_err(|e| IngressError::Encode(e.to_string()))?;
-            let confirmation = client
-                .publish(topic, payload, false)
+            let work = self.activity.start();
+            let confirmation = self
+                .client
+                .publish_within(topic, payload, false, Some(INGRESS_ROOM_WAIT))
                 .await
-                .map_err(|_| IngressError::Closed)?;
-            let outcome =
-                confirmation
-                    .wait(INGRESS_ACK_TIMEOUT)
-                    .await
-                    .map_err(|error| match error {
-                        BrokerError::Timeout(limit) => IngressError::Timeout(limit.as_secs()),
-                        _ => IngressError::Closed,
-                    });
-            drop(work);
-            outcome
+                .map_err(|error| match error {
+                    BrokerError::Busy(_) => IngressError::Busy {
+                        retry_after_secs: RETRY_AFTER_SECS,
+                    },
+                    _ => IngressError::Closed,
+                })?;
+            let confirmed: Confirmed = Box::pin(async move {
+                let outcome =
+                    confirmation
+                        .wait(INGRESS_ACK_TIMEOUT)
+                        .await
+                        .map_err(|error| match error {
+                            BrokerError::Timeout(limit) => IngressError::Timeout(limit.as_secs()),
+                            _ => IngressError::Closed,
+                        });
+                drop(work);
+                outcome
+            });
+            Ok(confirmed)
         })
     }
 }
@@ -136,6 +150,8 @@ pub struct AccountDeps<'a> {
     pub intake: CancellationToken,
     /// Cancelled to stop everything (shutdown step 2).
     pub stop: CancellationToken,
+    /// Flow control: ingress takes inbound room, egress gives outbound room back.
+    pub flow: Hops,
 }
 
 /// The MQTT client id of an account's connection.
@@ -202,6 +218,14 @@ pub async fn start(
         },
         connection.clone(),
     )?;
+    client.set_flow(Flow {
+        publishes: None,
+        deliveries: deps.flow.outbound.clone(),
+    });
+    ingress_client.set_flow(Flow {
+        publishes: deps.flow.inbound.clone(),
+        deliveries: None,
+    });
     client.wait_ready().await;
     ingress_client.wait_ready().await;
 

@@ -5,8 +5,8 @@
 //! module.
 
 pub use qunbridge_connectors::metrics::{
-    count_drop, count_drops, ACCOUNT_UP, AUTH_FAILURES, MESSAGES_DROPPED, MESSAGES_RECEIVED,
-    RECONNECTS, UNKNOWN_INPUT,
+    count_drop, count_drops, count_rejected, ACCOUNT_UP, AUTH_FAILURES, INGRESS_REJECTED,
+    MESSAGES_DROPPED, MESSAGES_RECEIVED, RECONNECTS, UNKNOWN_INPUT,
 };
 
 /// Counter: messages routed to a destination, by `from` and `to` platform.
@@ -100,6 +100,10 @@ pub fn describe_all() {
         STORE_COMMIT_SECONDS,
         Unit::Seconds,
         "Seconds one embedded state-store commit took, fsync included."
+    );
+    describe_counter!(
+        INGRESS_REJECTED,
+        "Inbound messages refused by flow control (qunbridge held as much as it can keep), by account and reason; the platform offers them again."
     );
     describe_counter!(
         BROKER_MESSAGES_LOST,

@@ -20,6 +20,7 @@ use super::shared::Shared;
 use super::{sse, ws};
 use crate::auth::{check_bearer, AuthOutcome};
 use crate::context::now_ms;
+use crate::error::IngressError;
 use crate::model::{Envelope, Kind, Origin, Platform, Segment, Sender, ENVELOPE_VERSION};
 
 /// Largest request body accepted, so one client cannot make the daemon buffer megabytes.
@@ -205,6 +206,18 @@ async fn post_message(
             )
             .increment(1);
             (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()
+        }
+        Err(IngressError::Busy { retry_after_secs }) => {
+            debug!(message = "API message refused: at capacity.", account = %shared.account);
+            crate::metrics::count_rejected(&shared.account, "busy");
+            let mut response = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "qunbridge holds as much as it can keep right now; retry later",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after_secs));
+            response
         }
         Err(error) => {
             warn!(message = "API message not accepted by the broker.", account = %shared.account, %error);

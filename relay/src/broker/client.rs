@@ -19,7 +19,7 @@
 //!   connection.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use qunbridge_connectors::backoff::Backoff;
@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::flow::{Capacity, FlowError};
 use crate::config::{BrokerMode, Secret};
 
 /// Largest MQTT packet either way: envelopes carry whole messages (rumqttc's default is 10 KiB).
@@ -55,6 +56,20 @@ pub enum BrokerError {
     /// TLS could not be set up.
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    /// Flow control: no room on the broker within the time allowed.
+    #[error("no room on the broker within {0:?}")]
+    Busy(Duration),
+}
+
+/// The flow-control pools a client takes part in ([`super::flow`]): room is reserved in
+/// `publishes` before each publish, and given back to `deliveries` when a delivery is
+/// acknowledged. Clients of a process that does not run both ends of a hop have none.
+#[derive(Debug, Clone, Default)]
+pub struct Flow {
+    /// The pool this client's publishes take room from.
+    pub publishes: Option<Arc<Capacity>>,
+    /// The pool this client's acknowledged deliveries give room back to.
+    pub deliveries: Option<Arc<Capacity>>,
 }
 
 /// Where and how to connect.
@@ -229,6 +244,8 @@ struct Shared {
     tracker: Mutex<AckTracker>,
     /// Incoming QoS 1 deliveries in the order their PUBACKs must go out.
     ack_order: Mutex<AckOrder>,
+    /// The flow-control pools, set once before the client is used ([`BrokerClient::set_flow`]).
+    flow: OnceLock<Flow>,
 }
 
 /// A cloneable handle to one MQTT connection.
@@ -304,6 +321,7 @@ impl BrokerClient {
         let shared = Arc::new(Shared {
             tracker: Mutex::new(AckTracker::default()),
             ack_order: Mutex::new(AckOrder::default()),
+            flow: OnceLock::new(),
         });
         let (connected_tx, connected) = watch::channel(false);
         let (subscribed_tx, subscribed) = watch::channel(false);
@@ -336,7 +354,13 @@ impl BrokerClient {
         Ok((handle, deliveries, task))
     }
 
+    /// Makes the client take part in flow control (once; later calls change nothing).
+    pub fn set_flow(&self, flow: Flow) {
+        let _ = self.shared.flow.set(flow);
+    }
+
     /// Publishes at QoS 1; the returned [`Confirmation`] resolves on the broker's PUBACK.
+    /// With flow control, waits as long as it takes for room first.
     ///
     /// # Errors
     /// [`BrokerError::Stopped`] if the client no longer runs.
@@ -346,6 +370,33 @@ impl BrokerClient {
         payload: Vec<u8>,
         retain: bool,
     ) -> Result<Confirmation, BrokerError> {
+        self.publish_within(topic, payload, retain, None).await
+    }
+
+    /// Publishes at QoS 1 after waiting at most `wait` (`None`: as long as it takes) for room
+    /// on the broker, when the client takes part in flow control. Publishes submitted one
+    /// after another reach the broker in that order.
+    ///
+    /// # Errors
+    /// [`BrokerError::Busy`] when there was no room in time, [`BrokerError::Stopped`] if the
+    /// client no longer runs.
+    pub async fn publish_within(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+        wait: Option<Duration>,
+    ) -> Result<Confirmation, BrokerError> {
+        let pool = self.shared.flow.get().and_then(|f| f.publishes.clone());
+        if let Some(pool) = &pool {
+            pool.reserve(Capacity::size_of(&topic, payload.len()), wait)
+                .await
+                .map_err(|error| match error {
+                    FlowError::Busy(limit) => BrokerError::Busy(limit),
+                    FlowError::Closed => BrokerError::Stopped,
+                })?;
+        }
+        let size = Capacity::size_of(&topic, payload.len());
         let (tx, rx) = oneshot::channel();
         let _order = self.submit.lock().await;
         self.lock_tracker().queued.push_back(tx);
@@ -357,6 +408,9 @@ impl BrokerClient {
         {
             // Nothing after ours can be queued while we hold the submit lock.
             self.lock_tracker().queued.pop_back();
+            if let Some(pool) = pool {
+                pool.release(size);
+            }
             return Err(BrokerError::Stopped);
         }
         Ok(Confirmation { rx })
@@ -385,7 +439,17 @@ impl BrokerClient {
                 return;
             }
             if let Some(entry) = order.entries.iter_mut().find(|e| e.0 == delivery.seq) {
-                entry.2 = true;
+                if !entry.2 {
+                    entry.2 = true;
+                    // Consumed: the room it held on the broker is free again.
+                    if let Some(pool) = self.shared.flow.get().and_then(|f| f.deliveries.as_ref())
+                    {
+                        pool.release(Capacity::size_of(
+                            &delivery.publish.topic,
+                            delivery.publish.payload.len(),
+                        ));
+                    }
+                }
             }
             let mut ready = Vec::new();
             while order.entries.front().is_some_and(|e| e.2) {
@@ -493,6 +557,8 @@ async fn run_event_loop(
     let client_id = options.client_id.as_str();
     let mut backoff = Backoff::reconnect();
     let mut disconnecting = false;
+    // A reconnect, not the first connection: a missing session then means lost messages.
+    let mut ever_connected = false;
     // Publishes rumqttc held when the connection dropped, in case the broker lost our session.
     let mut unacked: Vec<Request> = Vec::new();
     loop {
@@ -513,6 +579,13 @@ async fn run_event_loop(
                 }
                 backoff.reset();
                 drop_stale_acks(&mut eventloop.pending);
+                if !ack.session_present && ever_connected {
+                    // What the broker held for us is gone with the session.
+                    if let Some(pool) = shared.flow.get().and_then(|f| f.deliveries.as_ref()) {
+                        pool.release_all();
+                    }
+                }
+                ever_connected = true;
                 let subscribe = !ack.session_present || options.always_subscribe;
                 if !ack.session_present && !unacked.is_empty() {
                     warn!(
@@ -588,6 +661,10 @@ async fn run_event_loop(
                     .cloned()
                     .collect();
                 let delay = backoff.next().unwrap_or(KEEP_ALIVE);
+                if ever_connected {
+                    metrics::counter!(crate::metrics::RECONNECTS, "account" => format!("mqtt:{client_id}"))
+                        .increment(1);
+                }
                 warn!(
                     message = "MQTT connection failed; retrying.",
                     client = client_id,

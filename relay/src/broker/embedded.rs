@@ -17,9 +17,9 @@ use tracing::{error, info};
 use super::client::MAX_PACKET_BYTES;
 
 /// Bytes per commit-log segment of each subscription filter.
-const SEGMENT_BYTES: usize = 1024 * 1024;
+pub(crate) const SEGMENT_BYTES: usize = 1024 * 1024;
 /// Segments kept per filter.
-const SEGMENT_COUNT: usize = 10;
+pub(crate) const SEGMENT_COUNT: usize = 10;
 /// rumqttd's `max_inflight_count`: how many packets it reads from one connection in one batch.
 /// It does NOT widen the delivery window: rumqttd 0.20 hard-codes 100 unacknowledged QoS 1
 /// deliveries per connection, so a destination that holds more than 100 messages of its

@@ -3,8 +3,12 @@
 
 pub mod client;
 pub mod embedded;
+pub mod flow;
 pub mod lost;
 pub mod topics;
 
-pub use client::{BrokerClient, BrokerError, ClientOptions, Confirmation, Delivery, Endpoint};
+pub use client::{
+    BrokerClient, BrokerError, ClientOptions, Confirmation, Delivery, Endpoint, Flow,
+};
+pub use flow::{Capacity, Hops};
 pub use topics::Topics;

@@ -11,7 +11,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::Activity;
-use crate::broker::{BrokerClient, BrokerError, ClientOptions, Delivery, Endpoint, Topics};
+use crate::broker::{
+    BrokerClient, BrokerError, ClientOptions, Delivery, Endpoint, Flow, Hops, Topics,
+};
 use crate::core::{Core, SharedRoutes};
 use crate::store::RelayStore;
 
@@ -48,6 +50,8 @@ pub struct CoreDeps {
     pub store: Arc<dyn RelayStore>,
     /// In-flight counter the drain waits on.
     pub activity: Arc<Activity>,
+    /// Flow control: the core gives back inbound room and takes outbound room.
+    pub flow: Hops,
 }
 
 /// Which broker session a core runs on and how it treats its subscription.
@@ -170,6 +174,14 @@ impl CoreConnections {
 
     /// Starts relaying until `stop`.
     pub fn relay(self, deps: &CoreDeps, stop: CancellationToken) -> RunningCore {
+        self.client.set_flow(Flow {
+            publishes: None,
+            deliveries: deps.flow.inbound.clone(),
+        });
+        self.publisher.set_flow(Flow {
+            publishes: deps.flow.outbound.clone(),
+            deliveries: None,
+        });
         let core = Core {
             topics: deps.topics.clone(),
             routes: deps.routes.clone(),

@@ -14,7 +14,7 @@ use tracing::info;
 
 use crate::activity::Activity;
 use crate::admin::{self, Health};
-use crate::broker::{Endpoint, Topics};
+use crate::broker::{Endpoint, Hops, Topics};
 use crate::config::Config;
 use crate::core::{Routes, SharedRoutes};
 
@@ -49,12 +49,16 @@ pub struct Daemon {
     pub health: Arc<Health>,
     /// Where messages go; a reload swaps them.
     pub routes: SharedRoutes,
+    /// Flow control over the broker: both pools when this process runs ingress, core and
+    /// egress together, none in a scaled-out deployment.
+    pub flow: Hops,
 }
 
 impl Daemon {
     /// The shared state of a run over `config` and the opened store.
     pub fn new(config: &Config, placement: Placement, stores: Stores) -> Daemon {
         let activity = Activity::new();
+        let placement_scaled_out = placement.scaled_out();
         let health = Arc::new(Health::default());
         health.set_links(config.links.iter().map(admin::LinkSummary::from).collect());
         health.set_queue_depths(activity.queue_depths().clone());
@@ -71,6 +75,11 @@ impl Daemon {
             stop: CancellationToken::new(),
             health,
             routes: SharedRoutes::new(routes_of(config)),
+            flow: if placement_scaled_out {
+                Hops::default()
+            } else {
+                Hops::both()
+            },
         }
     }
 
@@ -102,6 +111,7 @@ impl Daemon {
             routes: self.routes.clone(),
             store: self.store.clone(),
             activity: self.activity.clone(),
+            flow: self.flow.clone(),
         }
     }
 
@@ -117,6 +127,7 @@ impl Daemon {
             listeners: self.listeners.clone(),
             intake: self.intake.clone(),
             stop: self.stop.clone(),
+            flow: self.flow.clone(),
         }
     }
 }

@@ -98,6 +98,7 @@ impl Started {
     /// finish, stops the core (leaving its shared group) and announces the process offline.
     pub async fn finish(self, daemon: &Daemon) {
         daemon.stop.cancel();
+        daemon.flow.close();
         for account in self.accounts {
             account.finish(&daemon.topics).await;
         }
