@@ -31,6 +31,7 @@ async fn keys_map_feeds_and_claims_behave_as_the_relay_expects() {
                 ("long".into(), Duration::from_secs(60)),
             ],
             copies: Vec::new(),
+            ..Default::default()
         })
         .await
         .expect("write");
@@ -67,6 +68,7 @@ async fn keys_map_feeds_and_claims_behave_as_the_relay_expects() {
                         id: id.into(),
                     }],
                 }],
+                ..Default::default()
             })
             .await
             .expect("write");

@@ -69,7 +69,7 @@ fn batch(n: usize) -> WriteBatch {
     keys_.extend(keys::content(&envelope).into_iter().take(1));
     WriteBatch {
         keys: keys_.into_iter().map(|k| (k, DEDUP_TTL)).collect(),
-        copies: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -20,7 +20,10 @@ use qunbridge_connectors::{
     Envelope, EnvelopeSink, Ingress, IngressError, Outbound, Platform, StateReporter,
 };
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use qunbridge_connectors::context::now_ms;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -30,9 +33,9 @@ use crate::broker::{
     BrokerClient, BrokerError, ClientOptions, Delivery, Endpoint, Flow, Hops, Topics,
 };
 use crate::config::Account;
-use crate::egress::{AccountEgress, Ack, Dispatcher, LivePolicy, Queued};
+use crate::egress::{AccountEgress, Dispatcher, LivePolicy, OutboxRoom, Queued, OUTBOX_LIMIT};
 use crate::metrics::{count_drop, ACCOUNT_UP};
-use crate::store::{keys, RelayStore};
+use crate::store::{keys, OutboxEntry, RelayStore, WriteBatch};
 
 /// How long ingress waits for the broker's PUBACK before telling the platform it failed.
 const INGRESS_ACK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -263,6 +266,7 @@ pub async fn start(
         outcome
     });
     let policy = Arc::new(LivePolicy::new(account.egress.clone()));
+    let room = OutboxRoom::new(OUTBOX_LIMIT);
     let dispatcher = Dispatcher::new(
         AccountEgress {
             account: id.clone(),
@@ -271,6 +275,7 @@ pub async fn start(
             connector: egress_tx,
             store: deps.store.clone(),
             stop: stop.clone(),
+            room: room.clone(),
         },
         deps.activity.clone(),
     );
@@ -282,7 +287,7 @@ pub async fn start(
         activity: deps.activity.clone(),
         stop: stop.clone(),
     };
-    let pump = tokio::spawn(pump.run(deliveries, dispatcher));
+    let pump = tokio::spawn(pump.run(deliveries, dispatcher, room));
     let status = tokio::spawn(publish_status(
         id.clone(),
         account.platform,
@@ -408,55 +413,156 @@ struct EgressPump {
 }
 
 impl EgressPump {
-    /// Runs until stopped or the delivery stream ends, then lets the workers finish.
+    /// Runs until stopped or the delivery stream ends, then lets the workers finish. First
+    /// queues what the outbox kept from an earlier run; then each delivery is put in the
+    /// outbox and queued for its destination at once, and acknowledged to the broker as soon
+    /// as the outbox write is durable (many share one commit), so no destination's waiting
+    /// holds the broker's delivery window.
     async fn run(
         self,
         mut deliveries: mpsc::UnboundedReceiver<Delivery>,
         mut dispatcher: Dispatcher,
+        room: Arc<OutboxRoom>,
     ) {
-        let EgressPump {
-            account,
-            client,
-            topics,
-            store,
-            activity,
-            stop,
-        } = self;
+        self.requeue_outbox(&mut dispatcher).await;
+        let mut durable = FuturesUnordered::new();
         loop {
-            let Some(delivery) = crate::broker::client::next_delivery(&mut deliveries, &stop).await
-            else {
-                break;
-            };
-            let work = activity.start();
-            let outbound = match decode(&topics, &account, &delivery) {
-                Ok(outbound) => outbound,
-                Err(problem) => {
-                    warn!(message = "Dropping malformed outbound message.", account = %account, %problem);
-                    count_drop("malformed");
-                    client.ack(&delivery).await;
-                    continue;
+            tokio::select! {
+                biased;
+                Some(done) = durable.next(), if !durable.is_empty() => {
+                    let done: Option<Delivery> = done;
+                    if let Some(delivery) = done {
+                        self.client.ack(&delivery).await;
+                    }
                 }
-            };
-            if store
-                .holds_any(&[keys::sent(&outbound, &account)])
-                .await
-                .unwrap_or(false)
-            {
-                debug!(message = "Already sent; dropping the redelivered copy.", account = %account, id = %outbound.id);
-                count_drop("duplicate");
-                client.ack(&delivery).await;
-                continue;
+                _ = room.wait(), if room.is_full() => {}
+                delivery = crate::broker::client::next_delivery(&mut deliveries, &self.stop),
+                    if !room.is_full() =>
+                {
+                    let Some(delivery) = delivery else { break };
+                    if let Some(put) = self.take(delivery, &mut dispatcher).await {
+                        durable.push(put);
+                    }
+                }
             }
-            let acker = client.clone();
-            let ack: Ack = Box::new(move || Box::pin(async move { acker.ack(&delivery).await }));
+        }
+        // Deliveries whose outbox write is not durable yet stay unacknowledged: the broker
+        // hands them over again.
+        drop(durable);
+        dispatcher.finish().await;
+        debug!(message = "Egress pump ended.", account = %self.account);
+    }
+
+    /// Handles one delivery: a malformed or already-sent one is acknowledged at once; any
+    /// other goes to the outbox and its destination queue. Returns what resolves to the
+    /// delivery once it may be acknowledged (`None` inside: never, it is left for redelivery).
+    async fn take(
+        &self,
+        delivery: Delivery,
+        dispatcher: &mut Dispatcher,
+    ) -> Option<BoxFuture<'static, Option<Delivery>>> {
+        let work = self.activity.start();
+        let outbound = match decode(&self.topics, &self.account, &delivery) {
+            Ok(outbound) => outbound,
+            Err(problem) => {
+                warn!(message = "Dropping malformed outbound message.", account = %self.account, %problem);
+                count_drop("malformed");
+                self.client.ack(&delivery).await;
+                return None;
+            }
+        };
+        let key = keys::sent(&outbound, &self.account);
+        if self
+            .store
+            .holds_any(std::slice::from_ref(&key))
+            .await
+            .unwrap_or(false)
+        {
+            debug!(message = "Already sent; dropping the redelivered copy.", account = %self.account, id = %outbound.id);
+            count_drop("duplicate");
+            self.client.ack(&delivery).await;
+            return None;
+        }
+        let put = self.store.outbox_put(
+            &self.account,
+            OutboxEntry {
+                key,
+                payload: delivery.publish.payload.to_vec(),
+                queued_ms: now_ms(),
+            },
+        );
+        let (settled_tx, settled) = oneshot::channel::<()>();
+        dispatcher.dispatch(Queued {
+            outbound,
+            ack: Box::new(move || {
+                let _ = settled_tx.send(());
+                Box::pin(async {})
+            }),
+            work,
+            since: Instant::now(),
+        });
+        let account = self.account.clone();
+        Some(Box::pin(async move {
+            match put.await {
+                Ok(_) => Some(delivery),
+                Err(error) => {
+                    // Not durable: acknowledged to the broker only once sent, as before the
+                    // outbox (a crash meanwhile means redelivery).
+                    warn!(message = "Outbox not written; the message is acknowledged to the broker once it is sent.", account = %account, %error);
+                    settled.await.ok().map(|()| delivery)
+                }
+            }
+        }))
+    }
+
+    /// Queues what the account's outbox holds from an earlier run, oldest first; what was
+    /// sent already (its send-log key is held) or cannot be read leaves the outbox.
+    async fn requeue_outbox(&self, dispatcher: &mut Dispatcher) {
+        let entries = match self.store.outbox(&self.account).await {
+            Ok(entries) => entries,
+            Err(error) => {
+                error!(message = "Cannot read the account's outbox; what it holds waits for the next start.", account = %self.account, %error);
+                return;
+            }
+        };
+        if entries.is_empty() {
+            return;
+        }
+        let mut gone = WriteBatch::default();
+        let mut requeued = 0usize;
+        let now = now_ms();
+        for entry in entries {
+            let outbound = serde_json::from_slice::<Outbound>(&entry.payload)
+                .ok()
+                .filter(|outbound| keys::sent(outbound, &self.account) == entry.key);
+            let sent = self
+                .store
+                .holds_any(std::slice::from_ref(&entry.key))
+                .await
+                .unwrap_or(false);
+            let Some(outbound) = outbound.filter(|_| !sent) else {
+                if !sent {
+                    warn!(message = "Dropping an unreadable outbox entry.", account = %self.account);
+                    count_drop("malformed");
+                }
+                gone.outbox_done.push((self.account.clone(), entry.key));
+                continue;
+            };
+            let age = Duration::from_millis(now.saturating_sub(entry.queued_ms));
             dispatcher.dispatch(Queued {
                 outbound,
-                ack,
-                work,
+                ack: Box::new(|| Box::pin(async {})),
+                work: self.activity.start(),
+                since: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
             });
+            requeued += 1;
         }
-        dispatcher.finish().await;
-        debug!(message = "Egress pump ended.", account = %account);
+        info!(message = "Queued what the outbox kept from an earlier run.", account = %self.account, messages = requeued);
+        if !gone.is_empty() {
+            if let Err(error) = self.store.write(gone).await {
+                warn!(message = "Outbox not cleaned up.", account = %self.account, %error);
+            }
+        }
     }
 }
 

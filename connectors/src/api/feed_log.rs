@@ -37,6 +37,8 @@ pub trait FeedLog: Send + Sync + 'static {
     /// Appends an event unless one with the same `key` (the outbound id and destination) is
     /// already there; keeps at most `keep` events of the group. Resolves once the event is on
     /// disk, so a message is acknowledged to the broker only when a consumer can get it.
+    /// Appends are applied in the order of the calls (not of the first polls), so a
+    /// connector may keep several in flight and still number a group's events in order.
     fn append(
         &self,
         account: String,
@@ -44,5 +46,5 @@ pub trait FeedLog: Send + Sync + 'static {
         key: String,
         json: String,
         keep: usize,
-    ) -> BoxFuture<'_, Result<Appended, FeedLogError>>;
+    ) -> BoxFuture<'static, Result<Appended, FeedLogError>>;
 }

@@ -20,7 +20,10 @@ mod ws;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -105,20 +108,22 @@ impl Connector for ApiConnector {
         state.set(ConnectionState::Up, None);
 
         // Egress runs until the relay closes the queue, which it does after shutdown once
-        // nothing more is in flight.
-        while let Some(EgressRequest {
-            outbound, reply, ..
-        }) = egress.recv().await
-        {
-            let outcome = match serde_json::to_string(&outbound) {
-                Ok(json) => deliver(&feeds, &outbound, json).await,
-                Err(error) => Err(crate::SendError::Permanent(format!(
-                    "cannot encode outbound message: {error}"
-                ))),
-            };
-            // The relay stops waiting only on its own shutdown; nothing to do then.
-            let _ = reply.send(outcome);
+        // nothing more is in flight. Up to SEND_WINDOW appends are in flight at once (they
+        // share the store's commits); they are applied and answered in the order they came.
+        let mut sending = FuturesOrdered::new();
+        loop {
+            tokio::select! {
+                biased;
+                Some(()) = sending.next(), if !sending.is_empty() => {}
+                request = egress.recv(), if sending.len() < SEND_WINDOW => match request {
+                    Some(EgressRequest { outbound, reply, .. }) => {
+                        sending.push_back(deliver(feeds.clone(), outbound, reply));
+                    }
+                    None => break,
+                },
+            }
         }
+        while sending.next().await.is_some() {}
         streams_end.cancel();
         match server.await {
             Ok(Ok(())) => {}
@@ -132,35 +137,50 @@ impl Connector for ApiConnector {
     }
 }
 
+/// Sends the relay may have waiting on this connector at once.
+const SEND_WINDOW: usize = 256;
+
 /// Puts one message in its group's feed: first on disk when there is a durable log (a
-/// redelivered message already there is not added again), then in memory for consumers.
-async fn deliver(
-    feeds: &Feeds,
-    outbound: &crate::Outbound,
-    json: String,
-) -> Result<SendReceipt, crate::SendError> {
-    let seq = match feeds.log() {
-        Some((account, log)) => {
-            let key = format!("{}\u{1f}{}", outbound.id, outbound.group);
-            let appended = log
-                .append(
-                    account.to_owned(),
-                    outbound.group.clone(),
-                    key,
-                    json.clone(),
-                    feeds.capacity(),
-                )
-                .await
-                .map_err(|error| crate::SendError::Retryable(error.to_string()))?;
-            if appended.fresh {
-                feeds.push(&outbound.group, json, Some(appended.seq))
-            } else {
-                appended.seq
-            }
+/// redelivered message already there is not added again), then in memory for consumers, and
+/// answers the relay. The append is queued when this is called, so calls made one after
+/// another are numbered in that order however their futures are polled.
+fn deliver(
+    feeds: Arc<Feeds>,
+    outbound: crate::Outbound,
+    reply: oneshot::Sender<Result<SendReceipt, crate::SendError>>,
+) -> BoxFuture<'static, ()> {
+    let json = match serde_json::to_string(&outbound) {
+        Ok(json) => json,
+        Err(error) => {
+            let _ = reply.send(Err(crate::SendError::Permanent(format!(
+                "cannot encode outbound message: {error}"
+            ))));
+            return Box::pin(async {});
         }
-        None => feeds.push(&outbound.group, json, None),
     };
-    Ok(SendReceipt {
-        message_ids: vec![seq.to_string()],
+    let append = feeds.log().map(|(account, log)| {
+        log.append(
+            account.to_owned(),
+            outbound.group.clone(),
+            format!("{}\u{1f}{}", outbound.id, outbound.group),
+            json.clone(),
+            feeds.capacity(),
+        )
+    });
+    Box::pin(async move {
+        let seq = match append {
+            Some(append) => match append.await {
+                Ok(appended) if appended.fresh => {
+                    Ok(feeds.push(&outbound.group, json, Some(appended.seq)))
+                }
+                Ok(appended) => Ok(appended.seq),
+                Err(error) => Err(crate::SendError::Retryable(error.to_string())),
+            },
+            None => Ok(feeds.push(&outbound.group, json, None)),
+        };
+        // The relay stops waiting only on its own shutdown; nothing to do then.
+        let _ = reply.send(seq.map(|seq| SendReceipt {
+            message_ids: vec![seq.to_string()],
+        }));
     })
 }

@@ -17,9 +17,12 @@ use tracing::{error, info};
 use super::client::MAX_PACKET_BYTES;
 
 /// Bytes per commit-log segment of each subscription filter.
-pub(crate) const SEGMENT_BYTES: usize = 1024 * 1024;
+const SEGMENT_BYTES: usize = 1024 * 1024;
 /// Segments kept per filter.
-pub(crate) const SEGMENT_COUNT: usize = 10;
+const SEGMENT_COUNT: usize = 10;
+/// Bytes the embedded broker keeps per subscription filter: a reader further behind loses the
+/// oldest messages, so flow control ([`super::flow`]) keeps every hop well within it.
+pub const LOG_BYTES: u64 = (SEGMENT_BYTES * SEGMENT_COUNT) as u64;
 /// rumqttd's `max_inflight_count`: how many packets it reads from one connection in one batch.
 /// It does NOT widen the delivery window: rumqttd 0.20 hard-codes 100 unacknowledged QoS 1
 /// deliveries per connection, so a destination that holds more than 100 messages of its

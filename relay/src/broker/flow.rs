@@ -16,11 +16,8 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-/// Bytes the embedded broker keeps per subscription filter (see [`super::embedded`]); a pool
-/// holds at most [`POOL_SHARE`] of it, so a reader can lag by a whole pool and lose nothing.
-pub const BROKER_LOG_BYTES: u64 =
-    (super::embedded::SEGMENT_BYTES * super::embedded::SEGMENT_COUNT) as u64;
-/// The part of a filter's log one pool may fill (in percent).
+/// The part of a broker's per-filter log one pool may fill (in percent), so a reader can lag
+/// by a whole pool and lose nothing.
 const POOL_SHARE: u64 = 40;
 
 /// Why a reservation did not succeed.
@@ -46,11 +43,12 @@ pub struct Hops {
 }
 
 impl Hops {
-    /// Both pools, each sized for one hop.
-    pub fn both() -> Hops {
+    /// Both pools, each sized for one hop of a broker that keeps `log_bytes` per
+    /// subscription filter.
+    pub fn both(log_bytes: u64) -> Hops {
         Hops {
-            inbound: Some(Capacity::for_hop("inbound")),
-            outbound: Some(Capacity::for_hop("outbound")),
+            inbound: Some(Capacity::for_hop("inbound", log_bytes)),
+            outbound: Some(Capacity::for_hop("outbound", log_bytes)),
         }
     }
 
@@ -88,9 +86,9 @@ impl Capacity {
         })
     }
 
-    /// The pool size for one hop of a process that runs both of its ends.
-    pub fn for_hop(name: &'static str) -> Arc<Capacity> {
-        Capacity::new(name, BROKER_LOG_BYTES * POOL_SHARE / 100)
+    /// The pool for one hop of a broker that keeps `log_bytes` per subscription filter.
+    pub fn for_hop(name: &'static str, log_bytes: u64) -> Arc<Capacity> {
+        Capacity::new(name, log_bytes * POOL_SHARE / 100)
     }
 
     /// The hop's name.

@@ -93,6 +93,7 @@ impl Dedup {
         let batch = WriteBatch {
             keys: keys.iter().map(|key| (key.clone(), DEDUP_TTL)).collect(),
             copies: Vec::new(),
+            ..Default::default()
         };
         if let Err(error) = self.store.write(batch).await {
             warn!(message = "Dedup keys not stored.", %error);
@@ -185,6 +186,7 @@ mod tests {
             .write(WriteBatch {
                 keys: vec![(echo, DEDUP_TTL)],
                 copies: Vec::new(),
+                ..Default::default()
             })
             .await
             .expect("written");

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use qunbridge_connectors::Envelope;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -212,9 +212,12 @@ impl Core {
     }
 }
 
-/// Acknowledges inbound deliveries once all their outbound publishes are confirmed and their
-/// dedup keys are stored (the broker client sends the PUBACKs in delivery order). Up to
-/// [`ACK_QUEUE`] deliveries are in flight at once, so their store writes share commits.
+/// Acknowledges inbound deliveries once all their outbound publishes are confirmed (the broker
+/// client sends the PUBACKs in delivery order), then makes their dedup keys durable without
+/// holding the acknowledgement: a redelivered copy is caught durably by the egress send log
+/// anyway, and the keys stay in the in-progress set until their write is committed (one
+/// commit, milliseconds), so a copy from a second bot account arriving meanwhile is caught
+/// too. Up to [`ACK_QUEUE`] deliveries are in flight at once, so their writes share commits.
 async fn ack_in_order(
     client: BrokerClient,
     dedup: Dedup,
@@ -222,6 +225,7 @@ async fn ack_in_order(
     stop: CancellationToken,
 ) {
     let mut inflight = FuturesOrdered::new();
+    let mut remembering = FuturesUnordered::new();
     let mut intake_open = true;
     loop {
         tokio::select! {
@@ -230,11 +234,19 @@ async fn ack_in_order(
                 let item: PendingAck = item;
                 if settled {
                     client.ack(&item.delivery).await;
+                    let dedup = dedup.clone();
+                    let keys = item.keys;
+                    remembering.push(async move {
+                        dedup.remember(&keys).await;
+                        dedup.release(&keys);
+                    });
+                } else {
+                    dedup.release(&item.keys);
                 }
-                dedup.release(&item.keys);
             }
+            Some(()) = remembering.next(), if !remembering.is_empty() => {}
             item = pending.recv(), if intake_open && inflight.len() < ACK_QUEUE => match item {
-                Some(item) => inflight.push_back(settle(item, dedup.clone(), stop.clone())),
+                Some(item) => inflight.push_back(settle(item, stop.clone())),
                 None => intake_open = false,
             },
             else => break,
@@ -242,9 +254,8 @@ async fn ack_in_order(
     }
 }
 
-/// Waits for a delivery's PUBACKs, then stores its dedup keys. Returns it with `true` when
-/// it may be acknowledged.
-async fn settle(mut item: PendingAck, dedup: Dedup, stop: CancellationToken) -> (PendingAck, bool) {
+/// Waits for a delivery's PUBACKs. Returns it with `true` when it may be acknowledged.
+async fn settle(mut item: PendingAck, stop: CancellationToken) -> (PendingAck, bool) {
     for confirmation in std::mem::take(&mut item.confirmations) {
         // rumqttc retransmits until the broker acknowledges, so waiting is bounded only by
         // shutdown.
@@ -257,6 +268,5 @@ async fn settle(mut item: PendingAck, dedup: Dedup, stop: CancellationToken) -> 
             return (item, false);
         }
     }
-    dedup.remember(&item.keys).await;
     (item, true)
 }

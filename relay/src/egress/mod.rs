@@ -14,12 +14,14 @@ pub mod send;
 pub mod split;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use futures_util::future::BoxFuture;
 use qunbridge_connectors::{EgressRequest, Outbound, Platform};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::pacing::Pacer;
@@ -42,12 +44,15 @@ pub(crate) struct DepthGauge {
     account: String,
     /// The destination group.
     group: String,
+    /// The account's outbox room, which every queued message takes part of.
+    room: Arc<OutboxRoom>,
 }
 
 impl DepthGauge {
     /// `count` more messages wait.
     pub(crate) fn add(&self, count: u64) {
         self.depths.change(&self.account, &self.group, count, 0);
+        self.room.take(count);
         metrics::gauge!(QUEUE_DEPTH, "account" => self.account.clone()).increment(count as f64);
     }
 
@@ -57,7 +62,66 @@ impl DepthGauge {
             return;
         }
         self.depths.change(&self.account, &self.group, 0, count);
+        self.room.free(count);
         metrics::gauge!(QUEUE_DEPTH, "account" => self.account.clone()).decrement(count as f64);
+    }
+}
+
+/// Messages an account's destination queues hold at most (they are in its durable outbox
+/// too): beyond it egress stops taking deliveries from the broker, which holds the core's
+/// publishes back through flow control, and ingress then pushes back on the platforms.
+pub const OUTBOX_LIMIT: u64 = 10_000;
+
+/// How many messages an account's destination queues hold, against [`OUTBOX_LIMIT`].
+#[derive(Debug)]
+pub struct OutboxRoom {
+    /// Messages held.
+    held: AtomicU64,
+    /// Most messages held before egress stops taking more.
+    limit: u64,
+    /// Woken when messages leave.
+    freed: Notify,
+}
+
+impl OutboxRoom {
+    /// Room for `limit` messages.
+    pub fn new(limit: u64) -> Arc<OutboxRoom> {
+        Arc::new(OutboxRoom {
+            held: AtomicU64::new(0),
+            limit,
+            freed: Notify::new(),
+        })
+    }
+
+    /// True when no more messages should be taken.
+    pub fn is_full(&self) -> bool {
+        self.held.load(Ordering::Acquire) >= self.limit
+    }
+
+    /// Resolves once there is room.
+    pub async fn wait(&self) {
+        loop {
+            let freed = self.freed.notified();
+            if !self.is_full() {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    /// `count` more messages are held.
+    fn take(&self, count: u64) {
+        self.held.fetch_add(count, Ordering::AcqRel);
+    }
+
+    /// `count` messages left.
+    fn free(&self, count: u64) {
+        let _ = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(held.saturating_sub(count))
+            });
+        self.freed.notify_waiters();
     }
 }
 
@@ -65,10 +129,12 @@ impl DepthGauge {
 pub struct Queued {
     /// The message.
     pub outbound: Outbound,
-    /// Acknowledges it once settled.
+    /// Called once it is settled (sent and recorded, or dropped and counted).
     pub ack: Ack,
     /// Keeps it counted as in flight for shutdown.
     pub work: WorkGuard,
+    /// When it entered the outbox: `max_delay` counts from here (across restarts too).
+    pub since: Instant,
 }
 
 /// An account's pacing and length limits as they are now: a reload replaces them, and every
@@ -137,6 +203,8 @@ pub struct AccountEgress {
     pub store: Arc<dyn RelayStore>,
     /// Stops the workers (shutdown after the grace period).
     pub stop: CancellationToken,
+    /// How many messages the account's queues hold.
+    pub room: Arc<OutboxRoom>,
 }
 
 /// Spreads an account's messages over per-destination workers.
@@ -169,6 +237,7 @@ impl Dispatcher {
             depths: self.activity.queue_depths().clone(),
             account: self.shared.account.clone(),
             group: group.clone(),
+            room: self.shared.room.clone(),
         };
         let sender = self.workers.entry(group.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();

@@ -12,19 +12,22 @@ use std::time::Duration;
 
 use qunbridge_connectors::model::Segment;
 use qunbridge_connectors::split::measure;
-use qunbridge_connectors::{Kind, Outbound, RelatedMessages, SendReceipt};
-use tokio::sync::mpsc;
+use qunbridge_connectors::{Kind, Outbound, Platform, RelatedMessages, SendReceipt};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::coalesce;
 use super::pacing::{acquire, Pacer};
-use super::send::{send, Settlement};
+use super::send::{send, settle_answer, submit, Answer, Settlement};
 use super::split::split_message;
 use super::{AccountEgress, Ack, DepthGauge, Queued};
 use crate::activity::WorkGuard;
 use crate::metrics::count_drop;
 use crate::store::{keys, message_map, WriteBatch, ECHO_TTL, SEND_LOG_TTL};
+
+/// Sends a destination keeps in flight at once when its connector answers in order.
+const SEND_WINDOW: usize = 128;
 
 /// Send-log keys a destination worker remembers itself, for a redelivered copy queued behind
 /// a message whose send-log write is still being committed.
@@ -71,6 +74,8 @@ pub(crate) async fn run_destination(
     // The last send was paused by the platform: what queued meanwhile may be merged.
     let mut throttled = false;
     let mut recent = RecentSent::default();
+    // Sends handed to an in-order connector whose answers are still to come, oldest first.
+    let mut in_flight: VecDeque<(Unit, Answer, u64)> = VecDeque::new();
     let take = |queued: Queued| {
         let original = Arc::new(queued.outbound.clone());
         Pending {
@@ -79,7 +84,7 @@ pub(crate) async fn run_destination(
             ack: Some(queued.ack),
             _work: Some(Arc::new(queued.work)),
             is_part: false,
-            queued_at: Instant::now(),
+            queued_at: queued.since,
         }
     };
     loop {
@@ -151,28 +156,119 @@ pub(crate) async fn run_destination(
             .map(|m| m.original.ts_ms)
             .min()
             .unwrap_or(0);
-        let (settled, was_throttled) =
-            send(&shared, &unit.outbound, &unit.related, oldest_ts_ms).await;
-        throttled = was_throttled;
-        depth.sub(unit.members.iter().filter(|m| m.ack.is_some()).count() as u64);
-        match settled {
-            Settlement::Sent(receipt) => {
-                for member in &unit.members {
-                    if member.ack.is_some() {
-                        recent.insert(keys::sent(&member.original, &shared.account));
-                    }
-                }
-                record_and_ack(&shared, unit, receipt);
+        // A connector that takes and answers sends in order (`api`) gets a window of sends
+        // in flight while the destination is unpaced; any other sends one at a time.
+        let windowed = shared.platform == Platform::Api
+            && limit.is_none()
+            && account_pacer.is_none()
+            && !throttled;
+        if windowed {
+            let Some(answer) = submit(&shared, &unit.outbound, &unit.related).await else {
+                warn!(message = "Connector is not taking messages; left for redelivery.", account = %shared.account);
+                return;
+            };
+            in_flight.push_back((unit, answer, oldest_ts_ms));
+        } else {
+            if !settle_in_flight(&mut in_flight, &shared, &mut recent, &depth).await {
+                return;
             }
-            Settlement::Dropped => {
-                for member in unit.members {
-                    if let Some(ack) = member.ack {
-                        ack().await;
-                    }
-                }
+            let (settled, was_throttled) =
+                send(&shared, &unit.outbound, &unit.related, oldest_ts_ms).await;
+            throttled = was_throttled;
+            if !settle(&shared, unit, settled, &mut recent, &depth).await {
+                return;
             }
-            Settlement::Interrupted => return,
         }
+        // Answers come back in order: settle those that are in, and wait for the oldest while
+        // the window is full or nothing else is queued (a new message ends that wait).
+        loop {
+            let full = in_flight.len() >= SEND_WINDOW;
+            let Some((_, answer, _)) = in_flight.front_mut() else {
+                break;
+            };
+            let idle = queue.is_empty() && inbox.is_empty();
+            let answered = if full {
+                Some(answer.await.ok())
+            } else if idle {
+                tokio::select! {
+                    _ = shared.stop.cancelled() => return,
+                    answered = answer => Some(answered.ok()),
+                    queued = inbox.recv() => {
+                        if let Some(queued) = queued {
+                            queue.push_back(take(queued));
+                        }
+                        None
+                    }
+                }
+            } else {
+                match answer.try_recv() {
+                    Err(oneshot::error::TryRecvError::Empty) => None,
+                    Ok(answered) => Some(Some(answered)),
+                    Err(oneshot::error::TryRecvError::Closed) => Some(None),
+                }
+            };
+            let Some(answered) = answered else { break };
+            let Some((unit, _, oldest_ts_ms)) = in_flight.pop_front() else {
+                break;
+            };
+            let settled =
+                settle_answer(&shared, &unit.outbound, &unit.related, oldest_ts_ms, answered)
+                    .await;
+            if !settle(&shared, unit, settled, &mut recent, &depth).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Waits for every send in flight and settles it, in order; false when the worker must stop.
+async fn settle_in_flight(
+    in_flight: &mut VecDeque<(Unit, Answer, u64)>,
+    shared: &AccountEgress,
+    recent: &mut RecentSent,
+    depth: &DepthGauge,
+) -> bool {
+    while let Some((unit, answer, oldest_ts_ms)) = in_flight.pop_front() {
+        let answered = answer.await.ok();
+        let settled =
+            settle_answer(shared, &unit.outbound, &unit.related, oldest_ts_ms, answered).await;
+        if !settle(shared, unit, settled, recent, depth).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Settles one send: a sent unit is recorded and acknowledged, a dropped one leaves the
+/// outbox; false when it was interrupted (the worker stops, the outbox keeps it).
+async fn settle(
+    shared: &AccountEgress,
+    unit: Unit,
+    settled: Settlement,
+    recent: &mut RecentSent,
+    depth: &DepthGauge,
+) -> bool {
+    depth.sub(unit.members.iter().filter(|m| m.ack.is_some()).count() as u64);
+    match settled {
+        Settlement::Sent(receipt) => {
+            for member in &unit.members {
+                if member.ack.is_some() {
+                    recent.insert(keys::sent(&member.original, &shared.account));
+                }
+            }
+            record_and_ack(shared, unit, receipt);
+            true
+        }
+        Settlement::Dropped => {
+            let settled: Vec<Pending> = unit
+                .members
+                .into_iter()
+                .filter(|m| m.ack.is_some())
+                .collect();
+            leave_outbox(shared, settled).await;
+            true
+        }
+        Settlement::Interrupted => false,
     }
 }
 
@@ -242,9 +338,11 @@ fn record_and_ack(shared: &AccountEgress, unit: Unit, receipt: SendReceipt) {
     let mut batch = WriteBatch::default();
     for member in &unit.members {
         if member.ack.is_some() {
+            let sent = keys::sent(&member.original, &shared.account);
             batch
-                .keys
-                .push((keys::sent(&member.original, &shared.account), SEND_LOG_TTL));
+                .outbox_done
+                .push((shared.account.clone(), sent.clone()));
+            batch.keys.push((sent, SEND_LOG_TTL));
         }
         if let Some(record) =
             message_map::record(&member.original, &shared.account, &receipt.message_ids)
@@ -269,6 +367,31 @@ fn record_and_ack(shared: &AccountEgress, unit: Unit, receipt: SendReceipt) {
             }
         }
     });
+}
+
+/// Takes dropped messages (each the last entry of its message, carrying its ack) out of the
+/// outbox, then acknowledges them.
+async fn leave_outbox(shared: &AccountEgress, dropped: Vec<Pending>) {
+    let batch = WriteBatch {
+        outbox_done: dropped
+            .iter()
+            .map(|p| {
+                (
+                    shared.account.clone(),
+                    keys::sent(&p.original, &shared.account),
+                )
+            })
+            .collect(),
+        ..Default::default()
+    };
+    if let Err(error) = shared.store.write(batch).await {
+        warn!(message = "Outbox not updated; a dropped message may be tried again after a restart.", account = %shared.account, %error);
+    }
+    for pending in dropped {
+        if let Some(ack) = pending.ack {
+            ack().await;
+        }
+    }
 }
 
 /// Drops (and acknowledges) the messages that waited longer than `max_delay`.
@@ -297,10 +420,10 @@ async fn expire(
             link = %pending.original.link,
             waited_ms = waited.as_millis() as u64
         );
-        if let Some(ack) = pending.ack {
+        if pending.ack.is_some() {
             count_drop("expired");
             depth.sub(1);
-            ack().await;
+            leave_outbox(shared, vec![pending]).await;
         }
     }
 }
@@ -460,6 +583,7 @@ mod tests {
                 connector,
                 store: Arc::new(MemoryStore::new(1000)),
                 stop: tokio_util::sync::CancellationToken::new(),
+                room: crate::egress::OutboxRoom::new(crate::egress::OUTBOX_LIMIT),
             },
             Activity::new(),
         )
@@ -500,6 +624,7 @@ mod tests {
                 Box::pin(async {})
             }),
             work: activity.start(),
+            since: Instant::now(),
         }
     }
 

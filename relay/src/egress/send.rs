@@ -71,9 +71,7 @@ async fn send_until_settled(
         };
         let delay = match outcome {
             Ok(Ok(receipt)) => {
-                let latency = now_ms().saturating_sub(oldest_ts_ms) as f64 / 1000.0;
-                metrics::histogram!(RELAY_LATENCY).record(latency);
-                debug!(message = "Sent.", account = %account, group = %outbound.group, ids = ?receipt.message_ids);
+                record_sent(account, outbound, &receipt, oldest_ts_ms);
                 return Settlement::Sent(receipt);
             }
             Ok(Err(SendError::Permanent(reason))) => {
@@ -110,4 +108,55 @@ async fn send_until_settled(
             _ = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+/// What the platform answers for one send.
+pub(crate) type Answer = oneshot::Receiver<Result<SendReceipt, SendError>>;
+
+/// Hands one message to the connector without waiting for its answer (a window of sends in
+/// flight, for a connector that takes and answers sends in order). `None` when the connector
+/// no longer takes messages.
+pub(crate) async fn submit(
+    shared: &AccountEgress,
+    outbound: &Outbound,
+    related: &RelatedMessages,
+) -> Option<Answer> {
+    let (reply, answer) = oneshot::channel();
+    let request = EgressRequest {
+        outbound: outbound.clone(),
+        related: related.clone(),
+        reply,
+    };
+    shared.connector.send(request).await.ok()?;
+    Some(answer)
+}
+
+/// Settles an answer of [`submit`] (`None`: the connector dropped it): a success is final; a
+/// failure goes through the whole
+/// [`send`] path (retries, platform pauses, refusal) for that message.
+pub(crate) async fn settle_answer(
+    shared: &AccountEgress,
+    outbound: &Outbound,
+    related: &RelatedMessages,
+    oldest_ts_ms: u64,
+    answer: Option<Result<SendReceipt, SendError>>,
+) -> Settlement {
+    match answer {
+        Some(Ok(receipt)) => {
+            record_sent(&shared.account, outbound, &receipt, oldest_ts_ms);
+            Settlement::Sent(receipt)
+        }
+        Some(Err(_)) => send(shared, outbound, related, oldest_ts_ms).await.0,
+        None => {
+            warn!(message = "Connector dropped a send without answering; left for redelivery.", account = %shared.account);
+            Settlement::Interrupted
+        }
+    }
+}
+
+/// Counts a message the platform took: its latency from the origin's timestamp.
+fn record_sent(account: &str, outbound: &Outbound, receipt: &SendReceipt, oldest_ts_ms: u64) {
+    let latency = now_ms().saturating_sub(oldest_ts_ms) as f64 / 1000.0;
+    metrics::histogram!(RELAY_LATENCY).record(latency);
+    debug!(message = "Sent.", account = %account, group = %outbound.group, ids = ?receipt.message_ids);
 }

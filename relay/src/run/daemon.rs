@@ -78,7 +78,9 @@ impl Daemon {
             flow: if placement_scaled_out {
                 Hops::default()
             } else {
-                Hops::both()
+                // Sized for the embedded broker's log; an external broker is configured not
+                // to drop (docs/operations.md), and the pools bound what it holds for us.
+                Hops::both(crate::broker::embedded::LOG_BYTES)
             },
         }
     }

@@ -2,13 +2,13 @@
 //! size, the message map), lost on restart, and on tokio's clock so paused-time tests can
 //! move past expiries. Used by unit tests of the core and egress.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
-use super::{OriginEntry, RelayStore, StoreError, WriteBatch};
+use super::{OriginEntry, OutboxEntry, OutboxPut, RelayStore, StoreError, WriteBatch};
 
 /// Keys (and origins) kept at most, so a flood of unique ids cannot exhaust memory.
 pub const DEFAULT_CAPACITY: usize = 1_000_000;
@@ -26,6 +26,12 @@ struct State {
     origin_order: VecDeque<String>,
     /// Copy key → origin key.
     copies: HashMap<String, String>,
+    /// Outboxes: account → seq → entry.
+    outboxes: HashMap<String, BTreeMap<u64, OutboxEntry>>,
+    /// `(account, key)` → seq of the outbox entry.
+    outbox_index: HashMap<(String, String), u64>,
+    /// The last outbox sequence number.
+    outbox_seq: u64,
 }
 
 /// The store.
@@ -75,6 +81,13 @@ impl MemoryStore {
             }
             if state.keys.insert(key.clone(), now + ttl).is_none() {
                 state.key_order.push_back(key);
+            }
+        }
+        for (account, key) in batch.outbox_done {
+            if let Some(seq) = state.outbox_index.remove(&(account.clone(), key)) {
+                if let Some(outbox) = state.outboxes.get_mut(&account) {
+                    outbox.remove(&seq);
+                }
             }
         }
         for record in batch.copies {
@@ -143,6 +156,38 @@ impl RelayStore for MemoryStore {
         let origin = self.lock().copies.get(copy_key).cloned();
         Box::pin(async move { Ok(origin) })
     }
+
+    fn outbox_put(&self, account: &str, entry: OutboxEntry) -> OutboxPut {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let sent = state.keys.get(&entry.key).is_some_and(|at| *at > now);
+        let index = (account.to_owned(), entry.key.clone());
+        let added = !sent && !state.outbox_index.contains_key(&index);
+        if added {
+            state.outbox_seq += 1;
+            let seq = state.outbox_seq;
+            state.outbox_index.insert(index, seq);
+            state
+                .outboxes
+                .entry(account.to_owned())
+                .or_default()
+                .insert(seq, entry);
+        }
+        Box::pin(async move { Ok(added) })
+    }
+
+    fn outbox<'a>(
+        &'a self,
+        account: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<OutboxEntry>, StoreError>> {
+        let entries = self
+            .lock()
+            .outboxes
+            .get(account)
+            .map(|outbox| outbox.values().cloned().collect())
+            .unwrap_or_default();
+        Box::pin(async move { Ok(entries) })
+    }
 }
 
 #[cfg(test)]
@@ -161,7 +206,7 @@ mod tests {
         let ttl = Duration::from_secs(60);
         let put = |names: &[&str]| WriteBatch {
             keys: names.iter().map(|n| ((*n).to_owned(), ttl)).collect(),
-            copies: Vec::new(),
+            ..Default::default()
         };
         store.write(put(&["a"])).await.expect("ok");
         assert!(store.holds_any(&keys(&["x", "a"])).await.expect("ok"));

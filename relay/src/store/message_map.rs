@@ -154,6 +154,7 @@ mod tests {
         let batch = WriteBatch {
             keys: Vec::new(),
             copies: record(outbound, account, ids).into_iter().collect(),
+            ..Default::default()
         };
         store.write(batch).await.expect("write");
     }

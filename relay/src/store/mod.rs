@@ -100,14 +100,60 @@ pub struct WriteBatch {
     pub keys: Vec<(String, Duration)>,
     /// Copies to add to the message map.
     pub copies: Vec<CopyRecord>,
+    /// Outbox entries that are settled (sent or dropped), as `(account, key)`: they leave the
+    /// outbox in the same commit that records their send.
+    pub outbox_done: Vec<(String, String)>,
 }
 
 impl WriteBatch {
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.copies.is_empty()
+        self.keys.is_empty() && self.copies.is_empty() && self.outbox_done.is_empty()
     }
 }
+
+/// A message waiting in an account's durable outbox (ARCHITECTURE.md §4: "the broker is
+/// transport, the store is the queue"): egress puts every outbound delivery here before it
+/// acknowledges the broker, and takes it out when the message is settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Its send-log key ([`keys::sent`]), unique per message and destination: a message
+    /// already sent, or already waiting, is not put twice.
+    pub key: String,
+    /// The outbound message as the broker delivered it (JSON).
+    pub payload: Vec<u8>,
+    /// When it entered the outbox (ms since the Unix epoch): `max_delay` counts from here,
+    /// across restarts too.
+    pub queued_ms: u64,
+}
+
+impl OutboxEntry {
+    /// The entry as stored: when it was queued (8 bytes), its key's length (4 bytes), the
+    /// key, then the payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(12 + self.key.len() + self.payload.len());
+        bytes.extend_from_slice(&self.queued_ms.to_le_bytes());
+        bytes.extend_from_slice(&(self.key.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(self.key.as_bytes());
+        bytes.extend_from_slice(&self.payload);
+        bytes
+    }
+
+    /// Reads a stored entry; `None` when the bytes are not one.
+    pub fn decode(bytes: &[u8]) -> Option<OutboxEntry> {
+        let queued_ms = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+        let key_len = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
+        let key = std::str::from_utf8(bytes.get(12..12usize.checked_add(key_len)?)?).ok()?;
+        Some(OutboxEntry {
+            key: key.to_owned(),
+            payload: bytes.get(12 + key_len..)?.to_vec(),
+            queued_ms,
+        })
+    }
+}
+
+/// The outcome of an outbox put, once durable.
+pub type OutboxPut = BoxFuture<'static, Result<bool, StoreError>>;
 
 /// The relay's state. Every write resolves only once it is durable (for the persistent
 /// store: committed to disk), so a message is acknowledged to the broker only after what it
@@ -131,6 +177,16 @@ pub trait RelayStore: Send + Sync + 'static {
         &'a self,
         copy_key: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+
+    /// Puts a message in `account`'s outbox, unless it was sent already (its key is in the
+    /// send log) or is waiting already. The write is queued when this is called, so a later
+    /// write (the settle of the same message) is applied after it; the returned future
+    /// resolves once it is durable, with `true` when the message was added.
+    fn outbox_put(&self, account: &str, entry: OutboxEntry) -> OutboxPut;
+
+    /// Everything waiting in `account`'s outbox, oldest first.
+    fn outbox<'a>(&'a self, account: &'a str)
+        -> BoxFuture<'a, Result<Vec<OutboxEntry>, StoreError>>;
 
     /// Claims `keys` for `holder` (an envelope id) for `ttl`: true when no other holder has
     /// any of them. Cores sharing one store use it so that two reports of one message handled

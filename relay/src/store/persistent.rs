@@ -25,7 +25,10 @@ use redb::{
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use super::{CopyRecord, OriginEntry, RelayStore, StoreError, WriteBatch, DEDUP_TTL, MAP_TTL};
+use super::{
+    CopyRecord, OriginEntry, OutboxEntry, OutboxPut, RelayStore, StoreError, WriteBatch, DEDUP_TTL,
+    MAP_TTL,
+};
 
 /// The store's file name under `state_dir`.
 pub const FILE_NAME: &str = "state.redb";
@@ -62,6 +65,16 @@ const FEED: TableDefinition<(&str, u64), &str> = TableDefinition::new("feed");
 const FEED_KEYS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("feed_keys");
 /// Named counters: `epoch`, `seq␟account␟group` (last feed seq).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Outbox: (account, seq) → entry ([`encode_entry`]), in the order egress put them.
+const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
+/// Outbox index: `account␟key` → seq, so a message is put once and settled by its key.
+const OUTBOX_INDEX: TableDefinition<&str, u64> = TableDefinition::new("outbox_index");
+/// The meta row holding the last outbox sequence number.
+const OUTBOX_SEQ: &str = "outbox_seq";
+/// How long the writer waits for more jobs before a commit while batches are forming (the
+/// previous commit carried more than one job); never at low rates, so their latency is that
+/// of one commit.
+const GATHER_WAIT: Duration = Duration::from_micros(500);
 
 /// Expiry-index prefixes naming the table an entry belongs to.
 const IN_KEYS: char = 'k';
@@ -91,6 +104,15 @@ enum Job {
         /// Answered after the commit.
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// An outbox put.
+    OutboxPut {
+        /// The account whose outbox it is.
+        account: String,
+        /// The entry.
+        entry: OutboxEntry,
+        /// Answered after the commit: true when added.
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
     /// An api feed event.
     Append {
         /// `account␟group`.
@@ -112,6 +134,8 @@ enum Done {
     Write(oneshot::Sender<Result<(), StoreError>>),
     /// An append's reply and result.
     Append(oneshot::Sender<Result<Appended, StoreError>>, Appended),
+    /// An outbox put's reply and whether it added the entry.
+    OutboxPut(oneshot::Sender<Result<bool, StoreError>>, bool),
 }
 
 /// The store. Cheap to share behind an `Arc`; the writer thread ends when the last handle
@@ -226,6 +250,7 @@ impl PersistentStore {
             origins: len(txn.open_table(ORIGINS).map_err(backend)?.len())?,
             copies: len(txn.open_table(COPIES).map_err(backend)?.len())?,
             feed_events: len(txn.open_table(FEED).map_err(backend)?.len())?,
+            outbox: len(txn.open_table(OUTBOX).map_err(backend)?.len())?,
         })
     }
 }
@@ -251,6 +276,8 @@ pub struct StoreCounts {
     pub copies: u64,
     /// api feed events.
     pub feed_events: u64,
+    /// Messages waiting in outboxes.
+    pub outbox: u64,
 }
 
 /// Creates the tables and the epoch on first use; returns the epoch.
@@ -263,6 +290,8 @@ fn init(db: &Database) -> Result<u64, redb::Error> {
         txn.open_table(EXPIRY)?;
         txn.open_table(FEED)?;
         txn.open_table(FEED_KEYS)?;
+        txn.open_table(OUTBOX)?;
+        txn.open_table(OUTBOX_INDEX)?;
         let mut meta = txn.open_table(META)?;
         let existing = meta.get("epoch")?.map(|v| v.value());
         match existing {
@@ -282,6 +311,7 @@ fn init(db: &Database) -> Result<u64, redb::Error> {
 fn write_loop(db: &Database, jobs: &std_mpsc::Receiver<Job>) {
     let mut last_sweep = Instant::now();
     let mut written_since_sweep = false;
+    let mut forming = false;
     loop {
         // Idle: block until work comes; a due sweep waits for the next write.
         let Ok(first) = jobs.recv() else {
@@ -289,12 +319,27 @@ fn write_loop(db: &Database, jobs: &std_mpsc::Receiver<Job>) {
             return;
         };
         let mut batch = vec![first];
+        // Group commit: take what is queued; while batches are forming (the last commit
+        // carried several jobs), wait a moment for more, so that one fsync carries them.
+        let gather_until = forming.then(|| Instant::now() + GATHER_WAIT);
         while batch.len() < BATCH {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),
-                Err(_) => break,
+                Err(std_mpsc::TryRecvError::Disconnected) => break,
+                Err(std_mpsc::TryRecvError::Empty) => {
+                    let Some(left) =
+                        gather_until.and_then(|until| until.checked_duration_since(Instant::now()))
+                    else {
+                        break;
+                    };
+                    match jobs.recv_timeout(left) {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
             }
         }
+        forming = batch.len() > 1;
         let sweep = written_since_sweep && last_sweep.elapsed() >= SWEEP_EVERY;
         let started = Instant::now();
         let outcome = commit(db, batch, sweep);
@@ -341,6 +386,14 @@ fn commit(db: &Database, jobs: Vec<Job>, sweep: bool) -> Result<(), StoreError> 
                         apply_append(&txn, &feed, &key, &json, keep, now).map_err(backend)?;
                     done.push(Done::Append(reply, appended));
                 }
+                Job::OutboxPut {
+                    account,
+                    entry,
+                    reply,
+                } => {
+                    let added = apply_outbox_put(&txn, &account, &entry, now).map_err(backend)?;
+                    done.push(Done::OutboxPut(reply, added));
+                }
             }
         }
         if sweep {
@@ -358,6 +411,9 @@ fn commit(db: &Database, jobs: Vec<Job>, sweep: bool) -> Result<(), StoreError> 
             }
             Done::Append(reply, appended) => {
                 let _ = reply.send(outcome.clone().map(|()| appended));
+            }
+            Done::OutboxPut(reply, added) => {
+                let _ = reply.send(outcome.clone().map(|()| added));
             }
         }
     }
@@ -399,7 +455,52 @@ fn apply_write(txn: &WriteTransaction, batch: WriteBatch, now: u64) -> Result<()
             add_copies(&mut origins, &mut copies, &mut index, record, now)?;
         }
     }
+    if !batch.outbox_done.is_empty() {
+        let mut outbox = txn.open_table(OUTBOX)?;
+        let mut outbox_index = txn.open_table(OUTBOX_INDEX)?;
+        for (account, key) in &batch.outbox_done {
+            let seq = outbox_index
+                .remove(outbox_name(account, key).as_str())?
+                .map(|v| v.value());
+            if let Some(seq) = seq {
+                outbox.remove((account.as_str(), seq))?;
+            }
+        }
+    }
     Ok(())
+}
+
+/// The outbox index name of a message.
+fn outbox_name(account: &str, key: &str) -> String {
+    format!("{account}\u{1f}{key}")
+}
+
+/// Puts an outbox entry unless it was sent (send log) or is there already.
+fn apply_outbox_put(
+    txn: &WriteTransaction,
+    account: &str,
+    entry: &OutboxEntry,
+    now: u64,
+) -> Result<bool, redb::Error> {
+    let sent = txn
+        .open_table(KEYS)?
+        .get(entry.key.as_str())?
+        .is_some_and(|until| until.value() > now);
+    if sent {
+        return Ok(false);
+    }
+    let mut outbox_index = txn.open_table(OUTBOX_INDEX)?;
+    let name = outbox_name(account, &entry.key);
+    if outbox_index.get(name.as_str())?.is_some() {
+        return Ok(false);
+    }
+    let mut meta = txn.open_table(META)?;
+    let seq = meta.get(OUTBOX_SEQ)?.map_or(0, |v| v.value()) + 1;
+    meta.insert(OUTBOX_SEQ, seq)?;
+    outbox_index.insert(name.as_str(), seq)?;
+    txn.open_table(OUTBOX)?
+        .insert((account, seq), entry.encode().as_slice())?;
+    Ok(true)
 }
 
 /// Adds one origin's copies to the map.
@@ -626,6 +727,44 @@ impl RelayStore for PersistentStore {
         })();
         Box::pin(async move { origin })
     }
+
+    fn outbox_put(&self, account: &str, entry: OutboxEntry) -> OutboxPut {
+        // Queued now, not when the future is first polled: a settle written later is applied
+        // after it.
+        let (reply, outcome) = oneshot::channel();
+        let submitted = self.submit(Job::OutboxPut {
+            account: account.to_owned(),
+            entry,
+            reply,
+        });
+        Box::pin(async move {
+            submitted?;
+            outcome.await.map_err(|_| StoreError::Stopped)?
+        })
+    }
+
+    fn outbox<'a>(
+        &'a self,
+        account: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<OutboxEntry>, StoreError>> {
+        let entries = (|| {
+            let txn = self.db.begin_read().map_err(backend)?;
+            let table = txn.open_table(OUTBOX).map_err(backend)?;
+            let mut entries = Vec::new();
+            for row in table
+                .range((account, 0)..=(account, u64::MAX))
+                .map_err(backend)?
+            {
+                let (_, value) = row.map_err(backend)?;
+                match OutboxEntry::decode(value.value()) {
+                    Some(entry) => entries.push(entry),
+                    None => warn!(message = "Skipping an unreadable outbox entry.", account = %account),
+                }
+            }
+            Ok(entries)
+        })();
+        Box::pin(async move { entries })
+    }
 }
 
 impl FeedLog for PersistentStore {
@@ -668,17 +807,18 @@ impl FeedLog for PersistentStore {
         key: String,
         json: String,
         keep: usize,
-    ) -> BoxFuture<'_, Result<Appended, FeedLogError>> {
+    ) -> BoxFuture<'static, Result<Appended, FeedLogError>> {
+        // Queued now, not when the future is first polled: appends are applied in call order.
+        let (reply, outcome) = oneshot::channel();
+        let submitted = self.submit(Job::Append {
+            feed: format!("{account}\u{1f}{group}"),
+            key,
+            json,
+            keep,
+            reply,
+        });
         Box::pin(async move {
-            let (reply, outcome) = oneshot::channel();
-            self.submit(Job::Append {
-                feed: format!("{account}\u{1f}{group}"),
-                key,
-                json,
-                keep,
-                reply,
-            })
-            .map_err(|error| FeedLogError(error.to_string()))?;
+            submitted.map_err(|error| FeedLogError(error.to_string()))?;
             outcome
                 .await
                 .map_err(|_| FeedLogError(StoreError::Stopped.to_string()))?
@@ -695,7 +835,7 @@ mod tests {
     fn batch(keys: &[&str], ttl: Duration) -> WriteBatch {
         WriteBatch {
             keys: keys.iter().map(|k| ((*k).to_owned(), ttl)).collect(),
-            copies: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -732,6 +872,7 @@ mod tests {
                             id: "w-7".into(),
                         }],
                     }],
+                    ..Default::default()
                 })
                 .await
                 .expect("write");

@@ -17,7 +17,10 @@ use ::redis::{AsyncCommands, Script};
 use futures_util::future::BoxFuture;
 use qunbridge_connectors::api::{Appended, FeedLog, FeedLogError};
 
-use super::{Copy, OriginEntry, RelayStore, StoreError, WriteBatch, DEDUP_TTL, MAP_TTL};
+use super::{
+    Copy, OriginEntry, OutboxEntry, OutboxPut, RelayStore, StoreError, WriteBatch, DEDUP_TTL,
+    MAP_TTL,
+};
 
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "qunbridge:";
@@ -46,6 +49,17 @@ redis.call('SET', KEYS[1], seq, 'PX', ARGV[3])
 return {seq, 1}
 ";
 
+/// Puts an outbox entry unless its key is in the send log (KEYS[1]) or the outbox hash
+/// (KEYS[2]) has it; orders it in KEYS[3] by a counter in KEYS[4].
+const OUTBOX_PUT_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+local seq = redis.call('INCR', KEYS[4])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], seq, ARGV[1])
+return 1
+";
+
 /// A Redis error as a store error (the URL, which may hold a password, is never part of it).
 fn backend(error: ::redis::RedisError) -> StoreError {
     StoreError::Backend(format!("redis: {error}"))
@@ -70,6 +84,8 @@ pub struct RedisStore {
     claim: Script,
     /// The append script.
     append: Script,
+    /// The outbox put script.
+    outbox_put: Script,
 }
 
 impl RedisStore {
@@ -91,6 +107,7 @@ impl RedisStore {
             epoch,
             claim: Script::new(CLAIM_SCRIPT),
             append: Script::new(APPEND_SCRIPT),
+            outbox_put: Script::new(OUTBOX_PUT_SCRIPT),
         })
     }
 
@@ -156,6 +173,10 @@ impl RelayStore for RedisStore {
                 }
                 pipe.cmd("PEXPIRE").arg(&copies_key).arg(map_ttl).ignore();
             }
+            for (account, key) in &batch.outbox_done {
+                pipe.hdel(self.key("ob", account), key).ignore();
+                pipe.zrem(self.key("oo", account), key).ignore();
+            }
             let mut connection = self.connection.clone();
             pipe.query_async::<()>(&mut connection)
                 .await
@@ -201,6 +222,56 @@ impl RelayStore for RedisStore {
                 .get(self.key("mc", copy_key))
                 .await
                 .map_err(backend)
+        })
+    }
+
+    fn outbox_put(&self, account: &str, entry: OutboxEntry) -> OutboxPut {
+        let mut connection = self.connection.clone();
+        let script = self.outbox_put.clone();
+        let keys = [
+            self.key("k", &entry.key),
+            self.key("ob", account),
+            self.key("oo", account),
+            self.key("os", account),
+        ];
+        Box::pin(async move {
+            let mut invocation = script.prepare_invoke();
+            for key in keys {
+                invocation.key(key);
+            }
+            invocation.arg(&entry.key).arg(entry.encode());
+            let added: u64 = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(backend)?;
+            Ok(added == 1)
+        })
+    }
+
+    fn outbox<'a>(
+        &'a self,
+        account: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<OutboxEntry>, StoreError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let order: Vec<String> = connection
+                .zrange(self.key("oo", account), 0, -1)
+                .await
+                .map_err(backend)?;
+            if order.is_empty() {
+                return Ok(Vec::new());
+            }
+            let values: Vec<Option<Vec<u8>>> = ::redis::cmd("HMGET")
+                .arg(self.key("ob", account))
+                .arg(&order)
+                .query_async(&mut connection)
+                .await
+                .map_err(backend)?;
+            Ok(values
+                .into_iter()
+                .flatten()
+                .filter_map(|bytes| OutboxEntry::decode(&bytes))
+                .collect())
         })
     }
 
@@ -273,15 +344,21 @@ impl FeedLog for RedisStore {
         key: String,
         json: String,
         keep: usize,
-    ) -> BoxFuture<'_, Result<Appended, FeedLogError>> {
+    ) -> BoxFuture<'static, Result<Appended, FeedLogError>> {
+        let feed = format!("{account}\u{1f}{group}");
+        let mut connection = self.connection.clone();
+        let script = self.append.clone();
+        let keys = [
+            self.key("fk", &key),
+            self.key("seq", &feed),
+            self.key("feed", &feed),
+        ];
         Box::pin(async move {
-            let feed = format!("{account}\u{1f}{group}");
-            let mut connection = self.connection.clone();
-            let (seq, fresh): (u64, i64) = self
-                .append
-                .key(self.key("fk", &key))
-                .key(self.key("seq", &feed))
-                .key(self.key("feed", &feed))
+            let mut invocation = script.prepare_invoke();
+            for key in keys {
+                invocation.key(key);
+            }
+            let (seq, fresh): (u64, i64) = invocation
                 .arg(json)
                 .arg(keep.max(1))
                 .arg(millis(DEDUP_TTL))
@@ -295,3 +372,4 @@ impl FeedLog for RedisStore {
         })
     }
 }
+
