@@ -13,18 +13,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use qunbridge_connectors::context::now_ms;
 use qunbridge_connectors::protocol::SharedResources;
 use qunbridge_connectors::reverse_ws::SharedListeners;
 use qunbridge_connectors::{
-    AccountState, BotRegistry, ConnectionState, Confirmed, ConnectorContext, ConnectorError,
+    AccountState, BotRegistry, Confirmed, ConnectionState, ConnectorContext, ConnectorError,
     Envelope, EnvelopeSink, Ingress, IngressError, Outbound, Platform, StateReporter,
 };
 use serde_json::json;
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use qunbridge_connectors::context::now_ms;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::Instant;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -33,7 +33,9 @@ use crate::broker::{
     BrokerClient, BrokerError, ClientOptions, Delivery, Endpoint, Flow, Hops, Topics,
 };
 use crate::config::Account;
-use crate::egress::{AccountEgress, Dispatcher, LivePolicy, OutboxRoom, Queued, OUTBOX_LIMIT};
+use crate::egress::{
+    AccountEgress, Dispatcher, LivePolicy, OutboxRoom, Queued, OUTBOX_LIMIT, OUTBOX_LIMIT_BYTES,
+};
 use crate::metrics::{count_drop, ACCOUNT_UP};
 use crate::store::{keys, OutboxEntry, RelayStore, WriteBatch};
 
@@ -82,14 +84,13 @@ impl EnvelopeSink for MqttSink {
                     _ => IngressError::Closed,
                 })?;
             let confirmed: Confirmed = Box::pin(async move {
-                let outcome =
-                    confirmation
-                        .wait(INGRESS_ACK_TIMEOUT)
-                        .await
-                        .map_err(|error| match error {
-                            BrokerError::Timeout(limit) => IngressError::Timeout(limit.as_secs()),
-                            _ => IngressError::Closed,
-                        });
+                let outcome = confirmation
+                    .wait(INGRESS_ACK_TIMEOUT)
+                    .await
+                    .map_err(|error| match error {
+                        BrokerError::Timeout(limit) => IngressError::Timeout(limit.as_secs()),
+                        _ => IngressError::Closed,
+                    });
                 drop(work);
                 outcome
             });
@@ -266,7 +267,7 @@ pub async fn start(
         outcome
     });
     let policy = Arc::new(LivePolicy::new(account.egress.clone()));
-    let room = OutboxRoom::new(OUTBOX_LIMIT);
+    let room = OutboxRoom::new(OUTBOX_LIMIT, OUTBOX_LIMIT_BYTES);
     let dispatcher = Dispatcher::new(
         AccountEgress {
             account: id.clone(),
@@ -424,7 +425,7 @@ impl EgressPump {
         mut dispatcher: Dispatcher,
         room: Arc<OutboxRoom>,
     ) {
-        self.requeue_outbox(&mut dispatcher).await;
+        self.requeue_outbox(&mut dispatcher, &room).await;
         let mut durable = FuturesUnordered::new();
         loop {
             tokio::select! {
@@ -440,7 +441,7 @@ impl EgressPump {
                     if !room.is_full() =>
                 {
                     let Some(delivery) = delivery else { break };
-                    if let Some(put) = self.take(delivery, &mut dispatcher).await {
+                    if let Some(put) = self.take(delivery, &mut dispatcher, &room).await {
                         durable.push(put);
                     }
                 }
@@ -460,6 +461,7 @@ impl EgressPump {
         &self,
         delivery: Delivery,
         dispatcher: &mut Dispatcher,
+        room: &Arc<OutboxRoom>,
     ) -> Option<BoxFuture<'static, Option<Delivery>>> {
         let work = self.activity.start();
         let outbound = match decode(&self.topics, &self.account, &delivery) {
@@ -492,9 +494,13 @@ impl EgressPump {
             },
         );
         let (settled_tx, settled) = oneshot::channel::<()>();
+        let size = delivery.publish.payload.len() as u64;
+        room.hold_bytes(size);
+        let held = room.clone();
         dispatcher.dispatch(Queued {
             outbound,
             ack: Box::new(move || {
+                held.release_bytes(size);
                 let _ = settled_tx.send(());
                 Box::pin(async {})
             }),
@@ -517,7 +523,7 @@ impl EgressPump {
 
     /// Queues what the account's outbox holds from an earlier run, oldest first; what was
     /// sent already (its send-log key is held) or cannot be read leaves the outbox.
-    async fn requeue_outbox(&self, dispatcher: &mut Dispatcher) {
+    async fn requeue_outbox(&self, dispatcher: &mut Dispatcher, room: &Arc<OutboxRoom>) {
         let entries = match self.store.outbox(&self.account).await {
             Ok(entries) => entries,
             Err(error) => {
@@ -549,9 +555,15 @@ impl EgressPump {
                 continue;
             };
             let age = Duration::from_millis(now.saturating_sub(entry.queued_ms));
+            let size = entry.payload.len() as u64;
+            room.hold_bytes(size);
+            let held = room.clone();
             dispatcher.dispatch(Queued {
                 outbound,
-                ack: Box::new(|| Box::pin(async {})),
+                ack: Box::new(move || {
+                    held.release_bytes(size);
+                    Box::pin(async {})
+                }),
                 work: self.activity.start(),
                 since: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
             });

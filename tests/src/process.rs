@@ -87,6 +87,27 @@ impl DaemonProcess {
         }
     }
 
+    /// Stops the daemon (`kill -9` if it still runs) and starts it again on the same state
+    /// directory and admin address with a new `config`.
+    pub async fn restart_with(&mut self, config: &str) {
+        self.kill();
+        let dir = self
+            .config
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        std::fs::write(
+            &self.config,
+            format!(
+                "state_dir = {:?}\n{config}\n[admin]\nlisten = \"{}\"\n",
+                dir.join("state"),
+                self.admin
+            ),
+        )
+        .expect("write config");
+        self.spawn().await;
+    }
+
     /// Starts the daemon again on the same config and state directory.
     pub async fn restart(&mut self) {
         self.kill();

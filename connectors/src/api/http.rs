@@ -214,9 +214,10 @@ async fn post_message(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "qunbridge holds as much as it can keep right now; retry later",
             );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after_secs));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(retry_after_secs),
+            );
             response
         }
         Err(error) => {

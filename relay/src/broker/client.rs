@@ -442,8 +442,7 @@ impl BrokerClient {
                 if !entry.2 {
                     entry.2 = true;
                     // Consumed: the room it held on the broker is free again.
-                    if let Some(pool) = self.shared.flow.get().and_then(|f| f.deliveries.as_ref())
-                    {
+                    if let Some(pool) = self.shared.flow.get().and_then(|f| f.deliveries.as_ref()) {
                         pool.release(Capacity::size_of(
                             &delivery.publish.topic,
                             delivery.publish.payload.len(),

@@ -71,24 +71,34 @@ impl DepthGauge {
 /// too): beyond it egress stops taking deliveries from the broker, which holds the core's
 /// publishes back through flow control, and ingress then pushes back on the platforms.
 pub const OUTBOX_LIMIT: u64 = 10_000;
+/// Bytes (of outbound JSON) an account's destination queues hold at most, for the same reason:
+/// memory stays bounded however far input outruns a destination.
+pub const OUTBOX_LIMIT_BYTES: u64 = 8 * 1024 * 1024;
 
-/// How many messages an account's destination queues hold, against [`OUTBOX_LIMIT`].
+/// How much an account's destination queues hold, against [`OUTBOX_LIMIT`] and
+/// [`OUTBOX_LIMIT_BYTES`].
 #[derive(Debug)]
 pub struct OutboxRoom {
     /// Messages held.
     held: AtomicU64,
+    /// Bytes held.
+    bytes: AtomicU64,
     /// Most messages held before egress stops taking more.
     limit: u64,
+    /// Most bytes held before egress stops taking more.
+    limit_bytes: u64,
     /// Woken when messages leave.
     freed: Notify,
 }
 
 impl OutboxRoom {
-    /// Room for `limit` messages.
-    pub fn new(limit: u64) -> Arc<OutboxRoom> {
+    /// Room for `limit` messages of `limit_bytes` in all.
+    pub fn new(limit: u64, limit_bytes: u64) -> Arc<OutboxRoom> {
         Arc::new(OutboxRoom {
             held: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
             limit,
+            limit_bytes,
             freed: Notify::new(),
         })
     }
@@ -96,6 +106,22 @@ impl OutboxRoom {
     /// True when no more messages should be taken.
     pub fn is_full(&self) -> bool {
         self.held.load(Ordering::Acquire) >= self.limit
+            || self.bytes.load(Ordering::Acquire) >= self.limit_bytes
+    }
+
+    /// A message of `bytes` is held (until [`OutboxRoom::release_bytes`]).
+    pub fn hold_bytes(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// A message of `bytes` is settled.
+    pub fn release_bytes(&self, bytes: u64) {
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(held.saturating_sub(bytes))
+            });
+        self.freed.notify_waiters();
     }
 
     /// Resolves once there is room.
@@ -144,6 +170,9 @@ pub struct LivePolicy {
     policy: RwLock<Arc<EgressPolicy>>,
     /// The account-wide pacer, shared by every destination (rebuilt when its limit changes).
     account_pacer: RwLock<Option<Arc<Mutex<Pacer>>>>,
+    /// Wakes the destination workers waiting for a pacer when a reload changed the limits, so
+    /// what already waits goes out under the new ones.
+    changed: Notify,
 }
 
 impl LivePolicy {
@@ -155,7 +184,13 @@ impl LivePolicy {
         LivePolicy {
             policy: RwLock::new(Arc::new(policy)),
             account_pacer: RwLock::new(pacer),
+            changed: Notify::new(),
         }
+    }
+
+    /// Resolves when a reload replaces the limits.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// The limits in force.
@@ -186,6 +221,8 @@ impl LivePolicy {
                 .map(|limit| Arc::new(Mutex::new(Pacer::new(limit))));
         }
         *current = Arc::new(policy);
+        drop(current);
+        self.changed.notify_waiters();
     }
 }
 

@@ -120,6 +120,8 @@ pub(crate) async fn run_destination(
             .unwrap_or_else(Instant::now);
         let waited = tokio::select! {
             _ = shared.stop.cancelled() => return,
+            // New limits: wait for them instead.
+            _ = shared.policy.changed() => continue,
             _ = tokio::time::sleep_until(expiry + Duration::from_millis(1)) => continue,
             waited = acquire(pacer.as_mut(), account_pacer.as_deref()) => waited,
         };
@@ -211,9 +213,14 @@ pub(crate) async fn run_destination(
             let Some((unit, _, oldest_ts_ms)) = in_flight.pop_front() else {
                 break;
             };
-            let settled =
-                settle_answer(&shared, &unit.outbound, &unit.related, oldest_ts_ms, answered)
-                    .await;
+            let settled = settle_answer(
+                &shared,
+                &unit.outbound,
+                &unit.related,
+                oldest_ts_ms,
+                answered,
+            )
+            .await;
             if !settle(&shared, unit, settled, &mut recent, &depth).await {
                 return;
             }
@@ -230,8 +237,14 @@ async fn settle_in_flight(
 ) -> bool {
     while let Some((unit, answer, oldest_ts_ms)) = in_flight.pop_front() {
         let answered = answer.await.ok();
-        let settled =
-            settle_answer(shared, &unit.outbound, &unit.related, oldest_ts_ms, answered).await;
+        let settled = settle_answer(
+            shared,
+            &unit.outbound,
+            &unit.related,
+            oldest_ts_ms,
+            answered,
+        )
+        .await;
         if !settle(shared, unit, settled, recent, depth).await {
             return false;
         }
@@ -583,7 +596,10 @@ mod tests {
                 connector,
                 store: Arc::new(MemoryStore::new(1000)),
                 stop: tokio_util::sync::CancellationToken::new(),
-                room: crate::egress::OutboxRoom::new(crate::egress::OUTBOX_LIMIT),
+                room: crate::egress::OutboxRoom::new(
+                    crate::egress::OUTBOX_LIMIT,
+                    crate::egress::OUTBOX_LIMIT_BYTES,
+                ),
             },
             Activity::new(),
         )

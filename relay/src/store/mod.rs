@@ -185,8 +185,10 @@ pub trait RelayStore: Send + Sync + 'static {
     fn outbox_put(&self, account: &str, entry: OutboxEntry) -> OutboxPut;
 
     /// Everything waiting in `account`'s outbox, oldest first.
-    fn outbox<'a>(&'a self, account: &'a str)
-        -> BoxFuture<'a, Result<Vec<OutboxEntry>, StoreError>>;
+    fn outbox<'a>(
+        &'a self,
+        account: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<OutboxEntry>, StoreError>>;
 
     /// Claims `keys` for `holder` (an envelope id) for `ttl`: true when no other holder has
     /// any of them. Cores sharing one store use it so that two reports of one message handled

@@ -758,7 +758,9 @@ impl RelayStore for PersistentStore {
                 let (_, value) = row.map_err(backend)?;
                 match OutboxEntry::decode(value.value()) {
                     Some(entry) => entries.push(entry),
-                    None => warn!(message = "Skipping an unreadable outbox entry.", account = %account),
+                    None => {
+                        warn!(message = "Skipping an unreadable outbox entry.", account = %account)
+                    }
                 }
             }
             Ok(entries)

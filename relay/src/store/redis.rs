@@ -372,4 +372,3 @@ impl FeedLog for RedisStore {
         })
     }
 }
-
