@@ -3,11 +3,20 @@
 //! relay's egress queue on whichever session takes actions, until the queue closes; then
 //! close the sockets and let ingress drain. What differs per version comes in as a
 //! [`Version`] (receiving) and an [`ActionSender`] (sending).
+//!
+//! Egress requests are sent concurrently, each in a task of its own with its own action and
+//! `echo` (at most [`MAX_SENDS`] at once; at the bound no further request is taken until one
+//! settles): the relay keeps order per destination group by sending a group's next request
+//! only after the previous one's outcome, so a group whose implementation takes seconds to
+//! answer `send_group_msg` delays no other group. Shutdown drains: the loop ends when the
+//! relay closes the queue and every send in flight has settled.
 
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
+use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
+use tracing::error;
 
 use super::ingress::publish_in_order;
 use super::link::AccountLink;
@@ -20,8 +29,13 @@ use crate::model::{Kind, Platform};
 use crate::reverse_ws::SharedListeners;
 use crate::{Connector, Secret};
 
-/// Inbound messages buffered between the socket readers and ingress.
-const EVENT_QUEUE: usize = 512;
+/// Inbound messages buffered between the socket readers and ingress. When it is full the
+/// readers stop reading event frames (see [`super::connection`]).
+pub const EVENT_QUEUE: usize = 512;
+/// Egress requests of one account being sent at once. The relay sends one request per
+/// destination group at a time, so this bounds how many groups are served concurrently;
+/// beyond it, requests wait in the relay's queue until a send settles.
+pub const MAX_SENDS: usize = 64;
 
 /// What both versions' settings say about reaching the implementation.
 pub struct Reach<'a> {
@@ -98,7 +112,7 @@ pub async fn run<V: Version, A: ActionSender>(
     reach: Reach<'_>,
     listeners: &SharedListeners,
     version: V,
-    mut sender: A,
+    sender: A,
     ctx: ConnectorContext,
 ) -> Result<(), ConnectorError> {
     let ConnectorContext {
@@ -153,36 +167,87 @@ pub async fn run<V: Version, A: ActionSender>(
         }
     };
 
-    while let Some(request) = egress.recv().await {
-        let EgressRequest {
-            outbound,
-            related,
-            mut reply,
-        } = request;
-        let session = tokio::select! {
-            session = link.sessions.wait_for_actions(&sockets_stop) => session,
-            // The relay stopped waiting (shutdown): the message stays with the broker.
-            _ = reply.closed() => None,
-        };
-        let Some(session) = session else {
-            // Dropping `reply` leaves the message with the broker for redelivery.
-            continue;
-        };
-        let out = Outgoing {
-            session: &session,
-            outbound: &outbound,
-            related: &related,
-        };
-        let outcome = match outbound.kind {
-            Kind::Message => sender.message(out).await,
-            Kind::Recall => sender.recall(out).await,
-        };
-        let _ = reply.send(outcome);
-    }
+    answer_egress(&mut egress, &link, Arc::new(sender), &sockets_stop).await;
     sockets_stop.cancel();
     let _ = transport.await;
     // The link holds the events sender; dropping it lets the ingress task finish.
     drop(link);
     let _ = ingress_task.await;
     Ok(())
+}
+
+/// Answers the relay's egress queue until it closes: every request is sent in a task of its
+/// own (at most [`MAX_SENDS`] at once), so a destination whose implementation is slow to
+/// answer never holds back another one. Order within a destination group is the relay's:
+/// it sends a group's next message only after this one's outcome. Returns once the queue
+/// closed and every send in flight has settled.
+async fn answer_egress<V: Version, A: ActionSender>(
+    egress: &mut mpsc::Receiver<EgressRequest>,
+    link: &Arc<AccountLink<V>>,
+    sender: Arc<A>,
+    sockets_stop: &CancellationToken,
+) {
+    let mut sends = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(joined) = sends.join_next(), if !sends.is_empty() => settled(&link.account, joined),
+            request = egress.recv(), if sends.len() < MAX_SENDS => match request {
+                Some(request) => {
+                    sends.spawn(send_one(
+                        link.clone(),
+                        sender.clone(),
+                        request,
+                        sockets_stop.clone(),
+                    ));
+                }
+                None => break,
+            },
+        }
+    }
+    while let Some(joined) = sends.join_next().await {
+        settled(&link.account, joined);
+    }
+}
+
+/// Sends one request on whichever session takes actions (waiting for one) and reports its
+/// outcome to the relay.
+async fn send_one<V: Version, A: ActionSender>(
+    link: Arc<AccountLink<V>>,
+    sender: Arc<A>,
+    request: EgressRequest,
+    sockets_stop: CancellationToken,
+) {
+    let EgressRequest {
+        outbound,
+        related,
+        mut reply,
+    } = request;
+    let session = tokio::select! {
+        session = link.sessions.wait_for_actions(&sockets_stop) => session,
+        // The relay stopped waiting (shutdown): the message stays with the broker.
+        _ = reply.closed() => None,
+    };
+    let Some(session) = session else {
+        // Dropping `reply` leaves the message with the broker for redelivery.
+        return;
+    };
+    let out = Outgoing {
+        session: &session,
+        outbound: &outbound,
+        related: &related,
+    };
+    let outcome = match outbound.kind {
+        Kind::Message => sender.message(out).await,
+        Kind::Recall => sender.recall(out).await,
+    };
+    let _ = reply.send(outcome);
+}
+
+/// Logs a send task that did not finish normally; its request was dropped unanswered, so
+/// the relay leaves the message with the broker for redelivery.
+fn settled(account: &str, joined: Result<(), JoinError>) {
+    if let Err(error) = joined {
+        error!(message = "An egress send task failed; the message stays with the broker.", account = %account, %error);
+    }
 }
