@@ -628,3 +628,92 @@ async fn a_reload_reroutes_the_next_message_without_touching_the_connection() {
     );
     daemon.stop().await.expect("clean stop");
 }
+
+/// Two QQ groups of one account, each linked with an `api` group of its own: `a` with
+/// 735021844, `b` with 111.
+fn two_links_config(broker: &Broker, qq: &str, api: SocketAddr) -> String {
+    format!(
+        r#"{broker}
+[accounts.qq]
+platform = "qq"
+{qq}
+
+[accounts.hub]
+platform = "api"
+listen = "{api}"
+
+[[links]]
+name = "slow"
+groups = ["qq:735021844", "hub:a"]
+
+[[links]]
+name = "quick"
+groups = ["qq:111", "hub:b"]
+"#,
+        broker = broker.toml()
+    )
+}
+
+/// Posts `text` as `u1` to `api` group `group`.
+async fn post_text(api: SocketAddr, group: &str, text: &str) {
+    let (status, _) = post_message(
+        api,
+        group,
+        json!({"sender": {"id": "u1"}, "text": text}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_group_does_not_hold_back_another_group_of_the_account() {
+    let broker = Broker::embedded();
+    let (peer, url) = OneBot11Peer::serve(BOT, None, 0).await;
+    // The implementation takes 2 s to answer a send to 735021844 and answers 111 at once.
+    peer.answer_sends_to_after(735021844, Duration::from_secs(2));
+    let api = api_addr();
+    let daemon = Daemon::start(&two_links_config(&broker, &format!("url = \"{url}\""), api)).await;
+    peer.wait_connections(1).await;
+
+    post_text(api, "a", "to the slow group").await;
+    let slow = next_send_to(&peer, 735021844).await;
+    assert_eq!(
+        slow["params"]["message"],
+        json!([{"type": "text", "data": {"text": "[API] u1: to the slow group"}}])
+    );
+    assert_eq!(peer.held_answers(), 1, "the slow send is not answered yet");
+
+    // The message for 111 goes out while the one for 735021844 still waits for its answer.
+    post_text(api, "b", "to the quick group").await;
+    let quick = tokio::time::timeout(Duration::from_secs(1), next_send_to(&peer, 111))
+        .await
+        .expect("the send to 111 within 1 s, while 735021844's takes 2 s");
+    assert_eq!(
+        quick["params"]["message"],
+        json!([{"type": "text", "data": {"text": "[API] u1: to the quick group"}}])
+    );
+    assert_eq!(
+        peer.held_answers(),
+        1,
+        "111's send went out before 735021844's was answered"
+    );
+
+    // The slow send is answered in the end and counts as sent: the group's next send is the
+    // next message, not a repeat of the first.
+    let deadline = tokio::time::Instant::now() + qunbridge_tests::PATIENCE;
+    while peer.held_answers() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow answer came"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    post_text(api, "a", "next").await;
+    let next = next_send_to(&peer, 735021844).await;
+    assert_eq!(
+        next["params"]["message"],
+        json!([{"type": "text", "data": {"text": "[API] u1: next"}}])
+    );
+    daemon.stop().await.expect("clean stop");
+}

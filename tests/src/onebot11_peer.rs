@@ -51,6 +51,11 @@ pub struct OneBot11Peer {
     next_message_id: AtomicI64,
     /// Sends left to answer before the connection is dropped (0: never).
     drop_after_sends: AtomicU32,
+    /// Groups whose `send_group_msg` is answered only after a delay (a slow implementation
+    /// or a risk-controlled group), by group id.
+    slow_groups: Mutex<Vec<(i64, Duration)>>,
+    /// Answers held back by [`OneBot11Peer::answer_sends_to_after`] and not sent yet.
+    held_answers: Arc<AtomicUsize>,
 }
 
 impl OneBot11Peer {
@@ -70,6 +75,8 @@ impl OneBot11Peer {
             fail_retcode: AtomicI64::new(0),
             next_message_id: AtomicI64::new(9001),
             drop_after_sends: AtomicU32::new(0),
+            slow_groups: Mutex::new(Vec::new()),
+            held_answers: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -225,8 +232,23 @@ impl OneBot11Peer {
                         let request: Value = serde_json::from_str(&text).expect("actions are JSON");
                         let answer = self.answer(&request);
                         let is_send = request["action"] == "send_group_msg";
+                        let delay = self.delay_for(&request);
+                        if delay.is_some() {
+                            // Counted before the test can see the action.
+                            self.held_answers.fetch_add(1, Ordering::SeqCst);
+                        }
                         self.actions.lock().expect("lock").push_back(request);
                         self.changed.notify_waiters();
+                        if let Some(delay) = delay {
+                            // Answered later, on the same socket, while other actions go on.
+                            let (tx, held) = (tx.clone(), self.held_answers.clone());
+                            tokio::spawn(async move {
+                                tokio::time::sleep(delay).await;
+                                let _ = tx.send(Message::Text(answer.to_string().into()));
+                                held.fetch_sub(1, Ordering::SeqCst);
+                            });
+                            continue;
+                        }
                         if sink.send(Message::Text(answer.to_string().into())).await.is_err() { break }
                         // Crash right after answering: whatever else the relay already wrote
                         // on this socket is never read.
@@ -240,6 +262,20 @@ impl OneBot11Peer {
                 },
             }
         }
+    }
+
+    /// How long the answer to this action is held back, if it is a send to a slow group.
+    fn delay_for(&self, request: &Value) -> Option<Duration> {
+        if request["action"] != "send_group_msg" {
+            return None;
+        }
+        let group = request["params"]["group_id"].as_i64()?;
+        self.slow_groups
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|(slow, _)| *slow == group)
+            .map(|(_, delay)| *delay)
     }
 
     /// The response to an action.
@@ -300,6 +336,20 @@ impl OneBot11Peer {
     /// Drops the connection abruptly right after answering the `count`-th next send.
     pub fn drop_after_sends(&self, count: u32) {
         self.drop_after_sends.store(count, Ordering::SeqCst);
+    }
+
+    /// Answers every later `send_group_msg` to `group_id` only `delay` after it arrived (the
+    /// send is recorded at once; other actions are answered meanwhile).
+    pub fn answer_sends_to_after(&self, group_id: i64, delay: Duration) {
+        self.slow_groups
+            .lock()
+            .expect("lock")
+            .push((group_id, delay));
+    }
+
+    /// Answers held back by [`OneBot11Peer::answer_sends_to_after`] that were not sent yet.
+    pub fn held_answers(&self) -> usize {
+        self.held_answers.load(Ordering::SeqCst)
     }
 
     /// Makes the next `count` sends fail with `retcode`.

@@ -33,7 +33,7 @@ impl Egress {
 }
 
 impl ActionSender for Egress {
-    async fn message(&mut self, out: Outgoing<'_>) -> Result<SendReceipt, SendError> {
+    async fn message(&self, out: Outgoing<'_>) -> Result<SendReceipt, SendError> {
         let message = action::render_message(out.outbound, out.related, self.platform);
         let params = json!({
             "group_id": action::id_value(&out.outbound.group),
@@ -43,7 +43,7 @@ impl ActionSender for Egress {
         send_outcome(out.session.call("send_group_msg", params).await)
     }
 
-    async fn recall(&mut self, out: Outgoing<'_>) -> Result<SendReceipt, SendError> {
+    async fn recall(&self, out: Outgoing<'_>) -> Result<SendReceipt, SendError> {
         let session = out.session;
         recall::each_copy(&self.account, out.outbound, out.related, |id| async move {
             let params = json!({ "message_id": action::id_value(&id) });

@@ -10,6 +10,8 @@
 //! the first such send is logged once. Recalls of copies whose ids are known use
 //! `delete_message`; an implementation without it (retcode 10002) is not an error either.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
@@ -24,8 +26,9 @@ pub struct Egress {
     account: String,
     /// Send pictures as pictures (`upload_file` + `image`) instead of URLs in the text.
     send_images: bool,
-    /// Whether "no message ids, no recall" was logged already.
-    told_no_ids: bool,
+    /// Whether "no message ids, no recall" was logged already (sends to several groups run
+    /// at once, so it is shared).
+    told_no_ids: AtomicBool,
 }
 
 impl Egress {
@@ -34,7 +37,7 @@ impl Egress {
         Egress {
             account,
             send_images,
-            told_no_ids: false,
+            told_no_ids: AtomicBool::new(false),
         }
     }
 
@@ -52,11 +55,10 @@ impl Egress {
     }
 
     /// The ids a send returned, noting once when the implementation returns none.
-    fn ids_of(&mut self, data: &Value, group: &str) -> Vec<String> {
+    fn ids_of(&self, data: &Value, group: &str) -> Vec<String> {
         let ids = action::message_ids(data);
         if ids.is_empty() {
-            if !self.told_no_ids {
-                self.told_no_ids = true;
+            if !self.told_no_ids.swap(true, Ordering::Relaxed) {
                 info!(message = "The implementation returns no message ids (as ComWeChatClient does): copies sent here cannot be recalled.", account = %self.account);
             }
             debug!(message = "Sent without a message id; recall of this copy is impossible.", account = %self.account, %group);
@@ -84,7 +86,7 @@ async fn call(session: &Session, name: &str, params: Value) -> Result<Value, Sen
 
 impl ActionSender for Egress {
     /// A relayed message: the text, then the pictures when enabled.
-    async fn message(&mut self, out: Outgoing<'_>) -> Result<SendReceipt, SendError> {
+    async fn message(&self, out: Outgoing<'_>) -> Result<SendReceipt, SendError> {
         let Outgoing {
             session,
             outbound,
@@ -132,7 +134,7 @@ impl ActionSender for Egress {
     }
 
     /// A recall: `delete_message` for every copy whose id is known.
-    async fn recall(&mut self, out: Outgoing<'_>) -> Result<SendReceipt, SendError> {
+    async fn recall(&self, out: Outgoing<'_>) -> Result<SendReceipt, SendError> {
         let Outgoing {
             session,
             outbound,

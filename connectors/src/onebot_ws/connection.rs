@@ -4,13 +4,29 @@
 //! declares the link dead when heartbeats stop (about three missed intervals) or, for
 //! implementations that send none, when nothing at all (not even a pong to our pings) came
 //! for a while. Decoding is the [`Version`]'s business.
+//!
+//! Flow control: inbound messages go to ingress through the account's bounded event queue
+//! ([`super::connector::EVENT_QUEUE`]). When it is full (ingress is waiting for room on the
+//! broker, or for PUBACKs), the connection holds the next message itself and stops reading
+//! frames: nothing is dropped and nothing piles up in memory; the socket's buffers fill and
+//! TCP pushes back on the implementation, which then holds its events. Replies to our own
+//! actions come on the same socket, behind those events, so they wait too, but never for
+//! ever: the queue always drains, because publishing an inbound message never waits for a
+//! OneBot reply (a v12 message's name lookups are waited for at most their short
+//! `LOOKUP_WAIT`, then it goes with fallbacks). To keep replies flowing during a pause when
+//! they matter, reading goes on while an action on this connection awaits its response, as
+//! long as at most [`HELD_EVENTS`] inbound messages are held; past that it stops too, which
+//! keeps memory bounded. Time spent not reading does not count against the heartbeat
+//! watchdog: the heartbeats are there, unread.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -35,6 +51,9 @@ const MISSED_HEARTBEATS: u32 = 3;
 const WRITER_GRACE: Duration = Duration::from_secs(2);
 /// The reason a connection ends when qunbridge itself closes it.
 const STOPPING: &str = "stopping";
+/// Inbound messages a connection may hold while the event queue is full; it reads on (for
+/// the responses to its actions) only while it holds fewer.
+pub const HELD_EVENTS: usize = 64;
 
 /// Runs one connection until it closes, dies, or `stop`.
 pub async fn run<S, V>(
@@ -62,11 +81,37 @@ pub async fn run<S, V>(
     let lookups = (role != ClientRole::Event).then(|| session.clone());
 
     let mut watchdog = Watchdog::new();
+    // Inbound messages read while the event queue was full, oldest first.
+    let mut held: VecDeque<V::Queued> = VecDeque::new();
+    // Since when no frame is read, while the event queue is full.
+    let mut paused_since: Option<Instant> = None;
     let reason = loop {
+        // Read while nothing is held; while messages are held, only for the responses to
+        // actions in flight, and only while the hold has room.
+        let reading = held.is_empty() || (held.len() < HELD_EVENTS && !pending.is_empty());
+        match (reading, paused_since) {
+            (false, None) => paused_since = Some(Instant::now()),
+            (true, Some(since)) => {
+                watchdog.exclude(since.elapsed());
+                paused_since = None;
+            }
+            _ => {}
+        }
         let frame = tokio::select! {
             _ = stop.cancelled() => break STOPPING,
-            _ = tokio::time::sleep_until(watchdog.deadline()) => break "heartbeats stopped",
-            frame = stream.next() => frame,
+            permit = link.events.reserve(), if !held.is_empty() => match permit {
+                Ok(permit) => {
+                    if let Some(item) = held.pop_front() {
+                        permit.send(item);
+                    }
+                    continue;
+                }
+                Err(_) => break "ingress stopped",
+            },
+            // An action went out: read on for its response.
+            _ = pending.registered(), if !reading => continue,
+            _ = tokio::time::sleep_until(watchdog.deadline()), if reading => break "heartbeats stopped",
+            frame = stream.next(), if reading => frame,
         };
         watchdog.traffic();
         let text = match frame {
@@ -143,10 +188,26 @@ pub async fn run<S, V>(
                 continue;
             }
         };
-        if link.events.send(queued).await.is_err() {
-            break "ingress stopped";
+        // In order: behind what is held already; held when the queue is full.
+        if !held.is_empty() {
+            held.push_back(queued);
+            continue;
+        }
+        match link.events.try_send(queued) {
+            Ok(()) => {}
+            Err(TrySendError::Full(queued)) => {
+                debug!(message = "The event queue is full: reading pauses until ingress catches up.", account = %link.account);
+                held.push_back(queued);
+            }
+            Err(TrySendError::Closed(_)) => break "ingress stopped",
         }
     };
+    // What was read is published: the queue drains whatever stopped the connection.
+    for item in held {
+        if link.events.send(item).await.is_err() {
+            break;
+        }
+    }
     // Every clone of the session holds the writer open; let go of ours before waiting on it.
     drop(lookups);
     finish(&link, session, &pending, tx, writer, reason).await;
@@ -222,6 +283,14 @@ impl Watchdog {
         self.last_heartbeat = Instant::now();
     }
 
+    /// Reading paused for `paused` (the event queue was full): that time does not count as
+    /// silence, since whatever came meanwhile waits unread in the socket.
+    fn exclude(&mut self, paused: Duration) {
+        let now = Instant::now();
+        self.last_heartbeat = (self.last_heartbeat + paused).min(now);
+        self.last_traffic = (self.last_traffic + paused).min(now);
+    }
+
     /// A heartbeat told its interval; zero or none keeps the current expectation.
     fn expect_every(&mut self, interval_ms: Option<u64>) {
         if let Some(ms) = interval_ms.filter(|ms| *ms > 0) {
@@ -269,6 +338,24 @@ fn malformed(account: &str, problem: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn time_spent_not_reading_does_not_count_as_silence() {
+        let mut watchdog = Watchdog::new();
+        watchdog.heartbeat();
+        watchdog.expect_every(Some(5_000));
+        let deadline = watchdog.deadline();
+        // Reading paused for a minute (the event queue was full), 2 s after the heartbeat.
+        tokio::time::advance(Duration::from_secs(62)).await;
+        watchdog.exclude(Duration::from_secs(60));
+        assert_eq!(watchdog.deadline(), deadline + Duration::from_secs(60));
+        // A pause longer than the time since the last heartbeat never moves it past now.
+        watchdog.exclude(Duration::from_secs(600));
+        assert_eq!(
+            watchdog.deadline(),
+            Instant::now() + Duration::from_secs(15)
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_watchdog_waits_for_silence_until_told_an_interval() {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 /// Requests awaiting their response, by `echo`.
 #[derive(Default)]
@@ -16,6 +16,9 @@ pub struct Pending {
     next: AtomicU64,
     /// Echo → where the response goes.
     waiting: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    /// Woken when a request registers, so a reader that paused reading can resume for its
+    /// response.
+    registered: Notify,
 }
 
 impl Pending {
@@ -24,7 +27,15 @@ impl Pending {
         let echo = format!("qb-{}", self.next.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
         self.lock().insert(echo.clone(), tx);
+        // A stored permit when nobody waits: a reader about to wait still sees it.
+        self.registered.notify_one();
         (echo, rx)
+    }
+
+    /// Resolves after a request registered (possibly one registered before the call: a wake
+    /// may be spurious, so check [`Pending::is_empty`] after it).
+    pub async fn registered(&self) {
+        self.registered.notified().await;
     }
 
     /// Delivers a response; false when nobody waits for that echo (late or foreign).

@@ -12,12 +12,13 @@
 //!   account ([`Sessions`]), and the writer task with its pings.
 //! - [`transport`]: the forward connection (with reconnect, backoff and the slow schedule for
 //!   token refusals) and registration on a shared reverse listener.
-//! - [`ingress`]: publishing inbound messages in arrival order.
+//! - [`ingress`]: publishing inbound messages in arrival order, a window of them in flight.
 //! - [`echo`]: requests awaiting their response, matched by `echo`.
 //! - [`outcome`]: reading an action response.
 //! - [`recall`]: deleting the known copies of a recalled message.
 //! - [`frame`]: the decoding context, frame errors and the readers both decoders use.
 //! - [`version`]: what a version supplies ([`Version`], [`ActionSender`]).
+//! - `testing` (tests only): numbered envelopes and a scripted `EnvelopeSink`.
 //!
 //! Event decoding and rendering live in `onebot11`/`onebot12`.
 
@@ -30,6 +31,8 @@ pub mod link;
 pub mod outcome;
 pub mod recall;
 pub mod session;
+#[cfg(test)]
+pub mod testing;
 pub mod transport;
 pub mod version;
 

@@ -132,17 +132,19 @@ pub struct Outgoing<'a> {
 
 /// The version-specific half of sending: rendering and calling the send and recall actions.
 /// Both answer [`SendError`]: retryable for a lost connection or an unanswered action, else
-/// as the version maps the implementation's retcode.
-pub trait ActionSender: Send + 'static {
+/// as the version maps the implementation's retcode. The connector runs the sends of
+/// different destination groups concurrently (the relay sends one message per group at a
+/// time), so both take `&self`: what a sender keeps must be shareable.
+pub trait ActionSender: Send + Sync + 'static {
     /// Sends a relayed message.
     fn message(
-        &mut self,
+        &self,
         out: Outgoing<'_>,
     ) -> impl Future<Output = Result<SendReceipt, SendError>> + Send;
 
     /// Takes back the relayed copies of a recalled message.
     fn recall(
-        &mut self,
+        &self,
         out: Outgoing<'_>,
     ) -> impl Future<Output = Result<SendReceipt, SendError>> + Send;
 }
