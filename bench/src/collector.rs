@@ -90,6 +90,8 @@ struct State {
     samples: Vec<(u64, u64, u64)>,
     /// Last receipt.
     last_ns: Option<u64>,
+    /// Last receipt of any message of the phase, duplicates included.
+    last_any_ns: Option<u64>,
 }
 
 /// Counts receipts of the current phase; shared by every receiver of a scenario.
@@ -139,6 +141,7 @@ impl Collector {
                 continue;
             }
             counted.push(seq);
+            state.last_any_ns = Some(now);
             let Ok(index) = usize::try_from(seq) else {
                 continue;
             };
@@ -164,6 +167,11 @@ impl Collector {
         self.lock().received
     }
 
+    /// Which sequence numbers of the phase arrived so far (index = seq).
+    pub fn seen(&self) -> Vec<bool> {
+        self.lock().seen.clone()
+    }
+
     /// Waits until `target` messages arrived, nothing new arrived for `stall`, or `limit`
     /// passed (a daemon that trickles messages through a reconnect loop); then returns the
     /// outcome.
@@ -184,6 +192,28 @@ impl Collector {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        self.finish()
+    }
+
+    /// Waits until no message of the phase (duplicates included) arrived for `quiet`, counted
+    /// from the call at the earliest, or `limit` passed; then returns the outcome.
+    pub async fn wait_quiet(&self, quiet: Duration, limit: Duration) -> Outcome {
+        let called = now_ns();
+        let deadline = Instant::now() + limit;
+        let quiet_ns = u64::try_from(quiet.as_nanos()).unwrap_or(u64::MAX);
+        loop {
+            let last = self.lock().last_any_ns.unwrap_or(0).max(called);
+            if now_ns().saturating_sub(last) >= quiet_ns || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.finish()
+    }
+
+    /// The outcome of the phase so far (and its samples written out with
+    /// `QUNBRIDGE_BENCH_DUMP`).
+    fn finish(&self) -> Outcome {
         let mut state = self.lock();
         if let Some(dir) = dump_dir() {
             let mut text = String::from("seq,sent_ns,latency_ns\n");
@@ -256,5 +286,18 @@ mod tests {
         collector.record(m.as_bytes());
         let state = collector.lock();
         assert_eq!((state.received, state.duplicates), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn waiting_for_quiet_counts_duplicates_as_activity() {
+        let collector = Collector::default();
+        collector.begin(2, 1);
+        collector.record(marker(2, 0, 0).as_bytes());
+        collector.record(marker(2, 0, 0).as_bytes());
+        let outcome = collector
+            .wait_quiet(Duration::from_millis(100), Duration::from_secs(5))
+            .await;
+        assert_eq!((outcome.received, outcome.duplicates), (1, 1));
+        assert_eq!(collector.seen(), vec![true]);
     }
 }

@@ -111,28 +111,30 @@ impl Daemon {
         }
     }
 
+    /// The daemon's Prometheus text (`/metrics` on the admin endpoint).
+    ///
+    /// # Errors
+    /// When the endpoint does not answer.
+    pub async fn metrics(&self) -> Result<String, String> {
+        let url = format!("http://{}/metrics", self.admin);
+        let response = admin_client()?
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("metrics unavailable: {e}"))?;
+        response
+            .text()
+            .await
+            .map_err(|e| format!("metrics unavailable: {e}"))
+    }
+
     /// What the daemon counted as dropped so far (`qunbridge_messages_dropped_total` by
     /// reason, non-zero ones), as `reason=count, …`; empty when none.
     pub async fn drops(&self) -> String {
-        let url = format!("http://{}/metrics", self.admin);
-        let answer = match admin_client() {
-            Ok(client) => client.get(&url).send().await,
-            Err(error) => return format!("metrics unavailable: {error}"),
-        };
-        let Ok(response) = answer else {
-            return "metrics unavailable".into();
-        };
-        let text = response.text().await.unwrap_or_default();
-        text.lines()
-            .filter_map(|line| line.strip_prefix("qunbridge_messages_dropped_total{"))
-            .filter_map(|rest| {
-                let (labels, value) = rest.rsplit_once(' ')?;
-                let value: f64 = value.parse().ok()?;
-                let reason = labels.split("reason=\"").nth(1)?.split('"').next()?;
-                (value > 0.0).then(|| format!("{reason}={value}"))
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+        match self.metrics().await {
+            Ok(text) => drops_in(&text),
+            Err(error) => error,
+        }
     }
 
     /// The process id.
@@ -161,23 +163,15 @@ impl Daemon {
     /// # Errors
     /// When `/proc` cannot be read.
     pub fn cpu_ticks(&self) -> Result<u64, String> {
-        let path = format!("/proc/{}/stat", self.pid());
-        let stat =
-            std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
-        // Fields after the command name (which may hold spaces) start at `state` (field 3);
-        // utime and stime are fields 14 and 15.
-        let after = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .ok_or_else(|| format!("unexpected {path}: {stat}"))?;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let field = |index: usize| -> Result<u64, String> {
-            fields
-                .get(index)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| format!("unexpected {path}: {stat}"))
-        };
-        Ok(field(11)? + field(12)?)
+        cpu_ticks(self.pid())
+    }
+
+    /// Context switches so far, voluntary + involuntary, summed over the daemon's threads.
+    ///
+    /// # Errors
+    /// When `/proc` cannot be read.
+    pub fn context_switches(&self) -> Result<u64, String> {
+        context_switches(self.pid())
     }
 
     /// Stops the daemon as systemd would (SIGTERM) and waits for it; returns how long it took.
@@ -239,8 +233,98 @@ fn admin_client() -> Result<reqwest::Client, String> {
         .map_err(|e| format!("HTTP client: {e}"))
 }
 
+/// What `qunbridge_messages_dropped_total` counted by reason in a Prometheus text, non-zero
+/// ones, as `reason=count, …`.
+fn drops_in(text: &str) -> String {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("qunbridge_messages_dropped_total{"))
+        .filter_map(|rest| {
+            let (labels, value) = rest.rsplit_once(' ')?;
+            let value: f64 = value.parse().ok()?;
+            let reason = labels.split("reason=\"").nth(1)?.split('"').next()?;
+            (value > 0.0).then(|| format!("{reason}={value}"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The sum of every series of metric `name` in a Prometheus text (with or without labels);
+/// `None` when there is no such series.
+pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        // `name 3` or `name{labels} 3`, not `name_bucket…`.
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        let Some(value) = rest
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+        else {
+            continue;
+        };
+        *found.get_or_insert(0.0) += value;
+    }
+    found
+}
+
+/// User + system CPU time of process `pid` so far, in clock ticks (`/proc/<pid>/stat`).
+///
+/// # Errors
+/// When `/proc` cannot be read.
+pub fn cpu_ticks(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    // Fields after the command name (which may hold spaces) start at `state` (field 3);
+    // utime and stime are fields 14 and 15.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| format!("unexpected {path}: {stat}"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |index: usize| -> Result<u64, String> {
+        fields
+            .get(index)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("unexpected {path}: {stat}"))
+    };
+    Ok(field(11)? + field(12)?)
+}
+
+/// Context switches of process `pid` so far: `voluntary_ctxt_switches` +
+/// `nonvoluntary_ctxt_switches` of every live thread (`/proc/<pid>/task/*/status`; a
+/// thread's own `status` counts only that thread, and a thread that has exited is no longer
+/// counted).
+///
+/// # Errors
+/// When `/proc` cannot be read.
+pub fn context_switches(pid: u32) -> Result<u64, String> {
+    let dir = format!("/proc/{pid}/task");
+    let tasks = std::fs::read_dir(&dir).map_err(|e| format!("cannot read {dir}: {e}"))?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        // A thread may end between the listing and the read.
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        total += status
+            .lines()
+            .filter_map(|line| {
+                line.strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            })
+            .filter_map(|v| v.trim().parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok(total)
+}
+
 /// A `kB` field of `/proc/<pid>/status`.
-fn status_field(pid: u32, name: &str) -> Result<u64, String> {
+pub fn status_field(pid: u32, name: &str) -> Result<u64, String> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
     status
@@ -324,5 +408,26 @@ impl Perf {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_sums_add_every_series_of_the_name_only() {
+        let text = "# TYPE qunbridge_reconnects_total counter\n\
+                    qunbridge_reconnects_total{account=\"a\"} 2\n\
+                    qunbridge_reconnects_total{account=\"b\"} 3\n\
+                    qunbridge_reconnects_totally 100\n\
+                    qunbridge_store_commits_total 7\n\
+                    qunbridge_store_commit_seconds_bucket{le=\"0.1\"} 9\n\
+                    qunbridge_messages_dropped_total{reason=\"duplicate\"} 4\n\
+                    qunbridge_messages_dropped_total{reason=\"expired\"} 0\n";
+        assert_eq!(metric_sum(text, "qunbridge_reconnects_total"), Some(5.0));
+        assert_eq!(metric_sum(text, "qunbridge_store_commits_total"), Some(7.0));
+        assert_eq!(metric_sum(text, "qunbridge_ingress_rejected_total"), None);
+        assert_eq!(drops_in(text), "duplicate=4");
     }
 }

@@ -51,8 +51,15 @@ impl Pace {
 pub struct Sent {
     /// Messages the ingress accepted (`202` for `api`; pushed for OneBot).
     pub accepted: usize,
-    /// Messages it refused or that failed, with the first reason.
+    /// Messages it refused or that failed, with the first reason (`rejected` included).
     pub failed: usize,
+    /// Of `failed`: POSTs answered `503 Service Unavailable` (the daemon shedding load; not
+    /// retried).
+    pub rejected: usize,
+    /// Of `rejected`: answers without a `Retry-After` header.
+    pub rejected_without_retry_after: usize,
+    /// The sequence numbers (marker `seq`) the ingress accepted, in no particular order.
+    pub accepted_seqs: Vec<u64>,
     /// The first failure.
     pub first_error: Option<String>,
     /// When the first message was sent (ns since the origin).
@@ -73,7 +80,8 @@ pub async fn post_messages(
     let url = Arc::new(format!("http://{api}/api/v1/groups/{group}/messages"));
     let start = Instant::now();
     let start_ns = now_ns();
-    // When nothing was accepted for this long, the senders give up (the daemon is stuck).
+    // When nothing was accepted or refused with a 503 for this long, the senders give up (the
+    // daemon is stuck).
     let last_accepted = Arc::new(AtomicU64::new(start_ns));
     let mut workers = Vec::new();
     for _ in 0..connections.max(1) {
@@ -103,7 +111,7 @@ pub async fn post_messages(
                 let idle = now_ns().saturating_sub(last_accepted.load(Ordering::Relaxed));
                 if idle > GIVE_UP.as_nanos() as u64 {
                     sent.first_error.get_or_insert_with(|| {
-                        format!("nothing accepted for {GIVE_UP:?}; stopped sending")
+                        format!("nothing accepted or refused for {GIVE_UP:?}; stopped sending")
                     });
                     return sent;
                 }
@@ -118,7 +126,18 @@ pub async fn post_messages(
                 match outcome {
                     Ok(response) if response.status() == 202 => {
                         sent.accepted += 1;
+                        sent.accepted_seqs.push(index as u64);
                         last_accepted.fetch_max(now_ns(), Ordering::Relaxed);
+                    }
+                    Ok(response) if response.status() == 503 => {
+                        sent.failed += 1;
+                        sent.rejected += 1;
+                        if !response.headers().contains_key("retry-after") {
+                            sent.rejected_without_retry_after += 1;
+                        }
+                        last_accepted.fetch_max(now_ns(), Ordering::Relaxed);
+                        sent.first_error
+                            .get_or_insert_with(|| format!("POST answered {}", response.status()));
                     }
                     Ok(response) => {
                         sent.failed += 1;
@@ -143,6 +162,9 @@ pub async fn post_messages(
             Ok(sent) => {
                 total.accepted += sent.accepted;
                 total.failed += sent.failed;
+                total.rejected += sent.rejected;
+                total.rejected_without_retry_after += sent.rejected_without_retry_after;
+                total.accepted_seqs.extend(sent.accepted_seqs);
                 if total.first_error.is_none() {
                     total.first_error = sent.first_error;
                 }

@@ -7,7 +7,13 @@
 //! - end-to-end latency p50/p99/p999 at 100 and 1000 messages/s,
 //! - resident memory idle, after 100k messages, and with 100 accounts / 1000 linked groups,
 //! - idle CPU over 60 s with 10 connected accounts,
-//! - how a backlog of 10 000 inbound messages handed to the core at once drains.
+//! - how a backlog of 10 000 inbound messages handed to the core at once drains,
+//! - a trivial baseline relay with the same `api` surface (`bench/baseline_relay.py`, Python
+//!   and aiohttp) measured by the same client, and qunbridge's `api` figures as ratios to it,
+//! - overload (100 000 POSTs back to back: accepted, refused with 503, lost, duplicated,
+//!   memory), a slow destination group next to a fast one, and a soak at 1000 messages/s
+//!   with memory sampled every 10 s,
+//! - context switches and store commits per message at saturation.
 //!
 //! It prints a Markdown report and, with `--out`, writes it into that file between
 //! `<!-- qunbridge-bench:begin -->` and `<!-- qunbridge-bench:end -->` (anything else in the
@@ -20,8 +26,10 @@ mod baseline;
 mod collector;
 mod daemon;
 mod drivers;
+mod relay;
 mod report;
 mod scenarios;
+mod stress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,7 +46,8 @@ use crate::scenarios::{BrokerKind, Settings};
     about = "End-to-end benchmark of the qunbridge daemon (see docs/BENCHMARKS.md)"
 )]
 struct Cli {
-    /// A short smoke run (fewer messages, 3 s latency phases, 10 s idle).
+    /// A short smoke run (fewer messages, 3 s latency phases, 10 s idle, 10000 overload
+    /// POSTs, a 30 s soak).
     #[arg(long)]
     quick: bool,
     /// Write the report into this Markdown file (replacing the previous report section).
@@ -66,8 +75,15 @@ struct Cli {
     /// Seconds of the idle CPU measurement (default 60; quick 10).
     #[arg(long)]
     idle_secs: Option<f64>,
-    /// Only these scenarios, comma-separated: `api` (with the baseline), `onebot`,
-    /// `backlog`, `scale`, `idle`.
+    /// POSTs of the overload scenario (default 100000; quick 10000).
+    #[arg(long)]
+    overload_messages: Option<usize>,
+    /// Seconds of the soak at 1000 messages/s (default 600; quick 30).
+    #[arg(long)]
+    soak_secs: Option<f64>,
+    /// Only these scenarios, comma-separated: `api` (with the raw baseline and the baseline
+    /// relay), `baseline-relay` (alone), `onebot`, `backlog`, `overload`, `slow`, `scale`,
+    /// `idle`, `soak`.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Keep every daemon's log in this directory (`QUNBRIDGE_BENCH_LOG` sets the filter,
@@ -129,12 +145,35 @@ async fn main() -> ExitCode {
         scale_groups_per_account: 10,
         idle_accounts: 10,
         backlog_messages: if cli.quick { 5_000 } else { 10_000 },
+        overload_messages: cli.overload_messages.unwrap_or(if cli.quick {
+            10_000
+        } else {
+            100_000
+        }),
+        slow_messages: 500,
+        fast_messages: 100,
+        fast_rate: 10.0,
+        soak_secs: cli
+            .soak_secs
+            .unwrap_or(if cli.quick { 30.0 } else { 600.0 })
+            .max(1.0),
+        soak_rate: 1000.0,
+        venv: match target_dir() {
+            Ok(target) => target.join("bench-venv"),
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::FAILURE;
+            }
+        },
         only: cli.only.iter().map(|o| o.trim().to_owned()).collect(),
         perf: cli.perf.clone(),
     };
     for scenario in &settings.only {
-        if !["api", "onebot", "backlog", "scale", "idle"].contains(&scenario.as_str()) {
-            eprintln!("unknown scenario `{scenario}` (use api, onebot, backlog, scale, idle)");
+        if !scenarios::SCENARIOS.contains(&scenario.as_str()) {
+            eprintln!(
+                "unknown scenario `{scenario}` (use {})",
+                scenarios::SCENARIOS.join(", ")
+            );
             return ExitCode::from(64);
         }
     }
@@ -146,6 +185,18 @@ async fn main() -> ExitCode {
     }
     let machine = report::Machine::probe();
     eprintln!("{}", machine.summary());
+    let relay = if settings.runs("api") || settings.runs("baseline-relay") {
+        eprintln!("[no broker] baseline relay …");
+        let started = Instant::now();
+        let relay = relay::relay_scenario(&settings).await;
+        eprintln!(
+            "[no broker] baseline relay done in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+        Some(relay)
+    } else {
+        None
+    };
     let mut reports = Vec::new();
     for kind in kinds {
         reports.push(scenarios::run_all(kind, &settings).await);
@@ -154,6 +205,7 @@ async fn main() -> ExitCode {
         machine,
         command: command_line(),
         settings: &settings,
+        relay: relay.as_ref(),
         reports: &reports,
         elapsed: started.elapsed(),
         load_at_end: report::load_average(),
@@ -183,15 +235,21 @@ fn command_line() -> String {
     )
 }
 
+/// The target directory this tool was built in (`target/<profile>/qunbridge-bench` →
+/// `target/`).
+fn target_dir() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    exe.parent()
+        .and_then(|p| p.parent())
+        .map(PathBuf::from)
+        .ok_or_else(|| "cannot find the target directory".into())
+}
+
 /// Builds the release daemon (`cargo build --release -p qunbridge --bin qunbridge`) in the
 /// target directory this tool was built in, and returns its path.
 fn build_daemon() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    // target/<profile>/qunbridge-bench → target/
-    let target = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .ok_or("cannot find the target directory")?;
+    let target = target_dir()?;
+    let target = target.as_path();
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("building the daemon: cargo build --release -p qunbridge --bin qunbridge");

@@ -1,12 +1,15 @@
-//! The report: the machine, the command, a results table per broker and the issue's targets
-//! with the measured figure next to each, as Markdown; written into a file between two
-//! marker comments so the rest of the file (criterion results) is kept.
+//! The report: the machine, the command, the baseline relay, a results table per broker and
+//! the targets of issues 9 and 14 with the measured figure next to each, as Markdown; written
+//! into a file between two marker comments so the rest of the file (criterion results) is
+//! kept.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::relay::{RelayReport, RELAY_LATENCY_RATE};
 use crate::scenarios::{BrokerKind, BrokerReport, Latency, Settings, Throughput, RATES};
+use crate::stress::{Overload, SlowDestination, Soak};
 
 /// Start of the generated section.
 const BEGIN: &str = "<!-- qunbridge-bench:begin -->";
@@ -148,6 +151,8 @@ pub struct Run<'a> {
     pub command: String,
     /// Sizes used.
     pub settings: &'a Settings,
+    /// The trivial baseline relay, when it was to run.
+    pub relay: Option<&'a RelayReport>,
     /// One per broker.
     pub reports: &'a [BrokerReport],
     /// Total run time.
@@ -224,6 +229,191 @@ fn fmt_latency(l: Option<&Latency>) -> String {
             String::new()
         }
     )
+}
+
+/// `0.45×` or `—`.
+fn fmt_ratio(ratio: Option<f64>) -> String {
+    ratio.map_or("—".into(), |r| format!("{r:.2}×"))
+}
+
+/// A throughput's ratio to the baseline relay's.
+fn relay_ratio(t: Option<&Throughput>, relay: Option<&RelayReport>) -> Option<f64> {
+    Some(t?.rate / relay?.rate()?)
+}
+
+/// A CPU per message's ratio to the baseline relay's.
+fn relay_cpu_ratio(t: Option<&Throughput>, relay: Option<&RelayReport>) -> Option<f64> {
+    Some(t?.cpu_us_per_message? / relay?.cpu_us()?)
+}
+
+/// A per-message figure with `digits` decimals, or `—`.
+fn fmt_per_message(value: Option<f64>, digits: usize) -> String {
+    value.map_or("—".into(), |v| format!("{v:.digits$}"))
+}
+
+/// A counter read from the daemon's metrics; an absent series (the exporter shows a counter
+/// once it was first counted) counts as 0.
+fn fmt_counter(value: Option<f64>) -> String {
+    value.map_or("0 (no series)".into(), |v| format!("{v:.0}"))
+}
+
+/// The overload scenario's answers and deliveries.
+fn fmt_overload(o: Option<&Overload>) -> String {
+    let Some(o) = o else { return "—".into() };
+    let mut text = format!(
+        "accepted {}, 503 {}",
+        thousands(o.accepted as f64),
+        thousands(o.rejected as f64)
+    );
+    if o.rejected_without_retry_after > 0 {
+        let _ = write!(
+            text,
+            " ({} without `Retry-After`)",
+            o.rejected_without_retry_after
+        );
+    }
+    let _ = write!(text, ", other errors {}", o.other_errors);
+    if o.other_errors > 0 {
+        let _ = write!(text, " ({})", o.first_error.as_deref().unwrap_or("?"));
+    }
+    let _ = write!(
+        text,
+        "; **lost {}**, **duplicated {}**",
+        o.lost, o.duplicated
+    );
+    if o.rejected_but_delivered > 0 {
+        let _ = write!(
+            text,
+            ", {} not accepted yet delivered",
+            o.rejected_but_delivered
+        );
+    }
+    let _ = write!(
+        text,
+        "; posted in {:.1} s, {} received by {:.1} s",
+        o.post_secs,
+        thousands(o.received as f64),
+        o.delivery_secs
+    );
+    text
+}
+
+/// The overload scenario's memory and daemon counters.
+fn fmt_overload_daemon(o: Option<&Overload>) -> String {
+    let Some(o) = o else { return "—".into() };
+    let mut text = format!(
+        "RSS peak {}, at end {}; broker lost {}, reconnects {}, ingress rejected {}",
+        fmt_mb(o.peak_rss_kib),
+        fmt_mb(o.end_rss_kib),
+        fmt_counter(o.broker_lost),
+        fmt_counter(o.reconnects),
+        fmt_counter(o.ingress_rejected)
+    );
+    if !o.daemon_drops.is_empty() {
+        let _ = write!(text, "; drops: {}", o.daemon_drops);
+    }
+    text
+}
+
+/// The slow-destination scenario.
+fn fmt_slow(slow: Option<&SlowDestination>) -> String {
+    let Some(s) = slow else { return "—".into() };
+    let l = &s.fast;
+    let ms = |us: f64| format!("{:.2}", us / 1e3);
+    let mut text = if l.samples == 0 {
+        "fast group: **nothing arrived** (".to_string()
+    } else {
+        format!(
+            "fast group: p50 {} / p99 {} / max {} ms (n = {}",
+            ms(l.p50_us),
+            ms(l.p99_us),
+            ms(l.max_us),
+            l.samples
+        )
+    };
+    if l.lost > 0 {
+        let _ = write!(
+            text,
+            "{}**{} of {} accepted never arrived**",
+            if l.samples == 0 { "" } else { ", " },
+            l.lost,
+            l.lost + l.samples
+        );
+    }
+    if s.fast_failed > 0 {
+        let _ = write!(
+            text,
+            ", {} refused: {}",
+            s.fast_failed,
+            s.fast_first_error.as_deref().unwrap_or("?")
+        );
+    }
+    let _ = write!(
+        text,
+        "); slow group: {} of {} accepted in {:.1} s",
+        s.slow_accepted, s.slow_posts, s.slow_post_secs
+    );
+    if s.slow_accepted < s.slow_posts {
+        let _ = write!(text, " ({})", s.slow_first_error.as_deref().unwrap_or("?"));
+    }
+    text
+}
+
+/// The soak's memory after warm-up.
+fn fmt_soak_rss(soak: Option<&Soak>) -> String {
+    let Some(s) = soak else { return "—".into() };
+    match s.steady_rss_kib() {
+        Some((min, max)) => format!(
+            "{:.1}–{:.1} MB (spread {:.1} MB; first {:.0} s left out)",
+            mb(min),
+            mb(max),
+            mb(max - min),
+            s.warm_up_secs
+        ),
+        None => "no sample after the warm-up".into(),
+    }
+}
+
+/// The soak's memory samples, MB.
+fn fmt_soak_series(soak: Option<&Soak>) -> String {
+    let Some(s) = soak else { return "—".into() };
+    let values: Vec<String> = s
+        .rss_kib
+        .iter()
+        .map(|&(_, kib)| format!("{:.1}", mb(kib)))
+        .collect();
+    format!("{} MB", values.join(" "))
+}
+
+/// The soak's messages.
+fn fmt_soak_messages(soak: Option<&Soak>) -> String {
+    let Some(s) = soak else { return "—".into() };
+    let l = &s.latency;
+    let mut text = format!(
+        "{} accepted (offered at {:.0}/s), **lost {}**",
+        thousands(s.accepted as f64),
+        s.rate,
+        l.lost
+    );
+    if s.duplicates > 0 {
+        let _ = write!(text, ", {} duplicates", s.duplicates);
+    }
+    if s.failed > 0 {
+        let _ = write!(
+            text,
+            ", {} refused: {}",
+            s.failed,
+            s.first_error.as_deref().unwrap_or("?")
+        );
+    }
+    let _ = write!(
+        text,
+        "; latency p50 {:.2} / p99 {:.2} / max {:.2} ms",
+        l.p50_us / 1e3,
+        l.p99_us / 1e3,
+        l.max_us / 1e3
+    );
+    text
 }
 
 /// The share of the baseline a throughput reached.
@@ -321,6 +511,65 @@ pub fn render(run: &Run<'_>) -> String {
         s.idle_accounts,
         s.backlog_messages
     );
+    let _ = writeln!(
+        out,
+        "Issue 14 scenarios: the trivial baseline relay is `bench/baseline_relay.py`, one Python \
+         process (aiohttp, no broker, no store) with the `api` surface: each POST is written to \
+         every open WebSocket as a JSON frame shaped like qunbridge's, then answered 202; it is \
+         measured once per run by the same client as the `api` → `api` phases (same messages, \
+         same {} POST connections, same WebSocket reader), its CPU being the Python process's. \
+         Overload: {} POSTs back to back to `in:a` → `out:b`, 503 answers counted and not \
+         retried, then the WebSocket read until nothing arrived for 10 s; \"lost\" are 202-accepted \
+         messages that never arrived, \"duplicated\" extra receipts; counters are read from \
+         the daemon's `/metrics` at the end (a series not exported counts as 0). Slow \
+         destination: `in:slow` → `out:slow` paced at 1/min, `in:fast` → `out:fast` unpaced, \
+         on one `api` destination account; {} messages posted to `in:slow`, then {} to \
+         `in:fast` at {:.0}/s, whose latency is given. Soak: `api` → `api` at {:.0}/s for \
+         {:.0} s, the daemon's RSS sampled every 10 s. Context switches per message are \
+         voluntary + involuntary over the daemon's threads (`/proc/<pid>/task/*/status`, \
+         threads alive at the end); store commits per message the change of \
+         `qunbridge_store_commits_total`.\n",
+        s.connections,
+        s.overload_messages,
+        s.slow_messages,
+        s.fast_messages,
+        s.fast_rate,
+        s.soak_rate,
+        s.soak_secs
+    );
+    if let Some(relay) = run.relay {
+        let _ = writeln!(
+            out,
+            "### Trivial baseline relay (Python, aiohttp, no broker)\n"
+        );
+        match &relay.unavailable {
+            Some(reason) => {
+                let _ = writeln!(out, "Baseline relay unavailable: {reason}\n");
+            }
+            None => {
+                let _ = writeln!(out, "| | baseline relay |\n|---|---|");
+                let _ = writeln!(
+                    out,
+                    "| saturation (POST in, WebSocket out) | {} |",
+                    fmt_throughput(relay.throughput.as_ref())
+                );
+                let _ = writeln!(
+                    out,
+                    "| CPU per message (the Python process) | {} |",
+                    relay
+                        .cpu_us()
+                        .map_or("—".into(), |us| format!("{us:.0} µs"))
+                );
+                let _ = writeln!(
+                    out,
+                    "| latency at {RELAY_LATENCY_RATE:.0}/s, p50 / p99 / p999 | {} |",
+                    fmt_latency(relay.latency.as_ref())
+                );
+                let _ = writeln!(out, "\nInterpreter: `{}`.\n", relay.python);
+            }
+        }
+    }
+    let relay = run.relay;
 
     // Results.
     let reports = run.reports;
@@ -351,6 +600,10 @@ pub fn render(run: &Run<'_>) -> String {
         }),
     );
     put(
+        "  ratio to the baseline relay's throughput",
+        each(&|r| fmt_ratio(relay_ratio(r.api.as_ref(), relay))),
+    );
+    put(
         "  daemon CPU per message",
         each(&|r| {
             r.api
@@ -358,6 +611,23 @@ pub fn render(run: &Run<'_>) -> String {
                 .and_then(|t| t.cpu_us_per_message)
                 .map_or("—".into(), |us| format!("{us:.0} µs"))
         }),
+    );
+    put(
+        "  ratio to the baseline relay's CPU per message",
+        each(&|r| fmt_ratio(relay_cpu_ratio(r.api.as_ref(), relay))),
+    );
+    put(
+        "  daemon context switches per message",
+        each(&|r| {
+            fmt_per_message(
+                r.api.as_ref().and_then(|t| t.context_switches_per_message),
+                2,
+            )
+        }),
+    );
+    put(
+        "  store commits per message",
+        each(&|r| fmt_per_message(r.api.as_ref().and_then(|t| t.store_commits_per_message), 3)),
     );
     put(
         "(b) OneBot v11 → OneBot v11 saturation",
@@ -377,6 +647,26 @@ pub fn render(run: &Run<'_>) -> String {
                 .as_ref()
                 .and_then(|t| t.cpu_us_per_message)
                 .map_or("—".into(), |us| format!("{us:.0} µs"))
+        }),
+    );
+    put(
+        "  daemon context switches per message",
+        each(&|r| {
+            fmt_per_message(
+                r.onebot
+                    .as_ref()
+                    .and_then(|t| t.context_switches_per_message),
+                2,
+            )
+        }),
+    );
+    put(
+        "  store commits per message",
+        each(&|r| {
+            fmt_per_message(
+                r.onebot.as_ref().and_then(|t| t.store_commits_per_message),
+                3,
+            )
         }),
     );
     for rate in RATES {
@@ -446,6 +736,40 @@ pub fn render(run: &Run<'_>) -> String {
                 format!("{p:.3} % of one core (RSS {})", fmt_mb(r.idle_rss_kib))
             })
         }),
+    );
+    put(
+        &format!(
+            "(f) overload: {} POSTs back to back over {} connections",
+            thousands(s.overload_messages as f64),
+            s.connections
+        ),
+        each(&|r| fmt_overload(r.overload.as_ref())),
+    );
+    put(
+        "(f) overload: daemon memory and counters",
+        each(&|r| fmt_overload_daemon(r.overload.as_ref())),
+    );
+    put(
+        &format!(
+            "(g) slow destination: {} to a 1/min group, then {} to an unpaced one at {:.0}/s",
+            s.slow_messages, s.fast_messages, s.fast_rate
+        ),
+        each(&|r| fmt_slow(r.slow.as_ref())),
+    );
+    put(
+        &format!(
+            "(h) soak, `api` → `api` at {:.0}/s for {:.0} s: RSS after warm-up",
+            s.soak_rate, s.soak_secs
+        ),
+        each(&|r| fmt_soak_rss(r.soak.as_ref())),
+    );
+    put(
+        "(h) soak: RSS every 10 s",
+        each(&|r| fmt_soak_series(r.soak.as_ref())),
+    );
+    put(
+        "(h) soak: messages",
+        each(&|r| fmt_soak_messages(r.soak.as_ref())),
     );
     let _ = writeln!(out);
     for r in reports {
@@ -545,8 +869,164 @@ pub fn render(run: &Run<'_>) -> String {
             r.api_idle_rss_kib.map(|k| mb(k) <= 15.0),
         );
     }
+    issue_14_targets(&mut out, reports, relay, s);
     let _ = writeln!(out, "\n{END}");
     out
+}
+
+/// The targets of issue 14 (the hot path), with their measured figures.
+fn issue_14_targets(
+    out: &mut String,
+    reports: &[BrokerReport],
+    relay: Option<&RelayReport>,
+    s: &Settings,
+) {
+    let _ = writeln!(out, "\n### Targets (issue 14)\n");
+    let _ = writeln!(out, "| target | measured | verdict |\n|---|---|---|");
+    let mut target = |name: String, measured: String, met: Option<bool>| {
+        let _ = writeln!(out, "| {name} | {measured} | {} |", verdict(met));
+    };
+    for r in reports {
+        let label = r.kind.label();
+        let api = r.api.as_ref();
+        let ratio = relay_ratio(api, relay);
+        target(
+            format!("`api` → `api` saturation ≥ 1.2× the trivial baseline relay, {label}"),
+            match (api, relay.and_then(RelayReport::rate)) {
+                (Some(t), Some(base)) => format!(
+                    "{} ({} vs {} msg/s)",
+                    fmt_ratio(ratio),
+                    thousands(t.rate),
+                    thousands(base)
+                ),
+                (Some(_), None) => "baseline relay unavailable".into(),
+                _ => "—".into(),
+            },
+            ratio.map(|x| x >= 1.2),
+        );
+        target(
+            format!("`api` → `api` saturation ≥ 6,000 msg/s, {label}"),
+            api.map_or("—".into(), |t| {
+                format!("{} msg/s (lost {})", thousands(t.rate), t.lost())
+            }),
+            api.map(|t| t.rate >= 6_000.0),
+        );
+        let cpu = api.and_then(|t| t.cpu_us_per_message);
+        target(
+            format!("`api` → `api` daemon CPU ≤ 100 µs per message, {label}"),
+            cpu.map_or("—".into(), |us| format!("{us:.0} µs")),
+            cpu.map(|us| us <= 100.0),
+        );
+        let cpu_ratio = relay_cpu_ratio(api, relay);
+        target(
+            format!("`api` → `api` daemon CPU per message ≤ 0.6× the baseline relay's, {label}"),
+            match (cpu, relay.and_then(RelayReport::cpu_us)) {
+                (Some(us), Some(base)) => {
+                    format!("{} ({us:.0} vs {base:.0} µs)", fmt_ratio(cpu_ratio))
+                }
+                (Some(_), None) => "baseline relay unavailable".into(),
+                _ => "—".into(),
+            },
+            cpu_ratio.map(|x| x <= 0.6),
+        );
+        let cpu = r.onebot.as_ref().and_then(|t| t.cpu_us_per_message);
+        target(
+            format!("OneBot v11 → OneBot v11 daemon CPU ≤ 80 µs per message, {label}"),
+            cpu.map_or("—".into(), |us| format!("{us:.0} µs")),
+            cpu.map(|us| us <= 80.0),
+        );
+        for (path, latencies) in [
+            ("`api` → `api`", &r.api_latency),
+            ("OneBot → OneBot", &r.onebot_latency),
+        ] {
+            let l = at(latencies, 1000.0);
+            target(
+                format!("latency at 1,000 msg/s, {path}, {label}: p50 ≤ 1.5 ms, p99 ≤ 5 ms"),
+                l.map_or("—".into(), |l| {
+                    format!(
+                        "p50 {:.2} ms, p99 {:.2} ms{}",
+                        l.p50_us / 1e3,
+                        l.p99_us / 1e3,
+                        if l.lost > 0 {
+                            format!(", lost {}", l.lost)
+                        } else {
+                            String::new()
+                        }
+                    )
+                }),
+                l.map(|l| l.p50_us <= 1500.0 && l.p99_us <= 5000.0 && l.lost == 0),
+            );
+        }
+        if r.kind == BrokerKind::Embedded {
+            let o = r.overload.as_ref();
+            let full = s.overload_messages >= 100_000;
+            target(
+                format!(
+                    "overload, {label}, 100,000 POSTs over 8 connections: 0 accepted-and-lost, \
+                     0 duplicated, RSS ≤ 64 MB"
+                ),
+                o.map_or("—".into(), |o| {
+                    format!(
+                        "lost {}, duplicated {}, RSS peak {}{}",
+                        o.lost,
+                        o.duplicated,
+                        fmt_mb(o.peak_rss_kib),
+                        if full {
+                            String::new()
+                        } else {
+                            format!(
+                                " (only {} POSTs: not a full run)",
+                                thousands(o.posts as f64)
+                            )
+                        }
+                    )
+                }),
+                o.and_then(|o| {
+                    let clean = o.lost == 0 && o.duplicated == 0;
+                    let small = o.peak_rss_kib.map(|k| mb(k) <= 64.0);
+                    match (full, clean, small) {
+                        (_, false, _) => Some(false),
+                        (true, true, small) => small,
+                        // A short run shows losses, not whether 100,000 fit in memory.
+                        (false, true, _) => None,
+                    }
+                }),
+            );
+        }
+        let short = r.api_messages < 100_000;
+        target(
+            format!("RSS ≤ 40 MB after 100,000 messages, {label}"),
+            format!(
+                "{} after {} messages{}",
+                fmt_mb(r.api_rss_after_kib),
+                thousands(r.api_messages as f64),
+                if short { " (not a full run)" } else { "" }
+            ),
+            r.api_rss_after_kib
+                .filter(|_| !short)
+                .map(|k| mb(k) <= 40.0),
+        );
+        let soak = r.soak.as_ref();
+        let steady = soak.and_then(Soak::steady_rss_kib);
+        let full = soak.is_some_and(|soak| soak.secs >= 600.0);
+        target(
+            format!("RSS flat (within 5 MB after warm-up) over the 10-minute soak, {label}"),
+            soak.map_or("—".into(), |soak| {
+                format!(
+                    "{}{}",
+                    fmt_soak_rss(Some(soak)),
+                    if full {
+                        String::new()
+                    } else {
+                        format!(" (a {:.0} s soak: not a full run)", soak.secs)
+                    }
+                )
+            }),
+            steady
+                .filter(|_| full)
+                .map(|(min, max)| mb(max - min) <= 5.0),
+        );
+    }
 }
 
 /// Puts `section` (which starts and ends with the markers) into the file at `path`: in place

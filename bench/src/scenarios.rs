@@ -18,11 +18,12 @@ use crate::daemon::{clock_ticks, Daemon, Perf};
 use crate::drivers::{
     open_ws, post_messages, push_events, receive_sends, wait_connected, Pace, Sent,
 };
+use crate::stress::{self, Costs, Overload, SlowDestination, Soak};
 
 /// How long a phase may see no new message before what is missing counts as lost.
-const STALL: Duration = Duration::from_secs(10);
+pub const STALL: Duration = Duration::from_secs(10);
 /// How long a phase may take after its last send, however slowly messages still trickle in.
-const LIMIT: Duration = Duration::from_secs(300);
+pub const LIMIT: Duration = Duration::from_secs(300);
 /// Heartbeat interval of the scripted OneBot implementations (NapCat's default).
 const HEARTBEAT_MS: u64 = 30_000;
 /// The latency phases' rates, in messages per second.
@@ -32,7 +33,7 @@ pub const RATES: [f64; 2] = [100.0, 1000.0];
 static PHASES: AtomicU32 = AtomicU32::new(1);
 
 /// A fresh phase number.
-fn next_phase() -> u32 {
+pub fn next_phase() -> u32 {
     PHASES.fetch_add(1, Ordering::Relaxed)
 }
 
@@ -59,10 +60,46 @@ pub struct Settings {
     pub idle_accounts: usize,
     /// Envelopes of the backlog scenario.
     pub backlog_messages: usize,
-    /// Scenarios to run (`api`, `onebot`, `scale`, `idle`); all when empty.
+    /// POSTs of the overload scenario.
+    pub overload_messages: usize,
+    /// Messages posted to the slow group of the slow-destination scenario.
+    pub slow_messages: usize,
+    /// Messages posted to the fast group of the slow-destination scenario.
+    pub fast_messages: usize,
+    /// Rate of the fast group's messages, per second.
+    pub fast_rate: f64,
+    /// Length of the soak.
+    pub soak_secs: f64,
+    /// Rate of the soak, messages per second.
+    pub soak_rate: f64,
+    /// Where a Python environment with aiohttp is made for the baseline relay when the
+    /// system's `python3` has none (`target/bench-venv`).
+    pub venv: std::path::PathBuf,
+    /// Scenarios to run (see [`SCENARIOS`]); all when empty.
     pub only: Vec<String>,
     /// Where `perf record` files of the saturation phases go (`--perf`).
     pub perf: Option<std::path::PathBuf>,
+}
+
+/// The `--only` keys: the per-broker scenarios of [`run_all`] and `baseline-relay` (which
+/// `api` runs too).
+pub const SCENARIOS: [&str; 9] = [
+    "api",
+    "baseline-relay",
+    "onebot",
+    "backlog",
+    "overload",
+    "slow",
+    "scale",
+    "idle",
+    "soak",
+];
+
+impl Settings {
+    /// Whether scenario `key` is to run.
+    pub fn runs(&self, key: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == key)
+    }
 }
 
 /// Which broker the daemons use.
@@ -114,6 +151,10 @@ pub struct Throughput {
     pub first_error: Option<String>,
     /// What the daemon counted as dropped by the end of the phase (`reason=count, …`).
     pub daemon_drops: String,
+    /// Daemon context switches (voluntary + involuntary, all threads) per message received.
+    pub context_switches_per_message: Option<f64>,
+    /// Durable store commits (`qunbridge_store_commits_total`) per message received.
+    pub store_commits_per_message: Option<f64>,
 }
 
 impl Throughput {
@@ -181,6 +222,12 @@ pub struct BrokerReport {
     pub idle_cpu_percent: Option<f64>,
     /// RSS of the idle daemon, KiB.
     pub idle_rss_kib: Option<u64>,
+    /// The overload scenario.
+    pub overload: Option<Overload>,
+    /// The slow-destination scenario.
+    pub slow: Option<SlowDestination>,
+    /// The soak.
+    pub soak: Option<Soak>,
     /// What went wrong.
     pub errors: Vec<String>,
 }
@@ -207,13 +254,16 @@ impl BrokerReport {
             scale_relays: None,
             idle_cpu_percent: None,
             idle_rss_kib: None,
+            overload: None,
+            slow: None,
+            soak: None,
             errors: Vec::new(),
         }
     }
 }
 
 /// The saturation result of a phase.
-fn throughput(sent: &Sent, outcome: &Outcome, cpu_ticks: Option<u64>) -> Throughput {
+pub fn throughput(sent: &Sent, outcome: &Outcome, cpu_ticks: Option<u64>) -> Throughput {
     let secs = outcome
         .last_ns
         .map(|last| last.saturating_sub(sent.start_ns) as f64 / 1e9)
@@ -235,11 +285,13 @@ fn throughput(sent: &Sent, outcome: &Outcome, cpu_ticks: Option<u64>) -> Through
         cpu_us_per_message,
         first_error: sent.first_error.clone(),
         daemon_drops: String::new(),
+        context_switches_per_message: None,
+        store_commits_per_message: None,
     }
 }
 
 /// The latency result of a phase.
-fn latency(rate: f64, sent: &Sent, outcome: &Outcome) -> Latency {
+pub fn latency(rate: f64, sent: &Sent, outcome: &Outcome) -> Latency {
     let us = |p: f64| percentile(&outcome.latencies, p).unwrap_or(0) as f64 / 1e3;
     Latency {
         rate,
@@ -253,7 +305,7 @@ fn latency(rate: f64, sent: &Sent, outcome: &Outcome) -> Latency {
 }
 
 /// The `[broker]` table for a daemon: a fresh embedded port, or the mosquitto.
-fn broker_toml(kind: BrokerKind, mosquitto: Option<&Mosquitto>) -> String {
+pub fn broker_toml(kind: BrokerKind, mosquitto: Option<&Mosquitto>) -> String {
     match (kind, mosquitto) {
         (BrokerKind::Mosquitto, Some(m)) => {
             format!("[broker]\nurl = \"mqtt://127.0.0.1:{}\"\n", m.port)
@@ -273,12 +325,12 @@ fn broker_port(toml: &str) -> Option<u16> {
 }
 
 /// A free loopback address.
-fn free_addr() -> SocketAddr {
+pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 /// A mosquitto for the broker kind (none for the embedded broker).
-async fn mosquitto_for(kind: BrokerKind) -> Option<Mosquitto> {
+pub async fn mosquitto_for(kind: BrokerKind) -> Option<Mosquitto> {
     match kind {
         BrokerKind::Embedded => None,
         BrokerKind::Mosquitto => Some(Mosquitto::start().await),
@@ -288,15 +340,18 @@ async fn mosquitto_for(kind: BrokerKind) -> Option<Mosquitto> {
 /// Runs every scenario on one broker kind.
 pub async fn run_all(kind: BrokerKind, settings: &Settings) -> BrokerReport {
     let mut report = BrokerReport::new(kind);
-    let steps: [(&str, &str, Step); 5] = [
+    let steps: [(&str, &str, Step); 8] = [
         ("api", "api accounts", Step::Api),
         ("onebot", "OneBot accounts", Step::OneBot),
         ("backlog", "backlog", Step::Backlog),
+        ("overload", "overload", Step::Overload),
+        ("slow", "slow destination", Step::Slow),
         ("scale", "100 accounts", Step::Scale),
         ("idle", "idle CPU", Step::Idle),
+        ("soak", "soak", Step::Soak),
     ];
     for (key, name, step) in steps {
-        if !settings.only.is_empty() && !settings.only.iter().any(|o| o == key) {
+        if !settings.runs(key) {
             continue;
         }
         eprintln!("[{}] {name} …", kind.label());
@@ -307,6 +362,9 @@ pub async fn run_all(kind: BrokerKind, settings: &Settings) -> BrokerReport {
             Step::Backlog => backlog_scenario(kind, settings, &mut report).await,
             Step::Scale => scale_scenario(kind, settings, &mut report).await,
             Step::Idle => idle_scenario(kind, settings, &mut report).await,
+            Step::Overload => stress::overload_scenario(kind, settings, &mut report).await,
+            Step::Slow => stress::slow_scenario(kind, settings, &mut report).await,
+            Step::Soak => stress::soak_scenario(kind, settings, &mut report).await,
         };
         if let Err(error) = outcome {
             eprintln!("[{}] {name} failed: {error}", kind.label());
@@ -334,6 +392,12 @@ enum Step {
     Scale,
     /// Idle accounts.
     Idle,
+    /// Far more POSTs than the daemon can take.
+    Overload,
+    /// A paced destination group next to an unpaced one.
+    Slow,
+    /// A long run at a steady rate.
+    Soak,
 }
 
 /// The raw baseline on the broker at `port`: saturation, then each latency rate.
@@ -366,7 +430,7 @@ async fn baseline(port: u16, settings: &Settings, report: &mut BrokerReport) -> 
 }
 
 /// A config with two `api` accounts, `in` (group `a`) and `out` (group `b`), linked.
-fn api_config(broker: &str, input: SocketAddr, output: SocketAddr) -> String {
+pub fn api_config(broker: &str, input: SocketAddr, output: SocketAddr) -> String {
     format!(
         "{broker}\n[accounts.in]\nplatform = \"api\"\nlisten = \"{input}\"\n\n\
          [accounts.out]\nplatform = \"api\"\nlisten = \"{output}\"\n\n\
@@ -432,6 +496,7 @@ async fn api_scenario(
         &format!("{}-api", kind.slug()),
     )
     .await;
+    let costs = Costs::start(&daemon).await;
     let before = daemon.cpu_ticks()?;
     let sent = post_messages(
         input,
@@ -449,6 +514,7 @@ async fn api_scenario(
     }
     report.api_messages += sent.accepted;
     let mut result = throughput(&sent, &outcome, Some(ticks));
+    costs.finish(&daemon, &mut result).await;
     result.daemon_drops = daemon.drops().await;
     report.api = Some(result);
 
@@ -579,6 +645,7 @@ async fn onebot_scenario(
         &format!("{}-onebot", kind.slug()),
     )
     .await;
+    let costs = Costs::start(&daemon).await;
     let before = daemon.cpu_ticks()?;
     let sent = push_events(&from, 1001, phase, settings.onebot_messages, Pace::Saturate).await;
     let outcome = collector.wait(sent.accepted, STALL, LIMIT).await;
@@ -587,6 +654,7 @@ async fn onebot_scenario(
         perf.stop().await;
     }
     let mut result = throughput(&sent, &outcome, Some(ticks));
+    costs.finish(&daemon, &mut result).await;
     result.daemon_drops = daemon.drops().await;
     report.onebot = Some(result);
 
