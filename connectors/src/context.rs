@@ -66,42 +66,6 @@ impl Ingress {
     pub async fn submit(&self, envelope: Envelope) -> Result<Confirmed, IngressError> {
         self.sink.submit(envelope).await
     }
-
-    /// Publishes an envelope for a platform that cannot redeliver (OneBot): a failed publish
-    /// is retried with backoff until the broker has it, or until `intake` is cancelled (then
-    /// the message is counted as dropped with reason `shutdown`). Counts what was received.
-    pub async fn publish_until_accepted(
-        &self,
-        account: &str,
-        envelope: Envelope,
-        intake: &CancellationToken,
-    ) {
-        let mut backoff = crate::backoff::Backoff::reconnect();
-        loop {
-            match self.publish(envelope.clone()).await {
-                Ok(()) => {
-                    metrics::counter!(
-                        crate::metrics::MESSAGES_RECEIVED,
-                        "account" => account.to_owned(),
-                        "platform" => envelope.origin.platform.as_str()
-                    )
-                    .increment(1);
-                    return;
-                }
-                Err(error) => {
-                    let delay = backoff.next().unwrap_or(std::time::Duration::from_secs(1));
-                    tracing::warn!(message = "Publishing an inbound message failed; retrying.", account = %account, %error, retry_in_ms = delay.as_millis() as u64);
-                    tokio::select! {
-                        _ = intake.cancelled() => {
-                            crate::metrics::count_drop("shutdown");
-                            return;
-                        }
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// One message for a connector to send, with the channel its outcome goes back on. The relay
