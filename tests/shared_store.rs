@@ -156,3 +156,68 @@ async fn keys_map_feeds_and_claims_behave_as_the_relay_expects() {
         )
     );
 }
+
+/// The outbox semantics egress relies on, the same on every store: a message is put once,
+/// not put when it was sent already, read back oldest first, and leaves with its settle.
+async fn outbox_behaves_as_egress_expects(store: &dyn RelayStore) {
+    use qunbridge::store::OutboxEntry;
+    let entry = |key: &str| OutboxEntry {
+        key: key.to_owned(),
+        payload: format!("{{\"k\":\"{key}\"}}").into_bytes(),
+        queued_ms: 1_000,
+    };
+    assert!(store.outbox_put("hub", entry("a")).await.expect("put"));
+    assert!(store.outbox_put("hub", entry("b")).await.expect("put"));
+    assert!(
+        !store.outbox_put("hub", entry("a")).await.expect("put"),
+        "a redelivered message is not put twice"
+    );
+    assert!(store.outbox_put("other", entry("a")).await.expect("put"));
+    // A message already in the send log (sent) is not put.
+    store
+        .write(WriteBatch {
+            keys: vec![("sent-c".into(), Duration::from_secs(60))],
+            ..Default::default()
+        })
+        .await
+        .expect("write");
+    assert!(!store.outbox_put("hub", entry("sent-c")).await.expect("put"));
+    let waiting = store.outbox("hub").await.expect("read");
+    let keys: Vec<&str> = waiting.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["a", "b"], "oldest first, per account");
+    assert_eq!(waiting[0], entry("a"), "read back as put");
+    store
+        .write(WriteBatch {
+            keys: vec![("a".into(), Duration::from_secs(60))],
+            outbox_done: vec![("hub".into(), "a".into())],
+            ..Default::default()
+        })
+        .await
+        .expect("settle");
+    let keys: Vec<String> = store
+        .outbox("hub")
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(keys, ["b"], "a settled message leaves the outbox");
+    assert_eq!(store.outbox("other").await.expect("read").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_behaves_alike_on_redis_redb_and_memory() {
+    let redis = Redis::start().await;
+    let shared = RedisStore::connect(&redis.url(), "qb-outbox:")
+        .await
+        .expect("connects");
+    outbox_behaves_as_egress_expects(&shared).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = qunbridge::store::PersistentStore::open(dir.path()).expect("opens");
+    outbox_behaves_as_egress_expects(&embedded).await;
+    outbox_behaves_as_egress_expects(&qunbridge::store::MemoryStore::new(100)).await;
+    // The embedded store keeps it across a reopen (a restart).
+    drop(embedded);
+    let reopened = qunbridge::store::PersistentStore::open(dir.path()).expect("reopens");
+    assert_eq!(reopened.outbox("hub").await.expect("read").len(), 1);
+}

@@ -73,8 +73,9 @@ impl Ingress {
 /// (crash, shutdown) is redelivered later.
 #[derive(Debug)]
 pub struct EgressRequest {
-    /// What to send, already rendered for this destination.
-    pub outbound: Outbound,
+    /// What to send, already rendered for this destination (shared with the relay's queue,
+    /// not copied).
+    pub outbound: Arc<Outbound>,
     /// Messages of the destination group this one relates to, as the relay's message map
     /// knows them (reply target, copies to recall).
     pub related: RelatedMessages,

@@ -282,6 +282,8 @@ pub async fn start(
     );
     let pump = EgressPump {
         account: id.clone(),
+        platform: account.platform,
+        policy: policy.clone(),
         client: client.clone(),
         topics: deps.topics.clone(),
         store: deps.store.clone(),
@@ -401,6 +403,10 @@ async fn publish_status(
 struct EgressPump {
     /// Account id, for logs.
     account: String,
+    /// Its platform: an unpaced `api` destination needs no outbox entry.
+    platform: Platform,
+    /// Its limits, to tell an unpaced destination.
+    policy: Arc<LivePolicy>,
     /// The account's broker connection (for acks).
     client: BrokerClient,
     /// Topic names.
@@ -485,14 +491,23 @@ impl EgressPump {
             self.client.ack(&delivery).await;
             return None;
         }
-        let put = self.store.outbox_put(
-            &self.account,
-            OutboxEntry {
-                key,
-                payload: delivery.publish.payload.to_vec(),
-                queued_ms: now_ms(),
-            },
-        );
+        // An unpaced `api` destination sends at once, and its send is itself a durable,
+        // idempotent append: it needs no outbox entry (one commit less), and its delivery is
+        // acknowledged once it is settled, within about a commit.
+        let policy = self.policy.current();
+        let immediate = self.platform == Platform::Api
+            && policy.per_account.is_none()
+            && policy.group_limit(&outbound.group).is_none();
+        let put = (!immediate).then(|| {
+            self.store.outbox_put(
+                &self.account,
+                OutboxEntry {
+                    key,
+                    payload: delivery.publish.payload.to_vec(),
+                    queued_ms: now_ms(),
+                },
+            )
+        });
         let (settled_tx, settled) = oneshot::channel::<()>();
         let size = delivery.publish.payload.len() as u64;
         room.hold_bytes(size);
@@ -509,6 +524,9 @@ impl EgressPump {
         });
         let account = self.account.clone();
         Some(Box::pin(async move {
+            let Some(put) = put else {
+                return settled.await.ok().map(|()| delivery);
+            };
             match put.await {
                 Ok(_) => Some(delivery),
                 Err(error) => {

@@ -199,12 +199,7 @@ async fn post_message(
     let id = envelope.id.clone();
     match shared.ingress.publish(envelope).await {
         Ok(()) => {
-            metrics::counter!(
-                crate::metrics::MESSAGES_RECEIVED,
-                "account" => shared.account.clone(),
-                "platform" => "api"
-            )
-            .increment(1);
+            shared.received.increment(1);
             (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()
         }
         Err(IngressError::Busy { retry_after_secs }) => {

@@ -100,6 +100,11 @@ impl Connector for ApiConnector {
                 .as_ref()
                 .map(|token| token.expose().to_owned()),
             ingress,
+            received: metrics::counter!(
+                crate::metrics::MESSAGES_RECEIVED,
+                "account" => account.clone(),
+                "platform" => "api"
+            ),
             feeds: feeds.clone(),
             intake: intake.clone(),
             streams_end: streams_end.clone(),
@@ -146,10 +151,10 @@ const SEND_WINDOW: usize = 256;
 /// another are numbered in that order however their futures are polled.
 fn deliver(
     feeds: Arc<Feeds>,
-    outbound: crate::Outbound,
+    outbound: Arc<crate::Outbound>,
     reply: oneshot::Sender<Result<SendReceipt, crate::SendError>>,
 ) -> BoxFuture<'static, ()> {
-    let json = match serde_json::to_string(&outbound) {
+    let json = match serde_json::to_string(&*outbound) {
         Ok(json) => json,
         Err(error) => {
             let _ = reply.send(Err(crate::SendError::Permanent(format!(

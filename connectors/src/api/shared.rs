@@ -17,6 +17,8 @@ pub(super) struct Shared {
     pub token: Option<String>,
     /// Where posted messages go.
     pub ingress: Ingress,
+    /// `qunbridge_messages_received_total` of this account, looked up once.
+    pub received: metrics::Counter,
     /// What consumers read.
     pub feeds: Arc<Feeds>,
     /// Cancelled when the daemon stops taking input: new messages are refused.

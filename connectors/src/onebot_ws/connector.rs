@@ -478,7 +478,7 @@ mod tests {
         running
             .egress
             .send(EgressRequest {
-                outbound,
+                outbound: outbound.into(),
                 related: RelatedMessages::default(),
                 reply,
             })

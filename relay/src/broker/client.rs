@@ -177,7 +177,15 @@ pub struct Confirmation {
 }
 
 impl Confirmation {
-    /// Waits for the PUBACK.
+    /// Waits for the PUBACK as long as it takes.
+    ///
+    /// # Errors
+    /// [`BrokerError::Stopped`] if the client stopped.
+    pub async fn confirmed(self) -> Result<(), BrokerError> {
+        self.rx.await.map_err(|_| BrokerError::Stopped)
+    }
+
+    /// Waits for the PUBACK, at most `limit`.
     ///
     /// # Errors
     /// [`BrokerError::Timeout`] after `limit`, [`BrokerError::Stopped`] if the client stopped.

@@ -4,7 +4,6 @@
 //! means redelivery, never loss).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use qunbridge_connectors::Envelope;
@@ -258,10 +257,10 @@ async fn ack_in_order(
 async fn settle(mut item: PendingAck, stop: CancellationToken) -> (PendingAck, bool) {
     for confirmation in std::mem::take(&mut item.confirmations) {
         // rumqttc retransmits until the broker acknowledges, so waiting is bounded only by
-        // shutdown.
+        // shutdown (no timer per message).
         let outcome = tokio::select! {
             _ = stop.cancelled() => Err(crate::broker::BrokerError::Stopped),
-            outcome = confirmation.wait(Duration::from_secs(24 * 3600)) => outcome,
+            outcome = confirmation.confirmed() => outcome,
         };
         if let Err(error) = outcome {
             debug!(message = "Outbound publish not confirmed; inbound left for redelivery.", %error);

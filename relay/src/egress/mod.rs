@@ -46,6 +46,8 @@ pub(crate) struct DepthGauge {
     group: String,
     /// The account's outbox room, which every queued message takes part of.
     room: Arc<OutboxRoom>,
+    /// The account's `qunbridge_queue_depth` gauge, looked up once.
+    gauge: metrics::Gauge,
 }
 
 impl DepthGauge {
@@ -53,7 +55,7 @@ impl DepthGauge {
     pub(crate) fn add(&self, count: u64) {
         self.depths.change(&self.account, &self.group, count, 0);
         self.room.take(count);
-        metrics::gauge!(QUEUE_DEPTH, "account" => self.account.clone()).increment(count as f64);
+        self.gauge.increment(count as f64);
     }
 
     /// `count` messages left the queue (sent or dropped).
@@ -63,7 +65,7 @@ impl DepthGauge {
         }
         self.depths.change(&self.account, &self.group, 0, count);
         self.room.free(count);
-        metrics::gauge!(QUEUE_DEPTH, "account" => self.account.clone()).decrement(count as f64);
+        self.gauge.decrement(count as f64);
     }
 }
 
@@ -248,8 +250,8 @@ pub struct AccountEgress {
 pub struct Dispatcher {
     /// Shared by the workers.
     shared: Arc<AccountEgress>,
-    /// Each destination's queue.
-    workers: HashMap<String, mpsc::UnboundedSender<Queued>>,
+    /// Each destination's queue and its depth.
+    workers: HashMap<String, (mpsc::UnboundedSender<Queued>, DepthGauge)>,
     /// The worker tasks.
     tasks: JoinSet<()>,
     /// In-flight counter; also holds the per-destination queue depths.
@@ -269,23 +271,27 @@ impl Dispatcher {
 
     /// Queues a message for its destination, starting the destination's worker if needed.
     pub fn dispatch(&mut self, queued: Queued) {
-        let group = queued.outbound.group.clone();
-        let depth = DepthGauge {
-            depths: self.activity.queue_depths().clone(),
-            account: self.shared.account.clone(),
-            group: group.clone(),
-            room: self.shared.room.clone(),
-        };
-        let sender = self.workers.entry(group.clone()).or_insert_with(|| {
+        if !self.workers.contains_key(&queued.outbound.group) {
+            let group = queued.outbound.group.clone();
+            let depth = DepthGauge {
+                depths: self.activity.queue_depths().clone(),
+                account: self.shared.account.clone(),
+                group: group.clone(),
+                room: self.shared.room.clone(),
+                gauge: metrics::gauge!(QUEUE_DEPTH, "account" => self.shared.account.clone()),
+            };
             let (tx, rx) = mpsc::unbounded_channel();
             self.tasks.spawn(queue::run_destination(
-                group,
+                group.clone(),
                 rx,
                 self.shared.clone(),
                 depth.clone(),
             ));
-            tx
-        });
+            self.workers.insert(group, (tx, depth));
+        }
+        let Some((sender, depth)) = self.workers.get(&queued.outbound.group) else {
+            return;
+        };
         // Counted before the send: the worker may take it off the queue at once.
         depth.add(1);
         if let Err(returned) = sender.send(queued) {

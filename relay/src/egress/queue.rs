@@ -36,7 +36,7 @@ const RECENT_SENT: usize = 4096;
 /// A queue entry: a whole message, or one part of a split one.
 struct Pending {
     /// What to send.
-    outbound: Outbound,
+    outbound: Arc<Outbound>,
     /// The message as it arrived (for the message map and send log).
     original: Arc<Outbound>,
     /// Acknowledgement, on the last part only.
@@ -53,7 +53,7 @@ struct Pending {
 /// What one send carries: one or more queue entries.
 struct Unit {
     /// The message to send.
-    outbound: Outbound,
+    outbound: Arc<Outbound>,
     /// What the message map knows (only for a single, unmerged message).
     related: RelatedMessages,
     /// True when `related` is still to be looked up in the message map.
@@ -77,10 +77,10 @@ pub(crate) async fn run_destination(
     // Sends handed to an in-order connector whose answers are still to come, oldest first.
     let mut in_flight: VecDeque<(Unit, Answer, u64)> = VecDeque::new();
     let take = |queued: Queued| {
-        let original = Arc::new(queued.outbound.clone());
+        let outbound = Arc::new(queued.outbound);
         Pending {
-            outbound: queued.outbound,
-            original,
+            outbound: outbound.clone(),
+            original: outbound,
             ack: Some(queued.ack),
             _work: Some(Arc::new(queued.work)),
             is_part: false,
@@ -118,12 +118,17 @@ pub(crate) async fn run_destination(
             .min()
             .map(|at| at + policy.max_delay)
             .unwrap_or_else(Instant::now);
-        let waited = tokio::select! {
+        let waited = if pacer.is_none() && account_pacer.is_none() {
+            // Unpaced: nothing to wait for (and no timer to set per message).
+            false
+        } else {
+            tokio::select! {
             _ = shared.stop.cancelled() => return,
             // New limits: wait for them instead.
             _ = shared.policy.changed() => continue,
             _ = tokio::time::sleep_until(expiry + Duration::from_millis(1)) => continue,
             waited = acquire(pacer.as_mut(), account_pacer.as_deref()) => waited,
+            }
         };
         // Messages are merged only when the destination had to wait (for its limiter, or a
         // platform pause): a destination keeping up sends each message as it was.
@@ -475,7 +480,7 @@ fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool)
         let mut ack = ack;
         for (index, part) in split.parts.into_iter().enumerate().rev() {
             queue.push_front(Pending {
-                outbound: text_only(&original, part),
+                outbound: Arc::new(text_only(&original, part)),
                 original: original.clone(),
                 ack: if index + 1 == count { ack.take() } else { None },
                 _work: _work.clone(),
@@ -495,7 +500,7 @@ fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool)
         return Some(single(first));
     }
     // Merge what follows, while it fits.
-    let behind = coalesce::mergeable(length, queue.iter().map(|p| &p.outbound), limit);
+    let behind = coalesce::mergeable(length, queue.iter().map(|p| &*p.outbound), limit);
     if behind == 0 {
         return Some(single(first));
     }
@@ -504,7 +509,7 @@ fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool)
     let text = coalesce::merge(members.iter().map(|m| m.outbound.text.as_str()));
     coalesce::count(&shared.account, &members[0].outbound.group, members.len());
     Some(Unit {
-        outbound: text_only(&members[0].original, text),
+        outbound: Arc::new(text_only(&members[0].original, text)),
         related: RelatedMessages::default(),
         wants_related: false,
         members,

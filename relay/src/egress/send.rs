@@ -3,6 +3,7 @@
 //! failure is retried with backoff up to [`SEND_ATTEMPTS`] times, a refusal drops the message
 //! (counted); shutdown or a vanished connector leaves it for redelivery.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use qunbridge_connectors::backoff::Backoff;
@@ -32,7 +33,7 @@ pub(crate) enum Settlement {
 /// the latency histogram). Also says whether the platform paused the destination.
 pub(crate) async fn send(
     shared: &AccountEgress,
-    outbound: &Outbound,
+    outbound: &Arc<Outbound>,
     related: &RelatedMessages,
     oldest_ts_ms: u64,
 ) -> (Settlement, bool) {
@@ -45,7 +46,7 @@ pub(crate) async fn send(
 /// The loop of [`send`].
 async fn send_until_settled(
     shared: &AccountEgress,
-    outbound: &Outbound,
+    outbound: &Arc<Outbound>,
     related: &RelatedMessages,
     oldest_ts_ms: u64,
     throttled: &mut bool,
@@ -118,7 +119,7 @@ pub(crate) type Answer = oneshot::Receiver<Result<SendReceipt, SendError>>;
 /// no longer takes messages.
 pub(crate) async fn submit(
     shared: &AccountEgress,
-    outbound: &Outbound,
+    outbound: &Arc<Outbound>,
     related: &RelatedMessages,
 ) -> Option<Answer> {
     let (reply, answer) = oneshot::channel();
@@ -136,7 +137,7 @@ pub(crate) async fn submit(
 /// [`send`] path (retries, platform pauses, refusal) for that message.
 pub(crate) async fn settle_answer(
     shared: &AccountEgress,
-    outbound: &Outbound,
+    outbound: &Arc<Outbound>,
     related: &RelatedMessages,
     oldest_ts_ms: u64,
     answer: Option<Result<SendReceipt, SendError>>,
