@@ -372,6 +372,13 @@ impl StreamIngress {
                 .increment(1);
                 Step::reply(frames::callback_ok(&frame.message_id))
             }
+            Err(crate::IngressError::Busy { .. }) => {
+                // Flow control: qunbridge holds as much as it can keep. No ACK, so DingTalk
+                // delivers it again later (and dedup absorbs any copy).
+                debug!(message = "DingTalk message refused: at capacity; not acknowledged.", account = %self.account);
+                crate::metrics::count_rejected(&self.account, "busy");
+                Step::default()
+            }
             Err(error) => {
                 // No ACK: the platform may deliver it again, and then it is tried again.
                 warn!(message = "DingTalk message not accepted by the broker; not acknowledged.", account = %self.account, %error);

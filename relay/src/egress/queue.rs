@@ -93,7 +93,10 @@ pub(crate) async fn run_destination(
                 _ = shared.stop.cancelled() => return,
                 queued = inbox.recv() => match queued {
                     Some(queued) => queue.push_back(take(queued)),
-                    None => return,
+                    None => {
+                        settle_in_flight(&mut in_flight, &shared, &mut recent, &depth).await;
+                        return;
+                    }
                 },
             }
         }
@@ -123,11 +126,11 @@ pub(crate) async fn run_destination(
             false
         } else {
             tokio::select! {
-            _ = shared.stop.cancelled() => return,
-            // New limits: wait for them instead.
-            _ = shared.policy.changed() => continue,
-            _ = tokio::time::sleep_until(expiry + Duration::from_millis(1)) => continue,
-            waited = acquire(pacer.as_mut(), account_pacer.as_deref()) => waited,
+                _ = shared.stop.cancelled() => return,
+                // New limits: wait for them instead.
+                _ = shared.policy.changed() => continue,
+                _ = tokio::time::sleep_until(expiry + Duration::from_millis(1)) => continue,
+                waited = acquire(pacer.as_mut(), account_pacer.as_deref()) => waited,
             }
         };
         // Messages are merged only when the destination had to wait (for its limiter, or a
@@ -200,11 +203,16 @@ pub(crate) async fn run_destination(
                 tokio::select! {
                     _ = shared.stop.cancelled() => return,
                     answered = answer => Some(answered.ok()),
-                    queued = inbox.recv() => {
-                        if let Some(queued) = queued {
+                    queued = inbox.recv() => match queued {
+                        Some(queued) => {
                             queue.push_back(take(queued));
+                            None
                         }
-                        None
+                        // No more will come: settle what is in flight, then end.
+                        None => {
+                            settle_in_flight(&mut in_flight, &shared, &mut recent, &depth).await;
+                            return;
+                        }
                     }
                 }
             } else {
