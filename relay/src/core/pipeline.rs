@@ -21,6 +21,11 @@ use crate::store::RelayStore;
 
 /// Deliveries whose outbound publishes (and dedup writes) are in flight at once.
 const ACK_QUEUE: usize = 1024;
+/// How long the keys of an acknowledged message wait to be written with others (the window
+/// in which only memory knows them; docs/operations.md, "durability windows").
+const REMEMBER_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+/// Keys written at once at most, whatever the time.
+const REMEMBER_BATCH: usize = 512;
 
 /// The relay core.
 pub struct Core {
@@ -214,9 +219,9 @@ impl Core {
 /// Acknowledges inbound deliveries once all their outbound publishes are confirmed (the broker
 /// client sends the PUBACKs in delivery order), then makes their dedup keys durable without
 /// holding the acknowledgement: a redelivered copy is caught durably by the egress send log
-/// anyway, and the keys stay in the in-progress set until their write is committed (one
-/// commit, milliseconds), so a copy from a second bot account arriving meanwhile is caught
-/// too. Up to [`ACK_QUEUE`] deliveries are in flight at once, so their writes share commits.
+/// anyway, and the keys stay in the in-progress set until their write is committed (within
+/// [`REMEMBER_EVERY`] plus one commit), so a copy from a second bot account arriving meanwhile
+/// is caught too. Up to [`ACK_QUEUE`] deliveries are in flight at once.
 async fn ack_in_order(
     client: BrokerClient,
     dedup: Dedup,
@@ -225,6 +230,11 @@ async fn ack_in_order(
 ) {
     let mut inflight = FuturesOrdered::new();
     let mut remembering = FuturesUnordered::new();
+    // Keys of acknowledged messages not yet handed to the store, and when they must be: they
+    // go in one write per REMEMBER_EVERY (or REMEMBER_BATCH keys), off the path of the
+    // message, so at low rates the store's next commit is the destination's, not ours.
+    let mut to_remember: Vec<String> = Vec::new();
+    let mut remember_at = tokio::time::Instant::now();
     let mut intake_open = true;
     loop {
         tokio::select! {
@@ -233,17 +243,21 @@ async fn ack_in_order(
                 let item: PendingAck = item;
                 if settled {
                     client.ack(&item.delivery).await;
-                    let dedup = dedup.clone();
-                    let keys = item.keys;
-                    remembering.push(async move {
-                        dedup.remember(&keys).await;
-                        dedup.release(&keys);
-                    });
+                    if to_remember.is_empty() {
+                        remember_at = tokio::time::Instant::now() + REMEMBER_EVERY;
+                    }
+                    to_remember.extend(item.keys);
+                    if to_remember.len() >= REMEMBER_BATCH {
+                        remembering.push(remember(dedup.clone(), std::mem::take(&mut to_remember)));
+                    }
                 } else {
                     dedup.release(&item.keys);
                 }
             }
             Some(()) = remembering.next(), if !remembering.is_empty() => {}
+            _ = tokio::time::sleep_until(remember_at), if !to_remember.is_empty() => {
+                remembering.push(remember(dedup.clone(), std::mem::take(&mut to_remember)));
+            }
             item = pending.recv(), if intake_open && inflight.len() < ACK_QUEUE => match item {
                 Some(item) => inflight.push_back(settle(item, stop.clone())),
                 None => intake_open = false,
@@ -251,6 +265,12 @@ async fn ack_in_order(
             else => break,
         }
     }
+}
+
+/// Makes a batch of dedup keys durable, then takes them out of the in-progress set.
+async fn remember(dedup: Dedup, keys: Vec<String>) {
+    dedup.remember(&keys).await;
+    dedup.release(&keys);
 }
 
 /// Waits for a delivery's PUBACKs. Returns it with `true` when it may be acknowledged.
