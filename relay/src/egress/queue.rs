@@ -23,7 +23,7 @@ use super::send::{send, settle_answer, submit, Answer, Settlement};
 use super::split::split_message;
 use super::{AccountEgress, Ack, DepthGauge, Queued};
 use crate::activity::WorkGuard;
-use crate::metrics::count_drop;
+use crate::metrics::{count_drop, count_drops};
 use crate::store::{keys, message_map, WriteBatch, ECHO_TTL, SEND_LOG_TTL};
 
 /// Sends a destination keeps in flight at once when its connector answers in order.
@@ -182,8 +182,30 @@ pub(crate) async fn run_destination(
             if !settle_in_flight(&mut in_flight, &shared, &mut recent, &depth).await {
                 return;
             }
-            let (settled, was_throttled) =
-                send(&shared, &unit.outbound, &unit.related, oldest_ts_ms).await;
+            // A destination that cannot take the message (an account with no connection)
+            // holds it at most until it is older than `max_delay`, like a queued one: then it
+            // is dropped and counted, and what queued behind it gets its turn.
+            let expires = unit
+                .members
+                .iter()
+                .map(|m| m.queued_at)
+                .min()
+                .map_or_else(Instant::now, |at| at + policy.max_delay);
+            let (settled, was_throttled) = tokio::select! {
+                sent = send(&shared, &unit.outbound, &unit.related, oldest_ts_ms) => sent,
+                _ = tokio::time::sleep_until(expires) => {
+                    let count = unit.members.iter().filter(|m| m.ack.is_some()).count();
+                    warn!(
+                        message = "Message older than max_delay dropped: its destination did not take it.",
+                        account = %shared.account,
+                        group = %group,
+                        link = %unit.outbound.link,
+                        messages = count
+                    );
+                    count_drops("expired", count as u64);
+                    (Settlement::Dropped, false)
+                }
+            };
             throttled = was_throttled;
             if !settle(&shared, unit, settled, &mut recent, &depth).await {
                 return;
@@ -803,6 +825,34 @@ mod tests {
         let received = received.lock().expect("lock").clone();
         assert_eq!(received.len(), 1, "{received:?}");
         assert!(received[0].2.ends_with("first"));
+        dispatcher.finish().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_destination_that_never_takes_a_message_drops_it_after_max_delay() {
+        // A connector that holds every request without answering (an account whose platform
+        // connection is down).
+        let (connector, mut requests) = mpsc::channel::<EgressRequest>(16);
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let keep = held.clone();
+        tokio::spawn(async move {
+            while let Some(request) = requests.recv().await {
+                keep.lock().expect("lock").push(request);
+            }
+        });
+        let mut dispatcher = dispatcher(policy(None, 4500), connector);
+        let acked = Arc::new(AtomicUsize::new(0));
+        let activity = Activity::new();
+        dispatcher.dispatch(queued(message("g", 1, "first"), &acked, &activity));
+        dispatcher.dispatch(queued(message("g", 2, "second"), &acked, &activity));
+        tokio::time::sleep(Duration::from_secs(9 * 60)).await;
+        assert_eq!(acked.load(Ordering::SeqCst), 0, "held before max_delay");
+        tokio::time::sleep(Duration::from_secs(2 * 60)).await;
+        assert_eq!(
+            acked.load(Ordering::SeqCst),
+            2,
+            "both dropped (and settled) once older than max_delay"
+        );
         dispatcher.finish().await;
     }
 }
