@@ -4,8 +4,12 @@
 //! wait for the slow one), and a soak at a steady rate (memory must stay flat). Also the
 //! per-message costs ([`Costs`]) the saturation phases report.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use qunbridge_tests::Mosquitto;
+use tokio::task::JoinHandle;
 
 use crate::collector::Collector;
 use crate::daemon::{metric_sum, status_field, Daemon};
@@ -112,6 +116,49 @@ pub struct Overload {
     pub daemon_drops: String,
 }
 
+/// Two `api` accounts as in the `api` scenario (`in:a` → `out:b`), on a fresh broker of the
+/// kind, with the WebSocket of `out` read by a collector and one probe message through.
+struct ApiPair {
+    /// The mosquitto the daemon uses (none for the embedded broker), kept running.
+    _mosquitto: Option<Mosquitto>,
+    /// The daemon.
+    daemon: Daemon,
+    /// Where `in` takes POSTs.
+    input: SocketAddr,
+    /// What arrived at `out`'s WebSocket.
+    collector: Arc<Collector>,
+    /// The WebSocket reader.
+    ws: JoinHandle<()>,
+}
+
+impl ApiPair {
+    /// Starts the daemon (named `<broker>-<name>`), opens the WebSocket and sends the probe.
+    ///
+    /// # Errors
+    /// What failed, as text.
+    async fn start(kind: BrokerKind, settings: &Settings, name: &str) -> Result<ApiPair, String> {
+        let mosquitto = mosquitto_for(kind).await;
+        let broker = broker_toml(kind, mosquitto.as_ref());
+        let (input, output) = (free_addr(), free_addr());
+        let daemon = Daemon::start(
+            &settings.binary,
+            &api_config(&broker, input, output),
+            &format!("{}-{name}", kind.slug()),
+        )
+        .await?;
+        let collector = Arc::new(Collector::default());
+        let ws = open_ws(output, collector.clone()).await?;
+        probe(&collector, input, "a", "in:a", "out:b").await?;
+        Ok(ApiPair {
+            _mosquitto: mosquitto,
+            daemon,
+            input,
+            collector,
+            ws,
+        })
+    }
+}
+
 /// Two `api` accounts as in the `api` scenario; `overload_messages` POSTs to `in:a` back to
 /// back over the usual connections, 503s counted and not retried; then the WebSocket of
 /// `out` is read until nothing arrived for [`STALL`].
@@ -120,18 +167,13 @@ pub async fn overload_scenario(
     settings: &Settings,
     report: &mut BrokerReport,
 ) -> Result<(), String> {
-    let mosquitto = mosquitto_for(kind).await;
-    let broker = broker_toml(kind, mosquitto.as_ref());
-    let (input, output) = (free_addr(), free_addr());
-    let daemon = Daemon::start(
-        &settings.binary,
-        &api_config(&broker, input, output),
-        &format!("{}-overload", kind.slug()),
-    )
-    .await?;
-    let collector = Arc::new(Collector::default());
-    let ws = open_ws(output, collector.clone()).await?;
-    probe(&collector, input, "a", "in:a", "out:b").await?;
+    let ApiPair {
+        _mosquitto,
+        daemon,
+        input,
+        collector,
+        ws,
+    } = ApiPair::start(kind, settings, "overload").await?;
 
     let phase = next_phase();
     let count = settings.overload_messages;
@@ -344,18 +386,13 @@ pub async fn soak_scenario(
     settings: &Settings,
     report: &mut BrokerReport,
 ) -> Result<(), String> {
-    let mosquitto = mosquitto_for(kind).await;
-    let broker = broker_toml(kind, mosquitto.as_ref());
-    let (input, output) = (free_addr(), free_addr());
-    let daemon = Daemon::start(
-        &settings.binary,
-        &api_config(&broker, input, output),
-        &format!("{}-soak", kind.slug()),
-    )
-    .await?;
-    let collector = Arc::new(Collector::default());
-    let ws = open_ws(output, collector.clone()).await?;
-    probe(&collector, input, "a", "in:a", "out:b").await?;
+    let ApiPair {
+        _mosquitto,
+        daemon,
+        input,
+        collector,
+        ws,
+    } = ApiPair::start(kind, settings, "soak").await?;
 
     let phase = next_phase();
     let count = (settings.soak_rate * settings.soak_secs) as usize;
