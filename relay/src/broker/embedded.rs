@@ -19,7 +19,7 @@ use super::client::MAX_PACKET_BYTES;
 /// Bytes per commit-log segment of each subscription filter.
 const SEGMENT_BYTES: usize = 1024 * 1024;
 /// Segments kept per filter.
-const SEGMENT_COUNT: usize = 4;
+const SEGMENT_COUNT: usize = 2;
 /// Bytes the embedded broker keeps per subscription filter: a reader further behind loses the
 /// oldest messages, so flow control ([`super::flow`]) keeps every hop well within it.
 pub const LOG_BYTES: u64 = (SEGMENT_BYTES * SEGMENT_COUNT) as u64;

@@ -39,7 +39,7 @@ pub const MAX_ORIGINS: u64 = 500_000;
 /// Most api feed idempotency keys held.
 const MAX_FEED_KEYS: u64 = 1_000_000;
 /// redb's page cache: small, the working set is the recent keys.
-const CACHE_BYTES: usize = 16 * 1024 * 1024;
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
 /// Most write jobs committed in one transaction.
 const BATCH: usize = 1024;
 /// Write jobs queued at most before writers wait (backpressure, bounded memory).
@@ -72,9 +72,13 @@ const OUTBOX_INDEX: TableDefinition<&str, u64> = TableDefinition::new("outbox_in
 /// The meta row holding the last outbox sequence number.
 const OUTBOX_SEQ: &str = "outbox_seq";
 /// How long the writer waits for more jobs before a commit while batches are forming (the
-/// previous commit carried more than one job); never at low rates, so their latency is that
-/// of one commit.
+/// previous commit carried at least [`GATHER_FROM`] jobs); never at low and moderate rates,
+/// so their latency is that of one commit.
 const GATHER_WAIT: Duration = Duration::from_micros(500);
+/// Jobs in one commit from which the writer takes the input for a sustained stream and waits
+/// [`GATHER_WAIT`] before the next: below it, jobs that arrive during a commit already share
+/// the next one, and waiting would only add latency.
+const GATHER_FROM: usize = 16;
 
 /// Expiry-index prefixes naming the table an entry belongs to.
 const IN_KEYS: char = 'k';
@@ -339,7 +343,7 @@ fn write_loop(db: &Database, jobs: &std_mpsc::Receiver<Job>) {
                 }
             }
         }
-        forming = batch.len() > 1;
+        forming = batch.len() >= GATHER_FROM;
         let sweep = written_since_sweep && last_sweep.elapsed() >= SWEEP_EVERY;
         let started = Instant::now();
         let outcome = commit(db, batch, sweep);
