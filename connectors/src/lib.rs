@@ -7,6 +7,8 @@
 //! - [`backoff`]: the one backoff type for everything that reconnects.
 //! - [`auth`]: constant-time bearer checks for listeners.
 //! - [`http`]: HTTP client settings, robot pauses and resumable multi-part sends.
+//! - [`media`]: media references in envelopes, the on-disk media cache, the bounded fetcher,
+//!   the address guard and type sniffing.
 //! - [`api`]: the generic HTTP/SSE/WebSocket connector.
 //! - [`dingtalk`]: DingTalk groups: Stream in and OpenAPI out, or a custom robot webhook.
 //! - [`onebot11`]: QQ (and some WeChat) groups through OneBot v11 implementations.
@@ -37,6 +39,7 @@ pub mod context;
 pub mod dingtalk;
 pub mod error;
 pub mod http;
+pub mod media;
 pub mod metrics;
 pub mod model;
 pub mod onebot11;

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::media::{Locator, MediaKind, MediaRef};
+
 /// Version of the envelope and outbound JSON formats written in the `v` field.
 pub const ENVELOPE_VERSION: u32 = 1;
 
@@ -127,7 +129,8 @@ pub enum Segment {
     },
     /// A mention of everyone in the group.
     MentionAll,
-    /// A picture, relayed by URL.
+    /// A picture or sticker. The bytes never travel in an envelope: `media` says how to fetch
+    /// them, and `url` is what readers of the first envelope format still render.
     Image {
         /// Where the picture can be fetched; absent when the platform gave none.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,6 +138,24 @@ pub enum Segment {
         /// File name when known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// The platform shows it as a sticker (QQ 动画表情, a WeChat emoji, a market face), so a
+        /// destination that has stickers sends it as one and others show `[动画表情]`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        sticker: bool,
+        /// A QQ flash picture (闪照): meant to be seen once, so it is never carried, only
+        /// named by its placeholder.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        flash: bool,
+        /// The platform's preview text, such as `[动画表情]` or a market face's name: what a
+        /// destination shows when the picture itself cannot go.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        summary: Option<String>,
+        /// Size in bytes as the platform announced it (not trusted as a limit).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+        /// How the relay fetches the bytes: a stable source key, the kind, and the locator.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media: Option<MediaRef>,
     },
     /// A reply to an earlier message of the same group.
     Reply {
@@ -165,6 +186,30 @@ impl Segment {
         Segment::Text { text: text.into() }
     }
 
+    /// A plain picture known by its URL and name, with nothing else known about it.
+    pub fn image(url: Option<String>, name: Option<String>) -> Segment {
+        Segment::Image {
+            url,
+            name,
+            sticker: false,
+            flash: false,
+            summary: None,
+            size: None,
+            media: None,
+        }
+    }
+
+    /// The short text that stands for a picture that cannot be carried: `[闪照]` for a flash
+    /// picture, `[动画表情]` for a sticker, else `[图片]`. `None` for other segments.
+    pub fn image_placeholder(&self) -> Option<&'static str> {
+        match self {
+            Segment::Image { flash: true, .. } => Some("[闪照]"),
+            Segment::Image { sticker: true, .. } => Some("[动画表情]"),
+            Segment::Image { .. } => Some("[图片]"),
+            _ => None,
+        }
+    }
+
     /// Appends the plain-text rendering of this segment to `out`, for destinations that take
     /// text only and for the `text` field of outbound messages.
     pub fn render_text(&self, out: &mut String) {
@@ -175,13 +220,11 @@ impl Segment {
                 out.push_str(name.as_deref().unwrap_or(id));
             }
             Segment::MentionAll => out.push_str("@全体成员"),
-            Segment::Image { url, .. } => match url {
-                Some(url) => {
-                    out.push_str("[图片] ");
-                    out.push_str(url);
-                }
-                None => out.push_str("[图片]"),
-            },
+            Segment::Image { url: Some(url), .. } => {
+                out.push_str("[图片] ");
+                out.push_str(url);
+            }
+            Segment::Image { .. } => out.push_str(self.image_placeholder().unwrap_or("[图片]")),
             // A reply is shown by the destination (native reply or quote), not as text.
             Segment::Reply { .. } | Segment::Unknown => {}
             Segment::Face { id, name } => match name {

@@ -25,7 +25,10 @@ use super::openapi::OpenApi;
 use super::recent::RecentIds;
 use crate::backoff::Backoff;
 use crate::context::{now_ms, ConnectionState, Ingress, StateReporter};
-use crate::model::{Envelope, Kind, Origin, Platform, Segment, Sender, ENVELOPE_VERSION};
+use crate::model::{
+    Envelope, Kind, Locator, MediaKind, MediaRef, Origin, Platform, Segment, Sender,
+    ENVELOPE_VERSION,
+};
 use crate::reverse_ws::{close_after, read_failure, socket_config};
 
 /// How long opening the WebSocket may take.
@@ -410,7 +413,26 @@ impl StreamIngress {
                             None
                         }
                     };
-                    segments.push(Segment::Image { url, name: None });
+                    let media = (!code.trim().is_empty()).then(|| {
+                        MediaRef::new(
+                            Platform::Dingtalk,
+                            &self.account,
+                            code,
+                            MediaKind::Image,
+                            Locator::DingtalkDownload {
+                                download_code: code.clone(),
+                            },
+                        )
+                    });
+                    segments.push(Segment::Image {
+                        url,
+                        name: None,
+                        sticker: false,
+                        flash: false,
+                        summary: None,
+                        size: None,
+                        media,
+                    });
                 }
                 Piece::Unsupported(hint) => {
                     segments.push(Segment::Unsupported { hint: hint.clone() })

@@ -141,10 +141,7 @@ mod tests {
                     id: "wxid_1".into(),
                     name: Some("Bob".into()),
                 },
-                Segment::Image {
-                    url: Some("https://x/y.png".into()),
-                    name: None,
-                },
+                Segment::image(Some("https://x/y.png".into()), None),
                 Segment::Face {
                     id: "178".into(),
                     name: Some("[斜眼笑]".into()),

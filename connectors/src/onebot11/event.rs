@@ -7,7 +7,9 @@
 use serde_json::{Map, Value};
 
 use super::cq::{self, RawSegment};
-use crate::model::{Envelope, Kind, Platform, Segment, Sender, ENVELOPE_VERSION};
+use crate::model::{
+    Envelope, Kind, Locator, MediaKind, MediaRef, Platform, Segment, Sender, ENVELOPE_VERSION,
+};
 use crate::onebot_ws::frame::{
     array_segments, data_text, note_unknown, parse_object, raw_segment, recall_envelope, response,
     text_of, unknown_segment,
@@ -141,7 +143,10 @@ fn group_message(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<
             _ => return Err(FrameError::Field("message")),
         },
     };
-    let segments: Vec<Segment> = raw.iter().map(|r| to_segment(r, cx.platform)).collect();
+    let segments: Vec<Segment> = raw
+        .iter()
+        .map(|r| to_segment(r, cx.platform, cx.account))
+        .collect();
     Ok(Frame::Envelope(Box::new(Envelope {
         v: ENVELOPE_VERSION,
         id: Envelope::make_id(cx.account, &group, &message_id),
@@ -164,7 +169,8 @@ fn group_recall(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<F
 }
 
 /// Maps a v11 segment to the model; an unknown type becomes a placeholder and is counted.
-fn to_segment(raw: &RawSegment, platform: Platform) -> Segment {
+/// `account` names the account that saw it, the one that can refresh a picture's URL.
+fn to_segment(raw: &RawSegment, platform: Platform, account: &str) -> Segment {
     let data = &raw.data;
     let placeholder = |hint: &str| Segment::Unsupported { hint: hint.into() };
     match raw.kind.as_str() {
@@ -183,16 +189,7 @@ fn to_segment(raw: &RawSegment, platform: Platform) -> Segment {
             id: data_text(data, "id").unwrap_or_default(),
             name: None,
         },
-        "image" => {
-            let file = data_text(data, "file");
-            let url = data_text(data, "url")
-                .filter(|u| !u.is_empty())
-                .or_else(|| {
-                    file.clone()
-                        .filter(|f| f.starts_with("http://") || f.starts_with("https://"))
-                });
-            Segment::Image { url, name: file }
-        }
+        "image" | "mface" => image_segment(data, platform, account, raw.kind == "mface"),
         "reply" => match data_text(data, "id") {
             Some(id) => Segment::Reply { message_id: id },
             None => placeholder("[回复]"),
@@ -219,6 +216,64 @@ fn to_segment(raw: &RawSegment, platform: Platform) -> Segment {
             text: String::new(),
         },
         other => unknown_segment(platform, other),
+    }
+}
+
+/// An `image` segment (or LLOneBot's `mface` market face) as the model's picture, with what
+/// the implementations say about it (MEDIA.md §1.1): NapCat's `sub_type` and Lagrange's and
+/// LLOneBot's `subType` (non-zero: a sticker), `type: "flash"`, `summary`, `file_size`, and a
+/// media reference that the origin account can refresh with `get_image` once the URL expired.
+/// Lagrange puts the URL itself in `file`.
+fn image_segment(
+    data: &Map<String, Value>,
+    platform: Platform,
+    account: &str,
+    market_face: bool,
+) -> Segment {
+    let is_http = |u: &String| u.starts_with("http://") || u.starts_with("https://");
+    let file = data_text(data, "file").filter(|f| !f.trim().is_empty());
+    let url = data_text(data, "url")
+        .filter(|u| !u.is_empty())
+        .or_else(|| file.clone().filter(is_http));
+    let sticker_flag = ["sub_type", "subType"]
+        .iter()
+        .filter_map(|key| data_text(data, key))
+        .any(|flag| flag.trim() != "0" && !flag.trim().is_empty());
+    let summary = data_text(data, "summary").filter(|s| !s.trim().is_empty());
+    let sticker = market_face
+        || sticker_flag
+        || data.contains_key("emoji_id")
+        || summary.as_deref() == Some("[动画表情]");
+    let flash = data_text(data, "type").as_deref() == Some("flash");
+    let size = data_text(data, "file_size").and_then(|size| size.trim().parse::<u64>().ok());
+    let kind = if sticker {
+        MediaKind::Sticker
+    } else {
+        MediaKind::Image
+    };
+    let media = match (&file, &url) {
+        // Lagrange: `file` is the URL, which nothing can refresh.
+        (Some(file), _) if !is_http(file) => Some(MediaRef::new(
+            platform,
+            account,
+            file,
+            kind,
+            Locator::Onebot11Image {
+                file: file.clone(),
+                url: url.clone(),
+            },
+        )),
+        (_, Some(url)) => Some(MediaRef::url(url, kind)),
+        _ => None,
+    };
+    Segment::Image {
+        url,
+        name: file,
+        sticker,
+        flash,
+        summary,
+        size,
+        media,
     }
 }
 
@@ -335,6 +390,113 @@ mod tests {
         );
         let huge = r#"{"post_type":"message","message_type":"group","group_id":1e400,"user_id":1,"message_id":2,"message":[]}"#;
         assert!(decode(huge, &cx(None, &none)).is_err());
+    }
+
+    /// What each implementation puts in a picture segment (MEDIA.md §1.1) ends up in the
+    /// model: sticker flags in both spellings, flash pictures, sizes, summaries, and a media
+    /// reference the origin account can refresh.
+    #[test]
+    fn pictures_keep_what_the_implementations_say_about_them() {
+        let image = |kind: &str, data: Value| {
+            let raw = RawSegment {
+                kind: kind.into(),
+                data: data.as_object().cloned().unwrap_or_default(),
+            };
+            to_segment(&raw, Platform::Qq, "qq-main")
+        };
+        let napcat = image(
+            "image",
+            serde_json::json!({"file": "ABCD.jpg", "url": "https://multimedia.nt.qq.com.cn/download?rkey=r",
+                "file_size": "2048", "summary": "[动画表情]", "sub_type": 1}),
+        );
+        let Segment::Image {
+            sticker,
+            flash,
+            summary,
+            size,
+            media: Some(media),
+            ..
+        } = &napcat
+        else {
+            panic!("a picture with a reference: {napcat:?}");
+        };
+        assert!(*sticker && !*flash);
+        assert_eq!(summary.as_deref(), Some("[动画表情]"));
+        assert_eq!(*size, Some(2048));
+        assert_eq!(media.key, "qq:qq-main:ABCD.jpg");
+        assert_eq!(media.kind, MediaKind::Sticker);
+        assert_eq!(
+            media.locator,
+            Locator::Onebot11Image {
+                file: "ABCD.jpg".into(),
+                url: Some("https://multimedia.nt.qq.com.cn/download?rkey=r".into()),
+            }
+        );
+        // Lagrange: camelCase flag, and the URL itself in `file` (nothing to refresh with).
+        let lagrange = image(
+            "image",
+            serde_json::json!({"file": "https://multimedia.nt.qq.com.cn/d?rkey=1", "url": "https://multimedia.nt.qq.com.cn/d?rkey=1", "subType": "1"}),
+        );
+        assert!(matches!(
+            &lagrange,
+            Segment::Image {
+                sticker: true,
+                media: Some(MediaRef {
+                    locator: Locator::Url { .. },
+                    ..
+                }),
+                ..
+            }
+        ));
+        // A plain picture: sub_type 0 is not a sticker.
+        let plain = image(
+            "image",
+            serde_json::json!({"file": "E.png", "url": "https://x/e", "sub_type": "0", "summary": ""}),
+        );
+        assert!(matches!(
+            &plain,
+            Segment::Image {
+                sticker: false,
+                flash: false,
+                summary: None,
+                ..
+            }
+        ));
+        assert_eq!(plain.image_placeholder(), Some("[图片]"));
+        let flash = image(
+            "image",
+            serde_json::json!({"file": "F.jpg", "type": "flash"}),
+        );
+        assert_eq!(flash.image_placeholder(), Some("[闪照]"));
+        let mut text = String::new();
+        flash.render_text(&mut text);
+        assert_eq!(text, "[闪照]", "no URL: the placeholder");
+        // LLOneBot's market face.
+        let market = image(
+            "mface",
+            serde_json::json!({"url": "https://gxh.vip.qq.com/club/item/parcel/item/2e/2e9b/raw300.gif", "summary": "[开心]"}),
+        );
+        assert_eq!(market.image_placeholder(), Some("[动画表情]"));
+        assert!(matches!(
+            &market,
+            Segment::Image {
+                media: Some(MediaRef {
+                    kind: MediaKind::Sticker,
+                    ..
+                }),
+                ..
+            }
+        ));
+        // Nothing to fetch: still a picture, with no reference, never a failure.
+        let bare = image("image", serde_json::json!({"file_size": "many"}));
+        assert!(matches!(
+            &bare,
+            Segment::Image {
+                media: None,
+                size: None,
+                ..
+            }
+        ));
     }
 
     #[test]

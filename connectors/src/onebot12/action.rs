@@ -140,6 +140,7 @@ pub fn render(outbound: &Outbound, related: &RelatedMessages, send_images: bool)
                 Segment::Image {
                     url: Some(url),
                     name,
+                    ..
                 } if is_http(url) => images.push(ImageRef {
                     url: url.clone(),
                     name: image_name(url, name.as_deref()),
@@ -186,10 +187,7 @@ mod tests {
                 id: "42".into(),
                 name: Some("Bob".into()),
             },
-            Segment::Image {
-                url: Some("https://img.example.org/a/b.png?x=1".into()),
-                name: None,
-            },
+            Segment::image(Some("https://img.example.org/a/b.png?x=1".into()), None),
         ]);
         let rendered = render(&out, &RelatedMessages::default(), false);
         assert_eq!(

@@ -9,7 +9,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::model::{Envelope, Kind, Platform, Segment, Sender, ENVELOPE_VERSION};
+use crate::model::{
+    Envelope, Kind, Locator, MediaKind, MediaRef, Platform, Segment, Sender, ENVELOPE_VERSION,
+};
 use crate::onebot_ws::frame::{
     array_segments, data_text, note_unknown, parse_object, raw_segment, recall_envelope, response,
     text_of, unknown_segment,
@@ -247,7 +249,7 @@ fn group_message(
     let segments: Vec<Segment> = raw
         .iter()
         .enumerate()
-        .map(|(index, (kind, data))| to_segment(index, kind, data, cx.platform, &mut fills))
+        .map(|(index, (kind, data))| to_segment(index, kind, data, cx, &mut fills))
         .collect();
     let hint = name_hint(object);
     Ok(Frame::Message(Box::new(Incoming {
@@ -302,9 +304,10 @@ fn to_segment(
     index: usize,
     kind: &str,
     data: &Map<String, Value>,
-    platform: Platform,
+    cx: &DecodeContext<'_>,
     fills: &mut Vec<Fill>,
 ) -> Segment {
+    let platform = cx.platform;
     let placeholder = |hint: &str| Segment::Unsupported { hint: hint.into() };
     let text = |key: &str| data_text(data, key).unwrap_or_default();
     match kind {
@@ -323,11 +326,20 @@ fn to_segment(
             None => placeholder("@?"),
         },
         "mention_all" => Segment::MentionAll,
-        "image" => {
+        "image" | "wx.emoji" => {
             let file_id = data_text(data, "file_id").filter(|f| !f.trim().is_empty());
+            let name = data_text(data, "name").filter(|n| !n.is_empty());
+            // ComWeChatClient sends voice as an `image` whose file is an `.amr` (MEDIA.md §1.2).
+            if name
+                .as_deref()
+                .is_some_and(|n| n.to_ascii_lowercase().ends_with(".amr"))
+            {
+                return placeholder("[语音]");
+            }
+            let sticker = kind == "wx.emoji";
             let url = data_text(data, "url")
                 .filter(|u| u.starts_with("http://") || u.starts_with("https://"));
-            if url.is_none() {
+            if url.is_none() && !sticker {
                 if let Some(file_id) = &file_id {
                     fills.push(Fill::ImageFile {
                         index,
@@ -335,11 +347,32 @@ fn to_segment(
                     });
                 }
             }
+            let media_kind = if sticker {
+                MediaKind::Sticker
+            } else {
+                MediaKind::Image
+            };
+            let media = match (&file_id, &url) {
+                (Some(file_id), _) => Some(MediaRef::new(
+                    platform,
+                    cx.account,
+                    file_id,
+                    media_kind,
+                    Locator::Onebot12File {
+                        file_id: file_id.clone(),
+                    },
+                )),
+                (None, Some(url)) => Some(MediaRef::url(url, media_kind)),
+                (None, None) => None,
+            };
             Segment::Image {
                 url,
-                name: data_text(data, "name")
-                    .filter(|n| !n.is_empty())
-                    .or(file_id),
+                name: name.or(file_id),
+                sticker,
+                flash: false,
+                summary: sticker.then(|| "[动画表情]".to_owned()),
+                size: data_text(data, "size").and_then(|size| size.trim().parse().ok()),
+                media,
             }
         }
         "reply" => match data_text(data, "message_id").filter(|id| !id.is_empty()) {
@@ -354,7 +387,6 @@ fn to_segment(
             ),
         },
         "wx.app" => placeholder(&labelled("[小程序]", &text("title"))),
-        "wx.emoji" => placeholder("[动画表情]"),
         "voice" => placeholder("[语音]"),
         "audio" => placeholder("[音频]"),
         "video" => placeholder("[视频]"),
@@ -425,15 +457,38 @@ mod tests {
                 },
                 Segment::text(" weekly sync at 3pm"),
                 Segment::Image {
+                    media: Some(MediaRef {
+                        key: "wechat:wx:c0a8e1f2".into(),
+                        kind: MediaKind::Image,
+                        locator: Locator::Onebot12File {
+                            file_id: "c0a8e1f2".into()
+                        },
+                    }),
                     url: None,
-                    name: Some("c0a8e1f2".into())
+                    name: Some("c0a8e1f2".into()),
+                    sticker: false,
+                    flash: false,
+                    summary: None,
+                    size: None,
                 },
                 Segment::text("[链接] Notes https://example.org/n"),
                 Segment::Unsupported {
                     hint: "[小程序] Game".into()
                 },
-                Segment::Unsupported {
-                    hint: "[动画表情]".into()
+                Segment::Image {
+                    sticker: true,
+                    summary: Some("[动画表情]".into()),
+                    media: Some(MediaRef {
+                        key: "wechat:wx:e1".into(),
+                        kind: MediaKind::Sticker,
+                        locator: Locator::Onebot12File {
+                            file_id: "e1".into()
+                        },
+                    }),
+                    url: None,
+                    name: Some("e1".into()),
+                    flash: false,
+                    size: None,
                 },
                 Segment::Reply {
                     message_id: "77".into()

@@ -176,6 +176,7 @@ impl Resolver {
                     if let Some(Segment::Image {
                         url: slot_url,
                         name: slot_name,
+                        ..
                     }) = envelope.segments.get_mut(index)
                     {
                         *slot_url = Some(url);

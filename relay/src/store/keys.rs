@@ -215,18 +215,12 @@ mod tests {
     #[test]
     fn pictures_without_a_name_get_no_cross_bot_key() {
         let mut picture = said("qq-a", "1", 1_718_880_000_000, "");
-        picture.segments = vec![Segment::Image {
-            url: Some("https://x/1".into()),
-            name: None,
-        }];
+        picture.segments = vec![Segment::image(Some("https://x/1".into()), None)];
         assert!(
             content(&picture).is_empty(),
             "two such pictures must both pass"
         );
-        picture.segments = vec![Segment::Image {
-            url: None,
-            name: Some("9F3C1A.jpg".into()),
-        }];
+        picture.segments = vec![Segment::image(None, Some("9F3C1A.jpg".into()))];
         assert_eq!(content(&picture).len(), 3, "a named picture is told apart");
     }
 

@@ -1,0 +1,170 @@
+//! Pictures, stickers and files between platforms: the media reference an envelope carries
+//! instead of bytes, and the parts that turn it into bytes a destination can upload.
+//!
+//! - [`MediaRef`]: what ingress puts in an image segment: a stable source key, the kind, and
+//!   a [`Locator`] saying how to fetch the bytes (a URL, a OneBot v11 `get_image`, a OneBot
+//!   v12 `get_file`, a DingTalk download code). Envelopes stay small: bytes never cross MQTT.
+//! - [`cache`]: the content-addressed on-disk cache under `state_dir/media/`.
+//! - [`fetch`]: the bounded HTTP fetcher (timeouts, size cap, redirects re-checked).
+//! - [`guard`]: the address guard that refuses loopback, private, link-local and multicast
+//!   destinations unless the operator allowed them.
+//! - [`sniff`]: the file type told from its first bytes, never from a name or a header.
+//!
+//! The facts behind the design are in `shared/protocols/MEDIA.md` of the design repository;
+//! the operator's view is the README section "Pictures and files".
+
+pub mod cache;
+pub mod fetch;
+pub mod guard;
+pub mod sniff;
+
+use serde::{Deserialize, Serialize};
+
+/// What a piece of media is, which decides how each destination can carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    /// A picture.
+    #[default]
+    Image,
+    /// A sticker (动画表情): a picture the platform shows as a sticker.
+    Sticker,
+    /// A voice message.
+    Voice,
+    /// A video.
+    Video,
+    /// Any other file.
+    File,
+    /// A kind a newer peer named that this version does not know: carried as its placeholder.
+    #[serde(other)]
+    Unknown,
+}
+
+impl MediaKind {
+    /// The metric label and config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Image => "image",
+            MediaKind::Sticker => "sticker",
+            MediaKind::Voice => "voice",
+            MediaKind::Video => "video",
+            MediaKind::File => "file",
+            MediaKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// How the bytes of a piece of media can be fetched, in the terms of the platform that saw
+/// it. Unknown locators from newer peers decode as [`Locator::Unknown`] (the picture then
+/// falls back to its placeholder) instead of failing the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "via", rename_all = "snake_case")]
+pub enum Locator {
+    /// A plain http(s) URL (an `api` client's picture, a market face, a WeCom or DingTalk
+    /// public link).
+    Url {
+        /// The URL; checked by the address guard before anything fetches it.
+        url: String,
+    },
+    /// A QQ picture: its URL (which expires after about an hour) and the `file` name that
+    /// the origin account's `get_image` action turns into a fresh URL for about a day.
+    Onebot11Image {
+        /// The segment's `file` field, the argument of `get_image`.
+        file: String,
+        /// The segment's `url`, tried first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+    },
+    /// A OneBot v12 file: the bytes come from the origin account's `get_file` with
+    /// `type: "data"` (ComWeChatClient's `type: "url"` answers are never usable).
+    Onebot12File {
+        /// The `file_id` of the segment.
+        file_id: String,
+    },
+    /// A DingTalk picture: `robot/messageFiles/download` turns the code into a temporary URL.
+    DingtalkDownload {
+        /// The `downloadCode` of the Stream message.
+        download_code: String,
+    },
+    /// A locator this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// The media reference an image segment carries: enough to fetch the bytes once, from the
+/// account that saw them, and to find them again in the cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRef {
+    /// Stable source key, the same for every sighting of the same file on its platform
+    /// (`qq:<account>:<file>`, `wechat:<account>:<file_id>`, `dingtalk:<account>:<code>`,
+    /// `url:<url>`): the cache and single-flight fetching are keyed by it.
+    pub key: String,
+    /// What it is.
+    #[serde(default)]
+    pub kind: MediaKind,
+    /// How to fetch it.
+    pub locator: Locator,
+}
+
+impl MediaRef {
+    /// The reference of a picture seen by `account` on `platform` under the platform's own
+    /// stable name `name` (a QQ `file`, a v12 `file_id`, a DingTalk download code).
+    pub fn new(
+        platform: crate::Platform,
+        account: &str,
+        name: &str,
+        kind: MediaKind,
+        locator: Locator,
+    ) -> MediaRef {
+        MediaRef {
+            key: format!("{platform}:{account}:{name}"),
+            kind,
+            locator,
+        }
+    }
+
+    /// The reference of a picture known only by its URL.
+    pub fn url(url: &str, kind: MediaKind) -> MediaRef {
+        MediaRef {
+            key: format!("url:{url}"),
+            kind,
+            locator: Locator::Url {
+                url: url.to_owned(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_round_trip_and_unknown_locators_and_kinds_are_tolerated() {
+        let reference = MediaRef::new(
+            crate::Platform::Qq,
+            "qq-main",
+            "ABCD.jpg",
+            MediaKind::Sticker,
+            Locator::Onebot11Image {
+                file: "ABCD.jpg".into(),
+                url: Some("https://multimedia.nt.qq.com.cn/download?rkey=x".into()),
+            },
+        );
+        let json = serde_json::to_string(&reference).expect("encodes");
+        assert_eq!(
+            json,
+            r#"{"key":"qq:qq-main:ABCD.jpg","kind":"sticker","locator":{"via":"onebot11_image","file":"ABCD.jpg","url":"https://multimedia.nt.qq.com.cn/download?rkey=x"}}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<MediaRef>(&json).expect("decodes"),
+            reference
+        );
+        let newer: MediaRef = serde_json::from_str(
+            r#"{"key":"x:y:z","kind":"hologram","locator":{"via":"carrier_pigeon","leg":1}}"#,
+        )
+        .expect("unknown kind and locator tolerated");
+        assert_eq!(newer.kind, MediaKind::Unknown);
+        assert_eq!(newer.locator, Locator::Unknown);
+    }
+}

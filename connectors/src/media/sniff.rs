@@ -1,0 +1,2 @@
+//! File types told from magic bytes (being written: see the issue note). Placeholder module
+//! so that the layout of [`crate::media`] is fixed.
