@@ -10,7 +10,7 @@
 use serde_json::{Map, Value};
 
 use crate::model::{
-    Envelope, Kind, Locator, MediaKind, MediaRef, Platform, Segment, Sender, ENVELOPE_VERSION,
+    Envelope, Kind, Locator, MediaKind, MediaRef, Segment, Sender, ENVELOPE_VERSION,
 };
 use crate::onebot_ws::frame::{
     array_segments, data_text, note_unknown, parse_object, raw_segment, recall_envelope, response,
