@@ -399,6 +399,7 @@ fn to_segment(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Platform;
 
     fn cx<'a>(self_id: Option<&'a str>, other: &'a dyn Fn(&str) -> bool) -> DecodeContext<'a> {
         DecodeContext {
