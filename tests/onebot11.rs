@@ -479,6 +479,73 @@ async fn failed_sends_are_retried_then_dropped_and_counted() {
     daemon.stop().await.expect("clean stop");
 }
 
+/// NapCat fails a whole message with 1200 when it cannot fetch one of its pictures: the
+/// message goes once more at once with the picture as its placeholder, so the text arrives
+/// on the second attempt instead of waiting for (and losing to) five identical retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_picture_fails_is_sent_once_more_as_text() {
+    let broker = Broker::embedded();
+    let (peer, url) = OneBot11Peer::serve(BOT, None, 0).await;
+    let api = api_addr();
+    let daemon = Daemon::start_alone(&config(&broker, &format!("url = \"{url}\""), api)).await;
+    peer.wait_connections(1).await;
+    let fallback =
+        "qunbridge_media_fallback_total{platform=\"qq\",kind=\"image\",reason=\"send_failed\"}";
+    let fallbacks_before = daemon.counter(fallback).await;
+    let failed_before = daemon.counter(&dropped("send_failed")).await;
+
+    // One failure: whichever group's send comes first gets it (their queues run side by side).
+    peer.fail_next_sends(1, 1200);
+    let (status, _) = post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "u1"}, "segments": [
+            {"type": "text", "text": "look "},
+            {"type": "image", "url": "https://img.example.invalid/p.png"},
+            {"type": "image", "url": "https://img.example.invalid/s.gif", "sticker": true}
+        ]}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let carried = json!([
+        {"type": "text", "data": {"text": "[API] u1: look "}},
+        {"type": "image", "data": {"file": "https://img.example.invalid/p.png"}},
+        {"type": "image", "data": {"file": "https://img.example.invalid/s.gif",
+            "sub_type": 1, "summary": "[动画表情]"}}
+    ]);
+    let placeholders =
+        json!([{"type": "text", "data": {"text": "[API] u1: look [图片][动画表情]"}}]);
+    let mut by_group: std::collections::BTreeMap<i64, Vec<serde_json::Value>> = Default::default();
+    for _ in 0..3 {
+        let send = peer.next_action("send_group_msg").await;
+        let group = send["params"]["group_id"]
+            .as_i64()
+            .expect("numeric group id");
+        by_group
+            .entry(group)
+            .or_default()
+            .push(send["params"]["message"].clone());
+    }
+    let mut seen: Vec<Vec<serde_json::Value>> = by_group.into_values().collect();
+    seen.sort_by_key(Vec::len);
+    assert_eq!(
+        seen,
+        vec![vec![carried.clone()], vec![carried, placeholders],],
+        "both groups got the pictures, the sticker as a sticker; the group whose send failed \
+         got the text with placeholders once, at once"
+    );
+    // Nothing more: no retry of either form.
+    send_marker(&peer, api, "after pictures").await;
+    assert_eq!(daemon.counter(fallback).await - fallbacks_before, 1.0);
+    assert_eq!(
+        daemon.counter(&dropped("send_failed")).await - failed_before,
+        0.0,
+        "nothing was dropped"
+    );
+    daemon.stop().await.expect("clean stop");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_reverse_listener_serves_several_accounts_by_self_id() {
     let broker = Broker::embedded();

@@ -39,3 +39,8 @@ pub fn count_drop(reason: &'static str) {
 pub fn count_drops(reason: &'static str, count: u64) {
     metrics::counter!(MESSAGES_DROPPED, "reason" => reason).increment(count);
 }
+
+/// Counter: pictures and files a destination got as a placeholder (or a link) instead of
+/// natively, by `platform` (of the destination), `kind` and `reason` (`send_failed`: the
+/// implementation failed the message with its pictures and it was sent again without).
+pub const MEDIA_FALLBACK: &str = "qunbridge_media_fallback_total";

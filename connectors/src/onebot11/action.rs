@@ -50,16 +50,28 @@ fn push_text(message: &mut Vec<Value>, text: &str) {
     message.push(json!({ "type": "text", "data": { "text": text } }));
 }
 
+/// Whether a rendered message carries its pictures or only their placeholders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pictures {
+    /// Pictures go as `image` segments (stickers keep their sticker flag and summary).
+    Carried,
+    /// Every picture becomes its placeholder text (`[图片]`, `[动画表情]`): the resend after
+    /// the implementation failed to take a picture, so the text is never lost with it.
+    Placeholders,
+}
+
 /// Renders an outbound message as a v11 array message for `destination`.
 ///
 /// Mentions become `@name` text (a user id of another group means nothing here, and pinging
-/// everyone from a relay is never wanted); pictures go by URL; QQ faces stay faces between
-/// QQ groups; a reply becomes a native reply when the message map knows the destination's
-/// copy, else a short quote.
+/// everyone from a relay is never wanted); pictures go by URL (a sticker with `sub_type: 1`
+/// and its summary, as NapCat shows 动画表情; a flash picture never, only `[闪照]`); QQ
+/// faces stay faces between QQ groups; a reply becomes a native reply when the message map
+/// knows the destination's copy, else a short quote.
 pub fn render_message(
     outbound: &Outbound,
     related: &RelatedMessages,
     destination: Platform,
+    pictures: Pictures,
 ) -> Vec<Value> {
     let mut message = Vec::new();
     if let Some(target) = &related.reply_to {
@@ -92,12 +104,26 @@ pub fn render_message(
                 );
             }
             Segment::MentionAll => push_text(&mut message, "@全体成员 "),
-            Segment::Image { url: Some(url), .. }
-                if url.starts_with("http://") || url.starts_with("https://") =>
+            Segment::Image {
+                url: Some(url),
+                sticker,
+                flash: false,
+                summary,
+                ..
+            } if pictures == Pictures::Carried
+                && (url.starts_with("http://") || url.starts_with("https://")) =>
             {
-                message.push(json!({ "type": "image", "data": { "file": url } }));
+                let mut data = json!({ "file": url });
+                if *sticker {
+                    data["sub_type"] = json!(1);
+                    data["summary"] = json!(summary.as_deref().unwrap_or("[动画表情]"));
+                }
+                message.push(json!({ "type": "image", "data": data }));
             }
-            Segment::Image { .. } => push_text(&mut message, "[图片]"),
+            Segment::Image { .. } => push_text(
+                &mut message,
+                segment.image_placeholder().unwrap_or("[图片]"),
+            ),
             Segment::Face { id, name } => {
                 if outbound.origin.platform == destination && destination == Platform::Qq {
                     message.push(json!({ "type": "face", "data": { "id": id } }));
@@ -149,7 +175,12 @@ mod tests {
             ],
             Platform::Wechat,
         );
-        let message = render_message(&out, &RelatedMessages::default(), Platform::Qq);
+        let message = render_message(
+            &out,
+            &RelatedMessages::default(),
+            Platform::Qq,
+            Pictures::Carried,
+        );
         assert_eq!(
             Value::Array(message),
             json!([
@@ -176,13 +207,13 @@ mod tests {
             reply_to: Some("-55".into()),
             ..Default::default()
         };
-        let message = render_message(&out, &native, Platform::Qq);
+        let message = render_message(&out, &native, Platform::Qq, Pictures::Carried);
         assert_eq!(message[0], json!({"type": "reply", "data": {"id": "-55"}}));
         let quoted = RelatedMessages {
             quote: Some("Bob: hi".into()),
             ..Default::default()
         };
-        let message = render_message(&out, &quoted, Platform::Qq);
+        let message = render_message(&out, &quoted, Platform::Qq, Pictures::Carried);
         assert_eq!(
             message,
             vec![json!({"type": "text", "data": {"text": "[微信] Ann: 「Bob: hi」\nyes"}})]

@@ -2,11 +2,16 @@
 //! `send_group_msg` with the rendered array message per relayed message, and `delete_msg`
 //! for every known copy of a recalled one. Retcodes 1400/1404 (bad request, unknown action)
 //! are permanent; everything else, including 100 (blocked by the server) and NapCat's 1200
-//! (risk-control timeout), is retried by the relay a bounded number of times.
+//! (risk-control timeout), is retried by the relay a bounded number of times. NapCat fails
+//! the whole message with 1200 when one picture of it cannot be fetched or converted
+//! (MEDIA.md §1.1), so a message with pictures that gets 1200 is sent once more at once with
+//! the pictures as placeholders: the text is never lost with a picture.
 
 use serde_json::{json, Value};
 
-use super::action::{self, Outcome};
+use tracing::warn;
+
+use super::action::{self, Outcome, Pictures};
 use super::event;
 use crate::context::SendReceipt;
 use crate::error::SendError;
@@ -16,6 +21,9 @@ use crate::onebot_ws::{recall, ActionSender, CallError, Outgoing};
 /// Retcodes that mean the request itself is wrong (bad request, unknown action): retrying
 /// will not help.
 const PERMANENT_RETCODES: [i64; 2] = [1400, 1404];
+/// NapCat's retcode for an action that failed while running, which is what a picture it
+/// could not download or convert makes of the whole message.
+const PICTURE_FAILED_RETCODE: i64 = 1200;
 
 /// The egress side of one v11 account.
 pub struct Egress {
@@ -34,13 +42,35 @@ impl Egress {
 
 impl ActionSender for Egress {
     async fn message(&self, out: Outgoing<'_>) -> Result<SendReceipt, SendError> {
-        let message = action::render_message(out.outbound, out.related, self.platform);
-        let params = json!({
-            "group_id": action::id_value(&out.outbound.group),
-            "message": message,
-            "auto_escape": false,
-        });
-        send_outcome(out.session.call("send_group_msg", params).await)
+        let send = |pictures| {
+            let message =
+                action::render_message(out.outbound, out.related, self.platform, pictures);
+            let has_picture = message.iter().any(|segment| segment["type"] == "image");
+            let params = json!({
+                "group_id": action::id_value(&out.outbound.group),
+                "message": message,
+                "auto_escape": false,
+            });
+            (has_picture, out.session.call("send_group_msg", params))
+        };
+        let (has_picture, call) = send(Pictures::Carried);
+        let answer = call.await;
+        if has_picture && failed_with(&answer, PICTURE_FAILED_RETCODE) {
+            warn!(
+                message = "The implementation failed a message with pictures (retcode 1200); sending it once more with placeholders.",
+                account = %self.account
+            );
+            metrics::counter!(
+                crate::metrics::MEDIA_FALLBACK,
+                "platform" => self.platform.as_str(),
+                "kind" => "image",
+                "reason" => "send_failed"
+            )
+            .increment(1);
+            let (_, call) = send(Pictures::Placeholders);
+            return send_outcome(call.await);
+        }
+        send_outcome(answer)
     }
 
     async fn recall(&self, out: Outgoing<'_>) -> Result<SendReceipt, SendError> {
@@ -51,6 +81,14 @@ impl ActionSender for Egress {
         })
         .await
     }
+}
+
+/// True when the action was answered with a failure of `retcode`.
+fn failed_with(result: &Result<Value, CallError>, retcode: i64) -> bool {
+    matches!(
+        result.as_ref().map(action::outcome),
+        Ok(Outcome::Failed { retcode: failed, .. }) if failed == retcode
+    )
 }
 
 /// Maps an action's result to a send outcome.
