@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use qunbridge_tests::dingtalk_peer::{
-    picture_message, text_message, DingTalkPeer, Robot, CLIENT_ID, CLIENT_SECRET, MAX_MSG_PARAM,
+    picture_message, rich_text_message, text_message, DingTalkPeer, Robot, CLIENT_ID,
+    CLIENT_SECRET, MAX_MSG_PARAM,
 };
 use qunbridge_tests::{free_port, post_message, Broker, Daemon, SseClient, PATIENCE};
 use serde_json::{json, Value};
@@ -183,6 +184,29 @@ async fn at_bot_message_reaches_the_api_group(broker: Broker) {
     // A picture whose download code DingTalk refuses still arrives, as a placeholder.
     connection.callback(&picture_message(GROUP, "msgA3==", "李四", "expired-code"));
     assert_eq!(a.next().await.json()["text"], "[钉钉] 李四: [图片]");
+
+    // The pictures of one message are resolved at the same time, and arrive in order.
+    peer.delay_downloads(Duration::from_millis(300));
+    connection.callback(&rich_text_message(
+        GROUP,
+        "msgA4==",
+        "王五",
+        " three:",
+        &["dc-1", "dc-2", "dc-3"],
+    ));
+    let urls: Vec<String> = ["dc-1", "dc-2", "dc-3"]
+        .iter()
+        .map(|code| format!("[图片] {}", DingTalkPeer::download_url_for(code)))
+        .collect();
+    assert_eq!(
+        a.next().await.json()["text"],
+        format!("[钉钉] 王五: three:{}", urls.concat())
+    );
+    assert_eq!(
+        peer.most_downloads_at_once(),
+        3,
+        "all three download requests were open together"
+    );
     daemon.stop().await.expect("clean stop");
 }
 on_both_brokers!(at_bot_message_reaches_the_api_group);

@@ -135,6 +135,12 @@ struct Log {
     group_sends: Vec<GroupSend>,
     /// Download requests: (token, body).
     downloads: Vec<(Option<String>, Value)>,
+    /// How long each download request waits before its answer (a slow DingTalk).
+    download_delay: Duration,
+    /// Download requests being answered now.
+    downloads_in_flight: usize,
+    /// The most download requests that were being answered at one time.
+    most_downloads_at_once: usize,
     /// Webhook posts.
     webhook_posts: Vec<WebhookPost>,
     /// Scripted answers per robot token.
@@ -350,6 +356,16 @@ impl DingTalkPeer {
         self.shared.with(|log| log.downloads.clone())
     }
 
+    /// Makes every download request wait `delay` before its answer.
+    pub fn delay_downloads(&self, delay: Duration) {
+        self.shared.with(|log| log.download_delay = delay);
+    }
+
+    /// The most download requests that were being answered at one time.
+    pub fn most_downloads_at_once(&self) -> usize {
+        self.shared.with(|log| log.most_downloads_at_once)
+    }
+
     /// Webhook posts so far.
     pub fn webhook_posts(&self) -> Vec<WebhookPost> {
         self.shared.with(|log| log.webhook_posts.clone())
@@ -537,7 +553,14 @@ async fn group_send(
 async fn download(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let token = token_header(&headers);
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    shared.with(|log| log.downloads.push((token.clone(), body.clone())));
+    let delay = shared.with(|log| {
+        log.downloads.push((token.clone(), body.clone()));
+        log.downloads_in_flight += 1;
+        log.most_downloads_at_once = log.most_downloads_at_once.max(log.downloads_in_flight);
+        log.download_delay
+    });
+    tokio::time::sleep(delay).await;
+    shared.with(|log| log.downloads_in_flight -= 1);
     if !token_ok(&shared, token.as_deref()) {
         return api_error(
             StatusCode::BAD_REQUEST,
@@ -774,6 +797,28 @@ pub fn picture_message(conversation_id: &str, msg_id: &str, nick: &str, code: &s
         msg_id,
         nick,
         json!({"msgtype": "picture", "content": {"downloadCode": code}}),
+    )
+}
+
+/// A rich-text bot message: `text` followed by a picture for each download code.
+pub fn rich_text_message(
+    conversation_id: &str,
+    msg_id: &str,
+    nick: &str,
+    text: &str,
+    codes: &[&str],
+) -> Value {
+    let mut items = vec![json!({"text": text})];
+    items.extend(
+        codes
+            .iter()
+            .map(|code| json!({"downloadCode": code, "type": "picture"})),
+    );
+    bot_message(
+        conversation_id,
+        msg_id,
+        nick,
+        json!({"msgtype": "richText", "content": {"richText": items}}),
     )
 }
 

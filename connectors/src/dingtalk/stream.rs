@@ -391,55 +391,67 @@ impl StreamIngress {
     }
 
     /// The segments of a bot message, with pictures resolved to download URLs (or shown as
-    /// a picture placeholder when that fails).
+    /// a picture placeholder when that fails). The pictures of one message are resolved at
+    /// the same time, so a message with several waits for the slowest, not for their sum.
     async fn segments(&self, message: &BotMessage) -> Vec<Segment> {
-        let mut segments = Vec::with_capacity(message.pieces.len());
-        for piece in &message.pieces {
+        let resolved = futures_util::future::join_all(message.pieces.iter().map(|piece| async {
             match piece {
-                Piece::Text(text) if text.is_empty() => {}
-                Piece::Text(text) => segments.push(Segment::text(text.clone())),
-                Piece::Picture(code) => {
-                    let resolved =
-                        tokio::time::timeout(DOWNLOAD_URL_TIMEOUT, self.api.download_url(code))
-                            .await;
-                    let url = match resolved {
-                        Ok(Ok(url)) => Some(url),
-                        Ok(Err(error)) => {
-                            warn!(message = "DingTalk picture URL not resolved; relaying a placeholder.", account = %self.account, %error);
-                            None
-                        }
-                        Err(_) => {
-                            warn!(message = "DingTalk picture URL not resolved in time; relaying a placeholder.", account = %self.account);
-                            None
-                        }
-                    };
-                    let media = (!code.trim().is_empty()).then(|| {
-                        MediaRef::new(
-                            Platform::Dingtalk,
-                            &self.account,
-                            code,
-                            MediaKind::Image,
-                            Locator::DingtalkDownload {
-                                download_code: code.clone(),
-                            },
-                        )
-                    });
-                    segments.push(Segment::Image {
-                        url,
-                        name: None,
-                        sticker: false,
-                        flash: false,
-                        summary: None,
-                        size: None,
-                        media,
-                    });
-                }
-                Piece::Unsupported(hint) => {
+                Piece::Picture(code) => Some(self.picture(code).await),
+                _ => None,
+            }
+        }))
+        .await;
+        let mut segments = Vec::with_capacity(message.pieces.len());
+        for (piece, picture) in message.pieces.iter().zip(resolved) {
+            match (piece, picture) {
+                (Piece::Text(text), _) if text.is_empty() => {}
+                (Piece::Text(text), _) => segments.push(Segment::text(text.clone())),
+                (Piece::Picture(_), Some(picture)) => segments.push(picture),
+                (Piece::Picture(_), None) => {}
+                (Piece::Unsupported(hint), _) => {
                     segments.push(Segment::Unsupported { hint: hint.clone() })
                 }
             }
         }
         segments
+    }
+
+    /// One picture: its download URL when DingTalk gives one in time, and its media
+    /// reference (the download code) either way.
+    async fn picture(&self, code: &str) -> Segment {
+        let resolved =
+            tokio::time::timeout(DOWNLOAD_URL_TIMEOUT, self.api.download_url(code)).await;
+        let url = match resolved {
+            Ok(Ok(url)) => Some(url),
+            Ok(Err(error)) => {
+                warn!(message = "DingTalk picture URL not resolved; relaying a placeholder.", account = %self.account, %error);
+                None
+            }
+            Err(_) => {
+                warn!(message = "DingTalk picture URL not resolved in time; relaying a placeholder.", account = %self.account);
+                None
+            }
+        };
+        let media = (!code.trim().is_empty()).then(|| {
+            MediaRef::new(
+                Platform::Dingtalk,
+                &self.account,
+                code,
+                MediaKind::Image,
+                Locator::DingtalkDownload {
+                    download_code: code.to_owned(),
+                },
+            )
+        });
+        Segment::Image {
+            url,
+            name: None,
+            sticker: false,
+            flash: false,
+            summary: None,
+            size: None,
+            media,
+        }
     }
 
     /// The envelope of a group bot message.
