@@ -49,6 +49,7 @@ fn destination(platform: Platform) -> Destination {
         filter: Arc::new(FilterRules {
             rules: default_rules(platform),
         }),
+        media: qunbridge_connectors::media::MediaMode::Passthrough,
     }
 }
 

@@ -259,6 +259,29 @@ fn check(path: &Path) -> ExitCode {
             println!("store: redis (keys prefixed {prefix:?})")
         }
     }
+    let media = &config.media;
+    println!(
+        "media: mode {}, cache {} bytes for {} under {}, fetch at most {} bytes within {}, destinations wait {}{}",
+        media.mode.as_str(),
+        media.cache_max_bytes,
+        humantime::format_duration(media.cache_ttl),
+        config.state_dir.join("media").display(),
+        media.max_image_bytes,
+        humantime::format_duration(media.fetch_timeout),
+        humantime::format_duration(media.wait),
+        if media.allow_hosts.is_empty() {
+            String::new()
+        } else {
+            format!(", internal hosts allowed: {}", media.allow_hosts.join(", "))
+        }
+    );
+    match &media.server {
+        Some(server) => println!(
+            "media server: listening on {}, links {}/m/…",
+            server.listen, server.public_base_url
+        ),
+        None => println!("media server: off"),
+    }
     println!("accounts:");
     for account in config.accounts.values() {
         println!(
@@ -298,6 +321,10 @@ fn check(path: &Path) -> ExitCode {
                     describe_policy(&account.egress, &destination.target.group)
                 );
             }
+            println!(
+                "    pictures: {}",
+                config.media_mode(&destination.target.account).as_str()
+            );
             if destination.filter.rules.is_empty() {
                 println!("    filters: none (links pass as sent)");
             } else {

@@ -1,6 +1,7 @@
 //! Pictures, stickers and files between platforms: the media reference an envelope carries
 //! instead of bytes, and the parts that turn it into bytes a destination can upload.
 //!
+//! - [`MediaMode`]: how pictures reach a destination (`[media] mode`, an account's `media`).
 //! - [`MediaRef`]: what ingress puts in an image segment: a stable source key, the kind, and
 //!   a [`Locator`] saying how to fetch the bytes (a URL, a OneBot v11 `get_image`, a OneBot
 //!   v12 `get_file`, a DingTalk download code). Envelopes stay small: bytes never cross MQTT.
@@ -19,6 +20,49 @@ pub mod guard;
 pub mod sniff;
 
 use serde::{Deserialize, Serialize};
+
+/// How pictures reach a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaMode {
+    /// Fetched once, cached, and re-uploaded the way the destination's platform takes
+    /// pictures; a placeholder where it cannot.
+    Native,
+    /// A signed link of the built-in media server where the destination cannot take the
+    /// picture natively.
+    Link,
+    /// Always the placeholder (`[图片]`, `[动画表情]`, …).
+    Placeholder,
+    /// The source platform's URL, unfetched: what qunbridge did before pictures were
+    /// fetched (such URLs expire, and link filters defang them).
+    Passthrough,
+}
+
+impl MediaMode {
+    /// Every mode, as written in the config.
+    pub const ALL: [MediaMode; 4] = [
+        MediaMode::Native,
+        MediaMode::Link,
+        MediaMode::Placeholder,
+        MediaMode::Passthrough,
+    ];
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaMode::Native => "native",
+            MediaMode::Link => "link",
+            MediaMode::Placeholder => "placeholder",
+            MediaMode::Passthrough => "passthrough",
+        }
+    }
+
+    /// Parses the config spelling.
+    pub fn parse(value: &str) -> Option<MediaMode> {
+        MediaMode::ALL
+            .into_iter()
+            .find(|mode| mode.as_str() == value)
+    }
+}
 
 /// What a piece of media is, which decides how each destination can carry it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]

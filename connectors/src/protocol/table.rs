@@ -14,6 +14,10 @@ pub struct AccountTable {
     /// protocol a set key implies).
     #[serde(default)]
     pub protocol: Option<String>,
+    /// How pictures reach this account's groups (`native`, `link`, `placeholder`,
+    /// `passthrough`), overriding `[media] mode`: read by the relay, not by a protocol.
+    #[serde(default)]
+    pub media: Option<String>,
     /// Forward WebSocket URL (qunbridge connects).
     #[serde(default)]
     pub url: Option<String>,
@@ -63,7 +67,7 @@ pub struct AccountTable {
 }
 
 impl AccountTable {
-    /// Every key a protocol may read (all but `platform` and `protocol`), in the order
+    /// Every key a protocol may read (all but `platform`, `protocol` and `media`), in the order
     /// [`AccountTable::set_keys`] reports them.
     pub const KEYS: [&'static str; 15] = [
         "url",
@@ -87,12 +91,13 @@ impl AccountTable {
     /// never prints their values.
     pub const SECRET_KEYS: [&'static str; 4] = ["access_token", "client_secret", "secret", "token"];
 
-    /// The keys this table sets, besides `platform` and `protocol`. The destructuring is
+    /// The keys this table sets, besides `platform`, `protocol` and `media`. The destructuring is
     /// exhaustive: a new field does not compile until it is listed here.
     pub fn set_keys(&self) -> Vec<&'static str> {
         let AccountTable {
             platform: _,
             protocol: _,
+            media: _,
             url,
             listen,
             access_token,

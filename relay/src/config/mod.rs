@@ -3,6 +3,7 @@
 //! valid; secrets are wrapped in [`Secret`] so they never reach logs.
 
 mod load;
+pub mod media;
 mod policy;
 mod raw;
 mod suggest;
@@ -20,6 +21,7 @@ use crate::policy::EgressPolicy;
 
 pub use crate::policy::{GroupRef, Link};
 pub use load::{Env, ProcessEnv};
+pub use media::{MediaConfig, MediaMode};
 pub use policy::FilterConfig;
 
 /// Default embedded broker address.
@@ -42,6 +44,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Where the relay's state lives.
     pub store: StoreConfig,
+    /// How pictures are fetched, cached and carried (`[media]`).
+    pub media: MediaConfig,
     /// What this process runs.
     pub role: Role,
     /// This process's name among the processes of one deployment.
@@ -168,6 +172,8 @@ pub struct Account {
     pub connector: ConnectorSettings,
     /// How its messages are paced and sized (platform defaults, `[limits."<id>"]`).
     pub egress: EgressPolicy,
+    /// Its own `media` mode, overriding `[media] mode` for its groups.
+    pub media: Option<MediaMode>,
 }
 
 /// A configuration that could not be used: every problem, each naming item, key and value.
@@ -205,6 +211,13 @@ impl Config {
             Some(config) if problems.is_empty() => Ok(config),
             _ => Err(ConfigError { problems }),
         }
+    }
+
+    /// How pictures reach the groups of account `id`: its own `media`, else `[media] mode`.
+    pub fn media_mode(&self, id: &str) -> MediaMode {
+        self.account(id)
+            .and_then(|account| account.media)
+            .unwrap_or(self.media.mode)
     }
 
     /// The account a group belongs to.

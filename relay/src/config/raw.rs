@@ -9,9 +9,10 @@ use serde::Deserialize;
 
 /// Keys of the relay's own tables whose values are secrets (the accounts' secret keys are
 /// their protocols': [`AccountTable::SECRET_KEYS`]).
-const RELAY_SECRET_KEYS: [&str; 2] = [
+const RELAY_SECRET_KEYS: [&str; 3] = [
     "password", // `[store] redis`: a URL that usually holds a password.
     "redis",
+    "link_secret", // `[media]`: signs the media server's links.
 ];
 
 /// Keys whose values are secrets: they may be given as `<key>_file`, and are never printed.
@@ -42,6 +43,9 @@ pub struct RawConfig {
     /// `[store]`: where dedup keys, the send log and the message map live.
     #[serde(default)]
     pub store: RawStore,
+    /// `[media]`: how pictures are fetched, cached and carried.
+    #[serde(default)]
+    pub media: RawMedia,
     /// `[accounts.<id>]`, ordered by id for stable output; their keys are the protocols'
     /// (`qunbridge_connectors::protocol`).
     #[serde(default)]
@@ -161,6 +165,53 @@ pub struct RawStore {
     /// Prefix of every Redis key (several deployments on one Redis).
     #[serde(default)]
     pub redis_prefix: Option<String>,
+}
+
+/// A size as written: bytes as a number, or a number with a unit (`10 MiB`, `1GiB`, `500KB`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    /// Bytes.
+    Bytes(u64),
+    /// A number and a unit.
+    Text(String),
+}
+
+/// `[media]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawMedia {
+    /// `native` (re-upload), `link` (signed links of the media server), `placeholder`, or
+    /// `passthrough` (the source platform's URL, as before pictures were fetched).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Most bytes the on-disk cache under `state_dir/media/` keeps.
+    #[serde(default)]
+    pub cache_max_bytes: Option<RawSize>,
+    /// How long an unused cached file is kept (`24h`).
+    #[serde(default)]
+    pub cache_ttl: Option<String>,
+    /// Longest one fetch may take, connection to last byte (`20s`).
+    #[serde(default)]
+    pub fetch_timeout: Option<String>,
+    /// Largest picture fetched; a larger one is abandoned while streaming.
+    #[serde(default)]
+    pub max_image_bytes: Option<RawSize>,
+    /// How long a destination waits for a picture before sending its placeholder (`20s`).
+    #[serde(default)]
+    pub wait: Option<String>,
+    /// Hosts (names or addresses) that may be fetched although they are loopback, private,
+    /// link-local or multicast.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    /// Where the optional media server listens; absent: no media server.
+    #[serde(default)]
+    pub serve_listen: Option<String>,
+    /// The media server's address as platforms' clients reach it (`https://media.example.org`).
+    #[serde(default)]
+    pub public_base_url: Option<String>,
+    /// The key that signs media links; a secret (usually `link_secret_file`).
+    #[serde(default)]
+    pub link_secret: Option<String>,
 }
 
 /// `[admin]`.

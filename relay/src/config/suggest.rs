@@ -7,7 +7,7 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 use super::raw::{
     secret_keys, RawAdmin, RawBroker, RawConfig, RawFilter, RawGroupLimits, RawLimits, RawLink,
-    RawRule, RawStore,
+    RawMedia, RawRule, RawStore,
 };
 
 /// The known key nearest to `unknown` in the table at `parent` (the path's segments, map
@@ -37,6 +37,7 @@ fn table_keys(parent: &[String]) -> &'static [&'static str] {
         ["broker"] => fields::<RawBroker>(),
         ["admin"] => fields::<RawAdmin>(),
         ["store"] => fields::<RawStore>(),
+        ["media"] => fields::<RawMedia>(),
         ["accounts", _] => fields::<AccountTable>(),
         ["links", _] => fields::<RawLink>(),
         ["limits", _] => fields::<RawLimits>(),

@@ -29,6 +29,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Op
     let state_dir = state_dir(raw.state_dir.as_deref(), env, problems);
     let broker = broker(&raw, problems);
     let store = store(&raw, problems);
+    let media = super::media::media(&raw.media, problems);
     let role = roles(raw.roles.as_deref(), problems);
     let instance = raw
         .instance
@@ -114,6 +115,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Op
             listen: admin_listen?,
         },
         store: store?,
+        media,
         role: role?,
         instance,
         accounts,
@@ -367,6 +369,10 @@ fn check_account(
         return None;
     };
     let connector = check_account_table(&item, platform, account, problems);
+    let media = account
+        .media
+        .as_deref()
+        .and_then(|value| super::media::account_mode(id, value, problems));
     if problems.len() > before {
         return None;
     }
@@ -379,6 +385,7 @@ fn check_account(
             platform,
             connector,
             egress,
+            media,
         },
         send_only,
     ))

@@ -2,6 +2,7 @@
 //! sender line from the link's template (`{platform}`, `{name}`, `{id}`, `{group}`,
 //! `{account}`, `{link}`).
 
+use qunbridge_connectors::media::MediaMode;
 use qunbridge_connectors::model::{segments_to_text, ENVELOPE_VERSION};
 use qunbridge_connectors::{Envelope, Kind, Outbound, Segment};
 
@@ -44,18 +45,29 @@ pub fn sender_line(template: &str, envelope: &Envelope, link: &str) -> String {
     out
 }
 
-/// The outbound message of `envelope` for `destination`.
+/// The outbound message of `envelope` for `destination`. A destination whose pictures are
+/// placeholders (`media = "placeholder"`) gets its pictures without their source URL or
+/// media reference, so no connector can show or fetch them.
 pub fn render(envelope: &Envelope, destination: &Destination) -> Outbound {
     let (prefix, text, segments) = match envelope.kind {
         Kind::Recall => (String::new(), String::new(), Vec::new()),
         Kind::Message => {
             let prefix = sender_line(&destination.format, envelope, &destination.link);
-            let text = prefix.clone() + &segments_to_text(&envelope.segments);
             let mut segments = Vec::with_capacity(envelope.segments.len() + 1);
             if !prefix.is_empty() {
                 segments.push(Segment::text(prefix.clone()));
             }
             segments.extend(envelope.segments.iter().cloned());
+            if destination.media == MediaMode::Placeholder {
+                for segment in &mut segments {
+                    if let Segment::Image { url, media, .. } = segment {
+                        *url = None;
+                        *media = None;
+                    }
+                }
+            }
+            let start = usize::from(!prefix.is_empty());
+            let text = prefix.clone() + &segments_to_text(&segments[start..]);
             (prefix, text, segments)
         }
     };
@@ -168,11 +180,44 @@ mod tests {
             link: "fans".into(),
             format: "[{platform}] {name}: ".into(),
             filter: Default::default(),
+            media: MediaMode::Passthrough,
         };
         let out = render(&envelope(), &destination);
         assert_eq!(out.text, "[QQ] Ann: hi @Bob");
         assert_eq!(out.group, "b");
         assert_eq!(out.segments[0], Segment::text("[QQ] Ann: "));
         assert_eq!(out.segments.len(), 3);
+
+        // Pictures: passthrough keeps the source URL; placeholder leaves nothing to fetch.
+        let mut with_picture = envelope();
+        with_picture.segments.push(Segment::Image {
+            sticker: true,
+            media: Some(qunbridge_connectors::media::MediaRef::url(
+                "https://x.invalid/s.gif",
+                qunbridge_connectors::media::MediaKind::Sticker,
+            )),
+            url: Some("https://x.invalid/s.gif".into()),
+            name: None,
+            flash: false,
+            summary: None,
+            size: None,
+        });
+        let out = render(&with_picture, &destination);
+        assert_eq!(out.text, "[QQ] Ann: hi @Bob[图片] https://x.invalid/s.gif");
+        let placeholder = Destination {
+            media: MediaMode::Placeholder,
+            ..destination
+        };
+        let out = render(&with_picture, &placeholder);
+        assert_eq!(out.text, "[QQ] Ann: hi @Bob[动画表情]");
+        assert!(matches!(
+            out.segments.last(),
+            Some(Segment::Image {
+                url: None,
+                media: None,
+                sticker: true,
+                ..
+            })
+        ));
     }
 }

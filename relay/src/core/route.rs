@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use qunbridge_connectors::media::MediaMode;
 use qunbridge_connectors::Platform;
 
 use crate::policy::{FilterRules, GroupRef, Link, Rule};
@@ -24,6 +25,8 @@ pub struct Destination {
     pub format: Arc<str>,
     /// Link filtering for this destination (link, account, platform rules and defaults).
     pub filter: Arc<FilterRules>,
+    /// How pictures reach the destination's account (its `media`, else `[media] mode`).
+    pub media: MediaMode,
 }
 
 /// The routing table in force, swapped whole on reload.
@@ -68,12 +71,14 @@ pub struct Routes {
 impl Routes {
     /// Builds the table from validated links. `platform_of` names an account's platform
     /// (`None`: no such account, its members are skipped); `filter_rules` gives the ordered
-    /// filter rules of a destination (platform, account) after a link's own rules. Routing
-    /// takes these as plain data and functions so the core never depends on the config.
+    /// filter rules of a destination (platform, account) after a link's own rules;
+    /// `media_of` how pictures reach an account. Routing takes these as plain data and
+    /// functions so the core never depends on the config.
     pub fn new(
         links: &[Link],
         platform_of: impl Fn(&str) -> Option<Platform>,
         filter_rules: impl Fn(Platform, &str, &[Rule]) -> FilterRules,
+        media_of: impl Fn(&str) -> MediaMode,
     ) -> Routes {
         let mut table: HashMap<GroupRef, Vec<Destination>> = HashMap::new();
         for link in links {
@@ -115,6 +120,7 @@ impl Routes {
                         link: name.clone(),
                         format: format.clone(),
                         filter: Arc::new(filter),
+                        media: media_of(&member.account),
                     });
                 }
             }
@@ -189,6 +195,7 @@ mod tests {
             &links,
             |account| ["hub", "ops"].contains(&account).then_some(Platform::Api),
             |_, _, _| FilterRules::default(),
+            |_| MediaMode::Passthrough,
         );
         assert_eq!(
             targets(&routes, "hub", "a"),
@@ -214,6 +221,7 @@ mod tests {
                 _ => None,
             },
             |_, _, _| FilterRules::default(),
+            |_| MediaMode::Passthrough,
         );
         assert_eq!(targets(&routes, "wx", "w"), ["qq1:100@fans"]);
         assert_eq!(targets(&routes, "qq2", "100"), ["wx:w@fans"]);

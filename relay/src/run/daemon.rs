@@ -142,5 +142,6 @@ pub fn routes_of(config: &Config) -> Routes {
         &config.links,
         |account| config.account(account).map(|a| a.platform),
         |platform, account, link_rules| config.filters.effective(platform, account, link_rules),
+        |account| config.media_mode(account),
     )
 }
