@@ -44,3 +44,10 @@ pub fn count_drops(reason: &'static str, count: u64) {
 /// natively, by `platform` (of the destination), `kind` and `reason` (`send_failed`: the
 /// implementation failed the message with its pictures and it was sent again without).
 pub const MEDIA_FALLBACK: &str = "qunbridge_media_fallback_total";
+
+/// Gauge: bytes of media the on-disk media cache holds now (the sum of its blob sizes).
+pub const MEDIA_CACHE_BYTES: &str = "qunbridge_media_cache_bytes";
+/// Counter: blobs the media cache removed, by `reason`: `size` (least recently used, to stay
+/// under the size cap), `ttl` (unused for longer than the time to live) or `corrupt` (content
+/// did not match its name when the cache was opened).
+pub const MEDIA_CACHE_EVICTIONS: &str = "qunbridge_media_cache_evictions_total";
