@@ -39,3 +39,10 @@ pub fn count_drop(reason: &'static str) {
 pub fn count_drops(reason: &'static str, count: u64) {
     metrics::counter!(MESSAGES_DROPPED, "reason" => reason).increment(count);
 }
+
+/// Counter: media fetches, by `platform` (where the media came from), `kind` (`image`,
+/// `sticker`, …) and `outcome` (`ok`, `too_large`, `timeout`, `http_error`, `expired`,
+/// `bad_type`, `blocked`, `network`, `sink`).
+pub const MEDIA_FETCHES: &str = "qunbridge_media_fetch_total";
+/// Histogram: seconds a media fetch took, whatever its outcome, by `platform`.
+pub const MEDIA_FETCH_SECONDS: &str = "qunbridge_media_fetch_seconds";
