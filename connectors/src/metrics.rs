@@ -51,3 +51,10 @@ pub const MEDIA_CACHE_BYTES: &str = "qunbridge_media_cache_bytes";
 /// under the size cap), `ttl` (unused for longer than the time to live) or `corrupt` (content
 /// did not match its name when the cache was opened).
 pub const MEDIA_CACHE_EVICTIONS: &str = "qunbridge_media_cache_evictions_total";
+
+/// Counter: media fetches, by `platform` (where the media came from), `kind` (`image`,
+/// `sticker`, …) and `outcome` (`ok`, `too_large`, `timeout`, `http_error`, `expired`,
+/// `bad_type`, `blocked`, `network`, `sink`).
+pub const MEDIA_FETCHES: &str = "qunbridge_media_fetch_total";
+/// Histogram: seconds a media fetch took, whatever its outcome, by `platform`.
+pub const MEDIA_FETCH_SECONDS: &str = "qunbridge_media_fetch_seconds";

@@ -6,6 +6,8 @@
 
 pub mod dingtalk_peer;
 
+pub mod file_server;
+
 pub mod metrics;
 
 pub mod onebot11_peer;
