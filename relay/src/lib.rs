@@ -40,7 +40,7 @@ use std::future::Future;
 
 use tracing::{error, info};
 
-use crate::config::{BrokerMode, Config};
+use crate::config::{BrokerConfig, BrokerMode, Config};
 use crate::run::daemon::Daemon;
 use crate::run::placement::Placement;
 
@@ -67,7 +67,7 @@ pub async fn run(
     let placement = Placement::choose(&config, &options)?;
     placement.keep_own_accounts(&mut config);
     let stores = run::state::open_store(&config).await?;
-    let _embedded = start_broker(&config.broker.mode)?;
+    let _embedded = start_broker(&config.broker)?;
     let daemon = Daemon::new(&config, placement, stores);
     let admin_task = daemon.serve_admin(&config).await?;
 
@@ -120,9 +120,14 @@ pub async fn run(
 ///
 /// # Errors
 /// [`RunError::Broker`] when the embedded broker cannot listen.
-fn start_broker(mode: &BrokerMode) -> Result<Option<broker::embedded::EmbeddedBroker>, RunError> {
-    match mode {
-        BrokerMode::Embedded { listen } => Ok(Some(broker::embedded::start(*listen)?)),
+fn start_broker(
+    config: &BrokerConfig,
+) -> Result<Option<broker::embedded::EmbeddedBroker>, RunError> {
+    match &config.mode {
+        BrokerMode::Embedded { listen } => Ok(Some(broker::embedded::start(
+            *listen,
+            &broker::topics::Topics::new(&config.topic_prefix),
+        )?)),
         BrokerMode::External(external) => {
             info!(message = "Using external MQTT broker.", host = %external.host, port = external.port, tls = external.tls);
             Ok(None)

@@ -11,18 +11,29 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use rumqttd::protocol::v4::V4;
-use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
+use rumqttd::{
+    ConnectionSettings, LinkType, Router, RouterConfig, SegmentConfig, Server, ServerSettings,
+};
 use tracing::{error, info};
 
 use super::client::MAX_PACKET_BYTES;
+use super::topics::Topics;
 
 /// Bytes per commit-log segment of each subscription filter.
 const SEGMENT_BYTES: usize = 1024 * 1024;
-/// Segments kept per filter.
+/// Segments kept per filter of the outbound hop (core → egress), which only qunbridge
+/// publishes to, within its flow control.
 const SEGMENT_COUNT: usize = 2;
-/// Bytes the embedded broker keeps per subscription filter: a reader further behind loses the
-/// oldest messages, so flow control ([`super::flow`]) keeps every hop well within it.
+/// Segments kept by the inbound filter (ingress → core): outside publishers (an MQTT client
+/// of the operator's) publish there too, outside qunbridge's flow control, so it keeps room
+/// for their bursts.
+const INBOUND_SEGMENT_COUNT: usize = 4;
+/// Bytes the embedded broker keeps for each outbound subscription filter: a reader further
+/// behind loses the oldest messages, so flow control ([`super::flow`]) keeps the hop well
+/// within it.
 pub const LOG_BYTES: u64 = (SEGMENT_BYTES * SEGMENT_COUNT) as u64;
+/// Bytes the embedded broker keeps for the inbound filter.
+pub const INBOUND_LOG_BYTES: u64 = (SEGMENT_BYTES * INBOUND_SEGMENT_COUNT) as u64;
 /// rumqttd's `max_inflight_count`: how many packets it reads from one connection in one batch.
 /// It does NOT widen the delivery window: rumqttd 0.20 hard-codes 100 unacknowledged QoS 1
 /// deliveries per connection, so a destination that holds more than 100 messages of its
@@ -62,7 +73,7 @@ impl Drop for EmbeddedBroker {
 /// # Errors
 /// [`EmbeddedError::Bind`] when the address cannot be bound (checked before rumqttd binds it,
 /// because rumqttd only logs that from inside its task).
-pub fn start(listen: SocketAddr) -> Result<EmbeddedBroker, EmbeddedError> {
+pub fn start(listen: SocketAddr, topics: &Topics) -> Result<EmbeddedBroker, EmbeddedError> {
     // rumqttd binds inside its task and cannot report failure to us; check first.
     std::net::TcpListener::bind(listen).map_err(|source| EmbeddedError::Bind {
         addr: listen,
@@ -73,7 +84,22 @@ pub fn start(listen: SocketAddr) -> Result<EmbeddedBroker, EmbeddedError> {
         max_outgoing_packet_count: 200,
         max_segment_size: SEGMENT_BYTES,
         max_segment_count: SEGMENT_COUNT,
-        custom_segment: None,
+        // The core's shared subscription, under either name rumqttd may key its log by.
+        custom_segment: Some(
+            [
+                topics.inbound_filter(),
+                format!("$share/+/{}", topics.inbound_filter()),
+            ]
+            .into_iter()
+            .map(|filter| {
+                let segments = SegmentConfig {
+                    max_segment_size: SEGMENT_BYTES,
+                    max_segment_count: INBOUND_SEGMENT_COUNT,
+                };
+                (filter, segments)
+            })
+            .collect(),
+        ),
         initialized_filters: None,
         shared_subscriptions_strategy: Default::default(),
     };

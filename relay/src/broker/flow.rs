@@ -43,12 +43,12 @@ pub struct Hops {
 }
 
 impl Hops {
-    /// Both pools, each sized for one hop of a broker that keeps `log_bytes` per
-    /// subscription filter.
-    pub fn both(log_bytes: u64) -> Hops {
+    /// Both pools, each sized for one hop of a broker that keeps `inbound_log_bytes` for
+    /// the inbound filter and `outbound_log_bytes` for each outbound one.
+    pub fn new(inbound_log_bytes: u64, outbound_log_bytes: u64) -> Hops {
         Hops {
-            inbound: Some(Capacity::for_hop("inbound", log_bytes)),
-            outbound: Some(Capacity::for_hop("outbound", log_bytes)),
+            inbound: Some(Capacity::for_hop("inbound", inbound_log_bytes)),
+            outbound: Some(Capacity::for_hop("outbound", outbound_log_bytes)),
         }
     }
 

@@ -80,7 +80,10 @@ impl Daemon {
             } else {
                 // Sized for the embedded broker's log; an external broker is configured not
                 // to drop (docs/operations.md), and the pools bound what it holds for us.
-                Hops::both(crate::broker::embedded::LOG_BYTES)
+                Hops::new(
+                    crate::broker::embedded::INBOUND_LOG_BYTES,
+                    crate::broker::embedded::LOG_BYTES,
+                )
             },
         }
     }
