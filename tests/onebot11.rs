@@ -501,8 +501,8 @@ async fn a_message_whose_picture_fails_is_sent_once_more_as_text() {
         "a",
         json!({"sender": {"id": "u1"}, "segments": [
             {"type": "text", "text": "look "},
-            {"type": "image", "url": "https://img.example.invalid/p.png"},
-            {"type": "image", "url": "https://img.example.invalid/s.gif", "sticker": true}
+            {"type": "image", "url": "https://93.184.215.14/p.png"},
+            {"type": "image", "url": "https://93.184.215.14/s.gif", "sticker": true}
         ]}),
         None,
     )
@@ -510,8 +510,8 @@ async fn a_message_whose_picture_fails_is_sent_once_more_as_text() {
     assert_eq!(status, 202);
     let carried = json!([
         {"type": "text", "data": {"text": "[API] u1: look "}},
-        {"type": "image", "data": {"file": "https://img.example.invalid/p.png"}},
-        {"type": "image", "data": {"file": "https://img.example.invalid/s.gif",
+        {"type": "image", "data": {"file": "https://93.184.215.14/p.png"}},
+        {"type": "image", "data": {"file": "https://93.184.215.14/s.gif",
             "sub_type": 1, "summary": "[动画表情]"}}
     ]);
     let placeholders =
@@ -544,6 +544,69 @@ async fn a_message_whose_picture_fails_is_sent_once_more_as_text() {
         "nothing was dropped"
     );
     daemon.stop().await.expect("clean stop");
+}
+
+/// NapCat downloads every picture URL it is given, so an `api` client could make it fetch
+/// an internal address: such a URL is never handed on (the placeholder goes instead, and
+/// the refusal is counted), unless `[media] allow_hosts` names the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn picture_urls_of_internal_hosts_are_never_handed_to_napcat() {
+    let broker = Broker::embedded();
+    let (peer, url) = OneBot11Peer::serve(BOT, None, 0).await;
+    let api = api_addr();
+    let internal = format!("http://127.0.0.1:{}/metrics", free_port());
+    for (round, allowed) in [false, true].into_iter().enumerate() {
+        let mut config = config(&broker, &format!("url = \"{url}\""), api);
+        if allowed {
+            config.push_str("\n[media]\nallow_hosts = [\"127.0.0.1\"]\n");
+        }
+        let daemon = Daemon::start_alone(&config).await;
+        peer.wait_connections(round + 1).await;
+        let blocked =
+            "qunbridge_media_fetch_total{platform=\"qq\",kind=\"image\",outcome=\"blocked\"}";
+        let blocked_before = daemon.counter(blocked).await;
+        let (status, _) = post_message(
+            api,
+            "a",
+            json!({"sender": {"id": "u1"}, "segments": [
+                {"type": "text", "text": format!("see {round} ")},
+                {"type": "image", "url": internal},
+                {"type": "image", "url": "https://93.184.215.14/ok.png"}
+            ]}),
+            None,
+        )
+        .await;
+        assert_eq!(status, 202);
+        // The two groups' queues run side by side: take both sends, in whatever order.
+        let mut groups = Vec::new();
+        for _ in 0..2 {
+            let send = peer.next_action("send_group_msg").await;
+            groups.push(
+                send["params"]["group_id"]
+                    .as_i64()
+                    .expect("numeric group id"),
+            );
+            let expected = if allowed {
+                json!([
+                    {"type": "text", "data": {"text": format!("[API] u1: see {round} ")}},
+                    {"type": "image", "data": {"file": internal}},
+                    {"type": "image", "data": {"file": "https://93.184.215.14/ok.png"}}
+                ])
+            } else {
+                json!([
+                    {"type": "text", "data": {"text": format!("[API] u1: see {round} [图片]")}},
+                    {"type": "image", "data": {"file": "https://93.184.215.14/ok.png"}}
+                ])
+            };
+            assert_eq!(send["params"]["message"], expected, "allowed: {allowed}");
+        }
+        groups.sort();
+        assert_eq!(groups, [111, 735021844]);
+        let refused = daemon.counter(blocked).await - blocked_before;
+        assert_eq!(refused, if allowed { 0.0 } else { 2.0 }, "one per QQ group");
+        daemon.stop().await.expect("clean stop");
+        peer.drop_connection();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -221,4 +221,6 @@ pub struct ConnectorContext {
     pub intake: CancellationToken,
     /// Every configured bot account's platform user id, shared by all connectors.
     pub bots: BotRegistry,
+    /// What connectors use for pictures (the address guard).
+    pub media: crate::media::MediaContext,
 }

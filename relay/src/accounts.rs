@@ -156,6 +156,8 @@ pub struct AccountDeps<'a> {
     pub stop: CancellationToken,
     /// Flow control: ingress takes inbound room, egress gives outbound room back.
     pub flow: Hops,
+    /// What connectors use for pictures (the address guard).
+    pub media: qunbridge_connectors::media::MediaContext,
 }
 
 /// The MQTT client id of an account's connection.
@@ -248,6 +250,7 @@ pub async fn start(
         state: reporter,
         intake: intake.clone(),
         bots: deps.bots.clone(),
+        media: deps.media.clone(),
     };
     let (exit_tx, exit) = watch::channel(None);
     let connector = account.connector.clone().run(

@@ -6,7 +6,7 @@
 
 pub use qunbridge_connectors::metrics::{
     count_drop, count_drops, count_rejected, ACCOUNT_UP, AUTH_FAILURES, INGRESS_REJECTED,
-    MEDIA_FALLBACK, MESSAGES_DROPPED, MESSAGES_RECEIVED, RECONNECTS, UNKNOWN_INPUT,
+    MEDIA_FALLBACK, MEDIA_FETCHES, MESSAGES_DROPPED, MESSAGES_RECEIVED, RECONNECTS, UNKNOWN_INPUT,
 };
 
 /// Counter: messages routed to a destination, by `from` and `to` platform.
@@ -104,6 +104,10 @@ pub fn describe_all() {
     describe_counter!(
         INGRESS_REJECTED,
         "Inbound messages refused by flow control (qunbridge held as much as it can keep), by account and reason; the platform offers them again."
+    );
+    describe_counter!(
+        MEDIA_FETCHES,
+        "Picture fetches and URL checks by destination platform, kind and outcome (blocked: an internal host's URL never handed on)."
     );
     describe_counter!(
         MEDIA_FALLBACK,

@@ -64,6 +64,53 @@ impl MediaMode {
     }
 }
 
+/// What the relay hands every connector for media: today the address guard that every URL
+/// passes before it is handed to an implementation that would fetch it (NapCat, ComWeChat).
+#[derive(Debug, Clone, Default)]
+pub struct MediaContext {
+    /// Refuses loopback, private, link-local and multicast hosts unless `[media]
+    /// allow_hosts` lists them.
+    pub guard: guard::AddressGuard,
+}
+
+impl MediaContext {
+    /// The URLs among `urls` that must not be handed on (blocked by the guard, or not a URL),
+    /// each counted in `qunbridge_media_fetch_total{outcome="blocked"}` for the destination
+    /// `platform` and logged with its host only. A host name qunbridge cannot resolve is
+    /// handed on: it names no address the guard could refuse, and the implementation, which
+    /// may resolve differently, answers for it (a failed picture costs no text, see the
+    /// OneBot v11 egress).
+    pub async fn refused_urls<'a>(
+        &self,
+        account: &str,
+        platform: crate::Platform,
+        urls: impl Iterator<Item = &'a str>,
+    ) -> Vec<String> {
+        let mut refused = Vec::new();
+        for url in urls {
+            let verdict = match url::Url::parse(url) {
+                Ok(parsed) => self.guard.check_resolved(&parsed).await,
+                Err(_) => Err(guard::Blocked::NotUrl),
+            };
+            if let Err(blocked) = verdict.or_else(|blocked| match blocked {
+                guard::Blocked::Unresolved { .. } => Ok(()),
+                other => Err(other),
+            }) {
+                tracing::warn!(message = "A picture URL was not handed to the implementation.", %account, reason = %blocked);
+                metrics::counter!(
+                    crate::metrics::MEDIA_FETCHES,
+                    "platform" => platform.as_str(),
+                    "kind" => MediaKind::Image.as_str(),
+                    "outcome" => "blocked"
+                )
+                .increment(1);
+                refused.push(url.to_owned());
+            }
+        }
+        refused
+    }
+}
+
 /// What a piece of media is, which decides how each destination can carry it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

@@ -15,7 +15,8 @@ use super::action::{self, Outcome, Pictures};
 use super::event;
 use crate::context::SendReceipt;
 use crate::error::SendError;
-use crate::model::Platform;
+use crate::media::MediaContext;
+use crate::model::{Outbound, Platform, Segment};
 use crate::onebot_ws::{recall, ActionSender, CallError, Outgoing};
 
 /// Retcodes that mean the request itself is wrong (bad request, unknown action): retrying
@@ -31,20 +32,57 @@ pub struct Egress {
     account: String,
     /// The destination's platform: QQ faces stay faces only between QQ groups.
     platform: Platform,
+    /// The address guard: the implementation downloads every picture URL it is given, so a
+    /// URL naming an internal host is never handed to it.
+    media: MediaContext,
 }
 
 impl Egress {
     /// The egress of one account on `platform`.
-    pub fn new(account: String, platform: Platform) -> Egress {
-        Egress { account, platform }
+    pub fn new(account: String, platform: Platform, media: MediaContext) -> Egress {
+        Egress {
+            account,
+            platform,
+            media,
+        }
+    }
+
+    /// `outbound` with every picture whose URL the guard refuses turned into its
+    /// placeholder; `None` when there is none (the common case: nothing is copied).
+    async fn without_refused_pictures(&self, outbound: &Outbound) -> Option<Outbound> {
+        let urls = outbound
+            .segments
+            .iter()
+            .filter_map(|segment| match segment {
+                Segment::Image { url: Some(url), .. } => Some(url.as_str()),
+                _ => None,
+            });
+        let refused = self
+            .media
+            .refused_urls(&self.account, self.platform, urls)
+            .await;
+        if refused.is_empty() {
+            return None;
+        }
+        let mut cleaned = outbound.clone();
+        for segment in &mut cleaned.segments {
+            if let Segment::Image { url, media, .. } = segment {
+                if url.as_ref().is_some_and(|url| refused.contains(url)) {
+                    *url = None;
+                    *media = None;
+                }
+            }
+        }
+        Some(cleaned)
     }
 }
 
 impl ActionSender for Egress {
     async fn message(&self, out: Outgoing<'_>) -> Result<SendReceipt, SendError> {
+        let cleaned = self.without_refused_pictures(out.outbound).await;
+        let outbound = cleaned.as_ref().unwrap_or(out.outbound);
         let send = |pictures| {
-            let message =
-                action::render_message(out.outbound, out.related, self.platform, pictures);
+            let message = action::render_message(outbound, out.related, self.platform, pictures);
             let has_picture = message.iter().any(|segment| segment["type"] == "image");
             let params = json!({
                 "group_id": action::id_value(&out.outbound.group),

@@ -51,7 +51,15 @@ impl VersionSettings for OneBot11Settings {
         )
     }
 
-    fn halves(&self, account: &str, platform: Platform) -> (OneBot11, Egress) {
-        (OneBot11, Egress::new(account.to_owned(), platform))
+    fn halves(
+        &self,
+        account: &str,
+        platform: Platform,
+        media: &crate::media::MediaContext,
+    ) -> (OneBot11, Egress) {
+        (
+            OneBot11,
+            Egress::new(account.to_owned(), platform, media.clone()),
+        )
     }
 }

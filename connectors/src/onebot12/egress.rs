@@ -18,6 +18,8 @@ use tracing::{debug, info, warn};
 use super::action::{self, ImageRef, Outcome, Rendered, UNSUPPORTED_ACTION};
 use crate::context::SendReceipt;
 use crate::error::SendError;
+use crate::media::MediaContext;
+use crate::model::Platform;
 use crate::onebot_ws::{recall, ActionSender, Outgoing, Session};
 
 /// The egress side of one v12 account.
@@ -29,15 +31,27 @@ pub struct Egress {
     /// Whether "no message ids, no recall" was logged already (sends to several groups run
     /// at once, so it is shared).
     told_no_ids: AtomicBool,
+    /// The address guard: the implementation downloads every URL given to `upload_file`, so
+    /// a URL naming an internal host is never handed to it.
+    media: MediaContext,
+    /// The account's platform, for metric labels.
+    platform: Platform,
 }
 
 impl Egress {
     /// The egress of one account.
-    pub fn new(account: String, send_images: bool) -> Egress {
+    pub fn new(
+        account: String,
+        platform: Platform,
+        send_images: bool,
+        media: MediaContext,
+    ) -> Egress {
         Egress {
             account,
             send_images,
             told_no_ids: AtomicBool::new(false),
+            media,
+            platform,
         }
     }
 
@@ -93,8 +107,23 @@ impl ActionSender for Egress {
             related,
         } = out;
         let Rendered { mut text, images } = action::render(outbound, related, self.send_images);
+        let refused = self
+            .media
+            .refused_urls(
+                &self.account,
+                self.platform,
+                images.iter().map(|image| image.url.as_str()),
+            )
+            .await;
         let mut uploaded = Vec::new();
         for image in &images {
+            if refused.contains(&image.url) {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str("[图片]");
+                continue;
+            }
             match self.upload(session, image).await {
                 Ok(file_id) => uploaded.push(file_id),
                 Err(reason) => {

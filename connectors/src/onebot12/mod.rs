@@ -57,10 +57,20 @@ impl VersionSettings for OneBot12Settings {
         )
     }
 
-    fn halves(&self, account: &str, _platform: Platform) -> (OneBot12, Egress) {
+    fn halves(
+        &self,
+        account: &str,
+        platform: Platform,
+        media: &crate::media::MediaContext,
+    ) -> (OneBot12, Egress) {
         (
             OneBot12::new(account.to_owned()),
-            Egress::new(account.to_owned(), self.send_images),
+            Egress::new(
+                account.to_owned(),
+                platform,
+                self.send_images,
+                media.clone(),
+            ),
         )
     }
 }

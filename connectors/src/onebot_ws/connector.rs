@@ -25,6 +25,7 @@ use super::transport::{forward_sessions, reverse_sessions, Transport};
 use super::version::{ActionSender, Outgoing, Version};
 use crate::context::{ConnectorContext, EgressRequest};
 use crate::error::ConnectorError;
+use crate::media::MediaContext;
 use crate::model::{Kind, Platform};
 use crate::reverse_ws::SharedListeners;
 use crate::{Connector, Secret};
@@ -73,8 +74,13 @@ pub trait VersionSettings: Send + Sync + 'static {
     /// How to reach the implementation.
     fn reach(&self) -> Reach<'_>;
 
-    /// The two halves for one account on `platform`.
-    fn halves(&self, account: &str, platform: Platform) -> (Self::Version, Self::Sender);
+    /// The two halves for one account on `platform`, using `media` for pictures.
+    fn halves(
+        &self,
+        account: &str,
+        platform: Platform,
+        media: &MediaContext,
+    ) -> (Self::Version, Self::Sender);
 }
 
 /// A OneBot connector of either version, told apart by its settings type.
@@ -99,7 +105,7 @@ impl<S: VersionSettings> OneBotConnector<S> {
 
 impl<S: VersionSettings> Connector for OneBotConnector<S> {
     async fn run(self, ctx: ConnectorContext) -> Result<(), ConnectorError> {
-        let (version, sender) = self.settings.halves(&ctx.account, ctx.platform);
+        let (version, sender) = self.settings.halves(&ctx.account, ctx.platform, &ctx.media);
         run(self.settings.reach(), &self.listeners, version, sender, ctx).await
     }
 }
@@ -123,6 +129,7 @@ pub async fn run<V: Version, A: ActionSender>(
         state,
         intake,
         bots,
+        media: _,
     } = ctx;
     if let Some(id) = reach.self_id {
         bots.register(platform, id);
@@ -348,11 +355,12 @@ mod tests {
             state: StateReporter::new().0,
             intake: CancellationToken::new(),
             bots: bots.clone(),
+            media: MediaContext::default(),
         };
         let task = tokio::spawn(async move {
             let transport = Transport::Forward { url };
             let reach = Reach::new(&transport, None, Some(BOT));
-            let sender = Egress::new("qq".into(), Platform::Qq);
+            let sender = Egress::new("qq".into(), Platform::Qq, MediaContext::default());
             run(reach, &SharedListeners::default(), OneBot11, sender, ctx).await
         });
         let (stream, _) = listener.accept().await.expect("qunbridge connects");

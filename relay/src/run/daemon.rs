@@ -52,6 +52,9 @@ pub struct Daemon {
     /// Flow control over the broker: both pools when this process runs ingress, core and
     /// egress together, none in a scaled-out deployment.
     pub flow: Hops,
+    /// What connectors use for pictures: the address guard from `[media] allow_hosts` as
+    /// read at start-up (a reload does not change it).
+    pub media: qunbridge_connectors::media::MediaContext,
 }
 
 impl Daemon {
@@ -75,6 +78,11 @@ impl Daemon {
             stop: CancellationToken::new(),
             health,
             routes: SharedRoutes::new(routes_of(config)),
+            media: qunbridge_connectors::media::MediaContext {
+                guard: qunbridge_connectors::media::guard::AddressGuard::new(
+                    config.media.allow_hosts.clone(),
+                ),
+            },
             flow: if placement_scaled_out {
                 Hops::default()
             } else {
@@ -133,6 +141,7 @@ impl Daemon {
             intake: self.intake.clone(),
             stop: self.stop.clone(),
             flow: self.flow.clone(),
+            media: self.media.clone(),
         }
     }
 }
