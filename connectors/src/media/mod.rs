@@ -10,6 +10,8 @@
 //! - [`guard`]: the address guard that refuses loopback, private, link-local and multicast
 //!   destinations unless the operator allowed them.
 //! - [`sniff`]: the file type told from its first bytes, never from a name or a header.
+//! - [`service`]: a picture's reference to a cached file, fetched once per source, asking
+//!   the account that saw it where its platform must help (not yet used by egress).
 //!
 //! The facts behind the design are in `shared/protocols/MEDIA.md` of the design repository;
 //! the operator's view is the README section "Pictures and files".
@@ -17,6 +19,7 @@
 pub mod cache;
 pub mod fetch;
 pub mod guard;
+pub mod service;
 pub mod sniff;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,256 @@
+//! The media service: turns the media reference of a picture into a file in the on-disk
+//! cache, fetched at most once per source key however many destinations ask for it, and
+//! within `[media] wait`. It asks the account that saw the picture for what only its
+//! platform can give (a fresh QQ URL through `get_image`, a WeChat file's bytes through
+//! `get_file`, a DingTalk download URL) through that account's [`MediaSource`]; plain URLs
+//! go straight to the bounded fetcher, behind the address guard.
+//!
+//! Destinations then upload the blob the way their platform takes pictures; whatever fails
+//! here makes them send the placeholder, never the source platform's URL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+
+use super::cache::{Blob, BlobWriter, Fetched, MediaCache};
+use super::fetch::{record_fetch, ChunkSink, FetchError, Fetcher};
+use super::sniff::sniff;
+use super::{Locator, MediaRef};
+
+/// What the platform of the account that saw a picture gives for its locator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// A URL to fetch (a refreshed QQ URL, a DingTalk download URL).
+    Url(String),
+    /// The bytes themselves (a OneBot v12 `get_file` with `type: "data"`).
+    Bytes(Vec<u8>),
+}
+
+/// An account's way to resolve the locators of the pictures it saw, implemented by its
+/// connector (the account's session, or its platform API).
+pub trait MediaSource: Send + Sync {
+    /// A fresh URL or the bytes of `locator`; the error says why not (logged, counted).
+    fn resolve<'a>(&'a self, locator: &'a Locator) -> BoxFuture<'a, Result<Resolved, String>>;
+}
+
+/// Why a picture could not be had; its destination sends the placeholder.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MediaFailure {
+    /// The fetch failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The locator needs the account that saw it, and that account has no source here (it
+    /// runs in another process, or is not configured any more).
+    #[error("the account that saw it cannot be asked here")]
+    NoSource,
+    /// The account's platform did not resolve it.
+    #[error("the platform did not give the picture: {0}")]
+    Source(String),
+    /// The bytes the platform gave are larger than `max_image_bytes`.
+    #[error("{size} bytes, more than the {limit} allowed")]
+    TooLarge {
+        /// Bytes given.
+        size: u64,
+        /// `max_image_bytes`.
+        limit: u64,
+    },
+    /// The bytes the platform gave are not a known file type.
+    #[error("not a known picture type")]
+    BadType,
+    /// The cache could not keep it.
+    #[error("media cache: {0}")]
+    Cache(String),
+    /// A locator this version does not know.
+    #[error("unknown locator")]
+    UnknownLocator,
+    /// Not had within `[media] wait`.
+    #[error("not within {0:?}")]
+    Waited(Duration),
+}
+
+impl MediaFailure {
+    /// The `outcome` label of `qunbridge_media_fetch_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            MediaFailure::Fetch(error) => error.outcome(),
+            MediaFailure::NoSource | MediaFailure::Source(_) => "source_error",
+            MediaFailure::TooLarge { .. } => "too_large",
+            MediaFailure::BadType => "bad_type",
+            MediaFailure::Cache(_) => "cache_error",
+            MediaFailure::UnknownLocator => "unknown",
+            MediaFailure::Waited(_) => "timeout",
+        }
+    }
+}
+
+/// The cache's writer takes a fetch's body chunk by chunk.
+impl ChunkSink for BlobWriter {
+    async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        BlobWriter::write(self, chunk).await
+    }
+}
+
+/// The media service of a process, shared by every connector.
+pub struct MediaService {
+    /// Where blobs are kept.
+    cache: MediaCache,
+    /// How URLs are fetched.
+    fetcher: Fetcher,
+    /// Each account's source, by account id.
+    sources: RwLock<HashMap<String, Arc<dyn MediaSource>>>,
+    /// How long a destination waits for a picture.
+    wait: Duration,
+}
+
+impl MediaService {
+    /// A service over `cache` and `fetcher`, whose callers wait at most `wait`.
+    pub fn new(cache: MediaCache, fetcher: Fetcher, wait: Duration) -> MediaService {
+        MediaService {
+            cache,
+            fetcher,
+            sources: RwLock::new(HashMap::new()),
+            wait,
+        }
+    }
+
+    /// The cache, for destinations that remember upload handles.
+    pub fn cache(&self) -> &MediaCache {
+        &self.cache
+    }
+
+    /// Makes `source` answer for the pictures `account` saw (replacing an earlier one).
+    pub fn register(&self, account: &str, source: Arc<dyn MediaSource>) {
+        self.sources
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(account.to_owned(), source);
+    }
+
+    /// Forgets `account`'s source (the account stopped).
+    pub fn unregister(&self, account: &str) {
+        self.sources
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(account);
+    }
+
+    /// The blob of `media`, a picture seen by `account` on `platform`: from the cache, from
+    /// a fetch already under way for the same source, or fetched now; within `[media] wait`.
+    /// Counted in `qunbridge_media_fetch_total{platform,kind,outcome}`.
+    ///
+    /// # Errors
+    /// [`MediaFailure`]: the destination sends the placeholder.
+    pub async fn blob(
+        &self,
+        platform: &str,
+        account: &str,
+        media: &MediaRef,
+    ) -> Result<(Blob, Fetched), MediaFailure> {
+        let started = Instant::now();
+        let source = self
+            .sources
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(account)
+            .cloned();
+        let cache = self.cache.clone();
+        let fetcher = self.fetcher.clone();
+        let locator = media.locator.clone();
+        let make =
+            move || async move { fetch(&cache, &fetcher, source.as_deref(), &locator).await };
+        let outcome = match tokio::time::timeout(
+            self.wait,
+            self.cache.get_or_fetch(&media.key, make),
+        )
+        .await
+        {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(failure)) => Err((*failure).clone()),
+            Err(_) => Err(MediaFailure::Waited(self.wait)),
+        };
+        let label = match &outcome {
+            Ok((_, Fetched::CacheHit)) => "cache_hit",
+            Ok((_, Fetched::Joined)) => "joined",
+            Ok((_, Fetched::Fetched)) => "ok",
+            Err(failure) => failure.outcome(),
+        };
+        record_fetch(platform, media.kind, label, started.elapsed().as_secs_f64());
+        outcome
+    }
+}
+
+/// Fetches what `locator` names into the cache, asking `source` where the platform must
+/// help: an expired (or absent) QQ URL is refreshed once through `get_image`.
+async fn fetch(
+    cache: &MediaCache,
+    fetcher: &Fetcher,
+    source: Option<&dyn MediaSource>,
+    locator: &Locator,
+) -> Result<Blob, MediaFailure> {
+    match locator {
+        Locator::Url { url } => fetch_url(cache, fetcher, url).await,
+        Locator::Onebot11Image { url: Some(url), .. } => {
+            match fetch_url(cache, fetcher, url).await {
+                Err(MediaFailure::Fetch(FetchError::Expired(_)))
+                | Err(MediaFailure::Fetch(FetchError::HttpStatus(400 | 403 | 404))) => {
+                    resolve_and_fetch(cache, fetcher, source, locator).await
+                }
+                other => other,
+            }
+        }
+        Locator::Onebot11Image { url: None, .. }
+        | Locator::Onebot12File { .. }
+        | Locator::DingtalkDownload { .. } => {
+            resolve_and_fetch(cache, fetcher, source, locator).await
+        }
+        Locator::Unknown => Err(MediaFailure::UnknownLocator),
+    }
+}
+
+/// Asks the source for `locator`, then fetches the URL it gives or keeps the bytes.
+async fn resolve_and_fetch(
+    cache: &MediaCache,
+    fetcher: &Fetcher,
+    source: Option<&dyn MediaSource>,
+    locator: &Locator,
+) -> Result<Blob, MediaFailure> {
+    let source = source.ok_or(MediaFailure::NoSource)?;
+    match source
+        .resolve(locator)
+        .await
+        .map_err(MediaFailure::Source)?
+    {
+        Resolved::Url(url) => fetch_url(cache, fetcher, &url).await,
+        Resolved::Bytes(bytes) => {
+            let limit = fetcher.limits().max_bytes;
+            if bytes.len() as u64 > limit {
+                return Err(MediaFailure::TooLarge {
+                    size: bytes.len() as u64,
+                    limit,
+                });
+            }
+            if sniff(&bytes).is_none() {
+                return Err(MediaFailure::BadType);
+            }
+            cache
+                .put_bytes(&bytes)
+                .await
+                .map_err(|error| MediaFailure::Cache(error.to_string()))
+        }
+    }
+}
+
+/// Fetches `url` into a new blob; a failed fetch leaves nothing in the cache.
+async fn fetch_url(cache: &MediaCache, fetcher: &Fetcher, url: &str) -> Result<Blob, MediaFailure> {
+    let mut writer = cache
+        .writer()
+        .await
+        .map_err(|error| MediaFailure::Cache(error.to_string()))?;
+    fetcher.fetch(url, &mut writer).await?;
+    writer
+        .finish()
+        .await
+        .map_err(|error| MediaFailure::Cache(error.to_string()))
+}
