@@ -60,6 +60,26 @@ async fn next_send_to(peer: &OneBot11Peer, group: i64) -> serde_json::Value {
     }
 }
 
+/// The next `count` `send_group_msg` messages, by group: the groups' queues run side by side,
+/// so their sends arrive in any order.
+async fn sends_by_group(
+    peer: &OneBot11Peer,
+    count: usize,
+) -> std::collections::BTreeMap<i64, Vec<serde_json::Value>> {
+    let mut by_group: std::collections::BTreeMap<i64, Vec<serde_json::Value>> = Default::default();
+    for _ in 0..count {
+        let send = peer.next_action("send_group_msg").await;
+        let group = send["params"]["group_id"]
+            .as_i64()
+            .expect("numeric group id");
+        by_group
+            .entry(group)
+            .or_default()
+            .push(send["params"]["message"].clone());
+    }
+    by_group
+}
+
 /// Posts `text` to `api` group `a` and asserts that the next `send_group_msg` to each QQ group
 /// is that text. Each group's queue is ordered, so a further attempt of an earlier message
 /// would reach the peer before the marker does: this closes a "nothing more was sent" check.
@@ -516,17 +536,7 @@ async fn a_message_whose_picture_fails_is_sent_once_more_as_text() {
     ]);
     let placeholders =
         json!([{"type": "text", "data": {"text": "[API] u1: look [图片][动画表情]"}}]);
-    let mut by_group: std::collections::BTreeMap<i64, Vec<serde_json::Value>> = Default::default();
-    for _ in 0..3 {
-        let send = peer.next_action("send_group_msg").await;
-        let group = send["params"]["group_id"]
-            .as_i64()
-            .expect("numeric group id");
-        by_group
-            .entry(group)
-            .or_default()
-            .push(send["params"]["message"].clone());
-    }
+    let by_group = sends_by_group(&peer, 3).await;
     let mut seen: Vec<Vec<serde_json::Value>> = by_group.into_values().collect();
     seen.sort_by_key(Vec::len);
     assert_eq!(
@@ -577,31 +587,27 @@ async fn picture_urls_of_internal_hosts_are_never_handed_to_napcat() {
         )
         .await;
         assert_eq!(status, 202);
-        // The two groups' queues run side by side: take both sends, in whatever order.
-        let mut groups = Vec::new();
-        for _ in 0..2 {
-            let send = peer.next_action("send_group_msg").await;
-            groups.push(
-                send["params"]["group_id"]
-                    .as_i64()
-                    .expect("numeric group id"),
-            );
-            let expected = if allowed {
-                json!([
-                    {"type": "text", "data": {"text": format!("[API] u1: see {round} ")}},
-                    {"type": "image", "data": {"file": internal}},
-                    {"type": "image", "data": {"file": "https://93.184.215.14/ok.png"}}
-                ])
-            } else {
-                json!([
-                    {"type": "text", "data": {"text": format!("[API] u1: see {round} [图片]")}},
-                    {"type": "image", "data": {"file": "https://93.184.215.14/ok.png"}}
-                ])
-            };
-            assert_eq!(send["params"]["message"], expected, "allowed: {allowed}");
-        }
-        groups.sort();
-        assert_eq!(groups, [111, 735021844]);
+        let expected = if allowed {
+            json!([
+                {"type": "text", "data": {"text": format!("[API] u1: see {round} ")}},
+                {"type": "image", "data": {"file": internal}},
+                {"type": "image", "data": {"file": "https://93.184.215.14/ok.png"}}
+            ])
+        } else {
+            json!([
+                {"type": "text", "data": {"text": format!("[API] u1: see {round} [图片]")}},
+                {"type": "image", "data": {"file": "https://93.184.215.14/ok.png"}}
+            ])
+        };
+        let by_group = sends_by_group(&peer, 2).await;
+        assert_eq!(
+            by_group,
+            [111, 735021844]
+                .into_iter()
+                .map(|group| (group, vec![expected.clone()]))
+                .collect(),
+            "allowed: {allowed}"
+        );
         let refused = daemon.counter(blocked).await - blocked_before;
         assert_eq!(refused, if allowed { 0.0 } else { 2.0 }, "one per QQ group");
         daemon.stop().await.expect("clean stop");
