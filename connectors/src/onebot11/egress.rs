@@ -54,7 +54,12 @@ impl Egress {
             .segments
             .iter()
             .filter_map(|segment| match segment {
-                Segment::Image { url: Some(url), .. } => Some(url.as_str()),
+                // Only what would be handed on: other URLs go as placeholders anyway.
+                Segment::Image { url: Some(url), .. }
+                    if url.starts_with("http://") || url.starts_with("https://") =>
+                {
+                    Some(url.as_str())
+                }
                 _ => None,
             });
         let refused = self
