@@ -57,6 +57,9 @@ struct MqttSink {
     account: String,
     /// Counts publishes in flight, so shutdown waits for them.
     activity: Arc<Activity>,
+    /// Starts fetching an envelope's pictures once it is published, so destinations find
+    /// them cached.
+    media: qunbridge_connectors::media::MediaContext,
 }
 
 impl EnvelopeSink for MqttSink {
@@ -83,6 +86,7 @@ impl EnvelopeSink for MqttSink {
                     },
                     _ => IngressError::Closed,
                 })?;
+            self.media.prefetch(&envelope);
             let confirmed: Confirmed = Box::pin(async move {
                 let outcome = confirmation
                     .wait(INGRESS_ACK_TIMEOUT)
@@ -156,7 +160,8 @@ pub struct AccountDeps<'a> {
     pub stop: CancellationToken,
     /// Flow control: ingress takes inbound room, egress gives outbound room back.
     pub flow: Hops,
-    /// What connectors use for pictures (the address guard).
+    /// What connectors use for pictures, in the global mode (an account's own `media` key
+    /// overrides it).
     pub media: qunbridge_connectors::media::MediaContext,
 }
 
@@ -245,12 +250,16 @@ pub async fn start(
             topics: deps.topics.clone(),
             account: id.clone(),
             activity: deps.activity.clone(),
+            media: deps.media.clone(),
         })),
         egress: egress_rx,
         state: reporter,
         intake: intake.clone(),
         bots: deps.bots.clone(),
-        media: deps.media.clone(),
+        media: qunbridge_connectors::media::MediaContext {
+            mode: account.media.unwrap_or(deps.media.mode),
+            ..deps.media.clone()
+        },
     };
     let (exit_tx, exit) = watch::channel(None);
     let connector = account.connector.clone().run(

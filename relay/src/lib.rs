@@ -67,8 +67,9 @@ pub async fn run(
     let placement = Placement::choose(&config, &options)?;
     placement.keep_own_accounts(&mut config);
     let stores = run::state::open_store(&config).await?;
+    let media = run::media::open(&config).await?;
     let _embedded = start_broker(&config.broker)?;
-    let daemon = Daemon::new(&config, placement, stores);
+    let daemon = Daemon::new(&config, placement, stores, media);
     let admin_task = daemon.serve_admin(&config).await?;
 
     tokio::pin!(shutdown);

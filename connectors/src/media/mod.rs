@@ -11,21 +11,28 @@
 //!   destinations unless the operator allowed them.
 //! - [`sniff`]: the file type told from its first bytes, never from a name or a header.
 //! - [`service`]: a picture's reference to a cached file, fetched once per source, asking
-//!   the account that saw it where its platform must help (not yet used by egress).
+//!   the account that saw it where its platform must help.
+//! - [`carry`]: what a destination does with each picture of a message (its bytes, a link,
+//!   the source URL, or the placeholder), decided before it sends.
+//! - [`links`]: the signed, expiring links of the optional media server.
 //!
 //! The facts behind the design are in `shared/protocols/MEDIA.md` of the design repository;
 //! the operator's view is the README section "Pictures and files".
 
 pub mod cache;
+pub mod carry;
 pub mod fetch;
 pub mod guard;
+pub mod links;
 pub mod service;
 pub mod sniff;
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 /// How pictures reach a destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MediaMode {
     /// Fetched once, cached, and re-uploaded the way the destination's platform takes
     /// pictures; a placeholder where it cannot.
@@ -36,7 +43,9 @@ pub enum MediaMode {
     /// Always the placeholder (`[图片]`, `[动画表情]`, …).
     Placeholder,
     /// The source platform's URL, unfetched: what qunbridge did before pictures were
-    /// fetched (such URLs expire, and link filters defang them).
+    /// fetched (such URLs expire, and link filters defang them). The default of a context
+    /// built without a config (unit tests); the daemon's default is [`MediaMode::Native`].
+    #[default]
     Passthrough,
 }
 
@@ -67,13 +76,31 @@ impl MediaMode {
     }
 }
 
-/// What the relay hands every connector for media: today the address guard that every URL
-/// passes before it is handed to an implementation that would fetch it (NapCat, ComWeChat).
-#[derive(Debug, Clone, Default)]
+/// What the relay hands every connector for media: the account's mode, the media service
+/// that turns references into cached files, the signer of the media server's links, and the
+/// address guard that every URL passes before it is handed to an implementation that would
+/// fetch it (NapCat, ComWeChat).
+#[derive(Clone, Default)]
 pub struct MediaContext {
     /// Refuses loopback, private, link-local and multicast hosts unless `[media]
     /// allow_hosts` lists them.
     pub guard: guard::AddressGuard,
+    /// How this account's destinations get pictures (`[media] mode`, the account's `media`).
+    pub mode: MediaMode,
+    /// Fetches and caches pictures; absent where pictures are never fetched (unit tests).
+    pub service: Option<Arc<service::MediaService>>,
+    /// Signs links of the media server; absent when none is configured.
+    pub links: Option<Arc<links::LinkSigner>>,
+}
+
+impl std::fmt::Debug for MediaContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaContext")
+            .field("mode", &self.mode)
+            .field("service", &self.service.is_some())
+            .field("links", &self.links.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl MediaContext {

@@ -52,14 +52,20 @@ pub struct Daemon {
     /// Flow control over the broker: both pools when this process runs ingress, core and
     /// egress together, none in a scaled-out deployment.
     pub flow: Hops,
-    /// What connectors use for pictures: the address guard from `[media] allow_hosts` as
-    /// read at start-up (a reload does not change it).
+    /// What connectors use for pictures: the media service, the link signer and the
+    /// address guard as `[media]` was read at start-up (a reload does not change them), in
+    /// the global mode (each account gets its own).
     pub media: qunbridge_connectors::media::MediaContext,
 }
 
 impl Daemon {
     /// The shared state of a run over `config` and the opened store.
-    pub fn new(config: &Config, placement: Placement, stores: Stores) -> Daemon {
+    pub fn new(
+        config: &Config,
+        placement: Placement,
+        stores: Stores,
+        media: qunbridge_connectors::media::MediaContext,
+    ) -> Daemon {
         let activity = Activity::new();
         let placement_scaled_out = placement.scaled_out();
         let health = Arc::new(Health::default());
@@ -78,11 +84,7 @@ impl Daemon {
             stop: CancellationToken::new(),
             health,
             routes: SharedRoutes::new(routes_of(config)),
-            media: qunbridge_connectors::media::MediaContext {
-                guard: qunbridge_connectors::media::guard::AddressGuard::new(
-                    config.media.allow_hosts.clone(),
-                ),
-            },
+            media,
             flow: if placement_scaled_out {
                 Hops::default()
             } else {

@@ -42,6 +42,9 @@ pub enum RunError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The media cache or fetcher could not be set up.
+    #[error("media: {0}")]
+    Media(String),
     /// A connector stopped on its own.
     #[error("account `{account}` stopped: {reason}")]
     Connector {

@@ -1,0 +1,345 @@
+//! What a destination does with each picture of an outbound message, decided before it
+//! sends: the cached file to upload (`native`, `link`), the source platform's URL
+//! (`passthrough`), or the placeholder (`[图片]`, `[动画表情]`, `[闪照]`). Fetching happens
+//! here, within `[media] wait`, through the media service; whatever fails becomes the
+//! placeholder, counted in `qunbridge_media_fallback_total`, and never costs the text.
+//!
+//! Text-only parts of a destination's message come from [`text_with`], which renders the
+//! message as its `text` field does, except that each picture shows as its destination
+//! decides (left out when it follows as a picture of its own).
+
+use std::io;
+
+use futures_util::future::join_all;
+use tokio::io::AsyncReadExt;
+
+use super::cache::Blob;
+use super::sniff::{sniff, FileType, SNIFF_LEN};
+use super::{MediaContext, MediaKind, MediaMode, MediaRef};
+use crate::model::{Envelope, Outbound, Platform, Segment};
+
+/// How one picture goes to a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Carry {
+    /// Its bytes are in the cache: upload them the way the platform takes pictures.
+    File(Picture),
+    /// The source platform's URL, unfetched (`mode = "passthrough"`).
+    SourceUrl(String),
+    /// Its placeholder.
+    Placeholder,
+}
+
+/// A picture whose bytes are in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Picture {
+    /// The cached file.
+    pub blob: Blob,
+    /// Its type, told from its first bytes.
+    pub file_type: FileType,
+}
+
+impl Picture {
+    /// The bytes, read from the cache.
+    ///
+    /// # Errors
+    /// The file was evicted or cannot be read (the destination sends the placeholder).
+    pub async fn bytes(&self) -> io::Result<Vec<u8>> {
+        tokio::fs::read(&self.blob.path).await
+    }
+
+    /// A file name for uploads that want one: the start of the hash and the true extension.
+    pub fn file_name(&self) -> String {
+        let stem = self.blob.sha256.get(..16).unwrap_or(&self.blob.sha256);
+        format!("{stem}.{}", self.file_type.extension())
+    }
+}
+
+/// One picture of an outbound message, prepared for a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedPicture {
+    /// Its position in the message's segments.
+    pub index: usize,
+    /// How it goes.
+    pub carry: Carry,
+    /// What it is (a picture or a sticker), for metrics and for destinations with stickers.
+    pub kind: MediaKind,
+    /// The platform's preview text of a sticker (`[动画表情]`, a market face's name).
+    pub summary: Option<String>,
+    /// The text that stands for it when it is not carried.
+    pub placeholder: &'static str,
+}
+
+impl PreparedPicture {
+    /// True for a sticker.
+    pub fn is_sticker(&self) -> bool {
+        self.kind == MediaKind::Sticker
+    }
+
+    /// The cached picture, when it is carried as a file.
+    pub fn picture(&self) -> Option<&Picture> {
+        match &self.carry {
+            Carry::File(picture) => Some(picture),
+            _ => None,
+        }
+    }
+}
+
+impl MediaContext {
+    /// Prepares every picture of `outbound` for this account, a destination on
+    /// `destination`: fetched (concurrently, within `[media] wait`) in `native` and `link`
+    /// modes, the source URL in `passthrough`, the placeholder otherwise or when the fetch
+    /// fails. A flash picture is never carried.
+    pub async fn prepare(
+        &self,
+        destination: Platform,
+        outbound: &Outbound,
+    ) -> Vec<PreparedPicture> {
+        let pictures = outbound
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(_, segment)| matches!(segment, Segment::Image { .. }))
+            .map(|(index, segment)| self.prepare_one(destination, outbound, index, segment));
+        join_all(pictures).await
+    }
+
+    /// Prepares the picture `segment` at `index`.
+    async fn prepare_one(
+        &self,
+        destination: Platform,
+        outbound: &Outbound,
+        index: usize,
+        segment: &Segment,
+    ) -> PreparedPicture {
+        let placeholder = segment.image_placeholder().unwrap_or("[图片]");
+        let Segment::Image {
+            url,
+            sticker,
+            flash,
+            summary,
+            media,
+            ..
+        } = segment
+        else {
+            return PreparedPicture {
+                index,
+                carry: Carry::Placeholder,
+                kind: MediaKind::Image,
+                summary: None,
+                placeholder,
+            };
+        };
+        let kind = match media {
+            Some(media) if media.kind != MediaKind::Unknown => media.kind,
+            _ if *sticker => MediaKind::Sticker,
+            _ => MediaKind::Image,
+        };
+        let prepared = |carry| PreparedPicture {
+            index,
+            carry,
+            kind,
+            summary: summary.clone(),
+            placeholder,
+        };
+        if *flash {
+            return prepared(Carry::Placeholder);
+        }
+        let web_url = url
+            .as_deref()
+            .filter(|url| url.starts_with("http://") || url.starts_with("https://"));
+        match self.mode {
+            MediaMode::Placeholder => return prepared(Carry::Placeholder),
+            MediaMode::Passthrough => {
+                return prepared(match web_url {
+                    Some(url) => Carry::SourceUrl(url.to_owned()),
+                    None => Carry::Placeholder,
+                })
+            }
+            MediaMode::Native | MediaMode::Link => {}
+        }
+        if !matches!(kind, MediaKind::Image | MediaKind::Sticker) {
+            self.fell_back(destination, kind, "not_a_picture");
+            return prepared(Carry::Placeholder);
+        }
+        let reference = match (media, web_url) {
+            (Some(media), _) => media.clone(),
+            (None, Some(url)) => MediaRef::url(url, kind),
+            (None, None) => {
+                self.fell_back(destination, kind, "no_source");
+                return prepared(Carry::Placeholder);
+            }
+        };
+        let Some(service) = &self.service else {
+            self.fell_back(destination, kind, "no_service");
+            return prepared(Carry::Placeholder);
+        };
+        let origin = &outbound.origin;
+        let blob = match service
+            .blob(origin.platform.as_str(), &origin.account, &reference)
+            .await
+        {
+            Ok((blob, _)) => blob,
+            Err(failure) => {
+                tracing::info!(message = "A picture could not be had; its placeholder is sent.", account = %origin.account, reason = %failure);
+                self.fell_back(destination, kind, failure.outcome());
+                return prepared(Carry::Placeholder);
+            }
+        };
+        match file_type(&blob).await {
+            Some(file_type) if file_type.is_picture() => {
+                prepared(Carry::File(Picture { blob, file_type }))
+            }
+            _ => {
+                self.fell_back(destination, kind, "bad_type");
+                prepared(Carry::Placeholder)
+            }
+        }
+    }
+
+    /// A link of the media server to `picture`, when one is configured.
+    pub fn link(&self, picture: &Picture) -> Option<String> {
+        let signer = self.links.as_ref()?;
+        Some(signer.link(
+            &picture.blob.sha256,
+            picture.file_type.extension(),
+            crate::context::now_ms() / 1000,
+        ))
+    }
+
+    /// Counts a picture that `destination` sends as its placeholder, with the reason.
+    pub fn fell_back(&self, destination: Platform, kind: MediaKind, reason: &'static str) {
+        metrics::counter!(
+            crate::metrics::MEDIA_FALLBACK,
+            "platform" => destination.as_str(),
+            "kind" => kind.as_str(),
+            "reason" => reason
+        )
+        .increment(1);
+    }
+
+    /// Starts fetching the pictures of `envelope` into the cache, without waiting: by the
+    /// time a destination asks, the picture is there or on its way (one fetch per source,
+    /// however many destinations). Nothing happens in modes that never fetch.
+    pub fn prefetch(&self, envelope: &Envelope) {
+        let Some(service) = &self.service else {
+            return;
+        };
+        if !matches!(self.mode, MediaMode::Native | MediaMode::Link) {
+            return;
+        }
+        for segment in &envelope.segments {
+            let Segment::Image {
+                media: Some(media),
+                flash: false,
+                ..
+            } = segment
+            else {
+                continue;
+            };
+            if !matches!(media.kind, MediaKind::Image | MediaKind::Sticker) {
+                continue;
+            }
+            let service = service.clone();
+            let media = media.clone();
+            let platform = envelope.origin.platform;
+            let account = envelope.origin.account.clone();
+            tokio::spawn(async move {
+                let _ = service.blob(platform.as_str(), &account, &media).await;
+            });
+        }
+    }
+}
+
+/// The type of a cached file, from its first bytes.
+async fn file_type(blob: &Blob) -> Option<FileType> {
+    let mut file = tokio::fs::File::open(&blob.path).await.ok()?;
+    let mut head = Vec::with_capacity(SNIFF_LEN);
+    (&mut file)
+        .take(SNIFF_LEN as u64)
+        .read_to_end(&mut head)
+        .await
+        .ok()?;
+    sniff(&head)
+}
+
+/// `outbound` as text, each picture shown as `show` decides (`None`: left out, it follows as
+/// a picture of its own). A message without pictures is its `text` field.
+pub fn text_with(
+    outbound: &Outbound,
+    pictures: &[PreparedPicture],
+    show: impl Fn(&PreparedPicture) -> Option<String>,
+) -> String {
+    if pictures.is_empty() {
+        return outbound.text.clone();
+    }
+    let mut text = String::with_capacity(outbound.text.len());
+    for (index, segment) in outbound.segments.iter().enumerate() {
+        match pictures.iter().find(|picture| picture.index == index) {
+            Some(picture) => {
+                if let Some(shown) = show(picture) {
+                    text.push_str(&shown);
+                }
+            }
+            None => segment.render_text(&mut text),
+        }
+    }
+    text
+}
+
+/// How a text-only part shows a picture that is not carried as a file: the source URL in
+/// `passthrough` (`[图片] <url>`, as before pictures were fetched), else the placeholder.
+pub fn shown_as_text(picture: &PreparedPicture) -> String {
+    match &picture.carry {
+        Carry::SourceUrl(url) => format!("[图片] {url}"),
+        _ => picture.placeholder.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Kind;
+
+    #[tokio::test]
+    async fn modes_decide_what_each_picture_becomes_without_a_service() {
+        let mut outbound = Outbound::sample(Kind::Message, Platform::Qq, "g");
+        outbound.segments = vec![
+            Segment::text("[QQ] Ann: "),
+            Segment::image(Some("https://93.184.215.14/a.png".into()), None),
+            Segment::Image {
+                url: Some("https://93.184.215.14/b.png".into()),
+                name: None,
+                sticker: false,
+                flash: true,
+                summary: None,
+                size: None,
+                media: None,
+            },
+        ];
+        outbound.text = "[QQ] Ann: [图片] https://93.184.215.14/a.png[闪照]".into();
+        let passthrough = MediaContext::default();
+        let prepared = passthrough.prepare(Platform::Wechat, &outbound).await;
+        assert_eq!(
+            prepared.iter().map(|p| p.carry.clone()).collect::<Vec<_>>(),
+            vec![
+                Carry::SourceUrl("https://93.184.215.14/a.png".into()),
+                Carry::Placeholder
+            ]
+        );
+        assert_eq!(
+            text_with(&outbound, &prepared, |p| Some(shown_as_text(p))),
+            "[QQ] Ann: [图片] https://93.184.215.14/a.png[闪照]"
+        );
+        let native = MediaContext {
+            mode: MediaMode::Native,
+            ..MediaContext::default()
+        };
+        let prepared = native.prepare(Platform::Wechat, &outbound).await;
+        assert!(prepared.iter().all(|p| p.carry == Carry::Placeholder));
+        assert_eq!(
+            text_with(&outbound, &prepared, |p| Some(shown_as_text(p))),
+            "[QQ] Ann: [图片][闪照]"
+        );
+        assert_eq!(text_with(&outbound, &prepared, |_| None), "[QQ] Ann: ");
+    }
+}
