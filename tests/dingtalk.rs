@@ -77,6 +77,7 @@ fn config(
 [accounts.hub]
 platform = "api"
 listen = "{api}"
+media = "passthrough"
 
 [accounts.ding]
 platform = "dingtalk"

@@ -14,7 +14,9 @@ use tokio_tungstenite::tungstenite::Message;
 /// The bot's QQ number in every scenario.
 const BOT: i64 = 2854196310;
 
-/// A config linking QQ groups 735021844 and 111 (one account) with `api` group `a`.
+/// A config linking QQ groups 735021844 and 111 (one account) with `api` group `a`, with
+/// pictures passed through by their source URLs (what qunbridge did before it fetched
+/// pictures; tests/pictures.rs covers the native path).
 fn config(broker: &Broker, qq: &str, api: SocketAddr) -> String {
     config_for_account("qq", broker, qq, api)
 }
@@ -26,11 +28,13 @@ fn config_for_account(account: &str, broker: &Broker, qq: &str, api: SocketAddr)
         r#"{broker}
 [accounts.{account}]
 platform = "qq"
+media = "passthrough"
 {qq}
 
 [accounts.hub]
 platform = "api"
 listen = "{api}"
+media = "passthrough"
 
 [[links]]
 name = "fans"

@@ -52,11 +52,13 @@ fn config_for_account(
         r#"{broker}
 [accounts.{account}]
 platform = "wechat"
+media = "passthrough"
 {wx}
 
 [accounts.hub]
 platform = "api"
 listen = "{api}"
+media = "passthrough"
 {extra}
 [[links]]
 name = "fans"
@@ -117,7 +119,9 @@ async fn wechat_relays_to_qq_and_api_and_back(broker: Broker) {
     let (qq, qq_url) = OneBot11Peer::serve(QQ_BOT, None, 0).await;
     let api = api_addr();
     let wx_lines = format!("url = \"{wx_url}\"\naccess_token = \"wx-s3cret\"");
-    let qq_account = format!("\n[accounts.qq]\nplatform = \"qq\"\nurl = \"{qq_url}\"\n");
+    let qq_account = format!(
+        "\n[accounts.qq]\nplatform = \"qq\"\nmedia = \"passthrough\"\nurl = \"{qq_url}\"\n"
+    );
     let daemon = Daemon::start(&config(
         &broker,
         &wx_lines,
@@ -382,7 +386,9 @@ async fn deletions_become_recalls_and_comwechat_copies_are_left_alone() {
     wx.set_member(ALICE, "小明", "");
     let (qq, qq_url) = OneBot11Peer::serve(QQ_BOT, None, 0).await;
     let api = api_addr();
-    let qq_account = format!("\n[accounts.qq]\nplatform = \"qq\"\nurl = \"{qq_url}\"\n");
+    let qq_account = format!(
+        "\n[accounts.qq]\nplatform = \"qq\"\nmedia = \"passthrough\"\nurl = \"{qq_url}\"\n"
+    );
     let daemon = Daemon::start_alone(&config(
         &broker,
         &format!("url = \"{wx_url}\""),

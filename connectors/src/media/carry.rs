@@ -9,11 +9,12 @@
 //! decides (left out when it follows as a picture of its own).
 
 use std::io;
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use tokio::io::AsyncReadExt;
 
-use super::cache::Blob;
+use super::cache::{Blob, UploadHandle};
 use super::sniff::{sniff, FileType, SNIFF_LEN};
 use super::{MediaContext, MediaKind, MediaMode, MediaRef};
 use crate::model::{Envelope, Outbound, Platform, Segment};
@@ -247,6 +248,75 @@ impl MediaContext {
                 let _ = service.blob(platform.as_str(), &account, &media).await;
             });
         }
+    }
+}
+
+/// The uploads of one destination account: a picture is uploaded once per account and its
+/// handle (a v12 `file_id`, a DingTalk or WeCom media id) reused until it expires or the
+/// picture leaves the cache. Uploads of one account run one at a time, so two groups sending
+/// the same picture at once still upload it once.
+#[derive(Debug)]
+pub struct Uploads {
+    /// The destination account the handles belong to.
+    account: String,
+    /// How long the platform keeps an upload.
+    lifetime: Duration,
+    /// Held while looking up and uploading.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Uploads {
+    /// The uploads of `account`, whose platform keeps them for `lifetime`.
+    pub fn new(account: &str, lifetime: Duration) -> Uploads {
+        Uploads {
+            account: account.to_owned(),
+            lifetime,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The handle of `picture` on this account: remembered from an earlier upload, else
+    /// from `upload` (given the bytes), then remembered.
+    ///
+    /// # Errors
+    /// The picture could not be read, or `upload` failed (its reason).
+    pub async fn handle<F, Fut>(
+        &self,
+        media: &MediaContext,
+        picture: &Picture,
+        upload: F,
+    ) -> Result<String, String>
+    where
+        F: FnOnce(Vec<u8>) -> Fut,
+        Fut: std::future::Future<Output = Result<String, String>>,
+    {
+        let _one_at_a_time = self.lock.lock().await;
+        let cache = media.service.as_ref().map(|service| service.cache());
+        if let Some(cache) = cache {
+            if let Some(handle) = cache.upload(&picture.blob.sha256, &self.account).await {
+                return Ok(handle.id);
+            }
+        }
+        let bytes = picture
+            .bytes()
+            .await
+            .map_err(|error| format!("the cached picture cannot be read: {error}"))?;
+        let id = upload(bytes).await?;
+        if let Some(cache) = cache {
+            let handle = UploadHandle {
+                id: id.clone(),
+                expires_at_ms: Some(
+                    crate::context::now_ms().saturating_add(self.lifetime.as_millis() as u64),
+                ),
+            };
+            if let Err(error) = cache
+                .remember_upload(&picture.blob.sha256, &self.account, handle)
+                .await
+            {
+                tracing::warn!(message = "An upload could not be remembered; the picture will be uploaded again next time.", account = %self.account, %error);
+            }
+        }
+        Ok(id)
     }
 }
 

@@ -52,9 +52,11 @@ fn push_text(message: &mut Vec<Value>, text: &str) {
 
 /// Whether a rendered message carries its pictures or only their placeholders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pictures {
-    /// Pictures go as `image` segments (stickers keep their sticker flag and summary).
-    Carried,
+pub enum Pictures<'a> {
+    /// The pictures listed (by their index among the message's segments, with the `file`
+    /// value to send: `base64://…`, or the source URL in passthrough) go as `image`
+    /// segments, stickers with their sticker flag and summary; the others as placeholders.
+    Carried(&'a [(usize, String)]),
     /// Every picture becomes its placeholder text (`[图片]`, `[动画表情]`): the resend after
     /// the implementation failed to take a picture, so the text is never lost with it.
     Placeholders,
@@ -63,15 +65,16 @@ pub enum Pictures {
 /// Renders an outbound message as a v11 array message for `destination`.
 ///
 /// Mentions become `@name` text (a user id of another group means nothing here, and pinging
-/// everyone from a relay is never wanted); pictures go by URL (a sticker with `sub_type: 1`
-/// and its summary, as NapCat shows 动画表情; a flash picture never, only `[闪照]`); QQ
+/// everyone from a relay is never wanted); pictures go as `pictures` says (a sticker with
+/// `sub_type: 1` and its summary, as NapCat shows 动画表情; a flash picture never, only
+/// `[闪照]`); QQ
 /// faces stay faces between QQ groups; a reply becomes a native reply when the message map
 /// knows the destination's copy, else a short quote.
 pub fn render_message(
     outbound: &Outbound,
     related: &RelatedMessages,
     destination: Platform,
-    pictures: Pictures,
+    pictures: Pictures<'_>,
 ) -> Vec<Value> {
     let mut message = Vec::new();
     if let Some(target) = &related.reply_to {
@@ -86,7 +89,15 @@ pub fn render_message(
         .as_ref()
         .filter(|_| related.reply_to.is_none() && has_reply);
     let mut prefix_pending = !outbound.prefix.is_empty();
-    for segment in &outbound.segments {
+    let carried = match pictures {
+        Pictures::Carried(files) => files,
+        Pictures::Placeholders => &[],
+    };
+    for (index, segment) in outbound.segments.iter().enumerate() {
+        let file = carried
+            .iter()
+            .find(|(at, _)| *at == index)
+            .map(|(_, file)| file);
         match segment {
             Segment::Text { text } => {
                 push_text(&mut message, text);
@@ -105,15 +116,12 @@ pub fn render_message(
             }
             Segment::MentionAll => push_text(&mut message, "@全体成员 "),
             Segment::Image {
-                url: Some(url),
                 sticker,
                 flash: false,
                 summary,
                 ..
-            } if pictures == Pictures::Carried
-                && (url.starts_with("http://") || url.starts_with("https://")) =>
-            {
-                let mut data = json!({ "file": url });
+            } if file.is_some() => {
+                let mut data = json!({ "file": file });
                 if *sticker {
                     data["sub_type"] = json!(1);
                     data["summary"] = json!(summary.as_deref().unwrap_or("[动画表情]"));
@@ -144,6 +152,19 @@ pub fn render_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every picture of `outbound` carried by its URL, as passthrough sends it.
+    fn source_urls(outbound: &Outbound) -> Vec<(usize, String)> {
+        outbound
+            .segments
+            .iter()
+            .enumerate()
+            .filter_map(|(index, segment)| match segment {
+                Segment::Image { url: Some(url), .. } => Some((index, url.clone())),
+                _ => None,
+            })
+            .collect()
+    }
     use crate::model::Kind;
 
     fn outbound(segments: Vec<Segment>, origin: Platform) -> Outbound {
@@ -175,11 +196,12 @@ mod tests {
             ],
             Platform::Wechat,
         );
+        let files = source_urls(&out);
         let message = render_message(
             &out,
             &RelatedMessages::default(),
             Platform::Qq,
-            Pictures::Carried,
+            Pictures::Carried(&files),
         );
         assert_eq!(
             Value::Array(message),
@@ -207,13 +229,13 @@ mod tests {
             reply_to: Some("-55".into()),
             ..Default::default()
         };
-        let message = render_message(&out, &native, Platform::Qq, Pictures::Carried);
+        let message = render_message(&out, &native, Platform::Qq, Pictures::Placeholders);
         assert_eq!(message[0], json!({"type": "reply", "data": {"id": "-55"}}));
         let quoted = RelatedMessages {
             quote: Some("Bob: hi".into()),
             ..Default::default()
         };
-        let message = render_message(&out, &quoted, Platform::Qq, Pictures::Carried);
+        let message = render_message(&out, &quoted, Platform::Qq, Pictures::Placeholders);
         assert_eq!(
             message,
             vec![json!({"type": "text", "data": {"text": "[微信] Ann: 「Bob: hi」\nyes"}})]

@@ -83,6 +83,33 @@ pub fn image_segment(file_id: &str) -> Value {
     json!({ "type": "image", "data": { "file_id": file_id } })
 }
 
+/// A WeChat sticker for an uploaded GIF (ComWeChatClient sends it with `send_gif`).
+pub fn emoji_segment(file_id: &str) -> Value {
+    json!({ "type": "wx.emoji", "data": { "file_id": file_id } })
+}
+
+/// Puts the short quote of a replied-to message (when the destination has no copy of it to
+/// reply to natively) after the sender line of `text`.
+pub fn insert_quote(text: &mut String, outbound: &Outbound, related: &RelatedMessages) {
+    let has_reply = outbound
+        .segments
+        .iter()
+        .any(|s| matches!(s, Segment::Reply { .. }));
+    let Some(quote) = related
+        .quote
+        .as_deref()
+        .filter(|_| has_reply && related.reply_to.is_none())
+    else {
+        return;
+    };
+    let at = if text.starts_with(&outbound.prefix) {
+        outbound.prefix.len()
+    } else {
+        0
+    };
+    text.insert_str(at, &format!("「{quote}」\n"));
+}
+
 /// A picture to send separately.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {
@@ -124,14 +151,6 @@ fn is_http(url: &str) -> bool {
 
 /// Renders an outbound message for a v12 implementation (see the module documentation).
 pub fn render(outbound: &Outbound, related: &RelatedMessages, send_images: bool) -> Rendered {
-    let has_reply = outbound
-        .segments
-        .iter()
-        .any(|s| matches!(s, Segment::Reply { .. }));
-    let quote = related
-        .quote
-        .as_deref()
-        .filter(|_| has_reply && related.reply_to.is_none());
     let mut images = Vec::new();
     let mut text = if send_images {
         let mut text = String::new();
@@ -152,14 +171,7 @@ pub fn render(outbound: &Outbound, related: &RelatedMessages, send_images: bool)
     } else {
         outbound.text.clone()
     };
-    if let Some(quote) = quote {
-        let at = if text.starts_with(&outbound.prefix) {
-            outbound.prefix.len()
-        } else {
-            0
-        };
-        text.insert_str(at, &format!("「{quote}」\n"));
-    }
+    insert_quote(&mut text, outbound, related);
     Rendered { text, images }
 }
 

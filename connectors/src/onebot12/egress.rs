@@ -1,9 +1,12 @@
 //! Sending to WeChat (or QQ) groups through a OneBot v12 implementation: one `send_message`
 //! with `detail_type: "group"` and a single text segment per relayed message (ComWeChatClient
-//! turns every segment into a WeChat message of its own), optionally followed by the
-//! message's pictures (`send_images`): each uploaded first with `upload_file` by URL, then
-//! sent as an `image` segment. Uploads go first because they send nothing: if one fails, its
-//! URL is written into the text instead and nothing has gone out half.
+//! turns every segment into a WeChat message of its own), followed by the message's
+//! pictures, each as a message of its own. In `native` and `link` modes a picture is fetched
+//! into the cache and uploaded as bytes (`upload_file` type `data`, once per picture and
+//! account), then sent as `image{file_id}`, a GIF sticker as `wx.emoji{file_id}`; one that
+//! cannot be had or uploaded is its placeholder in the text. In `passthrough` mode pictures
+//! are uploaded by URL only when `send_images` is on, else their URLs stay in the text.
+//! Uploads go first because they send nothing: nothing goes out half.
 //!
 //! ComWeChatClient answers a send with `data: true` and no message id, so the relay learns no
 //! ids for those copies: a recall of them is answered "done" without calling anything, and
@@ -11,6 +14,10 @@
 //! `delete_message`; an implementation without it (retcode 10002) is not an error either.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
@@ -18,9 +25,17 @@ use tracing::{debug, info, warn};
 use super::action::{self, ImageRef, Outcome, Rendered, UNSUPPORTED_ACTION};
 use crate::context::SendReceipt;
 use crate::error::SendError;
-use crate::media::MediaContext;
+use crate::media::carry::{self, Uploads};
+use crate::media::service::Resolved;
+use crate::media::sniff::FileType;
+use crate::media::{Locator, MediaContext, MediaMode};
 use crate::model::Platform;
 use crate::onebot_ws::{recall, ActionSender, Outgoing, Session};
+
+/// How long `get_file` with `type: "data"` may take: the answer carries the whole file.
+const FILE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long ComWeChatClient keeps an uploaded file (`cache_days = 3`), with a margin.
+const UPLOAD_LIFETIME: Duration = Duration::from_secs(2 * 24 * 3600);
 
 /// The egress side of one v12 account.
 pub struct Egress {
@@ -36,6 +51,8 @@ pub struct Egress {
     media: MediaContext,
     /// The account's platform, for metric labels.
     platform: Platform,
+    /// The file ids of pictures uploaded through this account, reused while they last.
+    uploads: Uploads,
 }
 
 impl Egress {
@@ -47,6 +64,7 @@ impl Egress {
         media: MediaContext,
     ) -> Egress {
         Egress {
+            uploads: Uploads::new(&account, UPLOAD_LIFETIME),
             account,
             send_images,
             told_no_ids: AtomicBool::new(false),
@@ -81,6 +99,98 @@ impl Egress {
     }
 }
 
+impl Egress {
+    /// A relayed message with its pictures fetched into the cache: each uploaded as bytes
+    /// (`upload_file` type `data`, once per picture and account), then the text, then each
+    /// picture as a WeChat message of its own (`wx.emoji` for a GIF sticker). A picture that
+    /// could not be had or uploaded shows as its placeholder in the text: uploads send
+    /// nothing, so nothing has gone out half.
+    async fn message_with_files(&self, out: Outgoing<'_>) -> Result<SendReceipt, SendError> {
+        let Outgoing {
+            session,
+            outbound,
+            related,
+        } = out;
+        let prepared = self.media.prepare(self.platform, outbound).await;
+        let mut pictures = Vec::new();
+        let mut failed = Vec::new();
+        for picture in &prepared {
+            let Some(file) = picture.picture() else {
+                continue;
+            };
+            let uploaded = self
+                .uploads
+                .handle(&self.media, file, |bytes| async move {
+                    let params = json!({
+                        "type": "data",
+                        "name": file.file_name(),
+                        "data": STANDARD.encode(bytes),
+                    });
+                    let data = call(session, "upload_file", params)
+                        .await
+                        .map_err(|error| error.to_string())?;
+                    data.get("file_id")
+                        .and_then(Value::as_str)
+                        .filter(|id| !id.is_empty())
+                        .map(str::to_owned)
+                        .ok_or_else(|| "upload_file answered without a file_id".to_owned())
+                })
+                .await;
+            match uploaded {
+                Ok(file_id) if picture.is_sticker() && file.file_type == FileType::Gif => {
+                    pictures.push(action::emoji_segment(&file_id));
+                }
+                Ok(file_id) => pictures.push(action::image_segment(&file_id)),
+                Err(reason) => {
+                    warn!(message = "Picture upload failed; its placeholder is sent.", account = %self.account, group = %outbound.group, %reason);
+                    self.media
+                        .fell_back(self.platform, picture.kind, "upload_failed");
+                    failed.push(picture.index);
+                }
+            }
+        }
+        let mut text = carry::text_with(outbound, &prepared, |picture| {
+            (picture.picture().is_none() || failed.contains(&picture.index))
+                .then(|| carry::shown_as_text(picture))
+        });
+        action::insert_quote(&mut text, outbound, related);
+        let mut parts = Vec::new();
+        if !text.trim().is_empty() {
+            parts.push(action::text_segment(&text));
+        }
+        parts.extend(pictures);
+        self.send_parts(session, &outbound.group, parts).await
+    }
+
+    /// Sends each part as a message of its own, in order. A failure of the first is the
+    /// message's (nothing went out: the relay may retry); a later one gives up that part
+    /// only, since retrying would repeat what went out.
+    async fn send_parts(
+        &self,
+        session: &Session,
+        group: &str,
+        parts: Vec<Value>,
+    ) -> Result<SendReceipt, SendError> {
+        if parts.is_empty() {
+            debug!(message = "Nothing to send: the message is empty.", account = %self.account, %group);
+            return Ok(SendReceipt::default());
+        }
+        let mut ids = Vec::new();
+        for (index, part) in parts.into_iter().enumerate() {
+            let params = action::send_params(group, vec![part]);
+            match call(session, "send_message", params).await {
+                Ok(data) => ids.extend(self.ids_of(&data, group)),
+                Err(error) if index == 0 => return Err(error),
+                Err(error) => {
+                    warn!(message = "A picture could not be sent; the text went out.", account = %self.account, %group, %error);
+                    crate::metrics::count_drop("image_failed");
+                }
+            }
+        }
+        Ok(SendReceipt { message_ids: ids })
+    }
+}
+
 /// Calls an action; a lost connection or a missing answer is retryable.
 async fn call_raw(session: &Session, name: &str, params: Value) -> Result<Outcome, SendError> {
     let body = session
@@ -99,8 +209,44 @@ async fn call(session: &Session, name: &str, params: Value) -> Result<Value, Sen
 }
 
 impl ActionSender for Egress {
-    /// A relayed message: the text, then the pictures when enabled.
+    /// A WeChat file's bytes: `get_file` with `type: "data"` (base64 in JSON). Its `url` type
+    /// is never asked: ComWeChatClient answers it with a loopback URL naming a Windows path.
+    async fn resolve_media(
+        &self,
+        session: &Session,
+        locator: &Locator,
+    ) -> Result<Resolved, String> {
+        let Locator::Onebot12File { file_id } = locator else {
+            return Err("not a OneBot v12 file".to_owned());
+        };
+        let params = json!({ "file_id": file_id, "type": "data" });
+        let body = session
+            .call_within("get_file", params, FILE_TIMEOUT)
+            .await
+            .map_err(|error| format!("get_file: {error}"))?;
+        match action::outcome(&body) {
+            Outcome::Ok(data) => {
+                let encoded = data
+                    .get("data")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| "get_file answered without data".to_owned())?;
+                STANDARD
+                    .decode(encoded)
+                    .map(Resolved::Bytes)
+                    .map_err(|_| "get_file answered data that is not base64".to_owned())
+            }
+            Outcome::Failed { retcode, message } => {
+                Err(format!("get_file: retcode {retcode}: {message}"))
+            }
+        }
+    }
+
+    /// A relayed message: the text, then the pictures (uploaded as bytes in `native` and
+    /// `link` modes; by URL when enabled in `passthrough`).
     async fn message(&self, out: Outgoing<'_>) -> Result<SendReceipt, SendError> {
+        if self.media.mode != MediaMode::Passthrough {
+            return self.message_with_files(out).await;
+        }
         let Outgoing {
             session,
             outbound,
@@ -141,25 +287,7 @@ impl ActionSender for Egress {
             parts.push(action::text_segment(&text));
         }
         parts.extend(uploaded.iter().map(|id| action::image_segment(id)));
-        if parts.is_empty() {
-            debug!(message = "Nothing to send: the message is empty.", account = %self.account, group = %outbound.group);
-            return Ok(SendReceipt::default());
-        }
-        let mut ids = Vec::new();
-        for (index, part) in parts.into_iter().enumerate() {
-            let params = action::send_params(&outbound.group, vec![part]);
-            match call(session, "send_message", params).await {
-                Ok(data) => ids.extend(self.ids_of(&data, &outbound.group)),
-                // Nothing went out yet: the relay may retry the whole message.
-                Err(error) if index == 0 => return Err(error),
-                // The text went out: retrying would repeat it, so the picture is given up.
-                Err(error) => {
-                    warn!(message = "A picture could not be sent; the text went out.", account = %self.account, group = %outbound.group, %error);
-                    crate::metrics::count_drop("image_failed");
-                }
-            }
-        }
-        Ok(SendReceipt { message_ids: ids })
+        self.send_parts(session, &outbound.group, parts).await
     }
 
     /// A recall: `delete_message` for every copy whose id is known.

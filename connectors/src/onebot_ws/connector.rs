@@ -20,6 +20,7 @@ use tracing::error;
 
 use super::ingress::publish_in_order;
 use super::link::AccountLink;
+use super::media_source::SessionSource;
 use super::session::Sessions;
 use super::transport::{forward_sessions, reverse_sessions, Transport};
 use super::version::{ActionSender, Outgoing, Version};
@@ -129,7 +130,7 @@ pub async fn run<V: Version, A: ActionSender>(
         state,
         intake,
         bots,
-        media: _,
+        media,
     } = ctx;
     if let Some(id) = reach.self_id {
         bots.register(platform, id);
@@ -174,7 +175,18 @@ pub async fn run<V: Version, A: ActionSender>(
         }
     };
 
-    answer_egress(&mut egress, &link, Arc::new(sender), &sockets_stop).await;
+    let sender = Arc::new(sender);
+    // The implementation answers for the pictures this account saw.
+    if let Some(service) = &media.service {
+        service.register(
+            &account,
+            Arc::new(SessionSource::new(&link, sender.clone())),
+        );
+    }
+    answer_egress(&mut egress, &link, sender, &sockets_stop).await;
+    if let Some(service) = &media.service {
+        service.unregister(&account);
+    }
     sockets_stop.cancel();
     let _ = transport.await;
     // The link holds the events sender; dropping it lets the ingress task finish.

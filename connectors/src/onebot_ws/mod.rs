@@ -16,6 +16,7 @@
 //! - [`echo`]: requests awaiting their response, matched by `echo`.
 //! - [`outcome`]: reading an action response.
 //! - [`recall`]: deleting the known copies of a recalled message.
+//! - [`media_source`]: the account as the media service's source of the pictures it saw.
 //! - [`frame`]: the decoding context, frame errors and the readers both decoders use.
 //! - [`version`]: what a version supplies ([`Version`], [`ActionSender`]).
 //! - `testing` (tests only): numbered envelopes and a scripted `EnvelopeSink`.
@@ -28,6 +29,7 @@ pub mod echo;
 pub mod frame;
 pub mod ingress;
 pub mod link;
+pub mod media_source;
 pub mod outcome;
 pub mod recall;
 pub mod session;

@@ -13,6 +13,8 @@ use super::outcome::Outcome;
 use super::session::Session;
 use crate::context::{RelatedMessages, SendReceipt};
 use crate::error::SendError;
+use crate::media::service::Resolved;
+use crate::media::Locator;
 use crate::model::{Envelope, Outbound};
 
 /// One bot named by a v12 `status_update` (v11 has no such event).
@@ -136,6 +138,18 @@ pub struct Outgoing<'a> {
 /// different destination groups concurrently (the relay sends one message per group at a
 /// time), so both take `&self`: what a sender keeps must be shareable.
 pub trait ActionSender: Send + Sync + 'static {
+    /// Asks the implementation for a picture this account saw (`locator`): a fresh URL
+    /// (v11 `get_image`) or its bytes (v12 `get_file` with `type: "data"`). The error says
+    /// why not, for the log; the destination then sends the placeholder.
+    fn resolve_media<'a>(
+        &'a self,
+        session: &'a Session,
+        locator: &'a Locator,
+    ) -> impl Future<Output = Result<Resolved, String>> + Send + 'a {
+        let _ = (session, locator);
+        async { Err("this OneBot version cannot fetch pictures".to_owned()) }
+    }
+
     /// Sends a relayed message.
     fn message(
         &self,

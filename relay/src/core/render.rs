@@ -47,7 +47,9 @@ pub fn sender_line(template: &str, envelope: &Envelope, link: &str) -> String {
 
 /// The outbound message of `envelope` for `destination`. A destination whose pictures are
 /// placeholders (`media = "placeholder"`) gets its pictures without their source URL or
-/// media reference, so no connector can show or fetch them.
+/// media reference, so no connector can show or fetch them. In `native` and `link` modes the
+/// `text` shows each picture as its placeholder (the connector carries the picture itself);
+/// only `passthrough` writes the source URL into it.
 pub fn render(envelope: &Envelope, destination: &Destination) -> Outbound {
     let (prefix, text, segments) = match envelope.kind {
         Kind::Recall => (String::new(), String::new(), Vec::new()),
@@ -67,7 +69,22 @@ pub fn render(envelope: &Envelope, destination: &Destination) -> Outbound {
                 }
             }
             let start = usize::from(!prefix.is_empty());
-            let text = prefix.clone() + &segments_to_text(&segments[start..]);
+            let text = match destination.media {
+                // Pictures go natively or as the placeholder, never as the source URL.
+                MediaMode::Native | MediaMode::Link => {
+                    let mut text = prefix.clone();
+                    for segment in &segments[start..] {
+                        match segment.image_placeholder() {
+                            Some(placeholder) => text.push_str(placeholder),
+                            None => segment.render_text(&mut text),
+                        }
+                    }
+                    text
+                }
+                MediaMode::Placeholder | MediaMode::Passthrough => {
+                    prefix.clone() + &segments_to_text(&segments[start..])
+                }
+            };
             (prefix, text, segments)
         }
     };
