@@ -4,11 +4,14 @@
 //! its sha256, size and type (told from the bytes, not from the source's `Content-Type`),
 //! `GET /api/v1/media/<sha256>` gives the same bytes behind the bearer token, and the
 //! built-in media server answers signed links with the bytes, a tampered signature with 403,
-//! an expired link with 410 and a picture it does not have with 404.
+//! an expired link with 410 and a picture it does not have with 404. A text said after a
+//! picture still arrives after it, and a media server that cannot listen stops start-up.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use qunbridge::config::{Config, ProcessEnv};
+use qunbridge::{run, RunError, RunOptions};
 use qunbridge_connectors::media::links::LinkSigner;
 use qunbridge_connectors::Secret;
 use qunbridge_tests::file_server::{FileServer, Route};
@@ -83,9 +86,12 @@ async fn relay_a_picture() -> Relayed {
     let broker = Broker::embedded();
     let files = FileServer::start().await;
     let bytes = png_bytes(200 * 1024);
+    // A slow source, so that the text posted after the picture is ready long before it.
     files.serve(
         "/cat.jpg",
-        Route::ok(bytes.clone()).content_type("image/jpeg"),
+        Route::ok(bytes.clone())
+            .content_type("image/jpeg")
+            .delay(Duration::from_millis(300)),
     );
     let api = loopback(free_port());
     let media = loopback(free_port());
@@ -111,7 +117,20 @@ async fn relay_a_picture() -> Relayed {
     )
     .await;
     assert_eq!(status, 202, "{body}");
+    let (status, body) = post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "u1", "name": "Ann"}, "text": "said after the picture"}),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
     let message = b.next().await.json();
+    let after = b.next().await.json();
+    assert_eq!(
+        after["text"], "Ann: said after the picture",
+        "the text said after the picture arrives after it: first {message}, then {after}"
+    );
     let segment = message["segments"]
         .as_array()
         .expect("segments")
@@ -278,4 +297,35 @@ async fn the_media_server_answers_signed_links_only() {
     assert_eq!(daemon.counter(&served("not_found")).await - missing0, 1.0);
 
     relayed.daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_server_that_cannot_listen_stops_start_up() {
+    let broker = Broker::embedded();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to take");
+    let media = taken.local_addr().expect("its address");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin = loopback(free_port());
+    let path = dir.path().join("qunbridge.toml");
+    let text = format!(
+        "state_dir = {:?}\n{}\n[admin]\nlisten = \"{admin}\"\n",
+        dir.path().join("state"),
+        config(&broker, loopback(free_port()), media)
+    );
+    std::fs::write(&path, text).expect("write config");
+    let config = Config::from_file(&path, &ProcessEnv).unwrap_or_else(|e| panic!("{e}"));
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        run(config, std::future::pending(), RunOptions::default()),
+    )
+    .await
+    .expect("start-up fails rather than running");
+    match outcome {
+        Err(RunError::Bind { what, addr, .. }) => {
+            assert_eq!(what, "media server");
+            assert_eq!(addr, media.to_string());
+        }
+        other => panic!("expected a bind error of the media server, got {other:?}"),
+    }
+    drop(taken);
 }
