@@ -71,9 +71,15 @@ pub async fn run(
     let _embedded = start_broker(&config.broker)?;
     let daemon = Daemon::new(&config, placement, stores, media);
     let admin_task = daemon.serve_admin(&config).await?;
-    let media_task = run::media::start_server(&config, &daemon.media, daemon.stop.clone())
-        .await
-        .inspect_err(|_| daemon.stop.cancel())?;
+    // The media server answers links for the pictures this process's connectors cached; a
+    // process that runs only a relay core has none.
+    let media_task = if daemon.placement.role.runs_connectors() {
+        run::media::start_server(&config, &daemon.media, daemon.stop.clone())
+            .await
+            .inspect_err(|_| daemon.stop.cancel())?
+    } else {
+        None
+    };
 
     tokio::pin!(shutdown);
     let started = tokio::select! {
