@@ -58,3 +58,8 @@ pub const MEDIA_CACHE_EVICTIONS: &str = "qunbridge_media_cache_evictions_total";
 pub const MEDIA_FETCHES: &str = "qunbridge_media_fetch_total";
 /// Histogram: seconds a media fetch took, whatever its outcome, by `platform`.
 pub const MEDIA_FETCH_SECONDS: &str = "qunbridge_media_fetch_seconds";
+
+/// Counter: requests for cached media by name, by `server` (`links`: the built-in media
+/// server's signed links; `api`: the `api` connector's `/api/v1/media/<sha256>`) and
+/// `outcome` (`ok`, `bad_request`, `bad_signature`, `expired`, `not_found`, `read_error`).
+pub const MEDIA_SERVED: &str = "qunbridge_media_served_total";

@@ -51,7 +51,7 @@ pub use crate::run::options::{Lifecycle, LifecycleHook, Reload, RunOptions};
 
 /// Runs the daemon until `shutdown` resolves, then stops intake, finishes in-flight messages
 /// within the grace period and returns. The phases, in order: open the store, start the
-/// broker and the admin endpoint, start up (presence, core, accounts), serve with reloads,
+/// broker, the admin endpoint and the media server, start up (presence, core, accounts), serve with reloads,
 /// drain, stop. Each lives in a file of `relay/src/run/`.
 ///
 /// # Errors
@@ -71,6 +71,15 @@ pub async fn run(
     let _embedded = start_broker(&config.broker)?;
     let daemon = Daemon::new(&config, placement, stores, media);
     let admin_task = daemon.serve_admin(&config).await?;
+    // The media server answers links for the pictures this process's connectors cached; a
+    // process that runs only a relay core has none.
+    let media_task = if daemon.placement.role.runs_connectors() {
+        run::media::start_server(&config, &daemon.media, daemon.stop.clone())
+            .await
+            .inspect_err(|_| daemon.stop.cancel())?
+    } else {
+        None
+    };
 
     tokio::pin!(shutdown);
     let started = tokio::select! {
@@ -80,6 +89,7 @@ pub async fn run(
             options.tell(Lifecycle::Stopping);
             daemon.stop.cancel();
             let _ = admin_task.await;
+            finish_media_server(media_task).await;
             return Ok(());
         }
     };
@@ -106,6 +116,7 @@ pub async fn run(
     run::drain::drain(&daemon, &options).await;
     started.finish(&daemon).await;
     let _ = admin_task.await;
+    finish_media_server(media_task).await;
     info!(message = "qunbridge stopped.");
     match failure {
         Some((account, reason)) => {
@@ -113,6 +124,24 @@ pub async fn run(
             Err(RunError::Connector { account, reason })
         }
         None => Ok(()),
+    }
+}
+
+/// How long the stopped media server may take to finish the downloads under way.
+const MEDIA_SERVER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits for the media server (stopped with the daemon's stop token) to finish the downloads
+/// under way, then ends it: a client that stalls a download never holds up shutdown.
+async fn finish_media_server(task: Option<tokio::task::JoinHandle<()>>) {
+    let Some(task) = task else {
+        return;
+    };
+    let abort = task.abort_handle();
+    if tokio::time::timeout(MEDIA_SERVER_GRACE, task)
+        .await
+        .is_err()
+    {
+        abort.abort();
     }
 }
 

@@ -6,7 +6,8 @@
 
 pub use qunbridge_connectors::metrics::{
     count_drop, count_drops, count_rejected, ACCOUNT_UP, AUTH_FAILURES, INGRESS_REJECTED,
-    MEDIA_FALLBACK, MEDIA_FETCHES, MESSAGES_DROPPED, MESSAGES_RECEIVED, RECONNECTS, UNKNOWN_INPUT,
+    MEDIA_FALLBACK, MEDIA_FETCHES, MEDIA_SERVED, MESSAGES_DROPPED, MESSAGES_RECEIVED, RECONNECTS,
+    UNKNOWN_INPUT,
 };
 
 /// Counter: messages routed to a destination, by `from` and `to` platform.
@@ -112,6 +113,10 @@ pub fn describe_all() {
     describe_counter!(
         MEDIA_FALLBACK,
         "Pictures a destination got as a placeholder instead of natively, by destination platform, kind and reason."
+    );
+    describe_counter!(
+        MEDIA_SERVED,
+        "Requests for cached media by name, by server (links: the media server's signed links; api: /api/v1/media) and outcome (ok, bad_request, bad_signature, expired, not_found, read_error)."
     );
     describe_counter!(
         BROKER_MESSAGES_LOST,

@@ -1,4 +1,5 @@
-//! The `api` connector's HTTP surface: routing, bearer auth, and message ingress.
+//! The `api` connector's HTTP surface: routing, bearer auth, message ingress, and the bytes
+//! of the pictures its messages carried.
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use super::{sse, ws};
 use crate::auth::{check_bearer, AuthOutcome};
 use crate::context::now_ms;
 use crate::error::IngressError;
+use crate::media::server::{count_served, file_response, is_digest, ServeOutcome};
 use crate::model::{Envelope, Kind, Origin, Platform, Segment, Sender, ENVELOPE_VERSION};
 
 /// Largest request body accepted, so one client cannot make the daemon buffer megabytes.
@@ -38,6 +40,7 @@ pub(super) async fn serve(
         .route("/api/v1/groups/{group}/messages", post(post_message))
         .route("/api/v1/groups/{group}/events", get(sse::group_events))
         .route("/api/v1/ws", get(ws::upgrade))
+        .route("/api/v1/media/{sha256}", get(get_media))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
             require_token,
@@ -218,6 +221,37 @@ async fn post_message(
         Err(error) => {
             warn!(message = "API message not accepted by the broker.", account = %shared.account, %error);
             error_response(StatusCode::SERVICE_UNAVAILABLE, &error.to_string())
+        }
+    }
+}
+
+/// `GET /api/v1/media/<sha256>`: a cached picture's bytes under the type told from them;
+/// `404` when it is not (or no longer) cached, `400` for a name that is not a sha256.
+async fn get_media(State(shared): State<Arc<Shared>>, Path(sha256): Path<String>) -> Response {
+    let served = if !is_digest(&sha256) {
+        Err(ServeOutcome::BadRequest)
+    } else {
+        match &shared.media {
+            Some(cache) => match cache.blob_by_hash(&sha256).await {
+                Some(blob) => file_response(&blob, "private, max-age=3600").await,
+                None => Err(ServeOutcome::NotFound),
+            },
+            None => Err(ServeOutcome::NotFound),
+        }
+    };
+    match served {
+        Ok(response) => {
+            count_served("api", ServeOutcome::Ok);
+            response
+        }
+        Err(outcome) => {
+            count_served("api", outcome);
+            let message = match outcome {
+                ServeOutcome::BadRequest => "not a sha256 (64 lowercase hex digits)",
+                ServeOutcome::NotFound => "no such picture (it may have left the cache)",
+                _ => "the picture could not be read",
+            };
+            error_response(outcome.status(), message)
         }
     }
 }

@@ -6,12 +6,15 @@
 //! - `GET /api/v1/groups/<group>/events`: Server-Sent Events of what the relay sends to that
 //!   group, with `Last-Event-ID` replay from a bounded per-group buffer.
 //! - `GET /api/v1/ws`: a WebSocket with the same messages for every group as JSON frames.
+//! - `GET /api/v1/media/<sha256>`: the bytes of a picture a message carried (its segment's
+//!   `sha256`), from the media cache.
 //!
 //! A bearer token, when configured, is required on every route.
 
 mod feed;
 pub mod feed_log;
 mod http;
+mod pictures;
 pub mod settings;
 mod shared;
 mod sse;
@@ -23,7 +26,6 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -74,6 +76,7 @@ impl Connector for ApiConnector {
             mut egress,
             state,
             intake,
+            media,
             ..
         } = ctx;
         let listener = TcpListener::bind(self.settings.listen)
@@ -106,6 +109,10 @@ impl Connector for ApiConnector {
                 "platform" => "api"
             ),
             feeds: feeds.clone(),
+            media: media
+                .service
+                .as_ref()
+                .map(|service| service.cache().clone()),
             intake: intake.clone(),
             streams_end: streams_end.clone(),
         });
@@ -115,18 +122,34 @@ impl Connector for ApiConnector {
         // Egress runs until the relay closes the queue, which it does after shutdown once
         // nothing more is in flight. Up to SEND_WINDOW appends are in flight at once (they
         // share the store's commits); they are applied and answered in the order they came.
+        // A message with pictures to fetch first waits in `preparing`, and so does every
+        // message after it while any does, so that appends keep the order of arrival; a
+        // message without pictures, when none waits, goes straight to `sending`.
+        let media = Arc::new(media);
         let mut sending = FuturesOrdered::new();
+        let mut preparing = FuturesOrdered::new();
         loop {
             tokio::select! {
                 biased;
                 Some(()) = sending.next(), if !sending.is_empty() => {}
-                request = egress.recv(), if sending.len() < SEND_WINDOW => match request {
+                Some(ready) = preparing.next(), if !preparing.is_empty() => {
+                    sending.push_back(deliver(feeds.clone(), ready));
+                }
+                request = egress.recv(), if sending.len() + preparing.len() < SEND_WINDOW => match request {
                     Some(EgressRequest { outbound, reply, .. }) => {
-                        sending.push_back(deliver(feeds.clone(), outbound, reply));
+                        if preparing.is_empty() && !pictures::needs_prepare(media.mode, &outbound) {
+                            let json = serde_json::to_string(&*outbound);
+                            sending.push_back(deliver(feeds.clone(), pictures::Ready { outbound, json, reply }));
+                        } else {
+                            preparing.push_back(pictures::prepare(media.clone(), outbound, reply));
+                        }
                     }
                     None => break,
                 },
             }
+        }
+        while let Some(ready) = preparing.next().await {
+            sending.push_back(deliver(feeds.clone(), ready));
         }
         while sending.next().await.is_some() {}
         streams_end.cancel();
@@ -149,12 +172,13 @@ const SEND_WINDOW: usize = 256;
 /// redelivered message already there is not added again), then in memory for consumers, and
 /// answers the relay. The append is queued when this is called, so calls made one after
 /// another are numbered in that order however their futures are polled.
-fn deliver(
-    feeds: Arc<Feeds>,
-    outbound: Arc<crate::Outbound>,
-    reply: oneshot::Sender<Result<SendReceipt, crate::SendError>>,
-) -> BoxFuture<'static, ()> {
-    let json = match serde_json::to_string(&*outbound) {
+fn deliver(feeds: Arc<Feeds>, ready: pictures::Ready) -> BoxFuture<'static, ()> {
+    let pictures::Ready {
+        outbound,
+        json,
+        reply,
+    } = ready;
+    let json = match json {
         Ok(json) => json,
         Err(error) => {
             let _ = reply.send(Err(crate::SendError::Permanent(format!(

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::feed::Feeds;
 use crate::context::Ingress;
+use crate::media::cache::MediaCache;
 
 /// State shared by every request of one `api` account.
 pub(super) struct Shared {
@@ -21,6 +22,9 @@ pub(super) struct Shared {
     pub received: metrics::Counter,
     /// What consumers read.
     pub feeds: Arc<Feeds>,
+    /// The media cache that `GET /api/v1/media/<sha256>` serves from (`None`: pictures are
+    /// never fetched here, and every such request is `404`).
+    pub media: Option<MediaCache>,
     /// Cancelled when the daemon stops taking input: new messages are refused.
     pub intake: CancellationToken,
     /// Cancelled once egress has drained, which ends event streams (so consumers receive

@@ -650,6 +650,32 @@ impl MediaCache {
         })
     }
 
+    /// The blob named `sha256`, when it is cached and not expired, for serving it by its
+    /// name (the media server, the `api` media endpoint). `None` for anything that is not
+    /// 64 lowercase hex digits. A hit counts as a use of the blob.
+    pub async fn blob_by_hash(&self, sha256: &str) -> Option<Blob> {
+        check_digest(sha256).ok()?;
+        let now_ms = self.inner.clock.now_ms();
+        let mut state = self.inner.state.lock().await;
+        let (size, expired) = {
+            let entry = state.blobs.get(sha256)?;
+            (entry.size, self.inner.is_expired(entry.last_use_ms, now_ms))
+        };
+        if expired {
+            self.inner.evict(&mut state, sha256, Eviction::Ttl).await;
+            return None;
+        }
+        state.touch(sha256, now_ms);
+        drop(state);
+        let path = self.inner.blob_path(sha256);
+        record_use_on_disk(path.clone(), now_ms).await;
+        Some(Blob {
+            sha256: sha256.to_owned(),
+            size,
+            path,
+        })
+    }
+
     /// Remembers the handle `account` gave for an upload of the blob `sha256`. It is
     /// forgotten when it expires or when the blob leaves the cache.
     ///
@@ -1551,6 +1577,40 @@ mod tests {
         assert_eq!(blob_count(dir.path()), 1);
         assert_eq!(tmp_count(dir.path()), 0);
         assert_eq!(cache.stats().await.evicted_for_size, 0);
+    }
+
+    #[tokio::test]
+    async fn blobs_are_found_by_their_name_only_when_it_is_a_digest_and_fresh() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cache, clock) =
+            open_manual(dir.path(), limits(1 << 20, Duration::from_secs(3600))).await;
+        let blob = cache.put_bytes(b"served bytes").await.expect("stores");
+        assert_eq!(blob.sha256, sha256_hex(b"served bytes"));
+        assert_eq!(cache.blob_by_hash(&blob.sha256).await, Some(blob.clone()));
+
+        let upper = blob.sha256.to_uppercase();
+        let short = &blob.sha256[..63];
+        let traversal = format!("../{}", &blob.sha256[3..]);
+        for bad in [
+            upper.as_str(),
+            short,
+            traversal.as_str(),
+            "",
+            "../../etc/passwd",
+        ] {
+            assert_eq!(cache.blob_by_hash(bad).await, None, "{bad:?}");
+        }
+        assert_eq!(cache.blob_by_hash(&sha256_hex(b"never stored")).await, None);
+
+        // Each hit is a use: 40 + 40 minutes with a hit between keeps it.
+        clock.advance(Duration::from_secs(40 * 60));
+        assert!(cache.blob_by_hash(&blob.sha256).await.is_some());
+        clock.advance(Duration::from_secs(40 * 60));
+        assert!(cache.blob_by_hash(&blob.sha256).await.is_some());
+        // Unused for longer than the ttl: gone, and removed from disk.
+        clock.advance(Duration::from_secs(61 * 60));
+        assert_eq!(cache.blob_by_hash(&blob.sha256).await, None);
+        assert!(!blob.path.exists());
     }
 
     #[tokio::test]

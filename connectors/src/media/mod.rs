@@ -15,6 +15,7 @@
 //! - [`carry`]: what a destination does with each picture of a message (its bytes, a link,
 //!   the source URL, or the placeholder), decided before it sends.
 //! - [`links`]: the signed, expiring links of the optional media server.
+//! - [`server`]: the optional media server that answers those links from the cache.
 //!
 //! The facts behind the design are in `shared/protocols/MEDIA.md` of the design repository;
 //! the operator's view is the README section "Pictures and files".
@@ -24,6 +25,7 @@ pub mod carry;
 pub mod fetch;
 pub mod guard;
 pub mod links;
+pub mod server;
 pub mod service;
 pub mod sniff;
 

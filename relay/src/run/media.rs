@@ -2,13 +2,22 @@
 //! fetcher and the address guard, sized by `[media]`, and the signer of the media server's
 //! links when one is configured. Every account's connector gets a [`MediaContext`] of them
 //! with its own mode.
+//!
+//! [`start_server`] starts the built-in media server (`[media] serve_listen`), which answers
+//! those links from the same cache until the daemon stops.
 
 use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use qunbridge_connectors::media::cache::{CacheLimits, MediaCache};
 use qunbridge_connectors::media::fetch::{FetchLimits, Fetcher};
 use qunbridge_connectors::media::guard::AddressGuard;
 use qunbridge_connectors::media::links::LinkSigner;
+use qunbridge_connectors::media::server;
 use qunbridge_connectors::media::service::MediaService;
 use qunbridge_connectors::media::MediaContext;
 
@@ -58,4 +67,38 @@ pub async fn open(config: &Config) -> Result<MediaContext, RunError> {
         service: Some(Arc::new(MediaService::new(cache, fetcher, media.wait))),
         links,
     })
+}
+
+/// Starts the built-in media server when `[media]` configures one: binds `serve_listen` now
+/// (so a taken address fails start-up) and serves the links `media`'s signer makes, from
+/// its cache, until `stop` is cancelled. `None` when no media server is configured.
+///
+/// # Errors
+/// [`RunError::Bind`] when `serve_listen` cannot be bound.
+pub async fn start_server(
+    config: &Config,
+    media: &MediaContext,
+    stop: CancellationToken,
+) -> Result<Option<JoinHandle<()>>, RunError> {
+    let Some(settings) = &config.media.server else {
+        return Ok(None);
+    };
+    let (Some(service), Some(signer)) = (&media.service, &media.links) else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            what: "media server",
+            addr: settings.listen.to_string(),
+            source,
+        })?;
+    info!(message = "Media server listening.", listen = %settings.listen);
+    let cache = service.cache().clone();
+    let signer = signer.clone();
+    Ok(Some(tokio::spawn(async move {
+        if let Err(error) = server::serve(listener, cache, signer, stop).await {
+            warn!(message = "Media server ended with an error.", %error);
+        }
+    })))
 }
