@@ -56,6 +56,8 @@ pub struct OneBot11Peer {
     slow_groups: Mutex<Vec<(i64, Duration)>>,
     /// Answers held back by [`OneBot11Peer::answer_sends_to_after`] and not sent yet.
     held_answers: Arc<AtomicUsize>,
+    /// Fresh URLs `get_image` answers, by the picture's `file` (NapCat keeps them a day).
+    images: Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl OneBot11Peer {
@@ -77,6 +79,7 @@ impl OneBot11Peer {
             drop_after_sends: AtomicU32::new(0),
             slow_groups: Mutex::new(Vec::new()),
             held_answers: Arc::new(AtomicUsize::new(0)),
+            images: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -300,10 +303,29 @@ impl OneBot11Peer {
             Some("get_login_info") => json!({"status": "ok", "retcode": 0,
                 "data": {"user_id": self.self_id, "nickname": "bot"}, "echo": echo}),
             Some("delete_msg") => json!({"status": "ok", "retcode": 0, "data": null, "echo": echo}),
+            Some("get_image") => {
+                let file = request["params"]["file"].as_str().unwrap_or_default();
+                match self.images.lock().expect("lock").get(file) {
+                    // NapCat downloads the picture and answers its local path and a fresh URL.
+                    Some(url) => json!({"status": "ok", "retcode": 0, "echo": echo,
+                        "data": {"file": format!("/root/.config/QQ/NapCat/temp/{file}"),
+                                 "url": url, "file_size": "0", "file_name": file}}),
+                    None => json!({"status": "failed", "retcode": 1200, "data": null,
+                        "message": "文件不存在", "wording": "文件不存在", "echo": echo}),
+                }
+            }
             _ => {
                 json!({"status": "failed", "retcode": 1404, "data": null, "message": "unknown action", "echo": echo})
             }
         }
+    }
+
+    /// Makes `get_image {file}` answer `url` as the picture's fresh URL.
+    pub fn set_image(&self, file: &str, url: &str) {
+        self.images
+            .lock()
+            .expect("lock")
+            .insert(file.to_owned(), url.to_owned());
     }
 
     /// Sends a frame (event or garbage) on the current connection.

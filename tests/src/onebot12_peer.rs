@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -39,6 +40,9 @@ pub struct Behaviour {
     pub subprotocol: Option<String>,
     /// Whether `get_file` with type `url` is supported.
     pub get_file: bool,
+    /// Whether `get_file` with type `data` is supported (ComWeChatClient: yes, with the
+    /// bytes as base64 in JSON).
+    pub get_file_data: bool,
 }
 
 impl Behaviour {
@@ -50,6 +54,7 @@ impl Behaviour {
             comwechat: true,
             subprotocol: None,
             get_file: true,
+            get_file_data: true,
         }
     }
 
@@ -61,6 +66,7 @@ impl Behaviour {
             comwechat: false,
             subprotocol: Some("12.walle-q".into()),
             get_file: true,
+            get_file_data: true,
         }
     }
 }
@@ -104,6 +110,8 @@ pub struct OneBot12Peer {
     next_message_id: AtomicU64,
     /// Next file id handed out by `upload_file`.
     next_file_id: AtomicU64,
+    /// Files `get_file` with type `data` answers, by file id.
+    files: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl OneBot12Peer {
@@ -123,6 +131,7 @@ impl OneBot12Peer {
             members: Mutex::new(HashMap::new()),
             next_message_id: AtomicU64::new(8_312_456_690_099_000),
             next_file_id: AtomicU64::new(1),
+            files: Mutex::new(HashMap::new()),
         })
     }
 
@@ -337,6 +346,15 @@ impl OneBot12Peer {
                     None => (failed(35001, "member not found"), Duration::ZERO),
                 };
             }
+            Some("get_file") if self.behaviour.get_file_data && params["type"] == "data" => {
+                let id = params["file_id"].as_str().unwrap_or_default();
+                match self.files.lock().expect("lock").get(id) {
+                    Some(bytes) => ok(json!({"name": format!("{id}.jpg"),
+                                             "data": base64::engine::general_purpose::STANDARD.encode(bytes)})),
+                    None => failed(32001, "file not found"),
+                }
+            }
+            Some("get_file") if params["type"] == "data" => failed(10004, "unsupported type"),
             Some("get_file") if self.behaviour.get_file && params["type"] == "url" => {
                 let id = params["file_id"].as_str().unwrap_or_default();
                 ok(json!({"name": format!("{id}.jpg"),
@@ -350,6 +368,14 @@ impl OneBot12Peer {
             _ => failed(10002, "unsupported action"),
         };
         (answer, Duration::ZERO)
+    }
+
+    /// Makes `get_file` with type `data` answer `bytes` for `file_id`.
+    pub fn set_file(&self, file_id: &str, bytes: &[u8]) {
+        self.files
+            .lock()
+            .expect("lock")
+            .insert(file_id.to_owned(), bytes.to_vec());
     }
 
     /// Adds a member that `get_group_member_info` knows.
