@@ -1,8 +1,11 @@
 //! The DingTalk OpenAPI as an enterprise app robot uses it (PROTOCOLS.md §3.1, §3.5, §3.8):
 //! registering a Stream connection (`gateway/connections/open`), the access token
 //! (`oauth2/accessToken`, cached and refreshed five minutes before it expires, and once more
-//! when the platform calls it invalid), picture download URLs (`robot/messageFiles/download`)
-//! and group sends (`robot/groupMessages/send`, text split to fit the 15000-byte `msgParam`).
+//! when the platform calls it invalid), picture download URLs (`robot/messageFiles/download`),
+//! picture uploads (`oapi` `media/upload`, with the same token as `access_token`, as the
+//! official Stream SDK does) and group sends (`robot/groupMessages/send`, text split to fit
+//! the 15000-byte `msgParam`, pictures as `sampleImageMsg` after their text, see
+//! [`super::pictures`]).
 //!
 //! Errors keep the platform's `code` and `message` (never the request, which carries the app
 //! secret or the token) and say whether a retry can help ([`ApiError::to_send_error`]).
@@ -22,6 +25,8 @@ use super::{StreamSettings, USER_AGENT};
 use crate::context::SendReceipt;
 use crate::error::SendError;
 use crate::http::{describe, retry_after, BodyError, Progress};
+use crate::media::carry::Picture;
+use crate::media::MediaContext;
 use crate::model::{Kind, Outbound};
 
 /// Largest `msgParam` of a group send, in bytes (PROTOCOLS.md §3.8).
@@ -40,6 +45,8 @@ const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(10);
 const MAX_ERROR_TEXT: usize = 300;
 /// Messages whose partial progress is remembered for resuming a split send.
 const PROGRESS_CAPACITY: usize = 64;
+/// `oapi` errcodes of a refused or expired access token.
+const OAPI_TOKEN_ERRCODES: [i64; 3] = [40001, 40014, 42001];
 
 /// Why an OpenAPI call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -453,13 +460,19 @@ impl OpenApi {
             })
     }
 
-    /// Sends one text to a group; returns the `processQueryKey` (empty when absent).
-    async fn send_group_text(&self, group: &str, content: &str) -> Result<String, ApiError> {
+    /// Sends one message of `msg_key` with `msg_param` to a group; returns the
+    /// `processQueryKey` (empty when absent).
+    async fn send_group(
+        &self,
+        group: &str,
+        msg_key: &str,
+        msg_param: &Value,
+    ) -> Result<String, ApiError> {
         let body = json!({
             "robotCode": self.settings.robot_code,
             "openConversationId": group,
-            "msgKey": "sampleText",
-            "msgParam": json!({ "content": content }).to_string(),
+            "msgKey": msg_key,
+            "msgParam": msg_param.to_string(),
         });
         let answer = self
             .post_authed("/v1.0/robot/groupMessages/send", &body)
@@ -471,13 +484,122 @@ impl OpenApi {
             .to_owned())
     }
 
-    /// Sends an outbound message to its group (`outbound.group` is the `openConversationId`),
-    /// split into several sends when it is longer than one `msgParam` allows. A retry of a
-    /// message that failed in the middle sends only the parts still missing.
+    /// Sends one text to a group; returns the `processQueryKey` (empty when absent).
+    async fn send_group_text(&self, group: &str, content: &str) -> Result<String, ApiError> {
+        self.send_group(group, "sampleText", &json!({ "content": content }))
+            .await
+    }
+
+    /// Sends a picture uploaded as `media_id` to a group (`sampleImageMsg`, `photoURL`
+    /// `@<media_id>`); returns the `processQueryKey` (empty when absent).
     ///
     /// # Errors
-    /// [`SendError`] as [`ApiError::to_send_error`] maps the failure.
-    pub async fn send_outbound(&self, outbound: &Outbound) -> Result<SendReceipt, SendError> {
+    /// [`ApiError`] when the platform refuses it.
+    pub async fn send_group_image(&self, group: &str, media_id: &str) -> Result<String, ApiError> {
+        let photo = if media_id.starts_with('@') {
+            media_id.to_owned()
+        } else {
+            format!("@{media_id}")
+        };
+        self.send_group(group, "sampleImageMsg", &json!({ "photoURL": photo }))
+            .await
+    }
+
+    /// Uploads `picture` with `oapi` `media/upload` (`type=image`, multipart `media`);
+    /// returns its `media_id`. A refused token is replaced once, as for the other calls.
+    ///
+    /// # Errors
+    /// [`ApiError`] when the file cannot be read or the platform refuses it.
+    pub async fn upload_image(&self, picture: &Picture) -> Result<String, ApiError> {
+        let bytes = picture
+            .bytes()
+            .await
+            .map_err(|error| ApiError::Unexpected(format!("cached picture unreadable: {error}")))?;
+        let token = self.access_token().await?;
+        match self.upload_with(&token, picture, bytes.clone()).await {
+            Err(ApiError::Auth { code, .. }) => {
+                info!(message = "DingTalk refused the access token for an upload; fetching a new one.", account = %self.account, %code);
+                self.invalidate(&token).await;
+                let token = self.access_token().await?;
+                self.upload_with(&token, picture, bytes).await
+            }
+            other => other,
+        }
+    }
+
+    /// One `media/upload` request with `token`.
+    async fn upload_with(
+        &self,
+        token: &str,
+        picture: &Picture,
+        bytes: Vec<u8>,
+    ) -> Result<String, ApiError> {
+        let mut url = reqwest::Url::parse(&format!("{}/media/upload", self.settings.oapi_base))
+            .map_err(|_| ApiError::Unexpected("`oapi_base` is not a URL".into()))?;
+        url.query_pairs_mut()
+            .append_pair("access_token", token)
+            .append_pair("type", "image");
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(picture.file_name())
+            .mime_str(picture.file_type.mime())
+            .map_err(|error| ApiError::Unexpected(describe(error)))?;
+        let form = reqwest::multipart::Form::new()
+            .text("type", "image")
+            .part("media", part);
+        let response = self
+            .http
+            .post(url)
+            .header(ACCEPT, "application/json")
+            .multipart(form)
+            .send()
+            .await
+            .map_err(|error| ApiError::Network(describe(error)))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = read_limited(response, MAX_RESPONSE_BYTES).await?;
+        let answer = classify(status, &headers, &body)?;
+        let errcode = answer.get("errcode").and_then(Value::as_i64).unwrap_or(0);
+        let errmsg = clip(
+            answer
+                .get("errmsg")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        );
+        if OAPI_TOKEN_ERRCODES.contains(&errcode) {
+            return Err(ApiError::Auth {
+                status: status.as_u16(),
+                code: errcode.to_string(),
+                message: errmsg,
+            });
+        }
+        if errcode != 0 {
+            return Err(ApiError::Refused {
+                status: status.as_u16(),
+                code: errcode.to_string(),
+                message: errmsg,
+            });
+        }
+        answer
+            .get("media_id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::Unexpected("media/upload answered without `media_id`".into()))
+    }
+
+    /// Sends an outbound message to its group (`outbound.group` is the `openConversationId`),
+    /// split into several sends when it is longer than one `msgParam` allows, then its
+    /// pictures as their own messages ([`super::pictures`]). A retry of a message that failed
+    /// in the middle of its text sends only the parts still missing; a picture that cannot
+    /// go is sent as its placeholder and never fails the message.
+    ///
+    /// # Errors
+    /// [`SendError`] as [`ApiError::to_send_error`] maps the failure of a text part.
+    pub async fn send_outbound(
+        &self,
+        outbound: &Outbound,
+        media: &MediaContext,
+    ) -> Result<SendReceipt, SendError> {
         if outbound.kind == Kind::Recall {
             debug!(message = "Recall is not relayed to DingTalk; skipped.", account = %self.account);
             return Ok(SendReceipt::default());
@@ -485,10 +607,16 @@ impl OpenApi {
         if outbound.text.trim().is_empty() {
             return Err(SendError::Permanent("the message is empty".into()));
         }
-        let parts = text::split(&outbound.text, MAX_MSG_PARAM_BYTES - MSG_PARAM_OVERHEAD);
+        let plan = super::pictures::plan(media, outbound).await;
+        let parts = text::split(&plan.text, MAX_MSG_PARAM_BYTES - MSG_PARAM_OVERHEAD);
         let key = crate::http::progress_key(&outbound.id, &outbound.group, &outbound.text);
         let mut sent = self.progress.lock().await.take(&key);
         for part in parts.iter().skip(sent.parts) {
+            // A message of nothing but pictures has no text to send.
+            if !plan.carried.is_empty() && part.trim().is_empty() {
+                sent.parts += 1;
+                continue;
+            }
             match self.send_group_text(&outbound.group, part).await {
                 Ok(id) => {
                     sent.parts += 1;
@@ -505,8 +633,23 @@ impl OpenApi {
                 }
             }
         }
-        let Sent { ids, .. } = sent;
+        let Sent { mut ids, .. } = sent;
+        ids.extend(super::pictures::send_all(self, media, &outbound.group, &plan.carried).await);
         Ok(SendReceipt { message_ids: ids })
+    }
+
+    /// Sends `content` as a text to `group`, for a picture's placeholder; returns the
+    /// `processQueryKey` (empty when absent).
+    ///
+    /// # Errors
+    /// [`ApiError`] when the platform refuses it.
+    pub async fn send_text(&self, group: &str, content: &str) -> Result<String, ApiError> {
+        self.send_group_text(group, content).await
+    }
+
+    /// The account id, for logs.
+    pub fn account(&self) -> &str {
+        &self.account
     }
 }
 

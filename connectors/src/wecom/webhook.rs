@@ -12,17 +12,25 @@
 //! - Network errors, HTTP 5xx, `errcode` `-1` (system busy) and answers that are not JSON are
 //!   retryable; any other non-zero `errcode` is refused for good, with WeCom's `errmsg`.
 //!
+//! - Pictures follow the text of their message as `image` or `file` messages
+//!   ([`super::pictures`]); a 45009 on one of them pauses the robot and the relay's retry
+//!   resumes with it (the text is not sent again); any other failure sends the picture's
+//!   placeholder instead and the message counts as sent.
+//!
 //! The webhook's `key` is the robot's only credential: it never reaches logs, errors or
 //! metrics (reqwest errors are stripped of their URL, and an `errmsg` that quoted the key
 //! would have it replaced).
 
-use serde_json::json;
-use tracing::debug;
+use serde_json::{json, Value};
+use tracing::{debug, info};
 
+use super::pictures::{self, Decision};
 use super::WecomSettings;
 use crate::context::SendReceipt;
 use crate::error::SendError;
-use crate::model::Outbound;
+use crate::media::carry::text_with;
+use crate::media::{MediaContext, MediaMode};
+use crate::model::{Outbound, Platform};
 use crate::robot::RobotState;
 use crate::split::{self, Cuts, Unit};
 
@@ -50,10 +58,13 @@ const CUTS: Cuts = Cuts {
 
 /// The sender of one robot.
 pub struct Robot {
-    /// Account, HTTP client, pause and progress, as every robot keeps them.
-    state: RobotState<usize>,
+    /// Account, HTTP client, pause and progress (text parts, then pictures, sent), as every
+    /// robot keeps them.
+    pub(super) state: RobotState<usize>,
     /// Webhook URL and message type.
-    settings: WecomSettings,
+    pub(super) settings: WecomSettings,
+    /// The account's media mode, service and link signer.
+    media: MediaContext,
 }
 
 impl Robot {
@@ -62,7 +73,14 @@ impl Robot {
         Robot {
             state: RobotState::new(ROBOT, account, http),
             settings,
+            media: MediaContext::default(),
         }
+    }
+
+    /// The sender with the account's media context (pictures are carried as its mode says).
+    pub fn with_media(mut self, media: MediaContext) -> Robot {
+        self.media = media;
+        self
     }
 
     /// Sends an outbound message, split into parts within the byte limit; a retry after a
@@ -79,7 +97,8 @@ impl Robot {
         } else {
             ("text", MAX_TEXT_BYTES)
         };
-        let parts = split::pieces(&outbound.text, limit, CUTS, &[]);
+        let (text, carried) = self.plan(outbound).await;
+        let parts = split::pieces(&text, limit, CUTS, &[]);
         let key = crate::http::progress_key(&outbound.id, &outbound.group, &outbound.text);
         let mut sent = self.state.progress.take(&key);
         for part in parts.iter().skip(sent) {
@@ -101,17 +120,92 @@ impl Robot {
         if parts.len() > 1 {
             debug!(message = "Long message sent in parts.", account = %self.state.account, parts = parts.len());
         }
+        let skip = sent.saturating_sub(parts.len());
+        for (placeholder, decision) in carried.iter().skip(skip) {
+            let outcome = match decision {
+                Decision::Image(picture) => pictures::send_image(self, picture).await,
+                Decision::File(picture) => {
+                    let media = self.media.clone();
+                    pictures::send_file(self, &media, picture).await
+                }
+                Decision::Text(_) => Ok(()),
+            };
+            match outcome {
+                Ok(()) => {}
+                Err(SendError::Throttled(pause)) => {
+                    // The pause is struck; the relay's retry resumes with this picture.
+                    self.state.progress.keep(key, sent);
+                    return Err(SendError::Throttled(pause));
+                }
+                Err(error) => {
+                    info!(message = "A picture was not taken by the WeCom robot; its placeholder is sent.", account = %self.state.account, %error);
+                    self.media.fell_back(
+                        Platform::Wecom,
+                        crate::media::MediaKind::Image,
+                        "send_failed",
+                    );
+                    match self.post(msgtype, placeholder).await {
+                        Err(SendError::Throttled(pause)) => {
+                            self.state.progress.keep(key, sent);
+                            return Err(SendError::Throttled(pause));
+                        }
+                        Err(error) => {
+                            info!(message = "The placeholder of a picture was not sent either.", account = %self.state.account, %error);
+                        }
+                        Ok(()) => {}
+                    }
+                }
+            }
+            sent += 1;
+        }
         // The webhook returns no message id: nothing can be recalled later.
         Ok(SendReceipt::default())
     }
 
-    /// POSTs one message and reads the verdict.
+    /// The text of `outbound` for this robot and the pictures that follow it (each with its
+    /// placeholder, sent instead when the picture fails). In `passthrough` mode the text is
+    /// the message's own and nothing follows, as before pictures were fetched.
+    async fn plan(&self, outbound: &Outbound) -> (String, Vec<(String, Decision)>) {
+        if self.media.mode == MediaMode::Passthrough {
+            return (outbound.text.clone(), Vec::new());
+        }
+        let prepared = self.media.prepare(Platform::Wecom, outbound).await;
+        let decisions: Vec<(usize, String, Decision)> = prepared
+            .iter()
+            .map(|p| {
+                (
+                    p.index,
+                    p.placeholder.to_owned(),
+                    pictures::decide(&self.media, p, self.settings.large_images),
+                )
+            })
+            .collect();
+        let text = text_with(outbound, &prepared, |p| {
+            decisions
+                .iter()
+                .find(|(index, _, _)| *index == p.index)
+                .and_then(|(_, _, decision)| decision.shown())
+        });
+        let carried = decisions
+            .into_iter()
+            .filter(|(_, _, decision)| decision.shown().is_none())
+            .map(|(_, placeholder, decision)| (placeholder, decision))
+            .collect();
+        (text, carried)
+    }
+
+    /// POSTs one text or markdown message and reads the verdict.
     async fn post(&mut self, msgtype: &str, content: &str) -> Result<(), SendError> {
-        let body = json!({ "msgtype": msgtype, msgtype: { "content": content } });
+        self.post_body(&json!({ "msgtype": msgtype, msgtype: { "content": content } }))
+            .await
+    }
+
+    /// POSTs one message body and reads the verdict.
+    pub(super) async fn post_body(&mut self, body: &Value) -> Result<(), SendError> {
         let key = self.settings.key();
         let answer = self
             .state
-            .post(self.settings.webhook.expose(), &body, |text| {
+            .post(self.settings.webhook.expose(), body, |text| {
                 clean(text, key.as_deref())
             })
             .await?;
@@ -134,7 +228,7 @@ impl Robot {
 
 /// Platform text for errors: clipped to [`MAX_ERROR_TEXT`] characters, with the webhook
 /// `key` (when the robot has one) replaced by `<redacted>`.
-fn clean(text: &str, key: Option<&str>) -> String {
+pub(super) fn clean(text: &str, key: Option<&str>) -> String {
     let mut text = match key {
         Some(key) if !key.is_empty() => text.replace(key, "<redacted>"),
         _ => text.to_owned(),
@@ -225,6 +319,7 @@ mod tests {
             WecomSettings {
                 webhook: url.into(),
                 markdown: false,
+                large_images: super::super::LargeImages::default(),
             },
             reqwest::Client::new(),
         )
@@ -336,6 +431,7 @@ mod tests {
                 webhook: "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=693a91f6-7xxx"
                     .into(),
                 markdown: false,
+                large_images: super::super::LargeImages::default(),
             },
             reqwest::Client::new(),
         );
