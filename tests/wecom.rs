@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use qunbridge_tests::file_server::{FileServer, Route};
+use qunbridge_tests::file_server::{png, FileServer, Route};
 use qunbridge_tests::wecom_peer::{md5_hex, Post, WecomPeer};
 use qunbridge_tests::{free_port, post_message, Broker, Daemon};
 use serde_json::{json, Value};
@@ -74,21 +74,6 @@ async fn start_with_pictures(
     let mut config = config(&Broker::embedded(), api, account, &webhook, extra);
     config.push_str(MEDIA_FROM_LOCALHOST);
     (robot, Daemon::start_alone(&config).await, api)
-}
-
-/// A PNG of `len` bytes: signature, IHDR, then bytes that differ from place to place.
-fn png(len: usize) -> Vec<u8> {
-    let mut bytes =
-        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00\x00\x00\x01\x00\x08\x06\x00\x00\x00"
-            .to_vec();
-    let mut state = 0x9e37_79b9_u32;
-    while bytes.len() < len {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        bytes.push(state as u8);
-    }
-    bytes
 }
 
 /// A 1×1 GIF.
