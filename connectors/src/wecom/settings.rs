@@ -106,3 +106,42 @@ impl WecomSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(large_images: Option<&str>) -> AccountTable {
+        AccountTable {
+            webhook: Some("https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k".into()),
+            large_images: large_images.map(str::to_owned),
+            ..AccountTable::default()
+        }
+    }
+
+    #[test]
+    fn large_images_is_checked() {
+        let mut problems = Vec::new();
+        let settings =
+            WecomSettings::from_table("account \"w\"", &table(None), &mut problems).expect("valid");
+        assert_eq!(settings.large_images, LargeImages::Placeholder);
+        let settings =
+            WecomSettings::from_table("account \"w\"", &table(Some("file")), &mut problems)
+                .expect("valid");
+        assert_eq!(settings.large_images, LargeImages::File);
+        assert!(problems.is_empty());
+        let bad = AccountTable {
+            webhook: None,
+            ..table(Some("inline"))
+        };
+        assert!(WecomSettings::from_table("account \"w\"", &bad, &mut problems).is_none());
+        assert_eq!(
+            problems,
+            [
+                "account \"w\": `large_images` = \"inline\": write \"placeholder\" or \"file\"",
+                "account \"w\": `webhook` is missing (https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…)"
+            ],
+            "every problem at once"
+        );
+    }
+}
