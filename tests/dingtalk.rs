@@ -824,11 +824,13 @@ async fn a_dingtalk_picture_is_fetched_through_its_download_code_and_uploaded_to
         uploads[0].bytes, picture,
         "the bytes behind the download code"
     );
-    assert!(
-        peer.downloads()
-            .iter()
-            .all(|(_, body)| body["downloadCode"] == "dc-sunset"),
-        "resolved with the code"
+    let downloads = peer.downloads();
+    assert_eq!(
+        downloads.len(),
+        1,
+        "DingTalk is asked once for the picture: {downloads:?}"
     );
+    assert_eq!(downloads[0].1["downloadCode"], "dc-sunset");
+    assert_eq!(files.requests("/dc-sunset.png"), 1, "fetched once");
     daemon.stop().await.expect("clean stop");
 }

@@ -136,7 +136,7 @@ impl Connector for StreamConnector {
             let EgressRequest {
                 outbound, reply, ..
             } = request;
-            let outcome = api.send_outbound(&outbound, &media).await;
+            let outcome = pictures::send_outbound(&api, &media, &outbound).await;
             // The relay stops waiting only on its own shutdown; nothing to do then.
             let _ = reply.send(outcome);
         }

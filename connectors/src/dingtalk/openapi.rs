@@ -4,8 +4,8 @@
 //! when the platform calls it invalid), picture download URLs (`robot/messageFiles/download`),
 //! picture uploads (`oapi` `media/upload`, with the same token as `access_token`, as the
 //! official Stream SDK does) and group sends (`robot/groupMessages/send`, text split to fit
-//! the 15000-byte `msgParam`, pictures as `sampleImageMsg` after their text, see
-//! [`super::pictures`]).
+//! the 15000-byte `msgParam`; pictures as `sampleImageMsg`, which [`super::pictures`]
+//! sends after their text).
 //!
 //! Errors keep the platform's `code` and `message` (never the request, which carries the app
 //! secret or the token) and say whether a retry can help ([`ApiError::to_send_error`]).
@@ -26,7 +26,6 @@ use crate::context::SendReceipt;
 use crate::error::SendError;
 use crate::http::{describe, retry_after, BodyError, Progress};
 use crate::media::carry::Picture;
-use crate::media::MediaContext;
 use crate::model::{Kind, Outbound};
 
 /// Largest `msgParam` of a group send, in bytes (PROTOCOLS.md §3.8).
@@ -45,6 +44,11 @@ const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(10);
 const MAX_ERROR_TEXT: usize = 300;
 /// Messages whose partial progress is remembered for resuming a split send.
 const PROGRESS_CAPACITY: usize = 64;
+/// How long a resolved download URL is reused for the same code: ingress resolves it for the
+/// envelope, and the media service asks again moments later to fetch the bytes.
+const DOWNLOAD_URL_REUSE: Duration = Duration::from_secs(60);
+/// Download URLs remembered for reuse.
+const DOWNLOAD_URLS_KEPT: usize = 128;
 /// `oapi` errcodes of a refused or expired access token.
 const OAPI_TOKEN_ERRCODES: [i64; 3] = [40001, 40014, 42001];
 
@@ -285,6 +289,8 @@ pub struct OpenApi {
     token: Mutex<Option<CachedToken>>,
     /// Parts of split messages already sent, for resuming a retried message.
     progress: Mutex<Progress<Sent>>,
+    /// Download URLs resolved lately: (download code, URL, when), oldest first.
+    download_urls: Mutex<std::collections::VecDeque<(String, String, Instant)>>,
 }
 
 impl OpenApi {
@@ -296,6 +302,7 @@ impl OpenApi {
             settings,
             token: Mutex::new(None),
             progress: Mutex::new(Progress::new(PROGRESS_CAPACITY)),
+            download_urls: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -438,11 +445,30 @@ impl OpenApi {
         }
     }
 
-    /// The download URL of a picture a bot message named by its download code.
+    /// The download URL of a picture a bot message named by its download code; the URL
+    /// resolved for the same code within the last minute is reused.
     ///
     /// # Errors
     /// [`ApiError`] when the platform gives none.
     pub async fn download_url(&self, download_code: &str) -> Result<String, ApiError> {
+        {
+            let mut recent = self.download_urls.lock().await;
+            recent.retain(|(_, _, at)| at.elapsed() < DOWNLOAD_URL_REUSE);
+            if let Some((_, url, _)) = recent.iter().find(|(code, _, _)| code == download_code) {
+                return Ok(url.clone());
+            }
+        }
+        let url = self.resolve_download_url(download_code).await?;
+        let mut recent = self.download_urls.lock().await;
+        if recent.len() >= DOWNLOAD_URLS_KEPT {
+            recent.pop_front();
+        }
+        recent.push_back((download_code.to_owned(), url.clone(), Instant::now()));
+        Ok(url)
+    }
+
+    /// Asks `messageFiles/download` for the URL of `download_code`.
+    async fn resolve_download_url(&self, download_code: &str) -> Result<String, ApiError> {
         let body = json!({
             "robotCode": self.settings.robot_code,
             "downloadCode": download_code,
@@ -587,18 +613,19 @@ impl OpenApi {
             .ok_or_else(|| ApiError::Unexpected("media/upload answered without `media_id`".into()))
     }
 
-    /// Sends an outbound message to its group (`outbound.group` is the `openConversationId`),
-    /// split into several sends when it is longer than one `msgParam` allows, then its
-    /// pictures as their own messages ([`super::pictures`]). A retry of a message that failed
-    /// in the middle of its text sends only the parts still missing; a picture that cannot
-    /// go is sent as its placeholder and never fails the message.
+    /// Sends the text of an outbound message to its group (`outbound.group` is the
+    /// `openConversationId`): `text` (the message's text as this destination shows it),
+    /// split into several sends when it is longer than one `msgParam` allows. A retry of a
+    /// message that failed in the middle sends only the parts still missing. With
+    /// `pictures_follow`, an empty text is not sent (the pictures are the message).
     ///
     /// # Errors
-    /// [`SendError`] as [`ApiError::to_send_error`] maps the failure of a text part.
-    pub async fn send_outbound(
+    /// [`SendError`] as [`ApiError::to_send_error`] maps the failure.
+    pub async fn send_outbound_text(
         &self,
         outbound: &Outbound,
-        media: &MediaContext,
+        text: &str,
+        pictures_follow: bool,
     ) -> Result<SendReceipt, SendError> {
         if outbound.kind == Kind::Recall {
             debug!(message = "Recall is not relayed to DingTalk; skipped.", account = %self.account);
@@ -607,13 +634,12 @@ impl OpenApi {
         if outbound.text.trim().is_empty() {
             return Err(SendError::Permanent("the message is empty".into()));
         }
-        let plan = super::pictures::plan(media, outbound).await;
-        let parts = text::split(&plan.text, MAX_MSG_PARAM_BYTES - MSG_PARAM_OVERHEAD);
+        let parts = text::split(text, MAX_MSG_PARAM_BYTES - MSG_PARAM_OVERHEAD);
         let key = crate::http::progress_key(&outbound.id, &outbound.group, &outbound.text);
         let mut sent = self.progress.lock().await.take(&key);
         for part in parts.iter().skip(sent.parts) {
             // A message of nothing but pictures has no text to send.
-            if !plan.carried.is_empty() && part.trim().is_empty() {
+            if pictures_follow && part.trim().is_empty() {
                 sent.parts += 1;
                 continue;
             }
@@ -633,8 +659,7 @@ impl OpenApi {
                 }
             }
         }
-        let Sent { mut ids, .. } = sent;
-        ids.extend(super::pictures::send_all(self, media, &outbound.group, &plan.carried).await);
+        let Sent { ids, .. } = sent;
         Ok(SendReceipt { message_ids: ids })
     }
 

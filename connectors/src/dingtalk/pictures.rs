@@ -16,12 +16,13 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::openapi::{ApiError, OpenApi};
-use crate::context::now_ms;
+use crate::context::{now_ms, SendReceipt};
+use crate::error::SendError;
 use crate::media::cache::UploadHandle;
 use crate::media::carry::{shown_as_text, text_with, Carry, Picture, PreparedPicture};
 use crate::media::sniff::FileType;
 use crate::media::{MediaContext, MediaKind, MediaMode};
-use crate::model::{Outbound, Platform};
+use crate::model::{Kind, Outbound, Platform};
 
 /// Largest picture `media/upload` takes.
 pub const MAX_IMAGE_BYTES: u64 = 20 * 1024 * 1024;
@@ -107,6 +108,31 @@ pub async fn plan(media: &MediaContext, outbound: &Outbound) -> Plan {
     Plan { text, carried }
 }
 
+/// Sends an outbound message to its group through the app robot: its text
+/// ([`OpenApi::send_outbound_text`]), then each picture that follows ([`send_all`]).
+///
+/// # Errors
+/// [`SendError`] when the text could not be sent; a picture never fails the message.
+pub async fn send_outbound(
+    api: &OpenApi,
+    media: &MediaContext,
+    outbound: &Outbound,
+) -> Result<SendReceipt, SendError> {
+    if outbound.kind == Kind::Recall || outbound.text.trim().is_empty() {
+        return api
+            .send_outbound_text(outbound, &outbound.text, false)
+            .await;
+    }
+    let plan = plan(media, outbound).await;
+    let mut receipt = api
+        .send_outbound_text(outbound, &plan.text, !plan.carried.is_empty())
+        .await?;
+    receipt
+        .message_ids
+        .extend(send_all(api, media, &outbound.group, &plan.carried).await);
+    Ok(receipt)
+}
+
 /// Sends each of `carried` to `group` after its text; a picture that fails is sent as its
 /// placeholder instead. Returns the `processQueryKey`s of what was sent.
 pub async fn send_all(
@@ -174,13 +200,14 @@ async fn send_one(
     api.send_group_image(group, &media_id).await
 }
 
+/// A picture the custom robot sends as markdown: its signed link, its placeholder (sent
+/// instead when the markdown fails) and its kind, for metrics.
+pub type Linked = (String, &'static str, MediaKind);
+
 /// The custom robot's plan for `outbound`: its text, and the signed links of the pictures
-/// that follow as markdown (each with its placeholder, sent instead when it fails). Without
-/// the media server nothing is fetched: every picture is its placeholder.
-pub async fn webhook_plan(
-    media: &MediaContext,
-    outbound: &Outbound,
-) -> (String, Vec<(String, &'static str)>) {
+/// that follow as markdown. Without the media server nothing is fetched: every picture is
+/// its placeholder.
+pub async fn webhook_plan(media: &MediaContext, outbound: &Outbound) -> (String, Vec<Linked>) {
     match media.mode {
         MediaMode::Passthrough => return (outbound.text.clone(), Vec::new()),
         MediaMode::Native | MediaMode::Link if media.links.is_some() => {}
@@ -207,7 +234,7 @@ pub async fn webhook_plan(
     });
     let links = prepared
         .iter()
-        .filter_map(|p| link(p).map(|link| (link, p.placeholder)))
+        .filter_map(|p| link(p).map(|link| (link, p.placeholder, p.kind)))
         .collect();
     (text, links)
 }

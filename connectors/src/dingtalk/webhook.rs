@@ -112,14 +112,11 @@ impl Webhook {
             }
         }
         let Sent { ids, .. } = sent;
-        for (link, placeholder) in &links {
+        for (link, placeholder, kind) in &links {
             if let Err(error) = self.post_picture(link).await {
                 info!(message = "A picture could not be sent to the DingTalk robot; its placeholder is sent.", account = %self.state.account, %error);
-                self.media.fell_back(
-                    Platform::Dingtalk,
-                    crate::media::MediaKind::Image,
-                    "send_failed",
-                );
+                self.media
+                    .fell_back(Platform::Dingtalk, *kind, "send_failed");
                 let content = text::with_keyword(placeholder, keyword.as_deref());
                 if let Err(error) = self.post(&content).await {
                     info!(message = "The placeholder of a picture was not sent either.", account = %self.state.account, %error);

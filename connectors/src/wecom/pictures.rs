@@ -11,9 +11,9 @@
 //! - stickers as `[动画表情]`: a robot has no sticker message, and a GIF as a file would be
 //!   no better.
 //!
-//! What decides a picture's fate is [`decide`]; the sends are [`send_image`] and
-//! [`send_file`]. A refusal of either comes back as a [`SendError`] for the caller, which
-//! pauses the robot on 45009 as it does for text and otherwise falls back to the placeholder.
+//! What decides a picture's fate is [`decide`]; the message bodies, the upload and the media
+//! ids kept are here too. The robot ([`super::webhook`]) sends them after the text, pauses on
+//! 45009 as it does for text, and otherwise falls back to the placeholder.
 
 use std::time::Duration;
 
@@ -22,7 +22,6 @@ use base64::Engine as _;
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
 
-use super::webhook::{Robot, ERR_FREQ_OUT_OF_LIMIT};
 use super::LargeImages;
 use crate::context::now_ms;
 use crate::error::SendError;
@@ -128,59 +127,39 @@ pub fn image_body(bytes: &[u8]) -> Value {
     })
 }
 
-/// Sends `picture` as an `image` message.
-///
-/// # Errors
-/// The file left the cache ([`SendError::Permanent`]), or the robot refused the message.
-pub async fn send_image(robot: &mut Robot, picture: &Picture) -> Result<(), SendError> {
-    let bytes = picture
-        .bytes()
-        .await
-        .map_err(|error| SendError::Permanent(format!("cached picture unreadable: {error}")))?;
-    robot.post_body(&image_body(&bytes)).await
+/// The body of a `file` message naming an uploaded `media_id`.
+pub fn file_body(media_id: &str) -> Value {
+    json!({ "msgtype": "file", "file": { "media_id": media_id } })
 }
 
-/// Sends `picture` as a `file` message, uploading it unless this robot already did (within
-/// the media id's lifetime).
-///
-/// # Errors
-/// The upload or the message was refused, or the file left the cache.
-pub async fn send_file(
-    robot: &mut Robot,
-    media: &MediaContext,
-    picture: &Picture,
-) -> Result<(), SendError> {
-    let account = robot.state.account.clone();
-    let cache = media
-        .service
-        .as_ref()
-        .map(|service| service.cache().clone());
-    let known = match &cache {
-        Some(cache) => cache.upload(&picture.blob.sha256, &account).await,
-        None => None,
-    };
-    let media_id = match known {
-        Some(handle) => handle.id,
-        None => {
-            let id = upload(robot, picture).await?;
-            if let Some(cache) = &cache {
-                let handle = UploadHandle {
-                    id: id.clone(),
-                    expires_at_ms: Some(now_ms() + MEDIA_ID_LIFETIME.as_millis() as u64),
-                };
-                if let Err(error) = cache
-                    .remember_upload(&picture.blob.sha256, &account, handle)
-                    .await
-                {
-                    tracing::warn!(message = "A WeCom media id could not be remembered.", %account, %error);
-                }
-            }
-            id
-        }
-    };
-    robot
-        .post_body(&json!({ "msgtype": "file", "file": { "media_id": media_id } }))
+/// The `media_id` this robot (`account`) got for the picture `sha256` earlier, unless it
+/// has expired.
+pub async fn known_upload(media: &MediaContext, sha256: &str, account: &str) -> Option<String> {
+    let service = media.service.as_ref()?;
+    service
+        .cache()
+        .upload(sha256, account)
         .await
+        .map(|handle| handle.id)
+}
+
+/// Remembers the `media_id` this robot (`account`) got for the picture `sha256`, for the
+/// three days WeCom keeps it.
+pub async fn remember_upload(media: &MediaContext, sha256: &str, account: &str, media_id: &str) {
+    let Some(service) = &media.service else {
+        return;
+    };
+    let handle = UploadHandle {
+        id: media_id.to_owned(),
+        expires_at_ms: Some(now_ms() + MEDIA_ID_LIFETIME.as_millis() as u64),
+    };
+    if let Err(error) = service
+        .cache()
+        .remember_upload(sha256, account, handle)
+        .await
+    {
+        tracing::warn!(message = "A WeCom media id could not be remembered.", %account, %error);
+    }
 }
 
 /// The `upload_media` URL of a robot whose webhook is `webhook` (`…/cgi-bin/webhook/send?key=…`).
@@ -203,10 +182,31 @@ pub fn upload_url(webhook: &str, key: Option<&str>) -> Result<String, SendError>
     Ok(url.into())
 }
 
-/// Uploads `picture` with `upload_media` (type file); returns the `media_id`.
-async fn upload(robot: &mut Robot, picture: &Picture) -> Result<String, SendError> {
-    let key = robot.settings.key();
-    let url = upload_url(robot.settings.webhook.expose(), key.as_deref())?;
+/// What `upload_media` answered.
+#[derive(Debug, Clone)]
+pub struct UploadAnswer {
+    /// HTTP status.
+    pub status: reqwest::StatusCode,
+    /// A `Retry-After` header.
+    pub suggested: Option<Duration>,
+    /// The `errcode` (0 when absent).
+    pub errcode: i64,
+    /// The `errmsg`, as WeCom wrote it (the caller cleans it).
+    pub errmsg: String,
+    /// The `media_id` of a success.
+    pub media_id: Option<String>,
+}
+
+/// POSTs `picture` to `url` (an [`upload_url`]) as the multipart `media` part.
+///
+/// # Errors
+/// The file left the cache ([`SendError::Permanent`]); no answer or one that is not JSON
+/// ([`SendError::Retryable`]).
+pub async fn upload(
+    http: &reqwest::Client,
+    url: String,
+    picture: &Picture,
+) -> Result<UploadAnswer, SendError> {
     let bytes = picture
         .bytes()
         .await
@@ -216,9 +216,7 @@ async fn upload(robot: &mut Robot, picture: &Picture) -> Result<String, SendErro
         .mime_str(picture.file_type.mime())
         .map_err(|error| SendError::Permanent(format!("upload part: {}", describe(error))))?;
     let form = reqwest::multipart::Form::new().part("media", part);
-    let response = robot
-        .state
-        .http
+    let response = http
         .post(url)
         .multipart(form)
         .send()
@@ -231,37 +229,28 @@ async fn upload(robot: &mut Robot, picture: &Picture) -> Result<String, SendErro
     let body = read_limited(response, MAX_UPLOAD_ANSWER)
         .await
         .map_err(|error| SendError::Retryable(format!("WeCom upload answer: {error}")))?;
-    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        return Err(robot.state.throttled(suggested, "HTTP 429"));
-    }
-    if !status.is_success() {
-        return Err(SendError::Retryable(format!(
-            "WeCom upload answered HTTP {status}"
-        )));
-    }
-    let answer: Value = serde_json::from_slice(&body).map_err(|_| {
-        SendError::Retryable("WeCom upload answered with something other than JSON".into())
-    })?;
-    let errcode = answer.get("errcode").and_then(Value::as_i64).unwrap_or(0);
-    let errmsg = super::webhook::clean(
-        answer
+    let answer: Value = if status.is_success() {
+        serde_json::from_slice(&body).map_err(|_| {
+            SendError::Retryable("WeCom upload answered with something other than JSON".into())
+        })?
+    } else {
+        Value::Null
+    };
+    Ok(UploadAnswer {
+        status,
+        suggested,
+        errcode: answer.get("errcode").and_then(Value::as_i64).unwrap_or(0),
+        errmsg: answer
             .get("errmsg")
             .and_then(Value::as_str)
-            .unwrap_or_default(),
-        key.as_deref(),
-    );
-    match errcode {
-        0 => answer
+            .unwrap_or_default()
+            .to_owned(),
+        media_id: answer
             .get("media_id")
             .and_then(Value::as_str)
             .filter(|id| !id.is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| SendError::Permanent("WeCom upload answered without `media_id`".into())),
-        ERR_FREQ_OUT_OF_LIMIT => Err(robot.state.throttled(suggested, &errmsg)),
-        other => Err(SendError::Permanent(format!(
-            "WeCom refused the upload ({other} {errmsg})"
-        ))),
-    }
+            .map(str::to_owned),
+    })
 }
 
 #[cfg(test)]

@@ -28,8 +28,8 @@ use super::pictures::{self, Decision};
 use super::WecomSettings;
 use crate::context::SendReceipt;
 use crate::error::SendError;
-use crate::media::carry::text_with;
-use crate::media::{MediaContext, MediaMode};
+use crate::media::carry::{text_with, Picture};
+use crate::media::{MediaContext, MediaKind, MediaMode};
 use crate::model::{Outbound, Platform};
 use crate::robot::RobotState;
 use crate::split::{self, Cuts, Unit};
@@ -60,9 +60,9 @@ const CUTS: Cuts = Cuts {
 pub struct Robot {
     /// Account, HTTP client, pause and progress (text parts, then pictures, sent), as every
     /// robot keeps them.
-    pub(super) state: RobotState<usize>,
+    state: RobotState<usize>,
     /// Webhook URL and message type.
-    pub(super) settings: WecomSettings,
+    settings: WecomSettings,
     /// The account's media mode, service and link signer.
     media: MediaContext,
 }
@@ -121,13 +121,10 @@ impl Robot {
             debug!(message = "Long message sent in parts.", account = %self.state.account, parts = parts.len());
         }
         let skip = sent.saturating_sub(parts.len());
-        for (placeholder, decision) in carried.iter().skip(skip) {
+        for (placeholder, kind, decision) in carried.iter().skip(skip) {
             let outcome = match decision {
-                Decision::Image(picture) => pictures::send_image(self, picture).await,
-                Decision::File(picture) => {
-                    let media = self.media.clone();
-                    pictures::send_file(self, &media, picture).await
-                }
+                Decision::Image(picture) => self.send_image(picture).await,
+                Decision::File(picture) => self.send_file(picture).await,
                 Decision::Text(_) => Ok(()),
             };
             match outcome {
@@ -139,11 +136,7 @@ impl Robot {
                 }
                 Err(error) => {
                     info!(message = "A picture was not taken by the WeCom robot; its placeholder is sent.", account = %self.state.account, %error);
-                    self.media.fell_back(
-                        Platform::Wecom,
-                        crate::media::MediaKind::Image,
-                        "send_failed",
-                    );
+                    self.media.fell_back(Platform::Wecom, *kind, "send_failed");
                     match self.post(msgtype, placeholder).await {
                         Err(SendError::Throttled(pause)) => {
                             self.state.progress.keep(key, sent);
@@ -165,17 +158,16 @@ impl Robot {
     /// The text of `outbound` for this robot and the pictures that follow it (each with its
     /// placeholder, sent instead when the picture fails). In `passthrough` mode the text is
     /// the message's own and nothing follows, as before pictures were fetched.
-    async fn plan(&self, outbound: &Outbound) -> (String, Vec<(String, Decision)>) {
+    async fn plan(&self, outbound: &Outbound) -> (String, Vec<(String, MediaKind, Decision)>) {
         if self.media.mode == MediaMode::Passthrough {
             return (outbound.text.clone(), Vec::new());
         }
         let prepared = self.media.prepare(Platform::Wecom, outbound).await;
-        let decisions: Vec<(usize, String, Decision)> = prepared
+        let decisions: Vec<(usize, Decision)> = prepared
             .iter()
             .map(|p| {
                 (
                     p.index,
-                    p.placeholder.to_owned(),
                     pictures::decide(&self.media, p, self.settings.large_images),
                 )
             })
@@ -183,15 +175,68 @@ impl Robot {
         let text = text_with(outbound, &prepared, |p| {
             decisions
                 .iter()
-                .find(|(index, _, _)| *index == p.index)
-                .and_then(|(_, _, decision)| decision.shown())
+                .find(|(index, _)| *index == p.index)
+                .and_then(|(_, decision)| decision.shown())
         });
-        let carried = decisions
-            .into_iter()
-            .filter(|(_, _, decision)| decision.shown().is_none())
-            .map(|(_, placeholder, decision)| (placeholder, decision))
+        let carried = prepared
+            .iter()
+            .zip(decisions)
+            .filter(|(_, (_, decision))| decision.shown().is_none())
+            .map(|(p, (_, decision))| (p.placeholder.to_owned(), p.kind, decision))
             .collect();
         (text, carried)
+    }
+
+    /// Sends `picture` as an `image` message.
+    async fn send_image(&mut self, picture: &Picture) -> Result<(), SendError> {
+        let bytes = picture
+            .bytes()
+            .await
+            .map_err(|error| SendError::Permanent(format!("cached picture unreadable: {error}")))?;
+        self.post_body(&pictures::image_body(&bytes)).await
+    }
+
+    /// Sends `picture` as a `file` message, uploading it unless this robot already did
+    /// within the media id's lifetime.
+    async fn send_file(&mut self, picture: &Picture) -> Result<(), SendError> {
+        let sha256 = &picture.blob.sha256;
+        let account = self.state.account.clone();
+        let media_id = match pictures::known_upload(&self.media, sha256, &account).await {
+            Some(id) => id,
+            None => {
+                let id = self.upload(picture).await?;
+                pictures::remember_upload(&self.media, sha256, &account, &id).await;
+                id
+            }
+        };
+        self.post_body(&pictures::file_body(&media_id)).await
+    }
+
+    /// Uploads `picture` (`upload_media`, type file) and returns its `media_id`; 45009 and
+    /// HTTP 429 pause the robot.
+    async fn upload(&mut self, picture: &Picture) -> Result<String, SendError> {
+        let key = self.settings.key();
+        let url = pictures::upload_url(self.settings.webhook.expose(), key.as_deref())?;
+        let answer = pictures::upload(&self.state.http, url, picture).await?;
+        if answer.status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(self.state.throttled(answer.suggested, "HTTP 429"));
+        }
+        if !answer.status.is_success() {
+            return Err(SendError::Retryable(format!(
+                "WeCom upload answered HTTP {}",
+                answer.status
+            )));
+        }
+        let errmsg = clean(&answer.errmsg, key.as_deref());
+        match answer.errcode {
+            0 => answer.media_id.ok_or_else(|| {
+                SendError::Permanent("WeCom upload answered without `media_id`".into())
+            }),
+            ERR_FREQ_OUT_OF_LIMIT => Err(self.state.throttled(answer.suggested, &errmsg)),
+            other => Err(SendError::Permanent(format!(
+                "WeCom refused the upload ({other} {errmsg})"
+            ))),
+        }
     }
 
     /// POSTs one text or markdown message and reads the verdict.
@@ -201,7 +246,7 @@ impl Robot {
     }
 
     /// POSTs one message body and reads the verdict.
-    pub(super) async fn post_body(&mut self, body: &Value) -> Result<(), SendError> {
+    async fn post_body(&mut self, body: &Value) -> Result<(), SendError> {
         let key = self.settings.key();
         let answer = self
             .state
@@ -228,7 +273,7 @@ impl Robot {
 
 /// Platform text for errors: clipped to [`MAX_ERROR_TEXT`] characters, with the webhook
 /// `key` (when the robot has one) replaced by `<redacted>`.
-pub(super) fn clean(text: &str, key: Option<&str>) -> String {
+fn clean(text: &str, key: Option<&str>) -> String {
     let mut text = match key {
         Some(key) if !key.is_empty() => text.replace(key, "<redacted>"),
         _ => text.to_owned(),
