@@ -834,3 +834,48 @@ async fn a_dingtalk_picture_is_fetched_through_its_download_code_and_uploaded_to
     assert_eq!(files.requests("/dc-sunset.png"), 1, "fetched once");
     daemon.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_picture_dingtalk_refuses_becomes_its_placeholder_and_the_text_is_sent_once() {
+    let files = FileServer::start().await;
+    files.serve("/cat.png", Route::ok(png(10_000)));
+    let peer = DingTalkPeer::start(robots()).await;
+    peer.refuse_uploads(true);
+    let api = api_addr();
+    let config = config(
+        &Broker::embedded(),
+        api,
+        &peer,
+        CLIENT_SECRET,
+        "",
+        MEDIA_FROM_LOCALHOST,
+    );
+    let daemon = Daemon::start(&config).await;
+    say_with_picture(api, "看图", &files.url("/cat.png")).await;
+    peer.wait_group_send(|c| c == "[图片]").await;
+    // A later message: everything of the first one was sent before it.
+    say(api, "之后").await;
+    peer.wait_group_send(|c| c.contains("之后")).await;
+    let contents: Vec<String> = peer
+        .group_sends()
+        .into_iter()
+        .filter(|s| s.accepted)
+        .filter_map(|s| s.content())
+        .collect();
+    assert_eq!(
+        contents,
+        ["[API] Ann: 看图", "[图片]", "[API] Ann: 之后"],
+        "the text once, then the placeholder, and the message was not retried"
+    );
+    assert!(peer.upload_calls() >= 1, "the upload was tried");
+    assert!(picture_sends_now(&peer).is_empty());
+    daemon.stop().await.expect("clean stop");
+}
+
+/// The accepted `sampleImageMsg` sends so far.
+fn picture_sends_now(peer: &DingTalkPeer) -> Vec<GroupSend> {
+    peer.group_sends()
+        .into_iter()
+        .filter(|s| s.accepted && s.photo_url().is_some())
+        .collect()
+}

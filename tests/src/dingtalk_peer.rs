@@ -186,6 +186,8 @@ struct Log {
     upload_calls: usize,
     /// Where download URLs point (`None`: `https://files.dingtalk.test`).
     download_base: Option<String>,
+    /// Refuse every upload (as DingTalk refuses a file it does not take).
+    refuse_uploads: bool,
     /// Scripted answers per robot token.
     scripted: HashMap<String, VecDeque<Scripted>>,
     /// Every frame clients sent back over the gateway, as JSON.
@@ -335,6 +337,11 @@ impl DingTalkPeer {
     pub fn serve_downloads_from(&self, base: &str) {
         let base = base.trim_end_matches('/').to_owned();
         self.shared.with(|log| log.download_base = Some(base));
+    }
+
+    /// Makes every `media/upload` be refused (errcode 40005) or accepted again.
+    pub fn refuse_uploads(&self, refuse: bool) {
+        self.shared.with(|log| log.refuse_uploads = refuse);
     }
 
     /// Accepted `media/upload` requests so far.
@@ -691,7 +698,11 @@ async fn media_upload(
     let extension_ok = [".jpg", ".jpeg", ".gif", ".png", ".bmp"]
         .iter()
         .any(|ext| file_name.to_ascii_lowercase().ends_with(ext));
-    if !extension_ok || bytes.is_empty() || bytes.len() > 20 * 1024 * 1024 {
+    if !extension_ok
+        || shared.with(|log| log.refuse_uploads)
+        || bytes.is_empty()
+        || bytes.len() > 20 * 1024 * 1024
+    {
         return oapi_error(40005, "不合法的文件类型");
     }
     let media_id = format!("lAD-media-{}", shared.next());
