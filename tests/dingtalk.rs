@@ -2,17 +2,21 @@
 //! WebSockets (tests/src/dingtalk_peer.rs), with the daemon, a real broker and an `api`
 //! account as the other side of the link. What is asserted is what users see: the text that
 //! arrives in the `api` group, and the requests DingTalk receives (group sends, webhook
-//! posts with their signatures, ACK frames).
+//! posts with their signatures, ACK frames). Pictures (served by a local file server): the
+//! app robot uploads one once per account and sends it to each group as `sampleImageMsg`;
+//! the custom robot shows `[图片]` without a media server and a markdown link with one.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use qunbridge_tests::dingtalk_peer::{
-    picture_message, rich_text_message, text_message, DingTalkPeer, Robot, CLIENT_ID,
+    picture_message, rich_text_message, text_message, DingTalkPeer, GroupSend, Robot, CLIENT_ID,
     CLIENT_SECRET, MAX_MSG_PARAM,
 };
+use qunbridge_tests::file_server::{png, FileServer, Route};
 use qunbridge_tests::{free_port, post_message, Broker, Daemon, SseClient, PATIENCE};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 /// Runs a scenario once on the embedded broker and once on mosquitto.
 macro_rules! on_both_brokers {
@@ -645,4 +649,234 @@ async fn at_bot_message_reaches_a_linked_qq_group() {
     );
     assert_eq!(peer.wait_replies(&frame, 1).await[0]["code"], 200);
     daemon.stop().await.expect("clean stop");
+}
+
+/// A second group of the same app robot.
+const GROUP2: &str = "cidSecond0Lw9==";
+
+/// The `[media]` table that lets the daemon fetch pictures from the local file server.
+const MEDIA_FROM_LOCALHOST: &str = "\n[media]\nallow_hosts = [\"127.0.0.1\"]\n";
+
+/// Posts from Ann into `api` group `a`: `text`, then the picture at `url`.
+async fn say_with_picture(api: SocketAddr, text: &str, url: &str) {
+    let (status, body) = post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "u1", "name": "Ann"},
+               "segments": [{"type": "text", "text": text}, {"type": "image", "url": url}]}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+/// The accepted `sampleImageMsg` sends, once there are at least `count`.
+async fn picture_sends(peer: &DingTalkPeer, count: usize) -> Vec<GroupSend> {
+    peer.wait_for(&format!("{count} picture sends"), |peer| {
+        let sends: Vec<GroupSend> = peer
+            .group_sends()
+            .into_iter()
+            .filter(|s| s.accepted && s.photo_url().is_some())
+            .collect();
+        (sends.len() >= count).then_some(sends)
+    })
+    .await
+}
+
+/// Lowercase hex SHA-256.
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_picture_to_two_groups_of_one_app_robot_is_uploaded_once() {
+    let files = FileServer::start().await;
+    let picture = png(40_000);
+    files.serve("/cat.png", Route::ok(picture.clone()));
+    let peer = DingTalkPeer::start(robots()).await;
+    let api = api_addr();
+    let config = config(
+        &Broker::embedded(),
+        api,
+        &peer,
+        CLIENT_SECRET,
+        &format!(", \"ding:{GROUP2}\""),
+        MEDIA_FROM_LOCALHOST,
+    );
+    let daemon = Daemon::start(&config).await;
+    say_with_picture(api, "看图", &files.url("/cat.png")).await;
+
+    let sends = picture_sends(&peer, 2).await;
+    let mut groups: Vec<String> = sends.iter().map(GroupSend::group).collect();
+    groups.sort();
+    let mut expected = vec![GROUP.to_owned(), GROUP2.to_owned()];
+    expected.sort();
+    assert_eq!(groups, expected, "one picture in each group");
+    let uploads = peer.uploads();
+    assert_eq!(uploads.len(), 1, "uploaded once for both groups");
+    assert_eq!(peer.upload_calls(), 1);
+    assert_eq!(uploads[0].kind, "image");
+    assert_eq!(uploads[0].bytes, picture, "the upload is the served file");
+    let photo = format!("@{}", uploads[0].media_id);
+    assert!(
+        sends
+            .iter()
+            .all(|s| s.photo_url().as_deref() == Some(photo.as_str())),
+        "both sends name the one media id: {sends:?}"
+    );
+    assert_eq!(files.requests("/cat.png"), 1, "fetched once");
+
+    // In each group the text came first, without the picture.
+    let all = peer.group_sends();
+    for group in [GROUP, GROUP2] {
+        let in_group: Vec<&GroupSend> = all
+            .iter()
+            .filter(|s| s.accepted && s.group() == group)
+            .collect();
+        assert_eq!(in_group.len(), 2, "{group}: {in_group:?}");
+        assert_eq!(in_group[0].content().as_deref(), Some("[API] Ann: 看图"));
+        assert!(in_group[1].photo_url().is_some());
+    }
+
+    // The custom robot cannot upload and has no media server here: the placeholder, never
+    // the source URL.
+    let post = peer.wait_webhook_post(0, |c| c.contains("看图")).await;
+    assert_eq!(post.msgtype, "text");
+    assert_eq!(post.content, format!("{KEYWORD} [API] Ann: 看图[图片]"));
+    assert!(!post.content.contains("http"), "{}", post.content);
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_custom_robot_shows_a_picture_as_a_markdown_link_of_the_media_server() {
+    let files = FileServer::start().await;
+    let picture = png(20_000);
+    files.serve("/cat.png", Route::ok(picture.clone()));
+    let peer = DingTalkPeer::start(robots()).await;
+    let api = api_addr();
+    let base = "http://media.example.test/qb";
+    let media = format!(
+        "{MEDIA_FROM_LOCALHOST}serve_listen = \"127.0.0.1:{}\"\npublic_base_url = \"{base}\"\nlink_secret = \"0123456789abcdef0123456789abcdef\"\n",
+        free_port()
+    );
+    let config = config(&Broker::embedded(), api, &peer, CLIENT_SECRET, "", &media);
+    let daemon = Daemon::start(&config).await;
+    say_with_picture(api, "看图", &files.url("/cat.png")).await;
+
+    let text = peer.wait_webhook_post(0, |c| c.contains("看图")).await;
+    assert_eq!(text.msgtype, "text");
+    assert_eq!(text.content, format!("{KEYWORD} [API] Ann: 看图"));
+    let picture_post = peer.wait_webhook_post(0, |c| c.contains("![](")).await;
+    assert_eq!(picture_post.msgtype, "markdown");
+    assert!(picture_post.sign_valid);
+    assert!(
+        picture_post.content.contains(KEYWORD),
+        "the keyword is kept: {}",
+        picture_post.content
+    );
+    let link_start = format!("![]({base}/m/{}.png?", sha256_hex(&picture));
+    assert!(
+        picture_post.content.contains(&link_start),
+        "a signed link of the media server: {}",
+        picture_post.content
+    );
+    assert!(!picture_post.content.contains("127.0.0.1"));
+    let order: Vec<String> = peer
+        .webhook_posts()
+        .into_iter()
+        .map(|p| p.msgtype)
+        .collect();
+    assert_eq!(order, ["text", "markdown"], "the picture follows its text");
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dingtalk_picture_is_fetched_through_its_download_code_and_uploaded_to_another_group() {
+    let files = FileServer::start().await;
+    let picture = png(30_000);
+    files.serve("/dc-sunset.png", Route::ok(picture.clone()));
+    let peer = DingTalkPeer::start(robots()).await;
+    peer.serve_downloads_from(&files.url(""));
+    let api = api_addr();
+    let config = config(
+        &Broker::embedded(),
+        api,
+        &peer,
+        CLIENT_SECRET,
+        &format!(", \"ding:{GROUP2}\""),
+        MEDIA_FROM_LOCALHOST,
+    );
+    let daemon = Daemon::start(&config).await;
+    let gateway = peer.next_connection().await;
+    gateway.callback(&picture_message(GROUP, "msg-pic-1", "张三", "dc-sunset"));
+
+    let sends = picture_sends(&peer, 1).await;
+    assert_eq!(
+        sends[0].group(),
+        GROUP2,
+        "not back into the group it came from"
+    );
+    let uploads = peer.uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(
+        uploads[0].bytes, picture,
+        "the bytes behind the download code"
+    );
+    let downloads = peer.downloads();
+    assert_eq!(
+        downloads.len(),
+        1,
+        "DingTalk is asked once for the picture: {downloads:?}"
+    );
+    assert_eq!(downloads[0].1["downloadCode"], "dc-sunset");
+    assert_eq!(files.requests("/dc-sunset.png"), 1, "fetched once");
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_picture_dingtalk_refuses_becomes_its_placeholder_and_the_text_is_sent_once() {
+    let files = FileServer::start().await;
+    files.serve("/cat.png", Route::ok(png(10_000)));
+    let peer = DingTalkPeer::start(robots()).await;
+    peer.refuse_uploads(true);
+    let api = api_addr();
+    let config = config(
+        &Broker::embedded(),
+        api,
+        &peer,
+        CLIENT_SECRET,
+        "",
+        MEDIA_FROM_LOCALHOST,
+    );
+    let daemon = Daemon::start(&config).await;
+    say_with_picture(api, "看图", &files.url("/cat.png")).await;
+    peer.wait_group_send(|c| c == "[图片]").await;
+    // A later message: everything of the first one was sent before it.
+    say(api, "之后").await;
+    peer.wait_group_send(|c| c.contains("之后")).await;
+    let contents: Vec<String> = peer
+        .group_sends()
+        .into_iter()
+        .filter(|s| s.accepted)
+        .filter_map(|s| s.content())
+        .collect();
+    assert_eq!(
+        contents,
+        ["[API] Ann: 看图", "[图片]", "[API] Ann: 之后"],
+        "the text once, then the placeholder, and the message was not retried"
+    );
+    assert!(peer.upload_calls() >= 1, "the upload was tried");
+    assert!(picture_sends_now(&peer).is_empty());
+    daemon.stop().await.expect("clean stop");
+}
+
+/// The accepted `sampleImageMsg` sends so far.
+fn picture_sends_now(peer: &DingTalkPeer) -> Vec<GroupSend> {
+    peer.group_sends()
+        .into_iter()
+        .filter(|s| s.accepted && s.photo_url().is_some())
+        .collect()
 }

@@ -2,14 +2,18 @@
 //! real HTTP, the real broker and the real relay. Asserted: the exact bytes the robot
 //! received (parts within WeCom's byte limits, in order, no character cut in half), that a
 //! 45009 refusal delays a message without losing or repeating anything, and that other
-//! refusals are dropped and counted without retries.
+//! refusals are dropped and counted without retries. Pictures (from an `api` message whose
+//! picture a local file server serves): a PNG arrives as an `image` message after the text,
+//! a large one as an uploaded file when the robot is told so, a sticker as `[动画表情]`, and
+//! a 45009 on the picture pauses the robot like one on text.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use qunbridge_tests::wecom_peer::{Post, WecomPeer};
+use qunbridge_tests::file_server::{png, FileServer, Route};
+use qunbridge_tests::wecom_peer::{md5_hex, Post, WecomPeer};
 use qunbridge_tests::{free_port, post_message, Broker, Daemon};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// The robot's webhook key (its only credential).
 const KEY: &str = "693a91f6-7xxx-4f2c-9d1e-000000000001";
@@ -54,6 +58,38 @@ async fn start_alone(
     let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let config = config(&Broker::embedded(), api, account, &webhook, extra);
     (robot, Daemon::start_alone(&config).await, api)
+}
+
+/// The `[media]` table that lets the daemon fetch pictures from the local file server.
+const MEDIA_FROM_LOCALHOST: &str = "\n[media]\nallow_hosts = [\"127.0.0.1\"]\n";
+
+/// [`start_alone`] with pictures fetched from the local file server (`[media]` at the end of
+/// the config).
+async fn start_with_pictures(
+    account: &str,
+    extra: &str,
+) -> (std::sync::Arc<WecomPeer>, Daemon, SocketAddr) {
+    let (robot, webhook) = WecomPeer::serve(KEY).await;
+    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut config = config(&Broker::embedded(), api, account, &webhook, extra);
+    config.push_str(MEDIA_FROM_LOCALHOST);
+    (robot, Daemon::start_alone(&config).await, api)
+}
+
+/// A 1×1 GIF.
+const GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
+
+/// Posts from Ann into the `api` group: `text`, then the picture `picture` (a segment).
+async fn post_picture(api: SocketAddr, text: &str, picture: Value) {
+    let (status, body) = post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "u1", "name": "Ann"},
+               "segments": [{"type": "text", "text": text}, picture]}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
 }
 
 /// Posts a marker and waits until the robot accepted it; returns every request that came
@@ -274,5 +310,156 @@ async fn markdown_robots_and_refusals() {
         !status.contains(KEY) && !metrics.contains(KEY),
         "the key is never shown"
     );
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_png_arrives_as_an_image_after_its_text_and_a_sticker_as_its_placeholder() {
+    let files = FileServer::start().await;
+    let picture = png(300_000);
+    files.serve(
+        "/cat.png",
+        Route::ok(picture.clone()).content_type("image/png"),
+    );
+    files.serve(
+        "/smile.gif",
+        Route::ok(GIF.to_vec()).content_type("image/gif"),
+    );
+    let (robot, daemon, api) = start_with_pictures("robot-pictures", "").await;
+
+    post_picture(
+        api,
+        "看这只猫 ",
+        json!({"type": "image", "url": files.url("/cat.png")}),
+    )
+    .await;
+    let posts = robot.wait_accepted(2).await;
+    assert_eq!(posts[0].msgtype(), "text", "the text comes first");
+    let text = posts[0].content();
+    assert!(text.starts_with("[API] Ann: 看这只猫"), "{text}");
+    assert!(
+        !text.contains("http") && !text.contains("[图片]"),
+        "the picture is not in the text: {text}"
+    );
+    assert_eq!(posts[1].msgtype(), "image", "then the picture");
+    assert_eq!(
+        posts[1].image_bytes().as_deref(),
+        Some(&picture[..]),
+        "the base64 is the served file"
+    );
+    assert_eq!(posts[1].json()["image"]["md5"], md5_hex(&picture));
+
+    // A sticker: WeCom has none, so members read `[动画表情]`, and no picture is sent.
+    post_picture(
+        api,
+        "哈哈",
+        json!({"type": "image", "url": files.url("/smile.gif"), "sticker": true}),
+    )
+    .await;
+    let posts = posts_before_marker(&robot, api).await;
+    let after: Vec<&Post> = posts[2..].iter().collect();
+    assert_eq!(after.len(), 1, "one text, no picture: {after:?}");
+    assert_eq!(after[0].msgtype(), "text");
+    assert_eq!(after[0].content(), "[API] Ann: 哈哈[动画表情]");
+    assert!(robot.uploads().is_empty());
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errcode_45009_on_a_picture_pauses_the_robot_and_the_text_is_not_repeated() {
+    let files = FileServer::start().await;
+    let picture = png(50_000);
+    files.serve("/dog.png", Route::ok(picture.clone()));
+    let (robot, daemon, api) = start_with_pictures("robot-pic-45009", "").await;
+    // The text goes through; the picture is refused for frequency, with a short
+    // `Retry-After` so the test need not wait out the default minute.
+    robot.answer_next(0, "ok", None);
+    robot.answer_next(45009, "api freq out of limit", Some(1));
+    post_picture(
+        api,
+        "狗",
+        json!({"type": "image", "url": files.url("/dog.png")}),
+    )
+    .await;
+    robot.wait_accepted(2).await;
+    let posts = posts_before_marker(&robot, api).await;
+    let kinds: Vec<(String, i64)> = posts.iter().map(|p| (p.msgtype(), p.errcode)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("text".to_owned(), 0),
+            ("image".to_owned(), 45009),
+            ("image".to_owned(), 0)
+        ],
+        "the text once, the picture refused, then the picture again"
+    );
+    assert_eq!(posts[0].content(), "[API] Ann: 狗");
+    assert_eq!(posts[2].image_bytes().as_deref(), Some(&picture[..]));
+    assert!(
+        posts[2].at.duration_since(posts[1].at) >= Duration::from_millis(900),
+        "the robot was paused before the retry"
+    );
+    let metrics = daemon.metrics().await;
+    assert!(
+        metrics.contains("qunbridge_rate_limited_total{account=\"robot-pic-45009\"}"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(KEY), "the key never reaches metrics");
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_picture_over_2_mb_goes_as_a_file_when_the_robot_is_told_so() {
+    let files = FileServer::start().await;
+    let large = png(2 * 1024 * 1024 + 100);
+    files.serve("/big.png", Route::ok(large.clone()));
+    let (robot, daemon, api) = start_with_pictures("robot-files", "large_images = \"file\"").await;
+    post_picture(
+        api,
+        "大图",
+        json!({"type": "image", "url": files.url("/big.png")}),
+    )
+    .await;
+    let posts = robot.wait_accepted(2).await;
+    assert_eq!(posts[0].content(), "[API] Ann: 大图");
+    assert_eq!(posts[1].msgtype(), "file");
+    let uploads = robot.uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].kind, "file");
+    assert_eq!(uploads[0].bytes, large, "the upload is the served file");
+    assert_eq!(
+        posts[1].file_media_id().as_deref(),
+        Some(uploads[0].media_id.as_str())
+    );
+
+    // The same picture again: the media id is reused, nothing is uploaded twice.
+    post_picture(
+        api,
+        "再来",
+        json!({"type": "image", "url": files.url("/big.png")}),
+    )
+    .await;
+    let posts = robot.wait_accepted(4).await;
+    assert_eq!(posts[3].file_media_id(), posts[1].file_media_id());
+    assert_eq!(robot.uploads().len(), 1);
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_picture_over_2_mb_is_its_placeholder_by_default() {
+    let files = FileServer::start().await;
+    files.serve("/big.png", Route::ok(png(2 * 1024 * 1024 + 100)));
+    let (robot, daemon, api) = start_with_pictures("robot-large", "").await;
+    post_picture(
+        api,
+        "大图",
+        json!({"type": "image", "url": files.url("/big.png")}),
+    )
+    .await;
+    robot.wait_accepted(1).await;
+    let posts = posts_before_marker(&robot, api).await;
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(posts[0].content(), "[API] Ann: 大图[图片]");
+    assert!(robot.uploads().is_empty());
     daemon.stop().await.expect("clean stop");
 }

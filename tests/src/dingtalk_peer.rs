@@ -11,9 +11,14 @@
 //!   call fail as an expired token does (HTTP 400 `InvalidAuthentication`).
 //! - `POST /v1.0/robot/groupMessages/send` and `/v1.0/robot/messageFiles/download` check the
 //!   token header and the body and record what they got.
+//! - `POST /media/upload?access_token=…&type=image` (the `oapi` host; the peer serves both)
+//!   takes a multipart `media` part as DingTalk does (jpg/gif/png/bmp, up to 20 MB), records
+//!   each upload and answers a fresh `media_id`; a group send of `sampleImageMsg` must name
+//!   an uploaded id as `photoURL` `@<media_id>`.
 //! - `POST /robot/send` is a custom robot webhook: it verifies `timestamp` and `sign` exactly
 //!   as DingTalk does (HMAC-SHA256 of `timestamp\nsecret`, base64, URL-decoded from the
-//!   query), checks the keyword, and can be told to answer `130101` or `310000` next.
+//!   query), takes `text` and `markdown` messages, checks the keyword, and can be told to
+//!   answer `130101` or `310000` next.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -22,7 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Multipart, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -90,6 +95,36 @@ impl GroupSend {
         let param: Value = serde_json::from_str(self.body["msgParam"].as_str()?).ok()?;
         param["content"].as_str().map(str::to_owned)
     }
+
+    /// `msgParam.photoURL` of a `sampleImageMsg`, decoded from its JSON string.
+    pub fn photo_url(&self) -> Option<String> {
+        if self.body["msgKey"] != "sampleImageMsg" {
+            return None;
+        }
+        let param: Value = serde_json::from_str(self.body["msgParam"].as_str()?).ok()?;
+        param["photoURL"].as_str().map(str::to_owned)
+    }
+
+    /// `openConversationId`.
+    pub fn group(&self) -> String {
+        self.body["openConversationId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// One `media/upload` request the peer accepted.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// The `type` query value.
+    pub kind: String,
+    /// The file name of the `media` part.
+    pub file_name: String,
+    /// The bytes uploaded.
+    pub bytes: Vec<u8>,
+    /// The `media_id` answered.
+    pub media_id: String,
 }
 
 /// One webhook POST.
@@ -99,7 +134,9 @@ pub struct WebhookPost {
     pub access_token: String,
     /// True when `timestamp` and `sign` were present and correct (or the robot signs nothing).
     pub sign_valid: bool,
-    /// `text.content`.
+    /// `msgtype`.
+    pub msgtype: String,
+    /// `text.content`, or `markdown.text` of a markdown message.
     pub content: String,
     /// The errcode answered.
     pub errcode: i64,
@@ -143,6 +180,14 @@ struct Log {
     most_downloads_at_once: usize,
     /// Webhook posts.
     webhook_posts: Vec<WebhookPost>,
+    /// Accepted `media/upload` requests.
+    uploads: Vec<Upload>,
+    /// `media/upload` requests, accepted or not.
+    upload_calls: usize,
+    /// Where download URLs point (`None`: `https://files.dingtalk.test`).
+    download_base: Option<String>,
+    /// Refuse every upload (as DingTalk refuses a file it does not take).
+    refuse_uploads: bool,
     /// Scripted answers per robot token.
     scripted: HashMap<String, VecDeque<Scripted>>,
     /// Every frame clients sent back over the gateway, as JSON.
@@ -253,7 +298,9 @@ impl DingTalkPeer {
             .route("/v1.0/oauth2/accessToken", post(access_token))
             .route("/v1.0/robot/groupMessages/send", post(group_send))
             .route("/v1.0/robot/messageFiles/download", post(download))
+            .route("/media/upload", post(media_upload))
             .route("/robot/send", post(webhook))
+            .layer(DefaultBodyLimit::max(32 * 1024 * 1024))
             .with_state(shared.clone());
         let http_task = tokio::spawn(async move {
             let _ = axum::serve(http_listener, app).await;
@@ -281,9 +328,30 @@ impl DingTalkPeer {
         )
     }
 
-    /// The URL the peer gives for a picture's download code.
+    /// The URL the peer gives for a picture's download code (by default).
     pub fn download_url_for(code: &str) -> String {
         format!("https://files.dingtalk.test/{code}.png")
+    }
+
+    /// Makes download URLs point to `base` (`<base>/<code>.png`), such as a file server.
+    pub fn serve_downloads_from(&self, base: &str) {
+        let base = base.trim_end_matches('/').to_owned();
+        self.shared.with(|log| log.download_base = Some(base));
+    }
+
+    /// Makes every `media/upload` be refused (errcode 40005) or accepted again.
+    pub fn refuse_uploads(&self, refuse: bool) {
+        self.shared.with(|log| log.refuse_uploads = refuse);
+    }
+
+    /// Accepted `media/upload` requests so far.
+    pub fn uploads(&self) -> Vec<Upload> {
+        self.shared.with(|log| log.uploads.clone())
+    }
+
+    /// `media/upload` requests so far, accepted or not.
+    pub fn upload_calls(&self) -> usize {
+        self.shared.with(|log| log.upload_calls)
     }
 
     /// The next gateway connection the client opened, within [`PATIENCE`].
@@ -528,12 +596,24 @@ async fn group_send(
             "不合法的access_token",
         );
     }
+    let uploaded = shared.with(|log| {
+        log.uploads
+            .iter()
+            .map(|u| format!("@{}", u.media_id))
+            .collect::<HashSet<String>>()
+    });
     let param_ok = body["msgParam"].as_str().is_some_and(|p| {
         p.len() <= MAX_MSG_PARAM
-            && serde_json::from_str::<Value>(p).is_ok_and(|v| v["content"].is_string())
+            && serde_json::from_str::<Value>(p).is_ok_and(|v| match body["msgKey"].as_str() {
+                Some("sampleText") => v["content"].is_string(),
+                // A media id only this robot uploaded, or a public URL.
+                Some("sampleImageMsg") => v["photoURL"]
+                    .as_str()
+                    .is_some_and(|url| uploaded.contains(url) || url.starts_with("https://")),
+                _ => false,
+            })
     });
     let valid = body["robotCode"] == CLIENT_ID
-        && body["msgKey"] == "sampleText"
         && body["openConversationId"]
             .as_str()
             .is_some_and(|c| !c.is_empty())
@@ -570,7 +650,11 @@ async fn download(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
     }
     match body["downloadCode"].as_str() {
         Some(code) if code.starts_with("dc-") && body["robotCode"] == CLIENT_ID => {
-            Json(json!({"downloadUrl": DingTalkPeer::download_url_for(code)})).into_response()
+            let url = match shared.with(|log| log.download_base.clone()) {
+                Some(base) => format!("{base}/{code}.png"),
+                None => DingTalkPeer::download_url_for(code),
+            };
+            Json(json!({"downloadUrl": url})).into_response()
         }
         _ => api_error(
             StatusCode::BAD_REQUEST,
@@ -580,6 +664,60 @@ async fn download(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
     }
 }
 
+/// `POST /media/upload?access_token=…&type=image`: the `oapi` upload (errcode answers with
+/// HTTP 200, as `oapi` does).
+async fn media_upload(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+    mut multipart: Multipart,
+) -> Response {
+    shared.with(|log| log.upload_calls += 1);
+    let oapi_error = |errcode: i64, errmsg: &str| {
+        Json(json!({"errcode": errcode, "errmsg": errmsg})).into_response()
+    };
+    if !token_ok(&shared, query.get("access_token").map(String::as_str)) {
+        return oapi_error(40014, "不合法的access_token");
+    }
+    let kind = query.get("type").cloned().unwrap_or_default();
+    if kind != "image" {
+        return oapi_error(40004, "不合法的媒体文件类型");
+    }
+    let mut media = None;
+    while let Ok(Some(field)) = multipart.next_field().await {
+        if field.name() == Some("media") {
+            let file_name = field.file_name().unwrap_or_default().to_owned();
+            let Ok(bytes) = field.bytes().await else {
+                return oapi_error(40005, "不合法的文件类型");
+            };
+            media = Some((file_name, bytes.to_vec()));
+        }
+    }
+    let Some((file_name, bytes)) = media else {
+        return oapi_error(41005, "缺少多媒体文件数据");
+    };
+    let extension_ok = [".jpg", ".jpeg", ".gif", ".png", ".bmp"]
+        .iter()
+        .any(|ext| file_name.to_ascii_lowercase().ends_with(ext));
+    if !extension_ok
+        || shared.with(|log| log.refuse_uploads)
+        || bytes.is_empty()
+        || bytes.len() > 20 * 1024 * 1024
+    {
+        return oapi_error(40005, "不合法的文件类型");
+    }
+    let media_id = format!("lAD-media-{}", shared.next());
+    shared.with(|log| {
+        log.uploads.push(Upload {
+            kind,
+            file_name,
+            bytes,
+            media_id: media_id.clone(),
+        })
+    });
+    Json(json!({"errcode": 0, "errmsg": "ok", "type": "image", "media_id": media_id, "created_at": now_ms()}))
+        .into_response()
+}
+
 /// `POST /robot/send?access_token=…[&timestamp=…&sign=…]`: a custom robot.
 async fn webhook(
     State(shared): State<Arc<Shared>>,
@@ -587,16 +725,20 @@ async fn webhook(
     body: Bytes,
 ) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let content = body["text"]["content"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let msgtype = body["msgtype"].as_str().unwrap_or_default().to_owned();
+    let content = match msgtype.as_str() {
+        "markdown" => body["markdown"]["text"].as_str(),
+        _ => body["text"]["content"].as_str(),
+    }
+    .unwrap_or_default()
+    .to_owned();
     let access_token = query.get("access_token").cloned().unwrap_or_default();
     let answer = |errcode: i64, errmsg: &str, sign_valid: bool, retry_after: Option<u64>| {
         shared.with(|log| {
             log.webhook_posts.push(WebhookPost {
                 access_token: access_token.clone(),
                 sign_valid,
+                msgtype: msgtype.clone(),
                 content: content.clone(),
                 errcode,
                 at: Instant::now(),
@@ -639,7 +781,10 @@ async fn webhook(
             None,
         );
     }
-    if body["msgtype"] != "text" {
+    let markdown_ok = msgtype == "markdown"
+        && body["markdown"]["title"].is_string()
+        && body["markdown"]["text"].is_string();
+    if msgtype != "text" && !markdown_ok {
         return answer(40035, "缺少参数 json", true, None);
     }
     if let Some(keyword) = &robot.keyword {

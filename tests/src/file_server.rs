@@ -179,6 +179,22 @@ impl State {
     }
 }
 
+/// A PNG of `len` bytes (at least its header): the PNG signature and an IHDR chunk, then
+/// bytes that differ from place to place (so a shifted or repeated chunk would show).
+pub fn png(len: usize) -> Vec<u8> {
+    let mut bytes =
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00\x00\x00\x01\x00\x08\x06\x00\x00\x00"
+            .to_vec();
+    let mut state = 0x9e37_79b9_u32;
+    while bytes.len() < len {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        bytes.push(state as u8);
+    }
+    bytes
+}
+
 /// A running file server; stops (and drops every open connection) when dropped.
 pub struct FileServer {
     /// Where it listens.

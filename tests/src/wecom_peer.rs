@@ -3,13 +3,18 @@
 //! `{"errcode": 0, "errmsg": "ok"}` (HTTP 200 even for refusals, as WeCom does). It keeps the
 //! exact bytes of every request body, checks the key, and can be told to answer the next
 //! request with an error code (45009 with a `Retry-After`, 93000, …).
+//!
+//! Pictures as WeCom takes them: an `image` message is accepted only when its `base64`
+//! decodes to a JPG or PNG of at most 2 MB whose MD5 is `md5`; `POST
+//! /cgi-bin/webhook/upload_media?key=…&type=file` takes a multipart `media` part (more than
+//! 5 bytes, up to 20 MB) and answers a `media_id`, which a `file` message must name.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Multipart, Query, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::routing::post;
@@ -18,6 +23,10 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use md5::{Digest, Md5};
 
 use crate::PATIENCE;
 
@@ -46,6 +55,17 @@ impl Post {
             .to_owned()
     }
 
+    /// The decoded bytes of an `image` message.
+    pub fn image_bytes(&self) -> Option<Vec<u8>> {
+        let json = self.json();
+        STANDARD.decode(json["image"]["base64"].as_str()?).ok()
+    }
+
+    /// The `media_id` of a `file` message.
+    pub fn file_media_id(&self) -> Option<String> {
+        self.json()["file"]["media_id"].as_str().map(str::to_owned)
+    }
+
     /// The content of a `text` or `markdown` message.
     pub fn content(&self) -> String {
         let json = self.json();
@@ -68,6 +88,27 @@ struct Scripted {
     retry_after: Option<u64>,
 }
 
+/// One accepted `upload_media` request.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// The `type` query value.
+    pub kind: String,
+    /// The file name of the `media` part.
+    pub file_name: String,
+    /// The bytes uploaded.
+    pub bytes: Vec<u8>,
+    /// The `media_id` answered.
+    pub media_id: String,
+}
+
+/// The hex MD5 of `bytes`.
+pub fn md5_hex(bytes: &[u8]) -> String {
+    Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The robot's shared state.
 pub struct WecomPeer {
     /// The webhook key the robot accepts.
@@ -76,6 +117,8 @@ pub struct WecomPeer {
     posts: Mutex<Vec<Post>>,
     /// Answers for the next requests.
     script: Mutex<VecDeque<Scripted>>,
+    /// Accepted uploads.
+    uploads: Mutex<Vec<Upload>>,
     /// Woken on every request.
     changed: Notify,
 }
@@ -87,10 +130,13 @@ impl WecomPeer {
             key: key.to_owned(),
             posts: Mutex::new(Vec::new()),
             script: Mutex::new(VecDeque::new()),
+            uploads: Mutex::new(Vec::new()),
             changed: Notify::new(),
         });
         let app = Router::new()
             .route("/cgi-bin/webhook/send", post(send))
+            .route("/cgi-bin/webhook/upload_media", post(upload_media))
+            .layer(DefaultBodyLimit::max(32 * 1024 * 1024))
             .with_state(peer.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind robot");
         let url = format!(
@@ -110,6 +156,11 @@ impl WecomPeer {
             errmsg: errmsg.to_owned(),
             retry_after,
         });
+    }
+
+    /// Accepted uploads so far.
+    pub fn uploads(&self) -> Vec<Upload> {
+        self.uploads.lock().expect("lock").clone()
     }
 
     /// Every request so far.
@@ -192,6 +243,21 @@ async fn send(
             Ok(json) if json["msgtype"] == "text" || json["msgtype"] == "markdown" => {
                 (0, "ok".to_owned())
             }
+            Ok(json) if json["msgtype"] == "image" => image_verdict(&json),
+            Ok(json) if json["msgtype"] == "file" => {
+                let known = json["file"]["media_id"].as_str().is_some_and(|id| {
+                    peer.uploads
+                        .lock()
+                        .expect("lock")
+                        .iter()
+                        .any(|u| u.media_id == id)
+                });
+                if known {
+                    (0, "ok".to_owned())
+                } else {
+                    (40007, "invalid media_id".to_owned())
+                }
+            }
             _ => (40008, "invalid message type".to_owned()),
         }
     };
@@ -205,4 +271,75 @@ async fn send(
         headers,
         axum::Json(json!({ "errcode": errcode, "errmsg": errmsg })),
     )
+}
+
+/// WeCom's verdict on an `image` message: base64 of a JPG or PNG of at most 2 MB, with the
+/// MD5 of the raw bytes.
+fn image_verdict(json: &Value) -> (i64, String) {
+    let Some(bytes) = json["image"]["base64"]
+        .as_str()
+        .and_then(|b64| STANDARD.decode(b64).ok())
+    else {
+        return (40009, "invalid image size".to_owned());
+    };
+    if json["image"]["md5"].as_str() != Some(md5_hex(&bytes).as_str()) {
+        return (301019, "media md5 not match".to_owned());
+    }
+    let jpeg = bytes.starts_with(&[0xFF, 0xD8, 0xFF]);
+    let png = bytes.starts_with(b"\x89PNG\r\n\x1a\n");
+    if !(jpeg || png) || bytes.len() > 2 * 1024 * 1024 {
+        return (40009, "invalid image size".to_owned());
+    }
+    (0, "ok".to_owned())
+}
+
+/// `upload_media?key=…&type=file|voice`: a multipart `media` part.
+async fn upload_media(
+    State(peer): State<Arc<WecomPeer>>,
+    Query(query): Query<HashMap<String, String>>,
+    mut multipart: Multipart,
+) -> impl IntoResponse {
+    let answer = |errcode: i64, errmsg: &str, media_id: Option<&str>| {
+        let mut body = json!({ "errcode": errcode, "errmsg": errmsg });
+        if let Some(id) = media_id {
+            body["type"] = json!("file");
+            body["media_id"] = json!(id);
+            body["created_at"] = json!("1718880000");
+        }
+        axum::Json(body)
+    };
+    if query.get("key") != Some(&peer.key) {
+        return answer(93000, "invalid webhook url", None);
+    }
+    let kind = query.get("type").cloned().unwrap_or_default();
+    if kind != "file" && kind != "voice" {
+        return answer(40004, "invalid media type", None);
+    }
+    let mut media = None;
+    while let Ok(Some(field)) = multipart.next_field().await {
+        if field.name() == Some("media") {
+            let file_name = field.file_name().unwrap_or_default().to_owned();
+            let Ok(bytes) = field.bytes().await else {
+                return answer(40006, "invalid file size", None);
+            };
+            media = Some((file_name, bytes.to_vec()));
+        }
+    }
+    let Some((file_name, bytes)) = media else {
+        return answer(41005, "media data missing", None);
+    };
+    if bytes.len() <= 5 || bytes.len() > 20 * 1024 * 1024 || file_name.is_empty() {
+        return answer(40006, "invalid file size", None);
+    }
+    let mut uploads = peer.uploads.lock().expect("lock");
+    let media_id = format!("3a8asd892asd8asd-{}", uploads.len() + 1);
+    uploads.push(Upload {
+        kind,
+        file_name,
+        bytes,
+        media_id: media_id.clone(),
+    });
+    drop(uploads);
+    peer.changed.notify_waiters();
+    answer(0, "ok", Some(&media_id))
 }

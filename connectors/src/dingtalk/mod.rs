@@ -13,9 +13,11 @@
 /// feed its parsers directly.
 pub mod frames;
 mod openapi;
+mod pictures;
 mod recent;
 pub mod settings;
 mod sign;
+mod source;
 mod stream;
 mod text;
 mod webhook;
@@ -39,6 +41,8 @@ pub use webhook::{ERR_SECURITY, ERR_TOO_FAST};
 
 /// The OpenAPI base URL of the mainland tenant.
 pub const DEFAULT_API_BASE: &str = "https://api.dingtalk.com";
+/// The legacy OpenAPI (`oapi`) base URL of the mainland tenant: media uploads.
+pub const DEFAULT_OAPI_BASE: &str = "https://oapi.dingtalk.com";
 /// How qunbridge introduces itself (`name-sdk-lang/version`, the Stream `ua` convention).
 pub const USER_AGENT: &str = concat!("qunbridge-stream-rust/", env!("CARGO_PKG_VERSION"));
 /// How long connecting to a DingTalk HTTP endpoint may take.
@@ -57,6 +61,8 @@ pub struct StreamSettings {
     pub robot_code: String,
     /// OpenAPI base URL without a trailing `/` (another tenant's host, or a test peer).
     pub api_base: String,
+    /// Legacy OpenAPI (`oapi`) base URL without a trailing `/`, for media uploads.
+    pub oapi_base: String,
 }
 
 /// Settings of a custom robot webhook account (send-only), resolved from the config.
@@ -101,6 +107,7 @@ impl Connector for StreamConnector {
             mut egress,
             state,
             intake,
+            media,
             ..
         } = ctx;
         let api = Arc::new(openapi::OpenApi::new(
@@ -109,6 +116,10 @@ impl Connector for StreamConnector {
             self.settings.clone(),
         ));
         info!(message = "DingTalk Stream account starting.", account = %account, client_id = %self.settings.client_id, api_base = %self.settings.api_base);
+        // The pictures this account sees are fetched through its download codes.
+        if let Some(service) = &media.service {
+            service.register(&account, Arc::new(source::DownloadSource::new(api.clone())));
+        }
         let ingress_task = tokio::spawn(
             stream::StreamIngress::new(
                 account.clone(),
@@ -125,12 +136,15 @@ impl Connector for StreamConnector {
             let EgressRequest {
                 outbound, reply, ..
             } = request;
-            let outcome = api.send_outbound(&outbound).await;
+            let outcome = pictures::send_outbound(&api, &media, &outbound).await;
             // The relay stops waiting only on its own shutdown; nothing to do then.
             let _ = reply.send(outcome);
         }
         if let Err(error) = ingress_task.await {
             warn!(message = "DingTalk Stream ingress task failed.", account = %account, %error);
+        }
+        if let Some(service) = &media.service {
+            service.unregister(&account);
         }
         state.set(ConnectionState::Stopped, None);
         Ok(())
@@ -157,7 +171,8 @@ impl Connector for WebhookConnector {
             ctx.account.clone(),
             self.settings,
             crate::http::client(USER_AGENT, HTTP_CONNECT_TIMEOUT, HTTP_TIMEOUT)?,
-        );
+        )
+        .with_media(ctx.media.clone());
         robot::serve(ctx, webhook).await;
         Ok(())
     }

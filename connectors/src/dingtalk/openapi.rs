@@ -1,8 +1,11 @@
 //! The DingTalk OpenAPI as an enterprise app robot uses it (PROTOCOLS.md §3.1, §3.5, §3.8):
 //! registering a Stream connection (`gateway/connections/open`), the access token
 //! (`oauth2/accessToken`, cached and refreshed five minutes before it expires, and once more
-//! when the platform calls it invalid), picture download URLs (`robot/messageFiles/download`)
-//! and group sends (`robot/groupMessages/send`, text split to fit the 15000-byte `msgParam`).
+//! when the platform calls it invalid), picture download URLs (`robot/messageFiles/download`),
+//! picture uploads (`oapi` `media/upload`, with the same token as `access_token`, as the
+//! official Stream SDK does) and group sends (`robot/groupMessages/send`, text split to fit
+//! the 15000-byte `msgParam`; pictures as `sampleImageMsg`, which [`super::pictures`]
+//! sends after their text).
 //!
 //! Errors keep the platform's `code` and `message` (never the request, which carries the app
 //! secret or the token) and say whether a retry can help ([`ApiError::to_send_error`]).
@@ -22,6 +25,7 @@ use super::{StreamSettings, USER_AGENT};
 use crate::context::SendReceipt;
 use crate::error::SendError;
 use crate::http::{describe, retry_after, BodyError, Progress};
+use crate::media::carry::Picture;
 use crate::model::{Kind, Outbound};
 
 /// Largest `msgParam` of a group send, in bytes (PROTOCOLS.md §3.8).
@@ -40,6 +44,13 @@ const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(10);
 const MAX_ERROR_TEXT: usize = 300;
 /// Messages whose partial progress is remembered for resuming a split send.
 const PROGRESS_CAPACITY: usize = 64;
+/// How long a resolved download URL is reused for the same code: ingress resolves it for the
+/// envelope, and the media service asks again moments later to fetch the bytes.
+const DOWNLOAD_URL_REUSE: Duration = Duration::from_secs(60);
+/// Download URLs remembered for reuse.
+const DOWNLOAD_URLS_KEPT: usize = 128;
+/// `oapi` errcodes of a refused or expired access token.
+const OAPI_TOKEN_ERRCODES: [i64; 3] = [40001, 40014, 42001];
 
 /// Why an OpenAPI call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -278,6 +289,8 @@ pub struct OpenApi {
     token: Mutex<Option<CachedToken>>,
     /// Parts of split messages already sent, for resuming a retried message.
     progress: Mutex<Progress<Sent>>,
+    /// Download URLs resolved lately: (download code, URL, when), oldest first.
+    download_urls: Mutex<std::collections::VecDeque<(String, String, Instant)>>,
 }
 
 impl OpenApi {
@@ -289,6 +302,7 @@ impl OpenApi {
             settings,
             token: Mutex::new(None),
             progress: Mutex::new(Progress::new(PROGRESS_CAPACITY)),
+            download_urls: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -431,11 +445,30 @@ impl OpenApi {
         }
     }
 
-    /// The download URL of a picture a bot message named by its download code.
+    /// The download URL of a picture a bot message named by its download code; the URL
+    /// resolved for the same code within the last minute is reused.
     ///
     /// # Errors
     /// [`ApiError`] when the platform gives none.
     pub async fn download_url(&self, download_code: &str) -> Result<String, ApiError> {
+        {
+            let mut recent = self.download_urls.lock().await;
+            recent.retain(|(_, _, at)| at.elapsed() < DOWNLOAD_URL_REUSE);
+            if let Some((_, url, _)) = recent.iter().find(|(code, _, _)| code == download_code) {
+                return Ok(url.clone());
+            }
+        }
+        let url = self.resolve_download_url(download_code).await?;
+        let mut recent = self.download_urls.lock().await;
+        if recent.len() >= DOWNLOAD_URLS_KEPT {
+            recent.pop_front();
+        }
+        recent.push_back((download_code.to_owned(), url.clone(), Instant::now()));
+        Ok(url)
+    }
+
+    /// Asks `messageFiles/download` for the URL of `download_code`.
+    async fn resolve_download_url(&self, download_code: &str) -> Result<String, ApiError> {
         let body = json!({
             "robotCode": self.settings.robot_code,
             "downloadCode": download_code,
@@ -453,13 +486,19 @@ impl OpenApi {
             })
     }
 
-    /// Sends one text to a group; returns the `processQueryKey` (empty when absent).
-    async fn send_group_text(&self, group: &str, content: &str) -> Result<String, ApiError> {
+    /// Sends one message of `msg_key` with `msg_param` to a group; returns the
+    /// `processQueryKey` (empty when absent).
+    async fn send_group(
+        &self,
+        group: &str,
+        msg_key: &str,
+        msg_param: &Value,
+    ) -> Result<String, ApiError> {
         let body = json!({
             "robotCode": self.settings.robot_code,
             "openConversationId": group,
-            "msgKey": "sampleText",
-            "msgParam": json!({ "content": content }).to_string(),
+            "msgKey": msg_key,
+            "msgParam": msg_param.to_string(),
         });
         let answer = self
             .post_authed("/v1.0/robot/groupMessages/send", &body)
@@ -471,13 +510,123 @@ impl OpenApi {
             .to_owned())
     }
 
-    /// Sends an outbound message to its group (`outbound.group` is the `openConversationId`),
+    /// Sends one text to a group; returns the `processQueryKey` (empty when absent).
+    async fn send_group_text(&self, group: &str, content: &str) -> Result<String, ApiError> {
+        self.send_group(group, "sampleText", &json!({ "content": content }))
+            .await
+    }
+
+    /// Sends a picture uploaded as `media_id` to a group (`sampleImageMsg`, `photoURL`
+    /// `@<media_id>`); returns the `processQueryKey` (empty when absent).
+    ///
+    /// # Errors
+    /// [`ApiError`] when the platform refuses it.
+    pub async fn send_group_image(&self, group: &str, media_id: &str) -> Result<String, ApiError> {
+        let photo = if media_id.starts_with('@') {
+            media_id.to_owned()
+        } else {
+            format!("@{media_id}")
+        };
+        self.send_group(group, "sampleImageMsg", &json!({ "photoURL": photo }))
+            .await
+    }
+
+    /// Uploads `picture` with `oapi` `media/upload` (`type=image`, multipart `media`);
+    /// returns its `media_id`. A refused token is replaced once, as for the other calls.
+    ///
+    /// # Errors
+    /// [`ApiError`] when the file cannot be read or the platform refuses it.
+    pub async fn upload_image(&self, picture: &Picture) -> Result<String, ApiError> {
+        let bytes = picture
+            .bytes()
+            .await
+            .map_err(|error| ApiError::Unexpected(format!("cached picture unreadable: {error}")))?;
+        let token = self.access_token().await?;
+        match self.upload_with(&token, picture, bytes.clone()).await {
+            Err(ApiError::Auth { code, .. }) => {
+                info!(message = "DingTalk refused the access token for an upload; fetching a new one.", account = %self.account, %code);
+                self.invalidate(&token).await;
+                let token = self.access_token().await?;
+                self.upload_with(&token, picture, bytes).await
+            }
+            other => other,
+        }
+    }
+
+    /// One `media/upload` request with `token`.
+    async fn upload_with(
+        &self,
+        token: &str,
+        picture: &Picture,
+        bytes: Vec<u8>,
+    ) -> Result<String, ApiError> {
+        let mut url = reqwest::Url::parse(&format!("{}/media/upload", self.settings.oapi_base))
+            .map_err(|_| ApiError::Unexpected("`oapi_base` is not a URL".into()))?;
+        url.query_pairs_mut()
+            .append_pair("access_token", token)
+            .append_pair("type", "image");
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(picture.file_name())
+            .mime_str(picture.file_type.mime())
+            .map_err(|error| ApiError::Unexpected(describe(error)))?;
+        let form = reqwest::multipart::Form::new()
+            .text("type", "image")
+            .part("media", part);
+        let response = self
+            .http
+            .post(url)
+            .header(ACCEPT, "application/json")
+            .multipart(form)
+            .send()
+            .await
+            .map_err(|error| ApiError::Network(describe(error)))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = read_limited(response, MAX_RESPONSE_BYTES).await?;
+        let answer = classify(status, &headers, &body)?;
+        let errcode = answer.get("errcode").and_then(Value::as_i64).unwrap_or(0);
+        let errmsg = clip(
+            answer
+                .get("errmsg")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        );
+        if OAPI_TOKEN_ERRCODES.contains(&errcode) {
+            return Err(ApiError::Auth {
+                status: status.as_u16(),
+                code: errcode.to_string(),
+                message: errmsg,
+            });
+        }
+        if errcode != 0 {
+            return Err(ApiError::Refused {
+                status: status.as_u16(),
+                code: errcode.to_string(),
+                message: errmsg,
+            });
+        }
+        answer
+            .get("media_id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::Unexpected("media/upload answered without `media_id`".into()))
+    }
+
+    /// Sends the text of an outbound message to its group (`outbound.group` is the
+    /// `openConversationId`): `text` (the message's text as this destination shows it),
     /// split into several sends when it is longer than one `msgParam` allows. A retry of a
-    /// message that failed in the middle sends only the parts still missing.
+    /// message that failed in the middle sends only the parts still missing. With
+    /// `pictures_follow`, an empty text is not sent (the pictures are the message).
     ///
     /// # Errors
     /// [`SendError`] as [`ApiError::to_send_error`] maps the failure.
-    pub async fn send_outbound(&self, outbound: &Outbound) -> Result<SendReceipt, SendError> {
+    pub async fn send_outbound_text(
+        &self,
+        outbound: &Outbound,
+        text: &str,
+        pictures_follow: bool,
+    ) -> Result<SendReceipt, SendError> {
         if outbound.kind == Kind::Recall {
             debug!(message = "Recall is not relayed to DingTalk; skipped.", account = %self.account);
             return Ok(SendReceipt::default());
@@ -485,10 +634,15 @@ impl OpenApi {
         if outbound.text.trim().is_empty() {
             return Err(SendError::Permanent("the message is empty".into()));
         }
-        let parts = text::split(&outbound.text, MAX_MSG_PARAM_BYTES - MSG_PARAM_OVERHEAD);
+        let parts = text::split(text, MAX_MSG_PARAM_BYTES - MSG_PARAM_OVERHEAD);
         let key = crate::http::progress_key(&outbound.id, &outbound.group, &outbound.text);
         let mut sent = self.progress.lock().await.take(&key);
         for part in parts.iter().skip(sent.parts) {
+            // A message of nothing but pictures has no text to send.
+            if pictures_follow && part.trim().is_empty() {
+                sent.parts += 1;
+                continue;
+            }
             match self.send_group_text(&outbound.group, part).await {
                 Ok(id) => {
                     sent.parts += 1;
@@ -507,6 +661,20 @@ impl OpenApi {
         }
         let Sent { ids, .. } = sent;
         Ok(SendReceipt { message_ids: ids })
+    }
+
+    /// Sends `content` as a text to `group`, for a picture's placeholder; returns the
+    /// `processQueryKey` (empty when absent).
+    ///
+    /// # Errors
+    /// [`ApiError`] when the platform refuses it.
+    pub async fn send_text(&self, group: &str, content: &str) -> Result<String, ApiError> {
+        self.send_group_text(group, content).await
+    }
+
+    /// The account id, for logs.
+    pub fn account(&self) -> &str {
+        &self.account
     }
 }
 

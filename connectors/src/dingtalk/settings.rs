@@ -9,7 +9,7 @@ use crate::protocol::spec::ProtocolSpec;
 use crate::protocol::table::AccountTable;
 use crate::Secret;
 
-use super::{StreamSettings, WebhookSettings, DEFAULT_API_BASE};
+use super::{StreamSettings, WebhookSettings, DEFAULT_API_BASE, DEFAULT_OAPI_BASE};
 
 /// Longest DingTalk text message, in bytes: below the 15 000 of a send's `msgParam`
 /// ([`super::MAX_MSG_PARAM_BYTES`]), which also holds the JSON around the text.
@@ -20,7 +20,13 @@ pub const STREAM_SPEC: ProtocolSpec = ProtocolSpec {
     name: "stream",
     description: "DingTalk enterprise app robot: Stream mode in, OpenAPI out",
     platforms: &[Platform::Dingtalk],
-    keys: &["client_id", "client_secret", "robot_code", "api_base"],
+    keys: &[
+        "client_id",
+        "client_secret",
+        "robot_code",
+        "api_base",
+        "oapi_base",
+    ],
     implied_by: None,
     send_only: false,
     shares_reverse_listener: false,
@@ -62,6 +68,9 @@ impl StreamSettings {
         if let Some(base) = &table.api_base {
             check_url(item, "api_base", base, &["http", "https"], problems);
         }
+        if let Some(base) = &table.oapi_base {
+            check_url(item, "oapi_base", base, &["http", "https"], problems);
+        }
         if let Some(code) = table.robot_code.as_deref() {
             if code.trim().is_empty() {
                 problems.push(format!(
@@ -73,18 +82,24 @@ impl StreamSettings {
             return None;
         }
         let client_id = table.client_id.clone()?;
+        let api_base = table
+            .api_base
+            .as_deref()
+            .unwrap_or(DEFAULT_API_BASE)
+            .trim_end_matches('/')
+            .to_owned();
+        let oapi_base = match table.oapi_base.as_deref() {
+            Some(base) => base.trim_end_matches('/').to_owned(),
+            None => oapi_base_for(&api_base),
+        };
         Some(StreamSettings {
             robot_code: table
                 .robot_code
                 .clone()
                 .unwrap_or_else(|| client_id.clone()),
             client_secret: Secret::new(table.client_secret.clone()?),
-            api_base: table
-                .api_base
-                .as_deref()
-                .unwrap_or(DEFAULT_API_BASE)
-                .trim_end_matches('/')
-                .to_owned(),
+            api_base,
+            oapi_base,
             client_id,
         })
     }
@@ -92,8 +107,8 @@ impl StreamSettings {
     /// A short description for `qunbridge check`.
     pub fn describe(&self) -> String {
         format!(
-            "dingtalk stream, client_id {}, robot_code {}, api_base {}",
-            self.client_id, self.robot_code, self.api_base
+            "dingtalk stream, client_id {}, robot_code {}, api_base {}, oapi_base {}",
+            self.client_id, self.robot_code, self.api_base, self.oapi_base
         )
     }
 
@@ -105,6 +120,23 @@ impl StreamSettings {
             length: Some(LENGTH),
         }
     }
+}
+
+/// The `oapi` base that goes with `api_base` when `oapi_base` is not set: the host's leading
+/// `api.` becomes `oapi.` (`https://api.dingtalk.io` → `https://oapi.dingtalk.io`); a base
+/// without it (a proxy, a test peer) serves both.
+pub fn oapi_base_for(api_base: &str) -> String {
+    if api_base == DEFAULT_API_BASE {
+        return DEFAULT_OAPI_BASE.to_owned();
+    }
+    for scheme in ["https://", "http://"] {
+        if let Some(rest) = api_base.strip_prefix(scheme) {
+            if let Some(host) = rest.strip_prefix("api.") {
+                return format!("{scheme}oapi.{host}");
+            }
+        }
+    }
+    api_base.to_owned()
 }
 
 impl WebhookSettings {
@@ -172,5 +204,23 @@ impl WebhookSettings {
             per_account: Some(TWENTY_A_MINUTE),
             length: Some(LENGTH),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oapi_base_follows_the_api_base() {
+        assert_eq!(oapi_base_for(DEFAULT_API_BASE), DEFAULT_OAPI_BASE);
+        assert_eq!(
+            oapi_base_for("https://api.dingtalk.io"),
+            "https://oapi.dingtalk.io"
+        );
+        assert_eq!(
+            oapi_base_for("http://127.0.0.1:8080"),
+            "http://127.0.0.1:8080"
+        );
     }
 }

@@ -11,9 +11,13 @@
 //!   problem. One error log names the likely cause and the message is refused for good
 //!   ([`SendError::Permanent`]), so it is never retried in a loop.
 //! - Any other non-zero `errcode`: refused for good, with the platform's `errmsg`.
+//! - Pictures: with the media server configured, each follows the text as a markdown
+//!   message `![](<signed link>)` (with the keyword, as the text); without it, its
+//!   placeholder stays in the text ([`super::pictures::webhook_plan`]). A picture message
+//!   that fails is sent as its placeholder and never fails the message.
 
-use serde_json::json;
-use tracing::error;
+use serde_json::{json, Value};
+use tracing::{error, info};
 
 use super::openapi::clip;
 use super::sign::signed_url;
@@ -21,7 +25,8 @@ use super::text::{self, Sent};
 use super::WebhookSettings;
 use crate::context::{now_ms, SendReceipt};
 use crate::error::SendError;
-use crate::model::Outbound;
+use crate::media::MediaContext;
+use crate::model::{Outbound, Platform};
 use crate::robot::RobotState;
 
 /// The errcode of "send too fast, exceed 20 times per minute".
@@ -54,6 +59,8 @@ pub struct Webhook {
     state: RobotState<Sent>,
     /// URL, signing secret and keyword.
     settings: WebhookSettings,
+    /// The account's media mode, service and link signer.
+    media: MediaContext,
 }
 
 impl Webhook {
@@ -62,7 +69,14 @@ impl Webhook {
         Webhook {
             state: RobotState::new(ROBOT, account, http),
             settings,
+            media: MediaContext::default(),
         }
+    }
+
+    /// The sender with the account's media context (pictures are carried as its mode says).
+    pub fn with_media(mut self, media: MediaContext) -> Webhook {
+        self.media = media;
+        self
     }
 
     /// Sends an outbound message (split when very long; a retry resumes after the parts
@@ -76,10 +90,16 @@ impl Webhook {
         }
         let keyword = self.settings.keyword.clone();
         let keyword_cost: usize = keyword.as_deref().map_or(0, |k| text::cost(k) + 1);
-        let parts = text::split(&outbound.text, MAX_TEXT_BYTES.saturating_sub(keyword_cost));
+        let (text, links) = super::pictures::webhook_plan(&self.media, outbound).await;
+        let parts = text::split(&text, MAX_TEXT_BYTES.saturating_sub(keyword_cost));
         let key = crate::http::progress_key(&outbound.id, &outbound.group, &outbound.text);
         let mut sent = self.state.progress.take(&key);
         for part in parts.iter().skip(sent.parts) {
+            // A message of nothing but pictures has no text to send.
+            if !links.is_empty() && part.trim().is_empty() {
+                sent.parts += 1;
+                continue;
+            }
             let content = text::with_keyword(part, keyword.as_deref());
             match self.post(&content).await {
                 Ok(()) => sent.parts += 1,
@@ -92,17 +112,45 @@ impl Webhook {
             }
         }
         let Sent { ids, .. } = sent;
+        for (link, placeholder, kind) in &links {
+            if let Err(error) = self.post_picture(link).await {
+                info!(message = "A picture could not be sent to the DingTalk robot; its placeholder is sent.", account = %self.state.account, %error);
+                self.media
+                    .fell_back(Platform::Dingtalk, *kind, "send_failed");
+                let content = text::with_keyword(placeholder, keyword.as_deref());
+                if let Err(error) = self.post(&content).await {
+                    info!(message = "The placeholder of a picture was not sent either.", account = %self.state.account, %error);
+                }
+            }
+        }
         Ok(SendReceipt { message_ids: ids })
+    }
+
+    /// POSTs one picture as a markdown message showing `link`, with the keyword.
+    async fn post_picture(&mut self, link: &str) -> Result<(), SendError> {
+        let keyword = self.settings.keyword.as_deref();
+        let title = text::with_keyword("[图片]", keyword).into_owned();
+        let markdown = text::with_keyword(&format!("![]({link})"), keyword).into_owned();
+        self.post_body(&json!({
+            "msgtype": "markdown",
+            "markdown": { "title": title, "text": markdown },
+        }))
+        .await
     }
 
     /// POSTs one text message and reads the verdict.
     async fn post(&mut self, content: &str) -> Result<(), SendError> {
+        self.post_body(&json!({ "msgtype": "text", "text": { "content": content } }))
+            .await
+    }
+
+    /// POSTs one message body and reads the verdict.
+    async fn post_body(&mut self, body: &Value) -> Result<(), SendError> {
         let url = match &self.settings.secret {
             Some(secret) => signed_url(self.settings.webhook.expose(), secret.expose(), now_ms()),
             None => self.settings.webhook.expose().to_owned(),
         };
-        let body = json!({ "msgtype": "text", "text": { "content": content } });
-        let answer = self.state.post(&url, &body, clip).await?;
+        let answer = self.state.post(&url, body, clip).await?;
         let (errcode, errmsg) = (answer.errcode.unwrap_or(-1), answer.errmsg);
         match errcode {
             0 => {

@@ -39,6 +39,10 @@ pub struct AccountTable {
     /// DingTalk OpenAPI base URL (international tenant, tests).
     #[serde(default)]
     pub api_base: Option<String>,
+    /// DingTalk legacy OpenAPI base URL (`oapi`: media uploads), when `api_base` does not
+    /// tell it.
+    #[serde(default)]
+    pub oapi_base: Option<String>,
     /// Robot webhook URL (send-only accounts).
     #[serde(default)]
     pub webhook: Option<String>,
@@ -64,12 +68,16 @@ pub struct AccountTable {
     /// WeCom robot: send `markdown` messages (up to 4096 bytes) instead of `text` (2048).
     #[serde(default)]
     pub markdown: Option<bool>,
+    /// WeCom robot: what becomes of a picture too large (or of a type) its `image` message
+    /// does not take: `placeholder` (default) or `file` (uploaded and sent as a file).
+    #[serde(default)]
+    pub large_images: Option<String>,
 }
 
 impl AccountTable {
     /// Every key a protocol may read (all but `platform`, `protocol` and `media`), in the order
     /// [`AccountTable::set_keys`] reports them.
-    pub const KEYS: [&'static str; 15] = [
+    pub const KEYS: [&'static str; 17] = [
         "url",
         "listen",
         "access_token",
@@ -77,6 +85,7 @@ impl AccountTable {
         "client_secret",
         "robot_code",
         "api_base",
+        "oapi_base",
         "webhook",
         "secret",
         "keyword",
@@ -85,6 +94,7 @@ impl AccountTable {
         "self_id",
         "send_images",
         "markdown",
+        "large_images",
     ];
 
     /// The keys whose values are secrets: the config accepts them as `<key>_file` too, and
@@ -105,6 +115,7 @@ impl AccountTable {
             client_secret,
             robot_code,
             api_base,
+            oapi_base,
             webhook,
             secret,
             keyword,
@@ -113,6 +124,7 @@ impl AccountTable {
             self_id,
             send_images,
             markdown,
+            large_images,
         } = self;
         let set = [
             url.is_some(),
@@ -122,6 +134,7 @@ impl AccountTable {
             client_secret.is_some(),
             robot_code.is_some(),
             api_base.is_some(),
+            oapi_base.is_some(),
             webhook.is_some(),
             secret.is_some(),
             keyword.is_some(),
@@ -130,6 +143,7 @@ impl AccountTable {
             self_id.is_some(),
             send_images.is_some(),
             markdown.is_some(),
+            large_images.is_some(),
         ];
         AccountTable::KEYS
             .into_iter()

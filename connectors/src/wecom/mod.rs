@@ -9,6 +9,7 @@
 //!
 //! The webhook URL's `key` is the robot's credential: settings print only the host.
 
+mod pictures;
 pub mod settings;
 pub mod webhook;
 
@@ -40,6 +41,39 @@ pub struct WecomSettings {
     /// Send `markdown` messages (WeCom's markdown subset, up to 4096 bytes) instead of
     /// `text` (up to 2048 bytes).
     pub markdown: bool,
+    /// What becomes of a picture the robot's `image` message does not take (larger than
+    /// 2 MB, or neither JPG nor PNG).
+    pub large_images: LargeImages,
+}
+
+/// What a WeCom robot does with a picture its `image` message does not take (`large_images`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LargeImages {
+    /// Its placeholder (`[图片]`) in the text.
+    #[default]
+    Placeholder,
+    /// Uploaded (`upload_media`, type file, up to 20 MB) and sent as a file message.
+    File,
+}
+
+impl LargeImages {
+    /// Every value, as written in the config.
+    pub const ALL: [LargeImages; 2] = [LargeImages::Placeholder, LargeImages::File];
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LargeImages::Placeholder => "placeholder",
+            LargeImages::File => "file",
+        }
+    }
+
+    /// Parses the config spelling.
+    pub fn parse(value: &str) -> Option<LargeImages> {
+        LargeImages::ALL
+            .into_iter()
+            .find(|choice| choice.as_str() == value)
+    }
 }
 
 impl WecomSettings {
@@ -82,7 +116,8 @@ impl Connector for WecomConnector {
             ctx.account.clone(),
             self.settings,
             crate::http::client(USER_AGENT, HTTP_CONNECT_TIMEOUT, HTTP_TIMEOUT)?,
-        );
+        )
+        .with_media(ctx.media.clone());
         robot::serve(ctx, robot).await;
         Ok(())
     }
@@ -103,6 +138,7 @@ mod tests {
         let settings = WecomSettings {
             webhook: "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=693a91f6-7xxx".into(),
             markdown: true,
+            large_images: LargeImages::default(),
         };
         let shown = format!("{settings:?}");
         assert!(!shown.contains("693a91f6"), "{shown}");

@@ -9,14 +9,14 @@ use crate::protocol::spec::ProtocolSpec;
 use crate::protocol::table::AccountTable;
 use crate::Secret;
 
-use super::{WecomSettings, MAX_MARKDOWN_BYTES, MAX_TEXT_BYTES};
+use super::{LargeImages, WecomSettings, MAX_MARKDOWN_BYTES, MAX_TEXT_BYTES};
 
 /// The WeCom group robot webhook.
 pub const SPEC: ProtocolSpec = ProtocolSpec {
     name: "webhook",
     description: "WeCom group robot webhook (send-only)",
     platforms: &[Platform::Wecom],
-    keys: &["webhook", "markdown"],
+    keys: &["webhook", "markdown", "large_images"],
     implied_by: None,
     send_only: true,
     shares_reverse_listener: false,
@@ -31,6 +31,18 @@ impl WecomSettings {
         table: &AccountTable,
         problems: &mut Vec<String>,
     ) -> Option<WecomSettings> {
+        let large_images = match table.large_images.as_deref() {
+            None => Some(LargeImages::default()),
+            Some(value) => {
+                let choice = LargeImages::parse(value);
+                if choice.is_none() {
+                    problems.push(format!(
+                        "{item}: `large_images` = {value:?}: write \"placeholder\" or \"file\""
+                    ));
+                }
+                choice
+            }
+        };
         let Some(hook) = table.webhook.as_deref() else {
             problems.push(format!(
                 "{item}: `webhook` is missing (https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…)"
@@ -64,15 +76,17 @@ impl WecomSettings {
         Some(WecomSettings {
             webhook: Secret::new(hook),
             markdown: table.markdown.unwrap_or(false),
+            large_images: large_images?,
         })
     }
 
     /// A short description for `qunbridge check`; the key is never shown.
     pub fn describe(&self) -> String {
         format!(
-            "wecom robot webhook to {}, {}",
+            "wecom robot webhook to {}, {}, large images as {}",
             self.host(),
-            if self.markdown { "markdown" } else { "text" }
+            if self.markdown { "markdown" } else { "text" },
+            self.large_images.as_str()
         )
     }
 
@@ -90,5 +104,44 @@ impl WecomSettings {
                 unit: LengthUnit::Bytes,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(large_images: Option<&str>) -> AccountTable {
+        AccountTable {
+            webhook: Some("https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k".into()),
+            large_images: large_images.map(str::to_owned),
+            ..AccountTable::default()
+        }
+    }
+
+    #[test]
+    fn large_images_is_checked() {
+        let mut problems = Vec::new();
+        let settings =
+            WecomSettings::from_table("account \"w\"", &table(None), &mut problems).expect("valid");
+        assert_eq!(settings.large_images, LargeImages::Placeholder);
+        let settings =
+            WecomSettings::from_table("account \"w\"", &table(Some("file")), &mut problems)
+                .expect("valid");
+        assert_eq!(settings.large_images, LargeImages::File);
+        assert!(problems.is_empty());
+        let bad = AccountTable {
+            webhook: None,
+            ..table(Some("inline"))
+        };
+        assert!(WecomSettings::from_table("account \"w\"", &bad, &mut problems).is_none());
+        assert_eq!(
+            problems,
+            [
+                "account \"w\": `large_images` = \"inline\": write \"placeholder\" or \"file\"",
+                "account \"w\": `webhook` is missing (https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…)"
+            ],
+            "every problem at once"
+        );
     }
 }

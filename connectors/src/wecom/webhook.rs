@@ -12,17 +12,25 @@
 //! - Network errors, HTTP 5xx, `errcode` `-1` (system busy) and answers that are not JSON are
 //!   retryable; any other non-zero `errcode` is refused for good, with WeCom's `errmsg`.
 //!
+//! - Pictures follow the text of their message as `image` or `file` messages
+//!   ([`super::pictures`]); a 45009 on one of them pauses the robot and the relay's retry
+//!   resumes with it (the text is not sent again); any other failure sends the picture's
+//!   placeholder instead and the message counts as sent.
+//!
 //! The webhook's `key` is the robot's only credential: it never reaches logs, errors or
 //! metrics (reqwest errors are stripped of their URL, and an `errmsg` that quoted the key
 //! would have it replaced).
 
-use serde_json::json;
-use tracing::debug;
+use serde_json::{json, Value};
+use tracing::{debug, info};
 
+use super::pictures::{self, Decision};
 use super::WecomSettings;
 use crate::context::SendReceipt;
 use crate::error::SendError;
-use crate::model::Outbound;
+use crate::media::carry::{text_with, Picture};
+use crate::media::{MediaContext, MediaKind, MediaMode};
+use crate::model::{Outbound, Platform};
 use crate::robot::RobotState;
 use crate::split::{self, Cuts, Unit};
 
@@ -50,10 +58,13 @@ const CUTS: Cuts = Cuts {
 
 /// The sender of one robot.
 pub struct Robot {
-    /// Account, HTTP client, pause and progress, as every robot keeps them.
+    /// Account, HTTP client, pause and progress (text parts, then pictures, sent), as every
+    /// robot keeps them.
     state: RobotState<usize>,
     /// Webhook URL and message type.
     settings: WecomSettings,
+    /// The account's media mode, service and link signer.
+    media: MediaContext,
 }
 
 impl Robot {
@@ -62,7 +73,14 @@ impl Robot {
         Robot {
             state: RobotState::new(ROBOT, account, http),
             settings,
+            media: MediaContext::default(),
         }
+    }
+
+    /// The sender with the account's media context (pictures are carried as its mode says).
+    pub fn with_media(mut self, media: MediaContext) -> Robot {
+        self.media = media;
+        self
     }
 
     /// Sends an outbound message, split into parts within the byte limit; a retry after a
@@ -79,7 +97,8 @@ impl Robot {
         } else {
             ("text", MAX_TEXT_BYTES)
         };
-        let parts = split::pieces(&outbound.text, limit, CUTS, &[]);
+        let (text, carried) = self.plan(outbound).await;
+        let parts = split::pieces(&text, limit, CUTS, &[]);
         let key = crate::http::progress_key(&outbound.id, &outbound.group, &outbound.text);
         let mut sent = self.state.progress.take(&key);
         for part in parts.iter().skip(sent) {
@@ -101,17 +120,137 @@ impl Robot {
         if parts.len() > 1 {
             debug!(message = "Long message sent in parts.", account = %self.state.account, parts = parts.len());
         }
+        let skip = sent.saturating_sub(parts.len());
+        for (placeholder, kind, decision) in carried.iter().skip(skip) {
+            let outcome = match decision {
+                Decision::Image(picture) => self.send_image(picture).await,
+                Decision::File(picture) => self.send_file(picture).await,
+                Decision::Text(_) => Ok(()),
+            };
+            match outcome {
+                Ok(()) => {}
+                Err(SendError::Throttled(pause)) => {
+                    // The pause is struck; the relay's retry resumes with this picture.
+                    self.state.progress.keep(key, sent);
+                    return Err(SendError::Throttled(pause));
+                }
+                Err(error) => {
+                    info!(message = "A picture was not taken by the WeCom robot; its placeholder is sent.", account = %self.state.account, %error);
+                    self.media.fell_back(Platform::Wecom, *kind, "send_failed");
+                    match self.post(msgtype, placeholder).await {
+                        Err(SendError::Throttled(pause)) => {
+                            self.state.progress.keep(key, sent);
+                            return Err(SendError::Throttled(pause));
+                        }
+                        Err(error) => {
+                            info!(message = "The placeholder of a picture was not sent either.", account = %self.state.account, %error);
+                        }
+                        Ok(()) => {}
+                    }
+                }
+            }
+            sent += 1;
+        }
         // The webhook returns no message id: nothing can be recalled later.
         Ok(SendReceipt::default())
     }
 
-    /// POSTs one message and reads the verdict.
+    /// The text of `outbound` for this robot and the pictures that follow it (each with its
+    /// placeholder, sent instead when the picture fails). In `passthrough` mode the text is
+    /// the message's own and nothing follows, as before pictures were fetched.
+    async fn plan(&self, outbound: &Outbound) -> (String, Vec<(String, MediaKind, Decision)>) {
+        if self.media.mode == MediaMode::Passthrough {
+            return (outbound.text.clone(), Vec::new());
+        }
+        let prepared = self.media.prepare(Platform::Wecom, outbound).await;
+        let decisions: Vec<(usize, Decision)> = prepared
+            .iter()
+            .map(|p| {
+                (
+                    p.index,
+                    pictures::decide(&self.media, p, self.settings.large_images),
+                )
+            })
+            .collect();
+        let text = text_with(outbound, &prepared, |p| {
+            decisions
+                .iter()
+                .find(|(index, _)| *index == p.index)
+                .and_then(|(_, decision)| decision.shown())
+        });
+        let carried = prepared
+            .iter()
+            .zip(decisions)
+            .filter(|(_, (_, decision))| decision.shown().is_none())
+            .map(|(p, (_, decision))| (p.placeholder.to_owned(), p.kind, decision))
+            .collect();
+        (text, carried)
+    }
+
+    /// Sends `picture` as an `image` message.
+    async fn send_image(&mut self, picture: &Picture) -> Result<(), SendError> {
+        let bytes = picture
+            .bytes()
+            .await
+            .map_err(|error| SendError::Permanent(format!("cached picture unreadable: {error}")))?;
+        self.post_body(&pictures::image_body(&bytes)).await
+    }
+
+    /// Sends `picture` as a `file` message, uploading it unless this robot already did
+    /// within the media id's lifetime.
+    async fn send_file(&mut self, picture: &Picture) -> Result<(), SendError> {
+        let sha256 = &picture.blob.sha256;
+        let account = self.state.account.clone();
+        let media_id = match pictures::known_upload(&self.media, sha256, &account).await {
+            Some(id) => id,
+            None => {
+                let id = self.upload(picture).await?;
+                pictures::remember_upload(&self.media, sha256, &account, &id).await;
+                id
+            }
+        };
+        self.post_body(&pictures::file_body(&media_id)).await
+    }
+
+    /// Uploads `picture` (`upload_media`, type file) and returns its `media_id`; 45009 and
+    /// HTTP 429 pause the robot.
+    async fn upload(&mut self, picture: &Picture) -> Result<String, SendError> {
+        let key = self.settings.key();
+        let url = pictures::upload_url(self.settings.webhook.expose(), key.as_deref())?;
+        let answer = pictures::upload(&self.state.http, url, picture).await?;
+        if answer.status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(self.state.throttled(answer.suggested, "HTTP 429"));
+        }
+        if !answer.status.is_success() {
+            return Err(SendError::Retryable(format!(
+                "WeCom upload answered HTTP {}",
+                answer.status
+            )));
+        }
+        let errmsg = clean(&answer.errmsg, key.as_deref());
+        match answer.errcode {
+            0 => answer.media_id.ok_or_else(|| {
+                SendError::Permanent("WeCom upload answered without `media_id`".into())
+            }),
+            ERR_FREQ_OUT_OF_LIMIT => Err(self.state.throttled(answer.suggested, &errmsg)),
+            other => Err(SendError::Permanent(format!(
+                "WeCom refused the upload ({other} {errmsg})"
+            ))),
+        }
+    }
+
+    /// POSTs one text or markdown message and reads the verdict.
     async fn post(&mut self, msgtype: &str, content: &str) -> Result<(), SendError> {
-        let body = json!({ "msgtype": msgtype, msgtype: { "content": content } });
+        self.post_body(&json!({ "msgtype": msgtype, msgtype: { "content": content } }))
+            .await
+    }
+
+    /// POSTs one message body and reads the verdict.
+    async fn post_body(&mut self, body: &Value) -> Result<(), SendError> {
         let key = self.settings.key();
         let answer = self
             .state
-            .post(self.settings.webhook.expose(), &body, |text| {
+            .post(self.settings.webhook.expose(), body, |text| {
                 clean(text, key.as_deref())
             })
             .await?;
@@ -225,6 +364,7 @@ mod tests {
             WecomSettings {
                 webhook: url.into(),
                 markdown: false,
+                large_images: super::super::LargeImages::default(),
             },
             reqwest::Client::new(),
         )
@@ -336,6 +476,7 @@ mod tests {
                 webhook: "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=693a91f6-7xxx"
                     .into(),
                 markdown: false,
+                large_images: super::super::LargeImages::default(),
             },
             reqwest::Client::new(),
         );
