@@ -15,7 +15,7 @@ use std::time::Duration;
 use qunbridge_connectors::media::fetch::{ChunkSink, FetchError, FetchLimits, Fetched, Fetcher};
 use qunbridge_connectors::media::guard::{AddressGuard, Blocked};
 use qunbridge_connectors::media::sniff::FileType;
-use qunbridge_tests::file_server::{FileServer, Route};
+use qunbridge_tests::file_server::{FileServer, Route, GIF};
 
 /// Slack over `max_bytes` a source may get to write before an over-long body is abandoned.
 const SLACK: u64 = 64 * 1024;
@@ -48,9 +48,6 @@ fn png(len: usize) -> Vec<u8> {
     }
     bytes
 }
-
-/// A 1×1 GIF.
-const GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
 
 /// A body paced so the server cannot run far ahead of the client: 4 KiB every 2 ms.
 fn paced(route: Route) -> Route {

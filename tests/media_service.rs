@@ -16,11 +16,8 @@ use qunbridge_connectors::media::guard::AddressGuard;
 use qunbridge_connectors::media::service::{MediaFailure, MediaService, MediaSource, Resolved};
 use qunbridge_connectors::media::{Locator, MediaKind, MediaRef};
 use qunbridge_connectors::Platform;
-use qunbridge_tests::file_server::{FileServer, Route};
+use qunbridge_tests::file_server::{FileServer, Route, GIF};
 use sha2::{Digest, Sha256};
-
-/// A 1×1 GIF.
-const GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
 
 /// What QQ answers for an expired picture URL.
 const EXPIRED: &str = r#"{"retcode":-5503007,"retmsg":"download url has expired"}"#;

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use qunbridge_tests::file_server::{png, FileServer, Route};
+use qunbridge_tests::file_server::{png, FileServer, Route, GIF};
 use qunbridge_tests::wecom_peer::{md5_hex, Post, WecomPeer};
 use qunbridge_tests::{free_port, post_message, Broker, Daemon};
 use serde_json::{json, Value};
@@ -75,9 +75,6 @@ async fn start_with_pictures(
     config.push_str(MEDIA_FROM_LOCALHOST);
     (robot, Daemon::start_alone(&config).await, api)
 }
-
-/// A 1×1 GIF.
-const GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
 
 /// Posts from Ann into the `api` group: `text`, then the picture `picture` (a segment).
 async fn post_picture(api: SocketAddr, text: &str, picture: Value) {

@@ -195,6 +195,9 @@ pub fn png(len: usize) -> Vec<u8> {
     bytes
 }
 
+/// A 1×1 GIF: what a sticker's bytes look like.
+pub const GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
+
 /// A running file server; stops (and drops every open connection) when dropped.
 pub struct FileServer {
     /// Where it listens.

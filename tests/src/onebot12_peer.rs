@@ -112,6 +112,8 @@ pub struct OneBot12Peer {
     next_file_id: AtomicU64,
     /// Files `get_file` with type `data` answers, by file id.
     files: Mutex<HashMap<String, Vec<u8>>>,
+    /// Set by the test: `get_file` with type `data` is answered "unsupported" from now on.
+    data_refused: AtomicBool,
 }
 
 impl OneBot12Peer {
@@ -132,6 +134,7 @@ impl OneBot12Peer {
             next_message_id: AtomicU64::new(8_312_456_690_099_000),
             next_file_id: AtomicU64::new(1),
             files: Mutex::new(HashMap::new()),
+            data_refused: AtomicBool::new(false),
         })
     }
 
@@ -346,7 +349,11 @@ impl OneBot12Peer {
                     None => (failed(35001, "member not found"), Duration::ZERO),
                 };
             }
-            Some("get_file") if self.behaviour.get_file_data && params["type"] == "data" => {
+            Some("get_file")
+                if self.behaviour.get_file_data
+                    && !self.data_refused.load(Ordering::SeqCst)
+                    && params["type"] == "data" =>
+            {
                 let id = params["file_id"].as_str().unwrap_or_default();
                 match self.files.lock().expect("lock").get(id) {
                     Some(bytes) => ok(json!({"name": format!("{id}.jpg"),
@@ -376,6 +383,11 @@ impl OneBot12Peer {
             .lock()
             .expect("lock")
             .insert(file_id.to_owned(), bytes.to_vec());
+    }
+
+    /// From now on answers `get_file` with type `data` as an implementation without it does.
+    pub fn refuse_file_data(&self) {
+        self.data_refused.store(true, Ordering::SeqCst);
     }
 
     /// Adds a member that `get_group_member_info` knows.

@@ -1,0 +1,530 @@
+//! Pictures between QQ (OneBot v11, NapCat) and WeChat (OneBot v12, ComWeChatClient) in the
+//! default `native` mode, end to end over real sockets: the picture is fetched once into the
+//! cache and re-uploaded as bytes (QQ `base64://`, WeChat `upload_file` type `data` then
+//! `image{file_id}` or `wx.emoji`); an expired QQ URL is refreshed through `get_image`; a
+//! picture that cannot be had costs nothing but itself (the text arrives with `[图片]` on the
+//! first attempt). The source pictures are served by a scripted HTTP file server on
+//! 127.0.0.1, which `[media] allow_hosts` lets the address guard fetch.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use qunbridge_tests::file_server::{png, FileServer, Route, GIF};
+use qunbridge_tests::onebot11_peer::{group_message as qq_message, OneBot11Peer};
+use qunbridge_tests::onebot12_peer::{group_message as wx_message, Behaviour, OneBot12Peer};
+use qunbridge_tests::{free_port, post_message, Broker, Daemon, SseClient};
+
+/// The QQ bot.
+const QQ_BOT: i64 = 2854196310;
+/// The WeChat bot.
+const WX_BOT: &str = "wxid_bot";
+/// The linked WeChat group.
+const WX_GROUP: &str = "12345678@chatroom";
+
+/// The bytes of a `base64://` picture or of an `upload_file` type `data`.
+fn decoded(encoded: &str) -> Vec<u8> {
+    let data = encoded.strip_prefix("base64://").unwrap_or(encoded);
+    base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .expect("valid base64")
+}
+
+/// Lowercase hex SHA-256.
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// QQ groups 735021844 and 111, the WeChat group and the `api` group `a`, linked; the
+/// media settings of `media` (a `[media]` table body).
+fn config(broker: &Broker, qq: &str, wx: &str, api: SocketAddr, media: &str) -> String {
+    format!(
+        r#"{broker}
+[accounts.qq]
+platform = "qq"
+url = "{qq}"
+
+[accounts.wx]
+platform = "wechat"
+url = "{wx}"
+
+[accounts.hub]
+platform = "api"
+listen = "{api}"
+
+[[links]]
+name = "fans"
+groups = ["qq:735021844", "qq:111", "wx:{WX_GROUP}", "hub:a"]
+
+[media]
+{media}
+"#,
+        broker = broker.toml()
+    )
+}
+
+/// The peers, the file server and a daemon linking them.
+struct Setup {
+    /// NapCat.
+    qq: Arc<OneBot11Peer>,
+    /// ComWeChatClient.
+    wx: Arc<OneBot12Peer>,
+    /// Where the pictures come from.
+    files: FileServer,
+    /// The `api` account's address.
+    api: SocketAddr,
+    /// The daemon.
+    daemon: Daemon,
+}
+
+/// Starts everything on the embedded broker with `media` as the `[media]` table.
+async fn start(media: &str) -> Setup {
+    let broker = Broker::embedded();
+    let (qq, qq_url) = OneBot11Peer::serve(QQ_BOT, None, 0).await;
+    let (wx, wx_url) = OneBot12Peer::serve(WX_BOT, Behaviour::comwechat(None)).await;
+    let files = FileServer::start().await;
+    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let daemon = Daemon::start(&config(&broker, &qq_url, &wx_url, api, media)).await;
+    qq.wait_connections(1).await;
+    wx.wait_connections(1).await;
+    Setup {
+        qq,
+        wx,
+        files,
+        api,
+        daemon,
+    }
+}
+
+/// The media settings every test starts from: the local file server is allowed.
+const LOCAL: &str = "allow_hosts = [\"127.0.0.1\"]";
+
+/// A QQ picture segment named `file` at `url`.
+fn qq_picture(file: &str, url: &str) -> Value {
+    json!({"type": "image", "data": {"file": file, "url": url, "file_size": "100"}})
+}
+
+/// The texts of the WeChat `send_message` calls among `calls`.
+fn texts_of(calls: &[Value]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|call| call["params"]["message"][0]["type"] == "text")
+        .map(|call| {
+            call["params"]["message"][0]["data"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qq_picture_reaches_wechat_as_uploaded_bytes_fetched_once() {
+    let setup = start(LOCAL).await;
+    let picture = png(4000);
+    setup
+        .files
+        .serve("/qq/ABCD.png", Route::ok(picture.clone()));
+    let url = setup.files.url("/qq/ABCD.png");
+
+    setup.qq.push_event(qq_message(
+        735021844,
+        1437420188,
+        501,
+        "Alice",
+        "Alice",
+        json!([{"type": "text", "data": {"text": "look"}}, qq_picture("ABCD.png", &url)]),
+    ));
+    let upload = setup.wx.next_action("upload_file").await;
+    assert_eq!(upload["params"]["type"], "data");
+    let bytes = decoded(upload["params"]["data"].as_str().expect("data"));
+    assert_eq!(
+        sha256(&bytes),
+        sha256(&picture),
+        "the bytes that were served"
+    );
+    let name = upload["params"]["name"].as_str().expect("name");
+    assert!(name.ends_with(".png"), "{name}");
+    let text = setup.wx.next_action("send_message").await;
+    assert_eq!(
+        text["params"]["message"],
+        json!([{"type": "text", "data": {"text": "[QQ] Alice: look"}}])
+    );
+    let image = setup.wx.next_action("send_message").await;
+    assert_eq!(
+        image["params"]["message"],
+        json!([{"type": "image", "data": {"file_id": "up-1"}}])
+    );
+    // The other QQ group gets the same bytes in the same message as the text.
+    let copy = setup.qq.next_action("send_group_msg").await;
+    assert_eq!(copy["params"]["group_id"], 111);
+    let message = &copy["params"]["message"];
+    assert_eq!(message[0]["data"]["text"], "[QQ] Alice: look");
+    assert_eq!(message[1]["type"], "image");
+    let file = message[1]["data"]["file"].as_str().expect("file");
+    assert!(file.starts_with("base64://"), "never a URL: {file}");
+    assert_eq!(decoded(file), picture);
+
+    // The same picture again (another sighting, another message): neither fetched nor
+    // uploaded again.
+    setup.qq.push_event(qq_message(
+        735021844,
+        1437420188,
+        502,
+        "Alice",
+        "Alice",
+        json!([qq_picture("ABCD.png", &url)]),
+    ));
+    let text = setup.wx.next_action("send_message").await;
+    assert_eq!(text["params"]["message"][0]["data"]["text"], "[QQ] Alice: ");
+    let image = setup.wx.next_action("send_message").await;
+    assert_eq!(image["params"]["message"][0]["data"]["file_id"], "up-1");
+    setup.qq.next_action("send_group_msg").await;
+    assert_eq!(setup.files.requests("/qq/ABCD.png"), 1, "fetched once");
+    assert_eq!(setup.wx.calls("upload_file").len(), 1, "uploaded once");
+    for text in texts_of(&setup.wx.calls("send_message")) {
+        for defanged in ["http", "hxxp", "[.]"] {
+            assert!(!text.contains(defanged), "{text}");
+        }
+    }
+    setup.daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_qq_url_is_refreshed_through_get_image_else_the_text_goes_with_the_placeholder()
+{
+    let setup = start(LOCAL).await;
+    let picture = png(5000);
+    setup.files.serve(
+        "/expired",
+        Route::status(
+            400,
+            r#"{"retcode":-5503007,"retmsg":"download url has expired"}"#,
+        )
+        .content_type("application/json"),
+    );
+    setup.files.serve("/fresh.png", Route::ok(picture.clone()));
+    setup
+        .qq
+        .set_image("EXP.png", &setup.files.url("/fresh.png"));
+    let expired = setup.files.url("/expired");
+
+    setup.qq.push_event(qq_message(
+        735021844,
+        7,
+        601,
+        "Bob",
+        "Bob",
+        json!([qq_picture("EXP.png", &expired)]),
+    ));
+    let upload = setup.wx.next_action("upload_file").await;
+    assert_eq!(
+        decoded(upload["params"]["data"].as_str().expect("data")),
+        picture
+    );
+    let get_image = setup.qq.next_action("get_image").await;
+    assert_eq!(get_image["params"], json!({"file": "EXP.png"}));
+    assert_eq!(setup.files.requests("/fresh.png"), 1);
+
+    // NapCat no longer knows the file: the text goes at once, with the placeholder.
+    setup.qq.push_event(qq_message(
+        735021844,
+        7,
+        602,
+        "Bob",
+        "Bob",
+        json!([{"type": "text", "data": {"text": "gone "}}, qq_picture("GONE.png", &expired)]),
+    ));
+    let copy = setup.qq.next_action("send_group_msg").await;
+    assert_eq!(copy["params"]["group_id"], 111);
+    // The first message's copy comes first; then this one, sent once, as text.
+    let copy = if copy["params"]["message"][0]["data"]["text"] == "[QQ] Bob: " {
+        setup.qq.next_action("send_group_msg").await
+    } else {
+        copy
+    };
+    assert_eq!(
+        copy["params"]["message"],
+        json!([{"type": "text", "data": {"text": "[QQ] Bob: gone [图片]"}}])
+    );
+    let sends = setup
+        .qq
+        .take_actions_within("send_group_msg", Duration::from_millis(500))
+        .await;
+    assert!(sends.is_empty(), "sent once: {sends:?}");
+    let fallback = setup
+        .daemon
+        .counter("qunbridge_media_fallback_total{platform=\"qq\",kind=\"image\",reason=\"source_error\"}")
+        .await;
+    assert!(fallback >= 1.0, "the fallback is counted");
+    setup.daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wechat_picture_reaches_qq_as_matching_bytes_and_never_as_a_loopback_url() {
+    let setup = start(LOCAL).await;
+    let picture = png(3000);
+    setup.wx.set_file("c0a8e1f2", &picture);
+    setup.wx.push_event(wx_message(
+        WX_BOT,
+        WX_GROUP,
+        "wxid_ann",
+        "9001",
+        json!([{"type": "text", "data": {"text": "看"}}, {"type": "image", "data": {"file_id": "c0a8e1f2"}}]),
+    ));
+    let copy = setup.qq.next_action("send_group_msg").await;
+    let message = &copy["params"]["message"];
+    assert_eq!(message[0]["data"]["text"], "[微信] wxid_ann: 看");
+    let file = message[1]["data"]["file"].as_str().expect("a picture");
+    assert!(file.starts_with("base64://"), "{file}");
+    assert_eq!(decoded(file), picture);
+    let copy = setup.qq.next_action("send_group_msg").await;
+    assert_eq!(
+        decoded(
+            copy["params"]["message"][1]["data"]["file"]
+                .as_str()
+                .expect("picture")
+        ),
+        picture
+    );
+    let asked = setup.wx.calls("get_file");
+    assert!(
+        asked
+            .iter()
+            .any(|call| call["params"] == json!({"file_id": "c0a8e1f2", "type": "data"})),
+        "{asked:?}"
+    );
+
+    // An implementation without `type: "data"`: QQ gets the text with the placeholder, on
+    // the first attempt, and no send failed.
+    setup.wx.refuse_file_data();
+    setup.wx.set_file("d1", &png(3100));
+    setup.wx.push_event(wx_message(
+        WX_BOT,
+        WX_GROUP,
+        "wxid_ann",
+        "9002",
+        json!([{"type": "text", "data": {"text": "再看"}}, {"type": "image", "data": {"file_id": "d1"}}]),
+    ));
+    for _ in 0..2 {
+        let copy = setup.qq.next_action("send_group_msg").await;
+        assert_eq!(
+            copy["params"]["message"],
+            json!([{"type": "text", "data": {"text": "[微信] wxid_ann: 再看[图片]"}}])
+        );
+    }
+    let more = setup
+        .qq
+        .take_actions_within("send_group_msg", Duration::from_millis(500))
+        .await;
+    assert!(more.is_empty(), "one send per group: {more:?}");
+    let failed = setup
+        .daemon
+        .counter(
+            "qunbridge_media_fallback_total{platform=\"qq\",kind=\"image\",reason=\"send_failed\"}",
+        )
+        .await;
+    assert_eq!(failed, 0.0);
+    let everything = serde_json::to_string(
+        &setup
+            .qq
+            .take_actions_within("send_group_msg", Duration::ZERO)
+            .await,
+    )
+    .expect("json");
+    assert!(!everything.contains("127.0.0.1"));
+    setup.daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stickers_stay_stickers_and_a_gif_goes_to_wechat_as_an_emoji() {
+    let setup = start(LOCAL).await;
+    // A GIF that its source calls `x.webp`: recognised by its bytes.
+    setup
+        .files
+        .serve("/x.webp", Route::ok(GIF).content_type("image/webp"));
+    let url = setup.files.url("/x.webp");
+    for (n, flag) in [("sub_type", 701), ("subType", 702)] {
+        setup.qq.push_event(qq_message(
+            735021844,
+            9,
+            flag,
+            "Cat",
+            "Cat",
+            json!([
+                {"type": "text", "data": {"text": n}},
+                {"type": "image", "data": {"file": "x.webp", "url": url, n: 1, "summary": "[动画表情]"}}
+            ]),
+        ));
+        let copy = setup.qq.next_action("send_group_msg").await;
+        assert_eq!(copy["params"]["group_id"], 111);
+        let sticker = &copy["params"]["message"][1];
+        assert_eq!(sticker["type"], "image");
+        assert_eq!(sticker["data"]["sub_type"], 1, "{n}");
+        assert_eq!(sticker["data"]["summary"], "[动画表情]");
+        assert_eq!(
+            decoded(sticker["data"]["file"].as_str().expect("file")),
+            GIF
+        );
+        if flag == 701 {
+            // Uploaded once; the second sticker reuses the file id.
+            let upload = setup.wx.next_action("upload_file").await;
+            let name = upload["params"]["name"].as_str().expect("name");
+            assert!(name.ends_with(".gif"), "named by its bytes: {name}");
+        }
+        setup.wx.next_action("send_message").await;
+        let emoji = setup.wx.next_action("send_message").await;
+        assert_eq!(
+            emoji["params"]["message"],
+            json!([{"type": "wx.emoji", "data": {"file_id": "up-1"}}])
+        );
+    }
+    setup.daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn napcat_failing_a_message_with_a_picture_gets_one_resend_with_the_placeholder() {
+    let setup = start(LOCAL).await;
+    setup.files.serve("/p.png", Route::ok(png(2000)));
+    setup.qq.fail_next_sends(1, 1200);
+    let (status, _) = post_message(
+        setup.api,
+        "a",
+        json!({"sender": {"id": "u1", "name": "Ann"}, "segments": [
+            {"type": "text", "text": "hello "},
+            {"type": "image", "url": setup.files.url("/p.png")}
+        ]}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let mut sends = Vec::new();
+    while sends.len() < 3 {
+        sends.push(setup.qq.next_action("send_group_msg").await);
+    }
+    let more = setup
+        .qq
+        .take_actions_within("send_group_msg", Duration::from_millis(500))
+        .await;
+    assert!(more.is_empty(), "{more:?}");
+    // One group's first attempt failed: its resend is text with the placeholder.
+    let resend = sends
+        .iter()
+        .filter(|send| send["params"]["message"].as_array().map(Vec::len) == Some(1))
+        .collect::<Vec<_>>();
+    assert_eq!(resend.len(), 1, "{sends:?}");
+    assert_eq!(
+        resend[0]["params"]["message"][0]["data"]["text"],
+        "[API] Ann: hello [图片]"
+    );
+    setup.daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_picture_at_an_internal_address_is_never_fetched_and_its_text_arrives() {
+    // No `allow_hosts`: the file server on 127.0.0.1 stands for an internal service.
+    let setup = start("").await;
+    setup.files.serve("/metrics", Route::ok("qunbridge_up 1"));
+    let (status, _) = post_message(
+        setup.api,
+        "a",
+        json!({"sender": {"id": "u1", "name": "Ann"}, "segments": [
+            {"type": "text", "text": "internal "},
+            {"type": "image", "url": setup.files.url("/metrics")}
+        ]}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    for _ in 0..2 {
+        let copy = setup.qq.next_action("send_group_msg").await;
+        assert_eq!(
+            copy["params"]["message"],
+            json!([{"type": "text", "data": {"text": "[API] Ann: internal [图片]"}}])
+        );
+    }
+    let text = setup.wx.next_action("send_message").await;
+    assert_eq!(
+        text["params"]["message"][0]["data"]["text"],
+        "[API] Ann: internal [图片]"
+    );
+    assert_eq!(
+        setup.files.total_requests(),
+        0,
+        "nothing asked the internal host"
+    );
+    let blocked = setup
+        .daemon
+        .counter("qunbridge_media_fetch_total{platform=\"api\",kind=\"image\",outcome=\"blocked\"}")
+        .await;
+    assert!(blocked >= 1.0);
+    setup.daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_stalled_pictures_fall_back_within_the_fetch_timeout() {
+    let setup = start(&format!(
+        "{LOCAL}\nmax_image_bytes = \"64 KiB\"\nfetch_timeout = \"2s\""
+    ))
+    .await;
+    let mut events = SseClient::open(
+        &format!("http://{}/api/v1/groups/a/events", setup.api),
+        None,
+        None,
+    )
+    .await;
+    // Announces 30 MiB; and one without a length that never ends.
+    setup
+        .files
+        .serve("/big.png", Route::ok(png(1024)).announce_length(30 << 20));
+    setup.files.serve(
+        "/endless.png",
+        Route::ok(png(1024)).padded_to(30 << 20).chunked(),
+    );
+    setup
+        .files
+        .serve("/stalled.png", Route::ok(png(4096)).stall_after(100));
+    for (n, path) in [
+        (801, "/big.png"),
+        (802, "/endless.png"),
+        (803, "/stalled.png"),
+    ] {
+        let started = tokio::time::Instant::now();
+        setup.qq.push_event(qq_message(
+            735021844,
+            5,
+            n,
+            "Dan",
+            "Dan",
+            json!([{"type": "text", "data": {"text": format!("{n} ")}}, qq_picture(&format!("{n}.png"), &setup.files.url(path))]),
+        ));
+        let seen = events.next().await.json();
+        assert_eq!(seen["text"], format!("[QQ] Dan: {n} [图片]"));
+        let text = setup.wx.next_action("send_message").await;
+        assert_eq!(
+            text["params"]["message"],
+            json!([{"type": "text", "data": {"text": format!("[QQ] Dan: {n} [图片]")}}]),
+            "{path}"
+        );
+        // Within fetch_timeout (2 s) and a second.
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{path}: {:?}",
+            started.elapsed()
+        );
+        setup.qq.next_action("send_group_msg").await;
+    }
+    assert!(
+        setup.files.body_bytes_written("/endless.png") <= (64 << 10) + (64 << 10) + (512 << 10),
+        "the endless body was abandoned near the cap"
+    );
+    assert!(setup.wx.calls("upload_file").is_empty());
+    setup.daemon.stop().await.expect("clean stop");
+}
