@@ -528,3 +528,75 @@ async fn oversized_and_stalled_pictures_fall_back_within_the_fetch_timeout() {
     assert!(setup.wx.calls("upload_file").is_empty());
     setup.daemon.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pictures_queued_for_a_throttled_wechat_group_follow_one_merged_text_in_order() {
+    let setup = start(&format!(
+        "{LOCAL}\n\n[limits.wx]\nper_group = \"1/300ms\"\nburst = 1\n"
+    ))
+    .await;
+    let pictures: Vec<Vec<u8>> = (0..4).map(|n| png(1001 + n)).collect();
+    for (n, picture) in pictures.iter().enumerate() {
+        setup
+            .files
+            .serve(&format!("/q{n}.png"), Route::ok(picture.clone()));
+    }
+    setup.qq.push_event(qq_message(
+        735021844,
+        3,
+        900,
+        "Eve",
+        "Eve",
+        json!([{"type": "text", "data": {"text": "first"}}]),
+    ));
+    let first = setup.wx.next_action("send_message").await;
+    assert_eq!(
+        first["params"]["message"][0]["data"]["text"],
+        "[QQ] Eve: first"
+    );
+    // Four messages with a picture each, while the group waits for its limit.
+    for n in 0..4 {
+        setup.qq.push_event(qq_message(
+            735021844,
+            3,
+            901 + n as i64,
+            "Eve",
+            "Eve",
+            json!([
+                {"type": "text", "data": {"text": format!("pic {n}")}},
+                qq_picture(&format!("Q{n}.png"), &setup.files.url(&format!("/q{n}.png")))
+            ]),
+        ));
+    }
+    let mut sends = Vec::new();
+    while sends.len() < 5 {
+        sends.push(setup.wx.next_action("send_message").await);
+    }
+    assert_eq!(
+        sends[0]["params"]["message"][0]["data"]["text"],
+        "[QQ] Eve: pic 0\n[QQ] Eve: pic 1\n[QQ] Eve: pic 2\n[QQ] Eve: pic 3",
+        "one merged text"
+    );
+    let uploads = setup.wx.calls("upload_file");
+    assert_eq!(uploads.len(), 4);
+    for (n, send) in sends[1..].iter().enumerate() {
+        let file_id = send["params"]["message"][0]["data"]["file_id"]
+            .as_str()
+            .expect("a picture send");
+        // The upload that gave this file id carried picture `n`.
+        let index: usize = file_id
+            .trim_start_matches("up-")
+            .parse::<usize>()
+            .expect("file id")
+            - 1;
+        assert_eq!(
+            decoded(uploads[index]["params"]["data"].as_str().expect("data")),
+            pictures[n],
+            "picture {n} in order"
+        );
+    }
+    for text in texts_of(&setup.wx.calls("send_message")) {
+        assert!(!text.contains("http"), "{text}");
+    }
+    setup.daemon.stop().await.expect("clean stop");
+}

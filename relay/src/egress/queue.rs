@@ -1,7 +1,9 @@
 //! One destination's ordered queue and its worker: wait for the pacers, then send what is at
 //! the front. While the destination waits, what queues up behind is merged into one message
 //! ([`super::coalesce`]) up to the platform's length limit; a message longer than the limit
-//! is split into parts ([`super::split`]) that queue up in its place. Only messages older
+//! is split into parts ([`super::split`]) that queue up in its place; merged and split sends
+//! keep their pictures after their text, and on platforms where each picture is a message of
+//! its own every picture takes a pacing token. Only messages older
 //! than `max_delay` are dropped, each counted and logged. Each send and its retries are
 //! [`super::send`]'s; after a send the worker records the send log, the message map and the
 //! echo fingerprint, then acknowledges.
@@ -145,6 +147,16 @@ pub(crate) async fn run_destination(
         let Some(mut unit) = take_unit(&mut queue, &shared, merge) else {
             continue;
         };
+        // On WeChat, DingTalk and WeCom each picture is a message of its own: it takes a
+        // pacing token too, before the send.
+        if sends_pictures_apart(shared.platform) && (pacer.is_some() || account_pacer.is_some()) {
+            for _ in 0..coalesce::pictures(&unit.outbound).count() {
+                tokio::select! {
+                    _ = shared.stop.cancelled() => return,
+                    _ = acquire(pacer.as_mut(), account_pacer.as_deref()) => {}
+                }
+            }
+        }
         if unit.wants_related {
             unit.related = match message_map::related(
                 &*shared.store,
@@ -491,9 +503,10 @@ fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool)
     let Some(limit) = shared.policy.current().length else {
         return Some(single(first));
     };
-    let length = measure(&first.outbound.text, limit.unit);
+    let text = coalesce::text_without_pictures(&first.outbound);
+    let length = measure(&text, limit.unit);
     if length > limit.max && !first.is_part {
-        let split = split_message(&first.outbound.text, limit);
+        let split = split_message(&text, limit);
         if split.truncated {
             warn!(message = "Message longer than the destination allows; the rest was cut off.", account = %shared.account, group = %first.outbound.group, link = %first.outbound.link, parts = split.parts.len());
             count_drop("too_long");
@@ -506,11 +519,19 @@ fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool)
             queued_at,
             ..
         } = first;
-        // Queue the parts in the message's place; the last one carries the ack.
+        // Queue the parts in the message's place; the last one carries the ack and the
+        // pictures.
         let mut ack = ack;
+        let pictures: Vec<Segment> = coalesce::pictures(&original).cloned().collect();
         for (index, part) in split.parts.into_iter().enumerate().rev() {
+            let last = index + 1 == count;
+            let outbound = if last && !pictures.is_empty() {
+                coalesce::with_pictures(&original, part, pictures.clone())
+            } else {
+                text_only(&original, part)
+            };
             queue.push_front(Pending {
-                outbound: Arc::new(text_only(&original, part)),
+                outbound: Arc::new(outbound),
                 original: original.clone(),
                 ack: if index + 1 == count { ack.take() } else { None },
                 _work: _work.clone(),
@@ -536,14 +557,35 @@ fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool)
     }
     let mut members = vec![first];
     members.extend(queue.drain(..behind));
-    let text = coalesce::merge(members.iter().map(|m| m.outbound.text.as_str()));
+    let texts: Vec<_> = members
+        .iter()
+        .map(|m| coalesce::text_without_pictures(&m.outbound))
+        .collect();
+    let text = coalesce::merge(texts.iter().map(|text| text.as_ref()));
+    let pictures: Vec<Segment> = members
+        .iter()
+        .flat_map(|m| coalesce::pictures(&m.outbound).cloned())
+        .collect();
     coalesce::count(&shared.account, &members[0].outbound.group, members.len());
+    let merged = if pictures.is_empty() {
+        text_only(&members[0].original, text)
+    } else {
+        coalesce::with_pictures(&members[0].original, text, pictures)
+    };
     Some(Unit {
-        outbound: Arc::new(text_only(&members[0].original, text)),
+        outbound: Arc::new(merged),
         related: RelatedMessages::default(),
         wants_related: false,
         members,
     })
+}
+
+/// True for platforms where each picture is a message of its own (so it is paced as one).
+fn sends_pictures_apart(platform: Platform) -> bool {
+    matches!(
+        platform,
+        Platform::Wechat | Platform::Dingtalk | Platform::Wecom
+    )
 }
 
 /// A unit of one message; a whole message looks up what the message map knows for it.
