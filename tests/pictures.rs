@@ -470,8 +470,11 @@ async fn a_picture_at_an_internal_address_is_never_fetched_and_its_text_arrives(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_stalled_pictures_fall_back_within_the_fetch_timeout() {
+    // Unpaced destinations: what is timed is the fetch, not the platforms' limits.
     let setup = start(&format!(
-        "{LOCAL}\nmax_image_bytes = \"64 KiB\"\nfetch_timeout = \"2s\""
+        "{LOCAL}\nmax_image_bytes = \"64 KiB\"\nfetch_timeout = \"2s\"\n\n\
+         [limits.wx]\nper_group = \"off\"\nper_account = \"off\"\n\n\
+         [limits.qq]\nper_group = \"off\"\nper_account = \"off\"\n"
     ))
     .await;
     let mut events = SseClient::open(
@@ -598,5 +601,35 @@ async fn pictures_queued_for_a_throttled_wechat_group_follow_one_merged_text_in_
     for text in texts_of(&setup.wx.calls("send_message")) {
         assert!(!text.contains("http"), "{text}");
     }
+    setup.daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wechat_picture_larger_than_a_mebibyte_arrives_and_the_connection_stays() {
+    let setup = start(LOCAL).await;
+    // 1.5 MB raw is 2 MB of base64 in ComWeChatClient's `get_file` answer: over the 1 MiB
+    // frame cap of accounts that do not fetch pictures.
+    let picture = png(1_500_000);
+    setup.wx.set_file("big1", &picture);
+    setup.wx.push_event(wx_message(
+        WX_BOT,
+        WX_GROUP,
+        "wxid_ann",
+        "9101",
+        json!([{"type": "image", "data": {"file_id": "big1"}}]),
+    ));
+    let copy = setup.qq.next_action("send_group_msg").await;
+    let file = copy["params"]["message"][1]["data"]["file"]
+        .as_str()
+        .expect("a picture");
+    assert_eq!(sha256(&decoded(file)), sha256(&picture));
+    assert_eq!(
+        setup
+            .wx
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the answer did not cost the connection"
+    );
     setup.daemon.stop().await.expect("clean stop");
 }

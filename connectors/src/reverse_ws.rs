@@ -32,9 +32,16 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// WebSocket limits for platform sockets: every socket a connector opens or accepts (OneBot
 /// forward and reverse, DingTalk Stream) uses them.
 pub fn socket_config() -> WebSocketConfig {
+    socket_config_up_to(MAX_MESSAGE_BYTES)
+}
+
+/// [`socket_config`] with a larger cap: a OneBot account that fetches pictures through its
+/// implementation (`get_file` with `type: "data"`) takes answers as large as a picture.
+pub fn socket_config_up_to(max_message_bytes: usize) -> WebSocketConfig {
+    let cap = max_message_bytes.max(MAX_MESSAGE_BYTES);
     WebSocketConfig::default()
-        .max_message_size(Some(MAX_MESSAGE_BYTES))
-        .max_frame_size(Some(MAX_MESSAGE_BYTES))
+        .max_message_size(Some(cap))
+        .max_frame_size(Some(cap))
 }
 
 /// Reports a failed read from a platform socket and returns a short reason for the account
@@ -107,6 +114,9 @@ pub struct ReverseTarget {
     pub self_id: Option<String>,
     /// Token the peer must present.
     pub token: Option<String>,
+    /// Largest WebSocket message accepted from its implementation (at least
+    /// [`MAX_MESSAGE_BYTES`]); accounts sharing an address share the largest.
+    pub max_message_bytes: usize,
     /// Where accepted sockets go.
     pub sockets: mpsc::Sender<IncomingSocket>,
 }
@@ -351,10 +361,15 @@ async fn handshake(
         });
         Ok(response)
     };
+    let cap = targets
+        .iter()
+        .map(|target| target.max_message_bytes)
+        .max()
+        .unwrap_or(MAX_MESSAGE_BYTES);
     let ws = match tokio_tungstenite::accept_hdr_async_with_config(
         stream,
         callback,
-        Some(socket_config()),
+        Some(socket_config_up_to(cap)),
     )
     .await
     {

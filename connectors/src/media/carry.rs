@@ -162,7 +162,11 @@ impl MediaContext {
             self.fell_back(destination, kind, "not_a_picture");
             return prepared(Carry::Placeholder);
         }
-        let reference = match (media, web_url) {
+        let origin = &outbound.origin;
+        let own = media
+            .as_ref()
+            .filter(|media| media.belongs_to(origin.platform, &origin.account));
+        let reference = match (own, web_url) {
             (Some(media), _) => media.clone(),
             (None, Some(url)) => MediaRef::url(url, kind),
             (None, None) => {
@@ -174,7 +178,6 @@ impl MediaContext {
             self.fell_back(destination, kind, "no_service");
             return prepared(Carry::Placeholder);
         };
-        let origin = &outbound.origin;
         let blob = match service
             .blob(origin.platform.as_str(), &origin.account, &reference)
             .await
@@ -194,6 +197,24 @@ impl MediaContext {
                 self.fell_back(destination, kind, "bad_type");
                 prepared(Carry::Placeholder)
             }
+        }
+    }
+
+    /// The largest WebSocket message an account's implementation may send it: 1 MiB, or,
+    /// when pictures are fetched, a picture of `max_image_bytes` as base64 (4/3 of its size)
+    /// with 64 KiB for the rest of the answer (OneBot v12 `get_file` with `type: "data"`).
+    pub fn max_message_bytes(&self) -> usize {
+        let base = crate::reverse_ws::MAX_MESSAGE_BYTES;
+        match (&self.service, self.mode) {
+            (Some(service), MediaMode::Native | MediaMode::Link) => {
+                let picture = service.max_bytes();
+                let encoded = picture
+                    .div_ceil(3)
+                    .saturating_mul(4)
+                    .saturating_add(64 << 10);
+                usize::try_from(encoded).unwrap_or(usize::MAX).max(base)
+            }
+            _ => base,
         }
     }
 
@@ -237,7 +258,9 @@ impl MediaContext {
             else {
                 continue;
             };
-            if !matches!(media.kind, MediaKind::Image | MediaKind::Sticker) {
+            if !matches!(media.kind, MediaKind::Image | MediaKind::Sticker)
+                || !media.belongs_to(envelope.origin.platform, &envelope.origin.account)
+            {
                 continue;
             }
             let service = service.clone();

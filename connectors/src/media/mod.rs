@@ -246,6 +246,22 @@ impl MediaRef {
         }
     }
 
+    /// True when this reference could have been made by `account` on `platform`: its key
+    /// names that account (or, for a plain URL, is that URL's key). A reference that names
+    /// another account's picture, as an `api` client could write one, must not reach that
+    /// account's cached picture or its implementation.
+    pub fn belongs_to(&self, platform: crate::Platform, account: &str) -> bool {
+        match &self.locator {
+            Locator::Url { url } => self.key.strip_prefix("url:") == Some(url.as_str()),
+            _ => self
+                .key
+                .strip_prefix(platform.as_str())
+                .and_then(|rest| rest.strip_prefix(':'))
+                .and_then(|rest| rest.strip_prefix(account))
+                .is_some_and(|rest| rest.starts_with(':')),
+        }
+    }
+
     /// The reference of a picture known only by its URL.
     pub fn url(url: &str, kind: MediaKind) -> MediaRef {
         MediaRef {
@@ -289,5 +305,29 @@ mod tests {
         .expect("unknown kind and locator tolerated");
         assert_eq!(newer.kind, MediaKind::Unknown);
         assert_eq!(newer.locator, Locator::Unknown);
+    }
+
+    #[test]
+    fn a_reference_belongs_only_to_the_account_that_made_it() {
+        let qq = MediaRef::new(
+            crate::Platform::Qq,
+            "qq-main",
+            "A.jpg",
+            MediaKind::Image,
+            Locator::Onebot11Image {
+                file: "A.jpg".into(),
+                url: None,
+            },
+        );
+        assert!(qq.belongs_to(crate::Platform::Qq, "qq-main"));
+        assert!(!qq.belongs_to(crate::Platform::Api, "qq-main"));
+        assert!(!qq.belongs_to(crate::Platform::Qq, "qq"));
+        let url = MediaRef::url("https://93.184.215.14/a.png", MediaKind::Image);
+        assert!(url.belongs_to(crate::Platform::Api, "hub"));
+        let forged = MediaRef {
+            key: "qq:qq-main:A.jpg".into(),
+            ..url
+        };
+        assert!(!forged.belongs_to(crate::Platform::Api, "hub"));
     }
 }

@@ -71,6 +71,24 @@ pub enum MediaFailure {
 }
 
 impl MediaFailure {
+    /// True for a failure that asking again soon would only repeat (the picture is too
+    /// large, not a picture, or at a refused address): remembered for [`FAILURE_MEMORY`], so
+    /// the other destinations of the same message do not fetch it again.
+    fn is_lasting(&self) -> bool {
+        matches!(
+            self,
+            MediaFailure::TooLarge { .. }
+                | MediaFailure::BadType
+                | MediaFailure::UnknownLocator
+                | MediaFailure::Fetch(
+                    FetchError::TooLarge { .. }
+                        | FetchError::BadType
+                        | FetchError::Blocked(_)
+                        | FetchError::TooManyRedirects(_)
+                )
+        )
+    }
+
     /// The `outcome` label of `qunbridge_media_fetch_total`.
     pub fn outcome(&self) -> &'static str {
         match self {
@@ -84,6 +102,11 @@ impl MediaFailure {
         }
     }
 }
+
+/// How long a lasting failure of a source is remembered (see [`MediaFailure::is_lasting`]).
+pub const FAILURE_MEMORY: Duration = Duration::from_secs(60);
+/// Most remembered failures; beyond it the oldest are forgotten.
+const MAX_FAILURES: usize = 1024;
 
 /// The cache's writer takes a fetch's body chunk by chunk.
 impl ChunkSink for BlobWriter {
@@ -102,6 +125,8 @@ pub struct MediaService {
     sources: RwLock<HashMap<String, Arc<dyn MediaSource>>>,
     /// How long a destination waits for a picture.
     wait: Duration,
+    /// Sources that failed lastingly, by source key, with when and why.
+    failures: std::sync::Mutex<HashMap<String, (Instant, MediaFailure)>>,
 }
 
 impl MediaService {
@@ -112,7 +137,13 @@ impl MediaService {
             fetcher,
             sources: RwLock::new(HashMap::new()),
             wait,
+            failures: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The largest picture fetched (`[media] max_image_bytes`).
+    pub fn max_bytes(&self) -> u64 {
+        self.fetcher.limits().max_bytes
     }
 
     /// The cache, for destinations that remember upload handles.
@@ -149,6 +180,10 @@ impl MediaService {
         media: &MediaRef,
     ) -> Result<(Blob, Fetched), MediaFailure> {
         let started = Instant::now();
+        if let Some(failure) = self.remembered_failure(&media.key, started) {
+            record_fetch(platform, media.kind, failure.outcome(), 0.0);
+            return Err(failure);
+        }
         let source = self
             .sources
             .read()
@@ -177,7 +212,35 @@ impl MediaService {
             Err(failure) => failure.outcome(),
         };
         record_fetch(platform, media.kind, label, started.elapsed().as_secs_f64());
+        if let Err(failure) = &outcome {
+            if failure.is_lasting() {
+                self.remember_failure(&media.key, started, failure);
+            }
+        }
         outcome
+    }
+
+    /// The lasting failure remembered for `key`, if it is recent.
+    fn remembered_failure(&self, key: &str, now: Instant) -> Option<MediaFailure> {
+        let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let (at, failure) = failures.get(key)?;
+        (now.duration_since(*at) < FAILURE_MEMORY).then(|| failure.clone())
+    }
+
+    /// Remembers a lasting failure of `key`, forgetting stale ones (and the oldest when full).
+    fn remember_failure(&self, key: &str, now: Instant, failure: &MediaFailure) {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        failures.retain(|_, (at, _)| now.duration_since(*at) < FAILURE_MEMORY);
+        if failures.len() >= MAX_FAILURES {
+            if let Some(oldest) = failures
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(key, _)| key.clone())
+            {
+                failures.remove(&oldest);
+            }
+        }
+        failures.insert(key.to_owned(), (now, failure.clone()));
     }
 }
 

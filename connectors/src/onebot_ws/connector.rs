@@ -146,6 +146,7 @@ pub async fn run<V: Version, A: ActionSender>(
         state,
         intake: intake.clone(),
         version,
+        max_message_bytes: media.max_message_bytes(),
     });
     // Sockets stay open after intake stops, until egress has drained.
     let sockets_stop = CancellationToken::new();

@@ -33,6 +33,9 @@ pub struct AccountLink<V: Version> {
     pub intake: CancellationToken,
     /// The version's decoder and whatever state it keeps per account (v12's name cache).
     pub version: V,
+    /// Largest WebSocket message taken from the implementation: 1 MiB, or a picture's size
+    /// (as base64, with room for the envelope) when the account fetches pictures through it.
+    pub max_message_bytes: usize,
 }
 
 impl<V: Version> AccountLink<V> {

@@ -42,5 +42,8 @@ pub use connector::{OneBotConnector, Reach, VersionSettings};
 pub use echo::{request, Pending};
 pub use outcome::Outcome;
 pub use session::{spawn_writer, CallError, Session, Sessions, ACTION_TIMEOUT, WRITE_QUEUE};
-pub use transport::{connect, forward, redact, reverse, ConnectFailure, Transport, WsClientStream};
+pub use transport::{
+    connect, connect_up_to, forward, redact, reverse, Admission, ConnectFailure, Transport,
+    WsClientStream,
+};
 pub use version::{ActionSender, BotStatus, Decoded, Event, Outgoing, Version};

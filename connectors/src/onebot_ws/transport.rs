@@ -24,7 +24,7 @@ use crate::backoff::Backoff;
 use crate::context::{ConnectionState, StateReporter};
 use crate::error::ConnectorError;
 use crate::reverse_ws::{
-    socket_config, ClientRole, IncomingSocket, ReverseTarget, SharedListeners,
+    socket_config_up_to, ClientRole, IncomingSocket, ReverseTarget, SharedListeners,
 };
 
 /// How qunbridge reaches a OneBot implementation.
@@ -74,6 +74,19 @@ pub fn redact(url: &str) -> &str {
 /// # Errors
 /// [`ConnectFailure::Auth`] for a 401/403 answer, [`ConnectFailure::Other`] for anything else.
 pub async fn connect(url: &str, token: Option<&str>) -> Result<WsClientStream, ConnectFailure> {
+    connect_up_to(url, token, crate::reverse_ws::MAX_MESSAGE_BYTES).await
+}
+
+/// [`connect`], taking WebSocket messages of up to `max_message_bytes` from the
+/// implementation (an account that fetches pictures through it takes larger answers).
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_up_to(
+    url: &str,
+    token: Option<&str>,
+    max_message_bytes: usize,
+) -> Result<WsClientStream, ConnectFailure> {
     let mut request = url
         .into_client_request()
         .map_err(|error| ConnectFailure::Other(format!("bad URL: {error}")))?;
@@ -83,8 +96,11 @@ pub async fn connect(url: &str, token: Option<&str>) -> Result<WsClientStream, C
         })?;
         request.headers_mut().insert("authorization", value);
     }
-    let attempt =
-        tokio_tungstenite::connect_async_with_config(request, Some(socket_config()), true);
+    let attempt = tokio_tungstenite::connect_async_with_config(
+        request,
+        Some(socket_config_up_to(max_message_bytes)),
+        true,
+    );
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Err(_) => Err(ConnectFailure::Other(format!(
             "no answer within {CONNECT_TIMEOUT:?}"
@@ -108,6 +124,7 @@ pub async fn connect(url: &str, token: Option<&str>) -> Result<WsClientStream, C
 pub async fn forward<F, Fut>(
     url: String,
     token: Option<String>,
+    max_message_bytes: usize,
     account: String,
     state: StateReporter,
     stop: CancellationToken,
@@ -130,7 +147,7 @@ pub async fn forward<F, Fut>(
         first = false;
         let attempt = tokio::select! {
             _ = stop.cancelled() => return,
-            attempt = connect(&url, token.as_deref()) => attempt,
+            attempt = connect_up_to(&url, token.as_deref(), max_message_bytes) => attempt,
         };
         let delay = match attempt {
             Ok(ws) => {
@@ -165,6 +182,18 @@ pub async fn forward<F, Fut>(
     }
 }
 
+/// Who a reverse listener admits for one account.
+pub struct Admission {
+    /// Account id, for logs.
+    pub account: String,
+    /// The bot's user id, which picks the account when several share the address.
+    pub self_id: Option<String>,
+    /// Token the implementation must present.
+    pub token: Option<String>,
+    /// Largest WebSocket message taken from the implementation.
+    pub max_message_bytes: usize,
+}
+
 /// Registers an account on its reverse listener (the token is checked there, before the
 /// upgrade); the returned future hands every socket the implementation opens to `on_socket`,
 /// each in its own task, until `stop`, then waits for those tasks.
@@ -174,9 +203,7 @@ pub async fn forward<F, Fut>(
 pub fn reverse<F, Fut>(
     listen: SocketAddr,
     listeners: &SharedListeners,
-    account: String,
-    self_id: Option<String>,
-    token: Option<String>,
+    admission: Admission,
     stop: CancellationToken,
     mut on_socket: F,
 ) -> Result<impl Future<Output = ()> + Send + 'static, ConnectorError>
@@ -188,9 +215,10 @@ where
     let registration = listeners.register(
         listen,
         ReverseTarget {
-            account,
-            self_id,
-            token,
+            account: admission.account,
+            self_id: admission.self_id,
+            token: admission.token,
+            max_message_bytes: admission.max_message_bytes,
             sockets: sockets_tx,
         },
     )?;
@@ -223,7 +251,8 @@ pub async fn forward_sessions<V: Version>(
 ) {
     let (account, state) = (link.account.clone(), link.state.clone());
     let sessions_stop = stop.clone();
-    forward(url, token, account, state, stop, move |ws| {
+    let cap = link.max_message_bytes;
+    forward(url, token, cap, account, state, stop, move |ws| {
         connection::run(
             ws,
             ClientRole::Universal,
@@ -248,22 +277,19 @@ pub fn reverse_sessions<V: Version>(
     link: Arc<AccountLink<V>>,
     stop: CancellationToken,
 ) -> Result<impl Future<Output = ()> + Send + 'static, ConnectorError> {
-    let (account, self_id) = (link.account.clone(), link.self_id());
-    let sessions_stop = stop.clone();
-    reverse(
-        listen,
-        listeners,
-        account,
-        self_id,
+    let admission = Admission {
+        account: link.account.clone(),
+        self_id: link.self_id(),
         token,
-        stop,
-        move |socket| {
-            if let Some(id) = &socket.self_id {
-                link.learn_self_id(id);
-            }
-            connection::run(socket.ws, socket.role, link.clone(), sessions_stop.clone())
-        },
-    )
+        max_message_bytes: link.max_message_bytes,
+    };
+    let sessions_stop = stop.clone();
+    reverse(listen, listeners, admission, stop, move |socket| {
+        if let Some(id) = &socket.self_id {
+            link.learn_self_id(id);
+        }
+        connection::run(socket.ws, socket.role, link.clone(), sessions_stop.clone())
+    })
 }
 
 #[cfg(test)]
