@@ -633,3 +633,56 @@ async fn a_wechat_picture_larger_than_a_mebibyte_arrives_and_the_connection_stay
     );
     setup.daemon.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pictures_without_a_source_or_of_an_unknown_kind_are_counted_and_relayed_as_text() {
+    let setup = start(LOCAL).await;
+    // A QQ picture segment with neither URL nor file.
+    setup.qq.push_event(qq_message(
+        735021844,
+        4,
+        1001,
+        "Fay",
+        "Fay",
+        json!([{"type": "text", "data": {"text": "odd "}}, {"type": "image", "data": {}}]),
+    ));
+    let text = setup.wx.next_action("send_message").await;
+    assert_eq!(
+        text["params"]["message"],
+        json!([{"type": "text", "data": {"text": "[QQ] Fay: odd [图片]"}}])
+    );
+    // An `api` client's picture of a kind and locator this version does not know.
+    let (status, _) = post_message(
+        setup.api,
+        "a",
+        json!({"sender": {"id": "u1", "name": "Ann"}, "segments": [
+            {"type": "text", "text": "future "},
+            {"type": "image", "media": {"key": "api:hub:z", "kind": "hologram",
+                                        "locator": {"via": "carrier_pigeon", "leg": 1}}}
+        ]}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let text = setup.wx.next_action("send_message").await;
+    assert_eq!(
+        text["params"]["message"],
+        json!([{"type": "text", "data": {"text": "[API] Ann: future [图片]"}}])
+    );
+    let unknown = setup
+        .daemon
+        .counter(
+            "qunbridge_media_fallback_total{platform=\"wechat\",kind=\"image\",reason=\"unknown\"}",
+        )
+        .await;
+    assert!(unknown >= 1.0, "counted");
+    assert!(setup.wx.calls("upload_file").is_empty());
+    assert_eq!(
+        setup
+            .qq
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    setup.daemon.stop().await.expect("clean stop");
+}

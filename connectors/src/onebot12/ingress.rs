@@ -46,6 +46,7 @@ impl Version for OneBot12 {
     const WHO_AM_I: &'static str = "get_self_info";
     const BINARY_PROBLEM: &'static str =
         "binary frame that is not UTF-8 JSON (MessagePack is not supported)";
+    const PICTURES_IN_ANSWERS: bool = true;
 
     fn decode(&self, text: &str, cx: &DecodeContext<'_>) -> Result<Decoded<Inbound>, FrameError> {
         let decoded = event::decode(text, cx)?;

@@ -146,7 +146,11 @@ pub async fn run<V: Version, A: ActionSender>(
         state,
         intake: intake.clone(),
         version,
-        max_message_bytes: media.max_message_bytes(),
+        max_message_bytes: if V::PICTURES_IN_ANSWERS {
+            media.max_message_bytes()
+        } else {
+            crate::reverse_ws::MAX_MESSAGE_BYTES
+        },
     });
     // Sockets stay open after intake stops, until egress has drained.
     let sockets_stop = CancellationToken::new();

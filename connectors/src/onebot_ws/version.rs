@@ -93,6 +93,10 @@ pub trait Version: Send + Sync + 'static {
     const WHO_AM_I: &'static str;
     /// Logged when a binary frame is not UTF-8 text.
     const BINARY_PROBLEM: &'static str;
+    /// Whether pictures come as bytes in an action's answer (v12 `get_file` with `type:
+    /// "data"`), so the account takes WebSocket messages as large as a picture when it
+    /// fetches pictures; v11 answers `get_image` with a URL and keeps the 1 MiB cap.
+    const PICTURES_IN_ANSWERS: bool = false;
 
     /// Decodes one text frame.
     ///
