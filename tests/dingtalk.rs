@@ -757,10 +757,12 @@ async fn the_custom_robot_shows_a_picture_as_a_markdown_link_of_the_media_server
     files.serve("/cat.png", Route::ok(picture.clone()));
     let peer = DingTalkPeer::start(robots()).await;
     let api = api_addr();
-    let base = "http://media.example.test/qb";
+    // The media server's own address as its public one, so the link can be followed; links
+    // live as long as `cache_ttl`, 5 s here, so the test can see one expire.
+    let serve = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let base = format!("http://{serve}");
     let media = format!(
-        "{MEDIA_FROM_LOCALHOST}serve_listen = \"127.0.0.1:{}\"\npublic_base_url = \"{base}\"\nlink_secret = \"0123456789abcdef0123456789abcdef\"\n",
-        free_port()
+        "{MEDIA_FROM_LOCALHOST}serve_listen = \"{serve}\"\npublic_base_url = \"{base}\"\nlink_secret = \"0123456789abcdef0123456789abcdef\"\ncache_ttl = \"5s\"\n"
     );
     let config = config(&Broker::embedded(), api, &peer, CLIENT_SECRET, "", &media);
     let daemon = Daemon::start(&config).await;
@@ -783,7 +785,44 @@ async fn the_custom_robot_shows_a_picture_as_a_markdown_link_of_the_media_server
         "a signed link of the media server: {}",
         picture_post.content
     );
-    assert!(!picture_post.content.contains("127.0.0.1"));
+    assert!(!picture_post.content.contains(&files.url("/cat.png")));
+    // The link answers with the bytes; a tampered one 403; once expired 410.
+    let link = picture_post
+        .content
+        .split("![](")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("a link")
+        .to_owned();
+    let http = reqwest::Client::new();
+    let answer = http.get(&link).send().await.expect("answered");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.headers()["content-type"].to_str().expect("type"),
+        "image/png"
+    );
+    assert_eq!(answer.bytes().await.expect("body").to_vec(), picture);
+    let tampered = format!("{}x", link.trim_end_matches(|c: char| c != '='));
+    let answer = http.get(&tampered).send().await.expect("answered");
+    assert_eq!(answer.status(), 403);
+    let expiry: u64 = link
+        .split("e=")
+        .nth(1)
+        .and_then(|rest| rest.split('&').next())
+        .and_then(|e| e.parse().ok())
+        .expect("an expiry");
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        if now > expiry {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let answer = http.get(&link).send().await.expect("answered");
+    assert_eq!(answer.status(), 410);
     let order: Vec<String> = peer
         .webhook_posts()
         .into_iter()
