@@ -508,9 +508,36 @@ async fn oversized_and_stalled_pictures_fall_back_within_the_fetch_timeout() {
             "Dan",
             json!([{"type": "text", "data": {"text": format!("{n} ")}}, qq_picture(&format!("{n}.png"), &setup.files.url(path))]),
         ));
+        if n == 803 {
+            // While that picture stalls, a message for a group it does not go to is sent at
+            // once: it is not held behind the fetch.
+            let (status, _) = post_message(
+                setup.api,
+                "a",
+                json!({"sender": {"id": "u1", "name": "Ann"}, "text": "meanwhile"}),
+                None,
+            )
+            .await;
+            assert_eq!(status, 202);
+            let first = setup.qq.next_action("send_group_msg").await;
+            assert_eq!(first["params"]["group_id"], 735021844);
+            assert_eq!(
+                first["params"]["message"][0]["data"]["text"],
+                "[API] Ann: meanwhile"
+            );
+            assert!(
+                !texts_of(&setup.wx.calls("send_message"))
+                    .iter()
+                    .any(|text| text.contains("803")),
+                "the stalled picture's message is still waiting"
+            );
+        }
         let seen = events.next().await.json();
         assert_eq!(seen["text"], format!("[QQ] Dan: {n} [图片]"));
-        let text = setup.wx.next_action("send_message").await;
+        let mut text = setup.wx.next_action("send_message").await;
+        if text["params"]["message"][0]["data"]["text"] == "[API] Ann: meanwhile" {
+            text = setup.wx.next_action("send_message").await;
+        }
         assert_eq!(
             text["params"]["message"],
             json!([{"type": "text", "data": {"text": format!("[QQ] Dan: {n} [图片]")}}]),
