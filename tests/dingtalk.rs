@@ -13,10 +13,9 @@ use qunbridge_tests::dingtalk_peer::{
     picture_message, rich_text_message, text_message, DingTalkPeer, GroupSend, Robot, CLIENT_ID,
     CLIENT_SECRET, MAX_MSG_PARAM,
 };
-use qunbridge_tests::file_server::{png, FileServer, Route};
+use qunbridge_tests::file_server::{png, sha256_hex, FileServer, Route};
 use qunbridge_tests::{free_port, post_message, Broker, Daemon, SseClient, PATIENCE};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 /// Runs a scenario once on the embedded broker and once on mosquitto.
 macro_rules! on_both_brokers {
@@ -681,14 +680,6 @@ async fn picture_sends(peer: &DingTalkPeer, count: usize) -> Vec<GroupSend> {
         (sends.len() >= count).then_some(sends)
     })
     .await
-}
-
-/// Lowercase hex SHA-256.
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

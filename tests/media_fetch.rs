@@ -15,7 +15,7 @@ use std::time::Duration;
 use qunbridge_connectors::media::fetch::{ChunkSink, FetchError, FetchLimits, Fetched, Fetcher};
 use qunbridge_connectors::media::guard::{AddressGuard, Blocked};
 use qunbridge_connectors::media::sniff::FileType;
-use qunbridge_tests::file_server::{FileServer, Route, GIF};
+use qunbridge_tests::file_server::{png, FileServer, Route, GIF};
 
 /// Slack over `max_bytes` a source may get to write before an over-long body is abandoned.
 const SLACK: u64 = 64 * 1024;
@@ -31,22 +31,6 @@ fn fetcher(limits: FetchLimits) -> Fetcher {
 /// Default limits.
 fn default_fetcher() -> Fetcher {
     fetcher(FetchLimits::default())
-}
-
-/// A PNG of about `len` bytes: signature, IHDR, then bytes that differ from place to place
-/// (so a shifted or repeated chunk would show).
-fn png(len: usize) -> Vec<u8> {
-    let mut bytes =
-        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00\x00\x00\x01\x00\x08\x06\x00\x00\x00"
-            .to_vec();
-    let mut state = 0x9e37_79b9_u32;
-    while bytes.len() < len {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        bytes.push(state as u8);
-    }
-    bytes
 }
 
 /// A body paced so the server cannot run far ahead of the client: 4 KiB every 2 ms.

@@ -14,10 +14,9 @@ use qunbridge::config::{Config, ProcessEnv};
 use qunbridge::{run, RunError, RunOptions};
 use qunbridge_connectors::media::links::LinkSigner;
 use qunbridge_connectors::Secret;
-use qunbridge_tests::file_server::{FileServer, Route};
+use qunbridge_tests::file_server::{sha256_hex, FileServer, Route};
 use qunbridge_tests::{free_port, post_message, Broker, Daemon, SseClient};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 /// The `api` account's bearer token.
 const TOKEN: &str = "media-test-token";
@@ -32,13 +31,6 @@ fn png_bytes(len: usize) -> Vec<u8> {
         bytes.push(rand::random::<u8>());
     }
     bytes
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
 }
 
 fn loopback(port: u16) -> SocketAddr {

@@ -16,8 +16,7 @@ use qunbridge_connectors::media::guard::AddressGuard;
 use qunbridge_connectors::media::service::{MediaFailure, MediaService, MediaSource, Resolved};
 use qunbridge_connectors::media::{Locator, MediaKind, MediaRef};
 use qunbridge_connectors::Platform;
-use qunbridge_tests::file_server::{FileServer, Route, GIF};
-use sha2::{Digest, Sha256};
+use qunbridge_tests::file_server::{sha256_hex, FileServer, Route, GIF};
 
 /// What QQ answers for an expired picture URL.
 const EXPIRED: &str = r#"{"retcode":-5503007,"retmsg":"download url has expired"}"#;
@@ -52,13 +51,6 @@ async fn service(dir: &std::path::Path, wait: Duration, fetch_timeout: Duration)
     )
     .expect("fetcher");
     MediaService::new(cache, fetcher, wait)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

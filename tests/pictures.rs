@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use qunbridge_tests::file_server::{png, FileServer, Route, GIF};
+use qunbridge_tests::file_server::{png, sha256_hex, FileServer, Route, GIF};
 use qunbridge_tests::onebot11_peer::{group_message as qq_message, OneBot11Peer};
 use qunbridge_tests::onebot12_peer::{group_message as wx_message, Behaviour, OneBot12Peer};
 use qunbridge_tests::{free_port, post_message, Broker, Daemon, SseClient};
@@ -32,14 +31,6 @@ fn decoded(encoded: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(data)
         .expect("valid base64")
-}
-
-/// Lowercase hex SHA-256.
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// QQ groups 735021844 and 111, the WeChat group and the `api` group `a`, linked; the
@@ -146,8 +137,8 @@ async fn a_qq_picture_reaches_wechat_as_uploaded_bytes_fetched_once() {
     assert_eq!(upload["params"]["type"], "data");
     let bytes = decoded(upload["params"]["data"].as_str().expect("data"));
     assert_eq!(
-        sha256(&bytes),
-        sha256(&picture),
+        sha256_hex(&bytes),
+        sha256_hex(&picture),
         "the bytes that were served"
     );
     let name = upload["params"]["name"].as_str().expect("name");
@@ -649,7 +640,7 @@ async fn a_wechat_picture_larger_than_a_mebibyte_arrives_and_the_connection_stay
     let file = copy["params"]["message"][1]["data"]["file"]
         .as_str()
         .expect("a picture");
-    assert_eq!(sha256(&decoded(file)), sha256(&picture));
+    assert_eq!(sha256_hex(&decoded(file)), sha256_hex(&picture));
     assert_eq!(
         setup
             .wx

@@ -195,6 +195,15 @@ pub fn png(len: usize) -> Vec<u8> {
     bytes
 }
 
+/// Lowercase hex SHA-256 of `bytes`: how the cache names a picture.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A 1×1 GIF: what a sticker's bytes look like.
 pub const GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
 

@@ -76,14 +76,7 @@ impl Egress {
     /// Uploads a picture by URL; its `file_id`.
     async fn upload(&self, session: &Session, image: &ImageRef) -> Result<String, String> {
         let params = json!({ "type": "url", "name": image.name, "url": image.url });
-        let data = call(session, "upload_file", params)
-            .await
-            .map_err(|error| error.to_string())?;
-        data.get("file_id")
-            .and_then(Value::as_str)
-            .filter(|id| !id.is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| "upload_file answered without a file_id".to_owned())
+        upload_file(session, params).await
     }
 
     /// The ids a send returned, noting once when the implementation returns none.
@@ -126,14 +119,7 @@ impl Egress {
                         "name": file.file_name(),
                         "data": STANDARD.encode(bytes),
                     });
-                    let data = call(session, "upload_file", params)
-                        .await
-                        .map_err(|error| error.to_string())?;
-                    data.get("file_id")
-                        .and_then(Value::as_str)
-                        .filter(|id| !id.is_empty())
-                        .map(str::to_owned)
-                        .ok_or_else(|| "upload_file answered without a file_id".to_owned())
+                    upload_file(session, params).await
                 })
                 .await;
             match uploaded {
@@ -189,6 +175,18 @@ impl Egress {
         }
         Ok(SendReceipt { message_ids: ids })
     }
+}
+
+/// Calls `upload_file` with `params`; the `file_id` it answers, or why not.
+async fn upload_file(session: &Session, params: Value) -> Result<String, String> {
+    let data = call(session, "upload_file", params)
+        .await
+        .map_err(|error| error.to_string())?;
+    data.get("file_id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| "upload_file answered without a file_id".to_owned())
 }
 
 /// Calls an action; a lost connection or a missing answer is retryable.
