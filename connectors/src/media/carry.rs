@@ -251,14 +251,35 @@ impl MediaContext {
     }
 }
 
+/// A cached picture that could not be read for an upload (evicted, or a disk error); each
+/// destination turns it into its own error type.
+#[derive(Debug, thiserror::Error)]
+#[error("the cached picture cannot be read: {0}")]
+pub struct Unreadable(#[from] pub io::Error);
+
+impl From<Unreadable> for String {
+    fn from(unreadable: Unreadable) -> String {
+        unreadable.to_string()
+    }
+}
+
+impl From<Unreadable> for crate::error::SendError {
+    fn from(unreadable: Unreadable) -> crate::error::SendError {
+        crate::error::SendError::Permanent(unreadable.to_string())
+    }
+}
+
 /// The uploads of one destination account: a picture is uploaded once per account and its
 /// handle (a v12 `file_id`, a DingTalk or WeCom media id) reused until it expires or the
 /// picture leaves the cache. Uploads of one account run one at a time, so two groups sending
-/// the same picture at once still upload it once.
+/// the same picture at once still upload it once. Every upload asked for is counted here,
+/// and only here, in `qunbridge_media_upload_total{platform,kind,outcome}`.
 #[derive(Debug)]
 pub struct Uploads {
     /// The destination account the handles belong to.
     account: String,
+    /// The destination account's platform, for metric labels.
+    platform: Platform,
     /// How long the platform keeps an upload.
     lifetime: Duration,
     /// Held while looking up and uploading.
@@ -266,42 +287,56 @@ pub struct Uploads {
 }
 
 impl Uploads {
-    /// The uploads of `account`, whose platform keeps them for `lifetime`.
-    pub fn new(account: &str, lifetime: Duration) -> Uploads {
+    /// The uploads of `account`, a destination on `platform` that keeps uploads for
+    /// `lifetime`.
+    pub fn new(account: &str, platform: Platform, lifetime: Duration) -> Uploads {
         Uploads {
             account: account.to_owned(),
+            platform,
             lifetime,
             lock: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// The handle of `picture` on this account: remembered from an earlier upload, else
-    /// from `upload` (given the bytes), then remembered.
+    /// The handle of `picture` (a `kind`, for metrics) on this account: remembered from an
+    /// earlier upload (`reused`), else from `upload` given the bytes (`ok` or `failed`), then
+    /// remembered for the platform's lifetime.
     ///
     /// # Errors
-    /// The picture could not be read, or `upload` failed (its reason).
-    pub async fn handle<F, Fut>(
+    /// The picture could not be read ([`Unreadable`], turned into `E`), or `upload` failed
+    /// (its error, as it was: a destination's pause on throttling still works).
+    pub async fn handle<E, F, Fut>(
         &self,
         media: &MediaContext,
+        kind: MediaKind,
         picture: &Picture,
         upload: F,
-    ) -> Result<String, String>
+    ) -> Result<String, E>
     where
+        E: From<Unreadable>,
         F: FnOnce(Vec<u8>) -> Fut,
-        Fut: std::future::Future<Output = Result<String, String>>,
+        Fut: std::future::Future<Output = Result<String, E>>,
     {
         let _one_at_a_time = self.lock.lock().await;
         let cache = media.service.as_ref().map(|service| service.cache());
         if let Some(cache) = cache {
             if let Some(handle) = cache.upload(&picture.blob.sha256, &self.account).await {
+                self.count(kind, "reused");
                 return Ok(handle.id);
             }
         }
-        let bytes = picture
-            .bytes()
-            .await
-            .map_err(|error| format!("the cached picture cannot be read: {error}"))?;
-        let id = upload(bytes).await?;
+        let uploaded = match picture.bytes().await {
+            Ok(bytes) => upload(bytes).await,
+            Err(error) => Err(E::from(Unreadable(error))),
+        };
+        let id = match uploaded {
+            Ok(id) => id,
+            Err(error) => {
+                self.count(kind, "failed");
+                return Err(error);
+            }
+        };
+        self.count(kind, "ok");
         if let Some(cache) = cache {
             let handle = UploadHandle {
                 id: id.clone(),
@@ -317,6 +352,17 @@ impl Uploads {
             }
         }
         Ok(id)
+    }
+
+    /// Counts one upload asked for, with its outcome.
+    fn count(&self, kind: MediaKind, outcome: &'static str) {
+        metrics::counter!(
+            crate::metrics::MEDIA_UPLOADS,
+            "platform" => self.platform.as_str(),
+            "kind" => kind.as_str(),
+            "outcome" => outcome
+        )
+        .increment(1);
     }
 }
 
