@@ -415,6 +415,106 @@ pub fn shown_as_text(picture: &PreparedPicture) -> String {
 mod tests {
     use super::*;
     use crate::model::Kind;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A native context over a real cache in `dir`.
+    async fn native_in(dir: &std::path::Path) -> MediaContext {
+        let cache = super::super::cache::MediaCache::open(
+            dir,
+            super::super::cache::CacheLimits {
+                max_bytes: 1 << 20,
+                ttl: Duration::from_secs(3600),
+            },
+        )
+        .await
+        .expect("cache");
+        let guard = super::super::guard::AddressGuard::new(Vec::new());
+        let fetcher = super::super::fetch::Fetcher::new(
+            super::super::fetch::FetchLimits::default(),
+            guard.clone(),
+        )
+        .expect("fetcher");
+        MediaContext {
+            guard,
+            mode: MediaMode::Native,
+            service: Some(Arc::new(super::super::service::MediaService::new(
+                cache,
+                fetcher,
+                Duration::from_secs(5),
+            ))),
+            links: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_picture_is_uploaded_once_per_account_and_a_failure_is_not_remembered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let media = native_in(dir.path()).await;
+        let cache = media.service.as_ref().expect("service").cache().clone();
+        let blob = cache
+            .put_bytes(b"\x89PNG\r\n\x1a\nbytes")
+            .await
+            .expect("put");
+        let picture = Picture {
+            blob,
+            file_type: FileType::Png,
+        };
+        let calls = AtomicUsize::new(0);
+        let upload = |answer: Result<&'static str, &'static str>| {
+            let calls = &calls;
+            move |bytes: Vec<u8>| async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                assert!(
+                    bytes.starts_with(b"\x89PNG"),
+                    "the cached bytes are uploaded"
+                );
+                answer.map(str::to_owned).map_err(str::to_owned)
+            }
+        };
+        let first = Uploads::new("ding", Platform::Dingtalk, Duration::from_secs(60));
+        let refused: Result<String, String> = first
+            .handle(&media, MediaKind::Image, &picture, upload(Err("refused")))
+            .await;
+        assert_eq!(refused, Err("refused".to_owned()));
+        let got: Result<String, String> = first
+            .handle(&media, MediaKind::Image, &picture, upload(Ok("m-1")))
+            .await;
+        assert_eq!(got.as_deref(), Ok("m-1"), "a failure is tried again");
+        let again: Result<String, String> = first
+            .handle(&media, MediaKind::Image, &picture, upload(Ok("m-2")))
+            .await;
+        assert_eq!(again.as_deref(), Ok("m-1"), "reused, not uploaded again");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        // Another account uploads its own copy.
+        let other = Uploads::new("robot", Platform::Wecom, Duration::from_secs(60));
+        let theirs: Result<String, String> = other
+            .handle(&media, MediaKind::Image, &picture, upload(Ok("w-1")))
+            .await;
+        assert_eq!(theirs.as_deref(), Ok("w-1"));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        // A picture that left the cache is never handed to the upload.
+        let gone = Picture {
+            blob: Blob {
+                sha256: "ef".repeat(32),
+                size: 10,
+                path: dir.path().join("missing"),
+            },
+            file_type: FileType::Png,
+        };
+        let unreadable: Result<String, String> = first
+            .handle(&media, MediaKind::Image, &gone, upload(Ok("never")))
+            .await;
+        assert!(
+            unreadable
+                .as_ref()
+                .is_err_and(|reason| reason.contains("cannot be read")),
+            "{unreadable:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
 
     #[tokio::test]
     async fn modes_decide_what_each_picture_becomes_without_a_service() {
