@@ -697,7 +697,19 @@ async fn one_picture_to_two_groups_of_one_app_robot_is_uploaded_once() {
         &format!(", \"ding:{GROUP2}\""),
         MEDIA_FROM_LOCALHOST,
     );
-    let daemon = Daemon::start(&config).await;
+    // Alone: the upload series has no account label, and other tests here upload too.
+    let daemon = Daemon::start_alone(&config).await;
+    let uploaded =
+        "qunbridge_media_upload_total{platform=\"dingtalk\",kind=\"image\",outcome=\"ok\"}";
+    let reused =
+        "qunbridge_media_upload_total{platform=\"dingtalk\",kind=\"image\",outcome=\"reused\"}";
+    let failed =
+        "qunbridge_media_upload_total{platform=\"dingtalk\",kind=\"image\",outcome=\"failed\"}";
+    let (uploaded_before, reused_before, failed_before) = (
+        daemon.counter(uploaded).await,
+        daemon.counter(reused).await,
+        daemon.counter(failed).await,
+    );
     say_with_picture(api, "看图", &files.url("/cat.png")).await;
 
     let sends = picture_sends(&peer, 2).await;
@@ -719,6 +731,15 @@ async fn one_picture_to_two_groups_of_one_app_robot_is_uploaded_once() {
         "both sends name the one media id: {sends:?}"
     );
     assert_eq!(files.requests("/cat.png"), 1, "fetched once");
+    assert_eq!(
+        (
+            daemon.counter(uploaded).await - uploaded_before,
+            daemon.counter(reused).await - reused_before,
+            daemon.counter(failed).await - failed_before,
+        ),
+        (1.0, 1.0, 0.0),
+        "one upload for the first group, reused for the second"
+    );
 
     // In each group the text came first, without the picture.
     let all = peer.group_sends();

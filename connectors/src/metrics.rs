@@ -45,6 +45,12 @@ pub fn count_drops(reason: &'static str, count: u64) {
 /// implementation failed the message with its pictures and it was sent again without).
 pub const MEDIA_FALLBACK: &str = "qunbridge_media_fallback_total";
 
+/// Counter: uploads of cached pictures to a destination account (a OneBot v12 `file_id`, a
+/// DingTalk or WeCom media id), by `platform` (of the destination), `kind` and `outcome`
+/// (`ok`: uploaded; `reused`: the account's earlier upload of the same picture was still
+/// valid; `failed`: the picture could not be read or the platform refused it).
+pub const MEDIA_UPLOADS: &str = "qunbridge_media_upload_total";
+
 /// Gauge: bytes of media the on-disk media cache holds now (the sum of its blob sizes).
 pub const MEDIA_CACHE_BYTES: &str = "qunbridge_media_cache_bytes";
 /// Counter: blobs the media cache removed, by `reason`: `size` (least recently used, to stay

@@ -2,7 +2,7 @@
 //! `/readyz` (broker connected and the relay core running; accounts that are down are listed,
 //! not hidden), `/metrics` (Prometheus text) and `/api/v1/status` (the JSON behind
 //! `qunbridge status`: accounts, links, queue depths per destination, counts, broker state,
-//! version and uptime).
+//! the media cache and server, version and uptime).
 //!
 //! The status counts are read back from the Prometheus recorder's own rendering, so they are
 //! exactly what `/metrics` shows. Group ids appear in the status JSON (the operator's own
@@ -19,6 +19,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use qunbridge_connectors::media::cache::MediaCache;
+use qunbridge_connectors::media::MediaMode;
 use qunbridge_connectors::{AccountState, ConnectionState, Platform};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -29,8 +31,8 @@ use tracing::warn;
 
 use crate::activity::QueueDepths;
 use crate::metrics::{
-    BROKER_CONNECTED, MESSAGES_COALESCED, MESSAGES_DROPPED, MESSAGES_RECEIVED, MESSAGES_RELAYED,
-    RATE_LIMITED, RECONNECTS, RELAY_LATENCY, STORE_COMMIT_SECONDS,
+    BROKER_CONNECTED, MEDIA_FETCH_SECONDS, MESSAGES_COALESCED, MESSAGES_DROPPED, MESSAGES_RECEIVED,
+    MESSAGES_RELAYED, RATE_LIMITED, RECONNECTS, RELAY_LATENCY, STORE_COMMIT_SECONDS,
 };
 use crate::policy::Link;
 
@@ -48,6 +50,57 @@ pub struct Health {
     links: Mutex<Vec<LinkSummary>>,
     /// Messages waiting per destination, once egress exists.
     queue_depths: Mutex<Option<Arc<QueueDepths>>>,
+    /// Pictures: the mode, the cache and the media server, once the media service is open.
+    media: Mutex<Option<Arc<MediaHealth>>>,
+}
+
+/// What the status shows of pictures: the global mode, the on-disk cache and the built-in
+/// media server.
+pub struct MediaHealth {
+    /// The global `[media] mode` (accounts may set their own).
+    pub mode: MediaMode,
+    /// The on-disk cache under `state_dir/media/`, when this process opened one.
+    pub cache: Option<MediaCache>,
+    /// `[media] cache_max_bytes`.
+    pub cache_max_bytes: u64,
+    /// `[media] serve_listen`, when a media server is configured.
+    pub server_listen: Option<String>,
+    /// True while the media server serves (set by the task that runs it).
+    pub server_running: Arc<AtomicBool>,
+}
+
+impl MediaHealth {
+    /// The `media` block of the status document: the mode, the cache's bytes and blobs
+    /// against its cap, its evictions since start (in total and by reason), and whether the
+    /// media server runs.
+    pub async fn status(&self) -> Value {
+        let stats = match &self.cache {
+            Some(cache) => Some(cache.stats().await),
+            None => None,
+        };
+        let cache = stats.map(|stats| {
+            json!({
+                "bytes": stats.bytes,
+                "blobs": stats.blobs,
+                "max_bytes": self.cache_max_bytes,
+                "evictions": stats.evicted_for_size + stats.evicted_for_ttl + stats.evicted_corrupt,
+                "evictions_by_reason": {
+                    "size": stats.evicted_for_size,
+                    "ttl": stats.evicted_for_ttl,
+                    "corrupt": stats.evicted_corrupt,
+                },
+            })
+        });
+        json!({
+            "mode": self.mode.as_str(),
+            "cache": cache,
+            "server": {
+                "configured": self.server_listen.is_some(),
+                "running": self.server_running.load(Ordering::Acquire),
+                "listen": self.server_listen,
+            },
+        })
+    }
 }
 
 impl Default for Health {
@@ -59,6 +112,7 @@ impl Default for Health {
             accounts: Mutex::new(Vec::new()),
             links: Mutex::new(Vec::new()),
             queue_depths: Mutex::new(None),
+            media: Mutex::new(None),
         }
     }
 }
@@ -128,6 +182,33 @@ impl Health {
             .queue_depths
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(depths);
+    }
+
+    /// Records what the status shows of pictures.
+    pub fn set_media(&self, media: MediaHealth) {
+        *self.media.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(media));
+    }
+
+    /// The flag the media server's task keeps true while it serves, once media is recorded.
+    pub fn media_server_running(&self) -> Option<Arc<AtomicBool>> {
+        self.media
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|media| media.server_running.clone())
+    }
+
+    /// The `media` block of the status document (`null` before the media service is open).
+    pub async fn media_status(&self) -> Value {
+        let media = self
+            .media
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match media {
+            Some(media) => media.status().await,
+            None => Value::Null,
+        }
     }
 
     /// Marks the relay as running (or stopping).
@@ -315,6 +396,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 const COMMIT_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
+/// Buckets of the media fetch time: from a local file (tens of milliseconds) to the default
+/// `fetch_timeout` (20 s) and beyond.
+const FETCH_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0];
 /// How often the exporter folds recorded samples into its histograms and summaries: without
 /// it, every sample of every histogram stays in memory until the next scrape, and a daemon
 /// nobody scrapes grows without bound.
@@ -331,6 +415,12 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
                     builder.set_buckets_for_metric(
                         Matcher::Full(STORE_COMMIT_SECONDS.to_owned()),
                         COMMIT_BUCKETS,
+                    )
+                })
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full(MEDIA_FETCH_SECONDS.to_owned()),
+                        FETCH_BUCKETS,
                     )
                 })
                 .and_then(PrometheusBuilder::install_recorder)
@@ -422,7 +512,9 @@ async fn status(State(health): State<Arc<Health>>) -> Response {
     let rendered = prometheus()
         .map(PrometheusHandle::render)
         .unwrap_or_default();
-    Json(health.status(&rendered)).into_response()
+    let mut document = health.status(&rendered);
+    document["media"] = health.media_status().await;
+    Json(document).into_response()
 }
 
 /// `/metrics`. The broker gauge is refreshed on every scrape, so it is current even when
@@ -498,5 +590,47 @@ qunbridge_messages_dropped_total{reason=\"filtered\"} 2\n";
         assert_eq!(status["links"][0]["groups"][1], "hub:b");
         assert_eq!(status["queues"], json!([]));
         assert_eq!(status["counts"]["received"]["total"], 0);
+    }
+
+    #[tokio::test]
+    async fn the_media_block_shows_the_cache_against_its_cap_and_the_server() {
+        let health = Health::default();
+        assert_eq!(health.media_status().await, Value::Null);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cap = 1 << 20;
+        let cache = MediaCache::open(
+            dir.path(),
+            qunbridge_connectors::media::cache::CacheLimits {
+                max_bytes: cap,
+                ttl: std::time::Duration::from_secs(3600),
+            },
+        )
+        .await
+        .expect("cache");
+        // Three blobs of 400 KiB: the third pushes the first out.
+        for fill in 1..=3u8 {
+            cache.put_bytes(&vec![fill; 400 << 10]).await.expect("put");
+        }
+        health.set_media(MediaHealth {
+            mode: MediaMode::Native,
+            cache: Some(cache),
+            cache_max_bytes: cap,
+            server_listen: Some("127.0.0.1:9465".to_owned()),
+            server_running: Arc::new(AtomicBool::new(false)),
+        });
+        let media = health.media_status().await;
+        assert_eq!(media["mode"], "native");
+        assert_eq!(media["cache"]["max_bytes"], cap);
+        assert_eq!(media["cache"]["blobs"], 2);
+        assert_eq!(media["cache"]["bytes"], 2 * (400 << 10));
+        assert_eq!(media["cache"]["evictions"], 1);
+        assert_eq!(media["cache"]["evictions_by_reason"]["size"], 1);
+        assert_eq!(media["server"]["configured"], true);
+        assert_eq!(media["server"]["running"], false);
+        health
+            .media_server_running()
+            .expect("recorded")
+            .store(true, Ordering::Release);
+        assert_eq!(health.media_status().await["server"]["running"], true);
     }
 }

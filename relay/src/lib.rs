@@ -74,9 +74,14 @@ pub async fn run(
     // The media server answers links for the pictures this process's connectors cached; a
     // process that runs only a relay core has none.
     let media_task = if daemon.placement.role.runs_connectors() {
-        run::media::start_server(&config, &daemon.media, daemon.stop.clone())
-            .await
-            .inspect_err(|_| daemon.stop.cancel())?
+        run::media::start_server(
+            &config,
+            &daemon.media,
+            daemon.health.media_server_running(),
+            daemon.stop.clone(),
+        )
+        .await
+        .inspect_err(|_| daemon.stop.cancel())?
     } else {
         None
     };

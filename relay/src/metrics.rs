@@ -6,8 +6,8 @@
 
 pub use qunbridge_connectors::metrics::{
     count_drop, count_drops, count_rejected, ACCOUNT_UP, AUTH_FAILURES, INGRESS_REJECTED,
-    MEDIA_FALLBACK, MEDIA_FETCHES, MEDIA_SERVED, MESSAGES_DROPPED, MESSAGES_RECEIVED, RECONNECTS,
-    UNKNOWN_INPUT,
+    MEDIA_CACHE_BYTES, MEDIA_CACHE_EVICTIONS, MEDIA_FALLBACK, MEDIA_FETCHES, MEDIA_FETCH_SECONDS,
+    MEDIA_SERVED, MEDIA_UPLOADS, MESSAGES_DROPPED, MESSAGES_RECEIVED, RECONNECTS, UNKNOWN_INPUT,
 };
 
 /// Counter: messages routed to a destination, by `from` and `to` platform.
@@ -113,6 +113,23 @@ pub fn describe_all() {
     describe_counter!(
         MEDIA_FALLBACK,
         "Pictures a destination got as a placeholder instead of natively, by destination platform, kind and reason."
+    );
+    describe_counter!(
+        MEDIA_UPLOADS,
+        "Uploads of cached pictures to a destination account, by destination platform, kind and outcome (ok: uploaded; reused: the account's earlier upload was still valid; failed)."
+    );
+    describe_gauge!(
+        MEDIA_CACHE_BYTES,
+        "Bytes of media the on-disk media cache holds now."
+    );
+    describe_counter!(
+        MEDIA_CACHE_EVICTIONS,
+        "Blobs the media cache removed, by reason (size: least recently used, to stay under cache_max_bytes; ttl: unused longer than cache_ttl; corrupt)."
+    );
+    describe_histogram!(
+        MEDIA_FETCH_SECONDS,
+        Unit::Seconds,
+        "Seconds a media fetch took, whatever its outcome, by source platform."
     );
     describe_counter!(
         MEDIA_SERVED,

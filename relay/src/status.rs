@@ -1,6 +1,6 @@
 //! `qunbridge status`: fetches `/api/v1/status` from a running daemon's admin endpoint and
 //! renders it as a readable table (accounts and their states, links, queue depth per
-//! destination, counts by outcome and drop reason). The CLI in `main.rs` only parses
+//! destination, counts by outcome and drop reason, the media cache and server). The CLI in `main.rs` only parses
 //! arguments and picks the address; fetching, rendering and the `--watch` loop live here.
 
 use std::fmt::Write as _;
@@ -258,7 +258,62 @@ pub fn render(status: &Value, now_ms: u64) -> String {
         }
         out.push('\n');
     }
+    if let Some(line) = media_line(&status["media"]) {
+        out.push_str(&line);
+    }
     out
+}
+
+/// The `media` line: the mode, the cache's size against its cap, evictions, and the media
+/// server. `None` for a daemon that reports no media block.
+fn media_line(media: &Value) -> Option<String> {
+    let mode = media["mode"].as_str()?;
+    let mut line = format!("media     {mode}");
+    let cache = &media["cache"];
+    if cache.is_object() {
+        let _ = write!(
+            line,
+            " · cache {} in {} blobs (cap {}) · {} evicted",
+            bytes(cache["bytes"].as_u64().unwrap_or(0)),
+            cache["blobs"].as_u64().unwrap_or(0),
+            bytes(cache["max_bytes"].as_u64().unwrap_or(0)),
+            cache["evictions"].as_u64().unwrap_or(0),
+        );
+    } else {
+        line.push_str(" · no cache");
+    }
+    let server = &media["server"];
+    match (
+        server["configured"].as_bool().unwrap_or(false),
+        server["running"].as_bool().unwrap_or(false),
+    ) {
+        (false, _) => line.push_str(" · no media server"),
+        (true, true) => {
+            let _ = write!(
+                line,
+                " · media server on {}",
+                server["listen"].as_str().unwrap_or("?")
+            );
+        }
+        (true, false) => line.push_str(" · media server NOT RUNNING"),
+    }
+    line.push('\n');
+    Some(line)
+}
+
+/// Bytes in binary units with one decimal (`512 B`, `1.5 KiB`, `1.0 GiB`).
+fn bytes(count: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if count < 1024 {
+        return format!("{count} B");
+    }
+    let mut value = count as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// The elements of a JSON array (none for anything else).
@@ -331,6 +386,11 @@ mod tests {
                 "received": { "total": 5, "by_account": { "hub": 5 } },
                 "relayed": { "total": 2, "by_route": { "api->qq": 2 } },
                 "dropped": { "total": 1, "by_reason": { "duplicate": 1 } }
+            },
+            "media": {
+                "mode": "native",
+                "cache": { "bytes": 1_572_864, "blobs": 4, "max_bytes": 1_073_741_824, "evictions": 2 },
+                "server": { "configured": true, "running": true, "listen": "127.0.0.1:9465" }
             }
         });
         let table = render(&status, 121_000);
@@ -344,6 +404,7 @@ mod tests {
             "received  5 (hub 5)",
             "relayed   2 (api->qq 2)",
             "dropped   1 (duplicate 1)",
+            "media     native · cache 1.5 MiB in 4 blobs (cap 1.0 GiB) · 2 evicted · media server on 127.0.0.1:9465",
         ] {
             assert!(
                 table.contains(expected),
@@ -357,5 +418,21 @@ mod tests {
         let table = render(&json!({ "broker": { "connected": false } }), 0);
         assert!(table.contains("broker DISCONNECTED · NOT READY"), "{table}");
         assert!(table.contains("(nothing sent yet)"), "{table}");
+        assert!(!table.contains("media"), "{table}");
+    }
+
+    #[test]
+    fn renders_a_media_block_without_cache_or_server() {
+        let status = json!({
+            "media": { "mode": "placeholder", "cache": null,
+                       "server": { "configured": true, "running": false, "listen": "127.0.0.1:1" } }
+        });
+        let table = render(&status, 0);
+        assert!(
+            table.contains("media     placeholder · no cache · media server NOT RUNNING"),
+            "{table}"
+        );
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
     }
 }

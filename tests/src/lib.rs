@@ -422,6 +422,15 @@ impl Daemon {
         }
     }
 
+    /// Its `state_dir` (the store, the outbox and the media cache under `media/`).
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        self.dir
+            .as_ref()
+            .expect("state directory")
+            .path()
+            .join("state")
+    }
+
     /// The admin endpoint's `/metrics` text.
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.admin))

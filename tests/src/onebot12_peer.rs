@@ -7,7 +7,7 @@
 //! with `data: true` and no message id, has no `delete_message`, and sends no
 //! `Sec-WebSocket-Protocol`; a spec-following implementation returns message ids.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -114,6 +114,8 @@ pub struct OneBot12Peer {
     files: Mutex<HashMap<String, Vec<u8>>>,
     /// Set by the test: `get_file` with type `data` is answered "unsupported" from now on.
     data_refused: AtomicBool,
+    /// Set by the test: actions with these names are recorded and never answered.
+    held: Mutex<HashSet<String>>,
 }
 
 impl OneBot12Peer {
@@ -135,6 +137,7 @@ impl OneBot12Peer {
             next_file_id: AtomicU64::new(1),
             files: Mutex::new(HashMap::new()),
             data_refused: AtomicBool::new(false),
+            held: Mutex::new(HashSet::new()),
         })
     }
 
@@ -303,6 +306,12 @@ impl OneBot12Peer {
                         self.actions.lock().expect("lock").push_back(request.clone());
                         self.history.lock().expect("lock").push(request.clone());
                         self.changed.notify_waiters();
+                        let held = request["action"]
+                            .as_str()
+                            .is_some_and(|name| self.held.lock().expect("lock").contains(name));
+                        if held {
+                            continue;
+                        }
                         let (answer, delay) = self.answer(&request);
                         if delay.is_zero() {
                             if sink.send(Message::Text(answer.to_string().into())).await.is_err() { break }
@@ -388,6 +397,17 @@ impl OneBot12Peer {
     /// From now on answers `get_file` with type `data` as an implementation without it does.
     pub fn refuse_file_data(&self) {
         self.data_refused.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on records every `action` call and never answers it, as a hung
+    /// implementation does: qunbridge waits for the answer until its action timeout.
+    pub fn hold_answers(&self, action: &str) {
+        self.held.lock().expect("lock").insert(action.to_owned());
+    }
+
+    /// Answers every action again from now on (the calls held so far stay unanswered).
+    pub fn answer_all(&self) {
+        self.held.lock().expect("lock").clear();
     }
 
     /// Adds a member that `get_group_member_info` knows.

@@ -130,13 +130,15 @@ impl Connector for StreamConnector {
             )
             .run(),
         );
+        // The media ids of pictures this account uploaded, reused for every group.
+        let uploads = pictures::uploads(&account);
         // Egress runs until the relay closes the queue, which it does after shutdown once
         // nothing more is in flight; ingress stops on shutdown by itself.
         while let Some(request) = egress.recv().await {
             let EgressRequest {
                 outbound, reply, ..
             } = request;
-            let outcome = pictures::send_outbound(&api, &media, &outbound).await;
+            let outcome = pictures::send_outbound(&api, &media, &uploads, &outbound).await;
             // The relay stops waiting only on its own shutdown; nothing to do then.
             let _ = reply.send(outcome);
         }

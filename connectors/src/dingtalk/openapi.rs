@@ -111,6 +111,12 @@ pub enum ApiError {
     Unexpected(String),
 }
 
+impl From<crate::media::carry::Unreadable> for ApiError {
+    fn from(unreadable: crate::media::carry::Unreadable) -> ApiError {
+        ApiError::Unexpected(unreadable.to_string())
+    }
+}
+
 impl ApiError {
     /// True when the answer means the app's credentials are wrong or not allowed (HTTP 401
     /// or 403, or an error code about authentication or the client id/secret).
@@ -531,16 +537,17 @@ impl OpenApi {
             .await
     }
 
-    /// Uploads `picture` with `oapi` `media/upload` (`type=image`, multipart `media`);
-    /// returns its `media_id`. A refused token is replaced once, as for the other calls.
+    /// Uploads `bytes`, the cached `picture`, with `oapi` `media/upload` (`type=image`,
+    /// multipart `media`); returns its `media_id`. A refused token is replaced once, as for
+    /// the other calls.
     ///
     /// # Errors
-    /// [`ApiError`] when the file cannot be read or the platform refuses it.
-    pub async fn upload_image(&self, picture: &Picture) -> Result<String, ApiError> {
-        let bytes = picture
-            .bytes()
-            .await
-            .map_err(|error| ApiError::Unexpected(format!("cached picture unreadable: {error}")))?;
+    /// [`ApiError`] when the platform refuses it.
+    pub async fn upload_image(
+        &self,
+        picture: &Picture,
+        bytes: Vec<u8>,
+    ) -> Result<String, ApiError> {
         let token = self.access_token().await?;
         match self.upload_with(&token, picture, bytes.clone()).await {
             Err(ApiError::Auth { code, .. }) => {

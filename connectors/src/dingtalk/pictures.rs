@@ -13,13 +13,12 @@
 
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::info;
 
 use super::openapi::{ApiError, OpenApi};
-use crate::context::{now_ms, SendReceipt};
+use crate::context::SendReceipt;
 use crate::error::SendError;
-use crate::media::cache::UploadHandle;
-use crate::media::carry::{shown_as_text, text_with, Carry, Picture, PreparedPicture};
+use crate::media::carry::{shown_as_text, text_with, Carry, Picture, PreparedPicture, Uploads};
 use crate::media::sniff::FileType;
 use crate::media::{MediaContext, MediaKind, MediaMode};
 use crate::model::{Kind, Outbound, Platform};
@@ -30,6 +29,12 @@ pub const MAX_IMAGE_BYTES: u64 = 20 * 1024 * 1024;
 /// expire while the organisation exists; community code assumes three days, and so does
 /// qunbridge, less an hour so a handle is never used at the edge of its life.
 const MEDIA_ID_LIFETIME: Duration = Duration::from_secs(3 * 24 * 3600 - 3600);
+
+/// The uploads of the app robot `account`: a picture is uploaded once per account, its
+/// `media_id` kept for [`MEDIA_ID_LIFETIME`].
+pub fn uploads(account: &str) -> Uploads {
+    Uploads::new(account, Platform::Dingtalk, MEDIA_ID_LIFETIME)
+}
 
 /// A picture that follows the text as a message of its own.
 #[derive(Debug, Clone)]
@@ -109,13 +114,15 @@ pub async fn plan(media: &MediaContext, outbound: &Outbound) -> Plan {
 }
 
 /// Sends an outbound message to its group through the app robot: its text
-/// ([`OpenApi::send_outbound_text`]), then each picture that follows ([`send_all`]).
+/// ([`OpenApi::send_outbound_text`]), then each picture that follows ([`send_all`]), each
+/// uploaded once per account through `uploads` (see [`uploads`]).
 ///
 /// # Errors
 /// [`SendError`] when the text could not be sent; a picture never fails the message.
 pub async fn send_outbound(
     api: &OpenApi,
     media: &MediaContext,
+    uploads: &Uploads,
     outbound: &Outbound,
 ) -> Result<SendReceipt, SendError> {
     if outbound.kind == Kind::Recall || outbound.text.trim().is_empty() {
@@ -129,21 +136,22 @@ pub async fn send_outbound(
         .await?;
     receipt
         .message_ids
-        .extend(send_all(api, media, &outbound.group, &plan.carried).await);
+        .extend(send_all(api, media, uploads, &outbound.group, &plan.carried).await);
     Ok(receipt)
 }
 
-/// Sends each of `carried` to `group` after its text; a picture that fails is sent as its
-/// placeholder instead. Returns the `processQueryKey`s of what was sent.
+/// Sends each of `carried` to `group` after its text, uploaded once per picture through the
+/// account's `uploads`; a picture that fails is sent as its placeholder instead. Returns the `processQueryKey`s of what was sent.
 pub async fn send_all(
     api: &OpenApi,
     media: &MediaContext,
+    uploads: &Uploads,
     group: &str,
     carried: &[Carried],
 ) -> Vec<String> {
     let mut ids = Vec::new();
     for picture in carried {
-        let sent = match send_one(api, media, group, &picture.picture).await {
+        let sent = match send_one(api, media, uploads, group, picture).await {
             Ok(id) => Ok(id),
             Err(error) => {
                 info!(message = "A picture could not be sent to DingTalk; its placeholder is sent.", account = %api.account(), %error);
@@ -162,41 +170,21 @@ pub async fn send_all(
     ids
 }
 
-/// Uploads `picture` unless this account already did, then sends it to `group`.
+/// Uploads `picture` unless this account already did ([`Uploads::handle`]), then sends it to
+/// `group`.
 async fn send_one(
     api: &OpenApi,
     media: &MediaContext,
+    uploads: &Uploads,
     group: &str,
-    picture: &Picture,
+    carried: &Carried,
 ) -> Result<String, ApiError> {
-    let account = api.account().to_owned();
-    let cache = media
-        .service
-        .as_ref()
-        .map(|service| service.cache().clone());
-    let known = match &cache {
-        Some(cache) => cache.upload(&picture.blob.sha256, &account).await,
-        None => None,
-    };
-    let media_id = match known {
-        Some(handle) => handle.id,
-        None => {
-            let id = api.upload_image(picture).await?;
-            if let Some(cache) = &cache {
-                let handle = UploadHandle {
-                    id: id.clone(),
-                    expires_at_ms: Some(now_ms() + MEDIA_ID_LIFETIME.as_millis() as u64),
-                };
-                if let Err(error) = cache
-                    .remember_upload(&picture.blob.sha256, &account, handle)
-                    .await
-                {
-                    warn!(message = "A DingTalk media id could not be remembered.", %account, %error);
-                }
-            }
-            id
-        }
-    };
+    let picture = &carried.picture;
+    let media_id = uploads
+        .handle(media, carried.kind, picture, |bytes| {
+            api.upload_image(picture, bytes)
+        })
+        .await?;
     api.send_group_image(group, &media_id).await
 }
 

@@ -274,14 +274,35 @@ impl MediaContext {
     }
 }
 
+/// A cached picture that could not be read for an upload (evicted, or a disk error); each
+/// destination turns it into its own error type.
+#[derive(Debug, thiserror::Error)]
+#[error("the cached picture cannot be read: {0}")]
+pub struct Unreadable(#[from] pub io::Error);
+
+impl From<Unreadable> for String {
+    fn from(unreadable: Unreadable) -> String {
+        unreadable.to_string()
+    }
+}
+
+impl From<Unreadable> for crate::error::SendError {
+    fn from(unreadable: Unreadable) -> crate::error::SendError {
+        crate::error::SendError::Permanent(unreadable.to_string())
+    }
+}
+
 /// The uploads of one destination account: a picture is uploaded once per account and its
 /// handle (a v12 `file_id`, a DingTalk or WeCom media id) reused until it expires or the
 /// picture leaves the cache. Uploads of one account run one at a time, so two groups sending
-/// the same picture at once still upload it once.
+/// the same picture at once still upload it once. Every upload asked for is counted here,
+/// and only here, in `qunbridge_media_upload_total{platform,kind,outcome}`.
 #[derive(Debug)]
 pub struct Uploads {
     /// The destination account the handles belong to.
     account: String,
+    /// The destination account's platform, for metric labels.
+    platform: Platform,
     /// How long the platform keeps an upload.
     lifetime: Duration,
     /// Held while looking up and uploading.
@@ -289,42 +310,56 @@ pub struct Uploads {
 }
 
 impl Uploads {
-    /// The uploads of `account`, whose platform keeps them for `lifetime`.
-    pub fn new(account: &str, lifetime: Duration) -> Uploads {
+    /// The uploads of `account`, a destination on `platform` that keeps uploads for
+    /// `lifetime`.
+    pub fn new(account: &str, platform: Platform, lifetime: Duration) -> Uploads {
         Uploads {
             account: account.to_owned(),
+            platform,
             lifetime,
             lock: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// The handle of `picture` on this account: remembered from an earlier upload, else
-    /// from `upload` (given the bytes), then remembered.
+    /// The handle of `picture` (a `kind`, for metrics) on this account: remembered from an
+    /// earlier upload (`reused`), else from `upload` given the bytes (`ok` or `failed`), then
+    /// remembered for the platform's lifetime.
     ///
     /// # Errors
-    /// The picture could not be read, or `upload` failed (its reason).
-    pub async fn handle<F, Fut>(
+    /// The picture could not be read ([`Unreadable`], turned into `E`), or `upload` failed
+    /// (its error, as it was: a destination's pause on throttling still works).
+    pub async fn handle<E, F, Fut>(
         &self,
         media: &MediaContext,
+        kind: MediaKind,
         picture: &Picture,
         upload: F,
-    ) -> Result<String, String>
+    ) -> Result<String, E>
     where
+        E: From<Unreadable>,
         F: FnOnce(Vec<u8>) -> Fut,
-        Fut: std::future::Future<Output = Result<String, String>>,
+        Fut: std::future::Future<Output = Result<String, E>>,
     {
         let _one_at_a_time = self.lock.lock().await;
         let cache = media.service.as_ref().map(|service| service.cache());
         if let Some(cache) = cache {
             if let Some(handle) = cache.upload(&picture.blob.sha256, &self.account).await {
+                self.count(kind, "reused");
                 return Ok(handle.id);
             }
         }
-        let bytes = picture
-            .bytes()
-            .await
-            .map_err(|error| format!("the cached picture cannot be read: {error}"))?;
-        let id = upload(bytes).await?;
+        let uploaded = match picture.bytes().await {
+            Ok(bytes) => upload(bytes).await,
+            Err(error) => Err(E::from(Unreadable(error))),
+        };
+        let id = match uploaded {
+            Ok(id) => id,
+            Err(error) => {
+                self.count(kind, "failed");
+                return Err(error);
+            }
+        };
+        self.count(kind, "ok");
         if let Some(cache) = cache {
             let handle = UploadHandle {
                 id: id.clone(),
@@ -340,6 +375,17 @@ impl Uploads {
             }
         }
         Ok(id)
+    }
+
+    /// Counts one upload asked for, with its outcome.
+    fn count(&self, kind: MediaKind, outcome: &'static str) {
+        metrics::counter!(
+            crate::metrics::MEDIA_UPLOADS,
+            "platform" => self.platform.as_str(),
+            "kind" => kind.as_str(),
+            "outcome" => outcome
+        )
+        .increment(1);
     }
 }
 
@@ -392,6 +438,106 @@ pub fn shown_as_text(picture: &PreparedPicture) -> String {
 mod tests {
     use super::*;
     use crate::model::Kind;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A native context over a real cache in `dir`.
+    async fn native_in(dir: &std::path::Path) -> MediaContext {
+        let cache = super::super::cache::MediaCache::open(
+            dir,
+            super::super::cache::CacheLimits {
+                max_bytes: 1 << 20,
+                ttl: Duration::from_secs(3600),
+            },
+        )
+        .await
+        .expect("cache");
+        let guard = super::super::guard::AddressGuard::new(Vec::new());
+        let fetcher = super::super::fetch::Fetcher::new(
+            super::super::fetch::FetchLimits::default(),
+            guard.clone(),
+        )
+        .expect("fetcher");
+        MediaContext {
+            guard,
+            mode: MediaMode::Native,
+            service: Some(Arc::new(super::super::service::MediaService::new(
+                cache,
+                fetcher,
+                Duration::from_secs(5),
+            ))),
+            links: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_picture_is_uploaded_once_per_account_and_a_failure_is_not_remembered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let media = native_in(dir.path()).await;
+        let cache = media.service.as_ref().expect("service").cache().clone();
+        let blob = cache
+            .put_bytes(b"\x89PNG\r\n\x1a\nbytes")
+            .await
+            .expect("put");
+        let picture = Picture {
+            blob,
+            file_type: FileType::Png,
+        };
+        let calls = AtomicUsize::new(0);
+        let upload = |answer: Result<&'static str, &'static str>| {
+            let calls = &calls;
+            move |bytes: Vec<u8>| async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                assert!(
+                    bytes.starts_with(b"\x89PNG"),
+                    "the cached bytes are uploaded"
+                );
+                answer.map(str::to_owned).map_err(str::to_owned)
+            }
+        };
+        let first = Uploads::new("ding", Platform::Dingtalk, Duration::from_secs(60));
+        let refused: Result<String, String> = first
+            .handle(&media, MediaKind::Image, &picture, upload(Err("refused")))
+            .await;
+        assert_eq!(refused, Err("refused".to_owned()));
+        let got: Result<String, String> = first
+            .handle(&media, MediaKind::Image, &picture, upload(Ok("m-1")))
+            .await;
+        assert_eq!(got.as_deref(), Ok("m-1"), "a failure is tried again");
+        let again: Result<String, String> = first
+            .handle(&media, MediaKind::Image, &picture, upload(Ok("m-2")))
+            .await;
+        assert_eq!(again.as_deref(), Ok("m-1"), "reused, not uploaded again");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        // Another account uploads its own copy.
+        let other = Uploads::new("robot", Platform::Wecom, Duration::from_secs(60));
+        let theirs: Result<String, String> = other
+            .handle(&media, MediaKind::Image, &picture, upload(Ok("w-1")))
+            .await;
+        assert_eq!(theirs.as_deref(), Ok("w-1"));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        // A picture that left the cache is never handed to the upload.
+        let gone = Picture {
+            blob: Blob {
+                sha256: "ef".repeat(32),
+                size: 10,
+                path: dir.path().join("missing"),
+            },
+            file_type: FileType::Png,
+        };
+        let unreadable: Result<String, String> = first
+            .handle(&media, MediaKind::Image, &gone, upload(Ok("never")))
+            .await;
+        assert!(
+            unreadable
+                .as_ref()
+                .is_err_and(|reason| reason.contains("cannot be read")),
+            "{unreadable:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
 
     #[tokio::test]
     async fn modes_decide_what_each_picture_becomes_without_a_service() {

@@ -64,7 +64,7 @@ impl Egress {
         media: MediaContext,
     ) -> Egress {
         Egress {
-            uploads: Uploads::new(&account, UPLOAD_LIFETIME),
+            uploads: Uploads::new(&account, platform, UPLOAD_LIFETIME),
             account,
             send_images,
             told_no_ids: AtomicBool::new(false),
@@ -113,7 +113,7 @@ impl Egress {
             };
             let uploaded = self
                 .uploads
-                .handle(&self.media, file, |bytes| async move {
+                .handle(&self.media, picture.kind, file, |bytes| async move {
                     let params = json!({
                         "type": "data",
                         "name": file.file_name(),

@@ -23,11 +23,9 @@ use md5::{Digest, Md5};
 use serde_json::{json, Value};
 
 use super::LargeImages;
-use crate::context::now_ms;
 use crate::error::SendError;
 use crate::http::{describe, read_limited};
-use crate::media::cache::UploadHandle;
-use crate::media::carry::{shown_as_text, Carry, Picture, PreparedPicture};
+use crate::media::carry::{shown_as_text, Carry, Picture, PreparedPicture, Uploads};
 use crate::media::sniff::FileType;
 use crate::media::{MediaContext, MediaMode};
 use crate::model::Platform;
@@ -132,34 +130,10 @@ pub fn file_body(media_id: &str) -> Value {
     json!({ "msgtype": "file", "file": { "media_id": media_id } })
 }
 
-/// The `media_id` this robot (`account`) got for the picture `sha256` earlier, unless it
-/// has expired.
-pub async fn known_upload(media: &MediaContext, sha256: &str, account: &str) -> Option<String> {
-    let service = media.service.as_ref()?;
-    service
-        .cache()
-        .upload(sha256, account)
-        .await
-        .map(|handle| handle.id)
-}
-
-/// Remembers the `media_id` this robot (`account`) got for the picture `sha256`, for the
-/// three days WeCom keeps it.
-pub async fn remember_upload(media: &MediaContext, sha256: &str, account: &str, media_id: &str) {
-    let Some(service) = &media.service else {
-        return;
-    };
-    let handle = UploadHandle {
-        id: media_id.to_owned(),
-        expires_at_ms: Some(now_ms() + MEDIA_ID_LIFETIME.as_millis() as u64),
-    };
-    if let Err(error) = service
-        .cache()
-        .remember_upload(sha256, account, handle)
-        .await
-    {
-        tracing::warn!(message = "A WeCom media id could not be remembered.", %account, %error);
-    }
+/// The uploads of the robot `account`: a file is uploaded once per (picture, robot), its
+/// `media_id` kept for the three days WeCom keeps it ([`MEDIA_ID_LIFETIME`]).
+pub fn uploads(account: &str) -> Uploads {
+    Uploads::new(account, Platform::Wecom, MEDIA_ID_LIFETIME)
 }
 
 /// The `upload_media` URL of a robot whose webhook is `webhook` (`…/cgi-bin/webhook/send?key=…`).
@@ -197,20 +171,17 @@ pub struct UploadAnswer {
     pub media_id: Option<String>,
 }
 
-/// POSTs `picture` to `url` (an [`upload_url`]) as the multipart `media` part.
+/// POSTs `bytes`, the cached `picture`, to `url` (an [`upload_url`]) as the multipart
+/// `media` part.
 ///
 /// # Errors
-/// The file left the cache ([`SendError::Permanent`]); no answer or one that is not JSON
-/// ([`SendError::Retryable`]).
+/// No answer or one that is not JSON ([`SendError::Retryable`]).
 pub async fn upload(
     http: &reqwest::Client,
     url: String,
     picture: &Picture,
+    bytes: Vec<u8>,
 ) -> Result<UploadAnswer, SendError> {
-    let bytes = picture
-        .bytes()
-        .await
-        .map_err(|error| SendError::Permanent(format!("cached picture unreadable: {error}")))?;
     let part = reqwest::multipart::Part::bytes(bytes)
         .file_name(picture.file_name())
         .mime_str(picture.file_type.mime())

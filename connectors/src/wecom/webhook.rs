@@ -28,7 +28,7 @@ use super::pictures::{self, Decision};
 use super::WecomSettings;
 use crate::context::SendReceipt;
 use crate::error::SendError;
-use crate::media::carry::{text_with, Picture};
+use crate::media::carry::{text_with, Picture, Uploads};
 use crate::media::{MediaContext, MediaKind, MediaMode};
 use crate::model::{Outbound, Platform};
 use crate::robot::RobotState;
@@ -65,12 +65,15 @@ pub struct Robot {
     settings: WecomSettings,
     /// The account's media mode, service and link signer.
     media: MediaContext,
+    /// The `media_id`s of files this robot uploaded, reused while WeCom keeps them.
+    uploads: Uploads,
 }
 
 impl Robot {
     /// A sender for one account.
     pub fn new(account: String, settings: WecomSettings, http: reqwest::Client) -> Robot {
         Robot {
+            uploads: pictures::uploads(&account),
             state: RobotState::new(ROBOT, account, http),
             settings,
             media: MediaContext::default(),
@@ -124,7 +127,7 @@ impl Robot {
         for (placeholder, kind, decision) in carried.iter().skip(skip) {
             let outcome = match decision {
                 Decision::Image(picture) => self.send_image(picture).await,
-                Decision::File(picture) => self.send_file(picture).await,
+                Decision::File(picture) => self.send_file(picture, *kind).await,
                 Decision::Text(_) => Ok(()),
             };
             match outcome {
@@ -196,47 +199,21 @@ impl Robot {
         self.post_body(&pictures::image_body(&bytes)).await
     }
 
-    /// Sends `picture` as a `file` message, uploading it unless this robot already did
-    /// within the media id's lifetime.
-    async fn send_file(&mut self, picture: &Picture) -> Result<(), SendError> {
-        let sha256 = &picture.blob.sha256;
-        let account = self.state.account.clone();
-        let media_id = match pictures::known_upload(&self.media, sha256, &account).await {
-            Some(id) => id,
-            None => {
-                let id = self.upload(picture).await?;
-                pictures::remember_upload(&self.media, sha256, &account, &id).await;
-                id
-            }
-        };
+    /// Sends `picture` (a `kind`) as a `file` message, uploading it unless this robot
+    /// already did within the media id's lifetime ([`Uploads::handle`]).
+    async fn send_file(&mut self, picture: &Picture, kind: MediaKind) -> Result<(), SendError> {
+        let Robot {
+            state,
+            settings,
+            media,
+            uploads,
+        } = self;
+        let media_id = uploads
+            .handle(media, kind, picture, |bytes| {
+                upload(state, settings, picture, bytes)
+            })
+            .await?;
         self.post_body(&pictures::file_body(&media_id)).await
-    }
-
-    /// Uploads `picture` (`upload_media`, type file) and returns its `media_id`; 45009 and
-    /// HTTP 429 pause the robot.
-    async fn upload(&mut self, picture: &Picture) -> Result<String, SendError> {
-        let key = self.settings.key();
-        let url = pictures::upload_url(self.settings.webhook.expose(), key.as_deref())?;
-        let answer = pictures::upload(&self.state.http, url, picture).await?;
-        if answer.status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(self.state.throttled(answer.suggested, "HTTP 429"));
-        }
-        if !answer.status.is_success() {
-            return Err(SendError::Retryable(format!(
-                "WeCom upload answered HTTP {}",
-                answer.status
-            )));
-        }
-        let errmsg = clean(&answer.errmsg, key.as_deref());
-        match answer.errcode {
-            0 => answer.media_id.ok_or_else(|| {
-                SendError::Permanent("WeCom upload answered without `media_id`".into())
-            }),
-            ERR_FREQ_OUT_OF_LIMIT => Err(self.state.throttled(answer.suggested, &errmsg)),
-            other => Err(SendError::Permanent(format!(
-                "WeCom refused the upload ({other} {errmsg})"
-            ))),
-        }
     }
 
     /// POSTs one text or markdown message and reads the verdict.
@@ -268,6 +245,38 @@ impl Robot {
                 "WeCom robot refused the message ({other} {errmsg})"
             ))),
         }
+    }
+}
+
+/// Uploads `bytes`, the cached `picture`, through the robot (`upload_media`, type file) and
+/// returns its `media_id`; 45009 and HTTP 429 pause the robot.
+async fn upload(
+    state: &mut RobotState<usize>,
+    settings: &WecomSettings,
+    picture: &Picture,
+    bytes: Vec<u8>,
+) -> Result<String, SendError> {
+    let key = settings.key();
+    let url = pictures::upload_url(settings.webhook.expose(), key.as_deref())?;
+    let answer = pictures::upload(&state.http, url, picture, bytes).await?;
+    if answer.status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(state.throttled(answer.suggested, "HTTP 429"));
+    }
+    if !answer.status.is_success() {
+        return Err(SendError::Retryable(format!(
+            "WeCom upload answered HTTP {}",
+            answer.status
+        )));
+    }
+    let errmsg = clean(&answer.errmsg, key.as_deref());
+    match answer.errcode {
+        0 => answer
+            .media_id
+            .ok_or_else(|| SendError::Permanent("WeCom upload answered without `media_id`".into())),
+        ERR_FREQ_OUT_OF_LIMIT => Err(state.throttled(answer.suggested, &errmsg)),
+        other => Err(SendError::Permanent(format!(
+            "WeCom refused the upload ({other} {errmsg})"
+        ))),
     }
 }
 

@@ -71,6 +71,20 @@ impl Daemon {
         let health = Arc::new(Health::default());
         health.set_links(config.links.iter().map(admin::LinkSummary::from).collect());
         health.set_queue_depths(activity.queue_depths().clone());
+        health.set_media(admin::MediaHealth {
+            mode: config.media.mode,
+            cache: media
+                .service
+                .as_ref()
+                .map(|service| service.cache().clone()),
+            cache_max_bytes: config.media.cache_max_bytes,
+            server_listen: config
+                .media
+                .server
+                .as_ref()
+                .map(|server| server.listen.to_string()),
+            server_running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        });
         Daemon {
             placement,
             endpoint: Endpoint::for_mode(&config.broker.mode),

@@ -6,6 +6,7 @@
 //! [`start_server`] starts the built-in media server (`[media] serve_listen`), which answers
 //! those links from the same cache until the daemon stops.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -71,13 +72,15 @@ pub async fn open(config: &Config) -> Result<MediaContext, RunError> {
 
 /// Starts the built-in media server when `[media]` configures one: binds `serve_listen` now
 /// (so a taken address fails start-up) and serves the links `media`'s signer makes, from
-/// its cache, until `stop` is cancelled. `None` when no media server is configured.
+/// its cache, until `stop` is cancelled; `running` is true while it serves (the status
+/// shows it). `None` when no media server is configured.
 ///
 /// # Errors
 /// [`RunError::Bind`] when `serve_listen` cannot be bound.
 pub async fn start_server(
     config: &Config,
     media: &MediaContext,
+    running: Option<Arc<AtomicBool>>,
     stop: CancellationToken,
 ) -> Result<Option<JoinHandle<()>>, RunError> {
     let Some(settings) = &config.media.server else {
@@ -96,9 +99,12 @@ pub async fn start_server(
     info!(message = "Media server listening.", listen = %settings.listen);
     let cache = service.cache().clone();
     let signer = signer.clone();
+    let running = running.unwrap_or_default();
+    running.store(true, Ordering::Release);
     Ok(Some(tokio::spawn(async move {
         if let Err(error) = server::serve(listener, cache, signer, stop).await {
             warn!(message = "Media server ended with an error.", %error);
         }
+        running.store(false, Ordering::Release);
     })))
 }
