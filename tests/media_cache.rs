@@ -15,11 +15,14 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
 
-use qunbridge_tests::dingtalk_peer::{DingTalkPeer, GroupSend, CLIENT_ID, CLIENT_SECRET};
+use qunbridge_tests::dingtalk_peer::{
+    picture_message, DingTalkPeer, GroupSend, CLIENT_ID, CLIENT_SECRET,
+};
 use qunbridge_tests::file_server::{png, FileServer, Route};
 use qunbridge_tests::onebot11_peer::{group_message as qq_message, OneBot11Peer};
 use qunbridge_tests::onebot12_peer::{Behaviour, OneBot12Peer};
@@ -392,5 +395,71 @@ max_image_bytes = {max_image}
     assert_eq!(media["cache"]["blobs"].as_f64(), Some(kept), "{media}");
     assert_eq!(media["cache"]["evictions"].as_f64(), Some(evictions));
     assert_eq!(media["server"]["running"], false, "none is configured");
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dingtalk_picture_is_published_without_waiting_for_dingtalk_and_still_arrives() {
+    let broker = Broker::embedded();
+    let files = FileServer::start().await;
+    let picture = png(25_000);
+    files.serve("/dc-late.png", Route::ok(picture.clone()));
+    let (wx, wx_url) = OneBot12Peer::serve(WX_BOT, Behaviour::comwechat(None)).await;
+    let ding = DingTalkPeer::start(Vec::new()).await;
+    ding.serve_downloads_from(&files.url(""));
+    // DingTalk is slow to hand out download URLs.
+    ding.delay_downloads(Duration::from_secs(2));
+    let config = format!(
+        r#"{broker}
+[accounts.wx]
+platform = "wechat"
+url = "{wx_url}"
+
+[accounts.ding]
+platform = "dingtalk"
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+api_base = "{api_base}"
+
+[[links]]
+name = "fans"
+groups = ["wx:{WX_GROUP}", "ding:{DING_GROUP}"]
+
+[media]
+{LOCAL}
+"#,
+        broker = broker.toml(),
+        api_base = ding.api_base(),
+    );
+    let daemon = Daemon::start(&config).await;
+    wx.wait_connections(1).await;
+    let gateway = ding.next_connection().await;
+    let frame = gateway.callback(&picture_message(
+        DING_GROUP,
+        "msg-late-1",
+        "张三",
+        "dc-late",
+    ));
+    // No destination shows source URLs, so the message is published (and DingTalk
+    // acknowledged) before any download URL is answered.
+    let ack = &ding.wait_replies(&frame, 1).await[0];
+    assert_eq!(ack["code"], 200, "{ack}");
+    assert_eq!(ding.downloads_answered(), 0, "acknowledged without waiting");
+    // The destination fetched it through the download code.
+    let upload = wx.next_action("upload_file").await;
+    assert_eq!(
+        decoded(upload["params"]["data"].as_str().expect("data")),
+        picture
+    );
+    let text = wx.next_action("send_message").await;
+    assert_eq!(
+        text["params"]["message"],
+        json!([{"type": "text", "data": {"text": "[钉钉] 张三: "}}])
+    );
+    assert_eq!(
+        ding.downloads().len(),
+        1,
+        "one download request, by the fetch"
+    );
     daemon.stop().await.expect("clean stop");
 }

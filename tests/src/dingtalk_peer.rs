@@ -176,6 +176,8 @@ struct Log {
     download_delay: Duration,
     /// Download requests being answered now.
     downloads_in_flight: usize,
+    /// Download requests answered so far.
+    downloads_answered: usize,
     /// The most download requests that were being answered at one time.
     most_downloads_at_once: usize,
     /// Webhook posts.
@@ -424,7 +426,12 @@ impl DingTalkPeer {
         self.shared.with(|log| log.downloads.clone())
     }
 
-    /// Makes every download request wait `delay` before its answer.
+    /// Download requests answered so far.
+    pub fn downloads_answered(&self) -> usize {
+        self.shared.with(|log| log.downloads_answered)
+    }
+
+    /// Makes each download request wait `delay` before its answer.
     pub fn delay_downloads(&self, delay: Duration) {
         self.shared.with(|log| log.download_delay = delay);
     }
@@ -640,7 +647,10 @@ async fn download(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
         log.download_delay
     });
     tokio::time::sleep(delay).await;
-    shared.with(|log| log.downloads_in_flight -= 1);
+    shared.with(|log| {
+        log.downloads_in_flight -= 1;
+        log.downloads_answered += 1;
+    });
     if !token_ok(&shared, token.as_deref()) {
         return api_error(
             StatusCode::BAD_REQUEST,

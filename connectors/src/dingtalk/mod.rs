@@ -128,6 +128,7 @@ impl Connector for StreamConnector {
                 state.clone(),
                 intake,
             )
+            .with_source_urls(!media.skip_source_urls)
             .run(),
         );
         // The media ids of pictures this account uploaded, reused for every group.

@@ -95,6 +95,10 @@ pub struct StreamIngress {
     intake: CancellationToken,
     /// Ids already relayed.
     recent: RecentIds,
+    /// Resolve each picture's download URL before publishing (a destination shows source
+    /// URLs); otherwise the envelope carries only the download code, which destinations
+    /// fetch through, and publishing never waits for DingTalk.
+    source_urls: bool,
 }
 
 impl StreamIngress {
@@ -113,7 +117,14 @@ impl StreamIngress {
             state,
             intake,
             recent: RecentIds::new(RECENT_IDS),
+            source_urls: true,
         }
+    }
+
+    /// Whether pictures' download URLs are resolved before publishing (by default they are).
+    pub fn with_source_urls(mut self, resolve: bool) -> StreamIngress {
+        self.source_urls = resolve;
+        self
     }
 
     /// Sleeps `delay` unless intake stops first; false when it does.
@@ -419,18 +430,10 @@ impl StreamIngress {
     /// One picture: its download URL when DingTalk gives one in time, and its media
     /// reference (the download code) either way.
     async fn picture(&self, code: &str) -> Segment {
-        let resolved =
-            tokio::time::timeout(DOWNLOAD_URL_TIMEOUT, self.api.download_url(code)).await;
-        let url = match resolved {
-            Ok(Ok(url)) => Some(url),
-            Ok(Err(error)) => {
-                warn!(message = "DingTalk picture URL not resolved; relaying a placeholder.", account = %self.account, %error);
-                None
-            }
-            Err(_) => {
-                warn!(message = "DingTalk picture URL not resolved in time; relaying a placeholder.", account = %self.account);
-                None
-            }
+        let url = if self.source_urls {
+            self.download_url(code).await
+        } else {
+            None
         };
         let media = (!code.trim().is_empty()).then(|| {
             MediaRef::new(
@@ -451,6 +454,23 @@ impl StreamIngress {
             summary: None,
             size: None,
             media,
+        }
+    }
+
+    /// The download URL of a picture, when DingTalk gives one in time.
+    async fn download_url(&self, code: &str) -> Option<String> {
+        let resolved =
+            tokio::time::timeout(DOWNLOAD_URL_TIMEOUT, self.api.download_url(code)).await;
+        match resolved {
+            Ok(Ok(url)) => Some(url),
+            Ok(Err(error)) => {
+                warn!(message = "DingTalk picture URL not resolved; relaying a placeholder.", account = %self.account, %error);
+                None
+            }
+            Err(_) => {
+                warn!(message = "DingTalk picture URL not resolved in time; relaying a placeholder.", account = %self.account);
+                None
+            }
         }
     }
 

@@ -467,6 +467,7 @@ mod tests {
                 Duration::from_secs(5),
             ))),
             links: None,
+            skip_source_urls: true,
         }
     }
 

@@ -93,6 +93,11 @@ pub struct MediaContext {
     pub service: Option<Arc<service::MediaService>>,
     /// Signs links of the media server; absent when none is configured.
     pub links: Option<Arc<links::LinkSigner>>,
+    /// No destination of this deployment shows source URLs (none is in `passthrough`), so
+    /// ingress need not ask a platform for a URL it hands out only on request (a DingTalk
+    /// download code): destinations fetch through the reference instead, off the publish
+    /// path.
+    pub skip_source_urls: bool,
 }
 
 impl std::fmt::Debug for MediaContext {

@@ -20,7 +20,7 @@ use qunbridge_connectors::media::guard::AddressGuard;
 use qunbridge_connectors::media::links::LinkSigner;
 use qunbridge_connectors::media::server;
 use qunbridge_connectors::media::service::MediaService;
-use qunbridge_connectors::media::MediaContext;
+use qunbridge_connectors::media::{MediaContext, MediaMode};
 
 use super::error::RunError;
 use crate::config::Config;
@@ -67,6 +67,11 @@ pub async fn open(config: &Config) -> Result<MediaContext, RunError> {
         mode: media.mode,
         service: Some(Arc::new(MediaService::new(cache, fetcher, media.wait))),
         links,
+        skip_source_urls: media.mode != MediaMode::Passthrough
+            && config
+                .accounts
+                .values()
+                .all(|account| account.media != Some(MediaMode::Passthrough)),
     })
 }
 
