@@ -463,3 +463,57 @@ groups = ["wx:{WX_GROUP}", "ding:{DING_GROUP}"]
     );
     daemon.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_pictures_are_abandoned_at_the_cap_and_memory_stays_bounded() {
+    let broker = Broker::embedded();
+    let files = FileServer::start().await;
+    // Announced as 30 MiB, and 30 MiB sent chunked without a length: three times the default
+    // 10 MiB cap either way.
+    files.serve("/warm.png", Route::ok(png(2_000)));
+    files.serve(
+        "/announced.png",
+        Route::ok(png(1024))
+            .announce_length(30 << 20)
+            .padded_to(30 << 20),
+    );
+    files.serve(
+        "/chunked.png",
+        Route::ok(png(1024)).padded_to(30 << 20).chunked(),
+    );
+    let (qq, qq_url) = OneBot11Peer::serve(QQ_BOT, None, 0).await;
+    let (wx, wx_url) = OneBot12Peer::serve(WX_BOT, Behaviour::comwechat(None)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut daemon =
+        DaemonProcess::start(dir.path(), &qq_and_wechat(&broker, &qq_url, &wx_url)).await;
+    qq.wait_connections(1).await;
+    wx.wait_connections(1).await;
+    // A small picture first, so what the process allocates once is in the baseline.
+    qq.push_event(alice_with_picture(801, "W.png", &files.url("/warm.png")));
+    wx.next_action("upload_file").await;
+    wx.next_action("send_message").await;
+    wx.next_action("send_message").await;
+    let before = daemon.rss_bytes().expect("rss");
+    for (n, path) in [(802, "/announced.png"), (803, "/chunked.png")] {
+        qq.push_event(alice_with_picture(n, &format!("{n}.png"), &files.url(path)));
+        let text = wx.next_action("send_message").await;
+        assert_eq!(
+            text["params"]["message"],
+            json!([{"type": "text", "data": {"text": "[QQ] Alice: look[图片]"}}]),
+            "{path}"
+        );
+    }
+    let cap: u64 = 10 << 20;
+    assert!(
+        files.counts("/chunked.png").body_bytes <= cap + (64 << 10) + (4 << 20),
+        "read stopped near the cap (what the socket buffers held aside): {}",
+        files.counts("/chunked.png").body_bytes
+    );
+    let after = daemon.rss_bytes().expect("rss");
+    assert!(
+        after.saturating_sub(before) < 2 * cap,
+        "RSS grew from {before} to {after} bytes"
+    );
+    assert_eq!(wx.calls("upload_file").len(), 1, "only the small picture");
+    daemon.stop();
+}

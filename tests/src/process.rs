@@ -27,6 +27,19 @@ impl DaemonProcess {
         DaemonProcess::start_with(dir, config, &[]).await
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Its resident memory in bytes (`VmRSS` of `/proc/<pid>/status`), while it runs.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// [`DaemonProcess::start`] with extra arguments of `qunbridge run` (`--role core`, …).
     pub async fn start_with(dir: &std::path::Path, config: &str, args: &[&str]) -> DaemonProcess {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
