@@ -68,6 +68,28 @@ fn alice_with_picture(message_id: i64, file: &str, url: &str) -> Value {
     )
 }
 
+/// Waits for Alice's "look" with `picture` in the WeChat group: the bytes uploaded as data,
+/// then the text, then the picture by its file id.
+async fn wechat_got_alice_with(wx: &OneBot12Peer, picture: &[u8]) {
+    let upload = wx.next_action("upload_file").await;
+    assert_eq!(upload["params"]["type"], "data");
+    assert_eq!(
+        decoded(upload["params"]["data"].as_str().expect("data")),
+        picture,
+        "WeChat got the served bytes"
+    );
+    let text = wx.next_action("send_message").await;
+    assert_eq!(
+        text["params"]["message"],
+        json!([{"type": "text", "data": {"text": "[QQ] Alice: look"}}])
+    );
+    let image = wx.next_action("send_message").await;
+    assert_eq!(image["params"]["message"][0]["type"], "image");
+    assert!(image["params"]["message"][0]["data"]["file_id"]
+        .as_str()
+        .is_some_and(|id| !id.is_empty()));
+}
+
 /// Total size of the files under `dir` (0 when it does not exist).
 fn disk_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -156,23 +178,7 @@ to = ["robot:fans"]
     ));
 
     // WeChat: the bytes uploaded as data, then the text, then the picture by its file id.
-    let upload = wx.next_action("upload_file").await;
-    assert_eq!(upload["params"]["type"], "data");
-    assert_eq!(
-        decoded(upload["params"]["data"].as_str().expect("data")),
-        picture,
-        "WeChat got the served bytes"
-    );
-    let text = wx.next_action("send_message").await;
-    assert_eq!(
-        text["params"]["message"],
-        json!([{"type": "text", "data": {"text": "[QQ] Alice: look"}}])
-    );
-    let image = wx.next_action("send_message").await;
-    assert_eq!(image["params"]["message"][0]["type"], "image");
-    assert!(image["params"]["message"][0]["data"]["file_id"]
-        .as_str()
-        .is_some_and(|id| !id.is_empty()));
+    wechat_got_alice_with(&wx, &picture).await;
 
     // WeCom: the text, then an image message with the bytes and their md5.
     let posts = robot.wait_accepted(2).await;
@@ -271,23 +277,8 @@ async fn after_kill_9_the_redelivered_message_finds_its_picture_in_the_cache() {
     wx.answer_all();
     daemon.restart().await;
     wx.wait_connections(2).await;
-    let upload = wx.next_action("upload_file").await;
-    assert_eq!(upload["params"]["type"], "data");
-    assert_eq!(
-        decoded(upload["params"]["data"].as_str().expect("data")),
-        picture,
-        "the redelivered message carries the source's bytes"
-    );
-    let text = wx.next_action("send_message").await;
-    assert_eq!(
-        text["params"]["message"],
-        json!([{"type": "text", "data": {"text": "[QQ] Alice: look"}}])
-    );
-    let image = wx.next_action("send_message").await;
-    assert_eq!(image["params"]["message"][0]["type"], "image");
-    assert!(image["params"]["message"][0]["data"]["file_id"]
-        .as_str()
-        .is_some_and(|id| !id.is_empty()));
+    // The redelivered message carries the source's bytes.
+    wechat_got_alice_with(&wx, &picture).await;
     assert_eq!(
         files.requests("/qq/BEEF.png"),
         1,

@@ -299,6 +299,19 @@ pub struct OpenApi {
     download_urls: Mutex<std::collections::VecDeque<(String, String, Instant)>>,
 }
 
+/// Sends `request` and reads its answer (bounded), classified as DingTalk words failures;
+/// the HTTP status with the answer.
+async fn answer_of(request: reqwest::RequestBuilder) -> Result<(StatusCode, Value), ApiError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|error| ApiError::Network(describe(error)))?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = read_limited(response, MAX_RESPONSE_BYTES).await?;
+    classify(status, &headers, &body).map(|answer| (status, answer))
+}
+
 impl OpenApi {
     /// A client for one account.
     pub fn new(http: reqwest::Client, account: String, settings: StreamSettings) -> OpenApi {
@@ -322,14 +335,7 @@ impl OpenApi {
         if let Some(token) = token {
             request = request.header("x-acs-dingtalk-access-token", token);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|error| ApiError::Network(describe(error)))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = read_limited(response, MAX_RESPONSE_BYTES).await?;
-        classify(status, &headers, &body)
+        answer_of(request).await.map(|(_, answer)| answer)
     }
 
     /// Registers a Stream connection and returns its ticket.
@@ -579,18 +585,12 @@ impl OpenApi {
         let form = reqwest::multipart::Form::new()
             .text("type", "image")
             .part("media", part);
-        let response = self
+        let request = self
             .http
             .post(url)
             .header(ACCEPT, "application/json")
-            .multipart(form)
-            .send()
-            .await
-            .map_err(|error| ApiError::Network(describe(error)))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = read_limited(response, MAX_RESPONSE_BYTES).await?;
-        let answer = classify(status, &headers, &body)?;
+            .multipart(form);
+        let (status, answer) = answer_of(request).await?;
         let errcode = answer.get("errcode").and_then(Value::as_i64).unwrap_or(0);
         let errmsg = clip(
             answer
