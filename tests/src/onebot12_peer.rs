@@ -373,8 +373,14 @@ impl OneBot12Peer {
             Some("get_file") if params["type"] == "data" => failed(10004, "unsupported type"),
             Some("get_file") if self.behaviour.get_file && params["type"] == "url" => {
                 let id = params["file_id"].as_str().unwrap_or_default();
-                ok(json!({"name": format!("{id}.jpg"),
-                          "url": format!("https://files.example.invalid/{id}.jpg")}))
+                // ComWeChatClient answers a loopback URL naming the file's Windows path
+                // (MEDIA.md §1.2); a spec implementation a URL others can fetch.
+                let url = if self.behaviour.comwechat {
+                    format!("http://127.0.0.1:8000/get_file/C:\\Users\\wx\\Documents\\WeChat Files\\{}\\FileStorage\\Image\\{id}.jpg", self.self_id)
+                } else {
+                    format!("https://files.example.invalid/{id}.jpg")
+                };
+                ok(json!({"name": format!("{id}.jpg"), "url": url}))
             }
             Some("upload_file") => {
                 let id = self.next_file_id.fetch_add(1, Ordering::SeqCst);

@@ -9,6 +9,7 @@
 //! here makes them send the placeholder, never the source platform's URL.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -193,8 +194,19 @@ impl MediaService {
         let cache = self.cache.clone();
         let fetcher = self.fetcher.clone();
         let locator = media.locator.clone();
-        let make =
-            move || async move { fetch(&cache, &fetcher, source.as_deref(), &locator).await };
+        // Set when this call's fetch had to refresh an expired link first.
+        let refreshed = Arc::new(AtomicBool::new(false));
+        let refreshed_by_fetch = refreshed.clone();
+        let make = move || async move {
+            fetch(
+                &cache,
+                &fetcher,
+                source.as_deref(),
+                &locator,
+                &refreshed_by_fetch,
+            )
+            .await
+        };
         let outcome = match tokio::time::timeout(
             self.wait,
             self.cache.get_or_fetch(&media.key, make),
@@ -208,6 +220,7 @@ impl MediaService {
         let label = match &outcome {
             Ok((_, Fetched::CacheHit)) => "cache_hit",
             Ok((_, Fetched::Joined)) => "joined",
+            Ok((_, Fetched::Fetched)) if refreshed.load(Ordering::Relaxed) => "refreshed",
             Ok((_, Fetched::Fetched)) => "ok",
             Err(failure) => failure.outcome(),
         };
@@ -245,12 +258,14 @@ impl MediaService {
 }
 
 /// Fetches what `locator` names into the cache, asking `source` where the platform must
-/// help: an expired (or absent) QQ URL is refreshed once through `get_image`.
+/// help: an expired (or absent) QQ URL is refreshed once through `get_image` (then
+/// `refreshed` is set, for the `refreshed` outcome).
 async fn fetch(
     cache: &MediaCache,
     fetcher: &Fetcher,
     source: Option<&dyn MediaSource>,
     locator: &Locator,
+    refreshed: &AtomicBool,
 ) -> Result<Blob, MediaFailure> {
     match locator {
         Locator::Url { url } => fetch_url(cache, fetcher, url).await,
@@ -258,7 +273,9 @@ async fn fetch(
             match fetch_url(cache, fetcher, url).await {
                 Err(MediaFailure::Fetch(FetchError::Expired(_)))
                 | Err(MediaFailure::Fetch(FetchError::HttpStatus(400 | 403 | 404))) => {
-                    resolve_and_fetch(cache, fetcher, source, locator).await
+                    let fresh = resolve_and_fetch(cache, fetcher, source, locator).await;
+                    refreshed.store(fresh.is_ok(), Ordering::Relaxed);
+                    fresh
                 }
                 other => other,
             }
