@@ -242,6 +242,11 @@ pub async fn start(
 
     let (reporter, state) = StateReporter::new();
     let (egress_tx, egress_rx) = mpsc::channel(64);
+    // The account's own media mode (its `media` key, else `[media] mode`).
+    let media = qunbridge_connectors::media::MediaContext {
+        mode: account.media.unwrap_or(deps.media.mode),
+        ..deps.media.clone()
+    };
     let ctx = ConnectorContext {
         account: id.clone(),
         platform: account.platform,
@@ -256,10 +261,7 @@ pub async fn start(
         state: reporter,
         intake: intake.clone(),
         bots: deps.bots.clone(),
-        media: qunbridge_connectors::media::MediaContext {
-            mode: account.media.unwrap_or(deps.media.mode),
-            ..deps.media.clone()
-        },
+        media: media.clone(),
     };
     let (exit_tx, exit) = watch::channel(None);
     let connector = account.connector.clone().run(
@@ -289,6 +291,7 @@ pub async fn start(
             store: deps.store.clone(),
             stop: stop.clone(),
             room: room.clone(),
+            media,
         },
         deps.activity.clone(),
     );

@@ -246,31 +246,73 @@ impl MediaContext {
         let Some(service) = &self.service else {
             return;
         };
-        if !matches!(self.mode, MediaMode::Native | MediaMode::Link) {
-            return;
-        }
-        for segment in &envelope.segments {
-            let Segment::Image {
-                media: Some(media),
-                flash: false,
-                ..
-            } = segment
-            else {
-                continue;
-            };
-            if !matches!(media.kind, MediaKind::Image | MediaKind::Sticker)
-                || !media.belongs_to(envelope.origin.platform, &envelope.origin.account)
-            {
-                continue;
-            }
+        let platform = envelope.origin.platform;
+        for media in self.to_fetch(platform, &envelope.origin.account, &envelope.segments) {
             let service = service.clone();
-            let media = media.clone();
-            let platform = envelope.origin.platform;
             let account = envelope.origin.account.clone();
             tokio::spawn(async move {
                 let _ = service.blob(platform.as_str(), &account, &media).await;
             });
         }
+    }
+
+    /// Waits (at most `[media] wait`) until the pictures of `outbound` are in the cache or
+    /// known not to come, so that a destination's send, once it has its pacing token, finds
+    /// them at once. What happens to each picture is decided, and counted, when it is sent.
+    pub async fn warm(&self, outbound: &Outbound) {
+        let Some(service) = &self.service else {
+            return;
+        };
+        let origin = &outbound.origin;
+        let wanted = self.to_fetch(origin.platform, &origin.account, &outbound.segments);
+        join_all(
+            wanted
+                .iter()
+                .map(|media| service.blob(origin.platform.as_str(), &origin.account, media)),
+        )
+        .await;
+    }
+
+    /// The references to fetch for `segments`, seen by `account` on `platform`, in modes
+    /// that fetch: each picture's own reference, or its URL's; never a flash picture, nor a
+    /// reference naming another account.
+    fn to_fetch(&self, platform: Platform, account: &str, segments: &[Segment]) -> Vec<MediaRef> {
+        if !matches!(self.mode, MediaMode::Native | MediaMode::Link) {
+            return Vec::new();
+        }
+        segments
+            .iter()
+            .filter_map(|segment| {
+                let Segment::Image {
+                    media,
+                    url,
+                    flash: false,
+                    sticker,
+                    ..
+                } = segment
+                else {
+                    return None;
+                };
+                let own = media
+                    .as_ref()
+                    .filter(|media| media.belongs_to(platform, account))
+                    .filter(|media| matches!(media.kind, MediaKind::Image | MediaKind::Sticker));
+                match (own, url) {
+                    (Some(media), _) => Some(media.clone()),
+                    (None, Some(url))
+                        if url.starts_with("http://") || url.starts_with("https://") =>
+                    {
+                        let kind = if *sticker {
+                            MediaKind::Sticker
+                        } else {
+                            MediaKind::Image
+                        };
+                        Some(MediaRef::url(url, kind))
+                    }
+                    _ => None,
+                }
+            })
+            .collect()
     }
 }
 

@@ -73,8 +73,8 @@ pub enum MediaFailure {
 
 impl MediaFailure {
     /// True for a failure that asking again soon would only repeat (the picture is too
-    /// large, not a picture, or at a refused address): remembered for [`FAILURE_MEMORY`], so
-    /// the other destinations of the same message do not fetch it again.
+    /// large, not a picture, or at a refused address): remembered for [`FAILURE_MEMORY`]
+    /// rather than [`RECENT_FAILURE_MEMORY`].
     fn is_lasting(&self) -> bool {
         matches!(
             self,
@@ -106,8 +106,21 @@ impl MediaFailure {
 
 /// How long a lasting failure of a source is remembered (see [`MediaFailure::is_lasting`]).
 pub const FAILURE_MEMORY: Duration = Duration::from_secs(60);
+/// How long any other failure (a timeout, a network or HTTP error) is remembered: long
+/// enough that the destinations of one message, and a destination that had the picture
+/// fetched before taking its pacing token, do not try the same source again.
+pub const RECENT_FAILURE_MEMORY: Duration = Duration::from_secs(15);
 /// Most remembered failures; beyond it the oldest are forgotten.
 const MAX_FAILURES: usize = 1024;
+
+/// How long `failure` is remembered.
+fn memory_of(failure: &MediaFailure) -> Duration {
+    if failure.is_lasting() {
+        FAILURE_MEMORY
+    } else {
+        RECENT_FAILURE_MEMORY
+    }
+}
 
 /// The cache's writer takes a fetch's body chunk by chunk.
 impl ChunkSink for BlobWriter {
@@ -226,24 +239,22 @@ impl MediaService {
         };
         record_fetch(platform, media.kind, label, started.elapsed().as_secs_f64());
         if let Err(failure) = &outcome {
-            if failure.is_lasting() {
-                self.remember_failure(&media.key, started, failure);
-            }
+            self.remember_failure(&media.key, started, failure);
         }
         outcome
     }
 
-    /// The lasting failure remembered for `key`, if it is recent.
+    /// The failure remembered for `key`, if it is recent enough for its kind.
     fn remembered_failure(&self, key: &str, now: Instant) -> Option<MediaFailure> {
         let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         let (at, failure) = failures.get(key)?;
-        (now.duration_since(*at) < FAILURE_MEMORY).then(|| failure.clone())
+        (now.duration_since(*at) < memory_of(failure)).then(|| failure.clone())
     }
 
     /// Remembers a lasting failure of `key`, forgetting stale ones (and the oldest when full).
     fn remember_failure(&self, key: &str, now: Instant, failure: &MediaFailure) {
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        failures.retain(|_, (at, _)| now.duration_since(*at) < FAILURE_MEMORY);
+        failures.retain(|_, (at, failure)| now.duration_since(*at) < memory_of(failure));
         if failures.len() >= MAX_FAILURES {
             if let Some(oldest) = failures
                 .iter()

@@ -244,6 +244,9 @@ pub struct AccountEgress {
     pub stop: CancellationToken,
     /// How many messages the account's queues hold.
     pub room: Arc<OutboxRoom>,
+    /// The account's media context: a destination has the pictures of the message at its
+    /// front fetched before it takes the send's pacing token.
+    pub media: qunbridge_connectors::media::MediaContext,
 }
 
 /// Spreads an account's messages over per-destination workers.

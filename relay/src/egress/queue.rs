@@ -116,6 +116,17 @@ pub(crate) async fn run_destination(
             pacer = limit.map(Pacer::new);
         }
         let account_pacer = shared.policy.account_pacer();
+        // The pictures of the message at the front are had (fetched, within `[media] wait`)
+        // before its send takes a pacing token, so no token waits on a fetch.
+        if let Some(front) = queue.front() {
+            if coalesce::pictures(&front.outbound).next().is_some() {
+                let outbound = front.outbound.clone();
+                tokio::select! {
+                    _ = shared.stop.cancelled() => return,
+                    () = shared.media.warm(&outbound) => {}
+                }
+            }
+        }
         // Wait for the pacers, but wake up to drop the oldest message when it expires.
         let expiry = queue
             .iter()
@@ -677,6 +688,7 @@ mod tests {
                     crate::egress::OUTBOX_LIMIT,
                     crate::egress::OUTBOX_LIMIT_BYTES,
                 ),
+                media: Default::default(),
             },
             Activity::new(),
         )
