@@ -68,6 +68,24 @@ fn alice_with_picture(message_id: i64, file: &str, url: &str) -> Value {
     )
 }
 
+/// The `[accounts.wx]` table for the WeChat peer at `wx_url` and the `[accounts.ding]` table
+/// for the DingTalk app robot `ding`.
+fn wechat_and_dingtalk(wx_url: &str, ding: &DingTalkPeer) -> String {
+    format!(
+        r#"[accounts.wx]
+platform = "wechat"
+url = "{wx_url}"
+
+[accounts.ding]
+platform = "dingtalk"
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+api_base = "{api_base}"
+"#,
+        api_base = ding.api_base()
+    )
+}
+
 /// Waits for Alice's "look" with `picture` in the WeChat group: the bytes uploaded as data,
 /// then the text, then the picture by its file id.
 async fn wechat_got_alice_with(wx: &OneBot12Peer, picture: &[u8]) {
@@ -142,16 +160,7 @@ async fn one_qq_picture_reaches_wechat_wecom_and_dingtalk_natively_fetched_once(
 platform = "qq"
 url = "{qq_url}"
 
-[accounts.wx]
-platform = "wechat"
-url = "{wx_url}"
-
-[accounts.ding]
-platform = "dingtalk"
-client_id = "{CLIENT_ID}"
-client_secret = "{CLIENT_SECRET}"
-api_base = "{api_base}"
-
+{wechat_and_dingtalk}
 [accounts.robot]
 platform = "wecom"
 webhook = "{webhook}"
@@ -165,7 +174,7 @@ to = ["robot:fans"]
 {LOCAL}
 "#,
         broker = broker.toml(),
-        api_base = ding.api_base(),
+        wechat_and_dingtalk = wechat_and_dingtalk(&wx_url, &ding),
     );
     let daemon = Daemon::start(&config).await;
     qq.wait_connections(1).await;
@@ -402,16 +411,7 @@ async fn a_dingtalk_picture_is_published_without_waiting_for_dingtalk_and_still_
     ding.delay_downloads(Duration::from_secs(2));
     let config = format!(
         r#"{broker}
-[accounts.wx]
-platform = "wechat"
-url = "{wx_url}"
-
-[accounts.ding]
-platform = "dingtalk"
-client_id = "{CLIENT_ID}"
-client_secret = "{CLIENT_SECRET}"
-api_base = "{api_base}"
-
+{wechat_and_dingtalk}
 [[links]]
 name = "fans"
 groups = ["wx:{WX_GROUP}", "ding:{DING_GROUP}"]
@@ -420,7 +420,7 @@ groups = ["wx:{WX_GROUP}", "ding:{DING_GROUP}"]
 {LOCAL}
 "#,
         broker = broker.toml(),
-        api_base = ding.api_base(),
+        wechat_and_dingtalk = wechat_and_dingtalk(&wx_url, &ding),
     );
     let daemon = Daemon::start(&config).await;
     wx.wait_connections(1).await;
