@@ -683,6 +683,63 @@ async fn picture_sends(peer: &DingTalkPeer, count: usize) -> Vec<GroupSend> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_picture_is_uploaded_while_its_message_waits_for_the_pacing_token() {
+    let files = FileServer::start().await;
+    let picture = png(41_000);
+    files.serve("/ahead.png", Route::ok(picture.clone()));
+    let peer = DingTalkPeer::start(robots()).await;
+    let api = api_addr();
+    let extra = format!("{MEDIA_FROM_LOCALHOST}\n[limits.ding]\nper_group = \"1/3s\"\nburst = 1\n");
+    let daemon = Daemon::start(&config(
+        &Broker::embedded(),
+        api,
+        &peer,
+        CLIENT_SECRET,
+        "",
+        &extra,
+    ))
+    .await;
+    let in_group = |peer: &DingTalkPeer| -> Vec<GroupSend> {
+        peer.group_sends()
+            .into_iter()
+            .filter(|s| s.accepted && s.group() == GROUP)
+            .collect()
+    };
+    // A text takes the group's token; the next one comes three seconds later.
+    let (status, body) = post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "u1", "name": "Ann"}, "text": "先说"}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    peer.wait_for("the first text", |peer| {
+        (!in_group(peer).is_empty()).then_some(())
+    })
+    .await;
+    say_with_picture(api, "看图", &files.url("/ahead.png")).await;
+    // The picture is uploaded while its message waits: the upload sent nothing to the group.
+    let sent_at_upload = peer
+        .wait_for("the upload", |peer| {
+            (peer.upload_calls() >= 1).then(|| in_group(peer).len())
+        })
+        .await;
+    assert_eq!(sent_at_upload, 1, "only the first text before the token");
+    assert_eq!(peer.uploads()[0].bytes, picture);
+    // Then the text, and the picture with the media id of that upload, uploaded once.
+    let sends = picture_sends(&peer, 1).await;
+    let photo = format!("@{}", peer.uploads()[0].media_id);
+    assert_eq!(sends[0].photo_url().as_deref(), Some(photo.as_str()));
+    let all = in_group(&peer);
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(all[0].content().as_deref(), Some("[API] Ann: 先说"));
+    assert_eq!(all[1].content().as_deref(), Some("[API] Ann: 看图"));
+    assert_eq!(peer.upload_calls(), 1, "uploaded once");
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_picture_to_two_groups_of_one_app_robot_is_uploaded_once() {
     let files = FileServer::start().await;
     let picture = png(40_000);

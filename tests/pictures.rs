@@ -629,6 +629,73 @@ async fn pictures_queued_for_a_throttled_wechat_group_follow_one_merged_text_in_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_picture_is_uploaded_to_wechat_while_its_message_waits_for_the_pacing_token() {
+    // One send per 6 s, and the picture message takes two tokens (its text and its picture):
+    // it goes 12 s after the first text, later than the patience of `next_action`, so an
+    // upload made only after the tokens would not be seen in time.
+    let setup = start(&format!(
+        "{LOCAL}\n\n[limits.wx]\nper_group = \"1/6s\"\nburst = 1\n"
+    ))
+    .await;
+    let picture = png(3003);
+    setup.files.serve("/ahead.png", Route::ok(picture.clone()));
+    // A text takes the group's token.
+    setup.qq.push_event(qq_message(
+        735021844,
+        3,
+        950,
+        "Eve",
+        "Eve",
+        json!([{"type": "text", "data": {"text": "first"}}]),
+    ));
+    let first = setup.wx.next_action("send_message").await;
+    assert_eq!(
+        first["params"]["message"][0]["data"]["text"],
+        "[QQ] Eve: first"
+    );
+    setup.qq.push_event(qq_message(
+        735021844,
+        3,
+        951,
+        "Eve",
+        "Eve",
+        json!([
+            {"type": "text", "data": {"text": "look"}},
+            qq_picture("AHEAD.png", &setup.files.url("/ahead.png"))
+        ]),
+    ));
+    // The picture is uploaded at once, while its message still waits for the token: the
+    // upload sent nothing into the group.
+    let upload = setup.wx.next_action("upload_file").await;
+    assert_eq!(
+        decoded(upload["params"]["data"].as_str().expect("data")),
+        picture
+    );
+    assert_eq!(
+        setup.wx.calls("send_message").len(),
+        1,
+        "only the first text went out before the token"
+    );
+    // With the token, the text and the picture go out, with the file id of that upload; the
+    // picture is not uploaded again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(setup.wx.calls("send_message").len(), 1, "still waiting");
+    let text = setup.wx.next_action("send_message").await;
+    assert_eq!(
+        text["params"]["message"],
+        json!([{"type": "text", "data": {"text": "[QQ] Eve: look"}}])
+    );
+    let image = setup.wx.next_action("send_message").await;
+    assert_eq!(
+        image["params"]["message"],
+        json!([{"type": "image", "data": {"file_id": "up-1"}}])
+    );
+    assert_eq!(setup.wx.calls("upload_file").len(), 1, "uploaded once");
+    assert_eq!(setup.wx.calls("send_message").len(), 3, "each sent once");
+    setup.daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wechat_picture_larger_than_a_mebibyte_arrives_and_the_connection_stays() {
     let setup = start(LOCAL).await;
     // 1.5 MB raw is 2 MB of base64 in ComWeChatClient's `get_file` answer: over the 1 MiB

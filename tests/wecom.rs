@@ -443,6 +443,53 @@ async fn a_picture_over_2_mb_goes_as_a_file_when_the_robot_is_told_so() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_is_uploaded_while_its_message_waits_for_the_pacing_token() {
+    let files = FileServer::start().await;
+    let large = png(2 * 1024 * 1024 + 200);
+    files.serve("/ahead.png", Route::ok(large.clone()));
+    let (robot, daemon, api) = start_with_pictures(
+        "robot-ahead",
+        "large_images = \"file\"\n\n[limits.robot-ahead]\nper_group = \"1/3s\"\nburst = 1",
+    )
+    .await;
+    // A text takes the group's token; the next one comes three seconds later.
+    post_from_ann(api, "先说").await;
+    robot.wait_accepted(1).await;
+    post_picture(
+        api,
+        "大图",
+        json!({"type": "image", "url": files.url("/ahead.png")}),
+    )
+    .await;
+    // The file is uploaded while its message waits: the upload posted nothing to the group.
+    let deadline = tokio::time::Instant::now() + qunbridge_tests::PATIENCE;
+    let posted_at_upload = loop {
+        let posted = robot.accepted().len();
+        if !robot.uploads().is_empty() {
+            break posted;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the file was not uploaded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(posted_at_upload, 1, "only the first text before the token");
+    // Then the text, and the file with the media id of that upload, uploaded once.
+    let posts = robot.wait_accepted(3).await;
+    assert_eq!(posts[1].content(), "[API] Ann: 大图");
+    assert_eq!(posts[2].msgtype(), "file");
+    let uploads = robot.uploads();
+    assert_eq!(uploads.len(), 1, "uploaded once");
+    assert_eq!(uploads[0].bytes, large);
+    assert_eq!(
+        posts[2].file_media_id().as_deref(),
+        Some(uploads[0].media_id.as_str())
+    );
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_picture_over_2_mb_is_its_placeholder_by_default() {
     let files = FileServer::start().await;
     files.serve("/big.png", Route::ok(png(2 * 1024 * 1024 + 100)));

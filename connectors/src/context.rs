@@ -83,6 +83,29 @@ pub struct EgressRequest {
     pub reply: oneshot::Sender<Result<SendReceipt, SendError>>,
 }
 
+/// What the relay asks of a connector's egress. Every egress loop matches on it, so a
+/// connector cannot mistake a preparation for a send.
+#[derive(Debug)]
+pub enum EgressCommand {
+    /// Send a message and answer how it went.
+    Send(EgressRequest),
+    /// Upload the pictures of a message and send nothing: the relay asks this before the
+    /// send takes its pacing token, so that the send, when its turn comes, finds its
+    /// pictures uploaded (or knows they could not be) and goes out at once.
+    Prepare(PrepareRequest),
+}
+
+/// The pictures a destination is about to send, to upload ahead of the send.
+#[derive(Debug)]
+pub struct PrepareRequest {
+    /// A message holding the pictures (shared with the relay's queue, not copied). It is
+    /// not sent: a connector only uploads what sending it would upload.
+    pub outbound: Arc<Outbound>,
+    /// Answered (or dropped) once the uploads are over, however they went: what failed is
+    /// remembered for the send, which then shows the placeholder.
+    pub done: oneshot::Sender<()>,
+}
+
 /// What the relay's message map knows about messages of the destination group that an
 /// outbound message refers to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -213,7 +236,7 @@ pub struct ConnectorContext {
     /// Where inbound messages go.
     pub ingress: Ingress,
     /// Messages to send. The relay closes it when no more will come (after shutdown).
-    pub egress: mpsc::Receiver<EgressRequest>,
+    pub egress: mpsc::Receiver<EgressCommand>,
     /// Where the connector reports its connection state.
     pub state: StateReporter,
     /// Cancelled when the daemon stops taking input: accept nothing new, finish what is in

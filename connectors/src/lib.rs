@@ -55,8 +55,9 @@ pub mod wecom;
 use std::future::Future;
 
 pub use context::{
-    AccountState, BotRegistry, Confirmed, ConnectionState, ConnectorContext, EgressRequest,
-    EnvelopeSink, Ingress, RelatedMessages, SendReceipt, StateReporter,
+    AccountState, BotRegistry, Confirmed, ConnectionState, ConnectorContext, EgressCommand,
+    EgressRequest, EnvelopeSink, Ingress, PrepareRequest, RelatedMessages, SendReceipt,
+    StateReporter,
 };
 pub use error::{ConnectorError, IngressError, SendError};
 pub use model::{Envelope, Kind, Origin, Outbound, Platform, Segment, Sender};

@@ -11,7 +11,9 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tracing::{debug, warn};
 
-use crate::context::{ConnectionState, ConnectorContext, EgressRequest, SendReceipt};
+use crate::context::{
+    ConnectionState, ConnectorContext, EgressCommand, EgressRequest, PrepareRequest, SendReceipt,
+};
 use crate::error::SendError;
 use crate::http::{describe, read_limited, retry_after, Pause, Progress};
 use crate::model::{Kind, Outbound};
@@ -78,6 +80,10 @@ impl<P: Default + PartialEq> RobotState<P> {
 
 /// One robot account's sender, as the shared loop drives it.
 pub(crate) trait RobotSender: Send {
+    /// Uploads what sending `outbound` would upload, sending nothing: the relay asks this
+    /// before the send takes its pacing token. A robot that cannot upload does nothing.
+    fn prepare(&mut self, outbound: &Outbound) -> impl Future<Output = ()> + Send;
+
     /// Sends one outbound message (all its parts) and says how it went.
     fn send(
         &mut self,
@@ -93,13 +99,20 @@ pub(crate) async fn serve(ctx: ConnectorContext, mut sender: impl RobotSender) {
         mut egress, state, ..
     } = ctx;
     state.set(ConnectionState::Up, None);
-    while let Some(request) = egress.recv().await {
-        let EgressRequest {
-            outbound, reply, ..
-        } = request;
-        let outcome = sender.send(&outbound).await;
-        // The relay stops waiting only on its own shutdown; nothing to do then.
-        let _ = reply.send(outcome);
+    while let Some(command) = egress.recv().await {
+        match command {
+            EgressCommand::Send(EgressRequest {
+                outbound, reply, ..
+            }) => {
+                let outcome = sender.send(&outbound).await;
+                // The relay stops waiting only on its own shutdown; nothing to do then.
+                let _ = reply.send(outcome);
+            }
+            EgressCommand::Prepare(PrepareRequest { outbound, done }) => {
+                sender.prepare(&outbound).await;
+                let _ = done.send(());
+            }
+        }
     }
     state.set(ConnectionState::Stopped, None);
 }

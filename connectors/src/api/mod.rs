@@ -29,7 +29,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::context::{now_ms, ConnectionState, ConnectorContext, EgressRequest, SendReceipt};
+use crate::context::{
+    now_ms, ConnectionState, ConnectorContext, EgressCommand, EgressRequest, PrepareRequest,
+    SendReceipt,
+};
 use crate::error::ConnectorError;
 use crate::{Connector, Secret};
 
@@ -135,8 +138,12 @@ impl Connector for ApiConnector {
                 Some(ready) = preparing.next(), if !preparing.is_empty() => {
                     sending.push_back(deliver(feeds.clone(), ready));
                 }
-                request = egress.recv(), if sending.len() + preparing.len() < SEND_WINDOW => match request {
-                    Some(EgressRequest { outbound, reply, .. }) => {
+                command = egress.recv(), if sending.len() + preparing.len() < SEND_WINDOW => match command {
+                    // Nothing is uploaded ahead: pictures are served by hash.
+                    Some(EgressCommand::Prepare(PrepareRequest { done, .. })) => {
+                        let _ = done.send(());
+                    }
+                    Some(EgressCommand::Send(EgressRequest { outbound, reply, .. })) => {
                         if preparing.is_empty() && !pictures::needs_prepare(media.mode, &outbound) {
                             let json = serde_json::to_string(&*outbound);
                             sending.push_back(deliver(feeds.clone(), pictures::Ready { outbound, json, reply }));

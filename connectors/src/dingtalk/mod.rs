@@ -27,7 +27,9 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::context::{ConnectionState, ConnectorContext, EgressRequest, SendReceipt};
+use crate::context::{
+    ConnectionState, ConnectorContext, EgressCommand, EgressRequest, PrepareRequest, SendReceipt,
+};
 use crate::error::{ConnectorError, SendError};
 use crate::model::Outbound;
 use crate::robot::{self, RobotSender};
@@ -135,13 +137,20 @@ impl Connector for StreamConnector {
         let uploads = pictures::uploads(&account);
         // Egress runs until the relay closes the queue, which it does after shutdown once
         // nothing more is in flight; ingress stops on shutdown by itself.
-        while let Some(request) = egress.recv().await {
-            let EgressRequest {
-                outbound, reply, ..
-            } = request;
-            let outcome = pictures::send_outbound(&api, &media, &uploads, &outbound).await;
-            // The relay stops waiting only on its own shutdown; nothing to do then.
-            let _ = reply.send(outcome);
+        while let Some(command) = egress.recv().await {
+            match command {
+                EgressCommand::Send(EgressRequest {
+                    outbound, reply, ..
+                }) => {
+                    let outcome = pictures::send_outbound(&api, &media, &uploads, &outbound).await;
+                    // The relay stops waiting only on its own shutdown; nothing to do then.
+                    let _ = reply.send(outcome);
+                }
+                EgressCommand::Prepare(PrepareRequest { outbound, done }) => {
+                    pictures::upload_ahead(&api, &media, &uploads, &outbound).await;
+                    let _ = done.send(());
+                }
+            }
         }
         if let Err(error) = ingress_task.await {
             warn!(message = "DingTalk Stream ingress task failed.", account = %account, %error);
@@ -182,6 +191,11 @@ impl Connector for WebhookConnector {
 }
 
 impl RobotSender for webhook::Webhook {
+    /// Nothing to upload: the custom robot sends pictures as links of the media server.
+    async fn prepare(&mut self, outbound: &Outbound) {
+        let _ = outbound;
+    }
+
     async fn send(&mut self, outbound: &Outbound) -> Result<SendReceipt, SendError> {
         webhook::Webhook::send(self, outbound).await
     }

@@ -111,9 +111,9 @@ pub enum ApiError {
     Unexpected(String),
 }
 
-impl From<crate::media::carry::Unreadable> for ApiError {
-    fn from(unreadable: crate::media::carry::Unreadable) -> ApiError {
-        ApiError::Unexpected(unreadable.to_string())
+impl From<crate::media::carry::NotUploaded> for ApiError {
+    fn from(not_uploaded: crate::media::carry::NotUploaded) -> ApiError {
+        ApiError::Unexpected(not_uploaded.to_string())
     }
 }
 

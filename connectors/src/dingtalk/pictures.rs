@@ -140,6 +140,41 @@ pub async fn send_outbound(
     Ok(receipt)
 }
 
+/// Uploads the pictures that sending `outbound` through the app robot would upload
+/// ([`send_outbound`]), each once per account through `uploads`, and sends nothing: the
+/// relay asks this before the send takes its pacing token, and the send then takes the
+/// `media_id`s (or the placeholder of a failed upload) without asking DingTalk again.
+pub async fn upload_ahead(
+    api: &OpenApi,
+    media: &MediaContext,
+    uploads: &Uploads,
+    outbound: &Outbound,
+) {
+    if outbound.kind == Kind::Recall
+        || outbound.text.trim().is_empty()
+        || media.mode == MediaMode::Passthrough
+    {
+        return;
+    }
+    let prepared = media.prepare_ahead(Platform::Dingtalk, outbound).await;
+    for p in &prepared {
+        let Some(picture) = follows(p) else {
+            continue;
+        };
+        // Any failure is kept: the send shows the placeholder, as it does when an upload
+        // within the send fails.
+        uploads
+            .ahead(
+                media,
+                p.kind,
+                picture,
+                |bytes| api.upload_image(picture, bytes),
+                |_| true,
+            )
+            .await;
+    }
+}
+
 /// Sends each of `carried` to `group` after its text, uploaded once per picture through the
 /// account's `uploads`; a picture that fails is sent as its placeholder instead. Returns the `processQueryKey`s of what was sent.
 pub async fn send_all(

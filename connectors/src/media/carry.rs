@@ -55,6 +55,16 @@ impl Picture {
     }
 }
 
+/// Whether preparing a picture counts (and logs) its fallback: the send does; an upload
+/// ahead of it does not, so each picture that falls back is counted once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fallbacks {
+    /// Counted in `qunbridge_media_fallback_total` and logged.
+    Counted,
+    /// Left to the send.
+    Uncounted,
+}
+
 /// One picture of an outbound message, prepared for a destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedPicture {
@@ -95,12 +105,37 @@ impl MediaContext {
         destination: Platform,
         outbound: &Outbound,
     ) -> Vec<PreparedPicture> {
+        self.prepare_all(destination, outbound, Fallbacks::Counted)
+            .await
+    }
+
+    /// Prepares the pictures of `outbound` as [`MediaContext::prepare`] does, for uploads
+    /// ahead of its send: a picture that falls back is neither counted nor logged here, but
+    /// when the send prepares it.
+    pub async fn prepare_ahead(
+        &self,
+        destination: Platform,
+        outbound: &Outbound,
+    ) -> Vec<PreparedPicture> {
+        self.prepare_all(destination, outbound, Fallbacks::Uncounted)
+            .await
+    }
+
+    /// The body of [`MediaContext::prepare`].
+    async fn prepare_all(
+        &self,
+        destination: Platform,
+        outbound: &Outbound,
+        fallbacks: Fallbacks,
+    ) -> Vec<PreparedPicture> {
         let pictures = outbound
             .segments
             .iter()
             .enumerate()
             .filter(|(_, segment)| matches!(segment, Segment::Image { .. }))
-            .map(|(index, segment)| self.prepare_one(destination, outbound, index, segment));
+            .map(|(index, segment)| {
+                self.prepare_one(destination, outbound, index, segment, fallbacks)
+            });
         join_all(pictures).await
     }
 
@@ -111,7 +146,13 @@ impl MediaContext {
         outbound: &Outbound,
         index: usize,
         segment: &Segment,
+        fallbacks: Fallbacks,
     ) -> PreparedPicture {
+        let fell_back = |kind, reason| {
+            if fallbacks == Fallbacks::Counted {
+                self.fell_back(destination, kind, reason);
+            }
+        };
         let placeholder = segment.image_placeholder().unwrap_or("[图片]");
         let Segment::Image {
             url,
@@ -159,7 +200,7 @@ impl MediaContext {
             MediaMode::Native | MediaMode::Link => {}
         }
         if !matches!(kind, MediaKind::Image | MediaKind::Sticker) {
-            self.fell_back(destination, kind, "not_a_picture");
+            fell_back(kind, "not_a_picture");
             return prepared(Carry::Placeholder);
         }
         let origin = &outbound.origin;
@@ -170,12 +211,12 @@ impl MediaContext {
             (Some(media), _) => media.clone(),
             (None, Some(url)) => MediaRef::url(url, kind),
             (None, None) => {
-                self.fell_back(destination, kind, "no_source");
+                fell_back(kind, "no_source");
                 return prepared(Carry::Placeholder);
             }
         };
         let Some(service) = &self.service else {
-            self.fell_back(destination, kind, "no_service");
+            fell_back(kind, "no_service");
             return prepared(Carry::Placeholder);
         };
         let blob = match service
@@ -184,8 +225,10 @@ impl MediaContext {
         {
             Ok((blob, _)) => blob,
             Err(failure) => {
-                tracing::info!(message = "A picture could not be had; its placeholder is sent.", account = %origin.account, reason = %failure);
-                self.fell_back(destination, kind, failure.outcome());
+                if fallbacks == Fallbacks::Counted {
+                    tracing::info!(message = "A picture could not be had; its placeholder is sent.", account = %origin.account, reason = %failure);
+                }
+                fell_back(kind, failure.outcome());
                 return prepared(Carry::Placeholder);
             }
         };
@@ -194,10 +237,22 @@ impl MediaContext {
                 prepared(Carry::File(Picture { blob, file_type }))
             }
             _ => {
-                self.fell_back(destination, kind, "bad_type");
+                fell_back(kind, "bad_type");
                 prepared(Carry::Placeholder)
             }
         }
+    }
+
+    /// True in the modes that fetch pictures (`native`, `link`) when the media service runs:
+    /// only then is there anything to fetch or upload ahead of a send.
+    pub fn fetches(&self) -> bool {
+        self.service.is_some() && matches!(self.mode, MediaMode::Native | MediaMode::Link)
+    }
+
+    /// How long a destination waits for its pictures (`[media] wait`), when the media
+    /// service runs.
+    pub fn wait(&self) -> Option<Duration> {
+        self.service.as_ref().map(|service| service.wait())
     }
 
     /// The largest WebSocket message an account's implementation may send it: 1 MiB, or,
@@ -316,29 +371,52 @@ impl MediaContext {
     }
 }
 
-/// A cached picture that could not be read for an upload (evicted, or a disk error); each
+/// Why a picture has no upload handle for a send, besides the upload's own error; each
 /// destination turns it into its own error type.
 #[derive(Debug, thiserror::Error)]
-#[error("the cached picture cannot be read: {0}")]
-pub struct Unreadable(#[from] pub io::Error);
+pub enum NotUploaded {
+    /// The cached picture was evicted, or cannot be read.
+    #[error("the cached picture cannot be read: {0}")]
+    Unreadable(#[from] io::Error),
+    /// Its upload ahead of the send failed (counted then); the send shows the placeholder
+    /// rather than trying again after its pacing token.
+    #[error("its upload ahead of the send failed: {0}")]
+    FailedAhead(String),
+}
 
-impl From<Unreadable> for String {
-    fn from(unreadable: Unreadable) -> String {
-        unreadable.to_string()
+impl From<NotUploaded> for String {
+    fn from(not_uploaded: NotUploaded) -> String {
+        not_uploaded.to_string()
     }
 }
 
-impl From<Unreadable> for crate::error::SendError {
-    fn from(unreadable: Unreadable) -> crate::error::SendError {
-        crate::error::SendError::Permanent(unreadable.to_string())
+impl From<NotUploaded> for crate::error::SendError {
+    fn from(not_uploaded: NotUploaded) -> crate::error::SendError {
+        crate::error::SendError::Permanent(not_uploaded.to_string())
     }
+}
+
+/// How long the outcome of an upload made ahead of a send waits for that send. A send that
+/// never comes (its message expired, or the daemon stopped) leaves it behind this long.
+const AHEAD_KEPT: Duration = Duration::from_secs(600);
+
+/// The outcome of an upload made ahead of its send ([`Uploads::ahead`]), kept for the send.
+#[derive(Debug)]
+struct Ahead {
+    /// The handle, or why the upload failed.
+    outcome: Result<String, String>,
+    /// How many sends are still to take it (one per preparation).
+    sends: usize,
+    /// When it was made, for [`AHEAD_KEPT`].
+    at: std::time::Instant,
 }
 
 /// The uploads of one destination account: a picture is uploaded once per account and its
 /// handle (a v12 `file_id`, a DingTalk or WeCom media id) reused until it expires or the
 /// picture leaves the cache. Uploads of one account run one at a time, so two groups sending
 /// the same picture at once still upload it once. Every upload asked for is counted here,
-/// and only here, in `qunbridge_media_upload_total{platform,kind,outcome}`.
+/// and only here, in `qunbridge_media_upload_total{platform,kind,outcome}`: once when it is
+/// made ahead of its send ([`Uploads::ahead`]), which then takes its outcome uncounted.
 #[derive(Debug)]
 pub struct Uploads {
     /// The destination account the handles belong to.
@@ -349,6 +427,9 @@ pub struct Uploads {
     lifetime: Duration,
     /// Held while looking up and uploading.
     lock: tokio::sync::Mutex<()>,
+    /// Outcomes of uploads made ahead of their sends, by picture hash, until the sends
+    /// take them.
+    ahead: std::sync::Mutex<std::collections::HashMap<String, Ahead>>,
 }
 
 impl Uploads {
@@ -360,16 +441,75 @@ impl Uploads {
             platform,
             lifetime,
             lock: tokio::sync::Mutex::new(()),
+            ahead: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
-    /// The handle of `picture` (a `kind`, for metrics) on this account: remembered from an
-    /// earlier upload (`reused`), else from `upload` given the bytes (`ok` or `failed`), then
-    /// remembered for the platform's lifetime.
+    /// Uploads `picture` (a `kind`, for metrics) ahead of the send that will carry it, as
+    /// [`Uploads::handle`] would, and keeps the outcome for that send: it then takes the
+    /// handle without asking again, or, when this upload failed for good (`lasting`), shows
+    /// the placeholder. A failure that is not lasting (a platform asking to slow down) is
+    /// not kept: the send uploads again, and its pause holds the destination as before.
+    pub async fn ahead<E, F, Fut>(
+        &self,
+        media: &MediaContext,
+        kind: MediaKind,
+        picture: &Picture,
+        upload: F,
+        lasting: impl Fn(&E) -> bool,
+    ) where
+        E: From<NotUploaded> + std::fmt::Display,
+        F: FnOnce(Vec<u8>) -> Fut,
+        Fut: std::future::Future<Output = Result<String, E>>,
+    {
+        let _one_at_a_time = self.lock.lock().await;
+        let outcome = match self.look_up_or_upload(media, kind, picture, upload).await {
+            Ok(id) => Ok(id),
+            Err(error) if lasting(&error) => Err(error.to_string()),
+            Err(_) => return,
+        };
+        let now = std::time::Instant::now();
+        let mut ahead = self
+            .ahead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        ahead.retain(|_, kept| now.duration_since(kept.at) < AHEAD_KEPT);
+        let kept = ahead
+            .entry(picture.blob.sha256.clone())
+            .or_insert_with(|| Ahead {
+                outcome: outcome.clone(),
+                sends: 0,
+                at: now,
+            });
+        kept.outcome = outcome;
+        kept.sends += 1;
+        kept.at = now;
+    }
+
+    /// The outcome of an upload of the picture `sha256` made ahead of this send, if any.
+    fn take_ahead(&self, sha256: &str) -> Option<Result<String, String>> {
+        let mut ahead = self
+            .ahead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let kept = ahead.get_mut(sha256)?;
+        let outcome = kept.outcome.clone();
+        kept.sends = kept.sends.saturating_sub(1);
+        if kept.sends == 0 {
+            ahead.remove(sha256);
+        }
+        Some(outcome)
+    }
+
+    /// The handle of `picture` (a `kind`, for metrics) on this account: as uploaded ahead of
+    /// this send ([`Uploads::ahead`]), else remembered from an earlier upload (`reused`), else
+    /// from `upload` given the bytes (`ok` or `failed`), then remembered for the platform's
+    /// lifetime.
     ///
     /// # Errors
-    /// The picture could not be read ([`Unreadable`], turned into `E`), or `upload` failed
-    /// (its error, as it was: a destination's pause on throttling still works).
+    /// The picture could not be read, or its upload ahead of the send failed
+    /// ([`NotUploaded`], turned into `E`), or `upload` failed (its error, as it was: a
+    /// destination's pause on throttling still works).
     pub async fn handle<E, F, Fut>(
         &self,
         media: &MediaContext,
@@ -378,11 +518,32 @@ impl Uploads {
         upload: F,
     ) -> Result<String, E>
     where
-        E: From<Unreadable>,
+        E: From<NotUploaded>,
         F: FnOnce(Vec<u8>) -> Fut,
         Fut: std::future::Future<Output = Result<String, E>>,
     {
         let _one_at_a_time = self.lock.lock().await;
+        match self.take_ahead(&picture.blob.sha256) {
+            Some(Ok(id)) => Ok(id),
+            Some(Err(reason)) => Err(E::from(NotUploaded::FailedAhead(reason))),
+            None => self.look_up_or_upload(media, kind, picture, upload).await,
+        }
+    }
+
+    /// The body of [`Uploads::handle`] and [`Uploads::ahead`], under the lock: the
+    /// remembered handle (`reused`), else `upload` (`ok` or `failed`), remembered.
+    async fn look_up_or_upload<E, F, Fut>(
+        &self,
+        media: &MediaContext,
+        kind: MediaKind,
+        picture: &Picture,
+        upload: F,
+    ) -> Result<String, E>
+    where
+        E: From<NotUploaded>,
+        F: FnOnce(Vec<u8>) -> Fut,
+        Fut: std::future::Future<Output = Result<String, E>>,
+    {
         let cache = media.service.as_ref().map(|service| service.cache());
         if let Some(cache) = cache {
             if let Some(handle) = cache.upload(&picture.blob.sha256, &self.account).await {
@@ -392,7 +553,7 @@ impl Uploads {
         }
         let uploaded = match picture.bytes().await {
             Ok(bytes) => upload(bytes).await,
-            Err(error) => Err(E::from(Unreadable(error))),
+            Err(error) => Err(E::from(NotUploaded::Unreadable(error))),
         };
         let id = match uploaded {
             Ok(id) => id,
@@ -580,6 +741,100 @@ mod tests {
             "{unreadable:?}"
         );
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn an_upload_ahead_of_the_send_is_what_the_send_takes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let media = native_in(dir.path()).await;
+        let cache = media.service.as_ref().expect("service").cache().clone();
+        let picture = |blob| Picture {
+            blob,
+            file_type: FileType::Png,
+        };
+        let uploaded = picture(cache.put_bytes(b"\x89PNG\r\n\x1a\none").await.expect("put"));
+        let refused = picture(cache.put_bytes(b"\x89PNG\r\n\x1a\ntwo").await.expect("put"));
+        let slowed = picture(
+            cache
+                .put_bytes(b"\x89PNG\r\n\x1a\nthree")
+                .await
+                .expect("put"),
+        );
+        let calls = AtomicUsize::new(0);
+        let upload = |answer: Result<&'static str, &'static str>| {
+            let calls = &calls;
+            move |_: Vec<u8>| async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                answer.map(str::to_owned).map_err(str::to_owned)
+            }
+        };
+        let lasting = |reason: &String| reason != "slow down";
+        let uploads = Uploads::new("wx", Platform::Wechat, Duration::from_secs(60));
+        uploads
+            .ahead(
+                &media,
+                MediaKind::Image,
+                &uploaded,
+                upload(Ok("f-1")),
+                lasting,
+            )
+            .await;
+        uploads
+            .ahead(
+                &media,
+                MediaKind::Image,
+                &refused,
+                upload(Err("too big")),
+                lasting,
+            )
+            .await;
+        uploads
+            .ahead(
+                &media,
+                MediaKind::Image,
+                &slowed,
+                upload(Err("slow down")),
+                lasting,
+            )
+            .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        // The sends: the handle uploaded ahead, without asking again; the placeholder for the
+        // upload that failed for good; a new upload for the one the platform slowed down.
+        let got: Result<String, String> = uploads
+            .handle(&media, MediaKind::Image, &uploaded, upload(Ok("never")))
+            .await;
+        assert_eq!(got.as_deref(), Ok("f-1"));
+        let failed: Result<String, String> = uploads
+            .handle(&media, MediaKind::Image, &refused, upload(Ok("never")))
+            .await;
+        assert!(
+            failed
+                .as_ref()
+                .is_err_and(|reason| reason.contains("ahead") && reason.contains("too big")),
+            "{failed:?}"
+        );
+        let retried: Result<String, String> = uploads
+            .handle(&media, MediaKind::Image, &slowed, upload(Ok("f-3")))
+            .await;
+        assert_eq!(retried.as_deref(), Ok("f-3"));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            4,
+            "one upload more: the slowed one"
+        );
+
+        // A later send of the refused picture (a retry) tries again; the uploaded one is
+        // remembered in the cache as before.
+        let later: Result<String, String> = uploads
+            .handle(&media, MediaKind::Image, &refused, upload(Ok("f-2")))
+            .await;
+        assert_eq!(later.as_deref(), Ok("f-2"));
+        let reused: Result<String, String> = uploads
+            .handle(&media, MediaKind::Image, &uploaded, upload(Ok("never")))
+            .await;
+        assert_eq!(reused.as_deref(), Ok("f-1"));
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
     }
 
     #[tokio::test]

@@ -160,6 +160,11 @@ impl MediaService {
         self.fetcher.limits().max_bytes
     }
 
+    /// How long a destination waits for a picture (`[media] wait`).
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
     /// The cache, for destinations that remember upload handles.
     pub fn cache(&self) -> &MediaCache {
         &self.cache

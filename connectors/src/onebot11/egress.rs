@@ -140,6 +140,11 @@ impl ActionSender for Egress {
         }
     }
 
+    /// Nothing to upload ahead: QQ pictures travel inside the message as `base64://`.
+    async fn prepare(&self, out: Outgoing<'_>) {
+        let _ = out;
+    }
+
     async fn message(&self, out: Outgoing<'_>) -> Result<SendReceipt, SendError> {
         let outbound = out.outbound;
         let files = self.picture_files(outbound).await;

@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use super::action::{self, ImageRef, Outcome, Rendered, UNSUPPORTED_ACTION};
 use crate::context::SendReceipt;
 use crate::error::SendError;
-use crate::media::carry::{self, Uploads};
+use crate::media::carry::{self, Picture, Uploads};
 use crate::media::service::Resolved;
 use crate::media::sniff::FileType;
 use crate::media::{Locator, MediaContext, MediaMode};
@@ -113,13 +113,8 @@ impl Egress {
             };
             let uploaded = self
                 .uploads
-                .handle(&self.media, picture.kind, file, |bytes| async move {
-                    let params = json!({
-                        "type": "data",
-                        "name": file.file_name(),
-                        "data": STANDARD.encode(bytes),
-                    });
-                    upload_file(session, params).await
+                .handle(&self.media, picture.kind, file, |bytes| {
+                    upload_data(session, file, bytes)
                 })
                 .await;
             match uploaded {
@@ -146,6 +141,30 @@ impl Egress {
         }
         parts.extend(pictures);
         self.send_parts(session, &outbound.group, parts).await
+    }
+
+    /// Uploads the pictures of `outbound` ahead of its send (`upload_file` type `data`, as
+    /// [`Egress::message_with_files`] would), sending nothing; in `passthrough` mode there is
+    /// nothing to do ahead.
+    async fn upload_ahead(&self, out: Outgoing<'_>) {
+        if self.media.mode == MediaMode::Passthrough {
+            return;
+        }
+        let prepared = self.media.prepare_ahead(self.platform, out.outbound).await;
+        for picture in &prepared {
+            let Some(file) = picture.picture() else {
+                continue;
+            };
+            self.uploads
+                .ahead(
+                    &self.media,
+                    picture.kind,
+                    file,
+                    |bytes| upload_data(out.session, file, bytes),
+                    |_| true,
+                )
+                .await;
+        }
     }
 
     /// Sends each part as a message of its own, in order. A failure of the first is the
@@ -175,6 +194,17 @@ impl Egress {
         }
         Ok(SendReceipt { message_ids: ids })
     }
+}
+
+/// Uploads the cached `file`, whose bytes are `bytes`, with `upload_file` type `data`; its
+/// `file_id`, or why not.
+async fn upload_data(session: &Session, file: &Picture, bytes: Vec<u8>) -> Result<String, String> {
+    let params = json!({
+        "type": "data",
+        "name": file.file_name(),
+        "data": STANDARD.encode(bytes),
+    });
+    upload_file(session, params).await
 }
 
 /// Calls `upload_file` with `params`; the `file_id` it answers, or why not.
@@ -286,6 +316,11 @@ impl ActionSender for Egress {
         }
         parts.extend(uploaded.iter().map(|id| action::image_segment(id)));
         self.send_parts(session, &outbound.group, parts).await
+    }
+
+    /// The pictures of a message about to be sent, uploaded ahead of its pacing token.
+    async fn prepare(&self, out: Outgoing<'_>) {
+        self.upload_ahead(out).await;
     }
 
     /// A recall: `delete_message` for every copy whose id is known.

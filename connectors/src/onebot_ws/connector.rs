@@ -24,7 +24,9 @@ use super::media_source::SessionSource;
 use super::session::Sessions;
 use super::transport::{forward_sessions, reverse_sessions, Transport};
 use super::version::{ActionSender, Outgoing, Version};
-use crate::context::{ConnectorContext, EgressRequest};
+use crate::context::{
+    ConnectorContext, EgressCommand, EgressRequest, PrepareRequest, RelatedMessages,
+};
 use crate::error::ConnectorError;
 use crate::media::MediaContext;
 use crate::model::{Kind, Platform};
@@ -206,7 +208,7 @@ pub async fn run<V: Version, A: ActionSender>(
 /// it sends a group's next message only after this one's outcome. Returns once the queue
 /// closed and every send in flight has settled.
 async fn answer_egress<V: Version, A: ActionSender>(
-    egress: &mut mpsc::Receiver<EgressRequest>,
+    egress: &mut mpsc::Receiver<EgressCommand>,
     link: &Arc<AccountLink<V>>,
     sender: Arc<A>,
     sockets_stop: &CancellationToken,
@@ -216,9 +218,17 @@ async fn answer_egress<V: Version, A: ActionSender>(
         tokio::select! {
             biased;
             Some(joined) = sends.join_next(), if !sends.is_empty() => settled(&link.account, joined),
-            request = egress.recv(), if sends.len() < MAX_SENDS => match request {
-                Some(request) => {
+            command = egress.recv(), if sends.len() < MAX_SENDS => match command {
+                Some(EgressCommand::Send(request)) => {
                     sends.spawn(send_one(
+                        link.clone(),
+                        sender.clone(),
+                        request,
+                        sockets_stop.clone(),
+                    ));
+                }
+                Some(EgressCommand::Prepare(request)) => {
+                    sends.spawn(prepare_one(
                         link.clone(),
                         sender.clone(),
                         request,
@@ -266,6 +276,33 @@ async fn send_one<V: Version, A: ActionSender>(
         Kind::Recall => sender.recall(out).await,
     };
     let _ = reply.send(outcome);
+}
+
+/// Uploads, on whichever session takes actions, what the message of `request` will need
+/// when it is sent, and tells the relay it is done (dropping `done` when no session came
+/// before the relay stopped waiting). Sends nothing.
+async fn prepare_one<V: Version, A: ActionSender>(
+    link: Arc<AccountLink<V>>,
+    sender: Arc<A>,
+    request: PrepareRequest,
+    sockets_stop: CancellationToken,
+) {
+    let PrepareRequest { outbound, mut done } = request;
+    let session = tokio::select! {
+        session = link.sessions.wait_for_actions(&sockets_stop) => session,
+        _ = done.closed() => None,
+    };
+    let Some(session) = session else {
+        return;
+    };
+    let related = RelatedMessages::default();
+    let out = Outgoing {
+        session: &session,
+        outbound: &outbound,
+        related: &related,
+    };
+    sender.prepare(out).await;
+    let _ = done.send(());
 }
 
 /// Logs a send task that did not finish normally; its request was dropped unanswered, so
@@ -339,7 +376,7 @@ mod tests {
     /// The running connector.
     struct Running {
         /// The relay's egress queue; dropping it stops the connector.
-        egress: mpsc::Sender<EgressRequest>,
+        egress: mpsc::Sender<EgressCommand>,
         /// The bot registry the connector learns ids into.
         bots: BotRegistry,
         /// The connector task.
@@ -502,11 +539,11 @@ mod tests {
         let (reply, outcome) = oneshot::channel();
         running
             .egress
-            .send(EgressRequest {
+            .send(EgressCommand::Send(EgressRequest {
                 outbound: outbound.into(),
                 related: RelatedMessages::default(),
                 reply,
-            })
+            }))
             .await
             .expect("the connector takes requests");
         let outcome = tokio::time::timeout(PATIENCE, outcome)

@@ -154,6 +154,11 @@ pub trait ActionSender: Send + Sync + 'static {
         async { Err("this OneBot version cannot fetch pictures".to_owned()) }
     }
 
+    /// Uploads what sending `out` would upload, sending nothing: the relay asks this before
+    /// the send takes its pacing token. An implementation whose pictures travel inside the
+    /// message (v11 `base64://`) has nothing to do ahead.
+    fn prepare(&self, out: Outgoing<'_>) -> impl Future<Output = ()> + Send;
+
     /// Sends a relayed message.
     fn message(
         &self,

@@ -124,6 +124,10 @@ impl Connector for WecomConnector {
 }
 
 impl RobotSender for webhook::Robot {
+    async fn prepare(&mut self, outbound: &Outbound) {
+        self.upload_ahead(outbound).await;
+    }
+
     async fn send(&mut self, outbound: &Outbound) -> Result<SendReceipt, SendError> {
         webhook::Robot::send(self, outbound).await
     }

@@ -83,15 +83,33 @@ pub fn decide(
         media.fell_back(Platform::Wecom, prepared.kind, "sticker");
         return Decision::Text(STICKER_TEXT.to_owned());
     }
-    let size = picture.blob.size;
-    if matches!(picture.file_type, FileType::Jpeg | FileType::Png) && size <= MAX_IMAGE_BYTES {
+    if as_image(picture) {
         return Decision::Image(picture.clone());
     }
-    if large_images == LargeImages::File && (MIN_FILE_BYTES..=MAX_FILE_BYTES).contains(&size) {
-        return Decision::File(picture.clone());
+    if let Some(file) = uploaded_as_file(prepared, large_images) {
+        return Decision::File(file.clone());
     }
     media.fell_back(Platform::Wecom, prepared.kind, "too_large_or_type");
     Decision::Text(placeholder_or_link(media, prepared, picture))
+}
+
+/// True for a picture the robot sends as an `image` message: a JPG or PNG of at most 2 MB.
+fn as_image(picture: &Picture) -> bool {
+    matches!(picture.file_type, FileType::Jpeg | FileType::Png)
+        && picture.blob.size <= MAX_IMAGE_BYTES
+}
+
+/// The cached picture of `prepared` when the robot uploads it and sends it as a `file`
+/// message ([`Decision::File`]); decided without counting anything, so that an upload ahead
+/// of the send can ask.
+pub fn uploaded_as_file(prepared: &PreparedPicture, large_images: LargeImages) -> Option<&Picture> {
+    let picture = prepared.picture()?;
+    let size = picture.blob.size;
+    (!prepared.is_sticker()
+        && !as_image(picture)
+        && large_images == LargeImages::File
+        && (MIN_FILE_BYTES..=MAX_FILE_BYTES).contains(&size))
+    .then_some(picture)
 }
 
 /// The placeholder of a picture that is not carried, or a signed link of the media server in

@@ -190,6 +190,38 @@ impl Robot {
         (text, carried)
     }
 
+    /// Uploads the pictures that sending `outbound` would send as files (each once per
+    /// robot, [`Uploads::ahead`]), sending nothing: the relay asks this before the send takes
+    /// its pacing token, and the send then takes each `media_id` (or the placeholder of a
+    /// failed upload) without asking WeCom again.
+    pub async fn upload_ahead(&mut self, outbound: &Outbound) {
+        if self.media.mode == MediaMode::Passthrough {
+            return;
+        }
+        let prepared = self.media.prepare_ahead(Platform::Wecom, outbound).await;
+        let Robot {
+            state,
+            settings,
+            media,
+            uploads,
+        } = self;
+        for p in &prepared {
+            let Some(picture) = pictures::uploaded_as_file(p, settings.large_images) else {
+                continue;
+            };
+            // 45009 pauses the robot; the send then uploads again after the pause.
+            uploads
+                .ahead(
+                    media,
+                    p.kind,
+                    picture,
+                    |bytes| upload(state, settings, picture, bytes),
+                    |error| !matches!(error, SendError::Throttled(_)),
+                )
+                .await;
+        }
+    }
+
     /// Sends `picture` as an `image` message.
     async fn send_image(&mut self, picture: &Picture) -> Result<(), SendError> {
         let bytes = picture

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use futures_util::future::BoxFuture;
-use qunbridge_connectors::{EgressRequest, Outbound, Platform};
+use qunbridge_connectors::{EgressCommand, Outbound, Platform};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -236,8 +236,8 @@ pub struct AccountEgress {
     pub platform: Platform,
     /// Its pacing and length limits, replaced on reload.
     pub policy: Arc<LivePolicy>,
-    /// The connector's egress queue.
-    pub connector: mpsc::Sender<EgressRequest>,
+    /// The connector's egress queue: sends, and uploads ahead of them.
+    pub connector: mpsc::Sender<EgressCommand>,
     /// The send log, the message map and the echo fingerprints.
     pub store: Arc<dyn RelayStore>,
     /// Stops the workers (shutdown after the grace period).

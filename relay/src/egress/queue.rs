@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 
 use super::coalesce;
 use super::pacing::{acquire, Pacer};
-use super::send::{send, settle_answer, submit, Answer, Settlement};
+use super::send::{prepare_ahead, send, settle_answer, submit, Answer, Settlement};
 use super::split::split_message;
 use super::{AccountEgress, Ack, DepthGauge, Queued};
 use crate::activity::WorkGuard;
@@ -30,6 +30,10 @@ use crate::store::{keys, message_map, WriteBatch, ECHO_TTL, SEND_LOG_TTL};
 
 /// Sends a destination keeps in flight at once when its connector answers in order.
 const SEND_WINDOW: usize = 128;
+
+/// Queue entries, from the front, whose pictures are fetched and uploaded before the next
+/// pacing token: at most these go into one send.
+const PREPARED_AHEAD: usize = 16;
 
 /// Send-log keys a destination worker remembers itself, for a redelivered copy queued behind
 /// a message whose send-log write is still being committed.
@@ -50,6 +54,9 @@ struct Pending {
     /// When it entered this queue; `max_delay` counts from here, so a platform clock that is
     /// off never makes a fresh message look old.
     queued_at: Instant,
+    /// True once its pictures were fetched and uploaded ahead of a pacing token (or when it
+    /// has nothing to fetch): only such entries go into a send.
+    prepared: bool,
 }
 
 /// What one send carries: one or more queue entries.
@@ -78,9 +85,11 @@ pub(crate) async fn run_destination(
     let mut recent = RecentSent::default();
     // Sends handed to an in-order connector whose answers are still to come, oldest first.
     let mut in_flight: VecDeque<(Unit, Answer, u64)> = VecDeque::new();
+    let fetches = shared.media.fetches();
     let take = |queued: Queued| {
         let outbound = Arc::new(queued.outbound);
         Pending {
+            prepared: !fetches || coalesce::pictures(&outbound).next().is_none(),
             outbound: outbound.clone(),
             original: outbound,
             ack: Some(queued.ack),
@@ -89,7 +98,7 @@ pub(crate) async fn run_destination(
             queued_at: queued.since,
         }
     };
-    loop {
+    'queue: loop {
         if queue.is_empty() {
             tokio::select! {
                 _ = shared.stop.cancelled() => return,
@@ -116,16 +125,10 @@ pub(crate) async fn run_destination(
             pacer = limit.map(Pacer::new);
         }
         let account_pacer = shared.policy.account_pacer();
-        // The pictures of the message at the front are had (fetched, within `[media] wait`)
-        // before its send takes a pacing token, so no token waits on a fetch.
-        if let Some(front) = queue.front() {
-            if coalesce::pictures(&front.outbound).next().is_some() {
-                let outbound = front.outbound.clone();
-                tokio::select! {
-                    _ = shared.stop.cancelled() => return,
-                    () = shared.media.warm(&outbound) => {}
-                }
-            }
+        // The pictures of what the next send may carry are fetched and uploaded (within
+        // `[media] wait`) before it takes a pacing token, so no token waits on either.
+        if !prepare_front(&mut queue, &shared).await {
+            return;
         }
         // Wait for the pacers, but wake up to drop the oldest message when it expires.
         let expiry = queue
@@ -138,12 +141,28 @@ pub(crate) async fn run_destination(
             // Unpaced: nothing to wait for (and no timer to set per message).
             false
         } else {
-            tokio::select! {
-                _ = shared.stop.cancelled() => return,
-                // New limits: wait for them instead.
-                _ = shared.policy.changed() => continue,
-                _ = tokio::time::sleep_until(expiry + Duration::from_millis(1)) => continue,
-                waited = acquire(pacer.as_mut(), account_pacer.as_deref()) => waited,
+            let acquiring = acquire(pacer.as_mut(), account_pacer.as_deref());
+            tokio::pin!(acquiring);
+            let mut inbox_open = true;
+            loop {
+                tokio::select! {
+                    _ = shared.stop.cancelled() => return,
+                    // New limits: wait for them instead.
+                    _ = shared.policy.changed() => continue 'queue,
+                    _ = tokio::time::sleep_until(expiry + Duration::from_millis(1)) => continue 'queue,
+                    waited = &mut acquiring => break waited,
+                    // What arrives meanwhile has its pictures had before the token too, so
+                    // that it can be merged into this send.
+                    queued = inbox.recv(), if fetches && inbox_open => match queued {
+                        Some(queued) => {
+                            queue.push_back(take(queued));
+                            if !prepare_front(&mut queue, &shared).await {
+                                return;
+                            }
+                        }
+                        None => inbox_open = false,
+                    },
+                }
             }
         };
         // Messages are merged only when the destination had to wait (for its limiter, or a
@@ -283,6 +302,27 @@ pub(crate) async fn run_destination(
                 return;
             }
         }
+    }
+}
+
+/// Has the pictures of the first [`PREPARED_AHEAD`] entries fetched and uploaded, those not
+/// yet ([`prepare_ahead`]); false when the worker must stop.
+async fn prepare_front(queue: &mut VecDeque<Pending>, shared: &AccountEgress) -> bool {
+    let ahead: Vec<Arc<Outbound>> = queue
+        .iter_mut()
+        .take(PREPARED_AHEAD)
+        .filter(|pending| !pending.prepared)
+        .map(|pending| {
+            pending.prepared = true;
+            pending.outbound.clone()
+        })
+        .collect();
+    if ahead.is_empty() {
+        return true;
+    }
+    tokio::select! {
+        _ = shared.stop.cancelled() => false,
+        () = prepare_ahead(shared, &ahead) => true,
     }
 }
 
@@ -548,6 +588,8 @@ fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool)
                 _work: _work.clone(),
                 is_part: true,
                 queued_at,
+                // Cut from the front, whose pictures were had before its token.
+                prepared: true,
             });
         }
         let first = queue.pop_front()?;
@@ -561,8 +603,15 @@ fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool)
     if !merge {
         return Some(single(first));
     }
-    // Merge what follows, while it fits.
-    let behind = coalesce::mergeable(length, queue.iter().map(|p| &*p.outbound), limit);
+    // Merge what follows, while it fits and its pictures were had before the pacing token.
+    let behind = coalesce::mergeable(
+        length,
+        queue
+            .iter()
+            .take_while(|p| p.prepared)
+            .map(|p| &*p.outbound),
+        limit,
+    );
     if behind == 0 {
         return Some(single(first));
     }
@@ -630,7 +679,7 @@ mod tests {
     use super::*;
     use crate::activity::Activity;
     use qunbridge_connectors::context::now_ms;
-    use qunbridge_connectors::EgressRequest;
+    use qunbridge_connectors::EgressCommand;
 
     use crate::egress::Dispatcher;
     use crate::policy::{EgressPolicy, LengthLimit, Limit, Rate, Unit as LengthUnit};
@@ -640,13 +689,20 @@ mod tests {
     type Received = Arc<Mutex<Vec<(Duration, String, String)>>>;
 
     /// A platform that accepts every send at once and records it.
-    fn platform(start: Instant) -> (mpsc::Sender<EgressRequest>, Received) {
-        let (tx, mut rx) = mpsc::channel::<EgressRequest>(16);
+    fn platform(start: Instant) -> (mpsc::Sender<EgressCommand>, Received) {
+        let (tx, mut rx) = mpsc::channel::<EgressCommand>(16);
         let received: Received = Arc::default();
         let record = received.clone();
         tokio::spawn(async move {
             let mut id = 0;
-            while let Some(request) = rx.recv().await {
+            while let Some(command) = rx.recv().await {
+                let request = match command {
+                    EgressCommand::Send(request) => request,
+                    EgressCommand::Prepare(prepare) => {
+                        let _ = prepare.done.send(());
+                        continue;
+                    }
+                };
                 id += 1;
                 record.lock().expect("lock").push((
                     Instant::now() - start,
@@ -675,7 +731,7 @@ mod tests {
         }
     }
 
-    fn dispatcher(policy: EgressPolicy, connector: mpsc::Sender<EgressRequest>) -> Dispatcher {
+    fn dispatcher(policy: EgressPolicy, connector: mpsc::Sender<EgressCommand>) -> Dispatcher {
         Dispatcher::new(
             AccountEgress {
                 account: "qq".into(),
@@ -886,7 +942,7 @@ mod tests {
     async fn a_destination_that_never_takes_a_message_drops_it_after_max_delay() {
         // A connector that holds every request without answering (an account whose platform
         // connection is down).
-        let (connector, mut requests) = mpsc::channel::<EgressRequest>(16);
+        let (connector, mut requests) = mpsc::channel::<EgressCommand>(16);
         let held = Arc::new(Mutex::new(Vec::new()));
         let keep = held.clone();
         tokio::spawn(async move {

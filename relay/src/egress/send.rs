@@ -6,9 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use qunbridge_connectors::backoff::Backoff;
 use qunbridge_connectors::context::now_ms;
-use qunbridge_connectors::{EgressRequest, Outbound, RelatedMessages, SendError, SendReceipt};
+use qunbridge_connectors::{
+    EgressCommand, EgressRequest, Outbound, PrepareRequest, RelatedMessages, SendError, SendReceipt,
+};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
@@ -62,7 +65,12 @@ async fn send_until_settled(
             related: related.clone(),
             reply,
         };
-        if shared.connector.send(request).await.is_err() {
+        if shared
+            .connector
+            .send(EgressCommand::Send(request))
+            .await
+            .is_err()
+        {
             warn!(message = "Connector is not taking messages; left for redelivery.", account = %account);
             return Settlement::Interrupted;
         }
@@ -111,6 +119,40 @@ async fn send_until_settled(
     }
 }
 
+/// Has the pictures of `outbounds`, the messages the next send may carry, fetched into the
+/// cache and uploaded by the connector (which sends nothing), within `[media] wait` in all:
+/// the send, once it has its pacing token, then goes out at once. What is not done by then
+/// is left to the send, which shows the placeholder of whatever could not be had.
+pub(crate) async fn prepare_ahead(shared: &AccountEgress, outbounds: &[Arc<Outbound>]) {
+    let Some(wait) = shared.media.wait() else {
+        return;
+    };
+    let prepared = async {
+        join_all(outbounds.iter().map(|outbound| shared.media.warm(outbound))).await;
+        let mut uploads = Vec::with_capacity(outbounds.len());
+        for outbound in outbounds {
+            let (done, finished) = oneshot::channel();
+            let request = PrepareRequest {
+                outbound: outbound.clone(),
+                done,
+            };
+            if shared
+                .connector
+                .send(EgressCommand::Prepare(request))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            uploads.push(finished);
+        }
+        join_all(uploads).await;
+    };
+    if tokio::time::timeout(wait, prepared).await.is_err() {
+        debug!(message = "Pictures not ready within the media wait; the send shows what is not as its placeholder.", account = %shared.account);
+    }
+}
+
 /// What the platform answers for one send.
 pub(crate) type Answer = oneshot::Receiver<Result<SendReceipt, SendError>>;
 
@@ -128,7 +170,11 @@ pub(crate) async fn submit(
         related: related.clone(),
         reply,
     };
-    shared.connector.send(request).await.ok()?;
+    shared
+        .connector
+        .send(EgressCommand::Send(request))
+        .await
+        .ok()?;
     Some(answer)
 }
 
