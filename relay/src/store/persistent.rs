@@ -57,8 +57,15 @@ const KEYS: TableDefinition<&str, u64> = TableDefinition::new("keys");
 const ORIGINS: TableDefinition<&str, &[u8]> = TableDefinition::new("origins");
 /// Copy key → origin key.
 const COPIES: TableDefinition<&str, &str> = TableDefinition::new("copies");
-/// (expiry ms, table letter + key) → (); what to sweep, oldest first.
+/// (expiry ms, table letter + key) → (): the expiry index of stores written before it was
+/// batched ([`EXPIRING`]); only swept, so that what it names still goes in time.
 const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
+/// (expiry ms, serial) → the names (table letter + key, [`pack`]ed) that expire then: the
+/// expiry index, one row per expiry time of a commit rather than one per key, so a commit of
+/// many messages adds a few rows. What to sweep, oldest first.
+const EXPIRING: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("expiring");
+/// The meta row holding the last [`EXPIRING`] serial.
+const EXPIRING_SERIAL: &str = "expiring_serial";
 /// (account␟group, seq) → event JSON: the api feeds.
 const FEED: TableDefinition<(&str, u64), &str> = TableDefinition::new("feed");
 /// Feed idempotency key → (seq, expiry ms).
@@ -292,6 +299,7 @@ fn init(db: &Database) -> Result<u64, redb::Error> {
         txn.open_table(ORIGINS)?;
         txn.open_table(COPIES)?;
         txn.open_table(EXPIRY)?;
+        txn.open_table(EXPIRING)?;
         txn.open_table(FEED)?;
         txn.open_table(FEED_KEYS)?;
         txn.open_table(OUTBOX)?;
@@ -373,10 +381,11 @@ fn commit(db: &Database, jobs: Vec<Job>, sweep: bool) -> Result<(), StoreError> 
     let outcome = (|| -> Result<(), StoreError> {
         let txn = db.begin_write().map_err(backend)?;
         let now = now_ms();
+        let mut expiring = Expiring::default();
         for job in jobs {
             match job {
                 Job::Write { batch, reply } => {
-                    apply_write(&txn, batch, now).map_err(backend)?;
+                    apply_write(&txn, batch, now, &mut expiring).map_err(backend)?;
                     done.push(Done::Write(reply));
                 }
                 Job::Append {
@@ -386,8 +395,8 @@ fn commit(db: &Database, jobs: Vec<Job>, sweep: bool) -> Result<(), StoreError> 
                     keep,
                     reply,
                 } => {
-                    let appended =
-                        apply_append(&txn, &feed, &key, &json, keep, now).map_err(backend)?;
+                    let appended = apply_append(&txn, &feed, &key, &json, keep, now, &mut expiring)
+                        .map_err(backend)?;
                     done.push(Done::Append(reply, appended));
                 }
                 Job::OutboxPut {
@@ -400,6 +409,7 @@ fn commit(db: &Database, jobs: Vec<Job>, sweep: bool) -> Result<(), StoreError> 
                 }
             }
         }
+        expiring.write(&txn).map_err(backend)?;
         if sweep {
             let removed = sweep_expired(&txn, now).map_err(backend)?;
             if removed > 0 {
@@ -430,33 +440,96 @@ fn expiry(now: u64, ttl: Duration) -> u64 {
     now.saturating_add(ttl.as_millis() as u64)
 }
 
-/// The expiry-index name of an entry.
-fn indexed(table: char, key: &str) -> String {
-    let mut name = String::with_capacity(key.len() + 1);
-    name.push(table);
-    name.push_str(key);
-    name
+/// The expiry-index entries of one commit, written as one [`EXPIRING`] row per expiry time
+/// when the commit's jobs are applied. An entry whose key is written again later is not
+/// taken out: the sweep removes a key only when its expiry is still the entry's.
+#[derive(Default)]
+struct Expiring {
+    /// Names by expiry time (a commit has one per TTL in use).
+    by_time: Vec<(u64, Vec<u8>)>,
+}
+
+impl Expiring {
+    /// Adds `key` of the table `table` (its letter) expiring at `until`.
+    fn add(&mut self, until: u64, table: char, key: &str) {
+        let at = match self.by_time.iter().position(|(time, _)| *time == until) {
+            Some(at) => at,
+            None => {
+                self.by_time.push((until, Vec::new()));
+                self.by_time.len() - 1
+            }
+        };
+        if let Some((_, names)) = self.by_time.get_mut(at) {
+            pack(names, table, key);
+        }
+    }
+
+    /// Writes the rows, each under a serial of its own.
+    fn write(self, txn: &WriteTransaction) -> Result<(), redb::Error> {
+        if self.by_time.is_empty() {
+            return Ok(());
+        }
+        let mut meta = txn.open_table(META)?;
+        let mut serial = meta.get(EXPIRING_SERIAL)?.map_or(0, |v| v.value());
+        let mut rows = txn.open_table(EXPIRING)?;
+        for (until, names) in &self.by_time {
+            serial += 1;
+            rows.insert((*until, serial), names.as_slice())?;
+        }
+        meta.insert(EXPIRING_SERIAL, serial)?;
+        Ok(())
+    }
+}
+
+/// Appends a name (the table letter and the key) to packed names: its length as four bytes
+/// (little-endian), then its bytes.
+fn pack(names: &mut Vec<u8>, table: char, key: &str) {
+    let mut letter = [0u8; 4];
+    let letter = table.encode_utf8(&mut letter).as_bytes();
+    let length = u32::try_from(letter.len() + key.len()).unwrap_or(u32::MAX);
+    names.extend_from_slice(&length.to_le_bytes());
+    names.extend_from_slice(letter);
+    names.extend_from_slice(key.as_bytes());
+}
+
+/// The names in packed `bytes`; stops at the first that is cut short or not UTF-8.
+fn unpack(bytes: &[u8]) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = bytes;
+    while let Some((length, tail)) = rest.split_first_chunk::<4>() {
+        let length = u32::from_le_bytes(*length) as usize;
+        let Some((name, tail)) = tail.split_at_checked(length) else {
+            break;
+        };
+        let Ok(name) = std::str::from_utf8(name) else {
+            break;
+        };
+        names.push(name);
+        rest = tail;
+    }
+    names
 }
 
 /// Writes keys and message-map copies.
-fn apply_write(txn: &WriteTransaction, batch: WriteBatch, now: u64) -> Result<(), redb::Error> {
-    let mut index = txn.open_table(EXPIRY)?;
+fn apply_write(
+    txn: &WriteTransaction,
+    batch: WriteBatch,
+    now: u64,
+    expiring: &mut Expiring,
+) -> Result<(), redb::Error> {
     if !batch.keys.is_empty() {
         let mut keys = txn.open_table(KEYS)?;
         for (key, ttl) in &batch.keys {
             let until = expiry(now, *ttl);
-            let previous = keys.insert(key.as_str(), until)?.map(|v| v.value());
-            if let Some(previous) = previous {
-                index.remove((previous, indexed(IN_KEYS, key).as_str()))?;
-            }
-            index.insert((until, indexed(IN_KEYS, key).as_str()), ())?;
+            keys.insert(key.as_str(), until)?;
+            expiring.add(until, IN_KEYS, key);
         }
     }
     if !batch.copies.is_empty() {
         let mut origins = txn.open_table(ORIGINS)?;
         let mut copies = txn.open_table(COPIES)?;
         for record in batch.copies {
-            add_copies(&mut origins, &mut copies, &mut index, record, now)?;
+            add_copies(&mut origins, &mut copies, expiring, record, now)?;
         }
     }
     if !batch.outbox_done.is_empty() {
@@ -511,7 +584,7 @@ fn apply_outbox_put(
 fn add_copies(
     origins: &mut redb::Table<&str, &[u8]>,
     copies: &mut redb::Table<&str, &str>,
-    index: &mut redb::Table<(u64, &str), ()>,
+    expiring: &mut Expiring,
     record: CopyRecord,
     now: u64,
 ) -> Result<(), redb::Error> {
@@ -522,10 +595,7 @@ fn add_copies(
         Some(stored) => stored,
         None => {
             let until = expiry(now, MAP_TTL);
-            index.insert(
-                (until, indexed(IN_ORIGINS, &record.origin_key).as_str()),
-                (),
-            )?;
+            expiring.add(until, IN_ORIGINS, &record.origin_key);
             let mut entry = record.origin;
             entry.copies.clear();
             StoredOrigin {
@@ -563,6 +633,7 @@ fn apply_append(
     json: &str,
     keep: usize,
     now: u64,
+    expiring: &mut Expiring,
 ) -> Result<Appended, redb::Error> {
     let mut feed_keys = txn.open_table(FEED_KEYS)?;
     let earlier = feed_keys.get(key)?.map(|v| v.value());
@@ -591,44 +662,119 @@ fn apply_append(
     }
     let until = expiry(now, DEDUP_TTL);
     feed_keys.insert(key, (seq, until))?;
-    let mut index = txn.open_table(EXPIRY)?;
-    index.insert((until, indexed(IN_FEED_KEYS, key).as_str()), ())?;
+    expiring.add(until, IN_FEED_KEYS, key);
     Ok(Appended { seq, fresh: true })
 }
 
-/// Removes what has expired, then the soonest-expiring entries of any table over its cap.
-/// Returns how many entries went.
+/// Removes what has expired, then the soonest-expiring entries of any table over its cap:
+/// first what the expiry index of an older store names ([`EXPIRY`]), then what the batched
+/// index names ([`EXPIRING`]). Returns how many entries went.
 fn sweep_expired(txn: &WriteTransaction, now: u64) -> Result<usize, redb::Error> {
+    let mut tables = Swept {
+        keys: txn.open_table(KEYS)?,
+        origins: txn.open_table(ORIGINS)?,
+        copies: txn.open_table(COPIES)?,
+        feed_keys: txn.open_table(FEED_KEYS)?,
+    };
+    let legacy = sweep_legacy_index(txn, &mut tables, now)?;
+    let batched = sweep_expiring(txn, &mut tables, now, SWEEP_MAX.saturating_sub(legacy))?;
+    Ok(legacy + batched)
+}
+
+/// The tables a sweep removes entries from.
+struct Swept<'txn> {
+    /// Dedup, send-log and echo keys.
+    keys: redb::Table<'txn, &'static str, u64>,
+    /// Message-map origins.
+    origins: redb::Table<'txn, &'static str, &'static [u8]>,
+    /// Message-map copies, which go with their origin.
+    copies: redb::Table<'txn, &'static str, &'static str>,
+    /// api feed idempotency keys.
+    feed_keys: redb::Table<'txn, &'static str, (u64, u64)>,
+}
+
+impl Swept<'_> {
+    /// Entries over each table's cap: (keys, origins, feed keys).
+    fn over(&self) -> Result<[u64; 3], redb::Error> {
+        Ok([
+            self.keys.len()?.saturating_sub(MAX_KEYS),
+            self.origins.len()?.saturating_sub(MAX_ORIGINS),
+            self.feed_keys.len()?.saturating_sub(MAX_FEED_KEYS),
+        ])
+    }
+
+    /// Removes the entry an index `name` (table letter + key) names, indexed to expire at
+    /// `until`; a key or feed key written again since (another expiry) stays. True when an
+    /// entry went.
+    fn remove(&mut self, until: u64, name: &str) -> Result<bool, redb::Error> {
+        let key = name.get(1..).unwrap_or_default();
+        match name.chars().next() {
+            Some(IN_KEYS) => {
+                let current = self.keys.get(key)?.map(|v| v.value());
+                if current == Some(until) {
+                    self.keys.remove(key)?;
+                    return Ok(true);
+                }
+            }
+            Some(IN_ORIGINS) => {
+                let stored = self
+                    .origins
+                    .remove(key)?
+                    .map(|v| serde_json::from_slice::<StoredOrigin>(v.value()));
+                if let Some(stored) = stored {
+                    for copy in stored.map(|s| s.entry.copies).unwrap_or_default() {
+                        self.copies.remove(
+                            super::keys::origin(&copy.account, &copy.group, &copy.id).as_str(),
+                        )?;
+                    }
+                    return Ok(true);
+                }
+            }
+            Some(IN_FEED_KEYS) => {
+                let current = self.feed_keys.get(key)?.map(|v| v.value().1);
+                if current == Some(until) {
+                    self.feed_keys.remove(key)?;
+                    return Ok(true);
+                }
+            }
+            _ => {}
+        }
+        Ok(false)
+    }
+}
+
+/// The slot of [`Swept::over`] for the table of an index name; `None` for a name of no table.
+fn table_slot(name: &str) -> Option<usize> {
+    match name.chars().next() {
+        Some(IN_KEYS) => Some(0),
+        Some(IN_ORIGINS) => Some(1),
+        Some(IN_FEED_KEYS) => Some(2),
+        _ => None,
+    }
+}
+
+/// Sweeps the per-key expiry index an older store still holds ([`EXPIRY`]); nothing new is
+/// added to it. Returns how many entries went.
+fn sweep_legacy_index(
+    txn: &WriteTransaction,
+    tables: &mut Swept<'_>,
+    now: u64,
+) -> Result<usize, redb::Error> {
     let mut index = txn.open_table(EXPIRY)?;
-    let mut keys = txn.open_table(KEYS)?;
-    let mut origins = txn.open_table(ORIGINS)?;
-    let mut copies = txn.open_table(COPIES)?;
-    let mut feed_keys = txn.open_table(FEED_KEYS)?;
-    let mut over_keys = keys.len()?.saturating_sub(MAX_KEYS);
-    let mut over_origins = origins.len()?.saturating_sub(MAX_ORIGINS);
-    let mut over_feed = feed_keys.len()?.saturating_sub(MAX_FEED_KEYS);
-    let mut removed = 0;
+    let mut over = tables.over()?;
     let mut doomed: Vec<(u64, String)> = Vec::new();
     for entry in index.range::<(u64, &str)>(..)? {
         let (key, _) = entry?;
         let (until, name) = key.value();
         let expired = until <= now;
-        let table = name.chars().next();
-        let over = match table {
-            Some(IN_KEYS) => over_keys > 0,
-            Some(IN_ORIGINS) => over_origins > 0,
-            Some(IN_FEED_KEYS) => over_feed > 0,
-            _ => true,
-        };
-        if !expired && over_keys == 0 && over_origins == 0 && over_feed == 0 {
+        if !expired && over == [0; 3] {
             break;
         }
-        if expired || over {
-            match table {
-                Some(IN_KEYS) => over_keys = over_keys.saturating_sub(1),
-                Some(IN_ORIGINS) => over_origins = over_origins.saturating_sub(1),
-                Some(IN_FEED_KEYS) => over_feed = over_feed.saturating_sub(1),
-                _ => {}
+        let slot = table_slot(name);
+        let over_cap = slot.is_none_or(|slot| over[slot] > 0);
+        if expired || over_cap {
+            if let Some(slot) = slot {
+                over[slot] = over[slot].saturating_sub(1);
             }
             doomed.push((until, name.to_owned()));
         }
@@ -636,38 +782,69 @@ fn sweep_expired(txn: &WriteTransaction, now: u64) -> Result<usize, redb::Error>
             break;
         }
     }
+    let mut removed = 0;
     for (until, name) in doomed {
         index.remove((until, name.as_str()))?;
-        let key = name.get(1..).unwrap_or_default();
-        match name.chars().next() {
-            Some(IN_KEYS) => {
-                // Only if the key was not renewed with a later expiry.
-                let current = keys.get(key)?.map(|v| v.value());
-                if current == Some(until) {
-                    keys.remove(key)?;
-                }
-            }
-            Some(IN_ORIGINS) => {
-                let stored = origins
-                    .remove(key)?
-                    .and_then(|v| serde_json::from_slice::<StoredOrigin>(v.value()).ok());
-                if let Some(stored) = stored {
-                    for copy in stored.entry.copies {
-                        copies.remove(
-                            super::keys::origin(&copy.account, &copy.group, &copy.id).as_str(),
-                        )?;
-                    }
-                }
-            }
-            Some(IN_FEED_KEYS) => {
-                let current = feed_keys.get(key)?.map(|v| v.value().1);
-                if current == Some(until) {
-                    feed_keys.remove(key)?;
-                }
-            }
-            _ => {}
-        }
+        tables.remove(until, &name)?;
         removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Sweeps the batched expiry index ([`EXPIRING`]), a row at a time, oldest first, until a
+/// row neither expired nor needed for a table over its cap, or until `budget` entries went
+/// (a row is always finished). A row left with names of tables not over their cap is
+/// written back with just those. Returns how many entries went.
+fn sweep_expiring(
+    txn: &WriteTransaction,
+    tables: &mut Swept<'_>,
+    now: u64,
+    budget: usize,
+) -> Result<usize, redb::Error> {
+    let mut rows = txn.open_table(EXPIRING)?;
+    let mut over = tables.over()?;
+    let mut removed = 0;
+    let mut from = (0, 0);
+    while removed < budget {
+        let next = rows
+            .range(from..)?
+            .next()
+            .transpose()?
+            .map(|(key, names)| (key.value(), names.value().to_vec()));
+        let Some(((until, serial), names)) = next else {
+            break;
+        };
+        let Some(after) = serial.checked_add(1) else {
+            break;
+        };
+        from = (until, after);
+        let expired = until <= now;
+        if !expired && over == [0; 3] {
+            break;
+        }
+        let mut kept = Vec::new();
+        for name in unpack(&names) {
+            let slot = table_slot(name);
+            let over_cap = slot.is_some_and(|slot| over[slot] > 0);
+            if !expired && !over_cap {
+                let key = name.get(1..).unwrap_or_default();
+                if let Some(table) = name.chars().next() {
+                    pack(&mut kept, table, key);
+                }
+                continue;
+            }
+            if tables.remove(until, name)? {
+                removed += 1;
+                if let Some(slot) = slot {
+                    over[slot] = over[slot].saturating_sub(1);
+                }
+            }
+        }
+        if kept.is_empty() {
+            rows.remove((until, serial))?;
+        } else {
+            rows.insert((until, serial), kept.as_slice())?;
+        }
     }
     Ok(removed)
 }
@@ -961,6 +1138,79 @@ mod tests {
         assert_eq!(removed, 1, "only the expired key goes");
         assert_eq!(store.counts().expect("counts").keys, 1);
         assert!(store.holds_any(&owned(&["long"])).await.expect("read"));
+    }
+
+    #[tokio::test]
+    async fn one_commit_adds_a_row_per_expiry_and_a_rewritten_key_outlives_its_first_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = PersistentStore::open(dir.path()).expect("open");
+        let rows = |store: &PersistentStore| {
+            let txn = store.db.begin_read().expect("txn");
+            txn.open_table(EXPIRING).expect("table").len().expect("len")
+        };
+        let mut three = batch(&["a", "b", "c"], Duration::from_millis(1));
+        three.keys.push(("d".into(), Duration::from_secs(3600)));
+        store.write(three).await.expect("write");
+        assert_eq!(rows(&store), 2, "one row per expiry time, not per key");
+        // "b" is written again with a long life: its first row must not take it.
+        store
+            .write(batch(&["b"], Duration::from_secs(3600)))
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let txn = store.db.begin_write().expect("txn");
+        let removed = sweep_expired(&txn, now_ms()).expect("sweep");
+        txn.commit().expect("commit");
+        assert_eq!(removed, 2, "a and c went");
+        assert!(store.holds_any(&owned(&["b"])).await.expect("read"));
+        assert!(store.holds_any(&owned(&["d"])).await.expect("read"));
+        assert_eq!(store.counts().expect("counts").keys, 2);
+        assert_eq!(
+            rows(&store),
+            2,
+            "the expired row went; b's and d's rows stay"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_per_key_index_of_an_older_store_is_still_swept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = PersistentStore::open(dir.path()).expect("open");
+        let past = now_ms() - 1;
+        {
+            // As an older version wrote a key: in the table and in the per-key index.
+            let txn = store.db.begin_write().expect("txn");
+            txn.open_table(KEYS)
+                .expect("keys")
+                .insert("old", past)
+                .expect("insert");
+            txn.open_table(EXPIRY)
+                .expect("index")
+                .insert((past, "kold"), ())
+                .expect("insert");
+            txn.commit().expect("commit");
+        }
+        let txn = store.db.begin_write().expect("txn");
+        let removed = sweep_expired(&txn, now_ms()).expect("sweep");
+        txn.commit().expect("commit");
+        assert_eq!(removed, 1);
+        assert_eq!(store.counts().expect("counts").keys, 0);
+        let txn = store.db.begin_read().expect("txn");
+        assert_eq!(
+            txn.open_table(EXPIRY).expect("index").len().expect("len"),
+            0
+        );
+    }
+
+    #[test]
+    fn packed_names_read_back_and_a_cut_row_reads_what_is_whole() {
+        let mut names = Vec::new();
+        pack(&mut names, IN_KEYS, "s\u{1f}qq\u{1f}群");
+        pack(&mut names, IN_FEED_KEYS, "");
+        assert_eq!(unpack(&names), vec!["ks\u{1f}qq\u{1f}群", "f"]);
+        let cut = &names[..names.len() - 1];
+        assert_eq!(unpack(cut), vec!["ks\u{1f}qq\u{1f}群"]);
+        assert!(unpack(&[0xff, 0xff, 0xff]).is_empty());
     }
 
     #[test]
