@@ -40,6 +40,7 @@ pub mod dingtalk;
 pub mod error;
 pub mod http;
 pub mod media;
+pub mod member;
 pub mod metrics;
 pub mod model;
 pub mod onebot11;

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::media::{Locator, MediaKind, MediaRef};
+pub use crate::member::{Change, How, MemberEvent};
 
 /// Version of the envelope and outbound JSON formats written in the `v` field.
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -70,7 +71,7 @@ impl std::fmt::Display for Platform {
     }
 }
 
-/// Whether an envelope carries a new message or takes one back.
+/// Whether an envelope carries a new message, takes one back, or tells a membership change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -79,6 +80,9 @@ pub enum Kind {
     Message,
     /// The message named by `origin.message_id` was recalled on its platform.
     Recall,
+    /// A member joined or left (or the member count was read): `member` says which, and
+    /// `sender` is the member.
+    Member,
 }
 
 /// Where a message was said.
@@ -268,6 +272,9 @@ pub struct Envelope {
     /// The content; empty for a recall.
     #[serde(default)]
     pub segments: Vec<Segment>,
+    /// The membership change of a `kind = "member"` envelope; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<MemberEvent>,
 }
 
 impl Envelope {

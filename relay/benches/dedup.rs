@@ -39,6 +39,7 @@ fn envelope(n: usize) -> Envelope {
         segments: vec![Segment::text(format!(
             "message {n}: 今天的周会改到下午三点，please review the notes before the meeting"
         ))],
+        member: None,
     }
 }
 

@@ -35,6 +35,7 @@ fn envelope() -> Envelope {
             },
             Segment::text(" please review the notes before the meeting, thanks!"),
         ],
+        member: None,
     }
 }
 

@@ -33,6 +33,7 @@ fn envelope() -> Envelope {
             Segment::Mention { id: "2854196310".into(), name: Some("群桥".into()) },
             Segment::text(" 另外新群 QQ群 123456789 和 t.cn/AbCdEf 都别发到微信里。Please review the notes before the meeting, thanks!"),
         ],
+        member: None,
     }
 }
 

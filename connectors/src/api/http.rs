@@ -171,6 +171,7 @@ fn envelope_from_post(
         ts_ms: now_ms(),
         kind: Kind::Message,
         segments,
+        member: None,
     })
 }
 

@@ -508,6 +508,7 @@ impl StreamIngress {
             ts_ms: message.create_at.or(frame.time_ms).unwrap_or_else(now_ms),
             kind: Kind::Message,
             segments,
+            member: None,
         }
     }
 }

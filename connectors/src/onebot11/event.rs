@@ -159,6 +159,7 @@ fn group_message(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<
         ts_ms: time_ms(object),
         kind: Kind::Message,
         segments,
+        member: None,
     })))
 }
 

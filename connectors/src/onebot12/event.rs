@@ -266,6 +266,7 @@ fn group_message(
             ts_ms: time_ms(object),
             kind: Kind::Message,
             segments,
+            member: None,
         },
         fills,
     })))

@@ -272,7 +272,9 @@ async fn send_one<V: Version, A: ActionSender>(
         related: &related,
     };
     let outcome = match outbound.kind {
-        Kind::Message => sender.message(out).await,
+        // The core renders membership notices as messages; a `member` outbound from another
+        // writer is sent as the text it carries.
+        Kind::Message | Kind::Member => sender.message(out).await,
         Kind::Recall => sender.recall(out).await,
     };
     let _ = reply.send(outcome);

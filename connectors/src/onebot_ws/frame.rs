@@ -189,6 +189,7 @@ pub fn recall_envelope(
         ts_ms,
         kind: Kind::Recall,
         segments: Vec::new(),
+        member: None,
     })
 }
 

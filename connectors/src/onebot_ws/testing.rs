@@ -39,6 +39,7 @@ pub fn envelope(n: u64) -> Envelope {
         ts_ms: 1_718_880_000_000,
         kind: Kind::Message,
         segments: vec![Segment::text(format!("m{n}"))],
+        member: None,
     }
 }
 

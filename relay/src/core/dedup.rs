@@ -161,6 +161,7 @@ mod tests {
             ts_ms: 1_718_880_000_000,
             kind: Kind::Message,
             segments: vec![Segment::text(text)],
+            member: None,
         }
     }
 

@@ -52,7 +52,9 @@ pub fn sender_line(template: &str, envelope: &Envelope, link: &str) -> String {
 /// only `passthrough` writes the source URL into it.
 pub fn render(envelope: &Envelope, destination: &Destination) -> Outbound {
     let (prefix, text, segments) = match envelope.kind {
-        Kind::Recall => (String::new(), String::new(), Vec::new()),
+        // A membership change is never rendered itself: notices of it are rendered as
+        // messages (`core::members`).
+        Kind::Recall | Kind::Member => (String::new(), String::new(), Vec::new()),
         Kind::Message => {
             let prefix = sender_line(&destination.format, envelope, &destination.link);
             let mut segments = Vec::with_capacity(envelope.segments.len() + 1);
@@ -173,6 +175,7 @@ mod tests {
                     name: Some("Bob".into()),
                 },
             ],
+            member: None,
         }
     }
 

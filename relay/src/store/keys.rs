@@ -197,6 +197,7 @@ mod tests {
             ts_ms,
             kind: Kind::Message,
             segments: vec![Segment::text(text)],
+            member: None,
         }
     }
 

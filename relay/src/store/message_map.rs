@@ -76,6 +76,7 @@ pub async fn related(
                 ..RelatedMessages::default()
             })
         }
+        Kind::Member => Ok(RelatedMessages::default()),
         Kind::Message => {
             let Some(replied) = outbound.segments.iter().find_map(|s| match s {
                 Segment::Reply { message_id } => Some(message_id),
