@@ -163,6 +163,8 @@ pub struct AccountDeps<'a> {
     /// What connectors use for pictures, in the global mode (an account's own `media` key
     /// overrides it).
     pub media: qunbridge_connectors::media::MediaContext,
+    /// Group health counting (what egress relayed into a linked group), when enabled.
+    pub stats: Option<Arc<crate::stats::StatsCounter>>,
 }
 
 /// The MQTT client id of an account's connection.
@@ -292,6 +294,7 @@ pub async fn start(
             stop: stop.clone(),
             room: room.clone(),
             media,
+            stats: deps.stats.clone(),
         },
         deps.activity.clone(),
     );

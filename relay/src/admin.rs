@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -35,6 +35,7 @@ use crate::metrics::{
     MESSAGES_RELAYED, RATE_LIMITED, RECONNECTS, RELAY_LATENCY, STORE_COMMIT_SECONDS,
 };
 use crate::policy::Link;
+use crate::stats::report::{Query, StatsService};
 
 /// What the admin endpoint reports on.
 pub struct Health {
@@ -52,6 +53,8 @@ pub struct Health {
     queue_depths: Mutex<Option<Arc<QueueDepths>>>,
     /// Pictures: the mode, the cache and the media server, once the media service is open.
     media: Mutex<Option<Arc<MediaHealth>>>,
+    /// Group health, when `[stats]` is enabled.
+    stats: Mutex<Option<Arc<StatsService>>>,
 }
 
 /// What the status shows of pictures: the global mode, the on-disk cache and the built-in
@@ -113,6 +116,7 @@ impl Default for Health {
             links: Mutex::new(Vec::new()),
             queue_depths: Mutex::new(None),
             media: Mutex::new(None),
+            stats: Mutex::new(None),
         }
     }
 }
@@ -182,6 +186,19 @@ impl Health {
             .queue_depths
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(depths);
+    }
+
+    /// Records the group-health service `/api/v1/stats` reports from.
+    pub fn set_stats(&self, stats: Arc<StatsService>) {
+        *self.stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(stats);
+    }
+
+    /// Group health, when enabled.
+    fn stats(&self) -> Option<Arc<StatsService>> {
+        self.stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Records what the status shows of pictures.
@@ -445,6 +462,7 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, stop: Cancellatio
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/stats", get(stats))
         .with_state(health);
     let upkeep = tokio::spawn(run_upkeep(stop.clone()));
     if let Err(error) = axum::serve(listener, app)
@@ -515,6 +533,33 @@ async fn status(State(health): State<Arc<Health>>) -> Response {
     let mut document = health.status(&rendered);
     document["media"] = health.media_status().await;
     Json(document).into_response()
+}
+
+/// `/api/v1/stats`: the group-health report the query asks for (`group`, `link`, `since`,
+/// `until`, `by`); 400 naming a bad parameter, 404 when group health is off, 503 when the
+/// store cannot be read.
+async fn stats(State(health): State<Arc<Health>>, RawQuery(query): RawQuery) -> Response {
+    let query = match Query::parse(query.as_deref().unwrap_or_default()) {
+        Ok(query) => query,
+        Err(problem) => {
+            return (StatusCode::BAD_REQUEST, Json(json!({ "error": problem }))).into_response()
+        }
+    };
+    let Some(service) = health.stats() else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "group health is off (`[stats] enabled = false`)" })),
+        )
+            .into_response();
+    };
+    match service.report(&query).await {
+        Ok(report) => Json(report).into_response(),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": error.to_string() })),
+        )
+            .into_response(),
+    }
 }
 
 /// `/metrics`. The broker gauge is refreshed on every scrape, so it is current even when

@@ -31,6 +31,7 @@ pub mod core;
 pub mod egress;
 pub mod metrics;
 pub mod policy;
+pub mod stats;
 pub mod status;
 pub mod store;
 

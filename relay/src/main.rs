@@ -103,10 +103,77 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Group health of the linked groups from a running daemon (`GET /api/v1/stats`):
+    /// messages, active members, joins and leaves per day or week (exit 64 on bad
+    /// arguments, 1 when the daemon cannot be reached).
+    Stats {
+        /// Config file whose `admin.listen` is the address to ask.
+        #[arg(short, long, env = "QUNBRIDGE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Admin endpoint address (`host:port`); default: the config's `admin.listen`, else
+        /// 127.0.0.1:9464.
+        #[arg(long)]
+        admin: Option<String>,
+        /// Only this group, by alias or `account:group` (repeatable).
+        #[arg(long)]
+        group: Vec<String>,
+        /// Only the groups of this link.
+        #[arg(long)]
+        link: Option<String>,
+        /// First day, `YYYY-MM-DD` (default: 6 days before `--until`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Last day, `YYYY-MM-DD` (default: today in `stats.utc_offset`).
+        #[arg(long)]
+        until: Option<String>,
+        /// One row per day or per week (Monday to Sunday).
+        #[arg(long, value_enum, default_value = "day")]
+        by: StatsBy,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: StatsFormat,
+        /// Start CSV with a UTF-8 byte order mark, so spreadsheet programs show Chinese names.
+        #[arg(long)]
+        bom: bool,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// `stats --by`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StatsBy {
+    /// One row per day.
+    Day,
+    /// One row per week.
+    Week,
+}
+
+/// `stats --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StatsFormat {
+    /// A table for a terminal.
+    Table,
+    /// CSV (see `--bom`).
+    Csv,
+    /// The JSON of `/api/v1/stats`.
+    Json,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let usage = error.use_stderr();
+            let _ = error.print();
+            return if usage {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     if let Err(error) = init_tracing(cli.log_format) {
         eprintln!("qunbridge: cannot set up logging: {error}");
         return ExitCode::from(EXIT_USAGE);
@@ -137,28 +204,141 @@ fn main() -> ExitCode {
             watch,
             json,
         } => status(config.as_deref(), admin, watch, json),
+        Command::Stats {
+            config,
+            admin,
+            group,
+            link,
+            since,
+            until,
+            by,
+            format,
+            bom,
+            out,
+        } => {
+            let mut query = qunbridge::stats::report::Query {
+                groups: group,
+                link,
+                by: match by {
+                    StatsBy::Day => qunbridge::stats::report::By::Day,
+                    StatsBy::Week => qunbridge::stats::report::By::Week,
+                },
+                ..Default::default()
+            };
+            for (flag, value, slot) in [
+                ("--since", since, &mut query.since),
+                ("--until", until, &mut query.until),
+            ] {
+                if let Some(value) = value {
+                    match qunbridge::stats::day::parse_date(&value) {
+                        Some(day) => *slot = Some(day),
+                        None => {
+                            eprintln!("qunbridge: {flag} {value:?}: not a date like 2026-12-01");
+                            return ExitCode::from(EXIT_USAGE);
+                        }
+                    }
+                }
+            }
+            if let (Some(since), Some(until)) = (query.since, query.until) {
+                if since > until {
+                    eprintln!("qunbridge: --since is after --until");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+            stats(
+                config.as_deref(),
+                admin,
+                &query,
+                format,
+                bom,
+                out.as_deref(),
+            )
+        }
     }
+}
+
+/// `qunbridge stats`: asks the daemon and prints the report.
+fn stats(
+    config: Option<&Path>,
+    admin: Option<String>,
+    query: &qunbridge::stats::report::Query,
+    format: StatsFormat,
+    bom: bool,
+    out: Option<&Path>,
+) -> ExitCode {
+    use qunbridge::stats::report;
+    let admin = match admin_address(config, admin) {
+        Ok(admin) => admin,
+        Err(code) => return code,
+    };
+    let runtime = match async_runtime(tokio::runtime::Builder::new_current_thread()) {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let fetched = runtime.block_on(qunbridge::status::fetch_stats(&admin, query));
+    let report = match fetched {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("qunbridge: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = match format {
+        StatsFormat::Table => report::table(&report),
+        StatsFormat::Csv => report::csv(&report, bom),
+        StatsFormat::Json => match serde_json::to_string_pretty(&report) {
+            Ok(json) => json + "\n",
+            Err(error) => {
+                eprintln!("qunbridge: cannot encode the report: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let written = match out {
+        Some(path) => std::fs::write(path, text.as_bytes())
+            .map_err(|error| format!("cannot write {}: {error}", path.display())),
+        None => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .map_err(|error| format!("cannot write the report: {error}"))
+        }
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("qunbridge: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The admin endpoint to ask: `--admin`, else the config's `admin.listen` (loopback when it
+/// listens on every address), else the default.
+fn admin_address(config: Option<&Path>, admin: Option<String>) -> Result<String, ExitCode> {
+    Ok(match (admin, config) {
+        (Some(admin), _) => admin,
+        (None, Some(path)) => {
+            let config = load(path)?;
+            // A daemon listening on every address still answers on loopback.
+            let mut listen = config.admin.listen;
+            if listen.ip().is_unspecified() {
+                listen.set_ip(match listen {
+                    std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            listen.to_string()
+        }
+        (None, None) => qunbridge::status::DEFAULT_ADMIN.to_owned(),
+    })
 }
 
 /// `qunbridge status`.
 fn status(config: Option<&Path>, admin: Option<String>, watch: bool, json: bool) -> ExitCode {
-    let admin = match (admin, config) {
-        (Some(admin), _) => admin,
-        (None, Some(path)) => match load(path) {
-            // A daemon listening on every address still answers on loopback.
-            Ok(config) => {
-                let mut listen = config.admin.listen;
-                if listen.ip().is_unspecified() {
-                    listen.set_ip(match listen {
-                        std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                        std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-                    });
-                }
-                listen.to_string()
-            }
-            Err(code) => return code,
-        },
-        (None, None) => qunbridge::status::DEFAULT_ADMIN.to_owned(),
+    let admin = match admin_address(config, admin) {
+        Ok(admin) => admin,
+        Err(code) => return code,
     };
     let runtime = match async_runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(runtime) => runtime,

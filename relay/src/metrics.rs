@@ -34,6 +34,25 @@ pub const BROKER_MESSAGES_LOST: &str = "qunbridge_broker_messages_lost_total";
 pub const STORE_COMMITS: &str = "qunbridge_store_commits_total";
 /// Histogram: seconds one state-store commit took, fsync included.
 pub const STORE_COMMIT_SECONDS: &str = "qunbridge_store_commit_seconds";
+/// Group health: messages said in a linked group, by its alias.
+pub const GROUP_MESSAGES: &str = "qunbridge_group_messages_total";
+/// Group health: members who joined a linked group, by alias and how.
+pub const GROUP_JOINED: &str = "qunbridge_group_members_joined_total";
+/// Group health: members who left a linked group, by alias and how.
+pub const GROUP_LEFT: &str = "qunbridge_group_members_left_total";
+/// Times a bot account was removed from a linked group (or the group disbanded), by account.
+pub const GROUP_BOT_REMOVED: &str = "qunbridge_group_bot_removed_total";
+/// Group health: what is known of each linked group (value 1), by alias, link, platform,
+/// account and coverage.
+pub const GROUP_INFO: &str = "qunbridge_group_info";
+/// Group health: distinct members who spoke over a window (`1d`, `7d`, `28d`), by alias.
+pub const GROUP_ACTIVE_SENDERS: &str = "qunbridge_group_active_senders";
+/// Group health: the last member count the platform told, by alias.
+pub const GROUP_MEMBER_COUNT: &str = "qunbridge_group_member_count";
+/// Group health: members by tier (core, regular, lurking, silent), by alias.
+pub const GROUP_MEMBERS_BY_TIER: &str = "qunbridge_group_members_by_tier";
+/// Group health: complete weeks in a row each with fewer messages than the week before.
+pub const GROUP_DECLINE_WEEKS: &str = "qunbridge_group_decline_weeks";
 /// Counter: configuration reloads, by `outcome` (`ok` or `failed`).
 pub const CONFIG_RELOADS: &str = "qunbridge_config_reloads_total";
 
@@ -41,6 +60,42 @@ pub const CONFIG_RELOADS: &str = "qunbridge_config_reloads_total";
 /// (`promtool check metrics` asks for them). Call once the recorder is installed.
 pub fn describe_all() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        GROUP_MESSAGES,
+        "Messages said in a linked group (not by bots), by the group's alias."
+    );
+    describe_counter!(
+        GROUP_JOINED,
+        "Members who joined a linked group, by alias and how."
+    );
+    describe_counter!(
+        GROUP_LEFT,
+        "Members who left a linked group, by alias and how."
+    );
+    describe_counter!(
+        GROUP_BOT_REMOVED,
+        "Times a bot account was removed from a linked group or the group was disbanded."
+    );
+    describe_gauge!(
+        GROUP_INFO,
+        "Each linked group (1), by alias, link, platform, account and coverage."
+    );
+    describe_gauge!(
+        GROUP_ACTIVE_SENDERS,
+        "Distinct members who spoke in a linked group over a window (1d, 7d, 28d)."
+    );
+    describe_gauge!(
+        GROUP_MEMBER_COUNT,
+        "The last member count the platform told for a linked group."
+    );
+    describe_gauge!(
+        GROUP_MEMBERS_BY_TIER,
+        "Members of a linked group by tier: core, regular, lurking, silent."
+    );
+    describe_gauge!(
+        GROUP_DECLINE_WEEKS,
+        "Complete weeks in a row, each with fewer messages than the week before."
+    );
     describe_counter!(
         MESSAGES_RECEIVED,
         "Messages taken in from a platform, by account and platform."

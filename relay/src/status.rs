@@ -39,7 +39,7 @@ pub enum StatusError {
         status: u16,
     },
     /// The answer was not a status document.
-    #[error("{url} did not answer with a status document: {source}")]
+    #[error("{url} did not answer with the JSON document expected: {source}")]
     Body {
         /// The URL asked.
         url: String,
@@ -56,12 +56,47 @@ pub enum StatusError {
 
 /// The status URL of an admin address (`host:port`, or a URL starting with `http://`).
 pub fn status_url(admin: &str) -> String {
+    admin_url(admin, "/api/v1/status")
+}
+
+/// The URL of `path` on an admin address (`host:port`, or a URL starting with `http://`).
+pub fn admin_url(admin: &str, path: &str) -> String {
     let base = if admin.starts_with("http://") || admin.starts_with("https://") {
         admin.trim_end_matches('/').to_owned()
     } else {
         format!("http://{admin}")
     };
-    format!("{base}/api/v1/status")
+    format!("{base}{path}")
+}
+
+/// Fetches the group-health report `query` asks for (`GET /api/v1/stats`).
+///
+/// # Errors
+/// [`StatusError`] when the daemon does not answer, answers with an error (group health
+/// off: 404), or answers with something that is not a report.
+pub async fn fetch_stats(
+    admin: &str,
+    query: &crate::stats::report::Query,
+) -> Result<crate::stats::report::Report, StatusError> {
+    let url = admin_url(admin, &format!("/api/v1/stats?{}", query.to_query_string()));
+    let response = client()?
+        .get(&url)
+        .send()
+        .await
+        .map_err(|source| StatusError::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
+    if !response.status().is_success() {
+        return Err(StatusError::Http {
+            url,
+            status: response.status().as_u16(),
+        });
+    }
+    response
+        .json()
+        .await
+        .map_err(|source| StatusError::Body { url, source })
 }
 
 /// Fetches the status document.

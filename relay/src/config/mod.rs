@@ -6,6 +6,7 @@ mod load;
 pub mod media;
 mod policy;
 mod raw;
+pub mod stats;
 mod suggest;
 mod validate;
 
@@ -23,6 +24,7 @@ pub use crate::policy::{GroupRef, Link};
 pub use load::{Env, ProcessEnv};
 pub use media::{MediaConfig, MediaMode};
 pub use policy::FilterConfig;
+pub use stats::{Notices, StatsConfig, StatsMetrics};
 
 /// Default embedded broker address.
 pub const DEFAULT_EMBEDDED_LISTEN: &str = "127.0.0.1:1884";
@@ -46,6 +48,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// How pictures are fetched, cached and carried (`[media]`).
     pub media: MediaConfig,
+    /// Group health (`[stats]`, links' `notices`).
+    pub stats: StatsConfig,
     /// What this process runs.
     pub role: Role,
     /// This process's name among the processes of one deployment.

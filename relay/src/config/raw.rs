@@ -59,6 +59,41 @@ pub struct RawConfig {
     /// `[filters.<platform or account>]`: link filtering rules.
     #[serde(default)]
     pub filters: BTreeMap<String, RawFilter>,
+    /// `[stats]`: group health.
+    #[serde(default)]
+    pub stats: RawStats,
+}
+
+/// `[stats]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawStats {
+    /// Whether group health is counted at all (default true).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// The offset days and weeks are counted in (`+08:00`).
+    #[serde(default)]
+    pub utc_offset: Option<String>,
+    /// How long day rows are kept (`400d`).
+    #[serde(default)]
+    pub retention: Option<String>,
+    /// Days of the last 7 a member must have spoken on to be `core`.
+    #[serde(default)]
+    pub core_days: Option<u32>,
+    /// Messages a week needs before the next week's fall counts toward `decline_weeks`.
+    #[serde(default)]
+    pub decline_min_messages: Option<u64>,
+    /// `per_group`, `per_link` or `off`: which `qunbridge_group_*` series are exported.
+    #[serde(default)]
+    pub metrics: Option<String>,
+    /// `"<account>:<group>" = "<alias>"`: the names groups go by in metrics and reports.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+    /// Join notice template (`{platform} {name} {link}`).
+    #[serde(default)]
+    pub join_format: Option<String>,
+    /// Leave notice template.
+    #[serde(default)]
+    pub leave_format: Option<String>,
 }
 
 /// `[limits."<account>"]`.
@@ -240,4 +275,7 @@ pub struct RawLink {
     /// Filter rules applied to this link's messages before any others.
     #[serde(default)]
     pub filters: Option<RawFilter>,
+    /// Join/leave notices to the link's other groups: `off`, `joins` or `all`.
+    #[serde(default)]
+    pub notices: Option<String>,
 }

@@ -80,6 +80,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Op
     }
 
     check_listeners(&broker, admin_listen, &raw, problems);
+    let stats = super::stats::stats(&raw.stats, &raw.links, &links, problems);
 
     for (name, limits) in &raw.limits {
         let item = format!("limits {name:?}");
@@ -116,6 +117,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Op
         },
         store: store?,
         media,
+        stats,
         role: role?,
         instance,
         accounts,

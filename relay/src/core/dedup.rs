@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use qunbridge_connectors::Envelope;
 use tracing::{debug, warn};
 
+use crate::store::stats::StatsDelta;
 use crate::store::{keys, RelayStore, WriteBatch, DEDUP_TTL};
 
 /// What dedup decided for one inbound message.
@@ -89,10 +90,10 @@ impl Dedup {
     /// Stores the keys of a message whose outbound publishes were confirmed, so later copies
     /// are dropped. A failure is logged: the outbound messages are with the broker, and
     /// egress's send log still stops a redelivered copy from being sent twice.
-    pub async fn remember(&self, keys: &[String]) {
+    pub async fn remember(&self, keys: &[String], stats: Vec<StatsDelta>) {
         let batch = WriteBatch {
             keys: keys.iter().map(|key| (key.clone(), DEDUP_TTL)).collect(),
-            copies: Vec::new(),
+            stats,
             ..Default::default()
         };
         if let Err(error) = self.store.write(batch).await {
@@ -176,7 +177,7 @@ mod tests {
             dedup.check(&envelope("a", "hi")).await,
             Verdict::CopyOfCurrent
         );
-        dedup.remember(&keys).await;
+        dedup.remember(&keys, Vec::new()).await;
         dedup.release(&keys);
         assert_eq!(
             dedup.check(&envelope("a", "hi")).await,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use futures_util::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
-use qunbridge_connectors::Envelope;
+use qunbridge_connectors::{Envelope, Kind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -17,6 +17,9 @@ use super::route::{Destination, SharedRoutes};
 use crate::activity::{Activity, WorkGuard};
 use crate::broker::{BrokerClient, Confirmation, Delivery, Topics};
 use crate::metrics::{count_drop, MESSAGES_RELAYED};
+use crate::stats::count::merge_into;
+use crate::stats::StatsCounter;
+use crate::store::stats::StatsDelta;
 use crate::store::RelayStore;
 
 /// Deliveries whose outbound publishes (and dedup writes) are in flight at once.
@@ -44,6 +47,8 @@ pub struct Core {
     pub publisher: BrokerClient,
     /// In-flight counter for shutdown.
     pub activity: Arc<Activity>,
+    /// Group health counting, when enabled.
+    pub stats: Option<Arc<StatsCounter>>,
 }
 
 /// A delivery whose outbound publishes are in flight.
@@ -54,6 +59,8 @@ struct PendingAck {
     confirmations: Vec<Confirmation>,
     /// Dedup keys to store once published, and to release from the in-progress set then.
     keys: Vec<String>,
+    /// Group-health counts of the message, stored with its keys once it is acknowledged.
+    stats: Option<StatsDelta>,
     /// Keeps the delivery counted as in flight.
     _work: WorkGuard,
 }
@@ -123,10 +130,25 @@ impl Core {
                     delivery,
                     confirmations: Vec::new(),
                     keys: Vec::new(),
+                    stats: None,
                     _work: work,
                 });
             }
         };
+        let stats = self
+            .stats
+            .as_ref()
+            .and_then(|counter| counter.inbound(&envelope));
+        // A membership change is counted, never relayed as a message.
+        if envelope.kind == Kind::Member {
+            return Some(PendingAck {
+                delivery,
+                confirmations: Vec::new(),
+                keys,
+                stats,
+                _work: work,
+            });
+        }
         let Some(confirmations) = self.publish_all(&envelope, destinations).await else {
             dedup.release(&keys);
             return None;
@@ -135,6 +157,7 @@ impl Core {
             delivery,
             confirmations,
             keys,
+            stats,
             _work: work,
         })
     }
@@ -234,6 +257,7 @@ async fn ack_in_order(
     // go in one write per REMEMBER_EVERY (or REMEMBER_BATCH keys), off the path of the
     // message, so at low rates the store's next commit is the destination's, not ours.
     let mut to_remember: Vec<String> = Vec::new();
+    let mut to_count: Vec<StatsDelta> = Vec::new();
     let mut remember_at = tokio::time::Instant::now();
     let mut intake_open = true;
     loop {
@@ -243,20 +267,23 @@ async fn ack_in_order(
                 let item: PendingAck = item;
                 if settled {
                     client.ack(&item.delivery).await;
-                    if to_remember.is_empty() {
+                    if to_remember.is_empty() && to_count.is_empty() {
                         remember_at = tokio::time::Instant::now() + REMEMBER_EVERY;
                     }
                     to_remember.extend(item.keys);
-                    if to_remember.len() >= REMEMBER_BATCH {
-                        remembering.push(remember(dedup.clone(), std::mem::take(&mut to_remember)));
+                    if let Some(delta) = item.stats {
+                        merge_into(&mut to_count, delta);
+                    }
+                    if to_remember.len() >= REMEMBER_BATCH || to_count.len() >= REMEMBER_BATCH {
+                        remembering.push(remember(dedup.clone(), std::mem::take(&mut to_remember), std::mem::take(&mut to_count)));
                     }
                 } else {
                     dedup.release(&item.keys);
                 }
             }
             Some(()) = remembering.next(), if !remembering.is_empty() => {}
-            _ = tokio::time::sleep_until(remember_at), if !to_remember.is_empty() => {
-                remembering.push(remember(dedup.clone(), std::mem::take(&mut to_remember)));
+            _ = tokio::time::sleep_until(remember_at), if !to_remember.is_empty() || !to_count.is_empty() => {
+                remembering.push(remember(dedup.clone(), std::mem::take(&mut to_remember), std::mem::take(&mut to_count)));
             }
             item = pending.recv(), if intake_open && inflight.len() < ACK_QUEUE => match item {
                 Some(item) => inflight.push_back(settle(item, stop.clone())),
@@ -267,9 +294,10 @@ async fn ack_in_order(
     }
 }
 
-/// Makes a batch of dedup keys durable, then takes them out of the in-progress set.
-async fn remember(dedup: Dedup, keys: Vec<String>) {
-    dedup.remember(&keys).await;
+/// Makes a batch of dedup keys (and the group-health counts of the same messages) durable
+/// in one write, then takes the keys out of the in-progress set.
+async fn remember(dedup: Dedup, keys: Vec<String>, stats: Vec<StatsDelta>) {
+    dedup.remember(&keys, stats).await;
     dedup.release(&keys);
 }
 

@@ -247,6 +247,8 @@ pub struct AccountEgress {
     /// The account's media context: a destination has the pictures of the message at its
     /// front fetched before it takes the send's pacing token.
     pub media: qunbridge_connectors::media::MediaContext,
+    /// Group health: what was relayed into the account's linked groups is counted here.
+    pub stats: Option<Arc<crate::stats::StatsCounter>>,
 }
 
 /// Spreads an account's messages over per-destination workers.

@@ -465,6 +465,14 @@ fn record_and_ack(shared: &AccountEgress, unit: Unit, receipt: SendReceipt) {
         if let Some(echo) = keys::echo(shared.platform, &unit.outbound.group, &unit.outbound.text) {
             batch.keys.push((echo, ECHO_TTL));
         }
+        if let Some(stats) = &shared.stats {
+            for member in unit.members.iter().filter(|m| m.ack.is_some()) {
+                crate::stats::count::merge_into(
+                    &mut batch.stats,
+                    stats.relayed_in(&shared.account, &unit.outbound.group, member.original.ts_ms),
+                );
+            }
+        }
     }
     let store = shared.store.clone();
     let account = shared.account.clone();
@@ -739,6 +747,7 @@ mod tests {
                 policy: Arc::new(crate::egress::LivePolicy::new(policy)),
                 connector,
                 store: Arc::new(MemoryStore::new(1000)),
+                stats: None,
                 stop: tokio_util::sync::CancellationToken::new(),
                 room: crate::egress::OutboxRoom::new(
                     crate::egress::OUTBOX_LIMIT,

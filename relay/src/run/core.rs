@@ -52,6 +52,8 @@ pub struct CoreDeps {
     pub activity: Arc<Activity>,
     /// Flow control: the core gives back inbound room and takes outbound room.
     pub flow: Hops,
+    /// Group health counting, when enabled.
+    pub stats: Option<Arc<crate::stats::StatsCounter>>,
 }
 
 /// Which broker session a core runs on and how it treats its subscription.
@@ -189,6 +191,7 @@ impl CoreConnections {
             client: self.client.clone(),
             publisher: self.publisher.clone(),
             activity: deps.activity.clone(),
+            stats: deps.stats.clone(),
         };
         RunningCore {
             task: tokio::spawn(core.run(self.deliveries, stop)),

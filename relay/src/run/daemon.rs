@@ -17,6 +17,8 @@ use crate::admin::{self, Health};
 use crate::broker::{Endpoint, Hops, Topics};
 use crate::config::Config;
 use crate::core::{Routes, SharedRoutes};
+use crate::stats::report::StatsService;
+use crate::stats::{Aliases, Digester, StatsCounter};
 
 use super::core::CoreDeps;
 use super::error::RunError;
@@ -56,6 +58,10 @@ pub struct Daemon {
     /// address guard as `[media]` was read at start-up (a reload does not change them), in
     /// the global mode (each account gets its own).
     pub media: qunbridge_connectors::media::MediaContext,
+    /// Group health: the counter the core and egress feed, when `[stats]` is enabled.
+    pub stats: Option<Arc<StatsCounter>>,
+    /// Group health: reports and gauges over the store.
+    pub stats_service: Option<Arc<StatsService>>,
 }
 
 impl Daemon {
@@ -85,7 +91,13 @@ impl Daemon {
                 .map(|server| server.listen.to_string()),
             server_running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         });
+        let (stats, stats_service) = open_stats(config, &stores.relay);
+        if let Some(service) = &stats_service {
+            health.set_stats(service.clone());
+        }
         Daemon {
+            stats,
+            stats_service,
             placement,
             endpoint: Endpoint::for_mode(&config.broker.mode),
             topics: Topics::new(&config.broker.topic_prefix),
@@ -125,6 +137,9 @@ impl Daemon {
                 source,
             })?;
         info!(message = "Admin endpoint listening.", listen = %config.admin.listen);
+        if let Some(service) = &self.stats_service {
+            tokio::spawn(service.clone().run(self.stop.clone()));
+        }
         Ok(tokio::spawn(admin::serve(
             listener,
             self.health.clone(),
@@ -141,6 +156,16 @@ impl Daemon {
             store: self.store.clone(),
             activity: self.activity.clone(),
             flow: self.flow.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Puts a reloaded config's aliases, thresholds and formats in force for group health
+    /// (history is keyed by account and group, so renaming an alias loses nothing).
+    pub fn reload_stats(&self, config: &Config) {
+        if let (Some(counter), Some(service)) = (&self.stats, &self.stats_service) {
+            counter.set_aliases(aliases_of(config));
+            service.set_config(config.stats.clone());
         }
     }
 
@@ -158,8 +183,49 @@ impl Daemon {
             stop: self.stop.clone(),
             flow: self.flow.clone(),
             media: self.media.clone(),
+            stats: self.stats.clone(),
         }
     }
+}
+
+/// The aliases of a config's linked groups.
+fn aliases_of(config: &Config) -> Aliases {
+    Aliases::new(&config.stats, &config.links, |account| {
+        config.accounts.get(account).map(|a| a.platform)
+    })
+}
+
+/// Group health's counter and service, when `[stats]` is enabled and its key can be read
+/// or made under `state_dir` (otherwise counting is off, with an error logged).
+fn open_stats(
+    config: &Config,
+    store: &Arc<dyn crate::store::RelayStore>,
+) -> (Option<Arc<StatsCounter>>, Option<Arc<StatsService>>) {
+    if !config.stats.enabled {
+        return (None, None);
+    }
+    let digester = match Digester::open(&config.state_dir) {
+        Ok(digester) => digester,
+        Err(error) => {
+            tracing::error!(
+                message = "Group health is off: its key cannot be read or made in state_dir.",
+                file = %config.state_dir.join(crate::stats::digest::KEY_FILE).display(),
+                %error
+            );
+            return (None, None);
+        }
+    };
+    let counter = Arc::new(StatsCounter::new(
+        &config.stats,
+        aliases_of(config),
+        digester,
+    ));
+    let service = Arc::new(StatsService::new(
+        store.clone(),
+        counter.clone(),
+        config.stats.clone(),
+    ));
+    (Some(counter), Some(service))
 }
 
 /// The routing table of a validated config. The core builds routes from plain data (links,

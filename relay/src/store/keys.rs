@@ -37,6 +37,9 @@ pub fn origin(account: &str, group: &str, message_id: &str) -> String {
 /// keys are returned too; the first is the message's own. Empty for recalls and `api`
 /// groups.
 pub fn content(envelope: &Envelope) -> Vec<String> {
+    if envelope.kind == qunbridge_connectors::Kind::Member {
+        return member(envelope);
+    }
     // An `api` group belongs to one account: no second bot can report the same message.
     if envelope.kind != qunbridge_connectors::Kind::Message
         || envelope.origin.platform == Platform::Api
@@ -56,6 +59,32 @@ pub fn content(envelope: &Envelope) -> Vec<String> {
                 envelope.origin.platform.as_str(),
                 envelope.origin.group,
                 envelope.sender.id
+            )
+        })
+        .collect()
+}
+
+/// The keys of a join or leave reported by any bot account of the group (MEMBERS.md §2.9):
+/// platform, group, member, change and minute of the platform's timestamp, the first being
+/// the event's own minute, then its neighbours (two reports may straddle a minute). Member
+/// counts have none: a repeated count changes nothing.
+fn member(envelope: &Envelope) -> Vec<String> {
+    let Some(event) = envelope.member.as_ref() else {
+        return Vec::new();
+    };
+    if event.change == qunbridge_connectors::model::Change::Count {
+        return Vec::new();
+    }
+    let minute = envelope.ts_ms / 60_000;
+    [minute, minute.saturating_sub(1), minute.saturating_add(1)]
+        .iter()
+        .map(|m| {
+            format!(
+                "m{SEP}{}{SEP}{}{SEP}{}{SEP}{}{SEP}{m}",
+                envelope.origin.platform.as_str(),
+                envelope.origin.group,
+                envelope.sender.id,
+                event.change.as_str()
             )
         })
         .collect()

@@ -2,13 +2,14 @@
 //! size, the message map), lost on restart, and on tokio's clock so paused-time tests can
 //! move past expiries. Used by unit tests of the core and egress.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
-use super::{OriginEntry, OutboxEntry, OutboxPut, RelayStore, StoreError, WriteBatch};
+use super::stats::{self, Day, DayCounts, DayRow};
+use super::{DaySenders, OriginEntry, OutboxEntry, OutboxPut, RelayStore, StoreError, WriteBatch};
 
 /// Keys (and origins) kept at most, so a flood of unique ids cannot exhaust memory.
 pub const DEFAULT_CAPACITY: usize = 1_000_000;
@@ -32,6 +33,10 @@ struct State {
     outbox_index: HashMap<(String, String), u64>,
     /// The last outbox sequence number.
     outbox_seq: u64,
+    /// Group health: [`stats::row_key`] → counts.
+    stats_rows: BTreeMap<String, DayCounts>,
+    /// Group health: row key → sender digests.
+    stats_senders: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// The store.
@@ -82,6 +87,31 @@ impl MemoryStore {
             if state.keys.insert(key.clone(), now + ttl).is_none() {
                 state.key_order.push_back(key);
             }
+        }
+        for delta in &batch.stats {
+            let key = stats::row_key(delta.day, &delta.account, &delta.group);
+            if !delta.counts.is_empty() {
+                state
+                    .stats_rows
+                    .entry(key.clone())
+                    .or_default()
+                    .merge(&delta.counts);
+            }
+            if !delta.senders.is_empty() {
+                state
+                    .stats_senders
+                    .entry(key)
+                    .or_default()
+                    .extend(delta.senders.iter().cloned());
+            }
+        }
+        if let Some((rows_before, senders_before)) = batch.stats_before {
+            let (rows_end, senders_end) = (
+                stats::day_text(rows_before),
+                stats::day_text(senders_before),
+            );
+            state.stats_rows.retain(|key, _| *key >= rows_end);
+            state.stats_senders.retain(|key, _| *key >= senders_end);
         }
         for (account, key) in batch.outbox_done {
             if let Some(seq) = state.outbox_index.remove(&(account.clone(), key)) {
@@ -174,6 +204,44 @@ impl RelayStore for MemoryStore {
                 .insert(seq, entry);
         }
         Box::pin(async move { Ok(added) })
+    }
+
+    fn stats_rows(&self, from: Day, to: Day) -> BoxFuture<'_, Result<Vec<DayRow>, StoreError>> {
+        let (start, end) = (stats::day_text(from), stats::day_text(to.saturating_add(1)));
+        let rows = self
+            .lock()
+            .stats_rows
+            .range(start..end)
+            .filter_map(|(key, counts)| {
+                let (day, account, group) = stats::parse_row_key(key)?;
+                Some(DayRow {
+                    account: account.to_owned(),
+                    group: group.to_owned(),
+                    day,
+                    counts: counts.clone(),
+                })
+            })
+            .collect();
+        Box::pin(async move { Ok(rows) })
+    }
+
+    fn stats_senders<'a>(
+        &'a self,
+        account: &'a str,
+        group: &'a str,
+        from: Day,
+        to: Day,
+    ) -> BoxFuture<'a, Result<DaySenders, StoreError>> {
+        let state = self.lock();
+        let days = (from..=to)
+            .filter_map(|day| {
+                let digests = state
+                    .stats_senders
+                    .get(&stats::row_key(day, account, group))?;
+                Some((day, digests.iter().cloned().collect()))
+            })
+            .collect();
+        Box::pin(async move { Ok(days) })
     }
 
     fn outbox<'a>(

@@ -12,11 +12,14 @@ pub mod memory;
 pub mod message_map;
 pub mod persistent;
 pub mod redis;
+pub mod stats;
 
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+
+use stats::{Day, DayRow, StatsDelta};
 
 pub use memory::MemoryStore;
 pub use persistent::PersistentStore;
@@ -103,14 +106,26 @@ pub struct WriteBatch {
     /// Outbox entries that are settled (sent or dropped), as `(account, key)`: they leave the
     /// outbox in the same commit that records their send.
     pub outbox_done: Vec<(String, String)>,
+    /// Group-health counts to add ([`stats`]).
+    pub stats: Vec<StatsDelta>,
+    /// Group-health data to sweep: day rows before the first day, sender digests before the
+    /// second.
+    pub stats_before: Option<(Day, Day)>,
 }
 
 impl WriteBatch {
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.copies.is_empty() && self.outbox_done.is_empty()
+        self.keys.is_empty()
+            && self.copies.is_empty()
+            && self.outbox_done.is_empty()
+            && self.stats.is_empty()
+            && self.stats_before.is_none()
     }
 }
+
+/// The sender digests of one group, per day.
+pub type DaySenders = Vec<(Day, Vec<String>)>;
 
 /// A message waiting in an account's durable outbox (ARCHITECTURE.md §4: "the broker is
 /// transport, the store is the queue"): egress puts every outbound delivery here before it
@@ -189,6 +204,19 @@ pub trait RelayStore: Send + Sync + 'static {
         &'a self,
         account: &'a str,
     ) -> BoxFuture<'a, Result<Vec<OutboxEntry>, StoreError>>;
+
+    /// Every group's day rows from day `from` to day `to`, both included, ordered by day.
+    fn stats_rows(&self, from: Day, to: Day) -> BoxFuture<'_, Result<Vec<DayRow>, StoreError>>;
+
+    /// The sender digests of `account`'s `group` on each day from `from` to `to` (both
+    /// included) that has any.
+    fn stats_senders<'a>(
+        &'a self,
+        account: &'a str,
+        group: &'a str,
+        from: Day,
+        to: Day,
+    ) -> BoxFuture<'a, Result<DaySenders, StoreError>>;
 
     /// Claims `keys` for `holder` (an envelope id) for `ttl`: true when no other holder has
     /// any of them. Cores sharing one store use it so that two reports of one message handled

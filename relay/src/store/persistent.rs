@@ -25,9 +25,10 @@ use redb::{
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use super::stats::{self, DayCounts, DayRow, StatsDelta};
 use super::{
-    CopyRecord, OriginEntry, OutboxEntry, OutboxPut, RelayStore, StoreError, WriteBatch, DEDUP_TTL,
-    MAP_TTL,
+    CopyRecord, DaySenders, OriginEntry, OutboxEntry, OutboxPut, RelayStore, StoreError,
+    WriteBatch, DEDUP_TTL, MAP_TTL,
 };
 
 /// The store's file name under `state_dir`.
@@ -78,6 +79,10 @@ const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox
 const OUTBOX_INDEX: TableDefinition<&str, u64> = TableDefinition::new("outbox_index");
 /// The meta row holding the last outbox sequence number.
 const OUTBOX_SEQ: &str = "outbox_seq";
+/// Group health: `day|account|group` → that day's counts (JSON of [`DayCounts`]).
+const STATS_ROWS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats_rows");
+/// Group health: `day|account|group|digest` → nothing; the digests of members who spoke.
+const STATS_SENDERS: TableDefinition<&str, ()> = TableDefinition::new("stats_senders");
 /// How long the writer waits for more jobs before a commit while batches are forming (the
 /// previous commit carried at least [`GATHER_FROM`] jobs); never at low and moderate rates,
 /// so their latency is that of one commit.
@@ -304,6 +309,8 @@ fn init(db: &Database) -> Result<u64, redb::Error> {
         txn.open_table(FEED_KEYS)?;
         txn.open_table(OUTBOX)?;
         txn.open_table(OUTBOX_INDEX)?;
+        txn.open_table(STATS_ROWS)?;
+        txn.open_table(STATS_SENDERS)?;
         let mut meta = txn.open_table(META)?;
         let existing = meta.get("epoch")?.map(|v| v.value());
         match existing {
@@ -544,6 +551,49 @@ fn apply_write(
             }
         }
     }
+    if !batch.stats.is_empty() {
+        apply_stats(txn, &batch.stats)?;
+    }
+    if let Some((rows_before, senders_before)) = batch.stats_before {
+        sweep_stats(txn, rows_before, senders_before)?;
+    }
+    Ok(())
+}
+
+/// Adds group-health counts to their day rows and the sender digests to their sets.
+fn apply_stats(txn: &WriteTransaction, deltas: &[StatsDelta]) -> Result<(), redb::Error> {
+    let mut rows = txn.open_table(STATS_ROWS)?;
+    let mut senders = txn.open_table(STATS_SENDERS)?;
+    for delta in deltas {
+        let key = stats::row_key(delta.day, &delta.account, &delta.group);
+        if !delta.counts.is_empty() {
+            let mut counts: DayCounts = rows
+                .get(key.as_str())?
+                .and_then(|v| serde_json::from_slice(v.value()).ok())
+                .unwrap_or_default();
+            counts.merge(&delta.counts);
+            let json = serde_json::to_vec(&counts).unwrap_or_default();
+            rows.insert(key.as_str(), json.as_slice())?;
+        }
+        for digest in &delta.senders {
+            senders.insert(format!("{key}|{digest}").as_str(), ())?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes day rows before `rows_before` and sender digests before `senders_before`.
+fn sweep_stats(
+    txn: &WriteTransaction,
+    rows_before: stats::Day,
+    senders_before: stats::Day,
+) -> Result<(), redb::Error> {
+    let rows_end = stats::day_text(rows_before);
+    txn.open_table(STATS_ROWS)?
+        .retain_in(..rows_end.as_str(), |_, _| false)?;
+    let senders_end = stats::day_text(senders_before);
+    txn.open_table(STATS_SENDERS)?
+        .retain_in(..senders_end.as_str(), |_, _| false)?;
     Ok(())
 }
 
@@ -924,6 +974,26 @@ impl RelayStore for PersistentStore {
         })
     }
 
+    fn stats_rows(
+        &self,
+        from: stats::Day,
+        to: stats::Day,
+    ) -> BoxFuture<'_, Result<Vec<DayRow>, StoreError>> {
+        let rows = self.read_stats_rows(from, to);
+        Box::pin(async move { rows })
+    }
+
+    fn stats_senders<'a>(
+        &'a self,
+        account: &'a str,
+        group: &'a str,
+        from: stats::Day,
+        to: stats::Day,
+    ) -> BoxFuture<'a, Result<DaySenders, StoreError>> {
+        let days = self.read_stats_senders(account, group, from, to);
+        Box::pin(async move { days })
+    }
+
     fn outbox<'a>(
         &'a self,
         account: &'a str,
@@ -947,6 +1017,62 @@ impl RelayStore for PersistentStore {
             Ok(entries)
         })();
         Box::pin(async move { entries })
+    }
+}
+
+impl PersistentStore {
+    /// Day rows from `from` to `to`, both included.
+    fn read_stats_rows(&self, from: stats::Day, to: stats::Day) -> Result<Vec<DayRow>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(STATS_ROWS).map_err(backend)?;
+        let (start, end) = (stats::day_text(from), stats::day_text(to.saturating_add(1)));
+        let mut rows = Vec::new();
+        for row in table.range(start.as_str()..end.as_str()).map_err(backend)? {
+            let (key, value) = row.map_err(backend)?;
+            let Some((day, account, group)) = stats::parse_row_key(key.value()) else {
+                continue;
+            };
+            let Ok(counts) = serde_json::from_slice::<DayCounts>(value.value()) else {
+                warn!(message = "Skipping an unreadable group-health row.", key = %key.value());
+                continue;
+            };
+            rows.push(DayRow {
+                account: account.to_owned(),
+                group: group.to_owned(),
+                day,
+                counts,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Sender digests of one group, per day from `from` to `to`.
+    fn read_stats_senders(
+        &self,
+        account: &str,
+        group: &str,
+        from: stats::Day,
+        to: stats::Day,
+    ) -> Result<DaySenders, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(STATS_SENDERS).map_err(backend)?;
+        let mut days = Vec::new();
+        for day in from..=to {
+            // `|` + 1 is `}`: every key under the prefix `day|account|group|`.
+            let prefix = stats::row_key(day, account, group);
+            let (start, end) = (format!("{prefix}|"), format!("{prefix}}}"));
+            let mut digests = Vec::new();
+            for row in table.range(start.as_str()..end.as_str()).map_err(backend)? {
+                let (key, _) = row.map_err(backend)?;
+                if let Some(digest) = key.value().strip_prefix(start.as_str()) {
+                    digests.push(digest.to_owned());
+                }
+            }
+            if !digests.is_empty() {
+                days.push((day, digests));
+            }
+        }
+        Ok(days)
     }
 }
 

@@ -17,9 +17,10 @@ use ::redis::{AsyncCommands, Script};
 use futures_util::future::BoxFuture;
 use qunbridge_connectors::api::{Appended, FeedLog, FeedLogError};
 
+use super::stats::{self, Day, DayCounts, DayRow, StatsDelta};
 use super::{
-    Copy, OriginEntry, OutboxEntry, OutboxPut, RelayStore, StoreError, WriteBatch, DEDUP_TTL,
-    MAP_TTL,
+    Copy, DaySenders, OriginEntry, OutboxEntry, OutboxPut, RelayStore, StoreError, WriteBatch,
+    DEDUP_TTL, MAP_TTL,
 };
 
 /// Default key prefix.
@@ -117,6 +118,76 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Adds group-health counts: each day row is a hash of counters (`HINCRBY`, so
+    /// processes sharing the store add up), indexed by day in a sorted set; sender digests
+    /// are a set per row.
+    fn add_stats(&self, pipe: &mut ::redis::Pipeline, deltas: &[StatsDelta]) {
+        for delta in deltas {
+            let row = stats::row_key(delta.day, &delta.account, &delta.group);
+            let counts = &delta.counts;
+            if !counts.is_empty() {
+                let hash = self.key("sr", &row);
+                let mut fields: Vec<(String, u64)> = vec![
+                    ("messages".into(), counts.messages),
+                    ("relayed_in".into(), counts.relayed_in),
+                ];
+                for (slot, n) in counts.joins.iter().enumerate() {
+                    fields.push((format!("j{slot}"), *n));
+                }
+                for (slot, n) in counts.leaves.iter().enumerate() {
+                    fields.push((format!("l{slot}"), *n));
+                }
+                for (field, n) in fields.into_iter().filter(|(_, n)| *n > 0) {
+                    pipe.hincr(&hash, field, n).ignore();
+                }
+                if let Some(count) = counts.member_count {
+                    pipe.hset(&hash, "member_count", count).ignore();
+                    pipe.hset(&hash, "member_count_ms", counts.member_count_ms)
+                        .ignore();
+                }
+                pipe.zadd(self.key("sd", "rows"), &row, delta.day).ignore();
+            }
+            if !delta.senders.is_empty() {
+                let set = self.key("ss", &row);
+                pipe.sadd(&set, delta.senders.iter().collect::<Vec<_>>())
+                    .ignore();
+                pipe.zadd(self.key("sd", "senders"), &row, delta.day)
+                    .ignore();
+            }
+        }
+    }
+
+    /// Deletes day rows before `rows_before` and sender sets before `senders_before`.
+    async fn sweep_stats(&self, rows_before: Day, senders_before: Day) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        for (index, space, before) in [
+            ("rows", "sr", rows_before),
+            ("senders", "ss", senders_before),
+        ] {
+            let index = self.key("sd", index);
+            let old: Vec<String> = connection
+                .zrangebyscore(&index, "-inf", format!("({before}"))
+                .await
+                .map_err(backend)?;
+            if old.is_empty() {
+                continue;
+            }
+            let mut pipe = ::redis::pipe();
+            pipe.atomic();
+            for row in &old {
+                pipe.del(self.key(space, row)).ignore();
+            }
+            pipe.zrembyscore(&index, "-inf", format!("({before}"))
+                .ignore();
+            pipe.query_async::<()>(&mut connection)
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+}
+
 impl RelayStore for RedisStore {
     fn holds_any<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
@@ -177,10 +248,77 @@ impl RelayStore for RedisStore {
                 pipe.hdel(self.key("ob", account), key).ignore();
                 pipe.zrem(self.key("oo", account), key).ignore();
             }
+            self.add_stats(&mut pipe, &batch.stats);
+            if let Some((rows_before, senders_before)) = batch.stats_before {
+                self.sweep_stats(rows_before, senders_before).await?;
+            }
             let mut connection = self.connection.clone();
             pipe.query_async::<()>(&mut connection)
                 .await
                 .map_err(backend)
+        })
+    }
+
+    fn stats_rows(&self, from: Day, to: Day) -> BoxFuture<'_, Result<Vec<DayRow>, StoreError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let names: Vec<String> = connection
+                .zrangebyscore(self.key("sd", "rows"), from, to)
+                .await
+                .map_err(backend)?;
+            let mut rows = Vec::with_capacity(names.len());
+            for name in names {
+                let Some((day, account, group)) = stats::parse_row_key(&name) else {
+                    continue;
+                };
+                let fields: std::collections::HashMap<String, u64> = connection
+                    .hgetall(self.key("sr", &name))
+                    .await
+                    .map_err(backend)?;
+                let field = |name: &str| fields.get(name).copied().unwrap_or(0);
+                let mut counts = DayCounts {
+                    messages: field("messages"),
+                    relayed_in: field("relayed_in"),
+                    member_count: fields.get("member_count").copied(),
+                    member_count_ms: field("member_count_ms"),
+                    ..DayCounts::default()
+                };
+                for slot in 0..counts.joins.len() {
+                    counts.joins[slot] = field(&format!("j{slot}"));
+                    counts.leaves[slot] = field(&format!("l{slot}"));
+                }
+                rows.push(DayRow {
+                    account: account.to_owned(),
+                    group: group.to_owned(),
+                    day,
+                    counts,
+                });
+            }
+            rows.sort_by_key(|row| row.day);
+            Ok(rows)
+        })
+    }
+
+    fn stats_senders<'a>(
+        &'a self,
+        account: &'a str,
+        group: &'a str,
+        from: Day,
+        to: Day,
+    ) -> BoxFuture<'a, Result<DaySenders, StoreError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let mut days = Vec::new();
+            for day in from..=to {
+                let digests: Vec<String> = connection
+                    .smembers(self.key("ss", &stats::row_key(day, account, group)))
+                    .await
+                    .map_err(backend)?;
+                if !digests.is_empty() {
+                    days.push((day, digests));
+                }
+            }
+            Ok(days)
         })
     }
 

@@ -1,0 +1,96 @@
+//! The names linked groups go by in metrics and reports: the operator's alias
+//! (`[stats.aliases]`), else `<account>#<n>` (the account's n-th linked group in link order).
+//! Never an id or a hash of one.
+
+use std::collections::BTreeMap;
+
+use qunbridge_connectors::Platform;
+
+use crate::config::StatsConfig;
+use crate::policy::links::Link;
+
+/// What is known of one linked group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedGroup {
+    /// The account that sees it.
+    pub account: String,
+    /// Its platform id.
+    pub group: String,
+    /// Its alias.
+    pub alias: String,
+    /// The first link it is in.
+    pub link: String,
+    /// The account's platform.
+    pub platform: Platform,
+}
+
+impl LinkedGroup {
+    /// How much of the group's life the bot sees (MEMBERS.md §2.7): `full`, `mentions`
+    /// (DingTalk delivers only messages that @-mention the robot) or `relayed_only`
+    /// (send-only webhooks: only what was relayed in).
+    pub fn coverage(&self) -> &'static str {
+        match self.platform {
+            Platform::Dingtalk => "mentions",
+            Platform::Wecom => "relayed_only",
+            _ => "full",
+        }
+    }
+}
+
+/// Every linked group, by (account, group).
+#[derive(Debug, Clone, Default)]
+pub struct Aliases {
+    /// (account, group) → the group.
+    groups: BTreeMap<(String, String), LinkedGroup>,
+}
+
+impl Aliases {
+    /// The aliases of the groups in `links`; `platform_of` tells an account's platform.
+    pub fn new(
+        stats: &StatsConfig,
+        links: &[Link],
+        platform_of: impl Fn(&str) -> Option<Platform>,
+    ) -> Aliases {
+        let mut groups = BTreeMap::new();
+        let mut per_account: BTreeMap<String, usize> = BTreeMap::new();
+        for link in links {
+            for member in link.groups.iter().chain(&link.to) {
+                let key = (member.account.clone(), member.group.clone());
+                if groups.contains_key(&key) {
+                    continue;
+                }
+                let Some(platform) = platform_of(&member.account) else {
+                    continue;
+                };
+                let n = per_account.entry(member.account.clone()).or_default();
+                *n += 1;
+                let alias = stats
+                    .aliases
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{}#{n}", member.account));
+                groups.insert(
+                    key,
+                    LinkedGroup {
+                        account: member.account.clone(),
+                        group: member.group.clone(),
+                        alias,
+                        link: link.name.clone(),
+                        platform,
+                    },
+                );
+            }
+        }
+        Aliases { groups }
+    }
+
+    /// The linked group `account`'s `group`, if it is one.
+    pub fn get(&self, account: &str, group: &str) -> Option<&LinkedGroup> {
+        self.groups.get(&(account.to_owned(), group.to_owned()))
+    }
+
+    /// Every linked group, by account then group.
+    pub fn all(&self) -> impl Iterator<Item = &LinkedGroup> {
+        self.groups.values()
+    }
+}

@@ -1,0 +1,203 @@
+//! Counting for group health, in the core after dedup (so a message reported by two bot
+//! accounts counts once) and in egress for what was relayed into a group. Counts travel to
+//! the store inside the write that already follows the message (the core's dedup keys, the
+//! egress send log), so they cost no commit of their own.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use qunbridge_connectors::model::Change;
+use qunbridge_connectors::{Envelope, Kind};
+use tracing::error;
+
+use super::aliases::Aliases;
+use super::day::day_of;
+use super::digest::Digester;
+use crate::config::{StatsConfig, StatsMetrics};
+use crate::store::stats::{how_slot, Day, DayCounts, StatsDelta};
+
+/// Digests remembered as already written, at most (then forgotten: writing one again is
+/// harmless, a set).
+const SEEN_MAX: usize = 200_000;
+
+/// Counts messages and membership changes of linked groups.
+pub struct StatsCounter {
+    /// The offset days are counted in, fixed for the process's life.
+    offset_secs: i64,
+    /// Which metric series are exported.
+    metrics: StatsMetrics,
+    /// Names for metric labels; swapped on reload.
+    aliases: Mutex<Arc<Aliases>>,
+    /// Makes member digests.
+    digester: Digester,
+    /// Digests already handed to the store, per (account, group, day): repeated senders
+    /// cost no store write.
+    seen: Mutex<HashMap<(String, String, Day), HashSet<String>>>,
+}
+
+impl StatsCounter {
+    /// A counter for `stats` over the groups of `aliases`.
+    pub fn new(stats: &StatsConfig, aliases: Aliases, digester: Digester) -> StatsCounter {
+        StatsCounter {
+            offset_secs: stats.utc_offset_secs,
+            metrics: stats.metrics,
+            aliases: Mutex::new(Arc::new(aliases)),
+            digester,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// Takes the aliases of a reloaded config.
+    pub fn set_aliases(&self, aliases: Aliases) {
+        *self.aliases.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(aliases);
+    }
+
+    /// The current aliases.
+    pub fn aliases(&self) -> Arc<Aliases> {
+        self.aliases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The counts of a fresh envelope of a linked group: a message from a member (not a
+    /// bot), or a membership change. `None` for anything else.
+    pub fn inbound(&self, envelope: &Envelope) -> Option<StatsDelta> {
+        match envelope.kind {
+            Kind::Message if !envelope.sender.is_bot => Some(self.message(envelope)),
+            Kind::Member => self.member(envelope),
+            _ => None,
+        }
+    }
+
+    /// The counts of a message relayed into `account`'s `group` at `ts_ms`.
+    pub fn relayed_in(&self, account: &str, group: &str, ts_ms: u64) -> StatsDelta {
+        StatsDelta {
+            account: account.to_owned(),
+            group: group.to_owned(),
+            day: day_of(ts_ms, self.offset_secs),
+            counts: DayCounts {
+                relayed_in: 1,
+                ..DayCounts::default()
+            },
+            senders: BTreeSet::new(),
+        }
+    }
+
+    /// A member's message: one message, and the sender's digest unless already written.
+    fn message(&self, envelope: &Envelope) -> StatsDelta {
+        let origin = &envelope.origin;
+        let day = day_of(envelope.ts_ms, self.offset_secs);
+        let digest = self
+            .digester
+            .digest(origin.platform.as_str(), &envelope.sender.id);
+        let mut senders = BTreeSet::new();
+        if self.first_sight(&origin.account, &origin.group, day, &digest) {
+            senders.insert(digest);
+        }
+        if let Some(alias) = self.label(&origin.account, &origin.group) {
+            metrics::counter!(crate::metrics::GROUP_MESSAGES, "group" => alias).increment(1);
+        }
+        StatsDelta {
+            account: origin.account.clone(),
+            group: origin.group.clone(),
+            day,
+            counts: DayCounts {
+                messages: 1,
+                ..DayCounts::default()
+            },
+            senders,
+        }
+    }
+
+    /// A join, a leave or a member count. A change that removed the bot account from the
+    /// group is logged as an error and counted: every relay into the group fails from now on.
+    fn member(&self, envelope: &Envelope) -> Option<StatsDelta> {
+        let event = envelope.member.as_ref()?;
+        let origin = &envelope.origin;
+        let mut counts = DayCounts::default();
+        if let Some(count) = event.member_count {
+            counts.member_count = Some(count);
+            counts.member_count_ms = envelope.ts_ms;
+        }
+        let label = self.label(&origin.account, &origin.group);
+        match event.change {
+            Change::Join => {
+                counts.joins[how_slot(event.how)] = 1;
+                if let Some(alias) = label {
+                    metrics::counter!(crate::metrics::GROUP_JOINED, "group" => alias, "how" => event.how.as_str())
+                        .increment(1);
+                }
+            }
+            Change::Leave => {
+                counts.leaves[how_slot(event.how)] = 1;
+                if let Some(alias) = label {
+                    metrics::counter!(crate::metrics::GROUP_LEFT, "group" => alias, "how" => event.how.as_str())
+                        .increment(1);
+                }
+            }
+            Change::Count => {}
+        }
+        if event.change == Change::Leave && event.how.removes_bot() {
+            let alias = self
+                .aliases()
+                .get(&origin.account, &origin.group)
+                .map(|g| g.alias.clone())
+                .unwrap_or_default();
+            error!(
+                message = "The bot account is no longer in a linked group; relaying into it will fail.",
+                account = %origin.account,
+                group = %origin.group,
+                alias = %alias,
+                how = event.how.as_str()
+            );
+            metrics::counter!(crate::metrics::GROUP_BOT_REMOVED, "account" => origin.account.clone())
+                .increment(1);
+        }
+        Some(StatsDelta {
+            account: origin.account.clone(),
+            group: origin.group.clone(),
+            day: day_of(envelope.ts_ms, self.offset_secs),
+            counts,
+            senders: BTreeSet::new(),
+        })
+    }
+
+    /// The `group` label of a linked group's series, or `None` when none are exported.
+    fn label(&self, account: &str, group: &str) -> Option<String> {
+        let aliases = self.aliases();
+        let linked = aliases.get(account, group)?;
+        match self.metrics {
+            StatsMetrics::PerGroup => Some(linked.alias.clone()),
+            StatsMetrics::PerLink => Some(linked.link.clone()),
+            StatsMetrics::Off => None,
+        }
+    }
+
+    /// True the first time `digest` is seen for the group and day (as far as memory goes).
+    fn first_sight(&self, account: &str, group: &str, day: Day, digest: &str) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let total: usize = seen.values().map(HashSet::len).sum();
+        if total >= SEEN_MAX {
+            seen.clear();
+        }
+        seen.retain(|(_, _, kept), _| *kept >= day - 1);
+        seen.entry((account.to_owned(), group.to_owned(), day))
+            .or_default()
+            .insert(digest.to_owned())
+    }
+}
+
+/// Adds `delta` into `batch`, merging it with a delta of the same group and day.
+pub fn merge_into(batch: &mut Vec<StatsDelta>, delta: StatsDelta) {
+    match batch
+        .iter_mut()
+        .find(|d| d.day == delta.day && d.account == delta.account && d.group == delta.group)
+    {
+        Some(existing) => {
+            existing.counts.merge(&delta.counts);
+            existing.senders.extend(delta.senders);
+        }
+        None => batch.push(delta),
+    }
+}
