@@ -10,11 +10,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use qunbridge_tests::dingtalk_peer::{
-    picture_message, rich_text_message, text_message, DingTalkPeer, GroupSend, Robot, CLIENT_ID,
-    CLIENT_SECRET, MAX_MSG_PARAM,
+    add_member_event, picture_message, rich_text_message, text_message, DingTalkPeer, GroupSend,
+    Robot, CLIENT_ID, CLIENT_SECRET, MAX_MSG_PARAM,
 };
 use qunbridge_tests::file_server::{png, sha256_hex, FileServer, Route};
-use qunbridge_tests::{free_port, post_message, Broker, Daemon, SseClient, PATIENCE};
+use qunbridge_tests::{free_port, post_message, Broker, Daemon, RawMqtt, SseClient, PATIENCE};
 use serde_json::{json, Value};
 
 /// Runs a scenario once on the embedded broker and once on mosquitto.
@@ -149,8 +149,9 @@ async fn at_bot_message_reaches_the_api_group(broker: Broker) {
     assert_eq!(opens[0].accept.as_deref(), Some("application/json"));
     assert_eq!(opens[0].body["clientId"], CLIENT_ID);
     assert_eq!(
-        opens[0].body["subscriptions"][0],
-        json!({"type": "CALLBACK", "topic": "/v1.0/im/bot/messages/get"})
+        peer.subscriptions(),
+        json!([{"type": "CALLBACK", "topic": "/v1.0/im/bot/messages/get"}]),
+        "without `events` only bot messages are subscribed"
     );
     let mut a = watch_a(api).await;
 
@@ -325,6 +326,84 @@ async fn redelivered_frames_are_acknowledged_and_relayed_once(broker: Broker) {
     daemon.stop().await.expect("clean stop");
 }
 on_both_brokers!(redelivered_frames_are_acknowledged_and_relayed_once);
+
+/// The `kind` of an envelope published on an inbound topic.
+fn envelope_kind(payload: &[u8]) -> String {
+    serde_json::from_slice::<Value>(payload)
+        .ok()
+        .and_then(|v| v["kind"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_events_group_joins_are_published_as_member_envelopes_and_then_acknowledged() {
+    let broker = Broker::embedded();
+    let peer = DingTalkPeer::start(robots()).await;
+    let api = api_addr();
+    let toml = config(&broker, api, &peer, CLIENT_SECRET, "", "")
+        .replace("[accounts.ding]\n", "[accounts.ding]\nevents = true\n");
+    let daemon = Daemon::start(&toml).await;
+    let connection = peer.next_connection().await;
+    assert_eq!(
+        peer.subscriptions(),
+        json!([{"type": "CALLBACK", "topic": "/v1.0/im/bot/messages/get"},
+               {"type": "EVENT", "topic": "*"}])
+    );
+    let mut raw = RawMqtt::connect(broker.port(), "member-watcher").await;
+    raw.subscribe("qunbridge/v1/in/ding/+").await;
+    let topic = "qunbridge/v1/in/ding/cidQ7x%2BR2m%2F0Lw9==";
+    // A bot message seen on the topic shows the subscription is in place.
+    loop {
+        connection.callback(&text_message(GROUP, &connection.fresh_id(), "张三", " hi"));
+        let seen = tokio::time::timeout(
+            Duration::from_secs(2),
+            raw.next_matching(|_, payload| envelope_kind(payload) == "message"),
+        )
+        .await;
+        if let Ok((seen_topic, _)) = seen {
+            assert_eq!(seen_topic, topic);
+            break;
+        }
+    }
+
+    let frame = connection.event(
+        "chat_add_member",
+        &add_member_event(GROUP, &["user-1", "user-2"], "admin-9"),
+    );
+    let ack = &peer.wait_replies(&frame, 1).await[0];
+    assert_eq!(ack["code"], 200, "{ack}");
+    let status: Value = serde_json::from_str(ack["data"].as_str().unwrap_or_default())
+        .expect("the ACK data is a JSON string");
+    assert_eq!(status["status"], "SUCCESS", "{ack}");
+    let mut members = Vec::new();
+    for _ in 0..2 {
+        let (seen_topic, payload) = raw
+            .next_matching(|_, payload| envelope_kind(payload) == "member")
+            .await;
+        assert_eq!(seen_topic, topic);
+        let envelope: Value = serde_json::from_slice(&payload).expect("an envelope");
+        assert_eq!(envelope["origin"]["platform"], "dingtalk");
+        assert_eq!(envelope["origin"]["group"], GROUP);
+        assert_eq!(
+            envelope["member"],
+            json!({"change": "join", "how": "invite", "operator": "admin-9"})
+        );
+        members.push(
+            envelope["sender"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    members.sort();
+    assert_eq!(members, ["user-1", "user-2"]);
+
+    // An event type that is not about membership is acknowledged, and the connection stays.
+    let other = connection.event("chat_update_title", &json!({"openConversationId": GROUP}));
+    assert_eq!(peer.wait_replies(&other, 1).await[0]["code"], 200);
+    assert_eq!(peer.connections(), 1);
+    daemon.stop().await.expect("clean stop");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_disconnect_and_dropped_sockets() {
@@ -571,11 +650,13 @@ client_id = "dingabc"
 robot_code = ""
 api_base = "ftp://api.example"
 
+
 [accounts.hook]
 platform = "dingtalk"
 webhook = "ftp://oapi.example/robot/send?access_token=TOPSECRET"
 secret = ""
 keyword = " "
+events = true
 
 [accounts.good]
 platform = "dingtalk"
@@ -601,6 +682,7 @@ to = ["good:ops"]
         "account \"hook\": `webhook` = \"ftp://oapi.example/robot/send?<redacted>\"",
         "account \"hook\": `secret` = <redacted>: is empty",
         "account \"hook\": `keyword` = \" \": is empty",
+        "account \"hook\": `events` is not used by platform `dingtalk` with protocol `webhook`",
     ];
     for line in expected {
         assert!(
@@ -616,6 +698,30 @@ to = ["good:ops"]
     assert!(
         !error.problems.iter().any(|p| p.contains("\"good\"")),
         "a valid webhook account was refused: {error}"
+    );
+
+    // `events` is true or false; anything else is named with its value.
+    std::fs::write(
+        &path,
+        r#"
+[accounts.ding]
+platform = "dingtalk"
+client_id = "dingabc"
+client_secret = "app-secret"
+events = "sometimes"
+"#,
+    )
+    .expect("write");
+    let error = qunbridge::config::Config::from_file(&path, &env).expect_err("invalid");
+    assert!(
+        error
+            .problems
+            .iter()
+            .any(|p| p.contains("accounts.ding.events")
+                && p.contains("\"sometimes\"")
+                && p.contains("boolean")),
+        "{:#?}",
+        error.problems
     );
 }
 

@@ -5,8 +5,10 @@
 //!   `Accept: application/json` header (without it: an XML answer), and hands out a
 //!   single-use ticket (with `+ / =` in it, so URL-encoding mistakes show) for the gateway.
 //! - The gateway accepts a WebSocket only with an unused ticket, then lets the test send
-//!   CALLBACK, SYSTEM `ping` and `disconnect` frames or garbage, drop the socket, and records
-//!   every frame the client sends back (ACKs, pongs).
+//!   CALLBACK, EVENT (group events such as `chat_add_member`), SYSTEM `ping` and `disconnect`
+//!   frames or garbage, drop the socket, and records every frame the client sends back (ACKs,
+//!   pongs). `connections/open` refuses an EVENT subscription on a topic other than `*`, and
+//!   the subscription list of each request is kept.
 //! - `POST /v1.0/oauth2/accessToken` issues tokens; tokens can be revoked to make the next
 //!   call fail as an expired token does (HTTP 400 `InvalidAuthentication`).
 //! - `POST /v1.0/robot/groupMessages/send` and `/v1.0/robot/messageFiles/download` check the
@@ -55,6 +57,8 @@ pub const CLIENT_ID: &str = "dingtestapp01";
 pub const CLIENT_SECRET: &str = "app-s3cret";
 /// Topic of bot messages.
 pub const BOT_TOPIC: &str = "/v1.0/im/bot/messages/get";
+/// The only topic of an EVENT subscription.
+pub const EVENT_TOPIC: &str = "*";
 /// Largest `msgParam` DingTalk accepts.
 pub const MAX_MSG_PARAM: usize = 15_000;
 
@@ -396,6 +400,17 @@ impl DingTalkPeer {
         self.shared.with(|log| log.valid_tokens.clear());
     }
 
+    /// The `subscriptions` list of the latest `connections/open` request, as sent
+    /// (`Value::Null` before any request).
+    pub fn subscriptions(&self) -> Value {
+        self.shared.with(|log| {
+            log.opens
+                .last()
+                .map(|open| open.body["subscriptions"].clone())
+                .unwrap_or(Value::Null)
+        })
+    }
+
     /// `connections/open` requests so far.
     pub fn opens(&self) -> Vec<OpenRequest> {
         self.shared.with(|log| log.opens.clone())
@@ -541,7 +556,13 @@ async fn open_connection(
         subs.iter()
             .any(|s| s["type"] == "CALLBACK" && s["topic"] == BOT_TOPIC)
     });
-    if !subscribed {
+    // "EVENT only supports topic `*`" (PROTOCOLS.md §3.1).
+    let events_valid = body["subscriptions"].as_array().is_some_and(|subs| {
+        subs.iter()
+            .filter(|s| s["type"] == "EVENT")
+            .all(|s| s["topic"] == EVENT_TOPIC)
+    });
+    if !subscribed || !events_valid {
         return api_error(
             StatusCode::BAD_REQUEST,
             "invalidParameter",
@@ -891,6 +912,40 @@ impl GatewayConnection {
         id
     }
 
+    /// Sends an EVENT frame of `event_type` (headers `eventType`, `eventId`, `eventCorpId`,
+    /// `eventBornTime`, `eventUnifiedAppId` as DingTalk sets them) with frame id
+    /// `message_id` and event id `event_id`; `data` is JSON-encoded into the `data` string.
+    pub fn event_with_ids(
+        &self,
+        message_id: &str,
+        event_id: &str,
+        event_type: &str,
+        born_ms: u64,
+        data: &Value,
+    ) {
+        let frame = json!({
+            "specVersion": "1.0",
+            "type": "EVENT",
+            "headers": {
+                "appId": "peer-app", "connectionId": format!("c-{}", self.number),
+                "contentType": "application/json", "messageId": message_id,
+                "time": now_ms().to_string(), "topic": EVENT_TOPIC,
+                "eventType": event_type, "eventId": event_id, "eventCorpId": "ding3f",
+                "eventBornTime": born_ms.to_string(), "eventUnifiedAppId": "peer-unified-app"
+            },
+            "data": data.to_string(),
+        });
+        self.send_text(&frame.to_string());
+    }
+
+    /// Sends an EVENT frame of `event_type` born now, with fresh frame and event ids;
+    /// returns the frame id (what its ACK names).
+    pub fn event(&self, event_type: &str, data: &Value) -> String {
+        let id = self.fresh_id();
+        self.event_with_ids(&id, &format!("ev-{id}"), event_type, now_ms(), data);
+        id
+    }
+
     /// Sends a SYSTEM ping; returns its frame id and data string.
     pub fn ping(&self, opaque: &str) -> (String, String) {
         let id = self.fresh_id();
@@ -914,6 +969,17 @@ impl GatewayConnection {
     pub fn drop_socket(&self) {
         let _ = self.commands.send(Command::Drop);
     }
+}
+
+/// The data of a `chat_add_member` event (MEMBERS.md §2.5): `users` added to
+/// `open_conversation_id` by `operator`.
+pub fn add_member_event(open_conversation_id: &str, users: &[&str], operator: &str) -> Value {
+    json!({
+        "openConversationId": open_conversation_id, "chatId": "chat-peer",
+        "userId": users, "unionId": users.iter().map(|u| format!("union-{u}")).collect::<Vec<_>>(),
+        "operator": operator, "operatorUnionId": format!("union-{operator}"),
+        "timeStamp": now_ms()
+    })
 }
 
 /// A bot message payload (PROTOCOLS.md §3.5) in a group, with `msgtype` fields in `extra`.

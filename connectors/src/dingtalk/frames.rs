@@ -14,6 +14,9 @@ use crate::onebot_ws::frame::note_unknown;
 
 /// Topic of bot messages on CALLBACK frames.
 pub const BOT_MESSAGE_TOPIC: &str = "/v1.0/im/bot/messages/get";
+/// The only topic an EVENT subscription takes: which events come is chosen in the developer
+/// console (PROTOCOLS.md §3.1).
+pub const EVENT_TOPIC: &str = "*";
 /// `conversationType` of group chats.
 pub const GROUP_CONVERSATION: &str = "2";
 /// Longest placeholder taken from a platform msgtype, so a strange value cannot grow the text.
@@ -60,6 +63,12 @@ pub struct DownFrame {
     pub time_ms: Option<u64>,
     /// `data` exactly as received (normally a string), so a ping can be echoed verbatim.
     pub data: Value,
+    /// `headers.eventType` of an EVENT frame (`chat_add_member`, …), when present.
+    pub event_type: Option<String>,
+    /// `headers.eventId` of an EVENT frame, when present: the same on a redelivery.
+    pub event_id: Option<String>,
+    /// `headers.eventBornTime` of an EVENT frame in ms, when present.
+    pub event_born_ms: Option<u64>,
 }
 
 /// A string or number field of a JSON object, as a string.
@@ -114,7 +123,21 @@ pub fn parse_frame(text: &str) -> Result<DownFrame, FrameError> {
         message_id,
         time_ms: number_field(headers, "time"),
         data: frame.get("data").cloned().unwrap_or(Value::Null),
+        event_type: text_field(headers, "eventType").filter(|t| !t.is_empty()),
+        event_id: text_field(headers, "eventId").filter(|id| !id.is_empty()),
+        event_born_ms: number_field(headers, "eventBornTime"),
     })
+}
+
+/// The `subscriptions` of a `connections/open` request: bot messages, and with `events` also
+/// every event the app is subscribed to in the developer console. Without `events` the list
+/// is the one qunbridge always sent.
+pub fn subscriptions(events: bool) -> Value {
+    let mut list = vec![json!({ "type": "CALLBACK", "topic": BOT_MESSAGE_TOPIC })];
+    if events {
+        list.push(json!({ "type": "EVENT", "topic": EVENT_TOPIC }));
+    }
+    Value::Array(list)
 }
 
 /// An ACK frame: `code`, the `messageId` answered, and `data` (a JSON string).
@@ -164,13 +187,15 @@ pub fn callback_unsupported(message_id: &str) -> String {
     )
 }
 
-/// The ACK of an EVENT frame: handled (events are not relayed, so never redeliver them).
-pub fn event_ok(message_id: &str) -> String {
+/// The ACK of an EVENT frame that needs no redelivery: `note` says what became of it
+/// (`published`, `ignored`, `malformed`). An event whose envelopes the broker did not take
+/// gets no ACK at all, so DingTalk delivers it again.
+pub fn event_ok(message_id: &str, note: &str) -> String {
     ack(
         message_id,
         200,
         "OK",
-        Value::String("{\"status\":\"SUCCESS\",\"message\":\"ignored\"}".into()),
+        Value::String(json!({ "status": "SUCCESS", "message": note }).to_string()),
     )
 }
 
@@ -416,6 +441,41 @@ mod tests {
             parse_bot_message(&odd).expect("odd").pieces,
             vec![Piece::Unsupported("[hologram]".into())]
         );
+    }
+
+    #[test]
+    fn events_add_the_event_subscription_and_leave_the_list_alone_otherwise() {
+        // What qunbridge sent before `events` existed, byte for byte.
+        let before = json!([ { "type": "CALLBACK", "topic": "/v1.0/im/bot/messages/get" } ]);
+        assert_eq!(subscriptions(false).to_string(), before.to_string());
+        assert_eq!(
+            subscriptions(true),
+            json!([{"type": "CALLBACK", "topic": BOT_MESSAGE_TOPIC},
+                   {"type": "EVENT", "topic": "*"}])
+        );
+    }
+
+    #[test]
+    fn event_headers_are_read_and_the_ack_says_success() {
+        let event = json!({"specVersion": "1.0", "type": "EVENT",
+            "headers": {"topic": "*", "messageId": "m-9", "time": "7",
+                        "eventType": "chat_quit", "eventId": "ev-1", "eventBornTime": 1_718_880_000_123u64,
+                        "eventCorpId": "ding3f"},
+            "data": "{}"})
+        .to_string();
+        let frame = parse_frame(&event).expect("event");
+        assert_eq!(frame.kind, FrameType::Event);
+        assert_eq!(frame.event_type.as_deref(), Some("chat_quit"));
+        assert_eq!(frame.event_id.as_deref(), Some("ev-1"));
+        assert_eq!(frame.event_born_ms, Some(1_718_880_000_123));
+        let ack: Value = serde_json::from_str(&event_ok("m-9", "published")).expect("json");
+        assert_eq!(ack["code"], 200);
+        assert_eq!(ack["headers"]["messageId"], "m-9");
+        let data: Value =
+            serde_json::from_str(ack["data"].as_str().expect("a string")).expect("json");
+        assert_eq!(data, json!({"status": "SUCCESS", "message": "published"}));
+        let callback = parse_frame(&example_frame()).expect("frame");
+        assert_eq!((callback.event_type, callback.event_id), (None, None));
     }
 
     #[test]

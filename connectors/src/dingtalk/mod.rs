@@ -9,6 +9,7 @@
 //! Both keep their secrets (app secret, access token, webhook token, signing secret) out of
 //! logs, metrics and `Debug` output.
 
+pub mod events;
 /// The Stream wire format; public so the fuzz target `dingtalk_stream_frame` (`fuzz/`) can
 /// feed its parsers directly.
 pub mod frames;
@@ -65,6 +66,10 @@ pub struct StreamSettings {
     pub api_base: String,
     /// Legacy OpenAPI (`oapi`) base URL without a trailing `/`, for media uploads.
     pub oapi_base: String,
+    /// `events = true`: the Stream connection also subscribes to the app's events
+    /// (`{"type":"EVENT","topic":"*"}`), and group membership changes are published as
+    /// member envelopes ([`events`]).
+    pub events: bool,
 }
 
 /// Settings of a custom robot webhook account (send-only), resolved from the config.

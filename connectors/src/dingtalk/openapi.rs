@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use super::frames::BOT_MESSAGE_TOPIC;
+use super::frames::subscriptions;
 use super::text::{self, Sent};
 use super::{StreamSettings, USER_AGENT};
 use crate::context::SendReceipt;
@@ -346,7 +346,7 @@ impl OpenApi {
         let body = json!({
             "clientId": self.settings.client_id,
             "clientSecret": self.settings.client_secret.expose(),
-            "subscriptions": [ { "type": "CALLBACK", "topic": BOT_MESSAGE_TOPIC } ],
+            "subscriptions": subscriptions(self.settings.events),
             "ua": USER_AGENT,
         });
         let answer = self

@@ -26,6 +26,7 @@ pub const STREAM_SPEC: ProtocolSpec = ProtocolSpec {
         "robot_code",
         "api_base",
         "oapi_base",
+        "events",
     ],
     implied_by: None,
     send_only: false,
@@ -101,14 +102,19 @@ impl StreamSettings {
             api_base,
             oapi_base,
             client_id,
+            events: table.events.unwrap_or(false),
         })
     }
 
     /// A short description for `qunbridge check`.
     pub fn describe(&self) -> String {
         format!(
-            "dingtalk stream, client_id {}, robot_code {}, api_base {}, oapi_base {}",
-            self.client_id, self.robot_code, self.api_base, self.oapi_base
+            "dingtalk stream, client_id {}, robot_code {}, api_base {}, oapi_base {}, events {}",
+            self.client_id,
+            self.robot_code,
+            self.api_base,
+            self.oapi_base,
+            if self.events { "on" } else { "off" }
         )
     }
 
@@ -210,6 +216,24 @@ impl WebhookSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_are_off_unless_set() {
+        let mut table = AccountTable {
+            client_id: Some("dingabc".into()),
+            client_secret: Some("s3cret".into()),
+            ..AccountTable::default()
+        };
+        let mut problems = Vec::new();
+        let off = StreamSettings::from_table("account \"ding\"", &table, &mut problems);
+        assert!(off.is_some_and(|s| !s.events && s.describe().ends_with("events off")));
+        table.events = Some(true);
+        let on = StreamSettings::from_table("account \"ding\"", &table, &mut problems);
+        assert!(on.is_some_and(|s| s.events && s.describe().ends_with("events on")));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(STREAM_SPEC.keys.contains(&"events"));
+        assert!(!WEBHOOK_SPEC.keys.contains(&"events"));
+    }
 
     #[test]
     fn the_oapi_base_follows_the_api_base() {

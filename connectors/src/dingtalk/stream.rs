@@ -5,7 +5,9 @@
 //! A bot message is acknowledged only after the broker acknowledged its envelope; when the
 //! publish fails no ACK is sent, so the platform may deliver it again. Ids of relayed messages
 //! are remembered (bounded) so a frame delivered twice is acknowledged twice but published
-//! once. A malformed frame is logged and counted and the connection goes on. Any drop leads
+//! once. Group membership events (`events = true`, [`super::events`]) become member
+//! envelopes under the same rule: acknowledged once the broker has all of them. A malformed
+//! frame is logged and counted and the connection goes on. Any drop leads
 //! to a new ticket and connection after [`Backoff`]; refused credentials are reported as
 //! `AuthFailed` and retried on the slow schedule.
 
@@ -20,6 +22,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::events::{self, GroupEvent};
 use super::frames::{self, BotMessage, DownFrame, FrameType, Piece, BOT_MESSAGE_TOPIC};
 use super::openapi::OpenApi;
 use super::recent::RecentIds;
@@ -29,6 +32,7 @@ use crate::model::{
     Envelope, Kind, Locator, MediaKind, MediaRef, Origin, Platform, Segment, Sender,
     ENVELOPE_VERSION,
 };
+use crate::onebot_ws::frame::note_unknown;
 use crate::reverse_ws::{close_after, read_failure, socket_config};
 
 /// How long opening the WebSocket may take.
@@ -328,10 +332,7 @@ impl StreamIngress {
                     Step::default()
                 }
             },
-            FrameType::Event => {
-                debug!(message = "DingTalk event acknowledged and ignored.", account = %self.account, topic = %frame.topic);
-                Step::reply(frames::event_ok(&frame.message_id))
-            }
+            FrameType::Event => self.event(&frame).await,
             FrameType::Callback if frame.topic == BOT_MESSAGE_TOPIC => {
                 self.bot_message(&frame).await
             }
@@ -399,6 +400,56 @@ impl StreamIngress {
                 Step::default()
             }
         }
+    }
+
+    /// Publishes the member envelopes of a group event; the ACK goes back only once the broker
+    /// has every one of them (a redelivered event publishes the same ids again, and dedup
+    /// absorbs the copies). Other event types and unreadable events are counted and
+    /// acknowledged: they would read no better the next time.
+    async fn event(&mut self, frame: &DownFrame) -> Step {
+        let envelopes = match events::parse_event(&self.account, frame) {
+            Ok(GroupEvent::Members(envelopes)) => envelopes,
+            Ok(GroupEvent::Other(event_type)) => {
+                note_unknown(Platform::Dingtalk, "event", &event_type);
+                return Step::reply(frames::event_ok(&frame.message_id, "ignored"));
+            }
+            Err(error) => {
+                warn!(message = "Dropping a malformed DingTalk event.", account = %self.account, event_type = %events::event_type(frame), %error);
+                count_malformed();
+                return Step::reply(frames::event_ok(&frame.message_id, "malformed"));
+            }
+        };
+        let event_key = format!(
+            "event:{}",
+            frame.event_id.as_deref().unwrap_or(&frame.message_id)
+        );
+        if self.recent.contains(&event_key) {
+            debug!(message = "DingTalk event delivered again; acknowledged, not published twice.", account = %self.account);
+            crate::metrics::count_drop("duplicate");
+            return Step::reply(frames::event_ok(&frame.message_id, "published"));
+        }
+        if let Some(envelope) = envelopes
+            .iter()
+            .find(|e| e.member.as_ref().is_some_and(|m| m.how.removes_bot()))
+        {
+            warn!(message = "DingTalk group disbanded: the bot is no longer in it, and relays into it will fail.", account = %self.account, group = %envelope.origin.group);
+        }
+        for envelope in envelopes {
+            match self.ingress.publish(envelope).await {
+                Ok(()) => {}
+                Err(crate::IngressError::Busy { .. }) => {
+                    debug!(message = "DingTalk event refused: at capacity; not acknowledged.", account = %self.account);
+                    crate::metrics::count_rejected(&self.account, "busy");
+                    return Step::default();
+                }
+                Err(error) => {
+                    warn!(message = "DingTalk event not accepted by the broker; not acknowledged.", account = %self.account, %error);
+                    return Step::default();
+                }
+            }
+        }
+        self.recent.insert(&event_key);
+        Step::reply(frames::event_ok(&frame.message_id, "published"))
     }
 
     /// The segments of a bot message, with pictures resolved to download URLs (or shown as

@@ -72,12 +72,16 @@ pub struct AccountTable {
     /// does not take: `placeholder` (default) or `file` (uploaded and sent as a file).
     #[serde(default)]
     pub large_images: Option<String>,
+    /// DingTalk app robot: subscribe to the app's events (`EVENT` topic `*`) and publish
+    /// group membership changes (`chat_add_member`, …) as member envelopes. Off by default.
+    #[serde(default)]
+    pub events: Option<bool>,
 }
 
 impl AccountTable {
     /// Every key a protocol may read (all but `platform`, `protocol` and `media`), in the order
     /// [`AccountTable::set_keys`] reports them.
-    pub const KEYS: [&'static str; 17] = [
+    pub const KEYS: [&'static str; 18] = [
         "url",
         "listen",
         "access_token",
@@ -95,6 +99,7 @@ impl AccountTable {
         "send_images",
         "markdown",
         "large_images",
+        "events",
     ];
 
     /// The keys whose values are secrets: the config accepts them as `<key>_file` too, and
@@ -125,6 +130,7 @@ impl AccountTable {
             send_images,
             markdown,
             large_images,
+            events,
         } = self;
         let set = [
             url.is_some(),
@@ -144,6 +150,7 @@ impl AccountTable {
             send_images.is_some(),
             markdown.is_some(),
             large_images.is_some(),
+            events.is_some(),
         ];
         AccountTable::KEYS
             .into_iter()
@@ -180,7 +187,7 @@ mod tests {
         for key in AccountTable::KEYS {
             let value = match key {
                 "buffer" => serde_json::json!(1),
-                "send_images" | "markdown" => serde_json::json!(true),
+                "send_images" | "markdown" | "events" => serde_json::json!(true),
                 _ => serde_json::json!("x"),
             };
             let table: AccountTable =
