@@ -6,8 +6,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use qunbridge_tests::onebot11_peer::{group_message, OneBot11Peer};
-use qunbridge_tests::{free_port, post_message, Broker, Daemon, SseClient};
+use qunbridge_tests::onebot11_peer::{
+    group_message, member_decrease, member_increase, OneBot11Peer,
+};
+use qunbridge_tests::{free_port, post_message, Broker, Daemon, RawMqtt, SseClient};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -855,5 +857,66 @@ async fn a_slow_group_does_not_hold_back_another_group_of_the_account() {
         next["params"]["message"],
         json!([{"type": "text", "data": {"text": "[API] u1: next"}}])
     );
+    daemon.stop().await.expect("clean stop");
+}
+
+/// A `group_increase` notice reaches the broker as a `kind = member` envelope on the group's
+/// inbound topic, with the name `get_group_member_info` gave (the card) as the sender's; a
+/// leave of someone the implementation no longer knows goes with no name, never the number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_notice_is_published_as_a_member_envelope_with_the_resolved_name() {
+    let broker = Broker::embedded();
+    let (peer, url) = OneBot11Peer::serve(BOT, None, 0).await;
+    peer.set_member_list(735021844, &[(42, "", "Bob")]);
+    let api = api_addr();
+    let daemon = Daemon::start(&config(&broker, &format!("url = \"{url}\""), api)).await;
+    peer.wait_connections(1).await;
+    let mut watcher = RawMqtt::connect(broker.port(), "member-watcher").await;
+    watcher.subscribe("qunbridge/v1/in/qq/735021844").await;
+    // The subscription is in place once a message published after it arrives.
+    let text = json!([{"type": "text", "data": {"text": "marker"}}]);
+    loop {
+        peer.push_event(group_message(735021844, 42, 7, "", "Bob", text.clone()));
+        let seen = tokio::time::timeout(Duration::from_secs(1), watcher.received.recv()).await;
+        if matches!(seen, Ok(Some(_))) {
+            break;
+        }
+    }
+
+    peer.add_member(735021844, 1437420188, "Alice | Ops", "Alice");
+    peer.push_event(member_increase(735021844, 1437420188, 0, "invite"));
+    // Joins and leaves only: the member count published once the session was ready may
+    // arrive after the subscription too.
+    let is_member = |_: &str, payload: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(payload).is_ok_and(|envelope| {
+            envelope["kind"] == "member" && envelope["member"]["change"] != "count"
+        })
+    };
+    let (topic, payload) = watcher.next_matching(is_member).await;
+    assert_eq!(topic, "qunbridge/v1/in/qq/735021844");
+    let envelope: serde_json::Value = serde_json::from_slice(&payload).expect("json");
+    assert_eq!(envelope["sender"]["id"], "1437420188");
+    assert_eq!(envelope["sender"]["name"], "Alice | Ops");
+    assert_eq!(envelope["member"]["change"], "join");
+    assert_eq!(envelope["member"]["how"], "invite");
+    assert!(
+        envelope["member"].get("operator").is_none(),
+        "operator 0 is none"
+    );
+    let lookup = peer.next_action("get_group_member_info").await;
+    assert_eq!(
+        lookup["params"],
+        json!({"group_id": 735021844, "user_id": 1437420188i64})
+    );
+
+    // Someone the implementation no longer knows: published, unnamed.
+    peer.push_event(member_decrease(735021844, 555, 555, "leave"));
+    let (_, payload) = watcher.next_matching(is_member).await;
+    let envelope: serde_json::Value = serde_json::from_slice(&payload).expect("json");
+    assert_eq!(envelope["sender"]["id"], "555");
+    assert_eq!(envelope["sender"]["name"], "");
+    assert_eq!(envelope["member"]["change"], "leave");
+    assert_eq!(envelope["member"]["how"], "leave");
+    assert_eq!(envelope["member"]["operator"], "555");
     daemon.stop().await.expect("clean stop");
 }

@@ -18,6 +18,10 @@ pub const AUTH_FAILURES: &str = "qunbridge_auth_failures_total";
 /// and `kind`.
 pub const UNKNOWN_INPUT: &str = "qunbridge_unknown_input_total";
 
+/// Counter: polls of one group's member list (`member_poll`), by `account` and `outcome`
+/// (`ok`, `failed`); labels never carry group or user ids.
+pub const MEMBER_POLLS: &str = "qunbridge_member_polls_total";
+
 /// Counter: inbound messages not taken because qunbridge held as much as it can keep (flow
 /// control), by `account` and `reason` (`busy`); the platform offers them again.
 pub const INGRESS_REJECTED: &str = "qunbridge_ingress_rejected_total";

@@ -2,7 +2,11 @@
 //! speaking the exact wire protocol of PROTOCOLS.md §1 over real WebSockets: in forward mode
 //! it is the WebSocket server qunbridge connects to, in reverse mode the client that connects
 //! to qunbridge. It sends the lifecycle event and heartbeats, pushes the events a test asks
-//! for, records every action qunbridge calls and answers it (or fails it on request).
+//! for, records every action qunbridge calls and answers it (or fails it on request). Group
+//! members are scripted per group ([`OneBot11Peer::set_member_list`]): `get_group_list`
+//! answers them with `member_count`, `get_group_member_info` and `get_group_member_list`
+//! with `card` and `nickname`, as NapCat does; [`member_increase`] and [`member_decrease`]
+//! build the notices.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -22,6 +26,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::PATIENCE;
+
+/// A scripted group member: `(user_id, card, nickname)`.
+type PeerMember = (i64, String, String);
 
 /// The peer's shared state, driven by the test.
 pub struct OneBot11Peer {
@@ -58,6 +65,8 @@ pub struct OneBot11Peer {
     held_answers: Arc<AtomicUsize>,
     /// Fresh URLs `get_image` answers, by the picture's `file` (NapCat keeps them a day).
     images: Mutex<std::collections::HashMap<String, String>>,
+    /// Members by group: `(user_id, card, nickname)`, in list order.
+    groups: Mutex<std::collections::BTreeMap<i64, Vec<PeerMember>>>,
 }
 
 impl OneBot11Peer {
@@ -80,6 +89,7 @@ impl OneBot11Peer {
             slow_groups: Mutex::new(Vec::new()),
             held_answers: Arc::new(AtomicUsize::new(0)),
             images: Mutex::new(std::collections::HashMap::new()),
+            groups: Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
@@ -314,9 +324,77 @@ impl OneBot11Peer {
                         "message": "文件不存在", "wording": "文件不存在", "echo": echo}),
                 }
             }
+            Some("get_group_list") => {
+                let groups: Vec<Value> = self
+                    .groups
+                    .lock()
+                    .expect("lock")
+                    .iter()
+                    .map(|(group, members)| {
+                        json!({"group_id": group, "group_name": format!("group {group}"),
+                        "member_count": members.len(), "max_member_count": 500})
+                    })
+                    .collect();
+                json!({"status": "ok", "retcode": 0, "data": groups, "echo": echo})
+            }
+            Some("get_group_member_info") => {
+                let params = &request["params"];
+                let (group, user) = (params["group_id"].as_i64(), params["user_id"].as_i64());
+                let groups = self.groups.lock().expect("lock");
+                let member = group
+                    .and_then(|group| groups.get(&group))
+                    .and_then(|members| members.iter().find(|(id, _, _)| Some(*id) == user));
+                match member {
+                    Some((id, card, nickname)) => {
+                        json!({"status": "ok", "retcode": 0, "echo": echo,
+                        "data": member_object(group.unwrap_or_default(), *id, card, nickname)})
+                    }
+                    None => json!({"status": "failed", "retcode": 200, "data": null,
+                        "message": "群成员不存在", "wording": "群成员不存在", "echo": echo}),
+                }
+            }
+            Some("get_group_member_list") => {
+                let group = request["params"]["group_id"].as_i64().unwrap_or_default();
+                match self.groups.lock().expect("lock").get(&group) {
+                    Some(members) => {
+                        let list: Vec<Value> = members
+                            .iter()
+                            .map(|(id, card, nickname)| member_object(group, *id, card, nickname))
+                            .collect();
+                        json!({"status": "ok", "retcode": 0, "data": list, "echo": echo})
+                    }
+                    None => json!({"status": "failed", "retcode": 200, "data": null,
+                        "message": "群不存在", "wording": "群不存在", "echo": echo}),
+                }
+            }
             _ => {
                 json!({"status": "failed", "retcode": 1404, "data": null, "message": "unknown action", "echo": echo})
             }
+        }
+    }
+
+    /// Sets the members of `group` as `(user_id, card, nickname)`: `get_group_list` lists the
+    /// group with their count, and the member actions answer from them.
+    pub fn set_member_list(&self, group_id: i64, members: &[(i64, &str, &str)]) {
+        let members = members
+            .iter()
+            .map(|(id, card, nickname)| (*id, (*card).to_owned(), (*nickname).to_owned()))
+            .collect();
+        self.groups.lock().expect("lock").insert(group_id, members);
+    }
+
+    /// Adds (or renames) one member of `group_id`.
+    pub fn add_member(&self, group_id: i64, user_id: i64, card: &str, nickname: &str) {
+        let mut groups = self.groups.lock().expect("lock");
+        let members = groups.entry(group_id).or_default();
+        members.retain(|(id, _, _)| *id != user_id);
+        members.push((user_id, card.to_owned(), nickname.to_owned()));
+    }
+
+    /// Removes one member of `group_id`.
+    pub fn remove_member(&self, group_id: i64, user_id: i64) {
+        if let Some(members) = self.groups.lock().expect("lock").get_mut(&group_id) {
+            members.retain(|(id, _, _)| *id != user_id);
         }
     }
 
@@ -497,5 +575,42 @@ pub fn group_message(
         "group_id": group_id, "user_id": user_id, "anonymous": null,
         "message": message, "raw_message": "", "font": 0,
         "sender": {"user_id": user_id, "nickname": nickname, "card": card, "role": "member"}
+    })
+}
+
+/// A member object as NapCat answers `get_group_member_info` and `get_group_member_list`.
+fn member_object(group_id: i64, user_id: i64, card: &str, nickname: &str) -> Value {
+    json!({"group_id": group_id, "user_id": user_id, "nickname": nickname, "card": card,
+           "sex": "unknown", "age": 0, "join_time": 1718000000, "last_sent_time": 1718880000,
+           "level": "1", "role": "member", "title": ""})
+}
+
+/// A `group_increase` notice (`sub_type` `approve` or `invite`; `operator_id` 0 when unknown,
+/// as NapCat and Lagrange often send it).
+pub fn member_increase(group_id: i64, user_id: i64, operator_id: i64, sub_type: &str) -> Value {
+    member_notice("group_increase", group_id, user_id, operator_id, sub_type)
+}
+
+/// A `group_decrease` notice (`sub_type` `leave`, `kick`, `kick_me` or NapCat's `disband`).
+pub fn member_decrease(group_id: i64, user_id: i64, operator_id: i64, sub_type: &str) -> Value {
+    member_notice("group_decrease", group_id, user_id, operator_id, sub_type)
+}
+
+/// A group member notice at the current second.
+fn member_notice(
+    notice_type: &str,
+    group_id: i64,
+    user_id: i64,
+    operator_id: i64,
+    sub_type: &str,
+) -> Value {
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    json!({
+        "time": time, "self_id": 2854196310u64, "post_type": "notice",
+        "notice_type": notice_type, "sub_type": sub_type, "group_id": group_id,
+        "user_id": user_id, "operator_id": operator_id
     })
 }

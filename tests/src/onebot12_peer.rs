@@ -5,7 +5,11 @@
 //! asked), pushes the events a test asks for, records every action qunbridge calls and
 //! answers it the way the chosen implementation does: ComWeChatClient answers `send_message`
 //! with `data: true` and no message id, has no `delete_message`, and sends no
-//! `Sec-WebSocket-Protocol`; a spec-following implementation returns message ids.
+//! `Sec-WebSocket-Protocol`; a spec-following implementation returns message ids. Group member
+//! lists are scripted per group ([`OneBot12Peer::set_group_members`]): `get_group_list`
+//! answers the groups without a member count (as ComWeChatClient does), and
+//! `get_group_member_list` the members with `user_name`; [`member_increase`] and
+//! [`member_decrease`] build the spec's notices (which ComWeChatClient never sends).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -116,6 +120,8 @@ pub struct OneBot12Peer {
     data_refused: AtomicBool,
     /// Set by the test: actions with these names are recorded and never answered.
     held: Mutex<HashSet<String>>,
+    /// Member ids by group, in list order (names come from `members`).
+    group_members: Mutex<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 impl OneBot12Peer {
@@ -138,6 +144,7 @@ impl OneBot12Peer {
             files: Mutex::new(HashMap::new()),
             data_refused: AtomicBool::new(false),
             held: Mutex::new(HashSet::new()),
+            group_members: Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
@@ -387,6 +394,34 @@ impl OneBot12Peer {
                 ok(json!({"file_id": format!("up-{id}")}))
             }
             Some("delete_message") if !self.behaviour.comwechat => ok(json!(null)),
+            Some("get_group_list") => {
+                let groups: Vec<Value> = self
+                    .group_members
+                    .lock()
+                    .expect("lock")
+                    .keys()
+                    .map(|group| json!({"group_id": group, "group_name": format!("group {group}"), "wx.avatar": ""}))
+                    .collect();
+                ok(Value::Array(groups))
+            }
+            Some("get_group_member_list") => {
+                let group = params["group_id"].as_str().unwrap_or_default();
+                let ids = self.group_members.lock().expect("lock").get(group).cloned();
+                match ids {
+                    Some(ids) => {
+                        let members = self.members.lock().expect("lock");
+                        let list: Vec<Value> = ids
+                            .iter()
+                            .map(|id| {
+                                let name = members.get(id).map(|m| m.name.clone()).unwrap_or_default();
+                                json!({"user_id": id, "user_name": name, "user_displayname": "", "wx.avatar": ""})
+                            })
+                            .collect();
+                        ok(Value::Array(list))
+                    }
+                    None => failed(35001, "group not found"),
+                }
+            }
             _ => failed(10002, "unsupported action"),
         };
         (answer, Duration::ZERO)
@@ -431,6 +466,19 @@ impl OneBot12Peer {
                 delay,
             },
         );
+    }
+
+    /// Sets the members of `group_id` as `(user_id, user_name)`: `get_group_list` lists the
+    /// group, `get_group_member_list` answers them, and `get_group_member_info` knows them.
+    pub fn set_group_members(&self, group_id: &str, members: &[(&str, &str)]) {
+        for (user, name) in members {
+            self.set_member(user, name, "");
+        }
+        let ids = members.iter().map(|(user, _)| (*user).to_owned()).collect();
+        self.group_members
+            .lock()
+            .expect("lock")
+            .insert(group_id.to_owned(), ids);
     }
 
     /// Sends a frame (event or garbage) on the current connection.
@@ -561,5 +609,44 @@ pub fn message_deleted(self_id: &str, group_id: &str, user_id: &str, message_id:
         "type": "notice", "detail_type": "group_message_delete", "sub_type": "delete",
         "self": {"platform": "wechat", "user_id": self_id},
         "group_id": group_id, "message_id": message_id, "user_id": user_id, "operator_id": ""
+    })
+}
+
+/// A `notice.group_member_increase` (`sub_type` `join`, `invite` or "").
+pub fn member_increase(self_id: &str, group_id: &str, user_id: &str, sub_type: &str) -> Value {
+    member_notice(
+        "group_member_increase",
+        self_id,
+        group_id,
+        user_id,
+        sub_type,
+    )
+}
+
+/// A `notice.group_member_decrease` (`sub_type` `leave`, `kick` or ""); `user_id` = the
+/// bot's own id when the bot was removed.
+pub fn member_decrease(self_id: &str, group_id: &str, user_id: &str, sub_type: &str) -> Value {
+    member_notice(
+        "group_member_decrease",
+        self_id,
+        group_id,
+        user_id,
+        sub_type,
+    )
+}
+
+/// A group member notice as the v12 spec words it.
+fn member_notice(
+    detail_type: &str,
+    self_id: &str,
+    group_id: &str,
+    user_id: &str,
+    sub_type: &str,
+) -> Value {
+    json!({
+        "id": format!("{detail_type}-{user_id}"), "time": now_secs(),
+        "type": "notice", "detail_type": detail_type, "sub_type": sub_type,
+        "self": {"platform": "wechat", "user_id": self_id},
+        "group_id": group_id, "user_id": user_id, "operator_id": ""
     })
 }

@@ -7,6 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::cq::{self, RawSegment};
+use crate::member::Change;
 use crate::model::{
     Envelope, Kind, Locator, MediaKind, MediaRef, Platform, Segment, Sender, ENVELOPE_VERSION,
 };
@@ -15,6 +16,7 @@ use crate::onebot_ws::frame::{
     text_of, unknown_segment,
 };
 pub use crate::onebot_ws::frame::{id_of, DecodeContext, FrameError};
+use crate::onebot_ws::members;
 
 /// What a frame turned out to be.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +78,12 @@ fn decode_event(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<F
     match post_type {
         "message_sent" => Ok(Frame::OwnMessage),
         "message" if text_of(object, "message_type") == "group" => group_message(object, cx),
-        "notice" if text_of(object, "notice_type") == "group_recall" => group_recall(object, cx),
+        "notice" => match text_of(object, "notice_type") {
+            "group_recall" => group_recall(object, cx),
+            "group_increase" => member_notice(object, cx, Change::Join),
+            "group_decrease" => member_notice(object, cx, Change::Leave),
+            _ => Ok(Frame::Ignored),
+        },
         "meta_event" => match text_of(object, "meta_event_type") {
             "lifecycle" => Ok(Frame::Lifecycle { self_id }),
             "heartbeat" => Ok(Frame::Heartbeat {
@@ -166,6 +173,18 @@ fn group_message(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<
 /// A `group_recall` notice.
 fn group_recall(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<Frame, FrameError> {
     let envelope = recall_envelope(object, cx, time_ms(object))?;
+    Ok(Frame::Envelope(Box::new(envelope)))
+}
+
+/// A `group_increase` (`approve`, `invite`) or `group_decrease` (`leave`, `kick`,
+/// `kick_me`, NapCat's `disband`) notice: a member envelope whose name is looked up before
+/// it is published. QQ user ids are numbers: any other is malformed.
+fn member_notice(
+    object: &Map<String, Value>,
+    cx: &DecodeContext<'_>,
+    change: Change,
+) -> Result<Frame, FrameError> {
+    let envelope = members::notice_envelope(object, cx, change, time_ms(object), true)?;
     Ok(Frame::Envelope(Box::new(envelope)))
 }
 
@@ -537,6 +556,114 @@ mod tests {
         assert_eq!(envelope.segments, vec![Segment::text("ok")]);
     }
 
+    /// A member notice of `notice_type` and `sub_type`, with `fields` merged in.
+    fn member_notice(notice_type: &str, sub_type: &str, fields: Value) -> String {
+        let mut event = serde_json::json!({"time": 1718880200, "self_id": 2854196310u64,
+            "post_type": "notice", "notice_type": notice_type, "sub_type": sub_type,
+            "group_id": 735021844, "user_id": 1437420188, "operator_id": 10001});
+        if let (Some(event), Some(fields)) = (event.as_object_mut(), fields.as_object()) {
+            event.extend(fields.clone());
+        }
+        event.to_string()
+    }
+
+    /// The member envelope a notice decodes to.
+    fn member_of(text: &str) -> Box<Envelope> {
+        let none = |_: &str| false;
+        match decode(text, &cx(Some("2854196310"), &none)) {
+            Ok(Frame::Envelope(envelope)) => envelope,
+            other => panic!("a member envelope: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn joins_and_leaves_become_member_envelopes_for_every_sub_type() {
+        use crate::member::{Change, How};
+        let cases = [
+            ("group_increase", "approve", Change::Join, How::Approve),
+            ("group_increase", "invite", Change::Join, How::Invite),
+            ("group_decrease", "leave", Change::Leave, How::Leave),
+            ("group_decrease", "kick", Change::Leave, How::Kick),
+            ("group_decrease", "kick_me", Change::Leave, How::KickMe),
+            ("group_decrease", "disband", Change::Leave, How::Disband),
+            ("group_decrease", "lift", Change::Leave, How::Unknown),
+            ("group_increase", "", Change::Join, How::Unknown),
+        ];
+        for (notice_type, sub_type, change, how) in cases {
+            let envelope = member_of(&member_notice(notice_type, sub_type, Value::Null));
+            assert_eq!(envelope.kind, Kind::Member, "{sub_type}");
+            let member = envelope.member.clone().expect("a member event");
+            assert_eq!((member.change, member.how), (change, how), "{sub_type}");
+            assert_eq!(member.operator.as_deref(), Some("10001"));
+            assert_eq!(member.member_count, None);
+            assert_eq!(envelope.sender.id, "1437420188");
+            assert_eq!(envelope.sender.name, "", "looked up later");
+            assert_eq!(envelope.ts_ms, 1_718_880_200_000);
+            let suffix = format!("member:{}:1437420188:1718880200", change.as_str());
+            assert_eq!(envelope.id, format!("qq-main:735021844:{suffix}"));
+            assert_eq!(envelope.origin.message_id, suffix);
+        }
+    }
+
+    #[test]
+    fn member_notices_take_string_ids_and_read_operator_zero_as_unknown() {
+        let napcat = member_of(&member_notice(
+            "group_increase",
+            "invite",
+            serde_json::json!({"group_id": "735021844", "user_id": "42", "operator_id": 0}),
+        ));
+        assert_eq!(napcat.origin.group, "735021844");
+        assert_eq!(napcat.sender.id, "42");
+        assert_eq!(napcat.member.and_then(|m| m.operator), None);
+        let without = serde_json::json!({"time": 1718880200, "post_type": "notice",
+            "notice_type": "group_decrease", "sub_type": "leave", "group_id": 1, "user_id": 2});
+        assert_eq!(
+            member_of(&without.to_string())
+                .member
+                .and_then(|m| m.operator),
+            None
+        );
+        let zero_string = member_of(&member_notice(
+            "group_decrease",
+            "kick",
+            serde_json::json!({"operator_id": "0"}),
+        ));
+        assert_eq!(zero_string.member.and_then(|m| m.operator), None);
+    }
+
+    #[test]
+    fn member_notices_without_group_or_with_a_bad_user_are_errors() {
+        let none = |_: &str| false;
+        let bad = |fields: Value| {
+            let mut text: Value =
+                serde_json::from_str(&member_notice("group_increase", "approve", fields))
+                    .expect("json");
+            if let Some(event) = text.as_object_mut() {
+                event.retain(|_, value| !value.is_null());
+            }
+            decode(&text.to_string(), &cx(None, &none))
+        };
+        assert_eq!(
+            bad(serde_json::json!({"group_id": null})),
+            Err(FrameError::Field("group_id"))
+        );
+        assert_eq!(
+            bad(serde_json::json!({"user_id": "wxid_abc"})),
+            Err(FrameError::Field("user_id"))
+        );
+        assert_eq!(
+            bad(serde_json::json!({"user_id": null})),
+            Err(FrameError::Field("user_id"))
+        );
+        assert_eq!(
+            bad(serde_json::json!({"user_id": 1.5})),
+            Err(FrameError::Field("user_id"))
+        );
+        // Other notices stay ignored.
+        let ban = member_notice("group_ban", "ban", Value::Null);
+        assert_eq!(decode(&ban, &cx(None, &none)), Ok(Frame::Ignored));
+    }
+
     /// Event-shaped JSON: the fields the decoder reads, each maybe absent or of any type.
     fn event() -> impl proptest::strategy::Strategy<Value = Value> {
         use crate::onebot_ws::frame::arb;
@@ -561,7 +688,9 @@ mod tests {
             ),
             (
                 "notice_type",
-                arb::name(&["group_recall"]).prop_map(Value::from).boxed(),
+                arb::name(&["group_recall", "group_increase", "group_decrease"])
+                    .prop_map(Value::from)
+                    .boxed(),
             ),
             (
                 "meta_event_type",
@@ -576,6 +705,12 @@ mod tests {
             ("operator_id", arb::leaf().boxed()),
             ("time", arb::leaf().boxed()),
             ("interval", arb::leaf().boxed()),
+            (
+                "sub_type",
+                arb::name(&["approve", "invite", "leave", "kick", "kick_me", "disband"])
+                    .prop_map(Value::from)
+                    .boxed(),
+            ),
             ("message", message.boxed()),
             ("raw_message", arb::leaf().boxed()),
             ("sender", arb::value().boxed()),

@@ -1,13 +1,17 @@
 //! The receiving half of OneBot v11 as the shared session runs it: which [`Event`] each
 //! decoded frame is, and that a v11 message is complete on arrival (the event carries the
-//! sender's name and picture URLs), so it queues for ingress as it is.
+//! sender's name and picture URLs), so it queues for ingress as it is. A member notice
+//! carries no name: its lookup starts on admission and is awaited, bounded, by ingress
+//! ([`crate::onebot_ws::members`] explains why this never stalls the socket).
 
 use serde_json::Value;
 
 use super::action;
 use super::event::{self, Frame};
-use crate::model::Envelope;
+use crate::model::{Envelope, Kind};
 use crate::onebot_ws::frame::{DecodeContext, FrameError};
+use crate::onebot_ws::ingress::{ready_item, IngressItem};
+use crate::onebot_ws::members;
 use crate::onebot_ws::{Decoded, Event, Outcome, Session, Version};
 
 /// OneBot v11 for the shared session; it keeps no state of its own.
@@ -15,7 +19,7 @@ pub struct OneBot11;
 
 impl Version for OneBot11 {
     type Inbound = Box<Envelope>;
-    type Queued = Box<Envelope>;
+    type Queued = IngressItem;
     const WHO_AM_I: &'static str = "get_login_info";
     const BINARY_PROBLEM: &'static str = "binary frame that is not UTF-8";
 
@@ -52,12 +56,23 @@ impl Version for OneBot11 {
     fn admit(
         &self,
         inbound: Box<Envelope>,
-        _lookups: impl FnOnce() -> Option<Session>,
-    ) -> Box<Envelope> {
-        inbound
+        lookups: impl FnOnce() -> Option<Session>,
+    ) -> IngressItem {
+        if inbound.kind == Kind::Member {
+            return members::name_later::<OneBot11>(*inbound, lookups());
+        }
+        IngressItem::Ready(inbound)
     }
 
-    async fn ready(_account: &str, queued: Box<Envelope>) -> Option<Envelope> {
-        Some(*queued)
+    async fn ready(account: &str, queued: IngressItem) -> Option<Envelope> {
+        ready_item(account, queued).await
+    }
+
+    fn queue(envelope: Envelope) -> IngressItem {
+        IngressItem::Ready(Box::new(envelope))
+    }
+
+    fn id_param(id: &str) -> Value {
+        action::id_value(id)
     }
 }

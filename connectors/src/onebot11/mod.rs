@@ -16,6 +16,8 @@ pub mod event;
 pub mod ingress;
 pub mod settings;
 
+use std::time::Duration;
+
 use self::egress::Egress;
 use self::ingress::OneBot11;
 use crate::model::Platform;
@@ -34,6 +36,8 @@ pub struct OneBot11Settings {
     /// The bot's user id, when configured (needed to tell accounts apart on a shared reverse
     /// listener; otherwise learned at run time).
     pub self_id: Option<String>,
+    /// How often the group member lists are polled and diffed (`member_poll`); `None`: off.
+    pub member_poll: Option<Duration>,
 }
 
 /// The OneBot v11 connector: the shared OneBot connector with v11 settings.
@@ -49,6 +53,10 @@ impl VersionSettings for OneBot11Settings {
             self.access_token.as_ref(),
             self.self_id.as_deref(),
         )
+    }
+
+    fn member_poll(&self) -> Option<Duration> {
+        self.member_poll
     }
 
     fn halves(

@@ -1,6 +1,9 @@
 //! What the OneBot v11 protocol asks of the config: its keys, the checks of its account table
-//! (one of `url` or `listen`, an optional token and `self_id`), its description and its
-//! limits (a personal chat account's). OneBot v12 checks its transport keys the same way.
+//! (one of `url` or `listen`, an optional token and `self_id`, an optional `member_poll`
+//! period), its description and its limits (a personal chat account's). OneBot v12 checks
+//! these keys the same way.
+
+use std::time::Duration;
 
 use crate::model::Platform;
 use crate::onebot_ws::Transport;
@@ -18,7 +21,7 @@ pub const SPEC: ProtocolSpec = ProtocolSpec {
     description:
         "OneBot v11 over a forward or reverse WebSocket (NapCat, Lagrange, LLOneBot, go-cqhttp)",
     platforms: &[Platform::Qq, Platform::Wechat],
-    keys: &["url", "listen", "access_token", "self_id"],
+    keys: &["url", "listen", "access_token", "self_id", "member_poll"],
     implied_by: None,
     send_only: false,
     // v11 implementations send `X-Self-ID` when they connect, so one listener serves many.
@@ -52,6 +55,10 @@ impl OneBot11Settings {
                 return None;
             }
         }
+        let member_poll = match &table.member_poll {
+            Some(value) => Some(member_poll(item, value, problems)?),
+            None => None,
+        };
         let access_token = match table.access_token.as_deref() {
             Some("") | None => None,
             Some(token) => Some(token.to_owned()),
@@ -60,20 +67,50 @@ impl OneBot11Settings {
             transport,
             access_token: access_token.map(Secret::new),
             self_id: table.self_id.clone(),
+            member_poll,
         })
     }
 
     /// A short description for `qunbridge check`; the token is never shown.
     pub fn describe(&self) -> String {
         format!(
-            "onebot11, {}",
-            describe_connection(&self.transport, &self.access_token, &self.self_id)
+            "onebot11, {}{}",
+            describe_connection(&self.transport, &self.access_token, &self.self_id),
+            describe_poll(self.member_poll)
         )
     }
 
     /// A personal chat account's limits on its platform.
     pub fn egress_defaults(&self, platform: Platform) -> EgressDefaults {
         EgressDefaults::personal_chat(platform)
+    }
+}
+
+/// Shortest `member_poll` period: a poll asks the implementation for every member of every
+/// group (ComWeChatClient: one call per member).
+pub const MEMBER_POLL_MIN: Duration = Duration::from_secs(60);
+/// Longest `member_poll` period.
+pub const MEMBER_POLL_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Reads `member_poll` (a duration such as `6h`), adding a problem naming the key and value
+/// when it is not a duration from [`MEMBER_POLL_MIN`] to [`MEMBER_POLL_MAX`].
+fn member_poll(item: &str, value: &str, problems: &mut Vec<String>) -> Option<Duration> {
+    match humantime::parse_duration(value) {
+        Ok(period) if (MEMBER_POLL_MIN..=MEMBER_POLL_MAX).contains(&period) => Some(period),
+        Ok(_) => {
+            problems.push(format!(
+                "{item}: `member_poll` = {value:?}: must be from {} to {}",
+                humantime::format_duration(MEMBER_POLL_MIN),
+                humantime::format_duration(MEMBER_POLL_MAX)
+            ));
+            None
+        }
+        Err(error) => {
+            problems.push(format!(
+                "{item}: `member_poll` = {value:?}: {error} (write e.g. 6h)"
+            ));
+            None
+        }
     }
 }
 
@@ -91,6 +128,18 @@ pub(crate) fn check_transport_keys(item: &str, table: &AccountTable, problems: &
             socket_addr(item, "listen", listen, problems);
         }
     }
+}
+
+/// The member-list poll, for descriptions: empty when off.
+pub(crate) fn describe_poll(member_poll: Option<Duration>) -> String {
+    member_poll
+        .map(|period| {
+            format!(
+                ", member lists polled every {}",
+                humantime::format_duration(period)
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// How a OneBot account is reached, for descriptions: the transport (a forward URL without
@@ -116,4 +165,48 @@ pub(crate) fn describe_connection(
         .map(|id| format!(", self_id {id}"))
         .unwrap_or_default();
     format!("{transport}{token}{self_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(member_poll: Option<&str>) -> AccountTable {
+        AccountTable {
+            url: Some("ws://127.0.0.1:3001".into()),
+            member_poll: member_poll.map(str::to_owned),
+            ..AccountTable::default()
+        }
+    }
+
+    #[test]
+    fn member_poll_is_a_duration_within_bounds_and_off_when_absent() {
+        let mut problems = Vec::new();
+        let off = OneBot11Settings::from_table("account \"qq\"", &table(None), &mut problems);
+        assert_eq!(off.map(|s| s.member_poll), Some(None));
+        let on = OneBot11Settings::from_table("account \"qq\"", &table(Some("6h")), &mut problems);
+        assert_eq!(
+            on.as_ref().and_then(|s| s.member_poll),
+            Some(Duration::from_secs(6 * 3600))
+        );
+        assert!(on.is_some_and(|s| s.describe().ends_with("member lists polled every 6h")));
+        assert!(problems.is_empty(), "{problems:?}");
+
+        for (value, why) in [
+            ("often", "write e.g. 6h"),
+            ("10s", "must be from 1m to 30days"),
+            ("60days", "must be from"),
+        ] {
+            let mut problems = Vec::new();
+            let settings =
+                OneBot11Settings::from_table("account \"qq\"", &table(Some(value)), &mut problems);
+            assert!(settings.is_none(), "{value}");
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(
+                problems[0].starts_with(&format!("account \"qq\": `member_poll` = {value:?}: ")),
+                "{problems:?}"
+            );
+            assert!(problems[0].contains(why), "{problems:?}");
+        }
+    }
 }

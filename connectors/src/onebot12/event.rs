@@ -9,6 +9,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::member::{Change, How};
 use crate::model::{
     Envelope, Kind, Locator, MediaKind, MediaRef, Segment, Sender, ENVELOPE_VERSION,
 };
@@ -17,6 +18,7 @@ use crate::onebot_ws::frame::{
     text_of, unknown_segment,
 };
 pub use crate::onebot_ws::frame::{id_of, DecodeContext, FrameError};
+use crate::onebot_ws::members;
 pub use crate::onebot_ws::BotStatus;
 
 /// What a frame turned out to be.
@@ -26,6 +28,9 @@ pub enum Frame {
     Message(Box<Incoming>),
     /// A deleted group message, ready to publish as a recall.
     Recall(Box<Envelope>),
+    /// A member joined or left (`notice.group_member_increase`/`decrease`): a member
+    /// envelope whose name is still to be looked up.
+    Member(Box<Envelope>),
     /// The bot's own message, or another configured bot's: never relayed.
     OwnMessage,
     /// `meta.connect`: who the implementation is.
@@ -139,6 +144,12 @@ fn decode_event(
     match event_type {
         "message" if detail == "group" => group_message(object, event_self, cx),
         "notice" if detail == "group_message_delete" => group_message_delete(object, cx),
+        "notice" if detail == "group_member_increase" => {
+            member_notice(object, event_self, cx, Change::Join)
+        }
+        "notice" if detail == "group_member_decrease" => {
+            member_notice(object, event_self, cx, Change::Leave)
+        }
         "meta" => Ok(match detail {
             "connect" => {
                 let version = object.get("version").and_then(Value::as_object);
@@ -280,6 +291,26 @@ fn group_message_delete(
 ) -> Result<Frame, FrameError> {
     let envelope = recall_envelope(object, cx, time_ms(object))?;
     Ok(Frame::Recall(Box::new(envelope)))
+}
+
+/// A `notice.group_member_increase` (`join`, `invite`, "") or `group_member_decrease`
+/// (`leave`, `kick`, ""; "" and other spellings read as unknown): a member envelope. A
+/// decrease of the bot itself is [`How::KickMe`], whatever its `sub_type`.
+fn member_notice(
+    object: &Map<String, Value>,
+    event_self: Option<&str>,
+    cx: &DecodeContext<'_>,
+    change: Change,
+) -> Result<Frame, FrameError> {
+    let mut envelope = members::notice_envelope(object, cx, change, time_ms(object), false)?;
+    let user = envelope.sender.id.as_str();
+    let is_self = cx.self_id == Some(user) || event_self == Some(user);
+    if let Some(event) = envelope.member.as_mut() {
+        if change == Change::Leave && is_self && event.how != How::Disband {
+            event.how = How::KickMe;
+        }
+    }
+    Ok(Frame::Member(Box::new(envelope)))
 }
 
 /// A text segment from a plain string.
@@ -637,6 +668,136 @@ mod tests {
         assert!(matches!(frame(huge_interval), Ok(Frame::Heartbeat { .. })));
     }
 
+    /// A v12 member notice as the spec words it.
+    fn member_notice(detail: &str, sub_type: &str, user: &str) -> String {
+        serde_json::json!({"id": "n1", "time": 1718880200.5, "type": "notice",
+            "detail_type": detail, "sub_type": sub_type,
+            "self": {"platform": "wechat", "user_id": "wxid_bot"},
+            "group_id": "20993411775@chatroom", "user_id": user, "operator_id": ""})
+        .to_string()
+    }
+
+    #[test]
+    fn member_notices_become_member_envelopes_and_the_bot_removed_is_kick_me() {
+        use crate::member::{Change, How};
+        let none = |_: &str| false;
+        let cases = [
+            (
+                "group_member_increase",
+                "join",
+                "wxid_a",
+                Change::Join,
+                How::Join,
+            ),
+            (
+                "group_member_increase",
+                "invite",
+                "wxid_a",
+                Change::Join,
+                How::Invite,
+            ),
+            (
+                "group_member_increase",
+                "",
+                "wxid_a",
+                Change::Join,
+                How::Unknown,
+            ),
+            (
+                "group_member_decrease",
+                "leave",
+                "wxid_a",
+                Change::Leave,
+                How::Leave,
+            ),
+            (
+                "group_member_decrease",
+                "kick",
+                "wxid_a",
+                Change::Leave,
+                How::Kick,
+            ),
+            (
+                "group_member_decrease",
+                "",
+                "wxid_a",
+                Change::Leave,
+                How::Unknown,
+            ),
+            (
+                "group_member_decrease",
+                "kick",
+                "wxid_bot",
+                Change::Leave,
+                How::KickMe,
+            ),
+            (
+                "group_member_decrease",
+                "",
+                "wxid_bot",
+                Change::Leave,
+                How::KickMe,
+            ),
+        ];
+        for (detail, sub_type, user, change, how) in cases {
+            let decoded = decode(&member_notice(detail, sub_type, user), &cx(None, &none));
+            let Ok(Decoded {
+                frame: Frame::Member(envelope),
+                ..
+            }) = decoded
+            else {
+                panic!("a member envelope: {decoded:?}");
+            };
+            let member = envelope.member.clone().expect("a member event");
+            assert_eq!(
+                (member.change, member.how),
+                (change, how),
+                "{detail} {sub_type} {user}"
+            );
+            assert_eq!(member.operator, None, "an empty operator is none");
+            assert_eq!(envelope.kind, Kind::Member);
+            assert_eq!(envelope.sender.id, user);
+            assert_eq!(envelope.sender.name, "");
+            assert_eq!(envelope.ts_ms, 1_718_880_200_500);
+            assert_eq!(
+                envelope.id,
+                format!(
+                    "wx:20993411775@chatroom:member:{}:{user}:1718880200",
+                    change.as_str()
+                )
+            );
+        }
+        // The configured self id counts too.
+        let decoded = decode(
+            &member_notice("group_member_decrease", "leave", "wxid_me"),
+            &cx(Some("wxid_me"), &none),
+        );
+        assert!(
+            matches!(decoded, Ok(Decoded { frame: Frame::Member(e), .. })
+            if e.member.as_ref().is_some_and(|m| m.how == How::KickMe))
+        );
+    }
+
+    #[test]
+    fn member_notices_without_group_or_user_are_errors() {
+        let none = |_: &str| false;
+        let mut event: Value =
+            serde_json::from_str(&member_notice("group_member_increase", "join", "wxid_a"))
+                .expect("json");
+        if let Some(object) = event.as_object_mut() {
+            object.remove("group_id");
+        }
+        assert_eq!(
+            decode(&event.to_string(), &cx(None, &none)),
+            Err(FrameError::Field("group_id"))
+        );
+        let no_user = member_notice("group_member_decrease", "leave", "");
+        assert_eq!(
+            decode(&no_user, &cx(None, &none)),
+            Err(FrameError::Field("user_id"))
+        );
+    }
+
     /// Event-shaped JSON: the fields the decoder reads, each maybe absent or of any type.
     fn event() -> impl proptest::strategy::Strategy<Value = Value> {
         use crate::onebot_ws::frame::arb;
@@ -646,6 +807,8 @@ mod tests {
             "group",
             "private",
             "group_message_delete",
+            "group_member_increase",
+            "group_member_decrease",
             "connect",
             "heartbeat",
             "status_update",

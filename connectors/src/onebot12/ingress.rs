@@ -2,18 +2,20 @@
 //! decoded frame is, and how a group message is readied for ingress. A v12 message event
 //! carries no sender name and references pictures by `file_id`, so it is handed to the
 //! [`Resolver`] the moment it arrives and published, in arrival order, once its lookups
-//! answered or their wait ran out; a recall is ready at once.
+//! answered or their wait ran out; a recall is ready at once. A member notice goes through
+//! the resolver as a message without content: its member's name is looked up the same way
+//! (and stays "" when unknown).
 
 use std::sync::Arc;
 
 use serde_json::Value;
-use tracing::warn;
 
 use super::action;
 use super::event::{self, Frame, Incoming};
-use super::resolve::{IngressItem, Resolver};
+use super::resolve::Resolver;
 use crate::model::Envelope;
 use crate::onebot_ws::frame::{DecodeContext, FrameError};
+use crate::onebot_ws::ingress::{ready_item, IngressItem};
 use crate::onebot_ws::{Decoded, Event, Outcome, Session, Version};
 
 /// OneBot v12 for the shared session, with the account's resolver (its name cache outlives
@@ -38,6 +40,8 @@ pub enum Inbound {
     Message(Box<Incoming>),
     /// A deleted message, ready to publish as a recall.
     Recall(Box<Envelope>),
+    /// A member joined or left; the name is still to be looked up.
+    Member(Box<Envelope>),
 }
 
 impl Version for OneBot12 {
@@ -53,6 +57,7 @@ impl Version for OneBot12 {
         let event = match decoded.frame {
             Frame::Message(incoming) => Event::Inbound(Inbound::Message(incoming)),
             Frame::Recall(envelope) => Event::Inbound(Inbound::Recall(envelope)),
+            Frame::Member(envelope) => Event::Inbound(Inbound::Member(envelope)),
             Frame::OwnMessage => Event::OwnMessage,
             Frame::Connect {
                 implementation,
@@ -79,20 +84,23 @@ impl Version for OneBot12 {
         match inbound {
             Inbound::Message(incoming) => self.resolver.complete(*incoming, lookups()),
             Inbound::Recall(envelope) => IngressItem::Ready(envelope),
+            // The member's name as messages have it (the cache first), else "".
+            Inbound::Member(envelope) => self.resolver.complete(
+                Incoming {
+                    envelope: *envelope,
+                    name_known: false,
+                    fills: Vec::new(),
+                },
+                lookups(),
+            ),
         }
     }
 
     async fn ready(account: &str, queued: IngressItem) -> Option<Envelope> {
-        match queued {
-            IngressItem::Ready(envelope) => Some(*envelope),
-            IngressItem::Resolving(task) => match task.await {
-                Ok(envelope) => Some(envelope),
-                Err(error) => {
-                    warn!(message = "Completing an inbound message failed; dropped.", account = %account, %error);
-                    crate::metrics::count_drop("malformed");
-                    None
-                }
-            },
-        }
+        ready_item(account, queued).await
+    }
+
+    fn queue(envelope: Envelope) -> IngressItem {
+        IngressItem::Ready(Box::new(envelope))
     }
 }

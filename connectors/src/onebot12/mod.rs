@@ -20,6 +20,8 @@ pub mod names;
 pub mod resolve;
 pub mod settings;
 
+use std::time::Duration;
+
 use self::egress::Egress;
 use self::ingress::OneBot12;
 use crate::model::Platform;
@@ -40,6 +42,8 @@ pub struct OneBot12Settings {
     /// Send a message's pictures as pictures (`upload_file` by URL, then an `image`
     /// segment, each a WeChat message of its own) instead of their URLs in the text.
     pub send_images: bool,
+    /// How often the group member lists are polled and diffed (`member_poll`); `None`: off.
+    pub member_poll: Option<Duration>,
 }
 
 /// The OneBot v12 connector: the shared OneBot connector with v12 settings.
@@ -55,6 +59,10 @@ impl VersionSettings for OneBot12Settings {
             self.access_token.as_ref(),
             self.self_id.as_deref(),
         )
+    }
+
+    fn member_poll(&self) -> Option<Duration> {
+        self.member_poll
     }
 
     fn halves(

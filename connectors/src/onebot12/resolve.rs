@@ -18,7 +18,6 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -26,6 +25,7 @@ use super::action::{self, Outcome, UNSUPPORTED_ACTION, UNSUPPORTED_PARAM};
 use super::event::{Fill, Incoming};
 use super::names::{Lookup, MemberKey, NameCache};
 use crate::model::{Envelope, Segment};
+pub use crate::onebot_ws::ingress::IngressItem;
 use crate::onebot_ws::{CallError, Session};
 
 /// Longest a message waits for its lookups before it is published with fallbacks.
@@ -45,14 +45,6 @@ const FILES_UNKNOWN: u8 = 0;
 const FILES_SUPPORTED: u8 = 1;
 /// `get_file` (or its `url` type) is not supported: pictures stay placeholders.
 const FILES_UNSUPPORTED: u8 = 2;
-
-/// One message on its way to ingress, in arrival order.
-pub enum IngressItem {
-    /// Complete: publish as is.
-    Ready(Box<Envelope>),
-    /// Being completed; the task ends within [`LOOKUP_WAIT`] (plus scheduling).
-    Resolving(JoinHandle<Envelope>),
-}
 
 /// What a lookup found for one [`Fill`].
 enum Filled {

@@ -1,8 +1,8 @@
 //! What the OneBot v12 protocol asks of the config: the same transport keys as v11 plus
-//! `send_images`, its description and its limits (a personal chat account's).
+//! `member_poll` (checked by v11's code) and `send_images`, its description and its limits (a personal chat account's).
 
 use crate::model::Platform;
-use crate::onebot11::settings::describe_connection;
+use crate::onebot11::settings::{describe_connection, describe_poll};
 use crate::onebot11::OneBot11Settings;
 use crate::protocol::defaults::EgressDefaults;
 use crate::protocol::spec::ProtocolSpec;
@@ -15,7 +15,14 @@ pub const SPEC: ProtocolSpec = ProtocolSpec {
     name: "onebot12",
     description: "OneBot v12 over a forward or reverse WebSocket (ComWeChatClient and others)",
     platforms: &[Platform::Qq, Platform::Wechat],
-    keys: &["url", "listen", "access_token", "self_id", "send_images"],
+    keys: &[
+        "url",
+        "listen",
+        "access_token",
+        "self_id",
+        "send_images",
+        "member_poll",
+    ],
     implied_by: None,
     send_only: false,
     // v12 implementations send no `X-Self-ID`: a reverse listener serves one account.
@@ -36,6 +43,7 @@ impl OneBot12Settings {
             access_token: common.access_token,
             self_id: common.self_id,
             send_images: table.send_images.unwrap_or(false),
+            member_poll: common.member_poll,
         })
     }
 
@@ -47,8 +55,9 @@ impl OneBot12Settings {
             ""
         };
         format!(
-            "onebot12, {}{images}",
-            describe_connection(&self.transport, &self.access_token, &self.self_id)
+            "onebot12, {}{images}{}",
+            describe_connection(&self.transport, &self.access_token, &self.self_id),
+            describe_poll(self.member_poll)
         )
     }
 

@@ -12,6 +12,7 @@
 //! relay closes the queue and every send in flight has settled.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinSet};
@@ -21,6 +22,7 @@ use tracing::error;
 use super::ingress::publish_in_order;
 use super::link::AccountLink;
 use super::media_source::SessionSource;
+use super::members::{run_rounds, Schedule};
 use super::session::Sessions;
 use super::transport::{forward_sessions, reverse_sessions, Transport};
 use super::version::{ActionSender, Outgoing, Version};
@@ -77,6 +79,11 @@ pub trait VersionSettings: Send + Sync + 'static {
     /// How to reach the implementation.
     fn reach(&self) -> Reach<'_>;
 
+    /// How often the account's group member lists are polled (`member_poll`); `None`: never.
+    fn member_poll(&self) -> Option<Duration> {
+        None
+    }
+
     /// The two halves for one account on `platform`, using `media` for pictures.
     fn halves(
         &self,
@@ -109,21 +116,31 @@ impl<S: VersionSettings> OneBotConnector<S> {
 impl<S: VersionSettings> Connector for OneBotConnector<S> {
     async fn run(self, ctx: ConnectorContext) -> Result<(), ConnectorError> {
         let (version, sender) = self.settings.halves(&ctx.account, ctx.platform, &ctx.media);
-        run(self.settings.reach(), &self.listeners, version, sender, ctx).await
+        let schedule = Schedule::new(self.settings.member_poll());
+        run(
+            self.settings.reach(),
+            &self.listeners,
+            (version, sender),
+            schedule,
+            ctx,
+        )
+        .await
     }
 }
 
-/// Runs a OneBot account until the relay closes its egress queue.
+/// Runs a OneBot account until the relay closes its egress queue: `halves` receive and send,
+/// `schedule` says when the member counts and the member-list poll run.
 ///
 /// # Errors
 /// [`ConnectorError::Bind`] when a reverse listen address cannot be bound.
 pub async fn run<V: Version, A: ActionSender>(
     reach: Reach<'_>,
     listeners: &SharedListeners,
-    version: V,
-    sender: A,
+    halves: (V, A),
+    schedule: Schedule,
     ctx: ConnectorContext,
 ) -> Result<(), ConnectorError> {
+    let (version, sender) = halves;
     let ConnectorContext {
         account,
         platform,
@@ -182,6 +199,10 @@ pub async fn run<V: Version, A: ActionSender>(
         }
     };
 
+    // Member counts and the member-list poll, until intake stops or egress has drained.
+    let rounds_stop = link.intake.child_token();
+    let rounds = tokio::spawn(run_rounds(link.clone(), schedule, rounds_stop.clone()));
+
     let sender = Arc::new(sender);
     // The implementation answers for the pictures this account saw.
     if let Some(service) = &media.service {
@@ -194,6 +215,8 @@ pub async fn run<V: Version, A: ActionSender>(
     if let Some(service) = &media.service {
         service.unregister(&account);
     }
+    rounds_stop.cancel();
+    let _ = rounds.await;
     sockets_stop.cancel();
     let _ = transport.await;
     // The link holds the events sender; dropping it lets the ingress task finish.
@@ -417,7 +440,16 @@ mod tests {
             let transport = Transport::Forward { url };
             let reach = Reach::new(&transport, None, Some(BOT));
             let sender = Egress::new("qq".into(), Platform::Qq, MediaContext::default());
-            run(reach, &SharedListeners::default(), OneBot11, sender, ctx).await
+            // No member counts: the peer must see no action but the sends.
+            let schedule = Schedule::off();
+            run(
+                reach,
+                &SharedListeners::default(),
+                (OneBot11, sender),
+                schedule,
+                ctx,
+            )
+            .await
         });
         let (stream, _) = listener.accept().await.expect("qunbridge connects");
         let ws = tokio_tungstenite::accept_async(stream)

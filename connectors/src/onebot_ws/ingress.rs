@@ -33,6 +33,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
@@ -48,6 +49,31 @@ pub const WINDOW: usize = 64;
 /// itself already waited for room; this only keeps a sink that refuses at once from being
 /// asked in a tight loop).
 const BUSY_PAUSE: Duration = Duration::from_millis(100);
+
+/// One inbound item on its way to ingress, in arrival order, in both versions.
+pub enum IngressItem {
+    /// Complete: publish as is.
+    Ready(Box<Envelope>),
+    /// Being completed (a v12 message's names and picture URLs, a member notice's name):
+    /// the task ends within its version's short lookup wait (plus scheduling).
+    Resolving(JoinHandle<Envelope>),
+}
+
+/// The envelope of an item, once its lookups answered or their wait ran out; `None` when the
+/// task completing it failed (logged and counted as dropped, `malformed`).
+pub async fn ready_item(account: &str, item: IngressItem) -> Option<Envelope> {
+    match item {
+        IngressItem::Ready(envelope) => Some(*envelope),
+        IngressItem::Resolving(task) => match task.await {
+            Ok(envelope) => Some(envelope),
+            Err(error) => {
+                warn!(message = "Completing an inbound message failed; dropped.", account = %account, %error);
+                crate::metrics::count_drop("malformed");
+                None
+            }
+        },
+    }
+}
 
 /// A publish in flight: resolves, in order, to its envelope and the broker's answer.
 type InFlight = BoxFuture<'static, (Envelope, Result<(), IngressError>)>;
@@ -190,7 +216,8 @@ mod tests {
         let items: Vec<u64> = items.into_iter().collect();
         let (tx, rx) = mpsc::channel(items.len().max(1));
         for n in items {
-            tx.try_send(Box::new(envelope(n))).expect("room");
+            tx.try_send(IngressItem::Ready(Box::new(envelope(n))))
+                .expect("room");
         }
         drop(tx);
         tokio::spawn(publish_in_order::<OneBot11>(

@@ -16,6 +16,8 @@
 //! - [`echo`]: requests awaiting their response, matched by `echo`.
 //! - [`outcome`]: reading an action response.
 //! - [`recall`]: deleting the known copies of a recalled message.
+//! - [`members`]: member notices named before publishing, member counts, the member-list
+//!   poll.
 //! - [`media_source`]: the account as the media service's source of the pictures it saw.
 //! - [`frame`]: the decoding context, frame errors and the readers both decoders use.
 //! - [`version`]: what a version supplies ([`Version`], [`ActionSender`]).
@@ -30,6 +32,7 @@ pub mod frame;
 pub mod ingress;
 pub mod link;
 pub mod media_source;
+pub mod members;
 pub mod outcome;
 pub mod recall;
 pub mod session;

@@ -123,6 +123,16 @@ pub trait Version: Send + Sync + 'static {
     /// The envelope to publish, once ready (waits for lookups in flight); `None` when the
     /// message was lost on the way (logged and counted by the version).
     fn ready(account: &str, queued: Self::Queued) -> impl Future<Output = Option<Envelope>> + Send;
+
+    /// Queues an envelope that is complete already (the member counts and the member-list
+    /// poll of [`super::members`] publish through the same ordered ingress).
+    fn queue(envelope: Envelope) -> Self::Queued;
+
+    /// A group or user id as this version's action parameters spell it (v12: a string; v11
+    /// overrides it: a number when the id is one).
+    fn id_param(id: &str) -> Value {
+        Value::String(id.to_owned())
+    }
 }
 
 /// One message to send, with everything a version needs to send it.

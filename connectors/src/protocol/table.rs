@@ -65,6 +65,10 @@ pub struct AccountTable {
     /// segment, each its own WeChat message) instead of their URLs in the text. Off by default.
     #[serde(default)]
     pub send_images: Option<bool>,
+    /// OneBot v11/v12: how often the group member lists are polled and diffed, for
+    /// implementations that report no joins and leaves (a duration such as `6h`; absent: off).
+    #[serde(default)]
+    pub member_poll: Option<String>,
     /// WeCom robot: send `markdown` messages (up to 4096 bytes) instead of `text` (2048).
     #[serde(default)]
     pub markdown: Option<bool>,
@@ -97,6 +101,7 @@ impl AccountTable {
         "buffer",
         "self_id",
         "send_images",
+        "member_poll",
         "markdown",
         "large_images",
         "events",
@@ -128,6 +133,7 @@ impl AccountTable {
             buffer,
             self_id,
             send_images,
+            member_poll,
             markdown,
             large_images,
             events,
@@ -148,6 +154,7 @@ impl AccountTable {
             buffer.is_some(),
             self_id.is_some(),
             send_images.is_some(),
+            member_poll.is_some(),
             markdown.is_some(),
             large_images.is_some(),
             events.is_some(),
