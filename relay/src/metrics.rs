@@ -7,7 +7,8 @@
 pub use qunbridge_connectors::metrics::{
     count_drop, count_drops, count_rejected, ACCOUNT_UP, AUTH_FAILURES, INGRESS_REJECTED,
     MEDIA_CACHE_BYTES, MEDIA_CACHE_EVICTIONS, MEDIA_FALLBACK, MEDIA_FETCHES, MEDIA_FETCH_SECONDS,
-    MEDIA_SERVED, MEDIA_UPLOADS, MESSAGES_DROPPED, MESSAGES_RECEIVED, RECONNECTS, UNKNOWN_INPUT,
+    MEDIA_SERVED, MEDIA_UPLOADS, MEMBER_POLLS, MESSAGES_DROPPED, MESSAGES_RECEIVED, RECONNECTS,
+    UNKNOWN_INPUT,
 };
 
 /// Counter: messages routed to a destination, by `from` and `to` platform.
@@ -60,6 +61,10 @@ pub const CONFIG_RELOADS: &str = "qunbridge_config_reloads_total";
 /// (`promtool check metrics` asks for them). Call once the recorder is installed.
 pub fn describe_all() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        MEMBER_POLLS,
+        "Polls of a group's member list (`member_poll`), by account and outcome."
+    );
     describe_counter!(
         GROUP_MESSAGES,
         "Messages said in a linked group (not by bots), by the group's alias."

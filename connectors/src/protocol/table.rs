@@ -85,7 +85,7 @@ pub struct AccountTable {
 impl AccountTable {
     /// Every key a protocol may read (all but `platform`, `protocol` and `media`), in the order
     /// [`AccountTable::set_keys`] reports them.
-    pub const KEYS: [&'static str; 18] = [
+    pub const KEYS: [&'static str; 19] = [
         "url",
         "listen",
         "access_token",

@@ -118,6 +118,12 @@ impl Core {
         let destinations = routes.destinations(&envelope.origin.account, &envelope.origin.group);
         if destinations.is_empty() {
             debug!(message = "No link for this group.", account = %envelope.origin.account, group = %envelope.origin.group);
+            if envelope.kind == Kind::Member {
+                // Connectors report the member counts of every group the bot is in; those
+                // of unlinked groups are of no use, and no message was lost.
+                self.client.ack(&delivery).await;
+                return None;
+            }
             return self.drop_now(&delivery, "unrouted").await;
         }
         let keys = match dedup.check(&envelope).await {

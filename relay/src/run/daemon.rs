@@ -215,6 +215,12 @@ fn open_stats(
             return (None, None);
         }
     };
+    // Every account's series exists from the start, so an alert on its increase sees the
+    // first removal too.
+    for account in config.accounts.keys() {
+        ::metrics::counter!(crate::metrics::GROUP_BOT_REMOVED, "account" => account.clone())
+            .increment(0);
+    }
     let counter = Arc::new(StatsCounter::new(
         &config.stats,
         aliases_of(config),

@@ -1,6 +1,7 @@
 //! The names linked groups go by in metrics and reports: the operator's alias
 //! (`[stats.aliases]`), else `<account>#<n>` (the account's n-th linked group in link order).
-//! Never an id or a hash of one.
+//! Never an id or a hash of one. A group that several bot accounts sit in is one group: it
+//! is counted under the account that comes first in the links.
 
 use std::collections::BTreeMap;
 
@@ -40,8 +41,10 @@ impl LinkedGroup {
 /// Every linked group, by (account, group).
 #[derive(Debug, Clone, Default)]
 pub struct Aliases {
-    /// (account, group) → the group.
+    /// (account, group) → the group, for the first account of each platform group.
     groups: BTreeMap<(String, String), LinkedGroup>,
+    /// (account, group) of a further bot account in a group → the first account's key.
+    same_as: BTreeMap<(String, String), (String, String)>,
 }
 
 impl Aliases {
@@ -52,6 +55,9 @@ impl Aliases {
         platform_of: impl Fn(&str) -> Option<Platform>,
     ) -> Aliases {
         let mut groups = BTreeMap::new();
+        let mut same_as = BTreeMap::new();
+        let mut first_seen: std::collections::HashMap<(Platform, String), (String, String)> =
+            std::collections::HashMap::new();
         let mut per_account: BTreeMap<String, usize> = BTreeMap::new();
         for link in links {
             for member in link.groups.iter().chain(&link.to) {
@@ -62,6 +68,12 @@ impl Aliases {
                 let Some(platform) = platform_of(&member.account) else {
                     continue;
                 };
+                let platform_group = (platform, member.group.clone());
+                if let Some(first) = first_seen.get(&platform_group) {
+                    same_as.insert(key, first.clone());
+                    continue;
+                }
+                first_seen.insert(platform_group, key.clone());
                 let n = per_account.entry(member.account.clone()).or_default();
                 *n += 1;
                 let alias = stats
@@ -81,12 +93,15 @@ impl Aliases {
                 );
             }
         }
-        Aliases { groups }
+        Aliases { groups, same_as }
     }
 
-    /// The linked group `account`'s `group`, if it is one.
+    /// The linked group `account`'s `group`, if it is one (for a further bot account in a
+    /// group, the group as the first account sees it).
     pub fn get(&self, account: &str, group: &str) -> Option<&LinkedGroup> {
-        self.groups.get(&(account.to_owned(), group.to_owned()))
+        let key = (account.to_owned(), group.to_owned());
+        let key = self.same_as.get(&key).unwrap_or(&key);
+        self.groups.get(key)
     }
 
     /// Every linked group, by account then group.

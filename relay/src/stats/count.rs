@@ -72,9 +72,10 @@ impl StatsCounter {
 
     /// The counts of a message relayed into `account`'s `group` at `ts_ms`.
     pub fn relayed_in(&self, account: &str, group: &str, ts_ms: u64) -> StatsDelta {
+        let (account, group) = self.canonical(account, group);
         StatsDelta {
-            account: account.to_owned(),
-            group: group.to_owned(),
+            account,
+            group,
             day: day_of(ts_ms, self.offset_secs),
             counts: DayCounts {
                 relayed_in: 1,
@@ -88,19 +89,20 @@ impl StatsCounter {
     fn message(&self, envelope: &Envelope) -> StatsDelta {
         let origin = &envelope.origin;
         let day = day_of(envelope.ts_ms, self.offset_secs);
+        let (account, group) = self.canonical(&origin.account, &origin.group);
         let digest = self
             .digester
             .digest(origin.platform.as_str(), &envelope.sender.id);
         let mut senders = BTreeSet::new();
-        if self.first_sight(&origin.account, &origin.group, day, &digest) {
+        if self.first_sight(&account, &group, day, &digest) {
             senders.insert(digest);
         }
         if let Some(alias) = self.label(&origin.account, &origin.group) {
             metrics::counter!(crate::metrics::GROUP_MESSAGES, "group" => alias).increment(1);
         }
         StatsDelta {
-            account: origin.account.clone(),
-            group: origin.group.clone(),
+            account,
+            group,
             day,
             counts: DayCounts {
                 messages: 1,
@@ -154,13 +156,23 @@ impl StatsCounter {
             metrics::counter!(crate::metrics::GROUP_BOT_REMOVED, "account" => origin.account.clone())
                 .increment(1);
         }
+        let (account, group) = self.canonical(&origin.account, &origin.group);
         Some(StatsDelta {
-            account: origin.account.clone(),
-            group: origin.group.clone(),
+            account,
+            group,
             day: day_of(envelope.ts_ms, self.offset_secs),
             counts,
             senders: BTreeSet::new(),
         })
+    }
+
+    /// The (account, group) a group's counts are kept under: the first bot account of the
+    /// group in the links.
+    fn canonical(&self, account: &str, group: &str) -> (String, String) {
+        match self.aliases().get(account, group) {
+            Some(linked) => (linked.account.clone(), linked.group.clone()),
+            None => (account.to_owned(), group.to_owned()),
+        }
     }
 
     /// The `group` label of a linked group's series, or `None` when none are exported.

@@ -1,0 +1,313 @@
+//! Group health end to end (issue 16), with the daemon as its own process and scripted
+//! NapCat peers over real WebSockets: joins, leaves and messages of a QQ group seen by two
+//! bot accounts are counted once each, bots are not counted, a copy relayed into the group is
+//! counted as relayed in; `qunbridge stats` prints the figures (JSON, CSV with a BOM), they
+//! survive `kill -9` and a restart, and `/metrics` shows them by alias without any id.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use qunbridge_tests::onebot11_peer::{
+    group_message, member_decrease, member_increase, OneBot11Peer,
+};
+use qunbridge_tests::process::DaemonProcess;
+use qunbridge_tests::{free_port, post_message, qunbridge_binary, Broker, PATIENCE};
+use serde_json::{json, Value};
+
+/// The first bot's QQ number.
+const BOT: i64 = 2854196310;
+/// The second bot's QQ number (another configured bot account in the same group).
+const SECOND_BOT: i64 = 2854196311;
+/// The linked QQ group.
+const GROUP: i64 = 735021844;
+/// The members who speak: (QQ number, card, messages said).
+const MEMBERS: [(i64, &str, usize); 3] = [
+    (1437420188, "Alice | Ops", 10),
+    (1500600700, "", 10),
+    (1600700800, "", 8),
+];
+
+/// Two bot accounts in QQ group 735021844 (alias `fans-qq`), linked with `api` group `a`.
+fn config(broker: &Broker, first: &str, second: &str, api: SocketAddr) -> String {
+    format!(
+        r#"{broker}
+[accounts.qq-a]
+platform = "qq"
+url = "{first}"
+self_id = "{BOT}"
+
+[accounts.qq-b]
+platform = "qq"
+url = "{second}"
+self_id = "{SECOND_BOT}"
+
+[accounts.hub]
+platform = "api"
+listen = "{api}"
+
+[[links]]
+name = "fans"
+groups = ["qq-a:{GROUP}", "qq-b:{GROUP}", "hub:a"]
+
+[stats.aliases]
+"qq-a:{GROUP}" = "fans-qq"
+"#,
+        broker = broker.toml()
+    )
+}
+
+/// The current Unix second.
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// A text message of `user` in the group at `time`, as bot `self_id` reports it.
+fn said(self_id: i64, message_id: i64, user: i64, time: i64, text: &str) -> Value {
+    let mut event = group_message(
+        GROUP,
+        user,
+        message_id,
+        "",
+        "member",
+        json!([{"type": "text", "data": {"text": text}}]),
+    );
+    event["self_id"] = json!(self_id);
+    event["time"] = json!(time);
+    event
+}
+
+/// `qunbridge stats` against the daemon's admin endpoint with `args`; its exit code and
+/// output.
+fn stats_cli(admin: SocketAddr, args: &[&str]) -> (i32, Vec<u8>) {
+    let output = Command::new(qunbridge_binary())
+        .arg("stats")
+        .arg("--admin")
+        .arg(admin.to_string())
+        .args(args)
+        .output()
+        .expect("qunbridge stats runs");
+    (output.status.code().unwrap_or(-1), output.stdout)
+}
+
+/// Today's row of `fans-qq` as `qunbridge stats --format json` prints it.
+fn todays_row(admin: SocketAddr) -> (Value, Value) {
+    let (code, out) = stats_cli(admin, &["--format", "json", "--group", "fans-qq"]);
+    assert_eq!(code, 0, "qunbridge stats exits 0");
+    let report: Value = serde_json::from_slice(&out).expect("JSON report");
+    let group = report["groups"][0].clone();
+    assert_eq!(group["alias"], "fans-qq");
+    let today = group["periods"]
+        .as_array()
+        .and_then(|periods| periods.last())
+        .cloned()
+        .unwrap_or(Value::Null);
+    (group["figures"].clone(), today)
+}
+
+/// Polls the report until today's row satisfies `done`.
+async fn wait_for_row(admin: SocketAddr, done: impl Fn(&Value) -> bool) -> (Value, Value) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (figures, row) = todays_row(admin);
+        if done(&row) {
+            return (figures, row);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "today's row never settled: {row}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Pushes `event` to both bots, as both see everything said in the group.
+fn to_both(first: &OneBot11Peer, second: &OneBot11Peer, event: &Value) {
+    first.push_event(event.clone());
+    let mut copy = event.clone();
+    copy["self_id"] = json!(SECOND_BOT);
+    second.push_event(copy);
+}
+
+async fn two_bots_count_once(broker: Broker) {
+    let (first, first_url) = OneBot11Peer::serve(BOT, None, 0).await;
+    let (second, second_url) = OneBot11Peer::serve(SECOND_BOT, None, 0).await;
+    // The member list NapCat would answer: `get_group_list` counts three members.
+    let list: Vec<(i64, &str, &str)> = MEMBERS
+        .iter()
+        .map(|(id, card, _)| (*id, *card, "nick"))
+        .collect();
+    first.set_member_list(GROUP, &list);
+    second.set_member_list(GROUP, &list);
+    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut daemon =
+        DaemonProcess::start(dir.path(), &config(&broker, &first_url, &second_url, api)).await;
+    first.wait_connections(1).await;
+    second.wait_connections(1).await;
+
+    // Joins and leaves, each reported by both bots: one approved join, a member who left, one
+    // kicked, a disband (NapCat) and a sub_type nobody documented.
+    first.add_member(GROUP, 1700800900, "新人", "newbie");
+    for event in [
+        member_increase(GROUP, 1700800900, 0, "approve"),
+        member_decrease(GROUP, 1500600700, 1500600700, "leave"),
+        member_decrease(GROUP, 1600700800, 4242, "kick"),
+        member_decrease(GROUP, 1800900100, 0, "disband"),
+        member_decrease(GROUP, 1900100200, 0, "lift"),
+    ] {
+        to_both(&first, &second, &event);
+    }
+
+    // 28 messages from three members (the first five reported by both bots), one from the
+    // other configured bot account, one the bot sent itself.
+    let time = now_secs();
+    let mut id = 100;
+    for (user, _, count) in MEMBERS {
+        for n in 0..count {
+            id += 1;
+            let event = said(BOT, id, user, time, &format!("m{user}-{n}"));
+            if id <= 105 {
+                to_both(&first, &second, &event);
+            } else {
+                first.push_event(event);
+            }
+        }
+    }
+    first.push_event(said(BOT, 900, SECOND_BOT, time, "relayed by the other bot"));
+    let mut own = said(BOT, 901, BOT, time, "the bot's own");
+    own["post_type"] = json!("message_sent");
+    first.push_event(own);
+
+    // One message relayed into the QQ group from the `api` group.
+    let (status, _) = post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "u1", "name": "Ed"}, "text": "hello qq"}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+
+    let settled = |row: &Value| {
+        row["messages"] == 28
+            && row["leaves"] == 4
+            && row["joins"] == 1
+            && row["relayed_in"] == 1
+            && row["member_count"] == 3
+    };
+    let (figures, row) = wait_for_row(daemon.admin, settled).await;
+    assert_eq!(row["active_senders"], 3, "three members spoke: {row}");
+    assert_eq!(row["joins_by_how"], json!({"approve": 1}));
+    assert_eq!(
+        row["leaves_by_how"],
+        json!({"leave": 1, "kick": 1, "disband": 1, "unknown": 1}),
+        "every how counted under its own name: {row}"
+    );
+    assert_eq!(row["kicks"], 1);
+    assert_eq!(figures["active_1d"], 3);
+    assert_eq!(figures["member_count"], 3);
+    assert_eq!(figures["tiers"]["silent"], 0);
+    // Give the store a moment past the report (the counts of the last messages are already
+    // in it: the report read them), then check that nothing more trickles in.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, again) = todays_row(daemon.admin);
+    assert_eq!(again["messages"], 28, "no message counted twice: {again}");
+    assert_eq!(again["leaves"], 4);
+
+    // CSV with the BOM and the documented header.
+    let (code, csv) = stats_cli(daemon.admin, &["--format", "csv", "--bom"]);
+    assert_eq!(code, 0);
+    assert!(
+        csv.starts_with(&[0xEF, 0xBB, 0xBF]),
+        "CSV starts with the BOM"
+    );
+    let csv = String::from_utf8(csv).expect("UTF-8 CSV");
+    let mut lines = csv.trim_start_matches('\u{feff}').lines();
+    assert_eq!(
+        lines.next(),
+        Some("period,alias,link,platform,account,group,messages,active_senders,joins,leaves,kicks,relayed_in,member_count,join_rate,churn_rate,coverage")
+    );
+    assert!(
+        csv.lines()
+            .any(|line| line.contains(",fans-qq,fans,qq,qq-a,735021844,28,3,1,4,1,1,3,")),
+        "today's row of fans-qq in:\n{csv}"
+    );
+
+    // Metrics: by alias, never an id; the bot's removal counted once.
+    let metrics = daemon.metrics().await;
+    assert!(
+        metrics.contains("qunbridge_group_messages_total{group=\"fans-qq\"} 28"),
+        "{metrics}"
+    );
+    assert!(metrics
+        .contains("qunbridge_group_members_joined_total{group=\"fans-qq\",how=\"approve\"} 1"));
+    assert!(
+        metrics.contains("qunbridge_group_members_left_total{group=\"fans-qq\",how=\"unknown\"} 1")
+    );
+    assert!(metrics.contains("qunbridge_group_bot_removed_total{account=\"qq-a\"} 1"));
+    for id in [
+        "735021844",
+        "1437420188",
+        "1500600700",
+        "1600700800",
+        "1700800900",
+        "2854196310",
+    ] {
+        assert!(!metrics.contains(id), "/metrics names {id}");
+    }
+
+    // kill -9 and a restart on the same state directory: the same figures, and the gauges
+    // back at once.
+    daemon.restart().await;
+    first.wait_connections(2).await;
+    let (figures_after, row_after) = todays_row(daemon.admin);
+    assert_eq!(row_after["messages"], 28, "{row_after}");
+    assert_eq!(row_after["active_senders"], 3);
+    assert_eq!(row_after["leaves"], 4);
+    assert_eq!(figures_after["active_1d"], figures["active_1d"]);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let metrics = daemon.metrics().await;
+        if metrics.contains("qunbridge_group_active_senders{group=\"fans-qq\",window=\"1d\"} 3") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gauges not back: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(second);
+}
+
+mod two_bots_count_once {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded() {
+        two_bots_count_once(Broker::embedded()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mosquitto() {
+        two_bots_count_once(Broker::mosquitto().await).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_arguments_exit_64_and_an_unreachable_daemon_exits_1() {
+    let port = free_port();
+    let admin = SocketAddr::from(([127, 0, 0, 1], port));
+    let (code, _) = stats_cli(admin, &["--since", "yesterday"]);
+    assert_eq!(code, 64);
+    let (code, _) = stats_cli(admin, &["--by", "month"]);
+    assert_eq!(code, 64);
+    let (code, _) = stats_cli(admin, &["--since", "2026-12-02", "--until", "2026-12-01"]);
+    assert_eq!(code, 64);
+    let (code, _) = stats_cli(admin, &[]);
+    assert_eq!(code, 1, "nothing listens on {admin}");
+}
