@@ -311,3 +311,69 @@ async fn bad_arguments_exit_64_and_an_unreachable_daemon_exits_1() {
     let (code, _) = stats_cli(admin, &[]);
     assert_eq!(code, 1, "nothing listens on {admin}");
 }
+
+/// QQ group 735021844 and a WeChat group in a link that announces joins.
+fn notices_config(broker: &Broker, qq: &str, wx: &str) -> String {
+    format!(
+        r#"{broker}
+[accounts.qq]
+platform = "qq"
+url = "{qq}"
+self_id = "{BOT}"
+
+[accounts.wx]
+platform = "wechat"
+url = "{wx}"
+
+[[links]]
+name = "fans"
+groups = ["qq:{GROUP}", "wx:{WECHAT_GROUP}"]
+notices = "joins"
+"#,
+        broker = broker.toml()
+    )
+}
+
+/// The linked WeChat group.
+const WECHAT_GROUP: &str = "20993411775@chatroom";
+
+/// The text of a `send_message` action.
+fn sent_text(send: &Value) -> String {
+    send["params"]["message"][0]["data"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_is_announced_in_the_linked_wechat_group_and_a_leave_is_not() {
+    use qunbridge_tests::onebot12_peer::{Behaviour, OneBot12Peer};
+    let broker = Broker::embedded();
+    let (qq, qq_url) = OneBot11Peer::serve(BOT, None, 0).await;
+    let (wx, wx_url) = OneBot12Peer::serve("wxid_botself01", Behaviour::comwechat(None)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _daemon =
+        DaemonProcess::start(dir.path(), &notices_config(&broker, &qq_url, &wx_url)).await;
+    qq.wait_connections(1).await;
+    wx.wait_connections(1).await;
+
+    qq.add_member(GROUP, 1234567890, "小明", "xiaoming");
+    qq.push_event(member_increase(GROUP, 1234567890, 0, "invite"));
+    let send = wx.next_action("send_message").await;
+    assert_eq!(send["params"]["group_id"], WECHAT_GROUP);
+    assert_eq!(sent_text(&send), "[QQ] 小明 加入了群");
+
+    // A leave is not announced with `notices = "joins"`, nor is the bot's own removal; a
+    // member whose name cannot be found shows as 新成员, never as a number.
+    qq.remove_member(GROUP, 1234567890);
+    qq.push_event(member_decrease(GROUP, 1234567890, 1234567890, "leave"));
+    qq.push_event(member_decrease(GROUP, BOT, 0, "kick_me"));
+    qq.push_event(member_increase(GROUP, 1987654321, 0, "approve"));
+    let send = wx.next_action("send_message").await;
+    assert_eq!(
+        sent_text(&send),
+        "[QQ] 新成员 加入了群",
+        "the next send is the second join: the leave and the bot's removal were not announced"
+    );
+    assert!(!sent_text(&send).contains("1987654321"));
+}

@@ -51,6 +51,7 @@ fn destination(platform: Platform) -> Destination {
             rules: default_rules(platform),
         }),
         media: qunbridge_connectors::media::MediaMode::Passthrough,
+        notices: None,
     }
 }
 

@@ -1,9 +1,10 @@
 //! The relay core: dedup and the echo guard ([`dedup`]), routing ([`route`]), rendering
 //! ([`render`]) and link filtering ([`filter`]) between the inbound and outbound topics,
-//! driven by [`pipeline`].
+//! driven by [`pipeline`]; membership notices ([`notices`]).
 
 pub mod dedup;
 pub mod filter;
+pub mod notices;
 pub mod pipeline;
 pub mod render;
 pub mod route;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::dedup::{Dedup, Verdict};
+use super::notices::notice_for;
 use super::render::{filter, render};
 use super::route::{Destination, SharedRoutes};
 use crate::activity::{Activity, WorkGuard};
@@ -145,11 +146,16 @@ impl Core {
             .stats
             .as_ref()
             .and_then(|counter| counter.inbound(&envelope));
-        // A membership change is counted, never relayed as a message.
+        // A membership change is counted, never relayed as a message; links that ask for it
+        // get a notice.
         if envelope.kind == Kind::Member {
+            let Some(confirmations) = self.publish_notices(&envelope, destinations).await else {
+                dedup.release(&keys);
+                return None;
+            };
             return Some(PendingAck {
                 delivery,
-                confirmations: Vec::new(),
+                confirmations,
                 keys,
                 stats,
                 _work: work,
@@ -220,6 +226,45 @@ impl Core {
                 "to" => destination.platform.as_str()
             )
             .increment(1);
+        }
+        Some(confirmations)
+    }
+
+    /// Publishes the join/leave notices of a membership change to the destinations whose
+    /// link announces it; `None` when a publish failed (left for redelivery).
+    async fn publish_notices(
+        &self,
+        envelope: &Envelope,
+        destinations: &[Destination],
+    ) -> Option<Vec<Confirmation>> {
+        let mut confirmations = Vec::new();
+        for destination in destinations {
+            let Some(mut outbound) = notice_for(envelope, destination) else {
+                continue;
+            };
+            if let Some(rule) = filter(&mut outbound, destination) {
+                debug!(message = "Notice dropped by a link filter for this destination.", link = %destination.link, rule);
+                count_drop("filtered");
+                continue;
+            }
+            let payload = match serde_json::to_vec(&outbound) {
+                Ok(payload) => payload,
+                Err(error) => {
+                    warn!(message = "Cannot encode a notice.", %error);
+                    count_drop("encode_failed");
+                    continue;
+                }
+            };
+            let topic = self
+                .topics
+                .outbound(&destination.target.account, &destination.target.group);
+            match self.publisher.publish(topic, payload, false).await {
+                Ok(confirmation) => confirmations.push(confirmation),
+                Err(error) => {
+                    warn!(message = "Cannot publish a notice.", %error);
+                    return None;
+                }
+            }
         }
         Some(confirmations)
     }

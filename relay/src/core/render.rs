@@ -201,6 +201,7 @@ mod tests {
             format: "[{platform}] {name}: ".into(),
             filter: Default::default(),
             media: MediaMode::Passthrough,
+            notices: None,
         };
         let out = render(&envelope(), &destination);
         assert_eq!(out.text, "[QQ] Ann: hi @Bob");

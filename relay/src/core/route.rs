@@ -10,6 +10,7 @@ use std::sync::Arc;
 use qunbridge_connectors::media::MediaMode;
 use qunbridge_connectors::Platform;
 
+use super::notices::NoticePolicy;
 use crate::policy::{FilterRules, GroupRef, Link, Rule};
 
 /// One place a message goes.
@@ -27,6 +28,8 @@ pub struct Destination {
     pub filter: Arc<FilterRules>,
     /// How pictures reach the destination's account (its `media`, else `[media] mode`).
     pub media: MediaMode,
+    /// Which join/leave notices the link sends there (`None`: none).
+    pub notices: Option<Arc<NoticePolicy>>,
 }
 
 /// The routing table in force, swapped whole on reload.
@@ -79,10 +82,12 @@ impl Routes {
         platform_of: impl Fn(&str) -> Option<Platform>,
         filter_rules: impl Fn(Platform, &str, &[Rule]) -> FilterRules,
         media_of: impl Fn(&str) -> MediaMode,
+        notices_of: impl Fn(&str) -> Option<NoticePolicy>,
     ) -> Routes {
         let mut table: HashMap<GroupRef, Vec<Destination>> = HashMap::new();
         for link in links {
             let name: Arc<str> = link.name.as_str().into();
+            let notices = notices_of(&link.name).map(Arc::new);
             let format: Arc<str> = link.format.as_str().into();
             for origin in &link.groups {
                 let Some(origin_platform) = platform_of(&origin.account) else {
@@ -121,6 +126,7 @@ impl Routes {
                         format: format.clone(),
                         filter: Arc::new(filter),
                         media: media_of(&member.account),
+                        notices: notices.clone(),
                     });
                 }
             }
@@ -196,6 +202,7 @@ mod tests {
             |account| ["hub", "ops"].contains(&account).then_some(Platform::Api),
             |_, _, _| FilterRules::default(),
             |_| MediaMode::Passthrough,
+            |_| None,
         );
         assert_eq!(
             targets(&routes, "hub", "a"),
@@ -222,6 +229,7 @@ mod tests {
             },
             |_, _, _| FilterRules::default(),
             |_| MediaMode::Passthrough,
+            |_| None,
         );
         assert_eq!(targets(&routes, "wx", "w"), ["qq1:100@fans"]);
         assert_eq!(targets(&routes, "qq2", "100"), ["wx:w@fans"]);

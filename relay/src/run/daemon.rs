@@ -15,7 +15,8 @@ use tracing::info;
 use crate::activity::Activity;
 use crate::admin::{self, Health};
 use crate::broker::{Endpoint, Hops, Topics};
-use crate::config::Config;
+use crate::config::{Config, Notices};
+use crate::core::notices::NoticePolicy;
 use crate::core::{Routes, SharedRoutes};
 use crate::stats::report::StatsService;
 use crate::stats::{Aliases, Digester, StatsCounter};
@@ -243,5 +244,14 @@ pub fn routes_of(config: &Config) -> Routes {
         |account| config.account(account).map(|a| a.platform),
         |platform, account, link_rules| config.filters.effective(platform, account, link_rules),
         |account| config.media_mode(account),
+        |link| {
+            let notices = config.stats.notices.get(link).copied().unwrap_or_default();
+            (notices != Notices::Off).then(|| NoticePolicy {
+                joins: true,
+                leaves: notices == Notices::All,
+                join_format: config.stats.join_format.as_str().into(),
+                leave_format: config.stats.leave_format.as_str().into(),
+            })
+        },
     )
 }
