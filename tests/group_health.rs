@@ -237,6 +237,19 @@ async fn two_bots_count_once(broker: Broker) {
         "today's row of fans-qq in:\n{csv}"
     );
 
+    // `qunbridge status` shows a line for the group.
+    let status = Command::new(qunbridge_binary())
+        .args(["status", "--admin", &daemon.admin.to_string()])
+        .output()
+        .expect("qunbridge status runs");
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status
+            .lines()
+            .any(|line| line.starts_with("fans-qq") && line.contains(" 28 ")),
+        "a status line for fans-qq with today's 28 messages in:\n{status}"
+    );
+
     // Metrics: by alias, never an id; the bot's removal counted once.
     let metrics = daemon.metrics().await;
     assert!(
@@ -248,7 +261,16 @@ async fn two_bots_count_once(broker: Broker) {
     assert!(
         metrics.contains("qunbridge_group_members_left_total{group=\"fans-qq\",how=\"unknown\"} 1")
     );
-    assert!(metrics.contains("qunbridge_group_bot_removed_total{account=\"qq-a\"} 1"));
+    // The disband was reported by both bots: counted once, under the bot that reported it
+    // first.
+    let removed = qunbridge_tests::metrics::counter(
+        &metrics,
+        "qunbridge_group_bot_removed_total{account=\"qq-a\"}",
+    ) + qunbridge_tests::metrics::counter(
+        &metrics,
+        "qunbridge_group_bot_removed_total{account=\"qq-b\"}",
+    );
+    assert_eq!(removed, 1.0, "{metrics}");
     for id in [
         "735021844",
         "1437420188",
@@ -376,4 +398,187 @@ async fn a_join_is_announced_in_the_linked_wechat_group_and_a_leave_is_not() {
         "the next send is the second join: the leave and the bot's removal were not announced"
     );
     assert!(!sent_text(&send).contains("1987654321"));
+}
+
+/// Three QQ groups, each linked with its own `api` group, default aliases `qq#1`..`qq#3`.
+fn weeks_config(broker: &Broker, qq: &str, api: SocketAddr) -> String {
+    let mut config = format!(
+        r#"{broker}
+[accounts.qq]
+platform = "qq"
+url = "{qq}"
+self_id = "{BOT}"
+
+[accounts.hub]
+platform = "api"
+listen = "{api}"
+"#,
+        broker = broker.toml()
+    );
+    for (n, group) in WEEK_GROUPS.iter().enumerate() {
+        config.push_str(&format!(
+            "\n[[links]]\nname = \"l{n}\"\ngroups = [\"qq:{group}\", \"hub:g{n}\"]\n"
+        ));
+    }
+    config
+}
+
+/// Groups whose last four complete weeks had these message totals, oldest first.
+const WEEK_GROUPS: [i64; 3] = [10001, 10002, 10003];
+/// The weekly totals of each of [`WEEK_GROUPS`], and the `decline_weeks` they give.
+const WEEKLY: [([u64; 4], u64); 3] = [
+    ([100, 80, 60, 40], 3),
+    ([100, 80, 90, 40], 1),
+    ([10, 8, 6, 4], 0),
+];
+
+/// Noon, in +08:00, of the day `back` days before today, as a Unix second.
+fn noon_days_ago(back: i64) -> i64 {
+    let offset = 8 * 3600;
+    let today = (now_secs() + offset).div_euclid(86_400);
+    (today - back) * 86_400 + 12 * 3600 - offset
+}
+
+/// Days back to the Monday of the week `weeks` weeks before this one.
+fn monday_weeks_ago(weeks: i64) -> i64 {
+    let offset = 8 * 3600;
+    let today = (now_secs() + offset).div_euclid(86_400);
+    let since_monday = (today + 3).rem_euclid(7);
+    since_monday + 7 * weeks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decline_and_tiers_follow_the_platform_timestamps() {
+    let broker = Broker::embedded();
+    let (qq, qq_url) = OneBot11Peer::serve(BOT, None, 0).await;
+    // The first group has four members: X, Y, Z and W (the member count NapCat tells).
+    let (x, y, w) = (2000000001, 2000000002, 2000000004);
+    qq.set_member_list(
+        WEEK_GROUPS[0],
+        &[
+            (x, "X", "x"),
+            (y, "Y", "y"),
+            (2000000003, "Z", "z"),
+            (w, "W", "w"),
+        ],
+    );
+    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = DaemonProcess::start(dir.path(), &weeks_config(&broker, &qq_url, api)).await;
+    qq.wait_connections(1).await;
+
+    let mut id = 0;
+    let mut say = |group: i64, user: i64, time: i64| {
+        id += 1;
+        let mut event = said(BOT, id, user, time, &format!("message {id}"));
+        event["group_id"] = json!(group);
+        qq.push_event(event);
+    };
+    // W spoke on the Mondays of the four weeks before this one, as often as WEEKLY says.
+    for (group, (weekly, _)) in WEEK_GROUPS.iter().zip(WEEKLY) {
+        for (index, count) in weekly.iter().enumerate() {
+            let time = noon_days_ago(monday_weeks_ago(4 - index as i64));
+            for _ in 0..*count {
+                say(*group, w, time);
+            }
+        }
+    }
+    // X spoke on 5 of the last 7 days, Y on 2, Z never.
+    for back in 0..5 {
+        say(WEEK_GROUPS[0], x, noon_days_ago(back).min(now_secs()));
+    }
+    for back in [1, 3] {
+        say(WEEK_GROUPS[0], y, noon_days_ago(back));
+    }
+
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let report = loop {
+        let (code, out) = stats_cli(daemon.admin, &["--format", "json", "--since", "2020-01-01"]);
+        assert_eq!(code, 0);
+        let report: Value = serde_json::from_slice(&out).expect("JSON report");
+        let total: u64 = report["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["periods"].as_array().into_iter().flatten())
+            .map(|p| p["messages"].as_u64().unwrap_or(0))
+            .sum();
+        if total == 100 + 80 + 60 + 40 + 100 + 80 + 90 + 40 + 10 + 8 + 6 + 4 + 5 + 2 {
+            break report;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all counted: {total}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let group = |alias: &str| -> Value {
+        report["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|g| g["alias"] == alias)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    for (n, (_, decline)) in WEEKLY.iter().enumerate() {
+        let alias = format!("qq#{}", n + 1);
+        assert_eq!(
+            group(&alias)["figures"]["decline_weeks"],
+            *decline,
+            "{alias}"
+        );
+    }
+    let figures = &group("qq#1")["figures"];
+    assert_eq!(figures["member_count"], 4);
+    assert_eq!(
+        figures["tiers"],
+        json!({"core": 1, "regular": 1, "lurking": 1, "silent": 1}),
+        "X core, Y regular, W lurking, Z silent: {figures}"
+    );
+    assert_eq!(figures["active_7d"], 2);
+    assert_eq!(figures["active_28d"], 3);
+
+    // `--by week` sums Monday to Sunday: the week of W's 100 messages shows 100.
+    let since = {
+        let (code, out) = stats_cli(
+            daemon.admin,
+            &[
+                "--format",
+                "json",
+                "--group",
+                "qq#1",
+                "--by",
+                "week",
+                "--since",
+                "2020-01-01",
+            ],
+        );
+        assert_eq!(code, 0);
+        let report: Value = serde_json::from_slice(&out).expect("JSON report");
+        report["groups"][0]["periods"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let weekly: Vec<u64> = since
+        .iter()
+        .map(|p| p["messages"].as_u64().unwrap_or(0))
+        .filter(|m| *m > 0)
+        .collect();
+    assert_eq!(weekly[..4], [100, 80, 60, 40], "weekly rows: {weekly:?}");
+
+    // The gauges say the same (a scrape refreshes gauges older than 5 s).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let metrics = daemon.metrics().await;
+        if metrics.contains("qunbridge_group_decline_weeks{group=\"qq#1\"} 3")
+            && metrics.contains("qunbridge_group_decline_weeks{group=\"qq#2\"} 1")
+            && metrics.contains("qunbridge_group_members_by_tier{group=\"qq#1\",tier=\"silent\"} 1")
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "gauges: {metrics}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -532,6 +532,9 @@ async fn status(State(health): State<Arc<Health>>) -> Response {
         .unwrap_or_default();
     let mut document = health.status(&rendered);
     document["media"] = health.media_status().await;
+    if let Some(service) = health.stats() {
+        document["groups"] = service.status_lines().await;
+    }
     Json(document).into_response()
 }
 
@@ -565,6 +568,9 @@ async fn stats(State(health): State<Arc<Health>>, RawQuery(query): RawQuery) -> 
 /// `/metrics`. The broker gauge is refreshed on every scrape, so it is current even when
 /// nobody polls `/readyz`.
 async fn metrics(State(health): State<Arc<Health>>) -> Response {
+    if let Some(stats) = health.stats() {
+        stats.refresh_gauges().await;
+    }
     metrics::gauge!(BROKER_CONNECTED).set(if health.broker_connected() { 1.0 } else { 0.0 });
     match prometheus() {
         Some(handle) => (

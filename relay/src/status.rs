@@ -296,6 +296,24 @@ pub fn render(status: &Value, now_ms: u64) -> String {
     if let Some(line) = media_line(&status["media"]) {
         out.push_str(&line);
     }
+    let rows: Vec<Vec<String>> = items(&status["groups"])
+        .map(|g| {
+            vec![
+                text(&g["alias"]),
+                text(&g["platform"]),
+                text(&g["messages_today"]),
+                text(&g["active_7d"]),
+                text(&g["decline_weeks"]),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        out.push('\n');
+        out.push_str(&table(
+            &["GROUP", "PLATFORM", "TODAY", "ACTIVE 7D", "DECLINE WEEKS"],
+            &rows,
+        ));
+    }
     out
 }
 
@@ -426,7 +444,8 @@ mod tests {
                 "mode": "native",
                 "cache": { "bytes": 1_572_864, "blobs": 4, "max_bytes": 1_073_741_824, "evictions": 2 },
                 "server": { "configured": true, "running": true, "listen": "127.0.0.1:9465" }
-            }
+            },
+            "groups": [ { "alias": "fans-qq", "platform": "qq", "messages_today": 28, "active_7d": 3, "decline_weeks": 0 } ]
         });
         let table = render(&status, 121_000);
         for expected in [
@@ -440,6 +459,8 @@ mod tests {
             "relayed   2 (api->qq 2)",
             "dropped   1 (duplicate 1)",
             "media     native · cache 1.5 MiB in 4 blobs (cap 1.0 GiB) · 2 evicted · media server on 127.0.0.1:9465",
+            "GROUP    PLATFORM  TODAY  ACTIVE 7D  DECLINE WEEKS",
+            "fans-qq  qq        28     3          0",
         ] {
             assert!(
                 table.contains(expected),

@@ -1,6 +1,6 @@
 //! Group-health reports: what `GET /api/v1/stats` answers and `qunbridge stats` prints (a
 //! table, CSV with an optional UTF-8 BOM, or JSON), and the `qunbridge_group_*` gauges,
-//! refreshed from the store every minute (so they come back after a restart).
+//! refreshed from the store at start, every minute, and on a scrape when older than 5 s.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,8 +19,10 @@ use crate::store::stats::{how_slot, Day, DayCounts};
 use crate::store::{RelayStore, StoreError};
 use qunbridge_connectors::model::How;
 
-/// How often the gauges are refreshed.
+/// How often the gauges are refreshed without a scrape.
 const GAUGES_EVERY: Duration = Duration::from_secs(60);
+/// Gauges set this recently are not set again for a scrape.
+const GAUGES_FRESH: Duration = Duration::from_secs(5);
 /// The CSV header (also the report's columns).
 pub const CSV_HEADER: &str = "period,alias,link,platform,account,group,messages,active_senders,joins,leaves,kicks,relayed_in,member_count,join_rate,churn_rate,coverage";
 /// The UTF-8 byte order mark `--bom` starts CSV with.
@@ -187,6 +189,9 @@ pub struct StatsService {
     counter: Arc<StatsCounter>,
     /// `[stats]` as loaded (thresholds, offset, retention).
     config: std::sync::Mutex<StatsConfig>,
+    /// When the gauges were last set (a scrape refreshes them when older than
+    /// [`GAUGES_FRESH`]).
+    gauges_set: tokio::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl StatsService {
@@ -200,7 +205,26 @@ impl StatsService {
             store,
             counter,
             config: std::sync::Mutex::new(config),
+            gauges_set: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Sets the gauges from the store unless they were set within [`GAUGES_FRESH`] (a
+    /// `/metrics` scrape calls this, so what Prometheus reads is current).
+    pub async fn refresh_gauges(&self) {
+        let mut set = self.gauges_set.lock().await;
+        if set.is_some_and(|at| at.elapsed() < GAUGES_FRESH) {
+            return;
+        }
+        let config = self.config();
+        if config.metrics == StatsMetrics::Off {
+            return;
+        }
+        match self.report(&Query::default()).await {
+            Ok(report) => set_gauges(&report, config.metrics),
+            Err(error) => warn!(message = "Group-health gauges not refreshed.", %error),
+        }
+        *set = Some(tokio::time::Instant::now());
     }
 
     /// Takes reloaded thresholds (the offset stays as started: history is keyed by day).
@@ -288,6 +312,34 @@ impl StatsService {
         })
     }
 
+    /// One line per linked group for `qunbridge status`: alias, platform, messages today,
+    /// active members over 7 days and decline weeks (`null` when the store cannot be read).
+    pub async fn status_lines(&self) -> serde_json::Value {
+        let query = Query {
+            since: Some(today(self.config().utc_offset_secs)),
+            ..Query::default()
+        };
+        match self.report(&query).await {
+            Ok(report) => report
+                .groups
+                .iter()
+                .map(|group| {
+                    serde_json::json!({
+                        "alias": group.alias,
+                        "platform": group.platform,
+                        "messages_today": group.periods.last().map_or(0, |row| row.messages),
+                        "active_7d": group.figures.active_7d,
+                        "decline_weeks": group.figures.decline_weeks,
+                    })
+                })
+                .collect(),
+            Err(error) => {
+                warn!(message = "Group health not read for the status.", %error);
+                serde_json::Value::Null
+            }
+        }
+    }
+
     /// Sets the `qunbridge_group_*` gauges from the store every minute until `stop`, and
     /// sweeps history past `retention` (and digests past 35 days) once an hour.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
@@ -307,12 +359,7 @@ impl StatsService {
                     warn!(message = "Group-health history not swept.", %error);
                 }
             }
-            if config.metrics != StatsMetrics::Off {
-                match self.report(&Query::default()).await {
-                    Ok(report) => set_gauges(&report, config.metrics),
-                    Err(error) => warn!(message = "Group-health gauges not refreshed.", %error),
-                }
-            }
+            self.refresh_gauges().await;
             ticks += 1;
             tokio::select! {
                 _ = stop.cancelled() => return,
