@@ -374,8 +374,7 @@ async fn a_join_is_announced_in_the_linked_wechat_group_and_a_leave_is_not() {
     let (qq, qq_url) = OneBot11Peer::serve(BOT, None, 0).await;
     let (wx, wx_url) = OneBot12Peer::serve("wxid_botself01", Behaviour::comwechat(None)).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let _daemon =
-        DaemonProcess::start(dir.path(), &notices_config(&broker, &qq_url, &wx_url)).await;
+    let daemon = DaemonProcess::start(dir.path(), &notices_config(&broker, &qq_url, &wx_url)).await;
     qq.wait_connections(1).await;
     wx.wait_connections(1).await;
 
@@ -398,6 +397,41 @@ async fn a_join_is_announced_in_the_linked_wechat_group_and_a_leave_is_not() {
         "the next send is the second join: the leave and the bot's removal were not announced"
     );
     assert!(!sent_text(&send).contains("1987654321"));
+
+    // Bad notices are counted as unknown input, and the connection keeps going.
+    let mut missing_group = member_increase(GROUP, 1111111111, 0, "approve");
+    if let Some(object) = missing_group.as_object_mut() {
+        object.remove("group_id");
+    }
+    let mut bad_user = member_increase(GROUP, 1, 0, "approve");
+    bad_user["user_id"] = json!("not-a-number");
+    let mut unknown_type = member_increase(GROUP, 1, 0, "approve");
+    unknown_type["notice_type"] = json!("group_hologram");
+    for event in [missing_group, bad_user, unknown_type] {
+        qq.push_event(event);
+    }
+    qq.add_member(GROUP, 2222222222, "后来者", "later");
+    qq.push_event(member_increase(GROUP, 2222222222, 0, "approve"));
+    let send = wx.next_action("send_message").await;
+    assert_eq!(sent_text(&send), "[QQ] 后来者 加入了群");
+    let metrics = daemon.metrics().await;
+    assert_eq!(
+        qunbridge_tests::metrics::counter(
+            &metrics,
+            "qunbridge_unknown_input_total{platform=\"qq\",kind=\"notice\"}"
+        ),
+        3.0,
+        "{metrics}"
+    );
+    for id in [
+        WECHAT_GROUP,
+        "20993411775",
+        "wxid_",
+        "735021844",
+        "1234567890",
+    ] {
+        assert!(!metrics.contains(id), "/metrics names {id}");
+    }
 }
 
 /// Three QQ groups, each linked with its own `api` group, default aliases `qq#1`..`qq#3`.
@@ -491,6 +525,26 @@ async fn decline_and_tiers_follow_the_platform_timestamps() {
         say(WEEK_GROUPS[0], y, noon_days_ago(back));
     }
 
+    // A member count told 8 days ago (published by another process of the deployment, as
+    // a connector in a scaled-out setup would), then today one member left and one joined:
+    // the 7-day rates are against that count.
+    let mqtt = qunbridge_tests::RawMqtt::connect(broker.port(), "count-publisher").await;
+    let told = (noon_days_ago(8) * 1000) as u64;
+    let group = WEEK_GROUPS[0];
+    let count = json!({
+        "v": 1, "id": format!("qq:{group}:count:{told}"),
+        "origin": {"platform": "qq", "account": "qq", "group": group.to_string(), "message_id": format!("count:{told}")},
+        "sender": {"id": "", "name": ""}, "ts_ms": told, "kind": "member",
+        "member": {"change": "count", "how": "unknown", "member_count": 5}
+    });
+    mqtt.publish(
+        &format!("qunbridge/v1/in/qq/{group}"),
+        serde_json::to_vec(&count).expect("JSON"),
+    )
+    .await;
+    qq.push_event(member_decrease(group, 2000000003, 2000000003, "leave"));
+    qq.push_event(member_increase(group, 2000000005, 0, "approve"));
+
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let report = loop {
         let (code, out) = stats_cli(daemon.admin, &["--format", "json", "--since", "2020-01-01"]);
@@ -503,7 +557,12 @@ async fn decline_and_tiers_follow_the_platform_timestamps() {
             .flat_map(|g| g["periods"].as_array().into_iter().flatten())
             .map(|p| p["messages"].as_u64().unwrap_or(0))
             .sum();
-        if total == 100 + 80 + 60 + 40 + 100 + 80 + 90 + 40 + 10 + 8 + 6 + 4 + 5 + 2 {
+        let rates = report["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|g| g["alias"] == "qq#1" && g["figures"]["churn_rate_7d"].is_number());
+        if rates && total == 100 + 80 + 60 + 40 + 100 + 80 + 90 + 40 + 10 + 8 + 6 + 4 + 5 + 2 {
             break report;
         }
         assert!(
@@ -537,6 +596,11 @@ async fn decline_and_tiers_follow_the_platform_timestamps() {
         "X core, Y regular, W lurking, Z silent: {figures}"
     );
     assert_eq!(figures["active_7d"], 2);
+    assert_eq!(
+        figures["churn_rate_7d"], 0.2,
+        "one leave against 5 members: {figures}"
+    );
+    assert_eq!(figures["join_rate_7d"], 0.2);
     assert_eq!(figures["active_28d"], 3);
 
     // `--by week` sums Monday to Sunday: the week of W's 100 messages shows 100.

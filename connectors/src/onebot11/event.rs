@@ -64,6 +64,25 @@ pub fn decode(text: &str, cx: &DecodeContext<'_>) -> Result<Frame, FrameError> {
     }
 }
 
+/// `notice_type`s the relay knows and does not use: the v11 spec's and those NapCat,
+/// Lagrange and LLOneBot add. Any other is counted as unknown input.
+const KNOWN_NOTICES: [&str; 14] = [
+    "group_upload",
+    "group_admin",
+    "group_ban",
+    "friend_add",
+    "friend_recall",
+    "notify",
+    "group_card",
+    "offline_file",
+    "client_status",
+    "essence",
+    "group_msg_emoji_like",
+    "bot_offline",
+    "group_name",
+    "group_title",
+];
+
 /// `post_type`s of OneBot v11 (PROTOCOLS.md §1.5); any other is counted as unknown.
 const POST_TYPES: [&str; 5] = ["message", "message_sent", "notice", "request", "meta_event"];
 
@@ -82,7 +101,12 @@ fn decode_event(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<F
             "group_recall" => group_recall(object, cx),
             "group_increase" => member_notice(object, cx, Change::Join),
             "group_decrease" => member_notice(object, cx, Change::Leave),
-            _ => Ok(Frame::Ignored),
+            other => {
+                if !KNOWN_NOTICES.contains(&other) {
+                    note_unknown(cx.platform, "notice", other);
+                }
+                Ok(Frame::Ignored)
+            }
         },
         "meta_event" => match text_of(object, "meta_event_type") {
             "lifecycle" => Ok(Frame::Lifecycle { self_id }),
@@ -184,7 +208,8 @@ fn member_notice(
     cx: &DecodeContext<'_>,
     change: Change,
 ) -> Result<Frame, FrameError> {
-    let envelope = members::notice_envelope(object, cx, change, time_ms(object), true)?;
+    let envelope = members::notice_envelope(object, cx, change, time_ms(object), true)
+        .inspect_err(|_| note_unknown(cx.platform, "notice", text_of(object, "notice_type")))?;
     Ok(Frame::Envelope(Box::new(envelope)))
 }
 

@@ -302,7 +302,8 @@ fn member_notice(
     cx: &DecodeContext<'_>,
     change: Change,
 ) -> Result<Frame, FrameError> {
-    let mut envelope = members::notice_envelope(object, cx, change, time_ms(object), false)?;
+    let mut envelope = members::notice_envelope(object, cx, change, time_ms(object), false)
+        .inspect_err(|_| note_unknown(cx.platform, "notice", text_of(object, "detail_type")))?;
     let user = envelope.sender.id.as_str();
     let is_self = cx.self_id == Some(user) || event_self == Some(user);
     if let Some(event) = envelope.member.as_mut() {
