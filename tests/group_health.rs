@@ -646,3 +646,110 @@ async fn decline_and_tiers_follow_the_platform_timestamps() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// A ComWeChatClient account that polls member lists and a spec-compliant OneBot v12
+/// account that reports notices, each with a WeChat group linked to an `api` group.
+fn wechat_config(broker: &Broker, polled: &str, spec: &str, api: SocketAddr) -> String {
+    format!(
+        r#"{broker}
+[accounts.wx-com]
+platform = "wechat"
+url = "{polled}"
+member_poll = "5s"
+
+[accounts.wx-spec]
+platform = "wechat"
+url = "{spec}"
+
+[accounts.hub]
+platform = "api"
+listen = "{api}"
+
+[[links]]
+name = "polled"
+groups = ["wx-com:{POLLED_GROUP}", "hub:p"]
+
+[[links]]
+name = "spec"
+groups = ["wx-spec:{SPEC_GROUP}", "hub:s"]
+
+[stats.aliases]
+"wx-com:{POLLED_GROUP}" = "wx-polled"
+"wx-spec:{SPEC_GROUP}" = "wx-spec"
+"#,
+        broker = broker.toml()
+    )
+}
+
+/// The WeChat group whose members are polled.
+const POLLED_GROUP: &str = "11111111111@chatroom";
+/// The WeChat group of the spec-compliant implementation.
+const SPEC_GROUP: &str = "22222222222@chatroom";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polled_member_list_gives_joins_and_leaves_and_notices_need_no_poll() {
+    use qunbridge_tests::onebot12_peer::{self as v12, Behaviour, OneBot12Peer};
+    let broker = Broker::embedded();
+    let (polled, polled_url) = OneBot12Peer::serve("wxid_com", Behaviour::comwechat(None)).await;
+    let (spec, spec_url) = OneBot12Peer::serve("wxid_spec", Behaviour::spec(None)).await;
+    polled.set_group_members(
+        POLLED_GROUP,
+        &[("wxid_a", "阿"), ("wxid_b", "贝"), ("wxid_c", "西")],
+    );
+    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = DaemonProcess::start(
+        dir.path(),
+        &wechat_config(&broker, &polled_url, &spec_url, api),
+    )
+    .await;
+    polled.wait_connections(1).await;
+    spec.wait_connections(1).await;
+
+    // The first poll is the baseline; the next one (5 s later) sees b gone and d new.
+    let first = polled.next_action("get_group_member_list").await;
+    assert_eq!(first["params"]["group_id"], POLLED_GROUP);
+    polled.set_group_members(
+        POLLED_GROUP,
+        &[("wxid_a", "阿"), ("wxid_c", "西"), ("wxid_d", "迪")],
+    );
+    spec.push_event(v12::member_increase(
+        "wxid_spec",
+        SPEC_GROUP,
+        "wxid_e",
+        "invite",
+    ));
+
+    let row = |alias: &str| {
+        let (code, out) = stats_cli(daemon.admin, &["--format", "json", "--group", alias]);
+        assert_eq!(code, 0);
+        let report: Value = serde_json::from_slice(&out).expect("JSON report");
+        report["groups"][0]["periods"]
+            .as_array()
+            .and_then(|periods| periods.last())
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE + Duration::from_secs(5);
+    loop {
+        let polled_row = row("wx-polled");
+        let spec_row = row("wx-spec");
+        if polled_row["joins"] == 1 && polled_row["leaves"] == 1 && spec_row["joins"] == 1 {
+            assert_eq!(polled_row["joins_by_how"], json!({"poll": 1}));
+            assert_eq!(polled_row["leaves_by_how"], json!({"poll": 1}));
+            assert_eq!(polled_row["member_count"], 3);
+            assert_eq!(spec_row["joins_by_how"], json!({"invite": 1}));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "polled {polled_row}, spec {spec_row}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        spec.count_actions("get_group_member_list"),
+        0,
+        "the account without member_poll never polls"
+    );
+}

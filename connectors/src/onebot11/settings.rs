@@ -86,9 +86,10 @@ impl OneBot11Settings {
     }
 }
 
-/// Shortest `member_poll` period: a poll asks the implementation for every member of every
-/// group (ComWeChatClient: one call per member).
-pub const MEMBER_POLL_MIN: Duration = Duration::from_secs(60);
+/// Shortest `member_poll` period accepted. A poll asks the implementation for every member
+/// of every group (ComWeChatClient: one call per member), so production polls hourly or less
+/// often; periods of seconds are for tests.
+pub const MEMBER_POLL_MIN: Duration = Duration::from_secs(5);
 /// Longest `member_poll` period.
 pub const MEMBER_POLL_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -194,7 +195,7 @@ mod tests {
 
         for (value, why) in [
             ("often", "write e.g. 6h"),
-            ("10s", "must be from 1m to 30days"),
+            ("2s", "must be from 5s to 30days"),
             ("60days", "must be from"),
         ] {
             let mut problems = Vec::new();
