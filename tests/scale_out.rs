@@ -126,3 +126,83 @@ async fn two_cores_one_killed_mid_stream_deliver_every_message_once() {
     connectors.stop();
     second_core.stop();
 }
+
+/// The group-health row of today for `alias`, as a process of the deployment reports it.
+async fn stats_row(admin: SocketAddr, alias: &str) -> serde_json::Value {
+    let report: serde_json::Value = reqwest::get(format!(
+        "http://{admin}/api/v1/stats?group={}",
+        alias.replace('#', "%23")
+    ))
+    .await
+    .expect("stats answer")
+    .json()
+    .await
+    .expect("stats JSON");
+    report["groups"][0]["periods"]
+        .as_array()
+        .and_then(|periods| periods.last())
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_health_adds_up_across_a_core_takeover_on_the_shared_store() {
+    let count = 200;
+    let mosquitto = Mosquitto::start().await;
+    let redis = Redis::start().await;
+    let (src, dst) = (local(), local());
+    let text = config(&mosquitto, &redis, src, dst);
+    let dirs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let mut first_core = DaemonProcess::start_with(
+        dirs[0].path(),
+        &text,
+        &["--role", "core", "--instance", "core-a"],
+    )
+    .await;
+    let mut second_core = DaemonProcess::start_with(
+        dirs[1].path(),
+        &text,
+        &["--role", "core", "--instance", "core-b"],
+    )
+    .await;
+    let mut connectors = DaemonProcess::start_with(
+        dirs[2].path(),
+        &text,
+        &["--role", "connectors", "--instance", "conn-1"],
+    )
+    .await;
+    let consumer = Consumer::start(dst).await;
+    let client = reqwest::Client::new();
+    for n in 1..=count {
+        post_until_accepted(&client, src, n).await;
+        if n == count / 2 {
+            // core-a stops (as systemd stops it); core-b takes its share over.
+            first_core.stop();
+        }
+    }
+    post_marker(&client, src, count).await;
+    let seen = settle(|| consumer.seen(), count).await;
+    assert_exactly_once("api dst:g", &seen, count);
+
+    // Every message counted once in src:g (the marker too), by whichever core relayed it,
+    // all from one member: both cores made the same digest (the key is kept in Redis); and
+    // every copy counted as relayed into dst:g by the connector process.
+    let deadline = tokio::time::Instant::now() + qunbridge_tests::PATIENCE;
+    loop {
+        let source = stats_row(second_core.admin, "src#1").await;
+        let destination = stats_row(connectors.admin, "dst#1").await;
+        if source["messages"] == count + 1 && destination["relayed_in"] == count + 1 {
+            assert_eq!(source["active_senders"], 1, "one member: {source}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "source {source}, destination {destination}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    connectors.stop();
+    second_core.stop();
+}

@@ -70,7 +70,8 @@ pub async fn run(
     let stores = run::state::open_store(&config).await?;
     let media = run::media::open(&config).await?;
     let _embedded = start_broker(&config.broker)?;
-    let daemon = Daemon::new(&config, placement, stores, media);
+    let digester = run::daemon::open_digester(&config, &stores.relay).await;
+    let daemon = Daemon::new(&config, placement, stores, media, digester);
     let admin_task = daemon.serve_admin(&config).await?;
     // The media server answers links for the pictures this process's connectors cached; a
     // process that runs only a relay core has none.

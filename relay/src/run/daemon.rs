@@ -72,6 +72,7 @@ impl Daemon {
         placement: Placement,
         stores: Stores,
         media: qunbridge_connectors::media::MediaContext,
+        digester: Option<Digester>,
     ) -> Daemon {
         let activity = Activity::new();
         let placement_scaled_out = placement.scaled_out();
@@ -92,7 +93,7 @@ impl Daemon {
                 .map(|server| server.listen.to_string()),
             server_running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         });
-        let (stats, stats_service) = open_stats(config, &stores.relay);
+        let (stats, stats_service) = open_stats(config, &stores.relay, digester);
         if let Some(service) = &stats_service {
             health.set_stats(service.clone());
         }
@@ -196,25 +197,15 @@ fn aliases_of(config: &Config) -> Aliases {
     })
 }
 
-/// Group health's counter and service, when `[stats]` is enabled and its key can be read
-/// or made under `state_dir` (otherwise counting is off, with an error logged).
+/// Group health's counter and service, when `[stats]` is enabled and its digest key could
+/// be had ([`open_digester`]).
 fn open_stats(
     config: &Config,
     store: &Arc<dyn crate::store::RelayStore>,
+    digester: Option<Digester>,
 ) -> (Option<Arc<StatsCounter>>, Option<Arc<StatsService>>) {
-    if !config.stats.enabled {
+    let Some(digester) = digester.filter(|_| config.stats.enabled) else {
         return (None, None);
-    }
-    let digester = match Digester::open(&config.state_dir) {
-        Ok(digester) => digester,
-        Err(error) => {
-            tracing::error!(
-                message = "Group health is off: its key cannot be read or made in state_dir.",
-                file = %config.state_dir.join(crate::stats::digest::KEY_FILE).display(),
-                %error
-            );
-            return (None, None);
-        }
     };
     // Every account's series exists from the start, so an alert on its increase sees the
     // first removal too.
@@ -254,4 +245,23 @@ pub fn routes_of(config: &Config) -> Routes {
             })
         },
     )
+}
+
+/// The group-health digest key, when `[stats]` is enabled: kept by a shared store, else in
+/// `state_dir`. `None`, with an error logged, when it cannot be had: counting is then off
+/// and the rest of the daemon runs.
+pub async fn open_digester(
+    config: &Config,
+    store: &Arc<dyn crate::store::RelayStore>,
+) -> Option<Digester> {
+    if !config.stats.enabled {
+        return None;
+    }
+    match Digester::open_for(&config.state_dir, store.as_ref()).await {
+        Ok(digester) => Some(digester),
+        Err(error) => {
+            tracing::error!(message = "Group health is off: its digest key cannot be read or made.", %error);
+            None
+        }
+    }
 }

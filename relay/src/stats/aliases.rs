@@ -68,12 +68,15 @@ impl Aliases {
                 let Some(platform) = platform_of(&member.account) else {
                     continue;
                 };
-                let platform_group = (platform, member.group.clone());
-                if let Some(first) = first_seen.get(&platform_group) {
-                    same_as.insert(key, first.clone());
-                    continue;
+                // `api` groups belong to their account: two accounts' `g` are two groups.
+                if platform != Platform::Api {
+                    let platform_group = (platform, member.group.clone());
+                    if let Some(first) = first_seen.get(&platform_group) {
+                        same_as.insert(key, first.clone());
+                        continue;
+                    }
+                    first_seen.insert(platform_group, key.clone());
                 }
-                first_seen.insert(platform_group, key.clone());
                 let n = per_account.entry(member.account.clone()).or_default();
                 *n += 1;
                 let alias = stats
@@ -107,5 +110,49 @@ impl Aliases {
     /// Every linked group, by account then group.
     pub fn all(&self) -> impl Iterator<Item = &LinkedGroup> {
         self.groups.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::links::GroupRef;
+
+    fn member(text: &str) -> GroupRef {
+        let (account, group) = text.split_once(':').unwrap_or((text, ""));
+        GroupRef {
+            account: account.into(),
+            group: group.into(),
+        }
+    }
+
+    #[test]
+    fn a_chat_group_of_two_bots_is_one_group_and_api_groups_are_per_account() {
+        let link = Link {
+            name: "fans".into(),
+            groups: ["qq-a:1", "qq-b:1", "src:g", "dst:g"].map(member).to_vec(),
+            to: Vec::new(),
+            format: String::new(),
+            filters: Vec::new(),
+        };
+        let aliases = Aliases::new(&StatsConfig::default(), &[link], |account| {
+            Some(if account.starts_with("qq") {
+                Platform::Qq
+            } else {
+                Platform::Api
+            })
+        });
+        let first = aliases.get("qq-a", "1").map(|g| g.alias.clone());
+        assert_eq!(first.as_deref(), Some("qq-a#1"));
+        assert_eq!(aliases.get("qq-b", "1").map(|g| g.alias.clone()), first);
+        assert_eq!(
+            aliases.get("src", "g").map(|g| g.alias.as_str()),
+            Some("src#1")
+        );
+        assert_eq!(
+            aliases.get("dst", "g").map(|g| g.alias.as_str()),
+            Some("dst#1")
+        );
+        assert_eq!(aliases.all().count(), 3);
     }
 }

@@ -56,6 +56,24 @@ impl Digester {
         }
     }
 
+    /// The digester of a deployment: the key its shared store keeps (processes sharing a
+    /// Redis store must make the same digests, or one member would count once per process),
+    /// else the file in `state_dir`.
+    ///
+    /// # Errors
+    /// When neither the store nor the file gives a key.
+    pub async fn open_for(
+        state_dir: &Path,
+        store: &dyn crate::store::RelayStore,
+    ) -> Result<Digester, String> {
+        match store.shared_stats_key(rand::random()).await {
+            Ok(Some(key)) => Ok(Digester { key }),
+            Ok(None) => Digester::open(state_dir)
+                .map_err(|error| format!("{}: {error}", state_dir.join(KEY_FILE).display())),
+            Err(error) => Err(format!("the shared store: {error}")),
+        }
+    }
+
     /// A digester with a given key (tests).
     pub fn with_key(key: [u8; 32]) -> Digester {
         Digester { key }

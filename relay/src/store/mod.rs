@@ -218,6 +218,17 @@ pub trait RelayStore: Send + Sync + 'static {
         to: Day,
     ) -> BoxFuture<'a, Result<DaySenders, StoreError>>;
 
+    /// The group-health digest key shared by every process of a deployment on this store:
+    /// `candidate` when none was kept yet (it is kept from now on), else the kept one.
+    /// `None` when the store keeps no key (one process: the key is a file in `state_dir`).
+    fn shared_stats_key(
+        &self,
+        candidate: [u8; 32],
+    ) -> BoxFuture<'_, Result<Option<[u8; 32]>, StoreError>> {
+        let _ = candidate;
+        Box::pin(async { Ok(None) })
+    }
+
     /// Claims `keys` for `holder` (an envelope id) for `ttl`: true when no other holder has
     /// any of them. Cores sharing one store use it so that two reports of one message handled
     /// at the same time by two cores are relayed once; a redelivery of the holder itself may

@@ -259,6 +259,25 @@ impl RelayStore for RedisStore {
         })
     }
 
+    fn shared_stats_key(
+        &self,
+        candidate: [u8; 32],
+    ) -> BoxFuture<'_, Result<Option<[u8; 32]>, StoreError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let name = format!("{}stats_key", self.prefix);
+            let _: bool = connection
+                .set_nx(&name, candidate.as_slice())
+                .await
+                .map_err(backend)?;
+            let kept: Vec<u8> = connection.get(&name).await.map_err(backend)?;
+            let key: [u8; 32] = kept.as_slice().try_into().map_err(|_| {
+                StoreError::Backend(format!("`{name}` does not hold a 32-byte key"))
+            })?;
+            Ok(Some(key))
+        })
+    }
+
     fn stats_rows(&self, from: Day, to: Day) -> BoxFuture<'_, Result<Vec<DayRow>, StoreError>> {
         Box::pin(async move {
             let mut connection = self.connection.clone();
