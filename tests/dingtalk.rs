@@ -397,6 +397,33 @@ async fn with_events_group_joins_are_published_as_member_envelopes_and_then_ackn
     }
     members.sort();
     assert_eq!(members, ["user-1", "user-2"]);
+    // Group health counts the two joins.
+    let url = reqwest::Url::parse_with_params(
+        &format!("http://{}/api/v1/stats", daemon.admin),
+        &[("group", format!("ding:{GROUP}"))],
+    )
+    .expect("a URL");
+    let deadline = tokio::time::Instant::now() + qunbridge_tests::PATIENCE;
+    loop {
+        let report: Value = reqwest::get(url.clone())
+            .await
+            .expect("stats answer")
+            .json()
+            .await
+            .expect("stats JSON");
+        let today = report["groups"][0]["periods"]
+            .as_array()
+            .and_then(|periods| periods.last())
+            .cloned()
+            .unwrap_or_default();
+        if today["joins"] == 2 {
+            assert_eq!(today["joins_by_how"], json!({"invite": 2}));
+            assert_eq!(report["groups"][0]["coverage"], "mentions");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{report}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // An event type that is not about membership is acknowledged, and the connection stays.
     let other = connection.event("chat_update_title", &json!({"openConversationId": GROUP}));

@@ -19,6 +19,10 @@ const STOP_WAIT: Duration = Duration::from_secs(30);
 /// Where daemon logs are kept (`--logs`); by default in each daemon's temporary directory.
 pub static LOG_DIR: OnceLock<PathBuf> = OnceLock::new();
 
+/// Config appended to every daemon's (`--stats off` turns group health off, to measure its
+/// cost).
+pub static EXTRA_CONFIG: OnceLock<String> = OnceLock::new();
+
 /// Daemons started so far, to number kept logs.
 static STARTED: AtomicUsize = AtomicUsize::new(0);
 
@@ -48,8 +52,9 @@ impl Daemon {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let path = dir.path().join("qunbridge.toml");
         let text = format!(
-            "state_dir = {:?}\n{config}\n[admin]\nlisten = \"{admin}\"\n",
-            dir.path().join("state")
+            "state_dir = {:?}\n{config}\n{}\n[admin]\nlisten = \"{admin}\"\n",
+            dir.path().join("state"),
+            EXTRA_CONFIG.get().map_or("", String::as_str)
         );
         std::fs::write(&path, text).map_err(|e| format!("cannot write {path:?}: {e}"))?;
         let number = STARTED.fetch_add(1, Ordering::Relaxed) + 1;

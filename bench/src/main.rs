@@ -93,6 +93,10 @@ struct Cli {
     /// Record the daemon with `perf record` during each saturation phase, into this directory.
     #[arg(long)]
     perf: Option<PathBuf>,
+    /// Group health in every daemon: `on` (the default, as shipped) or `off` (to measure
+    /// what counting costs).
+    #[arg(long, value_parser = ["on", "off"], default_value = "on")]
+    stats: String,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -179,6 +183,9 @@ async fn main() -> ExitCode {
     }
     if let Some(logs) = &cli.logs {
         let _ = daemon::LOG_DIR.set(logs.clone());
+    }
+    if cli.stats == "off" {
+        let _ = daemon::EXTRA_CONFIG.set("[stats]\nenabled = false\n".to_owned());
     }
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build of qunbridge-bench; its own slowness will show in the numbers (use --release)");
