@@ -79,24 +79,7 @@ pub async fn fetch_stats(
     query: &crate::stats::report::Query,
 ) -> Result<crate::stats::report::Report, StatusError> {
     let url = admin_url(admin, &format!("/api/v1/stats?{}", query.to_query_string()));
-    let response = client()?
-        .get(&url)
-        .send()
-        .await
-        .map_err(|source| StatusError::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
-    if !response.status().is_success() {
-        return Err(StatusError::Http {
-            url,
-            status: response.status().as_u16(),
-        });
-    }
-    response
-        .json()
-        .await
-        .map_err(|source| StatusError::Body { url, source })
+    get_json(&client()?, url).await
 }
 
 /// Fetches the status document.
@@ -105,7 +88,14 @@ pub async fn fetch_stats(
 /// [`StatusError`] when the daemon does not answer, answers with an error, or answers with
 /// something that is not JSON.
 pub async fn fetch(client: &reqwest::Client, admin: &str) -> Result<Value, StatusError> {
-    let url = status_url(admin);
+    get_json(client, status_url(admin)).await
+}
+
+/// GETs `url` and reads its JSON answer.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: String,
+) -> Result<T, StatusError> {
     let response = client
         .get(&url)
         .send()

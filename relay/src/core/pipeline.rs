@@ -202,23 +202,9 @@ impl Core {
                 count_drop("filtered");
                 continue;
             }
-            let payload = match serde_json::to_vec(&outbound) {
-                Ok(payload) => payload,
-                Err(error) => {
-                    warn!(message = "Cannot encode outbound message.", %error);
-                    count_drop("encode_failed");
-                    continue;
-                }
-            };
-            let topic = self
-                .topics
-                .outbound(&destination.target.account, &destination.target.group);
-            match self.publisher.publish(topic, payload, false).await {
-                Ok(confirmation) => confirmations.push(confirmation),
-                Err(error) => {
-                    warn!(message = "Cannot publish outbound message.", %error);
-                    return None;
-                }
+            match self.publish_one(&outbound, destination).await? {
+                Some(confirmation) => confirmations.push(confirmation),
+                None => continue,
             }
             metrics::counter!(
                 MESSAGES_RELAYED,
@@ -247,26 +233,38 @@ impl Core {
                 count_drop("filtered");
                 continue;
             }
-            let payload = match serde_json::to_vec(&outbound) {
-                Ok(payload) => payload,
-                Err(error) => {
-                    warn!(message = "Cannot encode a notice.", %error);
-                    count_drop("encode_failed");
-                    continue;
-                }
-            };
-            let topic = self
-                .topics
-                .outbound(&destination.target.account, &destination.target.group);
-            match self.publisher.publish(topic, payload, false).await {
-                Ok(confirmation) => confirmations.push(confirmation),
-                Err(error) => {
-                    warn!(message = "Cannot publish a notice.", %error);
-                    return None;
-                }
+            if let Some(confirmation) = self.publish_one(&outbound, destination).await? {
+                confirmations.push(confirmation);
             }
         }
         Some(confirmations)
+    }
+
+    /// Encodes and publishes one outbound message. `Some(None)`: it could not be encoded
+    /// (counted, skipped); `None`: the publish failed (the delivery is left for redelivery).
+    async fn publish_one(
+        &self,
+        outbound: &qunbridge_connectors::Outbound,
+        destination: &Destination,
+    ) -> Option<Option<Confirmation>> {
+        let payload = match serde_json::to_vec(outbound) {
+            Ok(payload) => payload,
+            Err(error) => {
+                warn!(message = "Cannot encode outbound message.", %error);
+                count_drop("encode_failed");
+                return Some(None);
+            }
+        };
+        let topic = self
+            .topics
+            .outbound(&destination.target.account, &destination.target.group);
+        match self.publisher.publish(topic, payload, false).await {
+            Ok(confirmation) => Some(Some(confirmation)),
+            Err(error) => {
+                warn!(message = "Cannot publish outbound message.", %error);
+                None
+            }
+        }
     }
 
     /// Parses and checks an inbound message against its topic.
