@@ -310,16 +310,17 @@ impl OneBot12Peer {
                 incoming = stream.next() => match incoming {
                     Some(Ok(Message::Text(text))) => {
                         let request: Value = serde_json::from_str(&text).expect("actions are JSON");
-                        self.actions.lock().expect("lock").push_back(request.clone());
-                        self.history.lock().expect("lock").push(request.clone());
-                        self.changed.notify_waiters();
                         let held = request["action"]
                             .as_str()
                             .is_some_and(|name| self.held.lock().expect("lock").contains(name));
-                        if held {
-                            continue;
-                        }
-                        let (answer, delay) = self.answer(&request);
+                        // The answer is made before the test can see the action, so a test
+                        // that changes the peer's state after `next_action` changes what the
+                        // next call sees, never this one's answer.
+                        let answered = (!held).then(|| self.answer(&request));
+                        self.actions.lock().expect("lock").push_back(request.clone());
+                        self.history.lock().expect("lock").push(request);
+                        self.changed.notify_waiters();
+                        let Some((answer, delay)) = answered else { continue };
                         if delay.is_zero() {
                             if sink.send(Message::Text(answer.to_string().into())).await.is_err() { break }
                         } else {
