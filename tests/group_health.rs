@@ -496,6 +496,9 @@ async fn decline_and_tiers_follow_the_platform_timestamps() {
             (w, "W", "w"),
         ],
     );
+    // NapCat's `get_group_list` answers from a cache; the count that counts is the fresh
+    // one of `get_group_info` with `no_cache`.
+    qq.set_listed_count(WEEK_GROUPS[0], 99);
     let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = DaemonProcess::start(dir.path(), &weeks_config(&broker, &qq_url, api)).await;
@@ -589,7 +592,17 @@ async fn decline_and_tiers_follow_the_platform_timestamps() {
         );
     }
     let figures = &group("qq#1")["figures"];
-    assert_eq!(figures["member_count"], 4);
+    assert_eq!(
+        figures["member_count"], 4,
+        "get_group_info's count, not the list's 99"
+    );
+    let asked = qq.untaken("get_group_info");
+    assert!(
+        asked
+            .iter()
+            .any(|call| call["params"] == json!({"group_id": WEEK_GROUPS[0], "no_cache": true})),
+        "{asked:?}"
+    );
     assert_eq!(
         figures["tiers"],
         json!({"core": 1, "regular": 1, "lurking": 1, "silent": 1}),

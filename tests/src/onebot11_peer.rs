@@ -67,6 +67,9 @@ pub struct OneBot11Peer {
     images: Mutex<std::collections::HashMap<String, String>>,
     /// Members by group: `(user_id, card, nickname)`, in list order.
     groups: Mutex<std::collections::BTreeMap<i64, Vec<PeerMember>>>,
+    /// Counts `get_group_list` tells instead of the list's length, by group (NapCat answers
+    /// the list from a cache; `get_group_info` with `no_cache` tells the fresh count).
+    listed_counts: Mutex<std::collections::HashMap<i64, usize>>,
 }
 
 impl OneBot11Peer {
@@ -90,6 +93,7 @@ impl OneBot11Peer {
             held_answers: Arc::new(AtomicUsize::new(0)),
             images: Mutex::new(std::collections::HashMap::new()),
             groups: Mutex::new(std::collections::BTreeMap::new()),
+            listed_counts: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -325,17 +329,33 @@ impl OneBot11Peer {
                 }
             }
             Some("get_group_list") => {
+                let listed = self.listed_counts.lock().expect("lock");
                 let groups: Vec<Value> = self
                     .groups
                     .lock()
                     .expect("lock")
                     .iter()
                     .map(|(group, members)| {
+                        let count = listed.get(group).copied().unwrap_or(members.len());
                         json!({"group_id": group, "group_name": format!("group {group}"),
-                        "member_count": members.len(), "max_member_count": 500})
+                        "member_count": count, "max_member_count": 500})
                     })
                     .collect();
                 json!({"status": "ok", "retcode": 0, "data": groups, "echo": echo})
+            }
+            Some("get_group_info") => {
+                let group = request["params"]["group_id"].as_i64();
+                let count =
+                    group.and_then(|g| self.groups.lock().expect("lock").get(&g).map(Vec::len));
+                match (group, count) {
+                    (Some(group), Some(count)) => {
+                        json!({"status": "ok", "retcode": 0, "echo": echo,
+                        "data": {"group_id": group, "group_name": format!("group {group}"),
+                                 "member_count": count, "max_member_count": 500}})
+                    }
+                    _ => json!({"status": "failed", "retcode": 1200, "data": null,
+                        "message": "群不存在", "wording": "群不存在", "echo": echo}),
+                }
             }
             Some("get_group_member_info") => {
                 let params = &request["params"];
@@ -381,6 +401,15 @@ impl OneBot11Peer {
             .map(|(id, card, nickname)| (*id, (*card).to_owned(), (*nickname).to_owned()))
             .collect();
         self.groups.lock().expect("lock").insert(group_id, members);
+    }
+
+    /// Makes `get_group_list` tell `count` members for `group_id`, whatever the list holds
+    /// (NapCat's cached list); `get_group_info` keeps telling the list's length.
+    pub fn set_listed_count(&self, group_id: i64, count: usize) {
+        self.listed_counts
+            .lock()
+            .expect("lock")
+            .insert(group_id, count);
     }
 
     /// Adds (or renames) one member of `group_id`.
@@ -544,12 +573,18 @@ impl OneBot11Peer {
 
     /// Actions with this name received so far and not yet taken.
     pub fn count_actions(&self, name: &str) -> usize {
+        self.untaken(name).len()
+    }
+
+    /// The actions with this name received so far and not yet taken, in order.
+    pub fn untaken(&self, name: &str) -> Vec<Value> {
         self.actions
             .lock()
             .expect("lock")
             .iter()
             .filter(|a| a["action"] == name)
-            .count()
+            .cloned()
+            .collect()
     }
 }
 

@@ -21,6 +21,7 @@ impl Version for OneBot11 {
     type Inbound = Box<Envelope>;
     type Queued = IngressItem;
     const WHO_AM_I: &'static str = "get_login_info";
+    const COUNT_IN_GROUP_INFO: bool = true;
     const BINARY_PROBLEM: &'static str = "binary frame that is not UTF-8";
 
     fn decode(

@@ -19,7 +19,9 @@
 //! **Counts and the poll.** [`run_rounds`] runs beside the account's sockets (and stops at
 //! once, mid-round too, when intake stops or egress has drained): once a session
 //! takes actions, and then every [`Schedule::count_every`], it asks `get_group_list` and
-//! publishes one `change = count` envelope per group whose item tells `member_count`. With
+//! publishes one `change = count` envelope per group with a known member count: on v11 the
+//! fresh count of `get_group_info` (`no_cache`, one call per group, in turn), else or when
+//! that fails the list item's `member_count` (which NapCat answers from a cache). With
 //! `member_poll` set, every [`Schedule::poll_every`] it also asks `get_group_member_list` for
 //! each group, one group at a time (ComWeChatClient makes one COM call per member), and diffs
 //! the answer against the previous poll of that group held in memory ([`Roster`]): the first
@@ -272,14 +274,42 @@ pub fn group_list(data: &Value) -> Vec<(String, Option<u64>)> {
         .flatten()
         .filter_map(|item| {
             let group = id_of(item.get("group_id"))?;
-            let count = match item.get("member_count") {
-                Some(Value::Number(n)) => n.as_u64(),
-                Some(Value::String(s)) => s.trim().parse().ok(),
-                _ => None,
-            };
-            Some((group, count))
+            Some((group, member_count(item)))
         })
         .collect()
+}
+
+/// The `member_count` of a group item (`get_group_list` item or `get_group_info` answer): a
+/// number, or a string of one.
+fn member_count(item: &Value) -> Option<u64> {
+    match item.get("member_count") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// The member count `get_group_info` (with `no_cache`) tells for `group`, or `None` (logged
+/// at debug: the list's count stands in) when it fails or tells none.
+async fn fresh_count<V: Version>(
+    link: &AccountLink<V>,
+    session: &Session,
+    group: &str,
+) -> Option<u64> {
+    let params = json!({ "group_id": V::id_param(group), "no_cache": true });
+    match session.call("get_group_info", params).await {
+        Ok(body) => match V::outcome(&body) {
+            Outcome::Ok(data) => member_count(&data),
+            Outcome::Failed { retcode, message } => {
+                debug!(message = "get_group_info failed; the group list's count stands in.", account = %link.account, retcode, error = %message);
+                None
+            }
+        },
+        Err(error) => {
+            debug!(message = "get_group_info unanswered; the group list's count stands in.", account = %link.account, %error);
+            None
+        }
+    }
 }
 
 /// The members of a `get_group_member_list` answer: id and name (`""` when none); items
@@ -413,8 +443,13 @@ async fn count_round<V: Version>(link: &AccountLink<V>, session: &Session) {
     };
     let ts_ms = crate::context::now_ms();
     let mut published = 0usize;
-    for (group, count) in groups {
-        let Some(count) = count else {
+    for (group, listed) in groups {
+        let fresh = if V::COUNT_IN_GROUP_INFO {
+            fresh_count(link, session, &group).await
+        } else {
+            None
+        };
+        let Some(count) = fresh.or(listed) else {
             continue;
         };
         let envelope = count_envelope(&link.account, link.platform, group, count, ts_ms);

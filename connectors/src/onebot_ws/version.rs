@@ -97,6 +97,10 @@ pub trait Version: Send + Sync + 'static {
     /// "data"`), so the account takes WebSocket messages as large as a picture when it
     /// fetches pictures; v11 answers `get_image` with a URL and keeps the 1 MiB cap.
     const PICTURES_IN_ANSWERS: bool = false;
+    /// Whether `get_group_info` tells a fresh `member_count` (OneBot v11: NapCat, Lagrange,
+    /// go-cqhttp, with `no_cache`), so the member counts ask it per group rather than trust
+    /// `get_group_list`'s cached item; v12 implementations tell no count there (MEMBERS.md).
+    const COUNT_IN_GROUP_INFO: bool = false;
 
     /// Decodes one text frame.
     ///
