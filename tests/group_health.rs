@@ -434,6 +434,82 @@ async fn a_join_is_announced_in_the_linked_wechat_group_and_a_leave_is_not() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_renames_an_alias_and_changes_notices_and_keeps_the_history() {
+    use qunbridge_tests::onebot12_peer::{Behaviour, OneBot12Peer};
+    let broker = Broker::embedded();
+    let (qq, qq_url) = OneBot11Peer::serve(BOT, None, 0).await;
+    let (wx, wx_url) = OneBot12Peer::serve("wxid_botself01", Behaviour::comwechat(None)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = notices_config(&broker, &qq_url, &wx_url);
+    let mut daemon = DaemonProcess::start(dir.path(), &first).await;
+    qq.wait_connections(1).await;
+    wx.wait_connections(1).await;
+
+    // Before the reload: the default alias, joins announced only.
+    qq.add_member(GROUP, 1234567890, "小明", "xiaoming");
+    qq.push_event(member_increase(GROUP, 1234567890, 0, "invite"));
+    let send = wx.next_action("send_message").await;
+    assert_eq!(sent_text(&send), "[QQ] 小明 加入了群");
+
+    // SIGHUP with the group renamed, leaves announced too, a new leave format.
+    let second = first.replace(r#"notices = "joins""#, r#"notices = "all""#)
+        + &format!(
+            r#"
+[stats]
+leave_format = "{{name}} 离开了 {{link}}"
+
+[stats.aliases]
+"qq:{GROUP}" = "fans-qq"
+"#
+        );
+    daemon.reload_with(&second).await;
+    qq.push_event(member_decrease(GROUP, 1234567890, 1234567890, "leave"));
+    let send = wx.next_action("send_message").await;
+    assert_eq!(sent_text(&send), "小明 离开了 fans");
+
+    // The join counted under the old alias is the renamed group's: history is keyed by
+    // account and group, never by alias.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (code, out) = stats_cli(daemon.admin, &["--format", "json", "--group", "fans-qq"]);
+        assert_eq!(code, 0);
+        let report: Value = serde_json::from_slice(&out).expect("JSON report");
+        let today = report["groups"][0]["periods"]
+            .as_array()
+            .and_then(|periods| periods.last())
+            .cloned()
+            .unwrap_or(Value::Null);
+        if today["leaves"] == 1 {
+            assert_eq!(today["joins"], 1, "{today}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{report}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = daemon.metrics().await;
+    assert!(
+        metrics.contains(r#"qunbridge_group_info{group="fans-qq",link="fans",platform="qq""#),
+        "{metrics}"
+    );
+    assert_eq!(
+        qunbridge_tests::metrics::counter(
+            &metrics,
+            r#"qunbridge_group_members_left_total{group="fans-qq",how="leave"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    let info: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.starts_with("qunbridge_group_info{") && line.contains("\"qq#1\""))
+        .collect();
+    assert!(
+        info.iter().all(|line| line.ends_with(" 0")),
+        "the old alias no longer says it is a linked group: {info:?}"
+    );
+}
+
 /// Three QQ groups, each linked with its own `api` group, default aliases `qq#1`..`qq#3`.
 fn weeks_config(broker: &Broker, qq: &str, api: SocketAddr) -> String {
     let mut config = format!(

@@ -104,6 +104,34 @@ impl DaemonProcess {
     /// directory and admin address with a new `config`.
     pub async fn restart_with(&mut self, config: &str) {
         self.kill();
+        self.write_config(config);
+        self.spawn().await;
+    }
+
+    /// Writes a new `config` (same state directory and admin address), sends SIGHUP as an
+    /// operator would, and waits until `qunbridge_config_reloads_total{outcome="ok"}` went up.
+    pub async fn reload_with(&mut self, config: &str) {
+        const OK: &str = "qunbridge_config_reloads_total{outcome=\"ok\"}";
+        let before = crate::metrics::counter(&self.metrics().await, OK);
+        self.write_config(config);
+        let pid = self.pid().expect("the daemon runs");
+        let sent = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -HUP failed");
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while crate::metrics::counter(&self.metrics().await, OK) <= before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the reload was not applied"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Writes `config` with the state directory and admin address filled in.
+    fn write_config(&self, config: &str) {
         let dir = self
             .config
             .parent()
@@ -118,7 +146,6 @@ impl DaemonProcess {
             ),
         )
         .expect("write config");
-        self.spawn().await;
     }
 
     /// Starts the daemon again on the same config and state directory.

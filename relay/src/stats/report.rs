@@ -2,7 +2,7 @@
 //! table, CSV with an optional UTF-8 BOM, or JSON), and the `qunbridge_group_*` gauges,
 //! refreshed from the store at start, every minute, and on a scrape when older than 5 s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -190,9 +190,26 @@ pub struct StatsService {
     /// `[stats]` as loaded (thresholds, offset, retention).
     config: std::sync::Mutex<StatsConfig>,
     /// When the gauges were last set (a scrape refreshes them when older than
-    /// [`GAUGES_FRESH`]).
-    gauges_set: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+    /// [`GAUGES_FRESH`]) and the `qunbridge_group_info` label sets they said were linked.
+    gauges_set: tokio::sync::Mutex<GaugesSet>,
+    /// Set by a reload: the next scrape sets the gauges whatever their age, so a renamed
+    /// alias shows at once.
+    reloaded: std::sync::atomic::AtomicBool,
 }
+
+/// What the last setting of the gauges did.
+#[derive(Default)]
+struct GaugesSet {
+    /// When; `None` before the first time.
+    at: Option<tokio::time::Instant>,
+    /// The `qunbridge_group_info` label sets set to 1 then: one that is gone now (an alias
+    /// renamed or a link removed by a reload) is set to 0, as the exporter cannot remove a
+    /// series.
+    info: BTreeSet<InfoLabels>,
+}
+
+/// The labels of one `qunbridge_group_info` series: group, link, platform, account, coverage.
+type InfoLabels = [String; 5];
 
 impl StatsService {
     /// A service over `store` for the groups `counter` knows.
@@ -205,7 +222,8 @@ impl StatsService {
             store,
             counter,
             config: std::sync::Mutex::new(config),
-            gauges_set: tokio::sync::Mutex::new(None),
+            gauges_set: tokio::sync::Mutex::new(GaugesSet::default()),
+            reloaded: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -213,18 +231,33 @@ impl StatsService {
     /// `/metrics` scrape calls this, so what Prometheus reads is current).
     pub async fn refresh_gauges(&self) {
         let mut set = self.gauges_set.lock().await;
-        if set.is_some_and(|at| at.elapsed() < GAUGES_FRESH) {
+        let reloaded = self
+            .reloaded
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
+        if !reloaded && set.at.is_some_and(|at| at.elapsed() < GAUGES_FRESH) {
             return;
         }
         let config = self.config();
-        if config.metrics == StatsMetrics::Off {
-            return;
+        let info = match config.metrics {
+            StatsMetrics::Off => BTreeSet::new(),
+            mode => match self.report(&Query::default()).await {
+                Ok(report) => set_gauges(&report, mode),
+                Err(error) => {
+                    warn!(message = "Group-health gauges not refreshed.", %error);
+                    return;
+                }
+            },
+        };
+        for gone in set.info.difference(&info) {
+            let [group, link, platform, account, coverage] = gone.clone();
+            metrics::gauge!(crate::metrics::GROUP_INFO, "group" => group, "link" => link,
+                "platform" => platform, "account" => account, "coverage" => coverage)
+            .set(0.0);
         }
-        match self.report(&Query::default()).await {
-            Ok(report) => set_gauges(&report, config.metrics),
-            Err(error) => warn!(message = "Group-health gauges not refreshed.", %error),
-        }
-        *set = Some(tokio::time::Instant::now());
+        *set = GaugesSet {
+            at: Some(tokio::time::Instant::now()),
+            info,
+        };
     }
 
     /// Takes reloaded thresholds (the offset stays as started: history is keyed by day).
@@ -233,6 +266,8 @@ impl StatsService {
         let offset = current.utc_offset_secs;
         *current = config;
         current.utc_offset_secs = offset;
+        self.reloaded
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The configuration in force.
@@ -433,26 +468,33 @@ fn periods(
     out
 }
 
-/// Sets the gauges of every group in `report` (summed per link with `per_link`).
-fn set_gauges(report: &Report, mode: StatsMetrics) {
+/// Sets the gauges of every group in `report` (summed per link with `per_link`); returns the
+/// `qunbridge_group_info` label sets it set to 1.
+fn set_gauges(report: &Report, mode: StatsMetrics) -> BTreeSet<InfoLabels> {
     use crate::metrics::{
         GROUP_ACTIVE_SENDERS, GROUP_DECLINE_WEEKS, GROUP_INFO, GROUP_MEMBERS_BY_TIER,
         GROUP_MEMBER_COUNT,
     };
     let mut sums: BTreeMap<String, Figures> = BTreeMap::new();
+    let mut info = BTreeSet::new();
     for group in &report.groups {
         let label = match mode {
             StatsMetrics::PerGroup => group.alias.clone(),
             StatsMetrics::PerLink => group.link.clone(),
-            StatsMetrics::Off => return,
+            StatsMetrics::Off => return info,
         };
-        metrics::gauge!(GROUP_INFO,
-            "group" => label.clone(),
-            "link" => group.link.clone(),
-            "platform" => group.platform.clone(),
-            "account" => group.account.clone(),
-            "coverage" => group.coverage.clone())
+        let labels = [
+            label.clone(),
+            group.link.clone(),
+            group.platform.clone(),
+            group.account.clone(),
+            group.coverage.clone(),
+        ];
+        let [group_label, link, platform, account, coverage] = labels.clone();
+        metrics::gauge!(GROUP_INFO, "group" => group_label, "link" => link,
+            "platform" => platform, "account" => account, "coverage" => coverage)
         .set(1.0);
+        info.insert(labels);
         let sum = sums.entry(label).or_default();
         let f = &group.figures;
         sum.active_1d += f.active_1d;
@@ -496,6 +538,7 @@ fn set_gauges(report: &Report, mode: StatsMetrics) {
         }
         metrics::gauge!(GROUP_DECLINE_WEEKS, "group" => label).set(f.decline_weeks as f64);
     }
+    info
 }
 
 /// A rate as CSV shows it (four decimals), empty when unknown.
