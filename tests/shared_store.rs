@@ -221,3 +221,76 @@ async fn the_outbox_behaves_alike_on_redis_redb_and_memory() {
     let reopened = qunbridge::store::PersistentStore::open(dir.path()).expect("reopens");
     assert_eq!(reopened.outbox("hub").await.expect("read").len(), 1);
 }
+
+/// Five days of one group, each day's row with 10 messages and two sender digests, then a
+/// sweep with caps of 3 rows and 4 digests (and an age limit that keeps all five days): the
+/// three newest rows stay, and the newest digests.
+async fn stats_sweeps_keep_the_newest_days(store: &dyn RelayStore, redis: bool) {
+    use qunbridge::store::stats::{DayCounts, StatsDelta, StatsSweep};
+    let deltas = (100..105)
+        .map(|day| StatsDelta {
+            account: "qq".into(),
+            group: "735021844".into(),
+            day,
+            counts: DayCounts {
+                messages: 10,
+                ..Default::default()
+            },
+            senders: [format!("a{day}"), format!("b{day}")].into(),
+        })
+        .collect();
+    store
+        .write(WriteBatch {
+            stats: deltas,
+            ..Default::default()
+        })
+        .await
+        .expect("write");
+    store
+        .write(WriteBatch {
+            stats_sweep: Some(StatsSweep {
+                rows_before: 50,
+                senders_before: 50,
+                max_rows: 3,
+                max_digests: 4,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("sweep");
+    let days: Vec<i64> = store
+        .stats_rows(0, 200)
+        .await
+        .expect("rows")
+        .into_iter()
+        .map(|row| row.day)
+        .collect();
+    assert_eq!(days, [102, 103, 104], "the oldest rows went first");
+    let senders = store
+        .stats_senders("qq", "735021844", 0, 200)
+        .await
+        .expect("senders");
+    let kept: Vec<(i64, usize)> = senders
+        .iter()
+        .map(|(day, digests)| (*day, digests.len()))
+        .collect();
+    if redis {
+        // Redis caps digest sets (group-days) at the row cap.
+        assert_eq!(kept, [(102, 2), (103, 2), (104, 2)]);
+    } else {
+        assert_eq!(kept, [(103, 2), (104, 2)], "4 digests: the newest days'");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_health_tables_are_capped_alike_on_redis_redb_and_memory() {
+    let redis = Redis::start().await;
+    let shared = RedisStore::connect(&redis.url(), "qb-stats:")
+        .await
+        .expect("connects");
+    stats_sweeps_keep_the_newest_days(&shared, true).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = qunbridge::store::PersistentStore::open(dir.path()).expect("opens");
+    stats_sweeps_keep_the_newest_days(&embedded, false).await;
+    stats_sweeps_keep_the_newest_days(&qunbridge::store::MemoryStore::new(100), false).await;
+}

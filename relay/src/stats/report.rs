@@ -384,7 +384,7 @@ impl StatsService {
             if ticks % 60 == 0 {
                 let today = today(config.utc_offset_secs);
                 let sweep = crate::store::WriteBatch {
-                    stats_before: Some((
+                    stats_sweep: Some(crate::store::stats::StatsSweep::by_age(
                         today - config.retention_days,
                         today - super::super::config::stats::SENDER_DAYS,
                     )),

@@ -105,13 +105,33 @@ impl MemoryStore {
                     .extend(delta.senders.iter().cloned());
             }
         }
-        if let Some((rows_before, senders_before)) = batch.stats_before {
+        if let Some(sweep) = batch.stats_sweep {
             let (rows_end, senders_end) = (
-                stats::day_text(rows_before),
-                stats::day_text(senders_before),
+                stats::day_text(sweep.rows_before),
+                stats::day_text(sweep.senders_before),
             );
             state.stats_rows.retain(|key, _| *key >= rows_end);
             state.stats_senders.retain(|key, _| *key >= senders_end);
+            while state.stats_rows.len() as u64 > sweep.max_rows {
+                state.stats_rows.pop_first();
+            }
+            let mut digests: u64 = state.stats_senders.values().map(|s| s.len() as u64).sum();
+            while digests > sweep.max_digests {
+                let Some(mut oldest) = state.stats_senders.first_entry() else {
+                    break;
+                };
+                let over = (digests - sweep.max_digests) as usize;
+                let set = oldest.get_mut();
+                if set.len() <= over {
+                    digests -= set.len() as u64;
+                    oldest.remove();
+                } else {
+                    for _ in 0..over {
+                        set.pop_first();
+                    }
+                    digests -= over as u64;
+                }
+            }
         }
         for (account, key) in batch.outbox_done {
             if let Some(seq) = state.outbox_index.remove(&(account.clone(), key)) {

@@ -108,9 +108,8 @@ pub struct WriteBatch {
     pub outbox_done: Vec<(String, String)>,
     /// Group-health counts to add ([`stats`]).
     pub stats: Vec<StatsDelta>,
-    /// Group-health data to sweep: day rows before the first day, sender digests before the
-    /// second.
-    pub stats_before: Option<(Day, Day)>,
+    /// Group-health data to sweep: by age, then down to the caps.
+    pub stats_sweep: Option<stats::StatsSweep>,
 }
 
 impl WriteBatch {
@@ -120,7 +119,7 @@ impl WriteBatch {
             && self.copies.is_empty()
             && self.outbox_done.is_empty()
             && self.stats.is_empty()
-            && self.stats_before.is_none()
+            && self.stats_sweep.is_none()
     }
 }
 

@@ -554,8 +554,8 @@ fn apply_write(
     if !batch.stats.is_empty() {
         apply_stats(txn, &batch.stats)?;
     }
-    if let Some((rows_before, senders_before)) = batch.stats_before {
-        sweep_stats(txn, rows_before, senders_before)?;
+    if let Some(sweep) = batch.stats_sweep {
+        sweep_stats(txn, sweep)?;
     }
     Ok(())
 }
@@ -582,18 +582,21 @@ fn apply_stats(txn: &WriteTransaction, deltas: &[StatsDelta]) -> Result<(), redb
     Ok(())
 }
 
-/// Removes day rows before `rows_before` and sender digests before `senders_before`.
-fn sweep_stats(
-    txn: &WriteTransaction,
-    rows_before: stats::Day,
-    senders_before: stats::Day,
-) -> Result<(), redb::Error> {
-    let rows_end = stats::day_text(rows_before);
-    txn.open_table(STATS_ROWS)?
-        .retain_in(..rows_end.as_str(), |_, _| false)?;
-    let senders_end = stats::day_text(senders_before);
-    txn.open_table(STATS_SENDERS)?
-        .retain_in(..senders_end.as_str(), |_, _| false)?;
+/// Removes day rows and sender digests past their age, then the oldest of either table while
+/// it holds more than its cap.
+fn sweep_stats(txn: &WriteTransaction, sweep: stats::StatsSweep) -> Result<(), redb::Error> {
+    let rows_end = stats::day_text(sweep.rows_before);
+    let mut rows = txn.open_table(STATS_ROWS)?;
+    rows.retain_in(..rows_end.as_str(), |_, _| false)?;
+    for _ in 0..rows.len()?.saturating_sub(sweep.max_rows) {
+        rows.pop_first()?;
+    }
+    let senders_end = stats::day_text(sweep.senders_before);
+    let mut senders = txn.open_table(STATS_SENDERS)?;
+    senders.retain_in(..senders_end.as_str(), |_, _| false)?;
+    for _ in 0..senders.len()?.saturating_sub(sweep.max_digests) {
+        senders.pop_first()?;
+    }
     Ok(())
 }
 

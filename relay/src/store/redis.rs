@@ -17,7 +17,7 @@ use ::redis::{AsyncCommands, Script};
 use futures_util::future::BoxFuture;
 use qunbridge_connectors::api::{Appended, FeedLog, FeedLogError};
 
-use super::stats::{self, Day, DayCounts, DayRow, StatsDelta};
+use super::stats::{self, Day, DayCounts, DayRow, StatsDelta, StatsSweep};
 use super::{
     Copy, DaySenders, OriginEntry, OutboxEntry, OutboxPut, RelayStore, StoreError, WriteBatch,
     DEDUP_TTL, MAP_TTL,
@@ -158,18 +158,31 @@ impl RedisStore {
         }
     }
 
-    /// Deletes day rows before `rows_before` and sender sets before `senders_before`.
-    async fn sweep_stats(&self, rows_before: Day, senders_before: Day) -> Result<(), StoreError> {
+    /// Deletes day rows and sender sets past their age, then the oldest rows (sets) while
+    /// more than `max_rows` of either are indexed.
+    async fn sweep_stats(&self, sweep: StatsSweep) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
         for (index, space, before) in [
-            ("rows", "sr", rows_before),
-            ("senders", "ss", senders_before),
+            ("rows", "sr", sweep.rows_before),
+            ("senders", "ss", sweep.senders_before),
         ] {
             let index = self.key("sd", index);
-            let old: Vec<String> = connection
+            let mut old: Vec<String> = connection
                 .zrangebyscore(&index, "-inf", format!("({before}"))
                 .await
                 .map_err(backend)?;
+            let indexed: u64 = connection.zcard(&index).await.map_err(backend)?;
+            let over = (indexed.saturating_sub(old.len() as u64)).saturating_sub(sweep.max_rows);
+            if over > 0 {
+                // The index is scored by day: the lowest ranks past the aged-out ones are the
+                // oldest days left.
+                let start = old.len() as isize;
+                let extra: Vec<String> = connection
+                    .zrange(&index, start, start + over as isize - 1)
+                    .await
+                    .map_err(backend)?;
+                old.extend(extra);
+            }
             if old.is_empty() {
                 continue;
             }
@@ -177,9 +190,8 @@ impl RedisStore {
             pipe.atomic();
             for row in &old {
                 pipe.del(self.key(space, row)).ignore();
+                pipe.zrem(&index, row).ignore();
             }
-            pipe.zrembyscore(&index, "-inf", format!("({before}"))
-                .ignore();
             pipe.query_async::<()>(&mut connection)
                 .await
                 .map_err(backend)?;
@@ -249,8 +261,8 @@ impl RelayStore for RedisStore {
                 pipe.zrem(self.key("oo", account), key).ignore();
             }
             self.add_stats(&mut pipe, &batch.stats);
-            if let Some((rows_before, senders_before)) = batch.stats_before {
-                self.sweep_stats(rows_before, senders_before).await?;
+            if let Some(sweep) = batch.stats_sweep {
+                self.sweep_stats(sweep).await?;
             }
             let mut connection = self.connection.clone();
             pipe.query_async::<()>(&mut connection)

@@ -23,6 +23,40 @@ pub fn how_slot(how: How) -> usize {
 /// Days are numbered from 1970-01-01 in the configured UTC offset (`stats.utc_offset`).
 pub type Day = i64;
 
+/// Most group-day rows of counts a store keeps (2,500 linked groups for 400 days).
+pub const MAX_DAY_ROWS: u64 = 1_000_000;
+/// Most sender digests the redb and in-memory stores keep (a digest is one member active in
+/// one group on one day); the Redis store keeps at most [`MAX_DAY_ROWS`] digest sets instead,
+/// as counting the members of every set would cost a call per set.
+pub const MAX_SENDER_DIGESTS: u64 = 2_000_000;
+
+/// One sweep of the group-health tables: what is past its age goes, then, while a table
+/// holds more than its cap, its oldest days go first (the key of every row and digest starts
+/// with its day).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSweep {
+    /// Day rows before this day go (`stats.retention`).
+    pub rows_before: Day,
+    /// Sender digests before this day go (35 days).
+    pub senders_before: Day,
+    /// Most day rows kept (and digest sets, in Redis).
+    pub max_rows: u64,
+    /// Most sender digests kept (redb and memory).
+    pub max_digests: u64,
+}
+
+impl StatsSweep {
+    /// A sweep by age with the default caps.
+    pub fn by_age(rows_before: Day, senders_before: Day) -> StatsSweep {
+        StatsSweep {
+            rows_before,
+            senders_before,
+            max_rows: MAX_DAY_ROWS,
+            max_digests: MAX_SENDER_DIGESTS,
+        }
+    }
+}
+
 /// What happened in one group on one day, as counted so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DayCounts {
