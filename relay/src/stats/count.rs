@@ -30,9 +30,20 @@ pub struct StatsCounter {
     aliases: Mutex<Arc<Aliases>>,
     /// Makes member digests.
     digester: Digester,
-    /// Digests already handed to the store, per (account, group, day): repeated senders
-    /// cost no store write.
-    seen: Mutex<HashMap<(String, String, Day), HashSet<String>>>,
+    /// Digests already handed to the store: repeated senders cost no store write.
+    seen: Mutex<Seen>,
+}
+
+/// The (account, group, digest) triples already handed to the store, by day, kept as 64-bit
+/// hashes: a collision only skips writing a digest the store most likely holds already.
+#[derive(Default)]
+struct Seen {
+    /// Hashes by day (today and yesterday are kept; late events of older days write again).
+    by_day: HashMap<Day, HashSet<u64>>,
+    /// Hashes held, over all days.
+    total: usize,
+    /// Hashes the triples (keys fixed for the process's life).
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl StatsCounter {
@@ -188,15 +199,23 @@ impl StatsCounter {
 
     /// True the first time `digest` is seen for the group and day (as far as memory goes).
     fn first_sight(&self, account: &str, group: &str, day: Day, digest: &str) -> bool {
+        use std::hash::BuildHasher;
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        let total: usize = seen.values().map(HashSet::len).sum();
-        if total >= SEEN_MAX {
-            seen.clear();
+        let hash = seen.hasher.hash_one((account, group, digest));
+        if !seen.by_day.contains_key(&day) {
+            // A new day: forget the days before yesterday.
+            seen.by_day.retain(|kept, _| *kept >= day - 1);
+            seen.total = seen.by_day.values().map(HashSet::len).sum();
         }
-        seen.retain(|(_, _, kept), _| *kept >= day - 1);
-        seen.entry((account.to_owned(), group.to_owned(), day))
-            .or_default()
-            .insert(digest.to_owned())
+        if seen.total >= SEEN_MAX {
+            seen.by_day.clear();
+            seen.total = 0;
+        }
+        let fresh = seen.by_day.entry(day).or_default().insert(hash);
+        if fresh {
+            seen.total += 1;
+        }
+        fresh
     }
 }
 

@@ -11,6 +11,7 @@
 //! evicting the entries that expire first. The api feeds keep a fixed number of events per
 //! group.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
@@ -389,10 +390,11 @@ fn commit(db: &Database, jobs: Vec<Job>, sweep: bool) -> Result<(), StoreError> 
         let txn = db.begin_write().map_err(backend)?;
         let now = now_ms();
         let mut expiring = Expiring::default();
+        let mut stats = StatsPending::default();
         for job in jobs {
             match job {
                 Job::Write { batch, reply } => {
-                    apply_write(&txn, batch, now, &mut expiring).map_err(backend)?;
+                    apply_write(&txn, batch, now, &mut expiring, &mut stats).map_err(backend)?;
                     done.push(Done::Write(reply));
                 }
                 Job::Append {
@@ -417,6 +419,7 @@ fn commit(db: &Database, jobs: Vec<Job>, sweep: bool) -> Result<(), StoreError> 
             }
         }
         expiring.write(&txn).map_err(backend)?;
+        stats.apply(&txn).map_err(backend)?;
         if sweep {
             let removed = sweep_expired(&txn, now).map_err(backend)?;
             if removed > 0 {
@@ -517,12 +520,14 @@ fn unpack(bytes: &[u8]) -> Vec<&str> {
     names
 }
 
-/// Writes keys and message-map copies.
+/// Writes keys, message-map copies and settled outbox entries; the group-health counts go to
+/// `stats`, applied once for the whole commit.
 fn apply_write(
     txn: &WriteTransaction,
     batch: WriteBatch,
     now: u64,
     expiring: &mut Expiring,
+    stats: &mut StatsPending,
 ) -> Result<(), redb::Error> {
     if !batch.keys.is_empty() {
         let mut keys = txn.open_table(KEYS)?;
@@ -551,35 +556,62 @@ fn apply_write(
             }
         }
     }
-    if !batch.stats.is_empty() {
-        apply_stats(txn, &batch.stats)?;
-    }
-    if let Some(sweep) = batch.stats_sweep {
-        sweep_stats(txn, sweep)?;
+    stats.add(batch.stats);
+    if batch.stats_sweep.is_some() {
+        stats.sweep = batch.stats_sweep;
     }
     Ok(())
 }
 
-/// Adds group-health counts to their day rows and the sender digests to their sets.
-fn apply_stats(txn: &WriteTransaction, deltas: &[StatsDelta]) -> Result<(), redb::Error> {
-    let mut rows = txn.open_table(STATS_ROWS)?;
-    let mut senders = txn.open_table(STATS_SENDERS)?;
-    for delta in deltas {
-        let key = stats::row_key(delta.day, &delta.account, &delta.group);
-        if !delta.counts.is_empty() {
-            let mut counts: DayCounts = rows
-                .get(key.as_str())?
-                .and_then(|v| serde_json::from_slice(v.value()).ok())
-                .unwrap_or_default();
-            counts.merge(&delta.counts);
-            let json = serde_json::to_vec(&counts).unwrap_or_default();
-            rows.insert(key.as_str(), json.as_slice())?;
-        }
-        for digest in &delta.senders {
-            senders.insert(format!("{key}|{digest}").as_str(), ())?;
+/// The group-health counts of one commit, merged by row before the tables are touched: the
+/// counts of many messages of one group and day cost one row read and one row write.
+#[derive(Default)]
+struct StatsPending {
+    /// Counts to add, by row key.
+    rows: BTreeMap<String, DayCounts>,
+    /// Sender digests to add, by their table key (`<row key>|<digest>`).
+    senders: BTreeSet<String>,
+    /// A sweep asked by one of the commit's writes, run after the counts are added.
+    sweep: Option<stats::StatsSweep>,
+}
+
+impl StatsPending {
+    /// Takes a write's deltas.
+    fn add(&mut self, deltas: Vec<StatsDelta>) {
+        for delta in deltas {
+            let key = stats::row_key(delta.day, &delta.account, &delta.group);
+            for digest in &delta.senders {
+                self.senders.insert(format!("{key}|{digest}"));
+            }
+            if !delta.counts.is_empty() {
+                self.rows.entry(key).or_default().merge(&delta.counts);
+            }
         }
     }
-    Ok(())
+
+    /// Adds the counts to their day rows and the digests to their sets, then sweeps.
+    fn apply(self, txn: &WriteTransaction) -> Result<(), redb::Error> {
+        if !self.rows.is_empty() || !self.senders.is_empty() {
+            let mut rows = txn.open_table(STATS_ROWS)?;
+            for (key, delta) in &self.rows {
+                let mut counts: DayCounts = rows
+                    .get(key.as_str())?
+                    .and_then(|v| serde_json::from_slice(v.value()).ok())
+                    .unwrap_or_default();
+                counts.merge(delta);
+                let json = serde_json::to_vec(&counts).unwrap_or_default();
+                rows.insert(key.as_str(), json.as_slice())?;
+            }
+            let mut senders = txn.open_table(STATS_SENDERS)?;
+            for name in &self.senders {
+                senders.insert(name.as_str(), ())?;
+            }
+        }
+        if let Some(sweep) = self.sweep {
+            sweep_stats(txn, sweep)?;
+        }
+        Ok(())
+    }
 }
 
 /// Removes day rows and sender digests past their age, then the oldest of either table while
