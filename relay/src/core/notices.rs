@@ -5,8 +5,6 @@
 //! seen only by polling are never announced. Notices then go through the destination's
 //! filters and pacing like any message.
 
-use std::sync::Arc;
-
 use qunbridge_connectors::model::{Change, How, Outbound, Segment, ENVELOPE_VERSION};
 use qunbridge_connectors::{Envelope, Kind};
 
@@ -15,19 +13,6 @@ use super::route::Destination;
 
 /// The name shown for a member whose name is unknown.
 pub const UNKNOWN_MEMBER: &str = "新成员";
-
-/// Which notices a destination's link sends, and how they read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NoticePolicy {
-    /// Joins are announced.
-    pub joins: bool,
-    /// Leaves are announced too.
-    pub leaves: bool,
-    /// Join template (`{platform} {name} {link}`).
-    pub join_format: Arc<str>,
-    /// Leave template.
-    pub leave_format: Arc<str>,
-}
 
 /// The notice of a membership envelope for `destination`, when its link announces it.
 pub fn notice_for(envelope: &Envelope, destination: &Destination) -> Option<Outbound> {

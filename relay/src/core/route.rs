@@ -10,8 +10,20 @@ use std::sync::Arc;
 use qunbridge_connectors::media::MediaMode;
 use qunbridge_connectors::Platform;
 
-use super::notices::NoticePolicy;
 use crate::policy::{FilterRules, GroupRef, Link, Rule};
+
+/// Which notices a destination's link sends, and how they read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoticePolicy {
+    /// Joins are announced.
+    pub joins: bool,
+    /// Leaves are announced too.
+    pub leaves: bool,
+    /// Join template (`{platform} {name} {link}`).
+    pub join_format: Arc<str>,
+    /// Leave template.
+    pub leave_format: Arc<str>,
+}
 
 /// One place a message goes.
 #[derive(Debug, Clone)]

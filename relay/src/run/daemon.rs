@@ -16,7 +16,7 @@ use crate::activity::Activity;
 use crate::admin::{self, Health};
 use crate::broker::{Endpoint, Hops, Topics};
 use crate::config::{Config, Notices};
-use crate::core::notices::NoticePolicy;
+use crate::core::route::NoticePolicy;
 use crate::core::{Routes, SharedRoutes};
 use crate::stats::report::StatsService;
 use crate::stats::{Aliases, Digester, StatsCounter};
