@@ -26,6 +26,8 @@ mod baseline;
 mod collector;
 mod daemon;
 mod drivers;
+mod figures;
+mod plan;
 mod relay;
 mod report;
 mod scenarios;
@@ -206,7 +208,7 @@ async fn main() -> ExitCode {
     };
     let mut reports = Vec::new();
     for kind in kinds {
-        reports.push(scenarios::run_all(kind, &settings).await);
+        reports.push(plan::run_all(kind, &settings).await);
     }
     let text = report::render(&report::Run {
         machine,

@@ -18,9 +18,8 @@ use tokio::process::{Child, Command};
 use crate::collector::Collector;
 use crate::daemon::cpu_ticks;
 use crate::drivers::{open_ws, post_messages, Pace};
-use crate::scenarios::{
-    free_addr, latency, next_phase, throughput, Latency, Settings, Throughput, LIMIT, STALL,
-};
+use crate::figures::{Latency, Throughput};
+use crate::scenarios::{free_addr, latency, next_phase, throughput, Settings, LIMIT, STALL};
 
 /// The relay's source, next to this crate's manifest.
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/baseline_relay.py");

@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::figures::{Latency, Overload, SlowDestination, Soak, Throughput};
 use crate::relay::{RelayReport, RELAY_LATENCY_RATE};
-use crate::scenarios::{BrokerKind, BrokerReport, Latency, Settings, Throughput, RATES};
-use crate::stress::{Overload, SlowDestination, Soak};
+use crate::scenarios::{BrokerKind, BrokerReport, Settings, RATES};
 
 /// Start of the generated section.
 const BEGIN: &str = "<!-- qunbridge-bench:begin -->";

@@ -18,7 +18,7 @@ use crate::daemon::{clock_ticks, Daemon, Perf};
 use crate::drivers::{
     open_ws, post_messages, push_events, receive_sends, wait_connected, Pace, Sent,
 };
-use crate::stress::{self, Costs, Overload, SlowDestination, Soak};
+use crate::figures::{Costs, Latency, Overload, SlowDestination, Soak, Throughput};
 
 /// How long a phase may see no new message before what is missing counts as lost.
 pub const STALL: Duration = Duration::from_secs(10);
@@ -81,7 +81,7 @@ pub struct Settings {
     pub perf: Option<std::path::PathBuf>,
 }
 
-/// The `--only` keys: the per-broker scenarios of [`run_all`] and `baseline-relay` (which
+/// The `--only` keys: the per-broker scenarios of [`crate::plan::run_all`] and `baseline-relay` (which
 /// `api` runs too).
 pub const SCENARIOS: [&str; 9] = [
     "api",
@@ -128,59 +128,6 @@ impl BrokerKind {
             BrokerKind::Mosquitto => "mosquitto",
         }
     }
-}
-
-/// A saturation phase's result.
-#[derive(Debug, Clone, Default)]
-pub struct Throughput {
-    /// Messages the ingress accepted.
-    pub accepted: usize,
-    /// Messages the ingress refused or that failed to send.
-    pub failed: usize,
-    /// Distinct messages received at the destination.
-    pub received: usize,
-    /// Messages received twice.
-    pub duplicates: usize,
-    /// First send to last receipt.
-    pub secs: f64,
-    /// Received messages per second over `secs`.
-    pub rate: f64,
-    /// Daemon CPU time per message, in µs (user + system, whole process).
-    pub cpu_us_per_message: Option<f64>,
-    /// The first send failure.
-    pub first_error: Option<String>,
-    /// What the daemon counted as dropped by the end of the phase (`reason=count, …`).
-    pub daemon_drops: String,
-    /// Daemon context switches (voluntary + involuntary, all threads) per message received.
-    pub context_switches_per_message: Option<f64>,
-    /// Durable store commits (`qunbridge_store_commits_total`) per message received.
-    pub store_commits_per_message: Option<f64>,
-}
-
-impl Throughput {
-    /// Accepted but never received.
-    pub fn lost(&self) -> usize {
-        self.accepted.saturating_sub(self.received)
-    }
-}
-
-/// A paced phase's result.
-#[derive(Debug, Clone, Default)]
-pub struct Latency {
-    /// Offered rate, messages per second.
-    pub rate: f64,
-    /// Samples.
-    pub samples: usize,
-    /// Accepted but never received.
-    pub lost: usize,
-    /// Median, µs.
-    pub p50_us: f64,
-    /// 99th percentile, µs.
-    pub p99_us: f64,
-    /// 99.9th percentile, µs.
-    pub p999_us: f64,
-    /// Maximum, µs.
-    pub max_us: f64,
 }
 
 /// Everything measured on one broker.
@@ -234,7 +181,7 @@ pub struct BrokerReport {
 
 impl BrokerReport {
     /// An empty report.
-    fn new(kind: BrokerKind) -> BrokerReport {
+    pub fn new(kind: BrokerKind) -> BrokerReport {
         BrokerReport {
             kind,
             baseline: None,
@@ -337,69 +284,6 @@ pub async fn mosquitto_for(kind: BrokerKind) -> Option<Mosquitto> {
     }
 }
 
-/// Runs every scenario on one broker kind.
-pub async fn run_all(kind: BrokerKind, settings: &Settings) -> BrokerReport {
-    let mut report = BrokerReport::new(kind);
-    let steps: [(&str, &str, Step); 8] = [
-        ("api", "api accounts", Step::Api),
-        ("onebot", "OneBot accounts", Step::OneBot),
-        ("backlog", "backlog", Step::Backlog),
-        ("overload", "overload", Step::Overload),
-        ("slow", "slow destination", Step::Slow),
-        ("scale", "100 accounts", Step::Scale),
-        ("idle", "idle CPU", Step::Idle),
-        ("soak", "soak", Step::Soak),
-    ];
-    for (key, name, step) in steps {
-        if !settings.runs(key) {
-            continue;
-        }
-        eprintln!("[{}] {name} …", kind.label());
-        let started = Instant::now();
-        let outcome = match step {
-            Step::Api => api_scenario(kind, settings, &mut report).await,
-            Step::OneBot => onebot_scenario(kind, settings, &mut report).await,
-            Step::Backlog => backlog_scenario(kind, settings, &mut report).await,
-            Step::Scale => scale_scenario(kind, settings, &mut report).await,
-            Step::Idle => idle_scenario(kind, settings, &mut report).await,
-            Step::Overload => stress::overload_scenario(kind, settings, &mut report).await,
-            Step::Slow => stress::slow_scenario(kind, settings, &mut report).await,
-            Step::Soak => stress::soak_scenario(kind, settings, &mut report).await,
-        };
-        if let Err(error) = outcome {
-            eprintln!("[{}] {name} failed: {error}", kind.label());
-            report.errors.push(format!("{name}: {error}"));
-        }
-        eprintln!(
-            "[{}] {name} done in {:.0} s",
-            kind.label(),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    report
-}
-
-/// The scenarios.
-#[derive(Debug, Clone, Copy)]
-enum Step {
-    /// Baseline and two `api` accounts.
-    Api,
-    /// Two OneBot accounts.
-    OneBot,
-    /// A backlog handed to the core at once.
-    Backlog,
-    /// Many accounts and groups.
-    Scale,
-    /// Idle accounts.
-    Idle,
-    /// Far more POSTs than the daemon can take.
-    Overload,
-    /// A paced destination group next to an unpaced one.
-    Slow,
-    /// A long run at a steady rate.
-    Soak,
-}
-
 /// The raw baseline on the broker at `port`: saturation, then each latency rate.
 async fn baseline(port: u16, settings: &Settings, report: &mut BrokerReport) -> Result<(), String> {
     let collector = Arc::new(Collector::default());
@@ -442,7 +326,7 @@ pub fn api_config(broker: &str, input: SocketAddr, output: SocketAddr) -> String
 /// broker a daemon of its own, so the baseline's traffic does not count in the measured
 /// daemon's memory), then two `api` accounts: POSTs to `in:a` over several connections, the
 /// WebSocket of `out`.
-async fn api_scenario(
+pub async fn api_scenario(
     kind: BrokerKind,
     settings: &Settings,
     report: &mut BrokerReport,
@@ -548,7 +432,7 @@ async fn api_scenario(
 /// published straight to the inbound topic, back to back with qunbridge's MQTT client (what a
 /// separate ingress process, or a broker that queued messages while the daemon was down,
 /// hands the core at once), and drained to `out`'s WebSocket.
-async fn backlog_scenario(
+pub async fn backlog_scenario(
     kind: BrokerKind,
     settings: &Settings,
     report: &mut BrokerReport,
@@ -603,7 +487,7 @@ fn bot_id(n: usize) -> i64 {
 
 /// Two OneBot v11 accounts (forward WebSocket, pacing off): group events pushed by the first
 /// implementation, `send_group_msg` received by the second.
-async fn onebot_scenario(
+pub async fn onebot_scenario(
     kind: BrokerKind,
     settings: &Settings,
     report: &mut BrokerReport,
@@ -675,7 +559,7 @@ async fn onebot_scenario(
 
 /// `scale_accounts` OneBot v11 accounts with `scale_groups_per_account` groups each, all in
 /// links of two groups of different accounts (group `n` with group `n + total / 2`).
-async fn scale_scenario(
+pub async fn scale_scenario(
     kind: BrokerKind,
     settings: &Settings,
     report: &mut BrokerReport,
@@ -729,7 +613,7 @@ async fn scale_scenario(
 
 /// `idle_accounts` connected OneBot v11 accounts (heartbeats every 30 s), linked in pairs,
 /// no traffic: the daemon's CPU time over `idle_secs`.
-async fn idle_scenario(
+pub async fn idle_scenario(
     kind: BrokerKind,
     settings: &Settings,
     report: &mut BrokerReport,
