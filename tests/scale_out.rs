@@ -51,6 +51,33 @@ groups = ["src:g", "dst:g"]
     )
 }
 
+/// Two core processes (`core-a`, `core-b`) and one connector process (`conn-1`) on `config`,
+/// each in its own directory of `dirs`.
+async fn scaled_out(
+    dirs: &[tempfile::TempDir],
+    config: &str,
+) -> (DaemonProcess, DaemonProcess, DaemonProcess) {
+    let first_core = DaemonProcess::start_with(
+        dirs[0].path(),
+        config,
+        &["--role", "core", "--instance", "core-a"],
+    )
+    .await;
+    let second_core = DaemonProcess::start_with(
+        dirs[1].path(),
+        config,
+        &["--role", "core", "--instance", "core-b"],
+    )
+    .await;
+    let connectors = DaemonProcess::start_with(
+        dirs[2].path(),
+        config,
+        &["--role", "connectors", "--instance", "conn-1"],
+    )
+    .await;
+    (first_core, second_core, connectors)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_cores_one_killed_mid_stream_deliver_every_message_once() {
     let count = stream_length();
@@ -61,24 +88,7 @@ async fn two_cores_one_killed_mid_stream_deliver_every_message_once() {
     let dirs: Vec<tempfile::TempDir> = (0..4)
         .map(|_| tempfile::tempdir().expect("tempdir"))
         .collect();
-    let mut first_core = DaemonProcess::start_with(
-        dirs[0].path(),
-        &text,
-        &["--role", "core", "--instance", "core-a"],
-    )
-    .await;
-    let mut second_core = DaemonProcess::start_with(
-        dirs[1].path(),
-        &text,
-        &["--role", "core", "--instance", "core-b"],
-    )
-    .await;
-    let mut connectors = DaemonProcess::start_with(
-        dirs[2].path(),
-        &text,
-        &["--role", "connectors", "--instance", "conn-1"],
-    )
-    .await;
+    let (mut first_core, mut second_core, mut connectors) = scaled_out(&dirs, &text).await;
 
     // A second connector process for the same accounts is refused.
     std::fs::write(
@@ -155,24 +165,7 @@ async fn group_health_adds_up_across_a_core_takeover_on_the_shared_store() {
     let dirs: Vec<tempfile::TempDir> = (0..3)
         .map(|_| tempfile::tempdir().expect("tempdir"))
         .collect();
-    let mut first_core = DaemonProcess::start_with(
-        dirs[0].path(),
-        &text,
-        &["--role", "core", "--instance", "core-a"],
-    )
-    .await;
-    let mut second_core = DaemonProcess::start_with(
-        dirs[1].path(),
-        &text,
-        &["--role", "core", "--instance", "core-b"],
-    )
-    .await;
-    let mut connectors = DaemonProcess::start_with(
-        dirs[2].path(),
-        &text,
-        &["--role", "connectors", "--instance", "conn-1"],
-    )
-    .await;
+    let (mut first_core, mut second_core, mut connectors) = scaled_out(&dirs, &text).await;
     let consumer = Consumer::start(dst).await;
     let client = reqwest::Client::new();
     for n in 1..=count {

@@ -282,6 +282,36 @@ impl Envelope {
     pub fn make_id(account: &str, group: &str, message_id: &str) -> String {
         format!("{account}:{group}:{message_id}")
     }
+
+    /// A `kind = "member"` envelope of `account`'s `group`: `member` is the member (id
+    /// and name, `""` when unknown or for a count), `message_id` what makes it unique in the
+    /// group (the envelope id is made from it).
+    pub fn membership(
+        account: &str,
+        platform: Platform,
+        group: String,
+        message_id: String,
+        member: Sender,
+        ts_ms: u64,
+        event: MemberEvent,
+    ) -> Envelope {
+        Envelope {
+            v: ENVELOPE_VERSION,
+            id: Envelope::make_id(account, &group, &message_id),
+            origin: Origin {
+                platform,
+                account: account.to_owned(),
+                group,
+                message_id,
+                group_name: None,
+            },
+            sender: member,
+            ts_ms,
+            kind: Kind::Member,
+            segments: Vec::new(),
+            member: Some(event),
+        }
+    }
 }
 
 /// A rendered message for one destination, published by the relay core on

@@ -21,9 +21,7 @@ use serde_json::{Map, Value};
 
 use super::frames::{self, DownFrame, FrameError};
 use crate::context::now_ms;
-use crate::model::{
-    Change, Envelope, How, Kind, MemberEvent, Origin, Platform, Sender, ENVELOPE_VERSION,
-};
+use crate::model::{Change, Envelope, How, MemberEvent, Platform, Sender};
 
 /// Members added to a group (by someone, or joining through a link or QR code).
 pub const ADD_MEMBER: &str = "chat_add_member";
@@ -161,31 +159,26 @@ pub fn parse_event(account: &str, frame: &DownFrame) -> Result<GroupEvent, Frame
                 _ => operator.clone(),
             };
             let message_id = format!("member:{}:{member}:{event_id}", change.as_str());
-            Envelope {
-                v: ENVELOPE_VERSION,
-                id: Envelope::make_id(account, &group, &message_id),
-                origin: Origin {
-                    platform: Platform::Dingtalk,
-                    account: account.to_owned(),
-                    group: group.clone(),
-                    message_id,
-                    group_name: None,
-                },
-                sender: Sender {
-                    id: member,
-                    name: String::new(),
-                    is_bot: false,
-                },
+            let event = MemberEvent {
+                change,
+                how,
+                operator,
+                member_count: None,
+            };
+            let member = Sender {
+                id: member,
+                name: String::new(),
+                is_bot: false,
+            };
+            Envelope::membership(
+                account,
+                Platform::Dingtalk,
+                group.clone(),
+                message_id,
+                member,
                 ts_ms,
-                kind: Kind::Member,
-                segments: Vec::new(),
-                member: Some(MemberEvent {
-                    change,
-                    how,
-                    operator,
-                    member_count: None,
-                }),
-            }
+                event,
+            )
         })
         .collect();
     Ok(GroupEvent::Members(envelopes))
@@ -196,6 +189,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::model::Kind;
 
     /// An EVENT frame as the gateway sends it: `data` JSON-encoded into a string.
     fn event_frame(event_type: &str, data: Value) -> DownFrame {

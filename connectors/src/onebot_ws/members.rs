@@ -46,7 +46,7 @@ use super::outcome::Outcome;
 use super::session::Session;
 use super::version::Version;
 use crate::member::{Change, How, MemberEvent};
-use crate::model::{Envelope, Kind, Origin, Platform, Sender, ENVELOPE_VERSION};
+use crate::model::{Envelope, Platform, Sender};
 
 /// Longest a member notice waits for its member's name before it is published without.
 pub const NAME_WAIT: Duration = Duration::from_secs(2);
@@ -97,26 +97,12 @@ pub fn member_envelope(
     event: MemberEvent,
 ) -> Envelope {
     let suffix = format!("member:{}:{user}:{}", event.change.as_str(), ts_ms / 1000);
-    Envelope {
-        v: ENVELOPE_VERSION,
-        id: Envelope::make_id(account, &group, &suffix),
-        origin: Origin {
-            platform,
-            account: account.to_owned(),
-            group,
-            message_id: suffix,
-            group_name: None,
-        },
-        sender: Sender {
-            id: user,
-            name,
-            is_bot: false,
-        },
-        ts_ms,
-        kind: Kind::Member,
-        segments: Vec::new(),
-        member: Some(event),
-    }
+    let member = Sender {
+        id: user,
+        name,
+        is_bot: false,
+    };
+    Envelope::membership(account, platform, group, suffix, member, ts_ms, event)
 }
 
 /// A member count of `group`: `change = count`, no member (sender id and name `""`), id
@@ -128,32 +114,26 @@ pub fn count_envelope(
     count: u64,
     ts_ms: u64,
 ) -> Envelope {
-    let suffix = format!("count:{ts_ms}");
-    Envelope {
-        v: ENVELOPE_VERSION,
-        id: Envelope::make_id(account, &group, &suffix),
-        origin: Origin {
-            platform,
-            account: account.to_owned(),
-            group,
-            message_id: suffix,
-            group_name: None,
-        },
-        sender: Sender {
-            id: String::new(),
-            name: String::new(),
-            is_bot: false,
-        },
+    let event = MemberEvent {
+        change: Change::Count,
+        how: How::Unknown,
+        operator: None,
+        member_count: Some(count),
+    };
+    let nobody = Sender {
+        id: String::new(),
+        name: String::new(),
+        is_bot: false,
+    };
+    Envelope::membership(
+        account,
+        platform,
+        group,
+        format!("count:{ts_ms}"),
+        nobody,
         ts_ms,
-        kind: Kind::Member,
-        segments: Vec::new(),
-        member: Some(MemberEvent {
-            change: Change::Count,
-            how: How::Unknown,
-            operator: None,
-            member_count: Some(count),
-        }),
-    }
+        event,
+    )
 }
 
 /// A join or leave notice (v11 `group_increase`/`group_decrease`, v12
@@ -551,6 +531,7 @@ fn count_poll(account: &str, outcome: &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Kind;
 
     fn names(list: &[&str]) -> Vec<(String, String)> {
         list.iter()
