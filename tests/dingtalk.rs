@@ -424,6 +424,15 @@ async fn with_events_group_joins_are_published_as_member_envelopes_and_then_ackn
         assert!(tokio::time::Instant::now() < deadline, "{report}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The group's series are labelled by its alias: no conversation or user id in /metrics.
+    let metrics = daemon.metrics().await;
+    assert!(
+        metrics.contains("qunbridge_group_members_joined_total{group=\"ding#1\",how=\"invite\"} 2"),
+        "{metrics}"
+    );
+    for id in [GROUP, "user-1", "user-2"] {
+        assert!(!metrics.contains(id), "/metrics names {id}");
+    }
 
     // An event type that is not about membership is acknowledged, and the connection stays.
     let other = connection.event("chat_update_title", &json!({"openConversationId": GROUP}));
