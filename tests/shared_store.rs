@@ -294,3 +294,83 @@ async fn group_health_tables_are_capped_alike_on_redis_redb_and_memory() {
     stats_sweeps_keep_the_newest_days(&embedded, false).await;
     stats_sweeps_keep_the_newest_days(&qunbridge::store::MemoryStore::new(100), false).await;
 }
+
+/// A held message in the same batch as its dedup key; a second one later; the first taken
+/// out by id; an unknown id taken out is no error.
+async fn held_entries_behave_as_moderation_expects(store: &dyn RelayStore) {
+    use qunbridge::store::held::HeldEntry;
+    let envelope: qunbridge_connectors::Envelope = serde_json::from_value(serde_json::json!({
+        "v": 1, "id": "qq:735021844:m1",
+        "origin": {"platform": "qq", "account": "qq", "group": "735021844", "message_id": "m1"},
+        "sender": {"id": "10001", "name": "小明"}, "ts_ms": 1_764_800_000_000u64,
+        "kind": "message", "segments": [{"type": "text", "text": "兼职刷单日结"}]
+    }))
+    .expect("an envelope");
+    let held = |id: &str, held_ms: u64| HeldEntry {
+        id: id.into(),
+        account: "wx".into(),
+        group: "20993411775@chatroom".into(),
+        link: "fans".into(),
+        rule: "ads".into(),
+        held_ms,
+        envelope: envelope.clone(),
+    };
+    store
+        .write(WriteBatch {
+            keys: vec![("seen:m1".into(), Duration::from_secs(60))],
+            held: vec![held("h7k2", 2_000)],
+            ..Default::default()
+        })
+        .await
+        .expect("write");
+    assert!(store.holds_any(&owned(&["seen:m1"])).await.expect("read"));
+    store
+        .write(WriteBatch {
+            held: vec![held("a1b2", 1_000)],
+            ..Default::default()
+        })
+        .await
+        .expect("write");
+    let listed = store.held().await.expect("list");
+    let ids: Vec<&str> = listed.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["a1b2", "h7k2"], "oldest first");
+    assert_eq!(listed[1], held("h7k2", 2_000), "kept whole");
+    store
+        .write(WriteBatch {
+            held_done: vec!["a1b2".into(), "never-held".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("write");
+    let ids: Vec<String> = store
+        .held()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, ["h7k2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_messages_behave_alike_on_redis_redb_and_memory_and_survive_a_restart() {
+    let redis = Redis::start().await;
+    let shared = RedisStore::connect(&redis.url(), "qb-held:")
+        .await
+        .expect("connects");
+    held_entries_behave_as_moderation_expects(&shared).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = qunbridge::store::PersistentStore::open(dir.path()).expect("opens");
+    held_entries_behave_as_moderation_expects(&embedded).await;
+    held_entries_behave_as_moderation_expects(&qunbridge::store::MemoryStore::new(100)).await;
+    drop(embedded);
+    let reopened = qunbridge::store::PersistentStore::open(dir.path()).expect("reopens");
+    let ids: Vec<String> = reopened
+        .held()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, ["h7k2"], "a held message survives a restart");
+}

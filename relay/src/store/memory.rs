@@ -8,6 +8,7 @@ use std::sync::{Mutex, PoisonError};
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
+use super::held::HeldEntry;
 use super::stats::{self, Day, DayCounts, DayRow};
 use super::{DaySenders, OriginEntry, OutboxEntry, OutboxPut, RelayStore, StoreError, WriteBatch};
 
@@ -37,6 +38,8 @@ struct State {
     stats_rows: BTreeMap<String, DayCounts>,
     /// Group health: row key → sender digests.
     stats_senders: BTreeMap<String, BTreeSet<String>>,
+    /// Messages held for review, by id.
+    held: HashMap<String, HeldEntry>,
 }
 
 /// The store.
@@ -132,6 +135,12 @@ impl MemoryStore {
                     digests -= over as u64;
                 }
             }
+        }
+        for entry in batch.held {
+            state.held.insert(entry.id.clone(), entry);
+        }
+        for id in &batch.held_done {
+            state.held.remove(id);
         }
         for (account, key) in batch.outbox_done {
             if let Some(seq) = state.outbox_index.remove(&(account.clone(), key)) {
@@ -262,6 +271,12 @@ impl RelayStore for MemoryStore {
             })
             .collect();
         Box::pin(async move { Ok(days) })
+    }
+
+    fn held(&self) -> BoxFuture<'_, Result<Vec<HeldEntry>, StoreError>> {
+        let mut entries: Vec<HeldEntry> = self.lock().held.values().cloned().collect();
+        super::held::oldest_first(&mut entries);
+        Box::pin(async move { Ok(entries) })
     }
 
     fn outbox<'a>(

@@ -5,8 +5,10 @@
 //! [`RelayStore`] is the seam: [`PersistentStore`] (redb under `state_dir`, crash-safe, the
 //! daemon's store), [`RedisStore`] (shared by the processes of a scaled-out deployment) and
 //! [`MemoryStore`] (for unit tests) implement it; [`message_map`] holds
-//! the recall/reply logic on top of it, and [`keys`] how the keys are made.
+//! the recall/reply logic on top of it, [`keys`] how the keys are made, [`stats`] what group
+//! health keeps and [`held`] the messages held for review.
 
+pub mod held;
 pub mod keys;
 pub mod memory;
 pub mod message_map;
@@ -19,6 +21,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use held::HeldEntry;
 use stats::{Day, DayRow, StatsDelta};
 
 pub use memory::MemoryStore;
@@ -110,6 +113,10 @@ pub struct WriteBatch {
     pub stats: Vec<StatsDelta>,
     /// Group-health data to sweep: by age, then down to the caps.
     pub stats_sweep: Option<stats::StatsSweep>,
+    /// Messages held for review, written with the dedup keys of the same messages.
+    pub held: Vec<HeldEntry>,
+    /// Ids of held entries released, dropped or expired: they leave the held table.
+    pub held_done: Vec<String>,
 }
 
 impl WriteBatch {
@@ -120,6 +127,8 @@ impl WriteBatch {
             && self.outbox_done.is_empty()
             && self.stats.is_empty()
             && self.stats_sweep.is_none()
+            && self.held.is_empty()
+            && self.held_done.is_empty()
     }
 }
 
@@ -203,6 +212,9 @@ pub trait RelayStore: Send + Sync + 'static {
         &'a self,
         account: &'a str,
     ) -> BoxFuture<'a, Result<Vec<OutboxEntry>, StoreError>>;
+
+    /// Every message held for review, oldest first.
+    fn held(&self) -> BoxFuture<'_, Result<Vec<HeldEntry>, StoreError>>;
 
     /// Every group's day rows from day `from` to day `to`, both included, ordered by day.
     fn stats_rows(&self, from: Day, to: Day) -> BoxFuture<'_, Result<Vec<DayRow>, StoreError>>;

@@ -26,6 +26,7 @@ use redb::{
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use super::held::HeldEntry;
 use super::stats::{self, DayCounts, DayRow, StatsDelta};
 use super::{
     CopyRecord, DaySenders, OriginEntry, OutboxEntry, OutboxPut, RelayStore, StoreError,
@@ -84,6 +85,8 @@ const OUTBOX_SEQ: &str = "outbox_seq";
 const STATS_ROWS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats_rows");
 /// Group health: `day|account|group|digest` → nothing; the digests of members who spoke.
 const STATS_SENDERS: TableDefinition<&str, ()> = TableDefinition::new("stats_senders");
+/// Held id → JSON [`HeldEntry`]: messages held for review.
+const HELD: TableDefinition<&str, &[u8]> = TableDefinition::new("held");
 /// How long the writer waits for more jobs before a commit while batches are forming (the
 /// previous commit carried at least [`GATHER_FROM`] jobs); never at low and moderate rates,
 /// so their latency is that of one commit.
@@ -312,6 +315,7 @@ fn init(db: &Database) -> Result<u64, redb::Error> {
         txn.open_table(OUTBOX_INDEX)?;
         txn.open_table(STATS_ROWS)?;
         txn.open_table(STATS_SENDERS)?;
+        txn.open_table(HELD)?;
         let mut meta = txn.open_table(META)?;
         let existing = meta.get("epoch")?.map(|v| v.value());
         match existing {
@@ -554,6 +558,15 @@ fn apply_write(
             if let Some(seq) = seq {
                 outbox.remove((account.as_str(), seq))?;
             }
+        }
+    }
+    if !batch.held.is_empty() || !batch.held_done.is_empty() {
+        let mut held = txn.open_table(HELD)?;
+        for entry in &batch.held {
+            held.insert(entry.id.as_str(), entry.encode().as_slice())?;
+        }
+        for id in &batch.held_done {
+            held.remove(id.as_str())?;
         }
     }
     stats.add(batch.stats);
@@ -1027,6 +1040,24 @@ impl RelayStore for PersistentStore {
     ) -> BoxFuture<'a, Result<DaySenders, StoreError>> {
         let days = self.read_stats_senders(account, group, from, to);
         Box::pin(async move { days })
+    }
+
+    fn held(&self) -> BoxFuture<'_, Result<Vec<HeldEntry>, StoreError>> {
+        let entries = (|| {
+            let txn = self.db.begin_read().map_err(backend)?;
+            let table = txn.open_table(HELD).map_err(backend)?;
+            let mut entries = Vec::new();
+            for row in table.iter().map_err(backend)? {
+                let (id, value) = row.map_err(backend)?;
+                match HeldEntry::decode(value.value()) {
+                    Some(entry) => entries.push(entry),
+                    None => warn!(message = "Skipping an unreadable held entry.", id = %id.value()),
+                }
+            }
+            super::held::oldest_first(&mut entries);
+            Ok(entries)
+        })();
+        Box::pin(async move { entries })
     }
 
     fn outbox<'a>(

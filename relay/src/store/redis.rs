@@ -17,6 +17,7 @@ use ::redis::{AsyncCommands, Script};
 use futures_util::future::BoxFuture;
 use qunbridge_connectors::api::{Appended, FeedLog, FeedLogError};
 
+use super::held::HeldEntry;
 use super::stats::{self, Day, DayCounts, DayRow, StatsDelta, StatsSweep};
 use super::{
     Copy, DaySenders, OriginEntry, OutboxEntry, OutboxPut, RelayStore, StoreError, WriteBatch,
@@ -260,6 +261,13 @@ impl RelayStore for RedisStore {
                 pipe.hdel(self.key("ob", account), key).ignore();
                 pipe.zrem(self.key("oo", account), key).ignore();
             }
+            for entry in &batch.held {
+                pipe.hset(self.key("hd", "held"), &entry.id, entry.encode())
+                    .ignore();
+            }
+            if !batch.held_done.is_empty() {
+                pipe.hdel(self.key("hd", "held"), &batch.held_done).ignore();
+            }
             self.add_stats(&mut pipe, &batch.stats);
             if let Some(sweep) = batch.stats_sweep {
                 self.sweep_stats(sweep).await?;
@@ -414,6 +422,22 @@ impl RelayStore for RedisStore {
                 .await
                 .map_err(backend)?;
             Ok(added == 1)
+        })
+    }
+
+    fn held(&self) -> BoxFuture<'_, Result<Vec<HeldEntry>, StoreError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let values: Vec<Vec<u8>> = connection
+                .hvals(self.key("hd", "held"))
+                .await
+                .map_err(backend)?;
+            let mut entries: Vec<HeldEntry> = values
+                .iter()
+                .filter_map(|bytes| HeldEntry::decode(bytes))
+                .collect();
+            super::held::oldest_first(&mut entries);
+            Ok(entries)
         })
     }
 
