@@ -4,6 +4,7 @@
 
 mod load;
 pub mod media;
+pub mod moderation;
 mod policy;
 mod raw;
 pub mod stats;
@@ -23,6 +24,7 @@ use crate::policy::EgressPolicy;
 pub use crate::policy::{GroupRef, Link};
 pub use load::{Env, ProcessEnv};
 pub use media::{MediaConfig, MediaMode};
+pub use moderation::{FloodConfig, ModerationAction, ModerationConfig};
 pub use policy::FilterConfig;
 pub use stats::{Notices, StatsConfig, StatsMetrics};
 
@@ -50,6 +52,8 @@ pub struct Config {
     pub media: MediaConfig,
     /// Group health (`[stats]`, links' `notices`).
     pub stats: StatsConfig,
+    /// What is judged before it is relayed (`[moderation]`).
+    pub moderation: ModerationConfig,
     /// What this process runs.
     pub role: Role,
     /// This process's name among the processes of one deployment.

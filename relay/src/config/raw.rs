@@ -62,6 +62,40 @@ pub struct RawConfig {
     /// `[stats]`: group health.
     #[serde(default)]
     pub stats: RawStats,
+    /// `[moderation]`: what is judged before it is relayed.
+    #[serde(default)]
+    pub moderation: RawModeration,
+}
+
+/// `[moderation]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawModeration {
+    /// `"<account>:<user id>"` entries never judged (configured bot accounts never are).
+    #[serde(default)]
+    pub exempt: Vec<String>,
+    /// Longest a message stays held for review (`1h`).
+    #[serde(default)]
+    pub hold_max: Option<String>,
+    /// Most messages held at once; beyond it a hold becomes a drop.
+    #[serde(default)]
+    pub hold_cap: Option<usize>,
+    /// `[moderation.flood]`: per-sender flood control.
+    #[serde(default)]
+    pub flood: Option<RawFlood>,
+}
+
+/// `[moderation.flood]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawFlood {
+    /// Messages a sender may say per window in one group (`5/10s`).
+    #[serde(default)]
+    pub per_sender: Option<String>,
+    /// Messages allowed back to back.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// `drop` (default) or `hold`.
+    #[serde(default)]
+    pub action: Option<String>,
 }
 
 /// `[stats]`.

@@ -81,6 +81,8 @@ pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Op
 
     check_listeners(&broker, admin_listen, &raw, problems);
     let stats = super::stats::stats(&raw.stats, &raw.links, &links, problems);
+    let moderation =
+        super::moderation::moderation(&raw.moderation, &known.iter().copied().collect(), problems);
 
     for (name, limits) in &raw.limits {
         let item = format!("limits {name:?}");
@@ -118,6 +120,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Op
         store: store?,
         media,
         stats,
+        moderation,
         role: role?,
         instance,
         accounts,
