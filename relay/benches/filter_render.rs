@@ -49,6 +49,7 @@ fn destination(platform: Platform) -> Destination {
         format: "[{platform}] {name}: ".into(),
         filter: Arc::new(FilterRules {
             rules: default_rules(platform),
+            on_flood: None,
         }),
         media: qunbridge_connectors::media::MediaMode::Passthrough,
         notices: None,

@@ -21,10 +21,11 @@ pub use qunbridge_connectors::Secret;
 
 use crate::policy::EgressPolicy;
 
+pub use crate::policy::moderation::{FloodConfig, ModerationAction};
 pub use crate::policy::{GroupRef, Link};
 pub use load::{Env, ProcessEnv};
 pub use media::{MediaConfig, MediaMode};
-pub use moderation::{FloodConfig, ModerationAction, ModerationConfig};
+pub use moderation::ModerationConfig;
 pub use policy::FilterConfig;
 pub use stats::{Notices, StatsConfig, StatsMetrics};
 

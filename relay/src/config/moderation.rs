@@ -6,52 +6,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::raw::RawModeration;
+use crate::policy::moderation::{FloodConfig, ModerationAction};
 use crate::policy::pacing::Rate;
 
 /// Default `hold_max`.
 pub const DEFAULT_HOLD_MAX: Duration = Duration::from_secs(3600);
 /// Default `hold_cap`.
 pub const DEFAULT_HOLD_CAP: usize = 10_000;
-
-/// What a moderation rule does with a message for a destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ModerationAction {
-    /// Not relayed (counted as dropped with reason `moderated`).
-    #[default]
-    Drop,
-    /// Kept for review (`qunbridge moderation release|drop`).
-    Hold,
-}
-
-impl ModerationAction {
-    /// Reads the config spelling.
-    pub fn parse(value: &str) -> Option<ModerationAction> {
-        match value {
-            "drop" => Some(ModerationAction::Drop),
-            "hold" => Some(ModerationAction::Hold),
-            _ => None,
-        }
-    }
-
-    /// The config spelling (also the `action` label of the hit metric).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModerationAction::Drop => "drop",
-            ModerationAction::Hold => "hold",
-        }
-    }
-}
-
-/// `[moderation.flood]`, resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FloodConfig {
-    /// Messages a sender may say in one group per window.
-    pub per_sender: Rate,
-    /// Messages allowed back to back before the rate applies.
-    pub burst: u32,
-    /// What happens to the messages over the limit, for every destination.
-    pub action: ModerationAction,
-}
 
 /// `[moderation]`, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,5 +211,53 @@ mod tests {
             assert!(all.contains(expected), "{expected} not in:\n{all}");
         }
         assert_eq!(problems.len(), 7, "{all}");
+    }
+
+    #[test]
+    fn on_flood_of_an_account_beats_its_platforms_and_a_bad_one_is_named() {
+        let text = r#"
+            [accounts.qq]
+            platform = "qq"
+            url = "ws://127.0.0.1:3001"
+            [accounts.wx]
+            platform = "wechat"
+            url = "ws://127.0.0.1:3002"
+            [accounts.wx2]
+            platform = "wechat"
+            url = "ws://127.0.0.1:3003"
+            [[links]]
+            name = "fans"
+            groups = ["qq:1", "wx:a@chatroom", "wx2:b@chatroom"]
+            [moderation.flood]
+            per_sender = "5/10s"
+            [filters.wechat]
+            on_flood = "hold"
+            [filters.wx2]
+            on_flood = "drop"
+        "#;
+        let config = super::super::tests::load(text, &[]).expect("valid");
+        let on_flood =
+            |platform, account| config.filters.effective(platform, account, &[]).on_flood;
+        use qunbridge_connectors::Platform;
+        assert_eq!(
+            on_flood(Platform::Wechat, "wx"),
+            Some(ModerationAction::Hold)
+        );
+        assert_eq!(
+            on_flood(Platform::Wechat, "wx2"),
+            Some(ModerationAction::Drop)
+        );
+        assert_eq!(on_flood(Platform::Qq, "qq"), None, "the flood's own action");
+        let flood = config.moderation.flood.expect("flood on");
+        assert_eq!(flood.burst, 5, "burst defaults to the rate's count");
+
+        let bad = text.replace(r#"on_flood = "drop""#, r#"on_flood = "mute""#);
+        let error = super::super::tests::load(&bad, &[])
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            error.contains(r#"filters "wx2": `on_flood` = "mute""#),
+            "{error}"
+        );
     }
 }

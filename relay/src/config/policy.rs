@@ -10,6 +10,7 @@ use qunbridge_connectors::Platform;
 use regex::Regex;
 
 use super::raw::{RawFilter, RawLimits};
+use crate::policy::moderation::ModerationAction;
 use crate::policy::{
     default_rules, detect, Action, EgressPolicy, FilterRules, LengthLimit, Limit, Matcher, Rate,
     Rule, Unit, DEFAULT_MAX_DELAY,
@@ -27,6 +28,10 @@ pub struct FilterConfig {
     pub platforms: HashMap<Platform, Vec<Rule>>,
     /// `[filters.<account>]`.
     pub accounts: HashMap<String, Vec<Rule>>,
+    /// `on_flood` of `[filters.<platform>]`.
+    pub on_flood_platforms: HashMap<Platform, ModerationAction>,
+    /// `on_flood` of `[filters.<account>]` (before the platform's).
+    pub on_flood_accounts: HashMap<String, ModerationAction>,
 }
 
 impl FilterConfig {
@@ -37,7 +42,12 @@ impl FilterConfig {
         rules.extend(self.accounts.get(account).into_iter().flatten().cloned());
         rules.extend(self.platforms.get(&platform).into_iter().flatten().cloned());
         rules.extend(default_rules(platform));
-        FilterRules { rules }
+        let on_flood = self
+            .on_flood_accounts
+            .get(account)
+            .or_else(|| self.on_flood_platforms.get(&platform))
+            .copied();
+        FilterRules { rules, on_flood }
     }
 }
 

@@ -182,6 +182,10 @@ pub struct RawFilter {
     /// Ordered rules.
     #[serde(default)]
     pub rules: Vec<RawRule>,
+    /// `drop` or `hold`: what a flooding sender's messages get at this destination,
+    /// whatever `[moderation.flood] action` says.
+    #[serde(default)]
+    pub on_flood: Option<String>,
 }
 
 /// One rule: `{ match = "url", action = "defang" }`.

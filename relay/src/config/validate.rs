@@ -95,14 +95,29 @@ pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Op
     let mut filters = FilterConfig::default();
     for (name, raw_filter) in &raw.filters {
         let item = format!("filters {name:?}");
+        let on_flood = raw_filter.on_flood.as_deref().and_then(|value| {
+            let action = crate::policy::moderation::ModerationAction::parse(value);
+            if action.is_none() {
+                problems.push(format!(
+                    "{item}: `on_flood` = {value:?}: one of \"drop\", \"hold\""
+                ));
+            }
+            action
+        });
         if let Some(platform) = Platform::parse(name) {
             let rules =
                 policy::filter_rules(&item, raw_filter, &format!("platform {platform}"), problems);
             filters.platforms.insert(platform, rules);
+            if let Some(action) = on_flood {
+                filters.on_flood_platforms.insert(platform, action);
+            }
         } else if known.contains(name.as_str()) {
             let rules =
                 policy::filter_rules(&item, raw_filter, &format!("account {name:?}"), problems);
             filters.accounts.insert(name.clone(), rules);
+            if let Some(action) = on_flood {
+                filters.on_flood_accounts.insert(name.clone(), action);
+            }
         } else {
             problems.push(format!(
                 "{item}: `{name}` is neither a platform ({}) nor an account",

@@ -96,6 +96,9 @@ impl std::fmt::Display for Rule {
 pub struct FilterRules {
     /// Ordered rules; the first that matches an occurrence decides.
     pub rules: Vec<Rule>,
+    /// What a flooding sender's messages get at this destination (`on_flood` of the
+    /// account's or the platform's filters); `None`: the flood limit's own action.
+    pub on_flood: Option<super::moderation::ModerationAction>,
 }
 
 impl FilterRules {

@@ -8,6 +8,7 @@ pub mod detect;
 pub mod egress;
 pub mod filter;
 pub mod links;
+pub mod moderation;
 pub mod pacing;
 
 pub use egress::{EgressPolicy, DEFAULT_MAX_DELAY};

@@ -226,7 +226,10 @@ mod tests {
             });
         }
         rules.extend(default_rules(platform));
-        FilterRules { rules }
+        FilterRules {
+            rules,
+            on_flood: None,
+        }
     }
 
     #[test]
@@ -258,6 +261,7 @@ mod tests {
                 action: Action::Drop,
                 source: "test".into(),
             }],
+            on_flood: None,
         };
         assert_eq!(drop.apply("FREE money now").dropped, Some("regex"));
         assert_eq!(drop.apply("no thanks").dropped, None);
