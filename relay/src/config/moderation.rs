@@ -13,6 +13,10 @@ use crate::policy::pacing::Rate;
 pub const DEFAULT_HOLD_MAX: Duration = Duration::from_secs(3600);
 /// Default `hold_cap`.
 pub const DEFAULT_HOLD_CAP: usize = 10_000;
+/// Why `hold` is refused for now: nothing could release a held message yet, and a message
+/// held for nobody is a message lost.
+pub const HOLD_NOT_YET: &str =
+    "holding for review is not available in this version yet (use \"drop\")";
 
 /// `[moderation]`, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,12 +127,21 @@ fn flood_config(raw: &super::raw::RawFlood, problems: &mut Vec<String>) -> Optio
     };
     let action = match raw.action.as_deref() {
         None => ModerationAction::Drop,
-        Some(value) => ModerationAction::parse(value).unwrap_or_else(|| {
-            problems.push(format!(
-                "moderation.flood: `action` = {value:?}: one of \"drop\", \"hold\""
-            ));
-            ModerationAction::Drop
-        }),
+        Some(value) => match ModerationAction::parse(value) {
+            Some(ModerationAction::Hold) => {
+                problems.push(format!(
+                    "moderation.flood: `action` = {value:?}: {HOLD_NOT_YET}"
+                ));
+                ModerationAction::Drop
+            }
+            Some(action) => action,
+            None => {
+                problems.push(format!(
+                    "moderation.flood: `action` = {value:?}: one of \"drop\", \"hold\""
+                ));
+                ModerationAction::Drop
+            }
+        },
     };
     let per_sender = per_sender?;
     (problems.len() == before).then_some(FloodConfig {
@@ -166,7 +179,7 @@ mod tests {
             flood: Some(RawFlood {
                 per_sender: Some("5/10s".into()),
                 burst: Some(5),
-                action: Some("hold".into()),
+                action: Some("drop".into()),
             }),
             ..Default::default()
         };
@@ -177,7 +190,7 @@ mod tests {
         assert_eq!(flood.per_sender.count, 5);
         assert_eq!(flood.per_sender.per, Duration::from_secs(10));
         assert_eq!(flood.burst, 5);
-        assert_eq!(flood.action, ModerationAction::Hold);
+        assert_eq!(flood.action, ModerationAction::Drop);
         assert!(config.is_exempt("qq-main", "10001"));
         assert!(!config.is_exempt("qq-main", "10002"));
         assert_eq!(config.hold_max, Duration::from_secs(3));
@@ -231,8 +244,6 @@ mod tests {
             [moderation.flood]
             per_sender = "5/10s"
             [filters.wechat]
-            on_flood = "hold"
-            [filters.wx2]
             on_flood = "drop"
         "#;
         let config = super::super::tests::load(text, &[]).expect("valid");
@@ -241,22 +252,40 @@ mod tests {
         use qunbridge_connectors::Platform;
         assert_eq!(
             on_flood(Platform::Wechat, "wx"),
-            Some(ModerationAction::Hold)
-        );
-        assert_eq!(
-            on_flood(Platform::Wechat, "wx2"),
             Some(ModerationAction::Drop)
         );
         assert_eq!(on_flood(Platform::Qq, "qq"), None, "the flood's own action");
         let flood = config.moderation.flood.expect("flood on");
         assert_eq!(flood.burst, 5, "burst defaults to the rate's count");
 
-        let bad = text.replace(r#"on_flood = "drop""#, r#"on_flood = "mute""#);
+        // An account's own setting comes before its platform's.
+        let mut filters = config.filters.clone();
+        filters
+            .on_flood_accounts
+            .insert("wx2".into(), ModerationAction::Hold);
+        assert_eq!(
+            filters.effective(Platform::Wechat, "wx2", &[]).on_flood,
+            Some(ModerationAction::Hold)
+        );
+        assert_eq!(
+            filters.effective(Platform::Wechat, "wx", &[]).on_flood,
+            Some(ModerationAction::Drop)
+        );
+
+        let bad = format!(
+            "{text}\n[filters.wx2]\non_flood = \"mute\"\n[filters.qq]\non_flood = \"hold\"\n"
+        );
         let error = super::super::tests::load(&bad, &[])
             .expect_err("invalid")
             .to_string();
         assert!(
-            error.contains(r#"filters "wx2": `on_flood` = "mute""#),
+            error.contains(r#"filters "wx2": `on_flood` = "mute": one of"#),
+            "{error}"
+        );
+        assert!(
+            error.contains(
+                r#"filters "qq": `on_flood` = "hold": holding for review is not available"#
+            ),
             "{error}"
         );
     }

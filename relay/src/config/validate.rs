@@ -96,13 +96,23 @@ pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Op
     for (name, raw_filter) in &raw.filters {
         let item = format!("filters {name:?}");
         let on_flood = raw_filter.on_flood.as_deref().and_then(|value| {
-            let action = crate::policy::moderation::ModerationAction::parse(value);
-            if action.is_none() {
-                problems.push(format!(
-                    "{item}: `on_flood` = {value:?}: one of \"drop\", \"hold\""
-                ));
+            use crate::policy::moderation::ModerationAction;
+            match ModerationAction::parse(value) {
+                Some(ModerationAction::Hold) => {
+                    problems.push(format!(
+                        "{item}: `on_flood` = {value:?}: {}",
+                        super::moderation::HOLD_NOT_YET
+                    ));
+                    None
+                }
+                Some(action) => Some(action),
+                None => {
+                    problems.push(format!(
+                        "{item}: `on_flood` = {value:?}: one of \"drop\", \"hold\""
+                    ));
+                    None
+                }
             }
-            action
         });
         if let Some(platform) = Platform::parse(name) {
             let rules =
