@@ -2,6 +2,7 @@
 //! to back. Config reads them, egress enforces them (egress `pacing`); they live
 //! here, below both, so neither has to import the other.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 /// A rate written as `N/s`, `N/min`, `N/h` or `N/<duration>` (`5/10s`, `1/1.5s`).
@@ -85,6 +86,41 @@ pub struct Limit {
     pub rate: Rate,
     /// Sends allowed back to back.
     pub burst: u32,
+}
+
+/// The rolling-window half of a [`Limit`]: at most `cap` events in any window of `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollingWindow {
+    /// Events allowed in any one window: `max(N, burst)`.
+    pub cap: u32,
+    /// The window: `W × max(1, burst/N)`, so for `N ≥ burst` exactly "at most N in any W".
+    pub window: Duration,
+}
+
+impl Limit {
+    /// governor's GCRA quota for this limit: one cell every `W/N`, at most `burst` back to
+    /// back. One construction shared by everything that enforces a [`Limit`] (egress pacing,
+    /// moderation's flood control), so they count alike.
+    pub fn gcra_quota(&self) -> governor::Quota {
+        let count = self.rate.count.max(1);
+        let burst = NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN);
+        let period = (self.rate.per / count).max(Duration::from_nanos(1));
+        governor::Quota::with_period(period)
+            .unwrap_or_else(|| governor::Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst)
+    }
+
+    /// The sliding-window log that, together with [`Limit::gcra_quota`], keeps the rate from
+    /// being exceeded in any rolling window, bursts included (a token bucket alone puts its
+    /// burst on top of the rate).
+    pub fn rolling_window(&self) -> RollingWindow {
+        let count = self.rate.count.max(1);
+        let cap = count.max(self.burst.max(1));
+        RollingWindow {
+            cap,
+            window: self.rate.per.mul_f64(f64::from(cap) / f64::from(count)),
+        }
+    }
 }
 
 #[cfg(test)]
