@@ -525,6 +525,12 @@ mod tests {
         );
     }
 
+    #[test]
+    fn it_is_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<FloodLimiter>();
+    }
+
     proptest! {
         #[test]
         fn arbitrary_checks_never_panic_and_stay_under_the_cap(

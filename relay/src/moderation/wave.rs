@@ -535,6 +535,12 @@ mod tests {
         assert_eq!(hold, WaveAction::Hold);
     }
 
+    #[test]
+    fn it_is_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<WaveDetector>();
+    }
+
     proptest! {
         #[test]
         fn arbitrary_sightings_never_panic_and_stay_under_the_cap(

@@ -1,6 +1,8 @@
 //! Pacing limits as plain data: a rate (`20/min`, `1/1.5s`) and how many sends may go back
-//! to back. Config reads them, egress enforces them (egress `pacing`); they live
-//! here, below both, so neither has to import the other.
+//! to back. Config reads them, egress enforces them (egress `pacing`), and so does
+//! moderation's flood control; they live here, below all of them, so none has to import
+//! another. [`Limit::gcra_quota`] and [`Limit::rolling_window`] say how a limit is counted,
+//! so whatever enforces one counts it the same way.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -169,5 +171,36 @@ mod tests {
         assert_eq!(rate("5"), Err(RateError::Syntax));
         assert_eq!(rate("5/fortnight"), Err(RateError::Window));
         assert_eq!(rate("5/0s"), Err(RateError::Window));
+    }
+
+    #[test]
+    fn a_limit_is_counted_by_a_quota_and_a_rolling_window() {
+        let limit = |rate: &str, burst| Limit {
+            rate: Rate::parse(rate).expect("a valid rate"),
+            burst,
+        };
+        let five = limit("5/10s", 5);
+        assert_eq!(
+            five.gcra_quota().replenish_interval(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(five.gcra_quota().burst_size().get(), 5);
+        assert_eq!(
+            five.rolling_window(),
+            RollingWindow {
+                cap: 5,
+                window: Duration::from_secs(10)
+            }
+        );
+        let qq = limit("1/1.5s", 3);
+        assert_eq!(
+            qq.rolling_window(),
+            RollingWindow {
+                cap: 3,
+                window: Duration::from_millis(4500)
+            }
+        );
+        // A burst of zero is read as one, never a panic.
+        assert_eq!(limit("2/s", 0).gcra_quota().burst_size().get(), 1);
     }
 }
