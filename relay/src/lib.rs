@@ -16,6 +16,7 @@
 //! - [`policy`]: links, pacing, length and filter rules as plain data (config builds them,
 //!   core and egress follow them).
 //! - [`metrics`]: every metric name, its help text, and the drop counter.
+//! - [`moderation`]: flood control and spam-wave detection (issue 17), counting over time.
 //!
 //! [`run()`] wires them together, one phase per file of `run/`, and runs until the shutdown
 //! future resolves; `main.rs` is a thin CLI around it, and tests call it directly.
@@ -30,6 +31,7 @@ pub mod config;
 pub mod core;
 pub mod egress;
 pub mod metrics;
+pub mod moderation;
 pub mod policy;
 pub mod stats;
 pub mod status;

@@ -1,7 +1,10 @@
 //! Pacing limits as plain data: a rate (`20/min`, `1/1.5s`) and how many sends may go back
-//! to back. Config reads them, egress enforces them (egress `pacing`); they live
-//! here, below both, so neither has to import the other.
+//! to back. Config reads them, egress enforces them (egress `pacing`), and so does
+//! moderation's flood control; they live here, below all of them, so none has to import
+//! another. [`Limit::gcra_quota`] and [`Limit::rolling_window`] say how a limit is counted,
+//! so whatever enforces one counts it the same way.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 /// A rate written as `N/s`, `N/min`, `N/h` or `N/<duration>` (`5/10s`, `1/1.5s`).
@@ -87,6 +90,41 @@ pub struct Limit {
     pub burst: u32,
 }
 
+/// The rolling-window half of a [`Limit`]: at most `cap` events in any window of `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollingWindow {
+    /// Events allowed in any one window: `max(N, burst)`.
+    pub cap: u32,
+    /// The window: `W × max(1, burst/N)`, so for `N ≥ burst` exactly "at most N in any W".
+    pub window: Duration,
+}
+
+impl Limit {
+    /// governor's GCRA quota for this limit: one cell every `W/N`, at most `burst` back to
+    /// back. One construction shared by everything that enforces a [`Limit`] (egress pacing,
+    /// moderation's flood control), so they count alike.
+    pub fn gcra_quota(&self) -> governor::Quota {
+        let count = self.rate.count.max(1);
+        let burst = NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN);
+        let period = (self.rate.per / count).max(Duration::from_nanos(1));
+        governor::Quota::with_period(period)
+            .unwrap_or_else(|| governor::Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst)
+    }
+
+    /// The sliding-window log that, together with [`Limit::gcra_quota`], keeps the rate from
+    /// being exceeded in any rolling window, bursts included (a token bucket alone puts its
+    /// burst on top of the rate).
+    pub fn rolling_window(&self) -> RollingWindow {
+        let count = self.rate.count.max(1);
+        let cap = count.max(self.burst.max(1));
+        RollingWindow {
+            cap,
+            window: self.rate.per.mul_f64(f64::from(cap) / f64::from(count)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +171,36 @@ mod tests {
         assert_eq!(rate("5"), Err(RateError::Syntax));
         assert_eq!(rate("5/fortnight"), Err(RateError::Window));
         assert_eq!(rate("5/0s"), Err(RateError::Window));
+    }
+
+    #[test]
+    fn a_limit_is_counted_by_a_quota_and_a_rolling_window() {
+        let limit = |rate: &str, burst| Limit {
+            rate: Rate::parse(rate).expect("a valid rate"),
+            burst,
+        };
+        let five = limit("5/10s", 5);
+        assert_eq!(
+            five.gcra_quota().replenish_interval(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(five.gcra_quota().burst_size().get(), 5);
+        assert_eq!(
+            five.rolling_window(),
+            RollingWindow {
+                cap: 5,
+                window: Duration::from_secs(10)
+            }
+        );
+        let qq = limit("1/1.5s", 3);
+        assert_eq!(
+            qq.rolling_window(),
+            RollingWindow {
+                cap: 3,
+                window: Duration::from_millis(4500)
+            }
+        );
+        // A burst of zero is read as one, never a panic.
+        assert_eq!(limit("2/s", 0).gcra_quota().burst_size().get(), 1);
     }
 }

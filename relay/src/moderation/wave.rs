@@ -1,0 +1,581 @@
+//! Spam waves across groups (issue 17): the same text, by fingerprint, seen in several
+//! groups, from several senders, or repeated by one sender within a sliding window.
+//!
+//! Once any threshold is reached the fingerprint is a wave: that message and every later
+//! copy is judged a wave while sightings keep coming, until a whole window passes with none.
+//! Sightings in groups the bridge does not relay count the same, since a spammer who posts
+//! everywhere is the same spammer.
+//!
+//! Nothing readable is kept: the fingerprint, the group (with its account) and the sender
+//! are stored as 64-bit hashes seeded per detector, with the times of the sightings. Memory
+//! is bounded: fingerprints not seen for a window are dropped by a sweep that runs at most
+//! once per window, each fingerprint keeps a bounded number of sightings, and a hard cap
+//! evicts the least recently seen fingerprints so a flood of unique texts cannot grow it.
+//!
+//! The caller's clock drives everything (`now` is passed in), so tests need no waiting.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// Fingerprints remembered at most; beyond, the least recently seen are evicted.
+pub const DEFAULT_MAX_FINGERPRINTS: usize = 50_000;
+
+/// Sightings kept per fingerprint at least (more when a threshold is higher, up to
+/// [`MOST_SIGHTINGS_KEPT`]): enough to count every threshold, bounded during a long wave.
+const FEWEST_SIGHTINGS_KEPT: usize = 64;
+
+/// Sightings kept per fingerprint at most; a threshold above it is never reached.
+const MOST_SIGHTINGS_KEPT: usize = 4_096;
+
+/// Wave detection as configured: plain data, built by config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaveSpec {
+    /// The sliding window sightings are counted in, and how long a wave lasts after its
+    /// last sighting.
+    pub window: Duration,
+    /// Distinct groups (across all accounts) that make a wave; 0 turns this test off.
+    pub groups: u32,
+    /// Distinct senders that make a wave; 0 turns this test off.
+    pub senders: u32,
+    /// Copies from one sender that make a wave; 0 turns this test off.
+    pub repeats: u32,
+    /// Fingerprints shorter than this (in characters) are never waves: "ok", "+1" and
+    /// stickers repeat innocently.
+    pub min_chars: usize,
+    /// What happens to a message of a wave.
+    pub action: WaveAction,
+}
+
+impl Default for WaveSpec {
+    /// The issue's defaults: 10 minutes; 3 groups, 3 senders or 3 repeats; 8 characters;
+    /// drop.
+    fn default() -> WaveSpec {
+        WaveSpec {
+            window: Duration::from_secs(10 * 60),
+            groups: 3,
+            senders: 3,
+            repeats: 3,
+            min_chars: 8,
+            action: WaveAction::Drop,
+        }
+    }
+}
+
+/// What happens to a message of a spam wave.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WaveAction {
+    /// Not relayed anywhere.
+    #[default]
+    Drop,
+    /// Kept for an admin to release or discard.
+    Hold,
+}
+
+/// What wave detection says about one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaveVerdict {
+    /// Not (or not yet) a wave: relay it.
+    Clean,
+    /// Part of a wave: apply the [`WaveAction`].
+    Wave {
+        /// True only for the message that made the fingerprint a wave, so the caller logs
+        /// it (with the counts and an excerpt) once per wave.
+        started: bool,
+        /// Distinct groups the fingerprint was seen in within the window.
+        groups: u32,
+        /// Distinct senders within the window.
+        senders: u32,
+        /// The most copies from any one sender within the window.
+        repeats: u32,
+    },
+}
+
+/// One sighting: when, and where and by whom as hashes only.
+#[derive(Debug, Clone, Copy)]
+struct Sighting {
+    /// When it was seen.
+    at: Instant,
+    /// Hash of (account, group).
+    group: u64,
+    /// Hash of the sender id.
+    sender: u64,
+}
+
+/// What is remembered about one fingerprint.
+#[derive(Debug)]
+struct FingerprintState {
+    /// The latest sighting: when the fingerprint, or its wave, is forgotten.
+    last_seen: Instant,
+    /// Sightings within the window, oldest first, at most `sightings_kept`.
+    sightings: VecDeque<Sighting>,
+    /// Whether a wave has started and not yet ended.
+    in_wave: bool,
+}
+
+/// Everything behind the detector's lock.
+#[derive(Debug, Default)]
+struct Fingerprints {
+    /// The latest `now` seen; time never runs backwards for the detector.
+    latest: Option<Instant>,
+    /// When fingerprints not seen for a window were last swept out.
+    last_sweep: Option<Instant>,
+    /// State by fingerprint hash.
+    by_hash: HashMap<u64, FingerprintState>,
+}
+
+/// Spam-wave detection across every group. Thread-safe: [`WaveDetector::sight`] takes
+/// `&self`, hashes outside the lock and holds it only to count.
+#[derive(Debug)]
+pub struct WaveDetector {
+    /// The configuration.
+    spec: WaveSpec,
+    /// Fingerprints remembered at most.
+    max_fingerprints: usize,
+    /// Sightings kept per fingerprint.
+    sightings_kept: usize,
+    /// Hashes fingerprints, groups and senders, seeded per detector.
+    hasher: RandomState,
+    /// The fingerprints.
+    fingerprints: Mutex<Fingerprints>,
+}
+
+impl WaveDetector {
+    /// A detector for a spec, remembering at most [`DEFAULT_MAX_FINGERPRINTS`] fingerprints.
+    pub fn new(spec: WaveSpec) -> WaveDetector {
+        WaveDetector::with_max_fingerprints(spec, DEFAULT_MAX_FINGERPRINTS)
+    }
+
+    /// A detector remembering at most `max_fingerprints` fingerprints (at least one):
+    /// beyond, the least recently seen are evicted.
+    pub fn with_max_fingerprints(spec: WaveSpec, max_fingerprints: usize) -> WaveDetector {
+        let highest_threshold = spec.groups.max(spec.senders).max(spec.repeats);
+        let sightings_kept = usize::try_from(highest_threshold)
+            .unwrap_or(MOST_SIGHTINGS_KEPT)
+            .clamp(FEWEST_SIGHTINGS_KEPT, MOST_SIGHTINGS_KEPT);
+        WaveDetector {
+            spec,
+            max_fingerprints: max_fingerprints.max(1),
+            sightings_kept,
+            hasher: RandomState::new(),
+            fingerprints: Mutex::new(Fingerprints::default()),
+        }
+    }
+
+    /// The spec enforced.
+    pub fn spec(&self) -> WaveSpec {
+        self.spec
+    }
+
+    /// How many fingerprints are remembered now (for metrics and tests).
+    pub fn tracked(&self) -> usize {
+        self.lock().by_hash.len()
+    }
+
+    /// Records a sighting of `fingerprint` (the normalized text) from `sender` in `group`,
+    /// received by `account`, at `now`, and judges it. `linked` says whether the group is
+    /// relayed; unlinked sightings count the same. Fingerprints shorter than
+    /// [`WaveSpec::min_chars`] are [`WaveVerdict::Clean`] and not stored. `now` should not
+    /// run backwards; if it does, it is taken as the latest time seen.
+    pub fn sight(
+        &self,
+        fingerprint: &str,
+        account: &str,
+        group: &str,
+        sender: &str,
+        linked: bool,
+        now: Instant,
+    ) -> WaveVerdict {
+        // Spam posted in groups the bridge does not relay is still the same wave.
+        let _counted_the_same = linked;
+        if fingerprint.chars().take(self.spec.min_chars).count() < self.spec.min_chars {
+            return WaveVerdict::Clean;
+        }
+        let key = self.hasher.hash_one(fingerprint);
+        let sighting = Sighting {
+            at: now,
+            group: self.hasher.hash_one((account, group)),
+            sender: self.hasher.hash_one(sender),
+        };
+
+        let mut fingerprints = self.lock();
+        let now = fingerprints.latest.map_or(now, |latest| latest.max(now));
+        fingerprints.latest = Some(now);
+        let sighting = Sighting {
+            at: now,
+            ..sighting
+        };
+        self.sweep(&mut fingerprints, now);
+        if !fingerprints.by_hash.contains_key(&key)
+            && fingerprints.by_hash.len() >= self.max_fingerprints
+        {
+            evict_least_recent(&mut fingerprints.by_hash, self.max_fingerprints);
+        }
+
+        let window = self.spec.window;
+        let state = fingerprints
+            .by_hash
+            .entry(key)
+            .or_insert_with(|| FingerprintState {
+                last_seen: now,
+                sightings: VecDeque::new(),
+                in_wave: false,
+            });
+        if now.saturating_duration_since(state.last_seen) >= window {
+            // A whole window without a sighting: any wave is over, start counting afresh.
+            state.sightings.clear();
+            state.in_wave = false;
+        }
+        state.last_seen = now;
+        while state
+            .sightings
+            .front()
+            .is_some_and(|old| now.saturating_duration_since(old.at) >= window)
+        {
+            state.sightings.pop_front();
+        }
+        if state.sightings.len() >= self.sightings_kept {
+            state.sightings.pop_front();
+        }
+        state.sightings.push_back(sighting);
+
+        let counts = Counts::of(&state.sightings);
+        let reached = |count: u32, threshold: u32| threshold > 0 && count >= threshold;
+        let started = !state.in_wave
+            && (reached(counts.groups, self.spec.groups)
+                || reached(counts.senders, self.spec.senders)
+                || reached(counts.repeats, self.spec.repeats));
+        if !(state.in_wave || started) {
+            return WaveVerdict::Clean;
+        }
+        state.in_wave = true;
+        WaveVerdict::Wave {
+            started,
+            groups: counts.groups,
+            senders: counts.senders,
+            repeats: counts.repeats,
+        }
+    }
+
+    /// Drops fingerprints not seen for a window, at most once per window (amortized).
+    fn sweep(&self, fingerprints: &mut Fingerprints, now: Instant) {
+        let window = self.spec.window;
+        let due = fingerprints
+            .last_sweep
+            .is_none_or(|last| now.saturating_duration_since(last) >= window);
+        if due {
+            fingerprints.last_sweep = Some(now);
+            fingerprints
+                .by_hash
+                .retain(|_, state| now.saturating_duration_since(state.last_seen) < window);
+        }
+    }
+
+    /// The fingerprints, recovering from a poisoned lock (every update leaves them
+    /// consistent).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Fingerprints> {
+        self.fingerprints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What one fingerprint's sightings in the window add up to.
+struct Counts {
+    /// Distinct groups.
+    groups: u32,
+    /// Distinct senders.
+    senders: u32,
+    /// The most sightings from one sender.
+    repeats: u32,
+}
+
+impl Counts {
+    /// Counts a (bounded) list of sightings.
+    fn of(sightings: &VecDeque<Sighting>) -> Counts {
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let mut groups: Vec<u64> = sightings.iter().map(|s| s.group).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let mut senders: Vec<u64> = sightings.iter().map(|s| s.sender).collect();
+        senders.sort_unstable();
+        let repeats = senders
+            .chunk_by(|a, b| a == b)
+            .map(<[u64]>::len)
+            .max()
+            .unwrap_or(0);
+        senders.dedup();
+        Counts {
+            groups: count(groups.len()),
+            senders: count(senders.len()),
+            repeats: count(repeats),
+        }
+    }
+}
+
+/// Shrinks a full map by evicting its least recently seen fingerprints: a sixteenth of the
+/// cap at once, so the O(n) selection is paid once per many insertions.
+fn evict_least_recent(by_hash: &mut HashMap<u64, FingerprintState>, max_fingerprints: usize) {
+    let keep = max_fingerprints.saturating_sub((max_fingerprints / 16).max(1));
+    if by_hash.len() <= keep {
+        return;
+    }
+    let evict = by_hash.len() - keep;
+    let mut seen: Vec<Instant> = by_hash.values().map(|state| state.last_seen).collect();
+    let (_, cutoff, _) = seen.select_nth_unstable(evict - 1);
+    let cutoff = *cutoff;
+    let mut evicted = 0;
+    by_hash.retain(|_, state| {
+        if evicted < evict && state.last_seen <= cutoff {
+            evicted += 1;
+            false
+        } else {
+            true
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The text every test spreads.
+    const SPAM: &str = "加群领取免费红包名额有限";
+
+    /// `start + secs`.
+    fn at(start: Instant, secs: u64) -> Instant {
+        start + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn three_senders_in_three_groups_make_a_wave_that_lasts_while_copies_come() {
+        let waves = WaveDetector::new(WaveSpec::default());
+        let start = Instant::now();
+        assert_eq!(
+            waves.sight(SPAM, "qq-main", "g1", "u1", true, start),
+            WaveVerdict::Clean
+        );
+        assert_eq!(
+            waves.sight(SPAM, "wx-main", "g2", "u2", true, at(start, 5)),
+            WaveVerdict::Clean
+        );
+        // The third group is not relayed: it counts the same.
+        assert_eq!(
+            waves.sight(SPAM, "qq-main", "g9", "u3", false, at(start, 10)),
+            WaveVerdict::Wave {
+                started: true,
+                groups: 3,
+                senders: 3,
+                repeats: 1
+            }
+        );
+        // A fourth copy a minute later: still the wave, not a new one.
+        assert_eq!(
+            waves.sight(SPAM, "qq-main", "g4", "u4", true, at(start, 70)),
+            WaveVerdict::Wave {
+                started: false,
+                groups: 4,
+                senders: 4,
+                repeats: 1
+            }
+        );
+        // Copies every 9 minutes keep the wave going, though the first sightings left the
+        // window.
+        assert!(matches!(
+            waves.sight(SPAM, "qq-main", "g5", "u5", true, at(start, 70 + 9 * 60)),
+            WaveVerdict::Wave { started: false, .. }
+        ));
+        // A whole window with no sighting: the wave is over, and one copy is clean.
+        assert_eq!(
+            waves.sight(SPAM, "qq-main", "g1", "u1", true, at(start, 70 + 20 * 60)),
+            WaveVerdict::Clean
+        );
+    }
+
+    #[test]
+    fn sightings_spread_wider_than_the_window_are_no_wave() {
+        let waves = WaveDetector::new(WaveSpec::default());
+        let start = Instant::now();
+        for (i, group) in ["g1", "g2", "g3", "g4"].into_iter().enumerate() {
+            let later = at(start, 11 * 60 * u64::try_from(i).unwrap_or(0));
+            assert_eq!(
+                waves.sight(SPAM, "qq", group, group, true, later),
+                WaveVerdict::Clean
+            );
+        }
+    }
+
+    #[test]
+    fn one_sender_repeating_in_one_group_is_a_wave() {
+        let waves = WaveDetector::new(WaveSpec::default());
+        let start = Instant::now();
+        assert_eq!(
+            waves.sight(SPAM, "qq", "g1", "u1", true, start),
+            WaveVerdict::Clean
+        );
+        assert_eq!(
+            waves.sight(SPAM, "qq", "g1", "u1", true, at(start, 30)),
+            WaveVerdict::Clean
+        );
+        assert_eq!(
+            waves.sight(SPAM, "qq", "g1", "u1", true, at(start, 60)),
+            WaveVerdict::Wave {
+                started: true,
+                groups: 1,
+                senders: 1,
+                repeats: 3
+            }
+        );
+    }
+
+    #[test]
+    fn a_threshold_of_zero_is_off() {
+        let spec = WaveSpec {
+            repeats: 0,
+            ..WaveSpec::default()
+        };
+        let waves = WaveDetector::new(spec);
+        let start = Instant::now();
+        for i in 0..10 {
+            assert_eq!(
+                waves.sight(SPAM, "qq", "g1", "u1", true, at(start, i)),
+                WaveVerdict::Clean
+            );
+        }
+    }
+
+    #[test]
+    fn short_fingerprints_are_never_waves_and_not_stored() {
+        let waves = WaveDetector::new(WaveSpec::default());
+        let start = Instant::now();
+        for i in 0..20 {
+            let group = format!("g{i}");
+            assert_eq!(
+                waves.sight("好的好的好的好", "qq", &group, &group, true, start),
+                WaveVerdict::Clean
+            );
+            assert_eq!(
+                waves.sight("+1", "qq", &group, &group, true, start),
+                WaveVerdict::Clean
+            );
+        }
+        assert_eq!(waves.tracked(), 0);
+    }
+
+    #[test]
+    fn the_cap_evicts_the_least_recently_seen() {
+        let waves = WaveDetector::with_max_fingerprints(WaveSpec::default(), 4);
+        let start = Instant::now();
+        waves.sight(SPAM, "qq", "g1", "u1", true, start);
+        waves.sight(SPAM, "qq", "g2", "u2", true, at(start, 1));
+        for i in 0..4 {
+            let unique = format!("unique text number {i}");
+            waves.sight(&unique, "qq", "g1", "u1", true, at(start, 2 + i));
+            assert!(waves.tracked() <= 4);
+        }
+        // SPAM was the least recently seen and was evicted: its count starts afresh.
+        assert_eq!(
+            waves.sight(SPAM, "qq", "g3", "u3", true, at(start, 10)),
+            WaveVerdict::Clean
+        );
+    }
+
+    #[test]
+    fn fingerprints_not_seen_for_a_window_are_dropped() {
+        let waves = WaveDetector::new(WaveSpec::default());
+        let start = Instant::now();
+        for i in 0..500 {
+            waves.sight(
+                &format!("unique text number {i}"),
+                "qq",
+                "g",
+                "u",
+                true,
+                start,
+            );
+        }
+        assert_eq!(waves.tracked(), 500);
+        waves.sight(SPAM, "qq", "g", "u", true, at(start, 11 * 60));
+        assert_eq!(waves.tracked(), 1);
+    }
+
+    #[test]
+    fn only_hashes_are_stored() {
+        let waves = WaveDetector::new(WaveSpec::default());
+        waves.sight(SPAM, "qq-main", "group-1", "alice", true, Instant::now());
+        let fingerprints = waves.lock();
+        for (key, state) in &fingerprints.by_hash {
+            let _: &u64 = key;
+            for sighting in &state.sightings {
+                let Sighting { at, group, sender } = *sighting;
+                let _: (Instant, u64, u64) = (at, group, sender);
+            }
+        }
+        // Nothing but a time and two hashes: no room for a string.
+        assert_eq!(
+            std::mem::size_of::<Sighting>(),
+            std::mem::size_of::<Instant>() + 2 * std::mem::size_of::<u64>()
+        );
+        let stored = format!("{:?}", fingerprints.by_hash);
+        for raw in [SPAM, "qq-main", "group-1", "alice"] {
+            assert!(!stored.contains(raw), "{raw} is stored");
+        }
+    }
+
+    #[test]
+    fn the_action_reads_lower_case_and_defaults_to_drop() {
+        assert_eq!(WaveSpec::default().action, WaveAction::Drop);
+        let hold: WaveAction = serde_json::from_str("\"hold\"").expect("hold");
+        assert_eq!(hold, WaveAction::Hold);
+    }
+
+    #[test]
+    fn it_is_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<WaveDetector>();
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_sightings_never_panic_and_stay_under_the_cap(
+            window_secs in 0u64..120,
+            thresholds in (0u32..6, 0u32..6, 0u32..6),
+            min_chars in 0usize..10,
+            sightings in prop::collection::vec(
+                ("\\PC{0,12}", 0u8..4, 0u8..6, 0u8..6, any::<bool>(), 0u64..90),
+                1..200,
+            ),
+        ) {
+            let (groups, senders, repeats) = thresholds;
+            let spec = WaveSpec {
+                window: Duration::from_secs(window_secs),
+                groups,
+                senders,
+                repeats,
+                min_chars,
+                action: WaveAction::Drop,
+            };
+            let waves = WaveDetector::with_max_fingerprints(spec, 16);
+            let start = Instant::now();
+            let mut elapsed = 0;
+            for (text, account, group, sender, linked, advance) in sightings {
+                elapsed += advance;
+                waves.sight(
+                    &text,
+                    &account.to_string(),
+                    &group.to_string(),
+                    &sender.to_string(),
+                    linked,
+                    at(start, elapsed),
+                );
+                prop_assert!(waves.tracked() <= 16);
+            }
+        }
+    }
+}
