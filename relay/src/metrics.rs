@@ -13,6 +13,9 @@ pub use qunbridge_connectors::metrics::{
 
 /// Counter: messages routed to a destination, by `from` and `to` platform.
 pub const MESSAGES_RELAYED: &str = "qunbridge_messages_relayed_total";
+/// Counter: messages a moderation rule acted on, per destination, by `rule` (`flood`),
+/// `action` (`drop`, `hold`) and destination `platform`.
+pub const MODERATION_HITS: &str = "qunbridge_moderation_hits_total";
 /// Counter: links in messages a filter rule acted on, by `platform`, `rule` and `action`.
 pub const LINKS_FILTERED: &str = "qunbridge_links_filtered_total";
 /// Counter: queued messages merged into one send, by `account`.
@@ -110,6 +113,10 @@ pub fn describe_all() {
         "Messages routed to a destination, by origin and destination platform."
     );
     describe_counter!(MESSAGES_DROPPED, "Messages not relayed, by reason.");
+    describe_counter!(
+        MODERATION_HITS,
+        "Messages a moderation rule acted on, per destination, by rule, action and destination platform."
+    );
     describe_counter!(
         LINKS_FILTERED,
         "Links in messages that a filter rule acted on, by platform, rule and action."

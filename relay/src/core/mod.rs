@@ -4,10 +4,12 @@
 
 pub mod dedup;
 pub mod filter;
+pub mod moderate;
 pub mod notices;
 pub mod pipeline;
 pub mod render;
 pub mod route;
 
+pub use moderate::Moderator;
 pub use pipeline::Core;
 pub use route::{Routes, SharedRoutes};

@@ -12,12 +12,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::dedup::{Dedup, Verdict};
+use super::moderate::{Judgement, Moderator};
 use super::notices::notice_for;
 use super::render::{filter, render};
 use super::route::{Destination, SharedRoutes};
 use crate::activity::{Activity, WorkGuard};
 use crate::broker::{BrokerClient, Confirmation, Delivery, Topics};
-use crate::metrics::{count_drop, MESSAGES_RELAYED};
+use crate::metrics::{count_drop, MESSAGES_RELAYED, MODERATION_HITS};
 use crate::stats::count::merge_into;
 use crate::stats::StatsCounter;
 use crate::store::stats::StatsDelta;
@@ -50,6 +51,8 @@ pub struct Core {
     pub activity: Arc<Activity>,
     /// Group health counting, when enabled.
     pub stats: Option<Arc<StatsCounter>>,
+    /// The moderation step (flood control), shared by every core of the process.
+    pub moderator: Arc<Moderator>,
 }
 
 /// A delivery whose outbound publishes are in flight.
@@ -161,6 +164,18 @@ impl Core {
                 _work: work,
             });
         }
+        if let Some(judgement) = self.moderator.judge(&envelope) {
+            // Not relayed anywhere; acknowledged in order with its keys remembered, so a
+            // redelivered copy is not judged (or counted) twice.
+            self.apply_judgement(&envelope, destinations, judgement);
+            return Some(PendingAck {
+                delivery,
+                confirmations: Vec::new(),
+                keys,
+                stats,
+                _work: work,
+            });
+        }
         let Some(confirmations) = self.publish_all(&envelope, destinations).await else {
             dedup.release(&keys);
             return None;
@@ -172,6 +187,37 @@ impl Core {
             stats,
             _work: work,
         })
+    }
+
+    /// Applies a moderation verdict at every destination (with the destination's own action
+    /// when it sets one): counted per destination as a hit and a `moderated` drop, and the
+    /// start of a flood logged once.
+    fn apply_judgement(
+        &self,
+        envelope: &Envelope,
+        destinations: &[Destination],
+        judgement: Judgement,
+    ) {
+        if judgement.started {
+            warn!(
+                message = "A member is over the flood limit; their messages are not relayed until the rate allows again.",
+                rule = judgement.rule,
+                account = %envelope.origin.account,
+                group = %envelope.origin.group,
+                sender = %envelope.sender.name,
+            );
+        }
+        for destination in destinations {
+            let action = destination.filter.on_flood.unwrap_or(judgement.action);
+            metrics::counter!(
+                MODERATION_HITS,
+                "rule" => judgement.rule,
+                "action" => action.as_str(),
+                "platform" => destination.platform.as_str()
+            )
+            .increment(1);
+            count_drop("moderated");
+        }
     }
 
     /// Counts a dropped delivery and acknowledges it at once.

@@ -14,7 +14,7 @@
 //!
 //! The caller's clock drives everything (`now` is passed in), so tests need no waiting.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,51 +24,18 @@ use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use serde::{Deserialize, Serialize};
 
-use crate::policy::pacing::{Limit, Rate};
+use crate::policy::moderation::FloodConfig;
 
 /// Keys remembered at most; beyond, the least recently seen are evicted.
 pub const DEFAULT_MAX_SENDERS: usize = 100_000;
-
-/// Flood control as configured: plain data, built by config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FloodSpec {
-    /// How many messages one sender may post in one group per window (`5/10s`).
-    pub per_sender: Rate,
-    /// How many of them may come back to back.
-    pub burst: u32,
-    /// What happens to a message over the limit.
-    pub action: FloodAction,
-}
-
-impl FloodSpec {
-    /// The limit this spec enforces, in the form egress pacing uses.
-    pub fn limit(&self) -> Limit {
-        Limit {
-            rate: self.per_sender,
-            burst: self.burst,
-        }
-    }
-}
-
-/// What happens to a message over the flood limit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FloodAction {
-    /// Not relayed anywhere.
-    #[default]
-    Drop,
-    /// Kept for an admin to release or discard.
-    Hold,
-}
 
 /// What flood control says about one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FloodVerdict {
     /// Within the limit: relay it.
     Allowed,
-    /// Over the limit: apply the [`FloodAction`].
+    /// Over the limit: apply the [`ModerationAction`].
     Over {
         /// True for the first message over the limit since the sender was last within it,
         /// so the caller logs or notifies the start of a flood once, not per message.
@@ -122,7 +89,7 @@ struct Keys {
 /// Per-sender flood control. Thread-safe: [`FloodLimiter::check`] takes `&self`.
 pub struct FloodLimiter {
     /// The configuration.
-    spec: FloodSpec,
+    spec: FloodConfig,
     /// GCRA quota every key starts from.
     quota: Quota,
     /// Messages allowed in any rolling window.
@@ -150,13 +117,13 @@ impl std::fmt::Debug for FloodLimiter {
 
 impl FloodLimiter {
     /// A limiter for a spec, remembering at most [`DEFAULT_MAX_SENDERS`] keys.
-    pub fn new(spec: FloodSpec) -> FloodLimiter {
+    pub fn new(spec: FloodConfig) -> FloodLimiter {
         FloodLimiter::with_max_senders(spec, DEFAULT_MAX_SENDERS)
     }
 
     /// A limiter remembering at most `max_senders` keys (at least one): beyond, the least
     /// recently seen are evicted, so a flood of distinct senders cannot grow memory.
-    pub fn with_max_senders(spec: FloodSpec, max_senders: usize) -> FloodLimiter {
+    pub fn with_max_senders(spec: FloodConfig, max_senders: usize) -> FloodLimiter {
         let limit = spec.limit();
         let rolling = limit.rolling_window();
         FloodLimiter {
@@ -179,7 +146,7 @@ impl FloodLimiter {
     }
 
     /// The spec enforced.
-    pub fn spec(&self) -> FloodSpec {
+    pub fn spec(&self) -> FloodConfig {
         self.spec
     }
 
@@ -273,75 +240,19 @@ fn evict_least_recent(senders: &mut HashMap<u64, SenderState>, max_senders: usiz
     });
 }
 
-/// Senders exempt from flood and wave control, as configured: `account:user` entries such
-/// as `qq-main:10001` (the user id as the platform gives it).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Exemptions {
-    /// Exempt user ids by account.
-    by_account: HashMap<String, HashSet<String>>,
-}
-
-/// Why an exemption entry could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ExemptionError {
-    /// Not `account:user` with both parts present.
-    #[error("exemption {entry:?} is not account:user (such as \"qq-main:10001\")")]
-    NotAccountUser {
-        /// The entry as written.
-        entry: String,
-    },
-}
-
-impl Exemptions {
-    /// Reads `account:user` entries; the account is everything before the first `:`.
-    ///
-    /// # Errors
-    /// [`ExemptionError`] naming the first bad entry.
-    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Exemptions, ExemptionError> {
-        let mut exemptions = Exemptions::default();
-        for entry in entries {
-            let entry = entry.as_ref();
-            let bad = || ExemptionError::NotAccountUser {
-                entry: entry.to_owned(),
-            };
-            let (account, user) = entry.split_once(':').ok_or_else(bad)?;
-            let (account, user) = (account.trim(), user.trim());
-            if account.is_empty() || user.is_empty() {
-                return Err(bad());
-            }
-            exemptions
-                .by_account
-                .entry(account.to_owned())
-                .or_default()
-                .insert(user.to_owned());
-        }
-        Ok(exemptions)
-    }
-
-    /// Whether `user` is exempt when received by `account`.
-    pub fn exempt(&self, account: &str, user: &str) -> bool {
-        self.by_account
-            .get(account)
-            .is_some_and(|users| users.contains(user))
-    }
-
-    /// Whether no one is exempt.
-    pub fn is_empty(&self) -> bool {
-        self.by_account.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::moderation::ModerationAction;
+    use crate::policy::Rate;
     use proptest::prelude::*;
 
     /// The example: `per_sender = "5/10s"`, `burst = 5`.
-    fn five_per_ten_seconds() -> FloodSpec {
-        FloodSpec {
+    fn five_per_ten_seconds() -> FloodConfig {
+        FloodConfig {
             per_sender: Rate::parse("5/10s").expect("a valid rate"),
             burst: 5,
-            action: FloodAction::Drop,
+            action: ModerationAction::Drop,
         }
     }
 
@@ -403,10 +314,10 @@ mod tests {
     #[test]
     fn never_more_than_the_rate_in_any_rolling_window() {
         // A burst above the rate: GCRA alone would allow 5 + refills in 10 s.
-        let spec = FloodSpec {
+        let spec = FloodConfig {
             per_sender: Rate::parse("5/10s").expect("a valid rate"),
             burst: 5,
-            action: FloodAction::Hold,
+            action: ModerationAction::Hold,
         };
         let flood = FloodLimiter::new(spec);
         let start = Instant::now();
@@ -490,42 +401,6 @@ mod tests {
     }
 
     #[test]
-    fn exemptions_parse_and_match() {
-        let exemptions =
-            Exemptions::parse(&["qq-main:10001", " wx-ops : wxid_abc "]).expect("valid entries");
-        assert!(exemptions.exempt("qq-main", "10001"));
-        assert!(exemptions.exempt("wx-ops", "wxid_abc"));
-        assert!(!exemptions.exempt("qq-main", "10002"));
-        assert!(!exemptions.exempt("qq-other", "10001"));
-        assert!(Exemptions::parse::<&str>(&[])
-            .expect("no entries")
-            .is_empty());
-        for bad in ["10001", ":10001", "qq-main:", " : "] {
-            assert_eq!(
-                Exemptions::parse(&["qq-main:1", bad]),
-                Err(ExemptionError::NotAccountUser {
-                    entry: bad.to_owned()
-                })
-            );
-        }
-        let message = Exemptions::parse(&["nope"])
-            .expect_err("not account:user")
-            .to_string();
-        assert!(message.contains("\"nope\""), "{message}");
-    }
-
-    #[test]
-    fn the_action_reads_lower_case_and_defaults_to_drop() {
-        assert_eq!(FloodAction::default(), FloodAction::Drop);
-        let hold: FloodAction = serde_json::from_str("\"hold\"").expect("hold");
-        assert_eq!(hold, FloodAction::Hold);
-        assert_eq!(
-            serde_json::to_string(&FloodAction::Drop).expect("serializes"),
-            "\"drop\""
-        );
-    }
-
-    #[test]
     fn it_is_shared_between_threads() {
         fn shared<T: Send + Sync>() {}
         shared::<FloodLimiter>();
@@ -539,10 +414,10 @@ mod tests {
             burst in 0u32..20,
             steps in prop::collection::vec((0u8..4, 0u8..4, 0u8..40, 0u64..3_000), 1..300),
         ) {
-            let spec = FloodSpec {
+            let spec = FloodConfig {
                 per_sender: Rate { count, per: Duration::from_millis(per_millis) },
                 burst,
-                action: FloodAction::Drop,
+                action: ModerationAction::Drop,
             };
             let flood = FloodLimiter::with_max_senders(spec, 32);
             let start = Instant::now();

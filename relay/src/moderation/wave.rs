@@ -20,7 +20,7 @@ use std::hash::BuildHasher;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use crate::policy::moderation::ModerationAction;
 
 /// Fingerprints remembered at most; beyond, the least recently seen are evicted.
 pub const DEFAULT_MAX_FINGERPRINTS: usize = 50_000;
@@ -48,7 +48,7 @@ pub struct WaveSpec {
     /// stickers repeat innocently.
     pub min_chars: usize,
     /// What happens to a message of a wave.
-    pub action: WaveAction,
+    pub action: ModerationAction,
 }
 
 impl Default for WaveSpec {
@@ -61,20 +61,9 @@ impl Default for WaveSpec {
             senders: 3,
             repeats: 3,
             min_chars: 8,
-            action: WaveAction::Drop,
+            action: ModerationAction::Drop,
         }
     }
-}
-
-/// What happens to a message of a spam wave.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WaveAction {
-    /// Not relayed anywhere.
-    #[default]
-    Drop,
-    /// Kept for an admin to release or discard.
-    Hold,
 }
 
 /// What wave detection says about one message.
@@ -82,7 +71,7 @@ pub enum WaveAction {
 pub enum WaveVerdict {
     /// Not (or not yet) a wave: relay it.
     Clean,
-    /// Part of a wave: apply the [`WaveAction`].
+    /// Part of a wave: apply the [`ModerationAction`].
     Wave {
         /// True only for the message that made the fingerprint a wave, so the caller logs
         /// it (with the counts and an excerpt) once per wave.
@@ -529,10 +518,8 @@ mod tests {
     }
 
     #[test]
-    fn the_action_reads_lower_case_and_defaults_to_drop() {
-        assert_eq!(WaveSpec::default().action, WaveAction::Drop);
-        let hold: WaveAction = serde_json::from_str("\"hold\"").expect("hold");
-        assert_eq!(hold, WaveAction::Hold);
+    fn the_action_defaults_to_drop() {
+        assert_eq!(WaveSpec::default().action, ModerationAction::Drop);
     }
 
     #[test]
@@ -559,7 +546,7 @@ mod tests {
                 senders,
                 repeats,
                 min_chars,
-                action: WaveAction::Drop,
+                action: ModerationAction::Drop,
             };
             let waves = WaveDetector::with_max_fingerprints(spec, 16);
             let start = Instant::now();

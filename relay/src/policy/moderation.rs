@@ -43,3 +43,14 @@ pub struct FloodConfig {
     /// What happens to the messages over the limit, for every destination.
     pub action: ModerationAction,
 }
+
+impl FloodConfig {
+    /// The limit flood control enforces, in the form egress pacing uses (the same rolling
+    /// windows).
+    pub fn limit(&self) -> super::pacing::Limit {
+        super::pacing::Limit {
+            rate: self.per_sender,
+            burst: self.burst,
+        }
+    }
+}

@@ -54,6 +54,8 @@ pub struct CoreDeps {
     pub flow: Hops,
     /// Group health counting, when enabled.
     pub stats: Option<Arc<crate::stats::StatsCounter>>,
+    /// The moderation step every core of the process judges with (one flood count).
+    pub moderator: Arc<crate::core::Moderator>,
 }
 
 /// Which broker session a core runs on and how it treats its subscription.
@@ -192,6 +194,7 @@ impl CoreConnections {
             publisher: self.publisher.clone(),
             activity: deps.activity.clone(),
             stats: deps.stats.clone(),
+            moderator: deps.moderator.clone(),
         };
         RunningCore {
             task: tokio::spawn(core.run(self.deliveries, stop)),

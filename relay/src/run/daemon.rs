@@ -63,6 +63,8 @@ pub struct Daemon {
     pub stats: Option<Arc<StatsCounter>>,
     /// Group health: reports and gauges over the store.
     pub stats_service: Option<Arc<StatsService>>,
+    /// Moderation: what the cores judge with; a reload puts new settings in force.
+    pub moderator: Arc<crate::core::Moderator>,
 }
 
 impl Daemon {
@@ -100,6 +102,7 @@ impl Daemon {
         Daemon {
             stats,
             stats_service,
+            moderator: Arc::new(crate::core::Moderator::new(&config.moderation)),
             placement,
             endpoint: Endpoint::for_mode(&config.broker.mode),
             topics: Topics::new(&config.broker.topic_prefix),
@@ -159,12 +162,15 @@ impl Daemon {
             activity: self.activity.clone(),
             flow: self.flow.clone(),
             stats: self.stats.clone(),
+            moderator: self.moderator.clone(),
         }
     }
 
-    /// Puts a reloaded config's aliases, thresholds and formats in force for group health
-    /// (history is keyed by account and group, so renaming an alias loses nothing).
-    pub fn reload_stats(&self, config: &Config) {
+    /// Puts a reloaded config's moderation in force (a flood count whose settings did not
+    /// change goes on), and its aliases, thresholds and formats for group health (history is
+    /// keyed by account and group, so renaming an alias loses nothing).
+    pub fn reload_health_and_moderation(&self, config: &Config) {
+        self.moderator.reload(&config.moderation);
         if let (Some(counter), Some(service)) = (&self.stats, &self.stats_service) {
             counter.set_aliases(aliases_of(config));
             service.set_config(config.stats.clone());

@@ -52,7 +52,7 @@ pub async fn until_stopped(
             &daemon.health,
         );
         if let Some(mut new) = applied {
-            daemon.reload_stats(&new);
+            daemon.reload_health_and_moderation(&new);
             daemon.placement.keep_own_accounts(&mut new);
             if daemon.placement.role.runs_connectors() {
                 restart_changed_accounts(daemon, &current, &new, running).await;
