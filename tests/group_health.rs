@@ -148,6 +148,14 @@ async fn two_bots_count_once(broker: Broker) {
         DaemonProcess::start(dir.path(), &config(&broker, &first_url, &second_url, api)).await;
     first.wait_connections(1).await;
     second.wait_connections(1).await;
+    // Both accounts asked the group's member count at connect (answered with three) before
+    // the list changes.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while first.untaken("get_group_info").is_empty() || second.untaken("get_group_info").is_empty()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no get_group_info");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Joins and leaves, each reported by both bots: one approved join, a member who left, one
     // kicked, a disband (NapCat) and a sub_type nobody documented.
