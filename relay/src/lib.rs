@@ -15,6 +15,8 @@
 //! - [`status`]: `qunbridge status`, the client of `/api/v1/status`.
 //! - [`policy`]: links, pacing, length and filter rules as plain data (config builds them,
 //!   core and egress follow them).
+//! - [`moderation`]: text matching for moderation: normalization, spam-wave fingerprints,
+//!   word lists.
 //! - [`metrics`]: every metric name, its help text, and the drop counter.
 //!
 //! [`run()`] wires them together, one phase per file of `run/`, and runs until the shutdown
@@ -30,6 +32,7 @@ pub mod config;
 pub mod core;
 pub mod egress;
 pub mod metrics;
+pub mod moderation;
 pub mod policy;
 pub mod stats;
 pub mod status;
