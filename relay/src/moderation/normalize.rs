@@ -59,15 +59,41 @@ impl Default for Normalize {
 /// Fillers, as one character class. Variation selectors (U+FE00..U+FE0F, U+E0100..U+E01EF)
 /// and the combining keycap (U+20E3) are marks, not symbols, but only ever dress up emoji.
 const FILLER_CLASS: &str =
-    r"[\p{P}\p{S}\p{Z}\p{Cc}\p{Cf}\s\x{FE00}-\x{FE0F}\x{20E3}\x{E0100}-\x{E01EF}]+";
+    r"[\p{P}\p{S}\p{Z}\p{Cc}\p{Cf}\s\x{FE00}-\x{FE0F}\x{20E3}\x{E0100}-\x{E01EF}]";
+
+/// Characters below this are classified by a table (planes 0 and 1: every script in daily
+/// use, the CJK punctuation and the emoji); the rare ones above by the regex itself.
+const TABLE_END: u32 = 0x2_0000;
 
 /// The compiled filler class (`None` only if the constant pattern failed to compile, which a
 /// test rules out; then the ASCII-and-whitespace fallback of [`is_filler_fallback`] applies).
-fn filler_runs_pattern() -> Option<&'static Regex> {
+fn filler_pattern() -> Option<&'static Regex> {
     static PATTERN: OnceLock<Option<Regex>> = OnceLock::new();
     PATTERN
         .get_or_init(|| Regex::new(FILLER_CLASS).ok())
         .as_ref()
+}
+
+/// One bit per character below [`TABLE_END`], set for fillers: built once from the filler
+/// class by one regex pass over all those characters, so classifying is a lookup.
+fn filler_table() -> Option<&'static [u64]> {
+    static TABLE: OnceLock<Option<Box<[u64]>>> = OnceLock::new();
+    TABLE
+        .get_or_init(|| {
+            let pattern = filler_pattern()?;
+            let all: String = (0..TABLE_END).filter_map(char::from_u32).collect();
+            let mut table = vec![0u64; (TABLE_END as usize).div_ceil(64)].into_boxed_slice();
+            for found in pattern.find_iter(&all) {
+                for c in found.as_str().chars() {
+                    let code = c as usize;
+                    if let Some(word) = table.get_mut(code / 64) {
+                        *word |= 1 << (code % 64);
+                    }
+                }
+            }
+            Some(table)
+        })
+        .as_deref()
 }
 
 /// Fillers by a rule that needs no regex: ASCII other than letters and digits, Unicode
@@ -85,7 +111,16 @@ pub fn is_filler(c: char) -> bool {
     if c.is_ascii() {
         return !c.is_ascii_alphanumeric();
     }
-    match filler_runs_pattern() {
+    let code = c as u32;
+    if code < TABLE_END {
+        if let Some(table) = filler_table() {
+            let code = code as usize;
+            return table
+                .get(code / 64)
+                .is_some_and(|word| word & (1 << (code % 64)) != 0);
+        }
+    }
+    match filler_pattern() {
         Some(pattern) => {
             let mut buffer = [0u8; 4];
             pattern.is_match(c.encode_utf8(&mut buffer))
@@ -94,32 +129,18 @@ pub fn is_filler(c: char) -> bool {
     }
 }
 
-/// Byte ranges of the runs of fillers in a text, in order.
-fn filler_runs(text: &str) -> Vec<Range<usize>> {
-    match filler_runs_pattern() {
-        Some(pattern) => pattern.find_iter(text).map(|m| m.range()).collect(),
-        None => text
-            .char_indices()
-            .filter(|(_, c)| is_filler_fallback(*c))
-            .map(|(offset, c)| offset..offset + c.len_utf8())
-            .collect(),
-    }
+/// True for characters that have no lower-case mapping for certain (CJK, kana, Hangul,
+/// ideographs beyond the first planes), so lower-casing can skip the table search.
+fn is_caseless(c: char) -> bool {
+    matches!(c, '\u{3000}'..='\u{A63F}' | '\u{AC00}'..='\u{D7FF}' | '\u{F900}'..='\u{FAFF}')
+        || c as u32 >= TABLE_END
 }
 
 /// Normalizes `text`, handing each output character with the byte offset of the original
 /// character it came from.
 fn normalize_each(text: &str, options: Normalize, mut emit: impl FnMut(char, usize)) {
-    let fillers = if options.symbols {
-        filler_runs(text)
-    } else {
-        Vec::new()
-    };
-    let mut fillers = fillers.into_iter().peekable();
     for (offset, c) in text.char_indices() {
-        while fillers.peek().is_some_and(|run| run.end <= offset) {
-            fillers.next();
-        }
-        if fillers.peek().is_some_and(|run| run.start <= offset) {
+        if options.symbols && is_filler(c) {
             continue;
         }
         let c = if options.width { fold_width(c) } else { c };
@@ -127,6 +148,8 @@ fn normalize_each(text: &str, options: Normalize, mut emit: impl FnMut(char, usi
             emit(c, offset);
         } else if c.is_ascii() {
             emit(c.to_ascii_lowercase(), offset);
+        } else if is_caseless(c) {
+            emit(c, offset);
         } else {
             for lower in c.to_lowercase() {
                 emit(lower, offset);
@@ -178,8 +201,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_filler_class_compiles() {
-        assert!(filler_runs_pattern().is_some());
+    fn the_filler_class_compiles_and_the_table_agrees_with_it() {
+        let pattern = filler_pattern().expect("compiles");
+        assert!(filler_table().is_some());
+        for code in (0..0x11_0000).step_by(7) {
+            let Some(c) = char::from_u32(code) else {
+                continue;
+            };
+            let mut buffer = [0u8; 4];
+            let by_regex = pattern.is_match(c.encode_utf8(&mut buffer));
+            assert_eq!(is_filler(c), by_regex, "U+{code:04X}");
+        }
+    }
+
+    #[test]
+    fn caseless_ranges_really_have_no_case() {
+        for code in (0x3000..0xA640).chain(0xAC00..0xD800).chain(0xF900..0xFB00) {
+            let Some(c) = char::from_u32(code) else {
+                continue;
+            };
+            assert!(c.to_lowercase().eq(std::iter::once(c)), "U+{code:04X}");
+        }
     }
 
     #[test]
