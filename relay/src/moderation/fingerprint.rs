@@ -79,6 +79,7 @@ mod tests {
             "兼职刷单，日结300！加微信 abc123 详情 https://a.b.example.com/other?z=2",
             "兼职刷单，日结300！加微信 abc123 详情 HTTP://example.com/z",
             "兼职刷单，日结300！加微信 abc123 详情 www.example.com",
+            "兼职刷单，日结300！加微信 abc123 详情 ｈｔｔｐｓ：／／ａ．ｂ．ｅｘａｍｐｌｅ．ｃｏｍ／ｘ",
             "兼职\u{200B}刷单，日结300！加微信\u{3000}abc123 详情 https://c.example.com/x?y=1",
         ] {
             assert_eq!(fingerprint(variant), expected, "{variant}");

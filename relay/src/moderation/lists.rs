@@ -668,6 +668,8 @@ mod tests {
         fn no_input_panics(text in any::<String>()) {
             let ads = list(&["兼职", "vx", "ǰ"], &[r"QQ[:：]\s*\d{5,11}", r"\p{Han}{2}\d"], &["兼职老师"]);
             let _ = fingerprint(&text);
+            let (normalized, map) = normalize_mapped(&text, Normalize::ALL);
+            prop_assert_eq!(map.len(), normalized.len());
             let hits = ads.find(&text);
             for hit in &hits {
                 prop_assert!(text.get(hit.span.clone()).is_some());
