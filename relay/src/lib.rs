@@ -15,8 +15,9 @@
 //! - [`status`]: `qunbridge status`, the client of `/api/v1/status`.
 //! - [`policy`]: links, pacing, length and filter rules as plain data (config builds them,
 //!   core and egress follow them).
+//! - [`moderation`]: flood control, spam-wave detection, fingerprints and word lists
+//!   (issue 17).
 //! - [`metrics`]: every metric name, its help text, and the drop counter.
-//! - [`moderation`]: flood control and spam-wave detection (issue 17), counting over time.
 //!
 //! [`run()`] wires them together, one phase per file of `run/`, and runs until the shutdown
 //! future resolves; `main.rs` is a thin CLI around it, and tests call it directly.

@@ -10,21 +10,26 @@
 //!
 //! - **exempt?**: senders listed as `account:user` skip flood and wave control.
 //! - **flood** ([`flood`]): each sender in each group may post at a configured rate; above
-//!   it their messages are dropped or held for an admin.
-//! - **wave** ([`wave`]): the same text (by fingerprint) seen in several groups, from several
-//!   senders or repeated by one sender within a window is a spam wave, dropped or held while
-//!   it lasts, in every group.
-//! - **route**, then per destination **render** and the **filter chain**: each copy is
-//!   published, dropped, or held.
+//!   it their messages are dropped (the core's `moderate` step uses it today).
+//! - **wave** ([`wave`]): the same text (by [`fingerprint`]) seen in several groups, from
+//!   several senders or repeated by one sender within a window is a spam wave, dropped or held
+//!   while it lasts, in every group (not wired into the core yet).
+//! - **route**, then per destination **render** and the **filter chain**, where word
+//!   [`lists`] will add their rules: each copy is published, dropped, or held.
 //!
 //! Only envelopes of `kind = message` from senders that are not bots are judged; notices,
 //! membership events and the bridge's own posts pass untouched.
 //!
-//! This module holds the counting-over-time building blocks as pure library code, driven by
-//! the caller's clock (`now` is passed in), so they are testable without waiting.
+//! The building blocks: [`normalize`] (the text normalization fingerprints and word lists
+//! share, with the way back to the original characters), [`fingerprint`], [`lists`] (word
+//! lists compiled for matching and masking), [`flood`] and [`wave`] (counting over time,
+//! driven by the caller's clock so they are testable without waiting) and [`excerpt`].
 
 pub mod excerpt;
+pub mod fingerprint;
 pub mod flood;
+pub mod lists;
+pub mod normalize;
 pub mod wave;
 
 pub use excerpt::excerpt;

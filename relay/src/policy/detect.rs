@@ -46,14 +46,22 @@ pub const INVITE_HOSTS: &[&str] = &["qm.qq.com", "jq.qq.com", "qun.qq.com"];
 /// to a space, and `。` between ASCII letters or digits to `.` (`example。com`).
 fn normalize_char(prev: Option<char>, c: char, next: Option<char>) -> char {
     match c {
-        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
-        '\u{3000}' => ' ',
         '\u{3002}' | '\u{FF61}'
             if prev.is_some_and(|p| p.is_ascii_alphanumeric() || is_fullwidth_alnum(p))
                 && next.is_some_and(|n| n.is_ascii_alphanumeric() || is_fullwidth_alnum(n)) =>
         {
             '.'
         }
+        other => fold_width(other),
+    }
+}
+
+/// Full-width ASCII (U+FF01..U+FF5E) to half-width and the ideographic space to a space;
+/// every other character unchanged. Shared with the moderation word lists and fingerprints.
+pub(crate) fn fold_width(c: char) -> char {
+    match c {
+        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+        '\u{3000}' => ' ',
         other => other,
     }
 }

@@ -1,0 +1,128 @@
+//! Spam-wave fingerprints: one key for every variant of a spammed message. Spammers vary an
+//! ad so that plain duplicate detection misses it (full-width letters, extra spaces, an emoji,
+//! another query string or subdomain on a link); the fingerprint folds all of that away, so
+//! the same ad sent to many groups, or by many accounts, counts as one.
+
+use std::net::IpAddr;
+
+use unicode_normalization::UnicodeNormalization;
+
+use crate::moderation::normalize::{normalize, Normalize};
+use crate::policy::detect::{urls, Normalized};
+
+/// Fingerprints shorter than this many characters are too common to mean a spam wave
+/// ("好的", "收到", "+1").
+pub const DEFAULT_MIN_CHARS: usize = 8;
+
+/// The fingerprint of a message text: full-width folded to half-width, NFKC, lower-cased,
+/// with zero-width characters, whitespace, punctuation, symbols and emoji removed, and every
+/// URL replaced by its registrable host (`https://a.b.example.com/x?y=1` → `example.com`,
+/// `foo.co.uk` stays `foo.co.uk`).
+pub fn fingerprint(text: &str) -> String {
+    let normalized = Normalized::new(text);
+    let mut out = String::with_capacity(text.len());
+    let mut done = 0;
+    for url in urls(&normalized.url_view) {
+        let chars = normalized.chars_of_url_view(&url.range);
+        if chars.start < done {
+            continue;
+        }
+        fold_into(normalized.normalized_slice(&(done..chars.start)), &mut out);
+        out.push_str(registrable_host(&url.host));
+        done = chars.end;
+    }
+    let end = normalized.text.chars().count();
+    fold_into(normalized.normalized_slice(&(done..end)), &mut out);
+    out
+}
+
+/// Appends the fingerprint of a piece of text without URLs: NFKC, then width, case and
+/// fillers (NFKC may turn a character into fillers, as `㈱` into `(株)`, so fillers go last).
+fn fold_into(piece: &str, out: &mut String) {
+    if piece.is_empty() {
+        return;
+    }
+    let composed: String = piece.nfkc().collect();
+    out.push_str(&normalize(&composed, Normalize::ALL));
+}
+
+/// The registrable domain of a host by the public suffix list compiled into the `psl`
+/// crate (`a.b.example.com` → `example.com`, `x.foo.co.uk` → `foo.co.uk`); an IP address or
+/// a host the list cannot split stays whole.
+fn registrable_host(host: &str) -> &str {
+    if host.parse::<IpAddr>().is_ok() {
+        return host;
+    }
+    psl::domain_str(host).unwrap_or(host)
+}
+
+/// True when a fingerprint is long enough to count towards a spam wave: at least
+/// `min_chars` characters (see [`DEFAULT_MIN_CHARS`]).
+pub fn is_wave_candidate(fingerprint: &str, min_chars: usize) -> bool {
+    min_chars == 0 || fingerprint.chars().nth(min_chars - 1).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AD: &str = "兼职刷单，日结300！加微信 abc123 详情 https://a.b.example.com/x?y=1";
+
+    #[test]
+    fn variants_of_one_ad_share_a_fingerprint() {
+        let expected = fingerprint(AD);
+        assert_eq!(expected, "兼职刷单日结300加微信abc123详情example.com");
+        for variant in [
+            "兼职刷单，日结３００！加微信 ＡＢＣ１２３ 详情 https://a.b.example.com/x?y=1",
+            "兼职 刷单 ， 日结300 ！  加微信  abc123  详情  https://a.b.example.com/x?y=1",
+            "😀兼职刷单，日结300！加微信 abc123 详情 https://a.b.example.com/x?y=1 🔥",
+            "兼职刷单，日结300！加微信 abc123 详情 https://a.b.example.com/other?z=2",
+            "兼职刷单，日结300！加微信 abc123 详情 HTTP://example.com/z",
+            "兼职刷单，日结300！加微信 abc123 详情 www.example.com",
+            "兼职刷单，日结300！加微信 abc123 详情 ｈｔｔｐｓ：／／ａ．ｂ．ｅｘａｍｐｌｅ．ｃｏｍ／ｘ",
+            "兼职\u{200B}刷单，日结300！加微信\u{3000}abc123 详情 https://c.example.com/x?y=1",
+        ] {
+            assert_eq!(fingerprint(variant), expected, "{variant}");
+        }
+    }
+
+    #[test]
+    fn a_different_ad_has_another_fingerprint() {
+        assert_ne!(
+            fingerprint(AD),
+            fingerprint("兼职刷单，日结300！加微信 abc123 详情 https://a.b.other.com/x?y=1")
+        );
+        assert_ne!(
+            fingerprint(AD),
+            fingerprint("低价代购，包邮到家，加微信 abc123")
+        );
+    }
+
+    #[test]
+    fn registrable_hosts_follow_the_public_suffix_list() {
+        assert_eq!(fingerprint("see https://x.foo.co.uk/a"), "seefoo.co.uk");
+        assert_eq!(fingerprint("see foo.co.uk"), "seefoo.co.uk");
+        assert_eq!(fingerprint("see http://10.0.0.1/a"), "see10.0.0.1");
+    }
+
+    #[test]
+    fn nfkc_folds_compatibility_characters() {
+        assert_eq!(fingerprint("①ｶﾀｶﾅ ﬁle"), "1カタカナfile");
+    }
+
+    #[test]
+    fn short_text_is_not_a_candidate() {
+        assert!(!is_wave_candidate(
+            &fingerprint("好的！"),
+            DEFAULT_MIN_CHARS
+        ));
+        assert!(!is_wave_candidate(
+            &fingerprint("收到 👍👍👍👍👍👍"),
+            DEFAULT_MIN_CHARS
+        ));
+        assert!(is_wave_candidate(&fingerprint(AD), DEFAULT_MIN_CHARS));
+        assert!(is_wave_candidate("12345678", 8));
+        assert!(!is_wave_candidate("1234567", 8));
+        assert!(is_wave_candidate("", 0));
+    }
+}
