@@ -207,7 +207,9 @@ impl FloodLimiter {
                 .retain(|_, state| now.saturating_sub(state.last_seen) < window);
         }
         if keys.senders.len() >= self.max_senders {
-            evict_least_recent(&mut keys.senders, self.max_senders);
+            super::evict::least_recent(&mut keys.senders, self.max_senders, |state| {
+                state.last_seen
+            });
         }
     }
 
@@ -216,28 +218,6 @@ impl FloodLimiter {
     fn lock(&self) -> std::sync::MutexGuard<'_, Keys> {
         self.keys.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// Shrinks a full map by evicting its least recently seen keys: a sixteenth of the cap at
-/// once, so the O(n) selection is paid once per many insertions.
-fn evict_least_recent(senders: &mut HashMap<u64, SenderState>, max_senders: usize) {
-    let keep = max_senders.saturating_sub((max_senders / 16).max(1));
-    if senders.len() <= keep {
-        return;
-    }
-    let mut seen: Vec<Duration> = senders.values().map(|state| state.last_seen).collect();
-    let evict = senders.len() - keep;
-    let (_, cutoff, _) = seen.select_nth_unstable(evict - 1);
-    let cutoff = *cutoff;
-    let mut evicted = 0;
-    senders.retain(|_, state| {
-        if evicted < evict && state.last_seen <= cutoff {
-            evicted += 1;
-            false
-        } else {
-            true
-        }
-    });
 }
 
 #[cfg(test)]

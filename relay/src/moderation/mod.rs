@@ -25,6 +25,7 @@
 //! lists compiled for matching and masking), [`flood`] and [`wave`] (counting over time,
 //! driven by the caller's clock so they are testable without waiting) and [`excerpt`].
 
+pub mod evict;
 pub mod excerpt;
 pub mod fingerprint;
 pub mod flood;

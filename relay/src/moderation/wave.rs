@@ -203,7 +203,9 @@ impl WaveDetector {
         if !fingerprints.by_hash.contains_key(&key)
             && fingerprints.by_hash.len() >= self.max_fingerprints
         {
-            evict_least_recent(&mut fingerprints.by_hash, self.max_fingerprints);
+            super::evict::least_recent(&mut fingerprints.by_hash, self.max_fingerprints, |state| {
+                state.last_seen
+            });
         }
 
         let window = self.spec.window;
@@ -305,28 +307,6 @@ impl Counts {
             repeats: count(repeats),
         }
     }
-}
-
-/// Shrinks a full map by evicting its least recently seen fingerprints: a sixteenth of the
-/// cap at once, so the O(n) selection is paid once per many insertions.
-fn evict_least_recent(by_hash: &mut HashMap<u64, FingerprintState>, max_fingerprints: usize) {
-    let keep = max_fingerprints.saturating_sub((max_fingerprints / 16).max(1));
-    if by_hash.len() <= keep {
-        return;
-    }
-    let evict = by_hash.len() - keep;
-    let mut seen: Vec<Instant> = by_hash.values().map(|state| state.last_seen).collect();
-    let (_, cutoff, _) = seen.select_nth_unstable(evict - 1);
-    let cutoff = *cutoff;
-    let mut evicted = 0;
-    by_hash.retain(|_, state| {
-        if evicted < evict && state.last_seen <= cutoff {
-            evicted += 1;
-            false
-        } else {
-            true
-        }
-    });
 }
 
 #[cfg(test)]
