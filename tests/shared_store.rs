@@ -157,6 +157,44 @@ async fn keys_map_feeds_and_claims_behave_as_the_relay_expects() {
     );
 }
 
+/// One store of each kind, for behaviour that must be the same on all three: Redis (on a
+/// redis-server of its own), the embedded redb store in `dir`, and memory.
+struct EveryStore {
+    /// Keeps the redis-server running.
+    _redis: Redis,
+    /// The embedded store's directory, for reopening it as a restart would.
+    dir: tempfile::TempDir,
+    /// The stores, Redis first.
+    stores: Vec<Box<dyn RelayStore>>,
+}
+
+impl EveryStore {
+    /// The three stores; the Redis keys start with `prefix`.
+    async fn start(prefix: &str) -> EveryStore {
+        let redis = Redis::start().await;
+        let shared = RedisStore::connect(&redis.url(), prefix)
+            .await
+            .expect("connects");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let embedded = qunbridge::store::PersistentStore::open(dir.path()).expect("opens");
+        EveryStore {
+            _redis: redis,
+            dir,
+            stores: vec![
+                Box::new(shared),
+                Box::new(embedded),
+                Box::new(qunbridge::store::MemoryStore::new(100)),
+            ],
+        }
+    }
+
+    /// Drops every store and opens the embedded one again, as a restart would.
+    fn reopen_embedded(mut self) -> qunbridge::store::PersistentStore {
+        self.stores.clear();
+        qunbridge::store::PersistentStore::open(self.dir.path()).expect("reopens")
+    }
+}
+
 /// The outbox semantics egress relies on, the same on every store: a message is put once,
 /// not put when it was sent already, read back oldest first, and leaves with its settle.
 async fn outbox_behaves_as_egress_expects(store: &dyn RelayStore) {
@@ -207,18 +245,12 @@ async fn outbox_behaves_as_egress_expects(store: &dyn RelayStore) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_behaves_alike_on_redis_redb_and_memory() {
-    let redis = Redis::start().await;
-    let shared = RedisStore::connect(&redis.url(), "qb-outbox:")
-        .await
-        .expect("connects");
-    outbox_behaves_as_egress_expects(&shared).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let embedded = qunbridge::store::PersistentStore::open(dir.path()).expect("opens");
-    outbox_behaves_as_egress_expects(&embedded).await;
-    outbox_behaves_as_egress_expects(&qunbridge::store::MemoryStore::new(100)).await;
+    let every = EveryStore::start("qb-outbox:").await;
+    for store in &every.stores {
+        outbox_behaves_as_egress_expects(store.as_ref()).await;
+    }
     // The embedded store keeps it across a reopen (a restart).
-    drop(embedded);
-    let reopened = qunbridge::store::PersistentStore::open(dir.path()).expect("reopens");
+    let reopened = every.reopen_embedded();
     assert_eq!(reopened.outbox("hub").await.expect("read").len(), 1);
 }
 
@@ -284,15 +316,10 @@ async fn stats_sweeps_keep_the_newest_days(store: &dyn RelayStore, redis: bool) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_health_tables_are_capped_alike_on_redis_redb_and_memory() {
-    let redis = Redis::start().await;
-    let shared = RedisStore::connect(&redis.url(), "qb-stats:")
-        .await
-        .expect("connects");
-    stats_sweeps_keep_the_newest_days(&shared, true).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let embedded = qunbridge::store::PersistentStore::open(dir.path()).expect("opens");
-    stats_sweeps_keep_the_newest_days(&embedded, false).await;
-    stats_sweeps_keep_the_newest_days(&qunbridge::store::MemoryStore::new(100), false).await;
+    let every = EveryStore::start("qb-stats:").await;
+    for (index, store) in every.stores.iter().enumerate() {
+        stats_sweeps_keep_the_newest_days(store.as_ref(), index == 0).await;
+    }
 }
 
 /// A held message in the same batch as its dedup key; a second one later; the first taken
@@ -354,17 +381,11 @@ async fn held_entries_behave_as_moderation_expects(store: &dyn RelayStore) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_messages_behave_alike_on_redis_redb_and_memory_and_survive_a_restart() {
-    let redis = Redis::start().await;
-    let shared = RedisStore::connect(&redis.url(), "qb-held:")
-        .await
-        .expect("connects");
-    held_entries_behave_as_moderation_expects(&shared).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let embedded = qunbridge::store::PersistentStore::open(dir.path()).expect("opens");
-    held_entries_behave_as_moderation_expects(&embedded).await;
-    held_entries_behave_as_moderation_expects(&qunbridge::store::MemoryStore::new(100)).await;
-    drop(embedded);
-    let reopened = qunbridge::store::PersistentStore::open(dir.path()).expect("reopens");
+    let every = EveryStore::start("qb-held:").await;
+    for store in &every.stores {
+        held_entries_behave_as_moderation_expects(store.as_ref()).await;
+    }
+    let reopened = every.reopen_embedded();
     let ids: Vec<String> = reopened
         .held()
         .await

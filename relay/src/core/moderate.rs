@@ -86,6 +86,9 @@ impl Moderator {
             return None;
         }
         let judges = self.current();
+        // Without a flood limit there is nothing to judge (the common case: no more work on
+        // the hot path than this check).
+        let (flood, limiter) = judges.flood.as_ref()?;
         let origin = &envelope.origin;
         if judges
             .config
@@ -93,7 +96,6 @@ impl Moderator {
         {
             return None;
         }
-        let (flood, limiter) = judges.flood.as_ref()?;
         match limiter.check(
             &origin.account,
             &origin.group,
