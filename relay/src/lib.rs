@@ -72,9 +72,11 @@ pub async fn run(
     placement.keep_own_accounts(&mut config);
     let stores = run::state::open_store(&config).await?;
     let media = run::media::open(&config).await?;
-    let _embedded = start_broker(&config.broker)?;
+    let embedded = start_broker(&config.broker)?;
     let digester = run::daemon::open_digester(&config, &stores.relay).await;
-    let daemon = Daemon::new(&config, placement, stores, media, digester);
+    let mut daemon = Daemon::new(&config, placement, stores, media, digester);
+    // This process's clients reach the broker it runs in process.
+    daemon.endpoint.local = embedded.as_ref().map(|broker| broker.local());
     let admin_task = daemon.serve_admin(&config).await?;
     // The media server answers links for the pictures this process's connectors cached; a
     // process that runs only a relay core has none.

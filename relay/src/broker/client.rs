@@ -17,6 +17,9 @@
 //!   generation they arrived on; an ack for a delivery from an earlier connection is skipped
 //!   (the broker redelivers it), because its packet id may name a different message on the new
 //!   connection.
+//! - **In process when it can.** A client of the daemon that runs the embedded broker talks to
+//!   its router over an in-process link ([`super::local`]) instead of loopback TCP, with the
+//!   same contract.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -33,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::flow::{Capacity, FlowError};
+use super::local::{self, LocalBroker, LocalLink, LocalSignals};
 use crate::config::{BrokerMode, Secret};
 
 /// Largest MQTT packet either way: envelopes carry whole messages (rumqttc's default is 10 KiB).
@@ -59,6 +63,9 @@ pub enum BrokerError {
     /// Flow control: no room on the broker within the time allowed.
     #[error("no room on the broker within {0:?}")]
     Busy(Duration),
+    /// The embedded broker refused an in-process link.
+    #[error("{0}")]
+    Local(String),
 }
 
 /// The flow-control pools a client takes part in ([`super::flow`]): room is reserved in
@@ -85,6 +92,9 @@ pub struct Endpoint {
     pub username: Option<String>,
     /// Password, if any.
     pub password: Option<Secret>,
+    /// The embedded broker of this process, when it runs one: its clients link to it in
+    /// process instead of over TCP.
+    pub local: Option<LocalBroker>,
 }
 
 impl Endpoint {
@@ -104,6 +114,7 @@ impl Endpoint {
                     tls: false,
                     username: None,
                     password: None,
+                    local: None,
                 }
             }
             BrokerMode::External(external) => Endpoint {
@@ -112,6 +123,7 @@ impl Endpoint {
                 tls: external.tls,
                 username: external.username.clone(),
                 password: external.password.clone(),
+                local: None,
             },
         }
     }
@@ -160,7 +172,7 @@ pub async fn next_delivery(
 
 /// Deliveries of the current connection awaiting their turn to be acknowledged.
 #[derive(Default)]
-struct AckOrder {
+pub(super) struct AckOrder {
     /// Generation the entries belong to.
     generation: u64,
     /// (delivery seq, packet id, done) in delivery order.
@@ -246,21 +258,68 @@ impl AckTracker {
     }
 }
 
+/// Incoming QoS 1 deliveries of a client in the order their PUBACKs must go out, shared by its
+/// handles and the task that receives them.
+#[derive(Default)]
+pub(super) struct SharedAcks {
+    /// The deliveries of the current connection.
+    order: Mutex<AckOrder>,
+}
+
+impl SharedAcks {
+    /// The deliveries' bookkeeping, recovering from a poisoned lock (it stays consistent per
+    /// call).
+    fn lock(&self) -> std::sync::MutexGuard<'_, AckOrder> {
+        self.order.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Numbers a publish the broker delivered, for its in-order acknowledgement.
+    pub(super) fn register(&self, publish: Publish) -> Delivery {
+        let mut order = self.lock();
+        let seq = order.next_seq;
+        order.next_seq += 1;
+        if publish.qos != QoS::AtMostOnce {
+            order.entries.push_back((seq, publish.pkid, false));
+        }
+        Delivery {
+            publish,
+            generation: order.generation,
+            seq,
+        }
+    }
+
+    /// A new connection: earlier deliveries will be redelivered on it.
+    fn new_connection(&self) {
+        let mut order = self.lock();
+        order.generation += 1;
+        order.entries.clear();
+    }
+}
+
 /// The state shared by handles and the event loop task.
 struct Shared {
-    /// Packet id bookkeeping.
+    /// Packet id bookkeeping (TCP connections).
     tracker: Mutex<AckTracker>,
     /// Incoming QoS 1 deliveries in the order their PUBACKs must go out.
-    ack_order: Mutex<AckOrder>,
+    acks: Arc<SharedAcks>,
     /// The flow-control pools, set once before the client is used ([`BrokerClient::set_flow`]).
     flow: OnceLock<Flow>,
+}
+
+/// How a client reaches its broker.
+#[derive(Clone)]
+enum Link {
+    /// Over the network, through rumqttc.
+    Remote(AsyncClient),
+    /// In process, to the embedded broker's router.
+    Local(Arc<LocalLink>),
 }
 
 /// A cloneable handle to one MQTT connection.
 #[derive(Clone)]
 pub struct BrokerClient {
-    /// rumqttc's request handle.
-    client: AsyncClient,
+    /// rumqttc's request handle, or the in-process link.
+    link: Link,
     /// Shared with the event loop.
     shared: Arc<Shared>,
     /// Serialises "register a waiter, queue the request" so their orders match.
@@ -290,6 +349,9 @@ impl BrokerClient {
         ),
         BrokerError,
     > {
+        if let Some(broker) = options.endpoint.local.clone() {
+            return Self::start_local(&broker, options, stop);
+        }
         let mut mqtt = MqttOptions::new(
             options.client_id.clone(),
             options.endpoint.host.clone(),
@@ -328,7 +390,7 @@ impl BrokerClient {
 
         let shared = Arc::new(Shared {
             tracker: Mutex::new(AckTracker::default()),
-            ack_order: Mutex::new(AckOrder::default()),
+            acks: Arc::new(SharedAcks::default()),
             flow: OnceLock::new(),
         });
         let (connected_tx, connected) = watch::channel(false);
@@ -340,7 +402,7 @@ impl BrokerClient {
         // `max_inflight_messages` on mosquitto).
         let (deliveries_tx, deliveries) = mpsc::unbounded_channel();
         let handle = BrokerClient {
-            client: client.clone(),
+            link: Link::Remote(client.clone()),
             shared: shared.clone(),
             submit: Arc::new(tokio::sync::Mutex::new(())),
             connected,
@@ -359,6 +421,53 @@ impl BrokerClient {
             deliveries_tx,
             stop,
         ));
+        Ok((handle, deliveries, task))
+    }
+
+    /// Starts a client over an in-process link to the embedded broker of this process.
+    fn start_local(
+        broker: &LocalBroker,
+        options: ClientOptions,
+        stop: CancellationToken,
+    ) -> Result<
+        (
+            BrokerClient,
+            mpsc::UnboundedReceiver<Delivery>,
+            JoinHandle<()>,
+        ),
+        BrokerError,
+    > {
+        let shared = Arc::new(Shared {
+            tracker: Mutex::new(AckTracker::default()),
+            acks: Arc::new(SharedAcks::default()),
+            flow: OnceLock::new(),
+        });
+        shared.acks.new_connection();
+        let (connected_tx, connected) = watch::channel(false);
+        let (subscribed_tx, subscribed) = watch::channel(false);
+        // Unbounded for the same reason as over TCP: what can queue is bounded by the broker's
+        // window of unacknowledged deliveries for this client.
+        let (deliveries_tx, deliveries) = mpsc::unbounded_channel();
+        let (link, task) = local::start(
+            broker,
+            &options,
+            shared.acks.clone(),
+            LocalSignals {
+                connected: connected_tx,
+                subscribed: subscribed_tx,
+            },
+            deliveries_tx,
+            stop,
+        )
+        .map_err(|error| BrokerError::Local(error.to_string()))?;
+        let handle = BrokerClient {
+            link: Link::Local(link),
+            shared,
+            submit: Arc::new(tokio::sync::Mutex::new(())),
+            connected,
+            subscribed,
+            client_id: options.client_id.into(),
+        };
         Ok((handle, deliveries, task))
     }
 
@@ -405,11 +514,24 @@ impl BrokerClient {
                 })?;
         }
         let size = Capacity::size_of(&topic, payload.len());
+        let client = match &self.link {
+            Link::Remote(client) => client,
+            Link::Local(link) => {
+                return match link.publish(&topic, &payload, retain) {
+                    Some(rx) => Ok(Confirmation { rx }),
+                    None => {
+                        if let Some(pool) = pool {
+                            pool.release(size);
+                        }
+                        Err(BrokerError::Busy(Duration::ZERO))
+                    }
+                };
+            }
+        };
         let (tx, rx) = oneshot::channel();
         let _order = self.submit.lock().await;
         self.lock_tracker().queued.push_back(tx);
-        if self
-            .client
+        if client
             .publish(topic, QoS::AtLeastOnce, retain, payload)
             .await
             .is_err()
@@ -432,12 +554,8 @@ impl BrokerClient {
         if delivery.publish.qos == QoS::AtMostOnce {
             return;
         }
-        let ready: Vec<Publish> = {
-            let mut order = self
-                .shared
-                .ack_order
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+        let ready: Vec<u16> = {
+            let mut order = self.shared.acks.lock();
             if delivery.generation != order.generation {
                 debug!(
                     message = "Skipping ack of a delivery from an earlier connection.",
@@ -461,18 +579,27 @@ impl BrokerClient {
             let mut ready = Vec::new();
             while order.entries.front().is_some_and(|e| e.2) {
                 if let Some((_, pkid, _)) = order.entries.pop_front() {
-                    // rumqttc's ack needs only the packet id and QoS of the publish.
-                    let mut publish = Publish::new("", QoS::AtLeastOnce, Vec::new());
-                    publish.pkid = pkid;
-                    ready.push(publish);
+                    ready.push(pkid);
                 }
             }
             ready
         };
-        for publish in ready {
-            if self.client.ack(&publish).await.is_err() {
-                debug!(message = "Ack not sent: client stopped.", client = %self.client_id);
-                return;
+        match &self.link {
+            Link::Local(link) => {
+                if !ready.is_empty() {
+                    link.ack(ready);
+                }
+            }
+            Link::Remote(client) => {
+                for pkid in ready {
+                    // rumqttc's ack needs only the packet id and QoS of the publish.
+                    let mut publish = Publish::new("", QoS::AtLeastOnce, Vec::new());
+                    publish.pkid = pkid;
+                    if client.ack(&publish).await.is_err() {
+                        debug!(message = "Ack not sent: client stopped.", client = %self.client_id);
+                        return;
+                    }
+                }
             }
         }
     }
@@ -480,8 +607,13 @@ impl BrokerClient {
     /// Drops a subscription (a relay core leaving its shared group on a clean stop, so the
     /// broker stops handing it messages).
     pub async fn unsubscribe(&self, filter: &str) {
-        if self.client.unsubscribe(filter).await.is_err() {
-            debug!(message = "Unsubscribe not sent: client stopped.", client = %self.client_id);
+        match &self.link {
+            Link::Local(link) => link.unsubscribe(filter),
+            Link::Remote(client) => {
+                if client.unsubscribe(filter).await.is_err() {
+                    debug!(message = "Unsubscribe not sent: client stopped.", client = %self.client_id);
+                }
+            }
         }
     }
 
@@ -503,7 +635,12 @@ impl BrokerClient {
 
     /// Sends DISCONNECT (no last will) and lets the event loop end.
     pub async fn disconnect(&self) {
-        let _ = self.client.disconnect().await;
+        match &self.link {
+            Link::Local(link) => link.disconnect(),
+            Link::Remote(client) => {
+                let _ = client.disconnect().await;
+            }
+        }
     }
 
     /// The tracker, recovering from a poisoned lock (its data stays consistent per call).
@@ -575,15 +712,8 @@ async fn run_event_loop(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                {
-                    // A new connection: earlier deliveries will be redelivered on it.
-                    let mut order = shared
-                        .ack_order
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    order.generation += 1;
-                    order.entries.clear();
-                }
+                // A new connection: earlier deliveries will be redelivered on it.
+                shared.acks.new_connection();
                 backoff.reset();
                 drop_stale_acks(&mut eventloop.pending);
                 if !ack.session_present && ever_connected {
@@ -625,26 +755,7 @@ async fn run_event_loop(
                 let _ = connected.send(true);
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let (generation, seq) = {
-                    let mut order = shared
-                        .ack_order
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    let seq = order.next_seq;
-                    order.next_seq += 1;
-                    if publish.qos != QoS::AtMostOnce {
-                        order.entries.push_back((seq, publish.pkid, false));
-                    }
-                    (order.generation, seq)
-                };
-                if deliveries
-                    .send(Delivery {
-                        publish,
-                        generation,
-                        seq,
-                    })
-                    .is_err()
-                {
+                if deliveries.send(shared.acks.register(publish)).is_err() {
                     debug!(message = "Delivery consumer gone.", client = client_id);
                 }
             }

@@ -1,6 +1,7 @@
 //! The embedded broker: rumqttd on our own tokio runtime (its 0.20 `Router` + `Server` path),
-//! with small commit-log segments so an idle daemon does not hold ~100 MB. The relay talks to
-//! it over loopback through the same rumqttc client as to an external broker.
+//! with small commit-log segments so an idle daemon does not hold ~100 MB. The relay's own
+//! clients link to its router in process ([`super::local`]); outside MQTT clients (and the
+//! processes of a scaled-out deployment) connect over TCP.
 //!
 //! rumqttd has no shutdown API: stopping drops the runtime its listener and connections run
 //! on, and the router thread ends with the process. Its in-memory state does not survive a
@@ -10,6 +11,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use rumqttd::local::LinkBuilder;
 use rumqttd::protocol::v4::V4;
 use rumqttd::{
     ConnectionSettings, LinkType, Router, RouterConfig, SegmentConfig, Server, ServerSettings,
@@ -17,6 +19,7 @@ use rumqttd::{
 use tracing::{error, info};
 
 use super::client::MAX_PACKET_BYTES;
+use super::local::{last_will, LocalBroker};
 use super::topics::Topics;
 
 /// Bytes per commit-log segment of each subscription filter.
@@ -58,6 +61,15 @@ pub enum EmbeddedError {
 pub struct EmbeddedBroker {
     /// Tells the broker's thread to stop.
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Opens in-process links to the router, for this process's own clients.
+    local: LocalBroker,
+}
+
+impl EmbeddedBroker {
+    /// What this process's clients link to the broker with.
+    pub fn local(&self) -> LocalBroker {
+        self.local.clone()
+    }
 }
 
 impl Drop for EmbeddedBroker {
@@ -118,6 +130,15 @@ pub fn start(listen: SocketAddr, topics: &Topics) -> Result<EmbeddedBroker, Embe
         },
     };
     let router_tx = Router::new(0, router).spawn();
+    let links = router_tx.clone();
+    // Like a TCP connection of ours: a persistent session, filters made on first publish.
+    let local = LocalBroker::new(move |connect| {
+        LinkBuilder::new(&connect.client_id, links.clone())
+            .clean_session(false)
+            .dynamic_filters(true)
+            .last_will(last_will(connect.will.as_ref()))
+            .build()
+    });
     let mut server = Server::new(settings, router_tx, V4);
     // rumqttd's connection tasks make blocking calls into its router; they get a thread and a
     // runtime of their own (as rumqttd's own `Broker::start` does), so they can never stall the
@@ -149,5 +170,8 @@ pub fn start(listen: SocketAddr, topics: &Topics) -> Result<EmbeddedBroker, Embe
             source,
         })?;
     info!(message = "Embedded MQTT broker listening.", %listen);
-    Ok(EmbeddedBroker { stop: Some(stop) })
+    Ok(EmbeddedBroker {
+        stop: Some(stop),
+        local,
+    })
 }

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod embedded;
 pub mod flow;
+pub mod local;
 pub mod lost;
 pub mod topics;
 
