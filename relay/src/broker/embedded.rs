@@ -138,6 +138,7 @@ pub fn start(listen: SocketAddr, topics: &Topics) -> Result<EmbeddedBroker, Embe
             .dynamic_filters(true)
             .last_will(last_will(connect.will.as_ref()))
             .build()
+            .map_err(|error| error.to_string())
     });
     let mut server = Server::new(settings, router_tx, V4);
     // rumqttd's connection tasks make blocking calls into its router; they get a thread and a

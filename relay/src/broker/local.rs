@@ -21,7 +21,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rumqttd::local::{LinkError, LinkRx, LinkTx};
+use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
     Disconnect, DisconnectReasonCode, Filter, LastWill, Packet, PubAck, PubAckReason, Publish, QoS,
     RetainForwardRule, Subscribe, Unsubscribe,
@@ -49,8 +49,9 @@ type Opened = (LinkTx, LinkRx, Notification);
 /// channel, so the channel is kept inside the closure that opens links over it.
 #[derive(Clone)]
 pub struct LocalBroker {
-    /// Registers a connection with the router and waits for its CONNACK.
-    open: Arc<dyn Fn(LocalConnect) -> Result<Opened, LinkError> + Send + Sync>,
+    /// Registers a connection with the router and waits for its CONNACK; the error is
+    /// rumqttd's, told.
+    open: Arc<dyn Fn(LocalConnect) -> Result<Opened, String> + Send + Sync>,
 }
 
 impl std::fmt::Debug for LocalBroker {
@@ -62,7 +63,7 @@ impl std::fmt::Debug for LocalBroker {
 impl LocalBroker {
     /// A broker whose links `open` makes.
     pub fn new(
-        open: impl Fn(LocalConnect) -> Result<Opened, LinkError> + Send + Sync + 'static,
+        open: impl Fn(LocalConnect) -> Result<Opened, String> + Send + Sync + 'static,
     ) -> LocalBroker {
         LocalBroker {
             open: Arc::new(open),
@@ -227,7 +228,7 @@ pub(super) fn start(
     // Opening waits for the router's CONNACK, which its own thread sends at once.
     let (link_tx, link_rx, connack) = (broker.open)(connect).map_err(|error| LocalLinkError {
         client_id: options.client_id.clone(),
-        reason: error.to_string(),
+        reason: error,
     })?;
     let session_present = match Option::<Packet>::from(connack) {
         Some(Packet::ConnAck(ack, _)) => ack.session_present,
