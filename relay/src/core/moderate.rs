@@ -27,6 +27,13 @@ pub struct Judgement {
     pub started: bool,
 }
 
+/// True for what moderation judges: a message (`kind = message`) from a sender that is not a
+/// bot. Notices, recalls, membership changes and bots' posts pass untouched, by flood control
+/// and by word rules alike.
+pub fn is_judged(envelope: &Envelope) -> bool {
+    envelope.kind == Kind::Message && !envelope.sender.is_bot
+}
+
 /// What the core judges with.
 struct Judges {
     /// `[moderation]` in force.
@@ -82,7 +89,7 @@ impl Moderator {
 
     /// Judges a fresh inbound message; `None`: relay it as it is.
     pub fn judge(&self, envelope: &Envelope) -> Option<Judgement> {
-        if envelope.kind != Kind::Message || envelope.sender.is_bot {
+        if !is_judged(envelope) {
             return None;
         }
         let judges = self.current();
