@@ -188,6 +188,32 @@ pub struct CompiledList {
     allow: Option<AhoCorasick>,
 }
 
+/// Largest list file read: far above any real word list (a million entries), and a bound on
+/// what a wrong path (a log, a disk image) can cost at load.
+pub const MAX_LIST_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The contents of a list file: a regular file (never a FIFO or a device, which could block
+/// loading or never end) of at most [`MAX_LIST_FILE_BYTES`], in UTF-8.
+fn read_list_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let metadata = std::fs::metadata(path)?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let too_large = || std::io::Error::other(format!("larger than {MAX_LIST_FILE_BYTES} bytes"));
+    if metadata.len() > MAX_LIST_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut contents = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_LIST_FILE_BYTES + 1)
+        .read_to_string(&mut contents)?;
+    if contents.len() as u64 > MAX_LIST_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(contents)
+}
+
 /// Entries read from the spec and its files, each with where it was written.
 #[derive(Default)]
 struct Entries {
@@ -200,7 +226,7 @@ struct Entries {
 impl Entries {
     /// Reads one list file into the entries.
     fn read_file(&mut self, list: &str, path: &Path) -> Result<(), ListError> {
-        let contents = std::fs::read_to_string(path).map_err(|source| ListError::ReadFile {
+        let contents = read_list_file(path).map_err(|source| ListError::ReadFile {
             list: list.to_owned(),
             path: path.to_owned(),
             source,
@@ -695,6 +721,22 @@ mod tests {
             }),
             Err(ListError::BadPattern { pattern, .. }) if pattern == "("
         ));
+    }
+
+    #[test]
+    fn a_directory_or_device_is_not_read() {
+        for path in ["/dev/zero", "/"] {
+            let error = CompiledList::compile(&ListSpec {
+                name: "ads".into(),
+                files: vec![PathBuf::from(path)],
+                ..ListSpec::default()
+            })
+            .expect_err("not a list file");
+            assert!(
+                error.to_string().contains("not a regular file"),
+                "{path}: {error}"
+            );
+        }
     }
 
     #[test]
