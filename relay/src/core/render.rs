@@ -13,6 +13,10 @@ use super::filter::{Dropped, Filtered};
 use super::route::Destination;
 use crate::policy::NAME_REPLACEMENT;
 
+/// The `action` label of a word-list hit in a sender's name (the name is shown as
+/// [`NAME_REPLACEMENT`]).
+pub const RENAME: &str = "rename";
+
 /// Fills a sender template for an envelope.
 pub fn sender_line(template: &str, envelope: &Envelope, link: &str) -> String {
     let mut out = String::with_capacity(template.len() + envelope.sender.name.len());
@@ -133,7 +137,7 @@ pub fn filter(outbound: &mut Outbound, destination: &Destination, words: bool) -
             )
             .increment(1);
         }
-        count_word_hits(&filtered.word_hits, platform);
+        count_word_hits(&filtered.word_hits, filtered.dropped.as_ref(), platform);
     };
     let prefix = outbound.prefix.as_str();
     let body = outbound
@@ -182,7 +186,7 @@ pub fn filter(outbound: &mut Outbound, destination: &Destination, words: bool) -
             })
             .collect();
         let across = rules.judge_across(&mut parts);
-        count_word_hits(&across.word_hits, platform);
+        count_word_hits(&across.word_hits, across.dropped.as_ref(), platform);
         if across.dropped.is_some() {
             return across.dropped;
         }
@@ -190,8 +194,28 @@ pub fn filter(outbound: &mut Outbound, destination: &Destination, words: bool) -
     None
 }
 
-/// Counts word-list hits at a destination platform (`rule` = the list's name).
-fn count_word_hits(hits: &[(String, &'static str)], platform: &'static str) {
+/// Counts word-list hits at a destination platform (`rule` = the list's name). A message a
+/// word rule dropped counts once, as that rule's drop (like a flood drop, one per
+/// destination), however many matches it had; a message a link rule dropped counts no mask.
+fn count_word_hits(
+    hits: &[(String, &'static str)],
+    dropped: Option<&Dropped>,
+    platform: &'static str,
+) {
+    match dropped {
+        Some(Dropped::Words(list)) => {
+            metrics::counter!(
+                crate::metrics::MODERATION_HITS,
+                "rule" => list.clone(),
+                "action" => "drop",
+                "platform" => platform
+            )
+            .increment(1);
+            return;
+        }
+        Some(Dropped::Link(_)) => return,
+        None => {}
+    }
     for (list, action) in hits {
         metrics::counter!(
             crate::metrics::MODERATION_HITS,
@@ -223,14 +247,15 @@ pub fn moderate_name<'a>(
         return (Cow::Borrowed(envelope), None);
     };
     let list = list.name().to_owned();
-    count_word_hits(&[(list.clone(), RENAME)], destination.platform.as_str());
+    count_word_hits(
+        &[(list.clone(), RENAME)],
+        None,
+        destination.platform.as_str(),
+    );
     let mut renamed = envelope.clone();
     renamed.sender.name = NAME_REPLACEMENT.to_owned();
     (Cow::Owned(renamed), Some(list))
 }
-
-/// The `action` label of a hit in a sender's name.
-pub const RENAME: &str = "rename";
 
 #[cfg(test)]
 mod tests {
