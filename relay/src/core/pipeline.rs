@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::dedup::{Dedup, Verdict};
 use super::filter::Dropped;
-use super::moderate::{is_judged, Judgement, Moderator};
+use super::moderate::{Judgement, Moderator};
 use super::notices::notice_for;
 use super::render::{filter, moderate_name, render};
 use super::route::{Destination, SharedRoutes};
@@ -237,10 +237,11 @@ impl Core {
         destinations: &[Destination],
     ) -> Option<Vec<Confirmation>> {
         let mut confirmations = Vec::with_capacity(destinations.len());
-        let judged = is_judged(envelope);
+        // Word rules judge member messages, and only where a destination has some (the
+        // common case costs one look at the destinations' rules).
+        let judged = destinations.iter().any(|d| d.filter.has_words())
+            && self.moderator.judges_words(envelope);
         for destination in destinations {
-            // Word rules judge member messages, and only where a destination has some (the
-            // common case costs one look at the destination's rules).
             let words = judged && destination.filter.has_words();
             let (source, renamed_by) = moderate_name(envelope, destination, words);
             if let Some(list) = renamed_by {
