@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(platform.as_str(), |b| {
             b.iter(|| {
                 let mut outbound = render(black_box(&envelope), &destination);
-                let dropped = filter(&mut outbound, &destination);
+                let dropped = filter(&mut outbound, &destination, true);
                 black_box((outbound, dropped))
             })
         });

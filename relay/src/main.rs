@@ -1,7 +1,7 @@
 //! The `qunbridge` binary: parses the command line, sets up logging and signals, and calls the
 //! library. `run -c FILE` runs the daemon, `check -c FILE` validates a config and prints what
-//! it resolves to (broker, store, accounts, links, routes, pacing and filters), `status` shows
-//! a running daemon's state through its admin endpoint. Exit codes: 0 on success, 64 on a bad
+//! it resolves to (broker, store, accounts, links, word lists, routes, pacing and filters),
+//! `status` shows a running daemon's state through its admin endpoint. Exit codes: 0 on success, 64 on a bad
 //! config or usage, 1 on a failure at run time (or, for `status`, a daemon that cannot be
 //! reached). Under systemd (`Type=notify`) `run` sends `READY=1` once started, `WATCHDOG=1` at
 //! half of `WATCHDOG_USEC`, and `STOPPING=1` when shutdown begins.
@@ -475,6 +475,13 @@ fn check(path: &Path) -> ExitCode {
     for link in &config.links {
         println!("  {} (format {:?})", link.name, link.format);
     }
+    let lists = &config.moderation.lists.compiled;
+    if !lists.is_empty() {
+        println!("word lists:");
+        for (name, list) in lists {
+            println!("  {name}: {}", entries(list.len()));
+        }
+    }
     println!("routes:");
     let routes = qunbridge::routes_of(&config);
     for (origin, destinations) in routes.all() {
@@ -505,6 +512,24 @@ fn check(path: &Path) -> ExitCode {
                 "    pictures: {}",
                 config.media_mode(&destination.target.account).as_str()
             );
+            let word_rules: Vec<String> = destination
+                .filter
+                .rules
+                .iter()
+                .filter_map(|rule| {
+                    rule.matcher.word_list().map(|list| {
+                        format!(
+                            "{} ({}) -> {}",
+                            list.name(),
+                            entries(list.len()),
+                            rule.action.name()
+                        )
+                    })
+                })
+                .collect();
+            if !word_rules.is_empty() {
+                println!("    word rules: {}", word_rules.join(", "));
+            }
             if destination.filter.rules.is_empty() {
                 println!("    filters: none (links pass as sent)");
             } else {
@@ -516,6 +541,15 @@ fn check(path: &Path) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// "1 entry", "12 entries": the size of a word list, for `check`.
+fn entries(count: usize) -> String {
+    if count == 1 {
+        "1 entry".to_owned()
+    } else {
+        format!("{count} entries")
+    }
 }
 
 /// Pacing and length limits of a destination, for `check`.

@@ -313,6 +313,92 @@ filters = { rules = [{ match = "wechat_share_code", action = "replace", with = "
     }
 }
 
+#[test]
+fn check_prints_each_destinations_word_rules_with_their_list_sizes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("lists")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("lists/scams.txt"),
+        "# an example\n刷单\n日结\nre:加\\s*v\\d+\n",
+    )
+    .expect("write list");
+    let path = dir.path().join("words.toml");
+    std::fs::write(
+        &path,
+        r#"
+[accounts.qq-main]
+platform = "qq"
+url = "ws://127.0.0.1:3001"
+
+[accounts.wx]
+platform = "wechat"
+url = "ws://127.0.0.1:3002"
+
+[moderation.lists.ads]
+words = ["兼职"]
+files = ["lists/scams.txt"]
+
+[moderation.lists.contact]
+words = ["加V"]
+
+[filters.wechat]
+rules = [
+  { match = "words", list = "contact", action = "drop" },
+  { match = "words", list = "ads", action = "drop" },
+]
+
+[filters.qq]
+rules = [{ match = "words", list = "ads", action = "mask" }]
+
+[[links]]
+name = "fans"
+groups = ["qq-main:111", "wx:5@chatroom"]
+"#,
+    )
+    .expect("write config");
+    let output = qunbridge()
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let wechat = stdout
+        .split("wx:5@chatroom (wechat)")
+        .nth(1)
+        .expect("the WeChat destination is printed");
+    let qq = stdout
+        .split("qq-main:111 (qq)")
+        .nth(1)
+        .expect("the QQ destination is printed");
+    for (printed, expected) in [
+        (
+            &*stdout,
+            "word lists:\n  ads: 4 entries\n  contact: 1 entry\n",
+        ),
+        (
+            wechat,
+            "word rules: contact (1 entry) -> drop, ads (4 entries) -> drop",
+        ),
+        (
+            wechat,
+            "1. words \"contact\" (1 entry) -> drop (platform wechat)",
+        ),
+        (qq, "word rules: ads (4 entries) -> mask"),
+        (qq, "1. words \"ads\" (4 entries) -> mask (platform qq)"),
+    ] {
+        assert!(
+            printed.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}
+
 /// Runs the daemon with secrets in its config and debug logging, uses them, and checks that
 /// no secret appears in what it logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

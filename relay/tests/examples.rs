@@ -1,6 +1,7 @@
 //! What `deploy/` ships: every example config in `deploy/examples/` is accepted by
 //! `qunbridge check` (exit 0), with a placeholder value for each `${ENV}` it uses, and there is
-//! one example per platform; the Prometheus config and alert rules pass `promtool check` and
+//! one example per platform; the example word lists in `deploy/examples/moderation/` are
+//! headed as examples and compile through the WeChat example's commented-out moderation block; the Prometheus config and alert rules pass `promtool check` and
 //! the rules' unit tests pass `promtool test rules` (skipped, with a note, without promtool);
 //! the Grafana dashboard is JSON and, like the alerts, uses only metrics that docs/operations.md
 //! lists.
@@ -82,6 +83,119 @@ fn every_example_config_passes_check() {
         assert!(
             checked.iter().any(|c| c == platform),
             "no deploy/examples/{platform}.toml (checked {checked:?})"
+        );
+    }
+}
+
+/// The `qunbridge check` output for `text` written as a config file in a fresh directory,
+/// with a placeholder for each `${ENV}`; panics unless check accepts it.
+fn check_ok(text: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("qunbridge.toml");
+    std::fs::write(&path, text).expect("write config");
+    let mut check = Command::new(env!("CARGO_BIN_EXE_qunbridge"));
+    check.arg("check").arg("-c").arg(&path);
+    for name in env_vars(text) {
+        check.env(name, "SEC-example-value");
+    }
+    let output = check.output().expect("check runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "rejected:\n{text}\n{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn example_word_lists_are_headed_as_examples_and_compile_from_the_wechat_example() {
+    let lists_dir = examples_dir().join("moderation");
+    let mut lists = Vec::new();
+    for entry in std::fs::read_dir(&lists_dir).expect("deploy/examples/moderation exists") {
+        let path = entry.expect("dir entry").path();
+        let text = std::fs::read_to_string(&path).expect("readable");
+        let header: String = text
+            .lines()
+            .take_while(|line| line.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            header.contains("EXAMPLE") && header.contains("not a legal list"),
+            "{} is not headed as an example, not a legal list:\n{header}",
+            path.display()
+        );
+        let entries = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .count();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("file name")
+            .to_owned();
+        lists.push((name, entries));
+    }
+    assert!(
+        lists.len() >= 3,
+        "contact, share bait and scam lists: {lists:?}"
+    );
+
+    // The commented-out block of wechat.toml, uncommented (its config lines, not its prose),
+    // with the list files found where the example says.
+    let example = std::fs::read_to_string(examples_dir().join("wechat.toml")).expect("wechat.toml");
+    let block = example
+        .split("# --- moderation (uncomment to use) ---")
+        .nth(1)
+        .and_then(|rest| rest.split("# --- end moderation ---").next())
+        .expect("wechat.toml has a commented-out moderation block");
+    let is_config = |line: &str| {
+        line.starts_with('[')
+            || line.starts_with(']')
+            || line.starts_with("  ")
+            || line
+                .split_once(" = ")
+                .is_some_and(|(key, _)| key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+    };
+    let uncommented: Vec<&str> = block
+        .lines()
+        .filter_map(|line| line.strip_prefix("# "))
+        .filter(|line| is_config(line))
+        .collect();
+    for (name, _) in &lists {
+        assert!(
+            uncommented
+                .iter()
+                .any(|line| line.contains(&format!("moderation/{name}"))),
+            "wechat.toml does not reference moderation/{name}"
+        );
+    }
+    let text = format!("{example}\n{}\n", uncommented.join("\n"))
+        .replace("\"moderation/", &format!("\"{}/", lists_dir.display()));
+    let stdout = check_ok(&text);
+    let size = |files: &[&str]| -> usize {
+        files
+            .iter()
+            .map(|file| {
+                lists
+                    .iter()
+                    .find(|(name, _)| name == file)
+                    .map_or(0, |(_, entries)| *entries)
+            })
+            .sum()
+    };
+    let contact = size(&["contact.txt"]);
+    let scams = size(&["scams.txt", "share_bait.txt"]);
+    for expected in [
+        format!("  contact: {contact} entries"),
+        format!("  scams: {scams} entries"),
+        format!("word rules: contact ({contact} entries) -> drop, scams ({scams} entries) -> drop"),
+        format!("word rules: scams ({scams} entries) -> mask"),
+    ] {
+        assert!(
+            stdout.contains(&expected),
+            "missing {expected:?} in:\n{stdout}"
         );
     }
 }

@@ -1,6 +1,8 @@
 //! SIGHUP reload against the real `qunbridge run` process: new links and formats are in force
 //! without a restart (the same process keeps serving), a broken file changes nothing and is
-//! counted as a failed reload, and a new broker password is reported as needing a restart.
+//! counted as a failed reload, an edited word-list file is in force for the next message
+//! (and a broken edit keeps the old lists), and a new broker password is reported as needing
+//! a restart.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -167,6 +169,80 @@ async fn sighup_swaps_links_and_formats_and_a_broken_file_changes_nothing() {
         daemon.0.try_wait().expect("wait").is_none(),
         "still the same process"
     );
+}
+
+/// Waits until `/metrics` on `admin` shows `series` at `value`.
+async fn wait_for_series(admin: u16, series: &str, value: u32) {
+    let wanted = format!("{series} {value}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if metrics.lines().any(|line| line == wanted) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {wanted:?} in:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_after_editing_a_word_list_file_applies_it_and_a_broken_edit_keeps_the_old() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("qunbridge.toml");
+    let state = dir.path().join("state");
+    let list = dir.path().join("lists/ads.txt");
+    std::fs::create_dir(dir.path().join("lists")).expect("mkdir");
+    std::fs::write(&list, "# ads\n兼职刷单\n").expect("write list");
+    let ports = (port(), port(), port());
+    let (_, admin, api) = ports;
+    // The list file is named relative to the config file's directory.
+    write_config(
+        &path,
+        &state,
+        ports,
+        "[[links]]\ngroups = [\"hub:a\", \"hub:b\"]\n\
+         [moderation.lists.ads]\nfiles = [\"lists/ads.txt\"]\n\
+         [filters.api]\nrules = [{ match = \"words\", list = \"ads\", action = \"mask\" }]\n",
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_qunbridge"))
+        .args(["run", "--grace-secs", "1", "-c"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daemon starts");
+    let daemon = Running(child);
+    wait_ready(admin).await;
+    let mut b = Box::pin(next_event(api, "b").await);
+    post(api, "a", "one 兼职刷单 日结").await;
+    expect_text(&mut b, "Ann: one **** 日结").await;
+
+    // The file gains a word: after SIGHUP the next message is judged with it.
+    std::fs::write(&list, "# ads\n兼职刷单\n日结\n").expect("edit list");
+    hangup(&daemon);
+    wait_for_series(admin, "qunbridge_config_reloads_total{outcome=\"ok\"}", 1).await;
+    post(api, "a", "two 兼职刷单 日结").await;
+    expect_text(&mut b, "Ann: two **** **").await;
+
+    // A broken edit (a bad regex): the reload fails and the lists in force stay.
+    std::fs::write(&list, "# ads\nre:QQ(\n").expect("break list");
+    hangup(&daemon);
+    wait_for_series(
+        admin,
+        "qunbridge_config_reloads_total{outcome=\"failed\"}",
+        1,
+    )
+    .await;
+    post(api, "a", "three 兼职刷单 日结").await;
+    expect_text(&mut b, "Ann: three **** **").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,7 +25,7 @@ pub use crate::policy::moderation::{FloodConfig, ModerationAction};
 pub use crate::policy::{GroupRef, Link};
 pub use load::{Env, ProcessEnv};
 pub use media::{MediaConfig, MediaMode};
-pub use moderation::ModerationConfig;
+pub use moderation::{ModerationConfig, WordLists};
 pub use policy::FilterConfig;
 pub use stats::{Notices, StatsConfig, StatsMetrics};
 
@@ -200,7 +200,8 @@ impl Config {
     /// [`ConfigError`] listing every problem found.
     pub fn from_file(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
         let (raw, mut problems) = load::read(path, env);
-        let validated = validate::validate(raw, env, &mut problems);
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let validated = validate::validate(raw, env, dir, &mut problems);
         match validated {
             Some(config) if problems.is_empty() => Ok(config),
             _ => Err(ConfigError { problems }),
@@ -209,13 +210,13 @@ impl Config {
 
     /// Reads, interpolates and validates config text held in memory, exactly as
     /// [`Config::from_file`] does a file in directory `dir` (where relative `<key>_file` paths
-    /// are looked up). Public so the config fuzz target (`fuzz/`) can call it without files.
+    /// and word-list files are looked up). Public so the config fuzz target (`fuzz/`) can call it without files.
     ///
     /// # Errors
     /// [`ConfigError`] listing every problem found.
     pub fn from_toml(text: &str, dir: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
         let (raw, mut problems) = load::read_text(text, dir, env);
-        let validated = validate::validate(raw, env, &mut problems);
+        let validated = validate::validate(raw, env, dir, &mut problems);
         match validated {
             Some(config) if problems.is_empty() => Ok(config),
             _ => Err(ConfigError { problems }),

@@ -1,11 +1,15 @@
-//! `[moderation]` (issue 17): who is never judged, per-sender flood control, and how long
-//! and how many messages may be held for review. Every problem is reported, each naming its
-//! key and value.
+//! `[moderation]` (issue 17): who is never judged, per-sender flood control, the word lists
+//! that `match = "words"` filter rules name, and how long and how many messages may be held
+//! for review. Every problem is reported, each naming its key and value.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::RawModeration;
+use super::raw::{RawList, RawModeration};
+use crate::moderation::lists::{CompiledList, EntrySource, ListError, ListSpec, REGEX_PREFIX};
+use crate::moderation::normalize::Normalize;
 use crate::policy::moderation::{FloodConfig, ModerationAction};
 use crate::policy::pacing::Rate;
 
@@ -18,8 +22,46 @@ pub const DEFAULT_HOLD_CAP: usize = 10_000;
 pub const HOLD_NOT_YET: &str =
     "holding for review is not available in this version yet (use \"drop\")";
 
+/// Rule names the hit metric uses for moderation's own steps: a list may not take one, so a
+/// `rule` label always says which it was.
+pub const RESERVED_LIST_NAMES: [&str; 3] = ["flood", "wave", "suspect"];
+
+/// `[moderation.lists]`, compiled: what `match = "words"` rules name.
+#[derive(Debug, Clone, Default)]
+pub struct WordLists {
+    /// The lists that compiled, by name.
+    pub compiled: BTreeMap<String, Arc<CompiledList>>,
+    /// Lists that are configured but did not compile: their problems are reported already,
+    /// so a rule naming one is not reported again as naming an unknown list.
+    pub broken: BTreeSet<String>,
+}
+
+impl WordLists {
+    /// The compiled list called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<CompiledList>> {
+        self.compiled.get(name)
+    }
+
+    /// True when a list called `name` is configured, compiled or not.
+    pub fn is_configured(&self, name: &str) -> bool {
+        self.compiled.contains_key(name) || self.broken.contains(name)
+    }
+
+    /// The configured names, for messages.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .compiled
+            .keys()
+            .chain(&self.broken)
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        names
+    }
+}
+
 /// `[moderation]`, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ModerationConfig {
     /// `(account, user id)` pairs never judged.
     pub exempt: BTreeSet<(String, String)>,
@@ -29,6 +71,9 @@ pub struct ModerationConfig {
     pub hold_max: Duration,
     /// Most messages held at once.
     pub hold_cap: usize,
+    /// `[moderation.lists.<name>]`, compiled (the filter rules that name a list hold it too;
+    /// kept here for `check` and for lists no rule names yet).
+    pub lists: WordLists,
 }
 
 impl Default for ModerationConfig {
@@ -38,6 +83,7 @@ impl Default for ModerationConfig {
             flood: None,
             hold_max: DEFAULT_HOLD_MAX,
             hold_cap: DEFAULT_HOLD_CAP,
+            lists: WordLists::default(),
         }
     }
 }
@@ -50,10 +96,12 @@ impl ModerationConfig {
 }
 
 /// Resolves `[moderation]`, adding every problem found. `accounts`: the configured account
-/// ids (an exemption must name one).
+/// ids (an exemption must name one); `dir`: the config file's directory (relative list files
+/// are looked up there).
 pub fn moderation(
     raw: &RawModeration,
     accounts: &BTreeSet<&str>,
+    dir: &Path,
     problems: &mut Vec<String>,
 ) -> ModerationConfig {
     let mut config = ModerationConfig::default();
@@ -94,7 +142,172 @@ pub fn moderation(
     if let Some(flood) = &raw.flood {
         config.flood = flood_config(flood, problems);
     }
+    for (name, list) in &raw.lists {
+        match word_list(name, list, dir, problems) {
+            Some(compiled) => {
+                config
+                    .lists
+                    .compiled
+                    .insert(name.clone(), Arc::new(compiled));
+            }
+            None => {
+                config.lists.broken.insert(name.clone());
+            }
+        }
+    }
     config
+}
+
+/// The normalizations `normalize` names (each of `width`, `case`, `symbols`).
+fn normalize_options(
+    item: &str,
+    values: Option<&[String]>,
+    problems: &mut Vec<String>,
+) -> Normalize {
+    let Some(values) = values else {
+        return Normalize::ALL;
+    };
+    let mut options = Normalize::NONE;
+    for value in values {
+        match value.as_str() {
+            "width" => options.width = true,
+            "case" => options.case = true,
+            "symbols" => options.symbols = true,
+            other => problems.push(format!(
+                "{item}: `normalize` has {other:?}: one of \"width\", \"case\", \"symbols\""
+            )),
+        }
+    }
+    options
+}
+
+/// True for a list name that reads well as a metric label and in `check`: 1 to 64 letters
+/// (any script), digits, `-`, `_` or `.`.
+fn valid_list_name(name: &str) -> bool {
+    (1..=64).contains(&name.chars().count())
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Compiles `[moderation.lists.<name>]`; `None` (with every problem added) when it cannot be
+/// used.
+fn word_list(
+    name: &str,
+    raw: &RawList,
+    dir: &Path,
+    problems: &mut Vec<String>,
+) -> Option<CompiledList> {
+    let item = format!("moderation.lists {name:?}");
+    let before = problems.len();
+    if !valid_list_name(name) {
+        problems.push(format!(
+            "{item}: the list name {name:?} must be 1 to 64 letters, digits, `-`, `_` or `.` (it is the `rule` label of hits)"
+        ));
+    } else if RESERVED_LIST_NAMES.contains(&name) {
+        problems.push(format!(
+            "{item}: the list name {name:?} is reserved for moderation's own `{name}` rule; pick another"
+        ));
+    }
+    if raw.words.is_empty() && raw.patterns.is_empty() && raw.files.is_empty() {
+        problems.push(format!(
+            "{item}: the list has no `words`, `patterns` or `files` (it would never match)"
+        ));
+    }
+    let normalize = normalize_options(&item, raw.normalize.as_deref(), problems);
+    let files: Vec<(String, std::path::PathBuf)> = raw
+        .files
+        .iter()
+        .map(|file| (file.clone(), dir.join(file)))
+        .collect();
+    let spec = ListSpec {
+        name: name.to_owned(),
+        words: raw.words.clone(),
+        patterns: raw.patterns.clone(),
+        files: files.iter().map(|(_, path)| path.clone()).collect(),
+        normalize,
+        allow: raw.allow.clone(),
+    };
+    let compiled = match CompiledList::compile_all(&spec) {
+        Ok(compiled) => Some(compiled),
+        Err(errors) => {
+            for error in errors {
+                problems.push(list_problem(&item, raw, &files, &error));
+            }
+            None
+        }
+    };
+    (problems.len() == before).then_some(compiled).flatten()
+}
+
+/// A list's compile error as a config problem naming its key and value: `files` has the
+/// file as written (with where it was found and the line), `words`, `allow` and `patterns`
+/// the entry.
+fn list_problem(
+    item: &str,
+    raw: &RawList,
+    files: &[(String, std::path::PathBuf)],
+    error: &ListError,
+) -> String {
+    let as_written = |path: &Path| {
+        files
+            .iter()
+            .find(|(_, resolved)| resolved == path)
+            .map_or_else(
+                || path.display().to_string(),
+                |(written, _)| written.clone(),
+            )
+    };
+    // An inline entry's key: the list's own `words`, `allow` or `patterns`.
+    let inline_key = |entry: &str, pattern: bool| {
+        if pattern {
+            "patterns"
+        } else if raw.words.iter().any(|word| word == entry) {
+            "words"
+        } else {
+            "allow"
+        }
+    };
+    let entry_problem = |entry: &str, at: &EntrySource, pattern: bool, why: String| match at {
+        EntrySource::Inline => format!(
+            "{item}: `{}` has {entry:?}: {why}",
+            inline_key(entry, pattern)
+        ),
+        EntrySource::File { path, line } => format!(
+            "{item}: `files` has {:?}: at {}:{line}, {:?}: {why}",
+            as_written(path),
+            path.display(),
+            format!("{}{entry}", if pattern { REGEX_PREFIX } else { "" })
+        ),
+    };
+    match error {
+        ListError::ReadFile { path, source, .. } => format!(
+            "{item}: `files` has {:?}: cannot read {}: {source}",
+            as_written(path),
+            path.display()
+        ),
+        ListError::BadPattern {
+            pattern,
+            at,
+            source,
+            ..
+        } => entry_problem(pattern, at, true, format!("not a valid regex: {source}")),
+        ListError::EmptyPattern { pattern, at, .. } => entry_problem(
+            pattern,
+            at,
+            true,
+            "the regex matches the empty text (it would hit every message)".to_owned(),
+        ),
+        ListError::EmptyWord { word, at, .. } => entry_problem(
+            word,
+            at,
+            false,
+            "empty once normalized (only spaces, punctuation or symbols)".to_owned(),
+        ),
+        ListError::PatternSet { .. } | ListError::Automaton { .. } => {
+            format!("{item}: {error}")
+        }
+    }
 }
 
 /// Resolves `[moderation.flood]`; `None` (with the problems added) when it is unusable.
@@ -163,9 +376,15 @@ mod tests {
     #[test]
     fn defaults_are_off_with_an_hour_and_ten_thousand_held() {
         let mut problems = Vec::new();
-        let config = moderation(&RawModeration::default(), &accounts(), &mut problems);
+        let config = moderation(
+            &RawModeration::default(),
+            &accounts(),
+            Path::new(""),
+            &mut problems,
+        );
         assert!(problems.is_empty());
-        assert_eq!(config, ModerationConfig::default());
+        assert!(config.exempt.is_empty());
+        assert!(config.lists.compiled.is_empty());
         assert_eq!(config.hold_max, Duration::from_secs(3600));
         assert_eq!(config.hold_cap, 10_000);
         assert!(config.flood.is_none());
@@ -184,7 +403,7 @@ mod tests {
             ..Default::default()
         };
         let mut problems = Vec::new();
-        let config = moderation(&raw, &accounts(), &mut problems);
+        let config = moderation(&raw, &accounts(), Path::new(""), &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         let flood = config.flood.expect("flood on");
         assert_eq!(flood.per_sender.count, 5);
@@ -207,9 +426,10 @@ mod tests {
                 burst: Some(0),
                 action: Some("mute".into()),
             }),
+            ..Default::default()
         };
         let mut problems = Vec::new();
-        let config = moderation(&raw, &accounts(), &mut problems);
+        let config = moderation(&raw, &accounts(), Path::new(""), &mut problems);
         assert!(config.flood.is_none());
         let all = problems.join("\n");
         for expected in [
@@ -288,5 +508,168 @@ mod tests {
             ),
             "{error}"
         );
+    }
+}
+
+#[cfg(test)]
+mod list_tests {
+    use std::collections::HashMap;
+
+    use qunbridge_connectors::Platform;
+
+    use super::super::{Config, ConfigError};
+    use crate::policy::{Action, Matcher};
+
+    /// QQ and WeChat accounts linked, then `rest`; `files` are written next to the config
+    /// file (relative paths).
+    fn load_with_files(rest: &str, files: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, contents) in files {
+            let path = dir.path().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).expect("mkdir");
+            }
+            std::fs::write(path, contents).expect("write list");
+        }
+        let text = format!(
+            r#"
+            [accounts.qq]
+            platform = "qq"
+            url = "ws://127.0.0.1:3001"
+            [accounts.wx]
+            platform = "wechat"
+            url = "ws://127.0.0.1:3002"
+            {rest}
+            "#
+        );
+        let path = dir.path().join("q.toml");
+        std::fs::write(&path, text).expect("write config");
+        Config::from_file(&path, &HashMap::<&str, &str>::new())
+    }
+
+    #[test]
+    fn lists_compile_with_files_next_to_the_config_and_words_rules_name_them() {
+        let config = load_with_files(
+            r#"
+            [[links]]
+            name = "fans"
+            groups = ["qq:1", "wx:a@chatroom"]
+            filters = { rules = [{ match = "words", list = "contact", action = "drop" }] }
+
+            [moderation.lists.ads]
+            words = ["兼职刷单"]
+            files = ["lists/scams.txt"]
+            allow = ["兼职刷单群规"]
+
+            [moderation.lists.contact]
+            patterns = ['QQ[:：]\s*\d{5,11}']
+            normalize = []
+
+            [filters.wechat]
+            rules = [{ match = "words", list = "ads", action = "drop" }]
+
+            [filters.qq]
+            rules = [{ match = "words", list = "ads", action = "mask" }]
+            "#,
+            &[("lists/scams.txt", "# example\n日结\nre:刷单\\d+\n")],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let ads = config.moderation.lists.get("ads").expect("ads compiled");
+        assert_eq!(
+            ads.len(),
+            3,
+            "one word inline, a word and a regex in the file"
+        );
+        assert!(ads.is_hit("今天兼 职@刷单"));
+        assert!(ads.is_hit("刷单123"));
+        assert!(
+            !ads.is_hit("请看兼职刷单群规"),
+            "the allow entry excuses it"
+        );
+        let contact = config.moderation.lists.get("contact").expect("contact");
+        assert!(contact.is_hit("QQ: 123456"));
+        assert!(!contact.is_hit("qq: 123456"), "normalize = [] keeps case");
+
+        let link_rules = &config.links[0].filters;
+        let to_wechat = config.filters.effective(Platform::Wechat, "wx", link_rules);
+        let first = &to_wechat.rules[0];
+        assert!(matches!(&first.matcher, Matcher::Words(list) if list.name() == "contact"));
+        assert_eq!(
+            first.to_string(),
+            "words \"contact\" (1 entry) -> drop (link \"fans\")"
+        );
+        assert_eq!(
+            to_wechat.rules[1].to_string(),
+            "words \"ads\" (3 entries) -> drop (platform wechat)"
+        );
+        let to_qq = config.filters.effective(Platform::Qq, "qq", &[]);
+        assert_eq!(to_qq.rules[0].action, Action::Mask);
+        assert!(to_qq.has_words());
+        assert!(!config
+            .filters
+            .effective(Platform::Dingtalk, "ding", &[])
+            .has_words());
+    }
+
+    #[test]
+    fn every_list_and_word_rule_problem_is_reported_at_once() {
+        let error = load_with_files(
+            r#"
+            [[links]]
+            name = "fans"
+            groups = ["qq:1", "wx:a@chatroom"]
+            filters = { rules = [{ match = "words", list = "nope", action = "drop" }] }
+
+            [moderation.lists.ads]
+            words = ["兼职", "!!!"]
+            patterns = ["(unclosed"]
+            files = ["ads.txt", "missing.txt"]
+            normalize = ["width", "case", "symbols", "accents"]
+
+            [moderation.lists.flood]
+            words = ["x"]
+
+            [moderation.lists.empty]
+
+            [filters.wechat]
+            rules = [
+              { match = "words", list = "ads", action = "drop" },
+              { match = "words", list = "unknown", action = "mask" },
+              { match = "words", list = "flood", action = "mask", with = "**" },
+              { match = "words", list = "flood", action = "hold" },
+              { match = "words", list = "flood", action = "replace", with = "x" },
+              { match = "words", action = "drop" },
+              { match = "url", action = "mask" },
+              { match = "regex", pattern = "x", list = "ads", action = "drop" },
+            ]
+            "#,
+            &[("ads.txt", "# ads\n刷单\nre:QQ(\\d+\n")],
+        )
+        .expect_err("invalid");
+        let all = error.problems.join("\n");
+        for expected in [
+            r#"link "fans": `rules[0].list` = "nope": no [moderation.lists.nope] is configured (lists: ads, empty, flood)"#,
+            r#"moderation.lists "ads": `words` has "!!!": empty once normalized"#,
+            r#"moderation.lists "ads": `patterns` has "(unclosed": not a valid regex"#,
+            r#"moderation.lists "ads": `files` has "ads.txt": at "#,
+            r#"ads.txt:3, "re:QQ(\\d+": not a valid regex"#,
+            r#"moderation.lists "ads": `files` has "missing.txt": cannot read "#,
+            r#"moderation.lists "ads": `normalize` has "accents": one of "width", "case", "symbols""#,
+            r#"moderation.lists "flood": the list name "flood" is reserved"#,
+            r#"moderation.lists "empty": the list has no `words`, `patterns` or `files`"#,
+            r#"filters "wechat": `rules[1].list` = "unknown": no [moderation.lists.unknown]"#,
+            r#"filters "wechat": `rules[2].with` = "**": `mask` puts `*` in place of each matched character and takes no `with`"#,
+            r#"filters "wechat": `rules[3].action` = "hold": holding for review is not available"#,
+            r#"filters "wechat": `rules[4].action` = "replace": for `match` = "words", one of mask, drop"#,
+            r#"filters "wechat": `rules[5].list` is missing for `match` = "words""#,
+            r#"filters "wechat": `rules[6].action` = "mask": only for `match` = "words""#,
+            r#"filters "wechat": `rules[7].list` = "ads": only for `match` = "words""#,
+        ] {
+            assert!(all.contains(expected), "{expected}\nnot in:\n{all}");
+        }
+        // `rules[0]` of `[filters.wechat]` names a list that is configured but broken: its
+        // own problems say why, nothing more.
+        assert!(!all.contains(r#"filters "wechat": `rules[0]"#), "{all}");
+        assert_eq!(error.problems.len(), 15, "{all}");
     }
 }

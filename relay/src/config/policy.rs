@@ -1,6 +1,7 @@
-//! Pacing, length and link-filtering settings: the defaults per destination platform
+//! Pacing, length and filtering settings: the defaults per destination platform
 //! (ARCHITECTURE.md §6 and §7) and the `[limits.*]`, `[filters.*]` and per-link `filters`
-//! overrides, checked with the same "item, key, value" messages as the rest of the config.
+//! overrides (link rules and the `words` rules of moderation word lists), checked with the
+//! same "item, key, value" messages as the rest of the config.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use qunbridge_connectors::protocol::{EgressDefaults, LengthUnit, PacingDefault};
 use qunbridge_connectors::Platform;
 use regex::Regex;
 
+use super::moderation::{WordLists, HOLD_NOT_YET};
 use super::raw::{RawFilter, RawLimits};
 use crate::policy::moderation::ModerationAction;
 use crate::policy::{
@@ -214,11 +216,13 @@ pub fn apply_limits(
     }
 }
 
-/// Parses a set of filter rules; `source` names where they come from.
+/// Parses a set of filter rules; `source` names where they come from, `lists` are the word
+/// lists a `words` rule may name.
 pub fn filter_rules(
     item: &str,
     raw: &RawFilter,
     source: &str,
+    lists: &WordLists,
     problems: &mut Vec<String>,
 ) -> Vec<Rule> {
     let mut rules = Vec::new();
@@ -258,6 +262,12 @@ pub fn filter_rules(
     }
     for (index, raw_rule) in raw.rules.iter().enumerate() {
         let key = format!("rules[{index}]");
+        let words = raw_rule.matcher.as_deref() == Some("words");
+        if let (Some(list), false) = (&raw_rule.list, words) {
+            problems.push(format!(
+                "{item}: `{key}.list` = {list:?}: only for `match` = \"words\""
+            ));
+        }
         let matcher = match raw_rule.matcher.as_deref() {
             Some("url") => Some(Matcher::Url),
             Some("short_link") => Some(Matcher::ShortLink),
@@ -294,9 +304,10 @@ pub fn filter_rules(
                     None
                 }
             },
+            Some("words") => words_matcher(item, &key, raw_rule.list.as_deref(), lists, problems),
             Some(other) => {
                 problems.push(format!(
-                    "{item}: `{key}.match` = {other:?}: one of url, short_link, qq_group_invite, wechat_share_code, domain, regex"
+                    "{item}: `{key}.match` = {other:?}: one of url, short_link, qq_group_invite, wechat_share_code, domain, regex, words"
                 ));
                 None
             }
@@ -306,10 +317,33 @@ pub fn filter_rules(
             }
         };
         let action = match (raw_rule.action.as_deref(), &raw_rule.with) {
+            (Some("hold"), _) => {
+                problems.push(format!("{item}: `{key}.action` = \"hold\": {HOLD_NOT_YET}"));
+                None
+            }
+            (Some("drop"), _) => Some(Action::Drop),
+            (Some("mask"), None) if words => Some(Action::Mask),
+            (Some("mask"), Some(with)) if words => {
+                problems.push(format!(
+                    "{item}: `{key}.with` = {with:?}: `mask` puts `*` in place of each matched character and takes no `with`"
+                ));
+                None
+            }
+            (Some("mask"), _) => {
+                problems.push(format!(
+                    "{item}: `{key}.action` = \"mask\": only for `match` = \"words\""
+                ));
+                None
+            }
+            (Some(other), _) if words => {
+                problems.push(format!(
+                    "{item}: `{key}.action` = {other:?}: for `match` = \"words\", one of mask, drop"
+                ));
+                None
+            }
             (Some("allow"), _) => Some(Action::Allow),
             (Some("strip"), _) => Some(Action::Strip),
             (Some("defang"), _) => Some(Action::Defang),
-            (Some("drop"), _) => Some(Action::Drop),
             (Some("replace"), Some(with)) => {
                 if detect::urls(with).is_empty() {
                     Some(Action::Replace(with.clone()))
@@ -328,7 +362,7 @@ pub fn filter_rules(
             }
             (Some(other), _) => {
                 problems.push(format!(
-                    "{item}: `{key}.action` = {other:?}: one of allow, strip, replace, defang, drop"
+                    "{item}: `{key}.action` = {other:?}: one of allow, strip, replace, defang, drop (and mask for `match` = \"words\")"
                 ));
                 None
             }
@@ -342,6 +376,38 @@ pub fn filter_rules(
         }
     }
     rules
+}
+
+/// The matcher of a `words` rule: the compiled list its `list` names.
+fn words_matcher(
+    item: &str,
+    key: &str,
+    list: Option<&str>,
+    lists: &WordLists,
+    problems: &mut Vec<String>,
+) -> Option<Matcher> {
+    let Some(name) = list else {
+        problems.push(format!(
+            "{item}: `{key}.list` is missing for `match` = \"words\" (the name of a [moderation.lists.<name>] table)"
+        ));
+        return None;
+    };
+    if let Some(compiled) = lists.get(name) {
+        return Some(Matcher::Words(compiled.clone()));
+    }
+    if !lists.is_configured(name) {
+        let names = lists.names();
+        problems.push(format!(
+            "{item}: `{key}.list` = {name:?}: no [moderation.lists.{name}] is configured ({})",
+            if names.is_empty() {
+                "there are no lists".to_owned()
+            } else {
+                format!("lists: {}", names.join(", "))
+            }
+        ));
+    }
+    // A configured list that did not compile has its own problems reported.
+    None
 }
 
 #[cfg(test)]

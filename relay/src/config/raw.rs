@@ -82,6 +82,30 @@ pub struct RawModeration {
     /// `[moderation.flood]`: per-sender flood control.
     #[serde(default)]
     pub flood: Option<RawFlood>,
+    /// `[moderation.lists.<name>]`: word lists that `match = "words"` rules name.
+    #[serde(default)]
+    pub lists: BTreeMap<String, RawList>,
+}
+
+/// `[moderation.lists.<name>]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawList {
+    /// Literal words, matched after normalization.
+    #[serde(default)]
+    pub words: Vec<String>,
+    /// Regexes (Rust `regex` syntax).
+    #[serde(default)]
+    pub patterns: Vec<String>,
+    /// Files of entries, one a line (`#` comments, `re:` for a regex); a relative path is
+    /// looked up next to the config file.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// Which of `width`, `case`, `symbols` apply before matching (default: all three).
+    #[serde(default)]
+    pub normalize: Option<Vec<String>>,
+    /// Entries that excuse a hit they cover.
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 /// `[moderation.flood]`.
@@ -191,10 +215,11 @@ pub struct RawFilter {
 /// One rule: `{ match = "url", action = "defang" }`.
 #[derive(Debug, Default, Deserialize)]
 pub struct RawRule {
-    /// `url`, `qq_group_invite`, `wechat_share_code`, `short_link`, `domain` or `regex`.
+    /// `url`, `qq_group_invite`, `wechat_share_code`, `short_link`, `domain`, `regex` or
+    /// `words`.
     #[serde(default, rename = "match")]
     pub matcher: Option<String>,
-    /// `allow`, `strip`, `replace`, `defang` or `drop`.
+    /// `allow`, `strip`, `replace`, `defang` or `drop`; for `words`: `mask` or `drop`.
     #[serde(default)]
     pub action: Option<String>,
     /// For `domain`.
@@ -203,6 +228,9 @@ pub struct RawRule {
     /// For `regex`.
     #[serde(default)]
     pub pattern: Option<String>,
+    /// For `words`: the name of a `[moderation.lists.<name>]` table.
+    #[serde(default)]
+    pub list: Option<String>,
     /// For `replace`: the text put in place of the match.
     #[serde(default)]
     pub with: Option<String>,

@@ -6,8 +6,8 @@ use qunbridge_connectors::protocol::AccountTable;
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 use super::raw::{
-    secret_keys, RawAdmin, RawBroker, RawConfig, RawFilter, RawGroupLimits, RawLimits, RawLink,
-    RawMedia, RawRule, RawStore,
+    secret_keys, RawAdmin, RawBroker, RawConfig, RawFilter, RawFlood, RawGroupLimits, RawLimits,
+    RawLink, RawList, RawMedia, RawModeration, RawRule, RawStore,
 };
 
 /// The known key nearest to `unknown` in the table at `parent` (the path's segments, map
@@ -44,6 +44,9 @@ fn table_keys(parent: &[String]) -> &'static [&'static str] {
         ["limits", _, "groups", _] => fields::<RawGroupLimits>(),
         ["filters", _] | ["links", _, "filters"] => fields::<RawFilter>(),
         ["filters", _, "rules", _] | ["links", _, "filters", "rules", _] => fields::<RawRule>(),
+        ["moderation"] => fields::<RawModeration>(),
+        ["moderation", "flood"] => fields::<RawFlood>(),
+        ["moderation", "lists", _] => fields::<RawList>(),
         _ => &[],
     }
 }
@@ -149,6 +152,14 @@ mod tests {
         assert_eq!(
             near(&["accounts", "hub"], "tokn_file").as_deref(),
             Some("token_file")
+        );
+        assert_eq!(
+            near(&["moderation", "lists", "ads"], "word").as_deref(),
+            Some("words")
+        );
+        assert_eq!(
+            near(&["filters", "wechat", "rules", "0"], "lsit").as_deref(),
+            Some("list")
         );
         assert_eq!(near(&[], "colour"), None, "nothing near enough");
         assert_eq!(near(&["nowhere"], "url"), None);

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use qunbridge_connectors::protocol::{
     check_account_table, redact_url, socket_addr, AccountTable, Protocol,
@@ -24,8 +24,14 @@ use super::{
 pub const PLACEHOLDERS: [&str; 6] = ["platform", "name", "id", "group", "account", "link"];
 
 /// Checks everything; returns the config when it could be built (problems may still be
-/// non-empty, in which case the caller refuses it).
-pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Option<Config> {
+/// non-empty, in which case the caller refuses it). `dir`: the config file's directory,
+/// where relative word-list files are looked up.
+pub fn validate(
+    raw: RawConfig,
+    env: &dyn Env,
+    dir: &Path,
+    problems: &mut Vec<String>,
+) -> Option<Config> {
     let state_dir = state_dir(raw.state_dir.as_deref(), env, problems);
     let broker = broker(&raw, problems);
     let store = store(&raw, problems);
@@ -64,11 +70,20 @@ pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Op
         }
     }
     let known: HashSet<&str> = raw.accounts.keys().map(String::as_str).collect();
+    // Before the links and filters: their `words` rules name the lists.
+    let moderation = super::moderation::moderation(
+        &raw.moderation,
+        &known.iter().copied().collect(),
+        dir,
+        problems,
+    );
 
     let mut links = Vec::new();
     let mut names = HashSet::new();
     for (index, link) in raw.links.iter().enumerate() {
-        if let Some(built) = check_link(index, link, &known, &send_only, problems) {
+        if let Some(built) =
+            check_link(index, link, &known, &send_only, &moderation.lists, problems)
+        {
             if !names.insert(built.name.clone()) {
                 problems.push(format!(
                     "link \"{}\": `name` = {:?}: another link has the same name",
@@ -81,8 +96,6 @@ pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Op
 
     check_listeners(&broker, admin_listen, &raw, problems);
     let stats = super::stats::stats(&raw.stats, &raw.links, &links, problems);
-    let moderation =
-        super::moderation::moderation(&raw.moderation, &known.iter().copied().collect(), problems);
 
     for (name, limits) in &raw.limits {
         let item = format!("limits {name:?}");
@@ -115,15 +128,25 @@ pub fn validate(raw: RawConfig, env: &dyn Env, problems: &mut Vec<String>) -> Op
             }
         });
         if let Some(platform) = Platform::parse(name) {
-            let rules =
-                policy::filter_rules(&item, raw_filter, &format!("platform {platform}"), problems);
+            let rules = policy::filter_rules(
+                &item,
+                raw_filter,
+                &format!("platform {platform}"),
+                &moderation.lists,
+                problems,
+            );
             filters.platforms.insert(platform, rules);
             if let Some(action) = on_flood {
                 filters.on_flood_platforms.insert(platform, action);
             }
         } else if known.contains(name.as_str()) {
-            let rules =
-                policy::filter_rules(&item, raw_filter, &format!("account {name:?}"), problems);
+            let rules = policy::filter_rules(
+                &item,
+                raw_filter,
+                &format!("account {name:?}"),
+                &moderation.lists,
+                problems,
+            );
             filters.accounts.insert(name.clone(), rules);
             if let Some(action) = on_flood {
                 filters.on_flood_accounts.insert(name.clone(), action);
@@ -463,6 +486,7 @@ fn check_link(
     link: &RawLink,
     known: &HashSet<&str>,
     send_only: &HashSet<String>,
+    lists: &super::moderation::WordLists,
     problems: &mut Vec<String>,
 ) -> Option<Link> {
     let name = link
@@ -518,7 +542,7 @@ fn check_link(
     let filters = link
         .filters
         .as_ref()
-        .map(|raw| policy::filter_rules(&item, raw, &format!("link {name:?}"), problems))
+        .map(|raw| policy::filter_rules(&item, raw, &format!("link {name:?}"), lists, problems))
         .unwrap_or_default();
     (problems.len() == before).then_some(Link {
         name,

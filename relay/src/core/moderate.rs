@@ -1,7 +1,8 @@
 //! The core's moderation step (issue 17), after dedup and before anything is published: a
 //! member message (`kind = message`, not from a bot or a configured bot account, not from an
 //! exempt member) is judged once for all destinations; each destination then applies the
-//! verdict with its own action (`[filters.<x>] on_flood`, else the rule's).
+//! verdict with its own action (`[filters.<x>] on_flood`, else the rule's). The same
+//! condition decides whether the destinations' word rules judge it ([`Moderator::judges_words`]).
 //!
 //! Today the step holds per-sender flood control. The judges live behind one lock that a
 //! reload swaps, keeping a limiter whose settings did not change (a reload never forgives a
@@ -25,6 +26,13 @@ pub struct Judgement {
     pub action: ModerationAction,
     /// True for the first message of a flood (logged once, not per message).
     pub started: bool,
+}
+
+/// True for what moderation judges: a message (`kind = message`) from a sender that is not a
+/// bot. Notices, recalls, membership changes and bots' posts pass untouched, by flood control
+/// and by word rules alike.
+pub fn is_judged(envelope: &Envelope) -> bool {
+    envelope.kind == Kind::Message && !envelope.sender.is_bot
 }
 
 /// What the core judges with.
@@ -80,9 +88,19 @@ impl Moderator {
             .clone()
     }
 
+    /// True when word rules judge this message: a member message ([`is_judged`]) from a
+    /// sender `moderation.exempt` does not name.
+    pub fn judges_words(&self, envelope: &Envelope) -> bool {
+        is_judged(envelope)
+            && !self
+                .current()
+                .config
+                .is_exempt(&envelope.origin.account, &envelope.sender.id)
+    }
+
     /// Judges a fresh inbound message; `None`: relay it as it is.
     pub fn judge(&self, envelope: &Envelope) -> Option<Judgement> {
-        if envelope.kind != Kind::Message || envelope.sender.is_bot {
+        if !is_judged(envelope) {
             return None;
         }
         let judges = self.current();
@@ -168,6 +186,22 @@ mod tests {
         );
         let again = moderator.judge(&said("u", false)).expect("still over");
         assert!(!again.started, "a flood starts once");
+    }
+
+    #[test]
+    fn word_rules_judge_members_but_not_bots_exempt_members_or_notices() {
+        let moderator = Moderator::new(&config("1/min"));
+        assert!(moderator.judges_words(&said("u", false)));
+        assert!(!moderator.judges_words(&said("other-bot", true)));
+        assert!(!moderator.judges_words(&said("admin", false)));
+        let mut notice = said("u", false);
+        notice.kind = Kind::Member;
+        assert!(!moderator.judges_words(&notice));
+        moderator.reload(&ModerationConfig::default());
+        assert!(
+            moderator.judges_words(&said("admin", false)),
+            "no longer exempt"
+        );
     }
 
     #[test]

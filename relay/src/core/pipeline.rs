@@ -9,12 +9,13 @@ use futures_util::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use qunbridge_connectors::{Envelope, Kind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::dedup::{Dedup, Verdict};
+use super::filter::Dropped;
 use super::moderate::{Judgement, Moderator};
 use super::notices::notice_for;
-use super::render::{filter, render};
+use super::render::{filter, moderate_name, render};
 use super::route::{Destination, SharedRoutes};
 use crate::activity::{Activity, WorkGuard};
 use crate::broker::{BrokerClient, Confirmation, Delivery, Topics};
@@ -236,17 +237,44 @@ impl Core {
         destinations: &[Destination],
     ) -> Option<Vec<Confirmation>> {
         let mut confirmations = Vec::with_capacity(destinations.len());
+        // Word rules judge member messages, and only where a destination has some (the
+        // common case costs one look at the destinations' rules).
+        let judged = destinations.iter().any(|d| d.filter.has_words())
+            && self.moderator.judges_words(envelope);
         for destination in destinations {
-            let mut outbound = render(envelope, destination);
-            if let Some(rule) = filter(&mut outbound, destination) {
-                warn!(
-                    message = "Message dropped by a link filter for this destination.",
+            let words = judged && destination.filter.has_words();
+            let (source, renamed_by) = moderate_name(envelope, destination, words);
+            if let Some(list) = renamed_by {
+                info!(
+                    message = "Sender name hidden in this destination's copy: a word list hits it.",
                     link = %destination.link,
                     destination = %destination.target,
-                    rule
+                    list
                 );
-                count_drop("filtered");
-                continue;
+            }
+            let mut outbound = render(&source, destination);
+            match filter(&mut outbound, destination, words) {
+                None => {}
+                Some(Dropped::Link(rule)) => {
+                    warn!(
+                        message = "Message dropped by a link filter for this destination.",
+                        link = %destination.link,
+                        destination = %destination.target,
+                        rule
+                    );
+                    count_drop("filtered");
+                    continue;
+                }
+                Some(Dropped::Words(list)) => {
+                    info!(
+                        message = "Message not relayed to this destination: a word list hits it.",
+                        link = %destination.link,
+                        destination = %destination.target,
+                        list
+                    );
+                    count_drop("moderated");
+                    continue;
+                }
             }
             match self.publish_one(&outbound, destination).await? {
                 Some(confirmation) => confirmations.push(confirmation),
@@ -274,8 +302,9 @@ impl Core {
             let Some(mut outbound) = notice_for(envelope, destination) else {
                 continue;
             };
-            if let Some(rule) = filter(&mut outbound, destination) {
-                debug!(message = "Notice dropped by a link filter for this destination.", link = %destination.link, rule);
+            // A notice is not a member's message: word rules leave it alone.
+            if let Some(dropped) = filter(&mut outbound, destination, false) {
+                debug!(message = "Notice dropped by a link filter for this destination.", link = %destination.link, ?dropped);
                 count_drop("filtered");
                 continue;
             }

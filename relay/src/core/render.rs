@@ -1,12 +1,21 @@
 //! Rendering: an inbound envelope becomes the outbound message for one destination, with the
 //! sender line from the link's template (`{platform}`, `{name}`, `{id}`, `{group}`,
-//! `{account}`, `{link}`).
+//! `{account}`, `{link}`), and then the destination's filter rules act on the copy (word
+//! rules on what the member wrote and, before rendering, on their name).
+
+use std::borrow::Cow;
 
 use qunbridge_connectors::media::MediaMode;
 use qunbridge_connectors::model::{segments_to_text, ENVELOPE_VERSION};
 use qunbridge_connectors::{Envelope, Kind, Outbound, Segment};
 
+use super::filter::{Dropped, Filtered};
 use super::route::Destination;
+use crate::policy::NAME_REPLACEMENT;
+
+/// The `action` label of a word-list hit in a sender's name (the name is shown as
+/// [`NAME_REPLACEMENT`]).
+pub const RENAME: &str = "rename";
 
 /// Fills a sender template for an envelope.
 pub fn sender_line(template: &str, envelope: &Envelope, link: &str) -> String {
@@ -105,15 +114,21 @@ pub fn render(envelope: &Envelope, destination: &Destination) -> Outbound {
     }
 }
 
-/// Applies the destination's link filtering to the rendered text and to every text segment
-/// (the prefix included). Returns the name of the rule that dropped the message, if one did.
-pub fn filter(outbound: &mut Outbound, destination: &Destination) -> Option<&'static str> {
-    if destination.filter.is_empty() || outbound.kind != Kind::Message {
+/// Applies the destination's filter rules to the rendered text and to every text segment
+/// (the sender line included). Word rules take part when `words` is true (a member message
+/// moderation judges) and then only on what the member wrote: the sender line's name is
+/// judged before rendering ([`moderate_name`]). Hits are counted (link rules in
+/// `qunbridge_links_filtered_total`, word rules in `qunbridge_moderation_hits_total`).
+/// Returns the rule that dropped the message, if one did.
+pub fn filter(outbound: &mut Outbound, destination: &Destination, words: bool) -> Option<Dropped> {
+    let rules = &destination.filter;
+    if rules.is_empty() || outbound.kind != Kind::Message {
         return None;
     }
+    let words = words && rules.has_words();
     let platform = destination.platform.as_str();
-    let count = |hits: &[(&'static str, &'static str)]| {
-        for (rule, action) in hits {
+    let count = |filtered: &Filtered| {
+        for (rule, action) in &filtered.hits {
             metrics::counter!(
                 crate::metrics::LINKS_FILTERED,
                 "platform" => platform,
@@ -122,25 +137,124 @@ pub fn filter(outbound: &mut Outbound, destination: &Destination) -> Option<&'st
             )
             .increment(1);
         }
+        count_word_hits(&filtered.word_hits, filtered.dropped.as_ref(), platform);
     };
-    let filtered = destination.filter.apply(&outbound.text);
-    count(&filtered.hits);
+    let prefix = outbound.prefix.as_str();
+    let body = outbound
+        .text
+        .strip_prefix(prefix)
+        .filter(|_| words && !prefix.is_empty());
+    let filtered = match body {
+        // The sender line and what the member wrote, each with its own rules.
+        Some(body) => {
+            let mut line = rules.apply_with(prefix, false);
+            let body = rules.apply_with(body, true);
+            line.text.push_str(&body.text);
+            line.dropped = line.dropped.or(body.dropped);
+            line.hits.extend(body.hits);
+            line.word_hits.extend(body.word_hits);
+            line
+        }
+        None => rules.apply_with(&outbound.text, words),
+    };
+    count(&filtered);
     if filtered.dropped.is_some() {
         return filtered.dropped;
     }
     outbound.text = filtered.text;
-    for segment in &mut outbound.segments {
+    let sender_line = usize::from(!outbound.prefix.is_empty());
+    for (index, segment) in outbound.segments.iter_mut().enumerate() {
         let text = match segment {
             Segment::Text { text } | Segment::Unsupported { hint: text } => text,
             _ => continue,
         };
-        let filtered = destination.filter.apply(text);
+        let filtered = rules.apply_with(text, words && index >= sender_line);
         if filtered.dropped.is_some() {
             return filtered.dropped;
         }
         *text = filtered.text;
     }
+    if words {
+        // A word split across segments (by a face or a mention) is judged as one.
+        let mut parts: Vec<&mut String> = outbound
+            .segments
+            .iter_mut()
+            .skip(sender_line)
+            .filter_map(|segment| match segment {
+                Segment::Text { text } => Some(text),
+                _ => None,
+            })
+            .collect();
+        let across = rules.judge_across(&mut parts);
+        count_word_hits(&across.word_hits, across.dropped.as_ref(), platform);
+        if across.dropped.is_some() {
+            return across.dropped;
+        }
+    }
     None
+}
+
+/// Counts word-list hits at a destination platform (`rule` = the list's name). A message a
+/// word rule dropped counts once, as that rule's drop (like a flood drop, one per
+/// destination), however many matches it had; a message a link rule dropped counts no mask.
+fn count_word_hits(
+    hits: &[(String, &'static str)],
+    dropped: Option<&Dropped>,
+    platform: &'static str,
+) {
+    match dropped {
+        Some(Dropped::Words(list)) => {
+            metrics::counter!(
+                crate::metrics::MODERATION_HITS,
+                "rule" => list.clone(),
+                "action" => "drop",
+                "platform" => platform
+            )
+            .increment(1);
+            return;
+        }
+        Some(Dropped::Link(_)) => return,
+        None => {}
+    }
+    for (list, action) in hits {
+        metrics::counter!(
+            crate::metrics::MODERATION_HITS,
+            "rule" => list.clone(),
+            "action" => *action,
+            "platform" => platform
+        )
+        .increment(1);
+    }
+}
+
+/// Judges the sender's display name with the destination's word rules when `words` is true
+/// (a member message moderation judges): a name a word list hits is shown as
+/// [`NAME_REPLACEMENT`] in this destination's copy. Returns the envelope to render from
+/// (a copy only when the name changes) and the list that hit it, counted as a `rename` hit.
+pub fn moderate_name<'a>(
+    envelope: &'a Envelope,
+    destination: &Destination,
+    words: bool,
+) -> (Cow<'a, Envelope>, Option<String>) {
+    if !words || !destination.filter.has_words() {
+        return (Cow::Borrowed(envelope), None);
+    }
+    let Some(list) = destination
+        .filter
+        .name_hit(&envelope.sender.name)
+        .and_then(|rule| rule.matcher.word_list())
+    else {
+        return (Cow::Borrowed(envelope), None);
+    };
+    let list = list.name().to_owned();
+    count_word_hits(
+        &[(list.clone(), RENAME)],
+        None,
+        destination.platform.as_str(),
+    );
+    let mut renamed = envelope.clone();
+    renamed.sender.name = NAME_REPLACEMENT.to_owned();
+    (Cow::Owned(renamed), Some(list))
 }
 
 #[cfg(test)]
@@ -240,5 +354,98 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// A QQ destination whose rules mask the words of `ads` and of `contact`.
+    fn masking_destination(format: &str) -> Destination {
+        use std::sync::Arc;
+
+        use crate::moderation::lists::{CompiledList, ListSpec};
+        use crate::policy::{Action, FilterRules, Matcher, Rule};
+        let list = |name: &str, words: &[&str]| {
+            Arc::new(
+                CompiledList::compile(&ListSpec {
+                    name: name.into(),
+                    words: words.iter().map(|w| w.to_string()).collect(),
+                    ..ListSpec::default()
+                })
+                .expect("compiles"),
+            )
+        };
+        let rule = |list| Rule {
+            matcher: Matcher::Words(list),
+            action: Action::Mask,
+            source: "test".into(),
+        };
+        Destination {
+            target: GroupRef {
+                account: "qq2".into(),
+                group: "2".into(),
+            },
+            platform: Platform::Qq,
+            link: "fans".into(),
+            format: format.into(),
+            filter: Arc::new(FilterRules {
+                rules: vec![
+                    rule(list("ads", &["兼职刷单"])),
+                    rule(list("contact", &["加V"])),
+                ],
+                on_flood: None,
+            }),
+            media: MediaMode::Passthrough,
+            notices: None,
+        }
+    }
+
+    #[test]
+    fn word_rules_judge_what_the_member_wrote_and_their_name_not_the_sender_line() {
+        let destination = masking_destination("[{group}] {name}: ");
+        let mut said = envelope();
+        said.origin.group_name = Some("兼职刷单交流群".into());
+        said.sender.name = "加V:abc12345".into();
+        said.segments = vec![
+            Segment::text("今天兼职"),
+            Segment::Face {
+                id: "178".into(),
+                name: Some("[斜眼笑]".into()),
+            },
+            Segment::text("刷单，日结兼职刷单"),
+        ];
+        let (source, renamed_by) = moderate_name(&said, &destination, true);
+        assert_eq!(renamed_by.as_deref(), Some("contact"));
+        assert_eq!(source.sender.name, NAME_REPLACEMENT);
+        let mut out = render(&source, &destination);
+        assert_eq!(filter(&mut out, &destination, true), None);
+        // The group name in the sender line is not the member's writing; the name is hidden.
+        assert_eq!(
+            out.text,
+            "[兼职刷单交流群] 群友: 今天兼职[斜眼笑]刷单，日结****"
+        );
+        assert_eq!(out.sender.name, "群友");
+        assert_eq!(out.segments[0], Segment::text("[兼职刷单交流群] 群友: "));
+        // The segments (what OneBot v11 sends): the word split by a face is masked too.
+        assert_eq!(out.segments[1], Segment::text("今天**"));
+        assert_eq!(out.segments[3], Segment::text("**，日结****"));
+
+        // A bot's message is not judged.
+        let (source, renamed_by) = moderate_name(&said, &destination, false);
+        assert_eq!(
+            (source.sender.name.as_str(), renamed_by),
+            ("加V:abc12345", None)
+        );
+        let mut out = render(&source, &destination);
+        assert_eq!(filter(&mut out, &destination, false), None);
+        assert!(out.text.ends_with("日结兼职刷单"), "{}", out.text);
+    }
+
+    #[test]
+    fn without_a_sender_line_the_whole_text_is_judged() {
+        let destination = masking_destination("");
+        let mut said = envelope();
+        said.segments = vec![Segment::text("兼 职 刷 单")];
+        let mut out = render(&said, &destination);
+        assert_eq!(filter(&mut out, &destination, true), None);
+        assert_eq!(out.text, "*******");
+        assert_eq!(out.segments, vec![Segment::text("*******")]);
     }
 }

@@ -188,6 +188,32 @@ pub struct CompiledList {
     allow: Option<AhoCorasick>,
 }
 
+/// Largest list file read: far above any real word list (a million entries), and a bound on
+/// what a wrong path (a log, a disk image) can cost at load.
+pub const MAX_LIST_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The contents of a list file: a regular file (never a FIFO or a device, which could block
+/// loading or never end) of at most [`MAX_LIST_FILE_BYTES`], in UTF-8.
+fn read_list_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let metadata = std::fs::metadata(path)?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let too_large = || std::io::Error::other(format!("larger than {MAX_LIST_FILE_BYTES} bytes"));
+    if metadata.len() > MAX_LIST_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut contents = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_LIST_FILE_BYTES + 1)
+        .read_to_string(&mut contents)?;
+    if contents.len() as u64 > MAX_LIST_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(contents)
+}
+
 /// Entries read from the spec and its files, each with where it was written.
 #[derive(Default)]
 struct Entries {
@@ -200,7 +226,7 @@ struct Entries {
 impl Entries {
     /// Reads one list file into the entries.
     fn read_file(&mut self, list: &str, path: &Path) -> Result<(), ListError> {
-        let contents = std::fs::read_to_string(path).map_err(|source| ListError::ReadFile {
+        let contents = read_list_file(path).map_err(|source| ListError::ReadFile {
             list: list.to_owned(),
             path: path.to_owned(),
             source,
@@ -228,11 +254,21 @@ impl CompiledList {
     /// automata and compiles the regexes.
     ///
     /// # Errors
-    /// [`ListError`] naming the list (and the file and line of a bad entry from a file) when
-    /// a file cannot be read, a regex is invalid or matches empty text, a word is empty after
-    /// normalization, or the whole is too large to compile.
+    /// The first problem [`CompiledList::compile_all`] finds.
     pub fn compile(spec: &ListSpec) -> Result<CompiledList, ListError> {
+        CompiledList::compile_all(spec).map_err(|mut errors| errors.swap_remove(0))
+    }
+
+    /// Compiles a list like [`CompiledList::compile`], but reports every bad entry, so an
+    /// operator fixes a list (or a file of it) in one pass.
+    ///
+    /// # Errors
+    /// At least one [`ListError`], each naming the list (and the file and line of a bad entry
+    /// from a file): a file that cannot be read, a regex that is invalid or matches empty
+    /// text, a word that is empty after normalization, or a whole too large to compile.
+    pub fn compile_all(spec: &ListSpec) -> Result<CompiledList, Vec<ListError>> {
         let list = spec.name.as_str();
+        let mut errors = Vec::new();
         let mut entries = Entries {
             words: spec
                 .words
@@ -246,45 +282,54 @@ impl CompiledList {
                 .collect(),
         };
         for path in &spec.files {
-            entries.read_file(list, path)?;
+            if let Err(error) = entries.read_file(list, path) {
+                errors.push(error);
+            }
         }
-        let normalized_words = normalize_words(list, &entries.words, spec.normalize)?;
-        let automaton = build_automaton(list, &normalized_words, MatchKind::LeftmostLongest)?;
+        let normalized_words = normalize_words(list, &entries.words, spec.normalize, &mut errors);
         let allow_entries: Vec<(String, EntrySource)> = spec
             .allow
             .iter()
             .map(|word| (word.clone(), EntrySource::Inline))
             .collect();
-        let normalized_allow = normalize_words(list, &allow_entries, spec.normalize)?;
-        let allow = build_automaton(list, &normalized_allow, MatchKind::Standard)?;
+        let normalized_allow = normalize_words(list, &allow_entries, spec.normalize, &mut errors);
 
         let case_insensitive = spec.normalize.case;
         let mut patterns = Vec::with_capacity(entries.patterns.len());
         for (pattern, at) in &entries.patterns {
-            let compiled = RegexBuilder::new(pattern)
+            match RegexBuilder::new(pattern)
                 .case_insensitive(case_insensitive)
                 .build()
-                .map_err(|source| ListError::BadPattern {
+            {
+                Ok(compiled) if compiled.is_match("") => errors.push(ListError::EmptyPattern {
+                    list: list.to_owned(),
+                    pattern: pattern.clone(),
+                    at: at.clone(),
+                }),
+                Ok(compiled) => patterns.push(compiled),
+                Err(source) => errors.push(ListError::BadPattern {
                     list: list.to_owned(),
                     pattern: pattern.clone(),
                     at: at.clone(),
                     source,
-                })?;
-            if compiled.is_match("") {
-                return Err(ListError::EmptyPattern {
-                    list: list.to_owned(),
-                    pattern: pattern.clone(),
-                    at: at.clone(),
-                });
+                }),
             }
-            patterns.push(compiled);
         }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let automaton = build_automaton(list, &normalized_words, MatchKind::LeftmostLongest)
+            .map_err(|error| vec![error])?;
+        let allow = build_automaton(list, &normalized_allow, MatchKind::Standard)
+            .map_err(|error| vec![error])?;
         let pattern_set = RegexSetBuilder::new(entries.patterns.iter().map(|(p, _)| p))
             .case_insensitive(case_insensitive)
             .build()
-            .map_err(|source| ListError::PatternSet {
-                list: list.to_owned(),
-                source,
+            .map_err(|source| {
+                vec![ListError::PatternSet {
+                    list: list.to_owned(),
+                    source,
+                }]
             })?;
 
         Ok(CompiledList {
@@ -416,30 +461,28 @@ impl CompiledList {
     }
 }
 
-/// The words normalized with `options`.
-///
-/// # Errors
-/// [`ListError::EmptyWord`] for a word that normalizes to nothing.
+/// The words normalized with `options`; a word that normalizes to nothing is left out and
+/// reported as [`ListError::EmptyWord`] in `errors`.
 fn normalize_words(
     list: &str,
     words: &[(String, EntrySource)],
     options: Normalize,
-) -> Result<Vec<String>, ListError> {
-    words
-        .iter()
-        .map(|(word, at)| {
-            let normalized = normalize(word, options);
-            if normalized.is_empty() {
-                Err(ListError::EmptyWord {
-                    list: list.to_owned(),
-                    word: word.clone(),
-                    at: at.clone(),
-                })
-            } else {
-                Ok(normalized)
-            }
-        })
-        .collect()
+    errors: &mut Vec<ListError>,
+) -> Vec<String> {
+    let mut normalized_words = Vec::with_capacity(words.len());
+    for (word, at) in words {
+        let normalized = normalize(word, options);
+        if normalized.is_empty() {
+            errors.push(ListError::EmptyWord {
+                list: list.to_owned(),
+                word: word.clone(),
+                at: at.clone(),
+            });
+        } else {
+            normalized_words.push(normalized);
+        }
+    }
+    normalized_words
 }
 
 /// One automaton for the words, or `None` when there are none.
@@ -640,6 +683,60 @@ mod tests {
             ..ListSpec::default()
         });
         assert!(matches!(fillers_only, Err(ListError::EmptyWord { .. })));
+    }
+
+    #[test]
+    fn every_bad_entry_is_reported_at_once() {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(file, "re:(\nok\nre:[\n!!!").expect("write");
+        let errors = CompiledList::compile_all(&ListSpec {
+            name: "ads".into(),
+            words: vec!["".into()],
+            patterns: vec!["a**".into()],
+            files: vec![
+                file.path().to_owned(),
+                PathBuf::from("/nonexistent/q/x.txt"),
+            ],
+            ..ListSpec::default()
+        })
+        .expect_err("bad entries");
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let all = lines.join("\n");
+        let path = file.path().display().to_string();
+        for expected in [
+            format!("`(` at {path}:1"),
+            format!("`[` at {path}:3"),
+            format!("`!!!` at {path}:4 is empty"),
+            "`` in the list itself is empty".to_owned(),
+            "/nonexistent/q/x.txt".to_owned(),
+        ] {
+            assert!(all.contains(&expected), "{expected} not in:\n{all}");
+        }
+        assert_eq!(errors.len(), 6, "{all}");
+        assert!(matches!(
+            CompiledList::compile(&ListSpec {
+                name: "ads".into(),
+                patterns: vec!["(".into(), "[".into()],
+                ..ListSpec::default()
+            }),
+            Err(ListError::BadPattern { pattern, .. }) if pattern == "("
+        ));
+    }
+
+    #[test]
+    fn a_directory_or_device_is_not_read() {
+        for path in ["/dev/zero", "/"] {
+            let error = CompiledList::compile(&ListSpec {
+                name: "ads".into(),
+                files: vec![PathBuf::from(path)],
+                ..ListSpec::default()
+            })
+            .expect_err("not a list file");
+            assert!(
+                error.to_string().contains("not a regular file"),
+                "{path}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //!   several senders or repeated by one sender within a window is a spam wave, dropped or held
 //!   while it lasts, in every group (not wired into the core yet).
 //! - **route**, then per destination **render** and the **filter chain**, where word
-//!   [`lists`] will add their rules: each copy is published, dropped, or held.
+//!   [`lists`] add their rules (`match = "words"`: mask or drop, and a sender name a list
+//!   hits shown as 群友): each copy is published, dropped, or (later) held.
 //!
 //! Only envelopes of `kind = message` from senders that are not bots are judged; notices,
 //! membership events and the bridge's own posts pass untouched.

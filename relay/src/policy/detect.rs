@@ -132,6 +132,11 @@ impl Normalized {
         to_chars(&self.url_offsets, range)
     }
 
+    /// Character range of a byte range of the original text.
+    pub fn chars_of_original(&self, range: &Range<usize>) -> Range<usize> {
+        to_chars(&self.original_offsets, range)
+    }
+
     /// The original byte range of a character range.
     pub fn original_range(&self, chars: &Range<usize>) -> Range<usize> {
         let at = |i: usize| self.original_offsets[i.min(self.original_offsets.len() - 1)];

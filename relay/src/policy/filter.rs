@@ -1,10 +1,22 @@
-//! Link-filter rules as plain data: what a rule matches ([`Matcher`]), what it does to a match
-//! ([`Action`]), where it was configured, a destination's ordered rules ([`FilterRules`]) and
-//! the defaults per destination platform. Config parses them and the core's filter engine
-//! applies them; they live here, below both, so neither has to import the other.
+//! Filter rules as plain data: what a rule matches ([`Matcher`]: links, invites, share codes,
+//! regexes, and the words of a moderation word list), what it does to a match ([`Action`]),
+//! where it was configured, a destination's ordered rules ([`FilterRules`]) and the defaults
+//! per destination platform. Config parses them and the core's filter engine applies them;
+//! they live here, below both, so neither has to import the other. A word list is carried
+//! compiled ([`CompiledList`], from the moderation's text matching, which itself stands only
+//! on [`super::detect`]), so a rule is ready to match and a reload swaps rules and lists
+//! together.
+
+use std::sync::Arc;
 
 use qunbridge_connectors::Platform;
 use regex::Regex;
+
+use crate::moderation::lists::CompiledList;
+
+/// What a sender's display name becomes in a destination's copy when a word rule of that
+/// destination hits it ("group member").
+pub const NAME_REPLACEMENT: &str = "群友";
 
 /// What a rule matches.
 #[derive(Debug, Clone)]
@@ -21,6 +33,8 @@ pub enum Matcher {
     WechatShareCode,
     /// A custom pattern.
     Regex(Regex),
+    /// The words and patterns of a moderation word list (`[moderation.lists.<name>]`).
+    Words(Arc<CompiledList>),
 }
 
 impl Matcher {
@@ -33,6 +47,15 @@ impl Matcher {
             Matcher::QqGroupInvite => "qq_group_invite",
             Matcher::WechatShareCode => "wechat_share_code",
             Matcher::Regex(_) => "regex",
+            Matcher::Words(_) => "words",
+        }
+    }
+
+    /// The word list of a `words` matcher.
+    pub fn word_list(&self) -> Option<&CompiledList> {
+        match self {
+            Matcher::Words(list) => Some(list),
+            _ => None,
         }
     }
 }
@@ -50,6 +73,8 @@ pub enum Action {
     Defang,
     /// Do not relay the message to this destination at all.
     Drop,
+    /// Replace each character of the match with `*` (word lists only).
+    Mask,
 }
 
 impl Action {
@@ -61,6 +86,7 @@ impl Action {
             Action::Replace(_) => "replace",
             Action::Defang => "defang",
             Action::Drop => "drop",
+            Action::Mask => "mask",
         }
     }
 }
@@ -81,6 +107,13 @@ impl std::fmt::Display for Rule {
         match &self.matcher {
             Matcher::Domain(domains) => write!(f, "domain {:?}", domains)?,
             Matcher::Regex(regex) => write!(f, "regex {:?}", regex.as_str())?,
+            Matcher::Words(list) => write!(
+                f,
+                "words {:?} ({} {})",
+                list.name(),
+                list.len(),
+                if list.len() == 1 { "entry" } else { "entries" }
+            )?,
             other => f.write_str(other.name())?,
         }
         match &self.action {
@@ -105,6 +138,26 @@ impl FilterRules {
     /// True when there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// True when some rule matches a word list (word rules judge member messages only).
+    pub fn has_words(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| matches!(rule.matcher, Matcher::Words(_)))
+    }
+
+    /// The first word rule whose list hits a sender's display name: that name is shown as
+    /// [`NAME_REPLACEMENT`] at this destination.
+    pub fn name_hit(&self, name: &str) -> Option<&Rule> {
+        if name.is_empty() {
+            return None;
+        }
+        self.rules.iter().find(|rule| {
+            rule.matcher
+                .word_list()
+                .is_some_and(|list| list.is_hit(name))
+        })
     }
 }
 

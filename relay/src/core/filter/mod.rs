@@ -1,24 +1,53 @@
-//! Link filtering per destination (ARCHITECTURE.md §7): ordered rules, the first rule that
-//! matches an occurrence decides what happens to it. Matchers: builtin detectors (`url`,
-//! `qq_group_invite`, `wechat_share_code`, `short_link`), domain lists (suffix match) and
-//! regexes. Actions: `allow`, `strip`, `replace`, `defang`, `drop` (the whole message).
-//! Text is normalized from full-width to half-width before matching; what is not matched is
-//! left exactly as written.
+//! Filtering per destination (ARCHITECTURE.md §7, issue 17): ordered rules, the first rule
+//! that matches an occurrence decides what happens to it. Matchers: builtin detectors (`url`,
+//! `qq_group_invite`, `wechat_share_code`, `short_link`), domain lists (suffix match),
+//! regexes, and moderation word lists (`words`). Actions: `allow`, `strip`, `replace`,
+//! `defang`, `drop` (the whole message) and, for words, `mask` (each matched character
+//! becomes `*`). Text is normalized from full-width to half-width before matching (word
+//! lists normalize as they are configured); what is not matched is left exactly as written.
+//! Word rules judge only what a member wrote, so a caller turns them off for the sender line,
+//! notices and bots' messages ([`FilterRules::apply_with`]).
 
 use std::ops::Range;
 
 use crate::policy::detect::{self, host_matches, Normalized, INVITE_HOSTS, SHORTENERS};
 use crate::policy::{Action, FilterRules, Matcher};
 
+/// The rule that dropped a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dropped {
+    /// A link rule, by its matcher's name (`regex`, `url`, …).
+    Link(&'static str),
+    /// A word rule, by its list's name.
+    Words(String),
+}
+
 /// What filtering did to a text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filtered {
     /// The text to send (unchanged when nothing matched).
     pub text: String,
-    /// The rule name that dropped the message, if one did.
-    pub dropped: Option<&'static str>,
-    /// (rule name, action name) of every occurrence acted on.
+    /// The rule that dropped the message, if one did.
+    pub dropped: Option<Dropped>,
+    /// (rule name, action name) of every link, invite or pattern acted on: counted in
+    /// `qunbridge_links_filtered_total`.
     pub hits: Vec<(&'static str, &'static str)>,
+    /// (list name, action name) of every word-list hit acted on: counted in
+    /// `qunbridge_moderation_hits_total`, apart from link hits because the `rule` label is
+    /// the list's name.
+    pub word_hits: Vec<(String, &'static str)>,
+}
+
+impl Filtered {
+    /// A text no rule touched.
+    fn unchanged(text: &str) -> Filtered {
+        Filtered {
+            text: text.to_owned(),
+            dropped: None,
+            hits: Vec::new(),
+            word_hits: Vec::new(),
+        }
+    }
 }
 
 /// An occurrence some rule may act on.
@@ -36,35 +65,36 @@ struct Candidate {
 /// The filter engine: how a destination's rules (plain data in [`crate::policy`]) act on a
 /// text.
 impl FilterRules {
-    /// Applies the rules to a text.
+    /// Applies every rule, word rules included, to a text.
     pub fn apply(&self, text: &str) -> Filtered {
+        self.apply_with(text, true)
+    }
+
+    /// Applies the rules to a text; `words` false leaves word rules out (text a member did
+    /// not write, or a message moderation does not judge).
+    pub fn apply_with(&self, text: &str, words: bool) -> Filtered {
         if self.rules.is_empty() {
-            return Filtered {
-                text: text.to_owned(),
-                dropped: None,
-                hits: Vec::new(),
-            };
+            return Filtered::unchanged(text);
         }
         let has_regex = self
             .rules
             .iter()
             .any(|r| matches!(r.matcher, Matcher::Regex(_)));
-        if !has_regex && !detect::may_contain_candidates(text) {
-            return Filtered {
-                text: text.to_owned(),
-                dropped: None,
-                hits: Vec::new(),
-            };
+        let words = words && self.has_words();
+        if !has_regex && !words && !detect::may_contain_candidates(text) {
+            return Filtered::unchanged(text);
         }
         // A replacement or defanged link can bring neighbours together into a new match
-        // ("exa" + "mple.com"); a few passes reach a text that filtering leaves unchanged.
-        let mut result = self.pass(text);
+        // ("exa" + "mple.com"), and so can a mask between fillers (`兼***职`); a few passes
+        // reach a text that filtering leaves unchanged.
+        let mut result = self.pass(text, words);
         for _ in 0..3 {
-            let changed = result.hits.iter().any(|(_, action)| *action != "allow");
+            let changed = !result.word_hits.is_empty()
+                || result.hits.iter().any(|(_, action)| *action != "allow");
             if result.dropped.is_some() || !changed {
                 break;
             }
-            let again = self.pass(&result.text);
+            let again = self.pass(&result.text, words);
             if again.text == result.text && again.dropped.is_none() {
                 break;
             }
@@ -74,14 +104,15 @@ impl FilterRules {
                     .into_iter()
                     .filter(|(_, action)| *action != "allow"),
             );
+            result.word_hits.extend(again.word_hits);
             result.dropped = again.dropped;
             result.text = again.text;
         }
         result
     }
 
-    /// One pass over a text.
-    fn pass(&self, text: &str) -> Filtered {
+    /// One pass over a text (`words`: whether word rules take part).
+    fn pass(&self, text: &str, words: bool) -> Filtered {
         let normalized = Normalized::new(text);
         // Only run the detectors some rule needs.
         let wants = |f: fn(&Matcher) -> bool| self.rules.iter().any(|r| f(&r.matcher));
@@ -144,6 +175,24 @@ impl FilterRules {
                     .find_iter(norm)
                     .map(|m| normalized.chars_of_text(&m.range()))
                     .collect(),
+                Matcher::Words(list) if words => {
+                    // One occurrence per run of overlapping hits (a word and a regex may
+                    // overlap), so the whole run is claimed and masked together.
+                    let mut spans: Vec<Range<usize>> = Vec::new();
+                    for hit in list.find(text) {
+                        match spans.last_mut() {
+                            Some(last) if hit.span.start < last.end => {
+                                last.end = last.end.max(hit.span.end);
+                            }
+                            _ => spans.push(hit.span),
+                        }
+                    }
+                    spans
+                        .iter()
+                        .map(|span| normalized.chars_of_original(span))
+                        .collect()
+                }
+                Matcher::Words(_) => Vec::new(),
                 matcher => candidates
                     .iter()
                     .filter(|c| matches_candidate(matcher, c))
@@ -160,11 +209,16 @@ impl FilterRules {
 
         let mut out = String::with_capacity(text.len());
         let mut hits = Vec::new();
+        let mut word_hits = Vec::new();
         let mut dropped = None;
         let mut cursor = 0;
         for (chars, index) in &claimed {
             let rule = &self.rules[*index];
-            hits.push((rule.matcher.name(), rule.action.name()));
+            let list = rule.matcher.word_list();
+            match list {
+                Some(list) => word_hits.push((list.name().to_owned(), rule.action.name())),
+                None => hits.push((rule.matcher.name(), rule.action.name())),
+            }
             let original = normalized.original_range(chars);
             out.push_str(&text[cursor..original.start]);
             match &rule.action {
@@ -172,8 +226,12 @@ impl FilterRules {
                 Action::Strip => {}
                 Action::Replace(with) => out.push_str(with),
                 Action::Defang => out.push_str(&detect::defang(normalized.normalized_slice(chars))),
+                Action::Mask => out.extend(text[original.clone()].chars().map(|_| '*')),
                 Action::Drop => {
-                    dropped.get_or_insert(rule.matcher.name());
+                    dropped.get_or_insert_with(|| match list {
+                        Some(list) => Dropped::Words(list.name().to_owned()),
+                        None => Dropped::Link(rule.matcher.name()),
+                    });
                     out.push_str(&text[original.clone()]);
                 }
             }
@@ -184,7 +242,92 @@ impl FilterRules {
             text: out,
             dropped,
             hits,
+            word_hits,
         }
+    }
+}
+
+/// What the word rules did across several texts ([`FilterRules::judge_across`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Across {
+    /// The word rule that dropped the message, if one did.
+    pub dropped: Option<Dropped>,
+    /// (list name, action name) of every crossing hit acted on.
+    pub word_hits: Vec<(String, &'static str)>,
+}
+
+impl FilterRules {
+    /// Judges with the word rules what runs across several texts a member wrote one after
+    /// another: the text segments of a message, each filtered alone already. A word split by
+    /// a face or a mention (`兼职`, a face, `刷单`) would otherwise reach a platform that is
+    /// sent segments (OneBot v11) as written. Only hits that cross a boundary between texts
+    /// are acted on, since a hit inside one text had its rule applied with that text; the
+    /// first word rule whose crossing hit is not yet taken decides: `mask` masks it in each
+    /// text it covers, `drop` drops the message.
+    pub fn judge_across(&self, parts: &mut [&mut String]) -> Across {
+        let mut across = Across::default();
+        if parts.len() < 2 || !self.has_words() {
+            return across;
+        }
+        let mut joined = String::new();
+        let mut starts = Vec::with_capacity(parts.len());
+        for part in parts.iter() {
+            starts.push(joined.len());
+            joined.push_str(part);
+        }
+        // The part holding a byte of `joined` (empty parts hold none).
+        let part_of = |offset: usize| {
+            starts
+                .partition_point(|start| *start <= offset)
+                .saturating_sub(1)
+        };
+        let mut masked: Vec<Range<usize>> = Vec::new();
+        for rule in &self.rules {
+            let Some(list) = rule.matcher.word_list() else {
+                continue;
+            };
+            for hit in list.find(&joined) {
+                let span = hit.span;
+                if span.is_empty()
+                    || part_of(span.start) == part_of(span.end - 1)
+                    || masked
+                        .iter()
+                        .any(|m| m.start < span.end && span.start < m.end)
+                {
+                    continue;
+                }
+                match rule.action {
+                    Action::Mask => masked.push(span),
+                    Action::Drop => {
+                        across.word_hits.push((list.name().to_owned(), "drop"));
+                        across.dropped = Some(Dropped::Words(list.name().to_owned()));
+                        return across;
+                    }
+                    // Word rules take no other action.
+                    _ => continue,
+                }
+                across.word_hits.push((list.name().to_owned(), "mask"));
+            }
+        }
+        if masked.is_empty() {
+            return across;
+        }
+        for (part, start) in parts.iter_mut().zip(starts) {
+            let covered = |offset: usize| {
+                masked
+                    .iter()
+                    .any(|m| m.start <= start + offset && start + offset < m.end)
+            };
+            if !part.char_indices().any(|(offset, _)| covered(offset)) {
+                continue;
+            }
+            let rewritten: String = part
+                .char_indices()
+                .map(|(offset, c)| if covered(offset) { '*' } else { c })
+                .collect();
+            **part = rewritten;
+        }
+        across
     }
 }
 
@@ -202,7 +345,7 @@ fn matches_candidate(matcher: &Matcher, candidate: &Candidate) -> bool {
                 || host.is_some_and(|h| INVITE_HOSTS.iter().any(|d| host_matches(h, d)))
         }
         Matcher::WechatShareCode => candidate.share_code,
-        Matcher::Regex(_) => false,
+        Matcher::Regex(_) | Matcher::Words(_) => false,
     }
 }
 
@@ -213,6 +356,7 @@ mod tests {
     use regex::Regex;
 
     use super::*;
+    use crate::moderation::lists::{CompiledList, ListSpec};
     use crate::policy::detect::urls;
     use crate::policy::{default_rules, Rule};
 
@@ -263,8 +407,138 @@ mod tests {
             }],
             on_flood: None,
         };
-        assert_eq!(drop.apply("FREE money now").dropped, Some("regex"));
+        assert_eq!(
+            drop.apply("FREE money now").dropped,
+            Some(Dropped::Link("regex"))
+        );
         assert_eq!(drop.apply("no thanks").dropped, None);
+    }
+
+    /// A word list compiled from `words` (every normalization on).
+    fn word_list(name: &str, words: &[&str], allow: &[&str]) -> std::sync::Arc<CompiledList> {
+        std::sync::Arc::new(
+            CompiledList::compile(&ListSpec {
+                name: name.into(),
+                words: words.iter().map(|w| w.to_string()).collect(),
+                allow: allow.iter().map(|a| a.to_string()).collect(),
+                ..ListSpec::default()
+            })
+            .expect("compiles"),
+        )
+    }
+
+    fn words_rule(list: &std::sync::Arc<CompiledList>, action: Action) -> Rule {
+        Rule {
+            matcher: Matcher::Words(list.clone()),
+            action,
+            source: "test".into(),
+        }
+    }
+
+    #[test]
+    fn word_rules_mask_or_drop_through_fillers_and_count_by_list() {
+        let ads = word_list("ads", &["兼职刷单"], &["兼职刷单群规"]);
+        let mut mask = rules(Platform::Qq, &[]);
+        mask.rules.insert(0, words_rule(&ads, Action::Mask));
+        let masked = mask.apply("今天兼职刷单日结");
+        assert_eq!(masked.text, "今天****日结");
+        assert_eq!(masked.word_hits, vec![("ads".to_owned(), "mask")]);
+        assert!(masked.hits.is_empty());
+        assert_eq!(mask.apply("兼 职 刷 单").text, "*******");
+        assert_eq!(mask.apply("快来兼职@刷单").text, "快来*****");
+        let excused = mask.apply("请先读兼职刷单群规");
+        assert_eq!(excused.text, "请先读兼职刷单群规");
+        assert!(excused.word_hits.is_empty());
+        // Word and link rules in one pass: each acts on its own occurrences.
+        let both = mask.apply("兼职刷单看 example.com");
+        assert_eq!(both.text, "****看 example[.]com");
+        assert_eq!(both.hits, vec![("url", "defang")]);
+
+        let mut drop = rules(Platform::Wechat, &[]);
+        drop.rules.insert(0, words_rule(&ads, Action::Drop));
+        let dropped = drop.apply("今天兼职@刷单日结");
+        assert_eq!(dropped.dropped, Some(Dropped::Words("ads".into())));
+        assert_eq!(dropped.word_hits, vec![("ads".to_owned(), "drop")]);
+        assert_eq!(drop.apply("今天天气好").dropped, None);
+
+        // Without word judging (a sender line, a notice, a bot), word rules do nothing.
+        let unjudged = drop.apply_with("今天兼职刷单日结", false);
+        assert_eq!(unjudged.dropped, None);
+        assert_eq!(unjudged.text, "今天兼职刷单日结");
+    }
+
+    #[test]
+    fn the_first_rule_that_matches_an_occurrence_decides() {
+        let ads = word_list("ads", &["example"], &[]);
+        let allow_then_words = FilterRules {
+            rules: vec![
+                Rule {
+                    matcher: Matcher::Domain(vec!["example.org".into()]),
+                    action: Action::Allow,
+                    source: "test".into(),
+                },
+                words_rule(&ads, Action::Drop),
+            ],
+            on_flood: None,
+        };
+        let kept = allow_then_words.apply("docs: https://example.org/a");
+        assert_eq!(
+            kept.dropped, None,
+            "the allowed link claimed the word first"
+        );
+        let dropped = allow_then_words.apply("example here");
+        assert_eq!(dropped.dropped, Some(Dropped::Words("ads".into())));
+
+        // Two lists over one occurrence: the rule listed first acts on it.
+        let soft = words_rule(&word_list("soft", &["日结"], &[]), Action::Mask);
+        let hard = words_rule(&word_list("hard", &["兼职日结"], &[]), Action::Drop);
+        let hard_first = FilterRules {
+            rules: vec![hard.clone(), soft.clone()],
+            on_flood: None,
+        };
+        let filtered = hard_first.apply("兼职日结");
+        assert_eq!(filtered.dropped, Some(Dropped::Words("hard".into())));
+        assert_eq!(hard_first.apply("日结工资").text, "**工资");
+        let soft_first = FilterRules {
+            rules: vec![soft, hard],
+            on_flood: None,
+        };
+        let filtered = soft_first.apply("兼职日结");
+        assert_eq!(filtered.dropped, None);
+        assert_eq!(filtered.text, "兼职**");
+        assert_eq!(filtered.word_hits, vec![("soft".to_owned(), "mask")]);
+    }
+
+    #[test]
+    fn a_word_split_across_segments_is_judged_as_one() {
+        let ads = word_list("ads", &["兼职刷单"], &[]);
+        let mask = FilterRules {
+            rules: vec![words_rule(&ads, Action::Mask)],
+            on_flood: None,
+        };
+        let (mut first, mut second, mut third) =
+            ("今天兼职".to_owned(), "刷单".to_owned(), "日结".to_owned());
+        let across = mask.judge_across(&mut [&mut first, &mut second, &mut third]);
+        assert_eq!(
+            (first.as_str(), second.as_str(), third.as_str()),
+            ("今天**", "**", "日结")
+        );
+        assert_eq!(across.word_hits, vec![("ads".to_owned(), "mask")]);
+        assert_eq!(across.dropped, None);
+
+        // A hit inside one segment is that segment's own filtering's business.
+        let (mut alone, mut other) = ("兼职刷单".to_owned(), "hi".to_owned());
+        let across = mask.judge_across(&mut [&mut alone, &mut other]);
+        assert_eq!(across, Across::default());
+        assert_eq!(alone, "兼职刷单");
+
+        let drop = FilterRules {
+            rules: vec![words_rule(&ads, Action::Drop)],
+            on_flood: None,
+        };
+        let (mut first, mut second) = ("兼职".to_owned(), "刷单".to_owned());
+        let across = drop.judge_across(&mut [&mut first, &mut second]);
+        assert_eq!(across.dropped, Some(Dropped::Words("ads".into())));
     }
 
     /// Texts built from words, Chinese, whitespace and links to a few domains.
