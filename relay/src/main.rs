@@ -18,6 +18,7 @@ use qunbridge::config::{Config, ProcessEnv, Role};
 use qunbridge::{run, Lifecycle, RunOptions};
 use sd_notify::NotifyState;
 use tracing::{error, info, warn};
+use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -379,6 +380,9 @@ fn init_tracing(format: LogFormat) -> Result<(), String> {
         }
         Err(_) => EnvFilter::new("info,rumqttd=warn"),
     };
+    // rumqttd opens a span per publish it routes; no line of ours shows them, and with spans
+    // off for its callsites they cost nothing (one of the embedded broker's larger costs).
+    let filter = filter.and(qunbridge::broker::lost::not_broker_spans());
     let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let lines = match format {
         LogFormat::Plain => lines.with_filter(filter).boxed(),

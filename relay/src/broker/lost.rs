@@ -10,7 +10,8 @@ use std::fmt;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::filter::{Filtered, Targets};
+use tracing_subscriber::filter::combinator::And;
+use tracing_subscriber::filter::{FilterExt, FilterFn, Filtered, Targets};
 use tracing_subscriber::layer::{Context, Layer};
 
 use crate::metrics::BROKER_MESSAGES_LOST;
@@ -25,12 +26,22 @@ pub struct BrokerLosses;
 impl BrokerLosses {
     /// The layer with its own filter: rumqttd's router warnings, whatever the log filter of
     /// the other layers lets through.
-    pub fn layer<S>() -> Filtered<BrokerLosses, Targets, S>
+    pub fn layer<S>() -> Filtered<BrokerLosses, And<Targets, FilterFn, S>, S>
     where
         S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
-        BrokerLosses.with_filter(Targets::new().with_target(ROUTER_TARGET, Level::WARN))
+        BrokerLosses.with_filter(
+            Targets::new()
+                .with_target(ROUTER_TARGET, Level::WARN)
+                .and(not_broker_spans()),
+        )
     }
+}
+
+/// A filter that turns off rumqttd's spans and lets everything else through: its router opens
+/// one per publish, and spans some layer is interested in are built for every message.
+pub fn not_broker_spans() -> FilterFn {
+    FilterFn::new(|metadata| !(metadata.is_span() && metadata.target().starts_with("rumqttd")))
 }
 
 impl<S: Subscriber> Layer<S> for BrokerLosses {
