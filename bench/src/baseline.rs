@@ -61,6 +61,7 @@ macro_rules! client {
                     tls: false,
                     username: None,
                     password: None,
+                    local: None,
                 },
                 client_id: id.into(),
                 will: None,

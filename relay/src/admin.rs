@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use qunbridge_connectors::media::cache::MediaCache;
@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::activity::QueueDepths;
+use crate::core::hold::{HeldMessages, HoldError, Released};
 use crate::metrics::{
     BROKER_CONNECTED, MEDIA_FETCH_SECONDS, MESSAGES_COALESCED, MESSAGES_DROPPED, MESSAGES_RECEIVED,
     MESSAGES_RELAYED, RATE_LIMITED, RECONNECTS, RELAY_LATENCY, STORE_COMMIT_SECONDS,
@@ -55,6 +56,8 @@ pub struct Health {
     media: Mutex<Option<Arc<MediaHealth>>>,
     /// Group health, when `[stats]` is enabled.
     stats: Mutex<Option<Arc<StatsService>>>,
+    /// Messages held for review.
+    held: Mutex<Option<Arc<HeldMessages>>>,
 }
 
 /// What the status shows of pictures: the global mode, the on-disk cache and the built-in
@@ -117,6 +120,7 @@ impl Default for Health {
             queue_depths: Mutex::new(None),
             media: Mutex::new(None),
             stats: Mutex::new(None),
+            held: Mutex::new(None),
         }
     }
 }
@@ -191,6 +195,19 @@ impl Health {
     /// Records the group-health service `/api/v1/stats` reports from.
     pub fn set_stats(&self, stats: Arc<StatsService>) {
         *self.stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(stats);
+    }
+
+    /// Records where the messages held for review are.
+    pub fn set_held(&self, held: Arc<HeldMessages>) {
+        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(held);
+    }
+
+    /// The messages held for review.
+    fn held(&self) -> Option<Arc<HeldMessages>> {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Group health, when enabled.
@@ -463,6 +480,9 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, stop: Cancellatio
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/held", get(held_list))
+        .route("/api/v1/held/{id}/release", post(held_release))
+        .route("/api/v1/held/{id}/drop", post(held_drop))
         .with_state(health);
     let upkeep = tokio::spawn(run_upkeep(stop.clone()));
     if let Err(error) = axum::serve(listener, app)
@@ -563,6 +583,95 @@ async fn stats(State(health): State<Arc<Health>>, RawQuery(query): RawQuery) -> 
         )
             .into_response(),
     }
+}
+
+/// `GET /api/v1/held`: the messages held for review, oldest first: id, link, destination,
+/// rule, when held, sender name and the first words (never a user id). 503 when the store
+/// cannot be read.
+async fn held_list(State(health): State<Arc<Health>>) -> Response {
+    let Some(held) = health.held() else {
+        return held_unavailable();
+    };
+    match held.list().await {
+        Ok(entries) => {
+            let entries: Vec<Value> = entries.iter().map(held_summary).collect();
+            Json(json!({ "held": entries })).into_response()
+        }
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": error.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+/// What the list shows of one held entry.
+fn held_summary(entry: &crate::store::held::HeldEntry) -> Value {
+    let text = qunbridge_connectors::model::segments_to_text(&entry.envelope.segments);
+    json!({
+        "id": entry.id,
+        "link": entry.link,
+        "rule": entry.rule,
+        "held_ms": entry.held_ms,
+        "from": entry.envelope.origin.platform.as_str(),
+        "to": { "account": entry.account, "group": entry.group },
+        "sender": entry.envelope.sender.name,
+        "excerpt": crate::moderation::excerpt::excerpt(&text, HELD_EXCERPT_CHARS),
+    })
+}
+
+/// Characters of a held message's text the list shows.
+const HELD_EXCERPT_CHARS: usize = 40;
+
+/// `POST /api/v1/held/<id>/release`: publishes the held message for its destination; 404
+/// for an id not held, 409 when no link routes it there any more, 503 when this process
+/// cannot publish or the store fails.
+async fn held_release(State(health): State<Arc<Health>>, Path(id): Path<String>) -> Response {
+    let Some(held) = health.held() else {
+        return held_unavailable();
+    };
+    match held.release(&id).await {
+        Ok(Released::Sent) => Json(json!({ "id": id, "outcome": "released" })).into_response(),
+        Ok(Released::Filtered) => Json(json!({
+            "id": id,
+            "outcome": "dropped",
+            "reason": "a filter of the destination drops it under the config in force"
+        }))
+        .into_response(),
+        Err(error) => hold_error(&error),
+    }
+}
+
+/// `POST /api/v1/held/<id>/drop`: the held message is never relayed; 404 for an id not held.
+async fn held_drop(State(health): State<Arc<Health>>, Path(id): Path<String>) -> Response {
+    let Some(held) = health.held() else {
+        return held_unavailable();
+    };
+    match held.drop_entry(&id).await {
+        Ok(()) => Json(json!({ "id": id, "outcome": "dropped" })).into_response(),
+        Err(error) => hold_error(&error),
+    }
+}
+
+/// The answer to a failed release or drop.
+fn hold_error(error: &HoldError) -> Response {
+    let status = match error {
+        HoldError::Unknown(_) => StatusCode::NOT_FOUND,
+        HoldError::Unrouted(_) => StatusCode::CONFLICT,
+        HoldError::NoCore | HoldError::Publish { .. } | HoldError::Store(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    };
+    (status, Json(json!({ "error": error.to_string() }))).into_response()
+}
+
+/// The answer while the daemon has not set up holding yet (start-up).
+fn held_unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "error": "held messages are not available yet" })),
+    )
+        .into_response()
 }
 
 /// `/metrics`. The broker gauge is refreshed on every scrape, so it is current even when

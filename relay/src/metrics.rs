@@ -16,6 +16,11 @@ pub const MESSAGES_RELAYED: &str = "qunbridge_messages_relayed_total";
 /// Counter: messages a moderation rule acted on, per destination, by `rule` (`flood`),
 /// `action` (`drop`, `hold`) and destination `platform`.
 pub const MODERATION_HITS: &str = "qunbridge_moderation_hits_total";
+/// Gauge: messages held for review now (one per message and destination).
+pub const MODERATION_HELD: &str = "qunbridge_moderation_held";
+/// Counter: held messages that left the held table, by `outcome` (`released`, `dropped`,
+/// `expired`), and holds refused because `moderation.hold_cap` was reached (`overflow`).
+pub const MODERATION_HELD_OUTCOMES: &str = "qunbridge_moderation_held_total";
 /// Counter: links in messages a filter rule acted on, by `platform`, `rule` and `action`.
 pub const LINKS_FILTERED: &str = "qunbridge_links_filtered_total";
 /// Counter: queued messages merged into one send, by `account`.
@@ -113,6 +118,14 @@ pub fn describe_all() {
         "Messages routed to a destination, by origin and destination platform."
     );
     describe_counter!(MESSAGES_DROPPED, "Messages not relayed, by reason.");
+    describe_gauge!(
+        MODERATION_HELD,
+        "Messages held for review now, one per message and destination."
+    );
+    describe_counter!(
+        MODERATION_HELD_OUTCOMES,
+        "Held messages that left the held table (released, dropped, expired) and holds refused at the cap (overflow)."
+    );
     describe_counter!(
         MODERATION_HITS,
         "Messages a moderation rule acted on, per destination, by rule, action and destination platform."

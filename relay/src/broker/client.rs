@@ -35,8 +35,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::delivery::SharedAcks;
+pub use super::delivery::{next_delivery, Delivery};
 use super::flow::{Capacity, FlowError};
-use super::local::{self, LocalBroker, LocalLink, LocalSignals};
+use super::local::{self, LocalBroker, LocalConnect, LocalLink, LocalSignals};
 use crate::config::{BrokerMode, Secret};
 
 /// Largest MQTT packet either way: envelopes carry whole messages (rumqttc's default is 10 KiB).
@@ -146,41 +148,6 @@ pub struct ClientOptions {
     pub always_subscribe: bool,
 }
 
-/// A message delivered by the broker; acknowledge it with [`BrokerClient::ack`] once its
-/// effect is done.
-#[derive(Debug)]
-pub struct Delivery {
-    /// The MQTT publish as received.
-    pub publish: Publish,
-    /// Connection generation it arrived on.
-    generation: u64,
-    /// Position among this client's deliveries, for in-order acks.
-    seq: u64,
-}
-
-/// The next delivery of a client, or `None` once `stop` is cancelled or the client is gone:
-/// the one way every consumer (core, account egress) waits for its next message.
-pub async fn next_delivery(
-    deliveries: &mut mpsc::UnboundedReceiver<Delivery>,
-    stop: &CancellationToken,
-) -> Option<Delivery> {
-    tokio::select! {
-        _ = stop.cancelled() => None,
-        delivery = deliveries.recv() => delivery,
-    }
-}
-
-/// Deliveries of the current connection awaiting their turn to be acknowledged.
-#[derive(Default)]
-pub(super) struct AckOrder {
-    /// Generation the entries belong to.
-    generation: u64,
-    /// (delivery seq, packet id, done) in delivery order.
-    entries: VecDeque<(u64, u16, bool)>,
-    /// Sequence number of the next delivery.
-    next_seq: u64,
-}
-
 /// Resolves when the broker acknowledged a publish.
 #[derive(Debug)]
 pub struct Confirmation {
@@ -255,44 +222,6 @@ impl AckTracker {
         if let Some(tx) = self.awaiting.remove(&pkid) {
             let _ = tx.send(());
         }
-    }
-}
-
-/// Incoming QoS 1 deliveries of a client in the order their PUBACKs must go out, shared by its
-/// handles and the task that receives them.
-#[derive(Default)]
-pub(super) struct SharedAcks {
-    /// The deliveries of the current connection.
-    order: Mutex<AckOrder>,
-}
-
-impl SharedAcks {
-    /// The deliveries' bookkeeping, recovering from a poisoned lock (it stays consistent per
-    /// call).
-    fn lock(&self) -> std::sync::MutexGuard<'_, AckOrder> {
-        self.order.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Numbers a publish the broker delivered, for its in-order acknowledgement.
-    pub(super) fn register(&self, publish: Publish) -> Delivery {
-        let mut order = self.lock();
-        let seq = order.next_seq;
-        order.next_seq += 1;
-        if publish.qos != QoS::AtMostOnce {
-            order.entries.push_back((seq, publish.pkid, false));
-        }
-        Delivery {
-            publish,
-            generation: order.generation,
-            seq,
-        }
-    }
-
-    /// A new connection: earlier deliveries will be redelivered on it.
-    fn new_connection(&self) {
-        let mut order = self.lock();
-        order.generation += 1;
-        order.entries.clear();
     }
 }
 
@@ -448,9 +377,15 @@ impl BrokerClient {
         // Unbounded for the same reason as over TCP: what can queue is bounded by the broker's
         // window of unacknowledged deliveries for this client.
         let (deliveries_tx, deliveries) = mpsc::unbounded_channel();
+        let connect = LocalConnect {
+            client_id: options.client_id.clone(),
+            will: options.will.clone(),
+            subscriptions: options.subscriptions.clone(),
+            always_subscribe: options.always_subscribe,
+        };
         let (link, task) = local::start(
             broker,
-            &options,
+            connect,
             shared.acks.clone(),
             LocalSignals {
                 connected: connected_tx,

@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::client::{ClientOptions, Delivery, SharedAcks};
+use super::delivery::{Delivery, SharedAcks};
 
 /// What a new local link asks of the router.
 pub struct LocalConnect {
@@ -40,18 +40,25 @@ pub struct LocalConnect {
     pub client_id: String,
     /// Last will: (topic, retained payload).
     pub will: Option<(String, Vec<u8>)>,
+    /// Filters subscribed at QoS 1 when the router has no session for this client id.
+    pub subscriptions: Vec<String>,
+    /// Subscribe even to a session the router kept.
+    pub always_subscribe: bool,
 }
 
 /// What opening a link gives: its two halves and the router's CONNACK.
 type Opened = (LinkTx, LinkRx, Notification);
 
+/// Opens one link: registers the connection with the router and waits for its CONNACK; the
+/// error is rumqttd's, told.
+type Opener = dyn Fn(&LocalConnect) -> Result<Opened, String> + Send + Sync;
+
 /// Opens links to one embedded broker's router. rumqttd does not name the type of its router's
 /// channel, so the channel is kept inside the closure that opens links over it.
 #[derive(Clone)]
 pub struct LocalBroker {
-    /// Registers a connection with the router and waits for its CONNACK; the error is
-    /// rumqttd's, told.
-    open: Arc<dyn Fn(LocalConnect) -> Result<Opened, String> + Send + Sync>,
+    /// Opens links over the router's channel.
+    open: Arc<Opener>,
 }
 
 impl std::fmt::Debug for LocalBroker {
@@ -63,7 +70,7 @@ impl std::fmt::Debug for LocalBroker {
 impl LocalBroker {
     /// A broker whose links `open` makes.
     pub fn new(
-        open: impl Fn(LocalConnect) -> Result<Opened, String> + Send + Sync + 'static,
+        open: impl Fn(&LocalConnect) -> Result<Opened, String> + Send + Sync + 'static,
     ) -> LocalBroker {
         LocalBroker {
             open: Arc::new(open),
@@ -215,18 +222,14 @@ pub struct LocalLinkError {
 /// gone.
 pub(super) fn start(
     broker: &LocalBroker,
-    options: &ClientOptions,
+    options: LocalConnect,
     acks: Arc<SharedAcks>,
     signals: LocalSignals,
     deliveries: mpsc::UnboundedSender<Delivery>,
     stop: CancellationToken,
 ) -> Result<(Arc<LocalLink>, JoinHandle<()>), LocalLinkError> {
-    let connect = LocalConnect {
-        client_id: options.client_id.clone(),
-        will: options.will.clone(),
-    };
     // Opening waits for the router's CONNACK, which its own thread sends at once.
-    let (link_tx, link_rx, connack) = (broker.open)(connect).map_err(|error| LocalLinkError {
+    let (link_tx, link_rx, connack) = (broker.open)(&options).map_err(|error| LocalLinkError {
         client_id: options.client_id.clone(),
         reason: error,
     })?;

@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use qunbridge_connectors::Envelope;
 use tracing::{debug, warn};
 
+use crate::store::held::HeldEntry;
 use crate::store::stats::StatsDelta;
-use crate::store::{keys, RelayStore, WriteBatch, DEDUP_TTL};
+use crate::store::{keys, RelayStore, StoreError, WriteBatch, DEDUP_TTL};
 
 /// What dedup decided for one inbound message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +100,22 @@ impl Dedup {
         if let Err(error) = self.store.write(batch).await {
             warn!(message = "Dedup keys not stored.", %error);
         }
+    }
+
+    /// Stores the keys of a message with the entries it is held under, in one commit, before
+    /// the message is acknowledged: what is held survives a crash, and a redelivered copy is
+    /// not held twice.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the write failed (the message is then left for redelivery).
+    pub async fn hold(&self, keys: &[String], held: Vec<HeldEntry>) -> Result<(), StoreError> {
+        self.store
+            .write(WriteBatch {
+                keys: keys.iter().map(|key| (key.clone(), DEDUP_TTL)).collect(),
+                held,
+                ..Default::default()
+            })
+            .await
     }
 
     /// Takes a message's keys out of the in-progress set: it was acknowledged (its keys are

@@ -4,6 +4,7 @@
 
 pub mod dedup;
 pub mod filter;
+pub mod hold;
 pub mod moderate;
 pub mod notices;
 pub mod pipeline;

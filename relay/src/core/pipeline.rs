@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::dedup::{Dedup, Verdict};
 use super::filter::Dropped;
+use super::hold::HeldMessages;
 use super::moderate::{Judgement, Moderator};
 use super::notices::notice_for;
 use super::render::{filter, moderate_name, render};
@@ -20,8 +21,10 @@ use super::route::{Destination, SharedRoutes};
 use crate::activity::{Activity, WorkGuard};
 use crate::broker::{BrokerClient, Confirmation, Delivery, Topics};
 use crate::metrics::{count_drop, MESSAGES_RELAYED, MODERATION_HITS};
+use crate::policy::moderation::ModerationAction;
 use crate::stats::count::merge_into;
 use crate::stats::StatsCounter;
+use crate::store::held::HeldEntry;
 use crate::store::stats::StatsDelta;
 use crate::store::RelayStore;
 
@@ -54,6 +57,8 @@ pub struct Core {
     pub stats: Option<Arc<StatsCounter>>,
     /// The moderation step (flood control), shared by every core of the process.
     pub moderator: Arc<Moderator>,
+    /// Where messages a moderation rule holds for review go.
+    pub held: Arc<HeldMessages>,
 }
 
 /// A delivery whose outbound publishes are in flight.
@@ -66,6 +71,9 @@ struct PendingAck {
     keys: Vec<String>,
     /// Group-health counts of the message, stored with its keys once it is acknowledged.
     stats: Option<StatsDelta>,
+    /// Held for review at some destinations: written with the keys, durably, before the
+    /// inbound is acknowledged.
+    held: Vec<HeldEntry>,
     /// Keeps the delivery counted as in flight.
     _work: WorkGuard,
 }
@@ -82,6 +90,7 @@ impl Core {
         let acker = tokio::spawn(ack_in_order(
             self.client.clone(),
             dedup.clone(),
+            self.held.clone(),
             ack_rx,
             stop.clone(),
         ));
@@ -142,6 +151,7 @@ impl Core {
                     confirmations: Vec::new(),
                     keys: Vec::new(),
                     stats: None,
+                    held: Vec::new(),
                     _work: work,
                 });
             }
@@ -162,18 +172,21 @@ impl Core {
                 confirmations,
                 keys,
                 stats,
+                held: Vec::new(),
                 _work: work,
             });
         }
         if let Some(judgement) = self.moderator.judge(&envelope) {
             // Not relayed anywhere; acknowledged in order with its keys remembered, so a
-            // redelivered copy is not judged (or counted) twice.
-            self.apply_judgement(&envelope, destinations, judgement);
+            // redelivered copy is not judged (or counted) twice. What is held is written
+            // with the keys before the acknowledgement.
+            let held = self.apply_judgement(&envelope, destinations, judgement);
             return Some(PendingAck {
                 delivery,
                 confirmations: Vec::new(),
                 keys,
                 stats,
+                held,
                 _work: work,
             });
         }
@@ -186,19 +199,21 @@ impl Core {
             confirmations,
             keys,
             stats,
+            held: Vec::new(),
             _work: work,
         })
     }
 
     /// Applies a moderation verdict at every destination (with the destination's own action
-    /// when it sets one): counted per destination as a hit and a `moderated` drop, and the
-    /// start of a flood logged once.
+    /// when it sets one): counted per destination as a hit, and as a `moderated` drop unless
+    /// it is held; the start of a flood logged once. Returns the entries to hold.
     fn apply_judgement(
         &self,
         envelope: &Envelope,
         destinations: &[Destination],
         judgement: Judgement,
-    ) {
+    ) -> Vec<HeldEntry> {
+        let mut held = Vec::new();
         if judgement.started {
             warn!(
                 message = "A member is over the flood limit; their messages are not relayed until the rate allows again.",
@@ -209,7 +224,14 @@ impl Core {
             );
         }
         for destination in destinations {
-            let action = destination.filter.on_flood.unwrap_or(judgement.action);
+            let mut action = destination.filter.on_flood.unwrap_or(judgement.action);
+            if action == ModerationAction::Hold {
+                match self.held.admit(envelope, destination, judgement.rule) {
+                    Some(entry) => held.push(entry),
+                    // Over `hold_cap`: the hold becomes a drop.
+                    None => action = ModerationAction::Drop,
+                }
+            }
             metrics::counter!(
                 MODERATION_HITS,
                 "rule" => judgement.rule,
@@ -217,8 +239,11 @@ impl Core {
                 "platform" => destination.platform.as_str()
             )
             .increment(1);
-            count_drop("moderated");
+            if action == ModerationAction::Drop {
+                count_drop("moderated");
+            }
         }
+        held
     }
 
     /// Counts a dropped delivery and acknowledges it at once.
@@ -372,6 +397,7 @@ impl Core {
 async fn ack_in_order(
     client: BrokerClient,
     dedup: Dedup,
+    held: Arc<HeldMessages>,
     mut pending: mpsc::Receiver<PendingAck>,
     stop: CancellationToken,
 ) {
@@ -402,6 +428,8 @@ async fn ack_in_order(
                         remembering.push(remember(dedup.clone(), std::mem::take(&mut to_remember), std::mem::take(&mut to_count)));
                     }
                 } else {
+                    // Left for redelivery: what it would have held is judged again then.
+                    held.forget(item.held.len());
                     dedup.release(&item.keys);
                 }
             }
@@ -410,7 +438,7 @@ async fn ack_in_order(
                 remembering.push(remember(dedup.clone(), std::mem::take(&mut to_remember), std::mem::take(&mut to_count)));
             }
             item = pending.recv(), if intake_open && inflight.len() < ACK_QUEUE => match item {
-                Some(item) => inflight.push_back(settle(item, stop.clone())),
+                Some(item) => inflight.push_back(settle(item, dedup.clone(), stop.clone())),
                 None => intake_open = false,
             },
             else => break,
@@ -425,8 +453,9 @@ async fn remember(dedup: Dedup, keys: Vec<String>, stats: Vec<StatsDelta>) {
     dedup.release(&keys);
 }
 
-/// Waits for a delivery's PUBACKs. Returns it with `true` when it may be acknowledged.
-async fn settle(mut item: PendingAck, stop: CancellationToken) -> (PendingAck, bool) {
+/// Waits for a delivery's PUBACKs, and writes what it holds for review (with its dedup keys,
+/// durably). Returns it with `true` when it may be acknowledged.
+async fn settle(mut item: PendingAck, dedup: Dedup, stop: CancellationToken) -> (PendingAck, bool) {
     for confirmation in std::mem::take(&mut item.confirmations) {
         // rumqttc retransmits until the broker acknowledges, so waiting is bounded only by
         // shutdown (no timer per message).
@@ -436,6 +465,12 @@ async fn settle(mut item: PendingAck, stop: CancellationToken) -> (PendingAck, b
         };
         if let Err(error) = outcome {
             debug!(message = "Outbound publish not confirmed; inbound left for redelivery.", %error);
+            return (item, false);
+        }
+    }
+    if !item.held.is_empty() {
+        if let Err(error) = dedup.hold(&item.keys, item.held.clone()).await {
+            warn!(message = "Held message not stored; the inbound is left for redelivery.", %error);
             return (item, false);
         }
     }

@@ -56,6 +56,8 @@ pub struct CoreDeps {
     pub stats: Option<Arc<crate::stats::StatsCounter>>,
     /// The moderation step every core of the process judges with (one flood count).
     pub moderator: Arc<crate::core::Moderator>,
+    /// Messages held for review, shared by the process's cores and its admin endpoint.
+    pub held: Arc<crate::core::hold::HeldMessages>,
 }
 
 /// Which broker session a core runs on and how it treats its subscription.
@@ -195,7 +197,11 @@ impl CoreConnections {
             activity: deps.activity.clone(),
             stats: deps.stats.clone(),
             moderator: deps.moderator.clone(),
+            held: deps.held.clone(),
         };
+        // A release publishes on the first core's connection.
+        deps.held
+            .attach(self.publisher.clone(), deps.topics.clone());
         RunningCore {
             task: tokio::spawn(core.run(self.deliveries, stop)),
             client: self.client,

@@ -65,6 +65,8 @@ pub struct Daemon {
     pub stats_service: Option<Arc<StatsService>>,
     /// Moderation: what the cores judge with; a reload puts new settings in force.
     pub moderator: Arc<crate::core::Moderator>,
+    /// Messages held for review.
+    pub held: Arc<crate::core::hold::HeldMessages>,
 }
 
 impl Daemon {
@@ -99,7 +101,15 @@ impl Daemon {
         if let Some(service) = &stats_service {
             health.set_stats(service.clone());
         }
+        let routes = SharedRoutes::new(routes_of(config));
+        let held = crate::core::hold::HeldMessages::new(
+            stores.relay.clone(),
+            routes.clone(),
+            &config.moderation,
+        );
+        health.set_held(held.clone());
         Daemon {
+            held,
             stats,
             stats_service,
             moderator: Arc::new(crate::core::Moderator::new(&config.moderation)),
@@ -114,7 +124,7 @@ impl Daemon {
             intake: CancellationToken::new(),
             stop: CancellationToken::new(),
             health,
-            routes: SharedRoutes::new(routes_of(config)),
+            routes,
             media,
             flow: if placement_scaled_out {
                 Hops::default()
@@ -163,6 +173,7 @@ impl Daemon {
             flow: self.flow.clone(),
             stats: self.stats.clone(),
             moderator: self.moderator.clone(),
+            held: self.held.clone(),
         }
     }
 
@@ -171,6 +182,7 @@ impl Daemon {
     /// keyed by account and group, so renaming an alias loses nothing).
     pub fn reload_health_and_moderation(&self, config: &Config) {
         self.moderator.reload(&config.moderation);
+        self.held.reload(&config.moderation);
         if let (Some(counter), Some(service)) = (&self.stats, &self.stats_service) {
             counter.set_aliases(aliases_of(config));
             service.set_config(config.stats.clone());

@@ -2,7 +2,7 @@
 //! relay core, subscribed before any connector takes input, then every account's connector;
 //! and, at the end of the run, their teardown in reverse.
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::accounts::{self, RunningAccount};
 use crate::config::{Config, Role};
@@ -82,6 +82,13 @@ async fn start_core(daemon: &Daemon, presence: Option<&Presence>) -> Result<Runn
     daemon.health.set_broker(connections.connection_state());
     connections.wait_ready().await;
     let core = connections.relay(&daemon.core_deps(), daemon.stop.clone());
+    // Held messages: counted from the store, and expired by the process that relays.
+    match daemon.held.load().await {
+        Ok(0) => {}
+        Ok(held) => info!(message = "Messages held for review from before.", held),
+        Err(error) => warn!(message = "Cannot count the held messages.", %error),
+    }
+    tokio::spawn(daemon.held.clone().expire_until(daemon.stop.clone()));
     if let (Role::Core, Some(presence)) = (daemon.placement.role, presence) {
         tokio::spawn(cluster::take_over_dead_cores(
             daemon.placement.instance.clone(),
