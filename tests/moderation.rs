@@ -1,7 +1,7 @@
 //! Moderation before relay (issue 17), end to end over real sockets: a NapCat-like QQ peer
 //! and a ComWeChatClient-like WeChat peer linked through the daemon, with the broker real:
-//! flood control, word lists (mask for QQ, drop for WeChat, names hidden), and a config with
-//! word-list mistakes refused by the binary.
+//! flood control, spam waves across linked and unlinked groups, word lists (mask for QQ, drop
+//! for WeChat, names hidden), and configs with mistakes refused by the binary.
 
 use std::time::Duration;
 
@@ -165,6 +165,296 @@ mod a_flooding_member_is_cut_off_for_the_window {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mosquitto() {
         a_flooding_member_is_cut_off_for_the_window(Broker::mosquitto().await).await;
+    }
+}
+
+/// A QQ group the bot is in that is in no link: nothing from it is relayed.
+const UNLINKED: i64 = 735021899;
+
+/// Two QQ groups and a WeChat group in one link, a third QQ group in none, every destination
+/// unpaced, and spam waves on with a short window.
+fn wave_config(broker: &Broker, qq: &str, wx: &str) -> String {
+    format!(
+        r#"{broker}
+[accounts.qq]
+platform = "qq"
+url = "{qq}"
+self_id = "{BOT}"
+
+[accounts.wx]
+platform = "wechat"
+url = "{wx}"
+
+[[links]]
+name = "fans"
+groups = ["qq:{GROUP}", "qq:{QQ_DESTINATION}", "wx:{WECHAT_GROUP}"]
+
+[limits.qq]
+per_group = "off"
+per_account = "off"
+
+[limits.wx]
+per_group = "off"
+per_account = "off"
+
+[moderation.wave]
+window = "4s"
+"#,
+        broker = broker.toml()
+    )
+}
+
+/// A text message of `user` in QQ group `group`, said now (the platform's time in seconds,
+/// as NapCat sends it: the same text from the same member seconds apart is said again, not
+/// a copy).
+fn said_in(group: i64, message_id: i64, user: i64, text: &str) -> Value {
+    let mut event = group_message(
+        group,
+        user,
+        message_id,
+        "",
+        &format!("u{user}"),
+        json!([{"type": "text", "data": {"text": text}}]),
+    );
+    event["self_id"] = json!(BOT);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    event["time"] = json!(now.as_secs());
+    event
+}
+
+/// Everything the QQ peer was asked to send to `group` so far, one text.
+fn qq_text_in(qq: &OneBot11Peer, group: i64) -> String {
+    qq.untaken("send_group_msg")
+        .iter()
+        .filter(|send| send["params"]["group_id"].as_i64() == Some(group))
+        .map(|send| {
+            let message = &send["params"]["message"];
+            match message.as_str() {
+                Some(text) => text.to_owned(),
+                None => message
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|segment| segment["data"]["text"].as_str())
+                    .collect(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Waits until what QQ group `group` was sent contains every one of `wanted`.
+async fn wait_for_qq_group(qq: &OneBot11Peer, group: i64, wanted: &[&str]) -> String {
+    let deadline = tokio::time::Instant::now() + qunbridge_tests::PATIENCE;
+    loop {
+        let text = qq_text_in(qq, group);
+        if wanted.iter().all(|w| text.contains(w)) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "QQ group {group} got:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many copies of the ad a text holds (every variant says 日结 once).
+fn ads_in(text: &str) -> usize {
+    text.matches("日结").count()
+}
+
+async fn a_spam_wave_across_linked_and_unlinked_groups_is_kept_from_every_destination(
+    broker: Broker,
+) {
+    let (qq, qq_url) = OneBot11Peer::serve(BOT, None, 0).await;
+    let (wx, wx_url) = OneBot12Peer::serve("wxid_botself01", Behaviour::comwechat(None)).await;
+    let daemon = Daemon::start_alone(&wave_config(&broker, &qq_url, &wx_url)).await;
+    qq.wait_connections(1).await;
+    wx.wait_connections(1).await;
+
+    let hits = |platform: &str| {
+        format!(
+            r#"qunbridge_moderation_hits_total{{rule="wave",action="drop",platform="{platform}"}}"#
+        )
+    };
+    let watched = [
+        "qunbridge_moderation_waves_total".to_owned(),
+        hits("qq"),
+        hits("wechat"),
+        r#"qunbridge_messages_dropped_total{reason="moderated"}"#.to_owned(),
+        r#"qunbridge_messages_dropped_total{reason="unrouted"}"#.to_owned(),
+    ];
+    let mut before = Vec::new();
+    for series in &watched {
+        before.push(daemon.counter(series).await);
+    }
+
+    // Three members post one ad in three groups, each copy varied: full-width letters where
+    // nothing is bridged, extra spaces in the first linked group, an emoji in the second.
+    qq.push_event(said_in(
+        UNLINKED,
+        501,
+        1000000011,
+        "兼职刷单，日结３００元！加微信 ＡＢＣ１２３ 详情 https://a.example.com/x?y=1",
+    ));
+    qq.push_event(said_in(
+        GROUP,
+        502,
+        1000000012,
+        "兼职刷单 ，  日结300元！ 加微信  abc123   详情 https://a.example.com/x?y=1",
+    ));
+    qq.push_event(said_in(
+        QQ_DESTINATION,
+        503,
+        1000000013,
+        "兼职刷单，日结300元！🔥加微信 abc123 详情 https://a.example.com/x?y=1",
+    ));
+    // A fourth a while later (within the window), with another query string on the host.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    qq.push_event(said_in(
+        GROUP,
+        504,
+        1000000014,
+        "兼职刷单，日结300元！加微信 abc123 详情 https://a.example.com/x?y=2&from=qq",
+    ));
+    // Markers after them all, one from each linked QQ group: when they are there, every
+    // copy before them was judged.
+    qq.push_event(said_in(GROUP, 505, CALM, "wave-marker-a"));
+    qq.push_event(said_in(QQ_DESTINATION, 506, CALM, "wave-marker-b"));
+
+    let to_wechat = wait_for_wechat(&wx, &["wave-marker-a", "wave-marker-b"]).await;
+    let to_first = wait_for_qq_group(&qq, GROUP, &["wave-marker-b"]).await;
+    let to_second = wait_for_qq_group(&qq, QQ_DESTINATION, &["wave-marker-a"]).await;
+    // Only the second copy (the first in a linked group) went out, before it was a wave.
+    assert_eq!(ads_in(&to_wechat), 1, "WeChat got:\n{to_wechat}");
+    assert!(to_wechat.contains("加微信  abc123"), "{to_wechat}");
+    assert_eq!(
+        ads_in(&to_second),
+        1,
+        "the second QQ group got:\n{to_second}"
+    );
+    assert_eq!(
+        ads_in(&to_first),
+        0,
+        "the first QQ group got the third copy:\n{to_first}"
+    );
+    assert_eq!(
+        qq_text_in(&qq, UNLINKED),
+        "",
+        "nothing goes to an unlinked group"
+    );
+
+    let mut deltas = Vec::new();
+    for (series, before) in watched.iter().zip(&before) {
+        deltas.push(daemon.counter(series).await - before);
+    }
+    assert_eq!(
+        deltas,
+        vec![1.0, 2.0, 2.0, 4.0, 1.0],
+        "one wave; the third and fourth copies kept from QQ and WeChat; the unlinked copy unrouted"
+    );
+
+    // After a whole window without a copy, the same text is relayed again.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    qq.push_event(said_in(
+        GROUP,
+        507,
+        1000000012,
+        "兼职刷单 ，  日结300元！ 加微信  abc123   详情 https://a.example.com/x?y=1",
+    ));
+    qq.push_event(said_in(GROUP, 508, CALM, "wave-marker-c"));
+    let to_wechat = wait_for_wechat(&wx, &["wave-marker-c"]).await;
+    assert_eq!(ads_in(&to_wechat), 2, "WeChat got:\n{to_wechat}");
+    let to_second = wait_for_qq_group(&qq, QQ_DESTINATION, &["wave-marker-c"]).await;
+    assert_eq!(ads_in(&to_second), 2, "{to_second}");
+    assert_eq!(
+        daemon.counter(&watched[0]).await - before[0],
+        1.0,
+        "still one wave"
+    );
+}
+
+mod a_spam_wave_across_linked_and_unlinked_groups_is_kept_from_every_destination {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded() {
+        a_spam_wave_across_linked_and_unlinked_groups_is_kept_from_every_destination(
+            Broker::embedded(),
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mosquitto() {
+        a_spam_wave_across_linked_and_unlinked_groups_is_kept_from_every_destination(
+            Broker::mosquitto().await,
+        )
+        .await;
+    }
+}
+
+async fn a_reload_keeps_wave_counts_unless_the_wave_settings_changed(broker: Broker) {
+    let (qq, qq_url) = OneBot11Peer::serve(BOT, None, 0).await;
+    let (wx, wx_url) = OneBot12Peer::serve("wxid_botself01", Behaviour::comwechat(None)).await;
+    let with_window =
+        |window: &str| wave_config(&broker, &qq_url, &wx_url).replace("window = \"4s\"", window);
+    let daemon = Daemon::start_alone(&with_window("window = \"1m\"")).await;
+    qq.wait_connections(1).await;
+    wx.wait_connections(1).await;
+    const AD: &str = "低价代购，包邮到家，加微信 abc123";
+
+    // Two sightings, then a reload that changes nothing about waves (flood control added).
+    qq.push_event(said_in(UNLINKED, 601, 1000000021, AD));
+    qq.push_event(said_in(GROUP, 602, 1000000022, AD));
+    wait_for_wechat(&wx, &["包邮到家"]).await;
+    daemon
+        .reload(&format!(
+            "{}\n[moderation.flood]\nper_sender = \"20/10s\"\n",
+            with_window("window = \"1m\"")
+        ))
+        .await;
+    // The counts were kept: the third copy is a wave.
+    qq.push_event(said_in(QQ_DESTINATION, 603, 1000000023, AD));
+    qq.push_event(said_in(QQ_DESTINATION, 604, CALM, "reload-marker-1"));
+    let to_wechat = wait_for_wechat(&wx, &["reload-marker-1"]).await;
+    assert_eq!(to_wechat.matches("包邮到家").count(), 1, "{to_wechat}");
+
+    // A changed window counts afresh from the next message on: one copy is no wave.
+    daemon.reload(&with_window("window = \"2m\"")).await;
+    qq.push_event(said_in(GROUP, 605, 1000000024, AD));
+    qq.push_event(said_in(GROUP, 606, CALM, "reload-marker-2"));
+    let to_wechat = wait_for_wechat(&wx, &["reload-marker-2"]).await;
+    assert_eq!(to_wechat.matches("包邮到家").count(), 2, "{to_wechat}");
+
+    // Without the table, waves are off.
+    daemon
+        .reload(&with_window("").replace("[moderation.wave]", ""))
+        .await;
+    for (n, group) in [GROUP, QQ_DESTINATION, GROUP].into_iter().enumerate() {
+        let n = i64::try_from(n).expect("small");
+        qq.push_event(said_in(group, 607 + n, 1000000025 + n, AD));
+    }
+    qq.push_event(said_in(GROUP, 610, CALM, "reload-marker-3"));
+    let to_wechat = wait_for_wechat(&wx, &["reload-marker-3"]).await;
+    assert_eq!(to_wechat.matches("包邮到家").count(), 5, "{to_wechat}");
+}
+
+mod a_reload_keeps_wave_counts_unless_the_wave_settings_changed {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded() {
+        a_reload_keeps_wave_counts_unless_the_wave_settings_changed(Broker::embedded()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mosquitto() {
+        a_reload_keeps_wave_counts_unless_the_wave_settings_changed(Broker::mosquitto().await)
+            .await;
     }
 }
 
@@ -392,4 +682,55 @@ rules = [{{ match = "words", list = "ads", action = "mask", with = "[广告]" }}
         );
     }
     assert!(stderr.contains("3 configuration error(s)"), "{stderr}");
+}
+
+#[test]
+fn wave_mistakes_are_reported_together_and_check_exits_64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("qunbridge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[accounts.qq]
+platform = "qq"
+url = "ws://127.0.0.1:3001"
+
+[accounts.wx]
+platform = "wechat"
+url = "ws://127.0.0.1:3002"
+
+[[links]]
+name = "fans"
+groups = ["qq:{GROUP}", "wx:{WECHAT_GROUP}"]
+
+[moderation.wave]
+window = "ten minutes"
+groups = 1
+min_chars = 0
+action = "hold"
+"#
+        ),
+    )
+    .expect("write config");
+    let output = std::process::Command::new(qunbridge_tests::qunbridge_binary())
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("check runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    for expected in [
+        r#"moderation.wave: `window` = "ten minutes": "#,
+        "moderation.wave: `groups` = 1: at least 2",
+        "moderation.wave: `min_chars` = 0: at least 1",
+        r#"moderation.wave: `action` = "hold": holding for review is not available"#,
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("4 configuration error(s)"), "{stderr}");
 }

@@ -486,6 +486,10 @@ fn check(path: &Path) -> ExitCode {
             println!("  {name}: {}", entries(list.len()));
         }
     }
+    println!(
+        "spam waves: {}",
+        describe_waves(config.moderation.wave.as_ref())
+    );
     println!("routes:");
     let routes = qunbridge::routes_of(&config);
     for (origin, destinations) in routes.all() {
@@ -548,6 +552,32 @@ fn check(path: &Path) -> ExitCode {
 }
 
 /// "1 entry", "12 entries": the size of a word list, for `check`.
+/// `[moderation.wave]` for `check`: off, or what makes a wave and what it gets.
+fn describe_waves(wave: Option<&qunbridge::moderation::wave::WaveSpec>) -> String {
+    let Some(wave) = wave else {
+        return "off".to_owned();
+    };
+    let tests: Vec<String> = [
+        (wave.groups, "groups"),
+        (wave.senders, "senders"),
+        (wave.repeats, "repeats"),
+    ]
+    .into_iter()
+    .filter(|(count, _)| *count > 0)
+    .map(|(count, what)| format!("{count} {what}"))
+    .collect();
+    let tests = match tests.split_last() {
+        Some((last, first)) if !first.is_empty() => format!("{} or {last}", first.join(", ")),
+        _ => tests.join(""),
+    };
+    format!(
+        "{tests} within {} (texts of {}+ characters) -> {}",
+        humantime::format_duration(wave.window),
+        wave.min_chars,
+        wave.action.as_str()
+    )
+}
+
 fn entries(count: usize) -> String {
     if count == 1 {
         "1 entry".to_owned()

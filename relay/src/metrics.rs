@@ -13,14 +13,18 @@ pub use qunbridge_connectors::metrics::{
 
 /// Counter: messages routed to a destination, by `from` and `to` platform.
 pub const MESSAGES_RELAYED: &str = "qunbridge_messages_relayed_total";
-/// Counter: messages a moderation rule acted on, per destination, by `rule` (`flood`),
-/// `action` (`drop`, `hold`) and destination `platform`.
+/// Counter: messages a moderation rule acted on, per destination, by `rule` (`flood`,
+/// `wave`, a word list's name), `action` (`drop`, `mask`, `rename`, `hold`) and destination
+/// `platform`.
 pub const MODERATION_HITS: &str = "qunbridge_moderation_hits_total";
 /// Gauge: messages held for review now (one per message and destination).
 pub const MODERATION_HELD: &str = "qunbridge_moderation_held";
 /// Counter: held messages that left the held table, by `outcome` (`released`, `dropped`,
 /// `expired`), and holds refused because `moderation.hold_cap` was reached (`overflow`).
 pub const MODERATION_HELD_OUTCOMES: &str = "qunbridge_moderation_held_total";
+/// Counter: spam waves detected (a text seen in too many groups, from too many senders or
+/// repeated too often within `[moderation.wave] window`), each once when it starts.
+pub const MODERATION_WAVES: &str = "qunbridge_moderation_waves_total";
 /// Counter: links in messages a filter rule acted on, by `platform`, `rule` and `action`.
 pub const LINKS_FILTERED: &str = "qunbridge_links_filtered_total";
 /// Counter: queued messages merged into one send, by `account`.
@@ -129,6 +133,10 @@ pub fn describe_all() {
     describe_counter!(
         MODERATION_HITS,
         "Messages a moderation rule acted on, per destination, by rule, action and destination platform."
+    );
+    describe_counter!(
+        MODERATION_WAVES,
+        "Spam waves detected across groups, each counted once when it starts."
     );
     describe_counter!(
         LINKS_FILTERED,

@@ -192,6 +192,8 @@ fn example_word_lists_are_headed_as_examples_and_compile_from_the_wechat_example
         format!("  scams: {scams} entries"),
         format!("word rules: contact ({contact} entries) -> drop, scams ({scams} entries) -> drop"),
         format!("word rules: scams ({scams} entries) -> mask"),
+        "spam waves: 3 groups, 3 senders or 3 repeats within 10m (texts of 8+ characters) -> drop"
+            .to_owned(),
     ] {
         assert!(
             stdout.contains(&expected),

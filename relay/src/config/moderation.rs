@@ -1,15 +1,16 @@
-//! `[moderation]` (issue 17): who is never judged, per-sender flood control, the word lists
-//! that `match = "words"` filter rules name, and how long and how many messages may be held
-//! for review. Every problem is reported, each naming its key and value.
+//! `[moderation]` (issue 17): who is never judged, per-sender flood control, spam waves across
+//! groups, the word lists that `match = "words"` filter rules name, and how long and how many
+//! messages may be held for review. Every problem is reported, each naming its key and value.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawList, RawModeration};
+use super::raw::{RawList, RawModeration, RawWave};
 use crate::moderation::lists::{CompiledList, EntrySource, ListError, ListSpec, REGEX_PREFIX};
 use crate::moderation::normalize::Normalize;
+use crate::moderation::wave::{WaveSpec, MOST_SIGHTINGS_KEPT};
 use crate::policy::moderation::{FloodConfig, ModerationAction};
 use crate::policy::pacing::Rate;
 
@@ -21,6 +22,11 @@ pub const DEFAULT_HOLD_CAP: usize = 10_000;
 /// held for nobody is a message lost.
 pub const HOLD_NOT_YET: &str =
     "holding for review is not available in this version yet (use \"drop\")";
+
+/// Longest `[moderation.wave] window`: a wave lasts until a whole window passes without a
+/// copy, so a longer one would keep an innocent text that many people repeat (a greeting, a
+/// holiday wish) suspect for longer than a day.
+pub const MAX_WAVE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// Rule names the hit metric uses for moderation's own steps: a list may not take one, so a
 /// `rule` label always says which it was.
@@ -67,6 +73,8 @@ pub struct ModerationConfig {
     pub exempt: BTreeSet<(String, String)>,
     /// Per-sender flood control; `None`: off (the default).
     pub flood: Option<FloodConfig>,
+    /// Spam waves across groups; `None`: off (no `[moderation.wave]` table, the default).
+    pub wave: Option<WaveSpec>,
     /// Longest a message stays held.
     pub hold_max: Duration,
     /// Most messages held at once.
@@ -81,6 +89,7 @@ impl Default for ModerationConfig {
         ModerationConfig {
             exempt: BTreeSet::new(),
             flood: None,
+            wave: None,
             hold_max: DEFAULT_HOLD_MAX,
             hold_cap: DEFAULT_HOLD_CAP,
             lists: WordLists::default(),
@@ -141,6 +150,9 @@ pub fn moderation(
     }
     if let Some(flood) = &raw.flood {
         config.flood = flood_config(flood, problems);
+    }
+    if let Some(wave) = &raw.wave {
+        config.wave = wave_config(wave, problems);
     }
     for (name, list) in &raw.lists {
         match word_list(name, list, dir, problems) {
@@ -364,9 +376,71 @@ fn flood_config(raw: &super::raw::RawFlood, problems: &mut Vec<String>) -> Optio
     })
 }
 
+/// Resolves `[moderation.wave]` (present: on, each key defaulting to the issue's values);
+/// `None` (with every problem added) when it is unusable.
+fn wave_config(raw: &RawWave, problems: &mut Vec<String>) -> Option<WaveSpec> {
+    let before = problems.len();
+    let mut spec = WaveSpec::default();
+    if let Some(value) = &raw.window {
+        match humantime::parse_duration(value) {
+            Ok(window) if window < Duration::from_secs(1) => problems.push(format!(
+                "moderation.wave: `window` = {value:?}: at least one second"
+            )),
+            Ok(window) if window > MAX_WAVE_WINDOW => problems.push(format!(
+                "moderation.wave: `window` = {value:?}: at most 24h (a wave lasts until a whole window passes without a copy)"
+            )),
+            Ok(window) => spec.window = window,
+            Err(error) => problems.push(format!("moderation.wave: `window` = {value:?}: {error}")),
+        }
+    }
+    let most = u32::try_from(MOST_SIGHTINGS_KEPT).unwrap_or(u32::MAX);
+    for (key, value, field) in [
+        ("groups", raw.groups, &mut spec.groups),
+        ("senders", raw.senders, &mut spec.senders),
+        ("repeats", raw.repeats, &mut spec.repeats),
+    ] {
+        match value {
+            None => {}
+            Some(1) => problems.push(format!(
+                "moderation.wave: `{key}` = 1: at least 2 (1 would make every message a wave), or 0 to turn this test off"
+            )),
+            Some(count) if count > most => problems.push(format!(
+                "moderation.wave: `{key}` = {count}: at most {most}"
+            )),
+            Some(count) => *field = count,
+        }
+    }
+    if raw.groups == Some(0) && raw.senders == Some(0) && raw.repeats == Some(0) {
+        problems.push(
+            "moderation.wave: `groups`, `senders` and `repeats` are all 0: nothing would ever be a wave (remove [moderation.wave] to turn waves off)"
+                .to_owned(),
+        );
+    }
+    match raw.min_chars {
+        None => {}
+        Some(0) => problems.push(
+            "moderation.wave: `min_chars` = 0: at least 1 (an empty fingerprint, a picture or a row of emoji, is no text to compare)"
+                .to_owned(),
+        ),
+        Some(min_chars) => spec.min_chars = min_chars,
+    }
+    if let Some(value) = raw.action.as_deref() {
+        match ModerationAction::parse(value) {
+            Some(ModerationAction::Hold) => problems.push(format!(
+                "moderation.wave: `action` = {value:?}: {HOLD_NOT_YET}"
+            )),
+            Some(action) => spec.action = action,
+            None => problems.push(format!(
+                "moderation.wave: `action` = {value:?}: one of \"drop\", \"hold\""
+            )),
+        }
+    }
+    (problems.len() == before).then_some(spec)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::raw::RawFlood;
+    use super::super::raw::{RawFlood, RawWave};
     use super::*;
 
     fn accounts() -> BTreeSet<&'static str> {
@@ -444,6 +518,144 @@ mod tests {
             assert!(all.contains(expected), "{expected} not in:\n{all}");
         }
         assert_eq!(problems.len(), 7, "{all}");
+    }
+
+    #[test]
+    fn waves_are_off_without_the_table_and_on_with_the_defaults_when_it_is_empty() {
+        let linked = r#"
+            [accounts.qq-main]
+            platform = "qq"
+            url = "ws://127.0.0.1:3001"
+            [accounts.wx]
+            platform = "wechat"
+            url = "ws://127.0.0.1:3002"
+            [[links]]
+            name = "fans"
+            groups = ["qq-main:1", "wx:a@chatroom"]
+        "#;
+        let off = super::super::tests::load(linked, &[]).expect("valid");
+        assert_eq!(off.moderation.wave, None, "no table: no wave detection");
+        let on = super::super::tests::load(&format!("{linked}\n[moderation.wave]\n"), &[])
+            .expect("valid");
+        assert_eq!(
+            on.moderation.wave,
+            Some(WaveSpec {
+                window: Duration::from_secs(600),
+                groups: 3,
+                senders: 3,
+                repeats: 3,
+                min_chars: 8,
+                action: ModerationAction::Drop,
+            }),
+            "an empty table: the defaults"
+        );
+        let typo = super::super::tests::load(
+            &format!("{linked}\n[moderation.wave]\nwindow = \"5m\"\nmin_char = 4\n"),
+            &[],
+        )
+        .expect_err("an unknown key")
+        .to_string();
+        assert!(typo.contains("min_char"), "{typo}");
+        assert!(
+            typo.contains("min_chars"),
+            "the nearest key is suggested: {typo}"
+        );
+    }
+
+    #[test]
+    fn wave_settings_are_read_and_zero_turns_one_test_off() {
+        let raw = RawModeration {
+            wave: Some(RawWave {
+                window: Some("3s".into()),
+                groups: Some(2),
+                senders: Some(0),
+                repeats: Some(5),
+                min_chars: Some(12),
+                action: Some("drop".into()),
+            }),
+            ..Default::default()
+        };
+        let mut problems = Vec::new();
+        let config = moderation(&raw, &accounts(), Path::new(""), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            config.wave,
+            Some(WaveSpec {
+                window: Duration::from_secs(3),
+                groups: 2,
+                senders: 0,
+                repeats: 5,
+                min_chars: 12,
+                action: ModerationAction::Drop,
+            })
+        );
+    }
+
+    #[test]
+    fn every_wave_problem_is_reported_with_its_key_and_value() {
+        let raw = RawModeration {
+            wave: Some(RawWave {
+                window: Some("soon".into()),
+                groups: Some(1),
+                senders: Some(100_000),
+                repeats: Some(1),
+                min_chars: Some(0),
+                action: Some("hold".into()),
+            }),
+            ..Default::default()
+        };
+        let mut problems = Vec::new();
+        let config = moderation(&raw, &accounts(), Path::new(""), &mut problems);
+        assert_eq!(config.wave, None, "an unusable table turns nothing on");
+        let all = problems.join("\n");
+        for expected in [
+            r#"moderation.wave: `window` = "soon": "#,
+            "moderation.wave: `groups` = 1: at least 2 (1 would make every message a wave), or 0 to turn this test off",
+            "moderation.wave: `senders` = 100000: at most 4096",
+            "moderation.wave: `repeats` = 1: at least 2",
+            "moderation.wave: `min_chars` = 0: at least 1",
+            r#"moderation.wave: `action` = "hold": holding for review is not available in this version yet (use "drop")"#,
+        ] {
+            assert!(all.contains(expected), "{expected} not in:\n{all}");
+        }
+        assert_eq!(problems.len(), 6, "{all}");
+
+        let mut problems = Vec::new();
+        let raw = RawModeration {
+            wave: Some(RawWave {
+                window: Some("0s".into()),
+                groups: Some(0),
+                senders: Some(0),
+                repeats: Some(0),
+                action: Some("mute".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        moderation(&raw, &accounts(), Path::new(""), &mut problems);
+        let all = problems.join("\n");
+        for expected in [
+            r#"moderation.wave: `window` = "0s": at least one second"#,
+            "moderation.wave: `groups`, `senders` and `repeats` are all 0: nothing would ever be a wave",
+            r#"moderation.wave: `action` = "mute": one of "drop", "hold""#,
+        ] {
+            assert!(all.contains(expected), "{expected} not in:\n{all}");
+        }
+        assert_eq!(problems.len(), 3, "{all}");
+
+        let mut problems = Vec::new();
+        let raw = RawModeration {
+            wave: Some(RawWave {
+                window: Some("2days".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        moderation(&raw, &accounts(), Path::new(""), &mut problems);
+        assert_eq!(
+            problems,
+            vec![r#"moderation.wave: `window` = "2days": at most 24h (a wave lasts until a whole window passes without a copy)"#.to_owned()]
+        );
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub struct RawModeration {
     /// `[moderation.flood]`: per-sender flood control.
     #[serde(default)]
     pub flood: Option<RawFlood>,
+    /// `[moderation.wave]`: spam waves across groups (on when the table is present).
+    #[serde(default)]
+    pub wave: Option<RawWave>,
     /// `[moderation.lists.<name>]`: word lists that `match = "words"` rules name.
     #[serde(default)]
     pub lists: BTreeMap<String, RawList>,
@@ -117,6 +120,29 @@ pub struct RawFlood {
     /// Messages allowed back to back.
     #[serde(default)]
     pub burst: Option<u32>,
+    /// `drop` (default) or `hold`.
+    #[serde(default)]
+    pub action: Option<String>,
+}
+
+/// `[moderation.wave]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawWave {
+    /// The sliding window sightings are counted in (`10m`).
+    #[serde(default)]
+    pub window: Option<String>,
+    /// Distinct groups that make a wave (0: this test off).
+    #[serde(default)]
+    pub groups: Option<u32>,
+    /// Distinct senders that make a wave (0: this test off).
+    #[serde(default)]
+    pub senders: Option<u32>,
+    /// Copies from one sender that make a wave (0: this test off).
+    #[serde(default)]
+    pub repeats: Option<u32>,
+    /// Shortest fingerprint, in characters, that can be a wave.
+    #[serde(default)]
+    pub min_chars: Option<usize>,
     /// `drop` (default) or `hold`.
     #[serde(default)]
     pub action: Option<String>,

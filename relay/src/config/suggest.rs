@@ -7,7 +7,7 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 use super::raw::{
     secret_keys, RawAdmin, RawBroker, RawConfig, RawFilter, RawFlood, RawGroupLimits, RawLimits,
-    RawLink, RawList, RawMedia, RawModeration, RawRule, RawStore,
+    RawLink, RawList, RawMedia, RawModeration, RawRule, RawStore, RawWave,
 };
 
 /// The known key nearest to `unknown` in the table at `parent` (the path's segments, map
@@ -46,6 +46,7 @@ fn table_keys(parent: &[String]) -> &'static [&'static str] {
         ["filters", _, "rules", _] | ["links", _, "filters", "rules", _] => fields::<RawRule>(),
         ["moderation"] => fields::<RawModeration>(),
         ["moderation", "flood"] => fields::<RawFlood>(),
+        ["moderation", "wave"] => fields::<RawWave>(),
         ["moderation", "lists", _] => fields::<RawList>(),
         _ => &[],
     }
@@ -156,6 +157,10 @@ mod tests {
         assert_eq!(
             near(&["moderation", "lists", "ads"], "word").as_deref(),
             Some("words")
+        );
+        assert_eq!(
+            near(&["moderation", "wave"], "min_char").as_deref(),
+            Some("min_chars")
         );
         assert_eq!(
             near(&["filters", "wechat", "rules", "0"], "lsit").as_deref(),

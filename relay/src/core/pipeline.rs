@@ -55,7 +55,7 @@ pub struct Core {
     pub activity: Arc<Activity>,
     /// Group health counting, when enabled.
     pub stats: Option<Arc<StatsCounter>>,
-    /// The moderation step (flood control), shared by every core of the process.
+    /// The moderation step (flood control, spam waves), shared by every core of the process.
     pub moderator: Arc<Moderator>,
     /// Where messages a moderation rule holds for review go.
     pub held: Arc<HeldMessages>,
@@ -132,6 +132,9 @@ impl Core {
         let destinations = routes.destinations(&envelope.origin.account, &envelope.origin.group);
         if destinations.is_empty() {
             debug!(message = "No link for this group.", account = %envelope.origin.account, group = %envelope.origin.group);
+            // Never relayed, but a spam wave often shows up first in groups nothing is
+            // bridged from: its text counts towards one (only when waves are configured).
+            self.moderator.sight_unrouted(&envelope);
             if envelope.kind == Kind::Member {
                 // Connectors report the member counts of every group the bot is in; those
                 // of unlinked groups are of no use, and no message was lost.
@@ -204,9 +207,10 @@ impl Core {
         })
     }
 
-    /// Applies a moderation verdict at every destination (with the destination's own action
-    /// when it sets one): counted per destination as a hit, and as a `moderated` drop unless
-    /// it is held; the start of a flood logged once. Returns the entries to hold.
+    /// Applies a moderation verdict at every destination (with the destination's own
+    /// `on_flood` for a flood): counted per destination as a hit, and as a `moderated` drop
+    /// unless it is held; the start of a flood logged once (a wave's start is logged by the
+    /// moderator). Returns the entries to hold.
     fn apply_judgement(
         &self,
         envelope: &Envelope,
@@ -224,7 +228,7 @@ impl Core {
             );
         }
         for destination in destinations {
-            let mut action = destination.filter.on_flood.unwrap_or(judgement.action);
+            let mut action = judgement.action_at(destination.filter.on_flood);
             if action == ModerationAction::Hold {
                 match self.held.admit(envelope, destination, judgement.rule) {
                     Some(entry) => held.push(entry),

@@ -11,9 +11,10 @@
 //! - **exempt?**: senders listed as `account:user` skip flood and wave control.
 //! - **flood** ([`flood`]): each sender in each group may post at a configured rate; above
 //!   it their messages are dropped (the core's `moderate` step uses it today).
-//! - **wave** ([`wave`]): the same text (by [`fingerprint`]) seen in several groups, from
-//!   several senders or repeated by one sender within a window is a spam wave, dropped or held
-//!   while it lasts, in every group (not wired into the core yet).
+//! - **wave** ([`wave`]): the same text (by [`fingerprint`]) seen in several groups (those in
+//!   no link too), from several senders or repeated by one sender within a window is a spam
+//!   wave, dropped while it lasts, in every group (the core's `moderate` step, with
+//!   `[moderation.wave]`).
 //! - **route**, then per destination **render** and the **filter chain**, where word
 //!   [`lists`] add their rules (`match = "words"`: mask or drop, and a sender name a list
 //!   hits shown as 群友): each copy is published, dropped, or (later) held.

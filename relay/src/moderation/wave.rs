@@ -6,8 +6,15 @@
 //! Sightings in groups the bridge does not relay count the same, since a spammer who posts
 //! everywhere is the same spammer.
 //!
-//! Nothing readable is kept: the fingerprint, the group (with its account) and the sender
-//! are stored as 64-bit hashes seeded per detector, with the times of the sightings. Memory
+//! A group is known by its platform and id, not by the bot account that reported it, so two
+//! bot accounts in one group see one group; and the same message reported by a second bot
+//! account (same group, sender and fingerprint, platform times at most a second apart) is one
+//! sighting, not a repeat. The relay's dedup drops such copies of relayed messages before they
+//! are judged; sightings in unlinked groups skip dedup (nothing of theirs is stored), so the
+//! detector tells them apart itself.
+//!
+//! Nothing readable is kept: the fingerprint, the group and the sender are stored as 64-bit
+//! hashes seeded per detector, with the times of the sightings. Memory
 //! is bounded: fingerprints not seen for a window are dropped by a sweep that runs at most
 //! once per window, each fingerprint keeps a bounded number of sightings, and a hard cap
 //! evicts the least recently seen fingerprints so a flood of unique texts cannot grow it.
@@ -29,8 +36,9 @@ pub const DEFAULT_MAX_FINGERPRINTS: usize = 50_000;
 /// [`MOST_SIGHTINGS_KEPT`]): enough to count every threshold, bounded during a long wave.
 const FEWEST_SIGHTINGS_KEPT: usize = 64;
 
-/// Sightings kept per fingerprint at most; a threshold above it is never reached.
-const MOST_SIGHTINGS_KEPT: usize = 4_096;
+/// Sightings kept per fingerprint at most; a threshold above it is never reached (config
+/// refuses one).
+pub const MOST_SIGHTINGS_KEPT: usize = 4_096;
 
 /// Wave detection as configured: plain data, built by config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,15 +93,35 @@ pub enum WaveVerdict {
     },
 }
 
+/// [`Sighting::said_s`] of a sighting whose platform time is not to be compared: never the
+/// second report of an earlier one.
+const NO_TIME: u64 = u64::MAX;
+
 /// One sighting: when, and where and by whom as hashes only.
 #[derive(Debug, Clone, Copy)]
 struct Sighting {
     /// When it was seen.
     at: Instant,
-    /// Hash of (account, group).
+    /// Hash of (scope, group): the platform and the group id.
     group: u64,
     /// Hash of the sender id.
     sender: u64,
+    /// The platform's time of the message in seconds ([`NO_TIME`]: none), so a second bot
+    /// account's report of the same message is told from a repeat.
+    said_s: u64,
+}
+
+impl Sighting {
+    /// True when `self` is another bot account's report of the message `earlier` is: the
+    /// same group and sender (the fingerprint is the same already), said within a second
+    /// (two reports of one message may straddle a second, as dedup allows too).
+    fn reports_the_same_message_as(&self, earlier: &Sighting) -> bool {
+        self.said_s != NO_TIME
+            && earlier.said_s != NO_TIME
+            && self.group == earlier.group
+            && self.sender == earlier.sender
+            && self.said_s.abs_diff(earlier.said_s) <= 1
+    }
 }
 
 /// What is remembered about one fingerprint.
@@ -166,30 +194,34 @@ impl WaveDetector {
         self.lock().by_hash.len()
     }
 
-    /// Records a sighting of `fingerprint` (the normalized text) from `sender` in `group`,
-    /// received by `account`, at `now`, and judges it. `linked` says whether the group is
-    /// relayed; unlinked sightings count the same. Fingerprints shorter than
-    /// [`WaveSpec::min_chars`] are [`WaveVerdict::Clean`] and not stored. `now` should not
-    /// run backwards; if it does, it is taken as the latest time seen.
+    /// Records a sighting of `fingerprint` (the normalized text) from `sender` in `group`, at
+    /// `now`, and judges it. `scope` says whose group id `group` is: the platform for groups
+    /// that several bot accounts may share (two accounts in one QQ group see one group), the
+    /// account where a group belongs to one account (`api`). `said_ms` is the platform's
+    /// time of the message, when a second bot account may report the same message: such a
+    /// report (same group, sender and fingerprint, within a second) is not counted again.
+    /// Sightings in groups the bridge does not relay count the same as the others.
+    /// Fingerprints shorter than [`WaveSpec::min_chars`] are [`WaveVerdict::Clean`] and not
+    /// stored. `now` should not run backwards; if it does, it is taken as the latest time
+    /// seen.
     pub fn sight(
         &self,
         fingerprint: &str,
-        account: &str,
+        scope: &str,
         group: &str,
         sender: &str,
-        linked: bool,
+        said_ms: Option<u64>,
         now: Instant,
     ) -> WaveVerdict {
-        // Spam posted in groups the bridge does not relay is still the same wave.
-        let _counted_the_same = linked;
         if fingerprint.chars().take(self.spec.min_chars).count() < self.spec.min_chars {
             return WaveVerdict::Clean;
         }
         let key = self.hasher.hash_one(fingerprint);
         let sighting = Sighting {
             at: now,
-            group: self.hasher.hash_one((account, group)),
+            group: self.hasher.hash_one((scope, group)),
             sender: self.hasher.hash_one(sender),
+            said_s: said_ms.map_or(NO_TIME, |ms| (ms / 1000).min(NO_TIME - 1)),
         };
 
         let mut fingerprints = self.lock();
@@ -229,6 +261,23 @@ impl WaveDetector {
             .is_some_and(|old| now.saturating_duration_since(old.at) >= window)
         {
             state.sightings.pop_front();
+        }
+        let second_report = state
+            .sightings
+            .iter()
+            .any(|earlier| sighting.reports_the_same_message_as(earlier));
+        if second_report {
+            // Another bot account's report of a message counted already: the verdict stands.
+            if !state.in_wave {
+                return WaveVerdict::Clean;
+            }
+            let counts = Counts::of(&state.sightings);
+            return WaveVerdict::Wave {
+                started: false,
+                groups: counts.groups,
+                senders: counts.senders,
+                repeats: counts.repeats,
+            };
         }
         if state.sightings.len() >= self.sightings_kept {
             state.sightings.pop_front();
@@ -327,16 +376,16 @@ mod tests {
         let waves = WaveDetector::new(WaveSpec::default());
         let start = Instant::now();
         assert_eq!(
-            waves.sight(SPAM, "qq-main", "g1", "u1", true, start),
+            waves.sight(SPAM, "qq", "g1", "u1", None, start),
             WaveVerdict::Clean
         );
         assert_eq!(
-            waves.sight(SPAM, "wx-main", "g2", "u2", true, at(start, 5)),
+            waves.sight(SPAM, "wechat", "g2", "u2", None, at(start, 5)),
             WaveVerdict::Clean
         );
-        // The third group is not relayed: it counts the same.
+        // The third group may be one the bridge does not relay: it counts the same.
         assert_eq!(
-            waves.sight(SPAM, "qq-main", "g9", "u3", false, at(start, 10)),
+            waves.sight(SPAM, "qq", "g9", "u3", None, at(start, 10)),
             WaveVerdict::Wave {
                 started: true,
                 groups: 3,
@@ -346,7 +395,7 @@ mod tests {
         );
         // A fourth copy a minute later: still the wave, not a new one.
         assert_eq!(
-            waves.sight(SPAM, "qq-main", "g4", "u4", true, at(start, 70)),
+            waves.sight(SPAM, "qq", "g4", "u4", None, at(start, 70)),
             WaveVerdict::Wave {
                 started: false,
                 groups: 4,
@@ -357,12 +406,12 @@ mod tests {
         // Copies every 9 minutes keep the wave going, though the first sightings left the
         // window.
         assert!(matches!(
-            waves.sight(SPAM, "qq-main", "g5", "u5", true, at(start, 70 + 9 * 60)),
+            waves.sight(SPAM, "qq", "g5", "u5", None, at(start, 70 + 9 * 60)),
             WaveVerdict::Wave { started: false, .. }
         ));
         // A whole window with no sighting: the wave is over, and one copy is clean.
         assert_eq!(
-            waves.sight(SPAM, "qq-main", "g1", "u1", true, at(start, 70 + 20 * 60)),
+            waves.sight(SPAM, "qq", "g1", "u1", None, at(start, 70 + 20 * 60)),
             WaveVerdict::Clean
         );
     }
@@ -374,7 +423,7 @@ mod tests {
         for (i, group) in ["g1", "g2", "g3", "g4"].into_iter().enumerate() {
             let later = at(start, 11 * 60 * u64::try_from(i).unwrap_or(0));
             assert_eq!(
-                waves.sight(SPAM, "qq", group, group, true, later),
+                waves.sight(SPAM, "qq", group, group, None, later),
                 WaveVerdict::Clean
             );
         }
@@ -385,15 +434,15 @@ mod tests {
         let waves = WaveDetector::new(WaveSpec::default());
         let start = Instant::now();
         assert_eq!(
-            waves.sight(SPAM, "qq", "g1", "u1", true, start),
+            waves.sight(SPAM, "qq", "g1", "u1", None, start),
             WaveVerdict::Clean
         );
         assert_eq!(
-            waves.sight(SPAM, "qq", "g1", "u1", true, at(start, 30)),
+            waves.sight(SPAM, "qq", "g1", "u1", None, at(start, 30)),
             WaveVerdict::Clean
         );
         assert_eq!(
-            waves.sight(SPAM, "qq", "g1", "u1", true, at(start, 60)),
+            waves.sight(SPAM, "qq", "g1", "u1", None, at(start, 60)),
             WaveVerdict::Wave {
                 started: true,
                 groups: 1,
@@ -413,7 +462,7 @@ mod tests {
         let start = Instant::now();
         for i in 0..10 {
             assert_eq!(
-                waves.sight(SPAM, "qq", "g1", "u1", true, at(start, i)),
+                waves.sight(SPAM, "qq", "g1", "u1", None, at(start, i)),
                 WaveVerdict::Clean
             );
         }
@@ -426,11 +475,11 @@ mod tests {
         for i in 0..20 {
             let group = format!("g{i}");
             assert_eq!(
-                waves.sight("好的好的好的好", "qq", &group, &group, true, start),
+                waves.sight("好的好的好的好", "qq", &group, &group, None, start),
                 WaveVerdict::Clean
             );
             assert_eq!(
-                waves.sight("+1", "qq", &group, &group, true, start),
+                waves.sight("+1", "qq", &group, &group, None, start),
                 WaveVerdict::Clean
             );
         }
@@ -441,16 +490,16 @@ mod tests {
     fn the_cap_evicts_the_least_recently_seen() {
         let waves = WaveDetector::with_max_fingerprints(WaveSpec::default(), 4);
         let start = Instant::now();
-        waves.sight(SPAM, "qq", "g1", "u1", true, start);
-        waves.sight(SPAM, "qq", "g2", "u2", true, at(start, 1));
+        waves.sight(SPAM, "qq", "g1", "u1", None, start);
+        waves.sight(SPAM, "qq", "g2", "u2", None, at(start, 1));
         for i in 0..4 {
             let unique = format!("unique text number {i}");
-            waves.sight(&unique, "qq", "g1", "u1", true, at(start, 2 + i));
+            waves.sight(&unique, "qq", "g1", "u1", None, at(start, 2 + i));
             assert!(waves.tracked() <= 4);
         }
         // SPAM was the least recently seen and was evicted: its count starts afresh.
         assert_eq!(
-            waves.sight(SPAM, "qq", "g3", "u3", true, at(start, 10)),
+            waves.sight(SPAM, "qq", "g3", "u3", None, at(start, 10)),
             WaveVerdict::Clean
         );
     }
@@ -465,36 +514,118 @@ mod tests {
                 "qq",
                 "g",
                 "u",
-                true,
+                None,
                 start,
             );
         }
         assert_eq!(waves.tracked(), 500);
-        waves.sight(SPAM, "qq", "g", "u", true, at(start, 11 * 60));
+        waves.sight(SPAM, "qq", "g", "u", None, at(start, 11 * 60));
         assert_eq!(waves.tracked(), 1);
     }
 
     #[test]
     fn only_hashes_are_stored() {
         let waves = WaveDetector::new(WaveSpec::default());
-        waves.sight(SPAM, "qq-main", "group-1", "alice", true, Instant::now());
+        waves.sight(SPAM, "qq-main", "group-1", "alice", None, Instant::now());
         let fingerprints = waves.lock();
         for (key, state) in &fingerprints.by_hash {
             let _: &u64 = key;
             for sighting in &state.sightings {
-                let Sighting { at, group, sender } = *sighting;
-                let _: (Instant, u64, u64) = (at, group, sender);
+                let Sighting {
+                    at,
+                    group,
+                    sender,
+                    said_s,
+                } = *sighting;
+                let _: (Instant, u64, u64, u64) = (at, group, sender, said_s);
             }
         }
-        // Nothing but a time and two hashes: no room for a string.
+        // Nothing but two times and two hashes: no room for a string.
         assert_eq!(
             std::mem::size_of::<Sighting>(),
-            std::mem::size_of::<Instant>() + 2 * std::mem::size_of::<u64>()
+            std::mem::size_of::<Instant>() + 3 * std::mem::size_of::<u64>()
         );
         let stored = format!("{:?}", fingerprints.by_hash);
         for raw in [SPAM, "qq-main", "group-1", "alice"] {
             assert!(!stored.contains(raw), "{raw} is stored");
         }
+    }
+
+    #[test]
+    fn a_second_bot_accounts_report_of_one_message_is_not_a_repeat() {
+        let waves = WaveDetector::new(WaveSpec::default());
+        let start = Instant::now();
+        let said = 1_718_880_000_000;
+        // Three bot accounts in one (unlinked) group report the same message, their platform
+        // times straddling a second: one sighting, not three repeats of one sender.
+        for (offset, reported_ms) in [(0, said), (1, said + 400), (2, said + 1_100)] {
+            assert_eq!(
+                waves.sight(SPAM, "qq", "g1", "u1", Some(reported_ms), at(start, offset)),
+                WaveVerdict::Clean
+            );
+        }
+        // The same sender saying it again later is a repeat: the third copy is a wave.
+        assert_eq!(
+            waves.sight(SPAM, "qq", "g1", "u1", Some(said + 30_000), at(start, 30)),
+            WaveVerdict::Clean
+        );
+        assert_eq!(
+            waves.sight(SPAM, "qq", "g1", "u1", Some(said + 60_000), at(start, 60)),
+            WaveVerdict::Wave {
+                started: true,
+                groups: 1,
+                senders: 1,
+                repeats: 3
+            }
+        );
+        // A second report during the wave is still the wave, not a new start nor a repeat.
+        assert_eq!(
+            waves.sight(SPAM, "qq", "g1", "u1", Some(said + 60_500), at(start, 61)),
+            WaveVerdict::Wave {
+                started: false,
+                groups: 1,
+                senders: 1,
+                repeats: 3
+            }
+        );
+        // Without platform times (`api` groups, one account each) every sighting counts.
+        let api = WaveDetector::new(WaveSpec::default());
+        api.sight(SPAM, "hub", "g", "u", None, start);
+        api.sight(SPAM, "hub", "g", "u", None, start);
+        assert!(matches!(
+            api.sight(SPAM, "hub", "g", "u", None, start),
+            WaveVerdict::Wave { started: true, .. }
+        ));
+    }
+
+    #[test]
+    fn two_accounts_in_one_group_see_one_group() {
+        let start = Instant::now();
+        // Only the groups test: one group id on one platform is one group, whichever bot
+        // account reported it and however many members posted there.
+        let spec = WaveSpec {
+            senders: 0,
+            ..WaveSpec::default()
+        };
+        let by_groups = WaveDetector::new(spec);
+        for (offset, sender) in ["u1", "u2", "u3"].into_iter().enumerate() {
+            let offset = u64::try_from(offset).unwrap_or(0);
+            assert_eq!(
+                by_groups.sight(SPAM, "qq", "g1", sender, None, at(start, offset)),
+                WaveVerdict::Clean,
+                "one group, however many senders"
+            );
+        }
+        // The same id on another platform is another group.
+        by_groups.sight(SPAM, "wechat", "g1", "u4", None, at(start, 3));
+        assert!(matches!(
+            by_groups.sight(SPAM, "dingtalk", "g1", "u5", None, at(start, 4)),
+            WaveVerdict::Wave {
+                started: true,
+                groups: 3,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -515,7 +646,7 @@ mod tests {
             thresholds in (0u32..6, 0u32..6, 0u32..6),
             min_chars in 0usize..10,
             sightings in prop::collection::vec(
-                ("\\PC{0,12}", 0u8..4, 0u8..6, 0u8..6, any::<bool>(), 0u64..90),
+                ("\\PC{0,12}", 0u8..4, 0u8..6, 0u8..6, prop::option::of(0u64..5_000), 0u64..90),
                 1..200,
             ),
         ) {
@@ -531,14 +662,14 @@ mod tests {
             let waves = WaveDetector::with_max_fingerprints(spec, 16);
             let start = Instant::now();
             let mut elapsed = 0;
-            for (text, account, group, sender, linked, advance) in sightings {
+            for (text, scope, group, sender, said_ms, advance) in sightings {
                 elapsed += advance;
                 waves.sight(
                     &text,
-                    &account.to_string(),
+                    &scope.to_string(),
                     &group.to_string(),
                     &sender.to_string(),
-                    linked,
+                    said_ms,
                     at(start, elapsed),
                 );
                 prop_assert!(waves.tracked() <= 16);
