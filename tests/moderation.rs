@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use qunbridge_tests::onebot11_peer::{group_message, OneBot11Peer};
 use qunbridge_tests::onebot12_peer::{Behaviour, OneBot12Peer};
+use qunbridge_tests::process::DaemonProcess;
 use qunbridge_tests::{Broker, Daemon};
 use serde_json::{json, Value};
 
@@ -725,12 +726,216 @@ action = "hold"
         r#"moderation.wave: `window` = "ten minutes": "#,
         "moderation.wave: `groups` = 1: at least 2",
         "moderation.wave: `min_chars` = 0: at least 1",
-        r#"moderation.wave: `action` = "hold": holding for review is not available"#,
     ] {
         assert!(
             stderr.contains(expected),
             "missing {expected:?} in:\n{stderr}"
         );
     }
-    assert!(stderr.contains("4 configuration error(s)"), "{stderr}");
+    assert!(stderr.contains("3 configuration error(s)"), "{stderr}");
+}
+
+/// QQ, a second QQ group and WeChat in one link, unpaced; a flood limit whose action is drop,
+/// which WeChat overrides with `on_flood = "hold"`; `hold_max` as given.
+fn hold_config(broker: &Broker, qq: &str, wx: &str, hold_max: &str) -> String {
+    format!(
+        r#"{broker}
+[accounts.qq]
+platform = "qq"
+url = "{qq}"
+self_id = "{BOT}"
+
+[accounts.wx]
+platform = "wechat"
+url = "{wx}"
+
+[[links]]
+name = "fans"
+groups = ["qq:{GROUP}", "qq:{QQ_DESTINATION}", "wx:{WECHAT_GROUP}"]
+
+[limits.qq]
+per_group = "off"
+per_account = "off"
+
+[limits.wx]
+per_group = "off"
+per_account = "off"
+
+[filters.wechat]
+on_flood = "hold"
+
+[moderation]
+hold_max = "{hold_max}"
+
+[moderation.flood]
+per_sender = "5/10s"
+burst = 5
+"#,
+        broker = broker.toml()
+    )
+}
+
+/// Runs `qunbridge moderation <args>` against a daemon's admin endpoint; returns the exit
+/// code and standard output.
+fn moderation_cli(admin: std::net::SocketAddr, args: &[&str]) -> (Option<i32>, String) {
+    let output = std::process::Command::new(qunbridge_tests::qunbridge_binary())
+        .arg("moderation")
+        .arg("--admin")
+        .arg(admin.to_string())
+        .args(args)
+        .output()
+        .expect("qunbridge moderation runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// The held entries `qunbridge moderation list --json` prints.
+fn held_entries(admin: std::net::SocketAddr) -> Vec<Value> {
+    let (code, stdout) = moderation_cli(admin, &["list", "--json"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    let document: Value = serde_json::from_str(&stdout).expect("list --json prints JSON");
+    document["held"].as_array().cloned().unwrap_or_default()
+}
+
+/// How often `needle` occurs in `text`.
+fn occurrences(text: &str, needle: &str) -> usize {
+    text.matches(needle).count()
+}
+
+/// Flood with `on_flood = "hold"` for WeChat and the default drop for QQ: f6…f8 are held for
+/// WeChat (listed three times) and dropped for QQ, while a clean message after them is
+/// relayed at once; the entries survive `kill -9`; a release delivers one exactly once (also
+/// across a `kill -9` right after it); with `hold_max = "3s"` the rest expire and are counted.
+async fn flooded_messages_are_held_for_one_destination_and_released_once(broker: Broker) {
+    let (qq, qq_url) = OneBot11Peer::serve(BOT, None, 0).await;
+    let (wx, wx_url) = OneBot12Peer::serve("wxid_botself01", Behaviour::comwechat(None)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = |hold_max: &str| hold_config(&broker, &qq_url, &wx_url, hold_max);
+    let mut daemon = DaemonProcess::start(dir.path(), &config("1h")).await;
+    qq.wait_connections(1).await;
+    wx.wait_connections(1).await;
+
+    for n in 1..=8 {
+        qq.push_event(said(100 + n, FLOODER, &format!("hold-f{n}")));
+    }
+    qq.push_event(said(300, CALM, "calm-after"));
+    let text = wait_for_wechat(&wx, &["hold-f5", "calm-after"]).await;
+    let qq_copy = wait_for_qq_group(&qq, QQ_DESTINATION, &["hold-f5", "calm-after"]).await;
+    for held in ["hold-f6", "hold-f7", "hold-f8"] {
+        assert!(!text.contains(held), "{held} reached WeChat:\n{text}");
+        assert!(!qq_copy.contains(held), "{held} reached QQ:\n{qq_copy}");
+    }
+    let metrics = daemon.metrics().await;
+    let hits = |action: &str, platform: &str| {
+        qunbridge_tests::metrics::counter(
+            &metrics,
+            &format!(
+                r#"qunbridge_moderation_hits_total{{rule="flood",action="{action}",platform="{platform}"}}"#
+            ),
+        )
+    };
+    assert_eq!(hits("hold", "wechat"), 3.0, "{metrics}");
+    assert_eq!(hits("drop", "qq"), 3.0, "{metrics}");
+    assert_eq!(
+        qunbridge_tests::metrics::counter(&metrics, "qunbridge_moderation_held"),
+        3.0
+    );
+
+    let held = held_entries(daemon.admin);
+    assert_eq!(held.len(), 3, "{held:?}");
+    for entry in &held {
+        assert_eq!(entry["rule"], "flood");
+        assert_eq!(entry["link"], "fans");
+        assert_eq!(entry["to"]["account"], "wx");
+        assert_eq!(
+            entry["sender"].as_str(),
+            Some(format!("u{FLOODER}").as_str())
+        );
+        // What the list shows: no field with the member's id.
+        let mut fields: Vec<&str> = entry
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            ["excerpt", "from", "held_ms", "id", "link", "rule", "sender", "to"]
+        );
+    }
+    let excerpts: Vec<&str> = held.iter().filter_map(|e| e["excerpt"].as_str()).collect();
+    assert_eq!(excerpts, ["hold-f6", "hold-f7", "hold-f8"], "oldest first");
+
+    // The held entries survive kill -9.
+    daemon.restart_with(&config("1h")).await;
+    qq.wait_connections(2).await;
+    wx.wait_connections(2).await;
+    let held = held_entries(daemon.admin);
+    assert_eq!(held.len(), 3, "after kill -9: {held:?}");
+
+    // Release f6: it reaches WeChat once; killed right after the release and restarted, it
+    // is neither listed nor sent again.
+    let f6 = held[0]["id"].as_str().expect("id").to_owned();
+    let (code, stdout) = moderation_cli(daemon.admin, &["release", &f6]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains(&format!("{f6}: released")), "{stdout}");
+    daemon.restart_with(&config("1h")).await;
+    wait_for_wechat(&wx, &["hold-f6"]).await;
+    qq.push_event(said(301, CALM, "calm-marker"));
+    let text = wait_for_wechat(&wx, &["calm-marker"]).await;
+    assert_eq!(occurrences(&text, "hold-f6"), 1, "{text}");
+    assert!(!qq_text_in(&qq, QQ_DESTINATION).contains("hold-f6"));
+    let held = held_entries(daemon.admin);
+    assert_eq!(held.len(), 2, "{held:?}");
+    let (code, stdout) = moderation_cli(daemon.admin, &["release", &f6]);
+    assert_eq!(
+        code,
+        Some(1),
+        "a released id is not held any more: {stdout}"
+    );
+
+    // Drop f7 by hand; f8 expires once hold_max is 3 s.
+    let f7 = held[0]["id"].as_str().expect("id").to_owned();
+    let (code, stdout) = moderation_cli(daemon.admin, &["drop", &f7]);
+    assert_eq!(code, Some(0), "{stdout}");
+    daemon.reload_with(&config("3s")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !held_entries(daemon.admin).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "f8 did not expire");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = daemon.metrics().await;
+    let outcome = |outcome: &str| {
+        qunbridge_tests::metrics::counter(
+            &metrics,
+            &format!(r#"qunbridge_moderation_held_total{{outcome="{outcome}"}}"#),
+        )
+    };
+    assert_eq!(outcome("expired"), 1.0, "{metrics}");
+    assert_eq!(outcome("dropped"), 1.0, "{metrics}");
+    assert_eq!(
+        qunbridge_tests::metrics::counter(&metrics, "qunbridge_moderation_held"),
+        0.0
+    );
+    let text = wechat_text(&wx);
+    for never in ["hold-f7", "hold-f8"] {
+        assert!(!text.contains(never), "{never} reached WeChat:\n{text}");
+    }
+    daemon.kill();
+}
+
+mod flooded_messages_are_held_for_one_destination_and_released_once {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded() {
+        flooded_messages_are_held_for_one_destination_and_released_once(Broker::embedded()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mosquitto() {
+        flooded_messages_are_held_for_one_destination_and_released_once(Broker::mosquitto().await)
+            .await;
+    }
 }

@@ -34,6 +34,7 @@ pub mod egress;
 pub mod metrics;
 pub mod moderation;
 pub mod policy;
+pub mod review;
 pub mod stats;
 pub mod status;
 pub mod store;

@@ -140,6 +140,44 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Messages held for review by moderation, from a running daemon: list them, release
+    /// them to their destination, or drop them (exit 1 when the daemon cannot be reached or
+    /// an id is not held).
+    Moderation {
+        /// Config file whose `admin.listen` is the address to ask.
+        #[arg(short, long, env = "QUNBRIDGE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// Admin endpoint address (`host:port`); default: the config's `admin.listen`, else
+        /// 127.0.0.1:9464.
+        #[arg(long, global = true)]
+        admin: Option<String>,
+        /// What to do.
+        #[command(subcommand)]
+        action: ModerationCommand,
+    },
+}
+
+/// `qunbridge moderation` subcommands.
+#[derive(Debug, Subcommand)]
+enum ModerationCommand {
+    /// List the held messages, oldest first.
+    List {
+        /// Print the raw JSON of `GET /api/v1/held`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Relay held messages to the destination they were held for.
+    Release {
+        /// Held message ids, as `list` shows them.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Never relay these held messages.
+    Drop {
+        /// Held message ids, as `list` shows them.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 /// `stats --by`.
@@ -205,6 +243,11 @@ fn main() -> ExitCode {
             watch,
             json,
         } => status(config.as_deref(), admin, watch, json),
+        Command::Moderation {
+            config,
+            admin,
+            action,
+        } => moderation(config.as_deref(), admin, action),
         Command::Stats {
             config,
             admin,
@@ -333,6 +376,44 @@ fn admin_address(config: Option<&Path>, admin: Option<String>) -> Result<String,
         }
         (None, None) => qunbridge::status::DEFAULT_ADMIN.to_owned(),
     })
+}
+
+/// `qunbridge moderation list|release|drop`.
+fn moderation(config: Option<&Path>, admin: Option<String>, action: ModerationCommand) -> ExitCode {
+    use qunbridge::review::{decide, list, Verdict};
+    let admin = match admin_address(config, admin) {
+        Ok(admin) => admin,
+        Err(code) => return code,
+    };
+    let runtime = match async_runtime(tokio::runtime::Builder::new_current_thread()) {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let mut stdout = std::io::stdout();
+    let outcome = runtime.block_on(async {
+        match action {
+            ModerationCommand::List { json } => {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                list(&admin, json, now_ms, &mut stdout).await.map(|()| 0)
+            }
+            ModerationCommand::Release { ids } => {
+                decide(&admin, Verdict::Release, &ids, &mut stdout).await
+            }
+            ModerationCommand::Drop { ids } => {
+                decide(&admin, Verdict::Drop, &ids, &mut stdout).await
+            }
+        }
+    });
+    match outcome {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("qunbridge: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `qunbridge status`.

@@ -111,13 +111,6 @@ pub fn validate(
         let on_flood = raw_filter.on_flood.as_deref().and_then(|value| {
             use crate::policy::moderation::ModerationAction;
             match ModerationAction::parse(value) {
-                Some(ModerationAction::Hold) => {
-                    problems.push(format!(
-                        "{item}: `on_flood` = {value:?}: {}",
-                        super::moderation::HOLD_NOT_YET
-                    ));
-                    None
-                }
                 Some(action) => Some(action),
                 None => {
                     problems.push(format!(

@@ -24,10 +24,14 @@ use crate::broker::{BrokerClient, Topics};
 use crate::config::ModerationConfig;
 use crate::metrics::{MODERATION_HELD, MODERATION_HELD_OUTCOMES};
 use crate::store::held::{oldest_first, HeldEntry};
-use crate::store::{RelayStore, StoreError, WriteBatch};
+use crate::store::{keys, RelayStore, StoreError, WriteBatch};
 
 /// How long a release waits for the broker to take the released message.
 const RELEASE_PUBLISH_WAIT: Duration = Duration::from_secs(10);
+/// How long a release waits for egress to hold the released message durably.
+const RELEASE_EGRESS_WAIT: Duration = Duration::from_secs(10);
+/// How often a release looks whether egress holds it.
+const RELEASE_POLL: Duration = Duration::from_millis(20);
 /// Characters of a held entry's id (from [`ID_ALPHABET`]).
 const ID_LENGTH: usize = 6;
 /// What held entry ids are made of: lower-case letters and digits, without look-alikes.
@@ -86,6 +90,8 @@ pub struct HeldMessages {
     count: AtomicUsize,
     /// The publishing connection and topic names of this process's relay core, once one runs.
     publisher: OnceLock<(BrokerClient, Topics)>,
+    /// Wakes the expiry sweep when a reload changed the limits.
+    reloaded: tokio::sync::Notify,
 }
 
 impl HeldMessages {
@@ -101,6 +107,7 @@ impl HeldMessages {
             limits: RwLock::new((config.hold_max, config.hold_cap)),
             count: AtomicUsize::new(0),
             publisher: OnceLock::new(),
+            reloaded: tokio::sync::Notify::new(),
         })
     }
 
@@ -111,6 +118,8 @@ impl HeldMessages {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
             (config.hold_max, config.hold_cap);
+        // A shorter hold_max applies at once, not after the pause the old one set.
+        self.reloaded.notify_one();
     }
 
     /// `hold_max` and `hold_cap`.
@@ -153,7 +162,7 @@ impl HeldMessages {
             group: destination.target.group.clone(),
             link: destination.link.to_string(),
             rule: rule.to_owned(),
-            held_ms: now_ms(),
+            held_ms: next_held_ms(),
             envelope: envelope.clone(),
         })
     }
@@ -228,9 +237,39 @@ impl HeldMessages {
             .wait(RELEASE_PUBLISH_WAIT)
             .await
             .map_err(|e| publish_failed(e.to_string()))?;
+        // The broker has it; the entry goes only once egress has it durably (sent, or in the
+        // destination's outbox), since the embedded broker keeps nothing across a crash.
+        let sent = keys::sent(&outbound, &entry.account);
+        if !self.egress_has(&entry.account, &sent).await {
+            return Err(publish_failed(format!(
+                "egress did not take it within {RELEASE_EGRESS_WAIT:?}; it stays held, and releasing it again sends it once"
+            )));
+        }
         self.settle(&entry, "released").await?;
         info!(message = "Held message released.", id = %entry.id, link = %entry.link, rule = %entry.rule);
         Ok(Released::Sent)
+    }
+
+    /// True once egress holds a released message durably. Waits (at most
+    /// [`RELEASE_EGRESS_WAIT`]) for its send-log key, which an unpaced destination writes
+    /// within moments, so a crash right after the release cannot send it twice; a message
+    /// still waiting in the destination's outbox by then (a paced destination) counts too,
+    /// since the outbox survives a crash.
+    async fn egress_has(&self, account: &str, sent: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + RELEASE_EGRESS_WAIT;
+        let keys = [sent.to_owned()];
+        loop {
+            if self.store.holds_any(&keys).await.unwrap_or(false) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return match self.store.outbox(account).await {
+                    Ok(outbox) => outbox.iter().any(|entry| entry.key == sent),
+                    Err(_) => false,
+                };
+            }
+            tokio::time::sleep(RELEASE_POLL).await;
+        }
     }
 
     /// Drops an entry: it leaves the held table and is never relayed.
@@ -265,6 +304,7 @@ impl HeldMessages {
             let pause = (hold_max / 2).clamp(SWEEP_AT_LEAST, SWEEP_AT_MOST);
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = self.reloaded.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
             }
             if let Err(error) = self.expire(hold_max).await {
@@ -326,6 +366,19 @@ fn new_id() -> String {
     (0..ID_LENGTH)
         .map(|_| char::from(ID_ALPHABET[rng.random_range(0..ID_ALPHABET.len())]))
         .collect()
+}
+
+/// When an entry is held: now in milliseconds since the Unix epoch, but always after the
+/// entry held before it in this process, so the list shows them in the order they were held.
+fn next_held_ms() -> u64 {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = now_ms();
+    let previous = LAST
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+            Some(now.max(last + 1))
+        })
+        .unwrap_or(now);
+    now.max(previous + 1)
 }
 
 /// Milliseconds since the Unix epoch.
