@@ -571,6 +571,11 @@ fn check(path: &Path) -> ExitCode {
         "spam waves: {}",
         describe_waves(config.moderation.wave.as_ref())
     );
+    println!(
+        "held for review: at most {} messages, each for at most {}",
+        config.moderation.hold_cap,
+        humantime::format_duration(config.moderation.hold_max)
+    );
     println!("routes:");
     let routes = qunbridge::routes_of(&config);
     for (origin, destinations) in routes.all() {
@@ -618,6 +623,17 @@ fn check(path: &Path) -> ExitCode {
                 .collect();
             if !word_rules.is_empty() {
                 println!("    word rules: {}", word_rules.join(", "));
+            }
+            let moderation = &config.moderation;
+            if moderation.flood.is_some() || moderation.wave.is_some() {
+                let flood = moderation.flood.as_ref().map_or("off", |flood| {
+                    destination.filter.on_flood.unwrap_or(flood.action).as_str()
+                });
+                let wave = moderation
+                    .wave
+                    .as_ref()
+                    .map_or("off", |wave| wave.action.as_str());
+                println!("    moderation: flood -> {flood}, wave -> {wave}");
             }
             if destination.filter.rules.is_empty() {
                 println!("    filters: none (links pass as sent)");
