@@ -311,12 +311,8 @@ fn stats(
     out: Option<&Path>,
 ) -> ExitCode {
     use qunbridge::stats::report;
-    let admin = match admin_address(config, admin) {
-        Ok(admin) => admin,
-        Err(code) => return code,
-    };
-    let runtime = match async_runtime(tokio::runtime::Builder::new_current_thread()) {
-        Ok(runtime) => runtime,
+    let (admin, runtime) = match admin_client(config, admin) {
+        Ok(pair) => pair,
         Err(code) => return code,
     };
     let fetched = runtime.block_on(qunbridge::status::fetch_stats(&admin, query));
@@ -378,15 +374,22 @@ fn admin_address(config: Option<&Path>, admin: Option<String>) -> Result<String,
     })
 }
 
+/// The admin address a client command asks (see [`admin_address`]) and a runtime to ask it
+/// on.
+fn admin_client(
+    config: Option<&Path>,
+    admin: Option<String>,
+) -> Result<(String, tokio::runtime::Runtime), ExitCode> {
+    let admin = admin_address(config, admin)?;
+    let runtime = async_runtime(tokio::runtime::Builder::new_current_thread())?;
+    Ok((admin, runtime))
+}
+
 /// `qunbridge moderation list|release|drop`.
 fn moderation(config: Option<&Path>, admin: Option<String>, action: ModerationCommand) -> ExitCode {
     use qunbridge::review::{decide, list, Verdict};
-    let admin = match admin_address(config, admin) {
-        Ok(admin) => admin,
-        Err(code) => return code,
-    };
-    let runtime = match async_runtime(tokio::runtime::Builder::new_current_thread()) {
-        Ok(runtime) => runtime,
+    let (admin, runtime) = match admin_client(config, admin) {
+        Ok(pair) => pair,
         Err(code) => return code,
     };
     let mut stdout = std::io::stdout();
@@ -418,12 +421,8 @@ fn moderation(config: Option<&Path>, admin: Option<String>, action: ModerationCo
 
 /// `qunbridge status`.
 fn status(config: Option<&Path>, admin: Option<String>, watch: bool, json: bool) -> ExitCode {
-    let admin = match admin_address(config, admin) {
-        Ok(admin) => admin,
-        Err(code) => return code,
-    };
-    let runtime = match async_runtime(tokio::runtime::Builder::new_current_thread()) {
-        Ok(runtime) => runtime,
+    let (admin, runtime) = match admin_client(config, admin) {
+        Ok(pair) => pair,
         Err(code) => return code,
     };
     let mut stdout = std::io::stdout();

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use serde_json::Value;
 
-use crate::status::{admin_url, client, StatusError};
+use crate::status::{admin_url, client, get_json, StatusError};
 
 /// What to do with held messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,25 +37,7 @@ pub async fn list(
     now_ms: u64,
     out: &mut impl Write,
 ) -> Result<(), StatusError> {
-    let url = admin_url(admin, "/api/v1/held");
-    let response = client()?
-        .get(&url)
-        .send()
-        .await
-        .map_err(|source| StatusError::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
-    if !response.status().is_success() {
-        return Err(StatusError::Http {
-            status: response.status().as_u16(),
-            url,
-        });
-    }
-    let document: Value = response
-        .json()
-        .await
-        .map_err(|source| StatusError::Body { url, source })?;
+    let document: Value = get_json(&client()?, admin_url(admin, "/api/v1/held")).await?;
     let text = if json {
         format!("{document:#}\n")
     } else {

@@ -92,7 +92,7 @@ pub async fn fetch(client: &reqwest::Client, admin: &str) -> Result<Value, Statu
 }
 
 /// GETs `url` and reads its JSON answer.
-async fn get_json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     client: &reqwest::Client,
     url: String,
 ) -> Result<T, StatusError> {

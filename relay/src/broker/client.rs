@@ -244,6 +244,14 @@ enum Link {
     Local(Arc<LocalLink>),
 }
 
+/// A started client: its handle, the stream of its deliveries, and the task that runs its
+/// connection.
+pub type Started = (
+    BrokerClient,
+    mpsc::UnboundedReceiver<Delivery>,
+    JoinHandle<()>,
+);
+
 /// A cloneable handle to one MQTT connection.
 #[derive(Clone)]
 pub struct BrokerClient {
@@ -267,17 +275,7 @@ impl BrokerClient {
     ///
     /// # Errors
     /// [`BrokerError::Tls`] if TLS was asked for and cannot be set up.
-    pub fn start(
-        options: ClientOptions,
-        stop: CancellationToken,
-    ) -> Result<
-        (
-            BrokerClient,
-            mpsc::UnboundedReceiver<Delivery>,
-            JoinHandle<()>,
-        ),
-        BrokerError,
-    > {
+    pub fn start(options: ClientOptions, stop: CancellationToken) -> Result<Started, BrokerError> {
         if let Some(broker) = options.endpoint.local.clone() {
             return Self::start_local(&broker, options, stop);
         }
@@ -358,14 +356,7 @@ impl BrokerClient {
         broker: &LocalBroker,
         options: ClientOptions,
         stop: CancellationToken,
-    ) -> Result<
-        (
-            BrokerClient,
-            mpsc::UnboundedReceiver<Delivery>,
-            JoinHandle<()>,
-        ),
-        BrokerError,
-    > {
+    ) -> Result<Started, BrokerError> {
         let shared = Arc::new(Shared {
             tracker: Mutex::new(AckTracker::default()),
             acks: Arc::new(SharedAcks::default()),
