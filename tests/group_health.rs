@@ -817,15 +817,45 @@ async fn a_polled_member_list_gives_joins_and_leaves_and_notices_need_no_poll() 
         "invite",
     ));
 
+    // The days of the report (the last week) added up: a run at the stats day's midnight
+    // counts the poll on one day and the notice on the next.
     let row = |alias: &str| {
         let (code, out) = stats_cli(daemon.admin, &["--format", "json", "--group", alias]);
         assert_eq!(code, 0);
         let report: Value = serde_json::from_slice(&out).expect("JSON report");
-        report["groups"][0]["periods"]
+        let periods = report["groups"][0]["periods"]
             .as_array()
-            .and_then(|periods| periods.last())
             .cloned()
-            .unwrap_or(Value::Null)
+            .unwrap_or_default();
+        let sum = |field: &str| {
+            periods
+                .iter()
+                .filter_map(|p| p[field].as_u64())
+                .sum::<u64>()
+        };
+        let by_how = |field: &str| {
+            let mut merged = serde_json::Map::new();
+            for period in &periods {
+                for (how, count) in period[field].as_object().into_iter().flatten() {
+                    let before = merged.get(how).and_then(Value::as_u64).unwrap_or(0);
+                    merged.insert(how.clone(), json!(before + count.as_u64().unwrap_or(0)));
+                }
+            }
+            Value::Object(merged)
+        };
+        let member_count = periods
+            .iter()
+            .rev()
+            .map(|p| p["member_count"].clone())
+            .find(|count| !count.is_null())
+            .unwrap_or(Value::Null);
+        json!({
+            "joins": sum("joins"),
+            "leaves": sum("leaves"),
+            "joins_by_how": by_how("joins_by_how"),
+            "leaves_by_how": by_how("leaves_by_how"),
+            "member_count": member_count,
+        })
     };
     let deadline = tokio::time::Instant::now() + PATIENCE + Duration::from_secs(5);
     loop {
