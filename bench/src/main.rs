@@ -27,6 +27,7 @@ mod collector;
 mod daemon;
 mod drivers;
 mod figures;
+mod moderation;
 mod plan;
 mod relay;
 mod report;
@@ -99,6 +100,11 @@ struct Cli {
     /// what counting costs).
     #[arg(long, value_parser = ["on", "off"], default_value = "on")]
     stats: String,
+    /// Moderation in every daemon: `off` (the default, as shipped) or `on` (a flood limit,
+    /// spam waves and a 10 000-word list with 50 regexes at every destination; see
+    /// `bench/src/moderation.rs`), to measure what judging costs.
+    #[arg(long, value_parser = ["on", "off"], default_value = "off")]
+    moderation: String,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -186,8 +192,21 @@ async fn main() -> ExitCode {
     if let Some(logs) = &cli.logs {
         let _ = daemon::LOG_DIR.set(logs.clone());
     }
+    let mut extra = String::new();
     if cli.stats == "off" {
-        let _ = daemon::EXTRA_CONFIG.set("[stats]\nenabled = false\n".to_owned());
+        extra.push_str("[stats]\nenabled = false\n");
+    }
+    if cli.moderation == "on" {
+        match moderation::config() {
+            Ok(text) => extra.push_str(&text),
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if !extra.is_empty() {
+        let _ = daemon::EXTRA_CONFIG.set(extra);
     }
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build of qunbridge-bench; its own slowness will show in the numbers (use --release)");
