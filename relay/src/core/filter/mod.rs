@@ -81,7 +81,12 @@ impl FilterRules {
             .iter()
             .any(|r| matches!(r.matcher, Matcher::Regex(_)));
         let words = words && self.has_words();
-        if !has_regex && !words && !detect::may_contain_candidates(text) {
+        // Most chat text has no link: then only word rules can act, and one search per list
+        // (no positions, no link normalization) tells whether any of them hits at all.
+        if !has_regex
+            && !detect::may_contain_candidates(text)
+            && !(words && self.any_word_hit(text))
+        {
             return Filtered::unchanged(text);
         }
         // A replacement or defanged link can bring neighbours together into a new match
@@ -109,6 +114,15 @@ impl FilterRules {
             result.text = again.text;
         }
         result
+    }
+
+    /// True when some word rule's list hits `text` (an allow entry that covers the hit
+    /// excuses it, as in a full pass).
+    fn any_word_hit(&self, text: &str) -> bool {
+        self.rules
+            .iter()
+            .filter_map(|rule| rule.matcher.word_list())
+            .any(|list| list.is_hit(text))
     }
 
     /// One pass over a text (`words`: whether word rules take part).
