@@ -85,7 +85,7 @@ impl FilterRules {
         // (no positions, no link normalization) tells whether any of them hits at all.
         if !has_regex
             && !detect::may_contain_candidates(text)
-            && !(words && self.any_word_hit(text))
+            && (!words || !self.any_word_hit(text))
         {
             return Filtered::unchanged(text);
         }
