@@ -939,3 +939,112 @@ mod flooded_messages_are_held_for_one_destination_and_released_once {
             .await;
     }
 }
+
+/// A word rule whose action is `hold` for WeChat and `mask` for QQ: the hit is held for
+/// WeChat (listed with the list's name), masked for QQ, and a clean message after it goes
+/// through at once; a release delivers it to WeChat once, rendered without the rule that held
+/// it (another list's mask still applies).
+async fn a_word_rule_holds_for_review_and_a_release_leaves_that_rule_out(broker: Broker) {
+    let (qq, qq_url) = OneBot11Peer::serve(BOT, None, 0).await;
+    let (wx, wx_url) = OneBot12Peer::serve("wxid_botself01", Behaviour::comwechat(None)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        r#"{broker}
+[accounts.qq]
+platform = "qq"
+url = "{qq_url}"
+self_id = "{BOT}"
+
+[accounts.wx]
+platform = "wechat"
+url = "{wx_url}"
+
+[[links]]
+name = "fans"
+groups = ["qq:{GROUP}", "qq:{QQ_DESTINATION}", "wx:{WECHAT_GROUP}"]
+
+[limits.qq]
+per_group = "off"
+per_account = "off"
+
+[limits.wx]
+per_group = "off"
+per_account = "off"
+
+[moderation.lists.ads]
+words = ["兼职刷单"]
+
+[moderation.lists.pay]
+words = ["日结"]
+
+[filters.wechat]
+rules = [
+  {{ match = "words", list = "ads", action = "hold" }},
+  {{ match = "words", list = "pay", action = "mask" }},
+]
+
+[filters.qq]
+rules = [{{ match = "words", list = "ads", action = "mask" }}]
+"#,
+        broker = broker.toml()
+    );
+    let mut daemon = DaemonProcess::start(dir.path(), &config).await;
+    qq.wait_connections(1).await;
+    wx.wait_connections(1).await;
+
+    qq.push_event(said(501, CALM, "h1 今天兼 职刷单日结"));
+    qq.push_event(said(502, CALM, "h2 clean"));
+    let to_wechat = wait_for_wechat(&wx, &["h2 clean"]).await;
+    assert!(!to_wechat.contains("h1"), "held, not sent:\n{to_wechat}");
+    let to_qq = wait_for_qq(&qq, &["h1 ", "h2 clean"]).await;
+    assert!(to_qq.contains("h1 今天*****日结"), "{to_qq}");
+
+    let metrics = daemon.metrics().await;
+    let hits = |action: &str, platform: &str| {
+        qunbridge_tests::metrics::counter(
+            &metrics,
+            &format!(
+                r#"qunbridge_moderation_hits_total{{rule="ads",action="{action}",platform="{platform}"}}"#
+            ),
+        )
+    };
+    assert_eq!(hits("hold", "wechat"), 1.0, "{metrics}");
+    assert_eq!(hits("mask", "qq"), 1.0, "{metrics}");
+    assert_eq!(
+        qunbridge_tests::metrics::counter(&metrics, "qunbridge_moderation_held"),
+        1.0
+    );
+
+    let held = held_entries(daemon.admin);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["rule"], "ads");
+    assert_eq!(held[0]["to"]["account"], "wx");
+    let id = held[0]["id"].as_str().expect("id").to_owned();
+    let (code, stdout) = moderation_cli(daemon.admin, &["release", &id]);
+    assert_eq!(code, Some(0), "{stdout}");
+    let to_wechat = wait_for_wechat(&wx, &["h1 "]).await;
+    assert!(
+        to_wechat.contains("h1 今天兼 职刷单**"),
+        "released without the `ads` rule, `pay` still masks:\n{to_wechat}"
+    );
+    qq.push_event(said(503, CALM, "h3 marker"));
+    let to_wechat = wait_for_wechat(&wx, &["h3 marker"]).await;
+    assert_eq!(occurrences(&to_wechat, "h1 "), 1, "{to_wechat}");
+    assert!(held_entries(daemon.admin).is_empty());
+    daemon.kill();
+}
+
+mod a_word_rule_holds_for_review_and_a_release_leaves_that_rule_out {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded() {
+        a_word_rule_holds_for_review_and_a_release_leaves_that_rule_out(Broker::embedded()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mosquitto() {
+        a_word_rule_holds_for_review_and_a_release_leaves_that_rule_out(Broker::mosquitto().await)
+            .await;
+    }
+}

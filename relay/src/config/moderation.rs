@@ -18,10 +18,6 @@ use crate::policy::pacing::Rate;
 pub const DEFAULT_HOLD_MAX: Duration = Duration::from_secs(3600);
 /// Default `hold_cap`.
 pub const DEFAULT_HOLD_CAP: usize = 10_000;
-/// Why `hold` is refused on a word rule for now: flood and waves hold a whole message before
-/// any destination, but a word rule's hold would need a release that leaves out that one rule.
-pub const HOLD_NOT_YET: &str =
-    "holding by a word rule is not available in this version yet (use \"drop\"; flood and wave actions can hold)";
 
 /// Longest `[moderation.wave] window`: a wave lasts until a whole window passes without a
 /// copy, so a longer one would keep an innocent text that many people repeat (a greeting, a
@@ -837,7 +833,7 @@ mod list_tests {
               { match = "words", list = "ads", action = "drop" },
               { match = "words", list = "unknown", action = "mask" },
               { match = "words", list = "flood", action = "mask", with = "**" },
-              { match = "words", list = "flood", action = "hold" },
+              { match = "words", list = "flood", action = "hold", with = "x" },
               { match = "words", list = "flood", action = "replace", with = "x" },
               { match = "words", action = "drop" },
               { match = "url", action = "mask" },
@@ -860,8 +856,8 @@ mod list_tests {
             r#"moderation.lists "empty": the list has no `words`, `patterns` or `files`"#,
             r#"filters "wechat": `rules[1].list` = "unknown": no [moderation.lists.unknown]"#,
             r#"filters "wechat": `rules[2].with` = "**": `mask` puts `*` in place of each matched character and takes no `with`"#,
-            r#"filters "wechat": `rules[3].action` = "hold": holding by a word rule is not available"#,
-            r#"filters "wechat": `rules[4].action` = "replace": for `match` = "words", one of mask, drop"#,
+            r#"filters "wechat": `rules[3].with` = "x": `hold` keeps the whole message for review and takes no `with`"#,
+            r#"filters "wechat": `rules[4].action` = "replace": for `match` = "words", one of mask, drop, hold"#,
             r#"filters "wechat": `rules[5].list` is missing for `match` = "words""#,
             r#"filters "wechat": `rules[6].action` = "mask": only for `match` = "words""#,
             r#"filters "wechat": `rules[7].list` = "ads": only for `match` = "words""#,

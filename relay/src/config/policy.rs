@@ -10,7 +10,7 @@ use qunbridge_connectors::protocol::{EgressDefaults, LengthUnit, PacingDefault};
 use qunbridge_connectors::Platform;
 use regex::Regex;
 
-use super::moderation::{WordLists, HOLD_NOT_YET};
+use super::moderation::WordLists;
 use super::raw::{RawFilter, RawLimits};
 use crate::policy::moderation::ModerationAction;
 use crate::policy::{
@@ -317,11 +317,20 @@ pub fn filter_rules(
             }
         };
         let action = match (raw_rule.action.as_deref(), &raw_rule.with) {
-            (Some("hold"), _) => {
-                problems.push(format!("{item}: `{key}.action` = \"hold\": {HOLD_NOT_YET}"));
+            (Some("drop"), _) => Some(Action::Drop),
+            (Some("hold"), None) if words => Some(Action::Hold),
+            (Some("hold"), Some(with)) if words => {
+                problems.push(format!(
+                    "{item}: `{key}.with` = {with:?}: `hold` keeps the whole message for review and takes no `with`"
+                ));
                 None
             }
-            (Some("drop"), _) => Some(Action::Drop),
+            (Some("hold"), _) => {
+                problems.push(format!(
+                    "{item}: `{key}.action` = \"hold\": only for `match` = \"words\" (a link rule drops or rewrites)"
+                ));
+                None
+            }
             (Some("mask"), None) if words => Some(Action::Mask),
             (Some("mask"), Some(with)) if words => {
                 problems.push(format!(
@@ -337,7 +346,7 @@ pub fn filter_rules(
             }
             (Some(other), _) if words => {
                 problems.push(format!(
-                    "{item}: `{key}.action` = {other:?}: for `match` = \"words\", one of mask, drop"
+                    "{item}: `{key}.action` = {other:?}: for `match` = \"words\", one of mask, drop, hold"
                 ));
                 None
             }

@@ -4,8 +4,9 @@
 //! inbound, so the ordered pipeline never waits for a person and a crash loses no held
 //! message. An operator lists, releases or drops entries through the admin endpoint
 //! (`qunbridge moderation …`). A release renders the message for its destination under the
-//! routes and filters in force then, without the rule that held it (flood and wave are judged
-//! before any destination, so a release simply does not judge again), and publishes it; the
+//! routes and filters in force then, without the rule that held it (a word rule's list is
+//! left out of the destination's rules for it; flood and wave are judged before any
+//! destination, so a release simply does not judge them again), and publishes it; the
 //! egress send log makes a release repeated after a crash send once. Entries older than
 //! `moderation.hold_max` expire; beyond `moderation.hold_cap` new holds become drops.
 
@@ -218,9 +219,16 @@ impl HeldMessages {
             .cloned()
             .ok_or_else(|| HoldError::Unrouted(id.to_owned()))?;
         let words = destination.filter.has_words();
+        // The name is judged by every list, as for any message; the text by every rule but
+        // the word rule that held it (flood and wave judge before any destination and are
+        // simply not judged again).
         let (source, _) = moderate_name(&entry.envelope, &destination, words);
         let mut outbound = render(&source, &destination);
-        if filter(&mut outbound, &destination, words).is_some() {
+        let mut judged = destination;
+        if !is_own_rule(&entry.rule) {
+            judged.filter = Arc::new(judged.filter.without_list(&entry.rule));
+        }
+        if filter(&mut outbound, &judged, judged.filter.has_words()).is_some() {
             self.settle(&entry, "dropped").await?;
             return Ok(Released::Filtered);
         }
@@ -356,6 +364,12 @@ impl HeldMessages {
     fn publish_gauge(&self) {
         metrics::gauge!(MODERATION_HELD).set(self.count.load(Ordering::Acquire) as f64);
     }
+}
+
+/// True for a rule of moderation's own (`flood`, `wave`, `suspect`), false for a word
+/// list's name (a list may not take one of these names).
+fn is_own_rule(rule: &str) -> bool {
+    crate::config::moderation::RESERVED_LIST_NAMES.contains(&rule)
 }
 
 /// A new entry id: [`ID_LENGTH`] characters of [`ID_ALPHABET`] (about 887 million ids; the

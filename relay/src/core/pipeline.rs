@@ -193,7 +193,7 @@ impl Core {
                 _work: work,
             });
         }
-        let Some(confirmations) = self.publish_all(&envelope, destinations).await else {
+        let Some((confirmations, held)) = self.publish_all(&envelope, destinations).await else {
             dedup.release(&keys);
             return None;
         };
@@ -202,7 +202,7 @@ impl Core {
             confirmations,
             keys,
             stats,
-            held: Vec::new(),
+            held,
             _work: work,
         })
     }
@@ -258,14 +258,16 @@ impl Core {
     }
 
     /// Renders, filters and publishes the message for every destination; returns the
-    /// publishes' confirmations, or `None` when a publish failed (the delivery is then left
+    /// publishes' confirmations and the entries a word rule holds for review at some
+    /// destinations, or `None` when a publish failed (the delivery is then left
     /// unacknowledged for redelivery).
     async fn publish_all(
         &self,
         envelope: &Envelope,
         destinations: &[Destination],
-    ) -> Option<Vec<Confirmation>> {
+    ) -> Option<(Vec<Confirmation>, Vec<HeldEntry>)> {
         let mut confirmations = Vec::with_capacity(destinations.len());
+        let mut held = Vec::new();
         // Word rules judge member messages, and only where a destination has some (the
         // common case costs one look at the destinations' rules).
         let judged = destinations.iter().any(|d| d.filter.has_words())
@@ -304,8 +306,41 @@ impl Core {
                     count_drop("moderated");
                     continue;
                 }
+                Some(Dropped::Held(list)) => {
+                    let action = match self.held.admit(envelope, destination, &list) {
+                        Some(entry) => {
+                            info!(
+                                message = "Message held for review at this destination: a word list hits it.",
+                                link = %destination.link,
+                                destination = %destination.target,
+                                list,
+                                id = %entry.id
+                            );
+                            held.push(entry);
+                            ModerationAction::Hold
+                        }
+                        // Over `hold_cap`: the hold becomes a drop.
+                        None => {
+                            count_drop("moderated");
+                            ModerationAction::Drop
+                        }
+                    };
+                    metrics::counter!(
+                        MODERATION_HITS,
+                        "rule" => list,
+                        "action" => action.as_str(),
+                        "platform" => destination.platform.as_str()
+                    )
+                    .increment(1);
+                    continue;
+                }
             }
-            match self.publish_one(&outbound, destination).await? {
+            let Some(published) = self.publish_one(&outbound, destination).await else {
+                // Left for redelivery: what it would have held is judged again then.
+                self.held.forget(held.len());
+                return None;
+            };
+            match published {
                 Some(confirmation) => confirmations.push(confirmation),
                 None => continue,
             }
@@ -316,7 +351,7 @@ impl Core {
             )
             .increment(1);
         }
-        Some(confirmations)
+        Some((confirmations, held))
     }
 
     /// Publishes the join/leave notices of a membership change to the destinations whose

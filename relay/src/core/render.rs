@@ -213,7 +213,9 @@ fn count_word_hits(
             .increment(1);
             return;
         }
-        Some(Dropped::Link(_)) => return,
+        // A link rule's drop counts no mask; a hold is counted by the core once it knows
+        // whether the entry was admitted (a full held table makes it a drop).
+        Some(Dropped::Link(_) | Dropped::Held(_)) => return,
         None => {}
     }
     for (list, action) in hits {

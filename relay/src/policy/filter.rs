@@ -75,6 +75,9 @@ pub enum Action {
     Drop,
     /// Replace each character of the match with `*` (word lists only).
     Mask,
+    /// Keep the message for review instead of relaying it to this destination (word lists
+    /// only): an operator releases it (rendered without this rule) or drops it.
+    Hold,
 }
 
 impl Action {
@@ -87,6 +90,7 @@ impl Action {
             Action::Defang => "defang",
             Action::Drop => "drop",
             Action::Mask => "mask",
+            Action::Hold => "hold",
         }
     }
 }
@@ -138,6 +142,24 @@ impl FilterRules {
     /// True when there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// These rules without the word rules of the list `name`: what a message held by that
+    /// list is filtered with when an operator releases it.
+    pub fn without_list(&self, name: &str) -> FilterRules {
+        FilterRules {
+            rules: self
+                .rules
+                .iter()
+                .filter(|rule| {
+                    rule.matcher
+                        .word_list()
+                        .is_none_or(|list| list.name() != name)
+                })
+                .cloned()
+                .collect(),
+            on_flood: self.on_flood,
+        }
     }
 
     /// True when some rule matches a word list (word rules judge member messages only).

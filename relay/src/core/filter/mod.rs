@@ -3,8 +3,9 @@
 //! `qq_group_invite`, `wechat_share_code`, `short_link`), domain lists (suffix match),
 //! regexes, and moderation word lists (`words`). Actions: `allow`, `strip`, `replace`,
 //! `defang`, `drop` (the whole message) and, for words, `mask` (each matched character
-//! becomes `*`). Text is normalized from full-width to half-width before matching (word
-//! lists normalize as they are configured); what is not matched is left exactly as written.
+//! becomes `*`) and `hold` (the message is kept for review at this destination). Text is
+//! normalized from full-width to half-width before matching (word lists normalize as they
+//! are configured); what is not matched is left exactly as written.
 //! Word rules judge only what a member wrote, so a caller turns them off for the sender line,
 //! notices and bots' messages ([`FilterRules::apply_with`]).
 
@@ -20,6 +21,9 @@ pub enum Dropped {
     Link(&'static str),
     /// A word rule, by its list's name.
     Words(String),
+    /// A word rule whose action is `hold`, by its list's name: the message is kept for
+    /// review at this destination instead of being relayed.
+    Held(String),
 }
 
 /// What filtering did to a text.
@@ -248,6 +252,12 @@ impl FilterRules {
                     });
                     out.push_str(&text[original.clone()]);
                 }
+                Action::Hold => {
+                    if let Some(list) = list {
+                        dropped.get_or_insert_with(|| Dropped::Held(list.name().to_owned()));
+                    }
+                    out.push_str(&text[original.clone()]);
+                }
             }
             cursor = original.end;
         }
@@ -315,6 +325,11 @@ impl FilterRules {
                     Action::Drop => {
                         across.word_hits.push((list.name().to_owned(), "drop"));
                         across.dropped = Some(Dropped::Words(list.name().to_owned()));
+                        return across;
+                    }
+                    Action::Hold => {
+                        across.word_hits.push((list.name().to_owned(), "hold"));
+                        across.dropped = Some(Dropped::Held(list.name().to_owned()));
                         return across;
                     }
                     // Word rules take no other action.
@@ -479,6 +494,31 @@ mod tests {
         let unjudged = drop.apply_with("今天兼职刷单日结", false);
         assert_eq!(unjudged.dropped, None);
         assert_eq!(unjudged.text, "今天兼职刷单日结");
+    }
+
+    #[test]
+    fn a_hold_rule_holds_and_a_release_leaves_only_that_list_out() {
+        let ads = word_list("ads", &["兼职刷单"], &[]);
+        let soft = word_list("soft", &["日结"], &[]);
+        let mut rules = rules(Platform::Wechat, &[]);
+        rules.rules.insert(0, words_rule(&ads, Action::Hold));
+        rules.rules.insert(1, words_rule(&soft, Action::Mask));
+        let held = rules.apply("今天兼 职刷单日结");
+        assert_eq!(held.dropped, Some(Dropped::Held("ads".into())));
+        assert_eq!(held.word_hits[0], ("ads".to_owned(), "hold"));
+        assert_eq!(rules.apply("今天天气好").dropped, None);
+
+        // Released: the holding list is out, every other rule still acts.
+        let released = rules.without_list("ads");
+        assert_eq!(released.rules.len(), rules.rules.len() - 1);
+        let text = released.apply("今天兼 职刷单日结 看 example.com");
+        assert_eq!(text.dropped, None);
+        assert_eq!(text.text, "今天兼 职刷单** 看 example[.]com");
+
+        // Across segments, too.
+        let (mut first, mut second) = ("兼职".to_owned(), "刷单".to_owned());
+        let across = rules.judge_across(&mut [&mut first, &mut second]);
+        assert_eq!(across.dropped, Some(Dropped::Held("ads".into())));
     }
 
     #[test]
