@@ -710,6 +710,10 @@ window = "ten minutes"
 groups = 1
 min_chars = 0
 action = "hold"
+suspect_delay = "2s"
+
+[stats]
+enabled = false
 "#
         ),
     )
@@ -726,13 +730,14 @@ action = "hold"
         r#"moderation.wave: `window` = "ten minutes": "#,
         "moderation.wave: `groups` = 1: at least 2",
         "moderation.wave: `min_chars` = 0: at least 1",
+        "moderation.wave: `suspect_delay` is set but `stats.enabled` = false",
     ] {
         assert!(
             stderr.contains(expected),
             "missing {expected:?} in:\n{stderr}"
         );
     }
-    assert!(stderr.contains("3 configuration error(s)"), "{stderr}");
+    assert!(stderr.contains("4 configuration error(s)"), "{stderr}");
 }
 
 /// QQ, a second QQ group and WeChat in one link, unpaced; a flood limit whose action is drop,
@@ -1045,6 +1050,126 @@ mod a_word_rule_holds_for_review_and_a_release_leaves_that_rule_out {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mosquitto() {
         a_word_rule_holds_for_review_and_a_release_leaves_that_rule_out(Broker::mosquitto().await)
+            .await;
+    }
+}
+
+/// QQ (two linked groups) and WeChat, unpaced, waves over 10 s, and a suspect delay of 2 s.
+fn suspect_config(broker: &Broker, qq: &str, wx: &str) -> String {
+    wave_config(broker, qq, wx).replace(
+        "[moderation.wave]\nwindow = \"4s\"\n",
+        "[moderation.wave]\nwindow = \"10s\"\nsuspect_delay = \"2s\"\n",
+    )
+}
+
+/// A newcomer's link waits 2 s and then arrives; a member who posted before sends a link at
+/// once; a newcomer's ad that two more groups see within the 2 s reaches no destination.
+async fn a_newcomers_link_waits_and_is_kept_back_when_a_wave_shows_up(broker: Broker) {
+    const KNOWN: i64 = 1000000010;
+    const LONE: i64 = 1000000011;
+    const SPAMMERS: [i64; 3] = [1000000012, 1000000013, 1000000014];
+    let (qq, qq_url) = OneBot11Peer::serve(BOT, None, 0).await;
+    let (wx, wx_url) = OneBot12Peer::serve("wxid_botself01", Behaviour::comwechat(None)).await;
+    let config = suspect_config(&broker, &qq_url, &wx_url);
+    assert!(config.contains("suspect_delay"), "{config}");
+    let daemon = Daemon::start_alone(&config).await;
+    qq.wait_connections(1).await;
+    wx.wait_connections(1).await;
+    let series = |rule: &str, action: &str, platform: &str| {
+        format!(
+            r#"qunbridge_moderation_hits_total{{rule="{rule}",action="{action}",platform="{platform}"}}"#
+        )
+    };
+    let suspect_holds = series("suspect", "hold", "wechat");
+    let wave_drops = series("wave", "drop", "wechat");
+    // Metric series are the test binary's, counted from here.
+    let holds_before = daemon.counter(&suspect_holds).await;
+    let drops_before = daemon.counter(&wave_drops).await;
+    let waves_before = daemon.counter("qunbridge_moderation_waves_total").await;
+    let holds = || async { daemon.counter(&suspect_holds).await - holds_before };
+
+    // A member who has posted before sends a link: no wait.
+    qq.push_event(said_in(GROUP, 601, KNOWN, "k1 早上好"));
+    wait_for_wechat(&wx, &["k1 早上好"]).await;
+    qq.push_event(said_in(
+        GROUP,
+        602,
+        KNOWN,
+        "k2 文档 https://docs.example.org/a",
+    ));
+    wait_for_wechat(&wx, &["k2 文档"]).await;
+    assert_eq!(holds().await, 0.0, "k2 did not wait");
+
+    // A newcomer's link waits: a plain message after it (from the known member) arrives
+    // first, and the link about 2 s after it was posted.
+    let posted = tokio::time::Instant::now();
+    qq.push_event(said_in(
+        GROUP,
+        603,
+        LONE,
+        "n1 看这个 https://shop.example.com/a",
+    ));
+    qq.push_event(said_in(GROUP, 604, KNOWN, "k3 after"));
+    let text = wait_for_wechat(&wx, &["k3 after"]).await;
+    assert!(
+        !text.contains("n1 "),
+        "the newcomer's link did not wait:\n{text}"
+    );
+    assert_eq!(holds().await, 1.0);
+    wait_for_wechat(&wx, &["n1 看这个"]).await;
+    let waited = posted.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "arrived after {waited:?}, before the delay"
+    );
+
+    // A newcomer's ad in a linked group; within the delay a second newcomer posts it in the
+    // other linked group and a third in a group in no link: a wave. None of the three
+    // copies reaches WeChat (or the other QQ group).
+    let ad = "兼职日结 加我 vx: abc12345 详情 https://ad.example.net/?a=";
+    qq.push_event(said_in(GROUP, 605, SPAMMERS[0], &format!("{ad}1")));
+    qq.push_event(said_in(QQ_DESTINATION, 606, SPAMMERS[1], &format!("{ad}2")));
+    qq.push_event(said_in(UNLINKED, 607, SPAMMERS[2], &format!("{ad}3")));
+    // The two that waited are dropped when their time comes.
+    let deadline = tokio::time::Instant::now() + qunbridge_tests::PATIENCE;
+    while daemon.counter(&wave_drops).await - drops_before < 2.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the waiting copies were not dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(holds().await, 3.0, "n1 and two copies waited");
+    assert_eq!(
+        daemon.counter("qunbridge_moderation_waves_total").await - waves_before,
+        1.0
+    );
+    qq.push_event(said_in(GROUP, 608, KNOWN, "k4 end"));
+    let text = wait_for_wechat(&wx, &["k4 end"]).await;
+    assert!(
+        !text.contains("兼职日结"),
+        "an ad copy reached WeChat:\n{text}"
+    );
+    let other_qq = qq_text_in(&qq, QQ_DESTINATION);
+    assert!(!other_qq.contains("兼职日结"), "{other_qq}");
+    assert_eq!(
+        daemon.counter("qunbridge_moderation_held").await,
+        0.0,
+        "nothing is left waiting"
+    );
+}
+
+mod a_newcomers_link_waits_and_is_kept_back_when_a_wave_shows_up {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded() {
+        a_newcomers_link_waits_and_is_kept_back_when_a_wave_shows_up(Broker::embedded()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mosquitto() {
+        a_newcomers_link_waits_and_is_kept_back_when_a_wave_shows_up(Broker::mosquitto().await)
             .await;
     }
 }

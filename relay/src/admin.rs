@@ -638,6 +638,12 @@ async fn held_release(State(health): State<Arc<Health>>, Path(id): Path<String>)
             "reason": "a filter of the destination drops it under the config in force"
         }))
         .into_response(),
+        Ok(Released::HeldBy(list)) => Json(json!({
+            "id": id,
+            "outcome": "held",
+            "reason": format!("the destination's word list {list:?} holds it under the config in force")
+        }))
+        .into_response(),
         Err(error) => hold_error(&error),
     }
 }

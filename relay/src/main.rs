@@ -570,6 +570,12 @@ fn check(path: &Path) -> ExitCode {
         "spam waves: {}",
         describe_waves(config.moderation.wave.as_ref())
     );
+    if let Some(delay) = config.moderation.suspect_delay {
+        println!(
+            "suspect delay: {} for a newcomer's link, invite, contact or picture (new: not seen posting in the group for 28 days, or joined within 10 minutes)",
+            humantime::format_duration(delay)
+        );
+    }
     println!(
         "held for review: at most {} messages, each for at most {}",
         config.moderation.hold_cap,

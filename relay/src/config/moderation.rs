@@ -19,6 +19,9 @@ pub const DEFAULT_HOLD_MAX: Duration = Duration::from_secs(3600);
 /// Default `hold_cap`.
 pub const DEFAULT_HOLD_CAP: usize = 10_000;
 
+/// Longest `[moderation.wave] suspect_delay`.
+pub const MAX_SUSPECT_DELAY: Duration = Duration::from_secs(600);
+
 /// Longest `[moderation.wave] window`: a wave lasts until a whole window passes without a
 /// copy, so a longer one would keep an innocent text that many people repeat (a greeting, a
 /// holiday wish) suspect for longer than a day.
@@ -78,6 +81,10 @@ pub struct ModerationConfig {
     /// `[moderation.lists.<name>]`, compiled (the filter rules that name a list hold it too;
     /// kept here for `check` and for lists no rule names yet).
     pub lists: WordLists,
+    /// `[moderation.wave] suspect_delay`: how long a newcomer's message that carries a link,
+    /// an invite, a contact or a picture waits before it is relayed (unless it turns out to
+    /// be part of a wave meanwhile); `None`: off (the default).
+    pub suspect_delay: Option<Duration>,
 }
 
 impl Default for ModerationConfig {
@@ -89,6 +96,7 @@ impl Default for ModerationConfig {
             hold_max: DEFAULT_HOLD_MAX,
             hold_cap: DEFAULT_HOLD_CAP,
             lists: WordLists::default(),
+            suspect_delay: None,
         }
     }
 }
@@ -149,6 +157,10 @@ pub fn moderation(
     }
     if let Some(wave) = &raw.wave {
         config.wave = wave_config(wave, problems);
+        config.suspect_delay = wave
+            .suspect_delay
+            .as_deref()
+            .and_then(|value| suspect_delay(value, config.hold_max, problems));
     }
     for (name, list) in &raw.lists {
         match word_list(name, list, dir, problems) {
@@ -164,6 +176,28 @@ pub fn moderation(
         }
     }
     config
+}
+
+/// Resolves `[moderation.wave] suspect_delay` (`None`, with the problem added, when it is
+/// unusable): at least a second, at most [`MAX_SUSPECT_DELAY`], and shorter than `hold_max`
+/// (a waiting message is held, and would expire first).
+fn suspect_delay(value: &str, hold_max: Duration, problems: &mut Vec<String>) -> Option<Duration> {
+    let problem = match humantime::parse_duration(value) {
+        Ok(delay) if delay < Duration::from_secs(1) => "at least one second".to_owned(),
+        Ok(delay) if delay > MAX_SUSPECT_DELAY => {
+            "at most 10m (a newcomer's message should not wait longer)".to_owned()
+        }
+        Ok(delay) if delay >= hold_max => format!(
+            "shorter than `moderation.hold_max` ({}): a waiting message is held meanwhile",
+            humantime::format_duration(hold_max)
+        ),
+        Ok(delay) => return Some(delay),
+        Err(error) => error.to_string(),
+    };
+    problems.push(format!(
+        "moderation.wave: `suspect_delay` = {value:?}: {problem}"
+    ));
+    None
 }
 
 /// The normalizations `normalize` names (each of `width`, `case`, `symbols`).
@@ -559,6 +593,7 @@ mod tests {
                 repeats: Some(5),
                 min_chars: Some(12),
                 action: Some("drop".into()),
+                suspect_delay: Some("2s".into()),
             }),
             ..Default::default()
         };
@@ -576,6 +611,7 @@ mod tests {
                 action: ModerationAction::Drop,
             })
         );
+        assert_eq!(config.suspect_delay, Some(Duration::from_secs(2)));
     }
 
     #[test]
@@ -588,6 +624,7 @@ mod tests {
                 repeats: Some(1),
                 min_chars: Some(0),
                 action: Some("hold".into()),
+                suspect_delay: Some("500ms".into()),
             }),
             ..Default::default()
         };
@@ -601,11 +638,12 @@ mod tests {
             "moderation.wave: `senders` = 100000: at most 4096",
             "moderation.wave: `repeats` = 1: at least 2",
             "moderation.wave: `min_chars` = 0: at least 1",
+            r#"moderation.wave: `suspect_delay` = "500ms": at least one second"#,
         ] {
             assert!(all.contains(expected), "{expected} not in:\n{all}");
         }
         assert!(!all.contains("hold"), "a wave may hold: {all}");
-        assert_eq!(problems.len(), 5, "{all}");
+        assert_eq!(problems.len(), 6, "{all}");
 
         let mut problems = Vec::new();
         let raw = RawModeration {
@@ -615,8 +653,10 @@ mod tests {
                 senders: Some(0),
                 repeats: Some(0),
                 action: Some("mute".into()),
+                suspect_delay: Some("5m".into()),
                 ..Default::default()
             }),
+            hold_max: Some("5m".into()),
             ..Default::default()
         };
         moderation(&raw, &accounts(), Path::new(""), &mut problems);
@@ -625,10 +665,11 @@ mod tests {
             r#"moderation.wave: `window` = "0s": at least one second"#,
             "moderation.wave: `groups`, `senders` and `repeats` are all 0: nothing would ever be a wave",
             r#"moderation.wave: `action` = "mute": one of "drop", "hold""#,
+            r#"moderation.wave: `suspect_delay` = "5m": shorter than `moderation.hold_max` (5m)"#,
         ] {
             assert!(all.contains(expected), "{expected} not in:\n{all}");
         }
-        assert_eq!(problems.len(), 3, "{all}");
+        assert_eq!(problems.len(), 4, "{all}");
 
         let mut problems = Vec::new();
         let raw = RawModeration {

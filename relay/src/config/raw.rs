@@ -146,6 +146,10 @@ pub struct RawWave {
     /// `drop` (default) or `hold`.
     #[serde(default)]
     pub action: Option<String>,
+    /// How long a newcomer's message with a link, an invite, a contact or a picture waits
+    /// before it is relayed (off by default).
+    #[serde(default)]
+    pub suspect_delay: Option<String>,
 }
 
 /// `[stats]`.

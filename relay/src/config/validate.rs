@@ -96,6 +96,12 @@ pub fn validate(
 
     check_listeners(&broker, admin_listen, &raw, problems);
     let stats = super::stats::stats(&raw.stats, &raw.links, &links, problems);
+    if moderation.suspect_delay.is_some() && !stats.enabled {
+        problems.push(
+            "moderation.wave: `suspect_delay` is set but `stats.enabled` = false: who is new in a group is known from group health's member digests and join events; enable stats or remove suspect_delay"
+                .to_owned(),
+        );
+    }
 
     for (name, limits) in &raw.limits {
         let item = format!("limits {name:?}");

@@ -19,6 +19,7 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::filter::Dropped;
 use super::render::{filter, moderate_name, render};
 use super::route::{Destination, SharedRoutes};
 use crate::broker::{BrokerClient, Topics};
@@ -68,13 +69,17 @@ pub enum HoldError {
 }
 
 /// What happened to a released entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Released {
     /// Published for its destination.
     Sent,
     /// A filter of the destination drops it under the config in force; it left the held
     /// table as dropped.
     Filtered,
+    /// A word rule of the destination holds it under the config in force (a message held by
+    /// flood, wave or the suspect delay, released into a destination whose word list holds
+    /// it): it stays held, now by that list.
+    HeldBy(String),
 }
 
 /// The held messages of a daemon: admission against the cap, the ids, release, drop and
@@ -228,9 +233,25 @@ impl HeldMessages {
         if !is_own_rule(&entry.rule) {
             judged.filter = Arc::new(judged.filter.without_list(&entry.rule));
         }
-        if filter(&mut outbound, &judged, judged.filter.has_words()).is_some() {
-            self.settle(&entry, "dropped").await?;
-            return Ok(Released::Filtered);
+        match filter(&mut outbound, &judged, judged.filter.has_words()) {
+            None => {}
+            Some(Dropped::Held(list)) if list != entry.rule => {
+                self.store
+                    .write(WriteBatch {
+                        held: vec![HeldEntry {
+                            rule: list.clone(),
+                            ..entry.clone()
+                        }],
+                        ..Default::default()
+                    })
+                    .await?;
+                info!(message = "Released message held again by a word list of its destination.", id = %entry.id, link = %entry.link, list = %list);
+                return Ok(Released::HeldBy(list));
+            }
+            Some(_) => {
+                self.settle(&entry, "dropped").await?;
+                return Ok(Released::Filtered);
+            }
         }
         let publish_failed = |reason: String| HoldError::Publish {
             id: id.to_owned(),
@@ -256,6 +277,17 @@ impl HeldMessages {
         self.settle(&entry, "released").await?;
         info!(message = "Held message released.", id = %entry.id, link = %entry.link, rule = %entry.rule);
         Ok(Released::Sent)
+    }
+
+    /// The platform of an entry's destination under the routes in force (the `platform`
+    /// label of a hit), `None` when no link routes there any more.
+    pub fn platform_of(&self, entry: &HeldEntry) -> Option<&'static str> {
+        self.routes
+            .current()
+            .destinations(&entry.envelope.origin.account, &entry.envelope.origin.group)
+            .iter()
+            .find(|d| d.target.account == entry.account && d.target.group == entry.group)
+            .map(|d| d.platform.as_str())
     }
 
     /// True once egress holds a released message durably. Waits (at most

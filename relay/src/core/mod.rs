@@ -6,10 +6,12 @@ pub mod dedup;
 pub mod filter;
 pub mod hold;
 pub mod moderate;
+pub mod newcomers;
 pub mod notices;
 pub mod pipeline;
 pub mod render;
 pub mod route;
+pub mod suspect;
 
 pub use moderate::Moderator;
 pub use pipeline::Core;

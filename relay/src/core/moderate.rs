@@ -37,6 +37,9 @@ use crate::policy::moderation::{FloodConfig, ModerationAction};
 pub const FLOOD: &str = "flood";
 /// The `rule` of a spam-wave judgement (and label of its hits).
 pub const WAVE: &str = "wave";
+/// The `rule` of a newcomer's message held while it waits ([`super::suspect`]), and label
+/// of its hits.
+pub const SUSPECT: &str = "suspect";
 /// Characters of a wave's text its log line shows (as admin notifications will).
 const EXCERPT_CHARS: usize = 40;
 
@@ -183,6 +186,23 @@ impl Moderator {
             .as_ref()
             .and_then(|(spec, detector)| sight(spec, detector, envelope, now));
         flood.or(wave)
+    }
+
+    /// `[moderation.wave] suspect_delay` in force (`None`: newcomers' messages never wait).
+    pub fn suspect_delay(&self) -> Option<std::time::Duration> {
+        self.current().config.suspect_delay
+    }
+
+    /// True when `envelope`'s text is part of a spam wave now (see
+    /// [`WaveDetector::in_wave`]); false without waves. A message that waited as a suspect
+    /// asks this before it is relayed.
+    pub fn in_wave(&self, envelope: &Envelope) -> bool {
+        let judges = self.current();
+        let Some((_, detector)) = judges.wave.as_ref() else {
+            return false;
+        };
+        let text = text_of(envelope);
+        !text.is_empty() && detector.in_wave(&fingerprint(&text), Instant::now())
     }
 
     /// Counts a member message of a group in no link as a spam-wave sighting, when waves

@@ -14,10 +14,11 @@ use tracing::{debug, info, warn};
 use super::dedup::{Dedup, Verdict};
 use super::filter::Dropped;
 use super::hold::HeldMessages;
-use super::moderate::{Judgement, Moderator};
+use super::moderate::{Judgement, Moderator, SUSPECT};
 use super::notices::notice_for;
 use super::render::{filter, moderate_name, render};
 use super::route::{Destination, SharedRoutes};
+use super::suspect::Suspects;
 use crate::activity::{Activity, WorkGuard};
 use crate::broker::{BrokerClient, Confirmation, Delivery, Topics};
 use crate::metrics::{count_drop, MESSAGES_RELAYED, MODERATION_HITS};
@@ -59,6 +60,8 @@ pub struct Core {
     pub moderator: Arc<Moderator>,
     /// Where messages a moderation rule holds for review go.
     pub held: Arc<HeldMessages>,
+    /// The suspect delay: newcomers' messages with links, contacts or pictures wait.
+    pub suspects: Arc<Suspects>,
 }
 
 /// A delivery whose outbound publishes are in flight.
@@ -166,6 +169,7 @@ impl Core {
         // A membership change is counted, never relayed as a message; links that ask for it
         // get a notice.
         if envelope.kind == Kind::Member {
+            self.suspects.member_changed(&envelope);
             let Some(confirmations) = self.publish_notices(&envelope, destinations).await else {
                 dedup.release(&keys);
                 return None;
@@ -192,6 +196,20 @@ impl Core {
                 held,
                 _work: work,
             });
+        }
+        if self.suspects.must_wait(&envelope).await {
+            let held = self.hold_suspect(&envelope, destinations);
+            if !held.is_empty() {
+                self.suspects.wait(&held);
+                return Some(PendingAck {
+                    delivery,
+                    confirmations: Vec::new(),
+                    keys,
+                    stats,
+                    held,
+                    _work: work,
+                });
+            }
         }
         let Some((confirmations, held)) = self.publish_all(&envelope, destinations).await else {
             dedup.release(&keys);
@@ -247,6 +265,39 @@ impl Core {
                 count_drop("moderated");
             }
         }
+        held
+    }
+
+    /// Holds a newcomer's suspect message for every destination while it waits (counted as a
+    /// `suspect` hold per destination). Returns the entries, or none when `hold_cap` leaves
+    /// no room for all of them: the delay is a precaution, not a verdict, so the message is
+    /// then relayed at once.
+    fn hold_suspect(&self, envelope: &Envelope, destinations: &[Destination]) -> Vec<HeldEntry> {
+        let mut held = Vec::with_capacity(destinations.len());
+        for destination in destinations {
+            match self.held.admit(envelope, destination, SUSPECT) {
+                Some(entry) => held.push(entry),
+                None => {
+                    self.held.forget(held.len());
+                    return Vec::new();
+                }
+            }
+        }
+        for destination in destinations {
+            metrics::counter!(
+                MODERATION_HITS,
+                "rule" => SUSPECT,
+                "action" => ModerationAction::Hold.as_str(),
+                "platform" => destination.platform.as_str()
+            )
+            .increment(1);
+        }
+        info!(
+            message = "A newcomer's message with a link, contact or picture waits before it is relayed.",
+            account = %envelope.origin.account,
+            group = %envelope.origin.group,
+            sender = %envelope.sender.name,
+        );
         held
     }
 

@@ -33,6 +33,7 @@ pub mod fingerprint;
 pub mod flood;
 pub mod lists;
 pub mod normalize;
+pub mod suspect;
 pub mod wave;
 
 pub use excerpt::excerpt;

@@ -194,6 +194,18 @@ impl WaveDetector {
         self.lock().by_hash.len()
     }
 
+    /// True when `fingerprint` is part of a wave at `now`: one has started and a whole window
+    /// has not passed since its last sighting. Records nothing (a message that waited, as a
+    /// suspect, was sighted when it arrived).
+    pub fn in_wave(&self, fingerprint: &str, now: Instant) -> bool {
+        let key = self.hasher.hash_one(fingerprint);
+        let fingerprints = self.lock();
+        let now = fingerprints.latest.map_or(now, |latest| latest.max(now));
+        fingerprints.by_hash.get(&key).is_some_and(|state| {
+            state.in_wave && now.saturating_duration_since(state.last_seen) < self.spec.window
+        })
+    }
+
     /// Records a sighting of `fingerprint` (the normalized text) from `sender` in `group`, at
     /// `now`, and judges it. `scope` says whose group id `group` is: the platform for groups
     /// that several bot accounts may share (two accounts in one QQ group see one group), the
@@ -414,6 +426,24 @@ mod tests {
             waves.sight(SPAM, "qq", "g1", "u1", None, at(start, 70 + 20 * 60)),
             WaveVerdict::Clean
         );
+    }
+
+    #[test]
+    fn a_fingerprint_is_in_a_wave_from_its_start_until_a_window_passes_without_a_copy() {
+        let waves = WaveDetector::new(WaveSpec::default());
+        let start = Instant::now();
+        assert!(!waves.in_wave(SPAM, start), "never seen");
+        waves.sight(SPAM, "qq", "g1", "u1", None, start);
+        waves.sight(SPAM, "qq", "g2", "u2", None, at(start, 1));
+        assert!(!waves.in_wave(SPAM, at(start, 2)), "two groups: not yet");
+        waves.sight(SPAM, "qq", "g3", "u3", None, at(start, 3));
+        assert!(waves.in_wave(SPAM, at(start, 4)));
+        assert!(waves.in_wave(SPAM, at(start, 3 + 9 * 60)));
+        assert!(
+            !waves.in_wave(SPAM, at(start, 3 + 10 * 60)),
+            "a whole window later"
+        );
+        assert!(!waves.in_wave("另一段完全不同的文字内容", at(start, 4)));
     }
 
     #[test]

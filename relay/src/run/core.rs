@@ -58,6 +58,8 @@ pub struct CoreDeps {
     pub moderator: Arc<crate::core::Moderator>,
     /// Messages held for review, shared by the process's cores and its admin endpoint.
     pub held: Arc<crate::core::hold::HeldMessages>,
+    /// The suspect delay, shared by the process's cores.
+    pub suspects: Arc<crate::core::suspect::Suspects>,
 }
 
 /// Which broker session a core runs on and how it treats its subscription.
@@ -198,6 +200,7 @@ impl CoreConnections {
             stats: deps.stats.clone(),
             moderator: deps.moderator.clone(),
             held: deps.held.clone(),
+            suspects: deps.suspects.clone(),
         };
         // A release publishes on the first core's connection.
         deps.held

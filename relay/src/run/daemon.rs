@@ -67,6 +67,8 @@ pub struct Daemon {
     pub moderator: Arc<crate::core::Moderator>,
     /// Messages held for review.
     pub held: Arc<crate::core::hold::HeldMessages>,
+    /// The suspect delay (newcomers' messages with links wait), shared by the cores.
+    pub suspects: Arc<crate::core::suspect::Suspects>,
 }
 
 impl Daemon {
@@ -108,11 +110,18 @@ impl Daemon {
             &config.moderation,
         );
         health.set_held(held.clone());
+        let moderator = Arc::new(crate::core::Moderator::new(&config.moderation));
+        let newcomers = stats.as_ref().map(|counter| {
+            crate::core::newcomers::Newcomers::new(stores.relay.clone(), counter.clone())
+        });
+        let suspects =
+            crate::core::suspect::Suspects::new(newcomers, moderator.clone(), held.clone());
         Daemon {
             held,
+            suspects,
             stats,
             stats_service,
-            moderator: Arc::new(crate::core::Moderator::new(&config.moderation)),
+            moderator,
             placement,
             endpoint: Endpoint::for_mode(&config.broker.mode),
             topics: Topics::new(&config.broker.topic_prefix),
@@ -174,6 +183,7 @@ impl Daemon {
             stats: self.stats.clone(),
             moderator: self.moderator.clone(),
             held: self.held.clone(),
+            suspects: self.suspects.clone(),
         }
     }
 

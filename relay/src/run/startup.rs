@@ -89,6 +89,17 @@ async fn start_core(daemon: &Daemon, presence: Option<&Presence>) -> Result<Runn
         Err(error) => warn!(message = "Cannot count the held messages.", %error),
     }
     tokio::spawn(daemon.held.clone().expire_until(daemon.stop.clone()));
+    // Newcomers' messages that were waiting when the process stopped go when their time
+    // comes (at once if it has passed).
+    match daemon.suspects.load().await {
+        Ok(0) => {}
+        Ok(waiting) => info!(
+            message = "Newcomers' messages still waiting from before.",
+            waiting
+        ),
+        Err(error) => warn!(message = "Cannot read the waiting newcomers' messages.", %error),
+    }
+    tokio::spawn(daemon.suspects.clone().run(daemon.stop.clone()));
     if let (Role::Core, Some(presence)) = (daemon.placement.role, presence) {
         tokio::spawn(cluster::take_over_dead_cores(
             daemon.placement.instance.clone(),

@@ -81,6 +81,23 @@ impl StatsCounter {
         }
     }
 
+    /// Who a member of a group is, as group health counts them: the (account, group) the
+    /// group's counts are kept under and the member's digest (moderation's newcomer test
+    /// looks these up among the digests of the last days).
+    pub fn member_of(&self, envelope: &Envelope) -> (String, String, String) {
+        let origin = &envelope.origin;
+        let (account, group) = self.canonical(&origin.account, &origin.group);
+        let digest = self
+            .digester
+            .digest(origin.platform.as_str(), &envelope.sender.id);
+        (account, group, digest)
+    }
+
+    /// Today, in the offset days are counted in.
+    pub fn today(&self) -> Day {
+        super::day::today(self.offset_secs)
+    }
+
     /// The counts of a message relayed into `account`'s `group` at `ts_ms`.
     pub fn relayed_in(&self, account: &str, group: &str, ts_ms: u64) -> StatsDelta {
         let (account, group) = self.canonical(account, group);
