@@ -16,8 +16,11 @@
 //!   wave, dropped while it lasts, in every group (the core's `moderate` step, with
 //!   `[moderation.wave]`).
 //! - **route**, then per destination **render** and the **filter chain**, where word
-//!   [`lists`] add their rules (`match = "words"`: mask or drop, and a sender name a list
-//!   hits shown as 群友): each copy is published, dropped, or (later) held.
+//!   [`lists`] add their rules (`match = "words"`: mask, drop or hold, and a sender name a list
+//!   hits shown as 群友): each copy is published, dropped, or held for review.
+//! - **suspect** ([`suspect`], with `[moderation.wave] suspect_delay`): a newcomer's message
+//!   with a link, an invite, a contact or a picture waits (held) and is relayed after the
+//!   delay unless its text became part of a wave meanwhile.
 //!
 //! Only envelopes of `kind = message` from senders that are not bots are judged; notices,
 //! membership events and the bridge's own posts pass untouched.
