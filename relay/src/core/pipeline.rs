@@ -16,7 +16,8 @@ use super::filter::Dropped;
 use super::hold::HeldMessages;
 use super::moderate::{Judgement, Moderator};
 use super::notices::notice_for;
-use super::render::{filter, moderate_name, render};
+use super::notify::Notifier;
+use super::render::{filter, filter_noting, moderate_name, render};
 use super::route::{Destination, SharedRoutes};
 use crate::activity::{Activity, WorkGuard};
 use crate::broker::{BrokerClient, Confirmation, Delivery, Topics};
@@ -59,6 +60,9 @@ pub struct Core {
     pub moderator: Arc<Moderator>,
     /// Where messages a moderation rule holds for review go.
     pub held: Arc<HeldMessages>,
+    /// Tells the admins' group of rule hits with `notify = true` and of flood starts,
+    /// without waiting (`moderation.notify`).
+    pub notifier: Arc<Notifier>,
 }
 
 /// A delivery whose outbound publishes are in flight.
@@ -247,6 +251,10 @@ impl Core {
                 count_drop("moderated");
             }
         }
+        if judgement.started {
+            self.notifier
+                .flood_started(envelope, judgement.rule, destinations, &held);
+        }
         held
     }
 
@@ -280,9 +288,13 @@ impl Core {
                     destination = %destination.target,
                     list
                 );
+                self.notifier.renamed(envelope, destination);
             }
             let mut outbound = render(&source, destination);
-            match filter(&mut outbound, destination, words) {
+            let filtered = filter_noting(&mut outbound, destination, words);
+            self.notifier
+                .rule_hits(envelope, destination, &filtered.notify);
+            match filtered.dropped {
                 None => {}
                 Some(Dropped::Link(rule)) => {
                     warn!(

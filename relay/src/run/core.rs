@@ -58,6 +58,8 @@ pub struct CoreDeps {
     pub moderator: Arc<crate::core::Moderator>,
     /// Messages held for review, shared by the process's cores and its admin endpoint.
     pub held: Arc<crate::core::hold::HeldMessages>,
+    /// The admins' group notifier, shared by the process's cores and its moderator.
+    pub notifier: Arc<crate::core::Notifier>,
 }
 
 /// Which broker session a core runs on and how it treats its subscription.
@@ -198,10 +200,13 @@ impl CoreConnections {
             stats: deps.stats.clone(),
             moderator: deps.moderator.clone(),
             held: deps.held.clone(),
+            notifier: deps.notifier.clone(),
         };
-        // A release publishes on the first core's connection.
+        // A release publishes on the first core's connection, and so do notifications.
         deps.held
             .attach(self.publisher.clone(), deps.topics.clone());
+        deps.notifier
+            .attach(self.publisher.clone(), deps.topics.clone(), stop.clone());
         RunningCore {
             task: tokio::spawn(core.run(self.deliveries, stop)),
             client: self.client,

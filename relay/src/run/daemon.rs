@@ -67,6 +67,8 @@ pub struct Daemon {
     pub moderator: Arc<crate::core::Moderator>,
     /// Messages held for review.
     pub held: Arc<crate::core::hold::HeldMessages>,
+    /// Tells the admins' group (`moderation.notify`) of moderation decisions.
+    pub notifier: Arc<crate::core::Notifier>,
 }
 
 impl Daemon {
@@ -108,11 +110,15 @@ impl Daemon {
             &config.moderation,
         );
         health.set_held(held.clone());
+        let notifier = crate::core::Notifier::new(&config.moderation);
         Daemon {
             held,
             stats,
             stats_service,
-            moderator: Arc::new(crate::core::Moderator::new(&config.moderation)),
+            moderator: Arc::new(
+                crate::core::Moderator::new(&config.moderation).with_notifier(notifier.clone()),
+            ),
+            notifier,
             placement,
             endpoint: Endpoint::for_mode(&config.broker.mode),
             topics: Topics::new(&config.broker.topic_prefix),
@@ -174,6 +180,7 @@ impl Daemon {
             stats: self.stats.clone(),
             moderator: self.moderator.clone(),
             held: self.held.clone(),
+            notifier: self.notifier.clone(),
         }
     }
 
@@ -183,6 +190,7 @@ impl Daemon {
     pub fn reload_health_and_moderation(&self, config: &Config) {
         self.moderator.reload(&config.moderation);
         self.held.reload(&config.moderation);
+        self.notifier.reload(&config.moderation);
         if let (Some(counter), Some(service)) = (&self.stats, &self.stats_service) {
             counter.set_aliases(aliases_of(config));
             service.set_config(config.stats.clone());
