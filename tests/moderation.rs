@@ -804,6 +804,20 @@ fn held_entries(admin: std::net::SocketAddr) -> Vec<Value> {
     document["held"].as_array().cloned().unwrap_or_default()
 }
 
+/// The held entries once there are at least `count` (or after [`qunbridge_tests::PATIENCE`]):
+/// an entry is written just before its inbound is acknowledged, which may be after a later
+/// message was delivered.
+async fn wait_held(admin: std::net::SocketAddr, count: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + qunbridge_tests::PATIENCE;
+    loop {
+        let held = held_entries(admin);
+        if held.len() >= count || tokio::time::Instant::now() >= deadline {
+            return held;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// How often `needle` occurs in `text`.
 fn occurrences(text: &str, needle: &str) -> usize {
     text.matches(needle).count()
@@ -848,7 +862,7 @@ async fn flooded_messages_are_held_for_one_destination_and_released_once(broker:
         3.0
     );
 
-    let held = held_entries(daemon.admin);
+    let held = wait_held(daemon.admin, 3).await;
     assert_eq!(held.len(), 3, "{held:?}");
     for entry in &held {
         assert_eq!(entry["rule"], "flood");
@@ -1020,7 +1034,7 @@ rules = [{{ match = "words", list = "ads", action = "mask" }}]
         1.0
     );
 
-    let held = held_entries(daemon.admin);
+    let held = wait_held(daemon.admin, 1).await;
     assert_eq!(held.len(), 1, "{held:?}");
     assert_eq!(held[0]["rule"], "ads");
     assert_eq!(held[0]["to"]["account"], "wx");
@@ -1171,5 +1185,329 @@ mod a_newcomers_link_waits_and_is_kept_back_when_a_wave_shows_up {
     async fn mosquitto() {
         a_newcomers_link_waits_and_is_kept_back_when_a_wave_shows_up(Broker::mosquitto().await)
             .await;
+    }
+}
+
+/// The QQ group admin notifications go to: in no link.
+const ADMINS: i64 = 735021800;
+/// The admins' group a reload moves notifications to.
+const ADMINS_MOVED: i64 = 735021801;
+
+/// QQ and WeChat linked as [`config`] makes them, the QQ account unpaced too (the admins'
+/// group is one of its groups), notifications to [`ADMINS`], a word list `ads` that WeChat
+/// drops and notifies of, and `moderation` appended to `[moderation]`.
+fn notify_config(broker: &Broker, qq: &str, wx: &str, moderation: &str) -> String {
+    config(
+        broker,
+        qq,
+        wx,
+        &format!(
+            r#"
+[limits.qq]
+per_group = "off"
+per_account = "off"
+
+[filters.wechat]
+rules = [{{ match = "words", list = "ads", action = "drop", notify = true }}]
+
+[moderation]
+notify = "qq:{ADMINS}"
+{moderation}
+
+[moderation.lists.ads]
+words = ["兼职刷单"]
+"#
+        ),
+    )
+}
+
+/// The lines QQ group `group` was sent so far (egress may merge several into one send, a
+/// line each).
+fn admin_lines(qq: &OneBot11Peer, group: i64) -> Vec<String> {
+    qq_text_in(qq, group)
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits (at most `patience`) until QQ group `group` was sent at least `count` lines.
+async fn wait_for_admin_lines(
+    qq: &OneBot11Peer,
+    group: i64,
+    count: usize,
+    patience: Duration,
+) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let lines = admin_lines(qq, group);
+        if lines.len() >= count {
+            return lines;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the admins' group {group} got {} of {count} lines:\n{}",
+            lines.len(),
+            lines.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A flood held for WeChat and a word-list drop for WeChat: the admins' group gets one line
+/// each, naming the link, platforms, rule, outcome (with the held id) and the sender's name,
+/// without a user or group id; a reload (SIGHUP) moves later lines to another group.
+async fn the_admins_group_gets_one_line_per_decision_without_ids(broker: Broker) {
+    let (qq, qq_url) = OneBot11Peer::serve(BOT, None, 0).await;
+    let (wx, wx_url) = OneBot12Peer::serve("wxid_botself01", Behaviour::comwechat(None)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = notify_config(
+        &broker,
+        &qq_url,
+        &wx_url,
+        "\n[moderation.flood]\nper_sender = \"5/10s\"\nburst = 5\naction = \"hold\"\n",
+    );
+    let mut daemon = DaemonProcess::start(dir.path(), &config).await;
+    qq.wait_connections(1).await;
+    wx.wait_connections(1).await;
+
+    // f6 starts the flood (held), f7 is held too but the flood is told once.
+    for n in 1..=7 {
+        qq.push_event(said_as(100 + n, FLOODER, "小明", &format!("notify-f{n}")));
+    }
+    qq.push_event(said_as(200, CALM, "阿强", "今天兼职刷单日结"));
+    qq.push_event(said_as(201, CALM, "阿强", "notify-marker"));
+    let to_wechat = wait_for_wechat(&wx, &["notify-f5", "notify-marker"]).await;
+    assert!(!to_wechat.contains("兼职刷单"), "{to_wechat}");
+    let held = wait_held(daemon.admin, 2).await;
+    assert_eq!(held.len(), 2, "f6 and f7 held for WeChat: {held:?}");
+    let f6 = held[0]["id"].as_str().expect("an id");
+    let expected = [
+        format!("[拦截] fans · QQ→微信 · 规则 flood · 已暂存 {f6} · 小明: notify-f6"),
+        "[拦截] fans · QQ→微信 · 规则 ads · 已丢弃 · 阿强: 今天兼职刷单日结".to_owned(),
+    ];
+    assert_eq!(
+        wait_for_admin_lines(&qq, ADMINS, 2, qunbridge_tests::PATIENCE).await,
+        expected
+    );
+    // Nothing more comes, and no id is in what came.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(admin_lines(&qq, ADMINS), expected);
+    let told = qq_text_in(&qq, ADMINS);
+    for id in [
+        FLOODER.to_string(),
+        CALM.to_string(),
+        BOT.to_string(),
+        GROUP.to_string(),
+        ADMINS.to_string(),
+        WECHAT_GROUP.to_owned(),
+        "wxid_botself01".to_owned(),
+    ] {
+        assert!(!told.contains(&id), "{id} told to the admins:\n{told}");
+    }
+    let metrics = daemon.metrics().await;
+    let outcome = |outcome: &str| {
+        qunbridge_tests::metrics::counter(
+            &metrics,
+            &format!(r#"qunbridge_moderation_notifications_total{{outcome="{outcome}"}}"#),
+        )
+    };
+    assert_eq!(
+        (outcome("sent"), outcome("suppressed"), outcome("dropped")),
+        (2.0, 0.0, 0.0),
+        "{metrics}"
+    );
+
+    // A reload moves the notifications to another group from the next decision on.
+    daemon
+        .reload_with(&config.replace(&format!("qq:{ADMINS}"), &format!("qq:{ADMINS_MOVED}")))
+        .await;
+    qq.push_event(said_as(202, CALM, "阿强", "兼职刷单又来了"));
+    assert_eq!(
+        wait_for_admin_lines(&qq, ADMINS_MOVED, 1, qunbridge_tests::PATIENCE).await,
+        ["[拦截] fans · QQ→微信 · 规则 ads · 已丢弃 · 阿强: 兼职刷单又来了"]
+    );
+    assert_eq!(
+        admin_lines(&qq, ADMINS),
+        expected,
+        "the old group is told no more"
+    );
+    daemon.kill();
+}
+
+mod the_admins_group_gets_one_line_per_decision_without_ids {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded() {
+        the_admins_group_gets_one_line_per_decision_without_ids(Broker::embedded()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mosquitto() {
+        the_admins_group_gets_one_line_per_decision_without_ids(Broker::mosquitto().await).await;
+    }
+}
+
+/// Thirty word-list hits within a second with `notify_per_minute = 3`: the admins' group gets
+/// the first three lines at once and, when the minute is over, one summary of the other 27;
+/// nothing else.
+async fn thirty_hits_in_a_second_give_notify_per_minute_lines_and_one_summary(broker: Broker) {
+    let (qq, qq_url) = OneBot11Peer::serve(BOT, None, 0).await;
+    let (wx, wx_url) = OneBot12Peer::serve("wxid_botself01", Behaviour::comwechat(None)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = notify_config(&broker, &qq_url, &wx_url, "notify_per_minute = 3\n");
+    let mut daemon = DaemonProcess::start(dir.path(), &config).await;
+    qq.wait_connections(1).await;
+    wx.wait_connections(1).await;
+
+    // The thirty are pushed at once; the daemon judges them within milliseconds.
+    let burst = tokio::time::Instant::now();
+    for n in 1..=30 {
+        qq.push_event(said_as(300 + n, CALM, "阿强", &format!("兼职刷单 {n}")));
+    }
+    qq.push_event(said_as(400, CALM, "阿强", "burst-marker"));
+    let to_wechat = wait_for_wechat(&wx, &["burst-marker"]).await;
+    assert!(!to_wechat.contains("兼职刷单"), "{to_wechat}");
+    let first: Vec<String> = (1..=3)
+        .map(|n| format!("[拦截] fans · QQ→微信 · 规则 ads · 已丢弃 · 阿强: 兼职刷单 {n}"))
+        .collect();
+    assert_eq!(
+        wait_for_admin_lines(&qq, ADMINS, 3, qunbridge_tests::PATIENCE).await,
+        first
+    );
+
+    // The summary comes when the minute is over, not before.
+    let lines = wait_for_admin_lines(&qq, ADMINS, 4, Duration::from_secs(90)).await;
+    assert!(
+        burst.elapsed() >= Duration::from_secs(59),
+        "summary after {:?}",
+        burst.elapsed()
+    );
+    assert_eq!(lines[..3], first[..]);
+    assert_eq!(lines[3], "[拦截] 过去一分钟另有 27 次拦截未逐条通知");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(admin_lines(&qq, ADMINS).len(), 4, "nothing else");
+    let metrics = daemon.metrics().await;
+    let outcome = |outcome: &str| {
+        qunbridge_tests::metrics::counter(
+            &metrics,
+            &format!(r#"qunbridge_moderation_notifications_total{{outcome="{outcome}"}}"#),
+        )
+    };
+    assert_eq!(
+        (outcome("sent"), outcome("suppressed"), outcome("dropped")),
+        (4.0, 27.0, 0.0),
+        "{metrics}"
+    );
+    daemon.kill();
+}
+
+mod thirty_hits_in_a_second_give_notify_per_minute_lines_and_one_summary {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded() {
+        thirty_hits_in_a_second_give_notify_per_minute_lines_and_one_summary(Broker::embedded())
+            .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mosquitto() {
+        thirty_hits_in_a_second_give_notify_per_minute_lines_and_one_summary(
+            Broker::mosquitto().await,
+        )
+        .await;
+    }
+}
+
+/// Runs `qunbridge check` on `config` (written to a temporary file); returns the exit code,
+/// standard output and standard error.
+fn check(config: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("qunbridge.toml");
+    std::fs::write(&path, config).expect("write config");
+    let output = std::process::Command::new(qunbridge_tests::qunbridge_binary())
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("check runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn notify_at_a_linked_group_is_reported_with_the_other_mistakes_and_check_prints_the_target() {
+    let accounts = format!(
+        r#"
+[accounts.qq]
+platform = "qq"
+url = "ws://127.0.0.1:3001"
+
+[accounts.wx]
+platform = "wechat"
+url = "ws://127.0.0.1:3002"
+
+[[links]]
+name = "fans"
+groups = ["qq:{GROUP}", "wx:{WECHAT_GROUP}"]
+"#
+    );
+    let (code, _, stderr) = check(&format!(
+        r#"{accounts}
+[moderation]
+notify = "qq:{GROUP}"
+notify_per_minute = 0
+
+[filters.wechat]
+rules = [{{ match = "words", list = "spam", action = "drop", notify = true }}]
+"#
+    ));
+    assert_eq!(code, Some(64), "{stderr}");
+    for expected in [
+        format!(
+            r#"moderation: `notify` = "qq:{GROUP}": the group is in link "fans" (notifications go to an admins' group in no link"#
+        ),
+        "moderation: `notify_per_minute` = 0: at least 1".to_owned(),
+        r#"filters "wechat": `rules[0].list` = "spam": no [moderation.lists.spam] is configured"#
+            .to_owned(),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("3 configuration error(s)"), "{stderr}");
+
+    let (code, stdout, stderr) = check(&format!(
+        r#"{accounts}
+[limits.qq.groups."{ADMINS}"]
+per_group = "1/5s"
+
+[moderation]
+notify = "qq:{ADMINS}"
+notify_per_minute = 3
+
+[moderation.lists.ads]
+words = ["兼职刷单"]
+
+[filters.wechat]
+rules = [{{ match = "words", list = "ads", action = "drop", notify = true }}]
+"#
+    ));
+    assert_eq!(code, Some(0), "{stderr}");
+    for expected in [
+        format!("admin notification: to qq:{ADMINS} (qq), at most 3 lines a minute plus a summary"),
+        "  pacing: ".to_owned(),
+        "    word rules: ads (1 entry) -> drop, notify".to_owned(),
+    ] {
+        assert!(
+            stdout.contains(&expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
     }
 }

@@ -581,6 +581,21 @@ fn check(path: &Path) -> ExitCode {
         config.moderation.hold_cap,
         humantime::format_duration(config.moderation.hold_max)
     );
+    match &config.moderation.notify {
+        Some(notify) => {
+            println!(
+                "admin notification: to {notify} ({}), at most {} lines a minute plus a summary",
+                notify.platform, notify.per_minute
+            );
+            if let Some(account) = config.account(&notify.account) {
+                println!(
+                    "  pacing: {}",
+                    describe_policy(&account.egress, &notify.group)
+                );
+            }
+        }
+        None => println!("admin notification: off"),
+    }
     println!("routes:");
     let routes = qunbridge::routes_of(&config);
     for (origin, destinations) in routes.all() {
@@ -618,10 +633,11 @@ fn check(path: &Path) -> ExitCode {
                 .filter_map(|rule| {
                     rule.matcher.word_list().map(|list| {
                         format!(
-                            "{} ({}) -> {}",
+                            "{} ({}) -> {}{}",
                             list.name(),
                             entries(list.len()),
-                            rule.action.name()
+                            rule.action.name(),
+                            if rule.notify { ", notify" } else { "" }
                         )
                     })
                 })

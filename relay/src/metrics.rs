@@ -22,6 +22,11 @@ pub const MODERATION_HELD: &str = "qunbridge_moderation_held";
 /// Counter: held messages that left the held table, by `outcome` (`released`, `dropped`,
 /// `expired`), and holds refused because `moderation.hold_cap` was reached (`overflow`).
 pub const MODERATION_HELD_OUTCOMES: &str = "qunbridge_moderation_held_total";
+/// Counter: admin notification lines (`moderation.notify`), by `outcome`: `sent` (published
+/// to the admins' group, summaries included), `suppressed` (over `notify_per_minute`, told
+/// only in a summary), `dropped` (lost: the notifier's queue was full or the broker did not
+/// take the line).
+pub const MODERATION_NOTIFICATIONS: &str = "qunbridge_moderation_notifications_total";
 /// Counter: spam waves detected (a text seen in too many groups, from too many senders or
 /// repeated too often within `[moderation.wave] window`), each once when it starts.
 pub const MODERATION_WAVES: &str = "qunbridge_moderation_waves_total";
@@ -133,6 +138,10 @@ pub fn describe_all() {
     describe_counter!(
         MODERATION_HITS,
         "Messages a moderation rule acted on, per destination, by rule, action and destination platform."
+    );
+    describe_counter!(
+        MODERATION_NOTIFICATIONS,
+        "Admin notification lines to moderation.notify, by outcome: sent (summaries included), suppressed (over notify_per_minute, told in a summary), dropped (queue full or not published)."
     );
     describe_counter!(
         MODERATION_WAVES,

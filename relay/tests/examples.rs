@@ -190,9 +190,13 @@ fn example_word_lists_are_headed_as_examples_and_compile_from_the_wechat_example
     for expected in [
         format!("  contact: {contact} entries"),
         format!("  scams: {scams} entries"),
-        format!("word rules: contact ({contact} entries) -> drop, scams ({scams} entries) -> drop"),
+        format!(
+            "word rules: contact ({contact} entries) -> drop, scams ({scams} entries) -> drop, notify"
+        ),
         format!("word rules: scams ({scams} entries) -> mask"),
         "spam waves: 3 groups, 3 senders or 3 repeats within 10m (texts of 8+ characters) -> drop"
+            .to_owned(),
+        "admin notification: to qq-main:735021900 (qq), at most 10 lines a minute plus a summary"
             .to_owned(),
     ] {
         assert!(

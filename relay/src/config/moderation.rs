@@ -1,17 +1,22 @@
 //! `[moderation]` (issue 17): who is never judged, per-sender flood control, spam waves across
-//! groups, the word lists that `match = "words"` filter rules name, and how long and how many
-//! messages may be held for review. Every problem is reported, each naming its key and value.
+//! groups, the word lists that `match = "words"` filter rules name, how long and how many
+//! messages may be held for review, and the admins' group told of decisions (`notify`).
+//! Every problem is reported, each naming its key and value.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawList, RawModeration, RawWave};
+use qunbridge_connectors::Platform;
+
+use super::raw::{RawConfig, RawLink, RawList, RawModeration, RawWave};
 use crate::moderation::lists::{CompiledList, EntrySource, ListError, ListSpec, REGEX_PREFIX};
 use crate::moderation::normalize::Normalize;
 use crate::moderation::wave::{WaveSpec, MOST_SIGHTINGS_KEPT};
-use crate::policy::moderation::{FloodConfig, ModerationAction};
+use crate::policy::moderation::{
+    FloodConfig, ModerationAction, NotifyConfig, DEFAULT_NOTIFY_PER_MINUTE,
+};
 use crate::policy::pacing::Rate;
 
 /// Default `hold_max`.
@@ -21,6 +26,10 @@ pub const DEFAULT_HOLD_CAP: usize = 10_000;
 
 /// Longest `[moderation.wave] suspect_delay`.
 pub const MAX_SUSPECT_DELAY: Duration = Duration::from_secs(600);
+
+/// Most `notify_per_minute`: the notifier remembers when each line of the last minute went
+/// out, so the limit bounds its memory.
+pub const MOST_NOTIFY_PER_MINUTE: u32 = 1000;
 
 /// Longest `[moderation.wave] window`: a wave lasts until a whole window passes without a
 /// copy, so a longer one would keep an innocent text that many people repeat (a greeting, a
@@ -85,6 +94,9 @@ pub struct ModerationConfig {
     /// an invite, a contact or a picture waits before it is relayed (unless it turns out to
     /// be part of a wave meanwhile); `None`: off (the default).
     pub suspect_delay: Option<Duration>,
+    /// `notify` and `notify_per_minute`: where admin notifications go; `None`: nowhere (the
+    /// default), and rules may not ask for them.
+    pub notify: Option<NotifyConfig>,
 }
 
 impl Default for ModerationConfig {
@@ -97,6 +109,7 @@ impl Default for ModerationConfig {
             hold_cap: DEFAULT_HOLD_CAP,
             lists: WordLists::default(),
             suspect_delay: None,
+            notify: None,
         }
     }
 }
@@ -198,6 +211,124 @@ fn suspect_delay(value: &str, hold_max: Duration, problems: &mut Vec<String>) ->
         "moderation.wave: `suspect_delay` = {value:?}: {problem}"
     ));
     None
+}
+
+/// Resolves `moderation.notify` and `notify_per_minute`, adding every problem found: the
+/// value must be `"<account>:<group>"` with a configured account (`known`; `platform_of`
+/// gives the platform of those that built), and the group must be in no link (`links` as
+/// written, so a link with problems of its own is still looked at): the admins' group is
+/// where decisions are told, and relaying from or to it would spread what was kept out.
+pub fn notify(
+    raw: &RawModeration,
+    known: &BTreeSet<&str>,
+    platform_of: impl Fn(&str) -> Option<Platform>,
+    links: &[RawLink],
+    problems: &mut Vec<String>,
+) -> Option<NotifyConfig> {
+    let per_minute = match raw.notify_per_minute {
+        Some(0) => {
+            problems.push(
+                "moderation: `notify_per_minute` = 0: at least 1 (leave `notify` out to send none)"
+                    .to_owned(),
+            );
+            None
+        }
+        Some(count) if count > MOST_NOTIFY_PER_MINUTE => {
+            problems.push(format!(
+                "moderation: `notify_per_minute` = {count}: at most {MOST_NOTIFY_PER_MINUTE} (the admins' group is a chat, and its account's pacing sends far fewer)"
+            ));
+            None
+        }
+        Some(count) if raw.notify.is_none() => {
+            problems.push(format!(
+                "moderation: `notify_per_minute` = {count}: `notify` is not set (the admins' group, \"<account>:<group>\")"
+            ));
+            None
+        }
+        Some(count) => Some(count),
+        None => Some(DEFAULT_NOTIFY_PER_MINUTE),
+    };
+    let value = raw.notify.as_deref()?;
+    let Some((account, group)) = value
+        .split_once(':')
+        .filter(|(account, group)| !account.is_empty() && !group.is_empty())
+    else {
+        problems.push(format!(
+            "moderation: `notify` = {value:?}: must be \"<account>:<group>\" (a group in no link)"
+        ));
+        return None;
+    };
+    if !known.contains(account) {
+        problems.push(format!(
+            "moderation: `notify` = {value:?}: no account {account:?} is configured"
+        ));
+        return None;
+    }
+    let linked: Vec<String> = links
+        .iter()
+        .enumerate()
+        .filter(|(_, link)| {
+            link.groups.iter().chain(&link.to).any(|member| {
+                member
+                    .split_once(':')
+                    .is_some_and(|(a, g)| a == account && g == group)
+            })
+        })
+        .map(|(index, link)| {
+            link.name
+                .clone()
+                .filter(|name| !name.trim().is_empty())
+                .unwrap_or_else(|| format!("link-{}", index + 1))
+        })
+        .collect();
+    if !linked.is_empty() {
+        problems.push(format!(
+            "moderation: `notify` = {value:?}: the group is in link {} (notifications go to an admins' group in no link, so nothing said there is relayed)",
+            linked
+                .iter()
+                .map(|name| format!("{name:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        return None;
+    }
+    Some(NotifyConfig {
+        account: account.to_owned(),
+        group: group.to_owned(),
+        // An account that did not build has its own problems reported.
+        platform: platform_of(account)?,
+        per_minute: per_minute?,
+    })
+}
+
+/// Reports every filter rule with `notify = true` (in `[filters.*]` and in links' `filters`)
+/// when `moderation.notify` is not set: the operator expects lines that could go nowhere.
+pub fn notify_flags_need_a_target(raw: &RawConfig, problems: &mut Vec<String>) {
+    if raw.moderation.notify.is_some() {
+        return;
+    }
+    let flagged = |item: String, rules: &[super::raw::RawRule], problems: &mut Vec<String>| {
+        for (index, rule) in rules.iter().enumerate() {
+            if rule.notify == Some(true) {
+                problems.push(format!(
+                    "{item}: `rules[{index}].notify` = true: `moderation.notify` is not set (the admins' group, \"<account>:<group>\", the line would go to)"
+                ));
+            }
+        }
+    };
+    for (index, link) in raw.links.iter().enumerate() {
+        if let Some(filters) = &link.filters {
+            let name = link
+                .name
+                .clone()
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| format!("link-{}", index + 1));
+            flagged(format!("link \"{name}\""), &filters.rules, problems);
+        }
+    }
+    for (name, filters) in &raw.filters {
+        flagged(format!("filters {name:?}"), &filters.rules, problems);
+    }
 }
 
 /// The normalizations `normalize` names (each of `width`, `case`, `symbols`).
@@ -909,5 +1040,137 @@ mod list_tests {
         // own problems say why, nothing more.
         assert!(!all.contains(r#"filters "wechat": `rules[0]"#), "{all}");
         assert_eq!(error.problems.len(), 15, "{all}");
+    }
+}
+
+#[cfg(test)]
+mod notify_tests {
+    use qunbridge_connectors::Platform;
+
+    use super::super::tests::load;
+    use crate::policy::moderation::NotifyConfig;
+
+    /// A QQ account and a WeChat account, linked in "fans" (QQ group 1 with a WeChat group,
+    /// and a webhook-like `to` member), then `rest`.
+    fn with(rest: &str) -> String {
+        format!(
+            r#"
+            [accounts.qq]
+            platform = "qq"
+            url = "ws://127.0.0.1:3001"
+            [accounts.wx]
+            platform = "wechat"
+            url = "ws://127.0.0.1:3002"
+            [[links]]
+            name = "fans"
+            groups = ["qq:1", "wx:a@chatroom"]
+            to = ["qq:2"]
+            {rest}
+            "#
+        )
+    }
+
+    #[test]
+    fn notify_names_an_account_and_an_unlinked_group_with_ten_lines_a_minute_by_default() {
+        let config = load(&with("[moderation]\nnotify = \"qq:99999\"\n"), &[]).expect("valid");
+        assert_eq!(
+            config.moderation.notify,
+            Some(NotifyConfig {
+                account: "qq".into(),
+                group: "99999".into(),
+                platform: Platform::Qq,
+                per_minute: 10,
+            })
+        );
+        let config = load(
+            &with(
+                r#"
+                [moderation]
+                notify = "wx:admins@chatroom"
+                notify_per_minute = 3
+                [filters.qq]
+                rules = [{ match = "url", action = "defang", notify = true }]
+                "#,
+            ),
+            &[],
+        )
+        .expect("valid");
+        let notify = config.moderation.notify.expect("on");
+        assert_eq!(
+            (notify.to_string(), notify.platform, notify.per_minute),
+            ("wx:admins@chatroom".to_owned(), Platform::Wechat, 3)
+        );
+        let rules = config.filters.effective(Platform::Qq, "qq", &[]);
+        assert!(rules.rules[0].notify);
+        assert_eq!(
+            rules.rules[0].to_string(),
+            "url -> defang, notify (platform qq)"
+        );
+        assert!(!rules.rules[1].notify, "the defaults never notify");
+
+        let off = load(&with(""), &[]).expect("valid");
+        assert_eq!(off.moderation.notify, None);
+    }
+
+    #[test]
+    fn every_notify_mistake_names_its_key_and_value_and_comes_with_the_others() {
+        let problems = |rest: &str| {
+            load(&with(rest), &[])
+                .expect_err("invalid")
+                .problems
+                .join("\n")
+        };
+        let linked = problems(
+            r#"
+            [moderation]
+            notify = "qq:1"
+            notify_per_minute = 0
+            [moderation.flood]
+            per_sender = "often"
+            "#,
+        );
+        for expected in [
+            r#"moderation: `notify` = "qq:1": the group is in link "fans" (notifications go to an admins' group in no link"#,
+            "moderation: `notify_per_minute` = 0: at least 1",
+            r#"moderation.flood: `per_sender` = "often""#,
+        ] {
+            assert!(linked.contains(expected), "{expected}\nnot in:\n{linked}");
+        }
+        let to = problems("[moderation]\nnotify = \"qq:2\"\n");
+        assert!(
+            to.contains(r#"`notify` = "qq:2": the group is in link "fans""#),
+            "a `to` member is linked too: {to}"
+        );
+        let unknown = problems("[moderation]\nnotify = \"nobody:9\"\n");
+        assert!(
+            unknown.contains(
+                r#"moderation: `notify` = "nobody:9": no account "nobody" is configured"#
+            ),
+            "{unknown}"
+        );
+        let malformed = problems("[moderation]\nnotify = \"qq\"\n");
+        assert!(
+            malformed.contains(r#"moderation: `notify` = "qq": must be "<account>:<group>""#),
+            "{malformed}"
+        );
+        let too_many = problems("[moderation]\nnotify = \"qq:9\"\nnotify_per_minute = 5000\n");
+        assert!(
+            too_many.contains("moderation: `notify_per_minute` = 5000: at most 1000"),
+            "{too_many}"
+        );
+        let nowhere = problems(
+            r#"
+            [moderation]
+            notify_per_minute = 5
+            [filters.wechat]
+            rules = [{ match = "url", action = "drop", notify = true }]
+            "#,
+        );
+        for expected in [
+            "moderation: `notify_per_minute` = 5: `notify` is not set",
+            r#"filters "wechat": `rules[0].notify` = true: `moderation.notify` is not set"#,
+        ] {
+            assert!(nowhere.contains(expected), "{expected}\nnot in:\n{nowhere}");
+        }
     }
 }

@@ -226,10 +226,11 @@ pub fn filter_rules(
     problems: &mut Vec<String>,
 ) -> Vec<Rule> {
     let mut rules = Vec::new();
-    let rule = |matcher, action| Rule {
+    let rule = |matcher, action, notify| Rule {
         matcher,
         action,
         source: source.to_owned(),
+        notify,
     };
     let check_domains = |key: &str, domains: &[String], problems: &mut Vec<String>| {
         for domain in domains {
@@ -251,6 +252,7 @@ pub fn filter_rules(
         rules.push(rule(
             Matcher::Domain(raw.allow_domains.clone()),
             Action::Allow,
+            false,
         ));
     }
     if !raw.deny_domains.is_empty() {
@@ -258,6 +260,7 @@ pub fn filter_rules(
         rules.push(rule(
             Matcher::Domain(raw.deny_domains.clone()),
             Action::Strip,
+            false,
         ));
     }
     for (index, raw_rule) in raw.rules.iter().enumerate() {
@@ -381,7 +384,7 @@ pub fn filter_rules(
             }
         };
         if let (Some(matcher), Some(action)) = (matcher, action) {
-            rules.push(rule(matcher, action));
+            rules.push(rule(matcher, action, raw_rule.notify.unwrap_or(false)));
         }
     }
     rules

@@ -79,6 +79,13 @@ pub struct RawModeration {
     /// Most messages held at once; beyond it a hold becomes a drop.
     #[serde(default)]
     pub hold_cap: Option<usize>,
+    /// `"<account>:<group>"`: the admins' group (in no link) that is told of rule hits with
+    /// `notify = true` and of flood and wave starts.
+    #[serde(default)]
+    pub notify: Option<String>,
+    /// Lines a rolling minute the admins' group gets at most (default 10).
+    #[serde(default)]
+    pub notify_per_minute: Option<u32>,
     /// `[moderation.flood]`: per-sender flood control.
     #[serde(default)]
     pub flood: Option<RawFlood>,
@@ -264,6 +271,9 @@ pub struct RawRule {
     /// For `replace`: the text put in place of the match.
     #[serde(default)]
     pub with: Option<String>,
+    /// `true`: each message the rule acts on is told to `moderation.notify`.
+    #[serde(default)]
+    pub notify: Option<bool>,
 }
 
 /// `[broker]`.

@@ -71,7 +71,7 @@ pub fn validate(
     }
     let known: HashSet<&str> = raw.accounts.keys().map(String::as_str).collect();
     // Before the links and filters: their `words` rules name the lists.
-    let moderation = super::moderation::moderation(
+    let mut moderation = super::moderation::moderation(
         &raw.moderation,
         &known.iter().copied().collect(),
         dir,
@@ -93,6 +93,16 @@ pub fn validate(
             links.push(built);
         }
     }
+
+    // After the links: the admins' group must be in none of them.
+    moderation.notify = super::moderation::notify(
+        &raw.moderation,
+        &known.iter().copied().collect(),
+        |id| accounts.get(id).map(|account: &Account| account.platform),
+        &raw.links,
+        problems,
+    );
+    super::moderation::notify_flags_need_a_target(&raw, problems);
 
     check_listeners(&broker, admin_listen, &raw, problems);
     let stats = super::stats::stats(&raw.stats, &raw.links, &links, problems);

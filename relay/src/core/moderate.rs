@@ -11,8 +11,9 @@
 //! wave. A member message from a group in no link is never relayed but is still a sighting
 //! ([`Moderator::sight_unrouted`]): ad blasts often show up first where nothing is bridged,
 //! and nothing of it is kept but the detector's hashed counters. A wave's start is logged
-//! (its counts and an excerpt, never a user or group id) and counted in
-//! `qunbridge_moderation_waves_total` here, once, whichever group it started in.
+//! (its counts and an excerpt, never a user or group id), counted in
+//! `qunbridge_moderation_waves_total` and told to the admins' group (`moderation.notify`)
+//! here, once, whichever group it started in.
 //!
 //! Without `[moderation.wave]` no text is fingerprinted: the per-message cost of the step is
 //! one look at the judges in force. The judges live behind one lock that a reload swaps,
@@ -25,6 +26,8 @@ use std::time::Instant;
 use qunbridge_connectors::{Envelope, Kind, Platform, Segment};
 use tracing::warn;
 
+use super::notify::lines::WaveStart;
+use super::notify::Notifier;
 use crate::config::ModerationConfig;
 use crate::metrics::MODERATION_WAVES;
 use crate::moderation::excerpt;
@@ -89,6 +92,8 @@ struct Judges {
 pub struct Moderator {
     /// The judges in force; a reload swaps them.
     judges: RwLock<Arc<Judges>>,
+    /// Tells the admins' group when a wave starts (`moderation.notify`).
+    notifier: Arc<Notifier>,
 }
 
 impl Moderator {
@@ -102,7 +107,13 @@ impl Moderator {
                     .map(|flood| (flood, Arc::new(FloodLimiter::new(flood)))),
                 wave: config.wave.map(|spec| (spec, new_detector(spec))),
             })),
+            notifier: Notifier::off(),
         }
+    }
+
+    /// The moderator, telling wave starts to `notifier`.
+    pub fn with_notifier(self, notifier: Arc<Notifier>) -> Moderator {
+        Moderator { notifier, ..self }
     }
 
     /// Puts a reloaded `[moderation]` in force; the flood limiter (and what it counted) is
@@ -184,7 +195,7 @@ impl Moderator {
         let wave = judges
             .wave
             .as_ref()
-            .and_then(|(spec, detector)| sight(spec, detector, envelope, now));
+            .and_then(|(spec, detector)| sight(spec, detector, envelope, now, &self.notifier));
         flood.or(wave)
     }
 
@@ -222,7 +233,7 @@ impl Moderator {
         {
             return;
         }
-        let _not_relayed_anyway = sight(spec, detector, envelope, Instant::now());
+        let _not_relayed_anyway = sight(spec, detector, envelope, Instant::now(), &self.notifier);
     }
 }
 
@@ -258,12 +269,13 @@ fn text_of(envelope: &Envelope) -> String {
 }
 
 /// Shows `envelope` to the wave detector and judges it: `Some` for a message of a wave. The
-/// start of a wave is logged and counted here, once.
+/// start of a wave is logged, counted and told to the admins' group here, once.
 fn sight(
     spec: &WaveSpec,
     detector: &WaveDetector,
     envelope: &Envelope,
     now: Instant,
+    notifier: &Notifier,
 ) -> Option<Judgement> {
     let text = text_of(envelope);
     if text.is_empty() {
@@ -306,6 +318,17 @@ fn sight(
             repeats,
             window = %humantime::format_duration(spec.window),
             excerpt = ?excerpt(&flat, EXCERPT_CHARS),
+        );
+        notifier.wave_started(
+            WAVE,
+            &WaveStart {
+                groups,
+                senders,
+                repeats,
+                window: spec.window,
+                action: spec.action,
+                text: &flat,
+            },
         );
     }
     Some(Judgement {

@@ -16,7 +16,8 @@ use super::filter::Dropped;
 use super::hold::HeldMessages;
 use super::moderate::{Judgement, Moderator, SUSPECT};
 use super::notices::notice_for;
-use super::render::{filter, moderate_name, render};
+use super::notify::Notifier;
+use super::render::{filter, filter_noting, moderate_name, render};
 use super::route::{Destination, SharedRoutes};
 use super::suspect::Suspects;
 use crate::activity::{Activity, WorkGuard};
@@ -62,6 +63,9 @@ pub struct Core {
     pub held: Arc<HeldMessages>,
     /// The suspect delay: newcomers' messages with links, contacts or pictures wait.
     pub suspects: Arc<Suspects>,
+    /// Tells the admins' group of rule hits with `notify = true` and of flood starts,
+    /// without waiting (`moderation.notify`).
+    pub notifier: Arc<Notifier>,
 }
 
 /// A delivery whose outbound publishes are in flight.
@@ -265,6 +269,10 @@ impl Core {
                 count_drop("moderated");
             }
         }
+        if judgement.started {
+            self.notifier
+                .flood_started(envelope, judgement.rule, destinations, &held);
+        }
         held
     }
 
@@ -333,9 +341,13 @@ impl Core {
                     destination = %destination.target,
                     list
                 );
+                self.notifier.renamed(envelope, destination);
             }
             let mut outbound = render(&source, destination);
-            match filter(&mut outbound, destination, words) {
+            let filtered = filter_noting(&mut outbound, destination, words);
+            self.notifier
+                .rule_hits(envelope, destination, &filtered.notify);
+            match filtered.dropped {
                 None => {}
                 Some(Dropped::Link(rule)) => {
                     warn!(
@@ -367,11 +379,19 @@ impl Core {
                                 list,
                                 id = %entry.id
                             );
+                            self.notifier.held_by_list(
+                                envelope,
+                                destination,
+                                &list,
+                                Some(&entry.id),
+                            );
                             held.push(entry);
                             ModerationAction::Hold
                         }
                         // Over `hold_cap`: the hold becomes a drop.
                         None => {
+                            self.notifier
+                                .held_by_list(envelope, destination, &list, None);
                             count_drop("moderated");
                             ModerationAction::Drop
                         }

@@ -9,7 +9,7 @@ use qunbridge_connectors::media::MediaMode;
 use qunbridge_connectors::model::{segments_to_text, ENVELOPE_VERSION};
 use qunbridge_connectors::{Envelope, Kind, Outbound, Segment};
 
-use super::filter::{Dropped, Filtered};
+use super::filter::{Dropped, Filtered, NotifyHit};
 use super::route::Destination;
 use crate::policy::NAME_REPLACEMENT;
 
@@ -121,9 +121,47 @@ pub fn render(envelope: &Envelope, destination: &Destination) -> Outbound {
 /// `qunbridge_links_filtered_total`, word rules in `qunbridge_moderation_hits_total`).
 /// Returns the rule that dropped the message, if one did.
 pub fn filter(outbound: &mut Outbound, destination: &Destination, words: bool) -> Option<Dropped> {
+    filter_noting(outbound, destination, words).dropped
+}
+
+/// What the filter rules did to one destination's copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FilterOutcome {
+    /// The rule that dropped the message, if one did.
+    pub dropped: Option<Dropped>,
+    /// What rules with `notify = true` did to it, each (rule, action) once: for a dropped
+    /// message only the drop, and only when the rule that dropped it notifies.
+    pub notify: Vec<NotifyHit>,
+}
+
+impl FilterOutcome {
+    /// The outcome of a copy filtering stopped at: `dropped` with what notifies of it.
+    fn ended(dropped: Option<Dropped>, mut notify: Vec<NotifyHit>) -> FilterOutcome {
+        if dropped.is_some() {
+            notify.retain(|hit| hit.action == "drop");
+            notify.truncate(1);
+        }
+        let mut seen = Vec::with_capacity(notify.len());
+        notify.retain(|hit| {
+            let first = !seen.contains(hit);
+            if first {
+                seen.push(hit.clone());
+            }
+            first
+        });
+        FilterOutcome { dropped, notify }
+    }
+}
+
+/// [`filter`], also telling what rules with `notify = true` did (for the admins' group).
+pub fn filter_noting(
+    outbound: &mut Outbound,
+    destination: &Destination,
+    words: bool,
+) -> FilterOutcome {
     let rules = &destination.filter;
     if rules.is_empty() || outbound.kind != Kind::Message {
-        return None;
+        return FilterOutcome::default();
     }
     let words = words && rules.has_words();
     let platform = destination.platform.as_str();
@@ -153,13 +191,16 @@ pub fn filter(outbound: &mut Outbound, destination: &Destination, words: bool) -
             line.dropped = line.dropped.or(body.dropped);
             line.hits.extend(body.hits);
             line.word_hits.extend(body.word_hits);
+            line.notify.extend(body.notify);
             line
         }
         None => rules.apply_with(&outbound.text, words),
     };
     count(&filtered);
+    // The text's hits are the ones told (the segments hold the same text again).
+    let mut notify = filtered.notify;
     if filtered.dropped.is_some() {
-        return filtered.dropped;
+        return FilterOutcome::ended(filtered.dropped, notify);
     }
     outbound.text = filtered.text;
     let sender_line = usize::from(!outbound.prefix.is_empty());
@@ -170,7 +211,7 @@ pub fn filter(outbound: &mut Outbound, destination: &Destination, words: bool) -
         };
         let filtered = rules.apply_with(text, words && index >= sender_line);
         if filtered.dropped.is_some() {
-            return filtered.dropped;
+            return FilterOutcome::ended(filtered.dropped, filtered.notify);
         }
         *text = filtered.text;
     }
@@ -187,11 +228,12 @@ pub fn filter(outbound: &mut Outbound, destination: &Destination, words: bool) -
             .collect();
         let across = rules.judge_across(&mut parts);
         count_word_hits(&across.word_hits, across.dropped.as_ref(), platform);
+        notify.extend(across.notify);
         if across.dropped.is_some() {
-            return across.dropped;
+            return FilterOutcome::ended(across.dropped, notify);
         }
     }
-    None
+    FilterOutcome::ended(None, notify)
 }
 
 /// Counts word-list hits at a destination platform (`rule` = the list's name). A message a
@@ -378,6 +420,7 @@ mod tests {
             matcher: Matcher::Words(list),
             action: Action::Mask,
             source: "test".into(),
+            notify: false,
         };
         Destination {
             target: GroupRef {
@@ -449,5 +492,61 @@ mod tests {
         assert_eq!(filter(&mut out, &destination, true), None);
         assert_eq!(out.text, "*******");
         assert_eq!(out.segments, vec![Segment::text("*******")]);
+    }
+
+    #[test]
+    fn filtering_tells_what_notifying_rules_did_once_each_and_only_the_drop_that_decided() {
+        use std::sync::Arc;
+
+        use crate::policy::{Action, Matcher, Rule};
+        let mut destination = masking_destination("[{platform}] {name}: ");
+        let mut rules = (*destination.filter).clone();
+        // `ads` masks and notifies; links are defanged and notify; `contact` masks silently.
+        rules.rules[0].notify = true;
+        rules.rules.push(Rule {
+            matcher: Matcher::Url,
+            action: Action::Defang,
+            source: "test".into(),
+            notify: true,
+        });
+        destination.filter = Arc::new(rules.clone());
+        let hit = |rule: &str, action| NotifyHit {
+            rule: rule.into(),
+            action,
+        };
+        let mut said = envelope();
+        said.segments = vec![Segment::text(
+            "兼职刷单，兼职刷单，加V 看 example.com 和 example.org",
+        )];
+        let mut out = render(&said, &destination);
+        let outcome = filter_noting(&mut out, &destination, true);
+        assert_eq!(outcome.dropped, None);
+        assert_eq!(
+            outcome.notify,
+            [hit("ads", "mask"), hit("url", "defang")],
+            "one each, however many occurrences; `contact` is silent"
+        );
+
+        // A message a notifying rule drops: only the drop is told.
+        rules.rules[1].action = Action::Drop;
+        rules.rules[1].notify = true;
+        destination.filter = Arc::new(rules.clone());
+        let mut out = render(&said, &destination);
+        let outcome = filter_noting(&mut out, &destination, true);
+        assert_eq!(outcome.dropped, Some(Dropped::Words("contact".into())));
+        assert_eq!(outcome.notify, [hit("contact", "drop")]);
+
+        // Dropped by a silent rule: nothing is told, though a notifying one masked first.
+        rules.rules[1].notify = false;
+        destination.filter = Arc::new(rules);
+        let mut out = render(&said, &destination);
+        let outcome = filter_noting(&mut out, &destination, true);
+        assert!(outcome.dropped.is_some());
+        assert_eq!(outcome.notify, []);
+
+        // Word rules do not judge a bot's message: only the link rule is told.
+        let mut out = render(&said, &destination);
+        let outcome = filter_noting(&mut out, &destination, false);
+        assert_eq!(outcome.notify, [hit("url", "defang")]);
     }
 }

@@ -104,6 +104,9 @@ pub struct Rule {
     pub action: Action,
     /// Where it comes from: `link "fans"`, `account "qq-main"`, `platform qq`, `default`.
     pub source: String,
+    /// `notify = true`: each message this rule acts on is told to the admins' group
+    /// (`moderation.notify`), so an operator sees the decision without reading logs.
+    pub notify: bool,
 }
 
 impl std::fmt::Display for Rule {
@@ -123,6 +126,9 @@ impl std::fmt::Display for Rule {
         match &self.action {
             Action::Replace(with) => write!(f, " -> replace with {with:?}")?,
             other => write!(f, " -> {}", other.name())?,
+        }
+        if self.notify {
+            f.write_str(", notify")?;
         }
         write!(f, " ({})", self.source)
     }
@@ -191,6 +197,7 @@ pub fn default_rules(platform: Platform) -> Vec<Rule> {
         matcher,
         action,
         source: format!("default for {platform}"),
+        notify: false,
     };
     match platform {
         Platform::Wechat => vec![

@@ -1,8 +1,13 @@
 //! Moderation policy as plain data (issue 17): what a rule does with a message for a
-//! destination, and the per-sender flood limit. Config builds these values, the core
-//! follows them.
+//! destination, the per-sender flood limit, and where admin notifications go. Config builds
+//! these values, the core follows them.
+
+use qunbridge_connectors::Platform;
 
 use super::pacing::Rate;
+
+/// Default `moderation.notify_per_minute`.
+pub const DEFAULT_NOTIFY_PER_MINUTE: u32 = 10;
 
 /// What a moderation rule does with a message for a destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,5 +57,26 @@ impl FloodConfig {
             rate: self.per_sender,
             burst: self.burst,
         }
+    }
+}
+
+/// `moderation.notify`, resolved: the group admin notifications are sent to (a group in no
+/// link, reached by a configured account) and how many lines a minute it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    /// The account that sends the lines: they are its outbound messages, paced like any.
+    pub account: String,
+    /// The group the lines go to, in no link (so nothing said there is relayed anywhere).
+    pub group: String,
+    /// The account's platform: the origin the lines are published with.
+    pub platform: Platform,
+    /// Lines per rolling minute at most (`notify_per_minute`); the events beyond it are
+    /// counted and told in one summary line when the minute is over.
+    pub per_minute: u32,
+}
+
+impl std::fmt::Display for NotifyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.account, self.group)
     }
 }

@@ -60,6 +60,8 @@ pub struct CoreDeps {
     pub held: Arc<crate::core::hold::HeldMessages>,
     /// The suspect delay, shared by the process's cores.
     pub suspects: Arc<crate::core::suspect::Suspects>,
+    /// The admins' group notifier, shared by the process's cores and its moderator.
+    pub notifier: Arc<crate::core::Notifier>,
 }
 
 /// Which broker session a core runs on and how it treats its subscription.
@@ -201,10 +203,13 @@ impl CoreConnections {
             moderator: deps.moderator.clone(),
             held: deps.held.clone(),
             suspects: deps.suspects.clone(),
+            notifier: deps.notifier.clone(),
         };
-        // A release publishes on the first core's connection.
+        // A release publishes on the first core's connection, and so do notifications.
         deps.held
             .attach(self.publisher.clone(), deps.topics.clone());
+        deps.notifier
+            .attach(self.publisher.clone(), deps.topics.clone(), stop.clone());
         RunningCore {
             task: tokio::spawn(core.run(self.deliveries, stop)),
             client: self.client,

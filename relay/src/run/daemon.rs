@@ -69,6 +69,8 @@ pub struct Daemon {
     pub held: Arc<crate::core::hold::HeldMessages>,
     /// The suspect delay (newcomers' messages with links wait), shared by the cores.
     pub suspects: Arc<crate::core::suspect::Suspects>,
+    /// Tells the admins' group (`moderation.notify`) of moderation decisions.
+    pub notifier: Arc<crate::core::Notifier>,
 }
 
 impl Daemon {
@@ -110,7 +112,10 @@ impl Daemon {
             &config.moderation,
         );
         health.set_held(held.clone());
-        let moderator = Arc::new(crate::core::Moderator::new(&config.moderation));
+        let notifier = crate::core::Notifier::new(&config.moderation);
+        let moderator = Arc::new(
+            crate::core::Moderator::new(&config.moderation).with_notifier(notifier.clone()),
+        );
         let newcomers = stats.as_ref().map(|counter| {
             crate::core::newcomers::Newcomers::new(stores.relay.clone(), counter.clone())
         });
@@ -122,6 +127,7 @@ impl Daemon {
             stats,
             stats_service,
             moderator,
+            notifier,
             placement,
             endpoint: Endpoint::for_mode(&config.broker.mode),
             topics: Topics::new(&config.broker.topic_prefix),
@@ -184,6 +190,7 @@ impl Daemon {
             moderator: self.moderator.clone(),
             held: self.held.clone(),
             suspects: self.suspects.clone(),
+            notifier: self.notifier.clone(),
         }
     }
 
@@ -193,6 +200,7 @@ impl Daemon {
     pub fn reload_health_and_moderation(&self, config: &Config) {
         self.moderator.reload(&config.moderation);
         self.held.reload(&config.moderation);
+        self.notifier.reload(&config.moderation);
         if let (Some(counter), Some(service)) = (&self.stats, &self.stats_service) {
             counter.set_aliases(aliases_of(config));
             service.set_config(config.stats.clone());

@@ -11,6 +11,7 @@
 
 use std::ops::Range;
 
+use crate::moderation::lists::CompiledList;
 use crate::policy::detect::{self, host_matches, Normalized, INVITE_HOSTS, SHORTENERS};
 use crate::policy::{Action, FilterRules, Matcher};
 
@@ -24,6 +25,16 @@ pub enum Dropped {
     /// A word rule whose action is `hold`, by its list's name: the message is kept for
     /// review at this destination instead of being relayed.
     Held(String),
+}
+
+/// A hit of a rule with `notify = true`: what the admins' group is told (`moderation.notify`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyHit {
+    /// The rule as the line names it: a word list's name, or a link rule's matcher (`url`,
+    /// `regex`, …), as in the metrics' `rule` label.
+    pub rule: String,
+    /// What it did (`drop`, `mask`, `defang`, …): the action's config name.
+    pub action: &'static str,
 }
 
 /// What filtering did to a text.
@@ -40,6 +51,9 @@ pub struct Filtered {
     /// `qunbridge_moderation_hits_total`, apart from link hits because the `rule` label is
     /// the list's name.
     pub word_hits: Vec<(String, &'static str)>,
+    /// Hits of rules with `notify = true` (one per occurrence acted on; a drop only when
+    /// that rule is the one that dropped the message), for the admins' group.
+    pub notify: Vec<NotifyHit>,
 }
 
 impl Filtered {
@@ -50,6 +64,7 @@ impl Filtered {
             dropped: None,
             hits: Vec::new(),
             word_hits: Vec::new(),
+            notify: Vec::new(),
         }
     }
 }
@@ -114,6 +129,9 @@ impl FilterRules {
                     .filter(|(_, action)| *action != "allow"),
             );
             result.word_hits.extend(again.word_hits);
+            result
+                .notify
+                .extend(again.notify.into_iter().filter(|hit| hit.action != "allow"));
             result.dropped = again.dropped;
             result.text = again.text;
         }
@@ -228,6 +246,7 @@ impl FilterRules {
         let mut out = String::with_capacity(text.len());
         let mut hits = Vec::new();
         let mut word_hits = Vec::new();
+        let mut notify = Vec::new();
         let mut dropped = None;
         let mut cursor = 0;
         for (chars, index) in &claimed {
@@ -236,6 +255,19 @@ impl FilterRules {
             match list {
                 Some(list) => word_hits.push((list.name().to_owned(), rule.action.name())),
                 None => hits.push((rule.matcher.name(), rule.action.name())),
+            }
+            // A later drop does not decide (the first one did); the line names the rule that
+            // did. A hold is told by the core, with the held entry's id.
+            if rule.notify
+                && rule.action != Action::Hold
+                && (rule.action != Action::Drop || dropped.is_none())
+            {
+                notify.push(NotifyHit {
+                    rule: list
+                        .map_or(rule.matcher.name(), CompiledList::name)
+                        .to_owned(),
+                    action: rule.action.name(),
+                });
             }
             let original = normalized.original_range(chars);
             out.push_str(&text[cursor..original.start]);
@@ -267,6 +299,7 @@ impl FilterRules {
             dropped,
             hits,
             word_hits,
+            notify,
         }
     }
 }
@@ -278,6 +311,8 @@ pub struct Across {
     pub dropped: Option<Dropped>,
     /// (list name, action name) of every crossing hit acted on.
     pub word_hits: Vec<(String, &'static str)>,
+    /// The crossing hits of rules with `notify = true`.
+    pub notify: Vec<NotifyHit>,
 }
 
 impl FilterRules {
@@ -320,9 +355,16 @@ impl FilterRules {
                 {
                     continue;
                 }
+                let hit = NotifyHit {
+                    rule: list.name().to_owned(),
+                    action: rule.action.name(),
+                };
                 match rule.action {
                     Action::Mask => masked.push(span),
                     Action::Drop => {
+                        if rule.notify {
+                            across.notify.push(hit);
+                        }
                         across.word_hits.push((list.name().to_owned(), "drop"));
                         across.dropped = Some(Dropped::Words(list.name().to_owned()));
                         return across;
@@ -334,6 +376,9 @@ impl FilterRules {
                     }
                     // Word rules take no other action.
                     _ => continue,
+                }
+                if rule.notify {
+                    across.notify.push(hit);
                 }
                 across.word_hits.push((list.name().to_owned(), "mask"));
             }
@@ -396,6 +441,7 @@ mod tests {
                 matcher: Matcher::Domain(allow.iter().map(|d| d.to_string()).collect()),
                 action: Action::Allow,
                 source: "test".into(),
+                notify: false,
             });
         }
         rules.extend(default_rules(platform));
@@ -433,6 +479,7 @@ mod tests {
                 matcher: Matcher::Regex(Regex::new("(?i)free\\s*money").expect("regex")),
                 action: Action::Drop,
                 source: "test".into(),
+                notify: false,
             }],
             on_flood: None,
         };
@@ -461,6 +508,7 @@ mod tests {
             matcher: Matcher::Words(list.clone()),
             action,
             source: "test".into(),
+            notify: false,
         }
     }
 
@@ -530,6 +578,7 @@ mod tests {
                     matcher: Matcher::Domain(vec!["example.org".into()]),
                     action: Action::Allow,
                     source: "test".into(),
+                    notify: false,
                 },
                 words_rule(&ads, Action::Drop),
             ],
