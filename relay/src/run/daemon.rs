@@ -112,7 +112,10 @@ impl Daemon {
             held,
             stats,
             stats_service,
-            moderator: Arc::new(crate::core::Moderator::new(&config.moderation)),
+            moderator: Arc::new(crate::core::Moderator::sharing(
+                &config.moderation,
+                stores.moderation.clone(),
+            )),
             placement,
             endpoint: Endpoint::for_mode(&config.broker.mode),
             topics: Topics::new(&config.broker.topic_prefix),
