@@ -30,6 +30,9 @@ pub const MODERATION_NOTIFICATIONS: &str = "qunbridge_moderation_notifications_t
 /// Counter: spam waves detected (a text seen in too many groups, from too many senders or
 /// repeated too often within `[moderation.wave] window`), each once when it starts.
 pub const MODERATION_WAVES: &str = "qunbridge_moderation_waves_total";
+/// Counter: member messages judged with the process's own flood and wave counters because
+/// the shared counters in Redis failed, or were backing off after a failure.
+pub const MODERATION_SHARED_FALLBACKS: &str = "qunbridge_moderation_shared_fallbacks_total";
 /// Counter: links in messages a filter rule acted on, by `platform`, `rule` and `action`.
 pub const LINKS_FILTERED: &str = "qunbridge_links_filtered_total";
 /// Counter: queued messages merged into one send, by `account`.
@@ -146,6 +149,10 @@ pub fn describe_all() {
     describe_counter!(
         MODERATION_WAVES,
         "Spam waves detected across groups, each counted once when it starts."
+    );
+    describe_counter!(
+        MODERATION_SHARED_FALLBACKS,
+        "Member messages judged with this process's own flood and wave counters because the shared counters in Redis failed or were backing off."
     );
     describe_counter!(
         LINKS_FILTERED,

@@ -19,12 +19,16 @@
 //! one look at the judges in force. The judges live behind one lock that a reload swaps,
 //! keeping a limiter or a detector whose settings did not change (a reload never forgives a
 //! flood or a wave in progress).
+//!
+//! With `[store] redis` the counts that decide are the ones every core shares
+//! ([`SharedCounters`]): the process's own limiter and detector still count each message, and
+//! their verdict stands only when Redis fails. Without it, judging never waits on anything.
 
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use qunbridge_connectors::{Envelope, Kind, Platform, Segment};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::notify::lines::WaveStart;
 use super::notify::Notifier;
@@ -33,6 +37,7 @@ use crate::metrics::MODERATION_WAVES;
 use crate::moderation::excerpt;
 use crate::moderation::fingerprint::fingerprint;
 use crate::moderation::flood::{FloodLimiter, FloodVerdict};
+use crate::moderation::shared::{FloodKey, Question, SharedCounters, Sighting, Verdicts};
 use crate::moderation::wave::{WaveDetector, WaveSpec, WaveVerdict};
 use crate::policy::moderation::{FloodConfig, ModerationAction};
 
@@ -94,12 +99,22 @@ pub struct Moderator {
     judges: RwLock<Arc<Judges>>,
     /// Tells the admins' group when a wave starts (`moderation.notify`).
     notifier: Arc<Notifier>,
+    /// The counts shared with the other cores of a deployment (`[store] redis`), which
+    /// decide when set; the judges' own counts stand in while Redis fails.
+    shared: Option<Arc<SharedCounters>>,
 }
 
 impl Moderator {
-    /// A moderator for `config`.
+    /// A moderator for `config`, counting in this process only.
     pub fn new(config: &ModerationConfig) -> Moderator {
+        Moderator::sharing(config, None)
+    }
+
+    /// A moderator for `config` whose flood and wave counts are `shared` with other
+    /// processes, when set.
+    pub fn sharing(config: &ModerationConfig, shared: Option<Arc<SharedCounters>>) -> Moderator {
         Moderator {
+            shared,
             judges: RwLock::new(Arc::new(Judges {
                 config: config.clone(),
                 flood: config
@@ -162,8 +177,9 @@ impl Moderator {
                 .is_exempt(&envelope.origin.account, &envelope.sender.id)
     }
 
-    /// Judges a fresh inbound message of a linked group; `None`: relay it as it is.
-    pub fn judge(&self, envelope: &Envelope) -> Option<Judgement> {
+    /// Judges a fresh inbound message of a linked group; `None`: relay it as it is. Awaits
+    /// only with shared counters, at most [`ANSWER_WITHIN`](crate::moderation::shared::ANSWER_WITHIN).
+    pub async fn judge(&self, envelope: &Envelope) -> Option<Judgement> {
         if !is_judged(envelope) {
             return None;
         }
@@ -181,21 +197,48 @@ impl Moderator {
             return None;
         }
         let now = Instant::now();
-        let flood = judges.flood.as_ref().and_then(|(flood, limiter)| {
-            match limiter.check(&origin.account, &origin.group, &envelope.sender.id, now) {
-                FloodVerdict::Allowed => None,
-                FloodVerdict::Over { first } => Some(Judgement {
-                    rule: FLOOD,
-                    action: flood.action,
-                    started: first,
-                }),
-            }
-        });
+        let key = FloodKey {
+            account: &origin.account,
+            group: &origin.group,
+            sender: &envelope.sender.id,
+        };
         // The wave sees the message even when the flood decided: its copies still count.
+        let shown = judges.wave.as_ref().and_then(|_| Shown::of(envelope));
+        let mut verdicts = Verdicts {
+            flood: judges
+                .flood
+                .as_ref()
+                .map(|(_, limiter)| limiter.check(key.account, key.group, key.sender, now)),
+            wave: judges
+                .wave
+                .as_ref()
+                .zip(shown.as_ref())
+                .map(|((_, detector), shown)| shown.sight(detector, envelope, now)),
+        };
+        if let Some(shared) = &self.shared {
+            let question = Question {
+                flood: judges.flood.as_ref().map(|(config, _)| (config, key)),
+                wave: judges
+                    .wave
+                    .as_ref()
+                    .zip(shown.as_ref())
+                    .map(|((spec, _), shown)| (spec, shown.sighting(envelope))),
+            };
+            verdicts = shared.judge(&question, verdicts).await;
+        }
+        let flood = judges
+            .flood
+            .as_ref()
+            .zip(verdicts.flood)
+            .and_then(|((config, _), verdict)| flood_judgement(config, verdict));
         let wave = judges
             .wave
             .as_ref()
-            .and_then(|(spec, detector)| sight(spec, detector, envelope, now, &self.notifier));
+            .zip(verdicts.wave)
+            .zip(shown.as_ref())
+            .and_then(|(((spec, _), verdict), shown)| {
+                wave_judgement(spec, verdict, shown, &self.notifier)
+            });
         flood.or(wave)
     }
 
@@ -205,21 +248,36 @@ impl Moderator {
     }
 
     /// True when `envelope`'s text is part of a spam wave now (see
-    /// [`WaveDetector::in_wave`]); false without waves. A message that waited as a suspect
-    /// asks this before it is relayed.
-    pub fn in_wave(&self, envelope: &Envelope) -> bool {
+    /// [`WaveDetector::in_wave`]; with shared counters, as every core counts it, this
+    /// process's own detector standing in while Redis fails); false without waves. A message
+    /// that waited as a suspect asks this before it is relayed.
+    pub async fn in_wave(&self, envelope: &Envelope) -> bool {
         let judges = self.current();
-        let Some((_, detector)) = judges.wave.as_ref() else {
+        let Some((spec, detector)) = judges.wave.as_ref() else {
             return false;
         };
         let text = text_of(envelope);
-        !text.is_empty() && detector.in_wave(&fingerprint(&text), Instant::now())
+        if text.is_empty() {
+            return false;
+        }
+        let fingerprint = fingerprint(&text);
+        let here = detector.in_wave(&fingerprint, Instant::now());
+        match &self.shared {
+            Some(shared) => match shared.in_wave(spec, &fingerprint).await {
+                Ok(shared) => shared || here,
+                Err(error) => {
+                    debug!(message = "Shared wave counters not asked; this process's count decides.", %error);
+                    here
+                }
+            },
+            None => here,
+        }
     }
 
     /// Counts a member message of a group in no link as a spam-wave sighting, when waves
     /// are configured (else it costs one look at the judges). Nothing is relayed or stored
     /// but the detector's counters; a wave it starts is logged and counted like any other.
-    pub fn sight_unrouted(&self, envelope: &Envelope) {
+    pub async fn sight_unrouted(&self, envelope: &Envelope) {
         if !is_judged(envelope) {
             return;
         }
@@ -233,7 +291,22 @@ impl Moderator {
         {
             return;
         }
-        let _not_relayed_anyway = sight(spec, detector, envelope, Instant::now(), &self.notifier);
+        let Some(shown) = Shown::of(envelope) else {
+            return;
+        };
+        let mut verdict = shown.sight(detector, envelope, Instant::now());
+        if let Some(shared) = &self.shared {
+            let question = Question {
+                wave: Some((spec, shown.sighting(envelope))),
+                ..Question::default()
+            };
+            let here = Verdicts {
+                wave: Some(verdict),
+                ..Verdicts::default()
+            };
+            verdict = shared.judge(&question, here).await.wave.unwrap_or(verdict);
+        }
+        let _not_relayed_anyway = wave_judgement(spec, verdict, &shown, &self.notifier);
     }
 }
 
@@ -268,35 +341,77 @@ fn text_of(envelope: &Envelope) -> String {
     text
 }
 
-/// Shows `envelope` to the wave detector and judges it: `Some` for a message of a wave. The
-/// start of a wave is logged, counted and told to the admins' group here, once.
-fn sight(
+/// Flood control's `verdict` on a message as a judgement: `Some` over the limit.
+fn flood_judgement(config: &FloodConfig, verdict: FloodVerdict) -> Option<Judgement> {
+    match verdict {
+        FloodVerdict::Allowed => None,
+        FloodVerdict::Over { first } => Some(Judgement {
+            rule: FLOOD,
+            action: config.action,
+            started: first,
+        }),
+    }
+}
+
+/// What the wave detectors are shown of a message with text.
+struct Shown {
+    /// The message's text ([`text_of`]), for the excerpt of a wave's log line.
+    text: String,
+    /// Its fingerprint.
+    fingerprint: String,
+}
+
+impl Shown {
+    /// The text of `envelope` and its fingerprint; `None` without text (never a wave).
+    fn of(envelope: &Envelope) -> Option<Shown> {
+        let text = text_of(envelope);
+        (!text.is_empty()).then(|| Shown {
+            fingerprint: fingerprint(&text),
+            text,
+        })
+    }
+
+    /// The sighting of this text in `envelope`'s group. A group id is the platform's, so two
+    /// bot accounts in one group see one group, and a second account's report of the same
+    /// message is told by the platform's time; an `api` group belongs to its account alone,
+    /// and its time is the moment it was posted.
+    fn sighting<'a>(&'a self, envelope: &'a Envelope) -> Sighting<'a> {
+        let origin = &envelope.origin;
+        let (scope, said_ms) = match origin.platform {
+            Platform::Api => (origin.account.as_str(), None),
+            platform => (platform.as_str(), Some(envelope.ts_ms).filter(|ms| *ms > 0)),
+        };
+        Sighting {
+            fingerprint: &self.fingerprint,
+            scope,
+            group: &origin.group,
+            sender: &envelope.sender.id,
+            said_ms,
+        }
+    }
+
+    /// Shows the sighting to this process's `detector`.
+    fn sight(&self, detector: &WaveDetector, envelope: &Envelope, now: Instant) -> WaveVerdict {
+        let sighting = self.sighting(envelope);
+        detector.sight(
+            sighting.fingerprint,
+            sighting.scope,
+            sighting.group,
+            sighting.sender,
+            sighting.said_ms,
+            now,
+        )
+    }
+}
+
+/// A wave detector's `verdict` on a message `shown` as a judgement: `Some` for a message of a
+/// wave. The start of a wave is logged and counted here, once.
+fn wave_judgement(
     spec: &WaveSpec,
-    detector: &WaveDetector,
-    envelope: &Envelope,
-    now: Instant,
+    verdict: WaveVerdict,
+    shown: &Shown,
     notifier: &Notifier,
 ) -> Option<Judgement> {
-    let text = text_of(envelope);
-    if text.is_empty() {
-        return None;
-    }
-    let origin = &envelope.origin;
-    // A group id is the platform's, so two bot accounts in one group see one group, and a
-    // second account's report of the same message is told by the platform's time; an `api`
-    // group belongs to its account alone, and its time is the moment it was posted.
-    let (scope, said_ms) = match origin.platform {
-        Platform::Api => (origin.account.as_str(), None),
-        platform => (platform.as_str(), Some(envelope.ts_ms).filter(|ms| *ms > 0)),
-    };
-    let verdict = detector.sight(
-        &fingerprint(&text),
-        scope,
-        &origin.group,
-        &envelope.sender.id,
-        said_ms,
-        now,
-    );
     let WaveVerdict::Wave {
         started,
         groups,
@@ -308,7 +423,7 @@ fn sight(
     };
     if started {
         metrics::counter!(MODERATION_WAVES).increment(1);
-        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let flat = shown.text.split_whitespace().collect::<Vec<_>>().join(" ");
         warn!(
             message = "Spam wave: the same text in several groups, from several members or repeated; it and its copies are not relayed until a whole window passes without one.",
             rule = WAVE,
@@ -342,7 +457,25 @@ fn sight(
 mod tests {
     use super::*;
     use crate::policy::Rate;
+    use futures_util::FutureExt;
     use qunbridge_connectors::model::{Origin, Platform, Sender, ENVELOPE_VERSION};
+
+    /// `moderator.judge(envelope)`, which without shared counters answers at once: it is
+    /// never pending, so the path without Redis never waits.
+    pub(super) fn judge_now(moderator: &Moderator, envelope: &Envelope) -> Option<Judgement> {
+        moderator
+            .judge(envelope)
+            .now_or_never()
+            .expect("judging without shared counters never waits")
+    }
+
+    /// `moderator.sight_unrouted(envelope)`, likewise never pending without shared counters.
+    pub(super) fn sight_now(moderator: &Moderator, envelope: &Envelope) {
+        moderator
+            .sight_unrouted(envelope)
+            .now_or_never()
+            .expect("sighting without shared counters never waits");
+    }
 
     fn said(user: &str, is_bot: bool) -> Envelope {
         Envelope {
@@ -383,16 +516,16 @@ mod tests {
     fn exempt_members_and_bots_are_never_judged_and_others_are_over_after_the_burst() {
         let moderator = Moderator::new(&config("1/min"));
         for _ in 0..3 {
-            assert_eq!(moderator.judge(&said("admin", false)), None);
-            assert_eq!(moderator.judge(&said("other-bot", true)), None);
+            assert_eq!(judge_now(&moderator, &said("admin", false)), None);
+            assert_eq!(judge_now(&moderator, &said("other-bot", true)), None);
         }
-        assert_eq!(moderator.judge(&said("u", false)), None);
-        let over = moderator.judge(&said("u", false)).expect("over the limit");
+        assert_eq!(judge_now(&moderator, &said("u", false)), None);
+        let over = judge_now(&moderator, &said("u", false)).expect("over the limit");
         assert_eq!(
             (over.rule, over.action, over.started),
             ("flood", ModerationAction::Drop, true)
         );
-        let again = moderator.judge(&said("u", false)).expect("still over");
+        let again = judge_now(&moderator, &said("u", false)).expect("still over");
         assert!(!again.started, "a flood starts once");
     }
 
@@ -415,22 +548,22 @@ mod tests {
     #[test]
     fn a_reload_keeps_the_count_unless_the_limit_changed() {
         let moderator = Moderator::new(&config("1/min"));
-        assert_eq!(moderator.judge(&said("u", false)), None);
+        assert_eq!(judge_now(&moderator, &said("u", false)), None);
         moderator.reload(&config("1/min"));
         assert!(
-            moderator.judge(&said("u", false)).is_some(),
+            judge_now(&moderator, &said("u", false)).is_some(),
             "same limit: same count"
         );
         moderator.reload(&config("2/min"));
         assert_eq!(
-            moderator.judge(&said("u", false)),
+            judge_now(&moderator, &said("u", false)),
             None,
             "a new limit counts afresh"
         );
         moderator.reload(&ModerationConfig::default());
         for _ in 0..5 {
             assert_eq!(
-                moderator.judge(&said("u", false)),
+                judge_now(&moderator, &said("u", false)),
                 None,
                 "flood control off"
             );
@@ -445,6 +578,7 @@ mod wave_tests {
 
     use qunbridge_connectors::model::{Origin, Sender, ENVELOPE_VERSION};
 
+    use super::tests::{judge_now, sight_now};
     use super::*;
 
     /// The ad every test spreads, and variants of it that share its fingerprint.
@@ -538,10 +672,22 @@ mod wave_tests {
         let mut judged = Vec::new();
         let log = logged(|| {
             // First seen where nothing is bridged: a sighting, never relayed.
-            moderator.sight_unrouted(&posted("qq", "900000001", "700000001", AD, 1_000));
-            judged.push(moderator.judge(&posted("qq", "900000002", "700000002", AD_WIDE, 2_000)));
-            judged.push(moderator.judge(&posted("qq", "900000003", "700000003", AD_SPACED, 3_000)));
-            judged.push(moderator.judge(&posted("qq", "900000002", "700000004", AD, 60_000)));
+            sight_now(
+                &moderator,
+                &posted("qq", "900000001", "700000001", AD, 1_000),
+            );
+            judged.push(judge_now(
+                &moderator,
+                &posted("qq", "900000002", "700000002", AD_WIDE, 2_000),
+            ));
+            judged.push(judge_now(
+                &moderator,
+                &posted("qq", "900000003", "700000003", AD_SPACED, 3_000),
+            ));
+            judged.push(judge_now(
+                &moderator,
+                &posted("qq", "900000002", "700000004", AD, 60_000),
+            ));
         });
         let wave = Some(Judgement {
             rule: WAVE,
@@ -579,20 +725,23 @@ mod wave_tests {
         for group in ["1", "2", "3", "4"] {
             let mut bot = posted("qq", group, "bot", AD, 1_000);
             bot.sender.is_bot = true;
-            moderator.sight_unrouted(&bot);
-            assert_eq!(moderator.judge(&bot), None);
+            sight_now(&moderator, &bot);
+            assert_eq!(judge_now(&moderator, &bot), None);
             let admin = posted("qq", group, "admin", AD, 1_000);
-            moderator.sight_unrouted(&admin);
-            assert_eq!(moderator.judge(&admin), None);
+            sight_now(&moderator, &admin);
+            assert_eq!(judge_now(&moderator, &admin), None);
             let member = format!("m{group}");
             assert_eq!(
-                moderator.judge(&posted("qq", group, &member, "好的收到👍", 1_000)),
+                judge_now(
+                    &moderator,
+                    &posted("qq", group, &member, "好的收到👍", 1_000)
+                ),
                 None,
                 "under min_chars"
             );
             let mut picture = posted("qq", group, &member, "", 1_000);
             picture.segments = vec![Segment::image(Some("https://x/1.jpg".into()), None)];
-            assert_eq!(moderator.judge(&picture), None);
+            assert_eq!(judge_now(&moderator, &picture), None);
         }
     }
 
@@ -601,10 +750,10 @@ mod wave_tests {
         let moderator = Moderator::new(&waves());
         // Three bot accounts in one unlinked group report one message: one sighting.
         for account in ["qq", "qq-2", "qq-3"] {
-            moderator.sight_unrouted(&posted(account, "9", "spammer", AD, 5_000));
+            sight_now(&moderator, &posted(account, "9", "spammer", AD, 5_000));
         }
         assert_eq!(
-            moderator.judge(&posted("qq", "1", "member", AD, 6_000)),
+            judge_now(&moderator, &posted("qq", "1", "member", AD, 6_000)),
             None,
             "two groups, two senders, no repeat yet"
         );
@@ -614,9 +763,9 @@ mod wave_tests {
     fn without_waves_nothing_is_sighted() {
         let moderator = Moderator::new(&ModerationConfig::default());
         for group in ["1", "2", "3", "4", "5"] {
-            moderator.sight_unrouted(&posted("qq", group, group, AD, 1_000));
+            sight_now(&moderator, &posted("qq", group, group, AD, 1_000));
             assert_eq!(
-                moderator.judge(&posted("qq", group, group, AD, 1_000)),
+                judge_now(&moderator, &posted("qq", group, group, AD, 1_000)),
                 None
             );
         }
@@ -637,18 +786,12 @@ mod wave_tests {
         let log = logged(|| {
             for ts_ms in [1_000, 30_000, 60_000] {
                 judged.push(
-                    moderator
-                        .judge(&posted("qq", "1", "u", AD, ts_ms))
-                        .map(|j| j.rule),
+                    judge_now(&moderator, &posted("qq", "1", "u", AD, ts_ms)).map(|j| j.rule),
                 );
             }
             // The flooded copies were sightings: the third was a wave's start, so another
             // member's copy elsewhere is a wave.
-            judged.push(
-                moderator
-                    .judge(&posted("qq", "2", "v", AD, 61_000))
-                    .map(|j| j.rule),
-            );
+            judged.push(judge_now(&moderator, &posted("qq", "2", "v", AD, 61_000)).map(|j| j.rule));
         });
         assert_eq!(judged, vec![None, Some(FLOOD), Some(FLOOD), Some(WAVE)]);
         assert_eq!(
@@ -684,13 +827,11 @@ mod wave_tests {
     #[test]
     fn a_reload_keeps_the_counts_unless_what_they_count_by_changed() {
         let moderator = Moderator::new(&waves());
-        moderator.sight_unrouted(&posted("qq", "1", "u1", AD, 1_000));
-        moderator.sight_unrouted(&posted("qq", "2", "u2", AD, 2_000));
+        sight_now(&moderator, &posted("qq", "1", "u1", AD, 1_000));
+        sight_now(&moderator, &posted("qq", "2", "u2", AD, 2_000));
         // The same settings: the two sightings stay and the third makes a wave.
         moderator.reload(&waves());
-        assert!(moderator
-            .judge(&posted("qq", "3", "u3", AD, 3_000))
-            .is_some());
+        assert!(judge_now(&moderator, &posted("qq", "3", "u3", AD, 3_000)).is_some());
 
         // A changed window counts afresh.
         let shorter = ModerationConfig {
@@ -701,8 +842,11 @@ mod wave_tests {
             ..waves()
         };
         moderator.reload(&shorter);
-        assert_eq!(moderator.judge(&posted("qq", "4", "u4", AD, 4_000)), None);
-        moderator.sight_unrouted(&posted("qq", "5", "u5", AD, 5_000));
+        assert_eq!(
+            judge_now(&moderator, &posted("qq", "4", "u4", AD, 4_000)),
+            None
+        );
+        sight_now(&moderator, &posted("qq", "5", "u5", AD, 5_000));
 
         // A changed action alone keeps the counts and applies at once.
         let (mut spec, _) = (shorter.wave.unwrap_or_default(), ());
@@ -712,9 +856,7 @@ mod wave_tests {
             ..waves()
         });
         assert_eq!(
-            moderator
-                .judge(&posted("qq", "6", "u6", AD, 6_000))
-                .map(|j| j.action),
+            judge_now(&moderator, &posted("qq", "6", "u6", AD, 6_000)).map(|j| j.action),
             Some(ModerationAction::Hold)
         );
 
@@ -722,7 +864,7 @@ mod wave_tests {
         moderator.reload(&ModerationConfig::default());
         for group in ["7", "8", "9"] {
             assert_eq!(
-                moderator.judge(&posted("qq", group, group, AD, 7_000)),
+                judge_now(&moderator, &posted("qq", group, group, AD, 7_000)),
                 None
             );
         }

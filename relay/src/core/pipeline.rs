@@ -141,7 +141,7 @@ impl Core {
             debug!(message = "No link for this group.", account = %envelope.origin.account, group = %envelope.origin.group);
             // Never relayed, but a spam wave often shows up first in groups nothing is
             // bridged from: its text counts towards one (only when waves are configured).
-            self.moderator.sight_unrouted(&envelope);
+            self.moderator.sight_unrouted(&envelope).await;
             if envelope.kind == Kind::Member {
                 // Connectors report the member counts of every group the bot is in; those
                 // of unlinked groups are of no use, and no message was lost.
@@ -187,7 +187,7 @@ impl Core {
                 _work: work,
             });
         }
-        if let Some(judgement) = self.moderator.judge(&envelope) {
+        if let Some(judgement) = self.moderator.judge(&envelope).await {
             // Not relayed anywhere; acknowledged in order with its keys remembered, so a
             // redelivered copy is not judged (or counted) twice. What is held is written
             // with the keys before the acknowledgement.

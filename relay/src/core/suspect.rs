@@ -182,7 +182,7 @@ impl Suspects {
         let Some(first) = entries.first() else {
             return;
         };
-        if self.moderator.in_wave(&first.envelope) {
+        if self.moderator.in_wave(&first.envelope).await {
             info!(
                 message = "A newcomer's message that waited turned out to be part of a spam wave; it is not relayed.",
                 rule = WAVE,

@@ -28,7 +28,9 @@
 //! The building blocks: [`normalize`] (the text normalization fingerprints and word lists
 //! share, with the way back to the original characters), [`fingerprint`], [`lists`] (word
 //! lists compiled for matching and masking), [`flood`] and [`wave`] (counting over time,
-//! driven by the caller's clock so they are testable without waiting) and [`excerpt`].
+//! driven by the caller's clock so they are testable without waiting) and [`excerpt`]. With
+//! `[store] redis`, [`shared`] keeps the flood and wave counts in Redis, so the relay cores of
+//! a scaled-out deployment count together.
 
 pub mod evict;
 pub mod excerpt;
@@ -36,6 +38,7 @@ pub mod fingerprint;
 pub mod flood;
 pub mod lists;
 pub mod normalize;
+pub mod shared;
 pub mod suspect;
 pub mod wave;
 

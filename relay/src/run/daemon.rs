@@ -114,7 +114,8 @@ impl Daemon {
         health.set_held(held.clone());
         let notifier = crate::core::Notifier::new(&config.moderation);
         let moderator = Arc::new(
-            crate::core::Moderator::new(&config.moderation).with_notifier(notifier.clone()),
+            crate::core::Moderator::sharing(&config.moderation, stores.moderation.clone())
+                .with_notifier(notifier.clone()),
         );
         let newcomers = stats.as_ref().map(|counter| {
             crate::core::newcomers::Newcomers::new(stores.relay.clone(), counter.clone())

@@ -8,7 +8,8 @@ use tracing::{info, warn};
 
 use super::error::RunError;
 use crate::config::{Config, StoreConfig};
-use crate::store::{PersistentStore, RedisStore, RelayStore};
+use crate::moderation::shared::SharedCounters;
+use crate::store::{PersistentStore, RedisStore, RelayStore, StoreError};
 
 /// The opened store, under the two interfaces its users need.
 pub struct Stores {
@@ -16,6 +17,9 @@ pub struct Stores {
     pub relay: Arc<dyn RelayStore>,
     /// The `api` feeds' durable log, kept in the same store.
     pub feed_log: Arc<dyn FeedLog>,
+    /// Flood and wave counters shared by every core on the same Redis; `None` for the
+    /// embedded store (one process counts alone).
+    pub moderation: Option<Arc<SharedCounters>>,
 }
 
 /// Creates the state directory and, on `--reset-state`, moves the embedded store aside.
@@ -50,14 +54,19 @@ pub async fn open_store(config: &Config) -> Result<Stores, RunError> {
             Stores {
                 relay: persistent.clone(),
                 feed_log: persistent,
+                moderation: None,
             }
         }
         StoreConfig::Redis { url, prefix } => {
             let shared = Arc::new(RedisStore::connect(url.expose(), prefix).await?);
+            // Connects at the first judgement: a process that runs no core never does.
+            let counters = SharedCounters::open(url.expose(), prefix)
+                .map_err(|error| RunError::Store(StoreError::Backend(error.to_string())))?;
             info!(message = "Using the shared Redis store.", prefix = %prefix);
             Stores {
                 relay: shared.clone(),
                 feed_log: shared,
+                moderation: Some(Arc::new(counters)),
             }
         }
     })

@@ -8,7 +8,8 @@
 //! its copies (a set), `mc:<copy>` copy → origin, and for the `api` feeds `feed:<account␟group>`
 //! (a sorted set by sequence number, trimmed to the kept count), `seq:<feed>` and `fk:<key>`
 //! (idempotency). Every key has the same time to live as in the embedded store; a batch is one
-//! `MULTI`/`EXEC`, so it is applied whole or not at all.
+//! `MULTI`/`EXEC`, so it is applied whole or not at all. Moderation's shared flood and wave
+//! counters use the same prefix (`mod:`, `mf:`, `mw:`; `crate::moderation::shared`).
 
 use std::time::Duration;
 

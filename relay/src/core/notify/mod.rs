@@ -542,7 +542,8 @@ mod tests {
             copy.origin.group = group.into();
             copy.sender.id = user.into();
             copy.ts_ms = 1_000 * u64::from(group.as_bytes()[0]);
-            moderator.sight_unrouted(&copy);
+            futures_util::FutureExt::now_or_never(moderator.sight_unrouted(&copy))
+                .expect("sighting without shared counters never waits");
         }
         assert_eq!(
             queued(&notifier),
