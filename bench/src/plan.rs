@@ -12,7 +12,7 @@ use crate::stress;
 /// Runs every scenario on one broker kind.
 pub async fn run_all(kind: BrokerKind, settings: &Settings) -> BrokerReport {
     let mut report = BrokerReport::new(kind);
-    let steps: [(&str, &str, Step); 8] = [
+    let steps: [(&str, &str, Step); 9] = [
         ("api", "api accounts", Step::Api),
         ("onebot", "OneBot accounts", Step::OneBot),
         ("backlog", "backlog", Step::Backlog),
@@ -21,9 +21,12 @@ pub async fn run_all(kind: BrokerKind, settings: &Settings) -> BrokerReport {
         ("scale", "100 accounts", Step::Scale),
         ("idle", "idle CPU", Step::Idle),
         ("soak", "soak", Step::Soak),
+        ("moderation", "moderation cost", Step::Moderation),
     ];
     for (key, name, step) in steps {
-        if !settings.runs(key) {
+        // The moderation cost runs six more saturation phases: only when asked for.
+        let asked = settings.only.iter().any(|o| o == key);
+        if !settings.runs(key) || (matches!(step, Step::Moderation) && !asked) {
             continue;
         }
         eprintln!("[{}] {name} …", kind.label());
@@ -37,6 +40,7 @@ pub async fn run_all(kind: BrokerKind, settings: &Settings) -> BrokerReport {
             Step::Overload => stress::overload_scenario(kind, settings, &mut report).await,
             Step::Slow => stress::slow_scenario(kind, settings, &mut report).await,
             Step::Soak => stress::soak_scenario(kind, settings, &mut report).await,
+            Step::Moderation => crate::moderation::cost_scenario(kind, settings, &mut report).await,
         };
         if let Err(error) = outcome {
             eprintln!("[{}] {name} failed: {error}", kind.label());
@@ -70,4 +74,6 @@ enum Step {
     Slow,
     /// A long run at a steady rate.
     Soak,
+    /// Saturation without and with moderation, in pairs.
+    Moderation,
 }

@@ -870,8 +870,74 @@ pub fn render(run: &Run<'_>) -> String {
         );
     }
     issue_14_targets(&mut out, reports, relay, s);
+    moderation_cost(&mut out, reports);
     let _ = writeln!(out, "\n{END}");
     out
+}
+
+/// `--only moderation`: each pair of saturation runs without and with moderation, the
+/// medians, and the issue-17 budget (moderation on within 10 % of off).
+fn moderation_cost(out: &mut String, reports: &[BrokerReport]) {
+    for r in reports {
+        let Some(cost) = &r.moderation_cost else {
+            continue;
+        };
+        let label = r.kind.label();
+        let _ = writeln!(
+            out,
+            "\n### Moderation on vs off ({label}, issue 17)\n\n{} pairs of `api` → `api` saturation runs, each on a fresh daemon, the order alternating; `on` adds `bench/src/moderation.rs`'s config.\n",
+            crate::moderation::PAIRS
+        );
+        let _ = writeln!(
+            out,
+            "| run | off msg/s | off µs/msg | on msg/s | on µs/msg |\n|---|---|---|---|---|"
+        );
+        let us = |t: &crate::figures::Throughput| {
+            t.cpu_us_per_message
+                .map_or("—".into(), |us| format!("{us:.0}"))
+        };
+        for (n, (off, on)) in cost.off.iter().zip(&cost.on).enumerate() {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                n + 1,
+                thousands(off.rate),
+                us(off),
+                thousands(on.rate),
+                us(on)
+            );
+        }
+        let (cpu_off, cpu_on) = cost.cpu();
+        let (rate_off, rate_on) = cost.rate();
+        let cpu_change = cpu_off
+            .zip(cpu_on)
+            .map(|(off, on)| (on / off - 1.0) * 100.0);
+        let rate_change = rate_off
+            .zip(rate_on)
+            .map(|(off, on)| (on / off - 1.0) * 100.0);
+        let pct = |p: Option<f64>| p.map_or("—".into(), |p| format!("{p:+.1} %"));
+        let _ = writeln!(
+            out,
+            "| median | {} | {} | {} | {} |\n",
+            rate_off.map_or("—".into(), thousands),
+            cpu_off.map_or("—".into(), |us| format!("{us:.0}")),
+            rate_on.map_or("—".into(), thousands),
+            cpu_on.map_or("—".into(), |us| format!("{us:.0}"))
+        );
+        let _ = writeln!(out, "| target | measured | verdict |\n|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| moderation on within 10 % of off, daemon CPU per message (medians), {label} | {} | {} |",
+            pct(cpu_change),
+            verdict(cpu_change.map(|p| p <= 10.0))
+        );
+        let _ = writeln!(
+            out,
+            "| moderation on within 10 % of off, msg/s (medians), {label} | {} | {} |",
+            pct(rate_change),
+            verdict(rate_change.map(|p| p >= -10.0))
+        );
+    }
 }
 
 /// The targets of issue 14 (the hot path), with their measured figures.

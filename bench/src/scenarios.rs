@@ -83,7 +83,7 @@ pub struct Settings {
 
 /// The `--only` keys: the per-broker scenarios of [`crate::plan::run_all`] and `baseline-relay` (which
 /// `api` runs too).
-pub const SCENARIOS: [&str; 9] = [
+pub const SCENARIOS: [&str; 10] = [
     "api",
     "baseline-relay",
     "onebot",
@@ -93,6 +93,7 @@ pub const SCENARIOS: [&str; 9] = [
     "scale",
     "idle",
     "soak",
+    "moderation",
 ];
 
 impl Settings {
@@ -173,6 +174,8 @@ pub struct BrokerReport {
     pub overload: Option<Overload>,
     /// The slow-destination scenario.
     pub slow: Option<SlowDestination>,
+    /// `--only moderation`: saturation without and with moderation, in pairs.
+    pub moderation_cost: Option<crate::moderation::ModerationCost>,
     /// The soak.
     pub soak: Option<Soak>,
     /// What went wrong.
@@ -203,6 +206,7 @@ impl BrokerReport {
             idle_rss_kib: None,
             overload: None,
             slow: None,
+            moderation_cost: None,
             soak: None,
             errors: Vec::new(),
         }

@@ -182,9 +182,14 @@ pub fn filter_noting(
         .text
         .strip_prefix(prefix)
         .filter(|_| words && !prefix.is_empty());
+    // What the member wrote, filtered (judged by word rules or not) and left in one piece:
+    // a text segment holding the same text again is given the same result without a second
+    // search.
+    let same_again: (&str, bool);
     let filtered = match body {
         // The sender line and what the member wrote, each with its own rules.
         Some(body) => {
+            same_again = (body, true);
             let mut line = rules.apply_with(prefix, false);
             let body = rules.apply_with(body, true);
             line.text.push_str(&body.text);
@@ -194,9 +199,14 @@ pub fn filter_noting(
             line.notify.extend(body.notify);
             line
         }
-        None => rules.apply_with(&outbound.text, words),
+        None => {
+            same_again = (outbound.text.as_str(), words);
+            rules.apply_with(&outbound.text, words)
+        }
     };
     count(&filtered);
+    let same_again = (filtered.hits.is_empty() && filtered.word_hits.is_empty())
+        .then(|| (same_again.0.to_owned(), same_again.1));
     // The text's hits are the ones told (the segments hold the same text again).
     let mut notify = filtered.notify;
     if filtered.dropped.is_some() {
@@ -209,7 +219,14 @@ pub fn filter_noting(
             Segment::Text { text } | Segment::Unsupported { hint: text } => text,
             _ => continue,
         };
-        let filtered = rules.apply_with(text, words && index >= sender_line);
+        let judged = words && index >= sender_line;
+        if same_again
+            .as_ref()
+            .is_some_and(|(same, was_judged)| *was_judged == judged && same == text)
+        {
+            continue;
+        }
+        let filtered = rules.apply_with(text, judged);
         if filtered.dropped.is_some() {
             return FilterOutcome::ended(filtered.dropped, filtered.notify);
         }

@@ -71,6 +71,24 @@ fn is_fullwidth_alnum(c: char) -> bool {
     matches!(c, '\u{FF10}'..='\u{FF19}' | '\u{FF21}'..='\u{FF3A}' | '\u{FF41}'..='\u{FF5A}')
 }
 
+/// The [`Normalized::url_view`] of a text alone, without the offsets that lead back to the
+/// original: enough to tell whether a text holds a URL at all.
+pub fn url_view(text: &str) -> String {
+    let mut view = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut prev = None;
+    while let Some(c) = chars.next() {
+        let normalized = normalize_char(prev, c, chars.peek().copied());
+        view.push(if normalized.is_ascii() {
+            normalized
+        } else {
+            ' '
+        });
+        prev = Some(c);
+    }
+    view
+}
+
 /// Text normalized for matching, with the way back to the original. Positions are shared as
 /// character indices: every view has one character per original character.
 pub struct Normalized {

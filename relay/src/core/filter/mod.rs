@@ -99,13 +99,16 @@ impl FilterRules {
             .rules
             .iter()
             .any(|r| matches!(r.matcher, Matcher::Regex(_)));
+        let has_detectors = self
+            .rules
+            .iter()
+            .any(|r| !matches!(r.matcher, Matcher::Regex(_) | Matcher::Words(_)));
         let words = words && self.has_words();
-        // Most chat text has no link: then only word rules can act, and one search per list
-        // (no positions, no link normalization) tells whether any of them hits at all.
-        if !has_regex
-            && !detect::may_contain_candidates(text)
-            && (!words || !self.any_word_hit(text))
-        {
+        // Most chat text has no link (and a destination with word rules only looks for
+        // none): then only word rules can act, and one search per list (no positions, no link
+        // normalization) tells whether any of them hits at all.
+        let links_may_act = has_regex || (has_detectors && detect::may_contain_candidates(text));
+        if !links_may_act && (!words || !self.any_word_hit(text)) {
             return Filtered::unchanged(text);
         }
         // A replacement or defanged link can bring neighbours together into a new match
