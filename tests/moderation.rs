@@ -175,6 +175,12 @@ const UNLINKED: i64 = 735021899;
 /// Two QQ groups and a WeChat group in one link, a third QQ group in none, every destination
 /// unpaced, and spam waves on with a short window.
 fn wave_config(broker: &Broker, qq: &str, wx: &str) -> String {
+    three_groups(broker, qq, wx, "[moderation.wave]\nwindow = \"4s\"\n")
+}
+
+/// Two QQ groups and a WeChat group in one link, every destination unpaced, with `moderation`
+/// (tables of `[moderation]` and `[filters]`) appended.
+fn three_groups(broker: &Broker, qq: &str, wx: &str, moderation: &str) -> String {
     format!(
         r#"{broker}
 [accounts.qq]
@@ -198,8 +204,7 @@ per_account = "off"
 per_group = "off"
 per_account = "off"
 
-[moderation.wave]
-window = "4s"
+{moderation}
 "#,
         broker = broker.toml()
     )
@@ -462,30 +467,11 @@ mod a_reload_keeps_wave_counts_unless_the_wave_settings_changed {
 /// Two QQ groups and a WeChat group in one link, every destination unpaced, with two word
 /// lists: `ads` masked for QQ and dropped for WeChat, `contact` for WeChat only.
 fn words_config(broker: &Broker, qq: &str, wx: &str) -> String {
-    format!(
-        r#"{broker}
-[accounts.qq]
-platform = "qq"
-url = "{qq}"
-self_id = "{BOT}"
-
-[accounts.wx]
-platform = "wechat"
-url = "{wx}"
-
-[[links]]
-name = "fans"
-groups = ["qq:{GROUP}", "qq:{QQ_DESTINATION}", "wx:{WECHAT_GROUP}"]
-
-[limits.qq]
-per_group = "off"
-per_account = "off"
-
-[limits.wx]
-per_group = "off"
-per_account = "off"
-
-[moderation.lists.ads]
+    three_groups(
+        broker,
+        qq,
+        wx,
+        r#"[moderation.lists.ads]
 words = ["兼职刷单"]
 allow = ["兼职刷单是诈骗"]
 
@@ -494,14 +480,13 @@ words = ["加V"]
 
 [filters.wechat]
 rules = [
-  {{ match = "words", list = "ads", action = "drop" }},
-  {{ match = "words", list = "contact", action = "drop" }},
+  { match = "words", list = "ads", action = "drop" },
+  { match = "words", list = "contact", action = "drop" },
 ]
 
 [filters.qq]
-rules = [{{ match = "words", list = "ads", action = "mask" }}]
+rules = [{ match = "words", list = "ads", action = "mask" }]
 "#,
-        broker = broker.toml()
     )
 }
 
@@ -743,30 +728,12 @@ enabled = false
 /// QQ, a second QQ group and WeChat in one link, unpaced; a flood limit whose action is drop,
 /// which WeChat overrides with `on_flood = "hold"`; `hold_max` as given.
 fn hold_config(broker: &Broker, qq: &str, wx: &str, hold_max: &str) -> String {
-    format!(
-        r#"{broker}
-[accounts.qq]
-platform = "qq"
-url = "{qq}"
-self_id = "{BOT}"
-
-[accounts.wx]
-platform = "wechat"
-url = "{wx}"
-
-[[links]]
-name = "fans"
-groups = ["qq:{GROUP}", "qq:{QQ_DESTINATION}", "wx:{WECHAT_GROUP}"]
-
-[limits.qq]
-per_group = "off"
-per_account = "off"
-
-[limits.wx]
-per_group = "off"
-per_account = "off"
-
-[filters.wechat]
+    three_groups(
+        broker,
+        qq,
+        wx,
+        &format!(
+            r#"[filters.wechat]
 on_flood = "hold"
 
 [moderation]
@@ -775,8 +742,8 @@ hold_max = "{hold_max}"
 [moderation.flood]
 per_sender = "5/10s"
 burst = 5
-"#,
-        broker = broker.toml()
+"#
+        ),
     )
 }
 
@@ -967,30 +934,11 @@ async fn a_word_rule_holds_for_review_and_a_release_leaves_that_rule_out(broker:
     let (qq, qq_url) = OneBot11Peer::serve(BOT, None, 0).await;
     let (wx, wx_url) = OneBot12Peer::serve("wxid_botself01", Behaviour::comwechat(None)).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = format!(
-        r#"{broker}
-[accounts.qq]
-platform = "qq"
-url = "{qq_url}"
-self_id = "{BOT}"
-
-[accounts.wx]
-platform = "wechat"
-url = "{wx_url}"
-
-[[links]]
-name = "fans"
-groups = ["qq:{GROUP}", "qq:{QQ_DESTINATION}", "wx:{WECHAT_GROUP}"]
-
-[limits.qq]
-per_group = "off"
-per_account = "off"
-
-[limits.wx]
-per_group = "off"
-per_account = "off"
-
-[moderation.lists.ads]
+    let config = three_groups(
+        &broker,
+        &qq_url,
+        &wx_url,
+        r#"[moderation.lists.ads]
 words = ["兼职刷单"]
 
 [moderation.lists.pay]
@@ -998,14 +946,13 @@ words = ["日结"]
 
 [filters.wechat]
 rules = [
-  {{ match = "words", list = "ads", action = "hold" }},
-  {{ match = "words", list = "pay", action = "mask" }},
+  { match = "words", list = "ads", action = "hold" },
+  { match = "words", list = "pay", action = "mask" },
 ]
 
 [filters.qq]
-rules = [{{ match = "words", list = "ads", action = "mask" }}]
+rules = [{ match = "words", list = "ads", action = "mask" }]
 "#,
-        broker = broker.toml()
     );
     let mut daemon = DaemonProcess::start(dir.path(), &config).await;
     qq.wait_connections(1).await;

@@ -187,11 +187,21 @@ impl Core {
                 _work: work,
             });
         }
-        if let Some(judgement) = self.moderator.judge(&envelope).await {
-            // Not relayed anywhere; acknowledged in order with its keys remembered, so a
-            // redelivered copy is not judged (or counted) twice. What is held is written
-            // with the keys before the acknowledgement.
-            let held = self.apply_judgement(&envelope, destinations, judgement);
+        // Judged (a flood or a wave), or a newcomer's suspect message that waits: not relayed
+        // now; acknowledged in order with its keys remembered, so a redelivered copy is not
+        // judged (or counted) twice. What is held is written with the keys before the
+        // acknowledgement.
+        let kept = match self.moderator.judge(&envelope).await {
+            Some(judgement) => Some(self.apply_judgement(&envelope, destinations, judgement)),
+            None if self.suspects.must_wait(&envelope).await => {
+                let held = self.hold_suspect(&envelope, destinations);
+                self.suspects.wait(&held);
+                // No room to hold it: relayed at once.
+                (!held.is_empty()).then_some(held)
+            }
+            None => None,
+        };
+        if let Some(held) = kept {
             return Some(PendingAck {
                 delivery,
                 confirmations: Vec::new(),
@@ -200,20 +210,6 @@ impl Core {
                 held,
                 _work: work,
             });
-        }
-        if self.suspects.must_wait(&envelope).await {
-            let held = self.hold_suspect(&envelope, destinations);
-            if !held.is_empty() {
-                self.suspects.wait(&held);
-                return Some(PendingAck {
-                    delivery,
-                    confirmations: Vec::new(),
-                    keys,
-                    stats,
-                    held,
-                    _work: work,
-                });
-            }
         }
         let Some((confirmations, held)) = self.publish_all(&envelope, destinations).await else {
             dedup.release(&keys);
