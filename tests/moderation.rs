@@ -785,6 +785,16 @@ async fn wait_held(admin: std::net::SocketAddr, count: usize) -> Vec<Value> {
     }
 }
 
+/// `qunbridge_moderation_hits_total{rule, action, platform}` in a metrics text.
+fn hits_in(metrics: &str, rule: &str, action: &str, platform: &str) -> f64 {
+    qunbridge_tests::metrics::counter(
+        metrics,
+        &format!(
+            r#"qunbridge_moderation_hits_total{{rule="{rule}",action="{action}",platform="{platform}"}}"#
+        ),
+    )
+}
+
 /// How often `needle` occurs in `text`.
 fn occurrences(text: &str, needle: &str) -> usize {
     text.matches(needle).count()
@@ -814,14 +824,7 @@ async fn flooded_messages_are_held_for_one_destination_and_released_once(broker:
         assert!(!qq_copy.contains(held), "{held} reached QQ:\n{qq_copy}");
     }
     let metrics = daemon.metrics().await;
-    let hits = |action: &str, platform: &str| {
-        qunbridge_tests::metrics::counter(
-            &metrics,
-            &format!(
-                r#"qunbridge_moderation_hits_total{{rule="flood",action="{action}",platform="{platform}"}}"#
-            ),
-        )
-    };
+    let hits = |action: &str, platform: &str| hits_in(&metrics, "flood", action, platform);
     assert_eq!(hits("hold", "wechat"), 3.0, "{metrics}");
     assert_eq!(hits("drop", "qq"), 3.0, "{metrics}");
     assert_eq!(
@@ -966,14 +969,7 @@ rules = [{ match = "words", list = "ads", action = "mask" }]
     assert!(to_qq.contains("h1 今天*****日结"), "{to_qq}");
 
     let metrics = daemon.metrics().await;
-    let hits = |action: &str, platform: &str| {
-        qunbridge_tests::metrics::counter(
-            &metrics,
-            &format!(
-                r#"qunbridge_moderation_hits_total{{rule="ads",action="{action}",platform="{platform}"}}"#
-            ),
-        )
-    };
+    let hits = |action: &str, platform: &str| hits_in(&metrics, "ads", action, platform);
     assert_eq!(hits("hold", "wechat"), 1.0, "{metrics}");
     assert_eq!(hits("mask", "qq"), 1.0, "{metrics}");
     assert_eq!(
