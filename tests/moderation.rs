@@ -492,23 +492,7 @@ rules = [{ match = "words", list = "ads", action = "mask" }]
 
 /// Everything the QQ peer was asked to send to the QQ destination group so far, one text.
 fn qq_text(qq: &OneBot11Peer) -> String {
-    qq.untaken("send_group_msg")
-        .iter()
-        .filter(|send| send["params"]["group_id"].as_i64() == Some(QQ_DESTINATION))
-        .map(|send| {
-            let message = &send["params"]["message"];
-            match message.as_str() {
-                Some(text) => text.to_owned(),
-                None => message
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|segment| segment["data"]["text"].as_str())
-                    .collect(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    qq_text_in(qq, QQ_DESTINATION)
 }
 
 /// Waits until the QQ destination's text contains every one of `wanted`.
