@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use qunbridge_tests::process::DaemonProcess;
 use qunbridge_tests::stream::{
-    assert_exactly_once, post_marker, post_until_accepted, settle, Consumer,
+    assert_exactly_once, follow_texts, post_marker, post_until_accepted, settle, Consumer,
 };
-use qunbridge_tests::{free_port, post_message, qunbridge_binary, Mosquitto, Redis, SseClient};
+use qunbridge_tests::{free_port, post_message, qunbridge_binary, Mosquitto, Redis};
 use rand::Rng;
 
 /// Messages in the stream (`FAULT_MESSAGES` overrides, as for the fault tests).
@@ -240,33 +240,14 @@ struct Arrivals {
 impl Arrivals {
     /// Connects (waiting for the connector process) and starts reading.
     async fn start(api: SocketAddr) -> Arrivals {
-        let url = format!("http://{api}/api/v1/groups/g/events");
-        let mut stream = None;
-        while stream.is_none() {
-            stream = SseClient::try_open(&url, None).await;
-        }
         let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let kept = text.clone();
-        let task = tokio::spawn(async move {
-            let mut last_id: Option<String> = None;
-            loop {
-                let Some(client) = stream.as_mut() else {
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                    stream = SseClient::try_open(&url, last_id.as_deref()).await;
-                    continue;
-                };
-                match client.next_within(Duration::from_secs(2)).await {
-                    Some(event) => {
-                        last_id = event.id.clone().or(last_id);
-                        let said = event.json()["text"].as_str().unwrap_or_default().to_owned();
-                        let mut text = kept.lock().expect("lock");
-                        text.push_str(&said);
-                        text.push('\n');
-                    }
-                    None => stream = None,
-                }
-            }
-        });
+        let task = follow_texts(api, move |said| {
+            let mut text = kept.lock().expect("lock");
+            text.push_str(said);
+            text.push('\n');
+        })
+        .await;
         Arrivals { text, task }
     }
 

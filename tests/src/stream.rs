@@ -45,37 +45,14 @@ pub struct Consumer {
 impl Consumer {
     /// Connects (waiting for the daemon) and starts reading.
     pub async fn start(api: SocketAddr) -> Consumer {
-        let url = format!("http://{api}/api/v1/groups/g/events");
-        let mut first = None;
-        while first.is_none() {
-            first = SseClient::try_open(&url, None).await;
-        }
         let seen = Arc::new(Mutex::new(Vec::new()));
         let collected = seen.clone();
-        let task = tokio::spawn(async move {
-            let mut stream = first;
-            let mut last_id: Option<String> = None;
-            loop {
-                let Some(client) = stream.as_mut() else {
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                    stream = SseClient::try_open(&url, last_id.as_deref()).await;
-                    continue;
-                };
-                match client.next_within(Duration::from_secs(2)).await {
-                    Some(event) => {
-                        if let Some(id) = event.id.clone() {
-                            last_id = Some(id);
-                        }
-                        let text = event.json()["text"].as_str().unwrap_or_default().to_owned();
-                        if let Some(n) = number_in(&text) {
-                            collected.lock().expect("lock").push(n);
-                        }
-                    }
-                    // Ended, broke, or quiet: reconnect where it left off.
-                    None => stream = None,
-                }
+        let task = follow_texts(api, move |text| {
+            if let Some(n) = number_in(text) {
+                collected.lock().expect("lock").push(n);
             }
-        });
+        })
+        .await;
         Consumer { seen, task }
     }
 
@@ -89,6 +66,40 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Follows the SSE stream of `dst:g` at `api` (waiting for the daemon to answer), handing the
+/// text of every event to `each`, and reconnecting with `Last-Event-ID` whenever the stream
+/// ends, breaks or stays quiet. The task runs until aborted.
+pub async fn follow_texts(
+    api: SocketAddr,
+    mut each: impl FnMut(&str) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let url = format!("http://{api}/api/v1/groups/g/events");
+    let mut stream = None;
+    while stream.is_none() {
+        stream = SseClient::try_open(&url, None).await;
+    }
+    tokio::spawn(async move {
+        let mut last_id: Option<String> = None;
+        loop {
+            let Some(client) = stream.as_mut() else {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                stream = SseClient::try_open(&url, last_id.as_deref()).await;
+                continue;
+            };
+            match client.next_within(Duration::from_secs(2)).await {
+                Some(event) => {
+                    if let Some(id) = event.id.clone() {
+                        last_id = Some(id);
+                    }
+                    each(event.json()["text"].as_str().unwrap_or_default());
+                }
+                // Ended, broke, or quiet: reconnect where it left off.
+                None => stream = None,
+            }
+        }
+    })
 }
 
 /// The message number in a relayed text (`… n00042`).
