@@ -389,6 +389,89 @@ async fn websocket_consumers_receive_every_group() {
     daemon.stop().await.expect("clean stop");
 }
 
+/// The texts of the next `count` text frames of `socket`, with their groups.
+async fn ws_texts<S>(socket: &mut S, count: usize) -> Vec<(String, String)>
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        let frame = tokio::time::timeout(qunbridge_tests::PATIENCE, socket.next())
+            .await
+            .expect("a frame in time")
+            .expect("socket open")
+            .expect("frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+            let message: serde_json::Value = serde_json::from_str(&text).expect("JSON frame");
+            let field = |name: &str| message[name].as_str().unwrap_or_default().to_owned();
+            seen.push((field("group"), field("text")));
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_bursts_arrive_whole_in_order_and_narrowed_to_the_group() {
+    let broker = Broker::embedded();
+    let api = api_addr();
+    let daemon = Daemon::start(&two_group_config(&broker, api, "")).await;
+    let connect = |query: &'static str| {
+        tokio_tungstenite::connect_async(format!("ws://{api}/api/v1/ws{query}"))
+    };
+    let (mut every, _) = connect("").await.expect("WebSocket opens");
+    let (mut only_b, _) = connect("?group=b").await.expect("WebSocket opens");
+    // Posted without waiting for deliveries, so that events queue up for the sockets and go
+    // out in bursts.
+    for n in 0..40 {
+        let (from, name) = if n % 2 == 0 {
+            ("a", "Ann")
+        } else {
+            ("b", "Bob")
+        };
+        let (status, _) = post_message(
+            api,
+            from,
+            json!({"sender": {"id": name, "name": name}, "text": format!("m{n}")}),
+            None,
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    let to_b: Vec<(String, String)> = (0..40)
+        .step_by(2)
+        .map(|n| ("b".to_owned(), format!("<demo> Ann: m{n}")))
+        .collect();
+    assert_eq!(ws_texts(&mut only_b, 20).await, to_b);
+    let all = ws_texts(&mut every, 40).await;
+    let in_group = |group: &str| -> Vec<(String, String)> {
+        all.iter().filter(|(g, _)| g == group).cloned().collect()
+    };
+    assert_eq!(in_group("b"), to_b);
+    let to_a: Vec<(String, String)> = (1..40)
+        .step_by(2)
+        .map(|n| ("a".to_owned(), format!("<demo> Bob: m{n}")))
+        .collect();
+    assert_eq!(in_group("a"), to_a);
+    // Nothing more: group a's messages never reached the narrowed socket.
+    post_message(
+        api,
+        "a",
+        json!({"sender": {"id": "Ann", "name": "Ann"}, "text": "last"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        ws_texts(&mut only_b, 1).await,
+        vec![("b".to_owned(), "<demo> Ann: last".to_owned())]
+    );
+    daemon.stop().await.expect("clean stop");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_delivers_every_accepted_message() {
     let broker = Broker::embedded();

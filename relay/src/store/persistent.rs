@@ -90,7 +90,7 @@ const HELD: TableDefinition<&str, &[u8]> = TableDefinition::new("held");
 /// How long the writer waits for more jobs before a commit while batches are forming (the
 /// previous commit carried at least [`GATHER_FROM`] jobs); never at low and moderate rates,
 /// so their latency is that of one commit.
-const GATHER_WAIT: Duration = Duration::from_micros(500);
+const GATHER_WAIT: Duration = Duration::from_micros(2000);
 /// Jobs in one commit from which the writer takes the input for a sustained stream and waits
 /// [`GATHER_WAIT`] before the next: below it, jobs that arrive during a commit already share
 /// the next one, and waiting would only add latency.
@@ -395,10 +395,12 @@ fn commit(db: &Database, jobs: Vec<Job>, sweep: bool) -> Result<(), StoreError> 
         let now = now_ms();
         let mut expiring = Expiring::default();
         let mut stats = StatsPending::default();
+        let mut tables = Tables::open(&txn).map_err(backend)?;
         for job in jobs {
             match job {
                 Job::Write { batch, reply } => {
-                    apply_write(&txn, batch, now, &mut expiring, &mut stats).map_err(backend)?;
+                    apply_write(&mut tables, batch, now, &mut expiring, &mut stats)
+                        .map_err(backend)?;
                     done.push(Done::Write(reply));
                 }
                 Job::Append {
@@ -408,8 +410,9 @@ fn commit(db: &Database, jobs: Vec<Job>, sweep: bool) -> Result<(), StoreError> 
                     keep,
                     reply,
                 } => {
-                    let appended = apply_append(&txn, &feed, &key, &json, keep, now, &mut expiring)
-                        .map_err(backend)?;
+                    let appended =
+                        apply_append(&mut tables, &feed, &key, &json, keep, now, &mut expiring)
+                            .map_err(backend)?;
                     done.push(Done::Append(reply, appended));
                 }
                 Job::OutboxPut {
@@ -417,12 +420,15 @@ fn commit(db: &Database, jobs: Vec<Job>, sweep: bool) -> Result<(), StoreError> 
                     entry,
                     reply,
                 } => {
-                    let added = apply_outbox_put(&txn, &account, &entry, now).map_err(backend)?;
+                    let added =
+                        apply_outbox_put(&mut tables, &account, &entry, now).map_err(backend)?;
                     done.push(Done::OutboxPut(reply, added));
                 }
             }
         }
-        expiring.write(&txn).map_err(backend)?;
+        expiring.write(&txn, &mut tables.meta).map_err(backend)?;
+        // The sweep and the group-health counts open tables of their own.
+        drop(tables);
         stats.apply(&txn).map_err(backend)?;
         if sweep {
             let removed = sweep_expired(&txn, now).map_err(backend)?;
@@ -447,6 +453,46 @@ fn commit(db: &Database, jobs: Vec<Job>, sweep: bool) -> Result<(), StoreError> 
     }
     // Jobs not reached when the transaction failed drop their replies: callers see Stopped.
     outcome
+}
+
+/// The tables the jobs of one commit write, opened once for the whole commit rather than
+/// once per job.
+struct Tables<'txn> {
+    /// Dedup, send-log and echo keys ([`KEYS`]).
+    keys: redb::Table<'txn, &'static str, u64>,
+    /// Message-map origins ([`ORIGINS`]).
+    origins: redb::Table<'txn, &'static str, &'static [u8]>,
+    /// Message-map copies ([`COPIES`]).
+    copies: redb::Table<'txn, &'static str, &'static str>,
+    /// Outbox entries ([`OUTBOX`]).
+    outbox: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
+    /// Outbox entries by message ([`OUTBOX_INDEX`]).
+    outbox_index: redb::Table<'txn, &'static str, u64>,
+    /// Messages held for review ([`HELD`]).
+    held: redb::Table<'txn, &'static str, &'static [u8]>,
+    /// api feed events ([`FEED`]).
+    feed: redb::Table<'txn, (&'static str, u64), &'static str>,
+    /// api feed idempotency keys ([`FEED_KEYS`]).
+    feed_keys: redb::Table<'txn, &'static str, (u64, u64)>,
+    /// Counters ([`META`]).
+    meta: redb::Table<'txn, &'static str, u64>,
+}
+
+impl<'txn> Tables<'txn> {
+    /// Opens them in `txn`.
+    fn open(txn: &'txn WriteTransaction) -> Result<Tables<'txn>, redb::Error> {
+        Ok(Tables {
+            keys: txn.open_table(KEYS)?,
+            origins: txn.open_table(ORIGINS)?,
+            copies: txn.open_table(COPIES)?,
+            outbox: txn.open_table(OUTBOX)?,
+            outbox_index: txn.open_table(OUTBOX_INDEX)?,
+            held: txn.open_table(HELD)?,
+            feed: txn.open_table(FEED)?,
+            feed_keys: txn.open_table(FEED_KEYS)?,
+            meta: txn.open_table(META)?,
+        })
+    }
 }
 
 /// Milliseconds from now until `ttl` passes.
@@ -478,12 +524,15 @@ impl Expiring {
         }
     }
 
-    /// Writes the rows, each under a serial of its own.
-    fn write(self, txn: &WriteTransaction) -> Result<(), redb::Error> {
+    /// Writes the rows, each under a serial of its own (kept in `meta`).
+    fn write(
+        self,
+        txn: &WriteTransaction,
+        meta: &mut redb::Table<&'static str, u64>,
+    ) -> Result<(), redb::Error> {
         if self.by_time.is_empty() {
             return Ok(());
         }
-        let mut meta = txn.open_table(META)?;
         let mut serial = meta.get(EXPIRING_SERIAL)?.map_or(0, |v| v.value());
         let mut rows = txn.open_table(EXPIRING)?;
         for (until, names) in &self.by_time {
@@ -527,47 +576,42 @@ fn unpack(bytes: &[u8]) -> Vec<&str> {
 /// Writes keys, message-map copies and settled outbox entries; the group-health counts go to
 /// `stats`, applied once for the whole commit.
 fn apply_write(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     batch: WriteBatch,
     now: u64,
     expiring: &mut Expiring,
     stats: &mut StatsPending,
 ) -> Result<(), redb::Error> {
-    if !batch.keys.is_empty() {
-        let mut keys = txn.open_table(KEYS)?;
-        for (key, ttl) in &batch.keys {
-            let until = expiry(now, *ttl);
-            keys.insert(key.as_str(), until)?;
-            expiring.add(until, IN_KEYS, key);
+    for (key, ttl) in &batch.keys {
+        let until = expiry(now, *ttl);
+        tables.keys.insert(key.as_str(), until)?;
+        expiring.add(until, IN_KEYS, key);
+    }
+    for record in batch.copies {
+        add_copies(
+            &mut tables.origins,
+            &mut tables.copies,
+            expiring,
+            record,
+            now,
+        )?;
+    }
+    for (account, key) in &batch.outbox_done {
+        let seq = tables
+            .outbox_index
+            .remove(outbox_name(account, key).as_str())?
+            .map(|v| v.value());
+        if let Some(seq) = seq {
+            tables.outbox.remove((account.as_str(), seq))?;
         }
     }
-    if !batch.copies.is_empty() {
-        let mut origins = txn.open_table(ORIGINS)?;
-        let mut copies = txn.open_table(COPIES)?;
-        for record in batch.copies {
-            add_copies(&mut origins, &mut copies, expiring, record, now)?;
-        }
+    for entry in &batch.held {
+        tables
+            .held
+            .insert(entry.id.as_str(), entry.encode().as_slice())?;
     }
-    if !batch.outbox_done.is_empty() {
-        let mut outbox = txn.open_table(OUTBOX)?;
-        let mut outbox_index = txn.open_table(OUTBOX_INDEX)?;
-        for (account, key) in &batch.outbox_done {
-            let seq = outbox_index
-                .remove(outbox_name(account, key).as_str())?
-                .map(|v| v.value());
-            if let Some(seq) = seq {
-                outbox.remove((account.as_str(), seq))?;
-            }
-        }
-    }
-    if !batch.held.is_empty() || !batch.held_done.is_empty() {
-        let mut held = txn.open_table(HELD)?;
-        for entry in &batch.held {
-            held.insert(entry.id.as_str(), entry.encode().as_slice())?;
-        }
-        for id in &batch.held_done {
-            held.remove(id.as_str())?;
-        }
+    for id in &batch.held_done {
+        tables.held.remove(id.as_str())?;
     }
     stats.add(batch.stats);
     if batch.stats_sweep.is_some() {
@@ -652,28 +696,27 @@ fn outbox_name(account: &str, key: &str) -> String {
 
 /// Puts an outbox entry unless it was sent (send log) or is there already.
 fn apply_outbox_put(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     account: &str,
     entry: &OutboxEntry,
     now: u64,
 ) -> Result<bool, redb::Error> {
-    let sent = txn
-        .open_table(KEYS)?
+    let sent = tables
+        .keys
         .get(entry.key.as_str())?
         .is_some_and(|until| until.value() > now);
     if sent {
         return Ok(false);
     }
-    let mut outbox_index = txn.open_table(OUTBOX_INDEX)?;
     let name = outbox_name(account, &entry.key);
-    if outbox_index.get(name.as_str())?.is_some() {
+    if tables.outbox_index.get(name.as_str())?.is_some() {
         return Ok(false);
     }
-    let mut meta = txn.open_table(META)?;
-    let seq = meta.get(OUTBOX_SEQ)?.map_or(0, |v| v.value()) + 1;
-    meta.insert(OUTBOX_SEQ, seq)?;
-    outbox_index.insert(name.as_str(), seq)?;
-    txn.open_table(OUTBOX)?
+    let seq = tables.meta.get(OUTBOX_SEQ)?.map_or(0, |v| v.value()) + 1;
+    tables.meta.insert(OUTBOX_SEQ, seq)?;
+    tables.outbox_index.insert(name.as_str(), seq)?;
+    tables
+        .outbox
         .insert((account, seq), entry.encode().as_slice())?;
     Ok(true)
 }
@@ -725,7 +768,7 @@ struct StoredOrigin {
 
 /// Appends an api feed event unless its key is already there.
 fn apply_append(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     feed: &str,
     key: &str,
     json: &str,
@@ -733,18 +776,21 @@ fn apply_append(
     now: u64,
     expiring: &mut Expiring,
 ) -> Result<Appended, redb::Error> {
-    let mut feed_keys = txn.open_table(FEED_KEYS)?;
+    let Tables {
+        feed_keys,
+        meta,
+        feed: events,
+        ..
+    } = tables;
     let earlier = feed_keys.get(key)?.map(|v| v.value());
     if let Some((seq, until)) = earlier {
         if until > now {
             return Ok(Appended { seq, fresh: false });
         }
     }
-    let mut meta = txn.open_table(META)?;
     let counter = format!("seq\u{1f}{feed}");
     let seq = meta.get(counter.as_str())?.map_or(0, |v| v.value()) + 1;
     meta.insert(counter.as_str(), seq)?;
-    let mut events = txn.open_table(FEED)?;
     events.insert((feed, seq), json)?;
     let keep = keep.max(1) as u64;
     if seq > keep {
