@@ -2,7 +2,10 @@
 //! `/readyz` (broker connected and the relay core running; accounts that are down are listed,
 //! not hidden), `/metrics` (Prometheus text) and `/api/v1/status` (the JSON behind
 //! `qunbridge status`: accounts, links, queue depths per destination, counts, broker state,
-//! the media cache and server, version and uptime).
+//! the media cache and server, version and uptime, messages relayed and dropped over the last
+//! hour), `/api/v1/stats` (group health) and `/api/v1/held` (messages held for review, with
+//! release and drop). [`crate::console::serve`] serves these routes with the console's pages,
+//! behind its guard.
 //!
 //! The status counts are read back from the Prometheus recorder's own rendering, so they are
 //! exactly what `/metrics` shows. Group ids appear in the status JSON (the operator's own

@@ -140,6 +140,24 @@ pub fn origin_of(headers: &HeaderMap) -> Origin {
     }
 }
 
+/// True when the request's `Host` names loopback (`localhost`, `127.x.x.x`, `[::1]`, with
+/// any port). An endpoint open without a token answers only such requests: a web page whose
+/// name an attacker points at 127.0.0.1 (DNS rebinding) is then refused, since its requests
+/// carry its own name.
+pub fn host_is_loopback(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The value of cookie `name` in the request's `Cookie` headers.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -202,6 +220,34 @@ mod tests {
         };
         assert!(closed.closed());
         assert_eq!(closed.check(&bearer), Proof::Nothing);
+    }
+
+    #[test]
+    fn only_loopback_names_count_as_loopback_hosts() {
+        for host in [
+            "127.0.0.1:9464",
+            "localhost:9464",
+            "[::1]:9464",
+            "127.1.2.3",
+            "LOCALHOST",
+        ] {
+            assert!(
+                host_is_loopback(&headers(&[(header::HOST, host)])),
+                "{host}"
+            );
+        }
+        for host in [
+            "evil.example:9464",
+            "10.0.0.5:9464",
+            "localhost.evil.example",
+            "[::2]:1",
+        ] {
+            assert!(
+                !host_is_loopback(&headers(&[(header::HOST, host)])),
+                "{host}"
+            );
+        }
+        assert!(!host_is_loopback(&HeaderMap::new()));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! compared in constant time ([`qunbridge_connectors::auth::token_matches`]). A state-changing
 //! request (anything but GET and HEAD) whose `Origin` (else `Referer`) is not this host is
 //! refused, whatever it carries; one with neither needs the bearer token, or an endpoint that
-//! asks for none. `/healthz`, `/readyz`, `/metrics` and the static assets stay open.
+//! asks for none. Without a token (loopback), only requests naming a loopback host are
+//! answered (no DNS rebinding). `/healthz`, `/readyz`, `/metrics` and the static assets stay
+//! open.
 
 use std::sync::Arc;
 
@@ -17,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::access::{origin_of, Access, Origin, Proof, SESSION_COOKIE};
+use super::access::{host_is_loopback, origin_of, Access, Origin, Proof, SESSION_COOKIE};
 use super::html;
 use super::i18n::Lang;
 use crate::admin::Health;
@@ -37,6 +39,12 @@ pub async fn guard(State(health): State<Arc<Health>>, request: Request, next: Ne
         .console_view()
         .map_or_else(Access::open, |view| view.access.clone());
     let headers = request.headers();
+    if !access.required() && !host_is_loopback(headers) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "the console answers only loopback host names (`localhost`, 127.0.0.1) without `admin.token`",
+        );
+    }
     let changes = !matches!(*request.method(), Method::GET | Method::HEAD);
     if changes {
         let origin = origin_of(headers);

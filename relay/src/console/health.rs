@@ -372,6 +372,59 @@ pub fn day_texts(since: i64, until: i64) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// A group of 28 days with `decline_weeks` weeks of decline.
+    fn group(decline_weeks: u64) -> GroupReport {
+        GroupReport {
+            alias: "fans-qq".to_owned(),
+            link: "fans".to_owned(),
+            platform: "qq".to_owned(),
+            account: "qq-a".to_owned(),
+            group: "735021844".to_owned(),
+            coverage: "full".to_owned(),
+            figures: crate::stats::figures::Figures {
+                decline_weeks,
+                ..Default::default()
+            },
+            periods: day_texts(20_000, 20_027)
+                .into_iter()
+                .map(|period| crate::stats::report::PeriodRow {
+                    period,
+                    messages: 3,
+                    active_senders: Some(1),
+                    joins: 1,
+                    leaves: 0,
+                    kicks: 0,
+                    joins_by_how: Default::default(),
+                    leaves_by_how: Default::default(),
+                    relayed_in: 0,
+                    member_count: None,
+                    join_rate: None,
+                    churn_rate: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_decline_badge_shows_from_three_weeks_and_ids_only_in_the_detail() {
+        let report = |weeks| Report {
+            since: "a".to_owned(),
+            until: "b".to_owned(),
+            by: crate::stats::report::By::Day,
+            utc_offset_secs: 0,
+            groups: vec![group(weeks)],
+        };
+        assert!(!render(Lang::En, &report(2)).contains("badge decline"));
+        let page = render(Lang::En, &report(3));
+        assert!(page.contains("badge decline"), "{page}");
+        assert!(page.contains("Declining · 3 weeks in a row"), "{page}");
+        assert!(!page.contains("735021844"), "no id on the list");
+        assert!(page.contains("href=\"/health/fans%2Dqq\""), "{page}");
+        let detail = render_detail(Lang::En, &group(0));
+        assert!(detail.contains("<code>735021844</code>"), "{detail}");
+        assert_eq!(detail.matches("<tr><td>").count(), 28, "one row a day");
+    }
+
     #[test]
     fn a_chart_has_one_point_per_day_for_each_series() {
         let days = day_texts(20_000, 20_027);
