@@ -15,6 +15,19 @@ use super::i18n::Lang;
 use super::view::ConsoleView;
 use crate::admin::Health;
 
+/// A line with every `account:group` of a linked group (a rule of one group names it so)
+/// replaced by the group's alias: no chat id on this page.
+fn without_ids(view: &ConsoleView, line: &str) -> String {
+    let mut line = line.to_owned();
+    for group in view.aliases.all() {
+        let id = format!("{}:{}", group.account, group.group);
+        if line.contains(&id) {
+            line = line.replace(&id, &group.alias);
+        }
+    }
+    line
+}
+
 /// `GET /links`.
 pub async fn page(
     State(health): State<Arc<Health>>,
@@ -80,7 +93,7 @@ pub fn render(lang: Lang, view: &ConsoleView) -> String {
                 destination.platform.as_str()
             ));
             for line in &destination.lines {
-                out.push_str(&esc(line));
+                out.push_str(&esc(&without_ids(view, line)));
                 out.push('\n');
             }
             out.push_str("</pre></div>");
@@ -89,4 +102,46 @@ pub fn render(lang: Lang, view: &ConsoleView) -> String {
     }
     out.push_str("</div>");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console::access::Access;
+    use crate::console::view::{LinkView, MemberView};
+    use crate::stats::aliases::Aliases;
+
+    #[test]
+    fn members_show_alias_platform_and_a_receive_only_mark() {
+        let view = ConsoleView {
+            access: Access::open(),
+            aliases: Aliases::default(),
+            links: vec![LinkView {
+                name: "fans".to_owned(),
+                format: "[{platform}] {name}: ".to_owned(),
+                members: vec![
+                    MemberView {
+                        alias: "fans-qq".to_owned(),
+                        account: "qq".to_owned(),
+                        platform: Some(Platform::Qq),
+                        receive_only: false,
+                    },
+                    MemberView {
+                        alias: "ops-hook".to_owned(),
+                        account: "ding-hook".to_owned(),
+                        platform: Some(Platform::Dingtalk),
+                        receive_only: true,
+                    },
+                ],
+            }],
+            destinations: Vec::new(),
+        };
+        let page = render(Lang::En, &view);
+        assert!(
+            page.contains("<td>fans-qq</td><td>qq</td><td>qq</td><td>sends and receives</td>"),
+            "{page}"
+        );
+        assert!(page.contains("<td>ops-hook</td><td>dingtalk</td><td>ding-hook</td><td><span class=\"badge receive-only\">receive only</span></td>"), "{page}");
+        assert!(render(Lang::Zh, &view).contains("仅接收"));
+    }
 }
