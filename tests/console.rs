@@ -3,7 +3,9 @@
 //! non-loopback address with `admin.token`, and Debian's headless Chromium driven over
 //! WebDriver. The browser signs in, sees both accounts' states and one turn to down without a
 //! reload when its peer stops, reads the links, the group-health charts (one point per day
-//! for 28 days) and the CSV, and releases and drops held messages. Without the token every
+//! for 28 days) and the CSV, and releases and drops held messages; a page in a background tab
+//! asks nothing (the held page's polls and the overview's event stream stop while hidden).
+//! Without the token every
 //! page and `/api/v1/*` route answers 401, a cross-origin POST is refused, the overview
 //! weighs under 200 KB, and the idle daemon stays under 0.2 % CPU.
 //!
@@ -354,6 +356,47 @@ async fn the_console_shows_accounts_links_health_and_held_messages_in_a_browser(
         assert!(!text.contains(&GROUP_B.to_string()), "{text}");
     }
     browser.screenshot(&shots, "held").await;
+
+    // Nothing while the tab is hidden: the held page polls every 2 s when visible, and not
+    // once while another tab is in front.
+    browser
+        .execute(
+            "window.qbVisible = 0; window.qbHidden = 0; window.qbWentHidden = false;\
+             const original = window.fetch;\
+             window.fetch = function () {\
+               if (document.hidden) { window.qbHidden++; } else { window.qbVisible++; }\
+               return original.apply(this, arguments);\
+             };\
+             document.addEventListener('visibilitychange', () => {\
+               if (document.hidden) { window.qbWentHidden = true; }\
+             });\
+             return true;",
+            json!([]),
+        )
+        .await;
+    let held_tab = browser.window().await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    browser.new_tab().await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    browser.close_window().await;
+    browser.switch_to(&held_tab).await;
+    let polls = browser
+        .execute(
+            "return [window.qbVisible, window.qbHidden, window.qbWentHidden];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(polls[2], true, "the tab went to the background: {polls}");
+    assert!(
+        polls[0].as_u64().unwrap_or(0) >= 2,
+        "polls while visible: {polls}"
+    );
+    assert_eq!(polls[1], 0, "no request while hidden: {polls}");
+    println!(
+        "held page requests: {} visible in 4.5 s, {} hidden in 4.5 s",
+        polls[0], polls[1]
+    );
+
     let release = rows
         .iter()
         .find(|(_, t)| t.contains("r1"))
@@ -442,6 +485,36 @@ async fn the_console_shows_accounts_links_health_and_held_messages_in_a_browser(
     browser
         .execute("window.qbMarker = 'same page'; return true;", json!([]))
         .await;
+    // The event stream closes while the tab is hidden and opens again when it is back.
+    browser
+        .execute(
+            "window.qbClosedHidden = null; window.qbOpened = 0;\
+             const close = EventSource.prototype.close;\
+             EventSource.prototype.close = function () {\
+               window.qbClosedHidden = document.hidden; return close.apply(this, arguments);\
+             };\
+             const Original = window.EventSource;\
+             window.EventSource = function (url) { window.qbOpened++; return new Original(url); };\
+             return true;",
+            json!([]),
+        )
+        .await;
+    let overview_tab = browser.window().await;
+    browser.new_tab().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    browser.close_window().await;
+    browser.switch_to(&overview_tab).await;
+    let stream = browser
+        .execute(
+            "return [window.qbClosedHidden, window.qbOpened];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        stream,
+        json!([true, 1]),
+        "closed when hidden, opened again when shown"
+    );
     let stopped = tokio::time::Instant::now();
     b.stop();
     loop {

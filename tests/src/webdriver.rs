@@ -237,6 +237,45 @@ impl Browser {
         .await
     }
 
+    /// The handle of the current window (tab).
+    pub async fn window(&self) -> String {
+        self.command(reqwest::Method::GET, "/window", None)
+            .await
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    /// Opens a new tab and switches to it (the previous tab goes to the background, hidden);
+    /// returns its handle.
+    pub async fn new_tab(&self) -> String {
+        let opened = self
+            .command(
+                reqwest::Method::POST,
+                "/window/new",
+                Some(json!({ "type": "tab" })),
+            )
+            .await;
+        let handle = opened["handle"].as_str().unwrap_or("").to_owned();
+        self.switch_to(&handle).await;
+        handle
+    }
+
+    /// Switches to the window (tab) `handle`.
+    pub async fn switch_to(&self, handle: &str) {
+        self.command(
+            reqwest::Method::POST,
+            "/window",
+            Some(json!({ "handle": handle })),
+        )
+        .await;
+    }
+
+    /// Closes the current window (tab).
+    pub async fn close_window(&self) {
+        self.command(reqwest::Method::DELETE, "/window", None).await;
+    }
+
     /// The current URL.
     pub async fn url(&self) -> String {
         self.command(reqwest::Method::GET, "/url", None)
