@@ -47,6 +47,7 @@ pub mod onebot11;
 pub mod onebot12;
 pub mod onebot_ws;
 pub mod protocol;
+pub mod recent;
 pub mod reverse_ws;
 mod robot;
 pub mod secret;

@@ -42,6 +42,7 @@ pub fn count_drop(reason: &'static str) {
 /// loses several at once).
 pub fn count_drops(reason: &'static str, count: u64) {
     metrics::counter!(MESSAGES_DROPPED, "reason" => reason).increment(count);
+    crate::recent::DROPPED.add(reason, count);
 }
 
 /// Counter: pictures and files a destination got as a placeholder (or a link) instead of

@@ -2,7 +2,10 @@
 //! `/readyz` (broker connected and the relay core running; accounts that are down are listed,
 //! not hidden), `/metrics` (Prometheus text) and `/api/v1/status` (the JSON behind
 //! `qunbridge status`: accounts, links, queue depths per destination, counts, broker state,
-//! the media cache and server, version and uptime).
+//! the media cache and server, version and uptime, messages relayed and dropped over the last
+//! hour), `/api/v1/stats` (group health) and `/api/v1/held` (messages held for review, with
+//! release and drop). [`crate::console::serve`] serves these routes with the console's pages,
+//! behind its guard.
 //!
 //! The status counts are read back from the Prometheus recorder's own rendering, so they are
 //! exactly what `/metrics` shows. Group ids appear in the status JSON (the operator's own
@@ -30,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::activity::QueueDepths;
+use crate::console::view::ConsoleView;
 use crate::core::hold::{HeldMessages, HoldError, Released};
 use crate::metrics::{
     BROKER_CONNECTED, MEDIA_FETCH_SECONDS, MESSAGES_COALESCED, MESSAGES_DROPPED, MESSAGES_RECEIVED,
@@ -58,6 +62,10 @@ pub struct Health {
     stats: Mutex<Option<Arc<StatsService>>>,
     /// Messages held for review.
     held: Mutex<Option<Arc<HeldMessages>>>,
+    /// What the console shows of the config in force (and who may open it).
+    console: Mutex<Option<Arc<ConsoleView>>>,
+    /// Cancelled when the admin endpoint stops (ends the console's event streams).
+    stop: OnceLock<CancellationToken>,
 }
 
 /// What the status shows of pictures: the global mode, the on-disk cache and the built-in
@@ -121,6 +129,8 @@ impl Default for Health {
             media: Mutex::new(None),
             stats: Mutex::new(None),
             held: Mutex::new(None),
+            console: Mutex::new(None),
+            stop: OnceLock::new(),
         }
     }
 }
@@ -202,8 +212,44 @@ impl Health {
         *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(held);
     }
 
+    /// Records what the console shows of the config in force (start-up and every reload).
+    pub fn set_console(&self, view: ConsoleView) {
+        *self.console.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(view));
+    }
+
+    /// What the console shows of the config in force, once recorded.
+    pub fn console_view(&self) -> Option<Arc<ConsoleView>> {
+        self.console
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Cancelled when the admin endpoint stops (a fresh token before it serves).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.get_or_init(CancellationToken::new).clone()
+    }
+
+    /// The state watches of every account.
+    pub fn account_watches(&self) -> Vec<watch::Receiver<AccountState>> {
+        self.accounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(_, _, state)| state.clone())
+            .collect()
+    }
+
+    /// The core's broker connection watch, once it exists.
+    pub fn broker_watch(&self) -> Option<watch::Receiver<bool>> {
+        self.broker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The messages held for review.
-    fn held(&self) -> Option<Arc<HeldMessages>> {
+    pub(crate) fn held(&self) -> Option<Arc<HeldMessages>> {
         self.held
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -211,7 +257,7 @@ impl Health {
     }
 
     /// Group health, when enabled.
-    fn stats(&self) -> Option<Arc<StatsService>> {
+    pub(crate) fn stats(&self) -> Option<Arc<StatsService>> {
         self.stats
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -305,6 +351,18 @@ impl Health {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let view = self.console_view();
+        let queues: Vec<Value> = queues
+            .iter()
+            .map(|queue| {
+                json!({
+                    "account": queue.account,
+                    "group": queue.group,
+                    "depth": queue.depth,
+                    "alias": view.as_ref().map(|view| view.alias_of(&queue.account, &queue.group)),
+                })
+            })
+            .collect();
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": self.started.elapsed().as_secs(),
@@ -315,6 +373,7 @@ impl Health {
             "links": links,
             "queues": queues,
             "counts": counts(&parse_samples(metrics)),
+            "last_hour": last_hour(),
         })
     }
 }
@@ -419,6 +478,20 @@ fn counts(samples: &[Sample]) -> Value {
     })
 }
 
+/// Messages relayed (by `from->to` platform) and dropped (by reason) over the last hour.
+fn last_hour() -> Value {
+    let relayed: BTreeMap<String, u64> = qunbridge_connectors::recent::RELAYED
+        .last_hour()
+        .into_iter()
+        .map(|((from, to), count)| (format!("{from}->{to}"), count))
+        .collect();
+    let dropped = qunbridge_connectors::recent::DROPPED.last_hour();
+    json!({
+        "relayed": { "total": relayed.values().sum::<u64>(), "by_route": relayed },
+        "dropped": { "total": dropped.values().sum::<u64>(), "by_reason": dropped },
+    })
+}
+
 /// Buckets of `qunbridge_relay_latency_seconds` (a histogram, not a summary, so rates and
 /// quantiles can be aggregated): from a fast local hop to a message held back by pacing.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -472,9 +545,10 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// Serves the admin endpoint on a bound listener until `stop`.
-pub async fn serve(listener: TcpListener, health: Arc<Health>, stop: CancellationToken) {
-    let app = Router::new()
+/// The admin endpoint's own routes (the console adds its pages and the guard:
+/// [`crate::console::serve`]).
+pub fn routes() -> Router<Arc<Health>> {
+    Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -483,7 +557,11 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, stop: Cancellatio
         .route("/api/v1/held", get(held_list))
         .route("/api/v1/held/{id}/release", post(held_release))
         .route("/api/v1/held/{id}/drop", post(held_drop))
-        .with_state(health);
+}
+
+/// Serves `app` (the admin endpoint's router with its state) on a bound listener until
+/// `stop`, running the metrics exporter's upkeep meanwhile.
+pub async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) {
     let upkeep = tokio::spawn(run_upkeep(stop.clone()));
     if let Err(error) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -547,6 +625,11 @@ async fn readyz(State(health): State<Arc<Health>>) -> Response {
 
 /// `/api/v1/status`.
 async fn status(State(health): State<Arc<Health>>) -> Response {
+    Json(status_document(&health).await).into_response()
+}
+
+/// The document `/api/v1/status` answers (and the console's overview shows).
+pub async fn status_document(health: &Health) -> Value {
     let rendered = prometheus()
         .map(PrometheusHandle::render)
         .unwrap_or_default();
@@ -555,7 +638,7 @@ async fn status(State(health): State<Arc<Health>>) -> Response {
     if let Some(service) = health.stats() {
         document["groups"] = service.status_lines().await;
     }
-    Json(document).into_response()
+    document
 }
 
 /// `/api/v1/stats`: the group-health report the query asks for (`group`, `link`, `since`,
@@ -594,7 +677,11 @@ async fn held_list(State(health): State<Arc<Health>>) -> Response {
     };
     match held.list().await {
         Ok(entries) => {
-            let entries: Vec<Value> = entries.iter().map(held_summary).collect();
+            let view = health.console_view();
+            let entries: Vec<Value> = entries
+                .iter()
+                .map(|entry| held_summary(entry, view.as_deref()))
+                .collect();
             Json(json!({ "held": entries })).into_response()
         }
         Err(error) => (
@@ -605,8 +692,9 @@ async fn held_list(State(health): State<Arc<Health>>) -> Response {
     }
 }
 
-/// What the list shows of one held entry.
-fn held_summary(entry: &crate::store::held::HeldEntry) -> Value {
+/// What the list shows of one held entry (with the destination's alias when the console's
+/// view is known).
+pub fn held_summary(entry: &crate::store::held::HeldEntry, view: Option<&ConsoleView>) -> Value {
     let text = qunbridge_connectors::model::segments_to_text(&entry.envelope.segments);
     json!({
         "id": entry.id,
@@ -614,7 +702,11 @@ fn held_summary(entry: &crate::store::held::HeldEntry) -> Value {
         "rule": entry.rule,
         "held_ms": entry.held_ms,
         "from": entry.envelope.origin.platform.as_str(),
-        "to": { "account": entry.account, "group": entry.group },
+        "to": {
+            "account": entry.account,
+            "group": entry.group,
+            "alias": view.map(|view| view.alias_of(&entry.account, &entry.group)),
+        },
         "sender": entry.envelope.sender.name,
         "excerpt": crate::moderation::excerpt::excerpt(&text, HELD_EXCERPT_CHARS),
     })

@@ -11,7 +11,10 @@
 //! - [`store`]: dedup keys, send log, message map and echo fingerprints behind one trait: redb
 //!   in `state_dir` on disk, or Redis shared by the processes of a scaled-out deployment.
 //! - [`cluster`]: the processes of one deployment: presence, account locks, core takeovers.
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/api/v1/status`.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/api/v1/status`, `/api/v1/stats`,
+//!   `/api/v1/held`.
+//! - [`console`]: the operator console on the admin endpoint (pages, `admin.token`, assets).
+//! - [`describe`]: what `qunbridge check` prints of each destination (also the console's).
 //! - [`status`]: `qunbridge status`, the client of `/api/v1/status`.
 //! - [`policy`]: links, pacing, length and filter rules as plain data (config builds them,
 //!   core and egress follow them).
@@ -29,7 +32,9 @@ pub mod activity;
 pub mod admin;
 pub mod broker;
 pub mod config;
+pub mod console;
 pub mod core;
+pub mod describe;
 pub mod egress;
 pub mod metrics;
 pub mod moderation;

@@ -360,6 +360,9 @@ fn admin_address(config: Option<&Path>, admin: Option<String>) -> Result<String,
         (Some(admin), _) => admin,
         (None, Some(path)) => {
             let config = load(path)?;
+            if let Some(token) = &config.admin.token {
+                qunbridge::status::use_admin_token(token.clone());
+            }
             // A daemon listening on every address still answers on loopback.
             let mut listen = config.admin.listen;
             if listen.ip().is_unspecified() {
@@ -381,6 +384,13 @@ fn admin_client(
     admin: Option<String>,
 ) -> Result<(String, tokio::runtime::Runtime), ExitCode> {
     let admin = admin_address(config, admin)?;
+    // Without a config, the token may come from the environment (never from the command
+    // line, where other users of the machine could read it).
+    if let Ok(token) = std::env::var("QUNBRIDGE_ADMIN_TOKEN") {
+        if !token.is_empty() {
+            qunbridge::status::use_admin_token(token.into());
+        }
+    }
     let runtime = async_runtime(tokio::runtime::Builder::new_current_thread())?;
     Ok((admin, runtime))
 }
@@ -563,7 +573,7 @@ fn check(path: &Path) -> ExitCode {
     if !lists.is_empty() {
         println!("word lists:");
         for (name, list) in lists {
-            println!("  {name}: {}", entries(list.len()));
+            println!("  {name}: {}", qunbridge::describe::entries(list.len()));
         }
     }
     println!(
@@ -590,7 +600,7 @@ fn check(path: &Path) -> ExitCode {
             if let Some(account) = config.account(&notify.account) {
                 println!(
                     "  pacing: {}",
-                    describe_policy(&account.egress, &notify.group)
+                    qunbridge::describe::describe_policy(&account.egress, &notify.group)
                 );
             }
         }
@@ -606,70 +616,18 @@ fn check(path: &Path) -> ExitCode {
         println!("  {origin} -> {}", targets.join(", "));
     }
     println!("destinations:");
-    let mut shown = std::collections::BTreeSet::new();
-    for (_, destinations) in routes.all() {
-        for destination in destinations {
-            if !shown.insert((destination.target.clone(), destination.link.to_string())) {
-                continue;
-            }
-            println!(
-                "  {} ({}) via link {:?}",
-                destination.target, destination.platform, destination.link
-            );
-            if let Some(account) = config.account(&destination.target.account) {
-                println!(
-                    "    pacing: {}",
-                    describe_policy(&account.egress, &destination.target.group)
-                );
-            }
-            println!(
-                "    pictures: {}",
-                config.media_mode(&destination.target.account).as_str()
-            );
-            let word_rules: Vec<String> = destination
-                .filter
-                .rules
-                .iter()
-                .filter_map(|rule| {
-                    rule.matcher.word_list().map(|list| {
-                        format!(
-                            "{} ({}) -> {}{}",
-                            list.name(),
-                            entries(list.len()),
-                            rule.action.name(),
-                            if rule.notify { ", notify" } else { "" }
-                        )
-                    })
-                })
-                .collect();
-            if !word_rules.is_empty() {
-                println!("    word rules: {}", word_rules.join(", "));
-            }
-            let moderation = &config.moderation;
-            if moderation.flood.is_some() || moderation.wave.is_some() {
-                let flood = moderation.flood.as_ref().map_or("off", |flood| {
-                    destination.filter.on_flood.unwrap_or(flood.action).as_str()
-                });
-                let wave = moderation
-                    .wave
-                    .as_ref()
-                    .map_or("off", |wave| wave.action.as_str());
-                println!("    moderation: flood -> {flood}, wave -> {wave}");
-            }
-            if destination.filter.rules.is_empty() {
-                println!("    filters: none (links pass as sent)");
-            } else {
-                println!("    filters (first match wins):");
-                for (index, rule) in destination.filter.rules.iter().enumerate() {
-                    println!("      {}. {rule}", index + 1);
-                }
-            }
+    for destination in qunbridge::describe::destinations(&config, &routes) {
+        println!(
+            "  {} ({}) via link {:?}",
+            destination.target, destination.platform, destination.link
+        );
+        for line in &destination.lines {
+            println!("    {line}");
         }
     }
     ExitCode::SUCCESS
 }
 
-/// "1 entry", "12 entries": the size of a word list, for `check`.
 /// `[moderation.wave]` for `check`: off, or what makes a wave and what it gets.
 fn describe_waves(wave: Option<&qunbridge::moderation::wave::WaveSpec>) -> String {
     let Some(wave) = wave else {
@@ -693,42 +651,6 @@ fn describe_waves(wave: Option<&qunbridge::moderation::wave::WaveSpec>) -> Strin
         humantime::format_duration(wave.window),
         wave.min_chars,
         wave.action.as_str()
-    )
-}
-
-fn entries(count: usize) -> String {
-    if count == 1 {
-        "1 entry".to_owned()
-    } else {
-        format!("{count} entries")
-    }
-}
-
-/// Pacing and length limits of a destination, for `check`.
-fn describe_policy(policy: &qunbridge::policy::EgressPolicy, group: &str) -> String {
-    let limit = |limit: Option<qunbridge::policy::Limit>| match limit {
-        Some(limit) => format!("{} burst {}", limit.rate, limit.burst),
-        None => "unlimited".to_owned(),
-    };
-    let length = match &policy.length {
-        Some(length) => format!(
-            "at most {} {} a message, {} parts",
-            length.max,
-            match length.unit {
-                qunbridge::policy::Unit::Chars => "characters",
-                qunbridge::policy::Unit::Bytes | qunbridge::policy::Unit::JsonStringBytes => {
-                    "bytes"
-                }
-            },
-            length.max_parts
-        ),
-        None => "no length limit".to_owned(),
-    };
-    format!(
-        "per group {}, per account {}, {length}, max_delay {}",
-        limit(policy.group_limit(group)),
-        limit(policy.per_account),
-        humantime::format_duration(policy.max_delay)
     )
 }
 

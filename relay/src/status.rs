@@ -116,13 +116,34 @@ pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
         .map_err(|source| StatusError::Body { url, source })
 }
 
-/// The HTTP client `status` uses.
+/// The admin token the client commands present (`admin.token` of the config they read, or
+/// `QUNBRIDGE_ADMIN_TOKEN`), once set.
+static ADMIN_TOKEN: std::sync::OnceLock<crate::config::Secret> = std::sync::OnceLock::new();
+
+/// Makes every request of the client commands carry `Authorization: Bearer <token>` (the
+/// console and `/api/v1/*` ask for it when `admin.token` is set or the admin endpoint listens
+/// beyond loopback). The first token set stays.
+pub fn use_admin_token(token: crate::config::Secret) {
+    let _ = ADMIN_TOKEN.set(token);
+}
+
+/// The HTTP client `status` uses (with the admin token, when one is set).
 ///
 /// # Errors
 /// [`StatusError::Client`] when it cannot be built.
 pub fn client() -> Result<reqwest::Client, StatusError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = ADMIN_TOKEN.get() {
+        if let Ok(mut value) =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+        {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+    }
     reqwest::Client::builder()
         .timeout(FETCH_TIMEOUT)
+        .default_headers(headers)
         .build()
         .map_err(StatusError::Client)
 }

@@ -20,6 +20,8 @@ pub mod process;
 
 pub mod stream;
 
+pub mod webdriver;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -70,6 +70,9 @@ pub struct OneBot11Peer {
     /// Counts `get_group_list` tells instead of the list's length, by group (NapCat answers
     /// the list from a cache; `get_group_info` with `no_cache` tells the fresh count).
     listed_counts: Mutex<std::collections::HashMap<i64, usize>>,
+    /// Set by [`OneBot11Peer::stop`]: the server closes every connection as it arrives, as
+    /// a stopped implementation whose port nobody serves.
+    stopped: AtomicBool,
 }
 
 impl OneBot11Peer {
@@ -94,6 +97,7 @@ impl OneBot11Peer {
             images: Mutex::new(std::collections::HashMap::new()),
             groups: Mutex::new(std::collections::BTreeMap::new()),
             listed_counts: Mutex::new(std::collections::HashMap::new()),
+            stopped: AtomicBool::new(false),
         })
     }
 
@@ -109,6 +113,10 @@ impl OneBot11Peer {
         let serving = peer.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                if serving.stopped.load(Ordering::SeqCst) {
+                    drop(stream);
+                    continue;
+                }
                 let peer = serving.clone();
                 tokio::spawn(async move {
                     let expected = peer.token.clone();
@@ -455,6 +463,13 @@ impl OneBot11Peer {
         if let Some(tx) = self.current.lock().expect("lock").take() {
             let _ = tx.send(Message::Close(None));
         }
+    }
+
+    /// Stops the implementation (forward mode): the connection closes and every reconnect is
+    /// closed at once.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.drop_connection();
     }
 
     /// Stops heartbeats while keeping the socket open.

@@ -18,6 +18,8 @@ pub struct DaemonProcess {
     pub admin: SocketAddr,
     /// Extra arguments of `qunbridge run`.
     args: Vec<String>,
+    /// The `[admin]` table written into the config.
+    admin_table: String,
 }
 
 impl DaemonProcess {
@@ -43,21 +45,36 @@ impl DaemonProcess {
     /// [`DaemonProcess::start`] with extra arguments of `qunbridge run` (`--role core`, …).
     pub async fn start_with(dir: &std::path::Path, config: &str, args: &[&str]) -> DaemonProcess {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let path = dir.join("qunbridge.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "state_dir = {:?}\n{config}\n[admin]\nlisten = \"{admin}\"\n",
-                dir.join("state")
-            ),
-        )
-        .expect("write config");
+        let table = format!("[admin]\nlisten = \"{admin}\"\n");
+        DaemonProcess::start_on(dir, config, args, admin, table).await
+    }
+
+    /// [`DaemonProcess::start`] with the admin endpoint on every address (`0.0.0.0`, not
+    /// loopback) and `admin.token` = `token`; [`DaemonProcess::admin`] is its loopback
+    /// address, where tests reach it.
+    pub async fn start_guarded(dir: &std::path::Path, config: &str, token: &str) -> DaemonProcess {
+        let port = free_port();
+        let admin = SocketAddr::from(([127, 0, 0, 1], port));
+        let table = format!("[admin]\nlisten = \"0.0.0.0:{port}\"\ntoken = \"{token}\"\n");
+        DaemonProcess::start_on(dir, config, &[], admin, table).await
+    }
+
+    /// Writes the config with `admin_table`, starts the daemon and waits until it is ready.
+    async fn start_on(
+        dir: &std::path::Path,
+        config: &str,
+        args: &[&str],
+        admin: SocketAddr,
+        admin_table: String,
+    ) -> DaemonProcess {
         let mut process = DaemonProcess {
             child: None,
-            config: path,
+            config: dir.join("qunbridge.toml"),
             admin,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
+            admin_table,
         };
+        process.write_config(config);
         process.spawn().await;
         process
     }
@@ -140,9 +157,9 @@ impl DaemonProcess {
         std::fs::write(
             &self.config,
             format!(
-                "state_dir = {:?}\n{config}\n[admin]\nlisten = \"{}\"\n",
+                "state_dir = {:?}\n{config}\n{}",
                 dir.join("state"),
-                self.admin
+                self.admin_table
             ),
         )
         .expect("write config");

@@ -168,6 +168,18 @@ pub enum StoreConfig {
 pub struct AdminConfig {
     /// Listen address of the admin HTTP endpoint.
     pub listen: SocketAddr,
+    /// `admin.token`: what the console and `/api/v1/*` ask for (as `Authorization: Bearer`
+    /// or the console's login cookie); they ask for it when it is set, and on a non-loopback
+    /// address they are closed without it.
+    pub token: Option<Secret>,
+}
+
+impl AdminConfig {
+    /// True when the console and `/api/v1/*` ask for the token: one is set, or the endpoint
+    /// listens beyond loopback (and then, without a token, they are closed).
+    pub fn token_required(&self) -> bool {
+        self.token.is_some() || !self.listen.ip().is_loopback()
+    }
 }
 
 /// One bot account.
@@ -300,6 +312,54 @@ pub(crate) mod tests {
                 error.problems
             );
         }
+    }
+
+    #[test]
+    fn the_admin_token_is_checked_never_shown_and_asked_for_beyond_loopback() {
+        let config = |admin: &str| {
+            format!(
+                "[admin]\n{admin}\n[accounts.hub]\nplatform = \"api\"\nlisten = \"127.0.0.1:8088\"\n[[links]]\ngroups = [\"hub:a\", \"hub:b\"]\n"
+            )
+        };
+        let error = load(
+            &config("listen = \"0.0.0.0:9464\"\ntoken = \"short-secret\""),
+            &[],
+        )
+        .expect_err("too short");
+        assert!(
+            error
+                .problems
+                .iter()
+                .any(|p| p.starts_with("`admin.token` = <redacted>: 12 characters; at least 16")),
+            "{:#?}",
+            error.problems
+        );
+        assert!(
+            !format!("{error:?}").contains("short-secret"),
+            "never shown"
+        );
+        let error =
+            load(&config("token = \"a token with spaces inside\""), &[]).expect_err("spaces");
+        assert!(
+            error.problems[0].contains("no spaces"),
+            "{:#?}",
+            error.problems
+        );
+
+        let open = load(&config("listen = \"127.0.0.1:9464\""), &[]).expect("valid");
+        assert!(!open.admin.token_required());
+        let beyond = load(&config("listen = \"0.0.0.0:9464\""), &[]).expect("valid");
+        assert!(beyond.admin.token_required(), "closed without a token");
+        let guarded = load(
+            &config("listen = \"127.0.0.1:9464\"\ntoken = \"${ADMIN_TOKEN}\""),
+            &[("ADMIN_TOKEN", "0123456789abcdef")],
+        )
+        .expect("valid");
+        assert!(guarded.admin.token_required(), "a token set is asked for");
+        assert_eq!(
+            guarded.admin.token.as_ref().map(Secret::expose),
+            Some("0123456789abcdef")
+        );
     }
 
     #[test]

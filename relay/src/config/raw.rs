@@ -361,6 +361,9 @@ pub struct RawAdmin {
     /// Where the admin HTTP endpoint listens.
     #[serde(default)]
     pub listen: Option<String>,
+    /// The token the console and `/api/v1/*` ask for (required on a non-loopback address).
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// `[[links]]`.

@@ -57,6 +57,8 @@ pub fn validate(
         problems,
     );
 
+    let admin_token = check_admin_token(raw.admin.token.as_deref(), problems);
+
     let mut accounts = BTreeMap::new();
     let mut send_only = HashSet::new();
     for (id, account) in &raw.accounts {
@@ -173,6 +175,7 @@ pub fn validate(
         broker: broker?,
         admin: AdminConfig {
             listen: admin_listen?,
+            token: admin_token?,
         },
         store: store?,
         media,
@@ -630,4 +633,31 @@ fn check_listeners(
             }
         }
     }
+}
+
+/// Fewest characters `admin.token` may have.
+pub const ADMIN_TOKEN_MIN_CHARS: usize = 16;
+
+/// `admin.token`: at least [`ADMIN_TOKEN_MIN_CHARS`] visible ASCII characters (it travels in
+/// an `Authorization` header); the value is never shown. `Some(None)` when not set, `None`
+/// after a problem.
+fn check_admin_token(token: Option<&str>, problems: &mut Vec<String>) -> Option<Option<Secret>> {
+    let Some(token) = token else {
+        return Some(None);
+    };
+    if token.chars().count() < ADMIN_TOKEN_MIN_CHARS {
+        problems.push(format!(
+            "`admin.token` = <redacted>: {} characters; at least {ADMIN_TOKEN_MIN_CHARS} (it guards the console and /api/v1 beyond loopback)",
+            token.chars().count()
+        ));
+        return None;
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        problems.push(
+            "`admin.token` = <redacted>: only visible ASCII characters, no spaces (it is sent in an `Authorization: Bearer` header)"
+                .to_owned(),
+        );
+        return None;
+    }
+    Some(Some(Secret::new(token)))
 }

@@ -417,6 +417,13 @@ impl Core {
                 "to" => destination.platform.as_str()
             )
             .increment(1);
+            qunbridge_connectors::recent::RELAYED.add(
+                (
+                    envelope.origin.platform.as_str(),
+                    destination.platform.as_str(),
+                ),
+                1,
+            );
         }
         Some((confirmations, held))
     }

@@ -86,6 +86,10 @@ impl Daemon {
         let placement_scaled_out = placement.scaled_out();
         let health = Arc::new(Health::default());
         health.set_links(config.links.iter().map(admin::LinkSummary::from).collect());
+        health.set_console(crate::console::view::ConsoleView::of(
+            config,
+            &routes_of(config),
+        ));
         health.set_queue_depths(activity.queue_depths().clone());
         health.set_media(admin::MediaHealth {
             mode: config.media.mode,
@@ -171,7 +175,7 @@ impl Daemon {
         if let Some(service) = &self.stats_service {
             tokio::spawn(service.clone().run(self.stop.clone()));
         }
-        Ok(tokio::spawn(admin::serve(
+        Ok(tokio::spawn(crate::console::serve(
             listener,
             self.health.clone(),
             self.stop.clone(),

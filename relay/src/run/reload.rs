@@ -106,6 +106,10 @@ fn apply_reload(
         }
     }
     health.set_links(config.links.iter().map(admin::LinkSummary::from).collect());
+    health.set_console(crate::console::view::ConsoleView::of(
+        &config,
+        &routes_of(&config),
+    ));
     count("ok");
     info!(
         message = "Config reloaded: links, formats, filters and limits are in force.",

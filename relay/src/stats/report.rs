@@ -270,6 +270,11 @@ impl StatsService {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Today, in the configured UTC offset.
+    pub fn today(&self) -> Day {
+        today(self.config().utc_offset_secs)
+    }
+
     /// The configuration in force.
     fn config(&self) -> StatsConfig {
         self.config
