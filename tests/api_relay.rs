@@ -365,24 +365,13 @@ async fn websocket_consumers_receive_every_group() {
         None,
     )
     .await;
-    let mut seen = Vec::new();
-    while seen.len() < 2 {
-        let frame = tokio::time::timeout(qunbridge_tests::PATIENCE, socket.next())
-            .await
-            .expect("a frame in time")
-            .expect("socket open")
-            .expect("frame");
-        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
-            let message: serde_json::Value = serde_json::from_str(&text).expect("JSON frame");
-            seen.push((message["group"].to_string(), message["text"].to_string()));
-        }
-    }
+    let mut seen = ws_texts(&mut socket, 2).await;
     seen.sort();
     assert_eq!(
         seen,
         vec![
-            ("\"a\"".to_owned(), "\"<demo> Bob: to a\"".to_owned()),
-            ("\"b\"".to_owned(), "\"<demo> Ann: to b\"".to_owned()),
+            ("a".to_owned(), "<demo> Bob: to a".to_owned()),
+            ("b".to_owned(), "<demo> Ann: to b".to_owned()),
         ]
     );
     let _ = socket.close(None).await;

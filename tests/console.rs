@@ -6,8 +6,9 @@
 //! for 28 days) and the CSV, and releases and drops held messages; a page in a background tab
 //! asks nothing (the held page's polls and the overview's event stream stop while hidden).
 //! Without the token every
-//! page and `/api/v1/*` route answers 401, a cross-origin POST is refused, the overview
-//! weighs under 200 KB, and the idle daemon stays under 0.2 % CPU.
+//! page and `/api/v1/*` route answers 401, a cross-origin POST is refused, and the overview
+//! weighs under 200 KB. (The idle daemon's CPU is measured by `qunbridge-bench --only idle`,
+//! not asserted as a time here.)
 //!
 //! Screenshots of every page go to `$TMPDIR/qunbridge-console-screenshots/` (the path is
 //! printed).
@@ -555,8 +556,8 @@ async fn the_console_shows_accounts_links_health_and_held_messages_in_a_browser(
 
 /// Every console page and `/api/v1/*` route answers 401 without the token on a non-loopback
 /// admin address; the token opens them (as a bearer or the login cookie); a cross-origin
-/// POST is refused even with the token; `qunbridge status -c` presents the config's token;
-/// and the daemon, with no browser open, idles under 0.2 % CPU.
+/// POST is refused even with the token; and `qunbridge status -c` presents the config's
+/// token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_token_nothing_opens_and_cross_origin_posts_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -778,49 +779,6 @@ async fn without_the_token_nothing_opens_and_cross_origin_posts_are_refused() {
         String::from_utf8_lossy(&status.stderr)
     );
     assert!(String::from_utf8_lossy(&status.stdout).contains("qq-a"));
-
-    // Idle: no browser, no client; the daemon's CPU time over 10 s.
-    drop(http);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let pid = daemon.pid().expect("runs");
-    let window = Duration::from_secs(10);
-    let before = cpu_ns(pid);
-    let started = std::time::Instant::now();
-    tokio::time::sleep(window).await;
-    let used = cpu_ns_between(&before, &cpu_ns(pid)) as f64 / 1e9;
-    let share = used / started.elapsed().as_secs_f64() * 100.0;
-    println!(
-        "idle CPU over {window:?}: {:.1} ms = {share:.3} %",
-        used * 1e3
-    );
-    assert!(share < 0.2, "idle CPU {share:.3} % (≥ 0.2 %)");
-}
-
-/// Nanoseconds each of the process's threads has run, by thread id (the first field of
-/// `/proc/<pid>/task/<tid>/schedstat`: exact, where `stat` counts 10 ms ticks).
-fn cpu_ns(pid: u32) -> std::collections::BTreeMap<String, u64> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's threads");
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|task| {
-            let line = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-            let ns = line.split_whitespace().next()?.parse::<u64>().ok()?;
-            Some((task.file_name().to_string_lossy().into_owned(), ns))
-        })
-        .collect()
-}
-
-/// Nanoseconds run between two [`cpu_ns`] readings by the threads alive at the second (a
-/// thread that ended meanwhile, such as an idle blocking-pool thread, ran nothing to speak
-/// of; a new one counts from 0).
-fn cpu_ns_between(
-    before: &std::collections::BTreeMap<String, u64>,
-    after: &std::collections::BTreeMap<String, u64>,
-) -> u64 {
-    after
-        .iter()
-        .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
-        .sum()
 }
 
 /// On loopback without a token the console is open, but only to requests that name a

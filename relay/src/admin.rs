@@ -225,6 +225,12 @@ impl Health {
             .clone()
     }
 
+    /// True when the console asks for the token, so its pages offer to sign out.
+    pub fn console_signs_in(&self) -> bool {
+        self.console_view()
+            .is_some_and(|view| view.access.required())
+    }
+
     /// Cancelled when the admin endpoint stops (a fresh token before it serves).
     pub fn stop_token(&self) -> CancellationToken {
         self.stop.get_or_init(CancellationToken::new).clone()

@@ -9,11 +9,11 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::html::{self, esc};
-use super::i18n::Lang;
+use super::i18n::{Lang, PageLang};
 use crate::admin::Health;
 use crate::stats::day::date_text;
 use crate::stats::report::{csv as report_csv, GroupReport, Query, Report, StatsService};
@@ -46,23 +46,16 @@ async fn last_days(service: &StatsService) -> Result<Report, String> {
 /// `GET /health`.
 pub async fn page(
     State(health): State<Arc<Health>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    PageLang { lang, chosen }: PageLang,
 ) -> Response {
-    let (lang, chosen) = Lang::of_request(query.as_deref(), &headers);
     let body = match health.stats() {
         None => off(lang),
         Some(service) => match last_days(&service).await {
             Ok(report) => render(lang, &report),
-            Err(_) => format!(
-                "<p class=\"error\">{}</p>",
-                esc(lang.t("The store cannot be read."))
-            ),
+            Err(_) => unreadable(lang),
         },
     };
-    let sign_out = health
-        .console_view()
-        .is_some_and(|view| view.access.required());
+    let sign_out = health.console_signs_in();
     html::respond_in(
         lang,
         chosen,
@@ -80,10 +73,8 @@ pub async fn page(
 pub async fn detail(
     State(health): State<Arc<Health>>,
     Path(alias): Path<String>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    PageLang { lang, chosen }: PageLang,
 ) -> Response {
-    let (lang, chosen) = Lang::of_request(query.as_deref(), &headers);
     let mut status = StatusCode::OK;
     let body = match health.stats() {
         None => off(lang),
@@ -95,15 +86,10 @@ pub async fn detail(
                     format!("<p class=\"error\">{}</p>", esc(lang.t("No such group.")))
                 }
             },
-            Err(_) => format!(
-                "<p class=\"error\">{}</p>",
-                esc(lang.t("The store cannot be read."))
-            ),
+            Err(_) => unreadable(lang),
         },
     };
-    let sign_out = health
-        .console_view()
-        .is_some_and(|view| view.access.required());
+    let sign_out = health.console_signs_in();
     let mut response = html::respond_in(
         lang,
         chosen,
@@ -366,6 +352,14 @@ pub fn chart(class: &str, days: &[&str], series: &[(&str, &[u64])]) -> String {
 /// The days `since..=until` as text (for tests of the charts' x axis).
 pub fn day_texts(since: i64, until: i64) -> Vec<String> {
     (since..=until).map(date_text).collect()
+}
+
+/// The paragraph shown when the group-health data cannot be read.
+fn unreadable(lang: Lang) -> String {
+    format!(
+        "<p class=\"error\">{}</p>",
+        esc(lang.t("The store cannot be read."))
+    )
 }
 
 #[cfg(test)]

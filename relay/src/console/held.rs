@@ -5,22 +5,19 @@
 
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::response::Response;
 use serde_json::Value;
 
 use super::html::{self, esc, span};
-use super::i18n::Lang;
+use super::i18n::{Lang, PageLang};
 use crate::admin::{held_summary, Health};
 
 /// `GET /held`.
 pub async fn page(
     State(health): State<Arc<Health>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    PageLang { lang, chosen }: PageLang,
 ) -> Response {
-    let (lang, chosen) = Lang::of_request(query.as_deref(), &headers);
     let view = health.console_view();
     let entries = match health.held() {
         Some(held) => held.list().await.ok().map(|entries| {

@@ -1,6 +1,8 @@
 //! Labels in English and Chinese. The language is `?lang=` (remembered in a cookie), else
 //! the cookie, else the first of `zh`/`en` in `Accept-Language` by preference, else English.
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 
 /// Name of the cookie that remembers the language.
@@ -13,6 +15,24 @@ pub enum Lang {
     En,
     /// Simplified Chinese.
     Zh,
+}
+
+/// The language a page request asks for, as a handler argument.
+#[derive(Debug, Clone, Copy)]
+pub struct PageLang {
+    /// The language to answer in.
+    pub lang: Lang,
+    /// True when `?lang=` chose it (the answer then sets the cookie).
+    pub chosen: bool,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PageLang {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let (lang, chosen) = Lang::of_request(parts.uri.query(), &parts.headers);
+        Ok(PageLang { lang, chosen })
+    }
 }
 
 impl Lang {

@@ -5,13 +5,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::response::Response;
 use qunbridge_connectors::Platform;
 
 use super::html::{self, esc};
-use super::i18n::Lang;
+use super::i18n::{Lang, PageLang};
 use super::view::ConsoleView;
 use crate::admin::Health;
 
@@ -31,10 +30,8 @@ fn without_ids(view: &ConsoleView, line: &str) -> String {
 /// `GET /links`.
 pub async fn page(
     State(health): State<Arc<Health>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    PageLang { lang, chosen }: PageLang,
 ) -> Response {
-    let (lang, chosen) = Lang::of_request(query.as_deref(), &headers);
     let view = health.console_view();
     let body = view
         .as_deref()

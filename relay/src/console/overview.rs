@@ -5,26 +5,21 @@
 
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::response::Response;
 use serde_json::Value;
 
 use super::html::{self, esc, span};
-use super::i18n::Lang;
+use super::i18n::{Lang, PageLang};
 use crate::admin::{status_document, Health};
 
 /// `GET /`.
 pub async fn page(
     State(health): State<Arc<Health>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    PageLang { lang, chosen }: PageLang,
 ) -> Response {
-    let (lang, chosen) = Lang::of_request(query.as_deref(), &headers);
     let status = status_document(&health).await;
-    let sign_out = health
-        .console_view()
-        .is_some_and(|view| view.access.required());
+    let sign_out = health.console_signs_in();
     let body = render(lang, &status, html::now_ms());
     html::respond_in(
         lang,
