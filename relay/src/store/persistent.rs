@@ -87,10 +87,14 @@ const STATS_ROWS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats_row
 const STATS_SENDERS: TableDefinition<&str, ()> = TableDefinition::new("stats_senders");
 /// Held id → JSON [`HeldEntry`]: messages held for review.
 const HELD: TableDefinition<&str, &[u8]> = TableDefinition::new("held");
-/// How long the writer waits for more jobs before a commit while batches are forming (the
-/// previous commit carried at least [`GATHER_FROM`] jobs); never at low and moderate rates,
-/// so their latency is that of one commit.
+/// How long the writer waits at most for more jobs before a commit while batches are forming
+/// (the previous commit carried at least [`GATHER_FROM`] jobs); never at low and moderate
+/// rates, so their latency is that of one commit.
 const GATHER_WAIT: Duration = Duration::from_micros(2000);
+/// The wait ends early when no job came for this long: the writers have stopped, typically
+/// because each is waiting for this very commit (a pipeline bounded by its window), and
+/// waiting on would only slow them down.
+const GATHER_GAP: Duration = Duration::from_micros(200);
 /// Jobs in one commit from which the writer takes the input for a sustained stream and waits
 /// [`GATHER_WAIT`] before the next: below it, jobs that arrive during a commit already share
 /// the next one, and waiting would only add latency.
@@ -356,7 +360,7 @@ fn write_loop(db: &Database, jobs: &std_mpsc::Receiver<Job>) {
                     else {
                         break;
                     };
-                    match jobs.recv_timeout(left) {
+                    match jobs.recv_timeout(left.min(GATHER_GAP)) {
                         Ok(job) => batch.push(job),
                         Err(_) => break,
                     }
