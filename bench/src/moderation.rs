@@ -6,16 +6,14 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::collector::Collector;
 use crate::daemon::Daemon;
-use crate::drivers::{open_ws, post_messages, Pace};
+use crate::drivers::{post_messages, Pace};
 use crate::figures::{Costs, Throughput};
 use crate::scenarios::{
-    api_config, broker_toml, free_addr, mosquitto_for, next_phase, throughput, BrokerKind,
-    BrokerReport, Settings, LIMIT, STALL,
+    api_config, broker_toml, free_addr, mosquitto_for, next_phase, open_checked_ws, throughput,
+    BrokerKind, BrokerReport, Settings, LIMIT, STALL,
 };
 
 /// Pairs of saturation runs (one without moderation, one with) the cost scenario makes.
@@ -121,15 +119,7 @@ async fn saturate(
 ) -> Result<Throughput, String> {
     let messages = settings.messages;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let collector = Arc::new(Collector::default());
-    let ws = open_ws(output, collector.clone()).await?;
-    let probe = next_phase();
-    collector.begin(probe, 1);
-    post_messages(input, "a", probe, 1, 1, Pace::Saturate).await;
-    if collector.wait(1, STALL, STALL).await.received != 1 {
-        ws.abort();
-        return Err("a probe message posted to in:a did not arrive at out:b".into());
-    }
+    let (collector, ws) = open_checked_ws(input, output).await?;
     let phase = next_phase();
     collector.begin(phase, messages);
     let costs = Costs::start(daemon).await;

@@ -37,6 +37,27 @@ pub fn next_phase() -> u32 {
     PHASES.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Opens a WebSocket consumer on `output` and checks, with one probe message posted to
+/// `in:a` on `input`, that the route works before anything is measured.
+pub async fn open_checked_ws(
+    input: SocketAddr,
+    output: SocketAddr,
+) -> Result<(Arc<Collector>, tokio::task::JoinHandle<()>), String> {
+    let collector = Arc::new(Collector::default());
+    let ws = open_ws(output, collector.clone()).await?;
+    let probe = next_phase();
+    collector.begin(probe, 1);
+    let sent = post_messages(input, "a", probe, 1, 1, Pace::Saturate).await;
+    if collector.wait(1, STALL, STALL).await.received != 1 {
+        ws.abort();
+        return Err(format!(
+            "a probe message posted to in:a did not arrive at out:b ({})",
+            sent.first_error.as_deref().unwrap_or("accepted")
+        ));
+    }
+    Ok((collector, ws))
+}
+
 /// How big and long the run is.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -363,17 +384,7 @@ pub async fn api_scenario(
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     report.api_idle_rss_kib = daemon.rss_kib().ok();
-    let collector = Arc::new(Collector::default());
-    let ws = open_ws(output, collector.clone()).await?;
-    let probe = next_phase();
-    collector.begin(probe, 1);
-    let sent = post_messages(input, "a", probe, 1, 1, Pace::Saturate).await;
-    if collector.wait(1, STALL, STALL).await.received != 1 {
-        return Err(format!(
-            "a probe message posted to in:a did not arrive at out:b ({})",
-            sent.first_error.as_deref().unwrap_or("accepted")
-        ));
-    }
+    let (collector, ws) = open_checked_ws(input, output).await?;
     report.api_messages += 1;
 
     let phase = next_phase();
@@ -451,14 +462,7 @@ pub async fn backlog_scenario(
         &format!("{}-backlog", kind.slug()),
     )
     .await?;
-    let collector = Arc::new(Collector::default());
-    let ws = open_ws(output, collector.clone()).await?;
-    let probe = next_phase();
-    collector.begin(probe, 1);
-    post_messages(input, "a", probe, 1, 1, Pace::Saturate).await;
-    if collector.wait(1, STALL, STALL).await.received != 1 {
-        return Err("a probe message posted to in:a did not arrive at out:b".into());
-    }
+    let (collector, ws) = open_checked_ws(input, output).await?;
     let phase = next_phase();
     collector.begin(phase, settings.backlog_messages);
     let before = daemon.cpu_ticks()?;
