@@ -10,16 +10,20 @@
 //! broker and WebSocket work around it, the figures move much less from run to run than the
 //! end-to-end benchmark's, which makes this the probe for store changes (docs/BENCHMARKS.md).
 //! `SKIP` leaves parts out to see what each costs: `k` the dedup key, `f` the feed append,
-//! `m` the message-map copy, `s` the whole egress record.
+//! `m` the message-map copy, `e` the echo-guard key, `s` the whole egress record. Message ids
+//! are made as the api connector makes them (the time first, so keys of one group arrive in
+//! order); `RANDOM_IDS=1` makes them random, as platforms with random message ids do.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use qunbridge::store::{Copy, CopyRecord, OriginEntry, PersistentStore, RelayStore, WriteBatch};
 use qunbridge_connectors::api::{Appended, FeedLog};
 
 /// Time to live of every key written (the daemon's dedup and send-log TTL).
 const DAY: Duration = Duration::from_secs(24 * 3600);
+/// Time to live of the echo guard's fingerprint (the daemon's echo TTL).
+const ECHO: Duration = Duration::from_secs(120);
 
 /// User + system CPU of this process so far, in milliseconds (clock ticks of 10 ms).
 fn cpu_ms() -> f64 {
@@ -51,10 +55,19 @@ fn written_bytes() -> f64 {
 
 /// The writes of message `n`, in the daemon's order, each awaited before the next.
 async fn relay_one(store: &PersistentStore, n: usize, skip: &str) {
-    let id = format!("{:016x}", (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    // As the api connector makes them: the time, then 64 random bits.
+    let random = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let id = if std::env::var_os("RANDOM_IDS").is_some() {
+        format!("{random:016x}")
+    } else {
+        format!("api-a:g:{millis:x}-{random:016x}")
+    };
     if !skip.contains('k') {
         let dedup = WriteBatch {
-            keys: vec![(format!("e\u{1f}{id}"), DAY)],
+            keys: vec![(format!("i\u{1f}{id}"), DAY)],
             ..Default::default()
         };
         store.write(dedup).await.expect("dedup write");
@@ -99,8 +112,14 @@ async fn relay_one(store: &PersistentStore, n: usize, skip: &str) {
             }],
         }]
     };
+    let mut keys = vec![(sent.clone(), DAY)];
+    if !skip.contains('e') {
+        // The echo guard's fingerprint of the text: a digest, so anywhere in the key space.
+        let digest = random.rotate_left(17) ^ 0x5151_5151;
+        keys.push((format!("e\u{1f}api\u{1f}g\u{1f}{digest:016x}"), ECHO));
+    }
     let record = WriteBatch {
-        keys: vec![(sent.clone(), DAY)],
+        keys,
         outbox_done: vec![("b".into(), sent)],
         copies,
         ..Default::default()
