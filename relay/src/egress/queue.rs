@@ -130,17 +130,15 @@ pub(crate) async fn run_destination(
         if !prepare_front(&mut queue, &shared).await {
             return;
         }
-        // Wait for the pacers, but wake up to drop the oldest message when it expires.
-        let expiry = queue
-            .iter()
-            .map(|p| p.queued_at)
-            .min()
-            .map(|at| at + policy.max_delay)
-            .unwrap_or_else(Instant::now);
         let waited = if pacer.is_none() && account_pacer.is_none() {
             // Unpaced: nothing to wait for (and no timer to set per message).
             false
         } else {
+            // Wait for the pacers, but wake up to drop the oldest message (the front one, see
+            // `expire`) when it expires.
+            let expiry = queue
+                .front()
+                .map_or_else(Instant::now, |oldest| oldest.queued_at + policy.max_delay);
             let acquiring = acquire(pacer.as_mut(), account_pacer.as_deref());
             tokio::pin!(acquiring);
             let mut inbox_open = true;
