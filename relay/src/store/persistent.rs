@@ -442,6 +442,8 @@ fn write_loop(db: &Database, jobs: &std_mpsc::Receiver<Job>, short_lived: &Mutex
 
 /// The short-lived keys of one commit: journaled in it, held in memory once it is durable.
 struct Fleeting<'a> {
+    /// The set in memory, for lookups during the commit.
+    set: &'a Mutex<ShortLived>,
     /// The hasher of the set in memory.
     hasher: &'a RandomState,
     /// How many more the set in memory takes; the rest go to the key table.
@@ -460,6 +462,16 @@ impl Fleeting<'_> {
         self.held.push((self.hasher.hash_one(key), until));
         true
     }
+
+    /// True when `key` is a short-lived key alive at `now`: in the set, or written earlier
+    /// in this commit.
+    fn holds(&self, key: &str, now: u64) -> bool {
+        let hash = self.hasher.hash_one(key);
+        self.held
+            .iter()
+            .any(|(held, until)| *held == hash && *until > now)
+            || lock(self.set).holds(key, now)
+    }
 }
 
 /// Applies and commits one group of jobs; every job's reply is sent after the commit, with
@@ -473,6 +485,7 @@ fn commit(
 ) -> Result<(), StoreError> {
     let mut done = Vec::with_capacity(jobs.len());
     let mut fleeting = Fleeting {
+        set: short_lived,
         hasher,
         room: lock(short_lived).room(now_ms()),
         held: Vec::new(),
@@ -511,8 +524,8 @@ fn commit(
                     entry,
                     reply,
                 } => {
-                    let added =
-                        apply_outbox_put(&mut tables, &account, &entry, now).map_err(backend)?;
+                    let added = apply_outbox_put(&mut tables, &account, &entry, now, &fleeting)
+                        .map_err(backend)?;
                     done.push(Done::OutboxPut(reply, added));
                 }
             }
@@ -813,17 +826,20 @@ fn outbox_name(account: &str, key: &str) -> String {
     format!("{account}\u{1f}{key}")
 }
 
-/// Puts an outbox entry unless it was sent (send log) or is there already.
+/// Puts an outbox entry unless it was sent (its key is held, in the key table or among the
+/// short-lived keys) or is there already.
 fn apply_outbox_put(
     tables: &mut Tables<'_>,
     account: &str,
     entry: &OutboxEntry,
     now: u64,
+    fleeting: &Fleeting<'_>,
 ) -> Result<bool, redb::Error> {
-    let sent = tables
-        .keys
-        .get(entry.key.as_str())?
-        .is_some_and(|until| until.value() > now);
+    let sent = fleeting.holds(&entry.key, now)
+        || tables
+            .keys
+            .get(entry.key.as_str())?
+            .is_some_and(|until| until.value() > now);
     if sent {
         return Ok(false);
     }
@@ -1616,7 +1632,9 @@ mod tests {
     #[test]
     fn short_lived_keys_past_the_room_in_memory_and_long_lived_keys_go_to_the_table() {
         let hasher = RandomState::new();
+        let set = Mutex::new(ShortLived::new(10));
         let mut fleeting = Fleeting {
+            set: &set,
             hasher: &hasher,
             room: 1,
             held: Vec::new(),
