@@ -1,6 +1,7 @@
 //! What the state store costs per relayed `api` → `api` message, on its own: the writes one
 //! message makes (the core's dedup key, the destination feed's append, then the egress
-//! record with the send-log key, the outbox settlement and the message-map copy), issued by
+//! record with the send-log key, the echo-guard key, the outbox settlement and the
+//! message-map copy), issued by
 //! many messages at once as the daemon issues them, against a fresh `state.redb` in a
 //! temporary directory.
 //!
