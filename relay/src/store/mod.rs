@@ -6,7 +6,8 @@
 //! daemon's store), [`RedisStore`] (shared by the processes of a scaled-out deployment) and
 //! [`MemoryStore`] (for unit tests) implement it; [`message_map`] holds
 //! the recall/reply logic on top of it, [`keys`] how the keys are made, [`stats`] what group
-//! health keeps and [`held`] the messages held for review.
+//! health keeps and [`held`] the messages held for review; `short_lived` holds the persistent
+//! store's two-minute keys in memory.
 
 pub mod held;
 pub mod keys;
@@ -14,6 +15,7 @@ pub mod memory;
 pub mod message_map;
 pub mod persistent;
 pub mod redis;
+mod short_lived;
 pub mod stats;
 
 use std::time::Duration;

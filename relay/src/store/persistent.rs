@@ -10,11 +10,16 @@
 //! an idle daemon does no work); each table also has a most-entries cap, enforced by
 //! evicting the entries that expire first. The api feeds keep a fixed number of events per
 //! group.
+//!
+//! Short-lived keys (the echo guard's, two minutes) are not put in the key table: they are
+//! journaled in the expiry rows and looked up in memory ([`ShortLived`]), which is rebuilt
+//! from those rows when the store opens.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
@@ -27,6 +32,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::held::HeldEntry;
+use super::short_lived::{self, ShortLived};
 use super::stats::{self, DayCounts, DayRow, StatsDelta};
 use super::{
     CopyRecord, DaySenders, OriginEntry, OutboxEntry, OutboxPut, RelayStore, StoreError,
@@ -106,6 +112,8 @@ const IN_KEYS: char = 'k';
 const IN_ORIGINS: char = 'o';
 /// See [`IN_KEYS`].
 const IN_FEED_KEYS: char = 'f';
+/// See [`IN_KEYS`]: a short-lived key, held in memory ([`ShortLived`]) rather than in a table.
+const IN_MEMORY: char = 'h';
 
 /// Milliseconds since the Unix epoch.
 fn now_ms() -> u64 {
@@ -175,6 +183,9 @@ pub struct PersistentStore {
     epoch: u64,
     /// The file, for messages.
     path: PathBuf,
+    /// Short-lived keys, shared with the writer thread, which adds a commit's once it is
+    /// durable.
+    short_lived: Arc<Mutex<ShortLived>>,
 }
 
 impl PersistentStore {
@@ -212,19 +223,25 @@ impl PersistentStore {
         };
         let db = Arc::new(db);
         let epoch = init(&db).map_err(|error| unreadable(error.to_string()))?;
+        let mut held = ShortLived::new(short_lived::MAX_ENTRIES);
+        let short_lived_keys = rebuild_short_lived(&db, &mut held, now_ms())
+            .map_err(|error| unreadable(error.to_string()))?;
+        let short_lived = Arc::new(Mutex::new(held));
         let (jobs, rx) = std_mpsc::sync_channel(QUEUE);
         let writer_db = db.clone();
+        let writer_keys = short_lived.clone();
         let writer = std::thread::Builder::new()
             .name("qunbridge-store".into())
-            .spawn(move || write_loop(&writer_db, &rx))
+            .spawn(move || write_loop(&writer_db, &rx, &writer_keys))
             .map_err(backend)?;
-        info!(message = "State store opened.", path = %shown);
+        info!(message = "State store opened.", path = %shown, short_lived_keys);
         Ok(PersistentStore {
             db,
             jobs: Some(jobs),
             writer: Some(writer),
             epoch,
             path,
+            short_lived,
         })
     }
 
@@ -275,8 +292,38 @@ impl PersistentStore {
             copies: len(txn.open_table(COPIES).map_err(backend)?.len())?,
             feed_events: len(txn.open_table(FEED).map_err(backend)?.len())?,
             outbox: len(txn.open_table(OUTBOX).map_err(backend)?.len())?,
+            short_lived_keys: lock(&self.short_lived).len() as u64,
         })
     }
+}
+
+/// The short-lived keys, also when a thread panicked holding them (a plain map: it is whole).
+fn lock(keys: &Mutex<ShortLived>) -> MutexGuard<'_, ShortLived> {
+    keys.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Puts the short-lived keys still alive at `now` in `keys`, from the expiry rows that name
+/// them (they all expire within [`short_lived::LONGEST`]). Returns how many.
+fn rebuild_short_lived(
+    db: &Database,
+    keys: &mut ShortLived,
+    now: u64,
+) -> Result<usize, redb::Error> {
+    let txn = db.begin_read()?;
+    let rows = txn.open_table(EXPIRING)?;
+    let last = expiry(now, short_lived::LONGEST);
+    let mut found = 0;
+    for row in rows.range((now.saturating_add(1), 0)..=(last, u64::MAX))? {
+        let (at, names) = row?;
+        let until = at.value().0;
+        for name in unpack(names.value()) {
+            if let Some(key) = name.strip_prefix(IN_MEMORY) {
+                keys.insert(keys.hash(key), until);
+                found += 1;
+            }
+        }
+    }
+    Ok(found)
 }
 
 impl Drop for PersistentStore {
@@ -302,6 +349,8 @@ pub struct StoreCounts {
     pub feed_events: u64,
     /// Messages waiting in outboxes.
     pub outbox: u64,
+    /// Short-lived keys held in memory (some may have expired).
+    pub short_lived_keys: u64,
 }
 
 /// Creates the tables and the epoch on first use; returns the epoch.
@@ -336,7 +385,8 @@ fn init(db: &Database) -> Result<u64, redb::Error> {
 }
 
 /// The writer thread: takes what has queued, applies it in one transaction, commits, answers.
-fn write_loop(db: &Database, jobs: &std_mpsc::Receiver<Job>) {
+fn write_loop(db: &Database, jobs: &std_mpsc::Receiver<Job>, short_lived: &Mutex<ShortLived>) {
+    let hasher = lock(short_lived).hasher().clone();
     let mut last_sweep = Instant::now();
     let mut written_since_sweep = false;
     let mut forming = false;
@@ -370,7 +420,7 @@ fn write_loop(db: &Database, jobs: &std_mpsc::Receiver<Job>) {
         forming = batch.len() >= GATHER_FROM;
         let sweep = written_since_sweep && last_sweep.elapsed() >= SWEEP_EVERY;
         let started = Instant::now();
-        let outcome = commit(db, batch, sweep);
+        let outcome = commit(db, batch, sweep, short_lived, &hasher);
         metrics::counter!(crate::metrics::STORE_COMMITS).increment(1);
         metrics::histogram!(crate::metrics::STORE_COMMIT_SECONDS)
             .record(started.elapsed().as_secs_f64());
@@ -390,10 +440,56 @@ fn write_loop(db: &Database, jobs: &std_mpsc::Receiver<Job>) {
     }
 }
 
+/// The short-lived keys of one commit: journaled in it, held in memory once it is durable.
+struct Fleeting<'a> {
+    /// The set in memory, for lookups during the commit.
+    set: &'a Mutex<ShortLived>,
+    /// The hasher of the set in memory.
+    hasher: &'a RandomState,
+    /// How many more the set in memory takes; the rest go to the key table.
+    room: usize,
+    /// (hash, expiry) of the commit's short-lived keys.
+    held: Vec<(u64, u64)>,
+}
+
+impl Fleeting<'_> {
+    /// True when `key` (with `ttl`) is held in memory rather than in the key table: it is
+    /// short-lived and there is room.
+    fn take(&mut self, key: &str, ttl: Duration, until: u64) -> bool {
+        if ttl > short_lived::LONGEST || self.held.len() >= self.room {
+            return false;
+        }
+        self.held.push((self.hasher.hash_one(key), until));
+        true
+    }
+
+    /// True when `key` is a short-lived key alive at `now`: in the set, or written earlier
+    /// in this commit.
+    fn holds(&self, key: &str, now: u64) -> bool {
+        let hash = self.hasher.hash_one(key);
+        self.held
+            .iter()
+            .any(|(held, until)| *held == hash && *until > now)
+            || lock(self.set).holds(key, now)
+    }
+}
+
 /// Applies and commits one group of jobs; every job's reply is sent after the commit, with
-/// the commit's outcome.
-fn commit(db: &Database, jobs: Vec<Job>, sweep: bool) -> Result<(), StoreError> {
+/// the commit's outcome, and after its short-lived keys are in `short_lived`.
+fn commit(
+    db: &Database,
+    jobs: Vec<Job>,
+    sweep: bool,
+    short_lived: &Mutex<ShortLived>,
+    hasher: &RandomState,
+) -> Result<(), StoreError> {
     let mut done = Vec::with_capacity(jobs.len());
+    let mut fleeting = Fleeting {
+        set: short_lived,
+        hasher,
+        room: lock(short_lived).room(now_ms()),
+        held: Vec::new(),
+    };
     let outcome = (|| -> Result<(), StoreError> {
         let txn = db.begin_write().map_err(backend)?;
         let now = now_ms();
@@ -403,8 +499,12 @@ fn commit(db: &Database, jobs: Vec<Job>, sweep: bool) -> Result<(), StoreError> 
         for job in jobs {
             match job {
                 Job::Write { batch, reply } => {
-                    apply_write(&mut tables, batch, now, &mut expiring, &mut stats)
-                        .map_err(backend)?;
+                    let mut sinks = Sinks {
+                        expiring: &mut expiring,
+                        stats: &mut stats,
+                        fleeting: &mut fleeting,
+                    };
+                    apply_write(&mut tables, batch, now, &mut sinks).map_err(backend)?;
                     done.push(Done::Write(reply));
                 }
                 Job::Append {
@@ -424,8 +524,8 @@ fn commit(db: &Database, jobs: Vec<Job>, sweep: bool) -> Result<(), StoreError> 
                     entry,
                     reply,
                 } => {
-                    let added =
-                        apply_outbox_put(&mut tables, &account, &entry, now).map_err(backend)?;
+                    let added = apply_outbox_put(&mut tables, &account, &entry, now, &fleeting)
+                        .map_err(backend)?;
                     done.push(Done::OutboxPut(reply, added));
                 }
             }
@@ -442,6 +542,15 @@ fn commit(db: &Database, jobs: Vec<Job>, sweep: bool) -> Result<(), StoreError> 
         }
         txn.commit().map_err(backend)
     })();
+    if outcome.is_ok() {
+        let mut keys = lock(short_lived);
+        for (hash, until) in fleeting.held {
+            keys.insert(hash, until);
+        }
+        if sweep {
+            keys.forget_expired(now_ms());
+        }
+    }
     for item in done {
         match item {
             Done::Write(reply) => {
@@ -577,19 +686,38 @@ fn unpack(bytes: &[u8]) -> Vec<&str> {
     names
 }
 
+/// What a commit gathers from its writes besides the tables: expiry rows, group-health
+/// counts, short-lived keys.
+struct Sinks<'c, 'f> {
+    /// The commit's expiry rows.
+    expiring: &'c mut Expiring,
+    /// The commit's group-health counts.
+    stats: &'c mut StatsPending,
+    /// The commit's short-lived keys.
+    fleeting: &'c mut Fleeting<'f>,
+}
+
 /// Writes keys, message-map copies and settled outbox entries; the group-health counts go to
 /// `stats`, applied once for the whole commit.
 fn apply_write(
     tables: &mut Tables<'_>,
     batch: WriteBatch,
     now: u64,
-    expiring: &mut Expiring,
-    stats: &mut StatsPending,
+    sinks: &mut Sinks<'_, '_>,
 ) -> Result<(), redb::Error> {
+    let Sinks {
+        expiring,
+        stats,
+        fleeting,
+    } = sinks;
     for (key, ttl) in &batch.keys {
         let until = expiry(now, *ttl);
-        tables.keys.insert(key.as_str(), until)?;
-        expiring.add(until, IN_KEYS, key);
+        if fleeting.take(key, *ttl, until) {
+            expiring.add(until, IN_MEMORY, key);
+        } else {
+            tables.keys.insert(key.as_str(), until)?;
+            expiring.add(until, IN_KEYS, key);
+        }
     }
     for record in batch.copies {
         add_copies(
@@ -698,17 +826,20 @@ fn outbox_name(account: &str, key: &str) -> String {
     format!("{account}\u{1f}{key}")
 }
 
-/// Puts an outbox entry unless it was sent (send log) or is there already.
+/// Puts an outbox entry unless it was sent (its key is held, in the key table or among the
+/// short-lived keys) or is there already.
 fn apply_outbox_put(
     tables: &mut Tables<'_>,
     account: &str,
     entry: &OutboxEntry,
     now: u64,
+    fleeting: &Fleeting<'_>,
 ) -> Result<bool, redb::Error> {
-    let sent = tables
-        .keys
-        .get(entry.key.as_str())?
-        .is_some_and(|until| until.value() > now);
+    let sent = fleeting.holds(&entry.key, now)
+        || tables
+            .keys
+            .get(entry.key.as_str())?
+            .is_some_and(|until| until.value() > now);
     if sent {
         return Ok(false);
     }
@@ -878,6 +1009,8 @@ impl Swept<'_> {
                     return Ok(true);
                 }
             }
+            // Only the expiry row names it; the set in memory drops it after the sweep.
+            Some(IN_MEMORY) => return Ok(true),
             Some(IN_FEED_KEYS) => {
                 let current = self.feed_keys.get(key)?.map(|v| v.value().1);
                 if current == Some(until) {
@@ -999,10 +1132,17 @@ fn sweep_expiring(
 
 impl RelayStore for PersistentStore {
     fn holds_any<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let now = now_ms();
+        let in_memory = {
+            let short_lived = lock(&self.short_lived);
+            keys.iter().any(|key| short_lived.holds(key, now))
+        };
+        if in_memory {
+            return Box::pin(async { Ok(true) });
+        }
         let held = (|| {
             let txn = self.db.begin_read().map_err(backend)?;
             let table = txn.open_table(KEYS).map_err(backend)?;
-            let now = now_ms();
             for key in keys {
                 if let Some(until) = table.get(key.as_str()).map_err(backend)? {
                     if until.value() > now {
@@ -1372,7 +1512,8 @@ mod tests {
             .write(batch(&["long"], Duration::from_secs(3600)))
             .await
             .expect("write");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Short-lived keys are held to the second, rounded up.
+        tokio::time::sleep(Duration::from_millis(1_010)).await;
         assert!(!store.holds_any(&owned(&["short"])).await.expect("read"));
         let txn = store.db.begin_write().expect("txn");
         let removed = sweep_expired(&txn, now_ms()).expect("sweep");
@@ -1403,7 +1544,9 @@ mod tests {
         let txn = store.db.begin_write().expect("txn");
         let removed = sweep_expired(&txn, now_ms()).expect("sweep");
         txn.commit().expect("commit");
-        assert_eq!(removed, 2, "a and c went");
+        // a, b and c lived a millisecond, so they were held in memory; b's second write, with
+        // a long life, went to the table.
+        assert_eq!(removed, 3, "a, c and b's short-lived first entry went");
         assert!(store.holds_any(&owned(&["b"])).await.expect("read"));
         assert!(store.holds_any(&owned(&["d"])).await.expect("read"));
         assert_eq!(store.counts().expect("counts").keys, 2);
@@ -1442,6 +1585,66 @@ mod tests {
             txn.open_table(EXPIRY).expect("index").len().expect("len"),
             0
         );
+    }
+
+    #[tokio::test]
+    async fn a_short_lived_key_is_held_in_memory_and_survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = PersistentStore::open(dir.path()).expect("open");
+            store
+                .write(batch(
+                    &["e\u{1f}qq\u{1f}1\u{1f}00ff"],
+                    crate::store::ECHO_TTL,
+                ))
+                .await
+                .expect("write");
+            store
+                .write(batch(&["i\u{1f}qq:1:7"], crate::store::DEDUP_TTL))
+                .await
+                .expect("write");
+            let counts = store.counts().expect("counts");
+            assert_eq!(
+                (counts.keys, counts.short_lived_keys),
+                (1, 1),
+                "the echo key is not in the key table"
+            );
+            assert!(store
+                .holds_any(&owned(&["x", "e\u{1f}qq\u{1f}1\u{1f}00ff"]))
+                .await
+                .expect("read"));
+        }
+        let store = PersistentStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.counts().expect("counts").short_lived_keys, 1);
+        assert!(store
+            .holds_any(&owned(&["e\u{1f}qq\u{1f}1\u{1f}00ff"]))
+            .await
+            .expect("read"));
+        assert!(store
+            .holds_any(&owned(&["i\u{1f}qq:1:7"]))
+            .await
+            .expect("read"));
+        assert!(!store
+            .holds_any(&owned(&["e\u{1f}qq\u{1f}1\u{1f}00fe"]))
+            .await
+            .expect("read"));
+    }
+
+    #[test]
+    fn short_lived_keys_past_the_room_in_memory_and_long_lived_keys_go_to_the_table() {
+        let hasher = RandomState::new();
+        let set = Mutex::new(ShortLived::new(10));
+        let mut fleeting = Fleeting {
+            set: &set,
+            hasher: &hasher,
+            room: 1,
+            held: Vec::new(),
+        };
+        let two_minutes = Duration::from_secs(120);
+        assert!(!fleeting.take("long", crate::store::DEDUP_TTL, 9));
+        assert!(fleeting.take("first", two_minutes, 9));
+        assert!(!fleeting.take("second", two_minutes, 9), "no room left");
+        assert_eq!(fleeting.held, vec![(hasher.hash_one("first"), 9)]);
     }
 
     #[test]
