@@ -244,6 +244,30 @@ impl Segment {
     }
 }
 
+/// Bytes a message usually takes as JSON. Encoding starts with room for this, so a typical
+/// envelope or outbound message is written without growing its buffer (serde_json's own
+/// `to_vec` starts at 128 bytes and doubles, three reallocations per message).
+const TYPICAL_JSON: usize = 1024;
+
+/// `value` as JSON, encoded into a buffer sized for a typical message.
+///
+/// # Errors
+/// What serde_json reports (a map with non-string keys, a failing `Serialize`).
+pub fn to_json<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
+    let mut json = Vec::with_capacity(TYPICAL_JSON);
+    serde_json::to_writer(&mut json, value)?;
+    Ok(json)
+}
+
+/// [`to_json`] as a string.
+///
+/// # Errors
+/// As [`to_json`].
+pub fn to_json_string<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+    // serde_json writes only UTF-8; the check costs a pass over the bytes, not a copy.
+    String::from_utf8(to_json(value)?).map_err(serde::ser::Error::custom)
+}
+
 /// Renders a list of segments as plain text.
 pub fn segments_to_text(segments: &[Segment]) -> String {
     let mut out = String::new();

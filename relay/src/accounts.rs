@@ -73,8 +73,8 @@ impl EnvelopeSink for MqttSink {
             let topic = self
                 .topics
                 .inbound(&envelope.origin.account, &envelope.origin.group);
-            let payload =
-                serde_json::to_vec(&envelope).map_err(|e| IngressError::Encode(e.to_string()))?;
+            let payload = qunbridge_connectors::model::to_json(&envelope)
+                .map_err(|e| IngressError::Encode(e.to_string()))?;
             let work = self.activity.start();
             let confirmation = self
                 .client

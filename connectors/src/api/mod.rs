@@ -145,7 +145,7 @@ impl Connector for ApiConnector {
                     }
                     Some(EgressCommand::Send(EgressRequest { outbound, reply, .. })) => {
                         if preparing.is_empty() && !pictures::needs_prepare(media.mode, &outbound) {
-                            let json = serde_json::to_string(&*outbound);
+                            let json = crate::model::to_json_string(&*outbound);
                             sending.push_back(deliver(feeds.clone(), pictures::Ready { outbound, json, reply }));
                         } else {
                             preparing.push_back(pictures::prepare(media.clone(), outbound, reply));

@@ -306,6 +306,9 @@ async fn run_link(
         mut link_rx,
         link,
     } = ends;
+    // Swapped with the handles' queue at each wake, so both keep their capacity and queuing a
+    // packet does not allocate.
+    let mut batch = VecDeque::new();
     loop {
         // Unbiased: deliveries and what the handles queued (acks, publishes) take turns.
         tokio::select! {
@@ -352,13 +355,14 @@ async fn run_link(
                 }
             }
             _ = link.wake.notified() => {
-                let mut batch = std::mem::take(
+                std::mem::swap(
                     &mut *link.outgoing.lock().unwrap_or_else(PoisonError::into_inner),
+                    &mut batch,
                 );
                 let Some(last) = batch.pop_back() else {
                     continue;
                 };
-                link_tx.buffer().extend(batch);
+                link_tx.buffer().extend(batch.drain(..));
                 // One event for the router per batch. The router's queue holds 1 000 events
                 // and it drains it on its own thread, so this waits only while the router is
                 // that far behind.

@@ -460,7 +460,7 @@ impl Core {
         outbound: &qunbridge_connectors::Outbound,
         destination: &Destination,
     ) -> Option<Option<Confirmation>> {
-        let payload = match serde_json::to_vec(outbound) {
+        let payload = match qunbridge_connectors::model::to_json(outbound) {
             Ok(payload) => payload,
             Err(error) => {
                 warn!(message = "Cannot encode outbound message.", %error);
