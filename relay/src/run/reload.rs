@@ -9,9 +9,8 @@ use tracing::{error, info, warn};
 use super::daemon::{routes_of, Daemon};
 use super::options::Reload;
 use crate::accounts::{self, RunningAccount};
-use crate::admin::{self, Health};
+use crate::admin;
 use crate::config::{self, Config};
-use crate::core::SharedRoutes;
 
 /// A connector that stopped on its own: its account and why.
 pub type ConnectorExit = (String, String);
@@ -44,15 +43,8 @@ pub async fn until_stopped(
             reload = None;
             continue;
         };
-        let applied = apply_reload(
-            &source.path,
-            &current,
-            &daemon.routes,
-            running,
-            &daemon.health,
-        );
+        let applied = apply_reload(&source.path, &current, daemon, running);
         if let Some(mut new) = applied {
-            daemon.reload_health_and_moderation(&new);
             daemon.placement.keep_own_accounts(&mut new);
             if daemon.placement.role.runs_connectors() {
                 restart_changed_accounts(daemon, &current, &new, running).await;
@@ -62,18 +54,21 @@ pub async fn until_stopped(
     }
 }
 
-/// Reads the config file again and puts its links, formats, filters and limits in force
-/// without touching connections or queued messages. A file with errors changes nothing: every
-/// error is logged and the failed reload counted. Returns the new config when it was applied.
+/// Reads the config file again and puts its links, formats, filters, limits, moderation and
+/// group-health settings in force without touching connections or queued messages, and only
+/// then counts the reload as applied (a client waiting for the count, as the tests do, sends
+/// its next message under the new config). A file with errors changes nothing: every error
+/// is logged and the failed reload counted. Returns the new config when it was applied.
 /// Changes to `[broker]`, `[admin]`, `[store]` or `state_dir` are logged and left for a
 /// restart.
 fn apply_reload(
     path: &std::path::Path,
     running_config: &Config,
-    routes: &SharedRoutes,
+    daemon: &Daemon,
     running: &[RunningAccount],
-    health: &Health,
 ) -> Option<Config> {
+    let routes = &daemon.routes;
+    let health = &daemon.health;
     let count = |outcome: &'static str| {
         ::metrics::counter!(crate::metrics::CONFIG_RELOADS, "outcome" => outcome).increment(1);
     };
@@ -110,6 +105,7 @@ fn apply_reload(
         &config,
         &routes_of(&config),
     ));
+    daemon.reload_health_and_moderation(&config);
     count("ok");
     info!(
         message = "Config reloaded: links, formats, filters and limits are in force.",
