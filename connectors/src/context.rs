@@ -152,6 +152,11 @@ pub struct SendReceipt {
     /// Platform message ids of the copies sent (for recall and reply mapping); empty when the
     /// platform returns none.
     pub message_ids: Vec<String>,
+    /// True when the send was itself a durable write under the message's own key, so that a
+    /// second send of the same message is recognized and not shown twice (the `api` feed's
+    /// idempotency key): the relay may then acknowledge the delivery before its send log is
+    /// written, since that log only guards against what the destination already guards.
+    pub idempotent: bool,
 }
 
 /// The state of an account's connection to its platform.

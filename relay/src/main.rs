@@ -660,7 +660,13 @@ fn run_daemon(path: &Path, grace: Duration, chosen: RunOptions) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let runtime = match async_runtime(tokio::runtime::Builder::new_multi_thread()) {
+    // One async thread. The relay's work is short steps between sockets, the broker's router
+    // and the store's writer, which have threads of their own; a second worker thread only
+    // added hand-offs between the two (measured in docs/BENCHMARKS.md, issue 14 session 15:
+    // about 10 % less CPU per message at the same throughput). Nothing on it blocks for
+    // long: store reads are short read transactions, and slow file work runs on tokio's
+    // blocking pool.
+    let runtime = match async_runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };

@@ -204,6 +204,7 @@ fn deliver(feeds: Arc<Feeds>, ready: pictures::Ready) -> BoxFuture<'static, ()> 
         )
     });
     Box::pin(async move {
+        let idempotent = append.is_some();
         let seq = match append {
             Some(append) => match append.await {
                 Ok(appended) if appended.fresh => {
@@ -217,6 +218,97 @@ fn deliver(feeds: Arc<Feeds>, ready: pictures::Ready) -> BoxFuture<'static, ()> 
         // The relay stops waiting only on its own shutdown; nothing to do then.
         let _ = reply.send(seq.map(|seq| SendReceipt {
             message_ids: vec![seq.to_string()],
+            idempotent,
         }));
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::api::{Appended, FeedLog, FeedLogError};
+    use crate::{Kind, Outbound, Platform};
+    use tokio::sync::oneshot;
+
+    /// A feed log in memory: appends by key, like the store's.
+    #[derive(Default)]
+    struct KeyedLog {
+        /// Keys appended, in order.
+        keys: Mutex<Vec<String>>,
+    }
+
+    impl FeedLog for KeyedLog {
+        fn epoch(&self) -> u64 {
+            1
+        }
+        fn recent(
+            &self,
+            _account: &str,
+            _group: &str,
+            _limit: usize,
+        ) -> Result<(Vec<(u64, String)>, u64), FeedLogError> {
+            Ok((Vec::new(), 1))
+        }
+        fn append(
+            &self,
+            _account: String,
+            _group: String,
+            key: String,
+            _json: String,
+            _keep: usize,
+        ) -> BoxFuture<'static, Result<Appended, FeedLogError>> {
+            let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            let seq = match keys.iter().position(|k| *k == key) {
+                Some(at) => Appended {
+                    seq: at as u64 + 1,
+                    fresh: false,
+                },
+                None => {
+                    keys.push(key);
+                    Appended {
+                        seq: keys.len() as u64,
+                        fresh: true,
+                    }
+                }
+            };
+            Box::pin(async move { Ok(seq) })
+        }
+    }
+
+    /// What `deliver` answers for one message on `feeds`.
+    async fn receipt_of(feeds: Arc<Feeds>) -> SendReceipt {
+        let outbound = Arc::new(Outbound::sample(Kind::Message, Platform::Qq, "ops"));
+        let (reply, answer) = oneshot::channel();
+        deliver(
+            feeds,
+            pictures::Ready {
+                json: crate::model::to_json_string(&*outbound),
+                outbound,
+                reply,
+            },
+        )
+        .await;
+        match answer.await {
+            Ok(Ok(receipt)) => receipt,
+            other => panic!("no receipt: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_send_is_idempotent_only_when_the_feed_is_durable() {
+        let durable = Arc::new(Feeds::durable(16, "hub", Arc::new(KeyedLog::default())));
+        let first = receipt_of(durable.clone()).await;
+        assert!(first.idempotent, "a durable append is keyed by the message");
+        assert_eq!(first.message_ids, ["1"]);
+        let again = receipt_of(durable).await;
+        assert_eq!(
+            again.message_ids,
+            ["1"],
+            "the same message is not added twice"
+        );
+        let in_memory = receipt_of(Arc::new(Feeds::new(16, 1))).await;
+        assert!(!in_memory.idempotent, "a feed in memory only keeps nothing");
+    }
 }

@@ -667,7 +667,10 @@ impl OpenApi {
             }
         }
         let Sent { ids, .. } = sent;
-        Ok(SendReceipt { message_ids: ids })
+        Ok(SendReceipt {
+            message_ids: ids,
+            idempotent: false,
+        })
     }
 
     /// Sends `content` as a text to `group`, for a picture's placeholder; returns the

@@ -123,7 +123,10 @@ impl Webhook {
                 }
             }
         }
-        Ok(SendReceipt { message_ids: ids })
+        Ok(SendReceipt {
+            message_ids: ids,
+            idempotent: false,
+        })
     }
 
     /// POSTs one picture as a markdown message showing `link`, with the keyword.

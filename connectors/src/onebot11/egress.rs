@@ -202,6 +202,7 @@ fn send_outcome(result: Result<Value, CallError>) -> Result<SendReceipt, SendErr
     match action::outcome(&body) {
         Outcome::Ok(data) => Ok(SendReceipt {
             message_ids: event::id_of(data.get("message_id")).into_iter().collect(),
+            idempotent: false,
         }),
         Outcome::Failed { retcode, message } if PERMANENT_RETCODES.contains(&retcode) => Err(
             SendError::Permanent(format!("retcode {retcode}: {message}")),

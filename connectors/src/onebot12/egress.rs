@@ -192,7 +192,10 @@ impl Egress {
                 }
             }
         }
-        Ok(SendReceipt { message_ids: ids })
+        Ok(SendReceipt {
+            message_ids: ids,
+            idempotent: false,
+        })
     }
 }
 

@@ -587,7 +587,8 @@ mod tests {
         assert_eq!(
             outcome,
             Ok(SendReceipt {
-                message_ids: vec!["9001".into()]
+                message_ids: vec!["9001".into()],
+                idempotent: false,
             })
         );
         assert!(sink.submitted().is_empty(), "the relay still took nothing");

@@ -474,16 +474,31 @@ fn record_and_ack(shared: &AccountEgress, unit: Unit, receipt: SendReceipt) {
     }
     let store = shared.store.clone();
     let account = shared.account.clone();
+    // A send the destination itself keeps under the message's key (the `api` feed) is
+    // acknowledged at once: a copy sent again is recognized there, so the records only
+    // trail it, within about a commit (docs/operations.md, durability windows).
+    let acks_first = receipt.idempotent;
+    let mut members = unit.members;
     tokio::spawn(async move {
+        if acks_first {
+            acknowledge(&mut members).await;
+        }
         if let Err(error) = store.write(batch).await {
             warn!(message = "Send log not updated.", account = %account, %error);
         }
-        for member in unit.members {
-            if let Some(ack) = member.ack {
-                ack().await;
-            }
-        }
+        // The members (and so the work they keep counted as in flight, which shutdown waits
+        // for) are let go only once their records are written.
+        acknowledge(&mut members).await;
     });
+}
+
+/// Acknowledges the messages a send settled (each carried by its last entry), once each.
+async fn acknowledge(members: &mut [Pending]) {
+    for member in members {
+        if let Some(ack) = member.ack.take() {
+            ack().await;
+        }
+    }
 }
 
 /// Takes dropped messages (each the last entry of its message, carrying its ack) out of the
@@ -689,13 +704,28 @@ mod tests {
 
     use crate::egress::Dispatcher;
     use crate::policy::{EgressPolicy, LengthLimit, Limit, Rate, Unit as LengthUnit};
-    use crate::store::MemoryStore;
+    use crate::store::held::HeldEntry;
+    use crate::store::stats::{Day, DayRow};
+    use crate::store::{
+        DaySenders, MemoryStore, OriginEntry, OutboxEntry, OutboxPut, RelayStore, StoreError,
+    };
+    use futures_util::future::BoxFuture;
 
     /// What the scripted platform received: (time since start, group, text).
     type Received = Arc<Mutex<Vec<(Duration, String, String)>>>;
 
     /// A platform that accepts every send at once and records it.
     fn platform(start: Instant) -> (mpsc::Sender<EgressCommand>, Received) {
+        platform_answering(start, false)
+    }
+
+    /// A platform that accepts every send at once and records it; `idempotent` is what its
+    /// receipts say (true: the send is a durable write under the message's key, as the `api`
+    /// feed's).
+    fn platform_answering(
+        start: Instant,
+        idempotent: bool,
+    ) -> (mpsc::Sender<EgressCommand>, Received) {
         let (tx, mut rx) = mpsc::channel::<EgressCommand>(16);
         let received: Received = Arc::default();
         let record = received.clone();
@@ -717,6 +747,7 @@ mod tests {
                 ));
                 let _ = request.reply.send(Ok(SendReceipt {
                     message_ids: vec![id.to_string()],
+                    idempotent,
                 }));
             }
         });
@@ -843,6 +874,119 @@ mod tests {
         assert_eq!(all, expected.join("\n"));
         assert_eq!(acked.load(Ordering::SeqCst), 30, "nothing dropped");
         dispatcher.finish().await;
+    }
+
+    /// A store whose writes wait until the test opens its gate, so what egress does before
+    /// a write is durable can be seen.
+    struct GatedStore {
+        /// Where writes land once let through.
+        inner: MemoryStore,
+        /// Closed (no permits) until the test opens it.
+        gate: tokio::sync::Semaphore,
+        /// Writes that landed.
+        written: AtomicUsize,
+    }
+
+    impl RelayStore for GatedStore {
+        fn holds_any<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<bool, StoreError>> {
+            self.inner.holds_any(keys)
+        }
+        fn write(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
+            Box::pin(async move {
+                let _open = self.gate.acquire().await;
+                self.inner.write(batch).await?;
+                self.written.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+        }
+        fn origin<'a>(
+            &'a self,
+            origin_key: &'a str,
+        ) -> BoxFuture<'a, Result<Option<OriginEntry>, StoreError>> {
+            self.inner.origin(origin_key)
+        }
+        fn origin_of_copy<'a>(
+            &'a self,
+            copy_key: &'a str,
+        ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+            self.inner.origin_of_copy(copy_key)
+        }
+        fn outbox_put(&self, account: &str, entry: OutboxEntry) -> OutboxPut {
+            self.inner.outbox_put(account, entry)
+        }
+        fn outbox<'a>(
+            &'a self,
+            account: &'a str,
+        ) -> BoxFuture<'a, Result<Vec<OutboxEntry>, StoreError>> {
+            self.inner.outbox(account)
+        }
+        fn held(&self) -> BoxFuture<'_, Result<Vec<HeldEntry>, StoreError>> {
+            self.inner.held()
+        }
+        fn stats_rows(&self, from: Day, to: Day) -> BoxFuture<'_, Result<Vec<DayRow>, StoreError>> {
+            self.inner.stats_rows(from, to)
+        }
+        fn stats_senders<'a>(
+            &'a self,
+            account: &'a str,
+            group: &'a str,
+            from: Day,
+            to: Day,
+        ) -> BoxFuture<'a, Result<DaySenders, StoreError>> {
+            self.inner.stats_senders(account, group, from, to)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_an_idempotent_send_is_acknowledged_before_its_records_are_written() {
+        for idempotent in [true, false] {
+            let (connector, received) = platform_answering(Instant::now(), idempotent);
+            let store = Arc::new(GatedStore {
+                inner: MemoryStore::new(1000),
+                gate: tokio::sync::Semaphore::new(0),
+                written: AtomicUsize::new(0),
+            });
+            let activity = Activity::new();
+            let mut dispatcher = Dispatcher::new(
+                AccountEgress {
+                    account: "hub".into(),
+                    platform: Platform::Api,
+                    policy: Arc::new(crate::egress::LivePolicy::new(policy(None, 4500))),
+                    connector,
+                    store: store.clone(),
+                    stats: None,
+                    stop: tokio_util::sync::CancellationToken::new(),
+                    room: crate::egress::OutboxRoom::new(
+                        crate::egress::OUTBOX_LIMIT,
+                        crate::egress::OUTBOX_LIMIT_BYTES,
+                    ),
+                    media: Default::default(),
+                },
+                activity.clone(),
+            );
+            let acked = Arc::new(AtomicUsize::new(0));
+            dispatcher.dispatch(queued(message("g", 1, "hi"), &acked, &activity));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(received.lock().expect("lock").len(), 1, "sent");
+            assert_eq!(store.written.load(Ordering::SeqCst), 0, "records held back");
+            let expected = usize::from(idempotent);
+            assert_eq!(
+                acked.load(Ordering::SeqCst),
+                expected,
+                "acknowledged before the records only when idempotent ({idempotent})"
+            );
+            assert_eq!(
+                activity.inflight(),
+                1,
+                "in flight until the records are written"
+            );
+            store.gate.add_permits(100);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(store.written.load(Ordering::SeqCst), 1, "records written");
+            assert_eq!(acked.load(Ordering::SeqCst), 1, "acknowledged once");
+            assert_eq!(activity.inflight(), 0, "no longer in flight");
+            dispatcher.finish().await;
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -99,8 +99,12 @@ const HELD: TableDefinition<&str, &[u8]> = TableDefinition::new("held");
 const GATHER_WAIT: Duration = Duration::from_micros(2000);
 /// The wait ends early when no job came for this long: the writers have stopped, typically
 /// because each is waiting for this very commit (a pipeline bounded by its window), and
-/// waiting on would only slow them down.
-const GATHER_GAP: Duration = Duration::from_micros(200);
+/// waiting on would only slow them down. Under a sustained `api` stream jobs come in bursts
+/// (a commit's replies release the next round of work on the relay's one async thread) a few
+/// hundred microseconds apart: 350 µs lets a commit carry about half again as many jobs as
+/// 200 µs did, while 500 µs and more already cost OneBot, whose writers wait for the commit,
+/// a fifth of its throughput (docs/BENCHMARKS.md, issue 14 session 15).
+const GATHER_GAP: Duration = Duration::from_micros(350);
 /// Jobs in one commit from which the writer takes the input for a sustained stream and waits
 /// [`GATHER_WAIT`] before the next: below it, jobs that arrive during a commit already share
 /// the next one, and waiting would only add latency.
