@@ -22,8 +22,13 @@ use super::client::MAX_PACKET_BYTES;
 use super::local::{last_will, LocalBroker};
 use super::topics::Topics;
 
-/// Bytes per commit-log segment of each subscription filter.
-const SEGMENT_BYTES: usize = 1024 * 1024;
+/// Bytes per commit-log segment of each subscription filter. rumqttd keeps a filter's full
+/// segments after every reader has passed them, so this is memory the daemon holds for good
+/// once traffic has flowed: 1 MiB segments kept about 10 MB more than these after 100,000
+/// messages (docs/BENCHMARKS.md, issue 14 session 15). Flow control keeps each hop within a
+/// share of one filter's log, so smaller segments only make the pools smaller; a publish
+/// larger than a segment still goes in whole (the segment is then closed).
+const SEGMENT_BYTES: usize = 256 * 1024;
 /// Segments kept per filter of the outbound hop (core → egress), which only qunbridge
 /// publishes to, within its flow control.
 const SEGMENT_COUNT: usize = 2;
