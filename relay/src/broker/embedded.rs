@@ -33,8 +33,10 @@ const SEGMENT_BYTES: usize = 256 * 1024;
 /// publishes to, within its flow control.
 const SEGMENT_COUNT: usize = 2;
 /// Segments kept by the inbound filter (ingress → core): outside publishers (an MQTT client
-/// of the operator's) publish there too, outside qunbridge's flow control, so it keeps room
-/// for their bursts.
+/// of the operator's) publish there too, outside qunbridge's flow control, so it keeps some
+/// room for their bursts. Only some: 12 segments (3 MiB) still lost 486 of a 10,000-envelope
+/// burst and cost 4 MB of RSS for good, so bursts that large belong on an `api` account or an
+/// external broker (README, "Flow control").
 const INBOUND_SEGMENT_COUNT: usize = 4;
 /// Bytes the embedded broker keeps for each outbound subscription filter: a reader further
 /// behind loses the oldest messages, so flow control ([`super::flow`]) keeps the hop well
