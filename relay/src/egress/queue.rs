@@ -769,23 +769,34 @@ mod tests {
     }
 
     fn dispatcher(policy: EgressPolicy, connector: mpsc::Sender<EgressCommand>) -> Dispatcher {
+        let store = Arc::new(MemoryStore::new(1000));
         Dispatcher::new(
-            AccountEgress {
-                account: "qq".into(),
-                platform: Platform::Qq,
-                policy: Arc::new(crate::egress::LivePolicy::new(policy)),
-                connector,
-                store: Arc::new(MemoryStore::new(1000)),
-                stats: None,
-                stop: tokio_util::sync::CancellationToken::new(),
-                room: crate::egress::OutboxRoom::new(
-                    crate::egress::OUTBOX_LIMIT,
-                    crate::egress::OUTBOX_LIMIT_BYTES,
-                ),
-                media: Default::default(),
-            },
+            account(Platform::Qq, policy, connector, store),
             Activity::new(),
         )
+    }
+
+    /// An account `qq` on `platform`, sending through `connector`, recording in `store`.
+    fn account(
+        platform: Platform,
+        policy: EgressPolicy,
+        connector: mpsc::Sender<EgressCommand>,
+        store: Arc<dyn RelayStore>,
+    ) -> AccountEgress {
+        AccountEgress {
+            account: "qq".into(),
+            platform,
+            policy: Arc::new(crate::egress::LivePolicy::new(policy)),
+            connector,
+            store,
+            stats: None,
+            stop: tokio_util::sync::CancellationToken::new(),
+            room: crate::egress::OutboxRoom::new(
+                crate::egress::OUTBOX_LIMIT,
+                crate::egress::OUTBOX_LIMIT_BYTES,
+            ),
+            media: Default::default(),
+        }
     }
 
     fn message(group: &str, n: usize, text: &str) -> Outbound {
@@ -948,20 +959,7 @@ mod tests {
             });
             let activity = Activity::new();
             let mut dispatcher = Dispatcher::new(
-                AccountEgress {
-                    account: "hub".into(),
-                    platform: Platform::Api,
-                    policy: Arc::new(crate::egress::LivePolicy::new(policy(None, 4500))),
-                    connector,
-                    store: store.clone(),
-                    stats: None,
-                    stop: tokio_util::sync::CancellationToken::new(),
-                    room: crate::egress::OutboxRoom::new(
-                        crate::egress::OUTBOX_LIMIT,
-                        crate::egress::OUTBOX_LIMIT_BYTES,
-                    ),
-                    media: Default::default(),
-                },
+                account(Platform::Api, policy(None, 4500), connector, store.clone()),
                 activity.clone(),
             );
             let acked = Arc::new(AtomicUsize::new(0));
