@@ -309,6 +309,9 @@ mod tests {
             "the same message is not added twice"
         );
         let in_memory = receipt_of(Arc::new(Feeds::new(16, 1))).await;
-        assert!(!in_memory.idempotent, "a feed in memory only keeps nothing");
+        assert!(
+            !in_memory.idempotent,
+            "a feed held only in memory is not durable"
+        );
     }
 }
