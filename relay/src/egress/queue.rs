@@ -39,6 +39,13 @@ const PREPARED_AHEAD: usize = 16;
 /// a message whose send-log write is still being committed.
 const RECENT_SENT: usize = 4096;
 
+/// Sends after which a queued message is looked up in the send log again before it is sent:
+/// until then, anything this worker sent since the message was checked (by the egress pump,
+/// just before it was queued) is still among its [`RECENT_SENT`] keys, so the store has
+/// nothing more to tell. Half of them, so that a key sent within a commit before that check
+/// (not yet in the send log then) is remembered too.
+const RECHECK_AFTER: u64 = (RECENT_SENT / 2) as u64;
+
 /// A queue entry: a whole message, or one part of a split one.
 struct Pending {
     /// What to send.
@@ -57,6 +64,10 @@ struct Pending {
     /// True once its pictures were fetched and uploaded ahead of a pacing token (or when it
     /// has nothing to fetch): only such entries go into a send.
     prepared: bool,
+    /// The worker's count of sent messages ([`RecentSent::count`]) when it was queued: while
+    /// fewer than [`RECHECK_AFTER`] were sent since, whether it was sent already is known
+    /// without a store read.
+    sent_before: u64,
 }
 
 /// What one send carries: one or more queue entries.
@@ -86,9 +97,10 @@ pub(crate) async fn run_destination(
     // Sends handed to an in-order connector whose answers are still to come, oldest first.
     let mut in_flight: VecDeque<(Unit, Answer, u64)> = VecDeque::new();
     let fetches = shared.media.fetches();
-    let take = |queued: Queued| {
+    let take = |queued: Queued, sent_before: u64| {
         let outbound = Arc::new(queued.outbound);
         Pending {
+            sent_before,
             prepared: !fetches || coalesce::pictures(&outbound).next().is_none(),
             outbound: outbound.clone(),
             original: outbound,
@@ -103,7 +115,7 @@ pub(crate) async fn run_destination(
             tokio::select! {
                 _ = shared.stop.cancelled() => return,
                 queued = inbox.recv() => match queued {
-                    Some(queued) => queue.push_back(take(queued)),
+                    Some(queued) => queue.push_back(take(queued, recent.count)),
                     None => {
                         settle_in_flight(&mut in_flight, &shared, &mut recent, &depth).await;
                         return;
@@ -112,7 +124,7 @@ pub(crate) async fn run_destination(
             }
         }
         while let Ok(queued) = inbox.try_recv() {
-            queue.push_back(take(queued));
+            queue.push_back(take(queued, recent.count));
         }
         expire(&mut queue, &shared, &group, &depth).await;
         if queue.is_empty() {
@@ -153,7 +165,7 @@ pub(crate) async fn run_destination(
                     // that it can be merged into this send.
                     queued = inbox.recv(), if fetches && inbox_open => match queued {
                         Some(queued) => {
-                            queue.push_back(take(queued));
+                            queue.push_back(take(queued, recent.count));
                             if !prepare_front(&mut queue, &shared).await {
                                 return;
                             }
@@ -168,7 +180,7 @@ pub(crate) async fn run_destination(
         let merge = waited || throttled;
         // What arrived while waiting is merged into this send.
         while let Ok(queued) = inbox.try_recv() {
-            queue.push_back(take(queued));
+            queue.push_back(take(queued, recent.count));
         }
         expire(&mut queue, &shared, &group, &depth).await;
         skip_already_sent(&mut queue, &shared, &recent, &depth).await;
@@ -267,7 +279,7 @@ pub(crate) async fn run_destination(
                     answered = answer => Some(answered.ok()),
                     queued = inbox.recv() => match queued {
                         Some(queued) => {
-                            queue.push_back(take(queued));
+                            queue.push_back(take(queued, recent.count));
                             None
                         }
                         // No more will come: settle what is in flight, then end.
@@ -388,11 +400,14 @@ struct RecentSent {
     keys: HashSet<String>,
     /// Their order, for eviction.
     order: VecDeque<String>,
+    /// How many were remembered in all (for [`Pending::sent_before`]).
+    count: u64,
 }
 
 impl RecentSent {
     /// Remembers a key, forgetting the oldest beyond [`RECENT_SENT`].
     fn insert(&mut self, key: String) {
+        self.count += 1;
         if self.keys.insert(key.clone()) {
             self.order.push_back(key);
         }
@@ -405,7 +420,8 @@ impl RecentSent {
 }
 
 /// Drops (and acknowledges) whole messages at the front of the queue that were already sent:
-/// copies the broker redelivered after a reconnect while the original was still queued.
+/// copies the broker redelivered after a reconnect while the original was still queued. The
+/// send log is read only for a message queued more than [`RECHECK_AFTER`] sends ago.
 async fn skip_already_sent(
     queue: &mut VecDeque<Pending>,
     shared: &AccountEgress,
@@ -418,11 +434,12 @@ async fn skip_already_sent(
         }
         let key = keys::sent(&front.original, &shared.account);
         let sent = recent.keys.contains(&key)
-            || shared
-                .store
-                .holds_any(std::slice::from_ref(&key))
-                .await
-                .unwrap_or(false);
+            || (recent.count.saturating_sub(front.sent_before) >= RECHECK_AFTER
+                && shared
+                    .store
+                    .holds_any(std::slice::from_ref(&key))
+                    .await
+                    .unwrap_or(false));
         if !sent {
             return;
         }
@@ -589,6 +606,7 @@ fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool)
             ack,
             _work,
             queued_at,
+            sent_before,
             ..
         } = first;
         // Queue the parts in the message's place; the last one carries the ack and the
@@ -611,6 +629,7 @@ fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool)
                 queued_at,
                 // Cut from the front, whose pictures were had before its token.
                 prepared: true,
+                sent_before,
             });
         }
         let first = queue.pop_front()?;
@@ -896,10 +915,29 @@ mod tests {
         gate: tokio::sync::Semaphore,
         /// Writes that landed.
         written: AtomicUsize,
+        /// Send-log lookups.
+        reads: AtomicUsize,
+    }
+
+    impl GatedStore {
+        /// A store whose gate is closed (`open` false) or open for good.
+        fn new(open: bool) -> Arc<GatedStore> {
+            Arc::new(GatedStore {
+                inner: MemoryStore::new(1000),
+                gate: tokio::sync::Semaphore::new(if open {
+                    tokio::sync::Semaphore::MAX_PERMITS
+                } else {
+                    0
+                }),
+                written: AtomicUsize::new(0),
+                reads: AtomicUsize::new(0),
+            })
+        }
     }
 
     impl RelayStore for GatedStore {
         fn holds_any<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<bool, StoreError>> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
             self.inner.holds_any(keys)
         }
         fn write(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -949,14 +987,49 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_redelivered_copy_is_dropped_and_fresh_messages_need_no_send_log_read() {
+        let (connector, received) = platform(Instant::now());
+        let store = GatedStore::new(true);
+        let activity = Activity::new();
+        let mut dispatcher = Dispatcher::new(
+            account(Platform::Qq, policy(None, 4500), connector, store.clone()),
+            activity.clone(),
+        );
+        let acked = Arc::new(AtomicUsize::new(0));
+        dispatcher.dispatch(queued(message("g", 1, "one"), &acked, &activity));
+        // The broker's copy of message 1, redelivered while the original is still queued.
+        dispatcher.dispatch(queued(message("g", 1, "one"), &acked, &activity));
+        dispatcher.dispatch(queued(message("g", 2, "two"), &acked, &activity));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let texts: Vec<String> = received
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, _, text)| text.clone())
+            .collect();
+        assert_eq!(
+            texts,
+            ["[微信] Ann: one", "[微信] Ann: two"],
+            "the copy is not sent"
+        );
+        assert_eq!(
+            acked.load(Ordering::SeqCst),
+            3,
+            "the copy is acknowledged too"
+        );
+        assert_eq!(
+            store.reads.load(Ordering::SeqCst),
+            0,
+            "what this worker sent since each was queued is all it needs to know"
+        );
+        dispatcher.finish().await;
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn only_an_idempotent_send_is_acknowledged_before_its_records_are_written() {
         for idempotent in [true, false] {
             let (connector, received) = platform_answering(Instant::now(), idempotent);
-            let store = Arc::new(GatedStore {
-                inner: MemoryStore::new(1000),
-                gate: tokio::sync::Semaphore::new(0),
-                written: AtomicUsize::new(0),
-            });
+            let store = GatedStore::new(false);
             let activity = Activity::new();
             let mut dispatcher = Dispatcher::new(
                 account(Platform::Api, policy(None, 4500), connector, store.clone()),
