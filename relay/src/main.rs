@@ -25,8 +25,8 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 /// The allocator: mimalloc. The relay allocates and frees many small buffers per message, and
 /// the store's writer thread frees what the async thread built; with glibc's allocator that was
-/// a quarter of OneBot's CPU, a sixth of it waiting on the allocator's lock
-/// (docs/BENCHMARKS.md, issue 14 session 16). It is built without transparent huge pages
+/// a quarter of OneBot's CPU, a sixth of it waiting on the allocator's lock, and mimalloc cut
+/// CPU per message by about a fifth (docs/BENCHMARKS.md, issue 14 session 16). It is built without transparent huge pages
 /// (`no_thp`), which otherwise back its arenas 2 MiB at a time and doubled the idle RSS.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
