@@ -855,6 +855,8 @@ async fn flooded_messages_are_held_for_one_destination_and_released_once(broker:
     assert!(stdout.contains(&format!("{f6}: released")), "{stdout}");
     daemon.restart_with(&config("1h")).await;
     wait_for_wechat(&wx, &["hold-f6"]).await;
+    // WeChat's reconnect says nothing about QQ's: the event goes on QQ's new connection.
+    qq.wait_connections(3).await;
     qq.push_event(said(301, CALM, "calm-marker"));
     let text = wait_for_wechat(&wx, &["calm-marker"]).await;
     assert_eq!(occurrences(&text, "hold-f6"), 1, "{text}");

@@ -986,16 +986,33 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_redelivered_copy_is_dropped_and_fresh_messages_need_no_send_log_read() {
-        let (connector, received) = platform(Instant::now());
-        let store = GatedStore::new(true);
+    /// A dispatcher for an unpaced account on `platform` over a [`GatedStore`] (open or
+    /// closed), its platform answering with `idempotent` receipts; with what it received, the
+    /// store, the in-flight counter and the acknowledgement count.
+    fn gated(
+        platform: Platform,
+        idempotent: bool,
+        open: bool,
+    ) -> (
+        Dispatcher,
+        Received,
+        Arc<GatedStore>,
+        Arc<Activity>,
+        Arc<AtomicUsize>,
+    ) {
+        let (connector, received) = platform_answering(Instant::now(), idempotent);
+        let store = GatedStore::new(open);
         let activity = Activity::new();
-        let mut dispatcher = Dispatcher::new(
-            account(Platform::Qq, policy(None, 4500), connector, store.clone()),
+        let dispatcher = Dispatcher::new(
+            account(platform, policy(None, 4500), connector, store.clone()),
             activity.clone(),
         );
-        let acked = Arc::new(AtomicUsize::new(0));
+        (dispatcher, received, store, activity, Arc::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_redelivered_copy_is_dropped_and_fresh_messages_need_no_send_log_read() {
+        let (mut dispatcher, received, store, activity, acked) = gated(Platform::Qq, false, true);
         dispatcher.dispatch(queued(message("g", 1, "one"), &acked, &activity));
         // The broker's copy of message 1, redelivered while the original is still queued.
         dispatcher.dispatch(queued(message("g", 1, "one"), &acked, &activity));
@@ -1028,14 +1045,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn only_an_idempotent_send_is_acknowledged_before_its_records_are_written() {
         for idempotent in [true, false] {
-            let (connector, received) = platform_answering(Instant::now(), idempotent);
-            let store = GatedStore::new(false);
-            let activity = Activity::new();
-            let mut dispatcher = Dispatcher::new(
-                account(Platform::Api, policy(None, 4500), connector, store.clone()),
-                activity.clone(),
-            );
-            let acked = Arc::new(AtomicUsize::new(0));
+            let (mut dispatcher, received, store, activity, acked) =
+                gated(Platform::Api, idempotent, false);
             dispatcher.dispatch(queued(message("g", 1, "hi"), &acked, &activity));
             tokio::time::sleep(Duration::from_secs(1)).await;
             assert_eq!(received.lock().expect("lock").len(), 1, "sent");
