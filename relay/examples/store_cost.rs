@@ -14,11 +14,15 @@
 //! `m` the message-map copy, `e` the echo-guard key, `s` the whole egress record. Message ids
 //! are made as the api connector makes them (the time first, so keys of one group arrive in
 //! order); `RANDOM_IDS=1` makes them random, as platforms with random message ids do.
+//! `ONEBOT=1` makes the writes a OneBot → OneBot message makes instead: the dedup key with
+//! the message's content key, an outbox put (in place of the feed append), then the record.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use qunbridge::store::{Copy, CopyRecord, OriginEntry, PersistentStore, RelayStore, WriteBatch};
+use qunbridge::store::{
+    Copy, CopyRecord, OriginEntry, OutboxEntry, PersistentStore, RelayStore, WriteBatch,
+};
 use qunbridge_connectors::api::{Appended, FeedLog};
 
 /// Time to live of every key written (the daemon's dedup and send-log TTL).
@@ -66,14 +70,38 @@ async fn relay_one(store: &PersistentStore, n: usize, skip: &str) {
     } else {
         format!("api-a:g:{millis:x}-{random:016x}")
     };
+    let onebot = std::env::var_os("ONEBOT").is_some();
+    let sent = format!("s\u{1f}{id}\u{1f}b\u{1f}g");
     if !skip.contains('k') {
+        let mut keys = vec![(format!("i\u{1f}{id}"), DAY)];
+        if onebot {
+            let second = millis / 1000;
+            keys.push((
+                format!("c\u{1f}qq\u{1f}g\u{1f}42\u{1f}{second}\u{1f}{random:016x}"),
+                DAY,
+            ));
+        }
         let dedup = WriteBatch {
-            keys: vec![(format!("i\u{1f}{id}"), DAY)],
+            keys,
             ..Default::default()
         };
         store.write(dedup).await.expect("dedup write");
     }
-    let appended = if skip.contains('f') {
+    let appended = if onebot {
+        let entry = OutboxEntry {
+            key: sent.clone(),
+            payload: format!(
+                r#"{{"text":"message {n}, about as long as a chat line","group":"g"}}"#
+            )
+            .into_bytes(),
+            queued_ms: millis as u64,
+        };
+        store.outbox_put("b", entry).await.expect("outbox put");
+        Appended {
+            seq: n as u64,
+            fresh: true,
+        }
+    } else if skip.contains('f') {
         Appended {
             seq: n as u64,
             fresh: true,
@@ -93,7 +121,6 @@ async fn relay_one(store: &PersistentStore, n: usize, skip: &str) {
     if skip.contains('s') {
         return;
     }
-    let sent = format!("s\u{1f}{id}\u{1f}b\u{1f}g");
     let copies = if skip.contains('m') {
         Vec::new()
     } else {

@@ -7,12 +7,13 @@
 //! [`MemoryStore`] (for unit tests) implement it; [`message_map`] holds
 //! the recall/reply logic on top of it, [`keys`] how the keys are made, [`stats`] what group
 //! health keeps and [`held`] the messages held for review; `short_lived` holds the persistent
-//! store's two-minute keys in memory.
+//! store's two-minute keys in memory and `outbox_index` where its outbox entries are.
 
 pub mod held;
 pub mod keys;
 pub mod memory;
 pub mod message_map;
+mod outbox_index;
 pub mod persistent;
 pub mod redis;
 mod short_lived;

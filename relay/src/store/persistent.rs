@@ -32,6 +32,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::held::HeldEntry;
+use super::outbox_index::OutboxIndex;
 use super::short_lived::{self, ShortLived};
 use super::stats::{self, DayCounts, DayRow, StatsDelta};
 use super::{
@@ -83,9 +84,11 @@ const FEED_KEYS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("feed_
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Outbox: (account, seq) → entry ([`encode_entry`]), in the order egress put them.
 const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
-/// Outbox index: `account␟key` → seq, so a message is put once and settled by its key.
+/// The outbox index of stores written before it was held in memory ([`OutboxIndex`]):
+/// deleted when such a store opens.
 const OUTBOX_INDEX: TableDefinition<&str, u64> = TableDefinition::new("outbox_index");
-/// The meta row holding the last outbox sequence number.
+/// The meta row holding the last outbox sequence number of stores written before
+/// [`OutboxIndex`]; read when such a store opens, so that numbers go on from there.
 const OUTBOX_SEQ: &str = "outbox_seq";
 /// Group health: `day|account|group` → that day's counts (JSON of [`DayCounts`]).
 const STATS_ROWS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats_rows");
@@ -93,21 +96,22 @@ const STATS_ROWS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats_row
 const STATS_SENDERS: TableDefinition<&str, ()> = TableDefinition::new("stats_senders");
 /// Held id → JSON [`HeldEntry`]: messages held for review.
 const HELD: TableDefinition<&str, &[u8]> = TableDefinition::new("held");
-/// How long the writer waits at most for more jobs before a commit while batches are forming
-/// (the previous commit carried at least [`GATHER_FROM`] jobs); never at low and moderate
-/// rates, so their latency is that of one commit.
-const GATHER_WAIT: Duration = Duration::from_micros(2000);
-/// The wait ends early when no job came for this long: the writers have stopped, typically
-/// because each is waiting for this very commit (a pipeline bounded by its window), and
-/// waiting on would only slow them down. Under a sustained `api` stream jobs come in bursts
-/// (a commit's replies release the next round of work on the relay's one async thread) a few
-/// hundred microseconds apart: 350 µs lets a commit carry about half again as many jobs as
-/// 200 µs did, while 500 µs and more already cost OneBot, whose writers wait for the commit,
-/// a fifth of its throughput (docs/BENCHMARKS.md, issue 14 session 15).
-const GATHER_GAP: Duration = Duration::from_micros(350);
-/// Jobs in one commit from which the writer takes the input for a sustained stream and waits
+/// How long the writer sleeps before a commit while batches are forming (the previous commit
+/// carried at least [`GATHER_FROM`] jobs), so that one commit carries what a sustained stream
+/// brings in that time; never at low and moderate rates, so their latency is that of one
+/// commit. It sleeps rather than waits on the queue: jobs sent meanwhile do not wake it, and
+/// nothing ends the sleep early. A commit's cost hardly depends on how many jobs it carries,
+/// so this is what makes a message cheap at saturation: 4 ms brought `api` → `api` from 70
+/// to 45–49 µs per message and OneBot → OneBot from 106–146 to 90–93 µs, where waking on
+/// every job and ending the wait after 0.35 ms without one (before) let commits carry 16–40
+/// messages. The cost: under a sustained stream a write waits up to 4 ms longer, and a
+/// pipeline bounded by a window of deliveries acknowledged after the commit (the broker's
+/// 100) moves at most a window per sleep and commit (docs/BENCHMARKS.md, issue 14 session 17).
+const GATHER_WAIT: Duration = Duration::from_millis(4);
+/// Jobs in one commit from which the writer takes the input for a sustained stream and sleeps
 /// [`GATHER_WAIT`] before the next: below it, jobs that arrive during a commit already share
-/// the next one, and waiting would only add latency.
+/// the next one, and waiting would only add latency. At 1,000 messages/s (three jobs each) a
+/// commit carries about 3, so the latency there is unchanged.
 const GATHER_FROM: usize = 16;
 
 /// Expiry-index prefixes naming the table an entry belongs to.
@@ -231,12 +235,13 @@ impl PersistentStore {
         let short_lived_keys = rebuild_short_lived(&db, &mut held, now_ms())
             .map_err(|error| unreadable(error.to_string()))?;
         let short_lived = Arc::new(Mutex::new(held));
+        let outbox_index = load_outbox_index(&db).map_err(|error| unreadable(error.to_string()))?;
         let (jobs, rx) = std_mpsc::sync_channel(QUEUE);
         let writer_db = db.clone();
         let writer_keys = short_lived.clone();
         let writer = std::thread::Builder::new()
             .name("qunbridge-store".into())
-            .spawn(move || write_loop(&writer_db, &rx, &writer_keys))
+            .spawn(move || write_loop(&writer_db, &rx, &writer_keys, outbox_index))
             .map_err(backend)?;
         info!(message = "State store opened.", path = %shown, short_lived_keys);
         Ok(PersistentStore {
@@ -369,7 +374,8 @@ fn init(db: &Database) -> Result<u64, redb::Error> {
         txn.open_table(FEED)?;
         txn.open_table(FEED_KEYS)?;
         txn.open_table(OUTBOX)?;
-        txn.open_table(OUTBOX_INDEX)?;
+        // Held in memory now ([`OutboxIndex`]).
+        txn.delete_table(OUTBOX_INDEX)?;
         txn.open_table(STATS_ROWS)?;
         txn.open_table(STATS_SENDERS)?;
         txn.open_table(HELD)?;
@@ -388,8 +394,33 @@ fn init(db: &Database) -> Result<u64, redb::Error> {
     Ok(epoch)
 }
 
+/// The outbox index of what the outbox table holds; its numbers go on after the last one
+/// given out (also by a store written before the index was held in memory).
+fn load_outbox_index(db: &Database) -> Result<OutboxIndex, redb::Error> {
+    let txn = db.begin_read()?;
+    let last_seq = txn
+        .open_table(META)?
+        .get(OUTBOX_SEQ)?
+        .map_or(0, |v| v.value());
+    let mut index = OutboxIndex::starting_after(last_seq);
+    for row in txn.open_table(OUTBOX)?.iter()? {
+        let (at, value) = row?;
+        let (account, seq) = at.value();
+        // An unreadable entry names no message: it is left to the requeue, which skips it.
+        if let Some(entry) = OutboxEntry::decode(value.value()) {
+            index.load(outbox_name(account, &entry.key), seq);
+        }
+    }
+    Ok(index)
+}
+
 /// The writer thread: takes what has queued, applies it in one transaction, commits, answers.
-fn write_loop(db: &Database, jobs: &std_mpsc::Receiver<Job>, short_lived: &Mutex<ShortLived>) {
+fn write_loop(
+    db: &Database,
+    jobs: &std_mpsc::Receiver<Job>,
+    short_lived: &Mutex<ShortLived>,
+    mut outbox_index: OutboxIndex,
+) {
     let hasher = lock(short_lived).hasher().clone();
     let mut last_sweep = Instant::now();
     let mut written_since_sweep = false;
@@ -401,30 +432,21 @@ fn write_loop(db: &Database, jobs: &std_mpsc::Receiver<Job>, short_lived: &Mutex
             return;
         };
         let mut batch = vec![first];
-        // Group commit: take what is queued; while batches are forming (the last commit
-        // carried several jobs), wait a moment for more, so that one fsync carries them.
-        let gather_until = forming.then(|| Instant::now() + GATHER_WAIT);
+        // Group commit: while batches are forming (the last commit carried many jobs), let
+        // more queue up, so that one commit carries them; then take what is queued.
+        if forming {
+            std::thread::sleep(GATHER_WAIT);
+        }
         while batch.len() < BATCH {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),
-                Err(std_mpsc::TryRecvError::Disconnected) => break,
-                Err(std_mpsc::TryRecvError::Empty) => {
-                    let Some(left) =
-                        gather_until.and_then(|until| until.checked_duration_since(Instant::now()))
-                    else {
-                        break;
-                    };
-                    match jobs.recv_timeout(left.min(GATHER_GAP)) {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
+                Err(_) => break,
             }
         }
         forming = batch.len() >= GATHER_FROM;
         let sweep = written_since_sweep && last_sweep.elapsed() >= SWEEP_EVERY;
         let started = Instant::now();
-        let outcome = commit(db, batch, sweep, short_lived, &hasher);
+        let outcome = commit(db, batch, sweep, short_lived, &hasher, &mut outbox_index);
         metrics::counter!(crate::metrics::STORE_COMMITS).increment(1);
         metrics::histogram!(crate::metrics::STORE_COMMIT_SECONDS)
             .record(started.elapsed().as_secs_f64());
@@ -486,6 +508,7 @@ fn commit(
     sweep: bool,
     short_lived: &Mutex<ShortLived>,
     hasher: &RandomState,
+    outbox_index: &mut OutboxIndex,
 ) -> Result<(), StoreError> {
     let mut done = Vec::with_capacity(jobs.len());
     let mut fleeting = Fleeting {
@@ -507,6 +530,7 @@ fn commit(
                         expiring: &mut expiring,
                         stats: &mut stats,
                         fleeting: &mut fleeting,
+                        outbox_index,
                     };
                     apply_write(&mut tables, batch, now, &mut sinks).map_err(backend)?;
                     done.push(Done::Write(reply));
@@ -528,8 +552,15 @@ fn commit(
                     entry,
                     reply,
                 } => {
-                    let added = apply_outbox_put(&mut tables, &account, &entry, now, &fleeting)
-                        .map_err(backend)?;
+                    let added = apply_outbox_put(
+                        &mut tables,
+                        outbox_index,
+                        &account,
+                        &entry,
+                        now,
+                        &fleeting,
+                    )
+                    .map_err(backend)?;
                     done.push(Done::OutboxPut(reply, added));
                 }
             }
@@ -547,6 +578,7 @@ fn commit(
         txn.commit().map_err(backend)
     })();
     if outcome.is_ok() {
+        outbox_index.committed();
         let mut keys = lock(short_lived);
         for (hash, until) in fleeting.held {
             keys.insert(hash, until);
@@ -554,6 +586,9 @@ fn commit(
         if sweep {
             keys.forget_expired(now_ms());
         }
+    }
+    if outcome.is_err() {
+        outbox_index.rolled_back();
     }
     for item in done {
         match item {
@@ -583,8 +618,6 @@ struct Tables<'txn> {
     copies: redb::Table<'txn, &'static str, &'static str>,
     /// Outbox entries ([`OUTBOX`]).
     outbox: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
-    /// Outbox entries by message ([`OUTBOX_INDEX`]).
-    outbox_index: redb::Table<'txn, &'static str, u64>,
     /// Messages held for review ([`HELD`]).
     held: redb::Table<'txn, &'static str, &'static [u8]>,
     /// api feed events ([`FEED`]).
@@ -603,7 +636,6 @@ impl<'txn> Tables<'txn> {
             origins: txn.open_table(ORIGINS)?,
             copies: txn.open_table(COPIES)?,
             outbox: txn.open_table(OUTBOX)?,
-            outbox_index: txn.open_table(OUTBOX_INDEX)?,
             held: txn.open_table(HELD)?,
             feed: txn.open_table(FEED)?,
             feed_keys: txn.open_table(FEED_KEYS)?,
@@ -699,6 +731,8 @@ struct Sinks<'c, 'f> {
     stats: &'c mut StatsPending,
     /// The commit's short-lived keys.
     fleeting: &'c mut Fleeting<'f>,
+    /// Where outbox entries are, to settle them.
+    outbox_index: &'c mut OutboxIndex,
 }
 
 /// Writes keys, message-map copies and settled outbox entries; the group-health counts go to
@@ -713,6 +747,7 @@ fn apply_write(
         expiring,
         stats,
         fleeting,
+        outbox_index,
     } = sinks;
     for (key, ttl) in &batch.keys {
         let until = expiry(now, *ttl);
@@ -733,11 +768,7 @@ fn apply_write(
         )?;
     }
     for (account, key) in &batch.outbox_done {
-        let seq = tables
-            .outbox_index
-            .remove(outbox_name(account, key).as_str())?
-            .map(|v| v.value());
-        if let Some(seq) = seq {
+        if let Some(seq) = outbox_index.take(&outbox_name(account, key)) {
             tables.outbox.remove((account.as_str(), seq))?;
         }
     }
@@ -834,6 +865,7 @@ fn outbox_name(account: &str, key: &str) -> String {
 /// short-lived keys) or is there already.
 fn apply_outbox_put(
     tables: &mut Tables<'_>,
+    outbox_index: &mut OutboxIndex,
     account: &str,
     entry: &OutboxEntry,
     now: u64,
@@ -848,12 +880,10 @@ fn apply_outbox_put(
         return Ok(false);
     }
     let name = outbox_name(account, &entry.key);
-    if tables.outbox_index.get(name.as_str())?.is_some() {
+    if outbox_index.contains(&name) {
         return Ok(false);
     }
-    let seq = tables.meta.get(OUTBOX_SEQ)?.map_or(0, |v| v.value()) + 1;
-    tables.meta.insert(OUTBOX_SEQ, seq)?;
-    tables.outbox_index.insert(name.as_str(), seq)?;
+    let seq = outbox_index.add(name);
     tables
         .outbox
         .insert((account, seq), entry.encode().as_slice())?;
@@ -1502,6 +1532,102 @@ mod tests {
         let (events, next) = store.recent("api", "g", 10).expect("recent");
         assert_eq!(events, vec![(3, "e3".to_owned()), (4, "e4".to_owned())]);
         assert_eq!(next, 5);
+    }
+
+    fn waiting(key: &str) -> OutboxEntry {
+        OutboxEntry {
+            key: key.to_owned(),
+            payload: format!("{{\"text\":\"{key}\"}}").into_bytes(),
+            queued_ms: 1,
+        }
+    }
+
+    async fn outbox_keys(store: &PersistentStore, account: &str) -> Vec<String> {
+        let entries = store.outbox(account).await.expect("outbox");
+        entries.into_iter().map(|entry| entry.key).collect()
+    }
+
+    #[tokio::test]
+    async fn outbox_entries_are_put_once_settled_by_key_and_kept_in_order_across_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = PersistentStore::open(dir.path()).expect("open");
+            for key in ["s1", "s2", "s3"] {
+                assert!(store.outbox_put("qq", waiting(key)).await.expect("put"));
+            }
+            assert!(store.outbox_put("wx", waiting("s1")).await.expect("put"));
+            // Waiting already: not put twice.
+            assert!(!store.outbox_put("qq", waiting("s2")).await.expect("put"));
+            // Settled: out of the outbox and in the send log, so not put again.
+            store
+                .write(WriteBatch {
+                    keys: vec![("s2".into(), Duration::from_secs(3600))],
+                    outbox_done: vec![("qq".into(), "s2".into())],
+                    ..Default::default()
+                })
+                .await
+                .expect("settle");
+            assert!(!store.outbox_put("qq", waiting("s2")).await.expect("put"));
+            assert_eq!(outbox_keys(&store, "qq").await, ["s1", "s3"]);
+            assert_eq!(outbox_keys(&store, "wx").await, ["s1"]);
+        }
+        let store = PersistentStore::open(dir.path()).expect("reopen");
+        assert_eq!(outbox_keys(&store, "qq").await, ["s1", "s3"]);
+        // What waited before the restart is known to wait; what comes now queues behind it.
+        assert!(!store.outbox_put("qq", waiting("s3")).await.expect("put"));
+        assert!(store.outbox_put("qq", waiting("s4")).await.expect("put"));
+        store
+            .write(WriteBatch {
+                outbox_done: vec![("qq".into(), "s1".into()), ("wx".into(), "s1".into())],
+                ..Default::default()
+            })
+            .await
+            .expect("settle");
+        assert_eq!(outbox_keys(&store, "qq").await, ["s3", "s4"]);
+        assert!(outbox_keys(&store, "wx").await.is_empty());
+        assert_eq!(store.counts().expect("counts").outbox, 2);
+    }
+
+    #[tokio::test]
+    async fn an_older_store_with_an_outbox_index_table_opens_and_settles_its_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // The layout before the index was held in memory: entries, their index rows and
+            // the last sequence number in the meta table.
+            let db = Database::create(dir.path().join(FILE_NAME)).expect("create");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut outbox = txn.open_table(OUTBOX).expect("outbox");
+                let mut index = txn.open_table(OUTBOX_INDEX).expect("index");
+                let mut meta = txn.open_table(META).expect("meta");
+                for (seq, key) in [(5u64, "old1"), (9, "old2")] {
+                    outbox
+                        .insert(("qq", seq), waiting(key).encode().as_slice())
+                        .expect("insert");
+                    index
+                        .insert(outbox_name("qq", key).as_str(), seq)
+                        .expect("insert");
+                }
+                meta.insert(OUTBOX_SEQ, 12).expect("insert");
+            }
+            txn.commit().expect("commit");
+        }
+        let store = PersistentStore::open(dir.path()).expect("open");
+        assert!(!store.outbox_put("qq", waiting("old2")).await.expect("put"));
+        assert!(store.outbox_put("qq", waiting("new")).await.expect("put"));
+        store
+            .write(WriteBatch {
+                outbox_done: vec![("qq".into(), "old1".into())],
+                ..Default::default()
+            })
+            .await
+            .expect("settle");
+        assert_eq!(outbox_keys(&store, "qq").await, ["old2", "new"]);
+        let txn = store.db.begin_read().expect("read");
+        assert!(
+            txn.open_table(OUTBOX_INDEX).is_err(),
+            "the index table is gone"
+        );
     }
 
     #[tokio::test]
