@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -99,20 +100,25 @@ const HELD: TableDefinition<&str, &[u8]> = TableDefinition::new("held");
 /// How long the writer sleeps before a commit while batches are forming (the previous commit
 /// carried at least [`GATHER_FROM`] jobs), so that one commit carries what a sustained stream
 /// brings in that time; never at low and moderate rates, so their latency is that of one
-/// commit. It sleeps rather than waits on the queue: jobs sent meanwhile do not wake it, and
-/// nothing ends the sleep early. A commit's cost hardly depends on how many jobs it carries,
-/// so this is what makes a message cheap at saturation: 4 ms brought `api` → `api` from 70
-/// to 45–49 µs per message and OneBot → OneBot from 106–146 to 90–93 µs, where waking on
-/// every job and ending the wait after 0.35 ms without one (before) let commits carry 16–40
-/// messages. The cost: under a sustained stream a write waits up to 4 ms longer, and a
-/// pipeline bounded by a window of deliveries acknowledged after the commit (the broker's
-/// 100) moves at most a window per sleep and commit (docs/BENCHMARKS.md, issue 14 session 17).
+/// commit. It sleeps rather than waits on the queue: jobs sent meanwhile do not wake it, only
+/// the one that brings the queue to [`WAKE_AT`]. A commit's cost hardly depends on how many
+/// jobs it carries, so this is what makes a message cheap at saturation: 4 ms brought `api` →
+/// `api` from 64–70 to 45–60 µs per message and OneBot → OneBot from 98–150 to 86–98 µs,
+/// where waking on every job and ending the wait after 0.35 ms without one (before) let
+/// commits carry 16–40 messages. The cost: under a sustained stream a write waits up to 4 ms
+/// longer, and a pipeline bounded by a window of deliveries acknowledged after the commit (the
+/// broker's 100) moves at most a window per sleep and commit; 6 ms cost `api` a fifth of its
+/// throughput (docs/BENCHMARKS.md, issue 14 session 17).
 const GATHER_WAIT: Duration = Duration::from_millis(4);
 /// Jobs in one commit from which the writer takes the input for a sustained stream and sleeps
 /// [`GATHER_WAIT`] before the next: below it, jobs that arrive during a commit already share
 /// the next one, and waiting would only add latency. At 1,000 messages/s (three jobs each) a
 /// commit carries about 3, so the latency there is unchanged.
 const GATHER_FROM: usize = 16;
+/// Jobs queued at which a writer sleeping before its commit ([`GATHER_WAIT`]) is woken: a
+/// pipeline whose window of deliveries waits for this commit has then sent what it can, and
+/// sleeping on would only hold it up.
+const WAKE_AT: usize = 256;
 
 /// Expiry-index prefixes naming the table an entry belongs to.
 const IN_KEYS: char = 'k';
@@ -194,6 +200,9 @@ pub struct PersistentStore {
     /// Short-lived keys, shared with the writer thread, which adds a commit's once it is
     /// durable.
     short_lived: Arc<Mutex<ShortLived>>,
+    /// Jobs queued and not yet taken by the writer: the submit that brings it to [`WAKE_AT`]
+    /// wakes a writer sleeping before its commit.
+    queued: Arc<AtomicUsize>,
 }
 
 impl PersistentStore {
@@ -239,9 +248,11 @@ impl PersistentStore {
         let (jobs, rx) = std_mpsc::sync_channel(QUEUE);
         let writer_db = db.clone();
         let writer_keys = short_lived.clone();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let writer_queued = queued.clone();
         let writer = std::thread::Builder::new()
             .name("qunbridge-store".into())
-            .spawn(move || write_loop(&writer_db, &rx, &writer_keys, outbox_index))
+            .spawn(move || write_loop(&writer_db, &rx, &writer_queued, &writer_keys, outbox_index))
             .map_err(backend)?;
         info!(message = "State store opened.", path = %shown, short_lived_keys);
         Ok(PersistentStore {
@@ -251,6 +262,7 @@ impl PersistentStore {
             epoch,
             path,
             short_lived,
+            queued,
         })
     }
 
@@ -282,10 +294,18 @@ impl PersistentStore {
 
     /// Queues a job for the writer; fails when the writer has stopped.
     fn submit(&self, job: Job) -> Result<(), StoreError> {
-        match &self.jobs {
-            Some(jobs) => jobs.send(job).map_err(|_| StoreError::Stopped),
-            None => Err(StoreError::Stopped),
+        let Some(jobs) = &self.jobs else {
+            return Err(StoreError::Stopped);
+        };
+        // Counted before it is sent, so the writer never takes more than was counted.
+        let queued = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        jobs.send(job).map_err(|_| StoreError::Stopped)?;
+        if queued == WAKE_AT {
+            if let Some(writer) = &self.writer {
+                writer.thread().unpark();
+            }
         }
+        Ok(())
     }
 
     /// Entries per table, for tests and `qunbridge status`-style checks.
@@ -418,6 +438,7 @@ fn load_outbox_index(db: &Database) -> Result<OutboxIndex, redb::Error> {
 fn write_loop(
     db: &Database,
     jobs: &std_mpsc::Receiver<Job>,
+    queued: &AtomicUsize,
     short_lived: &Mutex<ShortLived>,
     mut outbox_index: OutboxIndex,
 ) {
@@ -435,7 +456,13 @@ fn write_loop(
         // Group commit: while batches are forming (the last commit carried many jobs), let
         // more queue up, so that one commit carries them; then take what is queued.
         if forming {
-            std::thread::sleep(GATHER_WAIT);
+            let until = Instant::now() + GATHER_WAIT;
+            while queued.load(Ordering::Acquire) < WAKE_AT {
+                let Some(left) = until.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                std::thread::park_timeout(left);
+            }
         }
         while batch.len() < BATCH {
             match jobs.try_recv() {
@@ -443,6 +470,7 @@ fn write_loop(
                 Err(_) => break,
             }
         }
+        queued.fetch_sub(batch.len(), Ordering::AcqRel);
         forming = batch.len() >= GATHER_FROM;
         let sweep = written_since_sweep && last_sweep.elapsed() >= SWEEP_EVERY;
         let started = Instant::now();
