@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use qunbridge::store::{
     Copy, CopyRecord, OriginEntry, OutboxEntry, PersistentStore, RelayStore, WriteBatch,
+    CROSS_BOT_TTL,
 };
 use qunbridge_connectors::api::{Appended, FeedLog};
 
@@ -78,7 +79,7 @@ async fn relay_one(store: &PersistentStore, n: usize, skip: &str) {
             let second = millis / 1000;
             keys.push((
                 format!("c\u{1f}qq\u{1f}g\u{1f}42\u{1f}{second}\u{1f}{random:016x}"),
-                DAY,
+                CROSS_BOT_TTL,
             ));
         }
         let dedup = WriteBatch {

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 
 use crate::store::held::HeldEntry;
 use crate::store::stats::StatsDelta;
-use crate::store::{keys, RelayStore, StoreError, WriteBatch, DEDUP_TTL};
+use crate::store::{keys, RelayStore, StoreError, WriteBatch};
 
 /// What dedup decided for one inbound message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +93,10 @@ impl Dedup {
     /// egress's send log still stops a redelivered copy from being sent twice.
     pub async fn remember(&self, keys: &[String], stats: Vec<StatsDelta>) {
         let batch = WriteBatch {
-            keys: keys.iter().map(|key| (key.clone(), DEDUP_TTL)).collect(),
+            keys: keys
+                .iter()
+                .map(|key| (key.clone(), keys::dedup_ttl(key)))
+                .collect(),
             stats,
             ..Default::default()
         };
@@ -111,7 +114,10 @@ impl Dedup {
     pub async fn hold(&self, keys: &[String], held: Vec<HeldEntry>) -> Result<(), StoreError> {
         self.store
             .write(WriteBatch {
-                keys: keys.iter().map(|key| (key.clone(), DEDUP_TTL)).collect(),
+                keys: keys
+                    .iter()
+                    .map(|key| (key.clone(), keys::dedup_ttl(key)))
+                    .collect(),
                 held,
                 ..Default::default()
             })
@@ -158,7 +164,7 @@ mod tests {
     use qunbridge_connectors::{Kind, Origin, Platform, Segment, Sender};
 
     use super::*;
-    use crate::store::MemoryStore;
+    use crate::store::{MemoryStore, PersistentStore, DEDUP_TTL};
 
     fn envelope(id: &str, text: &str) -> Envelope {
         Envelope {
@@ -181,6 +187,45 @@ mod tests {
             segments: vec![Segment::text(text)],
             member: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_second_bots_report_is_dropped_after_a_restart_with_only_the_id_in_the_key_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Arc::new(PersistentStore::open(dir.path()).expect("open"));
+            let dedup = Dedup::new(store.clone());
+            let Verdict::Fresh(keys) = dedup.check(&envelope("bot1-7", "same words")).await else {
+                panic!("a new message is fresh");
+            };
+            assert_eq!(keys.len(), 2, "its id and its content key");
+            dedup.remember(&keys, Vec::new()).await;
+            dedup.release(&keys);
+            let counts = store.counts().expect("counts");
+            assert_eq!(
+                (counts.keys, counts.short_lived_keys),
+                (1, 1),
+                "the content key lives minutes: held in memory, not in the key table"
+            );
+        }
+        let store: Arc<dyn RelayStore> =
+            Arc::new(PersistentStore::open(dir.path()).expect("reopen"));
+        let dedup = Dedup::new(store);
+        assert_eq!(
+            dedup.check(&envelope("bot2-9", "same  words")).await,
+            Verdict::Seen("duplicate"),
+            "the second bot's report of the same message"
+        );
+        assert_eq!(
+            dedup.check(&envelope("bot1-7", "same words")).await,
+            Verdict::Seen("duplicate"),
+            "a redelivery"
+        );
+        assert!(matches!(
+            dedup.check(&envelope("bot2-10", "other words")).await,
+            Verdict::Fresh(_)
+        ));
+        assert_eq!(keys::dedup_ttl(&keys::envelope("bot1-7")), DEDUP_TTL);
     }
 
     #[tokio::test]

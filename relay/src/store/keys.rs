@@ -8,9 +8,12 @@
 //! - `m` message-map origins and copies: (account, group, message id).
 
 use std::hash::{Hash, Hasher};
+use std::time::Duration;
 
 use qunbridge_connectors::model::Segment;
 use qunbridge_connectors::{Envelope, Outbound, Platform};
+
+use super::{CROSS_BOT_TTL, DEDUP_TTL};
 
 /// Separator between key parts.
 const SEP: char = '\u{1f}';
@@ -18,6 +21,17 @@ const SEP: char = '\u{1f}';
 /// The redelivery key of an envelope.
 pub fn envelope(id: &str) -> String {
     format!("i{SEP}{id}")
+}
+
+/// How long a dedup key (an [`envelope`] key or a [`content`] key) is remembered: a
+/// redelivery may come a day later, a second bot's report of the same message seconds after
+/// the first.
+pub fn dedup_ttl(key: &str) -> Duration {
+    if key.starts_with('i') {
+        DEDUP_TTL
+    } else {
+        CROSS_BOT_TTL
+    }
 }
 
 /// The send-log key of an outbound message at one destination account.

@@ -31,8 +31,13 @@ pub use memory::MemoryStore;
 pub use persistent::PersistentStore;
 pub use redis::RedisStore;
 
-/// How long an envelope id (and a cross-bot content key) is remembered for redelivery dedup.
+/// How long an envelope id is remembered for redelivery dedup.
 pub const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a cross-bot key ([`keys::content`]: the same message, or join or leave, reported
+/// by a second bot account of the group) is remembered. Such reports come seconds apart, and
+/// a key this short-lived is held in memory by the persistent store rather than written to
+/// its key table, where each, a digest landing anywhere in the B-tree, cost a page write.
+pub const CROSS_BOT_TTL: Duration = Duration::from_secs(300);
 /// How long the send log remembers that an outbound message was sent to a destination.
 pub const SEND_LOG_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long egress remembers what it sent to a group, for the echo guard.
