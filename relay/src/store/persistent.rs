@@ -97,19 +97,22 @@ const STATS_ROWS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats_row
 const STATS_SENDERS: TableDefinition<&str, ()> = TableDefinition::new("stats_senders");
 /// Held id → JSON [`HeldEntry`]: messages held for review.
 const HELD: TableDefinition<&str, &[u8]> = TableDefinition::new("held");
-/// How long the writer sleeps before a commit while batches are forming (the previous commit
-/// carried at least [`GATHER_FROM`] jobs), so that one commit carries what a sustained stream
-/// brings in that time; never at low and moderate rates, so their latency is that of one
-/// commit. It sleeps rather than waits on the queue: jobs sent meanwhile do not wake it, only
-/// the one that brings the queue to [`WAKE_AT`]. A commit's cost hardly depends on how many
-/// jobs it carries, so this is what makes a message cheap at saturation: 4 ms brought `api` →
-/// `api` from 64–70 to 45–60 µs per message and OneBot → OneBot from 98–150 to 86–98 µs,
-/// where waking on every job and ending the wait after 0.35 ms without one (before) let
-/// commits carry 16–40 messages. The cost: under a sustained stream a write waits up to 4 ms
-/// longer, and a pipeline bounded by a window of deliveries acknowledged after the commit (the
-/// broker's 100) moves at most a window per sleep and commit; 6 ms cost `api` a fifth of its
-/// throughput (docs/BENCHMARKS.md, issue 14 session 17).
-const GATHER_WAIT: Duration = Duration::from_millis(4);
+/// How long the writer sleeps at most before a commit while batches are forming (the previous
+/// commit carried at least [`GATHER_FROM`] jobs), so that one commit carries what a sustained
+/// stream brings in that time; never at low and moderate rates, so their latency is that of
+/// one commit. It sleeps rather than waits on the queue: jobs sent meanwhile do not wake it,
+/// only the one that brings the queue to [`WAKE_AT`], and it wakes every [`GATHER_IDLE`] to
+/// end the sleep when that brought no job. A commit's cost hardly depends on how many jobs it
+/// carries (its pages are shared by them), so this is what makes a message cheap at
+/// saturation: OneBot → OneBot costs 106–124 µs per message at 0.011–0.015 commits each,
+/// against 121–152 µs at 0.028–0.048 with a fixed 4 ms sleep (docs/BENCHMARKS.md, issue 14
+/// session 18). The cost: under a sustained stream a write waits up to this much longer.
+const GATHER_WAIT: Duration = Duration::from_millis(12);
+/// A sleep before a commit ([`GATHER_WAIT`]) ends after this long without a new job: the
+/// writers are then waiting for the commit (a pipeline bounded by a window of deliveries
+/// acknowledged after it, as the broker's 100 are), and sleeping on would only hold them up.
+/// A fixed 12 ms sleep without it halved `api` → `api` throughput; 6 ms cost it a fifth.
+const GATHER_IDLE: Duration = Duration::from_micros(1500);
 /// Jobs in one commit from which the writer takes the input for a sustained stream and sleeps
 /// [`GATHER_WAIT`] before the next: below it, jobs that arrive during a commit already share
 /// the next one, and waiting would only add latency. At 1,000 messages/s (three jobs each) a
@@ -456,13 +459,7 @@ fn write_loop(
         // Group commit: while batches are forming (the last commit carried many jobs), let
         // more queue up, so that one commit carries them; then take what is queued.
         if forming {
-            let until = Instant::now() + GATHER_WAIT;
-            while queued.load(Ordering::Acquire) < WAKE_AT {
-                let Some(left) = until.checked_duration_since(Instant::now()) else {
-                    break;
-                };
-                std::thread::park_timeout(left);
-            }
+            gather(queued);
         }
         while batch.len() < BATCH {
             match jobs.try_recv() {
@@ -490,6 +487,35 @@ fn write_loop(
                 metrics::counter!(crate::metrics::STORE_ERRORS).increment(1);
                 warn!(message = "State store commit failed.", %error);
             }
+        }
+    }
+}
+
+/// Sleeps before a commit while batches are forming, so that the commit carries what a
+/// sustained stream brings meanwhile: until [`GATHER_WAIT`] has passed, [`WAKE_AT`] jobs are
+/// queued, or a whole [`GATHER_IDLE`] brought no job (what writes is waiting for this
+/// commit). Jobs sent meanwhile do not wake it, except the one that brings the queue to
+/// [`WAKE_AT`].
+fn gather(queued: &AtomicUsize) {
+    let until = Instant::now() + GATHER_WAIT;
+    let mut seen = queued.load(Ordering::Acquire);
+    let mut changed = Instant::now();
+    while seen < WAKE_AT {
+        let now = Instant::now();
+        let Some(left) = until.checked_duration_since(now) else {
+            return;
+        };
+        let idle_left = (changed + GATHER_IDLE).saturating_duration_since(now);
+        if idle_left.is_zero() {
+            return;
+        }
+        // A wake-up may come early (a spurious one, or an unpark left from before): only a
+        // whole idle interval ends the sleep.
+        std::thread::park_timeout(left.min(idle_left));
+        let now_queued = queued.load(Ordering::Acquire);
+        if now_queued != seen {
+            seen = now_queued;
+            changed = Instant::now();
         }
     }
 }
