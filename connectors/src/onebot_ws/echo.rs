@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, Notify};
 
@@ -72,9 +73,25 @@ impl Pending {
     }
 }
 
-/// An action frame (the same shape in OneBot v11 and v12).
+/// An action frame (the same shape in OneBot v11 and v12), written straight from its parts
+/// rather than through a JSON object built for it (one per message sent).
 pub fn request(action: &str, params: Value, echo: &str) -> String {
-    json!({ "action": action, "params": params, "echo": echo }).to_string()
+    /// The frame's fields, borrowed.
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        /// The action's name.
+        action: &'a str,
+        /// Its parameters.
+        params: &'a Value,
+        /// What its response carries back.
+        echo: &'a str,
+    }
+    serde_json::to_string(&Frame {
+        action,
+        params: &params,
+        echo,
+    })
+    .unwrap_or_else(|_| json!({ "action": action, "params": params, "echo": echo }).to_string())
 }
 
 #[cfg(test)]

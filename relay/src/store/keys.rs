@@ -107,15 +107,26 @@ fn member(envelope: &Envelope) -> Vec<String> {
 /// The echo-guard key of text said in (or sent to) a group of a platform. Returns `None` for
 /// text with nothing but whitespace (an image alone, say): too little to tell an echo by.
 pub fn echo(platform: Platform, group: &str, text: &str) -> Option<String> {
-    let normalized = normalize(text);
-    if normalized.is_empty() {
-        return None;
-    }
+    let digest = normalized_digest(text)?;
     Some(format!(
-        "e{SEP}{}{SEP}{group}{SEP}{:016x}",
-        platform.as_str(),
-        digest(&normalized)
+        "e{SEP}{}{SEP}{group}{SEP}{digest:016x}",
+        platform.as_str()
     ))
+}
+
+/// The [`digest`] of the [`normalize`]d text, made without building it (egress makes one per
+/// message sent); `None` for text with nothing but whitespace.
+fn normalized_digest(text: &str) -> Option<u64> {
+    let mut hasher = Fnv1a(FNV_OFFSET);
+    let mut words = text.split_whitespace();
+    hasher.write(words.next()?.as_bytes());
+    for word in words {
+        hasher.write(b" ");
+        hasher.write(word.as_bytes());
+    }
+    // As `str`'s `Hash` ends a string.
+    hasher.write_u8(0xff);
+    Some(hasher.finish())
 }
 
 /// The echo-guard key of an inbound message: its text segments, as egress would have sent
@@ -194,13 +205,16 @@ fn has_text(segments: &[Segment]) -> bool {
 /// A stable 64-bit digest (FNV-1a: the same in every process and version, unlike std's
 /// randomly seeded hasher).
 fn digest(text: &str) -> u64 {
-    let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
+    let mut hasher = Fnv1a(FNV_OFFSET);
     text.hash(&mut hasher);
     hasher.finish()
 }
 
 /// FNV-1a, 64 bit.
 struct Fnv1a(u64);
+
+/// FNV-1a's 64-bit offset basis: the state before any byte.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 impl Hasher for Fnv1a {
     fn finish(&self) -> u64 {
@@ -266,6 +280,14 @@ mod tests {
         );
         picture.segments = vec![Segment::image(None, Some("9F3C1A.jpg".into()))];
         assert_eq!(content(&picture).len(), 3, "a named picture is told apart");
+    }
+
+    #[test]
+    fn the_echo_digest_is_the_digest_of_the_normalized_text() {
+        for text in ["hi", "  a  b\tc\n", "你好 世界", "x\u{3000}y", "", " \n "] {
+            let expected = (!normalize(text).is_empty()).then(|| digest(&normalize(text)));
+            assert_eq!(normalized_digest(text), expected, "{text:?}");
+        }
     }
 
     #[test]
