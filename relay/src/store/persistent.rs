@@ -98,11 +98,11 @@ const STATS_SENDERS: TableDefinition<&str, ()> = TableDefinition::new("stats_sen
 /// Held id → JSON [`HeldEntry`]: messages held for review.
 const HELD: TableDefinition<&str, &[u8]> = TableDefinition::new("held");
 /// How long the writer sleeps at most before a commit while batches are forming (the previous
-/// commit carried at least [`GATHER_FROM`] jobs), so that one commit carries what a sustained
-/// stream brings in that time; never at low and moderate rates, so their latency is that of
-/// one commit. It sleeps rather than waits on the queue: jobs sent meanwhile do not wake it,
-/// only the one that brings the queue to [`WAKE_AT`], and it wakes every [`GATHER_IDLE`] to
-/// end the sleep when that brought no job. A commit's cost hardly depends on how many jobs it
+/// commit carried at least [`GATHER_FROM`] jobs, and jobs come at [`GATHER_RATE`] or faster),
+/// so that one commit carries what a sustained stream brings in that time; never at low and
+/// moderate rates, so their latency is that of one commit. It sleeps rather than waits on the
+/// queue: jobs sent meanwhile do not wake it, only the one that brings the queue to
+/// [`WAKE_AT`], and it wakes every [`GATHER_IDLE`] to end the sleep when that brought no job. A commit's cost hardly depends on how many jobs it
 /// carries (its pages are shared by them), so this is what makes a message cheap at
 /// saturation: OneBot → OneBot costs 106–124 µs per message at 0.011–0.015 commits each,
 /// against 121–152 µs at 0.028–0.048 with a fixed 4 ms sleep (docs/BENCHMARKS.md, issue 14
@@ -117,18 +117,17 @@ const GATHER_IDLE: Duration = Duration::from_micros(1500);
 /// sleep [`GATHER_WAIT`] before the next: below it, jobs that arrive during a commit already
 /// share the next one, and waiting would only add latency.
 const GATHER_FROM: usize = 8;
-/// Jobs per second from which the input is a sustained stream worth a sleep: the average
-/// rate ([`JobRate`]) of the jobs commits took, over the time since the commit before took its
-/// own. Counting alone would not do: a 12 ms sleep gathers 36 jobs at 1,000 messages/s, so one burst's large commit
-/// kept every later one sleeping, and that rate's p99 went from 2.4 to 14.6 ms over the soak;
-/// the rate of one commit alone would not either: a stall of the async thread a few
-/// milliseconds long, then its backlog in one commit, started a sleep about once a second on
-/// a shared host (p99 11.7 ms).
-/// Relaying a message makes about two jobs (the outbox put or feed append, and the record;
-/// the core's keys are batched), so 1,000 messages/s bring about 2,200 jobs/s and this is
-/// about 2,000 messages/s; saturation on the 2-core development machine brings 10,000–14,000
-/// (OneBot) to 30,000 (`api`). A higher bar (8,000) let OneBot's stream, bursty through
-/// mosquitto, fall out of gathering (0.17 commits per message against 0.03).
+/// Jobs per second from which the input is a sustained stream worth a sleep: the rate at which
+/// commits took their jobs, averaged over about 50 ms ([`JobRate`]). Counting alone would not
+/// do: a 12 ms sleep gathers 36 jobs at 1,000 messages/s, so one burst's large commit kept
+/// every later one sleeping (soak p99 2.4 → 14.6 ms). The rate of one commit would not either:
+/// a stall of the async thread a few milliseconds long delivers its backlog into one commit,
+/// fast, and that started a sleep about once a second on a shared host (p99 11.7 ms). Relaying
+/// a message makes about two jobs (the outbox put or feed append, and the record; the core's
+/// keys are batched), so 1,000 messages/s bring about 2,200 jobs/s, and this is about 2,000
+/// messages/s; saturation on the 2-core development machine brings 10,000–14,000 (OneBot) to
+/// 30,000 (`api`). A higher bar (8,000) let OneBot's stream, bursty through mosquitto, fall
+/// out of gathering (0.17 commits per message against 0.03).
 const GATHER_RATE: f64 = 4_000.0;
 /// Jobs queued at which a writer sleeping before its commit ([`GATHER_WAIT`]) is woken: a
 /// pipeline whose window of deliveries waits for this commit has then sent what it can, and
@@ -470,7 +469,7 @@ fn write_loop(
             return;
         };
         let mut batch = vec![first];
-        // Group commit: while batches are forming (the last commit carried many jobs), let
+        // Group commit: while batches are forming (a sustained stream, [`GATHER_RATE`]), let
         // more queue up, so that one commit carries them; then take what is queued.
         if forming {
             gather(queued);
@@ -1863,13 +1862,13 @@ mod tests {
             rate.update(2, ms(1));
         }
         assert!(rate.update(2, ms(1)) < GATHER_RATE);
-        // A 20 ms stall, then its backlog in one commit: one batch above, then back below.
-        let after_burst = rate.update(44, ms(2));
-        assert!(rate.update(26, ms(12)) < GATHER_RATE, "{after_burst}");
+        // A 20 ms stall, then its backlog in one commit (22,000 jobs/s for 2 ms), then a 5 ms
+        // stall's: neither lifts it (a rate over one commit would have started a sleep).
+        assert!(rate.update(44, ms(2)) < GATHER_RATE);
+        assert!(rate.update(26, ms(12)) < GATHER_RATE);
         for _ in 0..20 {
             rate.update(2, ms(1));
         }
-        // A 5 ms stall's backlog does not lift it.
         assert!(rate.update(11, ms(1)) < GATHER_RATE);
         // Saturation, 14,000 jobs/s: above within a few tens of milliseconds, and it stays
         // above across 12 ms sleeps.
