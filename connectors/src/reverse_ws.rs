@@ -405,6 +405,49 @@ mod tests {
 
     use super::*;
 
+    #[tokio::test]
+    async fn a_frame_many_reads_long_arrives_whole_over_a_real_socket() {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let mut ws = tokio_tungstenite::accept_async_with_config(
+                stream,
+                Some(socket_config_up_to(4 * MAX_MESSAGE_BYTES)),
+            )
+            .await
+            .expect("handshake");
+            let mut texts = Vec::new();
+            while let Some(Ok(Message::Text(text))) = ws.next().await {
+                texts.push(text.to_string());
+            }
+            texts
+        });
+        let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{address}"))
+            .await
+            .expect("connect");
+        // A picture fetched through `get_file`: 2 MB, 128 reads of the 16 KiB the socket asks
+        // for at most; then a small frame behind it.
+        let large = "b".repeat(2_000_000);
+        client
+            .send(Message::Text(large.clone().into()))
+            .await
+            .expect("send");
+        client
+            .send(Message::Text("after".into()))
+            .await
+            .expect("send");
+        client.close(None).await.expect("close");
+        let texts = server.await.expect("server");
+        assert_eq!(texts.len(), 2);
+        assert_eq!(texts[0], large);
+        assert_eq!(texts[1], "after");
+    }
+
     #[test]
     fn read_failures_that_are_the_peers_fault_are_answered_with_a_close_code() {
         let oversized = WsError::Capacity(CapacityError::MessageTooLong {
