@@ -478,6 +478,12 @@ fn init_tracing(format: LogFormat) -> Result<(), String> {
         }
         Err(_) => EnvFilter::new("info,rumqttd=warn"),
     };
+    // Dependencies that log through `log` (tungstenite traces every frame it reads and
+    // writes) build a record for every call under `log`'s global maximum, and only then
+    // does the filter drop it: about a tenth of the async thread's work per OneBot message.
+    // The maximum is capped at the most the filter shows. The broker-loss layer needs no
+    // `log` record: rumqttd reports through `tracing`.
+    let log_records = log_level(filter.max_level_hint());
     // rumqttd opens a span per publish it routes; no line of ours shows them, and with spans
     // off for its callsites they cost nothing (one of the embedded broker's larger costs).
     let filter = filter.and(qunbridge::broker::lost::not_broker_spans());
@@ -492,7 +498,24 @@ fn init_tracing(format: LogFormat) -> Result<(), String> {
         .with(lines)
         .with(BrokerLosses::layer())
         .try_init()
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    // After `try_init`, which installs the `log` bridge with no maximum.
+    log::set_max_level(log_records);
+    Ok(())
+}
+
+/// The `log` maximum for a filter's most verbose level (`None`: the filter cannot tell, so
+/// every record may be shown).
+fn log_level(most_verbose: Option<tracing::level_filters::LevelFilter>) -> log::LevelFilter {
+    use tracing::level_filters::LevelFilter;
+    match most_verbose {
+        Some(LevelFilter::OFF) => log::LevelFilter::Off,
+        Some(LevelFilter::ERROR) => log::LevelFilter::Error,
+        Some(LevelFilter::WARN) => log::LevelFilter::Warn,
+        Some(LevelFilter::INFO) => log::LevelFilter::Info,
+        Some(LevelFilter::DEBUG) => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    }
 }
 
 /// Loads a config, printing every problem on failure.
@@ -810,4 +833,19 @@ fn async_runtime(
         eprintln!("qunbridge: cannot start the async runtime: {error}");
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_records_are_built_up_to_the_most_verbose_level_the_filter_shows() {
+        let level = |spec: &str| log_level(EnvFilter::new(spec).max_level_hint());
+        assert_eq!(level("info,rumqttd=warn"), log::LevelFilter::Info);
+        assert_eq!(level("warn"), log::LevelFilter::Warn);
+        // A dependency asked for by name at trace still gets its records built.
+        assert_eq!(level("warn,tungstenite=trace"), log::LevelFilter::Trace);
+        assert_eq!(level("off"), log::LevelFilter::Off);
+    }
 }

@@ -3,6 +3,7 @@
 //! first (so `ｅｘａｍｐｌｅ．ｃｏｍ` is found). Normalization maps each character to exactly one
 //! character, so a span found in the normalized text maps back to the original.
 
+use std::cell::OnceCell;
 use std::ops::Range;
 use std::sync::OnceLock;
 
@@ -91,79 +92,112 @@ pub fn url_view(text: &str) -> String {
 
 /// Text normalized for matching, with the way back to the original. Positions are shared as
 /// character indices: every view has one character per original character.
-pub struct Normalized {
+pub struct Normalized<'a> {
+    /// The text as written, for the way back.
+    original: &'a str,
     /// The normalized text (regexes and pattern detectors run on it).
     pub text: String,
     /// The normalized text with every non-ASCII character turned into a space: URLs are found
     /// here, so Chinese text around a link is never taken for part of it.
     pub url_view: String,
-    /// Byte offset in `text` of each character (plus the end).
-    text_offsets: Vec<usize>,
-    /// Byte offset in `url_view` of each character (plus the end).
-    url_offsets: Vec<usize>,
-    /// Byte offset in the original of each character (plus the end).
-    original_offsets: Vec<usize>,
+    /// Where each character starts in each view, built on the first question about a
+    /// position: most texts are searched and nothing is found, and then no position is asked.
+    offsets: OnceCell<Offsets>,
 }
 
-impl Normalized {
-    /// Normalizes a text.
-    pub fn new(original: &str) -> Normalized {
-        let chars: Vec<(usize, char)> = original.char_indices().collect();
+/// Byte offset of each character (plus the end) in each view of a [`Normalized`] text.
+struct Offsets {
+    /// In [`Normalized::text`].
+    text: Vec<usize>,
+    /// In [`Normalized::url_view`].
+    url: Vec<usize>,
+    /// In the original.
+    original: Vec<usize>,
+}
+
+impl<'a> Normalized<'a> {
+    /// Normalizes a text. Only non-ASCII characters can change (full-width forms, the
+    /// ideographic space and full stops), so runs of ASCII are copied as they are.
+    pub fn new(original: &'a str) -> Normalized<'a> {
         let mut text = String::with_capacity(original.len());
-        let mut url_view = String::with_capacity(chars.len());
-        let mut text_offsets = Vec::with_capacity(chars.len() + 1);
-        let mut url_offsets = Vec::with_capacity(chars.len() + 1);
-        let mut original_offsets = Vec::with_capacity(chars.len() + 1);
-        for (i, (offset, c)) in chars.iter().enumerate() {
-            let prev = i.checked_sub(1).map(|p| chars[p].1);
-            let next = chars.get(i + 1).map(|n| n.1);
-            let normalized = normalize_char(prev, *c, next);
-            text_offsets.push(text.len());
-            url_offsets.push(url_view.len());
-            original_offsets.push(*offset);
+        let mut url_view = String::with_capacity(original.len());
+        let mut prev = None;
+        let mut rest = original;
+        while !rest.is_empty() {
+            let ascii = rest.bytes().take_while(u8::is_ascii).count();
+            if ascii > 0 {
+                let (run, after) = rest.split_at(ascii);
+                text.push_str(run);
+                url_view.push_str(run);
+                prev = run.chars().next_back();
+                rest = after;
+                continue;
+            }
+            let mut chars = rest.chars();
+            let Some(c) = chars.next() else {
+                break;
+            };
+            let normalized = normalize_char(prev, c, chars.clone().next());
             text.push(normalized);
             url_view.push(if normalized.is_ascii() {
                 normalized
             } else {
                 ' '
             });
+            prev = Some(c);
+            rest = chars.as_str();
         }
-        text_offsets.push(text.len());
-        url_offsets.push(url_view.len());
-        original_offsets.push(original.len());
         Normalized {
+            original,
             text,
             url_view,
-            text_offsets,
-            url_offsets,
-            original_offsets,
+            offsets: OnceCell::new(),
         }
+    }
+
+    /// The views' character offsets, built once.
+    fn offsets(&self) -> &Offsets {
+        self.offsets.get_or_init(|| {
+            let starts = |view: &str| -> Vec<usize> {
+                view.char_indices()
+                    .map(|(at, _)| at)
+                    .chain(std::iter::once(view.len()))
+                    .collect()
+            };
+            Offsets {
+                text: starts(&self.text),
+                url: starts(&self.url_view),
+                original: starts(self.original),
+            }
+        })
     }
 
     /// Character range of a byte range of `text`.
     pub fn chars_of_text(&self, range: &Range<usize>) -> Range<usize> {
-        to_chars(&self.text_offsets, range)
+        to_chars(&self.offsets().text, range)
     }
 
     /// Character range of a byte range of `url_view`.
     pub fn chars_of_url_view(&self, range: &Range<usize>) -> Range<usize> {
-        to_chars(&self.url_offsets, range)
+        to_chars(&self.offsets().url, range)
     }
 
     /// Character range of a byte range of the original text.
     pub fn chars_of_original(&self, range: &Range<usize>) -> Range<usize> {
-        to_chars(&self.original_offsets, range)
+        to_chars(&self.offsets().original, range)
     }
 
     /// The original byte range of a character range.
     pub fn original_range(&self, chars: &Range<usize>) -> Range<usize> {
-        let at = |i: usize| self.original_offsets[i.min(self.original_offsets.len() - 1)];
+        let offsets = &self.offsets().original;
+        let at = |i: usize| offsets[i.min(offsets.len() - 1)];
         at(chars.start)..at(chars.end)
     }
 
     /// The normalized text of a character range.
     pub fn normalized_slice(&self, chars: &Range<usize>) -> &str {
-        let at = |i: usize| self.text_offsets[i.min(self.text_offsets.len() - 1)];
+        let offsets = &self.offsets().text;
+        let at = |i: usize| offsets[i.min(offsets.len() - 1)];
         &self.text[at(chars.start)..at(chars.end)]
     }
 }
@@ -297,6 +331,46 @@ mod tests {
         let found = urls("看 https://Example.org/x?y=1 和 docs.rs/tokio，还有 1.5 与 你好.世界");
         let hosts: Vec<_> = found.iter().map(|u| u.host.as_str()).collect();
         assert_eq!(hosts, vec!["example.org", "docs.rs"]);
+    }
+
+    #[test]
+    fn normalizing_by_ascii_runs_gives_what_normalizing_each_character_gives() {
+        for original in [
+            "",
+            "a。b",
+            "。a。",
+            "ａ。ｂ x。y 1｡2",
+            "今天的周会改到下午三点 / the weekly meeting moves to 3 pm.",
+            "qb#1#2#1764945000000000000# 去ｅｘａｍｐｌｅ。ｃｏｍ看　ok",
+            "emoji 😀。x",
+        ] {
+            let chars: Vec<char> = original.chars().collect();
+            let expected: String = (0..chars.len())
+                .map(|i| {
+                    normalize_char(
+                        i.checked_sub(1).map(|p| chars[p]),
+                        chars[i],
+                        chars.get(i + 1).copied(),
+                    )
+                })
+                .collect();
+            let normalized = Normalized::new(original);
+            assert_eq!(normalized.text, expected, "{original}");
+            assert_eq!(normalized.url_view, url_view(original), "{original}");
+            // Every character maps back to itself in the original.
+            for (index, (at, c)) in original.char_indices().enumerate() {
+                let range = normalized.original_range(&(index..index + 1));
+                assert_eq!(range, at..at + c.len_utf8(), "{original}");
+                assert_eq!(
+                    normalized.normalized_slice(&(index..index + 1)),
+                    expected
+                        .chars()
+                        .nth(index)
+                        .map(String::from)
+                        .unwrap_or_default()
+                );
+            }
+        }
     }
 
     #[test]

@@ -34,15 +34,16 @@ pub struct StatsCounter {
     seen: Mutex<Seen>,
 }
 
-/// The (account, group, digest) triples already handed to the store, by day, kept as 64-bit
-/// hashes: a collision only skips writing a digest the store most likely holds already.
+/// The members (account, group, platform, user id) whose digests were already handed to the
+/// store, by day, kept as 64-bit hashes: a collision only skips writing a digest the store
+/// most likely holds already.
 #[derive(Default)]
 struct Seen {
     /// Hashes by day (today and yesterday are kept; late events of older days write again).
     by_day: HashMap<Day, HashSet<u64>>,
     /// Hashes held, over all days.
     total: usize,
-    /// Hashes the triples (keys fixed for the process's life).
+    /// Hashes the members (keys fixed for the process's life).
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -118,12 +119,12 @@ impl StatsCounter {
         let origin = &envelope.origin;
         let day = day_of(envelope.ts_ms, self.offset_secs);
         let (account, group) = self.canonical(&origin.account, &origin.group);
-        let digest = self
-            .digester
-            .digest(origin.platform.as_str(), &envelope.sender.id);
+        let platform = origin.platform.as_str();
         let mut senders = BTreeSet::new();
-        if self.first_sight(&account, &group, day, &digest) {
-            senders.insert(digest);
+        // The digest (an HMAC, the larger part of counting a message) is made only for a
+        // sender not yet seen in the group that day.
+        if self.first_sight(&account, &group, day, platform, &envelope.sender.id) {
+            senders.insert(self.digester.digest(platform, &envelope.sender.id));
         }
         if let Some(alias) = self.label(&origin.account, &origin.group) {
             metrics::counter!(crate::metrics::GROUP_MESSAGES, "group" => alias).increment(1);
@@ -214,11 +215,19 @@ impl StatsCounter {
         }
     }
 
-    /// True the first time `digest` is seen for the group and day (as far as memory goes).
-    fn first_sight(&self, account: &str, group: &str, day: Day, digest: &str) -> bool {
+    /// True the first time the member (`platform`, `user`) is seen for the group and day (as
+    /// far as memory goes). The user id is held only inside a hash keyed for this process.
+    fn first_sight(
+        &self,
+        account: &str,
+        group: &str,
+        day: Day,
+        platform: &str,
+        user: &str,
+    ) -> bool {
         use std::hash::BuildHasher;
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        let hash = seen.hasher.hash_one((account, group, digest));
+        let hash = seen.hasher.hash_one((account, group, platform, user));
         if !seen.by_day.contains_key(&day) {
             // A new day: forget the days before yesterday.
             seen.by_day.retain(|kept, _| *kept >= day - 1);

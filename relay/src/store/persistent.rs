@@ -898,7 +898,11 @@ impl StatsPending {
         for delta in deltas {
             let key = stats::row_key(delta.day, &delta.account, &delta.group);
             for digest in &delta.senders {
-                self.senders.insert(format!("{key}|{digest}"));
+                let mut sender = String::with_capacity(key.len() + 1 + digest.len());
+                sender.push_str(&key);
+                sender.push('|');
+                sender.push_str(digest);
+                self.senders.insert(sender);
             }
             if !delta.counts.is_empty() {
                 self.rows.entry(key).or_default().merge(&delta.counts);
@@ -951,7 +955,11 @@ fn sweep_stats(txn: &WriteTransaction, sweep: stats::StatsSweep) -> Result<(), r
 
 /// The outbox index name of a message.
 fn outbox_name(account: &str, key: &str) -> String {
-    format!("{account}\u{1f}{key}")
+    let mut name = String::with_capacity(account.len() + 1 + key.len());
+    name.push_str(account);
+    name.push('\u{1f}');
+    name.push_str(key);
+    name
 }
 
 /// Puts an outbox entry unless it was sent (its key is held, in the key table or among the
