@@ -1074,14 +1074,7 @@ async fn a_newcomers_link_waits_and_is_kept_back_when_a_wave_shows_up(broker: Br
     qq.push_event(said_in(QQ_DESTINATION, 606, SPAMMERS[1], &format!("{ad}2")));
     qq.push_event(said_in(UNLINKED, 607, SPAMMERS[2], &format!("{ad}3")));
     // The two that waited are dropped when their time comes.
-    let deadline = tokio::time::Instant::now() + qunbridge_tests::PATIENCE;
-    while daemon.counter(&wave_drops).await - drops_before < 2.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the waiting copies were not dropped"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    daemon.wait_counter(&wave_drops, drops_before + 2.0).await;
     assert_eq!(holds().await, 3.0, "n1 and two copies waited");
     assert_eq!(
         daemon.counter("qunbridge_moderation_waves_total").await - waves_before,

@@ -448,6 +448,25 @@ impl Daemon {
         metrics::counter(&self.metrics().await, series)
     }
 
+    /// Waits until one series reaches `at_least` and returns its value then.
+    ///
+    /// A peer sees a request before the daemon has read the answer and counted it, so a count
+    /// read right after the peer saw the last request can still be one short.
+    pub async fn wait_counter(&self, series: &str, at_least: f64) -> f64 {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let now = self.counter(series).await;
+            if now >= at_least {
+                return now;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{series} stayed at {now}, below {at_least}, for {PATIENCE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops the daemon as SIGTERM would and returns what `run` returned.
     pub async fn stop(mut self) -> Result<(), RunError> {
         self.shut_down().await
