@@ -35,7 +35,9 @@ pub trait FeedLog: Send + Sync + 'static {
     ) -> Result<(Vec<(u64, String)>, u64), FeedLogError>;
 
     /// Appends an event unless one with the same `key` (the outbound id and destination) is
-    /// already there; keeps at most `keep` events of the group. Resolves once the event is on
+    /// already there; keeps the newest `keep` events of the group (a log may remove older
+    /// ones in batches, so it may hold some more until then: [`FeedLog::recent`] is asked
+    /// for what a consumer may get). Resolves once the event is on
     /// disk, so a message is acknowledged to the broker only when a consumer can get it.
     /// Appends are applied in the order of the calls (not of the first polls), so a
     /// connector may keep several in flight and still number a group's events in order.

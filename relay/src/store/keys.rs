@@ -13,7 +13,7 @@ use std::time::Duration;
 use qunbridge_connectors::model::Segment;
 use qunbridge_connectors::{Envelope, Outbound, Platform};
 
-use super::{CROSS_BOT_TTL, DEDUP_TTL};
+use super::{CROSS_BOT_TTL, REDELIVERY_TTL};
 
 /// Separator between key parts.
 const SEP: char = '\u{1f}';
@@ -69,11 +69,11 @@ pub fn envelope(id: &str) -> String {
 }
 
 /// How long a dedup key (an [`envelope`] key or a [`content`] key) is remembered: a
-/// redelivery may come a day later, a second bot's report of the same message seconds after
-/// the first.
+/// redelivery comes within seconds (a later one is dropped by egress's send log), a second
+/// bot's report of the same message seconds after the first.
 pub fn dedup_ttl(key: &str) -> Duration {
     if key.starts_with('i') {
-        DEDUP_TTL
+        REDELIVERY_TTL
     } else {
         CROSS_BOT_TTL
     }

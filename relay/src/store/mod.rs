@@ -31,7 +31,16 @@ pub use memory::MemoryStore;
 pub use persistent::PersistentStore;
 pub use redis::RedisStore;
 
-/// How long an envelope id is remembered for redelivery dedup.
+/// How long the core remembers an envelope id ([`keys::envelope`]) to drop a redelivered
+/// copy. Redeliveries come within seconds (a broker resending what was unacknowledged at a
+/// reconnect, DingTalk Stream resending an event it got no ACK for); one later than this
+/// still reaches no group twice, because egress drops it by the send log
+/// ([`SEND_LOG_TTL`]). Ten minutes is as long as a short-lived key lives, so the persistent store
+/// holds these keys in memory rather than in its key table, where each, landing anywhere in
+/// the B-tree, cost a page write per commit.
+pub const REDELIVERY_TTL: Duration = Duration::from_secs(600);
+/// How long an `api` feed remembers the key of a message it appended, so that a copy sent
+/// again is not appended twice.
 pub const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long a cross-bot key ([`keys::content`]: the same message, or join or leave, reported
 /// by a second bot account of the group) is remembered. Such reports come seconds apart, and

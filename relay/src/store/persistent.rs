@@ -658,6 +658,8 @@ fn commit(
                 }
             }
         }
+        let feed_seqs = std::mem::take(&mut tables.feed_seqs);
+        feed_seqs.write(&mut tables.meta).map_err(backend)?;
         expiring.write(&txn, &mut tables.meta).map_err(backend)?;
         // The sweep and the group-health counts open tables of their own.
         drop(tables);
@@ -719,6 +721,9 @@ struct Tables<'txn> {
     feed_keys: redb::Table<'txn, &'static str, (u64, u64)>,
     /// Counters ([`META`]).
     meta: redb::Table<'txn, &'static str, u64>,
+    /// The last sequence number of each feed appended to in this commit, written to `meta`
+    /// once at its end rather than read and written for every event.
+    feed_seqs: FeedSeqs,
 }
 
 impl<'txn> Tables<'txn> {
@@ -733,8 +738,58 @@ impl<'txn> Tables<'txn> {
             feed: txn.open_table(FEED)?,
             feed_keys: txn.open_table(FEED_KEYS)?,
             meta: txn.open_table(META)?,
+            feed_seqs: FeedSeqs::default(),
         })
     }
+}
+
+/// A fraction of a feed's `keep`: old events are removed once this many more than `keep`
+/// have come (in a batch of them), so a feed holds up to about an eighth more than it
+/// keeps. `recent` returns only the newest it is asked for.
+const TRIM_FRACTION: u64 = 8;
+
+/// The feeds' sequence numbers within one commit ([`Tables::feed_seqs`]).
+#[derive(Default)]
+struct FeedSeqs {
+    /// A feed (`account␟group`) and its last number.
+    last: Vec<(String, u64)>,
+}
+
+impl FeedSeqs {
+    /// The next number of `feed`: one after the last given out in this commit, or after the
+    /// one stored in `meta`.
+    fn next(
+        &mut self,
+        meta: &redb::Table<&'static str, u64>,
+        feed: &str,
+    ) -> Result<u64, redb::Error> {
+        if let Some((_, last)) = self.last.iter_mut().find(|(name, _)| name == feed) {
+            *last += 1;
+            return Ok(*last);
+        }
+        let next = meta
+            .get(feed_counter(feed).as_str())?
+            .map_or(0, |v| v.value())
+            + 1;
+        self.last.push((feed.to_owned(), next));
+        Ok(next)
+    }
+
+    /// Stores the last numbers in `meta`.
+    fn write(self, meta: &mut redb::Table<&'static str, u64>) -> Result<(), redb::Error> {
+        for (feed, last) in &self.last {
+            meta.insert(feed_counter(feed).as_str(), *last)?;
+        }
+        Ok(())
+    }
+}
+
+/// The meta key of a feed's sequence counter.
+fn feed_counter(feed: &str) -> String {
+    let mut counter = String::with_capacity(4 + feed.len());
+    counter.push_str("seq\u{1f}");
+    counter.push_str(feed);
+    counter
 }
 
 /// Milliseconds from now until `ttl` passes.
@@ -1050,6 +1105,7 @@ fn apply_append(
         feed_keys,
         meta,
         feed: events,
+        feed_seqs,
         ..
     } = tables;
     let earlier = feed_keys.get(key)?.map(|v| v.value());
@@ -1058,21 +1114,15 @@ fn apply_append(
             return Ok(Appended { seq, fresh: false });
         }
     }
-    let counter = format!("seq\u{1f}{feed}");
-    let seq = meta.get(counter.as_str())?.map_or(0, |v| v.value()) + 1;
-    meta.insert(counter.as_str(), seq)?;
+    let seq = feed_seqs.next(meta, feed)?;
     events.insert((feed, seq), json)?;
     let keep = keep.max(1) as u64;
-    if seq > keep {
-        // Events before the kept window go; normally exactly one.
+    let batch = (keep / TRIM_FRACTION).max(1);
+    if seq > keep && (seq - keep) % batch == 0 {
+        // Events before the kept window go, a batch at a time: one removal of a run of
+        // neighbours costs about what removing one does.
         let first_kept = seq - keep + 1;
-        let old: Vec<u64> = events
-            .range((feed, 0)..(feed, first_kept))?
-            .filter_map(|entry| entry.ok().map(|(k, _)| k.value().1))
-            .collect();
-        for old_seq in old {
-            events.remove((feed, old_seq))?;
-        }
+        events.retain_in((feed, 0)..(feed, first_kept), |_, _| false)?;
     }
     let until = expiry(now, DEDUP_TTL);
     feed_keys.insert(key, (seq, until))?;
@@ -1483,7 +1533,7 @@ impl FeedLog for PersistentStore {
             let txn = self.db.begin_read()?;
             let meta = txn.open_table(META)?;
             let last = meta
-                .get(format!("seq\u{1f}{feed}").as_str())?
+                .get(feed_counter(&feed).as_str())?
                 .map_or(0, |v| v.value());
             let events = txn.open_table(FEED)?;
             let first = last.saturating_sub(limit as u64) + 1;
@@ -1633,6 +1683,77 @@ mod tests {
         let (events, next) = store.recent("api", "g", 10).expect("recent");
         assert_eq!(events, vec![(3, "e3".to_owned()), (4, "e4".to_owned())]);
         assert_eq!(next, 5);
+    }
+
+    #[tokio::test]
+    async fn a_feed_is_numbered_in_order_within_a_commit_and_trimmed_in_batches_to_what_it_keeps() {
+        const KEEP: usize = 16;
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = PersistentStore::open(dir.path()).expect("open");
+            // Queued together, so that commits carry several appends of the feed.
+            let appends: Vec<_> = (1..=40)
+                .map(|n| {
+                    store.append(
+                        "api".into(),
+                        "g".into(),
+                        format!("k{n}"),
+                        format!("e{n}"),
+                        KEEP,
+                    )
+                })
+                .collect();
+            for (n, append) in (1u64..).zip(appends) {
+                assert_eq!(
+                    append.await.expect("append"),
+                    Appended {
+                        seq: n,
+                        fresh: true
+                    }
+                );
+            }
+            let (events, next) = store.recent("api", "g", KEEP).expect("recent");
+            let expected: Vec<(u64, String)> = (25..=40).map(|n| (n, format!("e{n}"))).collect();
+            assert_eq!(events, expected);
+            assert_eq!(next, 41);
+            let held = store.counts().expect("counts").feed_events;
+            // Removed a batch (an eighth of what it keeps) at a time: 40 is a batch boundary.
+            assert_eq!(held, KEEP as u64, "events held after 40 appends");
+            store
+                .append("api".into(), "g".into(), "k41".into(), "e41".into(), KEEP)
+                .await
+                .expect("append");
+            let held = store.counts().expect("counts").feed_events;
+            assert_eq!(held, KEEP as u64 + 1, "one more until the next batch");
+        }
+        let store = PersistentStore::open(dir.path()).expect("reopen");
+        let again = store
+            .append("api".into(), "g".into(), "k7".into(), "e7".into(), KEEP)
+            .await
+            .expect("append");
+        assert_eq!(
+            again,
+            Appended {
+                seq: 7,
+                fresh: false
+            },
+            "its key is remembered"
+        );
+        let next = store
+            .append("api".into(), "g".into(), "k42".into(), "e42".into(), KEEP)
+            .await
+            .expect("append");
+        assert_eq!(
+            next,
+            Appended {
+                seq: 42,
+                fresh: true
+            },
+            "numbers go on after reopening"
+        );
+        let (events, _) = store.recent("api", "g", KEEP).expect("recent");
+        assert_eq!(events.first().map(|e| e.0), Some(27));
+        assert_eq!(events.last().map(|e| e.0), Some(42));
     }
 
     fn waiting(key: &str) -> OutboxEntry {

@@ -1,6 +1,6 @@
 //! The persistent store's short-lived keys (the echo guard's fingerprints, held for two
-//! minutes, and the cross-bot content keys, five): looked up in memory instead of in the
-//! `keys` table.
+//! minutes, the cross-bot content keys, five, and the envelope ids of redelivery dedup, ten):
+//! looked up in memory instead of in the `keys` table.
 //!
 //! A fingerprint is a digest of the text, so each one would land at a random place in the
 //! table's B-tree, and redb rewrites a 4 KiB page for every such key in every commit: about
@@ -24,11 +24,12 @@ use std::time::Duration;
 
 /// Keys written with a time to live up to this are short-lived.
 pub const LONGEST: Duration = Duration::from_secs(600);
-/// Most short-lived keys held in memory: two minutes of echo-guard keys at about 830
-/// messages/s (a message from a platform with cross-bot keys adds its content key for five
-/// minutes: about 240 such messages/s), or a burst of 100,000 keys. Past it, further keys go
-/// to the table as before (at a steady 1,000 `api` messages/s, about one in six). The table reserved for twice as
-/// many takes about 3.4 MB (13 bytes a slot, 262,144 slots), touched as keys arrive.
+/// Most short-lived keys held in memory: a relayed message leaves its envelope id for ten
+/// minutes and an echo-guard key for two, so this holds a steady 140 messages/s (a message
+/// from a platform with cross-bot keys adds its content key for five minutes: about 100 such
+/// messages/s), or a burst of 50,000 messages. Past it, further keys go to the table as
+/// before. The table reserved for twice as many takes about 3.4 MB (13 bytes a slot, 262,144
+/// slots), touched as keys arrive.
 pub const MAX_ENTRIES: usize = 100_000;
 
 /// A key's 64-bit hash as two halves, so that an entry (hash and expiry) packs in 12 bytes
