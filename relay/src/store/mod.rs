@@ -18,6 +18,7 @@ pub mod persistent;
 pub mod redis;
 mod short_lived;
 pub mod stats;
+mod table_letters;
 
 use std::time::Duration;
 

@@ -36,6 +36,7 @@ use super::held::HeldEntry;
 use super::outbox_index::OutboxIndex;
 use super::short_lived::{self, ShortLived};
 use super::stats::{self, DayCounts, DayRow, StatsDelta};
+use super::table_letters::TableLetters;
 use super::{
     CopyRecord, DaySenders, OriginEntry, OutboxEntry, OutboxPut, RelayStore, StoreError,
     WriteBatch, DEDUP_TTL, MAP_TTL,
@@ -217,6 +218,10 @@ pub struct PersistentStore {
     /// Jobs queued and not yet taken by the writer: the submit that brings it to [`WAKE_AT`]
     /// wakes a writer sleeping before its commit.
     queued: Arc<AtomicUsize>,
+    /// The namespaces the key table may hold, shared with the writer thread, which notes
+    /// the keys it puts there: a lookup of a short-lived key that is not in memory reads the
+    /// table only when keys of its kind were put there.
+    table_letters: Arc<TableLetters>,
 }
 
 impl PersistentStore {
@@ -259,6 +264,9 @@ impl PersistentStore {
             .map_err(|error| unreadable(error.to_string()))?;
         let short_lived = Arc::new(Mutex::new(held));
         let outbox_index = load_outbox_index(&db).map_err(|error| unreadable(error.to_string()))?;
+        let table_letters =
+            Arc::new(load_table_letters(&db).map_err(|error| unreadable(error.to_string()))?);
+        let writer_letters = table_letters.clone();
         let (jobs, rx) = std_mpsc::sync_channel(QUEUE);
         let writer_db = db.clone();
         let writer_keys = short_lived.clone();
@@ -266,7 +274,14 @@ impl PersistentStore {
         let writer_queued = queued.clone();
         let writer = std::thread::Builder::new()
             .name("qunbridge-store".into())
-            .spawn(move || write_loop(&writer_db, &rx, &writer_queued, &writer_keys, outbox_index))
+            .spawn(move || {
+                let shared = WriterShared {
+                    queued: &writer_queued,
+                    short_lived: &writer_keys,
+                    table_letters: &writer_letters,
+                };
+                write_loop(&writer_db, &rx, &shared, outbox_index)
+            })
             .map_err(backend)?;
         info!(message = "State store opened.", path = %shown, short_lived_keys);
         Ok(PersistentStore {
@@ -277,6 +292,7 @@ impl PersistentStore {
             path,
             short_lived,
             queued,
+            table_letters,
         })
     }
 
@@ -448,14 +464,35 @@ fn load_outbox_index(db: &Database) -> Result<OutboxIndex, redb::Error> {
     Ok(index)
 }
 
+/// The namespaces of the keys the key table holds.
+fn load_table_letters(db: &Database) -> Result<TableLetters, redb::Error> {
+    let txn = db.begin_read()?;
+    let keys = txn.open_table(KEYS)?;
+    TableLetters::of_table(&keys)
+}
+
+/// What the writer thread shares with the store's readers.
+struct WriterShared<'a> {
+    /// Jobs queued and not yet taken.
+    queued: &'a AtomicUsize,
+    /// Short-lived keys, to which a commit adds its own once it is durable.
+    short_lived: &'a Mutex<ShortLived>,
+    /// The namespaces the key table may hold, noted before each commit that writes there.
+    table_letters: &'a TableLetters,
+}
+
 /// The writer thread: takes what has queued, applies it in one transaction, commits, answers.
 fn write_loop(
     db: &Database,
     jobs: &std_mpsc::Receiver<Job>,
-    queued: &AtomicUsize,
-    short_lived: &Mutex<ShortLived>,
+    shared: &WriterShared<'_>,
     mut outbox_index: OutboxIndex,
 ) {
+    let WriterShared {
+        queued,
+        short_lived,
+        table_letters,
+    } = *shared;
     let hasher = lock(short_lived).hasher().clone();
     let mut last_sweep = Instant::now();
     let mut written_since_sweep = false;
@@ -487,7 +524,14 @@ fn write_loop(
         forming = batch.len() >= GATHER_FROM && rate.update(batch.len(), span) >= GATHER_RATE;
         let sweep = written_since_sweep && last_sweep.elapsed() >= SWEEP_EVERY;
         let started = Instant::now();
-        let outcome = commit(db, batch, sweep, short_lived, &hasher, &mut outbox_index);
+        let fleeting = Fleeting {
+            set: short_lived,
+            hasher: &hasher,
+            room: lock(short_lived).room(now_ms()),
+            held: Vec::new(),
+            table_letters,
+        };
+        let outcome = commit(db, batch, sweep, fleeting, &mut outbox_index);
         metrics::counter!(crate::metrics::STORE_COMMITS).increment(1);
         metrics::histogram!(crate::metrics::STORE_COMMIT_SECONDS)
             .record(started.elapsed().as_secs_f64());
@@ -569,6 +613,8 @@ struct Fleeting<'a> {
     room: usize,
     /// (hash, expiry) of the commit's short-lived keys.
     held: Vec<(u64, u64)>,
+    /// The namespaces of the key table, noted for each key this commit puts there.
+    table_letters: &'a TableLetters,
 }
 
 impl Fleeting<'_> {
@@ -599,17 +645,11 @@ fn commit(
     db: &Database,
     jobs: Vec<Job>,
     sweep: bool,
-    short_lived: &Mutex<ShortLived>,
-    hasher: &RandomState,
+    mut fleeting: Fleeting<'_>,
     outbox_index: &mut OutboxIndex,
 ) -> Result<(), StoreError> {
+    let short_lived = fleeting.set;
     let mut done = Vec::with_capacity(jobs.len());
-    let mut fleeting = Fleeting {
-        set: short_lived,
-        hasher,
-        room: lock(short_lived).room(now_ms()),
-        held: Vec::new(),
-    };
     let outcome = (|| -> Result<(), StoreError> {
         let txn = db.begin_write().map_err(backend)?;
         let now = now_ms();
@@ -902,6 +942,7 @@ fn apply_write(
         if fleeting.take(key, *ttl, until) {
             expiring.add(until, IN_MEMORY, key);
         } else {
+            fleeting.table_letters.note(key);
             tables.keys.insert(key.as_str(), until)?;
             expiring.add(until, IN_KEYS, key);
         }
@@ -1325,10 +1366,13 @@ impl RelayStore for PersistentStore {
         if in_memory {
             return Box::pin(async { Ok(true) });
         }
+        if !keys.iter().any(|key| self.table_letters.may_hold(key)) {
+            return Box::pin(async { Ok(false) });
+        }
         let held = (|| {
             let txn = self.db.begin_read().map_err(backend)?;
             let table = txn.open_table(KEYS).map_err(backend)?;
-            for key in keys {
+            for key in keys.iter().filter(|key| self.table_letters.may_hold(key)) {
                 if let Some(until) = table.get(key.as_str()).map_err(backend)? {
                     if until.value() > now {
                         return Ok(true);
@@ -1965,6 +2009,11 @@ mod tests {
                 .holds_any(&owned(&["x", "e\u{1f}qq\u{1f}1\u{1f}00ff"]))
                 .await
                 .expect("read"));
+            // A key of a kind held in memory that went to the table is found there too.
+            assert!(store
+                .holds_any(&owned(&["i\u{1f}qq:1:7"]))
+                .await
+                .expect("read"));
         }
         let store = PersistentStore::open(dir.path()).expect("reopen");
         assert_eq!(store.counts().expect("counts").short_lived_keys, 1);
@@ -2021,11 +2070,13 @@ mod tests {
     fn short_lived_keys_past_the_room_in_memory_and_long_lived_keys_go_to_the_table() {
         let hasher = RandomState::new();
         let set = Mutex::new(ShortLived::new(10));
+        let letters = TableLetters::default();
         let mut fleeting = Fleeting {
             set: &set,
             hasher: &hasher,
             room: 1,
             held: Vec::new(),
+            table_letters: &letters,
         };
         let two_minutes = Duration::from_secs(120);
         assert!(!fleeting.take("long", crate::store::DEDUP_TTL, 9));
