@@ -1729,32 +1729,32 @@ mod tests {
         assert_eq!(next, 5);
     }
 
+    /// Appends event `n` (key `k<n>`, text `e<n>`) to feed `api`/`g`, keeping `keep`.
+    fn append_numbered(
+        store: &PersistentStore,
+        n: u64,
+        keep: usize,
+    ) -> BoxFuture<'static, Result<Appended, FeedLogError>> {
+        store.append(
+            "api".into(),
+            "g".into(),
+            format!("k{n}"),
+            format!("e{n}"),
+            keep,
+        )
+    }
+
     #[tokio::test]
     async fn a_feed_is_numbered_in_order_within_a_commit_and_trimmed_in_batches_to_what_it_keeps() {
         const KEEP: usize = 16;
+        let appended = |seq, fresh| Appended { seq, fresh };
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = PersistentStore::open(dir.path()).expect("open");
             // Queued together, so that commits carry several appends of the feed.
-            let appends: Vec<_> = (1..=40)
-                .map(|n| {
-                    store.append(
-                        "api".into(),
-                        "g".into(),
-                        format!("k{n}"),
-                        format!("e{n}"),
-                        KEEP,
-                    )
-                })
-                .collect();
+            let appends: Vec<_> = (1..=40).map(|n| append_numbered(&store, n, KEEP)).collect();
             for (n, append) in (1u64..).zip(appends) {
-                assert_eq!(
-                    append.await.expect("append"),
-                    Appended {
-                        seq: n,
-                        fresh: true
-                    }
-                );
+                assert_eq!(append.await.expect("append"), appended(n, true));
             }
             let (events, next) = store.recent("api", "g", KEEP).expect("recent");
             let expected: Vec<(u64, String)> = (25..=40).map(|n| (n, format!("e{n}"))).collect();
@@ -1763,38 +1763,15 @@ mod tests {
             let held = store.counts().expect("counts").feed_events;
             // Removed a batch (an eighth of what it keeps) at a time: 40 is a batch boundary.
             assert_eq!(held, KEEP as u64, "events held after 40 appends");
-            store
-                .append("api".into(), "g".into(), "k41".into(), "e41".into(), KEEP)
-                .await
-                .expect("append");
+            append_numbered(&store, 41, KEEP).await.expect("append");
             let held = store.counts().expect("counts").feed_events;
             assert_eq!(held, KEEP as u64 + 1, "one more until the next batch");
         }
         let store = PersistentStore::open(dir.path()).expect("reopen");
-        let again = store
-            .append("api".into(), "g".into(), "k7".into(), "e7".into(), KEEP)
-            .await
-            .expect("append");
-        assert_eq!(
-            again,
-            Appended {
-                seq: 7,
-                fresh: false
-            },
-            "its key is remembered"
-        );
-        let next = store
-            .append("api".into(), "g".into(), "k42".into(), "e42".into(), KEEP)
-            .await
-            .expect("append");
-        assert_eq!(
-            next,
-            Appended {
-                seq: 42,
-                fresh: true
-            },
-            "numbers go on after reopening"
-        );
+        let again = append_numbered(&store, 7, KEEP).await.expect("append");
+        assert_eq!(again, appended(7, false), "its key is remembered");
+        let next = append_numbered(&store, 42, KEEP).await.expect("append");
+        assert_eq!(next, appended(42, true), "numbers go on after reopening");
         let (events, _) = store.recent("api", "g", KEEP).expect("recent");
         assert_eq!(events.first().map(|e| e.0), Some(27));
         assert_eq!(events.last().map(|e| e.0), Some(42));
