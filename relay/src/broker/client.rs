@@ -17,6 +17,8 @@
 //!   generation they arrived on; an ack for a delivery from an earlier connection is skipped
 //!   (the broker redelivers it), because its packet id may name a different message on the new
 //!   connection.
+//! - **One flush per burst to an external broker.** rumqttc's handles and session state, driven
+//!   by [`super::connection::Connection`], which writes every queued packet before flushing.
 //! - **In process when it can.** A client of the daemon that runs the embedded broker talks to
 //!   its router over an in-process link ([`super::local`]) instead of loopback TCP, with the
 //!   same contract.
@@ -26,15 +28,13 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use qunbridge_connectors::backoff::Backoff;
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions,
-    Outgoing, Packet, Publish, QoS, Request, TlsConfiguration, Transport,
-};
+use rumqttc::{AsyncClient, Event, LastWill, Login, Outgoing, Packet, Publish, QoS, Request};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::connection::{Connection, ConnectionError, ConnectionOptions};
 use super::delivery::SharedAcks;
 pub use super::delivery::{next_delivery, Delivery};
 use super::flow::{Capacity, FlowError};
@@ -45,7 +45,9 @@ use crate::config::{BrokerMode, Secret};
 pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
 /// Keep-alive interval.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
-/// Requests rumqttc buffers between the client handles and the event loop.
+/// How long connecting to the broker, and flushing to it, may take.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests buffered between the client handles and the event loop.
 const REQUEST_CAPACITY: usize = 1024;
 /// Outgoing QoS 1 publishes in flight per connection.
 const INFLIGHT: u16 = 200;
@@ -279,41 +281,41 @@ impl BrokerClient {
         if let Some(broker) = options.endpoint.local.clone() {
             return Self::start_local(&broker, options, stop);
         }
-        let mut mqtt = MqttOptions::new(
-            options.client_id.clone(),
-            options.endpoint.host.clone(),
-            options.endpoint.port,
-        );
-        mqtt.set_keep_alive(KEEP_ALIVE)
-            .set_clean_session(false)
-            .set_manual_acks(true)
-            .set_inflight(INFLIGHT)
-            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
-        if let Some(user) = &options.endpoint.username {
+        let login = options.endpoint.username.as_ref().map(|user| {
             let password = options
                 .endpoint
                 .password
                 .as_ref()
                 .map(|p| p.expose().to_owned())
                 .unwrap_or_default();
-            mqtt.set_credentials(user.clone(), password);
-        }
-        if let Some((topic, payload)) = &options.will {
-            mqtt.set_last_will(LastWill::new(
-                topic,
-                payload.clone(),
-                QoS::AtLeastOnce,
-                true,
-            ));
-        }
-        if options.endpoint.tls {
-            mqtt.set_transport(Transport::Tls(tls_config()?));
-        }
-        let (client, mut eventloop) = AsyncClient::new(mqtt, REQUEST_CAPACITY);
-        let mut network = NetworkOptions::new();
-        network.set_tcp_nodelay(true);
-        network.set_connection_timeout(10);
-        eventloop.set_network_options(network);
+            Login::new(user.clone(), password)
+        });
+        let last_will = options
+            .will
+            .as_ref()
+            .map(|(topic, payload)| LastWill::new(topic, payload.clone(), QoS::AtLeastOnce, true));
+        let tls = if options.endpoint.tls {
+            Some(tls_config()?)
+        } else {
+            None
+        };
+        let (requests_tx, requests) = flume::bounded(REQUEST_CAPACITY);
+        let client = AsyncClient::from_senders(requests_tx);
+        let eventloop = Connection::new(
+            ConnectionOptions {
+                client_id: options.client_id.clone(),
+                host: options.endpoint.host.clone(),
+                port: options.endpoint.port,
+                tls,
+                keep_alive: KEEP_ALIVE,
+                login,
+                last_will,
+                max_packet_bytes: MAX_PACKET_BYTES,
+                inflight: INFLIGHT,
+                timeout: CONNECTION_TIMEOUT,
+            },
+            requests,
+        );
 
         let shared = Arc::new(Shared {
             tracker: Mutex::new(AckTracker::default()),
@@ -579,7 +581,7 @@ impl BrokerClient {
 }
 
 /// rustls with the system's root certificates and the ring provider.
-fn tls_config() -> Result<TlsConfiguration, BrokerError> {
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, BrokerError> {
     let mut roots = rustls::RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
     for cert in found.certs {
@@ -597,7 +599,7 @@ fn tls_config() -> Result<TlsConfiguration, BrokerError> {
     .map_err(|e| BrokerError::Tls(e.to_string()))?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    Ok(TlsConfiguration::Rustls(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 /// What the event loop tells the handles about the connection.
@@ -612,7 +614,7 @@ struct StateSignals {
 /// packet ids for confirmations, numbers deliveries for in-order acks, and puts back the
 /// publishes a broker that lost the session dropped.
 async fn run_event_loop(
-    mut eventloop: EventLoop,
+    mut eventloop: Connection,
     client: AsyncClient,
     shared: Arc<Shared>,
     options: ClientOptions,

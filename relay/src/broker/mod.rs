@@ -2,6 +2,7 @@
 //! loses), the client every component uses, and the topic names.
 
 pub mod client;
+pub mod connection;
 pub mod delivery;
 pub mod embedded;
 pub mod flow;
