@@ -35,7 +35,7 @@ const WRITE_BATCH: usize = 256;
 const READ_BATCH: usize = 64;
 /// Bytes written into the buffer before it is flushed in the middle of a batch (the codec's
 /// default, 8 KiB, would flush every eight envelopes or so).
-const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Why the connection failed or ended.
 #[derive(Debug, thiserror::Error)]
