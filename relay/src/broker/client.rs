@@ -301,7 +301,7 @@ impl BrokerClient {
         };
         let (requests_tx, requests) = flume::bounded(REQUEST_CAPACITY);
         let client = AsyncClient::from_senders(requests_tx);
-        let eventloop = Connection::new(
+        let connection = Connection::new(
             ConnectionOptions {
                 client_id: options.client_id.clone(),
                 host: options.endpoint.host.clone(),
@@ -339,7 +339,7 @@ impl BrokerClient {
             client_id: options.client_id.clone().into(),
         };
         let task = tokio::spawn(run_event_loop(
-            eventloop,
+            connection,
             client,
             shared,
             options,
@@ -610,11 +610,11 @@ struct StateSignals {
     subscribed: watch::Sender<bool>,
 }
 
-/// Polls rumqttc until told to stop or disconnected, reconnecting with backoff: tracks
+/// Polls the connection until told to stop or disconnected, reconnecting with backoff: tracks
 /// packet ids for confirmations, numbers deliveries for in-order acks, and puts back the
 /// publishes a broker that lost the session dropped.
 async fn run_event_loop(
-    mut eventloop: Connection,
+    mut connection: Connection,
     client: AsyncClient,
     shared: Arc<Shared>,
     options: ClientOptions,
@@ -636,14 +636,14 @@ async fn run_event_loop(
     loop {
         let event = tokio::select! {
             _ = stop.cancelled() => break,
-            event = eventloop.poll() => event,
+            event = connection.poll() => event,
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 // A new connection: earlier deliveries will be redelivered on it.
                 shared.acks.new_connection();
                 backoff.reset();
-                drop_stale_acks(&mut eventloop.pending);
+                drop_stale_acks(&mut connection.pending);
                 if !ack.session_present && ever_connected {
                     // What the broker held for us is gone with the session.
                     if let Some(pool) = shared.flow.get().and_then(|f| f.deliveries.as_ref()) {
@@ -658,7 +658,7 @@ async fn run_event_loop(
                         client = client_id,
                         count = unacked.len()
                     );
-                    eventloop.pending.extend(unacked.drain(..));
+                    connection.pending.extend(unacked.drain(..));
                 }
                 if subscribe {
                     let filters = options
@@ -700,7 +700,7 @@ async fn run_event_loop(
                 if disconnecting || matches!(error, ConnectionError::RequestsDone) {
                     break;
                 }
-                unacked = eventloop
+                unacked = connection
                     .pending
                     .iter()
                     .filter(|r| matches!(r, Request::Publish(_)))
