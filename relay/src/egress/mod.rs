@@ -10,6 +10,7 @@
 pub mod coalesce;
 pub mod pacing;
 pub mod queue;
+mod record;
 pub mod send;
 pub mod split;
 
@@ -25,6 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::pacing::Pacer;
+use self::record::Recorder;
 use crate::activity::{Activity, QueueDepths, WorkGuard};
 use crate::metrics::QUEUE_DEPTH;
 use crate::policy::EgressPolicy;
@@ -261,16 +263,24 @@ pub struct Dispatcher {
     tasks: JoinSet<()>,
     /// In-flight counter; also holds the per-destination queue depths.
     activity: Arc<Activity>,
+    /// Writes the records of every destination's sends (dropped at [`Dispatcher::finish`],
+    /// so the recorder ends once the workers are gone).
+    recorder: Recorder,
+    /// The recorder's task.
+    recording: tokio::task::JoinHandle<()>,
 }
 
 impl Dispatcher {
     /// A dispatcher for one account.
     pub fn new(shared: AccountEgress, activity: Arc<Activity>) -> Dispatcher {
+        let (recorder, recording) = Recorder::start(shared.account.clone(), shared.store.clone());
         Dispatcher {
             shared: Arc::new(shared),
             workers: HashMap::new(),
             tasks: JoinSet::new(),
             activity,
+            recorder,
+            recording,
         }
     }
 
@@ -290,6 +300,7 @@ impl Dispatcher {
                 group.clone(),
                 rx,
                 self.shared.clone(),
+                self.recorder.clone(),
                 depth.clone(),
             ));
             self.workers.insert(group, (tx, depth));
@@ -307,10 +318,14 @@ impl Dispatcher {
     }
 
     /// Closes every queue and waits for the workers (they stop on the stop token, or once
-    /// their queues are empty).
+    /// their queues are empty), then for the records of their sends to be written.
     pub async fn finish(mut self) {
         self.workers.clear();
         while self.tasks.join_next().await.is_some() {}
+        drop(self.recorder);
+        if let Err(error) = self.recording.await {
+            tracing::warn!(message = "The recorder of an account's sends failed.", account = %self.shared.account, %error);
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 
 use super::coalesce;
 use super::pacing::{acquire, Pacer};
+use super::record::{Record, Recorder};
 use super::send::{prepare_ahead, send, settle_answer, submit, Answer, Settlement};
 use super::split::split_message;
 use super::{AccountEgress, Ack, DepthGauge, Queued};
@@ -55,7 +56,7 @@ struct Pending {
     /// Acknowledgement, on the last part only.
     ack: Option<Ack>,
     /// Keeps the message counted as in flight.
-    _work: Option<Arc<WorkGuard>>,
+    work: Option<Arc<WorkGuard>>,
     /// True for a part cut from a longer message (already split: never split again).
     is_part: bool,
     /// When it entered this queue; `max_delay` counts from here, so a platform clock that is
@@ -87,6 +88,7 @@ pub(crate) async fn run_destination(
     group: String,
     mut inbox: mpsc::UnboundedReceiver<Queued>,
     shared: Arc<AccountEgress>,
+    recorder: Recorder,
     depth: DepthGauge,
 ) {
     let mut queue: VecDeque<Pending> = VecDeque::new();
@@ -105,7 +107,7 @@ pub(crate) async fn run_destination(
             outbound: outbound.clone(),
             original: outbound,
             ack: Some(queued.ack),
-            _work: Some(Arc::new(queued.work)),
+            work: Some(Arc::new(queued.work)),
             is_part: false,
             queued_at: queued.since,
         }
@@ -117,7 +119,7 @@ pub(crate) async fn run_destination(
                 queued = inbox.recv() => match queued {
                     Some(queued) => queue.push_back(take(queued, recent.count)),
                     None => {
-                        settle_in_flight(&mut in_flight, &shared, &mut recent, &depth).await;
+                        settle_in_flight(&mut in_flight, &shared, &recorder, &mut recent, &depth).await;
                         return;
                     }
                 },
@@ -231,7 +233,7 @@ pub(crate) async fn run_destination(
             };
             in_flight.push_back((unit, answer, oldest_ts_ms));
         } else {
-            if !settle_in_flight(&mut in_flight, &shared, &mut recent, &depth).await {
+            if !settle_in_flight(&mut in_flight, &shared, &recorder, &mut recent, &depth).await {
                 return;
             }
             // A destination that cannot take the message (an account with no connection)
@@ -259,7 +261,7 @@ pub(crate) async fn run_destination(
                 }
             };
             throttled = was_throttled;
-            if !settle(&shared, unit, settled, &mut recent, &depth).await {
+            if !settle(&shared, &recorder, unit, settled, &mut recent, &depth).await {
                 return;
             }
         }
@@ -284,7 +286,7 @@ pub(crate) async fn run_destination(
                         }
                         // No more will come: settle what is in flight, then end.
                         None => {
-                            settle_in_flight(&mut in_flight, &shared, &mut recent, &depth).await;
+                            settle_in_flight(&mut in_flight, &shared, &recorder, &mut recent, &depth).await;
                             return;
                         }
                     }
@@ -308,7 +310,7 @@ pub(crate) async fn run_destination(
                 answered,
             )
             .await;
-            if !settle(&shared, unit, settled, &mut recent, &depth).await {
+            if !settle(&shared, &recorder, unit, settled, &mut recent, &depth).await {
                 return;
             }
         }
@@ -340,6 +342,7 @@ async fn prepare_front(queue: &mut VecDeque<Pending>, shared: &AccountEgress) ->
 async fn settle_in_flight(
     in_flight: &mut VecDeque<(Unit, Answer, u64)>,
     shared: &AccountEgress,
+    recorder: &Recorder,
     recent: &mut RecentSent,
     depth: &DepthGauge,
 ) -> bool {
@@ -353,7 +356,7 @@ async fn settle_in_flight(
             answered,
         )
         .await;
-        if !settle(shared, unit, settled, recent, depth).await {
+        if !settle(shared, recorder, unit, settled, recent, depth).await {
             return false;
         }
     }
@@ -364,6 +367,7 @@ async fn settle_in_flight(
 /// outbox; false when it was interrupted (the worker stops, the outbox keeps it).
 async fn settle(
     shared: &AccountEgress,
+    recorder: &Recorder,
     unit: Unit,
     settled: Settlement,
     recent: &mut RecentSent,
@@ -377,7 +381,7 @@ async fn settle(
                     recent.insert(keys::sent(&member.original, &shared.account));
                 }
             }
-            record_and_ack(shared, unit, receipt);
+            record_and_ack(shared, recorder, unit, receipt);
             true
         }
         Settlement::Dropped => {
@@ -456,11 +460,11 @@ async fn skip_already_sent(
 }
 
 /// Records a sent unit (send log, message map, echo fingerprint) and then acknowledges its
-/// messages, in a task of its own so the destination can go on sending meanwhile (the store
-/// commits many such records together). A crash before the commit means the broker
-/// redelivers the messages: for a platform without idempotent sends that is the one window
-/// in which a message can reach a group twice.
-fn record_and_ack(shared: &AccountEgress, unit: Unit, receipt: SendReceipt) {
+/// messages, through the account's [`Recorder`] so the destination can go on sending
+/// meanwhile (the records of many sends share one write). A crash before the commit means the
+/// broker redelivers the messages: for a platform without idempotent sends that is the one
+/// window in which a message can reach a group twice.
+fn record_and_ack(shared: &AccountEgress, recorder: &Recorder, unit: Unit, receipt: SendReceipt) {
     let mut batch = WriteBatch::default();
     for member in &unit.members {
         if member.ack.is_some() {
@@ -489,33 +493,22 @@ fn record_and_ack(shared: &AccountEgress, unit: Unit, receipt: SendReceipt) {
             }
         }
     }
-    let store = shared.store.clone();
-    let account = shared.account.clone();
     // A send the destination itself keeps under the message's key (the `api` feed) is
     // acknowledged at once: a copy sent again is recognized there, so the records only
     // trail it, within about a commit (docs/operations.md, durability windows).
-    let acks_first = receipt.idempotent;
-    let mut members = unit.members;
-    tokio::spawn(async move {
-        if acks_first {
-            acknowledge(&mut members).await;
-        }
-        if let Err(error) = store.write(batch).await {
-            warn!(message = "Send log not updated.", account = %account, %error);
-        }
-        // The members (and so the work they keep counted as in flight, which shutdown waits
-        // for) are let go only once their records are written.
-        acknowledge(&mut members).await;
-    });
-}
-
-/// Acknowledges the messages a send settled (each carried by its last entry), once each.
-async fn acknowledge(members: &mut [Pending]) {
-    for member in members {
-        if let Some(ack) = member.ack.take() {
-            ack().await;
-        }
+    let mut record = Record {
+        batch,
+        acks: Vec::with_capacity(unit.members.len()),
+        acks_first: receipt.idempotent,
+        work: Vec::with_capacity(unit.members.len()),
+    };
+    // The members (and so the work they keep counted as in flight, which shutdown waits
+    // for) are let go only once their records are written.
+    for member in unit.members {
+        record.acks.extend(member.ack);
+        record.work.extend(member.work);
     }
+    recorder.record(record);
 }
 
 /// Takes dropped messages (each the last entry of its message, carrying its ack) out of the
@@ -604,7 +597,7 @@ fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool)
         let Pending {
             original,
             ack,
-            _work,
+            work,
             queued_at,
             sent_before,
             ..
@@ -624,7 +617,7 @@ fn take_unit(queue: &mut VecDeque<Pending>, shared: &AccountEgress, merge: bool)
                 outbound: Arc::new(outbound),
                 original: original.clone(),
                 ack: if index + 1 == count { ack.take() } else { None },
-                _work: _work.clone(),
+                work: work.clone(),
                 is_part: true,
                 queued_at,
                 // Cut from the front, whose pictures were had before its token.

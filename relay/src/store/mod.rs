@@ -148,6 +148,29 @@ impl WriteBatch {
             && self.held.is_empty()
             && self.held_done.is_empty()
     }
+
+    /// Adds `other`'s writes to this batch, so both become durable in one commit (a sweep
+    /// `other` asks for replaces this batch's).
+    pub fn absorb(&mut self, other: WriteBatch) {
+        let WriteBatch {
+            keys,
+            copies,
+            outbox_done,
+            stats,
+            stats_sweep,
+            held,
+            held_done,
+        } = other;
+        self.keys.extend(keys);
+        self.copies.extend(copies);
+        self.outbox_done.extend(outbox_done);
+        self.stats.extend(stats);
+        if stats_sweep.is_some() {
+            self.stats_sweep = stats_sweep;
+        }
+        self.held.extend(held);
+        self.held_done.extend(held_done);
+    }
 }
 
 /// The sender digests of one group, per day.
