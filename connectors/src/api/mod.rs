@@ -37,7 +37,7 @@ use crate::error::ConnectorError;
 use crate::{Connector, Secret};
 
 pub use feed::Feeds;
-pub use feed_log::{Appended, FeedLog, FeedLogError};
+pub use feed_log::{Appended, Appending, FeedLog, FeedLogError};
 
 /// Default number of messages kept per group for SSE replay.
 pub const DEFAULT_BUFFER: usize = 1000;
@@ -175,10 +175,12 @@ impl Connector for ApiConnector {
 /// Sends the relay may have waiting on this connector at once.
 const SEND_WINDOW: usize = 256;
 
-/// Puts one message in its group's feed: first on disk when there is a durable log (a
-/// redelivered message already there is not added again), then in memory for consumers, and
-/// answers the relay. The append is queued when this is called, so calls made one after
-/// another are numbered in that order however their futures are polled.
+/// Puts one message in its group's feed and answers the relay. With a durable log, the
+/// message is shown to consumers once the log has placed it (given its number; a redelivered
+/// message already there is not shown again), and the relay is answered once it is on disk:
+/// consumers never wait for the disk, and nothing is acknowledged before it is kept. The
+/// append is queued when this is called, so calls made one after another are numbered in
+/// that order however their futures are polled.
 fn deliver(feeds: Arc<Feeds>, ready: pictures::Ready) -> BoxFuture<'static, ()> {
     let pictures::Ready {
         outbound,
@@ -194,8 +196,8 @@ fn deliver(feeds: Arc<Feeds>, ready: pictures::Ready) -> BoxFuture<'static, ()> 
             return Box::pin(async {});
         }
     };
-    let append = feeds.log().map(|(account, log)| {
-        log.append(
+    let appending = feeds.log().map(|(account, log)| {
+        log.append_placed(
             account.to_owned(),
             outbound.group.clone(),
             format!("{}\u{1f}{}", outbound.id, outbound.group),
@@ -204,15 +206,21 @@ fn deliver(feeds: Arc<Feeds>, ready: pictures::Ready) -> BoxFuture<'static, ()> 
         )
     });
     Box::pin(async move {
-        let idempotent = append.is_some();
-        let seq = match append {
-            Some(append) => match append.await {
-                Ok(appended) if appended.fresh => {
-                    Ok(feeds.push(&outbound.group, json, Some(appended.seq)))
-                }
-                Ok(appended) => Ok(appended.seq),
-                Err(error) => Err(crate::SendError::Retryable(error.to_string())),
-            },
+        let idempotent = appending.is_some();
+        let seq = match appending {
+            Some(Appending { placed, durable }) => {
+                let kept = async {
+                    let appended = placed.await?;
+                    let seq = if appended.fresh {
+                        feeds.push(&outbound.group, json, Some(appended.seq))
+                    } else {
+                        appended.seq
+                    };
+                    durable.await.map(|()| seq)
+                };
+                kept.await
+                    .map_err(|error: FeedLogError| crate::SendError::Retryable(error.to_string()))
+            }
             None => Ok(feeds.push(&outbound.group, json, None)),
         };
         // The relay stops waiting only on its own shutdown; nothing to do then.
@@ -313,5 +321,109 @@ mod tests {
             !in_memory.idempotent,
             "a feed held only in memory is not durable"
         );
+    }
+
+    /// A feed log that places every event at once as number 7 and writes it to disk only
+    /// when the test opens `disk`.
+    struct SlowDisk {
+        /// Opened by the test: the write to disk completes.
+        disk: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl FeedLog for SlowDisk {
+        fn epoch(&self) -> u64 {
+            1
+        }
+        fn recent(
+            &self,
+            _account: &str,
+            _group: &str,
+            _limit: usize,
+        ) -> Result<(Vec<(u64, String)>, u64), FeedLogError> {
+            Ok((Vec::new(), 1))
+        }
+        fn append(
+            &self,
+            account: String,
+            group: String,
+            key: String,
+            json: String,
+            keep: usize,
+        ) -> BoxFuture<'static, Result<Appended, FeedLogError>> {
+            let Appending { placed, durable } = self.append_placed(account, group, key, json, keep);
+            Box::pin(async move {
+                let appended = placed.await?;
+                durable.await.map(|()| appended)
+            })
+        }
+        fn append_placed(
+            &self,
+            _account: String,
+            _group: String,
+            _key: String,
+            _json: String,
+            _keep: usize,
+        ) -> Appending {
+            let disk = self.disk.clone();
+            Appending {
+                placed: Box::pin(async {
+                    Ok(Appended {
+                        seq: 7,
+                        fresh: true,
+                    })
+                }),
+                durable: Box::pin(async move {
+                    let _written = disk
+                        .acquire()
+                        .await
+                        .map_err(|e| FeedLogError(e.to_string()))?;
+                    Ok(())
+                }),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn consumers_see_a_placed_message_before_the_disk_and_the_relay_hears_after_it() {
+        let disk = Arc::new(tokio::sync::Semaphore::new(0));
+        let feeds = Arc::new(Feeds::durable(
+            16,
+            "hub",
+            Arc::new(SlowDisk { disk: disk.clone() }),
+        ));
+        let mut consumer = feeds.subscribe_all();
+        let outbound = Arc::new(Outbound::sample(Kind::Message, Platform::Qq, "ops"));
+        let json = crate::model::to_json_string(&*outbound);
+        let (reply, mut answer) = oneshot::channel();
+        let delivering = tokio::spawn(deliver(
+            feeds,
+            pictures::Ready {
+                json,
+                outbound: outbound.clone(),
+                reply,
+            },
+        ));
+        // A guard against a hang, not a timing: before the change the consumer waited for
+        // the disk, which this test never lets finish.
+        let shown = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.recv())
+            .await
+            .expect("the consumer is shown the message before it is on disk")
+            .expect("the consumer is shown the message");
+        assert_eq!(shown.seq, 7);
+        assert_eq!(
+            shown.json,
+            crate::model::to_json_string(&*outbound).expect("encodes")
+        );
+        tokio::task::yield_now().await;
+        assert!(
+            matches!(answer.try_recv(), Err(oneshot::error::TryRecvError::Empty)),
+            "the relay is not answered while the message is not on disk"
+        );
+        disk.add_permits(1);
+        delivering.await.expect("delivered");
+        match answer.await {
+            Ok(Ok(receipt)) => assert_eq!(receipt.message_ids, ["7"]),
+            other => panic!("no receipt: {other:?}"),
+        }
     }
 }
