@@ -144,6 +144,58 @@ async fn same_envelope_twice_is_relayed_once(broker: Broker) {
 }
 on_both_brokers!(same_envelope_twice_is_relayed_once);
 
+/// An outbound message for `hub`/`b` as the core publishes it.
+fn outbound(id: &str, text: &str) -> Vec<u8> {
+    json!({
+        "v": 1,
+        "id": id,
+        "link": "demo",
+        "group": "b",
+        "kind": "message",
+        "origin": {"platform": "api", "account": "hub", "group": "a", "message_id": id},
+        "sender": {"id": "u9", "name": "Raw"},
+        "ts_ms": 1_718_880_000_000u64,
+        "text": text,
+        "segments": [{"type": "text", "text": text}]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// A copy of an outbound message handed to egress again after a restart (as a broker
+/// redelivers one whose acknowledgement was lost) is recognized by the `api` feed's key:
+/// consumers see the message once, and the copy is counted as a duplicate.
+async fn an_outbound_copy_handed_over_twice_is_shown_once(broker: Broker) {
+    let api = api_addr();
+    let config = two_group_config(&broker, api, "");
+    let daemon = Daemon::start_alone(&config).await;
+    let duplicate = "qunbridge_messages_dropped_total{reason=\"duplicate\"}";
+    let duplicates_before = daemon.counter(duplicate).await;
+    let topic = "qunbridge/v1/out/hub/b";
+    {
+        let mut b =
+            SseClient::open(&format!("http://{api}/api/v1/groups/b/events"), None, None).await;
+        let raw = RawMqtt::connect(broker.port(), "test-publisher").await;
+        raw.publish(topic, outbound("o1", "once")).await;
+        assert_eq!(b.next().await.json()["text"], "once");
+    }
+    // A new process: nothing of the first send is left in memory, only in the store.
+    let daemon = daemon.restart(&config).await;
+    let mut b = SseClient::open(&format!("http://{api}/api/v1/groups/b/events"), None, None).await;
+    let raw = RawMqtt::connect(broker.port(), "test-publisher-2").await;
+    raw.publish(topic, outbound("o1", "once")).await;
+    raw.publish(topic, outbound("o2", "marker")).await;
+    assert_eq!(
+        b.next().await.json()["text"],
+        "marker",
+        "the copy was shown again"
+    );
+    let duplicates = daemon.counter(duplicate).await - duplicates_before;
+    assert_eq!(duplicates, 1.0, "the copy is counted once as a duplicate");
+    daemon.stop().await.expect("clean stop");
+}
+on_both_brokers!(an_outbound_copy_handed_over_twice_is_shown_once);
+
 /// What the embedded state store did, as an operator's dashboard reads it: a relayed message
 /// is committed (feed append, dedup key, send log), each commit is counted once and timed once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -157,6 +157,9 @@ pub struct SendReceipt {
     /// idempotency key): the relay may then acknowledge the delivery before its send log is
     /// written, since that log only guards against what the destination already guards.
     pub idempotent: bool,
+    /// True when the destination already had this message under its key (a redelivered copy
+    /// of an idempotent send): nothing new was shown, so nothing is counted again.
+    pub repeated: bool,
 }
 
 /// The state of an account's connection to its platform.

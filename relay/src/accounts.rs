@@ -302,6 +302,7 @@ pub async fn start(
         account: id.clone(),
         platform: account.platform,
         policy: policy.clone(),
+        keyed_sends: account.platform == Platform::Api && deps.feed_log.is_some(),
         client: client.clone(),
         topics: deps.topics.clone(),
         store: deps.store.clone(),
@@ -425,6 +426,10 @@ struct EgressPump {
     platform: Platform,
     /// Its limits, to tell an unpaced destination.
     policy: Arc<LivePolicy>,
+    /// True when its sends are appends to a durable feed keyed by the message (an `api`
+    /// account with a crash-safe store): a redelivered copy sent at once is recognized there,
+    /// so it needs no send-log read first.
+    keyed_sends: bool,
     /// The account's broker connection (for acks).
     client: BrokerClient,
     /// Topic names.
@@ -498,17 +503,6 @@ impl EgressPump {
             }
         };
         let key = keys::sent(&outbound, &self.account);
-        if self
-            .store
-            .holds_any(std::slice::from_ref(&key))
-            .await
-            .unwrap_or(false)
-        {
-            debug!(message = "Already sent; dropping the redelivered copy.", account = %self.account, id = %outbound.id);
-            count_drop("duplicate");
-            self.client.ack(&delivery).await;
-            return None;
-        }
         // An unpaced `api` destination sends at once, and its send is itself a durable,
         // idempotent append: it needs no outbox entry (one commit less), and its delivery is
         // acknowledged once it is settled, within about a commit.
@@ -516,6 +510,20 @@ impl EgressPump {
         let immediate = self.platform == Platform::Api
             && policy.per_account.is_none()
             && policy.group_limit(&outbound.group).is_none();
+        // A copy sent already is dropped here, unless the destination itself recognizes it
+        // (an immediate keyed send: its append finds the key and shows nothing new).
+        if !(immediate && self.keyed_sends)
+            && self
+                .store
+                .holds_any(std::slice::from_ref(&key))
+                .await
+                .unwrap_or(false)
+        {
+            debug!(message = "Already sent; dropping the redelivered copy.", account = %self.account, id = %outbound.id);
+            count_drop("duplicate");
+            self.client.ack(&delivery).await;
+            return None;
+        }
         let put = (!immediate).then(|| {
             self.store.outbox_put(
                 &self.account,

@@ -216,17 +216,18 @@ fn deliver(feeds: Arc<Feeds>, ready: pictures::Ready) -> BoxFuture<'static, ()> 
                     } else {
                         appended.seq
                     };
-                    durable.await.map(|()| seq)
+                    durable.await.map(|()| (seq, !appended.fresh))
                 };
                 kept.await
                     .map_err(|error: FeedLogError| crate::SendError::Retryable(error.to_string()))
             }
-            None => Ok(feeds.push(&outbound.group, json, None)),
+            None => Ok((feeds.push(&outbound.group, json, None), false)),
         };
         // The relay stops waiting only on its own shutdown; nothing to do then.
-        let _ = reply.send(seq.map(|seq| SendReceipt {
+        let _ = reply.send(seq.map(|(seq, repeated)| SendReceipt {
             message_ids: vec![seq.to_string()],
             idempotent,
+            repeated,
         }));
     })
 }
@@ -310,12 +311,14 @@ mod tests {
         let first = receipt_of(durable.clone()).await;
         assert!(first.idempotent, "a durable append is keyed by the message");
         assert_eq!(first.message_ids, ["1"]);
+        assert!(!first.repeated);
         let again = receipt_of(durable).await;
         assert_eq!(
             again.message_ids,
             ["1"],
             "the same message is not added twice"
         );
+        assert!(again.repeated, "the second send found the first");
         let in_memory = receipt_of(Arc::new(Feeds::new(16, 1))).await;
         assert!(
             !in_memory.idempotent,

@@ -670,6 +670,7 @@ impl OpenApi {
         Ok(SendReceipt {
             message_ids: ids,
             idempotent: false,
+            repeated: false,
         })
     }
 

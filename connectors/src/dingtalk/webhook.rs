@@ -126,6 +126,7 @@ impl Webhook {
         Ok(SendReceipt {
             message_ids: ids,
             idempotent: false,
+            repeated: false,
         })
     }
 

@@ -203,6 +203,7 @@ fn send_outcome(result: Result<Value, CallError>) -> Result<SendReceipt, SendErr
         Outcome::Ok(data) => Ok(SendReceipt {
             message_ids: event::id_of(data.get("message_id")).into_iter().collect(),
             idempotent: false,
+            repeated: false,
         }),
         Outcome::Failed { retcode, message } if PERMANENT_RETCODES.contains(&retcode) => Err(
             SendError::Permanent(format!("retcode {retcode}: {message}")),

@@ -195,6 +195,7 @@ impl Egress {
         Ok(SendReceipt {
             message_ids: ids,
             idempotent: false,
+            repeated: false,
         })
     }
 }

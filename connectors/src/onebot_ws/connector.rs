@@ -589,6 +589,7 @@ mod tests {
             Ok(SendReceipt {
                 message_ids: vec!["9001".into()],
                 idempotent: false,
+                repeated: false,
             })
         );
         assert!(sink.submitted().is_empty(), "the relay still took nothing");

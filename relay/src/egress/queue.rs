@@ -465,6 +465,12 @@ async fn skip_already_sent(
 /// broker redelivers the messages: for a platform without idempotent sends that is the one
 /// window in which a message can reach a group twice.
 fn record_and_ack(shared: &AccountEgress, recorder: &Recorder, unit: Unit, receipt: SendReceipt) {
+    if receipt.repeated {
+        // A redelivered copy the destination recognized by its key: dropped there.
+        let copies = unit.members.iter().filter(|m| m.ack.is_some()).count();
+        debug!(message = "Already sent; the destination recognized the redelivered copy.", account = %shared.account, id = %unit.outbound.id);
+        count_drops("duplicate", copies as u64);
+    }
     let mut batch = WriteBatch::default();
     for member in &unit.members {
         if member.ack.is_some() {
@@ -484,7 +490,8 @@ fn record_and_ack(shared: &AccountEgress, recorder: &Recorder, unit: Unit, recei
         if let Some(echo) = keys::echo(shared.platform, &unit.outbound.group, &unit.outbound.text) {
             batch.keys.push((echo, ECHO_TTL));
         }
-        if let Some(stats) = &shared.stats {
+        // A copy the destination already had was counted when it was first sent.
+        if let Some(stats) = shared.stats.as_ref().filter(|_| !receipt.repeated) {
             for member in unit.members.iter().filter(|m| m.ack.is_some()) {
                 crate::stats::count::merge_into(
                     &mut batch.stats,
@@ -760,6 +767,7 @@ mod tests {
                 let _ = request.reply.send(Ok(SendReceipt {
                     message_ids: vec![id.to_string()],
                     idempotent,
+                    repeated: false,
                 }));
             }
         });
