@@ -32,7 +32,10 @@ pub async fn run_all(kind: BrokerKind, settings: &Settings) -> BrokerReport {
         eprintln!("[{}] {name} …", kind.label());
         let started = Instant::now();
         let outcome = match step {
-            Step::Api => api_scenario(kind, settings, &mut report).await,
+            Step::Api => {
+                report.relay = Some(crate::relay::relay_scenario(settings).await);
+                api_scenario(kind, settings, &mut report).await
+            }
             Step::OneBot => onebot_scenario(kind, settings, &mut report).await,
             Step::Backlog => backlog_scenario(kind, settings, &mut report).await,
             Step::Scale => scale_scenario(kind, settings, &mut report).await,

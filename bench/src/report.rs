@@ -516,7 +516,8 @@ pub fn render(run: &Run<'_>) -> String {
         "Issue 14 scenarios: the trivial baseline relay is `bench/baseline_relay.py`, one Python \
          process (aiohttp, no broker, no store) with the `api` surface: each POST is written to \
          every open WebSocket as a JSON frame shaped like qunbridge's, then answered 202; it is \
-         measured once per run by the same client as the `api` → `api` phases (same messages, \
+         measured right before each broker's `api` phase (a host's speed drifts over a run) by \
+         the same client as the `api` → `api` phases (same messages, \
          same {} POST connections, same WebSocket reader), its CPU being the Python process's. \
          Overload: {} POSTs back to back to `in:a` → `out:b`, 503 answers counted and not \
          retried, then the WebSocket read until nothing arrived for 10 s; \"lost\" are 202-accepted \
@@ -537,39 +538,67 @@ pub fn render(run: &Run<'_>) -> String {
         s.soak_rate,
         s.soak_secs
     );
+    let mut relays: Vec<(String, &RelayReport)> = Vec::new();
     if let Some(relay) = run.relay {
+        relays.push(("baseline relay".into(), relay));
+    }
+    for report in run.reports {
+        if let Some(relay) = &report.relay {
+            relays.push((format!("before the {} phases", report.kind.label()), relay));
+        }
+    }
+    if !relays.is_empty() {
         let _ = writeln!(
             out,
             "### Trivial baseline relay (Python, aiohttp, no broker)\n"
         );
-        match &relay.unavailable {
-            Some(reason) => {
-                let _ = writeln!(out, "Baseline relay unavailable: {reason}\n");
-            }
-            None => {
-                let _ = writeln!(out, "| | baseline relay |\n|---|---|");
-                let _ = writeln!(
-                    out,
-                    "| saturation (POST in, WebSocket out) | {} |",
-                    fmt_throughput(relay.throughput.as_ref())
-                );
-                let _ = writeln!(
-                    out,
-                    "| CPU per message (the Python process) | {} |",
-                    relay
-                        .cpu_us()
-                        .map_or("—".into(), |us| format!("{us:.0} µs"))
-                );
-                let _ = writeln!(
-                    out,
-                    "| latency at {RELAY_LATENCY_RATE:.0}/s, p50 / p99 / p999 | {} |",
-                    fmt_latency(relay.latency.as_ref())
-                );
-                let _ = writeln!(out, "\nInterpreter: `{}`.\n", relay.python);
+        for (when, relay) in &relays {
+            if let Some(reason) = &relay.unavailable {
+                let _ = writeln!(out, "Baseline relay unavailable ({when}): {reason}\n");
             }
         }
+        let measured: Vec<&(String, &RelayReport)> = relays
+            .iter()
+            .filter(|(_, relay)| relay.unavailable.is_none())
+            .collect();
+        if let Some((_, first)) = measured.first() {
+            let names: Vec<&str> = measured.iter().map(|(when, _)| when.as_str()).collect();
+            let _ = writeln!(out, "| | {} |", names.join(" | "));
+            let _ = writeln!(out, "|---|{}", "---|".repeat(measured.len()));
+            let cells = |f: &dyn Fn(&RelayReport) -> String| {
+                measured
+                    .iter()
+                    .map(|(_, relay)| f(relay))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            };
+            let _ = writeln!(
+                out,
+                "| saturation (POST in, WebSocket out) | {} |",
+                cells(&|relay| fmt_throughput(relay.throughput.as_ref()))
+            );
+            let _ = writeln!(
+                out,
+                "| CPU per message (the Python process) | {} |",
+                cells(&|relay| relay
+                    .cpu_us()
+                    .map_or("—".into(), |us| format!("{us:.0} µs")))
+            );
+            let _ = writeln!(
+                out,
+                "| latency at {RELAY_LATENCY_RATE:.0}/s, p50 / p99 / p999 | {} |",
+                cells(&|relay| fmt_latency(relay.latency.as_ref()))
+            );
+            let _ = writeln!(out, "\nInterpreter: `{}`.\n", first.python);
+        }
     }
-    let relay = run.relay;
+    // Each broker's figures go against the relay measured before its phases.
+    fn relay_of<'r>(
+        r: &'r BrokerReport,
+        first: Option<&'r RelayReport>,
+    ) -> Option<&'r RelayReport> {
+        r.relay.as_ref().or(first)
+    }
 
     // Results.
     let reports = run.reports;
@@ -601,7 +630,7 @@ pub fn render(run: &Run<'_>) -> String {
     );
     put(
         "  ratio to the baseline relay's throughput",
-        each(&|r| fmt_ratio(relay_ratio(r.api.as_ref(), relay))),
+        each(&|r| fmt_ratio(relay_ratio(r.api.as_ref(), relay_of(r, run.relay)))),
     );
     put(
         "  daemon CPU per message",
@@ -614,7 +643,7 @@ pub fn render(run: &Run<'_>) -> String {
     );
     put(
         "  ratio to the baseline relay's CPU per message",
-        each(&|r| fmt_ratio(relay_cpu_ratio(r.api.as_ref(), relay))),
+        each(&|r| fmt_ratio(relay_cpu_ratio(r.api.as_ref(), relay_of(r, run.relay)))),
     );
     put(
         "  daemon context switches per message",
@@ -869,7 +898,7 @@ pub fn render(run: &Run<'_>) -> String {
             r.api_idle_rss_kib.map(|k| mb(k) <= 15.0),
         );
     }
-    issue_14_targets(&mut out, reports, relay, s);
+    issue_14_targets(&mut out, reports, run.relay, s);
     moderation_cost(&mut out, reports);
     let _ = writeln!(out, "\n{END}");
     out
@@ -955,6 +984,7 @@ fn issue_14_targets(
     for r in reports {
         let label = r.kind.label();
         let api = r.api.as_ref();
+        let relay = r.relay.as_ref().or(relay);
         let ratio = relay_ratio(api, relay);
         target(
             format!("`api` → `api` saturation ≥ 1.2× the trivial baseline relay, {label}"),

@@ -157,6 +157,10 @@ impl BrokerKind {
 pub struct BrokerReport {
     /// Which broker.
     pub kind: BrokerKind,
+    /// The trivial baseline relay, measured right before this broker's `api` phase: a host
+    /// whose speed drifts over a run (seen by 20 % and more between phases minutes apart)
+    /// then moves the relay and the daemon alike, and their ratios stay fair.
+    pub relay: Option<crate::relay::RelayReport>,
     /// Raw two-hop baseline at saturation.
     pub baseline: Option<Throughput>,
     /// Raw two-hop baseline latency at each of [`RATES`].
@@ -208,6 +212,7 @@ impl BrokerReport {
     pub fn new(kind: BrokerKind) -> BrokerReport {
         BrokerReport {
             kind,
+            relay: None,
             baseline: None,
             baseline_latency: Vec::new(),
             api: None,
