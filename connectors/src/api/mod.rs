@@ -124,21 +124,28 @@ impl Connector for ApiConnector {
 
         // Egress runs until the relay closes the queue, which it does after shutdown once
         // nothing more is in flight. Up to SEND_WINDOW appends are in flight at once (they
-        // share the store's commits); they are applied and answered in the order they came.
+        // share the store's commits); they are applied, shown to consumers and answered in
+        // the order they came: `placing` yields each append's place in that order, whatever
+        // order their futures were woken in, and only then is the message shown.
         // A message with pictures to fetch first waits in `preparing`, and so does every
         // message after it while any does, so that appends keep the order of arrival; a
-        // message without pictures, when none waits, goes straight to `sending`.
+        // message without pictures, when none waits, goes straight to `placing`.
         let media = Arc::new(media);
-        let mut sending = FuturesOrdered::new();
+        let mut placing = FuturesOrdered::new();
+        let mut settling = FuturesOrdered::new();
         let mut preparing = FuturesOrdered::new();
         loop {
+            let in_flight = placing.len() + settling.len() + preparing.len();
             tokio::select! {
                 biased;
-                Some(()) = sending.next(), if !sending.is_empty() => {}
-                Some(ready) = preparing.next(), if !preparing.is_empty() => {
-                    sending.push_back(deliver(feeds.clone(), ready));
+                Some(()) = settling.next(), if !settling.is_empty() => {}
+                Some(placed) = placing.next(), if !placing.is_empty() => {
+                    settling.push_back(show(&feeds, placed));
                 }
-                command = egress.recv(), if sending.len() + preparing.len() < SEND_WINDOW => match command {
+                Some(ready) = preparing.next(), if !preparing.is_empty() => {
+                    placing.push_back(deliver(feeds.clone(), ready));
+                }
+                command = egress.recv(), if in_flight < SEND_WINDOW => match command {
                     // Nothing is uploaded ahead: pictures are served by hash.
                     Some(EgressCommand::Prepare(PrepareRequest { done, .. })) => {
                         let _ = done.send(());
@@ -146,7 +153,7 @@ impl Connector for ApiConnector {
                     Some(EgressCommand::Send(EgressRequest { outbound, reply, .. })) => {
                         if preparing.is_empty() && !pictures::needs_prepare(media.mode, &outbound) {
                             let json = crate::model::to_json_string(&*outbound);
-                            sending.push_back(deliver(feeds.clone(), pictures::Ready { outbound, json, reply }));
+                            placing.push_back(deliver(feeds.clone(), pictures::Ready { outbound, json, reply }));
                         } else {
                             preparing.push_back(pictures::prepare(media.clone(), outbound, reply));
                         }
@@ -156,9 +163,12 @@ impl Connector for ApiConnector {
             }
         }
         while let Some(ready) = preparing.next().await {
-            sending.push_back(deliver(feeds.clone(), ready));
+            placing.push_back(deliver(feeds.clone(), ready));
         }
-        while sending.next().await.is_some() {}
+        while let Some(placed) = placing.next().await {
+            settling.push_back(show(&feeds, placed));
+        }
+        while settling.next().await.is_some() {}
         streams_end.cancel();
         match server.await {
             Ok(Ok(())) => {}
@@ -175,61 +185,92 @@ impl Connector for ApiConnector {
 /// Sends the relay may have waiting on this connector at once.
 const SEND_WINDOW: usize = 256;
 
-/// Puts one message in its group's feed and answers the relay. With a durable log, the
-/// message is shown to consumers once the log has placed it (given its number; a redelivered
-/// message already there is not shown again), and the relay is answered once it is on disk:
+/// A message whose feed append has its place (or failed), taken in the order of the
+/// [`deliver`] calls.
+struct Placed {
+    /// What consumers are shown when it is taken: the group, the event's number and its JSON
+    /// (a new event of a durable feed; an in-memory feed shows it at once).
+    show: Option<(String, u64, String)>,
+    /// Answers the relay once the event is on disk.
+    settle: BoxFuture<'static, ()>,
+}
+
+/// Puts one message in its group's feed. With a durable log the returned future resolves once
+/// the log has placed it (given its number; a redelivered message already there is not shown
+/// again); [`show`] then shows it to consumers and the relay is answered once it is on disk:
 /// consumers never wait for the disk, and nothing is acknowledged before it is kept. The
 /// append is queued when this is called, so calls made one after another are numbered in
-/// that order however their futures are polled.
-fn deliver(feeds: Arc<Feeds>, ready: pictures::Ready) -> BoxFuture<'static, ()> {
+/// that order however their futures are polled; taking the futures in call order (a
+/// `FuturesOrdered`) shows them in that order too.
+fn deliver(feeds: Arc<Feeds>, ready: pictures::Ready) -> BoxFuture<'static, Placed> {
     let pictures::Ready {
         outbound,
         json,
         reply,
     } = ready;
+    let answered = || Placed {
+        show: None,
+        settle: Box::pin(async {}),
+    };
     let json = match json {
         Ok(json) => json,
         Err(error) => {
             let _ = reply.send(Err(crate::SendError::Permanent(format!(
                 "cannot encode outbound message: {error}"
             ))));
-            return Box::pin(async {});
+            return Box::pin(std::future::ready(answered()));
         }
     };
-    let appending = feeds.log().map(|(account, log)| {
-        log.append_placed(
-            account.to_owned(),
-            outbound.group.clone(),
-            format!("{}\u{1f}{}", outbound.id, outbound.group),
-            json.clone(),
-            feeds.capacity(),
-        )
-    });
-    Box::pin(async move {
-        let idempotent = appending.is_some();
-        let seq = match appending {
-            Some(Appending { placed, durable }) => {
-                let kept = async {
-                    let appended = placed.await?;
-                    let seq = if appended.fresh {
-                        feeds.push(&outbound.group, json, Some(appended.seq))
-                    } else {
-                        appended.seq
-                    };
-                    durable.await.map(|()| (seq, !appended.fresh))
-                };
-                kept.await
-                    .map_err(|error: FeedLogError| crate::SendError::Retryable(error.to_string()))
-            }
-            None => Ok((feeds.push(&outbound.group, json, None), false)),
-        };
+    let Some((account, log)) = feeds.log() else {
+        // In memory: shown now, in call order, and answered.
+        let seq = feeds.push(&outbound.group, json, None);
         // The relay stops waiting only on its own shutdown; nothing to do then.
-        let _ = reply.send(seq.map(|(seq, repeated)| SendReceipt {
+        let _ = reply.send(Ok(SendReceipt {
             message_ids: vec![seq.to_string()],
-            idempotent,
-            repeated,
+            idempotent: false,
+            repeated: false,
         }));
+        return Box::pin(std::future::ready(answered()));
+    };
+    let Appending { placed, durable } = log.append_placed(
+        account.to_owned(),
+        outbound.group.clone(),
+        format!("{}\u{1f}{}", outbound.id, outbound.group),
+        json.clone(),
+        feeds.capacity(),
+    );
+    Box::pin(async move {
+        let appended = match placed.await {
+            Ok(appended) => appended,
+            Err(error) => {
+                let _ = reply.send(Err(crate::SendError::Retryable(error.to_string())));
+                return answered();
+            }
+        };
+        let settle = async move {
+            let kept = durable.await.map(|()| SendReceipt {
+                message_ids: vec![appended.seq.to_string()],
+                idempotent: true,
+                repeated: !appended.fresh,
+            });
+            let _ =
+                reply.send(kept.map_err(|error| crate::SendError::Retryable(error.to_string())));
+        };
+        Placed {
+            show: appended
+                .fresh
+                .then(|| (outbound.group.clone(), appended.seq, json)),
+            settle: Box::pin(settle),
+        }
     })
+}
+
+/// Shows a placed message to consumers; returns what answers the relay.
+fn show(feeds: &Feeds, placed: Placed) -> BoxFuture<'static, ()> {
+    if let Some((group, seq, json)) = placed.show {
+        feeds.push(&group, json, Some(seq));
+    }
+    placed.settle
 }
 
 #[cfg(test)]
@@ -290,8 +331,8 @@ mod tests {
     async fn receipt_of(feeds: Arc<Feeds>) -> SendReceipt {
         let outbound = Arc::new(Outbound::sample(Kind::Message, Platform::Qq, "ops"));
         let (reply, answer) = oneshot::channel();
-        deliver(
-            feeds,
+        let placed = deliver(
+            feeds.clone(),
             pictures::Ready {
                 json: crate::model::to_json_string(&*outbound),
                 outbound,
@@ -299,6 +340,7 @@ mod tests {
             },
         )
         .await;
+        show(&feeds, placed).await;
         match answer.await {
             Ok(Ok(receipt)) => receipt,
             other => panic!("no receipt: {other:?}"),
@@ -398,14 +440,16 @@ mod tests {
         let outbound = Arc::new(Outbound::sample(Kind::Message, Platform::Qq, "ops"));
         let json = crate::model::to_json_string(&*outbound);
         let (reply, mut answer) = oneshot::channel();
-        let delivering = tokio::spawn(deliver(
-            feeds,
+        let placed = deliver(
+            feeds.clone(),
             pictures::Ready {
                 json,
                 outbound: outbound.clone(),
                 reply,
             },
-        ));
+        )
+        .await;
+        let delivering = tokio::spawn(show(&feeds, placed));
         // A guard against a hang, not a timing: before the change the consumer waited for
         // the disk, which this test never lets finish.
         let shown = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.recv())
