@@ -29,6 +29,19 @@ pub struct Appending {
     pub durable: BoxFuture<'static, Result<(), FeedLogError>>,
 }
 
+impl Appending {
+    /// The whole append as one future, resolving once the event is on disk: what
+    /// [`FeedLog::append`] answers, for a log whose own steps are those of
+    /// [`FeedLog::append_placed`].
+    pub fn on_disk(self) -> BoxFuture<'static, Result<Appended, FeedLogError>> {
+        let Appending { placed, durable } = self;
+        Box::pin(async move {
+            let appended = placed.await?;
+            durable.await.map(|()| appended)
+        })
+    }
+}
+
 /// A durable, bounded, per-group log of delivered events.
 pub trait FeedLog: Send + Sync + 'static {
     /// A number that stays the same for the life of the log, so event ids from before a

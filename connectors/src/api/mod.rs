@@ -395,11 +395,8 @@ mod tests {
             json: String,
             keep: usize,
         ) -> BoxFuture<'static, Result<Appended, FeedLogError>> {
-            let Appending { placed, durable } = self.append_placed(account, group, key, json, keep);
-            Box::pin(async move {
-                let appended = placed.await?;
-                durable.await.map(|()| appended)
-            })
+            self.append_placed(account, group, key, json, keep)
+                .on_disk()
         }
         fn append_placed(
             &self,

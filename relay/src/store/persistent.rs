@@ -1660,11 +1660,8 @@ impl FeedLog for PersistentStore {
         json: String,
         keep: usize,
     ) -> BoxFuture<'static, Result<Appended, FeedLogError>> {
-        let Appending { placed, durable } = self.append_placed(account, group, key, json, keep);
-        Box::pin(async move {
-            let appended = placed.await?;
-            durable.await.map(|()| appended)
-        })
+        self.append_placed(account, group, key, json, keep)
+            .on_disk()
     }
 
     fn append_placed(
