@@ -19,29 +19,6 @@ pub struct Appended {
     pub fresh: bool,
 }
 
-/// An append in two steps: the event's place in its feed, then its commit to disk.
-pub struct Appending {
-    /// Resolves once the event has its sequence number (or the earlier event with the same
-    /// key was found): from then on consumers may be shown it, under that number.
-    pub placed: BoxFuture<'static, Result<Appended, FeedLogError>>,
-    /// Resolves once the event is on disk: only then may the message be acknowledged. Await
-    /// it after [`Appending::placed`].
-    pub durable: BoxFuture<'static, Result<(), FeedLogError>>,
-}
-
-impl Appending {
-    /// The whole append as one future, resolving once the event is on disk: what
-    /// [`FeedLog::append`] answers, for a log whose own steps are those of
-    /// [`FeedLog::append_placed`].
-    pub fn on_disk(self) -> BoxFuture<'static, Result<Appended, FeedLogError>> {
-        let Appending { placed, durable } = self;
-        Box::pin(async move {
-            let appended = placed.await?;
-            durable.await.map(|()| appended)
-        })
-    }
-}
-
 /// A durable, bounded, per-group log of delivered events.
 pub trait FeedLog: Send + Sync + 'static {
     /// A number that stays the same for the life of the log, so event ids from before a
@@ -72,23 +49,4 @@ pub trait FeedLog: Send + Sync + 'static {
         json: String,
         keep: usize,
     ) -> BoxFuture<'static, Result<Appended, FeedLogError>>;
-
-    /// [`FeedLog::append`] with the event's place known before it is on disk, so that
-    /// consumers need not wait for the disk (a log that places and writes in one step, as
-    /// this default does, answers both at once). A placed event whose commit then fails is
-    /// appended again when the relay retries the send, under a new number: its number is
-    /// never given to another event.
-    fn append_placed(
-        &self,
-        account: String,
-        group: String,
-        key: String,
-        json: String,
-        keep: usize,
-    ) -> Appending {
-        Appending {
-            placed: self.append(account, group, key, json, keep),
-            durable: Box::pin(std::future::ready(Ok(()))),
-        }
-    }
 }

@@ -37,7 +37,7 @@ use crate::error::ConnectorError;
 use crate::{Connector, Secret};
 
 pub use feed::Feeds;
-pub use feed_log::{Appended, Appending, FeedLog, FeedLogError};
+pub use feed_log::{Appended, FeedLog, FeedLogError};
 
 /// Default number of messages kept per group for SSE replay.
 pub const DEFAULT_BUFFER: usize = 1000;
@@ -124,28 +124,21 @@ impl Connector for ApiConnector {
 
         // Egress runs until the relay closes the queue, which it does after shutdown once
         // nothing more is in flight. Up to SEND_WINDOW appends are in flight at once (they
-        // share the store's commits); they are applied, shown to consumers and answered in
-        // the order they came: `placing` yields each append's place in that order, whatever
-        // order their futures were woken in, and only then is the message shown.
+        // share the store's commits); they are applied and answered in the order they came.
         // A message with pictures to fetch first waits in `preparing`, and so does every
         // message after it while any does, so that appends keep the order of arrival; a
-        // message without pictures, when none waits, goes straight to `placing`.
+        // message without pictures, when none waits, goes straight to `sending`.
         let media = Arc::new(media);
-        let mut placing = FuturesOrdered::new();
-        let mut settling = FuturesOrdered::new();
+        let mut sending = FuturesOrdered::new();
         let mut preparing = FuturesOrdered::new();
         loop {
-            let in_flight = placing.len() + settling.len() + preparing.len();
             tokio::select! {
                 biased;
-                Some(()) = settling.next(), if !settling.is_empty() => {}
-                Some(placed) = placing.next(), if !placing.is_empty() => {
-                    settling.push_back(show(&feeds, placed));
-                }
+                Some(()) = sending.next(), if !sending.is_empty() => {}
                 Some(ready) = preparing.next(), if !preparing.is_empty() => {
-                    placing.push_back(deliver(feeds.clone(), ready));
+                    sending.push_back(deliver(feeds.clone(), ready));
                 }
-                command = egress.recv(), if in_flight < SEND_WINDOW => match command {
+                command = egress.recv(), if sending.len() + preparing.len() < SEND_WINDOW => match command {
                     // Nothing is uploaded ahead: pictures are served by hash.
                     Some(EgressCommand::Prepare(PrepareRequest { done, .. })) => {
                         let _ = done.send(());
@@ -153,7 +146,7 @@ impl Connector for ApiConnector {
                     Some(EgressCommand::Send(EgressRequest { outbound, reply, .. })) => {
                         if preparing.is_empty() && !pictures::needs_prepare(media.mode, &outbound) {
                             let json = crate::model::to_json_string(&*outbound);
-                            placing.push_back(deliver(feeds.clone(), pictures::Ready { outbound, json, reply }));
+                            sending.push_back(deliver(feeds.clone(), pictures::Ready { outbound, json, reply }));
                         } else {
                             preparing.push_back(pictures::prepare(media.clone(), outbound, reply));
                         }
@@ -163,12 +156,9 @@ impl Connector for ApiConnector {
             }
         }
         while let Some(ready) = preparing.next().await {
-            placing.push_back(deliver(feeds.clone(), ready));
+            sending.push_back(deliver(feeds.clone(), ready));
         }
-        while let Some(placed) = placing.next().await {
-            settling.push_back(show(&feeds, placed));
-        }
-        while settling.next().await.is_some() {}
+        while sending.next().await.is_some() {}
         streams_end.cancel();
         match server.await {
             Ok(Ok(())) => {}
@@ -185,92 +175,53 @@ impl Connector for ApiConnector {
 /// Sends the relay may have waiting on this connector at once.
 const SEND_WINDOW: usize = 256;
 
-/// A message whose feed append has its place (or failed), taken in the order of the
-/// [`deliver`] calls.
-struct Placed {
-    /// What consumers are shown when it is taken: the group, the event's number and its JSON
-    /// (a new event of a durable feed; an in-memory feed shows it at once).
-    show: Option<(String, u64, String)>,
-    /// Answers the relay once the event is on disk.
-    settle: BoxFuture<'static, ()>,
-}
-
-/// Puts one message in its group's feed. With a durable log the returned future resolves once
-/// the log has placed it (given its number; a redelivered message already there is not shown
-/// again); [`show`] then shows it to consumers and the relay is answered once it is on disk:
-/// consumers never wait for the disk, and nothing is acknowledged before it is kept. The
-/// append is queued when this is called, so calls made one after another are numbered in
-/// that order however their futures are polled; taking the futures in call order (a
-/// `FuturesOrdered`) shows them in that order too.
-fn deliver(feeds: Arc<Feeds>, ready: pictures::Ready) -> BoxFuture<'static, Placed> {
+/// Puts one message in its group's feed: first on disk when there is a durable log (a
+/// redelivered message already there is not added again), then in memory for consumers, and
+/// answers the relay. The append is queued when this is called, so calls made one after
+/// another are numbered in that order however their futures are polled.
+fn deliver(feeds: Arc<Feeds>, ready: pictures::Ready) -> BoxFuture<'static, ()> {
     let pictures::Ready {
         outbound,
         json,
         reply,
     } = ready;
-    let answered = || Placed {
-        show: None,
-        settle: Box::pin(async {}),
-    };
     let json = match json {
         Ok(json) => json,
         Err(error) => {
             let _ = reply.send(Err(crate::SendError::Permanent(format!(
                 "cannot encode outbound message: {error}"
             ))));
-            return Box::pin(std::future::ready(answered()));
+            return Box::pin(async {});
         }
     };
-    let Some((account, log)) = feeds.log() else {
-        // In memory: shown now, in call order, and answered.
-        let seq = feeds.push(&outbound.group, json, None);
-        // The relay stops waiting only on its own shutdown; nothing to do then.
-        let _ = reply.send(Ok(SendReceipt {
-            message_ids: vec![seq.to_string()],
-            idempotent: false,
-            repeated: false,
-        }));
-        return Box::pin(std::future::ready(answered()));
-    };
-    let Appending { placed, durable } = log.append_placed(
-        account.to_owned(),
-        outbound.group.clone(),
-        format!("{}\u{1f}{}", outbound.id, outbound.group),
-        json.clone(),
-        feeds.capacity(),
-    );
+    let append = feeds.log().map(|(account, log)| {
+        log.append(
+            account.to_owned(),
+            outbound.group.clone(),
+            format!("{}\u{1f}{}", outbound.id, outbound.group),
+            json.clone(),
+            feeds.capacity(),
+        )
+    });
     Box::pin(async move {
-        let appended = match placed.await {
-            Ok(appended) => appended,
-            Err(error) => {
-                let _ = reply.send(Err(crate::SendError::Retryable(error.to_string())));
-                return answered();
-            }
+        let idempotent = append.is_some();
+        let seq = match append {
+            Some(append) => match append.await {
+                Ok(appended) if appended.fresh => {
+                    Ok((feeds.push(&outbound.group, json, Some(appended.seq)), false))
+                }
+                Ok(appended) => Ok((appended.seq, true)),
+                Err(error) => Err(crate::SendError::Retryable(error.to_string())),
+            },
+            None => Ok((feeds.push(&outbound.group, json, None), false)),
         };
-        let settle = async move {
-            let kept = durable.await.map(|()| SendReceipt {
-                message_ids: vec![appended.seq.to_string()],
-                idempotent: true,
-                repeated: !appended.fresh,
-            });
-            let _ =
-                reply.send(kept.map_err(|error| crate::SendError::Retryable(error.to_string())));
-        };
-        Placed {
-            show: appended
-                .fresh
-                .then(|| (outbound.group.clone(), appended.seq, json)),
-            settle: Box::pin(settle),
-        }
+        // The relay stops waiting only on its own shutdown; nothing to do then.
+        let _ = reply.send(seq.map(|(seq, repeated)| SendReceipt {
+            message_ids: vec![seq.to_string()],
+            idempotent,
+            repeated,
+        }));
     })
-}
-
-/// Shows a placed message to consumers; returns what answers the relay.
-fn show(feeds: &Feeds, placed: Placed) -> BoxFuture<'static, ()> {
-    if let Some((group, seq, json)) = placed.show {
-        feeds.push(&group, json, Some(seq));
-    }
-    placed.settle
 }
 
 #[cfg(test)]
@@ -331,8 +282,8 @@ mod tests {
     async fn receipt_of(feeds: Arc<Feeds>) -> SendReceipt {
         let outbound = Arc::new(Outbound::sample(Kind::Message, Platform::Qq, "ops"));
         let (reply, answer) = oneshot::channel();
-        let placed = deliver(
-            feeds.clone(),
+        deliver(
+            feeds,
             pictures::Ready {
                 json: crate::model::to_json_string(&*outbound),
                 outbound,
@@ -340,7 +291,6 @@ mod tests {
             },
         )
         .await;
-        show(&feeds, placed).await;
         match answer.await {
             Ok(Ok(receipt)) => receipt,
             other => panic!("no receipt: {other:?}"),
@@ -366,108 +316,5 @@ mod tests {
             !in_memory.idempotent,
             "a feed held only in memory is not durable"
         );
-    }
-
-    /// A feed log that places every event at once as number 7 and writes it to disk only
-    /// when the test opens `disk`.
-    struct SlowDisk {
-        /// Opened by the test: the write to disk completes.
-        disk: Arc<tokio::sync::Semaphore>,
-    }
-
-    impl FeedLog for SlowDisk {
-        fn epoch(&self) -> u64 {
-            1
-        }
-        fn recent(
-            &self,
-            _account: &str,
-            _group: &str,
-            _limit: usize,
-        ) -> Result<(Vec<(u64, String)>, u64), FeedLogError> {
-            Ok((Vec::new(), 1))
-        }
-        fn append(
-            &self,
-            account: String,
-            group: String,
-            key: String,
-            json: String,
-            keep: usize,
-        ) -> BoxFuture<'static, Result<Appended, FeedLogError>> {
-            self.append_placed(account, group, key, json, keep)
-                .on_disk()
-        }
-        fn append_placed(
-            &self,
-            _account: String,
-            _group: String,
-            _key: String,
-            _json: String,
-            _keep: usize,
-        ) -> Appending {
-            let disk = self.disk.clone();
-            Appending {
-                placed: Box::pin(async {
-                    Ok(Appended {
-                        seq: 7,
-                        fresh: true,
-                    })
-                }),
-                durable: Box::pin(async move {
-                    let _written = disk
-                        .acquire()
-                        .await
-                        .map_err(|e| FeedLogError(e.to_string()))?;
-                    Ok(())
-                }),
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn consumers_see_a_placed_message_before_the_disk_and_the_relay_hears_after_it() {
-        let disk = Arc::new(tokio::sync::Semaphore::new(0));
-        let feeds = Arc::new(Feeds::durable(
-            16,
-            "hub",
-            Arc::new(SlowDisk { disk: disk.clone() }),
-        ));
-        let mut consumer = feeds.subscribe_all();
-        let outbound = Arc::new(Outbound::sample(Kind::Message, Platform::Qq, "ops"));
-        let json = crate::model::to_json_string(&*outbound);
-        let (reply, mut answer) = oneshot::channel();
-        let placed = deliver(
-            feeds.clone(),
-            pictures::Ready {
-                json,
-                outbound: outbound.clone(),
-                reply,
-            },
-        )
-        .await;
-        let delivering = tokio::spawn(show(&feeds, placed));
-        // A guard against a hang, not a timing: before the change the consumer waited for
-        // the disk, which this test never lets finish.
-        let shown = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.recv())
-            .await
-            .expect("the consumer is shown the message before it is on disk")
-            .expect("the consumer is shown the message");
-        assert_eq!(shown.seq, 7);
-        assert_eq!(
-            shown.json,
-            crate::model::to_json_string(&*outbound).expect("encodes")
-        );
-        tokio::task::yield_now().await;
-        assert!(
-            matches!(answer.try_recv(), Err(oneshot::error::TryRecvError::Empty)),
-            "the relay is not answered while the message is not on disk"
-        );
-        disk.add_permits(1);
-        delivering.await.expect("delivered");
-        match answer.await {
-            Ok(Ok(receipt)) => assert_eq!(receipt.message_ids, ["7"]),
-            other => panic!("no receipt: {other:?}"),
-        }
     }
 }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
-use qunbridge_connectors::api::{Appended, Appending, FeedLog, FeedLogError};
+use qunbridge_connectors::api::{Appended, FeedLog, FeedLogError};
 use redb::{
     Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition, WriteTransaction,
@@ -184,10 +184,8 @@ enum Job {
         json: String,
         /// Events kept per group.
         keep: usize,
-        /// Answered once the event has its number, before the commit.
-        placed: oneshot::Sender<Appended>,
         /// Answered after the commit.
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        reply: oneshot::Sender<Result<Appended, StoreError>>,
     },
 }
 
@@ -195,8 +193,8 @@ enum Job {
 enum Done {
     /// A write's reply.
     Write(oneshot::Sender<Result<(), StoreError>>),
-    /// An append's reply.
-    Append(oneshot::Sender<Result<(), StoreError>>),
+    /// An append's reply and result.
+    Append(oneshot::Sender<Result<Appended, StoreError>>, Appended),
     /// An outbox put's reply and whether it added the entry.
     OutboxPut(oneshot::Sender<Result<bool, StoreError>>, bool),
 }
@@ -490,8 +488,6 @@ fn write_loop(
     shared: &WriterShared<'_>,
     mut outbox_index: OutboxIndex,
 ) {
-    // The feed numbers given out by commits that failed: never given out again.
-    let mut feed_floor = FeedFloor::default();
     let WriterShared {
         queued,
         short_lived,
@@ -535,14 +531,7 @@ fn write_loop(
             held: Vec::new(),
             table_letters,
         };
-        let outcome = commit(
-            db,
-            batch,
-            sweep,
-            fleeting,
-            &mut outbox_index,
-            &mut feed_floor,
-        );
+        let outcome = commit(db, batch, sweep, fleeting, &mut outbox_index);
         metrics::counter!(crate::metrics::STORE_COMMITS).increment(1);
         metrics::histogram!(crate::metrics::STORE_COMMIT_SECONDS)
             .record(started.elapsed().as_secs_f64());
@@ -658,22 +647,15 @@ fn commit(
     sweep: bool,
     mut fleeting: Fleeting<'_>,
     outbox_index: &mut OutboxIndex,
-    feed_floor: &mut FeedFloor,
 ) -> Result<(), StoreError> {
     let short_lived = fleeting.set;
     let mut done = Vec::with_capacity(jobs.len());
-    // The feed numbers this commit gives out, whatever its outcome.
-    let mut given = Vec::new();
     let outcome = (|| -> Result<(), StoreError> {
         let txn = db.begin_write().map_err(backend)?;
         let now = now_ms();
         let mut expiring = Expiring::default();
         let mut stats = StatsPending::default();
         let mut tables = Tables::open(&txn).map_err(backend)?;
-        tables.feed_seqs.floor = feed_floor.0.clone();
-        // Appends are answered with their place once every job is applied, before the
-        // commit: their consumers need not wait for the disk.
-        let mut placed_events = Vec::new();
         for job in jobs {
             match job {
                 Job::Write { batch, reply } => {
@@ -691,14 +673,12 @@ fn commit(
                     key,
                     json,
                     keep,
-                    placed,
                     reply,
                 } => {
                     let appended =
                         apply_append(&mut tables, &feed, &key, &json, keep, now, &mut expiring)
                             .map_err(backend)?;
-                    placed_events.push((placed, appended));
-                    done.push(Done::Append(reply));
+                    done.push(Done::Append(reply, appended));
                 }
                 Job::OutboxPut {
                     account,
@@ -718,13 +698,8 @@ fn commit(
                 }
             }
         }
-        for (placed, appended) in placed_events {
-            let _ = placed.send(appended);
-        }
         let feed_seqs = std::mem::take(&mut tables.feed_seqs);
-        let written = feed_seqs.write(&mut tables.meta);
-        given = feed_seqs.last;
-        written.map_err(backend)?;
+        feed_seqs.write(&mut tables.meta).map_err(backend)?;
         expiring.write(&txn, &mut tables.meta).map_err(backend)?;
         // The sweep and the group-health counts open tables of their own.
         drop(tables);
@@ -750,14 +725,13 @@ fn commit(
     if outcome.is_err() {
         outbox_index.rolled_back();
     }
-    feed_floor.settle(given, outcome.is_ok());
     for item in done {
         match item {
             Done::Write(reply) => {
                 let _ = reply.send(outcome.clone());
             }
-            Done::Append(reply) => {
-                let _ = reply.send(outcome.clone());
+            Done::Append(reply, appended) => {
+                let _ = reply.send(outcome.clone().map(|()| appended));
             }
             Done::OutboxPut(reply, added) => {
                 let _ = reply.send(outcome.clone().map(|()| added));
@@ -819,33 +793,6 @@ const TRIM_FRACTION: u64 = 8;
 struct FeedSeqs {
     /// A feed (`account␟group`) and its last number.
     last: Vec<(String, u64)>,
-    /// The last numbers given out by failed commits ([`FeedFloor`]): numbers continue after
-    /// them.
-    floor: Vec<(String, u64)>,
-}
-
-/// The last feed numbers that commits which then failed gave out: consumers may have been
-/// shown those events (they are shown once placed), so their numbers are never given to
-/// another event, although the counter on disk does not have them.
-#[derive(Default)]
-struct FeedFloor(Vec<(String, u64)>);
-
-impl FeedFloor {
-    /// Takes what a commit gave out: kept when it failed, dropped once a commit stored the
-    /// counters past it.
-    fn settle(&mut self, given: Vec<(String, u64)>, committed: bool) {
-        for (feed, last) in given {
-            let at = self.0.iter().position(|(name, _)| *name == feed);
-            match (committed, at) {
-                (true, Some(at)) => {
-                    self.0.swap_remove(at);
-                }
-                (true, None) => {}
-                (false, Some(at)) => self.0[at].1 = self.0[at].1.max(last),
-                (false, None) => self.0.push((feed, last)),
-            }
-        }
-    }
 }
 
 impl FeedSeqs {
@@ -860,21 +807,16 @@ impl FeedSeqs {
             *last += 1;
             return Ok(*last);
         }
-        let stored = meta
+        let next = meta
             .get(feed_counter(feed).as_str())?
-            .map_or(0, |v| v.value());
-        let shown = self
-            .floor
-            .iter()
-            .find(|(name, _)| name == feed)
-            .map_or(0, |(_, last)| *last);
-        let next = stored.max(shown) + 1;
+            .map_or(0, |v| v.value())
+            + 1;
         self.last.push((feed.to_owned(), next));
         Ok(next)
     }
 
     /// Stores the last numbers in `meta`.
-    fn write(&self, meta: &mut redb::Table<&'static str, u64>) -> Result<(), redb::Error> {
+    fn write(self, meta: &mut redb::Table<&'static str, u64>) -> Result<(), redb::Error> {
         for (feed, last) in &self.last {
             meta.insert(feed_counter(feed).as_str(), *last)?;
         }
@@ -1660,48 +1602,22 @@ impl FeedLog for PersistentStore {
         json: String,
         keep: usize,
     ) -> BoxFuture<'static, Result<Appended, FeedLogError>> {
-        self.append_placed(account, group, key, json, keep)
-            .on_disk()
-    }
-
-    fn append_placed(
-        &self,
-        account: String,
-        group: String,
-        key: String,
-        json: String,
-        keep: usize,
-    ) -> Appending {
-        // Queued now, not when the futures are first polled: appends are applied in call
-        // order.
-        let (placed_tx, placed) = oneshot::channel();
+        // Queued now, not when the future is first polled: appends are applied in call order.
         let (reply, outcome) = oneshot::channel();
-        let submitted = self
-            .submit(Job::Append {
-                feed: format!("{account}\u{1f}{group}"),
-                key,
-                json,
-                keep,
-                placed: placed_tx,
-                reply,
-            })
-            .map_err(|error| FeedLogError(error.to_string()));
-        Appending {
-            placed: Box::pin(async move {
-                submitted?;
-                placed.await.map_err(|_| {
-                    FeedLogError(
-                        "the event was not placed: its commit failed or the store stopped".into(),
-                    )
-                })
-            }),
-            durable: Box::pin(async move {
-                outcome
-                    .await
-                    .map_err(|_| FeedLogError(StoreError::Stopped.to_string()))?
-                    .map_err(|error| FeedLogError(error.to_string()))
-            }),
-        }
+        let submitted = self.submit(Job::Append {
+            feed: format!("{account}\u{1f}{group}"),
+            key,
+            json,
+            keep,
+            reply,
+        });
+        Box::pin(async move {
+            submitted.map_err(|error| FeedLogError(error.to_string()))?;
+            outcome
+                .await
+                .map_err(|_| FeedLogError(StoreError::Stopped.to_string()))?
+                .map_err(|error| FeedLogError(error.to_string()))
+        })
     }
 }
 
@@ -1859,79 +1775,6 @@ mod tests {
         let (events, _) = store.recent("api", "g", KEEP).expect("recent");
         assert_eq!(events.first().map(|e| e.0), Some(27));
         assert_eq!(events.last().map(|e| e.0), Some(42));
-    }
-
-    #[tokio::test]
-    async fn appends_are_placed_in_call_order_and_then_made_durable() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let store = PersistentStore::open(dir.path()).expect("open");
-            let appending: Vec<Appending> = (1..=3)
-                .map(|n| {
-                    store.append_placed(
-                        "api".into(),
-                        "g".into(),
-                        format!("k{n}"),
-                        format!("e{n}"),
-                        8,
-                    )
-                })
-                .collect();
-            let again = store.append_placed("api".into(), "g".into(), "k2".into(), "e2".into(), 8);
-            for (n, Appending { placed, durable }) in (1u64..).zip(appending) {
-                let appended = placed.await.expect("placed");
-                assert_eq!(
-                    appended,
-                    Appended {
-                        seq: n,
-                        fresh: true
-                    }
-                );
-                durable.await.expect("durable");
-            }
-            let placed = again.placed.await.expect("placed");
-            assert_eq!(
-                placed,
-                Appended {
-                    seq: 2,
-                    fresh: false
-                },
-                "k2 was there"
-            );
-            again.durable.await.expect("durable");
-        }
-        let store = PersistentStore::open(dir.path()).expect("reopen");
-        let (events, next) = store.recent("api", "g", 8).expect("recent");
-        let expected: Vec<(u64, String)> = (1..=3).map(|n| (n, format!("e{n}"))).collect();
-        assert_eq!(events, expected, "what was placed is on disk");
-        assert_eq!(next, 4);
-    }
-
-    #[test]
-    fn numbers_a_failed_commit_gave_out_are_not_given_again() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Database::create(dir.path().join("t.redb")).expect("db");
-        let txn = db.begin_write().expect("txn");
-        {
-            let mut meta = txn.open_table(META).expect("meta");
-            meta.insert(feed_counter("a\u{1f}g").as_str(), 3)
-                .expect("counter");
-            let mut floor = FeedFloor::default();
-            // A commit that gave out 4 and 5 to `a␟g` failed; one of `a␟h` failed too.
-            floor.settle(vec![("a\u{1f}g".into(), 5), ("a\u{1f}h".into(), 2)], false);
-            floor.settle(vec![("a\u{1f}g".into(), 4)], false);
-            let mut seqs = FeedSeqs {
-                floor: floor.0.clone(),
-                ..Default::default()
-            };
-            assert_eq!(seqs.next(&meta, "a\u{1f}g").expect("next"), 6);
-            assert_eq!(seqs.next(&meta, "a\u{1f}g").expect("next"), 7);
-            assert_eq!(seqs.next(&meta, "a\u{1f}x").expect("next"), 1);
-            // Once a commit stored `a␟h`'s counter past it, the floor lets it go.
-            floor.settle(vec![("a\u{1f}h".into(), 3)], true);
-            assert_eq!(floor.0, vec![("a\u{1f}g".to_owned(), 5)]);
-        }
-        drop(txn);
     }
 
     fn waiting(key: &str) -> OutboxEntry {
