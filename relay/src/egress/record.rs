@@ -6,25 +6,28 @@
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use super::Ack;
 use crate::activity::WorkGuard;
 use crate::store::{RelayStore, WriteBatch};
 
 /// Most records merged into one write, so one write stays a bounded piece of a commit.
 const MERGED: usize = 256;
 
+/// An acknowledgement (egress's `Ack`, spelled out so this module needs nothing of its parent).
+type Acknowledge = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// The records of one send and what waits for them.
 pub(crate) struct Record {
     /// What to write.
     pub batch: WriteBatch,
     /// The acknowledgements of the messages the send settled.
-    pub acks: Vec<Ack>,
+    pub acks: Vec<Acknowledge>,
     /// True when the messages may be acknowledged before the records are written (the
     /// destination itself keeps each message under its own key: a copy sent again is
     /// recognized there); otherwise they are acknowledged once the records are durable.
@@ -113,7 +116,7 @@ async fn write(
 }
 
 /// Calls the acknowledgements not called yet, once each.
-async fn acknowledge(acks: &mut Vec<Ack>) {
+async fn acknowledge(acks: &mut Vec<Acknowledge>) {
     for ack in acks.drain(..) {
         ack().await;
     }
