@@ -196,6 +196,48 @@ async fn an_outbound_copy_handed_over_twice_is_shown_once(broker: Broker) {
 }
 on_both_brokers!(an_outbound_copy_handed_over_twice_is_shown_once);
 
+/// One message relayed to two `api` accounts whose groups have the same name: each
+/// account's consumers see it (each feed keeps it under its own account's key).
+async fn one_message_reaches_two_api_accounts_with_the_same_group(broker: Broker) {
+    let (hub, one, two) = (api_addr(), api_addr(), api_addr());
+    let config = format!(
+        r#"{broker}
+[accounts.hub]
+platform = "api"
+listen = "{hub}"
+
+[accounts.one]
+platform = "api"
+listen = "{one}"
+
+[accounts.two]
+platform = "api"
+listen = "{two}"
+
+[[links]]
+name = "demo"
+groups = ["hub:general", "one:general", "two:general"]
+format = "<{{link}}> {{name}}: "
+"#,
+        broker = broker.toml()
+    );
+    let daemon = Daemon::start(&config).await;
+    let events = |api: SocketAddr| format!("http://{api}/api/v1/groups/general/events");
+    let mut to_one = SseClient::open(&events(one), None, None).await;
+    let mut to_two = SseClient::open(&events(two), None, None).await;
+    for text in ["first", "second"] {
+        let body = json!({"sender": {"id": "u1", "name": "Ann"}, "text": text});
+        let (status, answer) = post_message(hub, "general", body, None).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    for consumer in [&mut to_one, &mut to_two] {
+        assert_eq!(consumer.next().await.json()["text"], "<demo> Ann: first");
+        assert_eq!(consumer.next().await.json()["text"], "<demo> Ann: second");
+    }
+    daemon.stop().await.expect("clean stop");
+}
+on_both_brokers!(one_message_reaches_two_api_accounts_with_the_same_group);
+
 /// What the embedded state store did, as an operator's dashboard reads it: a relayed message
 /// is committed (feed append, dedup key, send log), each commit is counted once and timed once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -997,6 +997,105 @@ mod a_word_rule_holds_for_review_and_a_release_leaves_that_rule_out {
     }
 }
 
+/// A word rule holds a message for an `api` group; a release shows it there once, and the
+/// release is confirmed at once: unpaced, by the `api` feed (which keeps the message under its
+/// own key, so egress writes no send-log key of its own); paced at 1/min behind a message that
+/// took the minute's token, by the destination's outbox, where it waits.
+async fn a_message_held_for_an_api_group_is_released_there_once(broker: Broker, paced: bool) {
+    let api = std::net::SocketAddr::from(([127, 0, 0, 1], qunbridge_tests::free_port()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limit = if paced {
+        "[limits.hub.groups.b]\nper_group = \"1/min\"\n"
+    } else {
+        ""
+    };
+    let config = format!(
+        r#"{broker}
+[accounts.hub]
+platform = "api"
+listen = "{api}"
+
+{limit}
+[[links]]
+name = "demo"
+groups = ["hub:a", "hub:b"]
+
+[moderation.lists.ads]
+words = ["兼职刷单"]
+
+[filters.api]
+rules = [{{ match = "words", list = "ads", action = "hold" }}]
+"#,
+        broker = broker.toml()
+    );
+    let mut daemon = DaemonProcess::start(dir.path(), &config).await;
+    let mut b = qunbridge_tests::SseClient::open(
+        &format!("http://{api}/api/v1/groups/b/events"),
+        None,
+        None,
+    )
+    .await;
+    let post = |text: &str| {
+        let body = json!({"sender": {"id": "u1", "name": "Ann"}, "text": text});
+        qunbridge_tests::post_message(api, "a", body, None)
+    };
+    let next_text = |shown: Value| shown["text"].as_str().unwrap_or_default().to_owned();
+    let (status, answer) = post("h0 first").await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(next_text(b.next().await.json()).contains("h0 first"));
+    let (status, answer) = post("h1 兼职刷单").await;
+    assert_eq!(status, 202, "{answer}");
+    let held = wait_held(daemon.admin, 1).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["to"]["account"], "hub");
+    let id = held[0]["id"].as_str().expect("id").to_owned();
+    let released_at = std::time::Instant::now();
+    let (code, stdout) = moderation_cli(daemon.admin, &["release", &id]);
+    assert_eq!(code, Some(0), "the release is confirmed: {stdout}");
+    assert!(stdout.contains(&format!("{id}: released")), "{stdout}");
+    assert!(held_entries(daemon.admin).is_empty());
+    if paced {
+        // It waits for the next minute's token: a release confirmed by the outbox, not by a
+        // send, and not after the release's whole wait for egress.
+        assert!(
+            released_at.elapsed() < Duration::from_secs(5),
+            "confirmed after {:?}",
+            released_at.elapsed()
+        );
+        daemon.kill();
+        return;
+    }
+    assert!(next_text(b.next().await.json()).contains("h1 兼职刷单"));
+    let (status, answer) = post("h2 marker").await;
+    assert_eq!(status, 202, "{answer}");
+    let shown = next_text(b.next().await.json());
+    assert!(
+        shown.contains("h2 marker"),
+        "the released message is shown once, then the next: {shown}"
+    );
+    daemon.kill();
+}
+
+mod a_message_held_for_an_api_group_is_released_there_once {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded() {
+        a_message_held_for_an_api_group_is_released_there_once(Broker::embedded(), false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mosquitto() {
+        a_message_held_for_an_api_group_is_released_there_once(Broker::mosquitto().await, false)
+            .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn paced_embedded() {
+        a_message_held_for_an_api_group_is_released_there_once(Broker::embedded(), true).await;
+    }
+}
+
 /// QQ (two linked groups) and WeChat, unpaced, waves over 10 s, and a suspect delay of 2 s.
 fn suspect_config(broker: &Broker, qq: &str, wx: &str) -> String {
     wave_config(broker, qq, wx).replace(

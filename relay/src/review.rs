@@ -3,10 +3,19 @@
 //! `POST /api/v1/held/<id>/drop`), so the daemon that holds the store does every write.
 
 use std::io::Write;
+use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::core::hold::{RELEASE_EGRESS_WAIT, RELEASE_PUBLISH_WAIT};
 use crate::status::{admin_url, client, get_json, StatusError};
+
+/// How long a release or drop is waited for: a release waits in the daemon for the broker,
+/// then for egress to hold the message ([`RELEASE_PUBLISH_WAIT`], [`RELEASE_EGRESS_WAIT`]),
+/// so the status commands' shorter timeout would report a release still under way as a
+/// daemon out of reach.
+const DECIDE_TIMEOUT: Duration =
+    Duration::from_secs(RELEASE_PUBLISH_WAIT.as_secs() + RELEASE_EGRESS_WAIT.as_secs() + 5);
 
 /// What to do with held messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +120,7 @@ pub async fn decide(
             admin,
             &format!("/api/v1/held/{}/{}", percent_encode(id), verdict.path()),
         );
-        let line = match client.post(&url).send().await {
+        let line = match client.post(&url).timeout(DECIDE_TIMEOUT).send().await {
             Err(error) => {
                 failed += 1;
                 format!("{id}: cannot reach the daemon at {url}: {error}\n")

@@ -19,6 +19,21 @@ pub struct Appended {
     pub fresh: bool,
 }
 
+/// The key an event of `account`'s `group` is appended under: the outbound message's id
+/// (the inbound envelope's) with the account and group it was sent to, so the same message
+/// relayed to two `api` accounts, or to two groups of one, is an event in each. The relay
+/// asks the store for it to know that a message reached a keyed feed (it writes no send-log
+/// key of its own for such a send).
+pub fn feed_key(account: &str, outbound_id: &str, group: &str) -> String {
+    let mut key = String::with_capacity(account.len() + outbound_id.len() + group.len() + 2);
+    key.push_str(account);
+    key.push('\u{1f}');
+    key.push_str(outbound_id);
+    key.push('\u{1f}');
+    key.push_str(group);
+    key
+}
+
 /// A durable, bounded, per-group log of delivered events.
 pub trait FeedLog: Send + Sync + 'static {
     /// A number that stays the same for the life of the log, so event ids from before a
@@ -34,7 +49,7 @@ pub trait FeedLog: Send + Sync + 'static {
         limit: usize,
     ) -> Result<(Vec<(u64, String)>, u64), FeedLogError>;
 
-    /// Appends an event unless one with the same `key` (the outbound id and destination) is
+    /// Appends an event unless one with the same `key` ([`feed_key`]) is
     /// already there; keeps the newest `keep` events of the group (a log may remove older
     /// ones in batches, so it may hold some more until then: [`FeedLog::recent`] is asked
     /// for what a consumer may get). Resolves once the event is on

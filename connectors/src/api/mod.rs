@@ -37,7 +37,7 @@ use crate::error::ConnectorError;
 use crate::{Connector, Secret};
 
 pub use feed::Feeds;
-pub use feed_log::{Appended, FeedLog, FeedLogError};
+pub use feed_log::{feed_key, Appended, FeedLog, FeedLogError};
 
 /// Default number of messages kept per group for SSE replay.
 pub const DEFAULT_BUFFER: usize = 1000;
@@ -198,7 +198,7 @@ fn deliver(feeds: Arc<Feeds>, ready: pictures::Ready) -> BoxFuture<'static, ()> 
         log.append(
             account.to_owned(),
             outbound.group.clone(),
-            format!("{}\u{1f}{}", outbound.id, outbound.group),
+            feed_key(account, &outbound.id, &outbound.group),
             json.clone(),
             feeds.capacity(),
         )

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
+use qunbridge_connectors::api::feed_key;
 use qunbridge_connectors::Envelope;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
@@ -29,9 +30,14 @@ use crate::store::held::{oldest_first, HeldEntry};
 use crate::store::{keys, RelayStore, StoreError, WriteBatch};
 
 /// How long a release waits for the broker to take the released message.
-const RELEASE_PUBLISH_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const RELEASE_PUBLISH_WAIT: Duration = Duration::from_secs(10);
 /// How long a release waits for egress to hold the released message durably.
-const RELEASE_EGRESS_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const RELEASE_EGRESS_WAIT: Duration = Duration::from_secs(10);
+/// How long a release waits for the send log before an outbox entry will do: an unpaced
+/// destination sends and records a released message within moments, and its outbox entry
+/// (written before the send) would confirm the release before the send is recorded, when a
+/// crash still means sending it again.
+const RELEASE_OUTBOX_AFTER: Duration = Duration::from_secs(2);
 /// How often a release looks whether egress holds it.
 const RELEASE_POLL: Duration = Duration::from_millis(20);
 /// Characters of a held entry's id (from [`ID_ALPHABET`]).
@@ -269,7 +275,8 @@ impl HeldMessages {
         // The broker has it; the entry goes only once egress has it durably (sent, or in the
         // destination's outbox), since the embedded broker keeps nothing across a crash.
         let sent = keys::sent(&outbound, &entry.account);
-        if !self.egress_has(&entry.account, &sent).await {
+        let fed = feed_key(&entry.account, &outbound.id, &outbound.group);
+        if !self.egress_has(&entry.account, &sent, &fed).await {
             return Err(publish_failed(format!(
                 "egress did not take it within {RELEASE_EGRESS_WAIT:?}; it stays held, and releasing it again sends it once"
             )));
@@ -290,23 +297,32 @@ impl HeldMessages {
             .map(|d| d.platform.as_str())
     }
 
-    /// True once egress holds a released message durably. Waits (at most
-    /// [`RELEASE_EGRESS_WAIT`]) for its send-log key, which an unpaced destination writes
-    /// within moments, so a crash right after the release cannot send it twice; a message
-    /// still waiting in the destination's outbox by then (a paced destination) counts too,
-    /// since the outbox survives a crash.
-    async fn egress_has(&self, account: &str, sent: &str) -> bool {
-        let deadline = tokio::time::Instant::now() + RELEASE_EGRESS_WAIT;
+    /// True once egress holds a released message durably, so a crash right after the
+    /// release cannot send it twice: its send-log key, or its `api` feed key (`fed`: the send
+    /// log of a keyed `api` send), which an unpaced destination writes within moments; or,
+    /// once [`RELEASE_OUTBOX_AFTER`] passed without either, its entry in the destination's
+    /// outbox (a paced destination: the outbox survives a crash). Waits at most
+    /// [`RELEASE_EGRESS_WAIT`].
+    async fn egress_has(&self, account: &str, sent: &str, fed: &str) -> bool {
+        let started = tokio::time::Instant::now();
         let keys = [sent.to_owned()];
         loop {
-            if self.store.holds_any(&keys).await.unwrap_or(false) {
+            if self.store.holds_any(&keys).await.unwrap_or(false)
+                || self.store.feed_holds(fed).await.unwrap_or(false)
+            {
                 return true;
             }
-            if tokio::time::Instant::now() >= deadline {
-                return match self.store.outbox(account).await {
+            if started.elapsed() >= RELEASE_OUTBOX_AFTER {
+                let queued = match self.store.outbox(account).await {
                     Ok(outbox) => outbox.iter().any(|entry| entry.key == sent),
                     Err(_) => false,
                 };
+                if queued {
+                    return true;
+                }
+            }
+            if started.elapsed() >= RELEASE_EGRESS_WAIT {
+                return false;
             }
             tokio::time::sleep(RELEASE_POLL).await;
         }

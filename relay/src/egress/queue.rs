@@ -471,14 +471,24 @@ fn record_and_ack(shared: &AccountEgress, recorder: &Recorder, unit: Unit, recei
         debug!(message = "Already sent; the destination recognized the redelivered copy.", account = %shared.account, id = %unit.outbound.id);
         count_drops("duplicate", copies as u64);
     }
+    // A message sent whole to a destination that keeps it under its own key (the `api`
+    // feed's [`qunbridge_connectors::api::feed_key`]) needs no send-log key besides: that
+    // key is its send log (one random B-tree write less per message). A merged or split
+    // send is keyed by what was sent, not by each message: those keep theirs.
+    let keyed_by_destination = receipt.idempotent
+        && matches!(unit.members.as_slice(), [only] if Arc::ptr_eq(&only.original, &unit.outbound));
     let mut batch = WriteBatch::default();
     for member in &unit.members {
         if member.ack.is_some() {
             let sent = keys::sent(&member.original, &shared.account);
-            batch
-                .outbox_done
-                .push((shared.account.clone(), sent.clone()));
-            batch.keys.push((sent, SEND_LOG_TTL));
+            if keyed_by_destination {
+                batch.outbox_done.push((shared.account.clone(), sent));
+            } else {
+                batch
+                    .outbox_done
+                    .push((shared.account.clone(), sent.clone()));
+                batch.keys.push((sent, SEND_LOG_TTL));
+            }
         }
         if let Some(record) =
             message_map::record(&member.original, &shared.account, &receipt.message_ids)

@@ -229,6 +229,14 @@ pub trait RelayStore: Send + Sync + 'static {
     /// Writes a batch; resolves once it is durable.
     fn write(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>>;
 
+    /// True when an `api` feed kept in this store holds an event under `key`
+    /// ([`qunbridge_connectors::api::feed_key`]) that has not expired: the send log of a
+    /// keyed `api` send. A store that keeps no feeds holds none.
+    fn feed_holds<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let _ = key;
+        Box::pin(async { Ok(false) })
+    }
+
     /// The message map's entry for an origin key.
     fn origin<'a>(
         &'a self,

@@ -1384,6 +1384,17 @@ impl RelayStore for PersistentStore {
         Box::pin(async move { held })
     }
 
+    fn feed_holds<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let now = now_ms();
+        let held = (|| {
+            let txn = self.db.begin_read().map_err(backend)?;
+            let table = txn.open_table(FEED_KEYS).map_err(backend)?;
+            let until = table.get(key).map_err(backend)?.map(|v| v.value().1);
+            Ok(until.is_some_and(|until| until > now))
+        })();
+        Box::pin(async move { held })
+    }
+
     fn write(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             if batch.is_empty() {

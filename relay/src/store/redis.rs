@@ -215,6 +215,17 @@ impl RelayStore for RedisStore {
         })
     }
 
+    fn feed_holds<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let found: u64 = connection
+                .exists(self.key("fk", key))
+                .await
+                .map_err(backend)?;
+            Ok(found > 0)
+        })
+    }
+
     fn write(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             if batch.is_empty() {
