@@ -68,17 +68,37 @@ pub fn qunbridge_binary() -> PathBuf {
 }
 
 /// A port nobody listens on right now, and that no other test of this process was handed:
-/// the kernel may offer a just-released ephemeral port again, and two daemons (or a daemon's
-/// admin and api listeners) given the same port fail to start.
+/// two daemons (or a daemon's admin and api listeners) given the same port fail to start.
+/// It is taken below Linux's ephemeral range (32768 and up by default), where the kernel
+/// picks the local ports of outgoing connections: a port it offered as free could otherwise
+/// be taken by one of them (a daemon's hundred platform connections, say) before the daemon
+/// binds it. The search starts at a place drawn from the process id and the clock, so that
+/// test processes running side by side rarely probe the same ports.
 pub fn free_port() -> u16 {
+    /// The ports handed out: the range below the ephemeral one, above the well-known ones.
+    const FIRST: u16 = 20_000;
+    const COUNT: u16 = 12_000;
     static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let start = (std::process::id() ^ clock) % u32::from(COUNT);
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for step in 0..u32::from(COUNT) {
+        let port = FIRST + ((start + step * 7919) % u32::from(COUNT)) as u16;
+        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
+            return port;
+        }
+    }
+    // Every port of the range is taken: fall back to one the kernel offers.
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("an ephemeral port");
-        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
         if handed_out.insert(port) {
             return port;
         }
