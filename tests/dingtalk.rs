@@ -208,7 +208,7 @@ async fn at_bot_message_reaches_the_api_group(broker: Broker) {
         format!("[钉钉] 王五: three:{}", urls.concat())
     );
     assert_eq!(
-        peer.most_downloads_at_once(),
+        peer.most_downloads_at_once(&["dc-1", "dc-2", "dc-3"]),
         3,
         "all three download requests were open together"
     );

@@ -178,12 +178,14 @@ struct Log {
     downloads: Vec<(Option<String>, Value)>,
     /// How long each download request waits before its answer (a slow DingTalk).
     download_delay: Duration,
-    /// Download requests being answered now.
-    downloads_in_flight: usize,
+    /// The download codes of the requests being answered now.
+    downloads_in_flight: Vec<String>,
     /// Download requests answered so far.
     downloads_answered: usize,
-    /// The most download requests that were being answered at one time.
-    most_downloads_at_once: usize,
+    /// For each download request, the codes being answered as it started (itself included),
+    /// so a test can ask how many of the codes it cares about were open together (another
+    /// destination's late resolution of an unrelated code must not count).
+    downloads_open_at_start: Vec<Vec<String>>,
     /// Webhook posts.
     webhook_posts: Vec<WebhookPost>,
     /// Accepted `media/upload` requests.
@@ -451,9 +453,19 @@ impl DingTalkPeer {
         self.shared.with(|log| log.download_delay = delay);
     }
 
-    /// The most download requests that were being answered at one time.
-    pub fn most_downloads_at_once(&self) -> usize {
-        self.shared.with(|log| log.most_downloads_at_once)
+    /// The most download requests for one of `codes` that were being answered at one time.
+    pub fn most_downloads_at_once(&self, codes: &[&str]) -> usize {
+        self.shared.with(|log| {
+            log.downloads_open_at_start
+                .iter()
+                .map(|open| {
+                    open.iter()
+                        .filter(|code| codes.contains(&code.as_str()))
+                        .count()
+                })
+                .max()
+                .unwrap_or(0)
+        })
     }
 
     /// Webhook posts so far.
@@ -661,15 +673,23 @@ async fn group_send(
 async fn download(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let token = token_header(&headers);
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let code = body["downloadCode"].as_str().unwrap_or_default().to_owned();
     let delay = shared.with(|log| {
         log.downloads.push((token.clone(), body.clone()));
-        log.downloads_in_flight += 1;
-        log.most_downloads_at_once = log.most_downloads_at_once.max(log.downloads_in_flight);
+        log.downloads_in_flight.push(code.clone());
+        let open = log.downloads_in_flight.clone();
+        log.downloads_open_at_start.push(open);
         log.download_delay
     });
     tokio::time::sleep(delay).await;
     shared.with(|log| {
-        log.downloads_in_flight -= 1;
+        if let Some(at) = log
+            .downloads_in_flight
+            .iter()
+            .position(|open| *open == code)
+        {
+            log.downloads_in_flight.swap_remove(at);
+        }
         log.downloads_answered += 1;
     });
     if !token_ok(&shared, token.as_deref()) {
