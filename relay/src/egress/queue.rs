@@ -9,6 +9,7 @@
 //! echo fingerprint, then acknowledges.
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use super::split::split_message;
 use super::{AccountEgress, Ack, DepthGauge, Queued};
 use crate::activity::WorkGuard;
 use crate::metrics::{count_drop, count_drops};
-use crate::store::{keys, message_map, WriteBatch, ECHO_TTL, SEND_LOG_TTL};
+use crate::store::{keys, message_map, Prehashed, WriteBatch, ECHO_TTL, SEND_LOG_TTL};
 
 /// Sends a destination keeps in flight at once when its connector answers in order.
 const SEND_WINDOW: usize = 128;
@@ -36,8 +37,13 @@ const SEND_WINDOW: usize = 128;
 /// pacing token: at most these go into one send.
 const PREPARED_AHEAD: usize = 16;
 
-/// Send-log keys a destination worker remembers itself, for a redelivered copy queued behind
-/// a message whose send-log write is still being committed.
+/// Send-log keys a destination worker remembers itself (as 64-bit digests), for a
+/// redelivered copy queued behind a message whose send-log write is still being committed,
+/// and so that a message queued behind fewer than [`RECHECK_AFTER`] sends needs no store read.
+/// A busy destination's set takes about 0.2 MB: a hash table of 16,384 8-byte slots (four
+/// times this many, so that the slots keys leave behind are reclaimed in place rather than by
+/// growing the table) and a queue of the digests. Kept as text (twice: in the set and in the
+/// queue), the same keys took about 1 MB.
 const RECENT_SENT: usize = 4096;
 
 /// Sends after which a queued message is looked up in the send log again before it is sent:
@@ -378,7 +384,7 @@ async fn settle(
         Settlement::Sent(receipt) => {
             for member in &unit.members {
                 if member.ack.is_some() {
-                    recent.insert(keys::sent(&member.original, &shared.account));
+                    recent.insert(&keys::sent(&member.original, &shared.account));
                 }
             }
             record_and_ack(shared, recorder, unit, receipt);
@@ -397,29 +403,50 @@ async fn settle(
     }
 }
 
-/// Send-log keys this worker sent lately, oldest first, bounded.
+/// Send-log keys this worker sent lately, oldest first, bounded: each as a 64-bit digest
+/// seeded per worker, so the set costs 8 bytes a key plus the table's slot rather than two
+/// copies of the key's text. Two keys sharing a digest (about one chance in 10^15 per message
+/// for a set this size, and not something a sender can aim for without the seed) would drop
+/// the second message as a copy of the first; the state store's short-lived keys take the
+/// same chance.
 #[derive(Default)]
 struct RecentSent {
-    /// The keys.
-    keys: HashSet<String>,
+    /// Digests of the keys.
+    digests: HashSet<u64, BuildHasherDefault<Prehashed>>,
     /// Their order, for eviction.
-    order: VecDeque<String>,
+    order: VecDeque<u64>,
     /// How many were remembered in all (for [`Pending::sent_before`]).
     count: u64,
+    /// Seeds the digests.
+    seed: RandomState,
 }
 
 impl RecentSent {
-    /// Remembers a key, forgetting the oldest beyond [`RECENT_SENT`].
-    fn insert(&mut self, key: String) {
+    /// The digest of `key`.
+    fn digest(&self, key: &str) -> u64 {
+        self.seed.hash_one(key)
+    }
+
+    /// True when `key` was sent lately.
+    fn holds(&self, key: &str) -> bool {
+        self.digests.contains(&self.digest(key))
+    }
+
+    /// Remembers a key, forgetting the oldest beyond [`RECENT_SENT`] (first, so the set never
+    /// holds more than that).
+    fn insert(&mut self, key: &str) {
         self.count += 1;
-        if self.keys.insert(key.clone()) {
-            self.order.push_back(key);
+        let digest = self.digest(key);
+        if self.digests.contains(&digest) {
+            return;
         }
-        while self.order.len() > RECENT_SENT {
+        if self.order.len() >= RECENT_SENT {
             if let Some(old) = self.order.pop_front() {
-                self.keys.remove(&old);
+                self.digests.remove(&old);
             }
         }
+        self.digests.insert(digest);
+        self.order.push_back(digest);
     }
 }
 
@@ -437,7 +464,7 @@ async fn skip_already_sent(
             return;
         }
         let key = keys::sent(&front.original, &shared.account);
-        let sent = recent.keys.contains(&key)
+        let sent = recent.holds(&key)
             || (recent.count.saturating_sub(front.sent_before) >= RECHECK_AFTER
                 && shared
                     .store
@@ -1019,6 +1046,35 @@ mod tests {
             activity.clone(),
         );
         (dispatcher, received, store, activity, Arc::default())
+    }
+
+    #[test]
+    fn the_recent_set_holds_the_last_keys_sent_and_counts_every_send() {
+        let mut recent = RecentSent::default();
+        for n in 0..RECENT_SENT + 10 {
+            recent.insert(&format!("s\u{1f}acct\u{1f}g\u{1f}{n}"));
+        }
+        // The same key sent again counts as a send and is remembered once.
+        recent.insert(&format!("s\u{1f}acct\u{1f}g\u{1f}{}", RECENT_SENT + 9));
+        assert_eq!(recent.count, RECENT_SENT as u64 + 11);
+        assert_eq!(recent.order.len(), RECENT_SENT);
+        assert_eq!(recent.digests.len(), RECENT_SENT);
+        // The ten oldest were forgotten, the rest are held, an unsent key is not.
+        let held = |n: usize| recent.holds(&format!("s\u{1f}acct\u{1f}g\u{1f}{n}"));
+        assert!((0..10).all(|n| !held(n)));
+        assert!((10..RECENT_SENT + 10).all(held));
+        assert!(!held(RECENT_SENT + 10));
+        assert!(!recent.holds("s\u{1f}acct\u{1f}other\u{1f}10"));
+        // However many more are sent, its memory stays bounded: the table reclaims the slots
+        // of forgotten keys in place (its capacity is what it holds plus the room left).
+        let mut largest = 0;
+        for n in 0..12 * RECENT_SENT {
+            recent.insert(&format!("s\u{1f}acct\u{1f}h\u{1f}{n}"));
+            largest = largest.max(recent.digests.capacity());
+        }
+        assert_eq!(recent.digests.len(), RECENT_SENT);
+        assert!(largest < 4 * RECENT_SENT, "{largest}");
+        assert!(recent.order.capacity() < 2 * RECENT_SENT);
     }
 
     #[tokio::test(start_paused = true)]

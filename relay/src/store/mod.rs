@@ -31,6 +31,7 @@ use stats::{Day, DayRow, StatsDelta};
 pub use memory::MemoryStore;
 pub use persistent::PersistentStore;
 pub use redis::RedisStore;
+pub(crate) use short_lived::Prehashed;
 
 /// How long the core remembers an envelope id ([`keys::envelope`]) to drop a redelivered
 /// copy. Redeliveries come within seconds (a broker resending what was unacknowledged at a

@@ -50,10 +50,10 @@ impl Hash for Hashed {
     }
 }
 
-/// Hands the table a [`Hashed`] as its own hash: it is already a seeded hash of the key, so
-/// hashing it again would add nothing.
+/// Hands a table a value that is already a seeded hash of its key (a [`Hashed`] here, a
+/// `u64` digest elsewhere) as its own hash: hashing it again would add nothing.
 #[derive(Default)]
-struct Prehashed(u64);
+pub(crate) struct Prehashed(u64);
 
 impl Hasher for Prehashed {
     fn finish(&self) -> u64 {
