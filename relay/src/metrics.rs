@@ -11,6 +11,11 @@ pub use qunbridge_connectors::metrics::{
     UNKNOWN_INPUT,
 };
 
+use std::sync::OnceLock;
+
+use metrics::{Counter, Histogram};
+use qunbridge_connectors::Platform;
+
 /// Counter: messages routed to a destination, by `from` and `to` platform.
 pub const MESSAGES_RELAYED: &str = "qunbridge_messages_relayed_total";
 /// Counter: messages a moderation rule acted on, per destination, by `rule` (`flood`,
@@ -243,4 +248,28 @@ pub fn describe_all() {
         BROKER_MESSAGES_LOST,
         "Messages the embedded broker skipped for a reader that fell behind its log (lost)."
     );
+}
+
+/// Counts a message routed from `from` to `to` (`qunbridge_messages_relayed_total`). The
+/// handle of each pair of platforms is looked up once, the first time the pair relays (the
+/// exporter is installed before any account starts), and kept: building a series' key and
+/// looking it up in the registry cost an allocation and a hash per message.
+pub fn count_relayed(from: Platform, to: Platform) {
+    const PLATFORMS: usize = Platform::ALL.len();
+    static SERIES: [[OnceLock<Counter>; PLATFORMS]; PLATFORMS] =
+        [const { [const { OnceLock::new() }; PLATFORMS] }; PLATFORMS];
+    SERIES[from as usize][to as usize]
+        .get_or_init(
+            || metrics::counter!(MESSAGES_RELAYED, "from" => from.as_str(), "to" => to.as_str()),
+        )
+        .increment(1);
+}
+
+/// Records a relayed message's latency in seconds (`qunbridge_relay_latency_seconds`),
+/// through a handle looked up once, as [`count_relayed`] does.
+pub fn record_relay_latency(seconds: f64) {
+    static SERIES: OnceLock<Histogram> = OnceLock::new();
+    SERIES
+        .get_or_init(|| metrics::histogram!(RELAY_LATENCY))
+        .record(seconds);
 }

@@ -122,9 +122,12 @@ fn decode_event(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<F
 
 /// Event time in milliseconds (`time` is Unix seconds); now when absent.
 fn time_ms(object: &Map<String, Value>) -> u64 {
-    object
-        .get("time")
-        .and_then(Value::as_u64)
+    ms_of(object.get("time").and_then(Value::as_u64))
+}
+
+/// Unix seconds in milliseconds; now when there are none.
+fn ms_of(seconds: Option<u64>) -> u64 {
+    seconds
         .map(|s| s.saturating_mul(1000))
         .unwrap_or_else(crate::context::now_ms)
 }
@@ -134,29 +137,20 @@ fn group_message(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<
     let group = id_of(object.get("group_id")).ok_or(FrameError::Field("group_id"))?;
     let user = id_of(object.get("user_id")).ok_or(FrameError::Field("user_id"))?;
     let message_id = id_of(object.get("message_id")).ok_or(FrameError::Field("message_id"))?;
-    let event_self = id_of(object.get("self_id"));
-    let own_id = cx.self_id.map(str::to_owned).or(event_self);
-    if own_id.as_deref() == Some(user.as_str()) || (cx.is_other_bot)(&user) {
+    if is_own_message(cx, &user, id_of(object.get("self_id"))) {
         return Ok(Frame::OwnMessage);
     }
     let sender = object.get("sender").and_then(Value::as_object);
     let anonymous = object
         .get("anonymous")
         .and_then(Value::as_object)
-        .map(|a| text_of(a, "name").to_owned())
-        .filter(|n| !n.is_empty());
-    let name = anonymous
-        .or_else(|| {
-            sender
-                .map(|s| text_of(s, "card").trim().to_owned())
-                .filter(|n| !n.is_empty())
-        })
-        .or_else(|| {
-            sender
-                .map(|s| text_of(s, "nickname").trim().to_owned())
-                .filter(|n| !n.is_empty())
-        })
-        .unwrap_or_else(|| user.clone());
+        .map(|a| text_of(a, "name").to_owned());
+    let name = sender_name(
+        anonymous,
+        sender.map(|s| text_of(s, "card")),
+        sender.map(|s| text_of(s, "nickname")),
+        &user,
+    );
     let raw = match object.get("message") {
         Some(Value::Array(items)) => array_segments(items, cx.platform)
             .into_iter()
@@ -178,7 +172,82 @@ fn group_message(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<
         .iter()
         .map(|r| to_segment(r, cx.platform, cx.account))
         .collect();
-    Ok(Frame::Envelope(Box::new(Envelope {
+    Ok(message_envelope(
+        MessageFields {
+            group,
+            user,
+            message_id,
+            name,
+            segments,
+            time: object.get("time").and_then(Value::as_u64),
+        },
+        cx,
+    ))
+}
+
+/// True when a group message's author is this bot (as the account knows it, else as the
+/// event says) or another configured bot: never relayed.
+pub(super) fn is_own_message(
+    cx: &DecodeContext<'_>,
+    user: &str,
+    event_self: Option<String>,
+) -> bool {
+    let own_id = cx.self_id.map(str::to_owned).or(event_self);
+    own_id.as_deref() == Some(user) || (cx.is_other_bot)(user)
+}
+
+/// The name a group message's author is shown with: the anonymous name, else the group
+/// card, else the nickname (each trimmed, when not empty), else the user id.
+pub(super) fn sender_name(
+    anonymous: Option<String>,
+    card: Option<&str>,
+    nickname: Option<&str>,
+    user: &str,
+) -> String {
+    anonymous
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            card.map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+        })
+        .or_else(|| {
+            nickname
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| user.to_owned())
+}
+
+/// What a group message event says, however it was read ([`group_message`] from a JSON
+/// tree, [`super::message_event`] from typed fields).
+pub(super) struct MessageFields {
+    /// The group.
+    pub group: String,
+    /// The author.
+    pub user: String,
+    /// The message.
+    pub message_id: String,
+    /// The author's shown name ([`sender_name`]).
+    pub name: String,
+    /// The message's segments.
+    pub segments: Vec<Segment>,
+    /// `time` (Unix seconds) when it is one; the message then counts as sent now.
+    pub time: Option<u64>,
+}
+
+/// The envelope of a group message that is not the bot's own.
+pub(super) fn message_envelope(fields: MessageFields, cx: &DecodeContext<'_>) -> Frame {
+    let MessageFields {
+        group,
+        user,
+        message_id,
+        name,
+        segments,
+        time,
+    } = fields;
+    Frame::Envelope(Box::new(Envelope {
         v: ENVELOPE_VERSION,
         id: Envelope::make_id(cx.account, &group, &message_id),
         origin: cx.origin(group, message_id),
@@ -187,11 +256,11 @@ fn group_message(object: &Map<String, Value>, cx: &DecodeContext<'_>) -> Result<
             name,
             is_bot: false,
         },
-        ts_ms: time_ms(object),
+        ts_ms: ms_of(time),
         kind: Kind::Message,
         segments,
         member: None,
-    })))
+    }))
 }
 
 /// A `group_recall` notice.
@@ -215,7 +284,7 @@ fn member_notice(
 
 /// Maps a v11 segment to the model; an unknown type becomes a placeholder and is counted.
 /// `account` names the account that saw it, the one that can refresh a picture's URL.
-fn to_segment(raw: &RawSegment, platform: Platform, account: &str) -> Segment {
+pub(super) fn to_segment(raw: &RawSegment, platform: Platform, account: &str) -> Segment {
     let data = &raw.data;
     let placeholder = |hint: &str| Segment::Unsupported { hint: hint.into() };
     match raw.kind.as_str() {

@@ -7,7 +7,8 @@
 use serde_json::Value;
 
 use super::action;
-use super::event::{self, Frame};
+use super::event::Frame;
+use super::message_event;
 use crate::model::{Envelope, Kind};
 use crate::onebot_ws::frame::{DecodeContext, FrameError};
 use crate::onebot_ws::ingress::{ready_item, IngressItem};
@@ -29,7 +30,7 @@ impl Version for OneBot11 {
         text: &str,
         cx: &DecodeContext<'_>,
     ) -> Result<Decoded<Box<Envelope>>, FrameError> {
-        Ok(match event::decode(text, cx)? {
+        Ok(match message_event::decode_frame(text, cx)? {
             Frame::Envelope(envelope) => Decoded::of(Event::Inbound(envelope)),
             Frame::OwnMessage => Decoded::of(Event::OwnMessage),
             Frame::Lifecycle { self_id } => Decoded {

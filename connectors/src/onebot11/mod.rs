@@ -3,7 +3,8 @@
 //! The socket handling (transports, sessions, heartbeat watchdog, ordered ingress) is shared
 //! with OneBot v12 in [`crate::onebot_ws`]; this folder holds only what v11 says differently:
 //!
-//! - [`event`]: frames to envelopes; [`cq`]: the CQ-code string format.
+//! - [`event`]: frames to envelopes; [`message_event`]: group message events read without a
+//!   JSON tree, the frames most sockets carry most; [`cq`]: the CQ-code string format.
 //! - [`ingress`]: decoded frames as the shared session sees them.
 //! - [`action`]: responses and rendering of outbound messages.
 //! - [`egress`]: `send_group_msg` and `delete_msg`.
@@ -14,6 +15,7 @@ pub mod cq;
 pub mod egress;
 pub mod event;
 pub mod ingress;
+pub mod message_event;
 pub mod settings;
 
 use std::time::Duration;

@@ -29,13 +29,13 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::echo::Pending;
-use super::frame::{binary_text, id_of, DecodeContext, FrameError};
+use super::frame::{id_of, DecodeContext, FrameError};
 use super::link::AccountLink;
 use super::outcome::Outcome;
 use super::session::{spawn_writer, Session, WRITE_QUEUE};
@@ -114,10 +114,12 @@ pub async fn run<S, V>(
             frame = stream.next(), if reading => frame,
         };
         watchdog.traffic();
+        // The frame's own buffer, read in place.
         let text = match frame {
-            Some(Ok(Message::Text(text))) => text.to_string(),
-            Some(Ok(Message::Binary(bytes))) => match binary_text(&bytes) {
-                Ok(text) => text.to_owned(),
+            Some(Ok(Message::Text(text))) => text,
+            // A binary frame is decoded like a text frame when it is UTF-8.
+            Some(Ok(Message::Binary(bytes))) => match Utf8Bytes::try_from(bytes) {
+                Ok(text) => text,
                 Err(_) => {
                     malformed(&link.account, V::BINARY_PROBLEM);
                     continue;

@@ -1,9 +1,8 @@
 //! What both OneBot versions' frame decoders share: the error type, the decoding context
 //! (who the bot is), tolerant readers for ids and text fields that implementations send as
-//! numbers or strings, how a binary frame becomes text, the counter of input the decoders
-//! do not know (event and segment types), which is relayed or ignored but never fatal, and
-//! the pieces both wire formats spell alike (segment objects, action responses, recall
-//! notices).
+//! numbers or strings, the counter of input the decoders do not know (event and segment
+//! types), which is relayed or ignored but never fatal, and the pieces both wire formats
+//! spell alike (segment objects, action responses, recall notices).
 
 use serde_json::{Map, Value};
 
@@ -70,15 +69,6 @@ pub fn id_of(value: Option<&Value>) -> Option<String> {
 /// A string field, empty when absent or not a string.
 pub fn text_of<'a>(object: &'a Map<String, Value>, key: &str) -> &'a str {
     object.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
-/// The text of a binary frame, which the sessions decode like a text frame when it is UTF-8.
-///
-/// # Errors
-/// [`FrameError::NotJson`] when the bytes are not UTF-8 (MessagePack is not supported).
-pub fn binary_text(bytes: &[u8]) -> Result<&str, FrameError> {
-    std::str::from_utf8(bytes)
-        .map_err(|_| FrameError::NotJson("binary frame that is not UTF-8".into()))
 }
 
 /// Longest type name written to the log for an unknown event or segment type.
@@ -191,27 +181,6 @@ pub fn recall_envelope(
         segments: Vec::new(),
         member: None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn binary_frames_are_text_when_utf8() {
-        assert_eq!(
-            binary_text("{\"a\":\"群\"}".as_bytes()),
-            Ok("{\"a\":\"群\"}")
-        );
-        assert!(matches!(
-            binary_text(&[0xff, 0xfe, b'{']),
-            Err(FrameError::NotJson(_))
-        ));
-        assert!(matches!(
-            binary_text(&"群".as_bytes()[..2]),
-            Err(FrameError::NotJson(_))
-        ));
-    }
 }
 
 /// proptest strategies for JSON shaped like platform frames, shared by the decoders' tests.

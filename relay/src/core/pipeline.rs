@@ -22,7 +22,7 @@ use super::route::{Destination, SharedRoutes};
 use super::suspect::Suspects;
 use crate::activity::{Activity, WorkGuard};
 use crate::broker::{BrokerClient, Confirmation, Delivery, Topics};
-use crate::metrics::{count_drop, MESSAGES_RELAYED, MODERATION_HITS};
+use crate::metrics::{count_drop, count_relayed, MODERATION_HITS};
 use crate::policy::moderation::ModerationAction;
 use crate::stats::count::merge_into;
 use crate::stats::StatsCounter;
@@ -411,12 +411,7 @@ impl Core {
                 Some(confirmation) => confirmations.push(confirmation),
                 None => continue,
             }
-            metrics::counter!(
-                MESSAGES_RELAYED,
-                "from" => envelope.origin.platform.as_str(),
-                "to" => destination.platform.as_str()
-            )
-            .increment(1);
+            count_relayed(envelope.origin.platform, destination.platform);
             qunbridge_connectors::recent::RELAYED.add(
                 (
                     envelope.origin.platform.as_str(),

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::AccountEgress;
-use crate::metrics::{count_drop, RATE_LIMITED, RELAY_LATENCY};
+use crate::metrics::{count_drop, record_relay_latency, RATE_LIMITED};
 
 /// Send attempts for a retryable failure before the message is dropped.
 const SEND_ATTEMPTS: u32 = 5;
@@ -204,6 +204,6 @@ pub(crate) async fn settle_answer(
 /// Counts a message the platform took: its latency from the origin's timestamp.
 fn record_sent(account: &str, outbound: &Outbound, receipt: &SendReceipt, oldest_ts_ms: u64) {
     let latency = now_ms().saturating_sub(oldest_ts_ms) as f64 / 1000.0;
-    metrics::histogram!(RELAY_LATENCY).record(latency);
+    record_relay_latency(latency);
     debug!(message = "Sent.", account = %account, group = %outbound.group, ids = ?receipt.message_ids);
 }
