@@ -424,6 +424,16 @@ async fn malformed_frames_are_counted_and_the_connection_keeps_working() {
     let mut a = SseClient::open(&format!("http://{api}/api/v1/groups/a/events"), None, None).await;
     peer.push(Message::Text("{not json".into()));
     peer.push(Message::Binary(vec![0xff, 0xfe, 0x00].into()));
+    // A binary frame that is UTF-8 JSON is read like a text frame.
+    let binary = group_message(
+        111,
+        5,
+        2,
+        "",
+        "Eve",
+        json!([{"type": "text", "data": {"text": "二进制"}}]),
+    );
+    peer.push(Message::Binary(binary.to_string().into_bytes().into()));
     peer.push_event(
         json!({"post_type": "message", "message_type": "group", "user_id": 1, "message_id": 2}),
     );
@@ -437,6 +447,7 @@ async fn malformed_frames_are_counted_and_the_connection_keeps_working() {
         "Eve",
         json!([{"type": "mystery", "data": {}}, {"type": "text", "data": {"text": "ok"}}]),
     ));
+    assert_eq!(a.next().await.json()["text"], "[QQ] Eve: 二进制");
     assert_eq!(a.next().await.json()["text"], "[QQ] Eve: [mystery]ok");
     assert_eq!(
         peer.connections.load(Ordering::SeqCst),
