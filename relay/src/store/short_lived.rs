@@ -12,14 +12,14 @@
 //! the store writes further short-lived keys to the table as before.
 //!
 //! The set is a fixed array of slots, allocated a chunk at a time as keys land in it and
-//! never grown: open addressing with linear probing, each key
-//! kept nearer its home slot than any key it passed ("Robin Hood"), so that a lookup stops
-//! as soon as it meets a key closer to home than it would be, and a removal shifts the rest
-//! of its run back one slot instead of leaving a tombstone. Without tombstones a steady flow
-//! of keys that come and expire leaves the array as it was, so it can run seven-eighths
-//! full. A general hash table drops keys by marking their slots, must rebuild or double once
-//! marks use up its free slots, and was therefore reserved for twice its most keys: 13 bytes
-//! a slot for 100,000 keys, where this holds 225,000 in 12 bytes a slot, 3.1 MB in all.
+//! never grown: open addressing with linear probing, each key kept nearer its home slot than
+//! any key it passed ("Robin Hood"), so that a lookup stops as soon as it meets a key closer
+//! to home than it would be, and a removal shifts the rest of its run back one slot instead
+//! of leaving a tombstone. Without tombstones a steady flow of keys that come and expire
+//! leaves the array as it was, so it can run seven-eighths full. A general hash table drops
+//! keys by marking their slots, must rebuild or double once marks use up its free slots, and
+//! was therefore reserved for twice its most keys: 13 bytes a slot for 100,000 keys, where
+//! this holds 225,000 in 12 bytes a slot, 3.1 MB in all.
 
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::time::Duration;
